@@ -1,0 +1,108 @@
+"""The SMS back office: a Flask application factory with no side effects beyond configuring."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from backoffice.config import Config
+from backoffice.errors import DomainError
+from backoffice.extensions import csrf, db, login_manager, migrate
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+log = logging.getLogger(__name__)
+
+
+def _secret_key(instance: Path) -> str:
+    """SECRET_KEY from the environment, else the key `demo load`/`make run` wrote to the instance."""
+    stored = instance / "secret_key"
+    if stored.exists():
+        return stored.read_text().strip()
+    log.warning("SECRET_KEY not set and %s missing: using a per-process key", stored)
+    return secrets.token_hex(32)
+
+
+def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
+    if not isinstance(config, Config):
+        config = Config(**(config or {}))
+    app = Flask(__name__, instance_path=str(config.INSTANCE_PATH), instance_relative_config=False)
+    app.config.from_mapping(config.as_mapping())
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = _secret_key(config.INSTANCE_PATH)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}, **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    _sqlite_pragmas(app)
+
+    from backoffice import auth, portal, sales
+    from backoffice.cli import register_cli
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(sales.bp)
+    app.register_blueprint(portal.bp)
+    register_cli(app)
+    _error_handlers(app)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        from backoffice.clock import to_local
+
+        return {"to_local": to_local}
+
+    return app
+
+
+def _sqlite_pragmas(app: Flask) -> None:
+    """WAL and a busy timeout: concurrent writers wait instead of failing (see NOTES.md)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+
+    @event.listens_for(Engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if type(dbapi_connection).__module__.startswith("sqlite3"):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def _error_handlers(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def _domain(error: DomainError) -> Any:
+        db.session.rollback()
+        if _wants_json():
+            return jsonify(error={"code": error.code, "message": error.message}), error.status
+        return render_template("error.html", status=error.status, message=error.message), error.status
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Any:
+        messages = {400: "请求无效（表单可能已过期，请刷新后重试）", 403: "没有权限", 404: "页面不存在", 405: "不支持的请求方法", 413: "上传的文件过大"}
+        message = messages.get(error.code or 500, error.description or "")
+        if _wants_json():
+            return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code
+        return render_template("error.html", status=error.code, message=message), error.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Any:
+        db.session.rollback()
+        app.logger.exception("unhandled error")
+        if _wants_json():
+            return jsonify(error={"code": "internal", "message": "系统内部错误"}), 500
+        return render_template("error.html", status=500, message="系统内部错误，请稍后重试或联系管理员"), 500

@@ -1,0 +1,121 @@
+"""Logins: staff (sales, finance, admin) and customers' sub-accounts, through one Flask-Login
+session whose id says which kind it is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired
+
+from backoffice.extensions import db, login_manager
+from backoffice.models import StaffUser, SubAccount
+from backoffice.services import audit
+from backoffice.services.accounts import authenticate_sub_account
+from backoffice.services.staff import authenticate_staff
+
+bp = Blueprint("auth", __name__)
+login_manager.login_view = "auth.login"
+login_manager.login_message = "请先登录"
+
+
+class Principal(UserMixin):
+    """The logged-in person: a staff user or a customer's sub-account."""
+
+    def __init__(self, kind: str, record: StaffUser | SubAccount) -> None:
+        self.kind = kind
+        self.record = record
+
+    def get_id(self) -> str:
+        return f"{self.kind}:{self.record.id}"
+
+    @property
+    def role(self) -> str:
+        return self.record.role if isinstance(self.record, StaffUser) else "customer"
+
+    @property
+    def name(self) -> str:
+        return self.record.display_name if isinstance(self.record, StaffUser) else self.record.login
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.record.username if isinstance(self.record, StaffUser) else self.record.login}"
+
+
+@login_manager.user_loader
+def _load(user_id: str) -> Principal | None:
+    kind, _, ident = user_id.partition(":")
+    model = {"staff": StaffUser, "sub": SubAccount}.get(kind)
+    if model is None or not ident.isdigit():
+        return None
+    record = db.session.get(model, int(ident))
+    if record is None or not record.active:
+        return None
+    return Principal(kind, record)
+
+
+def roles_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        @login_required
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+class LoginForm(FlaskForm):
+    username = StringField("用户名", validators=[DataRequired("请输入用户名")])
+    password = PasswordField("密码", validators=[DataRequired("请输入密码")])
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = authenticate_staff(db.session, form.username.data or "", form.password.data or "")
+        if user is None:
+            flash("用户名或密码错误", "error")
+        else:
+            login_user(Principal("staff", user))
+            audit.record(db.session, f"staff:{user.username}", "login", "staff_user", user.username)
+            db.session.commit()
+            return redirect(request.args.get("next") if (request.args.get("next") or "").startswith("/") else url_for("sales.index"))
+    return render_template("login.html", form=form, title="员工登录", action=url_for("auth.login"))
+
+
+@bp.route("/portal/login", methods=["GET", "POST"])
+def portal_login() -> Any:
+    form = LoginForm()
+    if form.validate_on_submit():
+        sub = authenticate_sub_account(db.session, form.username.data or "", form.password.data or "")
+        if sub is None:
+            flash("企业号/子号或密码错误", "error")
+        else:
+            login_user(Principal("sub", sub))
+            audit.record(db.session, f"sub:{sub.login}", "login", "sub_account", sub.login)
+            db.session.commit()
+            return redirect(url_for("portal.home"))
+    return render_template("login.html", form=form, title="客户登录（企业号 / 子号）", action=url_for("auth.portal_login"))
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    logout_user()
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/")
+def root() -> Any:
+    if current_user.is_authenticated:
+        return redirect(url_for("portal.home" if current_user.role == "customer" else "sales.index"))
+    return redirect(url_for("auth.login"))

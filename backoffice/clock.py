@@ -1,0 +1,37 @@
+"""Time: stored in UTC, shown in Asia/Shanghai; one injectable clock so tests can travel in time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+_now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E731
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (from the injectable clock)."""
+    return _now()
+
+
+def set_clock(now: Callable[[], datetime] | None) -> None:
+    """Replace the clock (tests); `None` restores the real one."""
+    global _now
+    _now = now or (lambda: datetime.now(timezone.utc))
+
+
+def local_now() -> datetime:
+    return utcnow().astimezone(SHANGHAI)
+
+
+def local_today() -> date:
+    """Today's date in Beijing time: the business date of every event."""
+    return local_now().date()
+
+
+def to_local(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(SHANGHAI)

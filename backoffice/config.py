@@ -1,0 +1,48 @@
+"""Configuration read from the environment, each name with a working embedded default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _instance_path() -> Path:
+    return Path(os.environ.get("BACKOFFICE_INSTANCE_PATH", "instance")).resolve()
+
+
+class Config:
+    """Settings for one process; `create_app(config)` may override any attribute (tests do)."""
+
+    def __init__(self, **overrides: object) -> None:
+        env = os.environ
+        self.INSTANCE_PATH = Path(str(overrides.pop("INSTANCE_PATH", _instance_path()))).resolve()
+        default_db = f"sqlite:///{self.INSTANCE_PATH / 'backoffice.sqlite3'}"
+        self.SQLALCHEMY_DATABASE_URI = env.get("DATABASE_URL", default_db)
+        self.SECRET_KEY = env.get("SECRET_KEY", "")
+        self.LEDGER_PATH = self.INSTANCE_PATH / "ledger"
+        self.DOCUMENTS_PATH = self.INSTANCE_PATH / "documents"
+        self.KEYS_PATH = self.INSTANCE_PATH / "keys"
+        self.OUTBOX_PATH = self.INSTANCE_PATH / "outbox"
+        # Production: a configured signing key and certificate (PEM). Empty: self-signed, made on first use.
+        self.SIGNING_KEY_FILE = env.get("SIGNING_KEY_FILE", "")
+        self.SIGNING_CERT_FILE = env.get("SIGNING_CERT_FILE", "")
+        self.SMSC_HOST = env.get("SMSC_HOST", "127.0.0.1")
+        self.SMSC_PORT = int(env.get("SMSC_PORT", "2775"))
+        self.SMSC_SYSTEM_ID = env.get("SMSC_SYSTEM_ID", "backoffice")
+        self.SMSC_PASSWORD = env.get("SMSC_PASSWORD", "secret")
+        self.SMTP_HOST = env.get("SMTP_HOST", "")
+        self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
+        self.SMTP_USER = env.get("SMTP_USER", "")
+        self.SMTP_PASSWORD = env.get("SMTP_PASSWORD", "")
+        self.MAIL_FROM = env.get("MAIL_FROM", "noreply@localhost")
+        self.SIGNATURE_MAX_BYTES = 2_000_000
+        self.MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+        self.WTF_CSRF_TIME_LIMIT = None
+        self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {}
+        self.BABEL_DEFAULT_LOCALE = "zh_CN"
+        self.TIMEZONE = "Asia/Shanghai"
+        for key, value in overrides.items():
+            setattr(self, key, value)
+
+    def as_mapping(self) -> dict[str, object]:
+        return {k: v for k, v in vars(self).items() if k.isupper()}

@@ -1,0 +1,39 @@
+"""Domain errors: each carries its HTTP status and a message a person can act on (Chinese)."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationFailed(DomainError):
+    """Input refused; `errors` maps each field name to what is wrong with it."""
+
+    status = 400
+    code = "invalid"
+
+    def __init__(self, errors: dict[str, str], message: str | None = None) -> None:
+        self.errors = dict(errors)
+        summary = "；".join(f"{k}: {v}" for k, v in self.errors.items())
+        super().__init__(message or f"输入有误：{summary}")
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+
+
+class Forbidden(DomainError):
+    status = 403
+    code = "forbidden"

@@ -1,0 +1,70 @@
+"""The customer's enterprise account (企业号), which holds the prepaid balance, and its sub-accounts (子号)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from backoffice.clock import utcnow
+from backoffice.models.base import Base, Money, UTCDateTime
+
+# awaiting_payment: opened with the contract, credit not yet paid (not spendable);
+# active: credit spendable; suspended / closed: no sending.
+ACCOUNT_STATUSES = {
+    "awaiting_payment": "待付款开通",
+    "active": "正常",
+    "suspended": "暂停",
+    "closed": "已关闭",
+}
+
+
+class EnterpriseAccount(Base):
+    __tablename__ = "enterprise_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    customer_name: Mapped[str] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(24), default="awaiting_payment")
+    balance: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    price_per_message: Mapped[Decimal] = mapped_column(Money)
+    sms_signature: Mapped[str | None] = mapped_column(sa.String(32))
+    service_code: Mapped[str | None] = mapped_column(sa.String(32))
+    reserved_mobile: Mapped[str | None] = mapped_column(sa.String(20))
+    contact_email: Mapped[str | None] = mapped_column(sa.String(200))
+    contact_phone: Mapped[str | None] = mapped_column(sa.String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    sub_accounts: Mapped[list[SubAccount]] = relationship(
+        back_populates="account", order_by="SubAccount.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        sa.CheckConstraint("balance >= 0", name="balance_not_negative"),
+        sa.CheckConstraint(
+            "status in ('awaiting_payment', 'active', 'suspended', 'closed')", name="status"
+        ),
+    )
+
+    @property
+    def status_name(self) -> str:
+        return ACCOUNT_STATUSES.get(self.status, self.status)
+
+
+class SubAccount(Base):
+    """A login under the enterprise account; the primary one carries the enterprise number itself."""
+
+    __tablename__ = "sub_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("enterprise_accounts.id"), index=True)
+    login: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(256))
+    is_primary: Mapped[bool] = mapped_column(default=False)
+    must_change_password: Mapped[bool] = mapped_column(default=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    account: Mapped[EnterpriseAccount] = relationship(back_populates="sub_accounts")

@@ -1,0 +1,25 @@
+"""The ledger outbox: money events recorded in the same transaction as the business change,
+posted to the beancount books by `ledger/` afterwards (and replayable from here)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backoffice.clock import utcnow
+from backoffice.models.base import Base, UTCDateTime
+
+
+class LedgerEvent(Base):
+    __tablename__ = "ledger_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    occurred_on: Mapped[date]
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

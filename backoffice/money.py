@@ -1,0 +1,59 @@
+"""Money helpers: every amount is a `Decimal` in CNY; this module is the one place that parses,
+rounds and spells them (in figures and in Chinese capitals)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+import cn2an
+
+FEN = Decimal("0.01")
+PRICE_PLACES = 4
+MONEY_PLACES = 2
+
+
+class MoneyFormatError(ValueError):
+    """A value that is not a decimal amount in the expected form."""
+
+
+def parse_decimal(value: object, *, places: int) -> Decimal:
+    """Parse a decimal string or number exactly; refuse floats' binary noise, NaN and too many places."""
+    if isinstance(value, bool) or value is None:
+        raise MoneyFormatError("不是数字")
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        d = Decimal(str(value).strip().replace(",", ""))
+    except (InvalidOperation, ValueError):
+        raise MoneyFormatError("不是数字") from None
+    if not d.is_finite():
+        raise MoneyFormatError("不是数字")
+    exponent = d.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > places and d != d.quantize(Decimal(1).scaleb(-places)):
+        raise MoneyFormatError(f"最多 {places} 位小数")
+    return d
+
+
+def quantize_money(amount: Decimal) -> Decimal:
+    """Round to the fen, for documents and banks only."""
+    return amount.quantize(FEN, rounding=ROUND_HALF_UP)
+
+
+def format_money(amount: Decimal) -> str:
+    """`1750` -> `"1750.00"`."""
+    return f"{quantize_money(amount):.2f}"
+
+
+def format_price(price: Decimal) -> str:
+    """A price per message with its significant decimals kept, at least two: 0.035 -> "0.035"."""
+    text = format(price.normalize(), "f")
+    if "." not in text:
+        return text + ".00"
+    whole, frac = text.split(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def capitals(amount: Decimal) -> str:
+    """The amount in Chinese capital numerals, as written on contracts and invoices: 壹仟柒佰伍拾元整."""
+    return str(cn2an.an2cn(format_money(amount), "rmb"))

@@ -1,0 +1,115 @@
+"""Sales: pick a template, fill in the form its schema generates, preview, sign, issue."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, render_template, request, send_file
+from flask_login import current_user
+
+from backoffice.auth import roles_required
+from backoffice.cli import after_commit_catch_up, signing_identity
+from backoffice.errors import Conflict, ValidationFailed
+from backoffice.extensions import db
+from backoffice.models import Contract
+from backoffice.services.contracts import get_contract, issue_contract, preview_contract
+from backoffice.services.templates import NETWORKS, ContractTemplate, get_template, list_templates
+
+bp = Blueprint("sales", __name__, url_prefix="/sales")
+
+
+def _form_values(template: ContractTemplate) -> dict[str, Any]:
+    """The submitted form as raw field values (validation is the service's job)."""
+    raw: dict[str, Any] = {}
+    for spec in template.fields:
+        if spec.type == "networks":
+            raw[spec.name] = request.form.getlist(spec.name)
+        elif spec.type == "bool":
+            raw[spec.name] = "true" if request.form.get(spec.name) else "false"
+        else:
+            raw[spec.name] = request.form.get(spec.name, "")
+    return raw
+
+
+def _signature(side: str) -> bytes | str | None:
+    upload = request.files.get(f"{side}_signature_file")
+    if upload and upload.filename:
+        return upload.read()
+    return request.form.get(f"{side}_signature") or None
+
+
+@bp.route("/")
+@roles_required("sales", "admin")
+def index() -> Any:
+    contracts = db.session.scalars(sa.select(Contract).order_by(Contract.id.desc()).limit(200)).all()
+    return render_template("sales/index.html", templates=list_templates(), contracts=contracts)
+
+
+@bp.route("/new/<template_id>", methods=["GET", "POST"])
+@roles_required("sales", "admin")
+def new_contract(template_id: str) -> Any:
+    template = get_template(template_id)
+    errors: dict[str, str] = {}
+    preview_html = None
+    if request.method == "GET":
+        values = {f.name: f.default for f in template.fields}
+        submission_id = uuid.uuid4().hex
+        return render_template("sales/form.html", template=template, values=values, errors=errors, networks=NETWORKS, submission_id=submission_id, preview_html=None)
+    values = _form_values(template)
+    submission_id = request.form.get("submission_id") or uuid.uuid4().hex
+    cust, prov = _signature("customer"), _signature("provider")
+    try:
+        if request.form.get("action") == "preview":
+            preview_html = preview_contract(db.session, template.id, values, customer_signature=cust, provider_signature=prov)
+        else:
+            if not cust or not prov:
+                missing = {}
+                if not cust:
+                    missing["customer_signature"] = "请甲方签字（在签名框内手写或上传签名图片）"
+                if not prov:
+                    missing["provider_signature"] = "请乙方签字（在签名框内手写或上传签名图片）"
+                raise ValidationFailed(missing)
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            issued = issue_contract(
+                db.session, template.id, values, issued_by=current_user.actor,
+                documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app),
+                customer_signature=cust, provider_signature=prov, submission_key=f"web-{submission_id}",
+            )
+            db.session.commit()
+            warnings = after_commit_catch_up(app)
+            return render_template("sales/issued.html", issued=issued, contract=issued.contract, warnings=warnings)
+    except ValidationFailed as failed:
+        db.session.rollback()
+        errors = failed.errors
+    except Conflict as conflict:
+        db.session.rollback()
+        errors = {"_form": conflict.message}
+    status = 200 if not errors else 422
+    return render_template("sales/form.html", template=template, values=values, errors=errors, networks=NETWORKS, submission_id=submission_id, preview_html=preview_html), status
+
+
+@bp.route("/contracts/<contract_no>")
+@roles_required("sales", "finance", "admin")
+def contract_detail(contract_no: str) -> Any:
+    return render_template("sales/contract.html", contract=get_contract(db.session, contract_no))
+
+
+def send_contract_file(contract: Contract, kind: str) -> Any:
+    root = Path(current_app.config["DOCUMENTS_PATH"]).resolve()
+    rel = contract.pdf_file if kind == "pdf" else contract.docx_file
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        abort(404)
+    mimetype = "application/pdf" if kind == "pdf" else "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    return send_file(path, mimetype=mimetype, download_name=path.name, as_attachment=kind != "pdf")
+
+
+@bp.route("/contracts/<contract_no>.<kind>")
+@roles_required("sales", "finance", "admin")
+def contract_file(contract_no: str, kind: str) -> Any:
+    if kind not in ("pdf", "docx"):
+        abort(404)
+    return send_contract_file(get_contract(db.session, contract_no), kind)

@@ -1,0 +1,93 @@
+"""Enterprise accounts (企业号) and sub-accounts (子号): opening, passwords, login."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from backoffice.errors import NotFound
+from backoffice.models import EnterpriseAccount, SubAccount
+from backoffice.services.numbering import next_number
+
+# No 0/O, 1/l/I: an initial password is read off a screen and typed in.
+PASSWORD_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz23456789"
+PASSWORD_HASH = "scrypt:16384:8:1"
+
+
+def new_password(length: int = 12) -> str:
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password, method=PASSWORD_HASH)
+
+
+@dataclass(frozen=True)
+class OpenedLogin:
+    login: str
+    password: str  # shown once, never stored
+    is_primary: bool
+
+
+def allocate_account_code(session: Session) -> str:
+    return f"E{next_number(session, 'account', 0):06d}"
+
+
+def open_account(
+    session: Session,
+    *,
+    code: str,
+    customer_name: str,
+    price_per_message: Decimal,
+    sub_account_count: int,
+    sms_signature: str | None = None,
+    service_code: str | None = None,
+    reserved_mobile: str | None = None,
+    contact_email: str | None = None,
+    contact_phone: str | None = None,
+) -> tuple[EnterpriseAccount, list[OpenedLogin]]:
+    """The enterprise number with its own login plus `sub_account_count` sub-numbers, each with a
+    fresh initial password returned once; only hashes are stored."""
+    account = EnterpriseAccount(
+        code=code,
+        customer_name=customer_name,
+        status="awaiting_payment",
+        balance=Decimal(0),
+        price_per_message=price_per_message,
+        sms_signature=sms_signature,
+        service_code=service_code,
+        reserved_mobile=reserved_mobile,
+        contact_email=contact_email,
+        contact_phone=contact_phone,
+    )
+    logins = [OpenedLogin(code, new_password(), True)]
+    logins += [OpenedLogin(f"{code}-{i:02d}", new_password(), False) for i in range(1, sub_account_count + 1)]
+    for opened in logins:
+        account.sub_accounts.append(
+            SubAccount(login=opened.login, password_hash=hash_password(opened.password), is_primary=opened.is_primary)
+        )
+    session.add(account)
+    return account, logins
+
+
+def get_account(session: Session, code: str) -> EnterpriseAccount:
+    account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code))
+    if account is None:
+        raise NotFound(f"账户不存在：{code}")
+    return account
+
+
+def authenticate_sub_account(session: Session, login: str, password: str) -> SubAccount | None:
+    """The sub-account these credentials open, or None (same answer for unknown login and bad password)."""
+    sub = session.scalar(sa.select(SubAccount).where(SubAccount.login == login.strip()))
+    if sub is None or not sub.active:
+        check_password_hash(hash_password("x"), password)  # same cost either way
+        return None
+    if sub.account.status == "closed" or not check_password_hash(sub.password_hash, password):
+        return None
+    return sub

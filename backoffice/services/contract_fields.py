@@ -1,0 +1,244 @@
+"""Validation of a filled-in contract form against its template's field schema.
+
+One function serves the web form, the command line and the API alike: it returns clean values
+(Decimal, date, int, bool, list) or raises `ValidationFailed` naming every bad field."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Mapping
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from backoffice.errors import ValidationFailed
+from backoffice.money import FEN, MoneyFormatError, format_money, parse_decimal
+from backoffice.services.templates import NETWORKS, ContractTemplate, FieldSpec
+
+MOBILE = re.compile(r"^(?:\+?86|0086)?[-\s]?(1[3-9]\d{9})$")
+LANDLINE = re.compile(r"^(0\d{2,3})[-\s]?(\d{7,8})(?:[-\s转](\d{1,6}))?$")
+POSTCODE = re.compile(r"^\d{6}$")
+MARKUP = re.compile(r"<\s*[A-Za-z/!?]|javascript:", re.IGNORECASE)
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_PRICE = Decimal("10")
+TRUE = {"1", "true", "yes", "on", "y", "是"}
+FALSE = {"0", "false", "no", "off", "n", "否", ""}
+
+# Keys that travel with the form but are not template fields.
+EXTRA_KEYS = {"submission_id", "customer_signature", "provider_signature"}
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"customer": {"name": x}}` and `{"customer.name": x}` both become `{"customer.name": x}`."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
+
+
+def add_months(day: date, months: int) -> date:
+    month = day.month - 1 + months
+    year, month = day.year + month // 12, month % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def _clean_text(spec: FieldSpec, value: Any) -> str:
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ValueError("应为文字")
+    text = str(value).strip()
+    if MARKUP.search(text):
+        raise ValueError("不能包含 HTML 标记或脚本")
+    if CONTROL.search(text):
+        raise ValueError("包含不可见的控制字符")
+    limit = spec.max_length or (2000 if spec.type == "textarea" else 200)
+    if len(text) > limit:
+        raise ValueError(f"不能超过 {limit} 个字")
+    if spec.pattern and not re.fullmatch(spec.pattern, text):
+        raise ValueError(spec.pattern_message or "格式不正确")
+    return text
+
+
+def _clean(spec: FieldSpec, value: Any) -> Any:
+    """One field's clean value; raises ValueError with a Chinese reason."""
+    kind = spec.type
+    if kind in ("text", "textarea"):
+        return _clean_text(spec, value)
+    if kind == "mobile":
+        match = MOBILE.match(_clean_text(spec, value).replace(" ", ""))
+        if not match:
+            raise ValueError("不是有效的中国大陆手机号码（11位，以1开头）")
+        return match.group(1)
+    if kind == "phone":
+        text = _clean_text(spec, value)
+        if m := MOBILE.match(text.replace(" ", "")):
+            return m.group(1)
+        if m := LANDLINE.match(text):
+            area, number, ext = m.groups()
+            return f"{area}-{number}" + (f"-{ext}" if ext else "")
+        raise ValueError("不是有效的电话号码（如 010-82746952 或 13800138000）")
+    if kind == "email":
+        text = _clean_text(spec, value)
+        try:
+            return validate_email(text, check_deliverability=False).normalized
+        except EmailNotValidError:
+            raise ValueError("不是有效的电子邮箱地址") from None
+    if kind == "postcode":
+        text = _clean_text(spec, value)
+        if not POSTCODE.match(text):
+            raise ValueError("邮编应为6位数字")
+        return text
+    if kind in ("price", "money"):
+        places = 4 if kind == "price" else 2
+        try:
+            amount = parse_decimal(value, places=places)
+        except MoneyFormatError as exc:
+            raise ValueError(f"金额{exc}" if str(exc) != "不是数字" else "不是有效的数字") from None
+        if kind == "price" and amount <= 0:
+            raise ValueError("单价必须大于 0")
+        if kind == "price" and amount > MAX_PRICE:
+            raise ValueError(f"单价不能超过 {MAX_PRICE} 元/条")
+        if amount < 0:
+            raise ValueError("金额不能为负数")
+        return amount
+    if kind == "count":
+        if isinstance(value, bool) or isinstance(value, float):
+            raise ValueError("应为整数")
+        text = str(value).strip().replace(",", "")
+        if not re.fullmatch(r"-?\d{1,12}", text):
+            raise ValueError("应为整数")
+        number = int(text)
+        if spec.min is not None and number < spec.min:
+            raise ValueError(f"不能小于 {spec.min}")
+        if spec.max is not None and number > spec.max:
+            raise ValueError(f"不能大于 {spec.max}")
+        return number
+    if kind == "date":
+        if isinstance(value, date):
+            day = value
+        else:
+            try:
+                day = date.fromisoformat(str(value).strip())
+            except ValueError:
+                raise ValueError("日期格式应为 YYYY-MM-DD") from None
+        if not date(2000, 1, 1) <= day <= date(2099, 12, 31):
+            raise ValueError("日期超出范围")
+        return day
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in TRUE:
+            return True
+        if text in FALSE:
+            return False
+        raise ValueError("应为 是/否")
+    if kind == "choice":
+        if str(value) not in spec.choices:
+            raise ValueError("请从选项中选择：" + "、".join(spec.choices.values()))
+        return str(value)
+    if kind == "networks":
+        items = value if isinstance(value, list) else str(value).split(",")
+        codes = [str(i).strip() for i in items if str(i).strip()]
+        unknown = [c for c in codes if c not in NETWORKS]
+        if unknown:
+            raise ValueError("未知的运营商：" + "、".join(unknown))
+        if not codes:
+            raise ValueError("至少选择一个运营商")
+        return [c for c in NETWORKS if c in codes]
+    raise ValueError(f"未知的字段类型 {kind}")
+
+
+def validate_contract_fields(template: ContractTemplate, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Clean values keyed by dotted field name, defaults applied and derived amounts/dates filled
+    in; raises ValidationFailed with one Chinese message per bad field."""
+    given = {k: v for k, v in flatten(raw).items() if k not in EXTRA_KEYS}
+    errors: dict[str, str] = {}
+    known = {f.name for f in template.fields}
+    for name in sorted(set(given) - known):
+        errors[name] = "该模板没有这个字段"
+    values: dict[str, Any] = {}
+    for spec in template.fields:
+        value = given.get(spec.name)
+        if _is_blank(value) and spec.type != "bool":
+            value = spec.default
+        if _is_blank(value) and spec.type != "bool":
+            if spec.required:
+                errors[spec.name] = f"{spec.label}不能为空"
+            else:
+                values[spec.name] = None
+            continue
+        try:
+            values[spec.name] = _clean(spec, False if value is None else value)
+        except ValueError as exc:
+            errors[spec.name] = f"{spec.label}：{exc}"
+    for group in template.require_one_of:
+        if all(values.get(n) is None and n not in errors for n in group):
+            labels = "或".join(template.field(n).label for n in group if template.field(n))  # type: ignore[union-attr]
+            errors[group[0]] = f"请填写{labels}（至少一项）"
+    _check_amounts(template, values, errors)
+    _check_term(template, values, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    return values
+
+
+def _check_amounts(template: ContractTemplate, values: dict[str, Any], errors: dict[str, str]) -> None:
+    price, messages, amount = (values.get(k) for k in ("price_per_message", "initial_messages", "initial_amount"))
+    if price is None or any(k in errors for k in ("price_per_message", "initial_messages", "initial_amount")):
+        return
+    if messages is not None:
+        exact = price * messages
+        if amount is None:
+            if exact != exact.quantize(FEN):
+                errors["initial_messages"] = f"条数 × 单价 = {exact} 元，不足一分的金额无法收款，请调整条数"
+            else:
+                values["initial_amount"] = exact.quantize(FEN)
+        elif amount != exact:
+            errors["initial_amount"] = (
+                f"首次充值金额应等于 条数 × 单价 = {messages} × {price} = {format_money(exact) if exact == exact.quantize(FEN) else exact} 元，"
+                f"填写的是 {format_money(amount)} 元"
+            )
+    elif amount is not None:
+        count = amount / price
+        if count != count.to_integral_value():
+            errors["initial_amount"] = f"金额 {format_money(amount)} 元除以单价 {price} 元/条不是整数条数"
+        else:
+            values["initial_messages"] = int(count)
+    if "opening_fee" in values and values["opening_fee"] is None:
+        values["opening_fee"] = Decimal(0)
+
+
+def _check_term(template: ContractTemplate, values: dict[str, Any], errors: dict[str, str]) -> None:
+    start, end = values.get("term_start"), values.get("term_end")
+    if start is None or "term_start" in errors or "term_end" in errors:
+        return
+    if end is None:
+        years, months = values.get("term_years"), template.terms.get("term_months")
+        if years:
+            values["term_end"] = add_months(start, 12 * years) - timedelta(days=1)
+        elif months:
+            values["term_end"] = add_months(start, int(months)) - timedelta(days=1)
+    elif end < start:
+        errors["term_end"] = "结束日期不能早于开始日期"

@@ -1,0 +1,231 @@
+"""Issuing a contract: one transaction numbers it, renders and signs its documents, opens the
+account and its sub-accounts, books the contracted credit and plans its renewal jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.clock import local_today
+from backoffice.errors import Conflict, NotFound, ValidationFailed
+from backoffice.money import format_price
+from backoffice.models import Contract, ProviderProfile
+from backoffice.services import audit, documents
+from backoffice.services.accounts import OpenedLogin, allocate_account_code, open_account
+from backoffice.services.bookkeeping import record_event
+from backoffice.services.contract_fields import validate_contract_fields
+from backoffice.services.numbering import next_number
+from backoffice.services.renewal import plan_jobs, renewal_rule_for
+from backoffice.services.staged_files import stage_file
+from backoffice.services.templates import ContractTemplate, get_template
+from reports import images
+from reports.signing import SigningIdentity
+
+
+@dataclass(frozen=True)
+class IssuedContract:
+    contract: Contract
+    logins: list[OpenedLogin]
+    pdf_path: Path
+    docx_path: Path
+
+
+def provider_identity(session: Session, template: ContractTemplate) -> dict[str, str]:
+    """The provider settings for this template, over the template's demo values."""
+    profile = session.get(ProviderProfile, template.id)
+    return {**template.provider, **(profile.identity if profile else {})}
+
+
+def provider_seal(session: Session, template: ContractTemplate, provider: dict[str, str]) -> str:
+    profile = session.get(ProviderProfile, template.id)
+    if profile is not None and profile.seal_png:
+        return images.to_data_uri(profile.seal_png)
+    return documents.demo_seal(provider["name"])
+
+
+def _signature(field: str, supplied: bytes | str | None, signer: str, errors: dict[str, str]) -> str:
+    """A validated signature image as a data URI; a typed one from the name when none was drawn."""
+    if supplied is None or supplied == "" or supplied == b"":
+        return documents.typed_signature(signer)
+    try:
+        raw = images.decode_data_uri(supplied) if isinstance(supplied, str) else supplied
+        return images.to_data_uri(images.validate_image(raw))
+    except images.ImageError as exc:
+        errors[field] = str(exc)
+        return ""
+
+
+def submission_key_for(template_id: str, raw: dict[str, Any]) -> str:
+    """A stable key for one form submission when the caller gives none (the same data twice is
+    the same submission)."""
+    canonical = json.dumps({"template": template_id, "data": raw}, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _validate(session: Session, template: ContractTemplate, raw: dict[str, Any], customer_signature: Any, provider_signature: Any) -> tuple[dict[str, Any], str, str]:
+    try:
+        values = validate_contract_fields(template, raw)
+        errors: dict[str, str] = {}
+    except ValidationFailed as failed:
+        values, errors = {}, dict(failed.errors)
+    today = local_today()
+    for name in ("customer_signed_on", "provider_signed_on"):
+        if values.get(name) and values[name] > today:
+            errors[name] = "签署日期不能晚于今天"
+    cust = _signature("customer_signature", customer_signature, values.get("customer_signer", ""), errors) if values else ""
+    prov = _signature("provider_signature", provider_signature, values.get("provider_signer", ""), errors) if values else ""
+    if errors:
+        raise ValidationFailed(errors)
+    return values, cust, prov
+
+
+def preview_contract(session: Session, template_id: str, raw: dict[str, Any], *, customer_signature: Any = None, provider_signature: Any = None) -> str:
+    """The contract as HTML, exactly as it will print, without issuing anything."""
+    template = get_template(template_id)
+    values, cust, prov = _validate(session, template, raw, customer_signature, provider_signature)
+    provider = provider_identity(session, template)
+    subs = values.get("sub_accounts") or 0
+    context = documents.build_context(
+        template, values, contract_no="（签发时生成）" if template.prints_contract_no else None,
+        provider=provider, account_code=None, sub_logins=[f"（子号{i}）" for i in range(1, subs + 1)],
+        customer_signature=cust, provider_signature=prov, seal=provider_seal(session, template, provider),
+    )
+    return documents.render_contract_html(template, context)
+
+
+def issue_contract(
+    session: Session,
+    template_id: str,
+    raw: dict[str, Any],
+    *,
+    issued_by: str,
+    documents_root: Path,
+    signing_identity: SigningIdentity | None,
+    customer_signature: bytes | str | None = None,
+    provider_signature: bytes | str | None = None,
+    submission_key: str | None = None,
+) -> IssuedContract:
+    """Issue a contract from a filled-in template. Raises ValidationFailed (per field),
+    NotFound (template) or Conflict (same submission twice); the caller commits."""
+    template = get_template(template_id)
+    values, cust_sig, prov_sig = _validate(session, template, raw, customer_signature, provider_signature)
+    key = submission_key or submission_key_for(template_id, raw)
+    existing = session.scalar(sa.select(Contract).where(Contract.submission_key == key))
+    if existing is not None:
+        raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")
+
+    today = local_today()
+    contract_no = f"HT-{today.year}-{next_number(session, 'contract', today.year):06d}"
+    code = allocate_account_code(session)
+    account, logins = open_account(
+        session,
+        code=code,
+        customer_name=values["customer.name"],
+        price_per_message=values["price_per_message"],
+        sub_account_count=values.get("sub_accounts") or 0,
+        sms_signature=values.get("sms_signature"),
+        service_code=values.get("service_code"),
+        reserved_mobile=values.get("reserved_mobile"),
+        contact_email=values.get("customer.email"),
+        contact_phone=values.get("customer.contact_phone") or values.get("customer.phone"),
+    )
+
+    provider = provider_identity(session, template)
+    context = documents.build_context(
+        template, values, contract_no=contract_no, provider=provider, account_code=code,
+        sub_logins=[o.login for o in logins if not o.is_primary],
+        customer_signature=cust_sig, provider_signature=prov_sig, seal=provider_seal(session, template, provider),
+    )
+    html = documents.render_contract_html(template, context)
+    title = f"{template.title}（{contract_no}）"
+    pdf = documents.render_contract_pdf(html, title=title, identity=signing_identity, location=provider.get("address", ""))
+    docx = documents.render_contract_docx(template, html, header=f"{provider['name']}　合同编号：{contract_no}")
+
+    folder = documents_root / "contracts" / str(today.year)
+    pdf_path, docx_path = folder / f"{contract_no}.pdf", folder / f"{contract_no}.docx"
+    stage_file(session, pdf_path, pdf)
+    stage_file(session, docx_path, docx)
+
+    printable = {k: (str(v) if v is not None and not isinstance(v, (int, bool, list)) else v) for k, v in values.items()}
+    contract = Contract(
+        contract_no=contract_no,
+        template_id=template.id,
+        status="issued",
+        submission_key=key,
+        customer_name=values["customer.name"],
+        fields=printable,
+        terms=template.terms,
+        price_per_message=values["price_per_message"],
+        initial_messages=values["initial_messages"],
+        initial_amount=values["initial_amount"],
+        opening_fee=values.get("opening_fee") or 0,
+        term_start=values.get("term_start"),
+        term_end=values.get("term_end"),
+        renewal_rule=renewal_rule_for(template.terms, values.get("auto_renew")),
+        customer_signer=values["customer_signer"],
+        customer_signed_on=values["customer_signed_on"],
+        provider_signer=values["provider_signer"],
+        provider_signed_on=values["provider_signed_on"],
+        issued_by=issued_by,
+        account=account,
+        pdf_file=str(pdf_path.relative_to(documents_root)),
+        pdf_sha256=hashlib.sha256(pdf).hexdigest(),
+        docx_file=str(docx_path.relative_to(documents_root)),
+        docx_sha256=hashlib.sha256(docx).hexdigest(),
+    )
+    session.add(contract)
+    record_event(
+        session, "contract_credit", today,
+        {
+            "account_code": code, "customer_name": contract.customer_name, "contract_no": contract_no,
+            "initial_amount": values["initial_amount"], "opening_fee": values.get("opening_fee") or 0,
+        },
+        event_id=f"contract-credit-{contract_no}",
+    )
+    plan_jobs(session, contract)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:
+        raise Conflict("该表单已提交过，未重复签发") from None
+    audit.record(session, issued_by, "issue_contract", "contract", contract_no, template=template.id, account=code)
+    return IssuedContract(contract, logins, pdf_path, docx_path)
+
+
+def get_contract(session: Session, contract_no: str) -> Contract:
+    contract = session.scalar(sa.select(Contract).where(Contract.contract_no == contract_no))
+    if contract is None:
+        raise NotFound(f"合同不存在：{contract_no}")
+    return contract
+
+
+def account_summary(session: Session, code: str) -> dict[str, Any]:
+    """What `account show` prints: status, balance, price, sub-accounts, contract and term."""
+    from backoffice.services.accounts import get_account
+
+    account = get_account(session, code)
+    contract = session.scalar(sa.select(Contract).where(Contract.account_id == account.id).order_by(Contract.id.desc()))
+    return {
+        "account_code": account.code,
+        "customer_name": account.customer_name,
+        "status": account.status,
+        "status_name": account.status_name,
+        "balance": format_price(account.balance),
+        "price_per_message": format_price(account.price_per_message),
+        "sms_signature": account.sms_signature,
+        "service_code": account.service_code,
+        "sub_accounts": [{"login": s.login, "primary": s.is_primary, "active": s.active} for s in account.sub_accounts],
+        "contract_no": contract.contract_no if contract else None,
+        "template_id": contract.template_id if contract else None,
+        "contract_status": contract.status if contract else None,
+        "term_start": contract.term_start.isoformat() if contract and contract.term_start else None,
+        "term_end": contract.term_end.isoformat() if contract and contract.term_end else None,
+        "renewal_rule": contract.renewal_rule if contract else None,
+        "renewal_rule_name": contract.renewal_rule_name if contract else None,
+        "scheduled_jobs": [{"kind": j.kind, "due_on": j.due_on.isoformat(), "armed": j.armed_at is not None, "done": j.done_at is not None} for j in (contract.jobs if contract else [])],
+    }

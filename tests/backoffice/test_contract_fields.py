@@ -1,0 +1,104 @@
+"""Field validation from the template schema: clean values out, a Chinese message per bad field."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from backoffice.errors import ValidationFailed
+from backoffice.services.contract_fields import validate_contract_fields
+from backoffice.services.templates import get_template
+from tests.conftest import TEMPLATE_IDS, sample
+
+
+def errors_for(template_id: str, **overrides: Any) -> dict[str, str]:
+    with pytest.raises(ValidationFailed) as caught:
+        validate_contract_fields(get_template(template_id), sample(template_id, **overrides))
+    return caught.value.errors
+
+
+@pytest.mark.parametrize("template_id", TEMPLATE_IDS)
+def test_every_template_sample_is_valid(template_id: str) -> None:
+    values = validate_contract_fields(get_template(template_id), sample(template_id))
+    assert isinstance(values["price_per_message"], Decimal)
+    assert values["initial_amount"] == values["price_per_message"] * values["initial_messages"]
+    assert isinstance(values["customer_signed_on"], date)
+
+
+def test_money_is_decimal_never_float() -> None:
+    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", price_per_message=0.035, initial_messages=50000, initial_amount="1750.00"))
+    assert values["price_per_message"] == Decimal("0.035") and type(values["price_per_message"]) is Decimal
+    assert values["initial_amount"] == Decimal("1750.00")
+
+
+def test_initial_amount_is_derived_when_left_blank() -> None:
+    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", initial_amount=None, price_per_message="0.035", initial_messages=50000))
+    assert values["initial_amount"] == Decimal("1750.00")
+
+
+def test_sms_genie_accepts_amount_or_quantity() -> None:
+    template = get_template("sms_genie_user")
+    by_amount = validate_contract_fields(template, sample("sms_genie_user", initial_messages=None, initial_amount="500.00", price_per_message="0.05"))
+    assert by_amount["initial_messages"] == 10000
+    by_count = validate_contract_fields(template, sample("sms_genie_user", initial_messages=10000, initial_amount=None, price_per_message="0.05"))
+    assert by_count["initial_amount"] == Decimal("500.00")
+    errors = errors_for("sms_genie_user", initial_messages=None, initial_amount=None)
+    assert "initial_messages" in errors and "至少" in errors["initial_messages"]
+
+
+def test_fixed_term_end_is_derived_from_years() -> None:
+    values = validate_contract_fields(get_template("enterprise_sms_center"), sample("enterprise_sms_center", term_start="2026-12-01", term_end=None, term_years=2))
+    assert values["term_end"] == date(2028, 11, 30)
+
+
+def test_twelve_month_term_end_is_derived() -> None:
+    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", term_start="2026-12-01", term_end=None))
+    assert values["term_end"] == date(2027, 11, 30)
+
+
+@pytest.mark.parametrize(
+    "overrides, field, words",
+    [
+        ({"customer__name": None}, "customer.name", "不能为空"),
+        ({"customer__name": "   "}, "customer.name", "不能为空"),
+        ({"price_per_message": "0"}, "price_per_message", "大于 0"),
+        ({"price_per_message": "-0.035"}, "price_per_message", "大于 0"),
+        ({"price_per_message": "0.03512"}, "price_per_message", "4 位小数"),
+        ({"price_per_message": "abc"}, "price_per_message", "数字"),
+        ({"initial_amount": "1750.01"}, "initial_amount", "条数 × 单价"),
+        ({"initial_amount": "1750.001"}, "initial_amount", "2 位小数"),
+        ({"term_start": "2026-12-01", "term_end": "2026-11-30"}, "term_end", "不能早于"),
+        ({"term_start": "2026-13-01"}, "term_start", "YYYY-MM-DD"),
+        ({"customer__phone": "12345"}, "customer.phone", "电话号码"),
+        ({"customer__contact_phone": "1380013800"}, "customer.contact_phone", "电话号码"),
+        ({"customer__email": "not-an-email"}, "customer.email", "邮箱"),
+        ({"customer__postcode": "10010"}, "customer.postcode", "6位数字"),
+        ({"customer__name": "<script>alert(1)</script>"}, "customer.name", "HTML"),
+        ({"customer__address": '<img src="http://127.0.0.1:9/x.png">'}, "customer.address", "HTML"),
+        ({"initial_messages": "12.5"}, "initial_messages", "整数"),
+        ({"initial_messages": 0}, "initial_messages", "不能小于"),
+        ({"no_such_field": "x"}, "no_such_field", "没有这个字段"),
+    ],
+)
+def test_bad_field_gets_a_message_naming_it(overrides: dict[str, Any], field: str, words: str) -> None:
+    errors = errors_for("sms_business_service", **overrides)
+    assert field in errors, errors
+    assert words in errors[field]
+
+
+def test_reserved_mobile_must_be_a_mobile_number() -> None:
+    errors = errors_for("lingxuntong_service", reserved_mobile="010-82176004")
+    assert "手机号码" in errors["reserved_mobile"]
+
+
+def test_mobile_numbers_are_normalised() -> None:
+    values = validate_contract_fields(get_template("lingxuntong_service"), sample("lingxuntong_service", reserved_mobile="+86 13800138000"))
+    assert values["reserved_mobile"] == "13800138000"
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    errors = errors_for("sms_business_service", customer__name=None, price_per_message="-1", customer__email="x")
+    assert {"customer.name", "price_per_message", "customer.email"} <= set(errors)

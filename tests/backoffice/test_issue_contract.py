@@ -1,0 +1,170 @@
+"""Issuing a contract end to end from the command line, one test per template: documents,
+account and sub-accounts, books and renewal jobs."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from docx import Document
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from pypdf import PdfReader
+
+from backoffice.extensions import db
+from backoffice.models import Contract, ContractJob, EnterpriseAccount
+from backoffice.money import capitals
+from backoffice.services.templates import get_template
+from ledger import ledger_balances
+from tests.conftest import TEMPLATE_IDS, login, sample, write_json
+
+
+def pdf_text(path: Path) -> str:
+    return re.sub(r"\s+", "", "".join(page.extract_text() or "" for page in PdfReader(path).pages))
+
+
+def docx_text(path: Path) -> str:
+    document = Document(str(path))
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts += [cell.text for cell in row.cells]
+    return re.sub(r"\s+", "", "".join(parts))
+
+
+def issue(runner: FlaskCliRunner, tmp_path: Path, template_id: str, data: dict) -> dict:
+    result = runner.invoke(args=["contract", "issue", template_id, "--data", str(write_json(tmp_path / "c.json", data)), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def cn(day: str) -> str:
+    y, m, d = (int(x) for x in day.split("-"))
+    return f"{y}年{m}月{d}日"
+
+
+@pytest.mark.parametrize("template_id", TEMPLATE_IDS)
+def test_issue_each_template_end_to_end(app: Flask, runner: FlaskCliRunner, tmp_path: Path, template_id: str) -> None:
+    data = sample(template_id)
+    out = issue(runner, tmp_path, template_id, data)
+    template = get_template(template_id)
+
+    assert re.fullmatch(r"HT-2026-\d{6}", out["contract_no"])
+    price = Decimal(str(data["price_per_message"]))
+    amount = Decimal(out["initial_amount"])
+    expected_text = [
+        data["customer"]["name"],
+        f"{price.normalize():f}",
+        f"{amount:.2f}",
+        capitals(amount),
+        data["customer_signer"],
+        data["provider_signer"],
+    ]
+    if data.get("term_start"):
+        expected_text.append(cn(data["term_start"]))
+    if template.prints_contract_no:
+        expected_text.append(out["contract_no"])
+    text_pdf, text_docx = pdf_text(Path(out["pdf"])), docx_text(Path(out["docx"]))
+    for expected in expected_text:
+        assert re.sub(r"\s+", "", expected) in text_pdf, f"PDF lacks {expected}"
+        assert re.sub(r"\s+", "", expected) in text_docx, f"DOCX lacks {expected}"
+    if template_id == "sms_genie_user":
+        assert "信息安全保障责任书" in text_pdf and "信息安全保障责任书" in text_docx
+
+    contract = db.session.scalar(sa.select(Contract).where(Contract.contract_no == out["contract_no"]))
+    assert contract is not None and contract.status == "issued"
+    assert contract.pdf_sha256 == out["sha256"]["pdf"]
+    import hashlib
+
+    assert hashlib.sha256(Path(out["pdf"]).read_bytes()).hexdigest() == contract.pdf_sha256
+    assert hashlib.sha256(Path(out["docx"]).read_bytes()).hexdigest() == contract.docx_sha256
+    assert contract.renewal_rule == template.terms["term_rule"]
+
+    account = db.session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == out["account_code"]))
+    assert account is not None and account.status == "awaiting_payment" and account.balance == 0
+    assert account.price_per_message == price
+    assert len(account.sub_accounts) == len(out["sub_accounts"]) == 1 + int(data.get("sub_accounts") or 0)
+    for sub in out["sub_accounts"]:
+        assert sub["password"] not in json.dumps([s.password_hash for s in account.sub_accounts])
+        client = app.test_client()
+        response = login(client, sub["login"], sub["password"], portal=True)
+        assert response.status_code == 302 and response.headers["Location"].endswith("/portal/")
+        home = client.get("/portal/")
+        assert out["account_code"] in home.get_data(as_text=True)
+        assert login(app.test_client(), sub["login"], sub["password"] + "x", portal=True).status_code == 200  # refused
+
+    check = runner.invoke(args=["ledger", "check"])
+    assert check.exit_code == 0, check.output
+    balances = ledger_balances(Path(app.config["LEDGER_PATH"]) / "main.beancount")
+    fee = Decimal(out["opening_fee"])
+    assert balances[f"Assets:Receivable:{out['account_code']}"] == amount + fee
+    assert balances[f"Liabilities:Contracted:{out['account_code']}"] == -amount
+    assert balances.get(f"Liabilities:Prepaid:{out['account_code']}", Decimal(0)) == 0
+
+    shown = runner.invoke(args=["account", "show", out["account_code"], "--json"])
+    summary = json.loads(shown.output)
+    assert summary["contract_no"] == out["contract_no"]
+    assert summary["balance"] == "0.00" and summary["status"] == "awaiting_payment"
+    assert summary["renewal_rule"] == template.terms["term_rule"]
+
+    verify = runner.invoke(args=["contract", "verify", out["pdf"]])
+    assert verify.exit_code == 0 and "完好" in verify.output
+
+
+def test_renewal_jobs_are_armed_in_the_persistent_job_store(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    out = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service", term_start="2026-12-01", term_end="2027-11-30"))
+    jobs = db.session.scalars(sa.select(ContractJob).order_by(ContractJob.due_on)).all()
+    assert [(j.kind, j.due_on.isoformat()) for j in jobs] == [("renewal_notice", "2027-10-31"), ("auto_extend", "2027-12-01")]
+    assert all(j.armed_at is not None for j in jobs)
+    listed = json.loads(runner.invoke(args=["jobs", "list", "--json"]).output)
+    assert {j["id"] for j in listed} == {j.job_id for j in jobs}
+    assert any(j["next_run"].startswith("2027-12-01T09:00") for j in listed)
+    assert out["renewal_rule"] == "yearly_auto_extend"
+
+
+def test_opting_out_of_auto_renewal_makes_a_fixed_term(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    out = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service", auto_renew=False))
+    assert out["renewal_rule"] == "fixed_term"
+    kinds = {j.kind for j in db.session.scalars(sa.select(ContractJob))}
+    assert kinds == {"renewal_notice", "expire"}
+
+
+def test_lingxuntong_books_the_opening_fee_as_income(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    data = sample("lingxuntong_service")
+    out = issue(runner, tmp_path, "lingxuntong_service", data)
+    balances = ledger_balances(Path(app.config["LEDGER_PATH"]) / "main.beancount")
+    assert balances["Income:OpeningFee"] == -Decimal(str(data["opening_fee"]))
+    text = pdf_text(Path(out["pdf"]))
+    assert out["account_code"] in text
+    for sub in out["sub_accounts"]:
+        assert sub["login"] in text
+        assert sub["password"] not in text  # the password is never printed
+
+
+def test_contract_numbers_are_sequential_per_year(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    numbers = [issue(runner, tmp_path, "gateway_api_partner", sample("gateway_api_partner", customer__name=f"客户{i}"))["contract_no"] for i in range(3)]
+    assert numbers == ["HT-2026-000001", "HT-2026-000002", "HT-2026-000003"]
+
+
+def test_templates_command_lists_five_templates_with_fields(runner: FlaskCliRunner) -> None:
+    listed = json.loads(runner.invoke(args=["contract", "templates", "--json"]).output)
+    assert [t["id"] for t in listed] == TEMPLATE_IDS
+    for t in listed:
+        names = {f["name"] for f in t["fields"]}
+        assert {"customer.name", "price_per_message", "customer_signer", "provider_signed_on"} <= names
+
+
+def test_verify_detects_a_changed_contract(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    out = issue(runner, tmp_path, "enterprise_sms_center", sample("enterprise_sms_center"))
+    tampered = tmp_path / "tampered.pdf"
+    data = bytearray(Path(out["pdf"]).read_bytes())
+    index = data.find(b"stream", 2000)
+    data[index + 20] ^= 0x01
+    tampered.write_bytes(bytes(data))
+    result = runner.invoke(args=["contract", "verify", str(tampered)])
+    assert result.exit_code == 1
+    assert "无效" in result.output or "修改" in result.output

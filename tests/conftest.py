@@ -1,0 +1,140 @@
+"""Shared fixtures: a fresh app, database and instance folder per test, a fixed clock, a
+session-wide signing identity (key generation is the slow part), and contract factories."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from backoffice import create_app
+from backoffice.clock import set_clock
+from backoffice.extensions import db
+
+FIXED_NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)  # 10:00 in Beijing
+
+
+@pytest.fixture(scope="session")
+def signing_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from reports.signing import ensure_signing_identity
+
+    identity = ensure_signing_identity(tmp_path_factory.mktemp("keys"), common_name="测试签章", organization="Test Provider")
+    return identity.key_path, identity.cert_path
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock() -> Iterator[None]:
+    set_clock(lambda: FIXED_NOW)
+    yield
+    set_clock(None)
+
+
+def app_config(instance: Path, signing_files: tuple[Path, Path], **extra: Any) -> dict[str, Any]:
+    return {
+        "INSTANCE_PATH": instance,
+        "LEDGER_PATH": instance / "ledger",
+        "DOCUMENTS_PATH": instance / "documents",
+        "KEYS_PATH": instance / "keys",
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'test.sqlite3'}",
+        "SECRET_KEY": "test-secret",
+        "WTF_CSRF_ENABLED": False,
+        "SIGNING_KEY_FILE": str(signing_files[0]),
+        "SIGNING_CERT_FILE": str(signing_files[1]),
+        "TESTING": True,
+        **extra,
+    }
+
+
+@pytest.fixture
+def app(tmp_path: Path, signing_files: tuple[Path, Path]) -> Iterator[Flask]:
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    app = create_app(app_config(instance, signing_files))
+    with app.app_context():
+        db.create_all()
+        yield app
+        # Every test that moved money leaves books that pass beancount's checker and reconcile.
+        from backoffice.services.bookkeeping import check_and_reconcile
+
+        db.session.rollback()
+        if (instance / "ledger" / "main.beancount").exists():
+            report = check_and_reconcile(db.session, instance / "ledger")
+            assert report.ok, f"books not in step after the test: {report}"
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def staff(app: Flask) -> dict[str, str]:
+    """One user per role; returns username -> password."""
+    from backoffice.services.staff import create_staff_user
+
+    users = {"sales": "sales-pass-1", "finance": "finance-pass-1", "admin": "admin-pass-1"}
+    for role, password in users.items():
+        create_staff_user(db.session, role, role, password, role, actor="test")
+    db.session.commit()
+    return users
+
+
+def login(client: FlaskClient, username: str, password: str, *, portal: bool = False) -> Any:
+    return client.post("/portal/login" if portal else "/login", data={"username": username, "password": password})
+
+
+def sample(template_id: str, **overrides: Any) -> dict[str, Any]:
+    """The template's sample data (nested), with dotted-key overrides; None removes a field."""
+    from backoffice.services.contract_fields import flatten, nest
+    from backoffice.services.templates import get_template
+
+    flat = flatten(copy.deepcopy(get_template(template_id).sample))
+    for key, value in overrides.items():
+        key = key.replace("__", ".")
+        if value is None:
+            flat.pop(key, None)
+        else:
+            flat[key] = value
+    return nest(flat)
+
+
+def make_contract(app: Flask, template_id: str = "sms_business_service", **overrides: Any) -> Any:
+    """Issue a contract through the service, commit, post the books: an IssuedContract."""
+    from backoffice.cli import after_commit_catch_up, signing_identity
+    from backoffice.services.contracts import issue_contract
+
+    issued = issue_contract(
+        db.session, template_id, sample(template_id, **overrides), issued_by="test",
+        documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app),
+    )
+    db.session.commit()
+    assert after_commit_catch_up(app) == []
+    return issued
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+TEMPLATE_IDS = [
+    "enterprise_sms_center",
+    "gateway_api_partner",
+    "lingxuntong_service",
+    "sms_genie_user",
+    "sms_business_service",
+]

@@ -1,0 +1,93 @@
+"""The books writer: posting rules, idempotence, refusal of bad events, and beancount's checker."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import ledger
+from ledger import Books, Event, PostingRuleError, check_books, ledger_balances
+from ledger.books import MAIN
+
+
+def credit(event_id: str = "ev-1", code: str = "E000001", amount: str = "1750.00", fee: str = "0", day: date = date(2026, 11, 23)) -> Event:
+    return Event(event_id, "contract_credit", day, {
+        "account_code": code, "customer_name": "北京创联致信科技有限公司", "contract_no": "HT-2026-000001",
+        "initial_amount": amount, "opening_fee": fee,
+    })
+
+
+def test_contract_credit_is_receivable_against_contracted_credit(tmp_path: Path) -> None:
+    books = Books(tmp_path)
+    assert books.post([credit(fee="300.00")]) == ["ev-1"]
+    assert check_books(tmp_path / MAIN) == []
+    balances = ledger_balances(tmp_path / MAIN)
+    assert balances["Assets:Receivable:E000001"] == Decimal("2050.00")
+    assert balances["Liabilities:Contracted:E000001"] == Decimal("-1750.00")
+    assert balances["Income:OpeningFee"] == Decimal("-300.00")
+    text = (tmp_path / "2026" / "2026-11.beancount").read_text(encoding="utf-8")
+    assert 'event_id: "ev-1"' in text
+    assert "北京创联致信科技有限公司" in text
+
+
+def test_replaying_an_event_changes_nothing(tmp_path: Path) -> None:
+    books = Books(tmp_path)
+    books.post([credit()])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.beancount")}
+    assert books.post([credit()]) == []
+    assert books.post([credit(), credit()]) == []
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.beancount")} == before
+
+
+def test_same_event_twice_in_one_batch_posts_once(tmp_path: Path) -> None:
+    assert Books(tmp_path).post([credit(), credit()]) == ["ev-1"]
+    assert ledger_balances(tmp_path / MAIN)["Assets:Receivable:E000001"] == Decimal("1750.00")
+
+
+def test_months_go_to_their_own_files_included_from_main(tmp_path: Path) -> None:
+    books = Books(tmp_path)
+    books.post([credit("a", day=date(2026, 11, 30)), credit("b", code="E000002", day=date(2026, 12, 1))])
+    assert books.included_months() == ["2026/2026-11.beancount", "2026/2026-12.beancount"]
+    assert check_books(tmp_path / MAIN) == []
+    assert books.posted_event_ids() == {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        (Event("x", "no_such_kind", date(2026, 1, 1), {}), "unknown ledger event kind"),
+        (Event("x", "contract_credit", date(2026, 1, 1), {"account_code": "E1"}), "lacks"),
+        (credit(amount="abc"), "decimal"),
+        (credit(code="e-lower"), "account component"),
+        (credit(amount="0", fee="0"), "moves no money"),
+    ],
+)
+def test_bad_events_are_refused_and_nothing_is_written(tmp_path: Path, event: Event, message: str) -> None:
+    books = Books(tmp_path)
+    books.post([credit("good")])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.beancount")}
+    with pytest.raises((PostingRuleError, ValueError), match=message):
+        books.post([credit("also-good", code="E000009"), event])
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.beancount")} == before
+
+
+def test_unbalanced_rule_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ledger.events.RULES, "broken", lambda e: ("x", "y", [("Income:SMS", Decimal("1")), ("Income:Penalty", Decimal("-0.99"))]))
+    with pytest.raises(PostingRuleError, match="does not balance"):
+        ledger.transaction_for(Event("b", "broken", date(2026, 1, 1), {}))
+
+
+def test_checker_reports_a_hand_edited_file(tmp_path: Path) -> None:
+    Books(tmp_path).post([credit()])
+    month = tmp_path / "2026" / "2026-11.beancount"
+    month.write_text(month.read_text(encoding="utf-8").replace("-1750.00 CNY", "-1700.00 CNY"), encoding="utf-8")
+    problems = check_books(tmp_path / MAIN)
+    assert problems and any("balance" in p.lower() for p in problems)
+
+
+def test_reconcile_names_the_differing_account() -> None:
+    diffs = ledger.reconcile({"Liabilities:Prepaid:E1": Decimal("-10"), "Liabilities:Prepaid:E2": Decimal("0")}, {"Liabilities:Prepaid:E1": Decimal("-9.99")})
+    assert [(d.account, d.database, d.books) for d in diffs] == [("Liabilities:Prepaid:E1", Decimal("-10"), Decimal("-9.99"))]

@@ -1,0 +1,5 @@
+"""WSGI entry point: `flask --app wsgi …` and `gunicorn wsgi:app`."""
+
+from backoffice import create_app
+
+app = create_app()
