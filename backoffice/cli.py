@@ -224,14 +224,9 @@ def jobs_run() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def jobs_list(as_json: bool) -> None:
     """Jobs armed in the persistent job store."""
-    from backoffice.jobs import make_scheduler
+    from backoffice.jobs import stored_jobs
 
-    scheduler = make_scheduler(current_app._get_current_object())  # type: ignore[attr-defined]
-    scheduler.start(paused=True)
-    try:
-        jobs = [{"id": j.id, "name": j.name, "next_run": j.next_run_time.isoformat() if j.next_run_time else None} for j in scheduler.get_jobs()]
-    finally:
-        scheduler.shutdown(wait=False)
+    jobs = [{"id": j.id, "name": j.name, "next_run": j.next_run_time.isoformat() if j.next_run_time else None} for j in stored_jobs(current_app._get_current_object())]  # type: ignore[attr-defined]
     _emit(jobs, as_json, "\n".join(f"{j['next_run']}  {j['id']}" for j in jobs))
 
 
