@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import tempfile
 from collections.abc import Sequence
@@ -132,9 +133,10 @@ def sign_pdf(
     contact: str | None = None,
 ) -> bytes:
     """The PDF with an invisible PAdES signature (SHA-256) appended as an incremental update."""
-    signer = signers.SimpleSigner.load(str(identity.key_path), str(identity.cert_path))
-    if signer is None:
-        raise ValueError(f"cannot load signing key or certificate from {identity.key_path.parent}")
+    signer = _load_signer(
+        str(identity.key_path), str(identity.cert_path),
+        identity.key_path.stat().st_mtime_ns, identity.cert_path.stat().st_mtime_ns,
+    )
     meta = signers.PdfSignatureMetadata(
         field_name=field_name,
         reason=reason,
@@ -144,7 +146,22 @@ def sign_pdf(
         subfilter=fields.SigSeedSubFilter.PADES,
     )
     writer = IncrementalPdfFileWriter(BytesIO(pdf))
-    return signers.sign_pdf(writer, meta, signer=signer).getvalue()
+    # A fixed reservation skips pyHanko's dry-run signature that only measures the size.
+    return signers.sign_pdf(writer, meta, signer=signer, bytes_reserved=SIGNATURE_BYTES_RESERVED).getvalue()
+
+
+# Room for the CMS signature: an RSA-2048/4096 signature with a certificate chain of a few
+# certificates is 2–8 KB DER; the reservation is written as hex, twice this in the file.
+SIGNATURE_BYTES_RESERVED = 16384
+
+
+@functools.lru_cache(maxsize=4)
+def _load_signer(key_path: str, cert_path: str, key_mtime_ns: int, cert_mtime_ns: int) -> signers.SimpleSigner:
+    """Parse the key once per process (RSA key checks cost ~45 ms); a replaced file reloads."""
+    signer = signers.SimpleSigner.load(key_path, cert_path)
+    if signer is None:
+        raise ValueError(f"cannot load signing key or certificate from {Path(key_path).parent}")
+    return signer
 
 
 # After an earlier signature, a later one is itself a form-filling update; after the last
