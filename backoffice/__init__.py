@@ -7,7 +7,10 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
+from flask_login import current_user
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
 from backoffice.config import Config
@@ -41,7 +44,6 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
     login_manager.init_app(app)
     csrf.init_app(app)
-    _sqlite_pragmas(app)
 
     from backoffice import auth, portal, sales
     from backoffice.cli import register_cli
@@ -52,6 +54,13 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     register_cli(app)
     _error_handlers(app)
 
+    @app.after_request
+    def _no_store(response: Response) -> Response:
+        # Pages of a logged-in person (initial passwords, balances) stay out of shared caches.
+        if current_user.is_authenticated:
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
     @app.context_processor
     def _globals() -> dict[str, Any]:
         from backoffice.clock import to_local
@@ -61,22 +70,23 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def _sqlite_pragmas(app: Flask) -> None:
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL and a busy timeout: concurrent writers wait instead of failing (see NOTES.md)."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
 
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        return
 
-    @event.listens_for(Engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        if type(dbapi_connection).__module__.startswith("sqlite3"):
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
+@event.listens_for(Engine, "do_connect")
+def _sqlite_folder(dialect: Any, _record: Any, cargs: tuple, _cparams: dict) -> None:
+    """The embedded database's folder (the instance) is made on first connection, so `flask db
+    upgrade` works on a fresh BACKOFFICE_INSTANCE_PATH without the factory touching the disk."""
+    if dialect.name == "sqlite" and cargs and cargs[0] not in (":memory:", ""):
+        Path(str(cargs[0]).removeprefix("file:")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _wants_json() -> bool:

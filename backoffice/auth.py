@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
@@ -73,6 +74,16 @@ def roles_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., 
     return decorator
 
 
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site: no scheme, no host, no protocol-relative `//host`."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target:
+        return None
+    return target
+
+
 class LoginForm(FlaskForm):
     username = StringField("用户名", validators=[DataRequired("请输入用户名")])
     password = PasswordField("密码", validators=[DataRequired("请输入密码")])
@@ -89,7 +100,7 @@ def login() -> Any:
             login_user(Principal("staff", user))
             audit.record(db.session, f"staff:{user.username}", "login", "staff_user", user.username)
             db.session.commit()
-            return redirect(request.args.get("next") if (request.args.get("next") or "").startswith("/") else url_for("sales.index"))
+            return redirect(_safe_next(request.args.get("next")) or url_for("sales.index"))
     return render_template("login.html", form=form, title="员工登录", action=url_for("auth.login"))
 
 

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from decimal import Decimal
+
 import click
+import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
@@ -31,6 +34,26 @@ def _fail(error: DomainError, as_json: bool) -> NoReturn:
         for name, reason in fields.items():
             click.echo(f"  {name}: {reason}", err=True)
     sys.exit(1 if not isinstance(error, ValidationFailed) else 2)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file, numbers with a fraction as Decimal (money never passes
+    through float); anything unreadable is a ValidationFailed naming the file."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        json.dumps(raw, ensure_ascii=False, default=str).encode("utf-8")  # lone surrogates
+    except (OSError, UnicodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValidationFailed({"data": f"无法读取 JSON 文件：{type(exc).__name__}"}) from None
+    if not isinstance(raw, dict):
+        raise ValidationFailed({"data": "JSON 文件应为一个对象"})
+    return raw
+
+
+def busy_error() -> DomainError:
+    db.session.rollback()
+    error = DomainError("系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试")
+    error.status, error.code = 503, "busy"
+    return error
 
 
 def _actor() -> str:
@@ -110,12 +133,7 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        try:
-            raw = json.loads(data_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValidationFailed({"data": f"无法读取 JSON 文件：{exc}"}) from None
-        if not isinstance(raw, dict):
-            raise ValidationFailed({"data": "JSON 文件应为一个对象"})
+        raw = read_json_object(data_file)
         cust = _load_signature(raw.pop("customer_signature", None), data_file.parent)
         prov = _load_signature(raw.pop("provider_signature", None), data_file.parent)
         key = raw.pop("submission_id", None)
@@ -127,6 +145,11 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
         db.session.commit()
     except DomainError as error:
         _fail(error, as_json)
+    except sa.exc.OperationalError:
+        _fail(busy_error(), as_json)
+    except BaseException:
+        db.session.rollback()  # discards staged files too: a crash leaves nothing behind
+        raise
     for warning in after_commit_catch_up(app):
         click.echo(f"警告：{warning}", err=True)
     c = issued.contract

@@ -35,7 +35,6 @@ class Config:
         self.SMTP_USER = env.get("SMTP_USER", "")
         self.SMTP_PASSWORD = env.get("SMTP_PASSWORD", "")
         self.MAIL_FROM = env.get("MAIL_FROM", "noreply@localhost")
-        self.SIGNATURE_MAX_BYTES = 2_000_000
         self.MAX_CONTENT_LENGTH = 16 * 1024 * 1024
         self.WTF_CSRF_TIME_LIMIT = None
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {}

@@ -18,12 +18,13 @@ from flask import Flask, current_app
 
 from backoffice.clock import SHANGHAI, utcnow
 from backoffice.extensions import db
-from backoffice.models import ContractJob
+from backoffice.models import Contract, ContractJob
 from backoffice.services.renewal import run_contract_job
 
 JOB_HOUR = time(9, 0)
-# A missed run (the scheduler was down) still runs once when it returns, within a week.
-JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 7 * 24 * 3600}
+# A run missed while the scheduler was down still runs once when it returns, however late
+# (misfire_grace_time None); coalesce folds several missed runs into one.
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 _app: Flask | None = None
 
 
@@ -48,42 +49,58 @@ def contract_job(job_row_id: int) -> None:
             db.session.commit()
 
 
+def _job_store(app: Flask, scheduler: BaseScheduler) -> SQLAlchemyJobStore:
+    store = SQLAlchemyJobStore(url=app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs")
+    store.start(scheduler, "default")
+    return store
+
+
 def arm_pending(app: Flask) -> int:
-    """Put every not-yet-armed contract job into the persistent job store (idempotent: job ids
-    are deterministic and an existing one is replaced). Called after the issuing transaction
-    commits, and every minute by the scheduler process, so a crash in between loses no job.
+    """Put every contract job not yet in the persistent job store into it: new ones, and armed
+    ones the store lost (a run that failed is removed by APScheduler; it is retried this way).
+    Called after the issuing transaction commits and every minute by the scheduler process, so a
+    crash in between loses no job; job ids are deterministic, so arming twice is harmless.
 
     Writes to the store directly instead of starting a scheduler here: a started scheduler,
     even paused, could run a past-due job inside the web process when it shuts down."""
-    rows = db.session.scalars(sa.select(ContractJob).where(ContractJob.armed_at.is_(None), ContractJob.done_at.is_(None))).all()
-    if not rows:
+    pending = db.session.execute(
+        sa.select(ContractJob.id, ContractJob.job_id, ContractJob.kind, ContractJob.due_on, ContractJob.armed_at, Contract.contract_no)
+        .join(Contract, ContractJob.contract_id == Contract.id)
+        .where(ContractJob.done_at.is_(None))
+    ).all()
+    # End the read before the job store (its own connection) writes: SQLite allows one writer.
+    db.session.commit()
+    if not pending:
         return 0
     scheduler = make_scheduler(app)
-    store = SQLAlchemyJobStore(url=app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs")
-    store.start(scheduler, "default")
+    store = _job_store(app, scheduler)
+    armed = []
     try:
-        for row in rows:
-            trigger = DateTrigger(run_date=datetime.combine(row.due_on, JOB_HOUR, tzinfo=SHANGHAI), timezone=SHANGHAI)
+        stored = {job.id for job in store.get_all_jobs()}
+        for row_id, job_id, kind, due_on, armed_at, contract_no in pending:
+            if job_id in stored:
+                continue
+            trigger = DateTrigger(run_date=datetime.combine(due_on, JOB_HOUR, tzinfo=SHANGHAI), timezone=SHANGHAI)
             job = Job(
-                scheduler, id=row.job_id, func="backoffice.jobs:contract_job", trigger=trigger, executor="default",
-                args=[row.id], kwargs={}, name=f"{row.kind} {row.contract.contract_no}", next_run_time=trigger.run_date,
-                **JOB_DEFAULTS,
+                scheduler, id=job_id, func="backoffice.jobs:contract_job", trigger=trigger, executor="default",
+                args=[row_id], kwargs={}, name=f"{kind} {contract_no}", next_run_time=trigger.run_date, **JOB_DEFAULTS,
             )
             try:
                 store.add_job(job)
             except ConflictingIdError:
                 store.update_job(job)
-            row.armed_at = utcnow()
+            armed.append(row_id)
     finally:
         store.shutdown()
-    db.session.commit()
-    return len(rows)
+    if armed:
+        db.session.execute(sa.update(ContractJob).where(ContractJob.id.in_(armed)).values(armed_at=utcnow()))
+        db.session.commit()
+    return len(armed)
 
 
 def stored_jobs(app: Flask) -> list[Job]:
     """The jobs in the persistent store, read without starting a scheduler."""
-    store = SQLAlchemyJobStore(url=app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs")
-    store.start(make_scheduler(app), "default")
+    store = _job_store(app, make_scheduler(app))
     try:
         return store.get_all_jobs()
     finally:

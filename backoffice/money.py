@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+import re
+
 import cn2an
 
 FEN = Decimal("0.01")
 PRICE_PLACES = 4
 MONEY_PLACES = 2
+
+
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 class MoneyFormatError(ValueError):
@@ -22,12 +27,14 @@ def parse_decimal(value: object, *, places: int) -> Decimal:
         raise MoneyFormatError("不是数字")
     if isinstance(value, float):
         value = repr(value)
+    text = format(value, "f") if isinstance(value, Decimal) and value.is_finite() else str(value).strip().replace(",", "")
+    # Plain ASCII digits only: no exponent, no underscores, no full-width or other-script digits.
+    if not _PLAIN_DECIMAL.fullmatch(text):
+        raise MoneyFormatError("不是数字")
     try:
-        d = Decimal(str(value).strip().replace(",", ""))
+        d = Decimal(text)
     except (InvalidOperation, ValueError):
         raise MoneyFormatError("不是数字") from None
-    if not d.is_finite():
-        raise MoneyFormatError("不是数字")
     exponent = d.as_tuple().exponent
     assert isinstance(exponent, int)
     if -exponent > places and d != d.quantize(Decimal(1).scaleb(-places)):

@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, render_template, request, send_
 from flask_login import current_user
 
 from backoffice.auth import roles_required
-from backoffice.cli import after_commit_catch_up, signing_identity
+from backoffice.cli import after_commit_catch_up, busy_error, signing_identity
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import Contract
@@ -87,6 +87,8 @@ def new_contract(template_id: str) -> Any:
     except Conflict as conflict:
         db.session.rollback()
         errors = {"_form": conflict.message}
+    except sa.exc.OperationalError:
+        errors = {"_form": busy_error().message}
     status = 200 if not errors else 422
     return render_template("sales/form.html", template=template, values=values, errors=errors, networks=NETWORKS, submission_id=submission_id, preview_html=preview_html), status
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from io import BytesIO
 
-from PIL import Image, ImageDraw, ImageFile, ImageFont, ImageOps, features
+from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageFont, ImageOps, features
 
 from reports.fonts import find_cjk_font
 
@@ -191,3 +191,13 @@ def render_typed_signature(name: str, *, height_px: int = 120) -> bytes:
         image.size, Image.Transform.AFFINE, (1, slant, -slant * height_px, 0, 1, 0), resample=Image.Resampling.BICUBIC
     )
     return _png(image)
+
+
+def has_ink(png: bytes) -> bool:
+    """Whether a signature image shows anything: not fully transparent, not blank white."""
+    with Image.open(BytesIO(png)) as image:
+        rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A").point(lambda a: 255 if a > 16 else 0)
+    # Ink is a visible pixel that is not near-white.
+    dark = rgba.convert("L").point(lambda v: 255 if v < 200 else 0)
+    return ImageChops.multiply(alpha, dark).getbbox() is not None

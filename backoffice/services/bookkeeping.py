@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 import ledger
 from backoffice.clock import utcnow
-from backoffice.models import EnterpriseAccount, LedgerEvent
+from backoffice.models import Contract, EnterpriseAccount, LedgerEvent
 from ledger import chart
 
 
@@ -45,11 +45,20 @@ def post_pending(session: Session, books_root: Path) -> int:
 
 
 def expected_balances(session: Session) -> dict[str, Decimal]:
-    """What the books must say for each customer, from the database: spendable balance is the
-    prepaid liability (negative in beancount's sign convention)."""
-    expected = {}
+    """What the books must say for each customer, from the database (beancount's signs:
+    liabilities negative): the spendable balance is the prepaid liability; contracted credit not
+    yet paid, and what the customer owes for it, come from the contracts."""
+    expected: dict[str, Decimal] = {}
     for code, balance in session.execute(sa.select(EnterpriseAccount.code, EnterpriseAccount.balance)):
         expected[chart.prepaid(code)] = -balance
+        expected[chart.contracted(code)] = Decimal(0)
+        expected[chart.receivable(code)] = Decimal(0)
+    contracted = session.execute(
+        sa.select(EnterpriseAccount.code, Contract.initial_amount, Contract.opening_fee).join(Contract, Contract.account_id == EnterpriseAccount.id)
+    )
+    for code, credit, fee in contracted:
+        expected[chart.contracted(code)] -= credit
+        expected[chart.receivable(code)] += credit + fee
     return expected
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import date, timedelta
 from decimal import Decimal
@@ -22,8 +23,10 @@ MOBILE = re.compile(r"^(?:\+?86|0086)?[-\s]?(1[3-9]\d{9})$")
 LANDLINE = re.compile(r"^(0\d{2,3})[-\s]?(\d{7,8})(?:[-\s转](\d{1,6}))?$")
 POSTCODE = re.compile(r"^\d{6}$")
 MARKUP = re.compile(r"<\s*[A-Za-z/!?]|javascript:", re.IGNORECASE)
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 controls but tab/newline, DEL, surrogates and non-characters: never valid in a document.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 MAX_PRICE = Decimal("10")
+MAX_AMOUNT = Decimal("9999999999.99")  # 百亿元: far above any contract, inside what documents can spell
 TRUE = {"1", "true", "yes", "on", "y", "是"}
 FALSE = {"0", "false", "no", "off", "n", "否", ""}
 
@@ -71,7 +74,12 @@ def _clean_text(spec: FieldSpec, value: Any) -> str:
     if MARKUP.search(text):
         raise ValueError("不能包含 HTML 标记或脚本")
     if CONTROL.search(text):
-        raise ValueError("包含不可见的控制字符")
+        raise ValueError("包含无效的控制字符")
+    if spec.type != "textarea" and any(c in "\r\n\t" for c in text):
+        raise ValueError("不能包含换行或制表符")
+    # Format characters (right-to-left override, zero-width…) can disguise a name.
+    if any(unicodedata.category(c) == "Cf" for c in text):
+        raise ValueError("包含不可见的格式字符")
     limit = spec.max_length or (2000 if spec.type == "textarea" else 200)
     if len(text) > limit:
         raise ValueError(f"不能超过 {limit} 个字")
@@ -121,6 +129,8 @@ def _clean(spec: FieldSpec, value: Any) -> Any:
             raise ValueError(f"单价不能超过 {MAX_PRICE} 元/条")
         if amount < 0:
             raise ValueError("金额不能为负数")
+        if amount > MAX_AMOUNT:
+            raise ValueError(f"金额过大（上限 {MAX_AMOUNT} 元）")
         return amount
     if kind == "count":
         if isinstance(value, bool) or isinstance(value, float):
@@ -181,16 +191,18 @@ def validate_contract_fields(template: ContractTemplate, raw: Mapping[str, Any])
     values: dict[str, Any] = {}
     for spec in template.fields:
         value = given.get(spec.name)
-        if _is_blank(value) and spec.type != "bool":
-            value = spec.default
-        if _is_blank(value) and spec.type != "bool":
+        if _is_blank(value) and not (spec.type == "bool" and value == ""):
+            value = spec.default  # a bool sent as "" is an unticked box, not a missing value
+        if spec.type == "bool" and _is_blank(value):
+            value = False
+        if _is_blank(value):
             if spec.required:
                 errors[spec.name] = f"{spec.label}不能为空"
             else:
                 values[spec.name] = None
             continue
         try:
-            values[spec.name] = _clean(spec, False if value is None else value)
+            values[spec.name] = _clean(spec, value)
         except ValueError as exc:
             errors[spec.name] = f"{spec.label}：{exc}"
     for group in template.require_one_of:
@@ -225,7 +237,16 @@ def _check_amounts(template: ContractTemplate, values: dict[str, Any], errors: d
         if count != count.to_integral_value():
             errors["initial_amount"] = f"金额 {format_money(amount)} 元除以单价 {price} 元/条不是整数条数"
         else:
-            values["initial_messages"] = int(count)
+            spec = template.field("initial_messages")
+            derived = int(count)
+            if spec is not None and spec.min is not None and derived < spec.min:
+                errors["initial_amount"] = f"金额 {format_money(amount)} 元只够 {derived} 条，{spec.label}不能小于 {spec.min}"
+            elif spec is not None and spec.max is not None and derived > spec.max:
+                errors["initial_amount"] = f"金额 {format_money(amount)} 元折合 {derived} 条，{spec.label}不能大于 {spec.max}"
+            else:
+                values["initial_messages"] = derived
+    if values.get("initial_amount") is not None and values["initial_amount"] <= 0 and "initial_amount" not in errors:
+        errors["initial_amount"] = "首次充值金额必须大于 0"
     if "opening_fee" in values and values["opening_fee"] is None:
         values["opening_fee"] = Decimal(0)
 
@@ -234,11 +255,14 @@ def _check_term(template: ContractTemplate, values: dict[str, Any], errors: dict
     start, end = values.get("term_start"), values.get("term_end")
     if start is None or "term_start" in errors or "term_end" in errors:
         return
+    years, months = values.get("term_years"), template.terms.get("term_months")
+    # The printed term ("有效期限为N年" / "有效期12个月") and the dates must agree.
+    length = 12 * years if years else int(months) if months else None
+    expected = add_months(start, length) - timedelta(days=1) if length else None
     if end is None:
-        years, months = values.get("term_years"), template.terms.get("term_months")
-        if years:
-            values["term_end"] = add_months(start, 12 * years) - timedelta(days=1)
-        elif months:
-            values["term_end"] = add_months(start, int(months)) - timedelta(days=1)
+        values["term_end"] = expected
     elif end < start:
         errors["term_end"] = "结束日期不能早于开始日期"
+    elif expected is not None and end != expected and "term_years" not in errors:
+        what = f"{years}年" if years else f"{months}个月"
+        errors["term_end"] = f"与合同期限{what}不符：应为 {expected.isoformat()}（或留空自动计算）"

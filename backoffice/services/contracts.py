@@ -36,17 +36,14 @@ class IssuedContract:
     docx_path: Path
 
 
-def provider_identity(session: Session, template: ContractTemplate) -> dict[str, str]:
-    """The provider settings for this template, over the template's demo values."""
+def provider_settings(session: Session, template: ContractTemplate) -> tuple[dict[str, str], str]:
+    """The provider's identity for this template (saved settings over the template's demo
+    values) and its seal image as a data URI (the uploaded one, else a drawn demo seal)."""
     profile = session.get(ProviderProfile, template.id)
-    return {**template.provider, **(profile.identity if profile else {})}
-
-
-def provider_seal(session: Session, template: ContractTemplate, provider: dict[str, str]) -> str:
-    profile = session.get(ProviderProfile, template.id)
+    identity = {**template.provider, **(profile.identity if profile else {})}
     if profile is not None and profile.seal_png:
-        return images.to_data_uri(profile.seal_png)
-    return documents.demo_seal(provider["name"])
+        return identity, images.to_data_uri(profile.seal_png)
+    return identity, documents.demo_seal(identity["name"])
 
 
 def _signature(field: str, supplied: bytes | str | None, signer: str, errors: dict[str, str]) -> str:
@@ -55,10 +52,14 @@ def _signature(field: str, supplied: bytes | str | None, signer: str, errors: di
         return documents.typed_signature(signer)
     try:
         raw = images.decode_data_uri(supplied) if isinstance(supplied, str) else supplied
-        return images.to_data_uri(images.validate_image(raw))
+        png = images.validate_image(raw)
     except images.ImageError as exc:
         errors[field] = str(exc)
         return ""
+    if not images.has_ink(png):
+        errors[field] = "签名图片是空白的，请重新签字"
+        return ""
+    return images.to_data_uri(png)
 
 
 def submission_key_for(template_id: str, raw: dict[str, Any]) -> str:
@@ -78,6 +79,8 @@ def _validate(session: Session, template: ContractTemplate, raw: dict[str, Any],
     for name in ("customer_signed_on", "provider_signed_on"):
         if values.get(name) and values[name] > today:
             errors[name] = "签署日期不能晚于今天"
+    if values.get("term_end") and values["term_end"] < today and "term_end" not in errors:
+        errors["term_end"] = f"合同期限已于 {values['term_end'].isoformat()} 结束，不能签发已到期的合同"
     cust = _signature("customer_signature", customer_signature, values.get("customer_signer", ""), errors) if values else ""
     prov = _signature("provider_signature", provider_signature, values.get("provider_signer", ""), errors) if values else ""
     if errors:
@@ -89,12 +92,12 @@ def preview_contract(session: Session, template_id: str, raw: dict[str, Any], *,
     """The contract as HTML, exactly as it will print, without issuing anything."""
     template = get_template(template_id)
     values, cust, prov = _validate(session, template, raw, customer_signature, provider_signature)
-    provider = provider_identity(session, template)
+    provider, seal = provider_settings(session, template)
     subs = values.get("sub_accounts") or 0
     context = documents.build_context(
         template, values, contract_no="（签发时生成）" if template.prints_contract_no else None,
         provider=provider, account_code=None, sub_logins=[f"（子号{i}）" for i in range(1, subs + 1)],
-        customer_signature=cust, provider_signature=prov, seal=provider_seal(session, template, provider),
+        customer_signature=cust, provider_signature=prov, seal=seal,
     )
     return documents.render_contract_html(template, context)
 
@@ -119,7 +122,9 @@ def issue_contract(
     existing = session.scalar(sa.select(Contract).where(Contract.submission_key == key))
     if existing is not None:
         raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")
+    provider, seal = provider_settings(session, template)
 
+    # From here on the database write lock is held until the caller commits: keep it short.
     today = local_today()
     contract_no = f"HT-{today.year}-{next_number(session, 'contract', today.year):06d}"
     code = allocate_account_code(session)
@@ -136,11 +141,10 @@ def issue_contract(
         contact_phone=values.get("customer.contact_phone") or values.get("customer.phone"),
     )
 
-    provider = provider_identity(session, template)
     context = documents.build_context(
         template, values, contract_no=contract_no, provider=provider, account_code=code,
         sub_logins=[o.login for o in logins if not o.is_primary],
-        customer_signature=cust_sig, provider_signature=prov_sig, seal=provider_seal(session, template, provider),
+        customer_signature=cust_sig, provider_signature=prov_sig, seal=seal,
     )
     html = documents.render_contract_html(template, context)
     title = f"{template.title}（{contract_no}）"
@@ -191,8 +195,10 @@ def issue_contract(
     plan_jobs(session, contract)
     try:
         session.flush()
-    except sa.exc.IntegrityError:
-        raise Conflict("该表单已提交过，未重复签发") from None
+    except sa.exc.IntegrityError as exc:
+        if "submission_key" in str(exc.orig):  # a concurrent submit of the same form won
+            raise Conflict("该表单已提交过，未重复签发") from None
+        raise
     audit.record(session, issued_by, "issue_contract", "contract", contract_no, template=template.id, account=code)
     return IssuedContract(contract, logins, pdf_path, docx_path)
 

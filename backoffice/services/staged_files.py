@@ -31,10 +31,14 @@ def discard_staged(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _promote(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint: the outer transaction decides
+        return
     for pending, final in session.info.pop(_KEY, []):
         os.replace(pending, final)
 
 
 @event.listens_for(Session, "after_rollback")
 def _discard(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     discard_staged(session)

@@ -29,6 +29,8 @@ BAD_CASES = [
     pytest.param({"customer__name": "<script>alert('x')</script>"}, "customer.name", "HTML", id="script"),
     pytest.param({"customer__address": '<img src="http://127.0.0.1:1/track.png">'}, "customer.address", "HTML", id="html-img"),
     pytest.param({"customer_signed_on": "2026-12-24"}, "customer_signed_on", "晚于今天", id="signed-in-future"),
+    pytest.param({"term_start": "2020-01-01", "term_end": None}, "term_end", "已到期", id="term-already-over"),
+    pytest.param({"customer__name": "北京\u202e创联"}, "customer.name", "格式字符", id="rtl-override"),
 ]
 
 
@@ -87,27 +89,44 @@ def test_the_same_submission_twice_issues_once(app: Flask, runner: FlaskCliRunne
     assert snapshot(app) == before
 
 
-def test_a_failure_while_rendering_leaves_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path, with_one_contract: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A crash after numbering, account opening and the PDF (here: the DOCX fails) rolls everything back."""
-    from backoffice.services import documents
+@pytest.mark.parametrize("failing", ["render_contract_docx", "plan_jobs"])
+def test_a_crash_midway_leaves_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path, with_one_contract: None, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """A crash after numbering and account opening (the DOCX fails), or after both files were
+    staged (planning the jobs fails), rolls everything back: rows, numbers, files, books."""
+    from backoffice.services import contracts, documents
 
-    def broken(*args: Any, **kwargs: Any) -> bytes:
+    def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError("disk full")
 
-    monkeypatch.setattr(documents, "render_contract_docx", broken)
+    monkeypatch.setattr(documents if failing == "render_contract_docx" else contracts, failing, broken)
     before = snapshot(app)
     result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="新客户")))])
-    assert result.exit_code != 0
-    db.session.rollback()
+    assert result.exit_code != 0 and isinstance(result.exception, OSError)
+    assert not list(Path(app.config["DOCUMENTS_PATH"]).rglob("*.pending"))
     assert snapshot(app) == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param('{"customer": {"name": "\\ud800"}}', id="lone-surrogate"),
+        pytest.param("[" * 100_000 + "]" * 100_000, id="deeply-nested"),
+        pytest.param("[1, 2]", id="not-an-object"),
+        pytest.param("\udcff", id="not-utf8"),
+    ],
+)
+def test_garbage_data_files_are_refused_with_a_message(app: Flask, runner: FlaskCliRunner, tmp_path: Path, content: str) -> None:
+    data_file = tmp_path / "garbage.json"
+    data_file.write_bytes(content.encode("utf-8", "surrogateescape"))
+    result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data_file), "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.output)["error"]["code"] == "invalid"
 
 
 def form_data(template_id: str, **overrides: Any) -> dict[str, Any]:
     from backoffice.services.contract_fields import flatten
 
     data = {k: v for k, v in flatten(sample(template_id, **overrides)).items()}
-    if isinstance(data.get("networks"), list):
-        data["networks"] = data["networks"]
     data = {k: ("true" if v is True else "" if v is False else v) for k, v in data.items()}
     data.update(submission_id="form-1", action="issue", customer_signature="", provider_signature="")
     return data
@@ -162,3 +181,20 @@ def test_a_signature_that_is_not_an_image_is_refused(app: Flask, client: FlaskCl
     response = client.post("/sales/new/sms_business_service", data=data)
     assert response.status_code == 422
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 0
+
+
+def test_a_blank_signature_is_refused(app: Flask, client: FlaskClient, staff: dict) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    login(client, "sales", staff["sales"])
+    out = io.BytesIO()
+    Image.new("RGBA", (300, 100), (255, 255, 255, 0)).save(out, "PNG")
+    data = form_data("sms_business_service")
+    data.update(customer_signature="data:image/png;base64," + base64.b64encode(out.getvalue()).decode(), provider_signature=SIGNATURE_DATA_URI)
+    response = client.post("/sales/new/sms_business_service", data=data)
+    assert response.status_code == 422 and "空白" in response.get_data(as_text=True)

@@ -81,6 +81,20 @@ def test_twelve_month_term_end_is_derived() -> None:
         ({"initial_messages": "12.5"}, "initial_messages", "整数"),
         ({"initial_messages": 0}, "initial_messages", "不能小于"),
         ({"no_such_field": "x"}, "no_such_field", "没有这个字段"),
+        ({"initial_amount": "1E+3"}, "initial_amount", "数字"),
+        ({"price_per_message": "0.0_35"}, "price_per_message", "数字"),
+        ({"price_per_message": "０.035"}, "price_per_message", "数字"),
+        ({"initial_amount": "1e17"}, "initial_amount", "数字"),
+        ({"initial_amount": "100000000000.00", "initial_messages": None}, "initial_amount", "金额过大"),
+        ({"customer__name": "北京\n创联"}, "customer.name", "换行"),
+        ({"customer__name": "北京\u202e创联"}, "customer.name", "格式字符"),
+        ({"customer__name": "北京\ufffe创联"}, "customer.name", "控制字符"),
+        ({"customer__address": "\x00"}, "customer.address", "控制字符"),
+        ({"customer__name": ["a", "b"]}, "customer.name", "应为文字"),
+        ({"customer__name": "甲" * 201}, "customer.name", "不能超过"),
+        ({"initial_messages": 10**13}, "initial_messages", "整数"),
+        ({"term_start": "0001-01-01"}, "term_start", "超出范围"),
+        ({"term_start": "2026-12-01", "term_end": "2028-11-30"}, "term_end", "12个月"),
     ],
 )
 def test_bad_field_gets_a_message_naming_it(overrides: dict[str, Any], field: str, words: str) -> None:
@@ -102,3 +116,22 @@ def test_mobile_numbers_are_normalised() -> None:
 def test_all_errors_are_reported_at_once() -> None:
     errors = errors_for("sms_business_service", customer__name=None, price_per_message="-1", customer__email="x")
     assert {"customer.name", "price_per_message", "customer.email"} <= set(errors)
+
+
+def test_only_an_amount_still_respects_the_message_count_limits() -> None:
+    errors = errors_for("sms_genie_user", initial_messages=None, initial_amount="9999999999.95", price_per_message="0.05")
+    assert "不能大于" in errors["initial_amount"]
+    errors = errors_for("sms_genie_user", initial_messages=None, initial_amount="0", price_per_message="0.05")
+    assert "不能小于" in errors["initial_amount"] or "大于 0" in errors["initial_amount"]
+
+
+def test_a_missing_bool_takes_the_template_default() -> None:
+    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", auto_renew=None))
+    assert values["auto_renew"] is True
+    unticked = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", auto_renew=""))
+    assert unticked["auto_renew"] is False
+
+
+def test_term_years_and_end_date_must_agree() -> None:
+    errors = errors_for("enterprise_sms_center", term_years=1, term_start="2026-12-01", term_end="2036-11-30")
+    assert "2027-11-30" in errors["term_end"]

@@ -74,6 +74,9 @@ def test_issue_each_template_end_to_end(app: Flask, runner: FlaskCliRunner, tmp_
         assert re.sub(r"\s+", "", expected) in text_docx, f"DOCX lacks {expected}"
     if template_id == "sms_genie_user":
         assert "信息安全保障责任书" in text_pdf and "信息安全保障责任书" in text_docx
+    # Both signatures and the provider's seal are in both documents.
+    assert sum(len(page.images) for page in PdfReader(out["pdf"]).pages) >= 3
+    assert len(Document(out["docx"]).inline_shapes) >= 3
 
     contract = db.session.scalar(sa.select(Contract).where(Contract.contract_no == out["contract_no"]))
     assert contract is not None and contract.status == "issued"
@@ -168,3 +171,47 @@ def test_verify_detects_a_changed_contract(app: Flask, runner: FlaskCliRunner, t
     result = runner.invoke(args=["contract", "verify", str(tampered)])
     assert result.exit_code == 1
     assert "无效" in result.output or "修改" in result.output
+
+
+def test_ledger_check_fails_when_a_booked_contract_is_missing_from_the_books(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    out = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service"))
+    month = Path(app.config["LEDGER_PATH"]) / "2026" / "2026-11.beancount"
+    text = month.read_text(encoding="utf-8")
+    month.write_text(text[: text.index("\n2026-11-23 *")] + "\n", encoding="utf-8")
+    result = runner.invoke(args=["ledger", "check", "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert {d["account"] for d in report["differences"]} == {f"Assets:Receivable:{out['account_code']}", f"Liabilities:Contracted:{out['account_code']}"}
+    month.write_text(text, encoding="utf-8")  # restore, so the teardown check sees consistent books
+
+
+def test_concurrent_issuing_is_gapless_and_the_books_reconcile(app: Flask, tmp_path: Path) -> None:
+    import threading
+
+    from backoffice.cli import after_commit_catch_up, signing_identity
+    from backoffice.services.contracts import issue_contract
+
+    failures: list[BaseException] = []
+
+    def sales_person(n: int) -> None:
+        with app.app_context():
+            try:
+                for i in range(2):
+                    issue_contract(db.session, "gateway_api_partner", sample("gateway_api_partner", customer__name=f"并发客户{n}-{i}"),
+                                   issued_by=f"t{n}", documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app))
+                    db.session.commit()
+                    after_commit_catch_up(app)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=sales_person, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    numbers = sorted(db.session.scalars(sa.select(Contract.contract_no)))
+    assert numbers == [f"HT-2026-{i:06d}" for i in range(1, 7)]
+    assert len(list(Path(app.config["DOCUMENTS_PATH"]).rglob("*.pdf"))) == 6

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import date, datetime, timedelta, timezone
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
@@ -50,14 +51,19 @@ def test_long_term_and_until_used_up_arm_no_dated_jobs(app: Flask) -> None:
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ContractJob)) == 0
 
 
-def test_a_job_missed_while_down_runs_exactly_once_when_the_scheduler_returns(app: Flask) -> None:
-    """Arm a job due an hour ago (the scheduler was down), start the scheduler: it runs once."""
+@pytest.mark.parametrize("days_late", [1, 400])
+def test_a_job_missed_while_down_runs_exactly_once_when_the_scheduler_returns(app: Flask, days_late: int) -> None:
+    """A job that fell due while the scheduler was down (a day, or over a year ago) runs once
+    when the scheduler starts again, and never a second time."""
     issued = make_contract(app, "enterprise_sms_center")
     expire = job("expire")
-    expire.due_on = (datetime.now(timezone.utc) - timedelta(days=1)).date()  # due yesterday 09:00
-    expire.armed_at = None
+    # The job fell due while the scheduler was down: move it to yesterday 09:00 in the store.
+    store = jobs._job_store(app, jobs.make_scheduler(app))
+    store.remove_job(expire.job_id)
+    store.shutdown()
+    expire.due_on = (datetime.now(timezone.utc) - timedelta(days=days_late)).date()
     db.session.commit()
-    assert jobs.arm_pending(app) == 1
+    assert jobs.arm_pending(app) == 1  # re-armed: a job missing from the store is never lost
 
     ran = threading.Event()
     jobs._app = app

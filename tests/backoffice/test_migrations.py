@@ -15,8 +15,7 @@ from tests.conftest import app_config, sample, write_json
 
 
 def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files: tuple) -> None:
-    instance = tmp_path / "fresh"
-    instance.mkdir()
+    instance = tmp_path / "fresh" / "instance"  # does not exist yet: upgrade makes it
     app = create_app(app_config(instance, signing_files))
     runner = app.test_cli_runner()
     result = runner.invoke(args=["db", "upgrade"])

@@ -90,3 +90,21 @@ def test_csrf_token_is_required_when_enabled(tmp_path: Path, signing_files: tupl
         response = app.test_client().post("/login", data={"username": "x", "password": "y"})
         assert response.status_code == 400 and "表单可能已过期" in response.get_data(as_text=True)
         db.engine.dispose()
+
+
+def test_login_never_redirects_off_site(client: FlaskClient, staff: dict) -> None:
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        response = client.post(f"/login?next={target}", data={"username": "sales", "password": staff["sales"]})
+        assert response.status_code == 302 and response.headers["Location"] == "/sales/", target
+        client.post("/logout")
+    response = client.post("/login?next=/sales/contracts/HT-2026-000001", data={"username": "sales", "password": staff["sales"]})
+    assert response.headers["Location"] == "/sales/contracts/HT-2026-000001"
+
+
+def test_pages_with_initial_passwords_are_not_cached(client: FlaskClient, staff: dict) -> None:
+    login(client, "sales", staff["sales"])
+    data = form_data("enterprise_sms_center")
+    data.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI)
+    response = client.post("/sales/new/enterprise_sms_center", data=data)
+    assert "初始密码" in response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
