@@ -13,7 +13,7 @@ PORT ?= 5000
 # a CJK font, poppler for PDF checks in tests, Chromium for the browser tests.
 SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-wqy-zenhei poppler-utils chromium
 
-.PHONY: run test install system-packages venv migrate demo clean
+.PHONY: run test lint install system-packages venv migrate demo clean
 
 system-packages:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -46,7 +46,12 @@ run: demo
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --preload wsgi:app & \
 	wait
 
-test: install
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -103,7 +103,13 @@ def _error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Any:
-        messages = {400: "请求无效（表单可能已过期，请刷新后重试）", 403: "没有权限", 404: "页面不存在", 405: "不支持的请求方法", 413: "上传的文件过大"}
+        messages = {
+            400: "请求无效（表单可能已过期，请刷新后重试）",
+            403: "没有权限",
+            404: "页面不存在",
+            405: "不支持的请求方法",
+            413: "上传的文件过大",
+        }
         message = messages.get(error.code or 500, error.description or "")
         if _wants_json():
             return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code

@@ -6,10 +6,9 @@ import getpass
 import json
 import secrets
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
-
-from decimal import Decimal
 
 import click
 import sqlalchemy as sa
@@ -124,7 +123,9 @@ def _load_signature(value: Any, base: Path) -> bytes | str | None:
 
 @contract_cli.command("issue")
 @click.argument("template_id")
-@click.option("--data", "data_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSON file of the contract fields")
+@click.option(
+    "--data", "data_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSON file of the contract fields"
+)
 @click.option("--json", "as_json", is_flag=True)
 def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
     """Issue a contract: PDF + DOCX, account and sub-accounts, booked credit, renewal jobs."""
@@ -138,8 +139,14 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
         prov = _load_signature(raw.pop("provider_signature", None), data_file.parent)
         key = raw.pop("submission_id", None)
         issued = issue_contract(
-            db.session, template_id, raw, issued_by=_actor(), documents_root=Path(app.config["DOCUMENTS_PATH"]),
-            signing_identity=signing_identity(app), customer_signature=cust, provider_signature=prov,
+            db.session,
+            template_id,
+            raw,
+            issued_by=_actor(),
+            documents_root=Path(app.config["DOCUMENTS_PATH"]),
+            signing_identity=signing_identity(app),
+            customer_signature=cust,
+            provider_signature=prov,
             submission_key=str(key) if key else None,
         )
         db.session.commit()
@@ -167,7 +174,12 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
         "opening_fee": format_money(c.opening_fee),
         "renewal_rule": c.renewal_rule,
     }
-    text = [f"合同 {c.contract_no} 已签发，企业号 {c.account.code}", f"PDF: {issued.pdf_path}", f"DOCX: {issued.docx_path}", "初始密码（仅显示这一次）："]
+    text = [
+        f"合同 {c.contract_no} 已签发，企业号 {c.account.code}",
+        f"PDF: {issued.pdf_path}",
+        f"DOCX: {issued.docx_path}",
+        "初始密码（仅显示这一次）：",
+    ]
     text += [f"  {o.login}  {o.password}" for o in issued.logins]
     _emit(payload, as_json, "\n".join(text))
 
@@ -249,7 +261,10 @@ def jobs_list(as_json: bool) -> None:
     """Jobs armed in the persistent job store."""
     from backoffice.jobs import stored_jobs
 
-    jobs = [{"id": j.id, "name": j.name, "next_run": j.next_run_time.isoformat() if j.next_run_time else None} for j in stored_jobs(current_app._get_current_object())]  # type: ignore[attr-defined]
+    jobs = [
+        {"id": j.id, "name": j.name, "next_run": j.next_run_time.isoformat() if j.next_run_time else None}
+        for j in stored_jobs(current_app._get_current_object())
+    ]  # type: ignore[attr-defined]
     _emit(jobs, as_json, "\n".join(f"{j['next_run']}  {j['id']}" for j in jobs))
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
-_now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E731
+_now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 
 def utcnow() -> datetime:
@@ -19,7 +19,7 @@ def utcnow() -> datetime:
 def set_clock(now: Callable[[], datetime] | None) -> None:
     """Replace the clock (tests); `None` restores the real one."""
     global _now
-    _now = now or (lambda: datetime.now(timezone.utc))
+    _now = now or (lambda: datetime.now(UTC))
 
 
 def local_now() -> datetime:
@@ -33,5 +33,5 @@ def local_today() -> date:
 
 def to_local(moment: datetime) -> datetime:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(SHANGHAI)

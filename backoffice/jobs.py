@@ -64,7 +64,7 @@ def arm_pending(app: Flask) -> int:
     Writes to the store directly instead of starting a scheduler here: a started scheduler,
     even paused, could run a past-due job inside the web process when it shuts down."""
     pending = db.session.execute(
-        sa.select(ContractJob.id, ContractJob.job_id, ContractJob.kind, ContractJob.due_on, ContractJob.armed_at, Contract.contract_no)
+        sa.select(ContractJob.id, ContractJob.job_id, ContractJob.kind, ContractJob.due_on, Contract.contract_no)
         .join(Contract, ContractJob.contract_id == Contract.id)
         .where(ContractJob.done_at.is_(None))
     ).all()
@@ -77,13 +77,21 @@ def arm_pending(app: Flask) -> int:
     armed = []
     try:
         stored = {job.id for job in store.get_all_jobs()}
-        for row_id, job_id, kind, due_on, armed_at, contract_no in pending:
+        for row_id, job_id, kind, due_on, contract_no in pending:
             if job_id in stored:
                 continue
             trigger = DateTrigger(run_date=datetime.combine(due_on, JOB_HOUR, tzinfo=SHANGHAI), timezone=SHANGHAI)
             job = Job(
-                scheduler, id=job_id, func="backoffice.jobs:contract_job", trigger=trigger, executor="default",
-                args=[row_id], kwargs={}, name=f"{kind} {contract_no}", next_run_time=trigger.run_date, **JOB_DEFAULTS,
+                scheduler,
+                id=job_id,
+                func="backoffice.jobs:contract_job",
+                trigger=trigger,
+                executor="default",
+                args=[row_id],
+                kwargs={},
+                name=f"{kind} {contract_no}",
+                next_run_time=trigger.run_date,
+                **JOB_DEFAULTS,
             )
             try:
                 store.add_job(job)

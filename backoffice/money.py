@@ -3,9 +3,8 @@ rounds and spells them (in figures and in Chinese capitals)."""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-
 import re
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import cn2an
 

@@ -57,7 +57,15 @@ def new_contract(template_id: str) -> Any:
     if request.method == "GET":
         values = {f.name: f.default for f in template.fields}
         submission_id = uuid.uuid4().hex
-        return render_template("sales/form.html", template=template, values=values, errors=errors, networks=NETWORKS, submission_id=submission_id, preview_html=None)
+        return render_template(
+            "sales/form.html",
+            template=template,
+            values=values,
+            errors=errors,
+            networks=NETWORKS,
+            submission_id=submission_id,
+            preview_html=None,
+        )
     values = _form_values(template)
     submission_id = request.form.get("submission_id") or uuid.uuid4().hex
     cust, prov = _signature("customer"), _signature("provider")
@@ -74,9 +82,15 @@ def new_contract(template_id: str) -> Any:
                 raise ValidationFailed(missing)
             app = current_app._get_current_object()  # type: ignore[attr-defined]
             issued = issue_contract(
-                db.session, template.id, values, issued_by=current_user.actor,
-                documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app),
-                customer_signature=cust, provider_signature=prov, submission_key=f"web-{submission_id}",
+                db.session,
+                template.id,
+                values,
+                issued_by=current_user.actor,
+                documents_root=Path(app.config["DOCUMENTS_PATH"]),
+                signing_identity=signing_identity(app),
+                customer_signature=cust,
+                provider_signature=prov,
+                submission_key=f"web-{submission_id}",
             )
             db.session.commit()
             warnings = after_commit_catch_up(app)
@@ -90,7 +104,15 @@ def new_contract(template_id: str) -> Any:
     except sa.exc.OperationalError:
         errors = {"_form": busy_error().message}
     status = 200 if not errors else 422
-    return render_template("sales/form.html", template=template, values=values, errors=errors, networks=NETWORKS, submission_id=submission_id, preview_html=preview_html), status
+    return render_template(
+        "sales/form.html",
+        template=template,
+        values=values,
+        errors=errors,
+        networks=NETWORKS,
+        submission_id=submission_id,
+        preview_html=preview_html,
+    ), status
 
 
 @bp.route("/contracts/<contract_no>")

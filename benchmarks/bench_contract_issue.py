@@ -38,8 +38,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         instance = Path(tmp)
-        app = create_app({"INSTANCE_PATH": instance, "LEDGER_PATH": instance / "ledger", "DOCUMENTS_PATH": instance / "documents",
-                          "KEYS_PATH": instance / "keys", "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'bench.sqlite3'}", "SECRET_KEY": "bench"})
+        app = create_app(
+            {
+                "INSTANCE_PATH": instance,
+                "LEDGER_PATH": instance / "ledger",
+                "DOCUMENTS_PATH": instance / "documents",
+                "KEYS_PATH": instance / "keys",
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'bench.sqlite3'}",
+                "SECRET_KEY": "bench",
+            }
+        )
         results = {}
         with app.app_context():
             db.create_all()
@@ -50,16 +58,33 @@ def main() -> None:
                     data = flatten(template.sample)
                     data["customer.name"] = f"{data['customer.name']}{i}"
                     start = time.perf_counter()
-                    issue_contract(db.session, template.id, nest(data), issued_by="bench", documents_root=instance / "documents", signing_identity=identity)
+                    issue_contract(
+                        db.session,
+                        template.id,
+                        nest(data),
+                        issued_by="bench",
+                        documents_root=instance / "documents",
+                        signing_identity=identity,
+                    )
                     db.session.commit()
                     warnings = after_commit_catch_up(app)
                     elapsed = time.perf_counter() - start
                     assert not warnings, warnings
                     if i:  # the first run warms caches (fonts, templates, seal)
                         timings.append(elapsed)
-                results[template.id] = {"median_s": round(statistics.median(timings), 3), "p90_s": round(sorted(timings)[int(0.9 * len(timings)) - 1], 3), "runs": len(timings)}
+                results[template.id] = {
+                    "median_s": round(statistics.median(timings), 3),
+                    "p90_s": round(sorted(timings)[int(0.9 * len(timings)) - 1], 3),
+                    "runs": len(timings),
+                }
             db.engine.dispose()
-    print(json.dumps({"benchmark": "contract_issue", "target_median_s": 1.0, "environment": environment(), "results": results}, ensure_ascii=False, indent=2))
+    print(
+        json.dumps(
+            {"benchmark": "contract_issue", "target_median_s": 1.0, "environment": environment(), "results": results},
+            ensure_ascii=False,
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

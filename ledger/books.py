@@ -125,9 +125,7 @@ class Books:
                     if posting.account not in opened:
                         opened.add(posting.account)
                         meta = data.new_metadata("<ledger>", 0)
-                        new_opens.append(
-                            data.Open(meta, txn.date, posting.account, [chart.CURRENCY], None)
-                        )
+                        new_opens.append(data.Open(meta, txn.date, posting.account, [chart.CURRENCY], None))
                 months.setdefault(name, []).append(txn)
                 posted.append(event.event_id)
             if not posted:

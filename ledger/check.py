@@ -30,7 +30,9 @@ def ledger_balances(main: Path) -> dict[str, Decimal]:
     for entry in entries:
         if isinstance(entry, data.Transaction):
             for posting in entry.postings:
-                totals[posting.account] += posting.units.number
+                # Every posting the writer makes has units; the checker fills in elided ones.
+                if posting.units is not None and posting.units.number is not None:
+                    totals[posting.account] += posting.units.number
     return dict(totals)
 
 

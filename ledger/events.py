@@ -66,10 +66,5 @@ def transaction_for(event: Event) -> data.Transaction:
     if sum((amount for _, amount in legs), Decimal(0)) != 0:
         raise PostingRuleError(f"event {event.event_id} does not balance: {legs}")
     meta = data.new_metadata("<ledger>", 0, {"event_id": event.event_id, "kind": event.kind})
-    postings = [
-        data.Posting(account, Amount(amount, chart.CURRENCY), None, None, None, None)
-        for account, amount in legs
-    ]
-    return data.Transaction(
-        meta, event.occurred_on, "*", payee, narration, frozenset(), frozenset(), postings
-    )
+    postings = [data.Posting(account, Amount(amount, chart.CURRENCY), None, None, None, None) for account, amount in legs]
+    return data.Transaction(meta, event.occurred_on, "*", payee, narration, frozenset(), frozenset(), postings)

@@ -31,8 +31,19 @@ HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
 IGNORED = {"head", "style", "title", "script", "noscript", "template", "meta", "link"}
 PARAGRAPHS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "dt", "dd", "pre", "address", "caption"}
 CONTAINERS = {
-    "body", "div", "section", "article", "main", "header", "footer",
-    "blockquote", "nav", "aside", "form", "figure", "dl",
+    "body",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "blockquote",
+    "nav",
+    "aside",
+    "form",
+    "figure",
+    "dl",
 }
 BLOCKS = PARAGRAPHS | CONTAINERS | {"ul", "ol", "table"}
 HEADING_PT = {"h1": 17.0, "h2": 11.5}
@@ -159,9 +170,7 @@ class _Converter:
         else:
             self.blocks(element, target, align)
 
-    def heading_or_paragraph(
-        self, element: HtmlElement, target: Container, classes: set[str], align: WD_ALIGN_PARAGRAPH | None
-    ) -> None:
+    def heading_or_paragraph(self, element: HtmlElement, target: Container, classes: set[str], align: WD_ALIGN_PARAGRAPH | None) -> None:
         tag = element.tag
         if tag.startswith("h") and tag[1:].isdigit():
             style = _Style(bold=True, size_pt=HEADING_PT.get(tag))
@@ -191,10 +200,10 @@ class _Converter:
         table = target.add_table(rows=len(rows), cols=columns)
         table.alignment = WD_TABLE_ALIGNMENT.CENTER
         keep_together = "signatures" in _classes(element)
-        for row, html_cells in zip(table.rows, cells):
+        for row, html_cells in zip(table.rows, cells, strict=False):
             if keep_together:  # like `page-break-inside: avoid`: signer and seal stay on one page
                 row._tr.get_or_add_trPr().append(OxmlElement("w:cantSplit"))
-            for cell, html_cell in zip(row.cells, html_cells):
+            for cell, html_cell in zip(row.cells, html_cells, strict=False):
                 self.blocks(html_cell, cell, _align(_classes(html_cell), None))
 
     # Inline -----------------------------------------------------------------------------------
@@ -297,7 +306,9 @@ class _Converter:
             else:
                 shape = run.add_picture(BytesIO(data))
                 section = self.document.sections[-1]
-                limit = Length(section.page_width - section.left_margin - section.right_margin)
+                width, left, right = section.page_width, section.left_margin, section.right_margin
+                assert width is not None and left is not None and right is not None  # set in __init__
+                limit = Length(width - left - right)
         except (ImageError, UnrecognizedImageError):
             return
         if shape.width > limit:

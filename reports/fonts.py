@@ -26,8 +26,7 @@ def find_cjk_font(search_dirs: Sequence[Path] = FONT_DIRS) -> Path:
                 if found:
                     return found[0]
     raise RuntimeError(
-        "未找到中文字体（No CJK font found）：请安装 Debian 软件包 fonts-wqy-zenhei "
-        "（apt-get install fonts-wqy-zenhei）或 fonts-noto-cjk"
+        "未找到中文字体（No CJK font found）：请安装 Debian 软件包 fonts-wqy-zenhei （apt-get install fonts-wqy-zenhei）或 fonts-noto-cjk"
     )
 
 

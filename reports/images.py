@@ -81,11 +81,11 @@ def validate_image(data: bytes, *, max_bytes: int = 2_000_000, max_pixels: int =
         raise ImageError(f"签名图片尺寸过大（最多 {max_pixels:,} 像素）") from exc
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError… on broken data
         raise ImageError("签名图片已损坏，无法读取") from exc
-    image = ImageOps.exif_transpose(image)  # phone photos: keep them upright once EXIF is gone
-    if image.mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGBA")
+    upright: Image.Image = ImageOps.exif_transpose(image)  # phone photos: keep them upright once EXIF is gone
+    if upright.mode not in ("RGB", "RGBA", "L", "LA"):
+        upright = upright.convert("RGBA")
     out = BytesIO()
-    image.save(out, "PNG")
+    upright.save(out, "PNG")
     return out.getvalue()
 
 
@@ -131,9 +131,7 @@ def _glyph(char: str, font: ImageFont.FreeTypeFont, color: tuple[int, int, int, 
     side = int(font.size * 1.5)
     tile = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     weight = max(1, round(font.size / 30))  # seal lettering is heavier than the regular face
-    ImageDraw.Draw(tile).text(
-        (side / 2, side / 2), char, font=font, fill=color, anchor="mm", stroke_width=weight, stroke_fill=color
-    )
+    ImageDraw.Draw(tile).text((side / 2, side / 2), char, font=font, fill=color, anchor="mm", stroke_width=weight, stroke_fill=color)
     return tile
 
 
@@ -168,8 +166,13 @@ def render_seal(name: str, *, size_px: int = 600, caption: str = "合同专用�
     if caption:
         caption_font = _font(int(side * 0.075))
         draw.text(
-            (c, c + side * 0.25), caption, font=caption_font, fill=SEAL_RED, anchor="mm",
-            stroke_width=max(1, round(caption_font.size / 30)), stroke_fill=SEAL_RED,
+            (c, c + side * 0.25),
+            caption,
+            font=caption_font,
+            fill=SEAL_RED,
+            anchor="mm",
+            stroke_width=max(1, round(caption_font.size / 30)),
+            stroke_fill=SEAL_RED,
         )
     return _png(seal.resize((size_px, size_px), Image.Resampling.LANCZOS))
 
@@ -187,9 +190,7 @@ def render_typed_signature(name: str, *, height_px: int = 120) -> bytes:
     image = Image.new("RGBA", (width, height_px), (0, 0, 0, 0))
     ImageDraw.Draw(image).text((pad - left, (height_px - (bottom - top)) / 2 - top), text, font=font, fill=INK_BLUE)
     slant = 0.2
-    image = image.transform(
-        image.size, Image.Transform.AFFINE, (1, slant, -slant * height_px, 0, 1, 0), resample=Image.Resampling.BICUBIC
-    )
+    image = image.transform(image.size, Image.Transform.AFFINE, (1, slant, -slant * height_px, 0, 1, 0), resample=Image.Resampling.BICUBIC)
     return _png(image)
 
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -72,15 +72,24 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
 
 def _self_signed(common_name: str, organization: str) -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
-        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-    ])
-    now = datetime.now(timezone.utc)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+        ]
+    )
+    now = datetime.now(UTC)
     usage = x509.KeyUsage(
-        digital_signature=True, content_commitment=True, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=True,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
     )
     cert = (
         x509.CertificateBuilder()
@@ -95,9 +104,7 @@ def _self_signed(common_name: str, organization: str) -> tuple[bytes, bytes]:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -134,8 +141,10 @@ def sign_pdf(
 ) -> bytes:
     """The PDF with an invisible PAdES signature (SHA-256) appended as an incremental update."""
     signer = _load_signer(
-        str(identity.key_path), str(identity.cert_path),
-        identity.key_path.stat().st_mtime_ns, identity.cert_path.stat().st_mtime_ns,
+        str(identity.key_path),
+        str(identity.cert_path),
+        identity.key_path.stat().st_mtime_ns,
+        identity.cert_path.stat().st_mtime_ns,
     )
     meta = signers.PdfSignatureMetadata(
         field_name=field_name,

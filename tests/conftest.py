@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from backoffice import create_app
 from backoffice.clock import set_clock
 from backoffice.extensions import db
 
-FIXED_NOW = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)  # 10:00 in Beijing
+FIXED_NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +118,12 @@ def make_contract(app: Flask, template_id: str = "sms_business_service", **overr
     from backoffice.services.contracts import issue_contract
 
     issued = issue_contract(
-        db.session, template_id, sample(template_id, **overrides), issued_by="test",
-        documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app),
+        db.session,
+        template_id,
+        sample(template_id, **overrides),
+        issued_by="test",
+        documents_root=Path(app.config["DOCUMENTS_PATH"]),
+        signing_identity=signing_identity(app),
     )
     db.session.commit()
     assert after_commit_catch_up(app) == []

@@ -37,15 +37,11 @@ class EnterpriseAccount(Base):
     contact_phone: Mapped[str | None] = mapped_column(sa.String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    sub_accounts: Mapped[list[SubAccount]] = relationship(
-        back_populates="account", order_by="SubAccount.id", cascade="all, delete-orphan"
-    )
+    sub_accounts: Mapped[list[SubAccount]] = relationship(back_populates="account", order_by="SubAccount.id", cascade="all, delete-orphan")
 
     __table_args__ = (
         sa.CheckConstraint("balance >= 0", name="balance_not_negative"),
-        sa.CheckConstraint(
-            "status in ('awaiting_payment', 'active', 'suspended', 'closed')", name="status"
-        ),
+        sa.CheckConstraint("status in ('awaiting_payment', 'active', 'suspended', 'closed')", name="status"),
     )
 
     @property

@@ -72,9 +72,7 @@ class Contract(Base):
     docx_sha256: Mapped[str] = mapped_column(sa.String(64))
 
     account: Mapped[EnterpriseAccount] = relationship()
-    jobs: Mapped[list[ContractJob]] = relationship(
-        back_populates="contract", order_by="ContractJob.due_on"
-    )
+    jobs: Mapped[list[ContractJob]] = relationship(back_populates="contract", order_by="ContractJob.due_on")
 
     __table_args__ = (
         sa.CheckConstraint("initial_amount >= 0", name="initial_amount_not_negative"),

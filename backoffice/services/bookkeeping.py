@@ -22,7 +22,9 @@ from ledger import chart
 def record_event(session: Session, kind: str, occurred_on: date, payload: dict[str, Any], event_id: str | None = None) -> LedgerEvent:
     """Add a money event to the outbox; its id makes posting it twice a no-op."""
     event = LedgerEvent(
-        event_id=event_id or uuid.uuid4().hex, kind=kind, occurred_on=occurred_on,
+        event_id=event_id or uuid.uuid4().hex,
+        kind=kind,
+        occurred_on=occurred_on,
         payload={k: str(v) if isinstance(v, Decimal) else v for k, v in payload.items()},
     )
     ledger.transaction_for(ledger.Event(event.event_id, kind, occurred_on, event.payload))  # refuse now, not later
@@ -54,7 +56,9 @@ def expected_balances(session: Session) -> dict[str, Decimal]:
         expected[chart.contracted(code)] = Decimal(0)
         expected[chart.receivable(code)] = Decimal(0)
     contracted = session.execute(
-        sa.select(EnterpriseAccount.code, Contract.initial_amount, Contract.opening_fee).join(Contract, Contract.account_id == EnterpriseAccount.id)
+        sa.select(EnterpriseAccount.code, Contract.initial_amount, Contract.opening_fee).join(
+            Contract, Contract.account_id == EnterpriseAccount.id
+        )
     )
     for code, credit, fee in contracted:
         expected[chart.contracted(code)] -= credit

@@ -133,7 +133,7 @@ def _clean(spec: FieldSpec, value: Any) -> Any:
             raise ValueError(f"金额过大（上限 {MAX_AMOUNT} 元）")
         return amount
     if kind == "count":
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise ValueError("应为整数")
         text = str(value).strip().replace(",", "")
         if not re.fullmatch(r"-?\d{1,12}", text):

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today
 from backoffice.errors import Conflict, NotFound, ValidationFailed
-from backoffice.money import format_price
 from backoffice.models import Contract, ProviderProfile
+from backoffice.money import format_price
 from backoffice.services import audit, documents
 from backoffice.services.accounts import OpenedLogin, allocate_account_code, open_account
 from backoffice.services.bookkeeping import record_event
@@ -69,7 +69,9 @@ def submission_key_for(template_id: str, raw: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _validate(session: Session, template: ContractTemplate, raw: dict[str, Any], customer_signature: Any, provider_signature: Any) -> tuple[dict[str, Any], str, str]:
+def _validate(
+    session: Session, template: ContractTemplate, raw: dict[str, Any], customer_signature: Any, provider_signature: Any
+) -> tuple[dict[str, Any], str, str]:
     try:
         values = validate_contract_fields(template, raw)
         errors: dict[str, str] = {}
@@ -88,16 +90,24 @@ def _validate(session: Session, template: ContractTemplate, raw: dict[str, Any],
     return values, cust, prov
 
 
-def preview_contract(session: Session, template_id: str, raw: dict[str, Any], *, customer_signature: Any = None, provider_signature: Any = None) -> str:
+def preview_contract(
+    session: Session, template_id: str, raw: dict[str, Any], *, customer_signature: Any = None, provider_signature: Any = None
+) -> str:
     """The contract as HTML, exactly as it will print, without issuing anything."""
     template = get_template(template_id)
     values, cust, prov = _validate(session, template, raw, customer_signature, provider_signature)
     provider, seal = provider_settings(session, template)
     subs = values.get("sub_accounts") or 0
     context = documents.build_context(
-        template, values, contract_no="（签发时生成）" if template.prints_contract_no else None,
-        provider=provider, account_code=None, sub_logins=[f"（子号{i}）" for i in range(1, subs + 1)],
-        customer_signature=cust, provider_signature=prov, seal=seal,
+        template,
+        values,
+        contract_no="（签发时生成）" if template.prints_contract_no else None,
+        provider=provider,
+        account_code=None,
+        sub_logins=[f"（子号{i}）" for i in range(1, subs + 1)],
+        customer_signature=cust,
+        provider_signature=prov,
+        seal=seal,
     )
     return documents.render_contract_html(template, context)
 
@@ -142,9 +152,15 @@ def issue_contract(
     )
 
     context = documents.build_context(
-        template, values, contract_no=contract_no, provider=provider, account_code=code,
+        template,
+        values,
+        contract_no=contract_no,
+        provider=provider,
+        account_code=code,
         sub_logins=[o.login for o in logins if not o.is_primary],
-        customer_signature=cust_sig, provider_signature=prov_sig, seal=seal,
+        customer_signature=cust_sig,
+        provider_signature=prov_sig,
+        seal=seal,
     )
     html = documents.render_contract_html(template, context)
     title = f"{template.title}（{contract_no}）"
@@ -185,10 +201,15 @@ def issue_contract(
     )
     session.add(contract)
     record_event(
-        session, "contract_credit", today,
+        session,
+        "contract_credit",
+        today,
         {
-            "account_code": code, "customer_name": contract.customer_name, "contract_no": contract_no,
-            "initial_amount": values["initial_amount"], "opening_fee": values.get("opening_fee") or 0,
+            "account_code": code,
+            "customer_name": contract.customer_name,
+            "contract_no": contract_no,
+            "initial_amount": values["initial_amount"],
+            "opening_fee": values.get("opening_fee") or 0,
         },
         event_id=f"contract-credit-{contract_no}",
     )
@@ -233,5 +254,8 @@ def account_summary(session: Session, code: str) -> dict[str, Any]:
         "term_end": contract.term_end.isoformat() if contract and contract.term_end else None,
         "renewal_rule": contract.renewal_rule if contract else None,
         "renewal_rule_name": contract.renewal_rule_name if contract else None,
-        "scheduled_jobs": [{"kind": j.kind, "due_on": j.due_on.isoformat(), "armed": j.armed_at is not None, "done": j.done_at is not None} for j in (contract.jobs if contract else [])],
+        "scheduled_jobs": [
+            {"kind": j.kind, "due_on": j.due_on.isoformat(), "armed": j.armed_at is not None, "done": j.done_at is not None}
+            for j in (contract.jobs if contract else [])
+        ],
     }

@@ -33,8 +33,11 @@ def cn_date(day: date | None) -> str:
 def environment(root: Path = TEMPLATES_ROOT) -> SandboxedEnvironment:
     """Sandboxed, autoescaping, strict: a field can never become markup, a typo never a blank."""
     env = SandboxedEnvironment(
-        loader=FileSystemLoader(str(root)), autoescape=True, undefined=StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True,
+        loader=FileSystemLoader(str(root)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     env.filters["cn_date"] = cn_date
     return env

@@ -59,7 +59,9 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
         old_end = contract.term_end
         contract.term_end = add_months(old_end + timedelta(days=1), 12) - timedelta(days=1)
         outcome = f"无书面异议，自动顺延一年至 {contract.term_end}"
-        audit.record(session, "scheduler", "auto_extend", "contract", contract.contract_no, old_end=str(old_end), new_end=str(contract.term_end))
+        audit.record(
+            session, "scheduler", "auto_extend", "contract", contract.contract_no, old_end=str(old_end), new_end=str(contract.term_end)
+        )
         plan_jobs(session, contract)
     else:
         outcome = f"未知任务类型 {job.kind}"

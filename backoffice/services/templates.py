@@ -64,9 +64,7 @@ class ContractTemplate:
             "renewal_rule": self.terms.get("term_rule"),
             "credit_policy": self.terms.get("credit_policy"),
             "terms": self.terms,
-            "fields": [
-                {k: v for k, v in vars(f).items() if v not in (None, {}, "")} for f in self.fields
-            ],
+            "fields": [{k: v for k, v in vars(f).items() if v not in (None, {}, "")} for f in self.fields],
         }
 
 

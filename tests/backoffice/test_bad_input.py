@@ -36,10 +36,23 @@ BAD_CASES = [
 
 def snapshot(app: Flask) -> dict[str, Any]:
     """Everything an issue could leave behind: rows, numbers taken, files, books."""
-    counts = {m.__name__: db.session.scalar(sa.select(sa.func.count()).select_from(m)) for m in (Contract, EnterpriseAccount, SubAccount, LedgerEvent, ContractJob, AuditEntry)}
-    sequences = [(s.series, s.year, s.last_value) for s in db.session.scalars(sa.select(DocumentSequence).order_by(DocumentSequence.series))]
+    counts = {
+        m.__name__: db.session.scalar(sa.select(sa.func.count()).select_from(m))
+        for m in (Contract, EnterpriseAccount, SubAccount, LedgerEvent, ContractJob, AuditEntry)
+    }
+    sequences = [
+        (s.series, s.year, s.last_value) for s in db.session.scalars(sa.select(DocumentSequence).order_by(DocumentSequence.series))
+    ]
     root = Path(app.config["INSTANCE_PATH"])
-    files = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.suffix not in (".sqlite3", ".sqlite3-wal", ".sqlite3-shm") and "-wal" not in p.name and "-shm" not in p.name and p.name != ".lock"}
+    files = {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix not in (".sqlite3", ".sqlite3-wal", ".sqlite3-shm")
+        and "-wal" not in p.name
+        and "-shm" not in p.name
+        and p.name != ".lock"
+    }
     return {"counts": counts, "sequences": sequences, "files": files}
 
 
@@ -50,7 +63,9 @@ def with_one_contract(app: Flask) -> None:
 
 
 @pytest.mark.parametrize("overrides, field, words", BAD_CASES)
-def test_command_line_refuses_bad_input_and_changes_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path, with_one_contract: None, overrides: dict, field: str, words: str) -> None:
+def test_command_line_refuses_bad_input_and_changes_nothing(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, with_one_contract: None, overrides: dict, field: str, words: str
+) -> None:
     before = snapshot(app)
     data_file = write_json(tmp_path / "bad.json", sample("sms_business_service", **overrides))
     result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data_file), "--json"])
@@ -65,7 +80,9 @@ def test_command_line_refuses_bad_input_and_changes_nothing(app: Flask, runner: 
 
 def test_unknown_template_is_refused(app: Flask, runner: FlaskCliRunner, tmp_path: Path, with_one_contract: None) -> None:
     before = snapshot(app)
-    result = runner.invoke(args=["contract", "issue", "no_such_template", "--data", str(write_json(tmp_path / "d.json", sample("sms_business_service")))])
+    result = runner.invoke(
+        args=["contract", "issue", "no_such_template", "--data", str(write_json(tmp_path / "d.json", sample("sms_business_service")))]
+    )
     assert result.exit_code != 0 and "未知的合同模板" in result.output
     assert snapshot(app) == before
 
@@ -90,7 +107,9 @@ def test_the_same_submission_twice_issues_once(app: Flask, runner: FlaskCliRunne
 
 
 @pytest.mark.parametrize("failing", ["render_contract_docx", "plan_jobs"])
-def test_a_crash_midway_leaves_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path, with_one_contract: None, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+def test_a_crash_midway_leaves_nothing(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, with_one_contract: None, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
     """A crash after numbering and account opening (the DOCX fails), or after both files were
     staged (planning the jobs fails), rolls everything back: rows, numbers, files, books."""
     from backoffice.services import contracts, documents
@@ -100,7 +119,15 @@ def test_a_crash_midway_leaves_nothing(app: Flask, runner: FlaskCliRunner, tmp_p
 
     monkeypatch.setattr(documents if failing == "render_contract_docx" else contracts, failing, broken)
     before = snapshot(app)
-    result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="新客户")))])
+    result = runner.invoke(
+        args=[
+            "contract",
+            "issue",
+            "sms_business_service",
+            "--data",
+            str(write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="新客户"))),
+        ]
+    )
     assert result.exit_code != 0 and isinstance(result.exception, OSError)
     assert not list(Path(app.config["DOCUMENTS_PATH"]).rglob("*.pending"))
     assert snapshot(app) == before
@@ -133,7 +160,9 @@ def form_data(template_id: str, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("overrides, field, words", BAD_CASES)
-def test_web_form_shows_the_error_in_chinese_and_changes_nothing(app: Flask, client: FlaskClient, staff: dict, with_one_contract: None, overrides: dict, field: str, words: str) -> None:
+def test_web_form_shows_the_error_in_chinese_and_changes_nothing(
+    app: Flask, client: FlaskClient, staff: dict, with_one_contract: None, overrides: dict, field: str, words: str
+) -> None:
     from tests.e2e.signature import SIGNATURE_DATA_URI
 
     login(client, "sales", staff["sales"])
@@ -195,6 +224,8 @@ def test_a_blank_signature_is_refused(app: Flask, client: FlaskClient, staff: di
     out = io.BytesIO()
     Image.new("RGBA", (300, 100), (255, 255, 255, 0)).save(out, "PNG")
     data = form_data("sms_business_service")
-    data.update(customer_signature="data:image/png;base64," + base64.b64encode(out.getvalue()).decode(), provider_signature=SIGNATURE_DATA_URI)
+    data.update(
+        customer_signature="data:image/png;base64," + base64.b64encode(out.getvalue()).decode(), provider_signature=SIGNATURE_DATA_URI
+    )
     response = client.post("/sales/new/sms_business_service", data=data)
     assert response.status_code == 422 and "空白" in response.get_data(as_text=True)

@@ -29,33 +29,47 @@ def test_every_template_sample_is_valid(template_id: str) -> None:
 
 
 def test_money_is_decimal_never_float() -> None:
-    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", price_per_message=0.035, initial_messages=50000, initial_amount="1750.00"))
+    values = validate_contract_fields(
+        get_template("sms_business_service"),
+        sample("sms_business_service", price_per_message=0.035, initial_messages=50000, initial_amount="1750.00"),
+    )
     assert values["price_per_message"] == Decimal("0.035") and type(values["price_per_message"]) is Decimal
     assert values["initial_amount"] == Decimal("1750.00")
 
 
 def test_initial_amount_is_derived_when_left_blank() -> None:
-    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", initial_amount=None, price_per_message="0.035", initial_messages=50000))
+    values = validate_contract_fields(
+        get_template("sms_business_service"),
+        sample("sms_business_service", initial_amount=None, price_per_message="0.035", initial_messages=50000),
+    )
     assert values["initial_amount"] == Decimal("1750.00")
 
 
 def test_sms_genie_accepts_amount_or_quantity() -> None:
     template = get_template("sms_genie_user")
-    by_amount = validate_contract_fields(template, sample("sms_genie_user", initial_messages=None, initial_amount="500.00", price_per_message="0.05"))
+    by_amount = validate_contract_fields(
+        template, sample("sms_genie_user", initial_messages=None, initial_amount="500.00", price_per_message="0.05")
+    )
     assert by_amount["initial_messages"] == 10000
-    by_count = validate_contract_fields(template, sample("sms_genie_user", initial_messages=10000, initial_amount=None, price_per_message="0.05"))
+    by_count = validate_contract_fields(
+        template, sample("sms_genie_user", initial_messages=10000, initial_amount=None, price_per_message="0.05")
+    )
     assert by_count["initial_amount"] == Decimal("500.00")
     errors = errors_for("sms_genie_user", initial_messages=None, initial_amount=None)
     assert "initial_messages" in errors and "至少" in errors["initial_messages"]
 
 
 def test_fixed_term_end_is_derived_from_years() -> None:
-    values = validate_contract_fields(get_template("enterprise_sms_center"), sample("enterprise_sms_center", term_start="2026-12-01", term_end=None, term_years=2))
+    values = validate_contract_fields(
+        get_template("enterprise_sms_center"), sample("enterprise_sms_center", term_start="2026-12-01", term_end=None, term_years=2)
+    )
     assert values["term_end"] == date(2028, 11, 30)
 
 
 def test_twelve_month_term_end_is_derived() -> None:
-    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", term_start="2026-12-01", term_end=None))
+    values = validate_contract_fields(
+        get_template("sms_business_service"), sample("sms_business_service", term_start="2026-12-01", term_end=None)
+    )
     assert values["term_end"] == date(2027, 11, 30)
 
 

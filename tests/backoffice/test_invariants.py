@@ -3,7 +3,7 @@ balance cannot go below zero, times are stored in UTC, documents never interpret
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,7 +39,11 @@ def test_stored_amounts_come_back_as_decimal(app: Flask) -> None:
 def test_balance_below_zero_is_refused_by_the_database(app: Flask) -> None:
     issued = make_contract(app, "sms_business_service")
     with pytest.raises(sa.exc.IntegrityError):
-        db.session.execute(sa.update(EnterpriseAccount).where(EnterpriseAccount.id == issued.contract.account_id).values(balance=EnterpriseAccount.balance - Decimal("0.01")))
+        db.session.execute(
+            sa.update(EnterpriseAccount)
+            .where(EnterpriseAccount.id == issued.contract.account_id)
+            .values(balance=EnterpriseAccount.balance - Decimal("0.01"))
+        )
         db.session.flush()
     db.session.rollback()
 
@@ -51,7 +55,7 @@ def test_times_are_stored_in_utc_and_shown_in_beijing(app: Flask) -> None:
     assert UTCDateTime().process_bind_param(beijing, None) == datetime(2026, 1, 1, 0, 0)  # type: ignore[arg-type]
     issued = make_contract(app, "sms_business_service")
     db.session.expire_all()
-    assert issued.contract.issued_at.tzinfo == timezone.utc
+    assert issued.contract.issued_at.tzinfo == UTC
     assert to_local(issued.contract.issued_at).hour == 10  # the fixed clock: 02:00 UTC = 10:00 Beijing
 
 
@@ -67,7 +71,17 @@ def test_markup_reaching_the_renderer_prints_as_text_and_fetches_nothing(app: Fl
     template = get_template("sms_business_service")
     values = validate_contract_fields(template, sample("sms_business_service"))
     values["customer.name"] = '<img src="http://127.0.0.1:9/x.png"><script>alert(1)</script>'
-    context = documents.build_context(template, values, contract_no="HT-TEST", provider=template.provider, account_code="E1", sub_logins=[], customer_signature=None, provider_signature=None, seal=None)
+    context = documents.build_context(
+        template,
+        values,
+        contract_no="HT-TEST",
+        provider=template.provider,
+        account_code="E1",
+        sub_logins=[],
+        customer_signature=None,
+        provider_signature=None,
+        seal=None,
+    )
     html = documents.render_contract_html(template, context)
     fetcher = SafeURLFetcher(allowed_roots=[])
     pdf = tmp_path / "x.pdf"

@@ -149,7 +149,10 @@ def test_lingxuntong_books_the_opening_fee_as_income(app: Flask, runner: FlaskCl
 
 
 def test_contract_numbers_are_sequential_per_year(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
-    numbers = [issue(runner, tmp_path, "gateway_api_partner", sample("gateway_api_partner", customer__name=f"客户{i}"))["contract_no"] for i in range(3)]
+    numbers = [
+        issue(runner, tmp_path, "gateway_api_partner", sample("gateway_api_partner", customer__name=f"客户{i}"))["contract_no"]
+        for i in range(3)
+    ]
     assert numbers == ["HT-2026-000001", "HT-2026-000002", "HT-2026-000003"]
 
 
@@ -181,7 +184,10 @@ def test_ledger_check_fails_when_a_booked_contract_is_missing_from_the_books(app
     result = runner.invoke(args=["ledger", "check", "--json"])
     assert result.exit_code == 1
     report = json.loads(result.output)
-    assert {d["account"] for d in report["differences"]} == {f"Assets:Receivable:{out['account_code']}", f"Liabilities:Contracted:{out['account_code']}"}
+    assert {d["account"] for d in report["differences"]} == {
+        f"Assets:Receivable:{out['account_code']}",
+        f"Liabilities:Contracted:{out['account_code']}",
+    }
     month.write_text(text, encoding="utf-8")  # restore, so the teardown check sees consistent books
 
 
@@ -197,8 +203,14 @@ def test_concurrent_issuing_is_gapless_and_the_books_reconcile(app: Flask, tmp_p
         with app.app_context():
             try:
                 for i in range(2):
-                    issue_contract(db.session, "gateway_api_partner", sample("gateway_api_partner", customer__name=f"并发客户{n}-{i}"),
-                                   issued_by=f"t{n}", documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app))
+                    issue_contract(
+                        db.session,
+                        "gateway_api_partner",
+                        sample("gateway_api_partner", customer__name=f"并发客户{n}-{i}"),
+                        issued_by=f"t{n}",
+                        documents_root=Path(app.config["DOCUMENTS_PATH"]),
+                        signing_identity=signing_identity(app),
+                    )
                     db.session.commit()
                     after_commit_catch_up(app)
             except BaseException as exc:  # noqa: BLE001 - reported below

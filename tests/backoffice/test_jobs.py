@@ -4,7 +4,7 @@ run once when the scheduler comes back."""
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +19,9 @@ from tests.conftest import make_contract
 
 def job(kind: str) -> ContractJob:
     """The latest pending job of that kind."""
-    return db.session.scalars(sa.select(ContractJob).where(ContractJob.kind == kind, ContractJob.done_at.is_(None)).order_by(ContractJob.due_on.desc())).first()
+    return db.session.scalars(
+        sa.select(ContractJob).where(ContractJob.kind == kind, ContractJob.done_at.is_(None)).order_by(ContractJob.due_on.desc())
+    ).first()
 
 
 def test_fixed_term_contract_expires_once(app: Flask) -> None:
@@ -61,7 +63,7 @@ def test_a_job_missed_while_down_runs_exactly_once_when_the_scheduler_returns(ap
     store = jobs._job_store(app, jobs.make_scheduler(app))
     store.remove_job(expire.job_id)
     store.shutdown()
-    expire.due_on = (datetime.now(timezone.utc) - timedelta(days=days_late)).date()
+    expire.due_on = (datetime.now(UTC) - timedelta(days=days_late)).date()
     db.session.commit()
     assert jobs.arm_pending(app) == 1  # re-armed: a job missing from the store is never lost
 

@@ -26,7 +26,16 @@ def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files:
         with db.engine.connect() as connection:
             diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
         assert diff == [], f"models and migrations differ: {diff}"
-        issued = runner.invoke(args=["contract", "issue", "gateway_api_partner", "--data", str(write_json(tmp_path / "c.json", sample("gateway_api_partner"))), "--json"])
+        issued = runner.invoke(
+            args=[
+                "contract",
+                "issue",
+                "gateway_api_partner",
+                "--data",
+                str(write_json(tmp_path / "c.json", sample("gateway_api_partner"))),
+                "--json",
+            ]
+        )
         assert issued.exit_code == 0, issued.output
         assert json.loads(issued.output)["contract_no"] == "HT-2026-000001"
         assert runner.invoke(args=["ledger", "check"]).exit_code == 0

@@ -20,7 +20,11 @@ def test_rollback_gives_the_number_back(app: Flask) -> None:
 
 
 def test_series_and_years_are_independent(app: Flask) -> None:
-    assert [next_number(db.session, "contract", 2026), next_number(db.session, "contract", 2027), next_number(db.session, "invoice", 2026)] == [1, 1, 1]
+    assert [
+        next_number(db.session, "contract", 2026),
+        next_number(db.session, "contract", 2027),
+        next_number(db.session, "invoice", 2026),
+    ] == [1, 1, 1]
 
 
 def test_concurrent_numbering_is_gapless_and_unique(app: Flask) -> None:

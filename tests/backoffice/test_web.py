@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 from backoffice import create_app
 from backoffice.extensions import db
 from backoffice.models import AuditEntry
+from tests.backoffice.test_bad_input import form_data
 from tests.conftest import app_config, login, make_contract
 from tests.e2e.signature import SIGNATURE_DATA_URI
-from tests.backoffice.test_bad_input import form_data
 
 
 def test_pages_require_login(client: FlaskClient) -> None:

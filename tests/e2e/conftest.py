@@ -11,8 +11,13 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -27,7 +32,7 @@ def live_server(app: Flask) -> Iterator[str]:
 
 
 @pytest.fixture
-def browser_page() -> Iterator["object"]:
+def browser_page() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     executable = shutil.which("chromium") or "/usr/bin/chromium"

@@ -14,10 +14,18 @@ from ledger.books import MAIN
 
 
 def credit(event_id: str = "ev-1", code: str = "E000001", amount: str = "1750.00", fee: str = "0", day: date = date(2026, 11, 23)) -> Event:
-    return Event(event_id, "contract_credit", day, {
-        "account_code": code, "customer_name": "北京创联致信科技有限公司", "contract_no": "HT-2026-000001",
-        "initial_amount": amount, "opening_fee": fee,
-    })
+    return Event(
+        event_id,
+        "contract_credit",
+        day,
+        {
+            "account_code": code,
+            "customer_name": "北京创联致信科技有限公司",
+            "contract_no": "HT-2026-000001",
+            "initial_amount": amount,
+            "opening_fee": fee,
+        },
+    )
 
 
 def test_contract_credit_is_receivable_against_contracted_credit(tmp_path: Path) -> None:
@@ -75,7 +83,9 @@ def test_bad_events_are_refused_and_nothing_is_written(tmp_path: Path, event: Ev
 
 
 def test_unbalanced_rule_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ledger.events.RULES, "broken", lambda e: ("x", "y", [("Income:SMS", Decimal("1")), ("Income:Penalty", Decimal("-0.99"))]))
+    monkeypatch.setitem(
+        ledger.events.RULES, "broken", lambda e: ("x", "y", [("Income:SMS", Decimal("1")), ("Income:Penalty", Decimal("-0.99"))])
+    )
     with pytest.raises(PostingRuleError, match="does not balance"):
         ledger.transaction_for(Event("b", "broken", date(2026, 1, 1), {}))
 
@@ -89,5 +99,7 @@ def test_checker_reports_a_hand_edited_file(tmp_path: Path) -> None:
 
 
 def test_reconcile_names_the_differing_account() -> None:
-    diffs = ledger.reconcile({"Liabilities:Prepaid:E1": Decimal("-10"), "Liabilities:Prepaid:E2": Decimal("0")}, {"Liabilities:Prepaid:E1": Decimal("-9.99")})
+    diffs = ledger.reconcile(
+        {"Liabilities:Prepaid:E1": Decimal("-10"), "Liabilities:Prepaid:E2": Decimal("0")}, {"Liabilities:Prepaid:E1": Decimal("-9.99")}
+    )
     assert [(d.account, d.database, d.books) for d in diffs] == [("Liabilities:Prepaid:E1", Decimal("-10"), Decimal("-9.99"))]

@@ -6,7 +6,6 @@ import base64
 import io
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -103,10 +102,7 @@ def test_files_are_read_only_under_the_allowed_roots(tmp_path: Path) -> None:
     (assets / "logo.png").write_bytes(png_bytes((30, 30)))
     (outside / "secret.png").write_bytes(png_bytes((50, 50)))
     (assets / "link.png").symlink_to(outside / "secret.png")
-    html = page(
-        f'<img src="logo.png"><img src="{(outside / "secret.png").as_uri()}">'
-        f'<img src="link.png"><img src="../outside/secret.png">'
-    )
+    html = page(f'<img src="logo.png"><img src="{(outside / "secret.png").as_uri()}"><img src="link.png"><img src="../outside/secret.png">')
     fetcher = SafeURLFetcher([assets])
     pdf = render_pdf(html, base_url=str(assets) + "/", fetcher=fetcher)
     images = pypdf.PdfReader(io.BytesIO(pdf)).pages[0].images

@@ -6,7 +6,7 @@ import re
 import stat
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 
@@ -50,7 +50,7 @@ def test_signed_contract_verifies_completely(signed_pdf: bytes, identity: Signin
     assert result.problems == []
     assert result.signer == "测试签章"
     assert result.signed_at is not None
-    assert abs(datetime.now(timezone.utc) - result.signed_at) < timedelta(minutes=5)
+    assert abs(datetime.now(UTC) - result.signed_at) < timedelta(minutes=5)
 
 
 def test_signature_is_pades_with_reason_and_location(signed_pdf: bytes) -> None:
