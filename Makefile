@@ -34,6 +34,8 @@ $(BIN)/.installed: requirements.txt | $(BIN)/activate
 install: system-packages venv
 
 migrate: install
+	@mkdir -p "$(BACKOFFICE_INSTANCE_PATH)"
+	@test -f "$(BACKOFFICE_INSTANCE_PATH)/secret_key" || (umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > "$(BACKOFFICE_INSTANCE_PATH)/secret_key")
 	$(BIN)/flask db upgrade
 
 demo: migrate
