@@ -55,17 +55,8 @@ def new_contract(template_id: str) -> Any:
     errors: dict[str, str] = {}
     preview_html = None
     if request.method == "GET":
-        values = {f.name: f.default for f in template.fields}
-        submission_id = uuid.uuid4().hex
-        return render_template(
-            "sales/form.html",
-            template=template,
-            values=values,
-            errors=errors,
-            networks=NETWORKS,
-            submission_id=submission_id,
-            preview_html=None,
-        )
+        # A fresh submission id per form shown: resubmitting the same form issues once.
+        return _render_form(template, {f.name: f.default for f in template.fields}, {}, uuid.uuid4().hex)
     values = _form_values(template)
     submission_id = request.form.get("submission_id") or uuid.uuid4().hex
     cust, prov = _signature("customer"), _signature("provider")
@@ -103,7 +94,12 @@ def new_contract(template_id: str) -> Any:
         errors = {"_form": conflict.message}
     except sa.exc.OperationalError:
         errors = {"_form": busy_error().message}
-    status = 200 if not errors else 422
+    return _render_form(template, values, errors, submission_id, preview_html), 200 if not errors else 422
+
+
+def _render_form(
+    template: ContractTemplate, values: dict[str, Any], errors: dict[str, str], submission_id: str, preview_html: str | None = None
+) -> str:
     return render_template(
         "sales/form.html",
         template=template,
@@ -112,7 +108,7 @@ def new_contract(template_id: str) -> Any:
         networks=NETWORKS,
         submission_id=submission_id,
         preview_html=preview_html,
-    ), status
+    )
 
 
 @bp.route("/contracts/<contract_no>")
