@@ -164,7 +164,7 @@ def issue_contract(
     )
     html = documents.render_contract_html(template, context)
     title = f"{template.title}（{contract_no}）"
-    pdf = documents.render_contract_pdf(html, title=title, identity=signing_identity, location=provider.get("address", ""))
+    pdf = documents.render_contract_pdf(template, html, title=title, identity=signing_identity, location=provider.get("address", ""))
     docx = documents.render_contract_docx(template, html, header=f"{provider['name']}　合同编号：{contract_no}")
 
     folder = documents_root / "contracts" / str(today.year)

@@ -14,7 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from backoffice.money import capitals, format_money, format_price
 from backoffice.services.contract_fields import nest
-from backoffice.services.templates import NETWORKS, PAYMENT_METHODS, TEMPLATES_ROOT, ContractTemplate
+from backoffice.services.templates import NETWORKS, PAYMENT_METHODS, ContractTemplate
 from reports import images
 from reports.docx import html_to_docx
 from reports.pdf import render_pdf
@@ -30,7 +30,7 @@ def cn_date(day: date | None) -> str:
 
 
 @lru_cache(maxsize=2)
-def environment(root: Path = TEMPLATES_ROOT) -> SandboxedEnvironment:
+def environment(root: Path) -> SandboxedEnvironment:
     """Sandboxed, autoescaping, strict: a field can never become markup, a typo never a blank."""
     env = SandboxedEnvironment(
         loader=FileSystemLoader(str(root)),
@@ -107,12 +107,13 @@ def build_context(
 
 
 def render_contract_html(template: ContractTemplate, context: dict[str, Any]) -> str:
-    return environment().get_template(f"{template.id}/contract.html.j2").render(context)
+    return environment(template.folder.parent).get_template(f"{template.id}/contract.html.j2").render(context)
 
 
-def render_contract_pdf(html: str, *, title: str, identity: SigningIdentity | None, location: str) -> bytes:
-    """The PDF with real, extractable text and embedded CJK font; signed when an identity is given."""
-    pdf = render_pdf(html, allowed_roots=[TEMPLATES_ROOT], metadata={"title": title})
+def render_contract_pdf(template: ContractTemplate, html: str, *, title: str, identity: SigningIdentity | None, location: str) -> bytes:
+    """The PDF with real, extractable text and embedded CJK font; signed when an identity is
+    given. The renderer may read files of the templates' folder only, and fetch no URL."""
+    pdf = render_pdf(html, allowed_roots=[template.folder.parent], metadata={"title": title})
     if identity is None:
         return pdf
     return sign_pdf(pdf, identity, reason=f"乙方签署合同：{title}", location=location)

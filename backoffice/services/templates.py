@@ -106,13 +106,13 @@ def _all(root: Path) -> dict[str, ContractTemplate]:
     return found
 
 
-def list_templates(root: Path = TEMPLATES_ROOT) -> list[ContractTemplate]:
+def list_templates(root: Path | None = None) -> list[ContractTemplate]:
     """All templates, ordered by their code (000, 001, …)."""
-    return sorted(_all(root).values(), key=lambda t: (t.code, t.id))
+    return sorted(_all(root or TEMPLATES_ROOT).values(), key=lambda t: (t.code, t.id))
 
 
-def get_template(template_id: str, root: Path = TEMPLATES_ROOT) -> ContractTemplate:
+def get_template(template_id: str, root: Path | None = None) -> ContractTemplate:
     try:
-        return _all(root)[template_id]
+        return _all(root or TEMPLATES_ROOT)[template_id]
     except KeyError:
         raise NotFound(f"未知的合同模板：{template_id}") from None
