@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -16,10 +18,12 @@ from beancount.core import data
 from beancount.parser import parser, printer
 
 from ledger import chart
-from ledger.events import Event, transaction_for
+from ledger.events import Event, entries_for
 
 MAIN = "main.beancount"
 ACCOUNTS = "accounts.beancount"
+MANIFEST = ".manifest.json"
+OPENING = date.fromisoformat(chart.OPENING_DATE)
 _EVENT_ID = re.compile(r'^\s+event_id: "([^"]+)"', re.MULTILINE)
 _OPEN = re.compile(r"^\d{4}-\d\d-\d\d open (\S+)", re.MULTILINE)
 
@@ -86,6 +90,29 @@ class Books:
         opens = "".join(f"{chart.OPENING_DATE} open {a} {chart.CURRENCY}\n" for a in chart.STATIC_ACCOUNTS)
         _atomic_write(self.root / ACCOUNTS, opens)
         _atomic_write(self.main, header)
+        self._save_manifest(
+            {name: [hashlib.sha256(text.encode("utf-8")).hexdigest()] for name, text in ((ACCOUNTS, opens), (MAIN, header))}
+        )
+
+    # The manifest holds the SHA-256 of every file as the writer left it, so a file edited by
+    # hand is noticed before anything is appended to it. While a write is under way a file's
+    # entry lists both the old and the new hash: a crash in between leaves either, both valid.
+    def _manifest(self) -> dict[str, list[str]]:
+        path = self.root / MANIFEST
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def _save_manifest(self, manifest: dict[str, list[str]]) -> None:
+        _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+    def tampered(self) -> list[str]:
+        """Files changed outside this writer since it last wrote them."""
+        problems = []
+        for name, hashes in sorted(self._manifest().items()):
+            path = self.root / name
+            current = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+            if current not in hashes:
+                problems.append(f"账簿文件 {name} 在记账程序之外被修改或删除")
+        return problems
 
     def included_months(self) -> list[str]:
         return re.findall(r'^include "(\d{4}/[^"]+)"', self._read(MAIN), re.MULTILINE)
@@ -103,37 +130,47 @@ class Books:
         Events already present (a replay, or a crash after writing but before the database
         noted it) are skipped. Raises PostingRuleError or LedgerWriteError and writes nothing
         if any event cannot be posted."""
+        with self.locked():
+            return self.post_locked(events)
+
+    def post_locked(self, events: Iterable[Event]) -> list[str]:
+        """`post` for a caller that already holds `locked()` (to read its queue under it)."""
         events = list(events)
         if not events:
             return []
-        with self.locked():
-            self._ensure_main()
-            transactions = [(e, transaction_for(e)) for e in events]
-            months: dict[str, list[data.Transaction]] = {}
-            opened = set(_OPEN.findall(self._read(ACCOUNTS)))
-            new_opens: list[data.Open] = []
-            posted: list[str] = []
-            present: dict[str, set[str]] = {}
-            for event, txn in transactions:
-                name = _month_file(event.occurred_on)
-                if name not in present:
-                    present[name] = set(_EVENT_ID.findall(self._read(name)))
-                if event.event_id in present[name]:
-                    continue
-                present[name].add(event.event_id)
-                for posting in txn.postings:
-                    if posting.account not in opened:
-                        opened.add(posting.account)
+        self._ensure_main()
+        if problems := self.tampered():
+            raise LedgerWriteError("；".join(problems) + "。已停止记账：请核对账簿文件，或用 ledger rebuild 从记账事件重建")
+        rendered = [(e, entries_for(e)) for e in events]  # refuse the whole batch before writing
+        months: dict[str, list[data.Directive]] = {}
+        opened = set(_OPEN.findall(self._read(ACCOUNTS)))
+        new_opens: list[data.Open] = []
+        posted: list[str] = []
+        present: dict[str, set[str]] = {}
+        for event, entries in rendered:
+            name = _month_file(event.occurred_on)
+            if name not in present:
+                present[name] = set(_EVENT_ID.findall(self._read(name)))
+            if event.event_id in present[name]:
+                continue
+            present[name].add(event.event_id)
+            for entry in entries:
+                accounts = [p.account for p in entry.postings] if isinstance(entry, data.Transaction) else [entry.account]
+                for account in accounts:
+                    if account not in opened:
+                        opened.add(account)
                         meta = data.new_metadata("<ledger>", 0)
-                        new_opens.append(data.Open(meta, txn.date, posting.account, [chart.CURRENCY], None))
-                months.setdefault(name, []).append(txn)
-                posted.append(event.event_id)
-            if not posted:
-                return []
-            self._write(months, new_opens)
-            return posted
+                        # Opened at the chart's opening date: an event dated earlier than the
+                        # one that first used the account (a back-dated receipt) still posts.
+                        new_opens.append(data.Open(meta, OPENING, account, [chart.CURRENCY], None))
+            months.setdefault(name, []).extend(entries)
+            posted.append(event.event_id)
+        if not posted:
+            return []
+        self._write(months, new_opens)
+        return posted
 
-    def _write(self, months: dict[str, list[data.Transaction]], opens: list[data.Open]) -> None:
+    def _write(self, months: dict[str, list[data.Directive]], opens: list[data.Open]) -> None:
         chunks = {name: "".join("\n" + printer.format_entry(t) for t in txns) for name, txns in months.items()}
         open_text = "".join(printer.format_entry(o) for o in opens)
         # Re-parse what we are about to write: the printer must produce what the parser reads.
@@ -141,14 +178,25 @@ class Books:
             entries, errors, _ = parser.parse_string(text)
             if errors:
                 raise LedgerWriteError(f"rendered entries do not parse: {errors[0].message}")
-        # Order matters for a crash: accounts first, then months, then the include in main.
-        # A crash in between leaves opened-but-unused accounts or an un-included file: both valid.
+        new_text: dict[str, str] = {}
         if open_text:
-            _atomic_write(self.root / ACCOUNTS, self._read(ACCOUNTS) + open_text)
+            new_text[ACCOUNTS] = self._read(ACCOUNTS) + open_text
         for name, chunk in chunks.items():
-            _atomic_write(self.root / name, self._read(name) + chunk)
+            new_text[name] = self._read(name) + chunk
         included = set(self.included_months())
-        missing = sorted(set(chunks) - included)
-        if missing:
-            main = self._read(MAIN)
-            _atomic_write(self.main, main + "".join(f'include "{m}"\n' for m in missing))
+        if set(chunks) - included:
+            header = self._read(MAIN).split('include "', 1)[0]
+            months = sorted(included | set(chunks))
+            new_text[MAIN] = header + f'include "{ACCOUNTS}"\n' + "".join(f'include "{m}"\n' for m in months)
+        # Order matters for a crash: accounts first, then months, then the includes in main.
+        # A crash in between leaves opened-but-unused accounts or an un-included file: both valid.
+        manifest = self._manifest()
+        digests = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in new_text.items()}
+        for name, digest in digests.items():
+            manifest[name] = [*manifest.get(name, [])[-1:], digest]
+        self._save_manifest(manifest)
+        for name in sorted(new_text, key=lambda n: (n != ACCOUNTS, n == MAIN, n)):
+            _atomic_write(self.root / name, new_text[name])
+        for name, digest in digests.items():
+            manifest[name] = [digest]
+        self._save_manifest(manifest)

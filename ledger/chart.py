@@ -46,5 +46,24 @@ def prepaid(code: str) -> str:
     return f"Liabilities:Prepaid:{component(code)}"
 
 
+CARRIERS = {"CMCC": "中国移动", "CUCC": "中国联通", "CTCC": "中国电信", "CBN": "中国广电"}
+
+
 def bank(code: str) -> str:
+    """The provider's bank account that received the money (e.g. ICBC, CMB)."""
     return f"Assets:Bank:{component(code)}"
+
+
+def carrier(code: str) -> str:
+    if code not in CARRIERS:
+        raise ValueError(f"unknown carrier {code!r} (known: {', '.join(CARRIERS)})")
+    return code
+
+
+def carrier_expense(code: str) -> str:
+    """What the carrier charges the provider for the messages delivered."""
+    return f"Expenses:Carrier:{carrier(code)}"
+
+
+def carrier_payable(code: str) -> str:
+    return f"Liabilities:Payable:Carrier:{carrier(code)}"

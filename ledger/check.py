@@ -17,8 +17,12 @@ def check_books(main: Path) -> list[str]:
     """Everything beancount's checker (bean-check) reports, as readable lines; empty when clean."""
     if not Path(main).exists():
         return [f"账簿文件不存在：{main}"]
+    from ledger.books import Books
+
     _, errors, _ = loader.load_file(str(main))
-    return [f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors]
+    return Books(Path(main).parent).tampered() + [
+        f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors
+    ]
 
 
 def ledger_balances(main: Path) -> dict[str, Decimal]:

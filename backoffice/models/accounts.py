@@ -28,7 +28,11 @@ class EnterpriseAccount(Base):
     code: Mapped[str] = mapped_column(sa.String(32), unique=True)
     customer_name: Mapped[str] = mapped_column(sa.String(200))
     status: Mapped[str] = mapped_column(sa.String(24), default="awaiting_payment")
+    # Spendable prepaid credit; equals Liabilities:Prepaid:<code> in the books.
     balance: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    # Credit contracted but not yet paid (not spendable) and what the customer owes for it.
+    contracted_credit: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    receivable: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     price_per_message: Mapped[Decimal] = mapped_column(Money)
     sms_signature: Mapped[str | None] = mapped_column(sa.String(32))
     service_code: Mapped[str | None] = mapped_column(sa.String(32))
@@ -41,6 +45,8 @@ class EnterpriseAccount(Base):
 
     __table_args__ = (
         sa.CheckConstraint("balance >= 0", name="balance_not_negative"),
+        sa.CheckConstraint("contracted_credit >= 0", name="contracted_not_negative"),
+        sa.CheckConstraint("receivable >= 0", name="receivable_not_negative"),
         sa.CheckConstraint("status in ('awaiting_payment', 'active', 'suspended', 'closed')", name="status"),
     )
 

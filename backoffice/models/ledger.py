@@ -23,3 +23,9 @@ class LedgerEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # Order in which the books received it (rebuilding replays in this order: identical files).
+    posted_seq: Mapped[int | None] = mapped_column(unique=True)
+    # A reversal names the event it reverses; an event can be reversed once.
+    reverses: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    reason: Mapped[str | None] = mapped_column(sa.String(200))
+    actor: Mapped[str | None] = mapped_column(sa.String(80))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 import ledger
 from backoffice.clock import utcnow
-from backoffice.models import Contract, EnterpriseAccount, LedgerEvent
+from backoffice.models import EnterpriseAccount, LedgerEvent
 from ledger import chart
 
 
@@ -32,37 +32,49 @@ def record_event(session: Session, kind: str, occurred_on: date, payload: dict[s
     return event
 
 
+def _as_event(e: LedgerEvent) -> ledger.Event:
+    return ledger.Event(e.event_id, e.kind, e.occurred_on, e.payload)
+
+
 def post_pending(session: Session, books_root: Path) -> int:
-    """Post every unposted event to the books and mark it posted; returns how many were new.
-    Safe to run any time and from several processes: the books skip ids they already hold."""
-    pending = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.posted_at.is_(None)).order_by(LedgerEvent.id)).all()
-    if not pending:
-        return 0
+    """Post every unposted event to the books, in the order they are taken, and note that
+    order (`posted_seq`) so a rebuild replays it exactly; returns how many were new. Safe to run
+    any time and from several processes: the books' lock serialises posters, and the books skip
+    ids they already hold (a crash after writing but before this commit)."""
     books = ledger.Books(books_root)
-    posted = books.post(ledger.Event(e.event_id, e.kind, e.occurred_on, e.payload) for e in pending)
-    now = utcnow()
-    for e in pending:
-        e.posted_at = now
+    with books.locked():
+        pending = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.posted_at.is_(None)).order_by(LedgerEvent.id)).all()
+        if not pending:
+            session.rollback()
+            return 0
+        posted = books.post_locked([_as_event(e) for e in pending])
+        seq = session.scalar(sa.select(sa.func.max(LedgerEvent.posted_seq))) or 0
+        now = utcnow()
+        for offset, e in enumerate(pending, start=1):
+            e.posted_at, e.posted_seq = now, seq + offset
+        session.commit()
     return len(posted)
+
+
+def rebuild_books(session: Session, target: Path) -> int:
+    """Write the books afresh under `target` from every posted event, in posting order."""
+    events = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.posted_seq.is_not(None)).order_by(LedgerEvent.posted_seq)).all()
+    ledger.Books(target).post([_as_event(e) for e in events])
+    return len(events)
 
 
 def expected_balances(session: Session) -> dict[str, Decimal]:
     """What the books must say for each customer, from the database (beancount's signs:
-    liabilities negative): the spendable balance is the prepaid liability; contracted credit not
-    yet paid, and what the customer owes for it, come from the contracts."""
+    liabilities negative): spendable balance = prepaid liability; contracted credit not yet
+    paid and what the customer owes for it, from the account's own columns."""
     expected: dict[str, Decimal] = {}
-    for code, balance in session.execute(sa.select(EnterpriseAccount.code, EnterpriseAccount.balance)):
-        expected[chart.prepaid(code)] = -balance
-        expected[chart.contracted(code)] = Decimal(0)
-        expected[chart.receivable(code)] = Decimal(0)
-    contracted = session.execute(
-        sa.select(EnterpriseAccount.code, Contract.initial_amount, Contract.opening_fee).join(
-            Contract, Contract.account_id == EnterpriseAccount.id
-        )
+    rows = session.execute(
+        sa.select(EnterpriseAccount.code, EnterpriseAccount.balance, EnterpriseAccount.contracted_credit, EnterpriseAccount.receivable)
     )
-    for code, credit, fee in contracted:
-        expected[chart.contracted(code)] -= credit
-        expected[chart.receivable(code)] += credit + fee
+    for code, balance, contracted, receivable in rows:
+        expected[chart.prepaid(code)] = -balance
+        expected[chart.contracted(code)] = -contracted
+        expected[chart.receivable(code)] = receivable
     return expected
 
 
@@ -81,6 +93,7 @@ def check_and_reconcile(session: Session, books_root: Path) -> LedgerReport:
     main = books_root / ledger.books.MAIN
     errors = ledger.check_books(main) if main.exists() else []
     pending = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) or 0
-    balances = ledger.ledger_balances(main) if main.exists() and not errors else {}
-    diffs = ledger.reconcile(expected_balances(session), balances) if not errors else []
+    # Reconcile even when the checker complains: the differing accounts point at the problem.
+    balances = ledger.ledger_balances(main) if main.exists() else {}
+    diffs = ledger.reconcile(expected_balances(session), balances)
     return LedgerReport(errors, diffs, int(pending))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,7 @@ def issue_contract(
     if existing is not None:
         raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")
     provider, seal = provider_settings(session, template)
+    initial, fee = values["initial_amount"], values.get("opening_fee") or Decimal(0)
 
     # From here on the database write lock is held until the caller commits: keep it short.
     today = local_today()
@@ -150,6 +152,7 @@ def issue_contract(
         contact_email=values.get("customer.email"),
         contact_phone=values.get("customer.contact_phone") or values.get("customer.phone"),
     )
+    account.contracted_credit, account.receivable = initial, initial + fee
 
     context = documents.build_context(
         template,

@@ -184,6 +184,7 @@ def test_ledger_check_fails_when_a_booked_contract_is_missing_from_the_books(app
     result = runner.invoke(args=["ledger", "check", "--json"])
     assert result.exit_code == 1
     report = json.loads(result.output)
+    assert any("记账程序之外被修改" in e for e in report["errors"])
     assert {d["account"] for d in report["differences"]} == {
         f"Assets:Receivable:{out['account_code']}",
         f"Liabilities:Contracted:{out['account_code']}",

@@ -1,0 +1,183 @@
+"""Money moving on customer accounts: each function changes the balances in the database and
+records the matching ledger event in the same transaction, so the books always follow.
+
+Debits are one conditional UPDATE (`balance >= amount` in the WHERE clause): the balance never
+goes below zero, whatever the concurrency. Every event has an id; doing the same thing twice
+with the same id changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+import ledger
+from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
+from backoffice.models import EnterpriseAccount, LedgerEvent
+from backoffice.money import format_money
+from backoffice.services import audit
+from backoffice.services.bookkeeping import record_event
+from ledger import chart
+
+
+class InsufficientBalance(DomainError):
+    status = 402
+    code = "insufficient_balance"
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    account_code: str
+    carrier: str
+    messages: int
+    amount: Decimal
+
+
+def _account(session: Session, code: str) -> EnterpriseAccount:
+    account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code))
+    if account is None:
+        raise NotFound(f"账户不存在：{code}")
+    return account
+
+
+def _existing(session: Session, event_id: str) -> LedgerEvent | None:
+    return session.scalar(sa.select(LedgerEvent).where(LedgerEvent.event_id == event_id))
+
+
+def _adjust(session: Session, account_id: int, **deltas: Decimal) -> bool:
+    """Add the deltas to the account's money columns in one statement; refuses (False) if any
+    column would go below zero."""
+    table = EnterpriseAccount.__table__
+    values = {name: table.c[name] + delta for name, delta in deltas.items() if delta}
+    if not values:
+        return True
+    guards = [table.c[name] >= -delta for name, delta in deltas.items() if delta < 0]
+    result = session.execute(sa.update(table).where(table.c.id == account_id, *guards).values(**values))
+    return bool(result.rowcount)
+
+
+def credit_receipt(
+    session: Session, *, account_code: str, amount: Decimal, bank: str, bank_ref: str, received_on: date, actor: str
+) -> LedgerEvent:
+    """Money arrived for an account: it first settles what the customer owes under its
+    contracts (releasing contracted credit into spendable credit), the rest is a recharge.
+    The bank reference is the event's identity: confirming it twice credits once."""
+    if amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        raise ValidationFailed({"amount": "金额必须大于 0，且最多 2 位小数"})
+    event_id = f"receipt-{bank}-{bank_ref}"
+    if (existing := _existing(session, event_id)) is not None:
+        if existing.payload.get("account_code") != account_code or Decimal(existing.payload["amount"]) != amount:
+            raise Conflict(f"银行流水号 {bank_ref} 已用于另一笔到账，不能重复入账")
+        return existing
+    account = _account(session, account_code)
+    settles = min(amount, account.receivable)
+    releases = min(settles, account.contracted_credit)
+    credit = releases + (amount - settles)
+    _adjust(session, account.id, receivable=-settles, contracted_credit=-releases, balance=credit)
+    if account.status == "awaiting_payment" and credit > 0:
+        account.status = "active"
+    event = record_event(
+        session, "receipt", received_on,
+        {"account_code": account_code, "customer_name": account.customer_name, "amount": amount, "bank": bank,
+         "bank_ref": bank_ref, "settles_receivable": settles, "releases_contracted": releases},
+        event_id=event_id,
+    )  # fmt: skip
+    audit.record(session, actor, "credit_receipt", "account", account_code, amount=format_money(amount), bank_ref=bank_ref)
+    return event
+
+
+def charge_usage(session: Session, day: date, lines: list[UsageLine], *, event_id: str, kind: str = "usage") -> LedgerEvent:
+    """Debit each account for a batch of sent messages (aggregated per account, carrier and day)
+    and book it as one event. All or nothing: one account short of credit refuses the batch."""
+    if (existing := _existing(session, event_id)) is not None:
+        return existing
+    for line in lines:
+        account = _account(session, line.account_code)
+        if line.amount < 0:
+            raise ValidationFailed({"amount": "金额不能为负数"})
+        if not _adjust(session, account.id, balance=-line.amount):
+            raise InsufficientBalance(f"账户 {line.account_code} 余额不足：需 {line.amount} 元")
+    payload: dict[str, Any] = {
+        "lines": [{"account_code": x.account_code, "carrier": x.carrier, "messages": x.messages, "amount": str(x.amount)} for x in lines]
+    }
+    return record_event(session, kind, day, payload, event_id=event_id)
+
+
+def refund_usage(session: Session, day: date, lines: list[UsageLine], *, event_id: str) -> LedgerEvent:
+    """Give back what failed sends were charged."""
+    if (existing := _existing(session, event_id)) is not None:
+        return existing
+    for line in lines:
+        _adjust(session, _account(session, line.account_code).id, balance=line.amount)
+    payload = {
+        "lines": [{"account_code": x.account_code, "carrier": x.carrier, "messages": x.messages, "amount": str(x.amount)} for x in lines]
+    }
+    return record_event(session, "refund", day, payload, event_id=event_id)
+
+
+def _effects(event: LedgerEvent) -> dict[str, dict[str, Decimal]]:
+    """Per account code, how the event changed balance / contracted credit / receivable."""
+    entry = ledger.transaction_for(ledger.Event(event.event_id, event.kind, event.occurred_on, event.payload))
+    columns = {
+        "Liabilities:Prepaid:": ("balance", -1),
+        "Liabilities:Contracted:": ("contracted_credit", -1),
+        "Assets:Receivable:": ("receivable", 1),
+    }
+    effects: dict[str, dict[str, Decimal]] = {}
+    for posting in entry.postings:
+        for prefix, (column, sign) in columns.items():
+            if posting.account.startswith(prefix) and posting.units is not None and posting.units.number is not None:
+                code = posting.account.removeprefix(prefix)
+                per = effects.setdefault(code, {})
+                per[column] = per.get(column, Decimal(0)) + sign * posting.units.number
+    return effects
+
+
+def reverse_event(session: Session, event_id: str, *, reason: str, on: date, actor: str) -> LedgerEvent:
+    """Undo a mistaken money event with a reversing entry: nothing in the books is edited or
+    deleted. An event is reversed at most once; a reversal that would take a balance below
+    zero (the credit was already spent) is refused."""
+    if not reason.strip():
+        raise ValidationFailed({"reason": "请填写冲销原因"})
+    original = _existing(session, event_id)
+    if original is None:
+        raise NotFound(f"记账事件不存在：{event_id}")
+    if original.kind in ("reversal", "balance"):
+        raise Conflict("冲销分录和余额断言不能再冲销")
+    if session.scalar(sa.select(LedgerEvent).where(LedgerEvent.reverses == event_id)) is not None:
+        raise Conflict(f"事件 {event_id} 已冲销过")
+    for code, deltas in _effects(original).items():
+        account = _account(session, code)
+        if not _adjust(session, account.id, **{column: -delta for column, delta in deltas.items()}):
+            raise InsufficientBalance(f"账户 {code} 的余额已被使用，无法全额冲销")
+    event = record_event(
+        session, "reversal", on,
+        {"reverses": event_id, "reason": reason, "original": {"kind": original.kind, "payload": original.payload}},
+        event_id=f"reversal-{event_id}",
+    )  # fmt: skip
+    event.reverses, event.reason, event.actor = event_id, reason, actor
+    audit.record(session, actor, "reverse_event", "ledger_event", event_id, reason=reason)
+    return event
+
+
+def record_balance_assertions(session: Session, day: date) -> int:
+    """Write, from the database, each customer's prepaid balance as of the start of `day` as a
+    beancount `balance` assertion: the current balance less what events dated `day` or later
+    changed. Beancount then flags any drift between the two. Idempotent per account and day."""
+    later = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.occurred_on >= day, LedgerEvent.kind != "balance")).all()
+    effect = ledger.prepaid_effect(ledger.Event(e.event_id, e.kind, e.occurred_on, e.payload) for e in later)
+    existing = set(session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.kind == "balance", LedgerEvent.occurred_on == day)))
+    count = 0
+    for code, balance in session.execute(sa.select(EnterpriseAccount.code, EnterpriseAccount.balance)):
+        event_id = f"balance-{code}-{day.isoformat()}"
+        if event_id in existing:
+            continue
+        # Books' sign: the liability is negative. Balance then = -(db balance) - later effect.
+        amount = -balance - effect.get(chart.prepaid(code), Decimal(0))
+        record_event(session, "balance", day, {"account_code": code, "amount": amount}, event_id=event_id)
+        count += 1
+    return count
