@@ -186,8 +186,8 @@ class Books:
         included = set(self.included_months())
         if set(chunks) - included:
             header = self._read(MAIN).split('include "', 1)[0]
-            months = sorted(included | set(chunks))
-            new_text[MAIN] = header + f'include "{ACCOUNTS}"\n' + "".join(f'include "{m}"\n' for m in months)
+            all_months = sorted(included | set(chunks))
+            new_text[MAIN] = header + f'include "{ACCOUNTS}"\n' + "".join(f'include "{m}"\n' for m in all_months)
         # Order matters for a crash: accounts first, then months, then the includes in main.
         # A crash in between leaves opened-but-unused accounts or an un-included file: both valid.
         manifest = self._manifest()
