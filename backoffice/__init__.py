@@ -45,12 +45,13 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from backoffice import auth, portal, sales
+    from backoffice import auth, finance, portal, sales
     from backoffice.cli import register_cli
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(sales.bp)
     app.register_blueprint(portal.bp)
+    app.register_blueprint(finance.bp)
     register_cli(app)
     _error_handlers(app)
 

@@ -100,7 +100,8 @@ def login() -> Any:
             login_user(Principal("staff", user))
             audit.record(db.session, f"staff:{user.username}", "login", "staff_user", user.username)
             db.session.commit()
-            return redirect(_safe_next(request.args.get("next")) or url_for("sales.index"))
+            home = url_for("finance.books") if user.role == "finance" else url_for("sales.index")
+            return redirect(_safe_next(request.args.get("next")) or home)
     return render_template("login.html", form=form, title="员工登录", action=url_for("auth.login"))
 
 
@@ -128,5 +129,6 @@ def logout() -> Any:
 @bp.route("/")
 def root() -> Any:
     if current_user.is_authenticated:
-        return redirect(url_for("portal.home" if current_user.role == "customer" else "sales.index"))
+        home = {"customer": "portal.home", "finance": "finance.books"}.get(current_user.role, "sales.index")
+        return redirect(url_for(home))
     return redirect(url_for("auth.login"))

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from backoffice.clock import utcnow
 from backoffice.errors import DomainError, ValidationFailed
 from backoffice.extensions import db
 
@@ -235,6 +236,89 @@ def ledger_check(as_json: bool) -> None:
         lines.append(f"有 {report.pending_events} 笔事件尚未记账（运行 ledger sync）")
     _emit(payload, as_json, "\n".join(lines))
     sys.exit(0 if report.ok else 1)
+
+
+@ledger_cli.command("reconcile")
+@click.option("--json", "as_json", is_flag=True)
+def ledger_reconcile(as_json: bool) -> None:
+    """Per customer account: the database balance against the books balance."""
+    import ledger
+    from backoffice.services.bookkeeping import expected_balances
+
+    main = Path(current_app.config["LEDGER_PATH"]) / "main.beancount"
+    books = ledger.ledger_balances(main)
+    rows = [
+        {"account": account, "database": str(want), "books": str(books.get(account, 0)), "ok": books.get(account, 0) == want}
+        for account, want in sorted(expected_balances(db.session).items())
+    ]
+    text = "\n".join(f"{'✓' if r['ok'] else '✗'} {r['account']}  数据库 {r['database']}  账簿 {r['books']}" for r in rows)
+    _emit(rows, as_json, text or "没有客户账户")
+    sys.exit(0 if all(r["ok"] for r in rows) else 1)
+
+
+@ledger_cli.command("rebuild")
+@click.option("--replace", is_flag=True, help="replace the books with the rebuilt ones (the old ones are kept aside)")
+def ledger_rebuild(replace: bool) -> None:
+    """Regenerate the books from the recorded events and compare them with the books on disk."""
+    import filecmp
+    import shutil
+    import tempfile
+
+    from backoffice.services.bookkeeping import rebuild_books
+
+    root = Path(current_app.config["LEDGER_PATH"])
+    staging = Path(tempfile.mkdtemp(prefix="ledger-rebuild-", dir=root.parent))
+    count = rebuild_books(db.session, staging)
+    differing = []
+    names = {p.relative_to(d).as_posix() for d in (root, staging) if d.exists() for p in d.rglob("*.beancount")}
+    for name in sorted(names):
+        a, b = root / name, staging / name
+        if not (a.exists() and b.exists() and filecmp.cmp(a, b, shallow=False)):
+            differing.append(name)
+    click.echo(
+        f"从 {count} 笔记账事件重建账簿："
+        + ("与现有账簿完全一致" if not differing else f"{len(differing)} 个文件不同：{', '.join(differing)}")
+    )
+    if replace and differing:
+        backup = root.with_name(f"{root.name}.replaced-{utcnow():%Y%m%dT%H%M%S}")
+        if root.exists():
+            root.rename(backup)
+        staging.rename(root)
+        click.echo(f"已用重建的账簿替换；原账簿保存在 {backup}")
+        return
+    shutil.rmtree(staging)
+    sys.exit(0 if not differing else 1)
+
+
+@ledger_cli.command("query")
+@click.argument("bql")
+@click.option("--json", "as_json", is_flag=True)
+def ledger_query(bql: str, as_json: bool) -> None:
+    """Run a beanquery (BQL) query on the books."""
+    from ledger.query import QueryError, run_query
+
+    try:
+        result = run_query(Path(current_app.config["LEDGER_PATH"]) / "main.beancount", bql)
+    except QueryError as exc:
+        click.echo(f"查询有误：{exc}", err=True)
+        sys.exit(2)
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    text = "\n".join(["\t".join(result.columns)] + ["\t".join(str(v) for v in row) for row in result.rows])
+    _emit(rows, as_json, text)
+
+
+@ledger_cli.command("assert-balances")
+@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help="default: today (Beijing)")
+def ledger_assert_balances(day: Any) -> None:
+    """Write today's balance assertion of every customer's prepaid account, from the database."""
+    from backoffice.clock import local_today
+    from backoffice.services.bookkeeping import post_pending
+    from backoffice.services.credit import record_balance_assertions
+
+    count = record_balance_assertions(db.session, day.date() if day else local_today())
+    db.session.commit()
+    post_pending(db.session, Path(current_app.config["LEDGER_PATH"]))
+    click.echo(f"写入 {count} 条余额断言")
 
 
 @ledger_cli.command("sync")

@@ -115,6 +115,22 @@ def stored_jobs(app: Flask) -> list[Job]:
         store.shutdown()
 
 
+def daily_books() -> None:
+    """Every morning: today's balance assertions from the database, then post whatever is
+    pending (persistent job: runs once after downtime; idempotent per account and day)."""
+    from pathlib import Path
+
+    from backoffice.clock import local_today
+    from backoffice.services.bookkeeping import post_pending
+    from backoffice.services.credit import record_balance_assertions
+
+    app = _app or current_app._get_current_object()  # type: ignore[attr-defined]
+    with app.app_context():
+        record_balance_assertions(db.session, local_today())
+        db.session.commit()
+        post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+
+
 def _arm_pending_job() -> None:
     app = _app or current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
@@ -132,4 +148,5 @@ def run_scheduler(app: Flask) -> None:
     scheduler = make_scheduler(app, BlockingScheduler)
     # Also wakes the loop every minute, so jobs armed by other processes are seen promptly.
     scheduler.add_job(_arm_pending_job, "interval", minutes=1, id="arm-pending", replace_existing=True, jobstore="memory")
+    scheduler.add_job("backoffice.jobs:daily_books", "cron", hour=0, minute=10, id="daily-books", replace_existing=True)
     scheduler.start()

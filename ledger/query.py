@@ -1,0 +1,83 @@
+"""Read-only queries on the books with beanquery (BQL), and the statements finance reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import beanquery
+from beancount.core.inventory import Inventory
+
+
+class QueryError(ValueError):
+    """A BQL query that does not parse or compile; the message says where."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def _plain(value: Any) -> Any:
+    """Inventories and amounts as text (`1750.00 CNY`); other values as they are."""
+    if isinstance(value, Inventory):
+        return ", ".join(f"{p.units.number} {p.units.currency}" for p in value) or "0"
+    return value
+
+
+def run_query(main: Path, bql: str) -> QueryResult:
+    """Run one BQL query on the books (read-only: BQL has no statements that write)."""
+    try:
+        cursor = beanquery.connect(f"beancount:{main}").execute(bql)
+    except (beanquery.Error, beanquery.CompilationError, beanquery.ParseError) as exc:
+        raise QueryError(str(exc)) from None
+    columns = [c.name for c in cursor.description]
+    return QueryResult(columns, [[_plain(v) for v in row] for row in cursor.fetchall()])
+
+
+def account_totals(main: Path) -> dict[str, Decimal]:
+    """Balance of every account (CNY) from beanquery: the trial balance."""
+    cursor = beanquery.connect(f"beancount:{main}").execute("SELECT account, sum(number) AS total GROUP BY account ORDER BY account")
+    return {account: Decimal(total or 0) for account, total in cursor.fetchall()}
+
+
+@dataclass(frozen=True)
+class Statements:
+    """Trial balance, income statement and balance sheet (signs turned for reading: income,
+    liabilities and equity shown positive)."""
+
+    trial_balance: list[tuple[str, Decimal]]
+    income: list[tuple[str, Decimal]]
+    expenses: list[tuple[str, Decimal]]
+    assets: list[tuple[str, Decimal]]
+    liabilities: list[tuple[str, Decimal]]
+
+    @property
+    def net_income(self) -> Decimal:
+        return sum((x for _, x in self.income), Decimal(0)) - sum((x for _, x in self.expenses), Decimal(0))
+
+    @property
+    def total_debits(self) -> Decimal:
+        return sum((x for _, x in self.trial_balance if x > 0), Decimal(0))
+
+    @property
+    def total_credits(self) -> Decimal:
+        return -sum((x for _, x in self.trial_balance if x < 0), Decimal(0))
+
+
+def statements(main: Path) -> Statements:
+    totals = account_totals(main)
+
+    def section(root: str, sign: int) -> list[tuple[str, Decimal]]:
+        return [(a, sign * x) for a, x in totals.items() if a.split(":", 1)[0] == root and x]
+
+    return Statements(
+        trial_balance=[(a, x) for a, x in totals.items() if x],
+        income=section("Income", -1),
+        expenses=section("Expenses", 1),
+        assets=section("Assets", 1),
+        liabilities=section("Liabilities", -1),
+    )
