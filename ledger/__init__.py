@@ -7,7 +7,7 @@ books can be rebuilt from the events. This package imports neither Flask nor `ba
 
 from ledger.books import Books, LedgerWriteError
 from ledger.check import check_books, ledger_balances, reconcile
-from ledger.events import Event, PostingRuleError, transaction_for
+from ledger.events import Event, PostingRuleError, entries_for, prepaid_effect, transaction_for
 
 __all__ = [
     "Books",
@@ -15,6 +15,8 @@ __all__ = [
     "LedgerWriteError",
     "PostingRuleError",
     "check_books",
+    "entries_for",
+    "prepaid_effect",
     "ledger_balances",
     "reconcile",
     "transaction_for",

@@ -27,7 +27,7 @@ def record_event(session: Session, kind: str, occurred_on: date, payload: dict[s
         occurred_on=occurred_on,
         payload={k: str(v) if isinstance(v, Decimal) else v for k, v in payload.items()},
     )
-    ledger.transaction_for(ledger.Event(event.event_id, kind, occurred_on, event.payload))  # refuse now, not later
+    ledger.entries_for(ledger.Event(event.event_id, kind, occurred_on, event.payload))  # refuse now, not later
     session.add(event)
     return event
 

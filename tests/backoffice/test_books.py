@@ -1,0 +1,248 @@
+"""The books follow every money event exactly once and agree with the database to the fen."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from backoffice.errors import Conflict, ValidationFailed
+from backoffice.extensions import db
+from backoffice.models import EnterpriseAccount, LedgerEvent
+from backoffice.services.bookkeeping import check_and_reconcile, post_pending
+from backoffice.services.credit import (
+    InsufficientBalance,
+    UsageLine,
+    charge_usage,
+    credit_receipt,
+    record_balance_assertions,
+    refund_usage,
+    reverse_event,
+)
+from ledger import LedgerWriteError, ledger_balances
+from tests.conftest import login, make_contract
+
+DAY = date(2026, 11, 23)
+
+
+def books(app: Flask) -> Path:
+    return Path(app.config["LEDGER_PATH"])
+
+
+def settle(app: Flask) -> None:
+    db.session.commit()
+    post_pending(db.session, books(app))
+    report = check_and_reconcile(db.session, books(app))
+    assert report.ok, report
+
+
+def account(code: str) -> EnterpriseAccount:
+    db.session.expire_all()
+    return db.session.scalars(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code)).one()
+
+
+@pytest.fixture
+def contract(app: Flask):  # type: ignore[no-untyped-def]
+    """004: 50,000 messages at 0.035 = 1,750.00 元, unpaid."""
+    return make_contract(app, "sms_business_service")
+
+
+def test_a_receipt_settles_the_contract_and_makes_the_credit_spendable(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    credit_receipt(
+        db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="B20261123001", received_on=DAY, actor="finance"
+    )
+    settle(app)
+    a = account(code)
+    assert (a.balance, a.contracted_credit, a.receivable, a.status) == (Decimal("1750.00"), 0, 0, "active")
+    balances = ledger_balances(books(app) / "main.beancount")
+    assert balances["Assets:Bank:CMB"] == Decimal("1750.00")
+    assert balances[f"Liabilities:Prepaid:{code}"] == Decimal("-1750.00")
+    assert balances.get(f"Assets:Receivable:{code}", 0) == 0
+
+
+def test_the_same_bank_reference_credits_once(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    for _ in range(3):
+        credit_receipt(
+            db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="SAME", received_on=DAY, actor="finance"
+        )
+        settle(app)
+    assert account(code).balance == Decimal("1750.00")
+    with pytest.raises(Conflict):
+        credit_receipt(
+            db.session, account_code=code, amount=Decimal("99.00"), bank="CMB", bank_ref="SAME", received_on=DAY, actor="finance"
+        )
+
+
+def test_a_later_recharge_is_new_prepaid_credit(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    credit_receipt(db.session, account_code=code, amount=Decimal("2000.00"), bank="CMB", bank_ref="R1", received_on=DAY, actor="finance")
+    settle(app)
+    assert account(code).balance == Decimal("2000.00")  # 1,750 contracted + 250 recharge
+
+
+def test_usage_refund_and_their_limits(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="U1", received_on=DAY, actor="finance")
+    settle(app)
+    charge_usage(
+        db.session,
+        DAY,
+        [UsageLine(code, "CMCC", 1000, Decimal("35.0000")), UsageLine(code, "CUCC", 10, Decimal("0.3550"))],
+        event_id="usage-1",
+    )
+    settle(app)
+    assert account(code).balance == Decimal("1714.6450")
+    refund_usage(db.session, DAY, [UsageLine(code, "CMCC", 3, Decimal("0.1050"))], event_id="refund-1")
+    settle(app)
+    assert account(code).balance == Decimal("1714.7500")
+    with pytest.raises(InsufficientBalance):
+        charge_usage(db.session, DAY, [UsageLine(code, "CMCC", 10**6, Decimal("35000"))], event_id="usage-2")
+    db.session.rollback()
+    assert account(code).balance == Decimal("1714.7500")
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.event_id == "usage-2")) == 0
+    balances = ledger_balances(books(app) / "main.beancount")
+    assert balances["Income:SMS"] == Decimal("-35.2500")
+
+
+def test_a_mistaken_receipt_is_reversed_by_a_reversing_entry(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="WRONG", received_on=DAY, actor="finance")
+    settle(app)
+    month = books(app) / "2026" / "2026-11.beancount"
+    before = month.read_text(encoding="utf-8")
+    reverse_event(db.session, "receipt-CMB-WRONG", reason="流水号录错", on=DAY, actor="finance")
+    settle(app)
+    a = account(code)
+    assert (a.balance, a.contracted_credit, a.receivable) == (0, Decimal("1750.00"), Decimal("1750.00"))
+    after = month.read_text(encoding="utf-8")
+    assert after.startswith(before) and "冲销 receipt-CMB-WRONG（流水号录错）" in after  # appended, nothing edited
+    with pytest.raises(Conflict):
+        reverse_event(db.session, "receipt-CMB-WRONG", reason="再次", on=DAY, actor="finance")
+    with pytest.raises(ValidationFailed):
+        reverse_event(db.session, "contract-credit-HT-2026-000001", reason=" ", on=DAY, actor="finance")
+
+
+def test_a_reversal_of_spent_credit_is_refused_and_changes_nothing(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="SPENT", received_on=DAY, actor="finance")
+    charge_usage(db.session, DAY, [UsageLine(code, "CMCC", 50000, Decimal("1750.00"))], event_id="usage-all")
+    settle(app)
+    with pytest.raises(InsufficientBalance):
+        reverse_event(db.session, "receipt-CMB-SPENT", reason="误操作", on=DAY, actor="finance")
+    db.session.rollback()
+    assert account(code).balance == 0 and account(code).receivable == 0
+
+
+def test_balance_assertions_are_written_from_the_database_and_catch_drift(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="A1", received_on=DAY, actor="finance")
+    charge_usage(db.session, date(2026, 11, 24), [UsageLine(code, "CMCC", 100, Decimal("3.50"))], event_id="usage-24")
+    settle(app)
+    # Written on the 24th after that day's usage: the assertion is as of the start of the 24th.
+    assert record_balance_assertions(db.session, date(2026, 11, 24)) == 1
+    assert record_balance_assertions(db.session, date(2026, 11, 24)) == 0
+    settle(app)
+    text = (books(app) / "2026" / "2026-11.beancount").read_text(encoding="utf-8")
+    assert f"2026-11-24 balance Liabilities:Prepaid:{code}" in text and "-1750.00 CNY" in text
+    # Drift: the database loses a fen the books do not know about -> the next assertion fails.
+    db.session.execute(
+        sa.update(EnterpriseAccount).where(EnterpriseAccount.code == code).values(balance=EnterpriseAccount.balance - Decimal("0.01"))
+    )
+    record_balance_assertions(db.session, date(2026, 11, 25))
+    db.session.commit()
+    post_pending(db.session, books(app))
+    result = runner.invoke(args=["ledger", "check"])
+    assert result.exit_code == 1 and "Balance failed" in result.output
+    db.session.execute(
+        sa.update(EnterpriseAccount).where(EnterpriseAccount.code == code).values(balance=EnterpriseAccount.balance + Decimal("0.01"))
+    )
+    db.session.execute(sa.delete(LedgerEvent).where(LedgerEvent.event_id == f"balance-{code}-2026-11-25"))
+    db.session.commit()
+    assert runner.invoke(args=["ledger", "rebuild", "--replace"]).exit_code == 0  # the books, mended from the events
+
+
+def test_rebuild_reproduces_the_books_byte_for_byte(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    make_contract(app, "lingxuntong_service")
+    credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="RB1", received_on=DAY, actor="finance")
+    charge_usage(db.session, date(2026, 12, 1), [UsageLine(code, "CTCC", 10, Decimal("0.35"))], event_id="usage-dec")
+    settle(app)
+    credit_receipt(
+        db.session,
+        account_code=code,
+        amount=Decimal("100.00"),
+        bank="ICBC",
+        bank_ref="LATE",
+        received_on=date(2026, 11, 20),
+        actor="finance",
+    )
+    settle(app)  # a back-dated receipt posted after December's usage
+    result = runner.invoke(args=["ledger", "rebuild"])
+    assert result.exit_code == 0 and "完全一致" in result.output, result.output
+    (books(app) / "2026" / "2026-12.beancount").write_text('2026-12-01 * "edited"\n', encoding="utf-8")
+    result = runner.invoke(args=["ledger", "rebuild"])
+    assert result.exit_code == 1 and "2026/2026-12.beancount" in result.output
+    assert runner.invoke(args=["ledger", "rebuild", "--replace"]).exit_code == 0
+    assert runner.invoke(args=["ledger", "check"]).exit_code == 0
+
+
+def test_writer_refuses_books_edited_by_hand(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    month = books(app) / "2026" / "2026-11.beancount"
+    month.write_text(month.read_text(encoding="utf-8") + '\n2026-11-23 * "by hand"\n  Income:SMS 1 CNY\n', encoding="utf-8")
+    credit_receipt(db.session, account_code=code, amount=Decimal("10.00"), bank="CMB", bank_ref="H1", received_on=DAY, actor="finance")
+    db.session.commit()
+    with pytest.raises(LedgerWriteError) as refused:
+        post_pending(db.session, books(app))
+    assert "记账程序之外被修改" in str(refused.value)
+    assert (
+        db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) == 1
+    )  # kept, not lost
+    month.write_text(month.read_text(encoding="utf-8").split('\n2026-11-23 * "by hand"')[0], encoding="utf-8")
+    post_pending(db.session, books(app))  # the file is as the writer left it again: posting resumes
+    settle(app)
+
+
+def test_query_and_reconcile_commands(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    rows = json.loads(
+        runner.invoke(args=["ledger", "query", "SELECT account, sum(position) AS total GROUP BY account ORDER BY account", "--json"]).output
+    )
+    assert {"account": f"Assets:Receivable:{code}", "total": "1750.00 CNY"} in rows
+    bad = runner.invoke(args=["ledger", "query", "SELEKT nonsense"])
+    assert bad.exit_code == 2 and "查询有误" in bad.output
+    reconciled = json.loads(runner.invoke(args=["ledger", "reconcile", "--json"]).output)
+    assert {r["account"] for r in reconciled} == {
+        f"Liabilities:Prepaid:{code}",
+        f"Liabilities:Contracted:{code}",
+        f"Assets:Receivable:{code}",
+    }
+    assert all(r["ok"] for r in reconciled)
+
+
+def test_finance_reads_the_books_in_the_browser(app: Flask, client: FlaskClient, staff: dict, contract) -> None:  # type: ignore[no-untyped-def]
+    credit_receipt(
+        db.session,
+        account_code=contract.contract.account.code,
+        amount=Decimal("1750.00"),
+        bank="CMB",
+        bank_ref="F1",
+        received_on=DAY,
+        actor="finance",
+    )
+    settle(app)
+    login(client, "finance", staff["finance"])
+    page = client.get("/finance/books").get_data(as_text=True)
+    assert "账簿检查通过" in page and "试算平衡表" in page and "Assets:Bank:CMB" in page and "1750.00" in page
+    assert "查询有误" in client.get("/finance/books?q=DROP+TABLE").get_data(as_text=True)
+    client.post("/logout")
+    login(client, "sales", staff["sales"])
+    assert client.get("/finance/books").status_code == 403
