@@ -106,6 +106,8 @@ def _per_account(event: Event, income: str, verb: str) -> tuple[str, str, Legs]:
         amount = _amount(line, "amount")
         if amount < 0:
             raise PostingRuleError(f"event {event.event_id}: negative amount for {line.get('account_code')}")
+        if "carrier" in line:
+            chart.carrier(line["carrier"])  # aggregated per carrier: it must be one
         legs.append((chart.prepaid(line["account_code"]), amount))
         total += amount
         messages += int(line.get("messages", 0))

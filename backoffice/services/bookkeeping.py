@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 import ledger
 from backoffice.clock import utcnow
+from backoffice.errors import ValidationFailed
 from backoffice.models import EnterpriseAccount, LedgerEvent
 from ledger import chart
 
@@ -27,7 +28,10 @@ def record_event(session: Session, kind: str, occurred_on: date, payload: dict[s
         occurred_on=occurred_on,
         payload={k: str(v) if isinstance(v, Decimal) else v for k, v in payload.items()},
     )
-    ledger.entries_for(ledger.Event(event.event_id, kind, occurred_on, event.payload))  # refuse now, not later
+    try:  # refuse now, in the business transaction, not later when posting
+        ledger.entries_for(ledger.Event(event.event_id, kind, occurred_on, event.payload))
+    except ledger.PostingRuleError as bad:
+        raise ValidationFailed({"ledger": f"无法记账：{bad}"}) from None
     session.add(event)
     return event
 

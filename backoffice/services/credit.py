@@ -90,15 +90,25 @@ def credit_receipt(
     return event
 
 
+def _chargeable(lines: list[UsageLine]) -> list[UsageLine]:
+    """The lines that move money (free messages cost nothing); refuses negative amounts and a
+    batch with nothing to book."""
+    if any(line.amount < 0 for line in lines):
+        raise ValidationFailed({"amount": "金额不能为负数"})
+    kept = [line for line in lines if line.amount > 0]
+    if not kept:
+        raise ValidationFailed({"lines": "没有需要记账的金额"})
+    return kept
+
+
 def charge_usage(session: Session, day: date, lines: list[UsageLine], *, event_id: str, kind: str = "usage") -> LedgerEvent:
     """Debit each account for a batch of sent messages (aggregated per account, carrier and day)
     and book it as one event. All or nothing: one account short of credit refuses the batch."""
     if (existing := _existing(session, event_id)) is not None:
         return existing
+    lines = _chargeable(lines)
     for line in lines:
         account = _account(session, line.account_code)
-        if line.amount < 0:
-            raise ValidationFailed({"amount": "金额不能为负数"})
         if not _adjust(session, account.id, balance=-line.amount):
             raise InsufficientBalance(f"账户 {line.account_code} 余额不足：需 {line.amount} 元")
     payload: dict[str, Any] = {
@@ -111,6 +121,7 @@ def refund_usage(session: Session, day: date, lines: list[UsageLine], *, event_i
     """Give back what failed sends were charged."""
     if (existing := _existing(session, event_id)) is not None:
         return existing
+    lines = _chargeable(lines)
     for line in lines:
         _adjust(session, _account(session, line.account_code).id, balance=line.amount)
     payload = {

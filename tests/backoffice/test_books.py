@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from backoffice.errors import Conflict, ValidationFailed
+from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import EnterpriseAccount, LedgerEvent
 from backoffice.services.bookkeeping import check_and_reconcile, post_pending
@@ -246,3 +246,22 @@ def test_finance_reads_the_books_in_the_browser(app: Flask, client: FlaskClient,
     client.post("/logout")
     login(client, "sales", staff["sales"])
     assert client.get("/finance/books").status_code == 403
+
+
+def test_a_usage_batch_with_nothing_to_book_is_refused_clearly(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    code = contract.contract.account.code
+    with pytest.raises(ValidationFailed) as refused:
+        charge_usage(db.session, DAY, [UsageLine(code, "CMCC", 1, Decimal("0"))], event_id="free")
+    assert "没有需要记账的金额" in refused.value.message
+    with pytest.raises(ValidationFailed):
+        charge_usage(db.session, DAY, [UsageLine(code, "CMCC", 1, Decimal("-1"))], event_id="negative")
+    credit_receipt(db.session, account_code=code, amount=Decimal("10.00"), bank="CMB", bank_ref="Z1", received_on=DAY, actor="finance")
+    settle(app)
+    with pytest.raises(ValidationFailed) as unknown_carrier:
+        charge_usage(db.session, DAY, [UsageLine(code, "XXXX", 1, Decimal("1"))], event_id="bad-carrier")
+    assert "unknown carrier" in unknown_carrier.value.message
+    db.session.rollback()
+    with pytest.raises(NotFound):
+        charge_usage(db.session, DAY, [UsageLine("E999999", "CMCC", 1, Decimal("1"))], event_id="bad-account")
+    db.session.rollback()
+    assert account(code).balance == Decimal("10.00")
