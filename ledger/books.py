@@ -70,6 +70,9 @@ class Books:
         with open(self.root / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                # A temp file present while we hold the lock belongs to a writer that died.
+                for stale in self.root.rglob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
