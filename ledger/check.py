@@ -13,23 +13,18 @@ from beancount import loader
 from beancount.core import data
 
 
-def check_books(main: Path) -> list[str]:
-    """Everything beancount's checker (bean-check) reports, as readable lines; empty when clean."""
-    if not Path(main).exists():
-        return [f"账簿文件不存在：{main}"]
+def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
+    """One load of the books: everything beancount's checker (bean-check) reports plus files
+    changed outside the writer, as readable lines; and the balance of every account."""
+    main = Path(main)
+    if not main.exists():
+        return [f"账簿文件不存在：{main}"], {}
     from ledger.books import Books
 
-    _, errors, _ = loader.load_file(str(main))
-    return Books(Path(main).parent).tampered() + [
+    entries, errors, _ = loader.load_file(str(main))
+    problems = Books(main.parent).tampered() + [
         f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors
     ]
-
-
-def ledger_balances(main: Path) -> dict[str, Decimal]:
-    """Balance of every account in the books (CNY), from the loaded, checked entries."""
-    if not Path(main).exists():
-        return {}
-    entries, _, _ = loader.load_file(str(main))
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for entry in entries:
         if isinstance(entry, data.Transaction):
@@ -37,7 +32,17 @@ def ledger_balances(main: Path) -> dict[str, Decimal]:
                 # Every posting the writer makes has units; the checker fills in elided ones.
                 if posting.units is not None and posting.units.number is not None:
                     totals[posting.account] += posting.units.number
-    return dict(totals)
+    return problems, dict(totals)
+
+
+def check_books(main: Path) -> list[str]:
+    """What `inspect_books` finds wrong; empty when clean."""
+    return inspect_books(main)[0]
+
+
+def ledger_balances(main: Path) -> dict[str, Decimal]:
+    """Balance of every account in the books (CNY)."""
+    return inspect_books(main)[1] if Path(main).exists() else {}
 
 
 @dataclass(frozen=True)

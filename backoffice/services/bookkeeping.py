@@ -95,9 +95,8 @@ class LedgerReport:
 
 def check_and_reconcile(session: Session, books_root: Path) -> LedgerReport:
     main = books_root / ledger.books.MAIN
-    errors = ledger.check_books(main) if main.exists() else []
+    errors, balances = ledger.check.inspect_books(main) if main.exists() else ([], {})
     pending = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) or 0
     # Reconcile even when the checker complains: the differing accounts point at the problem.
-    balances = ledger.ledger_balances(main) if main.exists() else {}
     diffs = ledger.reconcile(expected_balances(session), balances)
     return LedgerReport(errors, diffs, int(pending))
