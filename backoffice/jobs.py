@@ -122,12 +122,13 @@ def daily_books() -> None:
 
     from backoffice.clock import local_today
     from backoffice.services.bookkeeping import post_pending
-    from backoffice.services.credit import record_balance_assertions
+    from backoffice.services.credit import assertion_due, record_balance_assertions
 
     app = _app or current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
-        record_balance_assertions(db.session, local_today())
-        db.session.commit()
+        if assertion_due(local_today(), app.config["LEDGER_BALANCE_ASSERTIONS"]):
+            record_balance_assertions(db.session, local_today())
+            db.session.commit()
         post_pending(db.session, Path(app.config["LEDGER_PATH"]))
 
 

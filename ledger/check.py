@@ -21,7 +21,9 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
         return [f"账簿文件不存在：{main}"], {}
     from ledger.books import Books
 
-    entries, errors, _ = loader.load_file(str(main))
+    # Uncached: the writer changes a month file between checks, and a stale pickle cache makes
+    # the next load slower than a cold one (it reads the cache, reloads, writes it again).
+    entries, errors, _ = loader._uncached_load_file(str(main), None, None, None)  # (log_timings, extra_validations, encoding)
     problems = Books(main.parent).tampered() + [
         f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors
     ]

@@ -192,3 +192,14 @@ def record_balance_assertions(session: Session, day: date) -> int:
         record_event(session, "balance", day, {"account_code": code, "amount": amount}, event_id=event_id)
         count += 1
     return count
+
+
+def assertion_due(day: date, cadence: str) -> bool:
+    """Whether `day` gets balance assertions under the configured cadence."""
+    if cadence == "daily":
+        return True
+    if cadence == "weekly":
+        return day.weekday() == 0
+    if cadence == "monthly":
+        return day.day == 1
+    raise ValueError(f"LEDGER_BALANCE_ASSERTIONS must be daily, weekly or monthly, not {cadence!r}")

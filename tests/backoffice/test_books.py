@@ -109,7 +109,8 @@ def test_usage_refund_and_their_limits(app: Flask, contract) -> None:  # type: i
     assert account(code).balance == Decimal("1714.7500")
     assert db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.event_id == "usage-2")) == 0
     balances = ledger_balances(books(app) / "main.beancount")
-    assert balances["Income:SMS"] == Decimal("-35.2500")
+    # Income per carrier: 35.00 + 0.355 charged, 0.105 refunded.
+    assert (balances["Income:SMS:CMCC"], balances["Income:SMS:CUCC"]) == (Decimal("-34.8950"), Decimal("-0.3550"))
 
 
 def test_a_mistaken_receipt_is_reversed_by_a_reversing_entry(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
@@ -265,3 +266,13 @@ def test_a_usage_batch_with_nothing_to_book_is_refused_clearly(app: Flask, contr
         charge_usage(db.session, DAY, [UsageLine("E999999", "CMCC", 1, Decimal("1"))], event_id="bad-account")
     db.session.rollback()
     assert account(code).balance == Decimal("10.00")
+
+
+def test_assertion_cadence() -> None:
+    from backoffice.services.credit import assertion_due
+
+    monday, first = date(2026, 11, 23), date(2026, 12, 1)
+    assert assertion_due(monday, "daily") and assertion_due(monday, "weekly") and not assertion_due(monday, "monthly")
+    assert assertion_due(first, "monthly") and not assertion_due(first, "weekly")
+    with pytest.raises(ValueError):
+        assertion_due(first, "hourly")
