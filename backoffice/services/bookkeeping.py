@@ -20,13 +20,24 @@ from backoffice.models import EnterpriseAccount, LedgerEvent
 from ledger import chart
 
 
+def _jsonable(value: Any) -> Any:
+    """Decimals as exact strings, at any depth (JSON has no decimal type; floats would round)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
 def record_event(session: Session, kind: str, occurred_on: date, payload: dict[str, Any], event_id: str | None = None) -> LedgerEvent:
     """Add a money event to the outbox; its id makes posting it twice a no-op."""
     event = LedgerEvent(
         event_id=event_id or uuid.uuid4().hex,
         kind=kind,
         occurred_on=occurred_on,
-        payload={k: str(v) if isinstance(v, Decimal) else v for k, v in payload.items()},
+        payload=_jsonable(payload),
     )
     try:  # refuse now, in the business transaction, not later when posting
         ledger.entries_for(ledger.Event(event.event_id, kind, occurred_on, event.payload))

@@ -203,3 +203,47 @@ def assertion_due(day: date, cadence: str) -> bool:
     if cadence == "monthly":
         return day.day == 1
     raise ValueError(f"LEDGER_BALANCE_ASSERTIONS must be daily, weekly or monthly, not {cadence!r}")
+
+
+def charge_penalty(
+    session: Session, *, account_code: str, messages: int, rate: Decimal, on: date, event_id: str, actor: str
+) -> LedgerEvent:
+    """003 §3.4: a penalty of `rate` (0.5 元) per message sent in violation, taken from the
+    prepaid credit. Refused, changing nothing, if the credit does not cover it."""
+    if (existing := _existing(session, event_id)) is not None:
+        return existing
+    amount = rate * messages
+    if messages <= 0 or amount <= 0:
+        raise ValidationFailed({"messages": "违约条数必须大于 0"})
+    account = _account(session, account_code)
+    if not _adjust(session, account.id, balance=-amount):
+        raise InsufficientBalance(f"账户 {account_code} 余额不足以扣除违约金 {amount} 元")
+    audit.record(session, actor, "charge_penalty", "account", account_code, amount=str(amount), messages=messages)
+    payload = {"account_code": account_code, "customer_name": account.customer_name, "messages": messages, "rate": rate, "amount": amount}
+    return record_event(session, "penalty", on, payload, event_id=event_id)
+
+
+def forfeit_balance(session: Session, *, account_code: str, reason: str, on: date, actor: str) -> LedgerEvent | None:
+    """004 §2.1(2): when a carrier shuts the channel over the customer's complaints, the
+    remaining balance is not refunded. Closes the account; nothing to book if it was empty."""
+    if not reason.strip():
+        raise ValidationFailed({"reason": "请填写原因"})
+    account = _account(session, account_code)
+    amount = account.balance
+    account.status = "closed"
+    audit.record(session, actor, "forfeit_balance", "account", account_code, amount=str(amount), reason=reason)
+    if amount <= 0:
+        return None
+    if not _adjust(session, account.id, balance=-amount):
+        raise Conflict("余额在处理期间发生变化，请重试")
+    payload = {"account_code": account_code, "customer_name": account.customer_name, "amount": amount, "reason": reason}
+    return record_event(session, "forfeit", on, payload, event_id=f"forfeit-{account_code}-{on.isoformat()}")
+
+
+def record_carrier_cost(session: Session, day: date, costs: dict[str, Decimal]) -> LedgerEvent:
+    """What the carriers charge the provider for a day's messages (per carrier); once a day."""
+    lines = [{"carrier": carrier, "amount": amount} for carrier, amount in sorted(costs.items()) if amount > 0]
+    if not lines:
+        raise ValidationFailed({"costs": "没有需要记账的通道费"})
+    event_id = f"carrier-cost-{day.isoformat()}"
+    return _existing(session, event_id) or record_event(session, "carrier_cost", day, {"lines": lines}, event_id=event_id)

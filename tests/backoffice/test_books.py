@@ -276,3 +276,25 @@ def test_assertion_cadence() -> None:
     assert assertion_due(first, "monthly") and not assertion_due(first, "weekly")
     with pytest.raises(ValueError):
         assertion_due(first, "hourly")
+
+
+def test_penalty_forfeit_and_carrier_cost(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    from backoffice.services.credit import charge_penalty, forfeit_balance, record_carrier_cost
+
+    code = contract.contract.account.code
+    credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="P1", received_on=DAY, actor="finance")
+    charge_penalty(db.session, account_code=code, messages=20, rate=Decimal("0.5"), on=DAY, event_id="penalty-1", actor="admin")
+    charge_penalty(db.session, account_code=code, messages=20, rate=Decimal("0.5"), on=DAY, event_id="penalty-1", actor="admin")  # replay
+    settle(app)
+    assert account(code).balance == Decimal("1740.00")
+    with pytest.raises(InsufficientBalance):
+        charge_penalty(db.session, account_code=code, messages=10_000, rate=Decimal("0.5"), on=DAY, event_id="penalty-2", actor="admin")
+    db.session.rollback()
+    record_carrier_cost(db.session, DAY, {"CMCC": Decimal("12.60"), "CUCC": Decimal("0")})
+    forfeit_balance(db.session, account_code=code, reason="投诉导致通道被运营商关停", on=DAY, actor="admin")
+    settle(app)
+    a = account(code)
+    assert (a.balance, a.status) == (0, "closed")
+    balances = ledger_balances(books(app) / "main.beancount")
+    assert balances["Income:Penalty"] == Decimal("-10.00") and balances["Income:Forfeited"] == Decimal("-1740.00")
+    assert balances["Expenses:Carrier:CMCC"] == Decimal("12.60") and "Expenses:Carrier:CUCC" not in balances
