@@ -136,26 +136,22 @@ def _refund(event: Event) -> tuple[str, str, Legs]:
     return payee, narration, [(account, -amount) for account, amount in legs]
 
 
+def _from_prepaid(event: Event, income: str, narration: str) -> tuple[str, str, Legs]:
+    """A one-off charge against one customer's prepaid credit."""
+    p = event.payload
+    amount = _positive(p, "amount")
+    return p.get("customer_name", ""), narration, [(chart.prepaid(p["account_code"]), amount), (income, -amount)]
+
+
 def _penalty(event: Event) -> tuple[str, str, Legs]:
     """003 §3.4: 0.5 元 per message sent in violation, from the prepaid credit."""
     p = event.payload
-    amount = _positive(p, "amount")
-    return (
-        p.get("customer_name", ""),
-        f"违约金：{p.get('messages', '?')} 条 × {p.get('rate', '?')} 元",
-        [(chart.prepaid(p["account_code"]), amount), (chart.INCOME_PENALTY, -amount)],
-    )
+    return _from_prepaid(event, chart.INCOME_PENALTY, f"违约金：{p.get('messages', '?')} 条 × {p.get('rate', '?')} 元")
 
 
 def _forfeit(event: Event) -> tuple[str, str, Legs]:
     """004 §2.1(2): a channel shut down over the customer's complaints forfeits the balance."""
-    p = event.payload
-    amount = _positive(p, "amount")
-    return (
-        p.get("customer_name", ""),
-        f"余额不予退还：{p.get('reason', '')}",
-        [(chart.prepaid(p["account_code"]), amount), (chart.INCOME_FORFEITED, -amount)],
-    )
+    return _from_prepaid(event, chart.INCOME_FORFEITED, f"余额不予退还：{event.payload.get('reason', '')}")
 
 
 def _carrier_cost(event: Event) -> tuple[str, str, Legs]:

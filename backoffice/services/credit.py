@@ -90,6 +90,10 @@ def credit_receipt(
     return event
 
 
+def _lines_payload(lines: list[UsageLine]) -> dict[str, Any]:
+    return {"lines": [{"account_code": x.account_code, "carrier": x.carrier, "messages": x.messages, "amount": x.amount} for x in lines]}
+
+
 def _chargeable(lines: list[UsageLine]) -> list[UsageLine]:
     """The lines that move money (free messages cost nothing); refuses negative amounts and a
     batch with nothing to book."""
@@ -111,10 +115,7 @@ def charge_usage(session: Session, day: date, lines: list[UsageLine], *, event_i
         account = _account(session, line.account_code)
         if not _adjust(session, account.id, balance=-line.amount):
             raise InsufficientBalance(f"账户 {line.account_code} 余额不足：需 {line.amount} 元")
-    payload: dict[str, Any] = {
-        "lines": [{"account_code": x.account_code, "carrier": x.carrier, "messages": x.messages, "amount": str(x.amount)} for x in lines]
-    }
-    return record_event(session, kind, day, payload, event_id=event_id)
+    return record_event(session, kind, day, _lines_payload(lines), event_id=event_id)
 
 
 def refund_usage(session: Session, day: date, lines: list[UsageLine], *, event_id: str) -> LedgerEvent:
