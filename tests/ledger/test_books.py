@@ -103,3 +103,17 @@ def test_reconcile_names_the_differing_account() -> None:
         {"Liabilities:Prepaid:E1": Decimal("-10"), "Liabilities:Prepaid:E2": Decimal("0")}, {"Liabilities:Prepaid:E1": Decimal("-9.99")}
     )
     assert [(d.account, d.database, d.books) for d in diffs] == [("Liabilities:Prepaid:E1", Decimal("-10"), Decimal("-9.99"))]
+
+
+def test_books_that_no_longer_parse_are_reported_and_never_appended_to(tmp_path: Path) -> None:
+    books = Books(tmp_path)
+    books.post([credit("first")])
+    month = tmp_path / "2026" / "2026-11.beancount"
+    month.write_text(month.read_text(encoding="utf-8") + "\n2026-11-23 * this is not beancount\n  ??? broken\n", encoding="utf-8")
+    problems = check_books(tmp_path / MAIN)
+    assert any("2026-11.beancount" in p and "记账程序之外被修改" in p for p in problems)
+    assert len(problems) >= 2  # the manifest and beancount's parser both speak
+    before = month.read_bytes()
+    with pytest.raises(ledger.LedgerWriteError, match="2026/2026-11.beancount"):
+        books.post([credit("second", code="E000002")])
+    assert month.read_bytes() == before
