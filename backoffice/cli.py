@@ -270,7 +270,13 @@ def ledger_rebuild(replace: bool) -> None:
     staging = Path(tempfile.mkdtemp(prefix="ledger-rebuild-", dir=root.parent))
     count = rebuild_books(db.session, staging)
     differing = []
-    names = {p.relative_to(d).as_posix() for d in (root, staging) if d.exists() for p in d.rglob("*.beancount")}
+    names = {
+        p.relative_to(d).as_posix()
+        for d in (root, staging)
+        if d.exists()
+        for p in d.rglob("*.beancount")
+        if not any(part.startswith(".") for part in p.relative_to(d).parts)  # the checker's work files
+    }
     for name in sorted(names):
         a, b = root / name, staging / name
         if not (a.exists() and b.exists() and filecmp.cmp(a, b, shallow=False)):

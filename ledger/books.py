@@ -104,6 +104,10 @@ class Books:
     # The manifest holds the SHA-256 of every file as the writer left it, so a file edited by
     # hand is noticed before anything is appended to it. While a write is under way a file's
     # entry lists both the old and the new hash: a crash in between leaves either, both valid.
+    def manifest(self) -> dict[str, list[str]]:
+        """File name -> the SHA-256 hashes the writer accepts for it."""
+        return self._manifest()
+
     def _manifest(self) -> dict[str, list[str]]:
         path = self.root / MANIFEST
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

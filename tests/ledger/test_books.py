@@ -117,3 +117,35 @@ def test_books_that_no_longer_parse_are_reported_and_never_appended_to(tmp_path:
     with pytest.raises(ledger.LedgerWriteError, match="2026/2026-11.beancount"):
         books.post([credit("second", code="E000002")])
     assert month.read_bytes() == before
+
+
+def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
+    """Closed months (cached) + the latest month (carried forward) find what one load finds."""
+    from beancount import loader
+
+    from ledger.check import inspect_books
+
+    books = Books(tmp_path)
+    books.post([credit("nov", day=date(2026, 11, 2))])
+    books.post([Event("bal-ok", "balance", date(2026, 12, 1), {"account_code": "E000001", "amount": "0"})])
+    books.post([Event("rc", "receipt", date(2026, 12, 2), {"account_code": "E000001", "customer_name": "x", "amount": "1750.00", "bank": "CMB",
+                                                             "bank_ref": "1", "settles_receivable": "1750.00", "releases_contracted": "1750.00"})])  # fmt: skip
+    books.post([Event("bal-dec", "balance", date(2026, 12, 3), {"account_code": "E000001", "amount": "-1750.00"})])
+    problems, totals = inspect_books(tmp_path / MAIN)
+    entries, errors, _ = loader._uncached_load_file(str(tmp_path / MAIN), None, None, None)
+    assert problems == [] and errors == []
+    full: dict[str, Decimal] = {}
+    for entry in entries:
+        for posting in getattr(entry, "postings", []):
+            full[posting.account] = full.get(posting.account, Decimal(0)) + posting.units.number
+    assert totals == full
+    # A wrong assertion in the latest month is caught against the whole history.
+    books.post(
+        [Event("bal-wrong", "balance", date(2026, 12, 4), {"account_code": "E000001", "amount": "-1749.9900"})]
+    )  # 4 places, as the database writes: tolerance 0.0001
+    assert any("Balance failed" in p for p in inspect_books(tmp_path / MAIN)[0])
+    # A closed month changed after a cached check is caught too (the cache is keyed on the files).
+    nov = tmp_path / "2026" / "2026-11.beancount"
+    nov.write_text(nov.read_text(encoding="utf-8").replace("1750.00 CNY", "1750.01 CNY", 1), encoding="utf-8")
+    problems = inspect_books(tmp_path / MAIN)[0]
+    assert any("2026-11.beancount" in p and "balance" in p.lower() for p in problems)
