@@ -81,3 +81,22 @@ def test_a_job_missed_while_down_runs_exactly_once_when_the_scheduler_returns(ap
     db.session.expire_all()
     assert db.session.get(ContractJob, expire.id).done_at is not None
     assert issued.contract.status == "expired"
+
+
+def test_the_nightly_books_job_asserts_posts_and_checks(app: Flask) -> None:
+    from pathlib import Path
+
+    from backoffice.models import LedgerEvent
+
+    issued = make_contract(app, "sms_business_service")
+    jobs._app = app
+    try:
+        jobs.daily_books()
+        jobs.daily_books()  # a second run (after downtime, say) changes nothing
+    finally:
+        jobs._app = None
+    code = issued.contract.account.code
+    assertions = db.session.scalars(sa.select(LedgerEvent).where(LedgerEvent.kind == "balance")).all()
+    assert [(e.event_id, e.posted_at is not None) for e in assertions] == [(f"balance-{code}-2026-11-23", True)]
+    month = Path(app.config["LEDGER_PATH"]) / "2026" / "2026-11.beancount"
+    assert f"2026-11-23 balance Liabilities:Prepaid:{code}" in month.read_text(encoding="utf-8")
