@@ -36,7 +36,7 @@ from backoffice.extensions import db  # noqa: E402
 from backoffice.models import EnterpriseAccount, LedgerEvent  # noqa: E402
 from backoffice.services.bookkeeping import check_and_reconcile, post_pending  # noqa: E402
 from backoffice.services.credit import UsageLine, assertion_due, charge_usage, credit_receipt  # noqa: E402
-from ledger import Books, Event, prepaid_effect  # noqa: E402
+from ledger import Books, Event, account_effects  # noqa: E402
 
 CARRIERS = ["CMCC", "CUCC", "CTCC"]
 YEAR = 2025
@@ -168,7 +168,7 @@ def bench_check_year(accounts: int, cadence: str) -> dict[str, object]:
         with app.app_context():
             db.create_all()
             events = year_events(codes(accounts), cadence)
-            effect = prepaid_effect(e for e in events if e.kind != "balance")
+            effect = account_effects(events)
             db.session.execute(sa.insert(EnterpriseAccount), [
                 {"code": c, "customer_name": c, "status": "active", "balance": -effect.get(f"Liabilities:Prepaid:{c}", Decimal(0)),
                  "price_per_message": PRICE, "contracted_credit": 0, "receivable": 0} for c in codes(accounts)

@@ -7,7 +7,7 @@ books can be rebuilt from the events. This package imports neither Flask nor `ba
 
 from ledger.books import Books, LedgerWriteError
 from ledger.check import check_books, ledger_balances, reconcile
-from ledger.events import Event, PostingRuleError, entries_for, prepaid_effect, transaction_for
+from ledger.events import Event, PostingRuleError, account_effects, entries_for, posting_totals, transaction_for
 
 __all__ = [
     "Books",
@@ -15,8 +15,9 @@ __all__ = [
     "LedgerWriteError",
     "PostingRuleError",
     "check_books",
+    "account_effects",
     "entries_for",
-    "prepaid_effect",
+    "posting_totals",
     "ledger_balances",
     "reconcile",
     "transaction_for",

@@ -106,9 +106,6 @@ class Books:
     # entry lists both the old and the new hash: a crash in between leaves either, both valid.
     def manifest(self) -> dict[str, list[str]]:
         """File name -> the SHA-256 hashes the writer accepts for it."""
-        return self._manifest()
-
-    def _manifest(self) -> dict[str, list[str]]:
         path = self.root / MANIFEST
         return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
@@ -118,7 +115,7 @@ class Books:
     def tampered(self) -> list[str]:
         """Files changed outside this writer since it last wrote them."""
         problems = []
-        for name, hashes in sorted(self._manifest().items()):
+        for name, hashes in sorted(self.manifest().items()):
             path = self.root / name
             current = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
             if current not in hashes:
@@ -201,7 +198,7 @@ class Books:
             new_text[MAIN] = header + f'include "{ACCOUNTS}"\n' + "".join(f'include "{m}"\n' for m in all_months)
         # Order matters for a crash: accounts first, then months, then the includes in main.
         # A crash in between leaves opened-but-unused accounts or an un-included file: both valid.
-        manifest = self._manifest()
+        manifest = self.manifest()
         digests = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in new_text.items()}
         for name, digest in digests.items():
             manifest[name] = [*manifest.get(name, [])[-1:], digest]

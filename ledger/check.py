@@ -12,6 +12,8 @@ from pathlib import Path
 from beancount import loader
 from beancount.core import data
 
+from ledger.events import posting_totals
+
 CHECK_DIR = ".check"  # generated load files and beancount's cache; never part of the books
 CARRIED = "Equity:CarriedForward"
 
@@ -24,17 +26,6 @@ def _load(path: Path, *, cached: bool) -> tuple[list[data.Directive], list[str]]
         entries, errors, _ = load(str(path), None, None, None)
     messages = [f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors]
     return entries, messages
-
-
-def _totals(entries: list[data.Directive], skip_flag: str | None = None) -> dict[str, Decimal]:
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    for entry in entries:
-        if isinstance(entry, data.Transaction) and entry.flag != skip_flag:
-            for posting in entry.postings:
-                # Every posting the writer makes has units; the checker fills in elided ones.
-                if posting.units is not None and posting.units.number is not None:
-                    totals[posting.account] += posting.units.number
-    return dict(totals)
 
 
 def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
@@ -56,7 +47,7 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
     months = books.included_months()
     if len(months) < 2:
         entries, errors = _load(main, cached=False)
-        return problems + errors, _totals(entries)
+        return problems + errors, posting_totals(entries)
     header = main.read_text(encoding="utf-8").split('include "', 1)[0]
     work = main.parent / CHECK_DIR
     work.mkdir(exist_ok=True)
@@ -73,7 +64,7 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
     if not closed.exists() or closed.read_text(encoding="utf-8") != closed_text:
         closed.write_text(closed_text, encoding="utf-8")
     closed_entries, closed_errors = _load(closed, cached=True)
-    carried = _totals(closed_entries)
+    carried = posting_totals(closed_entries)
     # The latest month alone: one carried-forward transaction (flag "C") with every balance.
     opening_day = min((e.date for e in closed_entries if isinstance(e, data.Transaction)), default=None)
     current = work / "current.beancount"
@@ -87,7 +78,7 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
     current.write_text("".join(lines), encoding="utf-8")
     current_entries, current_errors = _load(current, cached=False)
     totals = defaultdict(Decimal, carried)
-    for account, amount in _totals(current_entries, skip_flag="C").items():
+    for account, amount in posting_totals(e for e in current_entries if getattr(e, "flag", None) != "C").items():
         totals[account] += amount
     totals.pop(CARRIED, None)
     errors = closed_errors + [e for e in current_errors if e not in closed_errors]

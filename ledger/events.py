@@ -250,14 +250,19 @@ def transaction_for(event: Event) -> data.Transaction:
     return entry
 
 
-def prepaid_effect(events: Iterable[Event]) -> dict[str, Decimal]:
-    """How much the events change each prepaid account (beancount sign), without the books:
-    lets the caller compute a balance as of a date from the database's current balance."""
-    effect: dict[str, Decimal] = {}
-    for event in events:
-        if event.kind == "balance":
-            continue
-        for posting in transaction_for(event).postings:
-            if posting.account.startswith("Liabilities:Prepaid:") and posting.units is not None and posting.units.number is not None:
-                effect[posting.account] = effect.get(posting.account, Decimal(0)) + posting.units.number
-    return effect
+def posting_totals(entries: Iterable[data.Directive]) -> dict[str, Decimal]:
+    """Sum of the postings per account over the transactions among `entries` (beancount sign)."""
+    totals: dict[str, Decimal] = {}
+    for entry in entries:
+        if isinstance(entry, data.Transaction):
+            for posting in entry.postings:
+                # Every posting the writer makes has units; the checker fills in elided ones.
+                if posting.units is not None and posting.units.number is not None:
+                    totals[posting.account] = totals.get(posting.account, Decimal(0)) + posting.units.number
+    return totals
+
+
+def account_effects(events: Iterable[Event]) -> dict[str, Decimal]:
+    """How much the money events change each account (beancount sign), without the books: lets
+    the caller undo an event, or compute a balance as of a date from the database's balance."""
+    return posting_totals(transaction_for(event) for event in events if event.kind != "balance")

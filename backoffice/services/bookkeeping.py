@@ -47,7 +47,8 @@ def record_event(session: Session, kind: str, occurred_on: date, payload: dict[s
     return event
 
 
-def _as_event(e: LedgerEvent) -> ledger.Event:
+def as_ledger_event(e: LedgerEvent) -> ledger.Event:
+    """The outbox row as the plain event `ledger/` posts."""
     return ledger.Event(e.event_id, e.kind, e.occurred_on, e.payload)
 
 
@@ -62,7 +63,7 @@ def post_pending(session: Session, books_root: Path) -> int:
         if not pending:
             session.rollback()
             return 0
-        posted = books.post_locked([_as_event(e) for e in pending])
+        posted = books.post_locked([as_ledger_event(e) for e in pending])
         seq = session.scalar(sa.select(sa.func.max(LedgerEvent.posted_seq))) or 0
         now = utcnow()
         for offset, e in enumerate(pending, start=1):
@@ -74,7 +75,7 @@ def post_pending(session: Session, books_root: Path) -> int:
 def rebuild_books(session: Session, target: Path) -> int:
     """Write the books afresh under `target` from every posted event, in posting order."""
     events = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.posted_seq.is_not(None)).order_by(LedgerEvent.posted_seq)).all()
-    ledger.Books(target).post([_as_event(e) for e in events])
+    ledger.Books(target).post([as_ledger_event(e) for e in events])
     return len(events)
 
 

@@ -20,7 +20,7 @@ from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, LedgerEvent
 from backoffice.money import format_money
 from backoffice.services import audit
-from backoffice.services.bookkeeping import record_event
+from backoffice.services.bookkeeping import as_ledger_event, record_event
 from ledger import chart
 
 
@@ -133,19 +133,17 @@ def refund_usage(session: Session, day: date, lines: list[UsageLine], *, event_i
 
 def _effects(event: LedgerEvent) -> dict[str, dict[str, Decimal]]:
     """Per account code, how the event changed balance / contracted credit / receivable."""
-    entry = ledger.transaction_for(ledger.Event(event.event_id, event.kind, event.occurred_on, event.payload))
     columns = {
         "Liabilities:Prepaid:": ("balance", -1),
         "Liabilities:Contracted:": ("contracted_credit", -1),
         "Assets:Receivable:": ("receivable", 1),
     }
     effects: dict[str, dict[str, Decimal]] = {}
-    for posting in entry.postings:
+    for account, amount in ledger.account_effects([as_ledger_event(event)]).items():
         for prefix, (column, sign) in columns.items():
-            if posting.account.startswith(prefix) and posting.units is not None and posting.units.number is not None:
-                code = posting.account.removeprefix(prefix)
-                per = effects.setdefault(code, {})
-                per[column] = per.get(column, Decimal(0)) + sign * posting.units.number
+            if account.startswith(prefix):
+                per = effects.setdefault(account.removeprefix(prefix), {})
+                per[column] = per.get(column, Decimal(0)) + sign * amount
     return effects
 
 
@@ -181,7 +179,7 @@ def record_balance_assertions(session: Session, day: date) -> int:
     beancount `balance` assertion: the current balance less what events dated `day` or later
     changed. Beancount then flags any drift between the two. Idempotent per account and day."""
     later = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.occurred_on >= day, LedgerEvent.kind != "balance")).all()
-    effect = ledger.prepaid_effect(ledger.Event(e.event_id, e.kind, e.occurred_on, e.payload) for e in later)
+    effect = ledger.account_effects(as_ledger_event(e) for e in later)
     existing = set(session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.kind == "balance", LedgerEvent.occurred_on == day)))
     count = 0
     for code, balance in session.execute(sa.select(EnterpriseAccount.code, EnterpriseAccount.balance)):
