@@ -187,30 +187,45 @@ def bench_check_year(accounts: int, cadence: str) -> dict[str, object]:
             db.session.execute(sa.update(LedgerEvent).values(posted_at=sa.func.current_timestamp()))
             db.session.commit()
             size = sum(p.stat().st_size for p in root.rglob("*.beancount") if ".check" not in p.parts)
-            start = time.perf_counter()
-            report = check_and_reconcile(db.session, root)
-            cold = time.perf_counter() - start
-            assert report.ok, (report.errors[:3], report.differences[:3])
-            # Routine: another day's usage lands in the current month, then the check runs again
-            # (the closed months come from beancount's cache, the current month is reloaded).
-            extra = Event("us-extra", "usage", date(YEAR, 12, 31), {"lines": usage_lines(codes(accounts), date(YEAR, 12, 31))})
-            Books(root).post([extra])
-            for line in extra.payload["lines"]:
-                db.session.execute(
-                    sa.update(EnterpriseAccount)
-                    .where(EnterpriseAccount.code == line["account_code"])
-                    .values(balance=EnterpriseAccount.balance - Decimal(str(line["amount"])))
-                )
-            db.session.commit()
-            start = time.perf_counter()
-            report = check_and_reconcile(db.session, root)
-            elapsed = time.perf_counter() - start
-            assert report.ok, (report.errors[:3], report.differences[:3])
+            timings: dict[str, float] = {}
+
+            def timed_check(label: str) -> None:
+                start = time.perf_counter()
+                report = check_and_reconcile(db.session, root)
+                timings[label] = round(time.perf_counter() - start, 2)
+                assert report.ok, (label, report.errors[:3], report.differences[:3])
+
+            def post_usage(event_id: str, day: date) -> None:
+                lines = usage_lines(codes(accounts), day)
+                Books(root).post([Event(event_id, "usage", day, {"lines": lines})])
+                for line in lines:
+                    db.session.execute(
+                        sa.update(EnterpriseAccount)
+                        .where(EnterpriseAccount.code == line["account_code"])
+                        .values(balance=EnterpriseAccount.balance - Decimal(str(line["amount"])))
+                    )
+                db.session.commit()
+
+            # 1. No month summaries yet: every month is loaded (what a check costs after a rebuild).
+            timed_check("first_check_s")
+            # 2. Routine: another day's usage lands in the current month.
+            post_usage("us-extra", date(YEAR, 12, 31))
+            timed_check("check_s")
+            # 3. The month turns over: the nightly job posts late events of the closed month and
+            #    the first usage of the new one (December is reloaded, January is new).
+            post_usage("us-late", date(YEAR, 12, 31))
+            post_usage("us-next", date(YEAR + 1, 1, 1))
+            timed_check("after_turnover_s")
+            # 4. Worst case: an event back-dated into the first month (a carrier's late bill)
+            #    changes the opening balances of every month after it.
+            late_bill = {"lines": [{"carrier": "CMCC", "amount": "1234.56"}]}
+            Books(root).post([Event("co-backdated", "carrier_cost", date(YEAR, 1, 15), late_bill)])
+            timed_check("after_event_backdated_11_months_s")
             transactions = sum(1 for e in events if e.kind != "balance")
             assertions = sum(1 for e in events if e.kind == "balance")
             db.engine.dispose()
     return {
-        "cadence": cadence, "check_s": round(elapsed, 2), "first_check_s": round(cold, 2), "transactions": transactions, "balance_assertions": assertions,
+        "cadence": cadence, **timings, "transactions": transactions, "balance_assertions": assertions,
         "books_mb": round(size / 2**20, 1), "write_year_s": round(build, 1),
     }  # fmt: skip
 

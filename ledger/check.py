@@ -3,40 +3,85 @@ balances the application holds (passed in by the caller: this package knows no d
 
 from __future__ import annotations
 
-from collections import defaultdict
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from beancount import loader
 from beancount.core import data
 
+from ledger.chart import CURRENCY, OPENING_DATE
 from ledger.events import posting_totals
 
-CHECK_DIR = ".check"  # generated load files and beancount's cache; never part of the books
+CHECK_DIR = ".check"  # generated load files and the month summaries; never part of the books
+SUMMARIES = "months.json"
 CARRIED = "Equity:CarriedForward"
+# Bump when the way a month is checked changes, so stored summaries are not trusted across it.
+SUMMARY_VERSION = "2"
 
 
-def _load(path: Path, *, cached: bool) -> tuple[list[data.Directive], list[str]]:
-    load = loader.load_file if cached else loader._uncached_load_file
-    if cached:
-        entries, errors, _ = load(str(path))
-    else:  # positional: (log_timings, extra_validations, encoding)
-        entries, errors, _ = load(str(path), None, None, None)
+def _load(path: Path) -> tuple[list[data.Directive], list[str]]:
+    # positional: (log_timings, extra_validations, encoding); no pickle cache, ever
+    entries, errors, _ = loader._uncached_load_file(str(path), None, None, None)
     messages = [f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors]
     return entries, messages
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _month_start(name: str) -> date:
+    """`2026/2026-11.beancount` -> 2026-11-01."""
+    year, month = Path(name).stem.split("-")
+    return date(int(year), int(month), 1)
+
+
+def _check_month(work: Path, header: str, name: str, opening: Mapping[str, Decimal]) -> tuple[list[str], dict[str, Decimal]]:
+    """Load one month file on its own, opened with the balances carried forward from all months
+    before it (one transaction, flag "C"), so its balance assertions are checked against the
+    whole history; return beancount's errors and the month's own postings per account."""
+    from ledger.books import ACCOUNTS
+
+    lines = [header, f'include "../{ACCOUNTS}"\n', f"{OPENING_DATE} open {CARRIED}\n"]
+    if any(opening.values()):
+        day = _month_start(name) - timedelta(days=1)
+        lines.append(f'{day} C "承前页：以前月份余额结转"\n')
+        lines += [f"  {account}  {amount} {CURRENCY}\n" for account, amount in sorted(opening.items()) if amount]
+        lines.append(f"  {CARRIED}  {-sum(opening.values(), Decimal(0))} {CURRENCY}\n")
+    lines.append(f'include "../{name}"\n')
+    # One probe file per call: a check from the web and the nightly one may run at once.
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=work, prefix="month-", suffix=".beancount") as probe:
+        probe.write("".join(lines))
+        probe.flush()
+        entries, errors = _load(Path(probe.name))
+    totals = posting_totals(e for e in entries if getattr(e, "flag", None) != "C")
+    totals.pop(CARRIED, None)
+    return errors, totals
 
 
 def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
     """Everything beancount's checker (bean-check) reports on the books, plus files changed
     outside the writer, as readable lines; and the balance of every account.
 
-    Equivalent to loading `main` once, but in two parts so a large year stays quick: the closed
-    months (all but the latest) through beancount's pickle cache, which stays valid until one of
-    those files changes (a back-dated event, or an edit the manifest also reports); and the
-    latest month uncached, on its own, opened with the balances the closed months carry forward
-    (so its balance assertions are checked against the whole history)."""
+    Equivalent to loading `main` once (tested), but month by month, each month opened with the
+    balances the months before it carry forward. A month's result (its errors and postings) is
+    kept in `.check/months.json` under a key made of the SHA-256 of the month's text, the chart,
+    the options and its opening balances: a month is checked again only when one of those
+    changed (a back-dated event changes its month and the openings of all later ones). The
+    latest month is always checked afresh. So a year costs one month's load on a routine day,
+    two after the month turns over, and the whole year only once, after a rebuild."""
     main = Path(main)
     if not main.exists():
         return [f"账簿文件不存在：{main}"], {}
@@ -45,44 +90,52 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
     books = Books(main.parent)
     problems = books.tampered()
     months = books.included_months()
-    if len(months) < 2:
-        entries, errors = _load(main, cached=False)
-        return problems + errors, posting_totals(entries)
+    if not months:
+        entries, found = _load(main)
+        return problems + found, posting_totals(entries)
     header = main.read_text(encoding="utf-8").split('include "', 1)[0]
+    chart_text = (main.parent / ACCOUNTS).read_text(encoding="utf-8") if (main.parent / ACCOUNTS).exists() else ""
     work = main.parent / CHECK_DIR
     work.mkdir(exist_ok=True)
-    closed = work / "closed.beancount"
-    # The writer's hashes of the closed files, in a comment: when the writer changes a closed
-    # month (a back-dated event) this file changes too, which invalidates beancount's cache
-    # even where the month file's size and mtime look unchanged. An edit by hand is reported
-    # by the manifest check above.
-    manifest = books.manifest()
-    stamp = ",".join(f"{m}={manifest.get(m, ['?'])[-1]}" for m in months[:-1])
-    closed_text = (
-        f"; closed months: {stamp}\n" + header + f'include "../{ACCOUNTS}"\n' + "".join(f'include "../{m}"\n' for m in months[:-1])
-    )
-    if not closed.exists() or closed.read_text(encoding="utf-8") != closed_text:
-        closed.write_text(closed_text, encoding="utf-8")
-    closed_entries, closed_errors = _load(closed, cached=True)
-    carried = posting_totals(closed_entries)
-    # The latest month alone: one carried-forward transaction (flag "C") with every balance.
-    opening_day = min((e.date for e in closed_entries if isinstance(e, data.Transaction)), default=None)
-    current = work / "current.beancount"
-    lines = [header, f'include "../{ACCOUNTS}"\n', f"2000-01-01 open {CARRIED}\n"]
-    if carried and opening_day is not None:
-        last = max(e.date for e in closed_entries if isinstance(e, data.Transaction))
-        lines.append(f'{last} C "承前页：已结月份余额结转"\n')
-        lines += [f"  {account}  {amount} CNY\n" for account, amount in sorted(carried.items()) if amount]
-        lines.append(f"  {CARRIED}  {-sum(carried.values(), Decimal(0))} CNY\n")
-    lines.append(f'include "../{months[-1]}"\n')
-    current.write_text("".join(lines), encoding="utf-8")
-    current_entries, current_errors = _load(current, cached=False)
-    totals = defaultdict(Decimal, carried)
-    for account, amount in posting_totals(e for e in current_entries if getattr(e, "flag", None) != "C").items():
-        totals[account] += amount
-    totals.pop(CARRIED, None)
-    errors = closed_errors + [e for e in current_errors if e not in closed_errors]
-    return problems + errors, dict(totals)
+    store = work / SUMMARIES
+    try:
+        summaries: dict[str, Any] = json.loads(store.read_text(encoding="utf-8")) if store.exists() else {}
+    except ValueError:
+        summaries = {}
+    kept: dict[str, Any] = {}
+    balances: dict[str, Decimal] = {}
+    errors: list[str] = []
+    for index, name in enumerate(months):
+        path = main.parent / name
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        opening = "".join(f"{a}={v}\n" for a, v in sorted(balances.items()) if v)
+        key = _digest(SUMMARY_VERSION, header, name, text, opening)
+        known: dict[str, Any] | None = summaries.get(name)
+        # The chart only grows (accounts are opened, never closed or edited): a month that was
+        # clean with the chart as it was stays clean with accounts appended to it. A month with
+        # errors is checked again whenever the chart changed at all.
+        chart_used = chart_text[: known["chart_length"]] if known is not None else ""
+        same_chart = known is not None and _digest(chart_used) == known["chart"] and (chart_used == chart_text or not known["errors"])
+        if known is not None and known["key"] == key and same_chart and index < len(months) - 1:
+            month_errors = list(known["errors"])
+            totals = {a: Decimal(v) for a, v in known["totals"].items()}
+        else:
+            month_errors, totals = _check_month(work, header, name, balances)
+            chart_used = chart_text
+        kept[name] = {
+            "key": key,
+            "chart": _digest(chart_used),
+            "chart_length": len(chart_used),
+            "errors": month_errors,
+            "totals": {a: str(v) for a, v in totals.items()},
+        }
+        errors += [e for e in month_errors if e not in errors]
+        for account, amount in totals.items():
+            balances[account] = balances.get(account, Decimal(0)) + amount
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=work, prefix=".months-", delete=False) as tmp:
+        tmp.write(json.dumps(kept, sort_keys=True))
+    os.replace(tmp.name, store)
+    return problems + errors, {a: v for a, v in balances.items() if a != CARRIED}
 
 
 def check_books(main: Path) -> list[str]:

@@ -149,3 +149,36 @@ def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
     nov.write_text(nov.read_text(encoding="utf-8").replace("1750.00 CNY", "1750.01 CNY", 1), encoding="utf-8")
     problems = inspect_books(tmp_path / MAIN)[0]
     assert any("2026-11.beancount" in p and "balance" in p.lower() for p in problems)
+
+
+def test_a_month_is_checked_again_only_when_it_or_what_it_carries_forward_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closed months are not reloaded on a routine check; a back-dated event reloads its month
+    and every later one (their openings changed); the latest month is always reloaded."""
+    import ledger.check as check
+
+    loaded: list[str] = []
+    real = check._check_month
+
+    def counting(work: Path, header: str, name: str, opening: dict[str, Decimal]) -> tuple[list[str], dict[str, Decimal]]:
+        loaded.append(name)
+        return real(work, header, name, opening)
+
+    monkeypatch.setattr(check, "_check_month", counting)
+    books = Books(tmp_path)
+    for month in (9, 10, 11):
+        books.post([credit(f"m{month}", code=f"E00000{month - 8}", day=date(2026, month, 2))])
+    assert check.check_books(tmp_path / MAIN) == []
+    assert loaded == ["2026/2026-09.beancount", "2026/2026-10.beancount", "2026/2026-11.beancount"]
+    loaded.clear()
+    assert check.check_books(tmp_path / MAIN) == []
+    assert loaded == ["2026/2026-11.beancount"]
+    loaded.clear()
+    late = {"account_code": "E000001", "customer_name": "x", "amount": "100.00", "bank": "CMB", "bank_ref": "late"}
+    books.post([Event("late", "receipt", date(2026, 10, 20), late)])  # back-dated into October, a new bank account
+    assert check.check_books(tmp_path / MAIN) == []
+    assert loaded == ["2026/2026-10.beancount", "2026/2026-11.beancount"]
+    # November's assertions are checked against October's new totals: right passes, wrong fails.
+    books.post([Event("bal-right", "balance", date(2026, 11, 3), {"account_code": "E000001", "amount": "-100.00"})])
+    assert check.check_books(tmp_path / MAIN) == []
+    books.post([Event("bal-wrong", "balance", date(2026, 11, 4), {"account_code": "E000001", "amount": "0"})])
+    assert any("Balance failed" in p for p in check.check_books(tmp_path / MAIN))
