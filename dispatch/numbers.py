@@ -1,0 +1,139 @@
+"""Mainland China mobile numbers: normalise what customers type, and tell the carrier of a number.
+
+The carrier comes from `data/mobile_prefixes.csv` (MIIT block allocations, longest prefix wins), so a
+newly allocated block is one line of data, not a code change.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import unicodedata
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Final
+
+CARRIER_NAMES: Final[Mapping[str, str]] = {
+    "cmcc": "中国移动",
+    "cucc": "中国联通",
+    "ctcc": "中国电信",
+    "cbn": "中国广电",
+}
+
+DEFAULT_PREFIX_FILE: Final = Path(__file__).with_name("data") / "mobile_prefixes.csv"
+
+_NATIONAL_LENGTH: Final = 11
+_SEPARATORS: Final = frozenset(" -")
+_SHOWN_INPUT: Final = 30  # characters of the customer's input echoed back in a reason
+
+
+class InvalidNumber(ValueError):
+    """A number that is not a mainland mobile number; `reason` is Chinese text for the customer."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PrefixTable:
+    """Number block -> carrier code, looked up by the longest prefix of a national number."""
+
+    def __init__(self, prefixes: Mapping[str, str]) -> None:
+        for prefix, carrier in prefixes.items():
+            if not (prefix.isascii() and prefix.isdigit() and prefix.startswith("1")):
+                raise ValueError(f"号段必须是以 1 开头的数字：{prefix!r}")
+            if carrier not in CARRIER_NAMES:
+                raise ValueError(f"号段 {prefix} 的运营商代码未知：{carrier!r}（应为 {'/'.join(CARRIER_NAMES)}）")
+        self._prefixes = dict(prefixes)
+        self._lengths = sorted({len(p) for p in self._prefixes}, reverse=True)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, str]]) -> PrefixTable:
+        """Build a table from (prefix, carrier) pairs, refusing a prefix listed twice."""
+        prefixes: dict[str, str] = {}
+        for prefix, carrier in rows:
+            if prefix in prefixes:
+                raise ValueError(f"号段重复：{prefix}")
+            prefixes[prefix] = carrier
+        return cls(prefixes)
+
+    def carrier_of(self, number: str) -> str | None:
+        """The carrier of the longest listed prefix of `number`, or None for an unallocated block."""
+        for length in self._lengths:
+            carrier = self._prefixes.get(number[:length])
+            if carrier is not None:
+                return carrier
+        return None
+
+    def __len__(self) -> int:
+        return len(self._prefixes)
+
+    def items(self) -> list[tuple[str, str]]:
+        """(prefix, carrier) pairs sorted by prefix, for listings and checks."""
+        return sorted(self._prefixes.items())
+
+
+def load_prefix_table(path: Path | str | None = None) -> PrefixTable:
+    """Read a `prefix,carrier` CSV (lines starting with # are comments); the bundled file by default."""
+    source = Path(path) if path is not None else DEFAULT_PREFIX_FILE
+    with source.open(encoding="utf-8", newline="") as handle:
+        lines = [line for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header] != ["prefix", "carrier"]:
+        raise ValueError(f"{source}: 第一行应为 prefix,carrier")
+    rows = []
+    for row in reader:
+        if len(row) != 2:
+            raise ValueError(f"{source}: 每行应为 号段,运营商：{','.join(row)}")
+        rows.append((row[0].strip(), row[1].strip()))
+    return PrefixTable.from_rows(rows)
+
+
+@functools.cache
+def default_prefix_table() -> PrefixTable:
+    """The bundled table, read once per process."""
+    return load_prefix_table()
+
+
+def normalise_mobile(raw: str, table: PrefixTable | None = None) -> str:
+    """The 11-digit national number for `raw`, or InvalidNumber saying in Chinese what is wrong.
+
+    Input is NFKC-normalised first, so full-width digits, ＋ and ideographic spaces typed with a
+    Chinese input method are accepted. Then spaces and hyphens are dropped and a +86 / 0086 / 86
+    country prefix removed. Landlines, foreign numbers and blocks no carrier holds are refused.
+    """
+    shown = raw.strip()[:_SHOWN_INPUT]
+    text = unicodedata.normalize("NFKC", raw).strip()
+    compact = "".join(ch for ch in text if ch not in _SEPARATORS and not ch.isspace())
+    if compact.startswith("+"):
+        if not compact.startswith("+86"):
+            raise InvalidNumber(f"不是中国大陆手机号码（国际号码）：{shown}")
+        compact = compact[3:]
+    elif compact.startswith("00"):
+        if not compact.startswith("0086"):
+            raise InvalidNumber(f"不是中国大陆手机号码（国际号码）：{shown}")
+        compact = compact[4:]
+    elif compact.startswith("86") and len(compact) == _NATIONAL_LENGTH + 2:
+        compact = compact[2:]
+    if not compact:
+        raise InvalidNumber(f"号码为空：{shown}")
+    if not (compact.isascii() and compact.isdigit()):
+        raise InvalidNumber(f"号码只能包含数字、空格和连字符：{shown}")
+    if compact.startswith("0"):
+        raise InvalidNumber(f"不是中国大陆手机号码（固定电话或带区号的号码）：{shown}")
+    if compact[0] != "1" or compact[1:2] not in ("3", "4", "5", "6", "7", "8", "9"):
+        raise InvalidNumber(f"不是中国大陆手机号码（手机号码以 13–19 开头）：{shown}")
+    if len(compact) != _NATIONAL_LENGTH:
+        raise InvalidNumber(f"号码位数不对：手机号码应为 11 位，这里是 {len(compact)} 位：{shown}")
+    if (table if table is not None else default_prefix_table()).carrier_of(compact) is None:
+        raise InvalidNumber(f"不是中国大陆手机号码（号段 {compact[:3]} 未分配给运营商）：{shown}")
+    return compact
+
+
+def carrier_of(number: str, table: PrefixTable | None = None) -> str:
+    """The carrier code (cmcc/cucc/ctcc/cbn) of a mobile number, normalising it first."""
+    table = table if table is not None else default_prefix_table()
+    carrier = table.carrier_of(normalise_mobile(number, table))
+    assert carrier is not None  # normalise_mobile refuses unallocated blocks
+    return carrier

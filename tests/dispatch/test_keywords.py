@@ -1,0 +1,60 @@
+"""Forbidden keywords found in message content, as a reviewer would list them."""
+
+from __future__ import annotations
+
+from dispatch.keywords import KeywordMatcher
+
+
+def test_finds_keywords_in_order_of_first_appearance_each_once() -> None:
+    matcher = KeywordMatcher(["发票", "赌博", "代开发票", "贷款"])
+    text = "低息贷款，代开发票，再开发票，贷款找我"
+    assert matcher.find(text) == ["贷款", "代开发票", "发票"]
+
+
+def test_a_clean_text_matches_nothing() -> None:
+    assert KeywordMatcher(["发票", "赌博"]).find("【学府教育】您的验证码是 123456，5 分钟内有效。") == []
+
+
+def test_full_width_and_case_do_not_evade_a_keyword() -> None:
+    matcher = KeywordMatcher(["VPN", "ｑｑ群"])
+    assert matcher.find("加ＱＱ群领取免费ｖｐｎ") == ["ｑｑ群", "VPN"]
+
+
+def test_keywords_are_reported_as_listed_and_blank_entries_ignored() -> None:
+    matcher = KeywordMatcher(["  刷单 ", "", "   ", "\u3000", "刷单", "ＳＨＵＡ"])
+    assert len(matcher) == 2
+    assert matcher.find("兼职刷单 shua") == ["刷单", "ＳＨＵＡ"]
+
+
+def test_overlapping_keywords_are_all_reported() -> None:
+    matcher = KeywordMatcher(["法轮", "轮功", "法轮功"])
+    assert matcher.find("xx法轮功xx") == ["法轮", "法轮功", "轮功"]
+
+
+def test_characters_spread_with_spaces_are_not_matched_by_design() -> None:
+    assert KeywordMatcher(["代开发票"]).find("代 开 发 票") == []
+
+
+def test_an_empty_list_matches_nothing() -> None:
+    matcher = KeywordMatcher([])
+    assert len(matcher) == 0
+    assert matcher.find("任何内容 anything") == []
+    assert KeywordMatcher(["", " "]).find(" ") == []
+
+
+def test_a_generator_of_words_is_read_once() -> None:
+    matcher = KeywordMatcher(w for w in ("博彩", "彩票"))
+    assert matcher.find("博彩彩票") == ["博彩", "彩票"]
+    assert matcher.find("彩票") == ["彩票"]
+
+
+def test_keywords_whose_utf8_ends_in_bytes_that_look_like_latin1_spaces() -> None:
+    # 蒅 is E8 92 85 and 蒠 is E8 92 A0 in UTF-8; 0x85 and 0xA0 are whitespace in latin-1.
+    matcher = KeywordMatcher(["蒅", "蒠"])
+    assert matcher.find("a蒠b蒅c") == ["蒠", "蒅"]
+
+
+def test_a_keyword_never_matches_across_a_character_boundary() -> None:
+    # 丁 is E4 B8 81 and 丂 is E4 B8 82: no byte run of "丁丂" spells another character.
+    assert KeywordMatcher(["\u4e01", "\u4e02"]).find("丂") == ["\u4e02"]
+    assert KeywordMatcher(["\x81"]).find("丁") == []
