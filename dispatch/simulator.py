@@ -1,0 +1,790 @@
+"""The built-in SMSC simulator: a real SMPP 3.4 server on TCP, with delivery receipts and faults on demand.
+
+It stands in for the carrier gateway in development, tests and benchmarks. One I/O thread
+runs a selectors loop over every connection (no thread per connection: with the GIL that only
+adds switching) and writes each connection's responses in one send per loop turn. The PDU
+codec is the one the link uses (`dispatch.smpp_link`).
+
+Faults are drawn from one seeded random generator, in the order submits arrive, so a seed
+gives the same rejects and failures on every run with the same traffic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import hmac
+import itertools
+import logging
+import random
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Final, Literal, NamedTuple
+
+from dispatch.smpp_link import (
+    BIND_RECEIVER,
+    BIND_TRANSCEIVER,
+    BIND_TRANSMITTER,
+    DATA_CODING_UCS2,
+    DELIVER_SM,
+    DELIVER_SM_RESP,
+    ENQUIRE_LINK,
+    ENQUIRE_LINK_RESP,
+    ESM_DELIVERY_RECEIPT,
+    ESME_RALYBND,
+    ESME_RBINDFAIL,
+    ESME_RINVBNDSTS,
+    ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
+    ESME_ROK,
+    ESME_RSUBMITFAIL,
+    ESME_RSYSERR,
+    ESME_RTHROTTLED,
+    GENERIC_NACK,
+    RESPONSE_BIT,
+    STATE_OF_STAT,
+    SUBMIT_SM,
+    SUBMIT_SM_RESP,
+    TAG_MESSAGE_PAYLOAD,
+    TAG_MESSAGE_STATE,
+    TAG_RECEIPTED_MESSAGE_ID,
+    TAG_SC_INTERFACE_VERSION,
+    UNBIND,
+    UNBIND_RESP,
+    PduError,
+    ShortMessagePdu,
+    cstring,
+    decode_bind,
+    decode_short_message,
+    decode_text,
+    encode_pdu,
+    encode_short_message,
+    encode_tlv,
+    parse_concatenation,
+    split_pdus,
+)
+
+logger = logging.getLogger(__name__)
+
+BEIJING_OFFSET: Final = 8 * 3600
+_BIND_MODES: Final = {BIND_TRANSCEIVER: "transceiver", BIND_TRANSMITTER: "transmitter", BIND_RECEIVER: "receiver"}
+_WAKE: Final = "wake"
+
+
+class ReceivedSubmit(NamedTuple):
+    """A submit_sm the simulator accepted, as it arrived (tests assert on these)."""
+
+    message_id: str
+    source: str
+    destination: str
+    esm_class: int
+    data_coding: int
+    short_message: bytes
+    udh: tuple[int, int, int] | None  # (reference, total, sequence) of a concatenated part
+    registered_delivery: int
+    received_at: datetime
+    connection: int
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Credentials, receipts and the faults to inject. Rates are fractions of submits; times seconds.
+
+    - `reject_rate`: refused at submit with ESME_RSUBMITFAIL (0x45), no receipt;
+    - `fail_rate`: accepted, then a receipt `stat:UNDELIV err:001`;
+    - `max_tps`: above it (token bucket, one second of burst) submit_sm_resp is ESME_RTHROTTLED;
+    - `disconnect_after`: on the Nth submit (every Nth with `disconnect_repeat`) the simulator
+      accepts that submit (receipt and all) and drops the TCP link with a reset before answering
+      it: the client cannot know whether it was taken, as with a real link failure;
+    - `response_delay`: hold each submit_sm_resp this long (to see the client's window);
+    - `idle_timeout`: drop a connection that sent nothing for this long (enquire_link prevents it);
+    - `carrier_report(submit) -> (stat, err) | None`: the carrier's verdict for a submit,
+      overriding fail_rate (e.g. one destination always `EXPIRED`/`MK:0005`);
+    - `message_id_format`: "hex" ("1a2b3c") or "decimal"; `receipt_id_format` "same" or the other
+      base, to mimic SMSCs that report receipts in decimal for hex submit ids;
+    - `keep_received`: how many ReceivedSubmit to keep (oldest dropped), so a long run stays bounded.
+    """
+
+    system_id: str = "backoffice"
+    password: str = "secret"
+    receipt_delay: float = 0.5
+    receipt_tlvs: bool = True
+    message_id_format: Literal["hex", "decimal"] = "hex"
+    receipt_id_format: Literal["same", "hex", "decimal"] = "same"
+    message_id_start: int | None = None
+    fail_rate: float = 0.0
+    reject_rate: float = 0.0
+    max_tps: float | None = None
+    disconnect_after: int | None = None
+    disconnect_repeat: bool = False
+    response_delay: float = 0.0
+    idle_timeout: float | None = None
+    redeliver_unacked: bool = True
+    seed: int | None = None
+    carrier_report: Callable[[ReceivedSubmit], tuple[str, str] | None] | None = None
+    keep_received: int | None = 200_000
+
+    def __post_init__(self) -> None:
+        for name in ("fail_rate", "reject_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.receipt_delay < 0 or self.response_delay < 0:
+            raise ValueError("delays cannot be negative")
+        if self.max_tps is not None and self.max_tps <= 0:
+            raise ValueError("max_tps must be positive (or None)")
+        if self.disconnect_after is not None and self.disconnect_after < 1:
+            raise ValueError("disconnect_after must be at least 1 (or None)")
+
+
+@dataclass
+class SimulatorStats:
+    """Counters since start.
+
+    `deliveries_unacked`: deliver_sm sent and not answered yet; `deliveries_held`: receipts and
+    MOs waiting for a receiver to bind; `max_outstanding`: the most submit_sm one connection had
+    sent that the simulator had not answered yet (the client's window, seen from this side).
+    """
+
+    connections: int = 0
+    binds: int = 0
+    bind_failures: int = 0
+    submits: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    throttled: int = 0
+    receipts_sent: int = 0
+    mo_sent: int = 0
+    deliveries_acked: int = 0
+    deliveries_unacked: int = 0
+    deliveries_held: int = 0
+    receipts_scheduled: int = 0
+    enquire_links: int = 0
+    generic_nacks: int = 0
+    disconnects_injected: int = 0
+    max_outstanding: int = 0
+
+
+class _ReceiptJob(NamedTuple):
+    receipt_id: str
+    stat: str
+    err: str
+    handset: str
+    sender: str
+    submitted: float  # epoch seconds, for the receipt's "submit date"
+    preview: str
+    origin: int
+
+
+class _HeldResponse(NamedTuple):
+    session: _Session
+    pdu: bytes
+
+
+@dataclass(slots=True)
+class _Delivery:
+    body: bytes
+    is_receipt: bool
+    origin: int  # connection the submit came on; receipts go back there when it can receive
+
+
+class _Session:
+    __slots__ = (
+        "awaiting_resp",
+        "closed",
+        "closing",
+        "id",
+        "inbuf",
+        "last_rx",
+        "mode",
+        "outbuf",
+        "peer",
+        "resp_in_outbuf",
+        "sequence",
+        "sock",
+        "unacked",
+        "want_write",
+    )
+
+    def __init__(self, number: int, sock: socket.socket, peer: str, now: float) -> None:
+        self.id = number
+        self.sock = sock
+        self.peer = peer
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.mode: str | None = None
+        self.sequence = 0
+        self.unacked: dict[int, _Delivery] = {}
+        self.awaiting_resp = 0  # submit_sm received whose response has not gone out yet
+        self.resp_in_outbuf = 0
+        self.last_rx = now
+        self.closing = False
+        self.closed = False
+        self.want_write = False
+
+    @property
+    def can_receive(self) -> bool:
+        return self.mode in ("transceiver", "receiver")
+
+    def next_sequence(self) -> int:
+        self.sequence = self.sequence % 0x7FFFFFFF + 1
+        return self.sequence
+
+
+def _beijing_stamp(epoch: float) -> str:
+    """YYMMDDhhmm in Beijing time, as Chinese gateways write receipt dates."""
+    return time.strftime("%y%m%d%H%M", time.gmtime(epoch + BEIJING_OFFSET))
+
+
+def _receipt_text(message_id: str, stat: str, err: str, submitted: float, done: float, preview: str) -> str:
+    delivered = "001" if stat == "DELIVRD" else "000"
+    return (
+        f"id:{message_id} sub:001 dlvrd:{delivered} submit date:{_beijing_stamp(submitted)} "
+        f"done date:{_beijing_stamp(done)} stat:{stat} err:{err} text:{preview}"
+    )
+
+
+class SMSCSimulator:
+    """An SMPP 3.4 SMSC on `host:port` (port 0: any free port, read `.port` after `start()`).
+
+    Thread-safe from the outside: `received`, `stats()`, `send_mo`, `send_receipt`,
+    `drop_connections` and `stop` may be called from any thread while the I/O thread runs.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or SimulatorConfig()
+        self.host = host
+        self.port = port
+        self._rng = random.Random(self.config.seed)
+        start = self.config.message_id_start
+        self._next_id = start if start is not None else self._rng.randrange(0x100000, 0x7FFFFFFF)
+        self._lock = threading.Lock()
+        self._received: deque[ReceivedSubmit] = deque(maxlen=self.config.keep_received)
+        self._stats = SimulatorStats()
+        self._sessions: dict[int, _Session] = {}
+        self._session_numbers = itertools.count(1)
+        self._timers: list[tuple[float, int, _HeldResponse | _ReceiptJob | _Delivery]] = []  # (due, tie-break, what)
+        self._timer_numbers = itertools.count()
+        self._held: deque[_Delivery] = deque()
+        self._commands: deque[tuple[Callable[[], object], threading.Event]] = deque()
+        self._dirty: set[_Session] = set()
+        self._submit_count = 0
+        self._tokens = float(self.config.max_tps or 0.0)
+        self._tokens_at = time.monotonic()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._listener: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._selector: selectors.BaseSelector | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> SMSCSimulator:
+        """Bind and listen (returns once connections are accepted), then serve in a daemon thread."""
+        if self._thread is not None:
+            raise RuntimeError("simulator already started")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(128)
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._thread = threading.Thread(target=self._run, name=f"smsc-simulator:{self.port}", daemon=True)
+        self._thread.start()
+        logger.info("SMSC simulator listening on %s:%s (system_id %s)", self.host, self.port, self.config.system_id)
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the listening socket; returns when the I/O thread has ended."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._close_all()
+            return
+        self._stopping = True
+        self._wake()
+        thread.join(timeout=10)
+        if thread.is_alive():
+            logger.error("SMSC simulator thread did not stop within 10 s")
+
+    @property
+    def running(self) -> bool:
+        """The I/O thread is serving."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> SMSCSimulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- what tests and operators look at -------------------------------------------------------
+
+    @property
+    def received(self) -> list[ReceivedSubmit]:
+        """The accepted submits, oldest first (a copy)."""
+        with self._lock:
+            return list(self._received)
+
+    def stats(self) -> SimulatorStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            snapshot = SimulatorStats(**{f.name: getattr(self._stats, f.name) for f in fields(SimulatorStats)})
+        snapshot.deliveries_held = len(self._held)
+        return snapshot
+
+    def send_mo(self, source: str, destination: str, text: str) -> None:
+        """Deliver a mobile-originated message (a handset's reply) to a bound receiver.
+
+        ASCII goes as data_coding 0, anything else as UCS-2 (8); over 140 bytes it travels in
+        message_payload. Held until a receiver binds if none is bound.
+        """
+        try:
+            data, coding = text.encode("ascii"), 0
+        except UnicodeEncodeError:
+            data, coding = text.encode("utf-16-be"), DATA_CODING_UCS2
+        sm = ShortMessagePdu(source_addr=source, destination_addr=destination, data_coding=coding, source_addr_ton=1, source_addr_npi=1)
+        if len(data) > 140:
+            sm.tlvs[TAG_MESSAGE_PAYLOAD] = data
+        else:
+            sm.short_message = data
+        delivery = _Delivery(encode_short_message(sm), is_receipt=False, origin=0)
+        self._call(lambda: self._send_delivery(delivery))
+
+    def send_receipt(self, message_id: str, stat: str = "DELIVRD", err: str = "000", source: str = "", destination: str = "") -> None:
+        """Deliver a receipt for any message id (e.g. one the client never submitted)."""
+        now = time.time()
+        delivery = self._make_receipt(message_id, stat, err, source, destination, now, now, "", origin=0)
+        self._call(lambda: self._send_delivery(delivery))
+
+    def drop_connections(self) -> None:
+        """Reset every TCP connection at once, as a network failure would; returns when done."""
+
+        def drop_all() -> None:
+            for session in list(self._sessions.values()):
+                self._close(session, "dropped on request", abrupt=True)
+
+        self._call(drop_all)
+
+    # --- plumbing to the I/O thread -------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):  # a full buffer means the thread is awake already
+                self._wake_w.send(b"\0")
+
+    def _call(self, action: Callable[[], object], timeout: float = 5.0) -> None:
+        if not self.running:
+            raise RuntimeError("simulator is not running")
+        done = threading.Event()
+        self._commands.append((action, done))
+        self._wake()
+        if not done.wait(timeout):
+            raise TimeoutError("simulator did not run the command in time")
+
+    # --- the I/O thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        selector = self._selector
+        assert selector is not None
+        idle_timeout = self.config.idle_timeout
+        try:
+            while not self._stopping:
+                timeout = 1.0 if idle_timeout is None else min(1.0, idle_timeout / 4)
+                if self._timers:
+                    timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
+                for key, mask in selector.select(timeout):
+                    target = key.data
+                    if target is None:
+                        self._accept()
+                    elif target == _WAKE:
+                        self._run_commands()
+                    else:
+                        assert isinstance(target, _Session)
+                        if target.closed:
+                            continue
+                        if mask & selectors.EVENT_READ:
+                            self._read(target)
+                        if mask & selectors.EVENT_WRITE and not target.closed:
+                            self._dirty.add(target)
+                now = time.monotonic()
+                if self._timers and self._timers[0][0] <= now:
+                    self._fire_timers(now)
+                if idle_timeout is not None:
+                    for session in [s for s in self._sessions.values() if now - s.last_rx > idle_timeout]:
+                        self._close(session, f"idle for {idle_timeout} s")
+                if self._dirty:
+                    for session in list(self._dirty):
+                        self._flush(session)
+        except Exception:
+            logger.exception("SMSC simulator I/O thread failed")
+        finally:
+            for _action, done in self._commands:
+                done.set()
+            self._close_all()
+
+    def _close_all(self) -> None:
+        for session in list(self._sessions.values()):
+            self._close(session, "simulator stopped", redeliver=False)
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        if self._selector is not None:
+            self._selector.close()
+        self._listener = self._wake_r = self._wake_w = None
+        self._selector = None
+
+    def _run_commands(self) -> None:
+        assert self._wake_r is not None
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._commands:
+            action, done = self._commands.popleft()
+            try:
+                action()
+            except Exception:
+                logger.exception("SMSC simulator command failed")
+            finally:
+                done.set()
+
+    def _accept(self) -> None:
+        assert self._listener is not None and self._selector is not None
+        while True:
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            session = _Session(next(self._session_numbers), sock, f"{address[0]}:{address[1]}", time.monotonic())
+            self._sessions[session.id] = session
+            self._selector.register(sock, selectors.EVENT_READ, session)
+            self._stats.connections += 1
+            logger.info("SMSC simulator: connection %d from %s", session.id, session.peer)
+
+    def _close(self, session: _Session, reason: str, abrupt: bool = False, redeliver: bool = True) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        if self._selector is not None:
+            self._selector.unregister(session.sock)
+        if abrupt:  # RST instead of FIN, and nothing left in our buffers goes out
+            session.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        session.sock.close()
+        self._sessions.pop(session.id, None)
+        self._dirty.discard(session)
+        with self._lock:
+            self._stats.connections -= 1
+            self._stats.deliveries_unacked -= len(session.unacked)
+        logger.info("SMSC simulator: connection %d closed (%s)", session.id, reason)
+        if redeliver and self.config.redeliver_unacked and session.unacked:
+            self._held.extend(session.unacked.values())
+            self._drain_held()
+        session.unacked.clear()
+
+    def _read(self, session: _Session) -> None:
+        try:
+            data = session.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._close(session, f"receive failed: {exc}")
+            return
+        if not data:
+            self._close(session, "closed by the ESME")
+            return
+        now = time.monotonic()
+        session.last_rx = now
+        session.inbuf += data
+        try:
+            pdus = split_pdus(session.inbuf)
+        except PduError as exc:
+            self._write(session, encode_pdu(GENERIC_NACK, 0, status=ESME_RINVCMDLEN))
+            session.inbuf.clear()
+            session.closing = True
+            logger.warning("SMSC simulator: connection %d sent garbage (%s)", session.id, exc)
+            return
+        for command_id, status, sequence, body in pdus:
+            try:
+                self._handle(session, command_id, status, sequence, body, now)
+            except Exception:
+                logger.exception("SMSC simulator: connection %d, PDU 0x%08X failed", session.id, command_id)
+                self._close(session, "internal error", abrupt=True)
+            if session.closed or session.closing:
+                break
+
+    def _write(self, session: _Session, data: bytes) -> None:
+        session.outbuf += data
+        self._dirty.add(session)
+
+    def _flush(self, session: _Session) -> None:
+        self._dirty.discard(session)
+        if session.closed:
+            return
+        sent = 0
+        if session.outbuf:
+            try:
+                sent = session.sock.send(session.outbuf)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._close(session, f"send failed: {exc}")
+                return
+            del session.outbuf[:sent]
+        want_write = bool(session.outbuf)
+        if want_write != session.want_write and self._selector is not None:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            self._selector.modify(session.sock, events, session)
+            session.want_write = want_write
+        if not want_write:
+            session.awaiting_resp -= session.resp_in_outbuf
+            session.resp_in_outbuf = 0
+            if session.closing:
+                self._close(session, "unbound")
+
+    def _handle(self, session: _Session, command_id: int, status: int, sequence: int, body: bytes, now: float) -> None:
+        if command_id == SUBMIT_SM:
+            self._submit(session, sequence, body, now)
+        elif command_id == DELIVER_SM_RESP:
+            delivery = session.unacked.pop(sequence, None)
+            if delivery is not None:
+                with self._lock:
+                    self._stats.deliveries_unacked -= 1
+                    if status == ESME_ROK:
+                        self._stats.deliveries_acked += 1
+                if status != ESME_ROK:  # the ESME could not take it now: try again in a second
+                    self._schedule(now + 1.0, delivery)
+        elif command_id == ENQUIRE_LINK:
+            self._stats.enquire_links += 1
+            self._write(session, encode_pdu(ENQUIRE_LINK_RESP, sequence))
+        elif command_id in _BIND_MODES:
+            self._bind(session, command_id, sequence, body)
+        elif command_id == UNBIND:
+            self._write(session, encode_pdu(UNBIND_RESP, sequence))
+            session.closing = True
+        elif command_id & RESPONSE_BIT:
+            pass  # enquire_link_resp, unbind_resp, generic_nack: nothing to do
+        else:
+            self._stats.generic_nacks += 1
+            self._write(session, encode_pdu(GENERIC_NACK, sequence, status=ESME_RINVCMDID))
+
+    def _bind(self, session: _Session, command_id: int, sequence: int, body: bytes) -> None:
+        response_id = command_id | RESPONSE_BIT
+        if session.mode is not None:
+            self._write(session, encode_pdu(response_id, sequence, status=ESME_RALYBND))
+            return
+        try:
+            request = decode_bind(body)
+        except PduError:
+            self._write(session, encode_pdu(response_id, sequence, status=ESME_RSYSERR))
+            return
+        config = self.config
+        # Compare both, always: no early exit that tells a wrong system_id from a wrong password.
+        id_ok = hmac.compare_digest(request.system_id.encode(), config.system_id.encode())
+        password_ok = hmac.compare_digest(request.password.encode(), config.password.encode())
+        if not (id_ok and password_ok):
+            self._stats.bind_failures += 1
+            logger.warning("SMSC simulator: connection %d bind refused for system_id %r", session.id, request.system_id)
+            self._write(session, encode_pdu(response_id, sequence, status=ESME_RBINDFAIL))
+            return
+        session.mode = _BIND_MODES[command_id]
+        self._stats.binds += 1
+        logger.info("SMSC simulator: connection %d bound as %s (%s)", session.id, request.system_id, session.mode)
+        self._write(session, encode_pdu(response_id, sequence, cstring("SMSCSIM") + encode_tlv(TAG_SC_INTERFACE_VERSION, b"\x34")))
+        if session.can_receive:
+            self._drain_held()
+
+    def _take_token(self, now: float) -> bool:
+        rate = self.config.max_tps
+        if rate is None:
+            return True
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _submit(self, session: _Session, sequence: int, body: bytes, now: float) -> None:
+        if session.mode not in ("transceiver", "transmitter"):
+            self._write(session, encode_pdu(SUBMIT_SM_RESP, sequence, status=ESME_RINVBNDSTS))
+            return
+        session.awaiting_resp += 1
+        if session.awaiting_resp > self._stats.max_outstanding:
+            self._stats.max_outstanding = session.awaiting_resp
+        config = self.config
+        self._submit_count += 1
+        self._stats.submits += 1
+        try:
+            sm = decode_short_message(body)
+        except PduError:
+            self._respond_submit(session, sequence, ESME_RSYSERR, now)
+            return
+        every = config.disconnect_after
+        drop = every is not None and (self._submit_count == every or (config.disconnect_repeat and self._submit_count % every == 0))
+        if not drop:
+            if not self._take_token(now):
+                self._stats.throttled += 1
+                self._respond_submit(session, sequence, ESME_RTHROTTLED, now)
+                return
+            if config.reject_rate and self._rng.random() < config.reject_rate:
+                self._stats.rejected += 1
+                self._respond_submit(session, sequence, ESME_RSUBMITFAIL, now)
+                return
+        number = self._next_id
+        self._next_id += 1
+        message_id = format(number, "x") if config.message_id_format == "hex" else str(number)
+        concat, text = parse_concatenation(sm.esm_class, sm.payload())
+        record = ReceivedSubmit(
+            message_id,
+            sm.source_addr,
+            sm.destination_addr,
+            sm.esm_class,
+            sm.data_coding,
+            sm.short_message,
+            concat,
+            sm.registered_delivery,
+            datetime.now(UTC),
+            session.id,
+        )
+        with self._lock:
+            self._received.append(record)
+            self._stats.accepted += 1
+        failed = bool(config.fail_rate) and self._rng.random() < config.fail_rate
+        stat, err = ("UNDELIV", "001") if failed else ("DELIVRD", "000")
+        if config.carrier_report is not None:
+            stat, err = config.carrier_report(record) or (stat, err)
+        wanted = sm.registered_delivery & 0x03
+        if wanted == 1 or (wanted == 2 and stat != "DELIVRD") or (wanted == 3 and stat == "DELIVRD"):
+            receipt_id = message_id
+            if config.receipt_id_format == "hex":
+                receipt_id = format(number, "x")
+            elif config.receipt_id_format == "decimal":
+                receipt_id = str(number)
+            preview = decode_text(sm.data_coding, text)[:20].encode("ascii", "replace").decode("ascii")
+            job = _ReceiptJob(receipt_id, stat, err, sm.destination_addr, sm.source_addr, time.time(), preview, session.id)
+            self._stats.receipts_scheduled += 1
+            self._schedule(now + config.receipt_delay, job)
+        if drop:
+            self._stats.disconnects_injected += 1
+            self._flush(session)  # the answers to earlier submits went out; this one's never does
+            self._close(session, f"fault injected after submit {self._submit_count}", abrupt=True)
+            return
+        self._respond_submit(session, sequence, ESME_ROK, now, cstring(message_id))
+
+    def _respond_submit(self, session: _Session, sequence: int, status: int, now: float, body: bytes = b"") -> None:
+        pdu = encode_pdu(SUBMIT_SM_RESP, sequence, body, status)
+        if self.config.response_delay:
+            self._schedule(now + self.config.response_delay, _HeldResponse(session, pdu))
+        else:
+            session.resp_in_outbuf += 1
+            self._write(session, pdu)
+
+    def _schedule(self, due: float, what: _HeldResponse | _ReceiptJob | _Delivery) -> None:
+        heapq.heappush(self._timers, (due, next(self._timer_numbers), what))
+
+    def _fire_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            what = heapq.heappop(timers)[2]
+            if isinstance(what, _HeldResponse):
+                if not what.session.closed:
+                    what.session.resp_in_outbuf += 1
+                    self._write(what.session, what.pdu)
+            elif isinstance(what, _ReceiptJob):
+                self._stats.receipts_scheduled -= 1
+                receipt = self._make_receipt(
+                    what.receipt_id, what.stat, what.err, what.handset, what.sender, what.submitted, time.time(), what.preview, what.origin
+                )
+                self._send_delivery(receipt)
+            else:  # a delivery the ESME refused, once more
+                self._send_delivery(what)
+
+    def _make_receipt(
+        self, message_id: str, stat: str, err: str, handset: str, sender: str, submitted: float, done: float, preview: str, origin: int
+    ) -> _Delivery:
+        text = _receipt_text(message_id, stat, err, submitted, done, preview).encode("ascii", "replace")
+        sm = ShortMessagePdu(source_addr=handset, destination_addr=sender, esm_class=ESM_DELIVERY_RECEIPT, short_message=text)
+        if self.config.receipt_tlvs:
+            sm.tlvs[TAG_RECEIPTED_MESSAGE_ID] = cstring(message_id)
+            sm.tlvs[TAG_MESSAGE_STATE] = bytes((STATE_OF_STAT.get(stat, 5),))
+        return _Delivery(encode_short_message(sm), is_receipt=True, origin=origin)
+
+    def _send_delivery(self, delivery: _Delivery) -> None:
+        """Send a deliver_sm to the connection the submit came on if it can receive, else any receiver."""
+        target = self._sessions.get(delivery.origin)
+        if target is None or not target.can_receive or target.closing:
+            target = next((s for s in self._sessions.values() if s.can_receive and not s.closing), None)
+        if target is None:
+            self._held.append(delivery)
+            return
+        sequence = target.next_sequence()
+        target.unacked[sequence] = delivery
+        self._write(target, encode_pdu(DELIVER_SM, sequence, delivery.body))
+        with self._lock:
+            self._stats.deliveries_unacked += 1
+            if delivery.is_receipt:
+                self._stats.receipts_sent += 1
+            else:
+                self._stats.mo_sent += 1
+
+    def _drain_held(self) -> None:
+        if not any(s.can_receive and not s.closing for s in self._sessions.values()):
+            return
+        held, self._held = self._held, deque()
+        for delivery in held:
+            self._send_delivery(delivery)
+
+
+def serve_forever(
+    config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 2775, stop: threading.Event | None = None
+) -> None:
+    """Run the simulator until Ctrl-C (or `stop` is set), logging throughput once a minute.
+
+    For `flask smsc simulate --port 2775`; a long run keeps only the latest `keep_received` submits.
+    """
+    simulator = SMSCSimulator(config or SimulatorConfig(), host, port).start()
+    stop = stop or threading.Event()
+    last, last_at = 0, time.monotonic()
+    try:
+        while simulator.running and not stop.wait(60.0):
+            stats = simulator.stats()
+            now = time.monotonic()
+            logger.info(
+                "SMSC simulator: %d connections, %.0f submits/s over the last minute, %d accepted, %d receipts sent, %d unacked",
+                stats.connections,
+                (stats.submits - last) / (now - last_at),
+                stats.accepted,
+                stats.receipts_sent,
+                stats.deliveries_unacked,
+            )
+            last, last_at = stats.submits, now
+    except KeyboardInterrupt:
+        logger.info("SMSC simulator: interrupted")
+    finally:
+        simulator.stop()
+        logger.info("SMSC simulator stopped: %s", simulator.stats())
+
+
+__all__ = ["ReceivedSubmit", "SMSCSimulator", "SimulatorConfig", "SimulatorStats", "serve_forever"]

@@ -1,0 +1,366 @@
+"""The SMSC simulator as an ESME sees it on the wire: a raw SMPP client, no link logic in between."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from dispatch.simulator import ReceivedSubmit, SimulatorConfig, SMSCSimulator
+from dispatch.smpp_link import (
+    BIND_RECEIVER,
+    BIND_TRANSCEIVER,
+    BIND_TRANSMITTER,
+    DELIVER_SM,
+    DELIVER_SM_RESP,
+    ENQUIRE_LINK,
+    ENQUIRE_LINK_RESP,
+    ESM_UDHI,
+    ESME_RBINDFAIL,
+    ESME_RINVBNDSTS,
+    ESME_RINVCMDID,
+    ESME_ROK,
+    ESME_RSUBMITFAIL,
+    ESME_RTHROTTLED,
+    GENERIC_NACK,
+    SUBMIT_SM,
+    SUBMIT_SM_RESP,
+    TAG_MESSAGE_STATE,
+    TAG_RECEIPTED_MESSAGE_ID,
+    UNBIND,
+    UNBIND_RESP,
+    BindRequest,
+    ShortMessagePdu,
+    decode_short_message,
+    encode_bind,
+    encode_pdu,
+    encode_short_message,
+    read_cstring,
+    take_pdu,
+)
+
+Pdu = tuple[int, int, int, bytes]  # command_id, status, sequence, body
+RECEIPT_TEXT = re.compile(r"id:(\w+) sub:001 dlvrd:(\d{3}) submit date:\d{10} done date:\d{10} stat:(\w+) err:(\d{3}) text:(.*)")
+
+
+class RawEsme:
+    """A bare SMPP client: send a PDU, read the next one (blocking, with a timeout)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=3)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray()
+        self.sequence = 0
+
+    def send(self, command_id: int, body: bytes = b"", sequence: int | None = None) -> int:
+        if sequence is None:
+            self.sequence += 1
+            sequence = self.sequence
+        self.sock.sendall(encode_pdu(command_id, sequence, body))
+        return sequence
+
+    def read(self) -> Pdu:
+        while (pdu := take_pdu(self.buffer)) is None:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the SMSC")
+            self.buffer += data
+        return pdu
+
+    def bind(self, command_id: int = BIND_TRANSCEIVER, password: str = "secret") -> int:
+        self.send(command_id, encode_bind(BindRequest("backoffice", password)))
+        return self.read()[1]
+
+    def submit(self, text: bytes = b"hello", registered_delivery: int = 1, esm_class: int = 0, destination: str = "13800138000") -> int:
+        sm = ShortMessagePdu("10690001", destination, text, esm_class=esm_class, registered_delivery=registered_delivery)
+        return self.send(SUBMIT_SM, encode_short_message(sm))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def smsc() -> Iterator[Callable[..., SMSCSimulator]]:
+    started: list[SMSCSimulator] = []
+
+    def start(**config: Any) -> SMSCSimulator:
+        simulator = SMSCSimulator(SimulatorConfig(**{"receipt_delay": 0.0, **config})).start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()
+
+
+@pytest.fixture
+def esme() -> Iterator[Callable[[SMSCSimulator], RawEsme]]:
+    clients: list[RawEsme] = []
+
+    def connect(simulator: SMSCSimulator) -> RawEsme:
+        clients.append(RawEsme(simulator.port))
+        return clients[-1]
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def test_bind_checks_system_id_and_password(smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]) -> None:
+    simulator = smsc(password="s3cret")
+    client = esme(simulator)
+    assert client.bind(password="secret") == ESME_RBINDFAIL
+    client.submit()
+    assert client.read()[:2] == (SUBMIT_SM_RESP, ESME_RINVBNDSTS)  # still unbound
+    assert client.bind(password="s3cret") == ESME_ROK
+    assert (simulator.stats().binds, simulator.stats().bind_failures) == (1, 1)
+
+
+def test_a_receiver_cannot_submit(smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]) -> None:
+    client = esme(smsc())
+    assert client.bind(BIND_RECEIVER) == ESME_ROK
+    client.submit()
+    assert client.read()[:2] == (SUBMIT_SM_RESP, ESME_RINVBNDSTS)
+
+
+@pytest.mark.parametrize(("id_format", "pattern"), [("hex", r"[0-9a-f]+"), ("decimal", r"[0-9]+")])
+def test_message_ids_are_unique_and_in_the_configured_format(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme], id_format: str, pattern: str
+) -> None:
+    simulator = smsc(message_id_format=id_format, message_id_start=0xFFF0)
+    client = esme(simulator)
+    client.bind()
+    sequences = [client.submit(registered_delivery=0) for _ in range(30)]
+    responses = [client.read() for _ in sequences]
+    assert [(c, s, q) for c, s, q, _ in responses] == [(SUBMIT_SM_RESP, ESME_ROK, q) for q in sequences]
+    ids = [read_cstring(body) for *_, body in responses]
+    assert all(re.fullmatch(pattern, i) for i in ids) and len(set(ids)) == 30
+    assert ids == [r.message_id for r in simulator.received]
+    assert "fff0" in ids if id_format == "hex" else str(0xFFF0) in ids
+
+
+@pytest.mark.parametrize("tlvs", [True, False])
+def test_a_receipt_follows_when_asked_for_and_is_tracked_until_answered(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme], tlvs: bool
+) -> None:
+    simulator = smsc(receipt_tlvs=tlvs)
+    client = esme(simulator)
+    client.bind()
+    client.submit(b"Your code is 4711, valid for 5 minutes")
+    message_id = read_cstring(client.read()[3])
+    command_id, _, sequence, body = client.read()
+    receipt = decode_short_message(body)
+
+    assert command_id == DELIVER_SM and receipt.esm_class == 0x04
+    assert (receipt.source_addr, receipt.destination_addr) == ("13800138000", "10690001")
+    fields = RECEIPT_TEXT.fullmatch(receipt.short_message.decode("ascii"))
+    assert fields is not None and fields.groups() == (message_id, "001", "DELIVRD", "000", "Your code is 4711, v")
+    if tlvs:
+        assert receipt.tlvs == {TAG_RECEIPTED_MESSAGE_ID: message_id.encode() + b"\0", TAG_MESSAGE_STATE: b"\x02"}
+    else:
+        assert receipt.tlvs == {}
+    assert simulator.stats().deliveries_unacked == 1
+    client.send(DELIVER_SM_RESP, b"\0", sequence=sequence)
+    client.send(ENQUIRE_LINK)  # a round trip, so the resp above has been read
+    assert client.read()[0] == ENQUIRE_LINK_RESP
+    assert (simulator.stats().deliveries_unacked, simulator.stats().deliveries_acked) == (0, 1)
+
+
+def test_registered_delivery_decides_which_receipts_come(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    simulator = smsc(carrier_report=lambda s: ("UNDELIV", "002") if s.destination.endswith("9") else None)
+    client = esme(simulator)
+    client.bind()
+    client.submit(registered_delivery=0, destination="13800000001")  # none
+    client.submit(registered_delivery=2, destination="13800000002")  # failures only: delivered, so none
+    client.submit(registered_delivery=2, destination="13800000009")  # failures only: failed
+    client.submit(registered_delivery=1, destination="13800000003")  # always
+    pdus = [client.read() for _ in range(6)]
+    receipts = [decode_short_message(body) for command_id, _, _, body in pdus if command_id == DELIVER_SM]
+    assert [(r.source_addr, r.short_message.split(b" stat:")[1][:15]) for r in receipts] == [
+        ("13800000009", b"UNDELIV err:002"),
+        ("13800000003", b"DELIVRD err:000"),
+    ]
+
+
+def test_faults_are_the_same_for_the_same_seed(smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]) -> None:
+    def run() -> tuple[list[int], list[str]]:
+        simulator = smsc(seed=42, reject_rate=0.3, fail_rate=0.3)
+        client = esme(simulator)
+        client.bind()
+        for _ in range(40):
+            client.submit()
+        statuses, stats = [], []
+        while len(statuses) < 40 or len(stats) < statuses.count(ESME_ROK):
+            command_id, status, sequence, body = client.read()
+            if command_id == SUBMIT_SM_RESP:
+                statuses.append(status)
+            else:
+                stats.append(decode_short_message(body).short_message.split(b" stat:")[1][:7].decode())
+                client.send(DELIVER_SM_RESP, b"\0", sequence=sequence)
+        return statuses, stats
+
+    first, second = run(), run()
+    assert first == second
+    statuses, stats = first
+    assert set(statuses) == {ESME_ROK, ESME_RSUBMITFAIL} and 5 <= statuses.count(ESME_RSUBMITFAIL) <= 20
+    assert set(stats) == {"DELIVRD", "UNDELIV"}
+
+
+def test_above_max_tps_submits_are_throttled(smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]) -> None:
+    simulator = smsc(max_tps=5)
+    client = esme(simulator)
+    client.bind()
+    for _ in range(8):
+        client.submit(registered_delivery=0)
+    statuses = [client.read()[1] for _ in range(8)]
+    assert statuses == [ESME_ROK] * 5 + [ESME_RTHROTTLED] * 3
+    assert (simulator.stats().throttled, len(simulator.received)) == (3, 5)
+
+
+def test_the_link_is_dropped_after_n_submits_without_an_answer_to_the_last(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    simulator = smsc(disconnect_after=3)
+    client = esme(simulator)
+    client.bind()
+    sm = encode_short_message(ShortMessagePdu("10690001", "13800138000", b"hi"))
+    client.sock.sendall(b"".join(encode_pdu(SUBMIT_SM, n, sm) for n in range(10, 15)))  # five submits in one write
+    answers = []
+    with pytest.raises(OSError):  # reset by peer, or end of stream
+        while True:
+            answers.append(client.read()[0])
+    assert answers == [SUBMIT_SM_RESP, SUBMIT_SM_RESP]
+    assert len(simulator.received) == 3  # the third was taken; the fourth and fifth never read
+    assert simulator.stats().disconnects_injected == 1
+    second = esme(simulator)  # "once": the next connection is not dropped
+    second.bind()
+    for _ in range(4):
+        second.submit(registered_delivery=0)
+    assert [second.read()[1] for _ in range(4)] == [ESME_ROK] * 4
+
+
+def test_unknown_commands_get_a_generic_nack(smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]) -> None:
+    client = esme(smsc())
+    client.bind()
+    sequence = client.send(0x00000099)
+    assert client.read()[:3] == (GENERIC_NACK, ESME_RINVCMDID, sequence)
+
+
+def test_enquire_link_is_answered_and_unbind_closes(smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]) -> None:
+    simulator = smsc()
+    client = esme(simulator)
+    sequence = client.send(ENQUIRE_LINK)  # allowed before bind, too
+    assert client.read()[:3] == (ENQUIRE_LINK_RESP, ESME_ROK, sequence)
+    client.bind()
+    sequence = client.send(UNBIND)
+    assert client.read()[:3] == (UNBIND_RESP, ESME_ROK, sequence)
+    assert client.sock.recv(1) == b""
+    assert simulator.stats().enquire_links == 1
+
+
+def test_every_part_of_a_concatenated_message_gets_its_own_id_and_receipt(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    simulator = smsc()
+    client = esme(simulator)
+    client.bind()
+    for n in (1, 2, 3):
+        client.submit(bytes((5, 0, 3, 0x42, 3, n)) + f"part {n}".encode(), esm_class=ESM_UDHI)
+    pdus = [client.read() for _ in range(6)]
+    ids = [read_cstring(body) for command_id, _, _, body in pdus if command_id == SUBMIT_SM_RESP]
+    receipted = [
+        read_cstring(decode_short_message(body).tlvs[TAG_RECEIPTED_MESSAGE_ID])
+        for command_id, _, _, body in pdus
+        if command_id == DELIVER_SM
+    ]
+    received: list[ReceivedSubmit] = simulator.received
+    assert len(set(ids)) == 3 and sorted(receipted) == sorted(ids)
+    assert [(r.udh, r.short_message[6:]) for r in received] == [((0x42, 3, n), f"part {n}".encode()) for n in (1, 2, 3)]
+
+
+def test_receipts_wait_for_a_receiver_and_unanswered_ones_are_redelivered(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    simulator = smsc()
+    transmitter = esme(simulator)
+    transmitter.bind(BIND_TRANSMITTER)
+    transmitter.submit()
+    message_id = read_cstring(transmitter.read()[3])
+    transmitter.send(ENQUIRE_LINK)
+    assert transmitter.read()[0] == ENQUIRE_LINK_RESP  # nothing but that: a transmitter gets no receipts
+    assert simulator.stats().deliveries_held == 1
+
+    receiver = esme(simulator)
+    receiver.bind(BIND_RECEIVER)
+    command_id, _, _, body = receiver.read()
+    assert command_id == DELIVER_SM and read_cstring(decode_short_message(body).tlvs[TAG_RECEIPTED_MESSAGE_ID]) == message_id
+    receiver.close()  # without answering it
+
+    again = esme(simulator)
+    again.bind(BIND_RECEIVER)
+    command_id, _, sequence, body = again.read()
+    assert command_id == DELIVER_SM and read_cstring(decode_short_message(body).tlvs[TAG_RECEIPTED_MESSAGE_ID]) == message_id
+    assert simulator.stats().receipts_sent == 2
+
+
+def test_a_mobile_originated_message_is_sent_in_ucs2_when_not_ascii(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    simulator = smsc()
+    client = esme(simulator)
+    client.bind()
+    simulator.send_mo("13800138000", "10690001", "退订")
+    command_id, _, _, body = client.read()
+    mo = decode_short_message(body)
+    assert command_id == DELIVER_SM
+    assert (mo.esm_class, mo.data_coding, mo.short_message.decode("utf-16-be")) == (0, 8, "退订")
+    assert (mo.source_addr, mo.destination_addr) == ("13800138000", "10690001")
+
+
+def test_drop_connections_resets_every_link(smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]) -> None:
+    simulator = smsc()
+    clients = [esme(simulator) for _ in range(3)]
+    for client in clients:
+        client.bind()
+    simulator.drop_connections()
+    for client in clients:
+        with pytest.raises(OSError):
+            client.read()
+    assert simulator.stats().connections == 0
+
+
+def test_stop_closes_the_listening_socket() -> None:
+    with SMSCSimulator() as simulator:
+        port = simulator.port
+        assert simulator.running
+    assert not simulator.running
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_a_third_party_client_can_bind_submit_and_get_its_receipt(smsc: Callable[..., SMSCSimulator]) -> None:
+    """smpplib's own client, not our codec, on both ends of the conversation."""
+    import smpplib.client
+
+    simulator = smsc()
+    receipts: list[Any] = []
+    client = smpplib.client.Client("127.0.0.1", simulator.port, timeout=3, allow_unknown_opt_params=True)
+    client.set_message_received_handler(lambda pdu: receipts.append(pdu))
+    client.set_message_sent_handler(lambda pdu: None)
+    client.connect()
+    try:
+        client.bind_transceiver(system_id="backoffice", password="secret")
+        client.send_message(source_addr="10690001", destination_addr="13800138000", short_message=b"hello", registered_delivery=1)
+        while not receipts:
+            client.read_once()
+        [receipt] = receipts
+        assert receipt.receipted_message_id.decode() == simulator.received[0].message_id
+        assert receipt.message_state == 2 and receipt.esm_class == 4
+        client.unbind()
+    finally:
+        client.disconnect()
