@@ -45,13 +45,14 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from backoffice import auth, finance, portal, sales
+    from backoffice import admin, auth, finance, portal, sales
     from backoffice.cli import register_cli
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(sales.bp)
     app.register_blueprint(portal.bp)
     app.register_blueprint(finance.bp)
+    app.register_blueprint(admin.bp)
     register_cli(app)
     _error_handlers(app)
 

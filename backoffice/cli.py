@@ -49,8 +49,12 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return raw
 
 
-def busy_error() -> DomainError:
+def busy_error(exc: Exception) -> DomainError:
+    """The database is locked by other writers: nothing was changed, try again. Any other
+    operational error (a missing table, a lost connection) is not "busy" and is raised."""
     db.session.rollback()
+    if not any(word in str(exc).lower() for word in ("locked", "busy", "could not obtain lock", "deadlock")):
+        raise exc
     error = DomainError("系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试")
     error.status, error.code = 503, "busy"
     return error
@@ -99,6 +103,7 @@ ledger_cli = AppGroup("ledger", help="账簿（beancount）")
 jobs_cli = AppGroup("jobs", help="定时任务")
 demo_cli = AppGroup("demo", help="演示数据")
 user_cli = AppGroup("user", help="员工账号")
+finance_cli = AppGroup("finance", help="财务：到账登记与确认、对账单导入、发票、通知")
 
 
 @contract_cli.command("templates")
@@ -153,8 +158,8 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
         db.session.commit()
     except DomainError as error:
         _fail(error, as_json)
-    except sa.exc.OperationalError:
-        _fail(busy_error(), as_json)
+    except sa.exc.OperationalError as exc:
+        _fail(busy_error(exc), as_json)
     except BaseException:
         db.session.rollback()  # discards staged files too: a crash leaves nothing behind
         raise
@@ -291,7 +296,13 @@ def ledger_rebuild(replace: bool) -> None:
             root.rename(backup)
         staging.rename(root)
         click.echo(f"已用重建的账簿替换；原账簿保存在 {backup}")
-        return
+        # Check the new books at once: this also stores the month summaries, so the next check
+        # (finance's, or the nightly one) does not pay for loading the whole year again.
+        from ledger import check_books
+
+        problems = check_books(root / "main.beancount")
+        click.echo("重建的账簿检查通过" if not problems else "重建的账簿有问题：\n" + "\n".join(problems))
+        sys.exit(0 if not problems else 1)
     shutil.rmtree(staging)
     sys.exit(0 if not differing else 1)
 
@@ -374,6 +385,306 @@ def user_create(username: str, role: str, display_name: str, password: str) -> N
     click.echo(f"已创建 {role} 用户 {username}")
 
 
+def _finance_actor(username: str | None) -> str:
+    """Who acts: a named finance (or admin) staff user, so four-eyes holds on the command line
+    too; without --by, the operating-system user."""
+    from backoffice.models import StaffUser
+
+    if not username:
+        return _actor()
+    user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == username))
+    if user is None or user.role not in ("finance", "admin") or not user.active:
+        raise ValidationFailed({"by": f"{username} 不是有效的财务人员账号"})
+    return f"staff:{username}"
+
+
+def _receipt_json(r: Any) -> dict[str, Any]:
+    from backoffice.money import format_money
+
+    return {
+        "id": r.id, "account_code": r.account.code, "amount": format_money(r.amount), "paid_on": r.paid_on.isoformat(),
+        "payer_name": r.payer_name, "bank": r.bank, "bank_reference": r.bank_reference, "status": r.status,
+        "status_name": r.status_name, "recorded_by": r.recorded_by, "approved_by": r.approved_by, "confirmed_by": r.confirmed_by,
+        "rejection_reason": r.rejection_reason, "reversal_reason": r.reversal_reason, "voucher": r.voucher_file,
+    }  # fmt: skip
+
+
+@finance_cli.command("receipt")
+@click.option("--account", "account_code", required=True, help="enterprise account code, e.g. E000001")
+@click.option("--amount", required=True, help="amount in 元, e.g. 1750.00")
+@click.option("--bank-ref", required=True, help="the bank's transaction reference")
+@click.option("--date", "paid_on", required=True, help="date of the transfer, YYYY-MM-DD")
+@click.option("--payer", default=None, help="payer name (default: the customer's name)")
+@click.option("--bank", default=None, help="receiving bank code (default: from the contract, else RECEIVING_BANK)")
+@click.option("--voucher", type=click.Path(dir_okay=False, path_type=Path), default=None, help="remittance voucher (PDF, PNG or JPEG)")
+@click.option("--by", "username", default=None, help="finance staff user recording it")
+@click.option("--json", "as_json", is_flag=True)
+def finance_receipt(
+    account_code: str, amount: str, bank_ref: str, paid_on: str, payer: str | None, bank: str | None,
+    voucher: Path | None, username: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Record a bank transfer (waits for finance to confirm it)."""
+    from backoffice.services.receipts import Voucher, record_receipt
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        actor = _finance_actor(username)
+        upload = None
+        if voucher is not None:
+            try:
+                upload = Voucher(voucher.name, voucher.read_bytes())
+            except OSError as exc:
+                raise ValidationFailed({"voucher": f"无法读取凭证文件：{exc.strerror}"}) from None
+        receipt = record_receipt(
+            db.session, account_code=account_code, amount=amount, paid_on=paid_on, payer_name=payer, bank_reference=bank_ref,
+            bank=bank or _receiving_bank(app, account_code), voucher=upload, recorded_by=actor,
+            documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
+        )  # fmt: skip
+        db.session.commit()
+    except DomainError as error:
+        _fail(error, as_json)
+    except sa.exc.OperationalError as exc:
+        _fail(busy_error(exc), as_json)
+    except BaseException:
+        db.session.rollback()
+        raise
+    _emit(
+        _receipt_json(receipt),
+        as_json,
+        f"已登记到账记录 {receipt.id}（{receipt.status_name}）：{receipt.account.code} {amount} 元，流水号 {receipt.bank_reference}",
+    )
+
+
+def _receiving_bank(app: Flask, account_code: str) -> str:
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.contracts import provider_settings
+    from backoffice.services.invoices import latest_contract
+    from backoffice.services.receipts import bank_code_for
+    from backoffice.services.templates import get_template
+
+    default = str(app.config["RECEIVING_BANK"])
+    account = db.session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == account_code))
+    contract = latest_contract(db.session, account) if account else None
+    if contract is None:
+        return default
+    try:
+        provider = provider_settings(db.session, get_template(contract.template_id))[0]
+    except DomainError:
+        return default
+    return bank_code_for(provider.get("bank_name"), default)
+
+
+def _confirmation_json(result: Any) -> dict[str, Any]:
+    from backoffice.money import format_money
+
+    inv = result.invoice
+    return {
+        "receipt": _receipt_json(result.receipt),
+        "credited": result.credited,
+        "already_confirmed": result.already,
+        "waiting_for_second_approval": result.receipt.status == "approved",
+        "balance": format_money(result.balance),
+        "account_status": result.receipt.account.status,
+        "invoice_number": inv.number if inv else None,
+        "invoice_pdf": inv.pdf_file if inv else None,
+    }
+
+
+@finance_cli.command("confirm")
+@click.argument("receipt_id")
+@click.option("--by", "username", default=None, help="finance staff user confirming it (four-eyes)")
+@click.option("--json", "as_json", is_flag=True)
+def finance_confirm(receipt_id: str, username: str | None, as_json: bool) -> None:
+    """Confirm a receipt: credit the account, book it, issue the invoice, notify the customer."""
+    from backoffice.money import format_money
+    from backoffice.services.receipts import confirm_receipt
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        result = confirm_receipt(
+            db.session, receipt_id, actor=_finance_actor(username), four_eyes_threshold=app.config["FOUR_EYES_THRESHOLD"],
+            documents_root=Path(app.config["DOCUMENTS_PATH"]),
+        )  # fmt: skip
+        db.session.commit()
+    except DomainError as error:
+        _fail(error, as_json)
+    except sa.exc.OperationalError as exc:
+        _fail(busy_error(exc), as_json)
+    except BaseException:
+        db.session.rollback()
+        raise
+    for warning in after_commit_catch_up(app):
+        click.echo(f"警告：{warning}", err=True)
+    r = result.receipt
+    if r.status == "approved":
+        text = f"到账记录 {r.id} 已初审（{r.approved_by}），金额超过四眼原则限额，须由另一位财务人员复核确认"
+    else:
+        prefix = "（此前已确认）" if result.already else ""
+        number = result.invoice.number if result.invoice else "无"
+        text = f"到账记录 {r.id} 已确认入账{prefix}：账户 {r.account.code} 可用余额 {format_money(result.balance)} 元，发票 {number}"
+    _emit(_confirmation_json(result), as_json, text)
+
+
+@finance_cli.command("reject")
+@click.argument("receipt_id")
+@click.option("--reason", required=True)
+@click.option("--by", "username", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def finance_reject(receipt_id: str, reason: str, username: str | None, as_json: bool) -> None:
+    """Reject a recorded receipt with a reason the customer sees."""
+    from backoffice.services.receipts import reject_receipt
+
+    try:
+        receipt = reject_receipt(db.session, receipt_id, reason=reason, actor=_finance_actor(username))
+        db.session.commit()
+    except DomainError as error:
+        _fail(error, as_json)
+    _emit(_receipt_json(receipt), as_json, f"到账记录 {receipt.id} 已驳回：{receipt.rejection_reason}")
+
+
+@finance_cli.command("reverse")
+@click.argument("receipt_id")
+@click.option("--reason", required=True)
+@click.option("--by", "username", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def finance_reverse(receipt_id: str, reason: str, username: str | None, as_json: bool) -> None:
+    """Reverse a confirmed receipt by a reversing entry (the invoice is voided)."""
+    from backoffice.services.receipts import reverse_receipt
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        receipt = reverse_receipt(db.session, receipt_id, reason=reason, actor=_finance_actor(username))
+        db.session.commit()
+    except DomainError as error:
+        _fail(error, as_json)
+    for warning in after_commit_catch_up(app):
+        click.echo(f"警告：{warning}", err=True)
+    _emit(_receipt_json(receipt), as_json, f"到账记录 {receipt.id} 已冲销：{receipt.reversal_reason}")
+
+
+@finance_cli.command("receipts")
+@click.option("--all", "show_all", is_flag=True, help="every receipt, not only the ones waiting for finance")
+@click.option("--json", "as_json", is_flag=True)
+def finance_receipts(show_all: bool, as_json: bool) -> None:
+    """The queue of receipts waiting for finance."""
+    from backoffice.models.finance import RECEIPT_STATUSES
+    from backoffice.services.receipts import receipt_queue
+
+    rows = receipt_queue(db.session, tuple(RECEIPT_STATUSES) if show_all else ("pending", "approved"))
+    payload = [_receipt_json(r) for r in rows]
+    text = "\n".join(
+        f"{r['id']:>6}  {r['account_code']}  {r['amount']:>12}  {r['paid_on']}  {r['bank_reference']}  {r['status_name']}" for r in payload
+    )
+    _emit(payload, as_json, text or "没有待确认的到账")
+
+
+@finance_cli.command("import-statement")
+@click.argument("statement_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--by", "username", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def finance_import_statement(statement_file: Path, username: str | None, as_json: bool) -> None:
+    """Import a bank statement (CSV: the generic layout or a bank's export) and propose matches."""
+    from backoffice.money import format_money
+    from backoffice.services.statements import import_statement, proposals
+
+    try:
+        try:
+            content = statement_file.read_bytes()
+        except OSError as exc:
+            raise ValidationFailed({"file": f"无法读取文件：{exc.strerror}"}) from None
+        record = import_statement(db.session, filename=statement_file.name, content=content, actor=_finance_actor(username))
+        db.session.commit()
+    except DomainError as error:
+        _fail(error, as_json)
+    except sa.exc.OperationalError as exc:
+        _fail(busy_error(exc), as_json)
+    ours = {line.id for line in record.lines}
+    found = [p for p in proposals(db.session) if p.line.id in ours]
+    payload = {
+        "statement_id": record.id, "layout": record.layout, "lines": record.line_count, "skipped_debits": record.skipped_debits,
+        "duplicate_lines": record.duplicate_lines,
+        "proposals": [
+            {"line_id": p.line.id, "line_no": p.line.line_no, "booked_on": p.line.booked_on.isoformat(), "amount": format_money(p.line.amount),
+             "payer_name": p.line.payer_name, "reference": p.line.reference, "receipt_id": p.receipt.id if p.receipt else None,
+             "account_code": p.account.code if p.account else None, "score": p.score, "reasons": p.reasons}
+            for p in found
+        ],
+    }  # fmt: skip
+    lines = [
+        f"已导入对账单（{record.layout}）：{record.line_count} 笔入账，跳过支出 {record.skipped_debits} 笔、重复 {record.duplicate_lines} 笔"
+    ]
+    for p in payload["proposals"]:
+        target = (
+            f"到账记录 {p['receipt_id']}" if p["receipt_id"] else (f"账户 {p['account_code']}（未登记）" if p["account_code"] else "无匹配")
+        )
+        lines.append(f"  第 {p['line_no']} 行 {p['amount']} 元 {p['payer_name']} → {target}：{'、'.join(p['reasons'])}")
+    _emit(payload, as_json, "\n".join(lines))
+
+
+@finance_cli.command("match")
+@click.argument("line_id")
+@click.argument("receipt_id")
+@click.option("--by", "username", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def finance_match(line_id: str, receipt_id: str, username: str | None, as_json: bool) -> None:
+    """Accept a proposed match: tie the statement line to the receipt and confirm the receipt."""
+    from backoffice.services.receipts import confirm_receipt
+    from backoffice.services.statements import match_line
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        actor = _finance_actor(username)
+        match_line(db.session, line_id, receipt_id, actor=actor)
+        result = confirm_receipt(
+            db.session,
+            receipt_id,
+            actor=actor,
+            four_eyes_threshold=app.config["FOUR_EYES_THRESHOLD"],
+            documents_root=Path(app.config["DOCUMENTS_PATH"]),
+        )
+        db.session.commit()
+    except DomainError as error:
+        _fail(error, as_json)
+    except sa.exc.OperationalError as exc:
+        _fail(busy_error(exc), as_json)
+    for warning in after_commit_catch_up(app):
+        click.echo(f"警告：{warning}", err=True)
+    _emit(_confirmation_json(result), as_json, f"已匹配并确认到账记录 {result.receipt.id}（{result.receipt.status_name}）")
+
+
+@finance_cli.command("invoices")
+@click.option("--overdue", is_flag=True, help="only unpaid invoices past their due date")
+@click.option("--json", "as_json", is_flag=True)
+def finance_invoices(overdue: bool, as_json: bool) -> None:
+    """Invoices, newest first, with their payment status (overdue ones marked)."""
+    from backoffice.clock import local_today
+    from backoffice.money import format_money
+    from backoffice.services.invoices import invoice_list
+
+    today = local_today()
+    rows = [
+        {"number": i.number, "account_code": i.account.code, "amount": format_money(i.amount), "issued_on": i.issued_on.isoformat(),
+         "due_on": i.due_on.isoformat() if i.due_on else None, "status": i.status, "overdue": i.is_overdue(today),
+         "status_name": i.status_name(today), "pdf": i.pdf_file}
+        for i in invoice_list(db.session, overdue_only=overdue, today=today)
+    ]  # fmt: skip
+    text = "\n".join(
+        f"{r['number']}  {r['account_code']}  {r['amount']:>12}  {r['issued_on']}  到期 {r['due_on'] or '-'}  {r['status_name']}"
+        for r in rows
+    )
+    _emit(rows, as_json, text or "没有发票")
+
+
+@finance_cli.command("notify")
+@click.option("--json", "as_json", is_flag=True)
+def finance_notify(as_json: bool) -> None:
+    """Send the notifications that are due (the scheduler does this every minute)."""
+    from backoffice.jobs import deliver_notifications_now
+
+    counts = deliver_notifications_now(current_app._get_current_object())  # type: ignore[attr-defined]
+    _emit(counts, as_json, "，".join(f"{k} {v}" for k, v in counts.items()))
+
+
 @demo_cli.command("load")
 def demo_load() -> None:
     """Demo settings: a secret key, the signing certificate, and demo staff (admin/sales/finance)."""
@@ -398,5 +709,6 @@ def demo_load() -> None:
 
 
 def register_cli(app: Flask) -> None:
-    for group in (contract_cli, account_cli, ledger_cli, jobs_cli, demo_cli, user_cli):
+
+    for group in (contract_cli, account_cli, ledger_cli, jobs_cli, demo_cli, user_cli, finance_cli):
         app.cli.add_command(group)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 
@@ -39,6 +40,11 @@ class Config:
         self.SMTP_USER = env.get("SMTP_USER", "")
         self.SMTP_PASSWORD = env.get("SMTP_PASSWORD", "")
         self.MAIL_FROM = env.get("MAIL_FROM", "noreply@localhost")
+        # Receipts above this amount (元) need two different finance users (four-eyes).
+        self.FOUR_EYES_THRESHOLD = Decimal(env.get("FOUR_EYES_THRESHOLD", "50000.00"))
+        self.VOUCHER_MAX_BYTES = int(env.get("VOUCHER_MAX_BYTES", str(5 * 1024 * 1024)))
+        # The provider's receiving bank when a contract does not name one (books: Assets:Bank:<code>).
+        self.RECEIVING_BANK = env.get("RECEIVING_BANK", "CMB")
         self.MAX_CONTENT_LENGTH = 16 * 1024 * 1024
         self.WTF_CSRF_TIME_LIMIT = None
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {}

@@ -1,15 +1,27 @@
-"""Finance: the books in the browser (trial balance, income statement, balance sheet, BQL),
-and the reconciliation of books and database. Read-only."""
+"""Finance: the queue of bank-transfer receipts (record, confirm, reject, reverse), bank
+statement import with proposed matches, invoices, and the books in the browser (trial balance,
+income statement, balance sheet, BQL) with the reconciliation of books and database."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, render_template, request
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
+from werkzeug.datastructures import FileStorage
 
 from backoffice.auth import roles_required
+from backoffice.cli import after_commit_catch_up, busy_error
+from backoffice.clock import local_today
+from backoffice.errors import DomainError, ValidationFailed
 from backoffice.extensions import db
+from backoffice.models import Invoice, Receipt
+from backoffice.models.finance import RECEIPT_STATUSES
+from backoffice.services import invoices as invoice_service
+from backoffice.services import receipts as receipt_service
+from backoffice.services import statements as statement_service
 from backoffice.services.bookkeeping import check_and_reconcile
 from ledger.query import QueryError, QueryResult, run_query, statements
 
@@ -34,3 +46,197 @@ def books() -> Any:
         "finance/books.html", statements=statements(main) if main.exists() else None, report=report,
         query=query, result=result, query_error=query_error,
     )  # fmt: skip
+
+
+def voucher_of(upload: FileStorage | None, limit: int) -> receipt_service.Voucher | None:
+    """The uploaded voucher, read at most one byte past the limit (the service reports the size)."""
+    if upload is None or not upload.filename:
+        return None
+    return receipt_service.Voucher(upload.filename, upload.stream.read(limit + 1))
+
+
+def receiving_bank(account_code: str) -> str:
+    from backoffice.cli import _receiving_bank
+
+    return _receiving_bank(current_app._get_current_object(), account_code)  # type: ignore[attr-defined]
+
+
+def send_document(relative: str | None, mimetype: str | None = None, *, download: bool = False) -> Any:
+    root = Path(current_app.config["DOCUMENTS_PATH"]).resolve()
+    path = (root / (relative or "")).resolve()
+    if not relative or not path.is_relative_to(root) or not path.is_file():
+        abort(404)
+    return send_file(path, mimetype=mimetype, download_name=path.name, as_attachment=download)
+
+
+@bp.route("/receipts", methods=["GET", "POST"])
+@roles_required("finance", "admin")
+def receipts() -> Any:
+    """The queue of receipts waiting for finance, and a form to record one for a customer."""
+    errors: dict[str, str] = {}
+    form = request.form
+    if request.method == "POST":
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        code = form.get("account", "").strip()
+        try:
+            receipt = receipt_service.record_receipt(
+                db.session, account_code=code, amount=form.get("amount", ""), paid_on=form.get("paid_on", ""),
+                payer_name=form.get("payer_name"), bank_reference=form.get("bank_reference", ""), bank=receiving_bank(code),
+                voucher=voucher_of(request.files.get("voucher"), app.config["VOUCHER_MAX_BYTES"]), recorded_by=current_user.actor,
+                documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
+            )  # fmt: skip
+            db.session.commit()
+            flash(f"已登记到账记录 {receipt.id}，等待确认", "ok")
+            return redirect(url_for("finance.receipt_detail", receipt_id=receipt.id))
+        except ValidationFailed as failed:
+            db.session.rollback()
+            errors = failed.errors
+        except DomainError as error:
+            db.session.rollback()
+            errors = {"_form": error.message}
+        except sa.exc.OperationalError as exc:
+            errors = {"_form": busy_error(exc).message}
+    recent = db.session.scalars(
+        sa.select(Receipt).where(Receipt.status.in_(("confirmed", "rejected", "reversed"))).order_by(Receipt.id.desc()).limit(50)
+    ).all()
+    return render_template(
+        "finance/receipts.html", queue=receipt_service.receipt_queue(db.session), recent=recent, errors=errors, form=form,
+        threshold=current_app.config["FOUR_EYES_THRESHOLD"], statuses=RECEIPT_STATUSES,
+    ), (422 if errors else 200)  # fmt: skip
+
+
+@bp.route("/receipts/<int:receipt_id>")
+@roles_required("finance", "admin")
+def receipt_detail(receipt_id: int) -> Any:
+    receipt = receipt_service.get_receipt(db.session, receipt_id)
+    invoices = db.session.scalars(sa.select(Invoice).where(Invoice.receipt_id == receipt.id)).all()
+    return render_template(
+        "finance/receipt.html", receipt=receipt, invoices=invoices, threshold=current_app.config["FOUR_EYES_THRESHOLD"], today=local_today()
+    )
+
+
+@bp.route("/receipts/<int:receipt_id>/voucher")
+@roles_required("finance", "admin")
+def receipt_voucher(receipt_id: int) -> Any:
+    receipt = receipt_service.get_receipt(db.session, receipt_id)
+    return send_document(receipt.voucher_file, receipt.voucher_type)
+
+
+def _act(receipt_id: int, action: str) -> Any:
+    """Run one finance action on a receipt; success and failure both come back to its page."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        if action == "confirm":
+            line_id = request.form.get("line_id")
+            if line_id:
+                statement_service.match_line(db.session, line_id, receipt_id, actor=current_user.actor)
+            result = receipt_service.confirm_receipt(
+                db.session, receipt_id, actor=current_user.actor, four_eyes_threshold=app.config["FOUR_EYES_THRESHOLD"],
+                documents_root=Path(app.config["DOCUMENTS_PATH"]),
+            )  # fmt: skip
+            if result.receipt.status == "approved":
+                message = "已初审：金额超过四眼原则限额，须由另一位财务人员复核确认"
+            elif result.already:
+                message = "该到账此前已确认，未重复入账"
+            else:
+                number = result.invoice.number if result.invoice else ""
+                message = f"已确认入账，可用余额 {result.balance:.2f} 元，发票 {number}"
+        elif action == "reject":
+            receipt_service.reject_receipt(db.session, receipt_id, reason=request.form.get("reason"), actor=current_user.actor)
+            message = "已驳回，客户会看到原因"
+        else:
+            receipt_service.reverse_receipt(db.session, receipt_id, reason=request.form.get("reason"), actor=current_user.actor)
+            message = "已冲销（冲销分录已入账，发票已作废）"
+        db.session.commit()
+    except DomainError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(request.form.get("back") or url_for("finance.receipt_detail", receipt_id=receipt_id))
+    except sa.exc.OperationalError as exc:
+        flash(busy_error(exc).message, "error")
+        return redirect(url_for("finance.receipt_detail", receipt_id=receipt_id))
+    for warning in after_commit_catch_up(app):
+        flash(warning, "error")
+    flash(message, "ok")
+    return redirect(url_for("finance.receipt_detail", receipt_id=receipt_id))
+
+
+@bp.post("/receipts/<int:receipt_id>/confirm")
+@roles_required("finance", "admin")
+def receipt_confirm(receipt_id: int) -> Any:
+    return _act(receipt_id, "confirm")
+
+
+@bp.post("/receipts/<int:receipt_id>/reject")
+@roles_required("finance", "admin")
+def receipt_reject(receipt_id: int) -> Any:
+    return _act(receipt_id, "reject")
+
+
+@bp.post("/receipts/<int:receipt_id>/reverse")
+@roles_required("finance", "admin")
+def receipt_reverse(receipt_id: int) -> Any:
+    return _act(receipt_id, "reverse")
+
+
+@bp.route("/statements", methods=["GET", "POST"])
+@roles_required("finance", "admin")
+def statements_page() -> Any:
+    """Import a bank statement; every unmatched credit with its proposed receipt."""
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        upload = request.files.get("statement")
+        try:
+            if upload is None or not upload.filename:
+                raise ValidationFailed({"file": "请选择对账单文件（CSV）"})
+            record = statement_service.import_statement(
+                db.session, filename=upload.filename, content=upload.stream.read(statement_service.MAX_STATEMENT_BYTES + 1),
+                actor=current_user.actor,
+            )  # fmt: skip
+            db.session.commit()
+            flash(f"已导入对账单：{record.line_count} 笔入账，跳过支出 {record.skipped_debits} 笔、重复 {record.duplicate_lines} 笔", "ok")
+            return redirect(url_for("finance.statements_page"))
+        except ValidationFailed as failed:
+            db.session.rollback()
+            errors = failed.errors
+        except sa.exc.OperationalError as exc:
+            errors = {"file": busy_error(exc).message}
+    return render_template("finance/statements.html", proposals=statement_service.proposals(db.session), errors=errors), (
+        422 if errors else 200
+    )
+
+
+@bp.post("/statements/lines/<int:line_id>/record")
+@roles_required("finance", "admin")
+def statement_line_record(line_id: int) -> Any:
+    """Record the receipt a statement line shows, for the proposed account (then confirm it)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    code = request.form.get("account", "").strip()
+    try:
+        receipt = statement_service.receipt_from_line(
+            db.session, line_id, account_code=code, actor=current_user.actor, default_bank=receiving_bank(code),
+            documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
+        )  # fmt: skip
+        db.session.commit()
+    except DomainError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(url_for("finance.statements_page"))
+    flash(f"已按对账单登记到账记录 {receipt.id}，请确认入账", "ok")
+    return redirect(url_for("finance.receipt_detail", receipt_id=receipt.id))
+
+
+@bp.route("/invoices")
+@roles_required("finance", "admin")
+def invoices() -> Any:
+    today = local_today()
+    overdue = request.args.get("overdue") == "1"
+    rows = invoice_service.invoice_list(db.session, overdue_only=overdue, today=today)
+    return render_template("finance/invoices.html", invoices=rows, today=today, overdue=overdue)
+
+
+@bp.route("/invoices/<number>.pdf")
+@roles_required("finance", "admin")
+def invoice_pdf(number: str) -> Any:
+    invoice = invoice_service.get_invoice(db.session, number)
+    return send_document(invoice.pdf_file, "application/pdf")

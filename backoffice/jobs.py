@@ -5,6 +5,7 @@ arm jobs in the store."""
 from __future__ import annotations
 
 from datetime import datetime, time
+from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.job import Job
@@ -119,15 +120,19 @@ def daily_books() -> None:
     """Every morning: today's balance assertions from the database, post whatever is pending,
     then check the books (persistent job: runs once after downtime; idempotent). The check
     also warms beancount's cache of the closed months, so the slow first check after a month
-    turns over is paid here at 00:10, not by finance during the day."""
+    turns over is paid here at 00:10, not by finance during the day (the check keeps a
+    summary of each month, so the next one reloads only what changed)."""
     from pathlib import Path
 
     from backoffice.clock import local_today
     from backoffice.services.bookkeeping import check_and_reconcile, post_pending
     from backoffice.services.credit import assertion_due, record_balance_assertions
+    from backoffice.services.usage import book_usage
 
     app = _app or current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
+        book_usage(db.session, before=local_today())  # yesterday's (and any earlier) usage
+        db.session.commit()
         if assertion_due(local_today(), app.config["LEDGER_BALANCE_ASSERTIONS"]):
             record_balance_assertions(db.session, local_today())
             db.session.commit()
@@ -135,6 +140,31 @@ def daily_books() -> None:
         report = check_and_reconcile(db.session, Path(app.config["LEDGER_PATH"]))
         if not report.ok:
             app.logger.error("nightly ledger check failed: %s", report)
+
+
+def mail_settings(app: Flask) -> Any:
+    from pathlib import Path
+
+    from backoffice.services.notifications import MailSettings
+
+    c = app.config
+    return MailSettings(
+        host=c["SMTP_HOST"], port=int(c["SMTP_PORT"]), user=c["SMTP_USER"], password=c["SMTP_PASSWORD"], sender=c["MAIL_FROM"],
+        outbox=Path(c["OUTBOX_PATH"]), documents_root=Path(c["DOCUMENTS_PATH"]),
+    )  # fmt: skip
+
+
+def deliver_notifications_now(app: Flask) -> dict[str, int]:
+    """Send the notifications that are due (e-mail; SMS once the dispatcher sends them)."""
+    from backoffice.services.notifications import deliver_pending
+
+    with app.app_context():
+        sms = app.extensions.get("sms_notification_sender")
+        return deliver_pending(db.session, mail_settings(app), send_sms=sms)
+
+
+def _deliver_notifications_job() -> None:
+    deliver_notifications_now(_app or current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def _arm_pending_job() -> None:
@@ -155,4 +185,5 @@ def run_scheduler(app: Flask) -> None:
     # Also wakes the loop every minute, so jobs armed by other processes are seen promptly.
     scheduler.add_job(_arm_pending_job, "interval", minutes=1, id="arm-pending", replace_existing=True, jobstore="memory")
     scheduler.add_job("backoffice.jobs:daily_books", "cron", hour=0, minute=10, id="daily-books", replace_existing=True)
+    scheduler.add_job(_deliver_notifications_job, "interval", seconds=30, id="notifications", replace_existing=True, jobstore="memory")
     scheduler.start()

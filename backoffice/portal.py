@@ -31,3 +31,73 @@ def contract_pdf(contract_no: str) -> Any:
     if contract is None or contract.account_id != current_user.record.account_id:
         abort(404)
     return send_contract_file(contract, "pdf")
+
+
+@bp.route("/receipts", methods=["GET", "POST"])
+@roles_required("customer")
+def receipts() -> Any:
+    """The customer records a bank transfer with its voucher, and sees what finance made of it
+    (a rejection shows the reason) and the invoices."""
+    from pathlib import Path
+
+    from flask import current_app, flash, redirect, request, url_for
+
+    from backoffice.cli import busy_error
+    from backoffice.clock import local_today
+    from backoffice.errors import DomainError, ValidationFailed
+    from backoffice.finance import receiving_bank, voucher_of
+    from backoffice.models import Invoice, Receipt
+    from backoffice.services.receipts import record_receipt
+
+    account = current_user.record.account
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            receipt = record_receipt(
+                db.session, account_code=account.code, amount=request.form.get("amount", ""), paid_on=request.form.get("paid_on", ""),
+                payer_name=request.form.get("payer_name"), bank_reference=request.form.get("bank_reference", ""),
+                bank=receiving_bank(account.code), voucher=voucher_of(request.files.get("voucher"), app.config["VOUCHER_MAX_BYTES"]),
+                recorded_by=current_user.actor, documents_root=Path(app.config["DOCUMENTS_PATH"]),
+                max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
+            )  # fmt: skip
+            db.session.commit()
+            flash(f"已提交汇款登记（编号 {receipt.id}），财务确认到账后会充值并通知您", "ok")
+            return redirect(url_for("portal.receipts"))
+        except ValidationFailed as failed:
+            db.session.rollback()
+            errors = failed.errors
+        except DomainError as error:
+            db.session.rollback()
+            errors = {"_form": error.message}
+        except sa.exc.OperationalError as exc:
+            errors = {"_form": busy_error(exc).message}
+    rows = db.session.scalars(sa.select(Receipt).where(Receipt.account_id == account.id).order_by(Receipt.id.desc())).all()
+    invoices = db.session.scalars(sa.select(Invoice).where(Invoice.account_id == account.id).order_by(Invoice.id.desc())).all()
+    return render_template(
+        "portal/receipts.html", account=account, receipts=rows, invoices=invoices, errors=errors, form=request.form, today=local_today()
+    ), (422 if errors else 200)
+
+
+@bp.route("/invoices/<number>.pdf")
+@roles_required("customer")
+def invoice_pdf(number: str) -> Any:
+    from backoffice.finance import send_document
+    from backoffice.services.invoices import get_invoice
+
+    invoice = get_invoice(db.session, number)
+    if invoice.account_id != current_user.record.account_id:
+        abort(404)
+    return send_document(invoice.pdf_file, "application/pdf")
+
+
+@bp.route("/receipts/<int:receipt_id>/voucher")
+@roles_required("customer")
+def receipt_voucher(receipt_id: int) -> Any:
+    from backoffice.finance import send_document
+    from backoffice.models import Receipt
+
+    receipt = db.session.get(Receipt, receipt_id)
+    if receipt is None or receipt.account_id != current_user.record.account_id:
+        abort(404)
+    return send_document(receipt.voucher_file, receipt.voucher_type)

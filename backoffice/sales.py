@@ -92,8 +92,8 @@ def new_contract(template_id: str) -> Any:
     except Conflict as conflict:
         db.session.rollback()
         errors = {"_form": conflict.message}
-    except sa.exc.OperationalError:
-        errors = {"_form": busy_error().message}
+    except sa.exc.OperationalError as exc:
+        errors = {"_form": busy_error(exc).message}
     return _render_form(template, values, errors, submission_id, preview_html), 200 if not errors else 422
 
 

@@ -3,9 +3,18 @@
 from backoffice.models.accounts import EnterpriseAccount, SubAccount
 from backoffice.models.base import Base
 from backoffice.models.contracts import Contract, ContractJob, DocumentSequence
+from backoffice.models.finance import (
+    Invoice,
+    Notification,
+    Receipt,
+    StatementImport,
+    StatementLine,
+    WorkingDayOverride,
+)
 from backoffice.models.ledger import LedgerEvent
 from backoffice.models.provider import ProviderProfile
 from backoffice.models.staff import AuditEntry, StaffUser
+from backoffice.models.usage import UsageDay
 
 __all__ = [
     "AuditEntry",
@@ -14,8 +23,15 @@ __all__ = [
     "ContractJob",
     "DocumentSequence",
     "EnterpriseAccount",
+    "Invoice",
     "LedgerEvent",
+    "Notification",
     "ProviderProfile",
+    "Receipt",
     "StaffUser",
+    "StatementImport",
+    "StatementLine",
     "SubAccount",
+    "UsageDay",
+    "WorkingDayOverride",
 ]

@@ -87,8 +87,12 @@ def expected_balances(session: Session) -> dict[str, Decimal]:
     rows = session.execute(
         sa.select(EnterpriseAccount.code, EnterpriseAccount.balance, EnterpriseAccount.contracted_credit, EnterpriseAccount.receivable)
     )
+    from backoffice.services.usage import unbooked_effect
+
+    # Charges accepted today are booked once the day is over (one transaction per day).
+    pending = unbooked_effect(session)
     for code, balance, contracted, receivable in rows:
-        expected[chart.prepaid(code)] = -balance
+        expected[chart.prepaid(code)] = -(balance - pending.get(code, Decimal(0)))
         expected[chart.contracted(code)] = -contracted
         expected[chart.receivable(code)] = receivable
     return expected

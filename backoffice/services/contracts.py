@@ -223,6 +223,17 @@ def issue_contract(
         if "submission_key" in str(exc.orig):  # a concurrent submit of the same form won
             raise Conflict("该表单已提交过，未重复签发") from None
         raise
+    if template.terms.get("credit_policy") == "invoice_first":  # 004 §3: invoice now, pay within N working days
+        from backoffice.services import invoices, notifications
+
+        invoice = invoices.invoice_at_signing(
+            session,
+            contract,
+            working_days=int(template.terms.get("payment_due_working_days") or 5),
+            documents_root=documents_root,
+            today=today,
+        )
+        notifications.invoice_issued(session, invoice)
     audit.record(session, issued_by, "issue_contract", "contract", contract_no, template=template.id, account=code)
     return IssuedContract(contract, logins, pdf_path, docx_path)
 

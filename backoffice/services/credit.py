@@ -178,6 +178,10 @@ def record_balance_assertions(session: Session, day: date) -> int:
     """Write, from the database, each customer's prepaid balance as of the start of `day` as a
     beancount `balance` assertion: the current balance less what events dated `day` or later
     changed. Beancount then flags any drift between the two. Idempotent per account and day."""
+    from backoffice.services.usage import book_usage, unbooked_effect
+
+    book_usage(session, before=day)  # an assertion must never precede a charge booked later
+    pending = unbooked_effect(session)  # what is left is dated `day` or later
     later = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.occurred_on >= day, LedgerEvent.kind != "balance")).all()
     effect = ledger.account_effects(as_ledger_event(e) for e in later)
     existing = set(session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.kind == "balance", LedgerEvent.occurred_on == day)))
@@ -187,7 +191,7 @@ def record_balance_assertions(session: Session, day: date) -> int:
         if event_id in existing:
             continue
         # Books' sign: the liability is negative. Balance then = -(db balance) - later effect.
-        amount = -balance - effect.get(chart.prepaid(code), Decimal(0))
+        amount = -(balance - pending.get(code, Decimal(0))) - effect.get(chart.prepaid(code), Decimal(0))
         record_event(session, "balance", day, {"account_code": code, "amount": amount}, event_id=event_id)
         count += 1
     return count

@@ -1,0 +1,249 @@
+"""Invoices: numbered without gaps per year (FP-YYYY-NNNNNN), rendered to PDF with the same CJK
+font handling as contracts, stored with their hash. A confirmed recharge gets a paid invoice;
+an invoice-first contract (template sms_business_service) gets an unpaid one at signing, due a
+number of Chinese working days later, and it is marked paid when the money is confirmed."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.clock import local_today
+from backoffice.errors import NotFound
+from backoffice.models import Contract, EnterpriseAccount, Invoice, Receipt, WorkingDayOverride
+from backoffice.money import capitals, format_price
+from backoffice.services.numbering import next_number
+from backoffice.services.staged_files import stage_file
+from reports import invoice as invoice_report
+from reports import workdays
+
+
+def working_day_overrides(session: Session) -> dict[date, bool]:
+    return dict(session.execute(sa.select(WorkingDayOverride.day, WorkingDayOverride.is_working_day)).all())
+
+
+def due_date(session: Session, issued_on: date, working_days: int) -> date:
+    """`working_days` Chinese working days after `issued_on` (official holidays and make-up
+    working days, from the calendar library or the administrator's table for later years)."""
+    return workdays.add_working_days(issued_on, working_days, working_day_overrides(session))
+
+
+def latest_contract(session: Session, account: EnterpriseAccount) -> Contract | None:
+    return session.scalar(sa.select(Contract).where(Contract.account_id == account.id).order_by(Contract.id.desc()).limit(1))
+
+
+def _parties(session: Session, account: EnterpriseAccount, contract: Contract | None) -> tuple[invoice_report.Party, invoice_report.Party]:
+    from backoffice.services.contracts import provider_settings
+    from backoffice.services.templates import get_template
+
+    provider: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    if contract is not None:
+        try:
+            provider = provider_settings(session, get_template(contract.template_id))[0]
+        except NotFound:  # the template folder was removed; the contract keeps its own copy
+            provider = {}
+        fields = contract.fields or {}
+    seller = invoice_report.Party(
+        name=provider.get("name") or "服务提供方",
+        address=provider.get("address") or None,
+        phone=provider.get("phone") or None,
+        bank_name=provider.get("bank_name") or None,
+        bank_account=provider.get("bank_account") or None,
+        tax_id=provider.get("tax_id") or None,
+    )
+    buyer = invoice_report.Party(
+        name=account.customer_name,
+        address=fields.get("customer.address") or None,
+        phone=fields.get("customer.contact_phone") or fields.get("customer.phone") or None,
+        bank_name=None,
+        bank_account=None,
+        tax_id=fields.get("customer.tax_id") or None,
+    )
+    return seller, buyer
+
+
+def _recharge_line(amount: Decimal, price: Decimal) -> dict[str, Any]:
+    messages = (amount / price).to_integral_value(rounding=ROUND_DOWN) if price > 0 else Decimal(0)
+    exact = price > 0 and messages * price == amount
+    if exact:
+        return {"description": "短信充值", "quantity": int(messages), "unit": "条", "unit_price": str(price), "amount": str(amount)}
+    note = f"（按 {format_price(price)} 元/条，约 {int(messages):,} 条）" if price > 0 else ""
+    return {"description": f"短信充值{note}", "quantity": None, "unit": None, "unit_price": None, "amount": str(amount)}
+
+
+def _contract_lines(contract: Contract) -> list[dict[str, Any]]:
+    lines = [
+        {
+            "description": f"短信服务预付费（合同 {contract.contract_no} 初始充值）",
+            "quantity": contract.initial_messages,
+            "unit": "条",
+            "unit_price": str(contract.price_per_message),
+            "amount": str(contract.initial_amount),
+        }
+    ]
+    if contract.opening_fee:
+        lines.append(
+            {
+                "description": "开户费",
+                "quantity": 1,
+                "unit": "项",
+                "unit_price": str(contract.opening_fee),
+                "amount": str(contract.opening_fee),
+            }
+        )
+    return lines
+
+
+def _render(
+    session: Session,
+    invoice: Invoice,
+    documents_root: Path,
+    *,
+    today: date,
+    contract: Contract | None,
+    receipt: Receipt | None,
+    suffix: str = "",
+) -> None:
+    """Render and stage the invoice's PDF; a re-rendered invoice (now paid) gets a new file
+    beside the one the customer already received."""
+    seller, buyer = _parties(session, invoice.account, contract)
+    data = invoice_report.InvoiceData(
+        number=invoice.number,
+        issued_on=invoice.issued_on,
+        due_on=invoice.due_on,
+        status=invoice.status_name(today),
+        provider=seller,
+        customer=buyer,
+        lines=[
+            invoice_report.InvoiceLine(
+                description=x["description"],
+                quantity=x.get("quantity"),
+                unit=x.get("unit"),
+                unit_price=Decimal(x["unit_price"]) if x.get("unit_price") is not None else None,
+                amount=Decimal(x["amount"]),
+            )
+            for x in invoice.lines
+        ],
+        total=invoice.amount,
+        total_in_capitals=capitals(invoice.amount),
+        contract_number=contract.contract_no if contract else None,
+        receipt_reference=receipt.bank_reference if receipt else None,
+        notes=f"账户：{invoice.account.code}",
+    )
+    pdf = invoice_report.render_invoice_pdf(data)
+    path = documents_root / "invoices" / str(invoice.issued_on.year) / f"{invoice.number}{suffix}.pdf"
+    stage_file(session, path, pdf)
+    invoice.pdf_file, invoice.pdf_sha256 = str(path.relative_to(documents_root)), hashlib.sha256(pdf).hexdigest()
+
+
+def _new_invoice(session: Session, account: EnterpriseAccount, lines: list[dict[str, Any]], *, issued_on: date, **values: Any) -> Invoice:
+    number = f"FP-{issued_on.year}-{next_number(session, 'invoice', issued_on.year):06d}"
+    invoice = Invoice(
+        number=number,
+        account=account,
+        issued_on=issued_on,
+        amount=sum((Decimal(x["amount"]) for x in lines), Decimal(0)),
+        lines=lines,
+        pdf_file="",
+        pdf_sha256="",
+        **values,
+    )
+    session.add(invoice)
+    session.flush()
+    return invoice
+
+
+def invoice_at_signing(
+    session: Session, contract: Contract, *, working_days: int, documents_root: Path, today: date | None = None
+) -> Invoice:
+    """An invoice-first contract: the provider invoices at signing; the customer pays within
+    `working_days` Chinese working days."""
+    today = today or local_today()
+    invoice = _new_invoice(
+        session,
+        contract.account,
+        _contract_lines(contract),
+        issued_on=today,
+        due_on=due_date(session, today, working_days),
+        contract_id=contract.id,
+    )
+    _render(session, invoice, documents_root, today=today, contract=contract, receipt=None)
+    return invoice
+
+
+def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal, documents_root: Path, today: date) -> Invoice:
+    """The invoice for a confirmed receipt: the part that settled the contract marks the contract's
+    invoice paid (or is invoiced now, with the contract's lines, if none was issued); the rest is
+    a recharge at the account's price."""
+    account = receipt.account
+    contract = latest_contract(session, account)
+    paid: Invoice | None = None
+    lines: list[dict[str, Any]] = []
+    rest = receipt.amount
+    if settled > 0:
+        open_invoice = session.scalar(
+            sa.select(Invoice)
+            .where(Invoice.account_id == account.id, Invoice.status == "unpaid", Invoice.contract_id.is_not(None))
+            .order_by(Invoice.id)
+        )
+        if open_invoice is not None and settled >= open_invoice.amount:
+            open_invoice.status, open_invoice.paid_on, open_invoice.receipt_id = "paid", today, receipt.id
+            _render(session, open_invoice, documents_root, today=today, contract=contract, receipt=receipt, suffix="-paid")
+            paid, rest = open_invoice, receipt.amount - settled
+        elif contract is not None and settled == contract.initial_amount + contract.opening_fee:
+            lines, rest = _contract_lines(contract), receipt.amount - settled
+        else:
+            lines = [{"description": "合同款", "quantity": None, "unit": None, "unit_price": None, "amount": str(settled)}]
+            rest = receipt.amount - settled
+    if rest > 0:
+        lines.append(_recharge_line(rest, account.price_per_message))
+    if not lines:
+        assert paid is not None
+        return paid
+    invoice = _new_invoice(
+        session,
+        account,
+        lines,
+        issued_on=today,
+        due_on=None,
+        status="paid",
+        paid_on=today,
+        receipt_id=receipt.id,
+        contract_id=contract.id if contract else None,
+    )
+    _render(session, invoice, documents_root, today=today, contract=contract, receipt=receipt)
+    return invoice
+
+
+def void_for_receipt(session: Session, receipt: Receipt) -> None:
+    """A reversed receipt: the invoice issued for it is void (the number stays used, never reissued)."""
+    for invoice in session.scalars(sa.select(Invoice).where(Invoice.receipt_id == receipt.id)):
+        if invoice.contract_id is not None and invoice.due_on is not None:
+            invoice.status, invoice.paid_on, invoice.receipt_id = "unpaid", None, None  # the contract is owed again
+        else:
+            invoice.status = "void"
+
+
+def get_invoice(session: Session, number: str) -> Invoice:
+    invoice = session.scalar(sa.select(Invoice).where(Invoice.number == number))
+    if invoice is None:
+        raise NotFound(f"发票不存在：{number}")
+    return invoice
+
+
+def invoice_list(
+    session: Session, *, account_id: int | None = None, overdue_only: bool = False, today: date | None = None
+) -> list[Invoice]:
+    query = sa.select(Invoice).order_by(Invoice.id.desc())
+    if account_id is not None:
+        query = query.where(Invoice.account_id == account_id)
+    if overdue_only:
+        query = query.where(Invoice.status == "unpaid", Invoice.due_on < (today or local_today()))
+    return list(session.scalars(query))

@@ -1,0 +1,262 @@
+"""The outbox of notifications to customers (invoices, receipts, renewal and tariff notices).
+
+A business change queues a notification in its own transaction, under a key saying what it is
+about, so it is queued once however often the change is retried. A job sends them: e-mail over
+SMTP (the PDF attached) when a server is configured, otherwise into the outbox folder an
+administrator page lists; SMS through the platform's own dispatcher. A notification is claimed
+with one conditional UPDATE before it is sent, so two runs of the job never send it twice; a send
+that was interrupted is not retried blindly but marked for an administrator to look at."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.clock import to_local, utcnow
+from backoffice.models import EnterpriseAccount, Invoice, Notification, Receipt
+from backoffice.money import format_money
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2), timedelta(hours=6))
+STALE_SENDING = timedelta(minutes=30)
+_MOBILE = re.compile(r"^(?:\+?86)?(1[3-9]\d{9})$")
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    sender: str
+    outbox: Path
+    documents_root: Path
+    timeout: float = 20.0
+
+
+def mobile_of(*candidates: str | None) -> str | None:
+    """The first candidate that is a mainland mobile number, normalised to 11 digits."""
+    for raw in candidates:
+        match = _MOBILE.match(re.sub(r"[\s\-]", "", raw or ""))
+        if match:
+            return match.group(1)
+    return None
+
+
+def queue(
+    session: Session,
+    *,
+    key: str,
+    channel: str,
+    recipient: str | None,
+    body: str,
+    subject: str = "",
+    account: EnterpriseAccount | None = None,
+    attachments: Iterable[str] = (),
+) -> Notification | None:
+    """Queue one notification, once per key (None when the key is already queued or there is
+    nobody to send it to)."""
+    if not recipient:
+        return None
+    existing = session.scalar(sa.select(Notification).where(Notification.key == key))
+    if existing is not None:
+        return existing
+    note = Notification(
+        key=key, channel=channel, recipient=recipient, subject=subject, body=body, attachments=list(attachments), account=account
+    )
+    session.add(note)
+    return note
+
+
+def _both(
+    session: Session, key: str, account: EnterpriseAccount, subject: str, body: str, sms: str, attachments: Iterable[str] = ()
+) -> None:
+    queue(
+        session,
+        key=f"{key}:email",
+        channel="email",
+        recipient=account.contact_email,
+        subject=subject,
+        body=body,
+        account=account,
+        attachments=attachments,
+    )
+    queue(
+        session,
+        key=f"{key}:sms",
+        channel="sms",
+        recipient=mobile_of(account.reserved_mobile, account.contact_phone),
+        body=sms,
+        account=account,
+    )
+
+
+def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, activated: bool) -> None:
+    account = receipt.account
+    opened = "您的账户已开通，可以开始发送短信。\n" if activated else ""
+    body = (
+        f"尊敬的{account.customer_name}：\n\n"
+        f"我们已确认收到您于 {receipt.paid_on:%Y年%m月%d日} 的汇款 {format_money(receipt.amount)} 元"
+        f"（银行流水号 {receipt.bank_reference}），已充值到账户 {account.code}。\n"
+        f"{opened}当前可用余额：{format_money(account.balance)} 元。\n"
+        f"发票号码：{invoice.number}，发票见附件。\n"
+    )
+    sms = f"您的汇款{format_money(receipt.amount)}元已到账，账户{account.code}可用余额{format_money(account.balance)}元，发票{invoice.number}已发至邮箱。"
+    _both(session, f"receipt-confirmed-{receipt.id}", account, f"到账确认及发票 {invoice.number}", body, sms, [invoice.pdf_file])
+
+
+def receipt_rejected(session: Session, receipt: Receipt) -> None:
+    account = receipt.account
+    body = (
+        f"尊敬的{account.customer_name}：\n\n"
+        f"您登记的汇款 {format_money(receipt.amount)} 元（银行流水号 {receipt.bank_reference}）未能确认入账。\n"
+        f"原因：{receipt.rejection_reason}\n如有疑问，请联系我们的财务人员。\n"
+    )
+    sms = f"您登记的汇款{format_money(receipt.amount)}元（流水号{receipt.bank_reference}）未能入账，原因：{receipt.rejection_reason}"
+    _both(session, f"receipt-rejected-{receipt.id}", account, "汇款未能确认入账", body, sms)
+
+
+def invoice_issued(session: Session, invoice: Invoice) -> None:
+    account = invoice.account
+    due = f"，请于 {invoice.due_on:%Y年%m月%d日} 前付款" if invoice.due_on else ""
+    body = (
+        f"尊敬的{account.customer_name}：\n\n"
+        f"我们已为您开具发票 {invoice.number}，金额 {format_money(invoice.amount)} 元{due}。\n"
+        "款项到账并经我方确认后，账户即开通。发票见附件。\n"
+    )
+    sms = f"发票{invoice.number}已开具，金额{format_money(invoice.amount)}元{due}，详见邮件。"
+    _both(session, f"invoice-issued-{invoice.number}", account, f"发票 {invoice.number}", body, sms, [invoice.pdf_file])
+
+
+# --- delivery -------------------------------------------------------------------------------
+
+
+def _claim(session: Session, note_id: int, now: datetime) -> bool:
+    result = session.execute(
+        sa.update(Notification)
+        .where(Notification.id == note_id, Notification.status == "pending", Notification.next_attempt_at <= now)
+        .values(status="sending", attempts=Notification.attempts + 1, next_attempt_at=now)
+    )
+    session.commit()
+    return bool(result.rowcount)
+
+
+def _email(note: Notification, settings: MailSettings) -> EmailMessage:
+    message = EmailMessage()
+    message["Subject"] = note.subject
+    message["From"] = formataddr(("短信业务", settings.sender))
+    message["To"] = note.recipient
+    message["Date"] = formatdate(localtime=False)
+    # Stable per notification: a receiving server can recognise a resend as the same message.
+    domain = settings.sender.rpartition("@")[2] or "localhost"
+    message["Message-ID"] = f"<{re.sub(r'[^A-Za-z0-9.-]', '.', note.key)}.{note.id}@{domain}>"
+    message.set_content(note.body)
+    for relative in note.attachments:
+        path = (settings.documents_root / relative).resolve()
+        if not path.is_relative_to(settings.documents_root.resolve()):
+            raise ValueError(f"attachment outside the documents folder: {relative}")
+        message.add_attachment(path.read_bytes(), maintype="application", subtype="pdf", filename=path.name)
+    return message
+
+
+def _send_smtp(message: EmailMessage, settings: MailSettings) -> str:
+    with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout) as smtp:
+        smtp.ehlo()
+        if smtp.has_extn("starttls"):
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        if settings.user:
+            smtp.login(settings.user, settings.password)
+        smtp.send_message(message)
+    return f"smtp://{settings.host}:{settings.port}"
+
+
+def _write_outbox(note: Notification, message: EmailMessage, settings: MailSettings) -> str:
+    settings.outbox.mkdir(parents=True, exist_ok=True)
+    stamp = to_local(note.created_at).strftime("%Y%m%d-%H%M%S")
+    name = f"{stamp}-{note.id:06d}-{note.channel}.eml"
+    with tempfile.NamedTemporaryFile("wb", dir=settings.outbox, prefix=".", suffix=".tmp", delete=False) as out:
+        out.write(bytes(message))
+    os.replace(out.name, settings.outbox / name)
+    return name
+
+
+SmsSender = Callable[[Session, Notification], str]
+
+
+def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSender | None = None, limit: int = 100) -> dict[str, int]:
+    """Send what is due; returns counts by outcome. Safe to run in several processes at once."""
+    now = utcnow()
+    counts = {"sent": 0, "written": 0, "retry": 0, "failed": 0}
+    stale = session.execute(
+        sa.update(Notification)
+        .where(Notification.status == "sending", Notification.next_attempt_at < now - STALE_SENDING)
+        .values(status="failed", last_error="发送过程中断，无法确定是否已送达：请管理员核实后重新发送")
+    )
+    counts["failed"] += stale.rowcount or 0
+    session.commit()
+    channels = ["email"] + (["sms"] if send_sms is not None else [])
+    due = session.scalars(
+        sa.select(Notification.id)
+        .where(Notification.status == "pending", Notification.next_attempt_at <= now, Notification.channel.in_(channels))
+        .order_by(Notification.id)
+        .limit(limit)
+    ).all()
+    for note_id in due:
+        if not _claim(session, note_id, now):
+            continue  # another run took it
+        note = session.get(Notification, note_id)
+        assert note is not None
+        session.refresh(note)
+        try:
+            if note.channel == "sms":
+                assert send_sms is not None
+                where, status = send_sms(session, note), "sent"
+            else:
+                message = _email(note, settings)
+                if settings.host:
+                    where, status = _send_smtp(message, settings), "sent"
+                else:
+                    where, status = _write_outbox(note, message, settings), "written"
+        except Exception as exc:  # network, server refusal, missing attachment: retry later
+            session.rollback()
+            log.warning("notification %s failed (attempt %s): %s", note.key, note.attempts, exc)
+            final = note.attempts >= len(RETRY_DELAYS)
+            note.status = "failed" if final else "pending"
+            note.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            if not final:
+                note.next_attempt_at = utcnow() + RETRY_DELAYS[note.attempts - 1]
+            counts["failed" if final else "retry"] += 1
+            session.commit()
+            continue
+        note.status, note.sent_at, note.delivered_to, note.last_error = status, utcnow(), where, None
+        session.commit()
+        counts[status] += 1
+    return counts
+
+
+def requeue(session: Session, note_id: int) -> Notification:
+    """An administrator sends a failed notification again."""
+    from backoffice.errors import Conflict, NotFound
+
+    note = session.get(Notification, note_id)
+    if note is None:
+        raise NotFound(f"通知不存在：{note_id}")
+    if note.status != "failed":
+        raise Conflict(f"通知 {note_id} 的状态是 {note.status}，只有发送失败的通知可以重发")
+    note.status, note.attempts, note.next_attempt_at = "pending", 0, utcnow()
+    return note

@@ -1,0 +1,342 @@
+"""Bank-transfer receipts: recorded by the customer or finance with the remittance voucher,
+confirmed by finance (four-eyes above a configured amount), which credits the account, books
+the money, issues the invoice and notifies the customer; or rejected, or reversed, with a reason.
+
+Confirmation is one conditional UPDATE of the receipt's status, so of two finance users (or a
+retried request) only one moves it; the credit itself is keyed on the bank reference as well."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from backoffice.clock import local_today, utcnow
+from backoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from backoffice.models import EnterpriseAccount, Invoice, Receipt
+from backoffice.money import MoneyFormatError, format_money, parse_decimal
+from backoffice.services import audit
+from backoffice.services.accounts import get_account
+from backoffice.services.credit import credit_receipt, reverse_event
+from backoffice.services.staged_files import stage_file
+
+VOUCHER_TYPES = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
+_BANK_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_/.]{0,63}")
+# The provider's receiving banks, by the name printed in its contracts; the code names the
+# books account Assets:Bank:<code>.
+BANK_CODES = {"招商银行": "CMB", "工商银行": "ICBC", "建设银行": "CCB", "农业银行": "ABC", "中国银行": "BOC", "交通银行": "BOCOM"}
+
+
+@dataclass(frozen=True)
+class Voucher:
+    """A remittance voucher as uploaded: its name on the customer's disk and its bytes."""
+
+    filename: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    receipt: Receipt
+    credited: bool  # False when this call only gave the first of two approvals (four-eyes)
+    already: bool  # True when the receipt had been confirmed before (a retried request)
+    invoice: Invoice | None
+    balance: Decimal
+
+
+def bank_code_for(bank_name: str | None, default: str) -> str:
+    for name, code in BANK_CODES.items():
+        if bank_name and name in bank_name:
+            return code
+    return default
+
+
+def parse_amount(raw: object, errors: dict[str, str], field: str = "amount") -> Decimal | None:
+    """A transfer amount: a plain number, more than 0, at most 2 decimals (the bank's fen)."""
+    try:
+        amount = parse_decimal(raw, places=2)
+    except MoneyFormatError as exc:
+        errors[field] = f"金额无效（{exc}）：应为大于 0、最多 2 位小数的数字，如 1750.00"
+        return None
+    if amount <= 0:
+        errors[field] = "金额必须大于 0"
+        return None
+    if amount >= Decimal("1e12"):
+        errors[field] = "金额过大"
+        return None
+    return amount
+
+
+def check_voucher(voucher: Voucher, max_bytes: int, errors: dict[str, str]) -> tuple[str, str] | None:
+    """(mime type, file extension) of an acceptable voucher: a PDF or a PNG/JPEG image that
+    decodes, within the size limit, with a plain file name."""
+    name = voucher.filename or ""
+    if not name.strip() or any(c in name for c in "/\\") or name.strip(". ") == "" or ".." in name:
+        errors["voucher"] = "凭证文件名不能包含路径（/、\\ 或 ..），请只上传文件本身"
+        return None
+    if any(unicodedata.category(c).startswith("C") for c in name) or len(name) > 200:
+        errors["voucher"] = "凭证文件名含有控制字符或过长"
+        return None
+    if not voucher.content:
+        errors["voucher"] = "凭证文件是空的"
+        return None
+    if len(voucher.content) > max_bytes:
+        errors["voucher"] = f"凭证文件过大（{len(voucher.content) / 1048576:.1f} MB），最大 {max_bytes / 1048576:.0f} MB"
+        return None
+    head = voucher.content[:8]
+    if head.startswith(b"%PDF-"):
+        if b"%%EOF" not in voucher.content[-2048:]:
+            errors["voucher"] = "凭证 PDF 文件不完整或已损坏"
+            return None
+        return "application/pdf", "pdf"
+    if head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff"):
+        expected = "PNG" if head.startswith(b"\x89PNG") else "JPEG"
+        try:
+            with Image.open(io.BytesIO(voucher.content), formats=[expected]) as image:
+                if image.width * image.height > 40_000_000:
+                    raise ValueError("too many pixels")
+                image.verify()
+        except Exception:  # Pillow raises many kinds on broken data
+            errors["voucher"] = "凭证图片已损坏或尺寸过大，无法读取"
+            return None
+        return ("image/png", "png") if expected == "PNG" else ("image/jpeg", "jpg")
+    errors["voucher"] = "凭证文件类型不支持：只接受 PDF、PNG 或 JPEG"
+    return None
+
+
+def record_receipt(
+    session: Session,
+    *,
+    account_code: str,
+    amount: object,
+    paid_on: object,
+    payer_name: str | None,
+    bank_reference: str,
+    bank: str,
+    voucher: Voucher | None,
+    recorded_by: str,
+    documents_root: Path,
+    max_voucher_bytes: int,
+    today: date | None = None,
+) -> Receipt:
+    """Record a transfer the customer made. Every problem with the input is reported at once
+    (ValidationFailed per field); nothing is written unless all is well. The caller commits."""
+    errors: dict[str, str] = {}
+    account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == (account_code or "").strip()))
+    if account is None:
+        errors["account"] = f"账户不存在：{account_code}"
+    value = parse_amount(amount, errors)
+    day: date | None = None
+    today = today or local_today()
+    try:
+        day = paid_on if isinstance(paid_on, date) else date.fromisoformat(str(paid_on).strip())
+    except ValueError:
+        errors["paid_on"] = "汇款日期无效，格式应为 YYYY-MM-DD"
+    if day is not None and day > today:
+        errors["paid_on"] = "汇款日期不能晚于今天"
+    elif day is not None and (today - day).days > 366:
+        errors["paid_on"] = "汇款日期早于一年前，请联系财务人工处理"
+    reference = (bank_reference or "").strip()
+    if not _BANK_REFERENCE.fullmatch(reference):
+        errors["bank_reference"] = "银行流水号无效：1–64 位字母、数字或 - _ / ."
+    elif session.scalar(sa.select(Receipt.id).where(Receipt.bank == bank, Receipt.bank_reference == reference)) is not None:
+        errors["bank_reference"] = f"银行流水号 {reference} 已登记过，不能重复登记"
+    payer = (payer_name or "").strip() or (account.customer_name if account else "")
+    if len(payer) > 200 or any(unicodedata.category(c).startswith("C") for c in payer):
+        errors["payer_name"] = "付款人名称过长或含有控制字符"
+    kind = check_voucher(voucher, max_voucher_bytes, errors) if voucher is not None else None
+    if errors:
+        raise ValidationFailed(errors)
+    assert account is not None and value is not None and day is not None
+    receipt = Receipt(
+        account=account, amount=value, paid_on=day, payer_name=payer, bank=bank, bank_reference=reference, recorded_by=recorded_by
+    )
+    session.add(receipt)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:  # the same reference recorded at the same moment elsewhere
+        raise Conflict(f"银行流水号 {reference} 已登记过，不能重复登记") from None
+    if voucher is not None and kind is not None:
+        digest = hashlib.sha256(voucher.content).hexdigest()
+        relative = Path("vouchers") / str(day.year) / f"R{receipt.id:06d}-{digest[:12]}.{kind[1]}"
+        stage_file(session, documents_root / relative, voucher.content)
+        receipt.voucher_file, receipt.voucher_name = str(relative), voucher.filename
+        receipt.voucher_type, receipt.voucher_sha256 = kind[0], digest
+    audit.record(
+        session,
+        recorded_by,
+        "record_receipt",
+        "receipt",
+        str(receipt.id),
+        account=account.code,
+        amount=format_money(value),
+        bank_ref=reference,
+    )
+    return receipt
+
+
+def get_receipt(session: Session, receipt_id: int | str) -> Receipt:
+    try:
+        ident = int(receipt_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"到账记录不存在：{receipt_id}") from None
+    receipt = session.get(Receipt, ident)
+    if receipt is None:
+        raise NotFound(f"到账记录不存在：{receipt_id}")
+    return receipt
+
+
+def _move(session: Session, receipt: Receipt, allowed: tuple[str, ...], **values: Any) -> bool:
+    """Change the receipt's status only if it is still in one of `allowed` (one atomic UPDATE):
+    the one caller that wins goes on, every other one learns it lost."""
+    result = session.execute(
+        sa.update(Receipt)
+        .where(Receipt.id == receipt.id, Receipt.status.in_(allowed))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(receipt)
+    return bool(result.rowcount)
+
+
+def _refuse_state(receipt: Receipt, action: str) -> None:
+    if receipt.status == "rejected":
+        raise Conflict(f"到账记录 {receipt.id} 已被驳回（{receipt.rejection_reason}），不能{action}")
+    if receipt.status == "reversed":
+        raise Conflict(f"到账记录 {receipt.id} 已冲销（{receipt.reversal_reason}），不能{action}")
+    raise Conflict(f"到账记录 {receipt.id} 当前状态为“{receipt.status_name}”，不能{action}")
+
+
+def confirm_receipt(
+    session: Session,
+    receipt_id: int | str,
+    *,
+    actor: str,
+    four_eyes_threshold: Decimal,
+    documents_root: Path,
+    today: date | None = None,
+) -> Confirmation:
+    """Finance confirms that the money arrived: in the caller's transaction the account is
+    credited (the bank reference is the money event's id), the books get the receipt, an
+    invoice is issued and the customer is notified. Above the four-eyes threshold two different
+    finance users are needed, and nobody confirms a receipt they recorded themselves."""
+    from backoffice.services import invoices, notifications
+
+    receipt = get_receipt(session, receipt_id)
+    if receipt.status == "confirmed":
+        invoice = session.scalar(sa.select(Invoice).where(Invoice.receipt_id == receipt.id))
+        return Confirmation(receipt, credited=False, already=True, invoice=invoice, balance=receipt.account.balance)
+    if receipt.status not in ("pending", "approved"):
+        _refuse_state(receipt, "确认入账")
+    now = utcnow()
+    if receipt.amount > four_eyes_threshold:
+        if actor == receipt.recorded_by:
+            raise Forbidden(
+                f"四眼原则：金额超过 {format_money(four_eyes_threshold)} 元的到账须由另一位财务人员确认，不能确认自己登记的到账"
+            )
+        if actor == receipt.approved_by:
+            raise Forbidden("四眼原则：初审和复核须由两位不同的财务人员完成，您已初审过这笔到账")
+        # Two people must have looked at it: the finance user who recorded it, or a first approver.
+        if not receipt.recorded_by.startswith("staff:") and receipt.approved_by is None:
+            if not _move(session, receipt, ("pending",), status="approved", approved_by=actor, approved_at=now):
+                return confirm_receipt(
+                    session, receipt_id, actor=actor, four_eyes_threshold=four_eyes_threshold, documents_root=documents_root, today=today
+                )
+            audit.record(session, actor, "approve_receipt", "receipt", str(receipt.id))
+            return Confirmation(receipt, credited=False, already=False, invoice=None, balance=receipt.account.balance)
+    if not _move(session, receipt, ("pending", "approved"), status="confirmed", confirmed_by=actor, confirmed_at=now):
+        # Someone else moved it between our read and our update: answer as they left it.
+        if receipt.status == "confirmed":
+            return confirm_receipt(
+                session, receipt_id, actor=actor, four_eyes_threshold=four_eyes_threshold, documents_root=documents_root, today=today
+            )
+        _refuse_state(receipt, "确认入账")
+    account = receipt.account
+    was_awaiting = account.status == "awaiting_payment"
+    settles_before = account.receivable
+    today = today or local_today()
+    # Booked on the day it is confirmed (when the credit becomes spendable); the bank's value
+    # date stays on the receipt. Back-dating would contradict balance assertions already written.
+    event = credit_receipt(
+        session,
+        account_code=account.code,
+        amount=receipt.amount,
+        bank=receipt.bank,
+        bank_ref=receipt.bank_reference,
+        received_on=today,
+        actor=actor,
+    )
+    receipt.ledger_event_id = event.event_id
+    session.flush()  # the status change credit_receipt made, before re-reading the columns it bumped
+    session.refresh(account)
+    settled = settles_before - account.receivable
+    invoice = invoices.invoice_for_receipt(session, receipt, settled=settled, documents_root=documents_root, today=today)
+    notifications.receipt_confirmed(session, receipt, invoice, activated=was_awaiting and account.status == "active")
+    audit.record(session, actor, "confirm_receipt", "receipt", str(receipt.id), amount=format_money(receipt.amount), invoice=invoice.number)
+    return Confirmation(receipt, credited=True, already=False, invoice=invoice, balance=account.balance)
+
+
+def _reason(reason: str | None) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise ValidationFailed({"reason": "请填写原因"})
+    if len(text) > 500 or any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
+        raise ValidationFailed({"reason": "原因过长（最多 500 字）或含有控制字符"})
+    return text
+
+
+def reject_receipt(session: Session, receipt_id: int | str, *, reason: str | None, actor: str) -> Receipt:
+    """Refuse a recorded transfer (e.g. the money never arrived); the customer sees the reason."""
+    from backoffice.services import notifications
+
+    text = _reason(reason)
+    receipt = get_receipt(session, receipt_id)
+    if not _move(
+        session, receipt, ("pending", "approved"), status="rejected", rejected_by=actor, rejected_at=utcnow(), rejection_reason=text
+    ):
+        _refuse_state(receipt, "驳回")
+    notifications.receipt_rejected(session, receipt)
+    audit.record(session, actor, "reject_receipt", "receipt", str(receipt.id), reason=text)
+    return receipt
+
+
+def reverse_receipt(session: Session, receipt_id: int | str, *, reason: str | None, actor: str, today: date | None = None) -> Receipt:
+    """Undo a confirmed receipt by a reversing entry (nothing is edited or deleted). Refused when
+    the customer has already spent part of the credit (the balance never goes below zero)."""
+    from backoffice.services import invoices
+
+    text = _reason(reason)
+    receipt = get_receipt(session, receipt_id)
+    if not _move(session, receipt, ("confirmed",), status="reversed", reversed_by=actor, reversed_at=utcnow(), reversal_reason=text):
+        if receipt.status in ("pending", "approved"):
+            raise Conflict(f"到账记录 {receipt.id} 尚未确认入账，无需冲销；如款项未到，请驳回")
+        _refuse_state(receipt, "冲销")
+    assert receipt.ledger_event_id is not None
+    reverse_event(session, receipt.ledger_event_id, reason=text, on=today or local_today(), actor=actor)
+    session.flush()
+    account = receipt.account
+    session.refresh(account)
+    if account.status == "active" and account.balance == 0 and account.contracted_credit > 0:
+        account.status = "awaiting_payment"  # the payment that opened it is undone
+    invoices.void_for_receipt(session, receipt)
+    audit.record(session, actor, "reverse_receipt", "receipt", str(receipt.id), reason=text)
+    return receipt
+
+
+def receipt_queue(session: Session, statuses: tuple[str, ...] = ("pending", "approved")) -> list[Receipt]:
+    return list(session.scalars(sa.select(Receipt).where(Receipt.status.in_(statuses)).order_by(Receipt.recorded_at, Receipt.id)))
+
+
+def receipts_of(session: Session, account_code: str) -> list[Receipt]:
+    account = get_account(session, account_code)
+    return list(session.scalars(sa.select(Receipt).where(Receipt.account_id == account.id).order_by(Receipt.id.desc())))

@@ -1,0 +1,176 @@
+"""Bank statements: finance imports the bank's export (all lines or none), the system proposes
+which recorded receipt each credit is, and finance confirms the match (which confirms the
+receipt) or records a receipt straight from a statement line."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.errors import Conflict, NotFound, ValidationFailed
+from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
+from backoffice.services import audit
+from reports import bank_statements, matching
+
+MAX_STATEMENT_BYTES = 10 * 1024 * 1024
+# The layouts the parser knows, and the receiving bank each export comes from.
+LAYOUT_BANKS = {"cmb": "CMB", "icbc": "ICBC"}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    line: StatementLine
+    receipt: Receipt | None
+    account: EnterpriseAccount | None  # for a line with no receipt: the account whose name is the payer's
+    score: int
+    reasons: list[str]
+
+
+def import_statement(session: Session, *, filename: str, content: bytes, actor: str) -> StatementImport:
+    """Parse and store a statement. A file with a wrong layout is refused with the line number
+    and the reason, and nothing is imported; lines already imported from an overlapping export
+    are skipped and counted."""
+    name = (filename or "").strip()
+    if not name or any(c in name for c in "/\\") or ".." in name or any(unicodedata.category(c).startswith("C") for c in name):
+        raise ValidationFailed({"file": "文件名不能包含路径（/、\\ 或 ..）或控制字符"})
+    if not content:
+        raise ValidationFailed({"file": "文件是空的"})
+    if len(content) > MAX_STATEMENT_BYTES:
+        raise ValidationFailed({"file": f"文件过大，最大 {MAX_STATEMENT_BYTES // 1048576} MB"})
+    try:
+        statement = bank_statements.parse_statement(content)
+    except bank_statements.StatementError as exc:
+        raise ValidationFailed(
+            {"file": f"第 {exc.line_no} 行：{exc.reason}"}, message=f"对账单未导入：第 {exc.line_no} 行：{exc.reason}"
+        ) from None
+    record = StatementImport(
+        file_name=name[:200], file_sha256=hashlib.sha256(content).hexdigest(), layout=statement.layout, imported_by=actor,
+        skipped_debits=statement.skipped_debits,
+    )  # fmt: skip
+    session.add(record)
+    seen: set[tuple[str, object, object]] = set()
+    for line in statement.lines:
+        identity = (line.reference, line.booked_on, line.amount)
+        duplicate = identity in seen or session.scalar(
+            sa.select(StatementLine.id).where(
+                StatementLine.reference == line.reference, StatementLine.booked_on == line.booked_on, StatementLine.amount == line.amount
+            )
+        )
+        seen.add(identity)
+        if duplicate:
+            record.duplicate_lines += 1
+            continue
+        record.lines.append(
+            StatementLine(
+                line_no=line.line_no, booked_on=line.booked_on, amount=line.amount, payer_name=line.payer_name[:200],
+                payer_account=line.payer_account, reference=line.reference[:64], memo=line.memo[:500],
+            )
+        )  # fmt: skip
+        record.line_count += 1
+    session.flush()
+    audit.record(
+        session, actor, "import_statement", "statement", str(record.id), file=name, lines=record.line_count, layout=statement.layout
+    )
+    return record
+
+
+def bank_of(line: StatementLine, default: str) -> str:
+    return LAYOUT_BANKS.get(line.statement.layout, default)
+
+
+def proposals(session: Session) -> list[Proposal]:
+    """For every statement line not yet matched: the recorded receipt it most likely is (or,
+    failing that, the account whose customer name is the payer's), best first."""
+    lines = list(session.scalars(sa.select(StatementLine).where(StatementLine.receipt_id.is_(None)).order_by(StatementLine.id)))
+    if not lines:
+        return []
+    receipts = {
+        r.id: r
+        for r in session.scalars(sa.select(Receipt).where(Receipt.status.in_(("pending", "approved")), Receipt.statement_line_id.is_(None)))
+    }
+    by_id = {line.id: line for line in lines}
+    # The matcher works on its own line numbers; the database id stands in for them here.
+    parsed = [
+        bank_statements.StatementLine(
+            line_no=x.id,
+            booked_on=x.booked_on,
+            amount=x.amount,
+            payer_name=x.payer_name,
+            payer_account=x.payer_account,
+            reference=x.reference,
+            memo=x.memo,
+        )
+        for x in lines
+    ]
+    open_receipts = [
+        matching.OpenReceipt(
+            id=r.id,
+            account_code=r.account.code,
+            amount=r.amount,
+            payer_name=r.payer_name,
+            bank_reference=r.bank_reference,
+            paid_on=r.paid_on,
+        )
+        for r in receipts.values()
+    ]
+    names = {matching.normalise(a.customer_name): a for a in session.scalars(sa.select(EnterpriseAccount))}
+    result = []
+    for match in matching.propose_matches(parsed, open_receipts):
+        line = by_id[match.line_no]
+        receipt = receipts.get(match.receipt_id) if match.receipt_id is not None else None
+        account = receipt.account if receipt else names.get(matching.normalise(line.payer_name))
+        reasons = match.reasons if receipt else (["付款人与客户名称一致，尚无登记的汇款"] if account else ["未找到对应的汇款登记或客户"])
+        result.append(Proposal(line, receipt, account, match.score if receipt else 0, reasons))
+    return result
+
+
+def get_line(session: Session, line_id: int | str) -> StatementLine:
+    try:
+        line = session.get(StatementLine, int(line_id))
+    except (TypeError, ValueError):
+        line = None
+    if line is None:
+        raise NotFound(f"对账单明细不存在：{line_id}")
+    return line
+
+
+def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, actor: str) -> Receipt:
+    """Tie a statement line to a recorded receipt (the bank saw the money the customer
+    reported). The caller then confirms the receipt, in the same transaction."""
+    from backoffice.services.receipts import get_receipt
+
+    line = get_line(session, line_id)
+    receipt = get_receipt(session, receipt_id)
+    if line.receipt_id is not None and line.receipt_id != receipt.id:
+        raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}")
+    if receipt.statement_line_id is not None and receipt.statement_line_id != line.id:
+        raise Conflict(f"到账记录 {receipt.id} 已匹配其他对账单明细")
+    if line.amount != receipt.amount:
+        raise ValidationFailed({"amount": f"金额不一致：对账单 {line.amount} 元，登记 {receipt.amount} 元"})
+    line.receipt_id, receipt.statement_line_id = receipt.id, line.id
+    audit.record(session, actor, "match_statement_line", "receipt", str(receipt.id), line=line.id)
+    return receipt
+
+
+def receipt_from_line(
+    session: Session, line_id: int | str, *, account_code: str, actor: str, default_bank: str, documents_root: Path, max_voucher_bytes: int
+) -> Receipt:
+    """Record the receipt a statement line shows, for the given account (the bank statement is
+    the evidence; no voucher needed)."""
+    from backoffice.services.receipts import record_receipt
+
+    line = get_line(session, line_id)
+    if line.receipt_id is not None:
+        raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}")
+    receipt = record_receipt(
+        session, account_code=account_code, amount=line.amount, paid_on=line.booked_on, payer_name=line.payer_name,
+        bank_reference=line.reference, bank=bank_of(line, default_bank), voucher=None, recorded_by=actor,
+        documents_root=documents_root, max_voucher_bytes=max_voucher_bytes,
+    )  # fmt: skip
+    line.receipt_id, receipt.statement_line_id = receipt.id, line.id
+    return receipt

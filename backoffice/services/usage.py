@@ -1,0 +1,130 @@
+"""Charging messages against the prepaid balance, and booking the day's usage.
+
+A request is charged with one atomic conditional debit of its total (the balance never goes
+below zero, whatever the concurrency), and the charge is added to the day's running total per
+account, carrier and kind in the same transaction. After the day ends the running totals are
+booked as one ledger event per day and kind, with a posting per account and carrier. Until
+then the books lag the database by exactly the unbooked totals, which reconciliation adds back
+(`unbooked_effect`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.errors import ValidationFailed
+from backoffice.models import EnterpriseAccount, LedgerEvent, UsageDay
+from backoffice.money import format_money
+from backoffice.services.bookkeeping import record_event
+from backoffice.services.credit import InsufficientBalance, _adjust
+
+CARRIER_CODES = ("CMCC", "CUCC", "CTCC", "CBN")
+
+
+def _accumulate(session: Session, account_id: int, day: date, carrier: str, kind: str, messages: int, amount: Decimal) -> None:
+    table = UsageDay.__table__
+    where = (
+        table.c.day == day,
+        table.c.account_id == account_id,
+        table.c.carrier == carrier,
+        table.c.kind == kind,
+        table.c.event_id.is_(None),
+    )
+    bump = sa.update(table).where(*where).values(messages=table.c.messages + messages, amount=table.c.amount + amount)
+    if session.execute(bump).rowcount:
+        return
+    try:
+        with session.begin_nested():
+            session.execute(
+                sa.insert(table).values(day=day, account_id=account_id, carrier=carrier, kind=kind, messages=messages, amount=amount)
+            )
+    except sa.exc.IntegrityError:  # a concurrent first charge of the day created the row
+        session.execute(bump)
+
+
+def _validate(lines: Sequence[tuple[str, int, Decimal]]) -> list[tuple[str, int, Decimal]]:
+    clean = []
+    for carrier, messages, amount in lines:
+        code = carrier.upper()
+        if code not in CARRIER_CODES:
+            raise ValidationFailed({"carrier": f"未知运营商：{carrier}"})
+        if messages < 0 or amount < 0 or not isinstance(amount, Decimal):
+            raise ValidationFailed({"amount": "条数和金额不能为负数，金额须为 Decimal"})
+        clean.append((code, int(messages), amount))
+    return clean
+
+
+def charge_messages(
+    session: Session, account: EnterpriseAccount, day: date, lines: Sequence[tuple[str, int, Decimal]], *, kind: str = "usage"
+) -> Decimal:
+    """Debit the whole request at once — `lines` are (carrier, messages, amount) — or raise
+    InsufficientBalance (402) and change nothing. Returns the total charged."""
+    if kind not in ("usage", "refused_content_fee"):
+        raise ValueError(f"not a charge kind: {kind}")
+    clean = _validate(lines)
+    total = sum((amount for _, _, amount in clean), Decimal(0))
+    if total > 0 and not _adjust(session, account.id, balance=-total):
+        session.refresh(account, ["balance"])
+        raise InsufficientBalance(f"余额不足：本次需 {format_money(total)} 元，可用余额 {format_money(account.balance)} 元，未发送也未扣费")
+    for carrier, messages, amount in clean:
+        if messages or amount:
+            _accumulate(session, account.id, day, carrier, kind, messages, amount)
+    return total
+
+
+def refund_messages(session: Session, account_id: int, day: date, carrier: str, messages: int, amount: Decimal) -> None:
+    """Give back what a message the platform failed to deliver was charged (booked as a refund
+    on `day`, the day the refund is made)."""
+    ((code, count, value),) = _validate([(carrier, messages, amount)])
+    if value <= 0:
+        return
+    _adjust(session, account_id, balance=value)
+    _accumulate(session, account_id, day, code, "refund", count, value)
+
+
+def unbooked_effect(session: Session) -> dict[str, Decimal]:
+    """Per account code, what the charges and refunds not yet booked changed the spendable
+    balance by (negative: charged). The books' prepaid balance equals -(balance - this)."""
+    rows = session.execute(
+        sa.select(EnterpriseAccount.code, UsageDay.kind, sa.func.sum(UsageDay.amount))
+        .join(EnterpriseAccount, EnterpriseAccount.id == UsageDay.account_id)
+        .where(UsageDay.event_id.is_(None))
+        .group_by(EnterpriseAccount.code, UsageDay.kind)
+    )
+    effect: dict[str, Decimal] = defaultdict(Decimal)
+    for code, kind, amount in rows:
+        value = amount if isinstance(amount, Decimal) else Decimal(0)  # SUM keeps the column's Money type
+        effect[code] += value if kind == "refund" else -value
+    return dict(effect)
+
+
+def book_usage(session: Session, before: date) -> list[LedgerEvent]:
+    """Book every open running total of days before `before`: one ledger event per day and
+    kind (usage, refund, refused_content_fee), a line per account and carrier."""
+    rows = list(
+        session.scalars(sa.select(UsageDay).where(UsageDay.event_id.is_(None), UsageDay.day < before).order_by(UsageDay.day, UsageDay.id))
+    )
+    groups: dict[tuple[date, str], list[UsageDay]] = defaultdict(list)
+    for row in rows:
+        groups[(row.day, row.kind)].append(row)
+    codes = dict(session.execute(sa.select(EnterpriseAccount.id, EnterpriseAccount.code)).all())
+    events = []
+    for (day, kind), members in sorted(groups.items()):
+        lines = [
+            {"account_code": codes[r.account_id], "carrier": r.carrier, "messages": r.messages, "amount": r.amount}
+            for r in sorted(members, key=lambda r: (codes[r.account_id], r.carrier))
+            if r.amount > 0
+        ]
+        prefix = f"{kind}-day-{day.isoformat()}"
+        taken = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.event_id.like(f"{prefix}%")))
+        event_id = prefix if not taken else f"{prefix}-{taken + 1}"
+        if lines:
+            events.append(record_event(session, kind, day, {"lines": lines}, event_id=event_id))
+        for r in members:
+            r.event_id = event_id
+    return events

@@ -1,0 +1,590 @@
+"""Finance (issue #4): receipts recorded and confirmed (four-eyes, idempotent under concurrency),
+rejected or reversed with a reason; invoices (PDF, gapless numbers, due in Chinese working
+days, overdue); statements imported and matched; notifications through the outbox."""
+
+from __future__ import annotations
+
+import email
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from pypdf import PdfReader
+
+from backoffice.cli import after_commit_catch_up
+from backoffice.clock import set_clock
+from backoffice.extensions import db
+from backoffice.models import AuditEntry, EnterpriseAccount, Invoice, LedgerEvent, Notification, Receipt, StatementLine
+from backoffice.services.staff import create_staff_user
+from tests.conftest import login, make_contract
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def png_bytes() -> bytes:
+    from tests.e2e.signature import SIGNATURE_PNG
+
+    return SIGNATURE_PNG
+
+
+def fetch(client: Any, url: str) -> bytes:
+    """A file download's bytes (the response is closed: send_file keeps the file open)."""
+    response = client.get(url)
+    try:
+        assert response.status_code == 200, response.status_code
+        return bytes(response.data)
+    finally:
+        response.close()
+
+
+def run(runner: FlaskCliRunner, *args: str) -> tuple[int, Any]:
+    result = runner.invoke(args=list(args))
+    try:
+        return result.exit_code, json.loads(result.output)
+    except json.JSONDecodeError:
+        return result.exit_code, result.output
+
+
+def finance_users() -> None:
+    for name in ("fin-a", "fin-b"):
+        create_staff_user(db.session, name, name, f"{name}-password-1", "finance", actor="test")
+    db.session.commit()
+
+
+def pdf_text(path: Path) -> str:
+    return "".join(page.extract_text() for page in PdfReader(path).pages).replace(" ", "")
+
+
+def snapshot(app: Flask) -> dict[str, Any]:
+    docs = Path(app.config["DOCUMENTS_PATH"])
+    return {
+        "receipts": db.session.scalar(sa.select(sa.func.count()).select_from(Receipt)),
+        "invoices": db.session.scalar(sa.select(sa.func.count()).select_from(Invoice)),
+        "events": db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent)),
+        "balances": db.session.execute(sa.select(EnterpriseAccount.code, EnterpriseAccount.balance)).all(),
+        "files": sorted(str(p.relative_to(docs)) for p in docs.rglob("*") if p.is_file()) if docs.exists() else [],
+    }
+
+
+# --- the two credit policies, end to end --------------------------------------------------------
+
+
+def test_pay_on_signing_cycle_credits_activates_invoices_and_notifies(app: Flask, runner: FlaskCliRunner) -> None:
+    """000: the first recharge is paid on signing; confirming the transfer makes the initial
+    credit spendable, opens the account, issues a paid invoice and writes the e-mail."""
+    issued = make_contract(app, "enterprise_sms_center", customer__name="成都蓉城会员服务有限公司")
+    account = issued.contract.account
+    account.contact_email = "finance@rongcheng.example.cn"
+    db.session.commit()
+    code, amount = account.code, f"{issued.contract.initial_amount:.2f}"
+    assert account.status == "awaiting_payment" and account.balance == 0
+
+    exit_code, recorded = run(
+        runner,
+        "finance",
+        "receipt",
+        "--account",
+        code,
+        "--amount",
+        amount,
+        "--bank-ref",
+        "CMB20261120001",
+        "--date",
+        "2026-11-20",
+        "--json",
+    )
+    assert exit_code == 0 and recorded["status"] == "pending"
+    exit_code, confirmed = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+    assert exit_code == 0, confirmed
+    assert confirmed["credited"] and confirmed["balance"] == amount and confirmed["account_status"] == "active"
+    assert confirmed["invoice_number"] == "FP-2026-000001"
+
+    text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / confirmed["invoice_pdf"])
+    for expected in (
+        "FP-2026-000001",
+        "成都蓉城会员服务有限公司",
+        "0.045",
+        f"{Decimal(amount):,.2f}",
+        "已付款",
+        issued.contract.contract_no,
+    ):
+        assert expected in text, expected
+    from backoffice.money import capitals
+
+    assert capitals(Decimal(amount)) in text
+
+    # Confirming again (a retried request) credits nothing more and answers the same invoice.
+    exit_code, again = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+    assert exit_code == 0 and again["already_confirmed"] and not again["credited"] and again["balance"] == amount
+    assert again["invoice_number"] == "FP-2026-000001"
+
+    # No SMTP server configured: the e-mail goes to the outbox folder, once, with the PDF.
+    exit_code, counts = run(runner, "finance", "notify", "--json")
+    assert counts["written"] == 1
+    assert run(runner, "finance", "notify", "--json")[1]["written"] == 0
+    (eml,) = Path(app.config["OUTBOX_PATH"]).glob("*.eml")
+    message = email.message_from_bytes(eml.read_bytes())
+    assert message["To"] == "finance@rongcheng.example.cn"
+    attachments = [part.get_filename() for part in message.walk() if part.get_filename()]
+    assert attachments == ["FP-2026-000001.pdf"]
+    db.session.expire_all()
+    assert db.session.get(EnterpriseAccount, account.id).balance == Decimal(amount)
+
+
+def test_invoice_first_cycle_due_in_five_working_days_overdue_then_paid(app: Flask, runner: FlaskCliRunner) -> None:
+    """004 §3: the invoice is issued at signing, due 5 Chinese working days later; unpaid after
+    that it shows as overdue; the money confirmed marks it paid and opens the account."""
+    issued = make_contract(app, "sms_business_service")
+    code = issued.contract.account.code
+    (invoice,) = db.session.scalars(sa.select(Invoice)).all()
+    assert invoice.status == "unpaid" and invoice.issued_on == date(2026, 11, 23)
+    assert invoice.due_on == date(2026, 11, 30)  # Mon 23rd + 5 working days (weekend skipped)
+    text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / invoice.pdf_file)
+    assert "待付款" in text and "2026年11月30日" in text and "50,000" in text and "1,750.00" in text
+    assert db.session.scalar(sa.select(Notification).where(Notification.key == f"invoice-issued-{invoice.number}:email")) is not None
+
+    assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []
+    set_clock(lambda: datetime(2026, 12, 1, 2, 0, tzinfo=UTC))  # the next working day after the due date
+    overdue = run(runner, "finance", "invoices", "--overdue", "--json")[1]
+    assert [(r["number"], r["status_name"]) for r in overdue] == [(invoice.number, "已逾期")]
+
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", code, "--amount", "1750.00", "--bank-ref", "CMB-004-1", "--date", "2026-11-30", "--json"
+    )
+    _, confirmed = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+    assert confirmed["account_status"] == "active" and confirmed["balance"] == "1750.00"
+    assert confirmed["invoice_number"] == invoice.number  # the signing invoice, now paid
+    db.session.expire_all()
+    paid = db.session.get(Invoice, invoice.id)
+    assert paid.status == "paid" and paid.paid_on == date(2026, 12, 1)
+    assert "已付款" in pdf_text(Path(app.config["DOCUMENTS_PATH"]) / paid.pdf_file)
+    assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []
+
+
+def test_a_later_recharge_is_invoiced_as_messages_at_the_contract_price(app: Flask, runner: FlaskCliRunner) -> None:
+    issued = make_contract(app, "enterprise_sms_center")
+    code, price = issued.contract.account.code, issued.contract.price_per_message
+    for ref, amount in (("first", f"{issued.contract.initial_amount:.2f}"), ("second", f"{price * 20000:.2f}")):
+        _, recorded = run(
+            runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", ref, "--date", "2026-11-23", "--json"
+        )
+        _, confirmed = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+    invoice = db.session.scalar(sa.select(Invoice).where(Invoice.number == confirmed["invoice_number"]))
+    assert invoice.lines == [
+        {"description": "短信充值", "quantity": 20000, "unit": "条", "unit_price": str(price), "amount": str(price * 20000)}
+    ]
+    assert Decimal(confirmed["balance"]) == issued.contract.initial_amount + price * 20000
+
+
+# --- four-eyes, reject, reverse --------------------------------------------------------------
+
+
+def test_four_eyes_above_the_threshold(app: Flask, runner: FlaskCliRunner) -> None:
+    app.config["FOUR_EYES_THRESHOLD"] = Decimal("1000.00")
+    finance_users()
+    code = make_contract(app, "sms_business_service").contract.account.code
+    _, mine = run(
+        runner,
+        "finance",
+        "receipt",
+        "--account",
+        code,
+        "--amount",
+        "1750.00",
+        "--bank-ref",
+        "R-1",
+        "--date",
+        "2026-11-23",
+        "--by",
+        "fin-a",
+        "--json",
+    )
+    before = snapshot(app)
+    exit_code, refused = run(runner, "finance", "confirm", str(mine["id"]), "--by", "fin-a", "--json")
+    assert exit_code != 0 and refused["error"]["code"] == "forbidden" and "四眼原则" in refused["error"]["message"]
+    assert snapshot(app) == before
+    exit_code, confirmed = run(runner, "finance", "confirm", str(mine["id"]), "--by", "fin-b", "--json")
+    assert exit_code == 0 and confirmed["credited"]
+
+    # Recorded by the customer: a first finance approval, then a second, different person.
+    code2 = make_contract(app, "sms_business_service", customer__name="第二客户科技有限公司").contract.account.code
+    _, theirs = run(
+        runner, "finance", "receipt", "--account", code2, "--amount", "1750.00", "--bank-ref", "R-2", "--date", "2026-11-23", "--json"
+    )
+    _, first = run(runner, "finance", "confirm", str(theirs["id"]), "--by", "fin-a", "--json")
+    assert first["waiting_for_second_approval"] and not first["credited"] and first["balance"] == "0.00"
+    exit_code, same = run(runner, "finance", "confirm", str(theirs["id"]), "--by", "fin-a", "--json")
+    assert exit_code != 0 and "两位不同的财务人员" in same["error"]["message"]
+    _, second = run(runner, "finance", "confirm", str(theirs["id"]), "--by", "fin-b", "--json")
+    assert second["credited"] and second["balance"] == "1750.00"
+
+
+def test_rejected_and_reversed_receipts(app: Flask, runner: FlaskCliRunner, client: Any) -> None:
+    issued = make_contract(app, "gateway_api_partner")
+    issued.contract.account.contact_email = "ops@partner.example.cn"
+    db.session.commit()
+    code, amount = issued.contract.account.code, f"{issued.contract.initial_amount:.2f}"
+    _, bad = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "NOPE-1", "--date", "2026-11-22", "--json"
+    )
+    _, rejected = run(runner, "finance", "reject", str(bad["id"]), "--reason", "银行未收到该笔款项", "--json")
+    assert rejected["status"] == "rejected"
+    exit_code, refused = run(runner, "finance", "confirm", str(bad["id"]), "--json")
+    assert exit_code != 0 and "已被驳回" in refused["error"]["message"]
+    assert (
+        db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-rejected-{bad['id']}:email")).body.count(
+            "银行未收到该笔款项"
+        )
+        == 1
+    )
+
+    _, good = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "OK-1", "--date", "2026-11-22", "--json"
+    )
+    _, confirmed = run(runner, "finance", "confirm", str(good["id"]), "--json")
+    assert confirmed["account_status"] == "active"
+    exit_code, reversed_ = run(runner, "finance", "reverse", str(good["id"]), "--reason", "误入他人款项", "--json")
+    assert exit_code == 0 and reversed_["status"] == "reversed"
+    db.session.expire_all()
+    account = db.session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code))
+    assert account.balance == 0 and account.contracted_credit == issued.contract.initial_amount and account.status == "awaiting_payment"
+    assert db.session.scalar(sa.select(Invoice).where(Invoice.number == confirmed["invoice_number"])).status == "void"
+    reversal = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "reversal"))
+    assert reversal.reason == "误入他人款项"
+    for args in (("confirm", str(good["id"])), ("reverse", str(good["id"]), "--reason", "again")):
+        exit_code, out = run(runner, "finance", *args, "--json")
+        assert exit_code != 0 and "已冲销" in out["error"]["message"]
+    # The same bank reference can never credit again, not even after the reversal.
+    exit_code, dup = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "OK-1", "--date", "2026-11-22", "--json"
+    )
+    assert exit_code != 0 and "已登记过" in dup["error"]["fields"]["bank_reference"]
+
+
+# --- bad input changes nothing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "fragment"),
+    [
+        (("--amount", "0"), "amount", "大于 0"),
+        (("--amount", "-5.00"), "amount", "金额"),
+        (("--amount", "12.345"), "amount", "2 位小数"),
+        (("--amount", "abc"), "amount", "不是数字"),
+        (("--amount", "1e3"), "amount", "不是数字"),
+        (("--account", "E999999"), "account", "账户不存在"),
+        (("--bank-ref", "DUP-1"), "bank_reference", "已登记过"),
+        (("--bank-ref", "含中文"), "bank_reference", "流水号无效"),
+        (("--date", "2026-13-01"), "paid_on", "日期无效"),
+        (("--date", "2026-12-24"), "paid_on", "不能晚于今天"),
+    ],
+)
+def test_bad_receipts_are_refused_and_change_nothing(
+    app: Flask, runner: FlaskCliRunner, args: tuple[str, ...], field: str, fragment: str
+) -> None:
+    code = make_contract(app, "enterprise_sms_center").contract.account.code
+    base = {"--account": code, "--amount": "100.00", "--bank-ref": "FRESH-1", "--date": "2026-11-20"}
+    run(runner, "finance", "receipt", "--account", code, "--amount", "5.00", "--bank-ref", "DUP-1", "--date", "2026-11-20", "--json")
+    before = snapshot(app)
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    exit_code, out = run(runner, "finance", "receipt", *[x for kv in base.items() for x in kv], "--json")
+    assert exit_code == 2 and fragment in out["error"]["fields"][field], out
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("voucher.txt", b"just some text", "只接受 PDF、PNG 或 JPEG"),
+        ("../../etc/voucher.pdf", b"%PDF-1.4\n%%EOF", "不能包含路径"),
+        ("scans/2026/voucher.png", b"\x89PNG\r\n\x1a\n", "不能包含路径"),
+        ("big.pdf", b"%PDF-1.4\n" + b"0" * 2048 + b"\n%%EOF", "凭证文件过大"),
+        ("broken.png", b"\x89PNG\r\n\x1a\nnot really", "已损坏"),
+        ("fake.pdf", b"%PDF-1.4 but cut short", "不完整"),
+    ],
+)
+def test_bad_vouchers_are_refused_in_the_portal_and_change_nothing(
+    app: Flask, client: Any, name: str, content: bytes, fragment: str
+) -> None:
+    app.config["VOUCHER_MAX_BYTES"] = 1024
+    issued = make_contract(app, "enterprise_sms_center")
+    primary = issued.logins[0]
+    login(client, primary.login, primary.password, portal=True)
+    before = snapshot(app)
+    form = {"amount": "100.00", "paid_on": "2026-11-20", "bank_reference": "V-1", "voucher": (BytesIO(content), name)}
+    response = client.post("/portal/receipts", data=form, content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert fragment in response.get_data(as_text=True)
+    assert snapshot(app) == before
+
+
+def test_a_windows_path_in_a_voucher_name_is_refused_by_the_service() -> None:
+    """Browsers and Werkzeug strip Windows paths; the command line and other callers do not."""
+    from backoffice.services.receipts import Voucher, check_voucher
+
+    errors: dict[str, str] = {}
+    assert check_voucher(Voucher("C:\\Users\\me\\voucher.png", png_bytes()), 10**6, errors) is None
+    assert "不能包含路径" in errors["voucher"]
+    assert check_voucher(Voucher("回单.png", png_bytes()), 10**6, {}) == ("image/png", "png")
+
+
+def test_a_customer_records_a_transfer_with_a_voucher_and_sees_the_rejection_reason(
+    app: Flask, client: Any, runner: FlaskCliRunner
+) -> None:
+    issued = make_contract(app, "enterprise_sms_center")
+    primary = issued.logins[0]
+    login(client, primary.login, primary.password, portal=True)
+    form = {"amount": "900.00", "paid_on": "2026-11-21", "bank_reference": "V-2", "voucher": (BytesIO(png_bytes()), "回单.png")}
+    response = client.post("/portal/receipts", data=form, content_type="multipart/form-data")
+    assert response.status_code == 302
+    receipt = db.session.scalar(sa.select(Receipt))
+    assert receipt.recorded_by == f"sub:{primary.login}" and receipt.voucher_type == "image/png" and receipt.voucher_name == "回单.png"
+    assert (Path(app.config["DOCUMENTS_PATH"]) / receipt.voucher_file).read_bytes() == png_bytes()
+    assert fetch(client, f"/portal/receipts/{receipt.id}/voucher") == png_bytes()
+    run(runner, "finance", "reject", str(receipt.id), "--reason", "金额与银行入账不符", "--json")
+    page = client.get("/portal/receipts").get_data(as_text=True)
+    assert "已驳回" in page and "金额与银行入账不符" in page
+
+
+# --- concurrency: one credit, gapless numbers ----------------------------------------------------
+
+
+def _threads(count: int, target: Any) -> list[Any]:
+    results: list[Any] = [None] * count
+    barrier = threading.Barrier(count)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        results[i] = target(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def confirm_in_own_session(app: Flask, receipt_id: int) -> dict[str, Any]:
+    """What a web request does, in its own thread, session and transaction."""
+    from backoffice.services.receipts import confirm_receipt
+
+    with app.app_context():
+        try:
+            result = confirm_receipt(
+                db.session,
+                receipt_id,
+                actor="staff:finance",
+                four_eyes_threshold=Decimal("50000"),
+                documents_root=Path(app.config["DOCUMENTS_PATH"]),
+            )
+            db.session.commit()
+            return {
+                "credited": result.credited,
+                "already": result.already,
+                "invoice_number": result.invoice.number if result.invoice else None,
+            }
+        finally:
+            db.session.remove()
+
+
+def test_concurrent_confirmations_from_threads_and_processes_credit_once(app: Flask, runner: FlaskCliRunner) -> None:
+    issued = make_contract(app, "enterprise_sms_center")
+    code, amount = issued.contract.account.code, issued.contract.initial_amount
+    _, recorded = run(
+        runner,
+        "finance",
+        "receipt",
+        "--account",
+        code,
+        "--amount",
+        f"{amount:.2f}",
+        "--bank-ref",
+        "RACE-1",
+        "--date",
+        "2026-11-23",
+        "--json",
+    )
+    db.session.remove()
+
+    def confirm(_: int) -> str:
+        result = confirm_in_own_session(app, recorded["id"])
+        return "credited" if result["credited"] else ("already" if result["already"] else str(result))
+
+    outcomes = _threads(6, confirm)
+    env = {
+        **os.environ,
+        "BACKOFFICE_INSTANCE_PATH": str(app.config["INSTANCE_PATH"]),
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "SECRET_KEY": "x",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "finance", "confirm", str(recorded["id"]), "--json"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    outcomes += ["credited" if json.loads(p.communicate(timeout=60)[0]).get("credited") else "already" for p in procs]
+    assert sorted(outcomes) == ["already"] * 8 + ["credited"], outcomes
+    account = db.session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code))
+    assert account.balance == amount
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Invoice)) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.kind == "receipt")) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.action == "confirm_receipt")) == 1
+    assert after_commit_catch_up(app) == []
+
+
+def test_invoice_numbers_stay_gapless_under_concurrent_confirmations(app: Flask, runner: FlaskCliRunner) -> None:
+    codes = [make_contract(app, "enterprise_sms_center", customer__name=f"并发客户{i}有限公司").contract.account.code for i in range(6)]
+    ids = [
+        run(runner, "finance", "receipt", "--account", c, "--amount", "10.00", "--bank-ref", f"GAP-{i}", "--date", "2026-11-23", "--json")[
+            1
+        ]["id"]
+        for i, c in enumerate(codes)
+    ]
+    db.session.remove()
+
+    outcomes = _threads(len(ids), lambda i: confirm_in_own_session(app, ids[i]))
+    numbers = sorted(o["invoice_number"] for o in outcomes)
+    assert numbers == [f"FP-2026-{n:06d}" for n in range(1, 7)]
+    assert after_commit_catch_up(app) == []
+
+
+# --- statements ---------------------------------------------------------------------------------
+
+
+def test_statement_import_proposes_matches_and_confirming_one_credits(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    issued = make_contract(app, "enterprise_sms_center")
+    code, amount = issued.contract.account.code, f"{issued.contract.initial_amount:.2f}"
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "B-778899", "--date", "2026-11-21", "--json"
+    )
+    statement = tmp_path / "statement.csv"
+    statement.write_text(
+        "date,amount,payer_name,payer_account,reference,memo\n"
+        f"2026-11-21,{amount},{issued.contract.customer_name},6222000011112222,B-778899,{code} 充值\n"
+        "2026-11-22,300.00,无名氏,,B-000001,\n",
+        encoding="utf-8",
+    )
+    exit_code, imported = run(runner, "finance", "import-statement", str(statement), "--json")
+    assert exit_code == 0 and imported["lines"] == 2
+    first, second = imported["proposals"]
+    assert first["receipt_id"] == recorded["id"] and "银行流水号一致" in first["reasons"]
+    assert second["receipt_id"] is None and second["account_code"] is None
+    # Importing the same export again adds nothing.
+    assert run(runner, "finance", "import-statement", str(statement), "--json")[1]["duplicate_lines"] == 2
+    exit_code, matched = run(runner, "finance", "match", str(first["line_id"]), str(recorded["id"]), "--json")
+    assert exit_code == 0 and matched["credited"] and matched["balance"] == amount
+    assert db.session.get(StatementLine, first["line_id"]).receipt_id == recorded["id"]
+
+
+def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    statement = tmp_path / "bad.csv"
+    statement.write_text(
+        "date,amount,payer_name,payer_account,reference,memo\n2026-11-21,100.00,甲,,R1,\n2026-11-22,12.345,乙,,R2,\n", encoding="utf-8"
+    )
+    exit_code, out = run(runner, "finance", "import-statement", str(statement), "--json")
+    assert exit_code == 2 and out["error"]["fields"]["file"].startswith("第 3 行")
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
+    (tmp_path / "other.csv").write_text("when,how much\n2026-11-21,1\n", encoding="utf-8")
+    exit_code, out = run(runner, "finance", "import-statement", str(tmp_path / "other.csv"), "--json")
+    assert exit_code == 2 and out["error"]["fields"]["file"].startswith("第 1 行")
+
+
+# --- notifications --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_email_with_the_invoice_reaches_a_real_smtp_server_once(app: Flask, runner: FlaskCliRunner) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    received: list[email.message.Message] = []
+
+    class Collect(MessageHandler):
+        def handle_message(self, message: email.message.Message) -> None:
+            received.append(message)
+
+    port = free_port()
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, MAIL_FROM="billing@provider.example.cn")
+        make_contract(app, "sms_business_service")  # invoice at signing, e-mailed to the customer
+        exit_code, counts = run(runner, "finance", "notify", "--json")
+        assert counts["sent"] == 1, counts
+        assert run(runner, "finance", "notify", "--json")[1]["sent"] == 0  # the job running twice sends once
+    finally:
+        controller.stop()
+    (message,) = received
+    assert message["From"].endswith("<billing@provider.example.cn>") and "发票" in str(
+        email.header.make_header(email.header.decode_header(message["Subject"]))
+    )
+    (pdf,) = [part for part in message.walk() if part.get_filename()]
+    assert pdf.get_filename() == "FP-2026-000001.pdf"
+    text = "".join(page.extract_text() for page in PdfReader(BytesIO(pdf.get_payload(decode=True))).pages)
+    assert "FP-2026-000001" in text
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status == "sent" and note.delivered_to.startswith("smtp://127.0.0.1")
+
+
+def test_an_unreachable_smtp_server_is_retried_later(app: Flask, runner: FlaskCliRunner) -> None:
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())  # nothing listens there
+    make_contract(app, "sms_business_service")
+    assert run(runner, "finance", "notify", "--json")[1]["retry"] == 1
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status == "pending" and note.attempts == 1 and "ConnectionRefused" in note.last_error
+    assert run(runner, "finance", "notify", "--json")[1]["retry"] == 0  # not due yet
+
+
+# --- web ----------------------------------------------------------------------------------------
+
+
+def test_finance_pages_and_roles(app: Flask, client: Any, staff: dict[str, str], runner: FlaskCliRunner) -> None:
+    issued = make_contract(app, "sms_business_service")
+    _, recorded = run(
+        runner,
+        "finance",
+        "receipt",
+        "--account",
+        issued.contract.account.code,
+        "--amount",
+        "1750.00",
+        "--bank-ref",
+        "W-1",
+        "--date",
+        "2026-11-23",
+        "--json",
+    )
+    login(client, "sales", staff["sales"])
+    assert client.get("/finance/receipts").status_code == 403
+    client.post("/logout")
+    login(client, "finance", staff["finance"])
+    assert "W-1" in client.get("/finance/receipts").get_data(as_text=True)
+    response = client.post(f"/finance/receipts/{recorded['id']}/confirm", follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "已确认入账" in page and "FP-2026-000001" in page
+    assert fetch(client, "/finance/invoices/FP-2026-000001.pdf").startswith(b"%PDF")
+    assert "FP-2026-000001" in client.get("/finance/invoices").get_data(as_text=True)
+    assert client.get("/admin/outbox").status_code == 403

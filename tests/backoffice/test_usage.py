@@ -1,0 +1,85 @@
+"""Charging per request, booking per day: the books follow the database through the day
+(reconciliation adds back what is not booked yet) and after the day is booked."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.extensions import db
+from backoffice.models import LedgerEvent, UsageDay
+from backoffice.services.accounts import get_account
+from backoffice.services.bookkeeping import check_and_reconcile, post_pending
+from backoffice.services.credit import InsufficientBalance, credit_receipt, record_balance_assertions
+from backoffice.services.usage import book_usage, charge_messages, refund_messages, unbooked_effect
+from tests.conftest import make_contract
+
+
+def _funded(app: Flask, amount: str = "100.00") -> str:
+    code = make_contract(app, "enterprise_sms_center").contract.account.code
+    credit_receipt(
+        db.session, account_code=code, amount=Decimal(amount), bank="CMB", bank_ref=f"r-{code}", received_on=date(2026, 11, 21), actor="t"
+    )
+    db.session.commit()
+    return code
+
+
+def _books_ok(app: Flask) -> None:
+    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+    report = check_and_reconcile(db.session, Path(app.config["LEDGER_PATH"]))
+    assert report.ok, report
+
+
+def test_charges_accumulate_per_day_and_are_booked_as_one_event_per_day(app: Flask) -> None:
+    with app.app_context():
+        code = _funded(app)
+        account = get_account(db.session, code)
+        day = date(2026, 11, 22)
+        assert charge_messages(db.session, account, day, [("cmcc", 10, Decimal("0.35")), ("CUCC", 2, Decimal("0.07"))]) == Decimal("0.42")
+        charge_messages(db.session, account, day, [("cmcc", 1, Decimal("0.035"))])
+        refund_messages(db.session, account.id, date(2026, 11, 23), "cmcc", 1, Decimal("0.035"))
+        db.session.commit()
+        db.session.refresh(account)
+        assert account.balance == Decimal("99.58")
+        assert unbooked_effect(db.session) == {code: Decimal("-0.42")}
+        _books_ok(app)  # nothing booked yet, reconciliation adds the running totals back
+        record_balance_assertions(db.session, date(2026, 11, 23))  # books the 22nd first
+        db.session.commit()
+        _books_ok(app)
+        usage = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.event_id == "usage-day-2026-11-22"))
+        assert usage is not None and {(x["carrier"], x["messages"]) for x in usage.payload["lines"]} == {("CMCC", 11), ("CUCC", 2)}
+        assert unbooked_effect(db.session) == {code: Decimal("0.035")}  # today's refund, still open
+
+
+def test_a_charge_for_a_day_already_booked_is_booked_by_a_second_event(app: Flask) -> None:
+    with app.app_context():
+        code = _funded(app)
+        account = get_account(db.session, code)
+        day = date(2026, 11, 22)
+        charge_messages(db.session, account, day, [("cmcc", 1, Decimal("0.035"))])
+        book_usage(db.session, before=date(2026, 11, 23))
+        charge_messages(db.session, account, day, [("ctcc", 1, Decimal("0.035"))])  # committed just after midnight
+        refund_messages(db.session, account.id, date(2026, 11, 23), "cmcc", 1, Decimal("0.035"))
+        book_usage(db.session, before=date(2026, 11, 24))
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(UsageDay).where(UsageDay.event_id.is_(None))) == 0
+        ids = set(db.session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.kind.in_(("usage", "refund")))))
+        assert ids == {"usage-day-2026-11-22", "usage-day-2026-11-22-2", "refund-day-2026-11-23"}
+        _books_ok(app)
+
+
+def test_a_request_the_balance_does_not_cover_changes_nothing(app: Flask) -> None:
+    with app.app_context():
+        code = _funded(app, "1.00")
+        account = get_account(db.session, code)
+        with pytest.raises(InsufficientBalance, match="余额不足"):
+            charge_messages(db.session, account, date(2026, 11, 23), [("cmcc", 20, Decimal("0.70")), ("ctcc", 9, Decimal("0.315"))])
+        db.session.rollback()
+        assert get_account(db.session, code).balance == Decimal("1.00")
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(UsageDay)) == 0
+        _books_ok(app)

@@ -1,0 +1,102 @@
+"""Proposed pairs of statement credits and open receipts: what is proposed, why, and only once."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from reports.bank_statements import StatementLine
+from reports.matching import Match, OpenReceipt, normalise, propose_matches
+
+PAYER = "北京创联致信科技有限公司"
+
+
+def line(line_no: int, amount: str, *, payer: str = PAYER, day: int = 20, reference: str = "", memo: str = "") -> StatementLine:
+    return StatementLine(line_no, date(2026, 11, day), Decimal(amount), payer, None, reference or f"K{line_no:04d}", memo)
+
+
+def receipt(id: int, amount: str, *, payer: str = PAYER, day: int = 20, reference: str = "", code: str = "AC1001") -> OpenReceipt:
+    return OpenReceipt(id, code, Decimal(amount), payer, reference, date(2026, 11, day))
+
+
+def only(matches: list[Match]) -> Match:
+    assert len(matches) == 1
+    return matches[0]
+
+
+def test_same_amount_payer_and_day() -> None:
+    match = only(propose_matches([line(2, "1750.00")], [receipt(7, "1750")]))
+    assert (match.line_no, match.receipt_id) == (2, 7)
+    assert match.reasons == ["金额一致", "付款人一致", "日期一致"]
+
+
+def test_reference_is_decisive_even_against_a_closer_amount_match() -> None:
+    lines = [line(2, "1750.00", reference="K0212800000012", payer="张三")]
+    receipts = [receipt(1, "1750.00", payer="张三"), receipt(2, "1700.00", payer="别人", day=1, reference=" k0212800000012 ")]
+    match = only(propose_matches(lines, receipts))
+    assert match.receipt_id == 2
+    assert match.reasons[0] == "银行流水号一致"
+    assert "金额不一致（流水 1,750.00，收款 1,700.00）" in match.reasons
+
+
+def test_payer_name_compared_without_spaces_and_full_width_forms() -> None:
+    assert normalise("北京创联致信（北京）科技 有限公司\u3000") == normalise("北京创联致信(北京)科技有限公司")
+    match = only(
+        propose_matches(
+            [line(2, "99.00", payer="ＡＢＣ 科技（北京）有限公司", day=1)], [receipt(3, "99.00", payer="abc科技(北京)有限公司", day=20)]
+        )
+    )
+    assert match.receipt_id == 3
+    assert "付款人一致" in match.reasons
+    assert "日期相差19天" in match.reasons
+
+
+def test_same_amount_within_three_days_from_another_payer() -> None:
+    match = only(propose_matches([line(2, "500.00", payer="张三", day=23)], [receipt(4, "500.00", day=20)]))
+    assert (match.receipt_id, match.reasons) == (4, ["金额一致", "日期相差3天"])
+
+
+def test_same_amount_but_four_days_and_another_payer_is_not_proposed() -> None:
+    match = only(propose_matches([line(2, "500.00", payer="张三", day=24)], [receipt(4, "500.00", day=20)]))
+    assert match.receipt_id is None
+    assert match.score == 0
+
+
+def test_different_amount_without_reference_is_not_proposed() -> None:
+    assert only(propose_matches([line(2, "500.00")], [receipt(4, "500.01")])).receipt_id is None
+
+
+def test_each_receipt_is_proposed_once_to_the_best_line() -> None:
+    lines = [line(2, "1000.00", payer="张三", day=21), line(3, "1000.00")]
+    match_2, match_3 = propose_matches(lines, [receipt(9, "1000.00")])
+    assert match_3.receipt_id == 9  # payer and same day beat a one-day-off stranger
+    assert match_2.receipt_id is None
+    assert match_2.reasons == ["可能的收款已配给第 3 行"]
+
+
+def test_ties_are_broken_by_line_then_receipt_id_whatever_the_input_order() -> None:
+    lines = [line(5, "200.00"), line(4, "200.00")]
+    receipts = [receipt(12, "200.00"), receipt(11, "200.00")]
+    expected = {4: 11, 5: 12}
+    for ls in (lines, lines[::-1]):
+        for rs in (receipts, receipts[::-1]):
+            assert {m.line_no: m.receipt_id for m in propose_matches(ls, rs)} == expected
+
+
+def test_account_code_in_the_memo_tips_the_balance() -> None:
+    lines = [line(2, "300.00", payer="张三", memo="充值 AC1002")]
+    receipts = [receipt(1, "300.00", code="AC1001"), receipt(2, "300.00", code="AC1002")]
+    match = only(propose_matches(lines, receipts))
+    assert match.receipt_id == 2
+    assert "附言含账户编号 AC1002" in match.reasons
+
+
+def test_account_code_must_stand_alone_in_the_memo() -> None:
+    lines = [line(2, "300.00", payer="张三", memo="AC10020")]
+    assert "附言含账户编号 AC1002" not in only(propose_matches(lines, [receipt(2, "300.00", code="AC1002")])).reasons
+
+
+def test_matches_come_in_line_order_one_per_line() -> None:
+    lines = [line(9, "1.00"), line(3, "2.00"), line(6, "3.00")]
+    assert [m.line_no for m in propose_matches(lines, [receipt(1, "2.00")])] == [9, 3, 6]
+    assert propose_matches([], [receipt(1, "2.00")]) == []
