@@ -45,7 +45,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
-    from backoffice import admin, auth, finance, portal, sales
+    from backoffice import admin, api, auth, finance, portal, portal_sending, sales  # noqa: F401 (portal_sending adds portal pages)
     from backoffice.cli import register_cli
 
     app.register_blueprint(auth.bp)
@@ -53,6 +53,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(portal.bp)
     app.register_blueprint(finance.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(api.bp)
     register_cli(app)
     _error_handlers(app)
 

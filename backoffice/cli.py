@@ -709,6 +709,8 @@ def demo_load() -> None:
 
 
 def register_cli(app: Flask) -> None:
+    from backoffice.cli_dispatch import account_api_key, dispatch_cli
 
-    for group in (contract_cli, account_cli, ledger_cli, jobs_cli, demo_cli, user_cli, finance_cli):
+    account_cli.add_command(account_api_key)
+    for group in (contract_cli, account_cli, ledger_cli, jobs_cli, demo_cli, user_cli, finance_cli, dispatch_cli):
         app.cli.add_command(group)

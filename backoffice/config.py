@@ -45,6 +45,17 @@ class Config:
         self.VOUCHER_MAX_BYTES = int(env.get("VOUCHER_MAX_BYTES", str(5 * 1024 * 1024)))
         # The provider's receiving bank when a contract does not name one (books: Assets:Bank:<code>).
         self.RECEIVING_BANK = env.get("RECEIVING_BANK", "CMB")
+        # Intake of messages (issue 5): parts per message, recipients per request, longest run of
+        # consecutive numbers (号码段群发), violations before the blacklist, burst the rate limiter
+        # tolerates (seconds of the account's rate), how long a queued message stays valid, and
+        # the replies that unsubscribe a number.
+        self.MAX_SEGMENTS = int(env.get("MAX_SEGMENTS", "6"))
+        self.MAX_RECIPIENTS = int(env.get("MAX_RECIPIENTS", "1000"))
+        self.MAX_CONSECUTIVE_NUMBERS = int(env.get("MAX_CONSECUTIVE_NUMBERS", "10"))
+        self.BLACKLIST_AFTER_VIOLATIONS = int(env.get("BLACKLIST_AFTER_VIOLATIONS", "3"))
+        self.RATE_BURST_SECONDS = int(env.get("RATE_BURST_SECONDS", "10"))
+        self.MESSAGE_VALIDITY_HOURS = int(env.get("MESSAGE_VALIDITY_HOURS", "48"))
+        self.UNSUBSCRIBE_WORDS = env.get("UNSUBSCRIBE_WORDS", "TD,退订,R,拒收")
         self.MAX_CONTENT_LENGTH = 16 * 1024 * 1024
         self.WTF_CSRF_TIME_LIMIT = None
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {}

@@ -12,26 +12,48 @@ from backoffice.models.finance import (
     WorkingDayOverride,
 )
 from backoffice.models.ledger import LedgerEvent
+from backoffice.models.messaging import (
+    ApiKey,
+    ForbiddenKeyword,
+    Message,
+    MessagePart,
+    MobileOriginated,
+    SendLog,
+    SendLogHead,
+    SendRate,
+    SendRequest,
+    Unsubscribe,
+)
 from backoffice.models.provider import ProviderProfile
 from backoffice.models.staff import AuditEntry, StaffUser
 from backoffice.models.usage import UsageDay
 
 __all__ = [
+    "ApiKey",
     "AuditEntry",
     "Base",
     "Contract",
     "ContractJob",
     "DocumentSequence",
     "EnterpriseAccount",
+    "ForbiddenKeyword",
     "Invoice",
     "LedgerEvent",
+    "Message",
+    "MessagePart",
+    "MobileOriginated",
     "Notification",
     "ProviderProfile",
     "Receipt",
+    "SendLog",
+    "SendLogHead",
+    "SendRate",
+    "SendRequest",
     "StaffUser",
     "StatementImport",
     "StatementLine",
     "SubAccount",
+    "Unsubscribe",
     "UsageDay",
     "WorkingDayOverride",
 ]

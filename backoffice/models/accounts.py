@@ -40,6 +40,11 @@ class EnterpriseAccount(Base):
     contact_email: Mapped[str | None] = mapped_column(sa.String(200))
     contact_phone: Mapped[str | None] = mapped_column(sa.String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Sending settings (004 §2.2(1): the provider may throttle; 000 §8: blacklist after violations).
+    rate_limit_per_second: Mapped[int] = mapped_column(default=100, server_default="100")
+    add_signature: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    violation_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    blacklisted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     sub_accounts: Mapped[list[SubAccount]] = relationship(back_populates="account", order_by="SubAccount.id", cascade="all, delete-orphan")
 

@@ -1,0 +1,219 @@
+"""Customer HTTP API `/api/v1` (二次开发接口): send messages, read their status and the balance.
+
+Bearer API keys of sub-accounts (stored hashed); JSON in and out; errors are
+`{"error": {"code", "message"}}` with the status the error class declares. CSRF does not apply
+(no cookies are used for authentication here)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+
+from backoffice.clock import utcnow
+from backoffice.errors import DomainError, NotFound, ValidationFailed
+from backoffice.extensions import csrf, db
+from backoffice.models import ApiKey, EnterpriseAccount, Message
+from backoffice.money import format_price
+from backoffice.openapi import openapi_document
+from backoffice.services.api_keys import authenticate_api_key
+from backoffice.services.messaging import RateLimited, SendingSettings, accept_messages, get_message, parse_send_at, status_reports
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)
+
+PAGE_DEFAULT, PAGE_MAX = 100, 1000
+PUBLIC_ENDPOINTS = {"api.openapi"}
+
+
+class Unauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+
+
+@bp.before_request
+def _authenticate() -> None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("缺少 API 密钥：请在请求头中加上 Authorization: Bearer <API 密钥>")
+    key = authenticate_api_key(db.session, token.strip())
+    if key is None:
+        raise Unauthorized("API 密钥无效或已被吊销")
+    g.api_key = key
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(error: DomainError) -> Response:
+    db.session.rollback()
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if isinstance(error, ValidationFailed):
+        body["fields"] = error.errors
+    response = jsonify(error=body)
+    response.status_code = error.status
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+@bp.errorhandler(sa.exc.OperationalError)
+def _busy(error: sa.exc.OperationalError) -> Response:
+    db.session.rollback()
+    current_app.logger.warning("database busy: %s", error)
+    response = jsonify(error={"code": "busy", "message": "系统繁忙，本次请求未做任何处理，请稍后重试"})
+    response.status_code = 503
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _key() -> ApiKey:
+    return g.api_key
+
+
+def _json_body() -> dict[str, Any]:
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        raise ValidationFailed({"body": "请求体应为 JSON 对象（Content-Type: application/json）"})
+    return payload
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def message_json(message: Message, *, parts: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": message.id,
+        "request_id": message.request_id,
+        "to": message.recipient,
+        "carrier": message.reported_carrier or message.carrier,
+        "content": message.content,
+        "segments": message.segments,
+        "charge": format_price(message.charge),
+        "status": message.status,
+        "status_name": message.status_name,
+        "duplicate": message.duplicate,
+        "reason": message.error,
+        "accepted_at": _iso(message.accepted_at),
+        "send_at": _iso(message.send_at),
+        "submitted_at": _iso(message.submitted_at),
+        "done_at": _iso(message.done_at),
+        "updated_at": _iso(message.updated_at),
+    }
+    if parts:
+        body["parts"] = [
+            {
+                "seq": p.seq,
+                "total": p.total,
+                "submitted_at": _iso(p.submitted_at),
+                "receipt_stat": p.receipt_stat,
+                "receipt_at": _iso(p.receipt_at),
+            }
+            for p in message.parts
+        ]
+    return body
+
+
+@bp.post("/messages")
+def send_messages() -> Any:
+    payload = _json_body()
+    result = accept_messages(
+        db.session,
+        sub_account=_key().sub_account,
+        recipients=payload.get("to"),  # type: ignore[arg-type]
+        content=payload.get("content"),  # type: ignore[arg-type]
+        client_ref=payload.get("client_ref"),
+        send_at=payload.get("send_at"),
+        settings=SendingSettings.from_config(current_app.config),
+        source="api",
+    )
+    db.session.commit()
+    if result.booked_ledger_events:
+        _post_ledger()
+    response = jsonify(result.body)
+    response.status_code = result.http_status
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _post_ledger() -> None:
+    """A penalty was booked: post it now; if the books are busy the scheduler catches up."""
+    from backoffice.services.bookkeeping import post_pending
+
+    try:
+        post_pending(db.session, Path(current_app.config["LEDGER_PATH"]))
+    except Exception:  # the event stays in the outbox; `ledger sync` or the nightly job posts it
+        db.session.rollback()
+        current_app.logger.exception("posting the ledger outbox failed")
+
+
+@bp.get("/messages/<int:message_id>")
+def message_status(message_id: int) -> Any:
+    message = get_message(db.session, _key().sub_account.account_id, message_id)
+    if message is None:
+        raise NotFound(f"短信 {message_id} 不存在")
+    body = message_json(message, parts=True)
+    db.session.commit()  # the key's last_used_at
+    return jsonify(body)
+
+
+@bp.get("/messages")
+def message_reports() -> Any:
+    since_text = request.args.get("since")
+    since = parse_send_at(since_text) if since_text else utcnow() - timedelta(days=1)
+    assert since is not None
+    try:
+        after_id = int(request.args.get("after_id", "0"))
+        limit = int(request.args.get("limit", str(PAGE_DEFAULT)))
+    except ValueError:
+        raise ValidationFailed({"limit": "after_id 和 limit 应为整数"}) from None
+    if not 1 <= limit <= PAGE_MAX:
+        raise ValidationFailed({"limit": f"limit 应在 1–{PAGE_MAX} 之间"})
+    rows = status_reports(db.session, _key().sub_account.account_id, since=since, after_id=after_id, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    following = None
+    if more:
+        last = rows[-1]
+        following = {"since": last.updated_at.isoformat(), "after_id": last.id}
+    body = {
+        "messages": [message_json(m) for m in rows],
+        "has_more": more,
+        "next": following,
+        "next_url": url_for(".message_reports", since=following["since"], after_id=following["after_id"], limit=limit)
+        if following
+        else None,
+    }
+    db.session.commit()
+    return jsonify(body)
+
+
+@bp.get("/balance")
+def balance() -> Any:
+    account = db.session.get(EnterpriseAccount, _key().sub_account.account_id, populate_existing=True)
+    assert account is not None
+    price = account.price_per_message
+    body = {
+        "account": account.code,
+        "status": account.status,
+        "balance": format_price(account.balance),
+        "currency": "CNY",
+        "price_per_message": format_price(price),
+        "messages_left": int(account.balance // price) if price > 0 else None,
+        "rate_limit_per_second": account.rate_limit_per_second,
+        "blacklisted": account.blacklisted_at is not None,
+    }
+    db.session.commit()
+    return jsonify(body)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document(request.host_url.rstrip("/") + bp.url_prefix))  # type: ignore[operator]

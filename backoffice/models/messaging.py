@@ -1,0 +1,250 @@
+"""Messages on their way out: API keys, send requests, the durable queue of charged messages and
+their SMPP parts, forbidden keywords, unsubscribes, replies (MO) and the hash-chained send log.
+
+The queue contract for the dispatcher worker (see `backoffice.services.message_queue`):
+a message is claimable when `status in CLAIMABLE` and `next_attempt_at <= now` and it is not
+leased (`claimed_by IS NULL` or `claimed_at` older than the lease). The worker records each
+part it submits in `message_parts` (one row per SMS part, `seq` 1..`total`); a part whose
+`submit_status` is not NULL had its submit_sm_resp recorded and is never sent again.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from backoffice.clock import utcnow
+from backoffice.models.accounts import EnterpriseAccount, SubAccount
+from backoffice.models.base import Base, Money, UTCDateTime
+
+# SQLite only auto-numbers an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key for the big tables.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# queued / scheduled: charged, waiting for the worker (scheduled = held until send_at);
+# submitted: every part has its submit_sm_resp; delivered / undeliverable / expired / rejected:
+# the delivery receipt's final state (charged); refused: content refused at intake, never sent
+# (the contracts' fee may have been charged); refunded: the SMSC refused it on submit or its
+# validity ran out before it could be submitted, and the charge was given back;
+# unsubscribed: the recipient unsubscribed, not sent and not charged.
+MESSAGE_STATUSES = {
+    "queued": "排队中",
+    "scheduled": "定时发送",
+    "submitted": "已提交运营商",
+    "delivered": "已送达",
+    "undeliverable": "无法送达",
+    "expired": "已过期",
+    "rejected": "被运营商拒绝",
+    "refused": "内容违规，拒发",
+    "refunded": "发送失败，已退款",
+    "unsubscribed": "对方已退订，未发送",
+}
+CLAIMABLE = ("queued", "scheduled")
+SENT = ("submitted", "delivered", "undeliverable", "expired", "rejected")
+UNSUBSCRIBE_SOURCES = ("mo", "text", "admin")
+
+
+class ApiKey(Base):
+    """A bearer key of a sub-account; only its SHA-256 is stored, plus a prefix to recognise it."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sub_account_id: Mapped[int] = mapped_column(sa.ForeignKey("sub_accounts.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16))
+    label: Mapped[str] = mapped_column(sa.String(80), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(80))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    sub_account: Mapped[SubAccount] = relationship()
+
+
+class SendRequest(Base):
+    """One submission (API call, portal form or CSV upload) and the answer it got, so a retry
+    with the same `client_ref` gets that answer again instead of sending and charging twice."""
+
+    __tablename__ = "send_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("enterprise_accounts.id"))
+    sub_account_id: Mapped[int] = mapped_column(sa.ForeignKey("sub_accounts.id"))
+    client_ref: Mapped[str | None] = mapped_column(sa.String(64))
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))  # SHA-256 of recipients + content + send_at
+    source: Mapped[str] = mapped_column(sa.String(8))  # api / portal / csv
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Messages taken on (queued, scheduled or refused): the left side of
+    # accepted = sent + queued + refused + refunded, counted apart from the messages' statuses.
+    accepted_count: Mapped[int] = mapped_column(default=0)
+    charged: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    http_status: Mapped[int] = mapped_column(default=202)
+    response: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "client_ref", name="uq_send_requests_client_ref"),
+        sa.Index("ix_send_requests_account_id_id", "account_id", "id"),
+    )
+
+
+class Message(Base):
+    """One SMS to one recipient, charged at acceptance; the durable queue the worker drains."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("send_requests.id"), index=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("enterprise_accounts.id"))
+    sub_account_id: Mapped[int] = mapped_column(sa.ForeignKey("sub_accounts.id"))
+    recipient: Mapped[str] = mapped_column(sa.String(11))  # normalised national number
+    carrier: Mapped[str] = mapped_column(sa.String(4))  # cmcc / cucc / ctcc / cbn, from the prefix
+    reported_carrier: Mapped[str | None] = mapped_column(sa.String(4))  # as the SMSC reports it (portability)
+    content: Mapped[str] = mapped_column(sa.Text)  # as sent, signature included
+    encoding: Mapped[str] = mapped_column(sa.String(8))  # gsm7 / ucs2
+    segments: Mapped[int]
+    price_per_message: Mapped[Decimal] = mapped_column(Money)  # the account's price at acceptance
+    charge: Mapped[Decimal] = mapped_column(Money)  # segments x price, or 0 when not charged
+    charge_kind: Mapped[str | None] = mapped_column(sa.String(24))  # usage / refused_content_fee
+    charged_on: Mapped[date | None]  # business day (Beijing) of the charge
+    status: Mapped[str] = mapped_column(sa.String(16))
+    duplicate: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(sa.String(300))
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)  # last status change: status reports
+    # Worker fields: claim (lease), retry schedule, submission and final state.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    parts: Mapped[list[MessagePart]] = relationship(back_populates="message", order_by="MessagePart.seq")
+
+    __table_args__ = (
+        sa.Index("ix_messages_queue", "status", "next_attempt_at"),
+        sa.Index("ix_messages_reports", "account_id", "updated_at", "id"),
+        sa.Index("ix_messages_recipient", "account_id", "recipient", "accepted_at"),
+        sa.CheckConstraint("charge >= 0 and segments >= 1", name="charge_segments"),
+        sa.CheckConstraint(f"status in ({', '.join(repr(s) for s in MESSAGE_STATUSES)})", name="status"),
+    )
+
+    @property
+    def status_name(self) -> str:
+        return MESSAGE_STATUSES.get(self.status, self.status)
+
+
+class MessagePart(Base):
+    """One SMS part as submitted over SMPP, with its submit_sm_resp and delivery receipt."""
+
+    __tablename__ = "message_parts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(sa.ForeignKey("messages.id"))
+    seq: Mapped[int]  # 1..total
+    total: Mapped[int]
+    smsc_message_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)  # lower-case as the SMSC gave it
+    submit_status: Mapped[int | None]  # command_status of submit_sm_resp; NULL = no response recorded
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    receipt_stat: Mapped[str | None] = mapped_column(sa.String(16))  # DELIVRD / UNDELIV / EXPIRED / REJECTD ...
+    receipt_err: Mapped[str | None] = mapped_column(sa.String(16))
+    receipt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resent: Mapped[bool] = mapped_column(default=False)  # sent again after a crash without a recorded response
+
+    message: Mapped[Message] = relationship(back_populates="parts")
+
+    __table_args__ = (sa.UniqueConstraint("message_id", "seq", name="uq_message_parts_message_seq"),)
+
+
+class ForbiddenKeyword(Base):
+    """The administrators' list of forbidden words (003 §3.3). Ids are never reused (SQLite
+    AUTOINCREMENT, PostgreSQL sequences), so (count, max id) identifies a version of the list."""
+
+    __tablename__ = "forbidden_keywords"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    word: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(80))
+
+    __table_args__ = {"sqlite_autoincrement": True}
+
+
+class Unsubscribe(Base):
+    """A number that asked one account to stop sending to it (TD / 退订 reply, text, administrator)."""
+
+    __tablename__ = "unsubscribes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("enterprise_accounts.id"))
+    number: Mapped[str] = mapped_column(sa.String(11))
+    source: Mapped[str] = mapped_column(sa.String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("account_id", "number", name="uq_unsubscribes_account_number"),
+        sa.CheckConstraint("source in ('mo', 'text', 'admin')", name="source"),
+    )
+
+
+class MobileOriginated(Base):
+    """A reply (MO) from a handset, kept for the customer to read."""
+
+    __tablename__ = "mobile_originated"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int | None] = mapped_column(sa.ForeignKey("enterprise_accounts.id"))
+    sender: Mapped[str] = mapped_column(sa.String(24))  # normalised when it is a mainland mobile
+    destination: Mapped[str] = mapped_column(sa.String(24))  # the service code it was sent to
+    content: Mapped[str] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    smsc_message_id: Mapped[str | None] = mapped_column(sa.String(64))
+    unsubscribe: Mapped[bool] = mapped_column(default=False)
+
+    account: Mapped[EnterpriseAccount | None] = relationship()
+
+    __table_args__ = (sa.Index("ix_mobile_originated_account_id_id", "account_id", "id"),)
+
+
+class SendLog(Base):
+    """The send log for the authorities (000 §6(6)): append-only and hash-chained; row `seq`
+    carries SHA-256(previous hash + its own canonical content)."""
+
+    __tablename__ = "send_log"
+
+    seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    logged_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    account_code: Mapped[str] = mapped_column(sa.String(32), index=True)
+    service_code: Mapped[str | None] = mapped_column(sa.String(32))
+    recipient: Mapped[str] = mapped_column(sa.String(24))
+    content: Mapped[str] = mapped_column(sa.Text)
+    result: Mapped[str] = mapped_column(sa.String(300))
+    message_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class SendLogHead(Base):
+    """The one row that names the end of the send log's chain; appenders lock it in turn."""
+
+    __tablename__ = "send_log_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class SendRate(Base):
+    """Per-account rate limiter state shared by every web process: the GCRA's theoretical
+    arrival time, in microseconds since the epoch."""
+
+    __tablename__ = "send_rates"
+
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("enterprise_accounts.id"), primary_key=True, autoincrement=False)
+    tat_us: Mapped[int] = mapped_column(sa.BigInteger, default=0)

@@ -1,0 +1,296 @@
+"""The OpenAPI 3.1 description of the customer API, written by hand to say what the code does
+(a test checks that every route is described and every described route exists)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2,4}$", "examples": ["0.045"]}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_STATUS = {
+    "type": "string",
+    "enum": [
+        "queued",
+        "scheduled",
+        "submitted",
+        "delivered",
+        "undeliverable",
+        "expired",
+        "rejected",
+        "refused",
+        "refunded",
+        "unsubscribed",
+    ],  # fmt: skip
+    "description": (
+        "queued 排队中；scheduled 定时发送（send_at 或合同发送时段）；submitted 已提交运营商；delivered 已送达；"
+        "undeliverable 无法送达；expired 已过期；rejected 被运营商拒绝；refused 内容违规拒发；"
+        "refunded 发送失败已退款；unsubscribed 对方已退订，未发送也未计费"
+    ),
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    errors = {
+        "400": _error("请求格式有误（字段缺失、号码超过上限、时间格式不对等），fields 说明各字段的问题"),
+        "401": _error("缺少 API 密钥，或密钥无效、已吊销"),
+        "403": _error("账户未开通、已暂停、已关闭或已被列入黑名单，不能发送"),
+        "409": _error("client_ref 已用于另一个内容不同的请求"),
+        "503": _error("数据库繁忙：本次请求未做任何处理（未发送、未扣费），请按 Retry-After 稍后重试"),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "短信发送接口（二次开发接口）",
+            "version": "1.0.0",
+            "description": (
+                "企业客户通过本接口发送短信、查询状态和余额。所有请求在请求头中携带 `Authorization: Bearer <API 密钥>`，"
+                "密钥在客户门户“API 密钥”页面创建（只显示一次）。金额为十进制字符串（元），时间为 ISO 8601，"
+                '不带时区的时间按北京时间理解，返回的时间均为 UTC。错误统一为 `{"error": {"code", "message"}}`。'
+            ),
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            "/messages": {
+                "post": {
+                    "operationId": "sendMessages",
+                    "summary": "发送短信（一次最多 1,000 个号码）",
+                    "description": (
+                        "整批一次扣费：余额不足以支付整批时返回 402，什么也不发送、不扣费。每个号码的价格为账户受理时的单价 × 拆分条数。"
+                        "内容须带签名【…】（账户设置为自动添加时自动加上）；含违禁词时整批拒发并返回 422，但按合同约定仍扣除发送费用"
+                        "（响应体中同时给出每个号码的结果和余额）。号码段群发（连续号码过多）、内容过长、缺少签名时返回 422，不扣费。"
+                        "已退订的号码不发送、不计费；合同约定 10 小时内相同内容重复发送的，照常发送计费并标记 duplicate。"
+                        "合同约定发送时段之外受理的短信顺延至次日（或当日）08:05 发送。带相同 client_ref 的重试返回第一次的结果，"
+                        "不会重复发送或扣费（响应头 Idempotent-Replayed: true）。"
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendRequest"}}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "已受理：每个号码一条结果",
+                            "headers": {
+                                "Idempotent-Replayed": {
+                                    "schema": {"const": "true"},
+                                    "description": "带相同 client_ref 的重试：返回的是第一次的结果，没有再次发送或扣费",
+                                }
+                            },
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SendResult"}}},
+                        },
+                        **errors,
+                        "402": _error("余额不足以支付整批短信：未发送，也未扣费"),
+                        "422": {
+                            "description": (
+                                "内容被拒：error.code 为 content_refused（违禁词，已按合同扣费，响应体同时含 messages 和 balance）、"
+                                "number_range（号码段群发）、missing_signature（缺少或不符的签名）、too_long（超过最大拆分条数）、"
+                                "no_valid_recipients（没有有效号码）"
+                            ),
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [{"$ref": "#/components/schemas/SendResult"}, {"$ref": "#/components/schemas/Error"}]
+                                    }
+                                }
+                            },
+                        },
+                        "429": {
+                            **_error("超过账户的发送速率（每秒条数），请按 Retry-After 秒数后重试"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "建议等待的秒数"}},
+                        },
+                    },
+                },
+                "get": {
+                    "operationId": "statusReports",
+                    "summary": "状态报告：某时间之后状态有变化的短信（分页）",
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "schema": _TIME,
+                            "description": "返回状态在此时间及之后变化的短信，默认为 24 小时前；不带时区按北京时间",
+                        },
+                        {
+                            "name": "after_id",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                            "description": "翻页用：与 since 一起取自上一页的 next",
+                        },
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "按状态变化时间从早到晚排列",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StatusReports"}}},
+                        },
+                        "400": errors["400"],
+                        "401": errors["401"],
+                    },
+                },
+            },
+            "/messages/{id}": {
+                "get": {
+                    "operationId": "getMessage",
+                    "summary": "查询一条短信的状态（含各拆分条的回执）",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {
+                        "200": {
+                            "description": "短信详情",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}},
+                        },
+                        "401": errors["401"],
+                        "404": _error("短信不存在或不属于本账户"),
+                    },
+                }
+            },
+            "/balance": {
+                "get": {
+                    "operationId": "getBalance",
+                    "summary": "账户余额",
+                    "responses": {
+                        "200": {
+                            "description": "余额",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Balance"}}},
+                        },
+                        "401": errors["401"],
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "本文档",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "OpenAPI 3.1 文档", "content": {"application/json": {"schema": {"type": "object"}}}}
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "API 密钥（sk_ 开头）"}},
+            "schemas": {
+                "SendRequest": {
+                    "type": "object",
+                    "required": ["to", "content"],
+                    "properties": {
+                        "to": {
+                            "description": "手机号码（可带 +86/0086），或最多 1,000 个号码的数组",
+                            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000}],
+                        },
+                        "content": {"type": "string", "minLength": 1, "description": "短信内容，须含签名【…】；签名计入字数"},
+                        "client_ref": {"type": "string", "maxLength": 64, "description": "幂等键：同一账户内唯一，重试时带上相同的值"},
+                        "send_at": {**_TIME, "description": "定时发送时间（最多 30 天后）；不带时区按北京时间"},
+                    },
+                },
+                "Recipient": {
+                    "type": "object",
+                    "required": ["id", "to", "carrier", "segments", "charge", "status", "duplicate", "reason"],
+                    "properties": {
+                        "id": {"type": ["integer", "null"], "description": "短信编号；号码无效时为 null"},
+                        "to": {"type": "string", "description": "规范化后的 11 位号码；无效号码原样返回"},
+                        "carrier": {"type": ["string", "null"], "enum": ["cmcc", "cucc", "ctcc", "cbn", None]},
+                        "carrier_name": {"type": ["string", "null"]},
+                        "segments": {"type": "integer", "description": "拆分条数（计费条数）"},
+                        "charge": _DECIMAL,
+                        "status": {**_STATUS, "enum": [*_STATUS["enum"], "invalid"]},
+                        "duplicate": {"type": "boolean"},
+                        "reason": {"type": ["string", "null"], "description": "拒发、跳过、顺延或重复的原因（中文）"},
+                    },
+                },
+                "SendResult": {
+                    "type": "object",
+                    "required": ["request_id", "messages", "balance", "charged", "send_at"],
+                    "properties": {
+                        "request_id": {"type": "integer"},
+                        "client_ref": {"type": ["string", "null"]},
+                        "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Recipient"}},
+                        "balance": {**_DECIMAL, "description": "受理后的余额（元）"},
+                        "charged": {**_DECIMAL, "description": "本次扣费合计（元）"},
+                        "send_at": {**_TIME, "description": "计划发送时间（UTC）"},
+                        "error": {"$ref": "#/components/schemas/ErrorBody"},
+                    },
+                },
+                "Message": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "request_id": {"type": "integer"},
+                        "to": {"type": "string"},
+                        "carrier": {"type": "string", "description": "运营商（携号转网时以运营商回报为准）"},
+                        "content": {"type": "string"},
+                        "segments": {"type": "integer"},
+                        "charge": _DECIMAL,
+                        "status": _STATUS,
+                        "status_name": {"type": "string"},
+                        "duplicate": {"type": "boolean"},
+                        "reason": {"type": ["string", "null"]},
+                        "accepted_at": _TIME,
+                        "send_at": _TIME,
+                        "submitted_at": _NULLABLE_TIME,
+                        "done_at": _NULLABLE_TIME,
+                        "updated_at": _TIME,
+                        "parts": {
+                            "type": "array",
+                            "description": "仅在单条查询中返回",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "seq": {"type": "integer"},
+                                    "total": {"type": "integer"},
+                                    "submitted_at": _NULLABLE_TIME,
+                                    "receipt_stat": {"type": ["string", "null"], "examples": ["DELIVRD", "UNDELIV", "EXPIRED", "REJECTD"]},
+                                    "receipt_at": _NULLABLE_TIME,
+                                },
+                            },
+                        },
+                    },
+                },
+                "StatusReports": {
+                    "type": "object",
+                    "properties": {
+                        "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
+                        "has_more": {"type": "boolean"},
+                        "next": {
+                            "type": ["object", "null"],
+                            "properties": {"since": _TIME, "after_id": {"type": "integer"}},
+                            "description": "下一页的 since 和 after_id",
+                        },
+                        "next_url": {"type": ["string", "null"]},
+                    },
+                },
+                "Balance": {
+                    "type": "object",
+                    "properties": {
+                        "account": {"type": "string"},
+                        "status": {"type": "string", "enum": ["awaiting_payment", "active", "suspended", "closed"]},
+                        "balance": _DECIMAL,
+                        "currency": {"const": "CNY"},
+                        "price_per_message": _DECIMAL,
+                        "messages_left": {"type": ["integer", "null"]},
+                        "rate_limit_per_second": {"type": "integer"},
+                        "blacklisted": {"type": "boolean"},
+                    },
+                },
+                "ErrorBody": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "examples": ["insufficient_balance", "content_refused", "rate_limited"]},
+                        "message": {"type": "string", "description": "可直接展示给用户的中文说明"},
+                        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"$ref": "#/components/schemas/ErrorBody"}},
+                },
+            },
+        },
+    }

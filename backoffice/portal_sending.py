@@ -1,0 +1,129 @@
+"""Portal pages for sending: the send form (typed numbers or a CSV of recipients), the messages
+with their status, the replies (MO), and the customer's API keys. Routes on the portal blueprint."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from backoffice.auth import roles_required
+from backoffice.errors import DomainError, ValidationFailed
+from backoffice.extensions import db
+from backoffice.portal import bp
+from backoffice.services.api_keys import account_api_keys, create_api_key, revoke_api_key
+from backoffice.services.messaging import (
+    SendingSettings,
+    accept_messages,
+    read_recipient_file,
+    recent_messages,
+    recent_replies,
+    split_recipients,
+)
+
+PAGE = 50
+
+
+def _form_again(errors: dict[str, str], status: int, **extra: Any) -> Any:
+    account = current_user.record.account
+    db.session.refresh(account)
+    form = dict(request.form) if request.method == "POST" else {}
+    form.setdefault("client_ref", uuid.uuid4().hex)
+    settings = SendingSettings.from_config(current_app.config)
+    return render_template("portal/send.html", account=account, form=form, errors=errors, settings=settings, **extra), status
+
+
+@bp.route("/send", methods=["GET", "POST"])
+@roles_required("customer")
+def send() -> Any:
+    """Typed numbers and/or an uploaded CSV, one request; the form carries a fresh client_ref so a
+    double submit (or a reload of the result) sends and charges once."""
+    if request.method == "GET":
+        return _form_again({}, 200)
+    numbers = split_recipients(request.form.get("recipients", ""))
+    upload = request.files.get("file")
+    problems: list[str] = []
+    source = "portal"
+    if upload is not None and upload.filename:
+        try:
+            parsed = read_recipient_file(upload.read())
+        except ValidationFailed as failed:
+            return _form_again(failed.errors, 422)
+        numbers += parsed.numbers
+        problems = parsed.problems
+        source = "csv"
+        if not parsed.numbers and not numbers:
+            return _form_again({"file": "文件中没有有效的手机号码"}, 422, problems=problems)
+    try:
+        result = accept_messages(
+            db.session,
+            sub_account=current_user.record,
+            recipients=numbers,
+            content=request.form.get("content", ""),
+            client_ref=request.form.get("client_ref") or None,
+            send_at=request.form.get("send_at") or None,
+            settings=SendingSettings.from_config(current_app.config),
+            source=source,
+        )
+        db.session.commit()
+    except ValidationFailed as failed:
+        db.session.rollback()
+        return _form_again(failed.errors, 422, problems=problems)
+    except DomainError as error:
+        db.session.rollback()
+        return _form_again({"_form": error.message}, error.status if error.status >= 400 else 422, problems=problems)
+    except sa.exc.OperationalError:
+        db.session.rollback()
+        return _form_again({"_form": "系统繁忙，本次未发送也未扣费，请稍后重试"}, 503, problems=problems)
+    if result.booked_ledger_events:
+        from backoffice.api import _post_ledger
+
+        _post_ledger()
+    return render_template("portal/sent.html", result=result, body=result.body, problems=problems), 200
+
+
+@bp.route("/messages")
+@roles_required("customer")
+def messages() -> Any:
+    account = current_user.record.account
+    before = request.args.get("before", type=int)
+    rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE)
+    older = rows[-1].id if len(rows) == PAGE else None
+    return render_template("portal/messages.html", account=account, messages=rows, older=older)
+
+
+@bp.route("/replies")
+@roles_required("customer")
+def replies() -> Any:
+    account = current_user.record.account
+    return render_template("portal/replies.html", account=account, replies=recent_replies(db.session, account.id))
+
+
+@bp.route("/api-keys", methods=["GET", "POST"])
+@roles_required("customer")
+def api_keys() -> Any:
+    """List the account's keys; POST makes one for the logged-in sub-account and shows it once."""
+    account = current_user.record.account
+    secret = None
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            key, secret = create_api_key(db.session, current_user.record, label=request.form.get("label", ""), actor=current_user.actor)
+            db.session.commit()
+        except ValidationFailed as failed:
+            db.session.rollback()
+            errors = failed.errors
+    keys = account_api_keys(db.session, account.id)
+    return render_template("portal/api_keys.html", account=account, keys=keys, secret=secret, errors=errors), (422 if errors else 200)
+
+
+@bp.post("/api-keys/<int:key_id>/revoke")
+@roles_required("customer")
+def revoke_key(key_id: int) -> Any:
+    key = revoke_api_key(db.session, key_id, account_id=current_user.record.account_id, actor=current_user.actor)
+    db.session.commit()
+    flash(f"API 密钥 {key.prefix}… 已吊销", "ok")
+    return redirect(url_for("portal.api_keys"))

@@ -1,0 +1,815 @@
+"""Intake of messages: from a request (API, portal form, CSV upload) to charged messages waiting
+in the durable queue, with every check the contracts and the issue ask for, each refusal with a
+reason in Chinese.
+
+Order of the work in `accept_messages`, and why:
+1. shape of the request (400) and the idempotency key: a retry with the same `client_ref` gets
+   the first answer back, whatever happened since (not charged again);
+2. the request row is inserted first (`INSERT … ON CONFLICT DO NOTHING`): it is the first write
+   of the transaction, so concurrent retries of one `client_ref` queue behind each other, and on
+   SQLite everything read afterwards is read under the write lock;
+3. the account may send (403), numbers (per recipient), number ranges (422), signature (422),
+   parts (422), forbidden keywords (422, with the contracts' fee, violation count, blacklist
+   and penalty), unsubscribed recipients (skipped, free), 10-hour duplicates (flagged),
+   the sending window (deferred), the account's rate (429);
+4. one atomic conditional debit for the whole request (402 changes nothing), the messages,
+   the send log, the answer stored on the request row.
+The caller commits (or rolls back on any DomainError).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.clock import SHANGHAI, local_today, utcnow
+from backoffice.errors import Conflict, DomainError, ValidationFailed
+from backoffice.models import (
+    Contract,
+    EnterpriseAccount,
+    ForbiddenKeyword,
+    Message,
+    MobileOriginated,
+    SendRequest,
+    SubAccount,
+    Unsubscribe,
+)
+from backoffice.models.messaging import CLAIMABLE, SENT
+from backoffice.money import format_price
+from backoffice.services import audit
+from backoffice.services.credit import InsufficientBalance, charge_penalty
+from backoffice.services.send_log import LogEntry, append_send_log
+from backoffice.services.sql import epoch_us, insert_ignoring_conflict
+from backoffice.services.usage import charge_messages
+from dispatch.keywords import KeywordMatcher
+from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, normalise_mobile
+from dispatch.rules import (
+    UNSUBSCRIBE_WORDS,
+    MissingSignature,
+    apply_signature,
+    consecutive_runs,
+    is_unsubscribe,
+    next_send_time,
+    signature_of,
+)
+from dispatch.segments import TooLong, encode_segments
+
+BLOCKED_STATUSES = {
+    "awaiting_payment": "账户尚未开通（预付款未到账），暂不能发送短信",
+    "suspended": "账户已暂停，不能发送短信，请联系客服",
+    "closed": "账户已关闭，不能发送短信",
+}
+SOURCES = ("api", "portal", "csv")
+CLIENT_REF_MAX = 64
+MAX_SCHEDULE_AHEAD = timedelta(days=30)
+MOBILE_HEADERS = {"mobile", "phone", "手机", "手机号", "手机号码", "号码", "电话"}
+
+
+class SendingForbidden(DomainError):
+    status = 403
+    code = "sending_forbidden"
+
+
+class ContentRefused(DomainError):
+    """The whole request is refused as it stands (422); `code` says which rule."""
+
+    status = 422
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RateLimited(DomainError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ClientRefConflict(Conflict):
+    code = "client_ref_conflict"
+
+
+@dataclass(frozen=True)
+class SendingSettings:
+    """The configurable limits of intake (config names in brackets)."""
+
+    max_segments: int = 6  # MAX_SEGMENTS
+    max_recipients: int = 1000  # MAX_RECIPIENTS
+    max_consecutive_numbers: int = 10  # MAX_CONSECUTIVE_NUMBERS
+    blacklist_after_violations: int = 3  # BLACKLIST_AFTER_VIOLATIONS
+    rate_burst_seconds: int = 10  # RATE_BURST_SECONDS
+    validity_hours: int = 48  # MESSAGE_VALIDITY_HOURS
+    unsubscribe_words: tuple[str, ...] = UNSUBSCRIBE_WORDS  # UNSUBSCRIBE_WORDS (comma-separated)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SendingSettings:
+        words = config.get("UNSUBSCRIBE_WORDS")
+        return cls(
+            max_segments=int(config.get("MAX_SEGMENTS", cls.max_segments)),
+            max_recipients=int(config.get("MAX_RECIPIENTS", cls.max_recipients)),
+            max_consecutive_numbers=int(config.get("MAX_CONSECUTIVE_NUMBERS", cls.max_consecutive_numbers)),
+            blacklist_after_violations=int(config.get("BLACKLIST_AFTER_VIOLATIONS", cls.blacklist_after_violations)),
+            rate_burst_seconds=int(config.get("RATE_BURST_SECONDS", cls.rate_burst_seconds)),
+            validity_hours=int(config.get("MESSAGE_VALIDITY_HOURS", cls.validity_hours)),
+            unsubscribe_words=tuple(w.strip() for w in str(words).split(",") if w.strip()) if words else UNSUBSCRIBE_WORDS,
+        )
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """The answer to a request: `body` is what the API returns (and what a retry gets back)."""
+
+    request_id: int
+    http_status: int  # 202, or 422 when the content was refused (the contracts' fee still charged)
+    body: dict[str, Any]
+    replayed: bool = False
+    booked_ledger_events: bool = False  # a penalty was booked: post the outbox after commit
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.body["messages"])
+
+    @property
+    def balance(self) -> Decimal:
+        return Decimal(self.body["balance"])
+
+
+@dataclass
+class _Recipient:
+    given: str
+    number: str | None = None
+    carrier: str | None = None
+    reason: str | None = None
+    status: str = "invalid"
+    duplicate: bool = False
+    charge: Decimal = Decimal(0)
+    message_id: int | None = None
+
+
+# --- the request as given ---------------------------------------------------------------------
+
+
+def _recipient_list(recipients: Sequence[str] | str, settings: SendingSettings) -> list[str]:
+    given = [recipients] if isinstance(recipients, str) else recipients
+    if not isinstance(given, list | tuple) or not all(isinstance(r, str) for r in given):
+        raise ValidationFailed({"to": "收件人应为手机号码字符串，或手机号码字符串的列表"})
+    given = [r for r in given if r.strip()]
+    if not given:
+        raise ValidationFailed({"to": "请至少填写一个手机号码"})
+    if len(given) > settings.max_recipients:
+        raise ValidationFailed({"to": f"每次最多发送给 {settings.max_recipients} 个号码，本次有 {len(given)} 个，请分批发送"})
+    return list(given)
+
+
+def parse_send_at(value: str | datetime | None) -> datetime | None:
+    """An ISO 8601 time; without a time zone it is Beijing time. None: send now."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValidationFailed(
+                {"send_at": f"定时发送时间格式不对（应为 ISO 8601，如 2026-12-01T09:30:00+08:00）：{value[:40]}"}
+            ) from None
+    else:
+        raise ValidationFailed({"send_at": "定时发送时间应为 ISO 8601 字符串"})
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=SHANGHAI)
+    return moment.astimezone(UTC)
+
+
+def _client_ref(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > CLIENT_REF_MAX or not value.strip().isprintable():
+        raise ValidationFailed({"client_ref": f"client_ref 应为 1–{CLIENT_REF_MAX} 个可打印字符"})
+    return value.strip()
+
+
+def _fingerprint(recipients: list[str], content: str, send_at: datetime | None) -> str:
+    raw = json.dumps([recipients, content, send_at.isoformat() if send_at else None], ensure_ascii=False)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+# --- what the account and its contract allow -------------------------------------------------
+
+
+def contract_terms(session: Session, account_id: int) -> dict[str, Any]:
+    """The business terms of the account's latest contract (empty when it has none)."""
+    terms = session.scalar(sa.select(Contract.terms).where(Contract.account_id == account_id).order_by(Contract.id.desc()).limit(1))
+    return dict(terms or {})
+
+
+def _check_may_send(account: EnterpriseAccount, sub_account: SubAccount) -> None:
+    if not sub_account.active:
+        raise SendingForbidden(f"子号 {sub_account.login} 已停用，不能发送短信")
+    if account.blacklisted_at is not None:
+        raise SendingForbidden("账户因多次发送违规内容已被列入黑名单，不能发送短信，请联系客服")
+    if account.status in BLOCKED_STATUSES:
+        raise SendingForbidden(BLOCKED_STATUSES[account.status])
+    if account.status != "active":
+        raise SendingForbidden(f"账户状态为 {account.status_name}，不能发送短信")
+
+
+def _signed(content: str, account: EnterpriseAccount) -> str:
+    """The content with the account's signature (002 §5(6)); raises MissingSignature."""
+    if account.sms_signature:
+        return apply_signature(content, account.sms_signature, account.add_signature)
+    if signature_of(content) is None:
+        raise MissingSignature("短信内容缺少签名：请在开头或结尾加上【公司或产品简称】（如【某某科技】）")
+    return content
+
+
+def _window(terms: dict[str, Any]) -> tuple[tuple[time, time], time] | None:
+    window = terms.get("sending_window")
+    if not window:
+        return None
+    start, end = time.fromisoformat(window["start"]), time.fromisoformat(window["end"])
+    return (start, end), time.fromisoformat(window.get("deferred_to") or window["start"])
+
+
+# --- forbidden keywords: one matcher per process, rebuilt when the list changes ----------------
+
+_matchers: dict[str, tuple[tuple[int, int], KeywordMatcher]] = {}
+_matchers_lock = threading.Lock()
+
+
+def forbidden_matcher(session: Session) -> KeywordMatcher:
+    """The compiled keyword list. Ids are never reused, so (count, max id) changes with every
+    addition or removal: one cheap query per request tells whether to rebuild."""
+    count, top = session.execute(sa.select(sa.func.count(ForbiddenKeyword.id), sa.func.max(ForbiddenKeyword.id))).one()
+    version = (int(count), int(top or 0))
+    database = str(session.get_bind().url)
+    cached = _matchers.get(database)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with _matchers_lock:
+        cached = _matchers.get(database)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        matcher = KeywordMatcher(session.scalars(sa.select(ForbiddenKeyword.word).order_by(ForbiddenKeyword.id)))
+        _matchers[database] = (version, matcher)
+        return matcher
+
+
+def add_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[str]:
+    """Add words to the forbidden list; returns the ones that were new."""
+    existing = set(session.scalars(sa.select(ForbiddenKeyword.word)))
+    added = []
+    for word in (w.strip() for w in words):
+        if not word or word in existing:
+            continue
+        if len(word) > 100:
+            raise ValidationFailed({"word": f"关键词最多 100 个字符：{word[:20]}…"})
+        session.add(ForbiddenKeyword(word=word, created_by=actor))
+        existing.add(word)
+        added.append(word)
+    if added:
+        audit.record(session, actor, "add_keywords", "forbidden_keywords", "-", words=added)
+    return added
+
+
+def remove_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[str]:
+    """Remove words from the forbidden list; returns the ones that were listed."""
+    rows = session.scalars(sa.select(ForbiddenKeyword).where(ForbiddenKeyword.word.in_([w.strip() for w in words]))).all()
+    for row in rows:
+        session.delete(row)
+    removed = [r.word for r in rows]
+    if removed:
+        audit.record(session, actor, "remove_keywords", "forbidden_keywords", "-", words=removed)
+    return removed
+
+
+# --- rate: a GCRA per account, shared by every process through the database -------------------
+
+
+def _take_rate(session: Session, account: EnterpriseAccount, messages: int, now: datetime, settings: SendingSettings) -> None:
+    """Admit `messages` at the account's rate or raise RateLimited (429). The theoretical arrival
+    time advances by messages/rate; a request passes when that stays within the tolerance:
+    RATE_BURST_SECONDS, or one full request (MAX_RECIPIENTS) if that is longer, so an idle
+    account can always send one maximal request. One conditional UPDATE: exact across processes."""
+    from backoffice.models import SendRate
+
+    rate = max(1, int(account.rate_limit_per_second))
+    cost = -(-messages * 1_000_000 // rate)  # ceil, in microseconds
+    tolerance = max(settings.rate_burst_seconds * 1_000_000, settings.max_recipients * 1_000_000 // rate)
+    now_us = epoch_us(now)
+    table = SendRate.__table__
+    start = sa.case((table.c.tat_us > now_us, table.c.tat_us), else_=sa.literal(now_us, sa.BigInteger))
+    admit = sa.update(table).where(table.c.account_id == account.id, start + cost - now_us <= tolerance).values(tat_us=start + cost)
+    admitted = session.execute(admit).rowcount
+    if not admitted and session.scalar(sa.select(table.c.account_id).where(table.c.account_id == account.id)) is None:
+        session.execute(insert_ignoring_conflict(session, table, {"account_id": account.id, "tat_us": 0}, ["account_id"]))
+        admitted = session.execute(admit).rowcount
+    if not admitted:
+        tat = session.scalar(sa.select(table.c.tat_us).where(table.c.account_id == account.id)) or now_us
+        wait = max(1, -(-(max(tat, now_us) + cost - now_us - tolerance) // 1_000_000))
+        raise RateLimited(f"发送过于频繁：本账户限速每秒 {rate} 条，请 {wait} 秒后重试", retry_after=wait)
+
+
+# --- the intake ---------------------------------------------------------------------------------
+
+
+def _replay(existing: SendRequest, fingerprint: str) -> AcceptResult:
+    if existing.fingerprint != fingerprint:
+        raise ClientRefConflict(f"client_ref {existing.client_ref} 已用于另一个内容不同的请求，请换一个 client_ref")
+    return AcceptResult(existing.id, existing.http_status, dict(existing.response or {}), replayed=True)
+
+
+def _open_request(
+    session: Session, sub_account: SubAccount, client_ref: str | None, fingerprint: str, source: str, now: datetime
+) -> int | None:
+    """Insert the request row; None when a request with this client_ref already exists."""
+    values = {
+        "account_id": sub_account.account_id, "sub_account_id": sub_account.id, "client_ref": client_ref,
+        "fingerprint": fingerprint, "source": source, "created_at": now, "accepted_count": 0, "charged": Decimal(0), "http_status": 202,
+    }  # fmt: skip
+    table = SendRequest.__table__
+    if client_ref is None:
+        return int(session.execute(sa.insert(table).values(**values).returning(table.c.id)).scalar_one())
+    inserted = session.execute(insert_ignoring_conflict(session, table, values, ["account_id", "client_ref"]).returning(table.c.id))
+    row = inserted.scalar_one_or_none()
+    return None if row is None else int(row)
+
+
+def _find_request(session: Session, account_id: int, client_ref: str) -> SendRequest | None:
+    query = sa.select(SendRequest).where(SendRequest.account_id == account_id, SendRequest.client_ref == client_ref)
+    return session.scalar(query.execution_options(populate_existing=True))
+
+
+def _normalise(recipients: list[str]) -> list[_Recipient]:
+    table = default_prefix_table()
+    out = []
+    for given in recipients:
+        try:
+            number = normalise_mobile(given, table)
+        except InvalidNumber as bad:
+            out.append(_Recipient(given=given.strip()[:30], reason=bad.reason))
+            continue
+        out.append(_Recipient(given=given, number=number, carrier=table.carrier_of(number), status="pending"))
+    return out
+
+
+def _duplicates(session: Session, account_id: int, numbers: set[str], content: str, since: datetime) -> set[str]:
+    """Numbers that got the same content from the account since `since` (002 §16)."""
+    found: set[str] = set()
+    ordered = sorted(numbers)
+    for i in range(0, len(ordered), 500):
+        query = sa.select(Message.recipient).where(
+            Message.account_id == account_id,
+            Message.recipient.in_(ordered[i : i + 500]),
+            Message.accepted_at >= since,
+            Message.content == content,
+            Message.status.not_in(("unsubscribed", "refused")),
+        )
+        found.update(session.scalars(query))
+    return found
+
+
+def _charge_lines(recipients: list[_Recipient]) -> list[tuple[str, int, Decimal]]:
+    per: dict[str, list[Decimal]] = {}
+    for r in recipients:
+        assert r.carrier is not None
+        per.setdefault(r.carrier.upper(), []).append(r.charge)
+    return [(carrier, len(amounts), sum(amounts, Decimal(0))) for carrier, amounts in sorted(per.items())]
+
+
+def accept_messages(
+    session: Session,
+    *,
+    sub_account: SubAccount,
+    recipients: Sequence[str] | str,
+    content: str,
+    client_ref: str | None = None,
+    send_at: str | datetime | None = None,
+    settings: SendingSettings | None = None,
+    source: str = "api",
+) -> AcceptResult:
+    """Check, charge and queue one request (see the module docstring for the order). Raises a
+    DomainError (400/403/409/422/429, 402 InsufficientBalance) for a request refused as a whole;
+    a request whose content breaks the rules returns http_status 422 after charging the fee
+    the contract provides for. The caller commits."""
+    settings = settings or SendingSettings()
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}")
+    given = _recipient_list(recipients, settings)
+    if not isinstance(content, str) or not content.strip():
+        raise ValidationFailed({"content": "短信内容不能为空"})
+    content = content.strip()
+    ref = _client_ref(client_ref)
+    requested_at = parse_send_at(send_at)
+    fingerprint = _fingerprint(given, content, requested_at)
+    account = sub_account.account
+    if ref is not None and (existing := _find_request(session, account.id, ref)) is not None:
+        return _replay(existing, fingerprint)
+
+    now = utcnow()
+    request_id = _open_request(session, sub_account, ref, fingerprint, source, now)
+    if request_id is None:  # a concurrent request with this client_ref committed first
+        existing = _find_request(session, account.id, ref or "")
+        assert existing is not None
+        return _replay(existing, fingerprint)
+    session.refresh(account)  # read under the write lock: status, settings, balance as of now
+    _check_may_send(account, sub_account)
+    if requested_at is not None and requested_at > now + MAX_SCHEDULE_AHEAD:
+        raise ValidationFailed({"send_at": f"定时发送时间最多为 {MAX_SCHEDULE_AHEAD.days} 天之后"})
+
+    people = _normalise(given)
+    valid = [p for p in people if p.number is not None]
+    if not valid:
+        raise ContentRefused("no_valid_recipients", "没有有效的手机号码：" + "；".join(p.reason or "" for p in people[:5]))
+    run = consecutive_runs([p.number for p in valid if p.number])
+    if run > settings.max_consecutive_numbers:
+        raise ContentRefused(
+            "number_range",
+            f"疑似号码段群发：收件人中有 {run} 个连续号码，超过 {settings.max_consecutive_numbers} 个的限制，整批拒发（合同禁止号码段群发）",
+        )
+    try:
+        text = _signed(content, account)
+    except MissingSignature as missing:
+        raise ContentRefused("missing_signature", missing.reason) from None
+    try:
+        parts = encode_segments(text, settings.max_segments)
+    except TooLong as long:
+        raise ContentRefused("too_long", long.reason) from None
+
+    terms = contract_terms(session, account.id)
+    price = account.price_per_message
+    charge_each = price * parts.parts
+    hits = forbidden_matcher(session).find(text)
+    unsubscribed = set(
+        session.scalars(
+            sa.select(Unsubscribe.number).where(Unsubscribe.account_id == account.id, Unsubscribe.number.in_({p.number for p in valid}))
+        )
+    )
+    for p in valid:
+        if p.number in unsubscribed:
+            p.status, p.reason = "unsubscribed", "对方已回复退订，未发送，不计费"
+    takers = [p for p in valid if p.status == "pending"]
+    window = _window(terms)
+    start = max(requested_at or now, now)
+    send_time = next_send_time(start, *window) if window else start
+    deferred = window is not None and send_time > start
+    result = _Outcome(http_status=202)
+    if hits:
+        result = _refuse_content(session, account, takers, hits, terms, settings, now, request_id, charge_each)
+    elif takers:
+        window_hours = terms.get("duplicate_window_hours")
+        seen = (
+            _duplicates(session, account.id, {p.number for p in takers if p.number}, text, now - timedelta(hours=int(window_hours)))
+            if window_hours
+            else set()
+        )
+        repeats: Counter[str] = Counter()
+        for p in takers:
+            assert p.number is not None
+            repeats[p.number] += 1
+            p.duplicate = bool(window_hours) and (p.number in seen or repeats[p.number] > 1)
+            p.status = "scheduled" if send_time > now else "queued"
+            p.charge = charge_each
+            if deferred:
+                p.reason = "不在合同约定的发送时段内，顺延至 " + send_time.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") + " 发送"
+            if p.duplicate:
+                p.reason = ((p.reason + "；") if p.reason else "") + f"{window_hours} 小时内向该号码发送过相同内容（重复发送，照常计费）"
+        _take_rate(session, account, len(takers), now, settings)
+        result.charged = charge_messages(session, account, local_today(), _charge_lines(takers), kind="usage")
+        result.charge_kind = "usage"
+
+    stored = list(valid)  # invalid numbers get no message row, only a line in the answer
+    _insert_messages(
+        session, account, sub_account, request_id, stored, text, parts.encoding, parts.parts, price, send_time, now, settings, result
+    )
+    append_send_log(
+        session,
+        [
+            LogEntry(account.code, account.service_code, p.number or "", text, _log_result(p), p.message_id)
+            for p in stored
+            if p.status != "unsubscribed"
+        ],
+        at=now,
+    )
+    balance = session.scalar(sa.select(EnterpriseAccount.balance).where(EnterpriseAccount.id == account.id))
+    body: dict[str, Any] = {
+        "request_id": request_id,
+        "client_ref": ref,
+        "messages": [_entry_json(p, parts.parts) for p in people],
+        "balance": format_price(balance or Decimal(0)),
+        "charged": format_price(result.charged),
+        "send_at": send_time.isoformat(),
+    }
+    if result.error is not None:
+        body["error"] = {"code": result.error[0], "message": result.error[1]}
+    accepted = sum(1 for p in stored if p.status in (*CLAIMABLE, "refused"))
+    table = SendRequest.__table__
+    session.execute(
+        sa.update(table)
+        .where(table.c.id == request_id)
+        .values(response=body, http_status=result.http_status, accepted_count=accepted, charged=result.charged)
+    )
+    return AcceptResult(request_id, result.http_status, body, booked_ledger_events=result.booked_events)
+
+
+@dataclass
+class _Outcome:
+    http_status: int
+    charged: Decimal = Decimal(0)
+    charge_kind: str | None = None
+    error: tuple[str, str] | None = None
+    booked_events: bool = False
+
+
+def _refuse_content(
+    session: Session,
+    account: EnterpriseAccount,
+    takers: list[_Recipient],
+    hits: list[str],
+    terms: dict[str, Any],
+    settings: SendingSettings,
+    now: datetime,
+    request_id: int,
+    charge_each: Decimal,
+) -> _Outcome:
+    """000 §8, 002 §9: not sent, the fee still deducted where the contract says so, a violation
+    counted (the blacklist after BLACKLIST_AFTER_VIOLATIONS), 003 §3.4's penalty booked."""
+    shown = "、".join(hits[:5])
+    reason = f"内容含违禁词（{shown}），拒绝发送"
+    outcome = _Outcome(http_status=422)
+    notes = []
+    for p in takers:
+        p.status, p.reason = "refused", reason
+    if takers and terms.get("refused_content_fee"):
+        for p in takers:
+            p.charge = charge_each
+        try:
+            outcome.charged = charge_messages(session, account, local_today(), _charge_lines(takers), kind="refused_content_fee")
+            outcome.charge_kind = "refused_content_fee"
+            notes.append(f"按合同约定仍扣除本次发送费用 {format_price(outcome.charged)} 元")
+        except InsufficientBalance:  # the debit changed nothing; the refusal and violation stand
+            for p in takers:
+                p.charge = Decimal(0)
+            notes.append("余额不足，未能扣除按合同应扣的发送费用")
+    table = EnterpriseAccount.__table__
+    session.execute(sa.update(table).where(table.c.id == account.id).values(violation_count=table.c.violation_count + 1))
+    blacklisted = session.execute(
+        sa.update(table)
+        .where(table.c.id == account.id, table.c.violation_count >= settings.blacklist_after_violations, table.c.blacklisted_at.is_(None))
+        .values(blacklisted_at=now)
+    ).rowcount
+    if blacklisted:
+        audit.record(session, "system:intake", "blacklist_account", "account", account.code, violations=settings.blacklist_after_violations)
+        notes.append("违规次数已达上限，账户已被列入黑名单，停止发送")
+    rate = terms.get("penalty_per_violation")
+    if rate and takers:
+        try:
+            charge_penalty(
+                session, account_code=account.code, messages=len(takers), rate=Decimal(str(rate)), on=local_today(),
+                event_id=f"penalty-request-{request_id}", actor="system:intake",
+            )  # fmt: skip
+            outcome.booked_events = True
+            notes.append(f"按合同收取违约金 {format_price(Decimal(str(rate)) * len(takers))} 元（每条 {rate} 元）")
+        except InsufficientBalance:
+            notes.append("余额不足，违约金未能扣除")
+    session.refresh(account)
+    message = reason + ("；" + "；".join(notes) if notes else "")
+    outcome.error = ("content_refused", message)
+    return outcome
+
+
+def _log_result(p: _Recipient) -> str:
+    if p.status == "refused":
+        return f"refused: {p.reason}"
+    return "duplicate" if p.duplicate else "accepted"
+
+
+def _insert_messages(
+    session: Session,
+    account: EnterpriseAccount,
+    sub_account: SubAccount,
+    request_id: int,
+    stored: list[_Recipient],
+    text: str,
+    encoding: str,
+    segments: int,
+    price: Decimal,
+    send_time: datetime,
+    now: datetime,
+    settings: SendingSettings,
+    outcome: _Outcome,
+) -> None:
+    if not stored:
+        return
+    today = local_today()
+    valid_until = send_time + timedelta(hours=settings.validity_hours)
+    rows = []
+    for p in stored:
+        charged = p.charge > 0
+        rows.append(
+            {
+                "request_id": request_id, "account_id": account.id, "sub_account_id": sub_account.id, "recipient": p.number,
+                "carrier": p.carrier, "content": text, "encoding": encoding, "segments": segments, "price_per_message": price,
+                "charge": p.charge, "charge_kind": outcome.charge_kind if charged else None, "charged_on": today if charged else None,
+                "status": p.status, "duplicate": p.duplicate, "error": p.reason if p.status in ("refused", "unsubscribed") else None,
+                "accepted_at": now, "send_at": send_time, "valid_until": valid_until, "updated_at": now,
+                "next_attempt_at": send_time if p.status in CLAIMABLE else None,
+                "done_at": now if p.status not in CLAIMABLE else None,
+            }
+        )  # fmt: skip
+    table = Message.__table__
+    ids = session.execute(sa.insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    for p, message_id in zip(stored, ids, strict=True):
+        p.message_id = int(message_id)
+
+
+def _entry_json(p: _Recipient, segments: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "id": p.message_id,
+        "to": p.number or p.given,
+        "carrier": p.carrier,
+        "carrier_name": CARRIER_NAMES.get(p.carrier or ""),
+        "segments": segments if p.number else 0,
+        "charge": format_price(p.charge),
+        "status": p.status,
+        "duplicate": p.duplicate,
+        "reason": p.reason,
+    }
+    return entry
+
+
+# --- the invariant: accepted = sent + queued + refused + refunded -----------------------------
+
+
+@dataclass(frozen=True)
+class MessageCounts:
+    accepted: int  # recorded per request at intake, apart from the messages' statuses
+    sent: int
+    queued: int
+    refused: int
+    refunded: int
+    skipped: int  # unsubscribed: never accepted, never charged
+
+    @property
+    def balanced(self) -> bool:
+        return self.accepted == self.sent + self.queued + self.refused + self.refunded
+
+
+def message_counts(session: Session, account_id: int) -> MessageCounts:
+    accepted = session.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(SendRequest.accepted_count), 0)).where(SendRequest.account_id == account_id)
+    )
+    by_status = dict(
+        session.execute(sa.select(Message.status, sa.func.count()).where(Message.account_id == account_id).group_by(Message.status)).all()
+    )
+    return MessageCounts(
+        accepted=int(accepted or 0),
+        sent=sum(by_status.get(s, 0) for s in SENT),
+        queued=sum(by_status.get(s, 0) for s in CLAIMABLE),
+        refused=by_status.get("refused", 0),
+        refunded=by_status.get("refunded", 0),
+        skipped=by_status.get("unsubscribed", 0),
+    )
+
+
+# --- status views -------------------------------------------------------------------------------
+
+
+def get_message(session: Session, account_id: int, message_id: int) -> Message | None:
+    message = session.get(Message, message_id)
+    return message if message is not None and message.account_id == account_id else None
+
+
+def status_reports(session: Session, account_id: int, *, since: datetime, after_id: int = 0, limit: int = 100) -> list[Message]:
+    """Messages whose status changed at or after `since`, oldest change first; page with the
+    last row's (updated_at, id) as the next (since, after_id)."""
+    query = (
+        sa.select(Message)
+        .where(
+            Message.account_id == account_id,
+            sa.or_(Message.updated_at > since, sa.and_(Message.updated_at == since, Message.id > after_id)),
+        )
+        .order_by(Message.updated_at, Message.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def recent_messages(session: Session, account_id: int, *, before_id: int | None = None, limit: int = 50) -> list[Message]:
+    query = sa.select(Message).where(Message.account_id == account_id)
+    if before_id:
+        query = query.where(Message.id < before_id)
+    return list(session.scalars(query.order_by(Message.id.desc()).limit(limit)))
+
+
+def recent_replies(session: Session, account_id: int, *, limit: int = 100) -> list[MobileOriginated]:
+    query = sa.select(MobileOriginated).where(MobileOriginated.account_id == account_id).order_by(MobileOriginated.id.desc()).limit(limit)
+    return list(session.scalars(query))
+
+
+# --- replies (MO) and the unsubscribe list -----------------------------------------------------
+
+
+def add_unsubscribe(session: Session, account_id: int, number: str, *, source: str) -> bool:
+    """Put `number` on the account's unsubscribe list; False when it already was."""
+    values = {"account_id": account_id, "number": normalise_mobile(number), "source": source, "created_at": utcnow()}
+    inserted = session.execute(insert_ignoring_conflict(session, Unsubscribe.__table__, values, ["account_id", "number"]))
+    return bool(inserted.rowcount)
+
+
+def record_reply(
+    session: Session,
+    *,
+    sender: str,
+    destination: str,
+    content: str,
+    received_at: datetime | None = None,
+    smsc_message_id: str | None = None,
+    settings: SendingSettings | None = None,
+) -> MobileOriginated:
+    """Store an MO reply, find the account by the longest service code `destination` starts
+    with, and put the sender on that account's unsubscribe list when the reply is TD/退订/…"""
+    settings = settings or SendingSettings()
+    try:
+        number: str | None = normalise_mobile(sender)
+    except InvalidNumber:
+        number = None
+    codes = session.execute(
+        sa.select(EnterpriseAccount.id, EnterpriseAccount.service_code).where(EnterpriseAccount.service_code.is_not(None))
+    ).all()
+    matching = sorted(((len(code), account_id) for account_id, code in codes if code and destination.startswith(code)), reverse=True)
+    account_id = matching[0][1] if matching else None
+    unsubscribe = is_unsubscribe(content, settings.unsubscribe_words)
+    reply = MobileOriginated(
+        account_id=account_id, sender=number or sender[:24], destination=destination[:24], content=content,
+        received_at=received_at or utcnow(), smsc_message_id=smsc_message_id, unsubscribe=unsubscribe,
+    )  # fmt: skip
+    session.add(reply)
+    if unsubscribe and account_id is not None and number is not None:
+        add_unsubscribe(session, account_id, number, source="mo")
+    return reply
+
+
+# --- CSV upload of recipients -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipientFile:
+    numbers: list[str]  # normalised, in file order
+    problems: list[str]  # "第 N 行：reason", for the customer
+
+
+def read_recipient_file(data: bytes) -> RecipientFile:
+    """Numbers from an uploaded CSV: one per line, or a `mobile` (手机号码…) column. Each bad
+    row is reported by its line number; UTF-8 (with or without BOM) or GB18030 (Excel)."""
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise ValidationFailed({"file": "无法识别文件编码，请保存为 UTF-8 或 GBK 编码的 CSV"})
+    rows = list(csv.reader(io.StringIO(text)))
+    column, first = 0, 0
+    if rows:
+        header = [cell.strip().lower() for cell in rows[0]]
+        named = [i for i, cell in enumerate(header) if cell in MOBILE_HEADERS]
+        if named:
+            column, first = named[0], 1
+    numbers, problems = [], []
+    table = default_prefix_table()
+    for line, row in enumerate(rows[first:], start=first + 1):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= column or not row[column].strip():
+            problems.append(f"第 {line} 行：缺少手机号码")
+            continue
+        try:
+            numbers.append(normalise_mobile(row[column], table))
+        except InvalidNumber as bad:
+            problems.append(f"第 {line} 行：{bad.reason}")
+    return RecipientFile(numbers, problems)
+
+
+def split_recipients(text: str) -> list[str]:
+    """Numbers typed in a box: one per line, or separated by commas, semicolons or spaces."""
+    for separator in ("，", ",", ";", "；", "\t", "\r"):
+        text = text.replace(separator, "\n")
+    return [part.strip() for part in text.split("\n") if part.strip()]

@@ -1,0 +1,118 @@
+"""The send log for the authorities (000 §6(6), 003 annex §4): content, time, account, service
+code, recipient and result of every send, append-only and tamper-evident.
+
+Each row carries SHA-256(previous row's hash + its own canonical content), starting from a
+genesis hash of zeros; `send_log_head` names the end of the chain, so removing the last rows is
+detected too. Appenders take the head row's lock first, so the chain never forks under
+concurrency (several web and worker processes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.models import SendLog, SendLogHead
+from backoffice.services.sql import insert_ignoring_conflict
+
+GENESIS = "0" * 64
+HEAD_ID = 1
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    account_code: str
+    service_code: str | None
+    recipient: str
+    content: str
+    result: str
+    message_id: int | None = None
+
+
+def canonical(seq: int, logged_at: datetime, entry: LogEntry) -> bytes:
+    """The bytes a row's hash covers (besides the previous hash): every field, in a fixed order."""
+    fields = [
+        seq,
+        logged_at.isoformat(),
+        entry.account_code,
+        entry.service_code or "",
+        entry.recipient,
+        entry.content,
+        entry.result,
+        entry.message_id,
+    ]
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def chain_hash(prev_hash: str, seq: int, logged_at: datetime, entry: LogEntry) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical(seq, logged_at, entry)).hexdigest()
+
+
+def append_send_log(session: Session, entries: Sequence[LogEntry], *, at: datetime) -> None:
+    """Append `entries` to the chain, in order, in the caller's transaction."""
+    if not entries:
+        return
+    at = at.astimezone(UTC)  # the hash covers the ISO form of the time as stored
+    head = SendLogHead.__table__
+    # Reserve the sequence numbers: this UPDATE takes the head row's lock until commit. The head
+    # row is made by the very first append (concurrent first appends: one inserts, all update).
+    reserve = sa.update(head).where(head.c.id == HEAD_ID).values(last_seq=head.c.last_seq + len(entries))
+    if not session.execute(reserve).rowcount:
+        session.execute(insert_ignoring_conflict(session, head, {"id": HEAD_ID, "last_seq": 0, "last_hash": GENESIS}, ["id"]))
+        session.execute(reserve)
+    last_seq, prev = session.execute(sa.select(head.c.last_seq, head.c.last_hash).where(head.c.id == HEAD_ID)).one()
+    seq = last_seq - len(entries)
+    rows = []
+    for entry in entries:
+        seq += 1
+        digest = chain_hash(prev, seq, at, entry)
+        rows.append({"seq": seq, "logged_at": at, **vars(entry), "prev_hash": prev, "hash": digest})
+        prev = digest
+    session.execute(sa.insert(SendLog.__table__), rows)
+    session.execute(sa.update(head).where(head.c.id == HEAD_ID).values(last_hash=prev))
+
+
+def _rows(session: Session, batch: int = 5000) -> Iterator[sa.Row]:
+    """The whole log in chain order, as plain rows (no identity map growing with the log)."""
+    table = SendLog.__table__
+    after = 0
+    while True:
+        chunk = session.execute(sa.select(table).where(table.c.seq > after).order_by(table.c.seq).limit(batch)).all()
+        if not chunk:
+            return
+        yield from chunk
+        after = chunk[-1].seq
+
+
+def verify_chain(session: Session) -> list[str]:
+    """Problems found walking the whole chain (empty when intact): an edited row (its hash does
+    not match its content), a removed or inserted row (broken link or gap in the sequence), or
+    rows removed from the end (the head names a later row)."""
+    problems: list[str] = []
+    prev, expected_seq = GENESIS, 1
+    for row in _rows(session):
+        if row.seq != expected_seq:
+            problems.append(f"第 {expected_seq} 条起缺失记录（下一条是第 {row.seq} 条）")
+        if row.prev_hash != prev:
+            problems.append(f"第 {row.seq} 条记录的前序哈希与上一条不符（链条断开）")
+        entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
+        if chain_hash(row.prev_hash, row.seq, row.logged_at, entry) != row.hash:
+            problems.append(f"第 {row.seq} 条记录的内容与其哈希不符（记录被修改）")
+        prev, expected_seq = row.hash, row.seq + 1
+    head = session.get(SendLogHead, HEAD_ID)
+    if head is not None and (head.last_seq != expected_seq - 1 or head.last_hash != prev):
+        problems.append(f"发送日志应有 {head.last_seq} 条，实有 {expected_seq - 1} 条（末尾记录被删除或链头被改）")
+    return problems
+
+
+def export_send_log(session: Session, *, start: datetime, end: datetime, account_code: str | None = None) -> Iterator[SendLog]:
+    """Rows logged in [start, end), for the authorities, in chain order."""
+    query = sa.select(SendLog).where(SendLog.logged_at >= start, SendLog.logged_at < end)
+    if account_code:
+        query = query.where(SendLog.account_code == account_code)
+    yield from session.scalars(query.order_by(SendLog.seq).execution_options(yield_per=2000))

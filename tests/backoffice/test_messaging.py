@@ -1,0 +1,425 @@
+"""Intake of messages: every check on the way in, with its reason; charging; the queue; the send log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.clock import set_clock
+from backoffice.errors import ValidationFailed
+from backoffice.extensions import db
+from backoffice.models import EnterpriseAccount, LedgerEvent, Message, SendLog, SendRequest, SubAccount, UsageDay
+from backoffice.services.credit import InsufficientBalance, credit_receipt
+from backoffice.services.message_queue import claim_batch, refund_messages_failed, release
+from backoffice.services.messaging import (
+    ClientRefConflict,
+    ContentRefused,
+    RateLimited,
+    SendingForbidden,
+    SendingSettings,
+    accept_messages,
+    add_keywords,
+    add_unsubscribe,
+    forbidden_matcher,
+    message_counts,
+    read_recipient_file,
+    record_reply,
+    remove_keywords,
+)
+from backoffice.services.send_log import verify_chain
+from tests.conftest import FIXED_NOW, make_contract
+
+SIGNED = "【蓉城会员】您的验证码是 1234，5 分钟内有效。"
+
+
+@dataclass
+class Sender:
+    """An active account with spendable credit and its primary login."""
+
+    account: EnterpriseAccount
+    sub: SubAccount
+
+    @property
+    def code(self) -> str:
+        return self.account.code
+
+    def balance(self) -> Decimal:
+        db.session.expire_all()
+        return db.session.scalar(sa.select(EnterpriseAccount.balance).where(EnterpriseAccount.id == self.account.id))
+
+
+def active_sender(app: Flask, template_id: str = "enterprise_sms_center", **overrides: Any) -> Sender:
+    """Issue a contract, pay what the customer owes under it, commit and post the books."""
+    from backoffice.cli import after_commit_catch_up
+
+    issued = make_contract(app, template_id, **overrides)
+    account = issued.contract.account
+    credit_receipt(
+        db.session, account_code=account.code, amount=account.receivable, bank="CMB", bank_ref=f"PAY-{account.code}",
+        received_on=date(2026, 11, 23), actor="test",
+    )  # fmt: skip
+    db.session.commit()
+    assert after_commit_catch_up(app) == []
+    assert account.status == "active" and account.balance > 0
+    primary = next(s for s in account.sub_accounts if s.is_primary)
+    return Sender(account, primary)
+
+
+def send(sender: Sender, to: Any, content: str = SIGNED, **kwargs: Any) -> Any:
+    result = accept_messages(db.session, sub_account=sender.sub, recipients=to, content=content, **kwargs)
+    db.session.commit()
+    return result
+
+
+def refused(sender: Sender, to: Any, content: str = SIGNED, **kwargs: Any) -> Any:
+    """Expect the request to be refused as a whole; returns the error after rolling back."""
+    with pytest.raises(Exception) as caught:
+        accept_messages(db.session, sub_account=sender.sub, recipients=to, content=content, **kwargs)
+    db.session.rollback()
+    return caught.value
+
+
+def numbers(n: int, start: int = 13800100000, step: int = 7) -> list[str]:
+    """`n` distinct China Mobile numbers with gaps, so no run of consecutive numbers."""
+    return [str(start + i * step) for i in range(n)]
+
+
+@pytest.fixture
+def sender(app: Flask) -> Sender:
+    """Template 000 (enterprise_sms_center): 0.045 元/条, refused content still charged."""
+    return active_sender(app)
+
+
+def test_accepted_messages_are_charged_queued_and_logged(app: Flask, sender: Sender) -> None:
+    before = sender.balance()
+    result = send(sender, ["+86 138-0013-8000", "18912345678"])
+    assert result.http_status == 202
+    first, second = result.messages
+    assert (first["to"], first["carrier"], first["status"], first["segments"]) == ("13800138000", "cmcc", "queued", 1)
+    assert (second["to"], second["carrier"]) == ("18912345678", "ctcc")
+    assert first["charge"] == "0.045" and result.body["charged"] == "0.09"
+    assert sender.balance() == before - Decimal("0.09") == result.balance
+    queued = db.session.scalars(sa.select(Message).order_by(Message.id)).all()
+    assert [m.status for m in queued] == ["queued", "queued"]
+    assert all(m.next_attempt_at == FIXED_NOW and m.price_per_message == Decimal("0.045") for m in queued)
+    usage = {(u.carrier, u.kind): (u.messages, u.amount) for u in db.session.scalars(sa.select(UsageDay))}
+    assert usage == {("CMCC", "usage"): (1, Decimal("0.045")), ("CTCC", "usage"): (1, Decimal("0.045"))}
+    log = db.session.scalars(sa.select(SendLog).order_by(SendLog.seq)).all()
+    assert [(r.recipient, r.result, r.account_code) for r in log] == [
+        ("13800138000", "accepted", sender.code),
+        ("18912345678", "accepted", sender.code),
+    ]
+    assert message_counts(db.session, sender.account.id).balanced
+
+
+def test_price_is_the_accounts_price_at_acceptance_times_parts(app: Flask, sender: Sender) -> None:
+    long_text = "【蓉城会员】" + "会" * 80  # 86 UCS-2 characters: 2 parts of 67
+    result = send(sender, "13800138000", long_text)
+    assert result.messages[0]["segments"] == 2 and result.messages[0]["charge"] == "0.09"
+    sender.account.price_per_message = Decimal("0.05")
+    db.session.commit()
+    message = db.session.get(Message, result.messages[0]["id"])
+    assert message.price_per_message == Decimal("0.045") and message.charge == Decimal("0.09")
+
+
+def test_invalid_numbers_are_refused_one_by_one_and_not_charged(app: Flask, sender: Sender) -> None:
+    result = send(sender, ["13800138000", "010-62781234", "+1 415 555 0100", "1380013800"])
+    statuses = [(m["status"], m["reason"]) for m in result.messages]
+    assert statuses[0] == ("queued", None)
+    assert statuses[1][0] == "invalid" and "固定电话" in statuses[1][1]
+    assert statuses[2][0] == "invalid" and "国际号码" in statuses[2][1]
+    assert statuses[3][0] == "invalid" and "应为 11 位" in statuses[3][1]
+    assert result.body["charged"] == "0.045"
+    error = refused(sender, ["12345", "abc"])
+    assert isinstance(error, ContentRefused) and error.code == "no_valid_recipients" and "没有有效的手机号码" in error.message
+
+
+def test_the_signature_is_required_checked_and_added_when_the_account_asks(app: Flask) -> None:
+    sender = active_sender(app, "lingxuntong_service")  # signature 学府教育
+    error = refused(sender, "13800138000", "明天上午九点开课")
+    assert isinstance(error, ContentRefused) and error.code == "missing_signature" and "【学府教育】" in error.message
+    error = refused(sender, "13800138000", "【别家公司】明天上午九点开课")
+    assert error.code == "missing_signature" and "签名不符" in error.message
+    assert send(sender, "13800138000", "明天上午九点开课【学府教育】").http_status == 202
+    sender.account.add_signature = True
+    db.session.commit()
+    result = send(sender, "13900139000", "明天上午九点开课")
+    assert db.session.get(Message, result.messages[0]["id"]).content == "【学府教育】明天上午九点开课"
+
+
+def test_an_account_without_a_registered_signature_must_still_sign(app: Flask, sender: Sender) -> None:
+    error = refused(sender, "13800138000", "您的验证码是 1234")
+    assert error.code == "missing_signature" and "签名" in error.message
+
+
+def test_forbidden_keywords_refuse_the_send_and_still_charge_the_fee(app: Flask, sender: Sender) -> None:
+    add_keywords(db.session, ["代开发票", "ＶＰＮ"], actor="admin")
+    db.session.commit()
+    before = sender.balance()
+    result = send(sender, ["13800138000", "13900139000"], "【蓉城会员】低价代开发票，另有vpn")
+    assert result.http_status == 422
+    assert result.body["error"]["code"] == "content_refused"
+    assert "代开发票" in result.body["error"]["message"] and "仍扣除" in result.body["error"]["message"]
+    assert [m["status"] for m in result.messages] == ["refused", "refused"]
+    assert sender.balance() == before - Decimal("0.09")
+    usage = db.session.scalars(sa.select(UsageDay)).all()
+    assert {(u.kind, u.messages) for u in usage} == {("refused_content_fee", 2)}
+    db.session.refresh(sender.account)
+    assert sender.account.violation_count == 1 and sender.account.blacklisted_at is None
+    assert all(r.result.startswith("refused: 内容含违禁词") for r in db.session.scalars(sa.select(SendLog)))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.status == "queued")) == 0
+    counts = message_counts(db.session, sender.account.id)
+    assert counts.refused == 2 and counts.accepted == 2 and counts.balanced
+
+
+def test_refused_content_is_free_where_the_contract_says_nothing(app: Flask) -> None:
+    sender = active_sender(app, "gateway_api_partner")  # refused_content_fee: false
+    add_keywords(db.session, ["赌博"], actor="admin")
+    db.session.commit()
+    before = sender.balance()
+    result = send(sender, "13800138000", "【天府智联】线上赌博")
+    assert result.http_status == 422 and result.messages[0]["charge"] == "0.00"
+    assert sender.balance() == before
+
+
+def test_the_account_is_blacklisted_after_the_configured_violations(app: Flask, sender: Sender) -> None:
+    add_keywords(db.session, ["赌博"], actor="admin")
+    db.session.commit()
+    settings = SendingSettings(blacklist_after_violations=2)
+    assert "黑名单" not in send(sender, "13800138000", "【蓉城会员】赌博", settings=settings).body["error"]["message"]
+    second = send(sender, "13800138000", "【蓉城会员】赌博", settings=settings)
+    assert "列入黑名单" in second.body["error"]["message"]
+    error = refused(sender, "13800138000", SIGNED, settings=settings)
+    assert isinstance(error, SendingForbidden) and error.status == 403 and "黑名单" in error.message
+
+
+def test_the_sms_genie_penalty_is_booked_per_message_sent_in_violation(app: Flask) -> None:
+    from backoffice.cli import after_commit_catch_up
+
+    sender = active_sender(app, "sms_genie_user")  # 0.05 元/条, penalty 0.5 元/条
+    add_keywords(db.session, ["赌博"], actor="admin")
+    db.session.commit()
+    before = sender.balance()
+    result = send(sender, ["13800138000", "13900139000"], "【明远商贸】赌博")
+    assert result.booked_ledger_events and "违约金 1.00 元" in result.body["error"]["message"]
+    assert sender.balance() == before - Decimal("0.10") - Decimal("1.0")
+    penalty = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "penalty"))
+    assert penalty is not None and Decimal(penalty.payload["amount"]) == Decimal("1.0")
+    assert after_commit_catch_up(app) == []
+
+
+def test_the_keyword_matcher_is_built_once_and_rebuilt_when_the_list_changes(app: Flask, sender: Sender) -> None:
+    add_keywords(db.session, ["赌博"], actor="admin")
+    db.session.commit()
+    first = forbidden_matcher(db.session)
+    assert forbidden_matcher(db.session) is first
+    add_keywords(db.session, ["发票"], actor="admin")
+    db.session.commit()
+    second = forbidden_matcher(db.session)
+    assert second is not first and second.find("代开发票") == ["发票"]
+    remove_keywords(db.session, ["发票"], actor="admin")
+    db.session.commit()
+    assert forbidden_matcher(db.session).find("代开发票") == []
+    assert send(sender, "13800138000", "【蓉城会员】代开发票").http_status == 202
+
+
+def test_a_run_of_consecutive_numbers_refuses_the_whole_request(app: Flask, sender: Sender) -> None:
+    run = [str(13800138000 + i) for i in range(11)]
+    before = sender.balance()
+    error = refused(sender, run)
+    assert isinstance(error, ContentRefused) and error.status == 422 and error.code == "number_range"
+    assert "11 个连续号码" in error.message and "号码段群发" in error.message
+    assert sender.balance() == before
+    assert send(sender, run[:10]).http_status == 202  # 10 is the default limit
+
+
+def test_same_content_to_the_same_number_within_10_hours_is_sent_charged_and_flagged(app: Flask) -> None:
+    sender = active_sender(app, "lingxuntong_service")  # 0.06 元/条, duplicate_window_hours 10
+    text = "【学府教育】明天上午九点开课"
+    assert send(sender, "13800138000", text).messages[0]["duplicate"] is False
+    again = send(sender, ["13800138000", "13900139000"], text).messages
+    assert again[0]["duplicate"] is True and again[0]["status"] == "queued" and again[0]["charge"] == "0.06"
+    assert "重复发送" in again[0]["reason"] and again[1]["duplicate"] is False
+    assert db.session.get(Message, again[0]["id"]).duplicate
+    log = db.session.scalars(sa.select(SendLog.result).order_by(SendLog.seq)).all()
+    assert log == ["accepted", "duplicate", "accepted"]
+    set_clock(lambda: FIXED_NOW + timedelta(hours=10, minutes=1))
+    assert send(sender, "13800138000", text).messages[0]["duplicate"] is False
+
+
+def test_other_templates_do_not_flag_repeats(app: Flask, sender: Sender) -> None:
+    send(sender, "13800138000")
+    assert send(sender, "13800138000").messages[0]["duplicate"] is False
+
+
+def test_unsubscribed_recipients_are_skipped_and_not_charged(app: Flask, sender: Sender) -> None:
+    sender.account.service_code = "106575000123"
+    db.session.commit()
+    reply = record_reply(db.session, sender="+8613900139000", destination="10657500012301", content=" td！")
+    add_unsubscribe(db.session, sender.account.id, "18912345678", source="admin")
+    db.session.commit()
+    assert reply.unsubscribe and reply.account_id == sender.account.id
+    before = sender.balance()
+    result = send(sender, ["13800138000", "13900139000", "18912345678"])
+    assert [m["status"] for m in result.messages] == ["queued", "unsubscribed", "unsubscribed"]
+    assert result.messages[1]["charge"] == "0.00" and "退订" in result.messages[1]["reason"]
+    assert sender.balance() == before - Decimal("0.045")
+    counts = message_counts(db.session, sender.account.id)
+    assert (counts.accepted, counts.skipped, counts.balanced) == (1, 2, True)
+
+
+def test_a_chatty_reply_is_stored_but_does_not_unsubscribe(app: Flask, sender: Sender) -> None:
+    sender.account.service_code = "106575000123"
+    db.session.commit()
+    reply = record_reply(db.session, sender="13900139000", destination="106575000123", content="退订了吗？")
+    db.session.commit()
+    assert not reply.unsubscribe
+    assert send(sender, "13900139000").messages[0]["status"] == "queued"
+
+
+def test_a_message_longer_than_the_maximum_parts_is_refused_never_cut(app: Flask, sender: Sender) -> None:
+    six_parts = "【蓉城会员】" + "会" * (67 * 6 - 6)
+    assert send(sender, "13800138000", six_parts).messages[0]["segments"] == 6
+    error = refused(sender, "13800138000", six_parts + "会")
+    assert isinstance(error, ContentRefused) and error.code == "too_long" and "7 条" in error.message and "最多 6 条" in error.message
+    assert refused(sender, "13800138000", "【蓉城会员】" + "会" * 70, settings=SendingSettings(max_segments=1)).code == "too_long"
+
+
+def test_outside_the_sending_window_messages_wait_for_0805(app: Flask) -> None:
+    sender = active_sender(app, "lingxuntong_service")  # 07:00–22:30, deferred to 08:05
+    set_clock(lambda: datetime(2026, 11, 23, 15, 0, tzinfo=UTC))  # 23:00 in Beijing
+    result = send(sender, "13800138000", "【学府教育】晚安")
+    message = db.session.get(Message, result.messages[0]["id"])
+    assert message.status == "scheduled" and message.send_at == datetime(2026, 11, 24, 0, 5, tzinfo=UTC)  # 08:05 Beijing
+    assert message.next_attempt_at == message.send_at and "08:05" in result.messages[0]["reason"]
+
+
+def test_other_templates_send_around_the_clock(app: Flask, sender: Sender) -> None:
+    set_clock(lambda: datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    assert send(sender, "13800138000").messages[0]["status"] == "queued"
+
+
+def test_send_at_in_the_future_is_scheduled_and_naive_times_are_beijing(app: Flask, sender: Sender) -> None:
+    result = send(sender, "13800138000", send_at="2026-11-24T09:30:00")
+    message = db.session.get(Message, result.messages[0]["id"])
+    assert message.status == "scheduled" and message.send_at == datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
+    assert refused(sender, "13800138000", send_at="tomorrow").status == 400
+    assert refused(sender, "13800138000", send_at="2027-06-01T09:00:00+08:00").status == 400
+
+
+@pytest.mark.parametrize(("status", "words"), [("suspended", "暂停"), ("closed", "关闭"), ("awaiting_payment", "尚未开通")])
+def test_accounts_that_may_not_send_get_403(app: Flask, sender: Sender, status: str, words: str) -> None:
+    sender.account.status = status
+    db.session.commit()
+    error = refused(sender, "13800138000")
+    assert isinstance(error, SendingForbidden) and error.status == 403 and words in error.message
+
+
+def test_402_when_the_balance_does_not_cover_the_whole_request_changes_nothing(app: Flask) -> None:
+    sender = active_sender(app, "enterprise_sms_center", price_per_message="0.05", initial_messages=40, initial_amount="2.00")
+    send(sender, numbers(38))
+    before = sender.balance()
+    assert before == Decimal("0.10")
+    error = refused(sender, numbers(3, start=13900100000), client_ref="too-many")
+    assert isinstance(error, InsufficientBalance) and error.status == 402 and "余额不足" in error.message
+    assert sender.balance() == before
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SendRequest)) == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 38
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SendLog)) == 38
+    assert send(sender, numbers(2, start=13900100000), client_ref="too-many").body["charged"] == "0.10"
+    assert sender.balance() == 0
+
+
+def test_a_retried_client_ref_gets_the_first_answer_and_is_not_charged_again(app: Flask, sender: Sender) -> None:
+    first = send(sender, ["13800138000", "13900139000"], client_ref="order-42")
+    balance = sender.balance()
+    again = send(sender, ["13800138000", "13900139000"], client_ref="order-42")
+    assert again.replayed and again.body == first.body and again.http_status == 202
+    assert sender.balance() == balance
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 2
+    error = refused(sender, "13800138000", "【蓉城会员】另一条", client_ref="order-42")
+    assert isinstance(error, ClientRefConflict) and error.status == 409
+    other = active_sender(app, customer__name="另一家公司")
+    assert not send(other, "13800138000", client_ref="order-42").replayed  # unique per account
+
+
+def test_at_most_the_configured_number_of_recipients(app: Flask, sender: Sender) -> None:
+    error = refused(sender, numbers(1001))
+    assert isinstance(error, ValidationFailed) and "最多发送给 1000 个号码" in error.message
+    assert refused(sender, []).status == 400
+    assert refused(sender, "13800138000", "   ").status == 400
+    result = send(sender, numbers(1000))
+    assert len(result.messages) == 1000 and result.body["charged"] == "45.00"
+
+
+def test_the_account_rate_is_enforced_with_a_wait_time(app: Flask, sender: Sender) -> None:
+    sender.account.rate_limit_per_second = 5
+    db.session.commit()
+    settings = SendingSettings(rate_burst_seconds=1, max_recipients=10)  # tolerance: 10 messages
+    send(sender, numbers(10), settings=settings)
+    error = refused(sender, "13900139000", settings=settings)
+    assert isinstance(error, RateLimited) and error.status == 429 and error.retry_after == 1 and "每秒 5 条" in error.message
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=1))
+    send(sender, numbers(5, start=13900100000), settings=settings)
+    assert isinstance(refused(sender, "13900139000", settings=settings), RateLimited)
+
+
+def test_the_send_log_chain_reveals_an_edited_or_removed_row(app: Flask, sender: Sender) -> None:
+    send(sender, numbers(3))
+    send(sender, "13900139000")
+    assert verify_chain(db.session) == []
+    table = SendLog.__table__
+    db.session.execute(sa.update(table).where(table.c.seq == 2).values(content="【蓉城会员】改过的内容"))
+    db.session.commit()
+    problems = verify_chain(db.session)
+    assert problems == ["第 2 条记录的内容与其哈希不符（记录被修改）"]
+    db.session.execute(sa.update(table).where(table.c.seq == 2).values(content=SIGNED))
+    db.session.execute(sa.delete(table).where(table.c.seq == 4))
+    db.session.commit()
+    assert verify_chain(db.session) == ["发送日志应有 4 条，实有 3 条（末尾记录被删除或链头被改）"]
+
+
+def test_the_worker_claims_due_messages_once_and_refunds_failures(app: Flask, sender: Sender) -> None:
+    now_result = send(sender, numbers(3))
+    later = send(sender, "13900139000", send_at="2026-11-24T09:00:00+08:00")
+    claimed = claim_batch(db.session, worker="w1", limit=10)
+    db.session.commit()
+    assert [m.id for m in claimed] == [m["id"] for m in now_result.messages]
+    assert claim_batch(db.session, worker="w2", limit=10) == []  # leased, and the scheduled one is not due
+    assert release(db.session, [claimed[0].id], worker="w1") == 1
+    assert [m.id for m in claim_batch(db.session, worker="w2", limit=10)] == [claimed[0].id]
+    db.session.commit()
+    before = sender.balance()
+    assert refund_messages_failed(db.session, [claimed[1]], reason="SMSC 拒绝：ESME_RINVDSTADR") == 1
+    assert refund_messages_failed(db.session, [claimed[1]], reason="again") == 0
+    db.session.commit()
+    assert sender.balance() == before + Decimal("0.045")
+    refunds = db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "refund")).all()
+    assert [(r.carrier, r.messages, r.amount) for r in refunds] == [("CMCC", 1, Decimal("0.045"))]
+    counts = message_counts(db.session, sender.account.id)
+    assert (counts.accepted, counts.queued, counts.refunded, counts.balanced) == (4, 3, 1, True)
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=6))  # the leases (5 min) ran out; the refunded one is done
+    due = claim_batch(db.session, worker="w3", limit=10)
+    assert {m.id: m.attempts for m in due} == {claimed[0].id: 3, claimed[2].id: 2}
+    set_clock(lambda: datetime(2026, 11, 24, 1, 0, tzinfo=UTC))
+    assert later.messages[0]["id"] in {m.id for m in claim_batch(db.session, worker="w3", limit=10)}
+    assert verify_chain(db.session) == []
+
+
+def test_recipients_from_a_csv_with_a_mobile_column_and_bad_rows_by_line(app: Flask) -> None:
+    data = "姓名,手机号码\n张三,13800138000\n李四,010-62781234\n王五,\n\n赵六,+86 139 0013 9000\n".encode()
+    parsed = read_recipient_file(data)
+    assert parsed.numbers == ["13800138000", "13900139000"]
+    assert len(parsed.problems) == 2
+    assert parsed.problems[0].startswith("第 3 行：") and "固定电话" in parsed.problems[0]
+    assert parsed.problems[1] == "第 4 行：缺少手机号码"
+    plain = read_recipient_file("13800138000\r\n18912345678\r\n".encode("gb18030"))
+    assert plain.numbers == ["13800138000", "18912345678"] and plain.problems == []
+    excel = read_recipient_file("mobile,备注\n13800138000,老客户\n".encode("gb18030"))
+    assert excel.numbers == ["13800138000"]
