@@ -11,6 +11,7 @@ from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from backoffice.money import capitals, format_money, format_price
 from backoffice.services.contract_fields import nest
@@ -29,6 +30,20 @@ def cn_date(day: date | None) -> str:
     return f"{day.year}年{day.month}月{day.day}日"
 
 
+def css_string(value: object) -> Markup:
+    """Text for inside a CSS string (`content: "…"` in the page margins). HTML escaping does not
+    apply inside <style>, so "&" would print as "&amp;"; quotes, backslashes and "<" would end
+    the string or the style sheet. Everything but letters, digits and a few safe marks becomes a
+    CSS escape."""
+    out = []
+    for ch in str(value):
+        if ch.isalnum() or ch in " -_.,:：，。（）()·":
+            out.append(ch)
+        else:
+            out.append(f"\\{ord(ch):x} ")
+    return Markup("".join(out))  # noqa: S704 (every character is whitelisted or CSS-escaped above)
+
+
 @lru_cache(maxsize=2)
 def environment(root: Path) -> SandboxedEnvironment:
     """Sandboxed, autoescaping, strict: a field can never become markup, a typo never a blank."""
@@ -40,6 +55,7 @@ def environment(root: Path) -> SandboxedEnvironment:
         lstrip_blocks=True,
     )
     env.filters["cn_date"] = cn_date
+    env.filters["css_string"] = css_string
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -65,3 +66,20 @@ def test_every_template_declares_what_the_product_relies_on() -> None:
         assert template.terms["credit_policy"] in {"pay_on_signing", "invoice_first"}
         assert template.provider["name"] and template.sample
         assert (template.folder / "contract.html.j2").exists()
+
+
+def test_a_provider_name_with_markup_characters_prints_as_written_in_the_page_header() -> None:
+    """The header is a CSS string inside <style>, where HTML escaping does not apply."""
+
+    from backoffice.services.documents import css_string, environment
+    from reports.pdf import render_pdf
+
+    name = '成都A&B "创信" <公司>\\'
+    assert "<" not in css_string(name) and '"' not in css_string(name) and "&" not in css_string(name)
+    env = environment(Path(__file__).resolve().parents[2] / "contracts_templates")
+    html = env.from_string(
+        '<html><head><style>@page { @top-right { content: "{{ name | css_string }}"; font-family: "WenQuanYi Zen Hei"; } }</style></head>'
+        "<body><p>正文</p></body></html>"
+    ).render(name=name)
+    text = PdfReader(io.BytesIO(render_pdf(html))).pages[0].extract_text()
+    assert name in text, text
