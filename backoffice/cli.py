@@ -685,6 +685,49 @@ def finance_notify(as_json: bool) -> None:
     _emit(counts, as_json, "，".join(f"{k} {v}" for k, v in counts.items()))
 
 
+@finance_cli.command("holiday")
+@click.argument("day")
+@click.option("--working", "is_working", flag_value=True, help="a make-up working day (调休上班)")
+@click.option("--rest", "is_working", flag_value=False, default=False, help="an official holiday (default)")
+@click.option("--note", default="", help="e.g. 2027 春节")
+@click.option("--remove", is_flag=True, help="delete the entry")
+@click.option("--json", "as_json", is_flag=True)
+def finance_holiday(day: str, is_working: bool, note: str, remove: bool, as_json: bool) -> None:
+    """Maintain the official calendar for years chinese-calendar does not cover yet (from the
+    State Council's notice): invoice due dates count Chinese working days."""
+    from datetime import date as date_type
+
+    from backoffice.models import WorkingDayOverride
+    from reports.workdays import covered_by_library
+
+    try:
+        try:
+            when = date_type.fromisoformat(day)
+        except ValueError:
+            raise ValidationFailed({"day": "日期格式应为 YYYY-MM-DD"}) from None
+        if len(note) > 100:
+            raise ValidationFailed({"note": "备注最多 100 字"})
+        row = db.session.get(WorkingDayOverride, when)
+        if remove:
+            if row is not None:
+                db.session.delete(row)
+        elif row is None:
+            db.session.add(WorkingDayOverride(day=when, is_working_day=is_working, note=note))
+        else:
+            row.is_working_day, row.note = is_working, note
+        from backoffice.services.audit import record
+
+        record(db.session, _actor(), "working_day_override", "calendar", when.isoformat(), working=is_working, removed=remove, note=note)
+        db.session.commit()
+    except DomainError as error:
+        _fail(error, as_json)
+    rows = db.session.scalars(sa.select(WorkingDayOverride).order_by(WorkingDayOverride.day)).all()
+    payload = [{"day": r.day.isoformat(), "working_day": r.is_working_day, "note": r.note} for r in rows]
+    warning = "" if not covered_by_library(when.year) else f"（注意：{when.year} 年已由 chinese-calendar 覆盖，此条优先于库中的日历）"
+    text = "\n".join(f"{r['day']}  {'调休上班' if r['working_day'] else '休息'}  {r['note']}" for r in payload)
+    _emit(payload, as_json, (text or "没有自定义的节假日") + warning)
+
+
 @demo_cli.command("load")
 def demo_load() -> None:
     """Demo settings: a secret key, the signing certificate, and demo staff (admin/sales/finance)."""

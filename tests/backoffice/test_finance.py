@@ -588,3 +588,19 @@ def test_finance_pages_and_roles(app: Flask, client: Any, staff: dict[str, str],
     assert fetch(client, "/finance/invoices/FP-2026-000001.pdf").startswith(b"%PDF")
     assert "FP-2026-000001" in client.get("/finance/invoices").get_data(as_text=True)
     assert client.get("/admin/outbox").status_code == 403
+
+
+def test_due_dates_in_a_year_the_calendar_library_does_not_cover_use_the_admin_table(app: Flask, runner: FlaskCliRunner) -> None:
+    """An invoice issued just before the New Year 2027: without the table only weekends are
+    skipped; with the State Council's holidays entered, they are skipped too."""
+    from backoffice.services.invoices import due_date
+
+    assert due_date(db.session, date(2026, 12, 29), 5) == date(2027, 1, 5)  # Tue 29th: 30, 31, 1, 4, 5
+    for day in ("2027-01-01", "2027-01-04"):
+        assert run(runner, "finance", "holiday", day, "--note", "元旦（示例）", "--json")[0] == 0
+    exit_code, rows = run(runner, "finance", "holiday", "2027-01-09", "--working", "--note", "调休", "--json")
+    assert exit_code == 0 and {"day": "2027-01-09", "working_day": True, "note": "调休"} in rows
+    assert due_date(db.session, date(2026, 12, 29), 5) == date(2027, 1, 7)  # 30, 31, 5, 6, 7
+    assert due_date(db.session, date(2027, 1, 6), 3) == date(2027, 1, 9)  # 7, 8, make-up Saturday 9
+    exit_code, out = run(runner, "finance", "holiday", "2027-02-30", "--json")
+    assert exit_code == 2 and "日期格式" in out["error"]["fields"]["day"]
