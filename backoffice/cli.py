@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import secrets
 import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -58,6 +60,21 @@ def busy_error(exc: Exception) -> DomainError:
     error = DomainError("系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试")
     error.status, error.code = 503, "busy"
     return error
+
+
+@contextlib.contextmanager
+def refusals(as_json: bool) -> Iterator[None]:
+    """A command's changes as one transaction: a refusal (DomainError, or the database busy)
+    rolls back and exits with the message; anything else rolls back and propagates."""
+    try:
+        yield
+    except DomainError as error:
+        _fail(error, as_json)
+    except sa.exc.OperationalError as exc:
+        _fail(busy_error(exc), as_json)
+    except BaseException:
+        db.session.rollback()
+        raise
 
 
 def _actor() -> str:
@@ -427,7 +444,7 @@ def finance_receipt(
     from backoffice.services.receipts import Voucher, record_receipt
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
+    with refusals(as_json):
         actor = _finance_actor(username)
         upload = None
         if voucher is not None:
@@ -441,13 +458,6 @@ def finance_receipt(
             documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
         )  # fmt: skip
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
-    except sa.exc.OperationalError as exc:
-        _fail(busy_error(exc), as_json)
-    except BaseException:
-        db.session.rollback()
-        raise
     _emit(
         _receipt_json(receipt),
         as_json,
@@ -500,19 +510,12 @@ def finance_confirm(receipt_id: str, username: str | None, as_json: bool) -> Non
     from backoffice.services.receipts import confirm_receipt
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
+    with refusals(as_json):
         result = confirm_receipt(
             db.session, receipt_id, actor=_finance_actor(username), four_eyes_threshold=app.config["FOUR_EYES_THRESHOLD"],
             documents_root=Path(app.config["DOCUMENTS_PATH"]),
         )  # fmt: skip
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
-    except sa.exc.OperationalError as exc:
-        _fail(busy_error(exc), as_json)
-    except BaseException:
-        db.session.rollback()
-        raise
     for warning in after_commit_catch_up(app):
         click.echo(f"警告：{warning}", err=True)
     r = result.receipt
@@ -534,11 +537,9 @@ def finance_reject(receipt_id: str, reason: str, username: str | None, as_json: 
     """Reject a recorded receipt with a reason the customer sees."""
     from backoffice.services.receipts import reject_receipt
 
-    try:
+    with refusals(as_json):
         receipt = reject_receipt(db.session, receipt_id, reason=reason, actor=_finance_actor(username))
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
     _emit(_receipt_json(receipt), as_json, f"到账记录 {receipt.id} 已驳回：{receipt.rejection_reason}")
 
 
@@ -552,11 +553,9 @@ def finance_reverse(receipt_id: str, reason: str, username: str | None, as_json:
     from backoffice.services.receipts import reverse_receipt
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
+    with refusals(as_json):
         receipt = reverse_receipt(db.session, receipt_id, reason=reason, actor=_finance_actor(username))
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
     for warning in after_commit_catch_up(app):
         click.echo(f"警告：{warning}", err=True)
     _emit(_receipt_json(receipt), as_json, f"到账记录 {receipt.id} 已冲销：{receipt.reversal_reason}")
@@ -587,17 +586,13 @@ def finance_import_statement(statement_file: Path, username: str | None, as_json
     from backoffice.money import format_money
     from backoffice.services.statements import import_statement, proposals
 
-    try:
+    with refusals(as_json):
         try:
             content = statement_file.read_bytes()
         except OSError as exc:
             raise ValidationFailed({"file": f"无法读取文件：{exc.strerror}"}) from None
         record = import_statement(db.session, filename=statement_file.name, content=content, actor=_finance_actor(username))
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
-    except sa.exc.OperationalError as exc:
-        _fail(busy_error(exc), as_json)
     ours = {line.id for line in record.lines}
     found = [p for p in proposals(db.session) if p.line.id in ours]
     payload = {
@@ -632,7 +627,7 @@ def finance_match(line_id: str, receipt_id: str, username: str | None, as_json: 
     from backoffice.services.statements import match_line
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
+    with refusals(as_json):
         actor = _finance_actor(username)
         match_line(db.session, line_id, receipt_id, actor=actor)
         result = confirm_receipt(
@@ -643,10 +638,6 @@ def finance_match(line_id: str, receipt_id: str, username: str | None, as_json: 
             documents_root=Path(app.config["DOCUMENTS_PATH"]),
         )
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
-    except sa.exc.OperationalError as exc:
-        _fail(busy_error(exc), as_json)
     for warning in after_commit_catch_up(app):
         click.echo(f"警告：{warning}", err=True)
     _emit(_confirmation_json(result), as_json, f"已匹配并确认到账记录 {result.receipt.id}（{result.receipt.status_name}）")
@@ -700,7 +691,7 @@ def finance_holiday(day: str, is_working: bool, note: str, remove: bool, as_json
     from backoffice.models import WorkingDayOverride
     from reports.workdays import covered_by_library
 
-    try:
+    with refusals(as_json):
         try:
             when = date_type.fromisoformat(day)
         except ValueError:
@@ -719,8 +710,6 @@ def finance_holiday(day: str, is_working: bool, note: str, remove: bool, as_json
 
         record(db.session, _actor(), "working_day_override", "calendar", when.isoformat(), working=is_working, removed=remove, note=note)
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
     rows = db.session.scalars(sa.select(WorkingDayOverride).order_by(WorkingDayOverride.day)).all()
     payload = [{"day": r.day.isoformat(), "working_day": r.is_working_day, "note": r.note} for r in rows]
     warning = "" if not covered_by_library(when.year) else f"（注意：{when.year} 年已由 chinese-calendar 覆盖，此条优先于库中的日历）"

@@ -4,6 +4,7 @@ income statement, balance sheet, BQL) with the reconciliation of books and datab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,35 @@ def voucher_of(upload: FileStorage | None, limit: int) -> receipt_service.Vouche
     return receipt_service.Voucher(upload.filename, upload.stream.read(limit + 1))
 
 
+def attempt(action: Callable[[], Any]) -> tuple[Any, dict[str, str]]:
+    """Run a form's service call and commit it: (result, {}) or, refused and rolled back,
+    (None, the errors per field; "_form" for the form as a whole)."""
+    try:
+        result = action()
+        db.session.commit()
+        return result, {}
+    except ValidationFailed as failed:
+        db.session.rollback()
+        return None, failed.errors
+    except DomainError as error:
+        db.session.rollback()
+        return None, {"_form": error.message}
+    except sa.exc.OperationalError as exc:
+        return None, {"_form": busy_error(exc).message}
+
+
+def record_receipt_from_form(account_code: str) -> Receipt:
+    """The receipt form (finance's or the customer's portal) as a recorded receipt."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    form, limit = request.form, app.config["VOUCHER_MAX_BYTES"]
+    return receipt_service.record_receipt(
+        db.session, account_code=account_code, amount=form.get("amount", ""), paid_on=form.get("paid_on", ""),
+        payer_name=form.get("payer_name"), bank_reference=form.get("bank_reference", ""), bank=receiving_bank(account_code),
+        voucher=voucher_of(request.files.get("voucher"), limit), recorded_by=current_user.actor,
+        documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=limit,
+    )  # fmt: skip
+
+
 def receiving_bank(account_code: str) -> str:
     from backoffice.cli import _receiving_bank
 
@@ -76,26 +106,10 @@ def receipts() -> Any:
     errors: dict[str, str] = {}
     form = request.form
     if request.method == "POST":
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        code = form.get("account", "").strip()
-        try:
-            receipt = receipt_service.record_receipt(
-                db.session, account_code=code, amount=form.get("amount", ""), paid_on=form.get("paid_on", ""),
-                payer_name=form.get("payer_name"), bank_reference=form.get("bank_reference", ""), bank=receiving_bank(code),
-                voucher=voucher_of(request.files.get("voucher"), app.config["VOUCHER_MAX_BYTES"]), recorded_by=current_user.actor,
-                documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
-            )  # fmt: skip
-            db.session.commit()
+        receipt, errors = attempt(lambda: record_receipt_from_form(form.get("account", "").strip()))
+        if receipt is not None:
             flash(f"已登记到账记录 {receipt.id}，等待确认", "ok")
             return redirect(url_for("finance.receipt_detail", receipt_id=receipt.id))
-        except ValidationFailed as failed:
-            db.session.rollback()
-            errors = failed.errors
-        except DomainError as error:
-            db.session.rollback()
-            errors = {"_form": error.message}
-        except sa.exc.OperationalError as exc:
-            errors = {"_form": busy_error(exc).message}
     recent = db.session.scalars(
         sa.select(Receipt).where(Receipt.status.in_(("confirmed", "rejected", "reversed"))).order_by(Receipt.id.desc()).limit(50)
     ).all()
@@ -186,21 +200,17 @@ def statements_page() -> Any:
     errors: dict[str, str] = {}
     if request.method == "POST":
         upload = request.files.get("statement")
-        try:
+
+        def load() -> Any:
             if upload is None or not upload.filename:
                 raise ValidationFailed({"file": "请选择对账单文件（CSV）"})
-            record = statement_service.import_statement(
-                db.session, filename=upload.filename, content=upload.stream.read(statement_service.MAX_STATEMENT_BYTES + 1),
-                actor=current_user.actor,
-            )  # fmt: skip
-            db.session.commit()
+            content = upload.stream.read(statement_service.MAX_STATEMENT_BYTES + 1)
+            return statement_service.import_statement(db.session, filename=upload.filename, content=content, actor=current_user.actor)
+
+        record, errors = attempt(load)
+        if record is not None:
             flash(f"已导入对账单：{record.line_count} 笔入账，跳过支出 {record.skipped_debits} 笔、重复 {record.duplicate_lines} 笔", "ok")
             return redirect(url_for("finance.statements_page"))
-        except ValidationFailed as failed:
-            db.session.rollback()
-            errors = failed.errors
-        except sa.exc.OperationalError as exc:
-            errors = {"file": busy_error(exc).message}
     return render_template("finance/statements.html", proposals=statement_service.proposals(db.session), errors=errors), (
         422 if errors else 200
     )

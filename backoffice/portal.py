@@ -38,40 +38,20 @@ def contract_pdf(contract_no: str) -> Any:
 def receipts() -> Any:
     """The customer records a bank transfer with its voucher, and sees what finance made of it
     (a rejection shows the reason) and the invoices."""
-    from pathlib import Path
 
-    from flask import current_app, flash, redirect, request, url_for
+    from flask import flash, redirect, request, url_for
 
-    from backoffice.cli import busy_error
     from backoffice.clock import local_today
-    from backoffice.errors import DomainError, ValidationFailed
-    from backoffice.finance import receiving_bank, voucher_of
+    from backoffice.finance import attempt, record_receipt_from_form
     from backoffice.models import Invoice, Receipt
-    from backoffice.services.receipts import record_receipt
 
     account = current_user.record.account
     errors: dict[str, str] = {}
     if request.method == "POST":
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        try:
-            receipt = record_receipt(
-                db.session, account_code=account.code, amount=request.form.get("amount", ""), paid_on=request.form.get("paid_on", ""),
-                payer_name=request.form.get("payer_name"), bank_reference=request.form.get("bank_reference", ""),
-                bank=receiving_bank(account.code), voucher=voucher_of(request.files.get("voucher"), app.config["VOUCHER_MAX_BYTES"]),
-                recorded_by=current_user.actor, documents_root=Path(app.config["DOCUMENTS_PATH"]),
-                max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
-            )  # fmt: skip
-            db.session.commit()
+        receipt, errors = attempt(lambda: record_receipt_from_form(account.code))
+        if receipt is not None:
             flash(f"已提交汇款登记（编号 {receipt.id}），财务确认到账后会充值并通知您", "ok")
             return redirect(url_for("portal.receipts"))
-        except ValidationFailed as failed:
-            db.session.rollback()
-            errors = failed.errors
-        except DomainError as error:
-            db.session.rollback()
-            errors = {"_form": error.message}
-        except sa.exc.OperationalError as exc:
-            errors = {"_form": busy_error(exc).message}
     rows = db.session.scalars(sa.select(Receipt).where(Receipt.account_id == account.id).order_by(Receipt.id.desc())).all()
     invoices = db.session.scalars(sa.select(Invoice).where(Invoice.account_id == account.id).order_by(Invoice.id.desc())).all()
     return render_template(
