@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import getpass
 import json
 import secrets
@@ -738,6 +739,61 @@ def demo_load() -> None:
             create_staff_user(db.session, username, name, f"{username}-demo-2026", role, actor="demo")
     db.session.commit()
     click.echo("演示数据已加载：admin / sales / finance，密码为 <用户名>-demo-2026")
+    credentials = _demo_customer(app)
+    if credentials:
+        click.echo(credentials)
+
+
+DEMO_CUSTOMER = "演示客户（成都）网络科技有限公司"
+
+
+def _demo_customer(app: Flask) -> str | None:
+    """Once per instance: a contract (template 000) for a demo customer, its first payment
+    confirmed by finance (so the account is active with credit), and an API key. The logins and
+    the key are shown once and kept in instance/demo-credentials.txt (mode 600)."""
+    from backoffice.clock import local_today
+    from backoffice.models import Contract
+    from backoffice.services.api_keys import issue_api_key
+    from backoffice.services.contract_fields import flatten
+    from backoffice.services.contracts import issue_contract
+    from backoffice.services.receipts import confirm_receipt, record_receipt
+    from backoffice.services.templates import get_template
+
+    if db.session.scalar(sa.select(Contract.id).where(Contract.customer_name == DEMO_CUSTOMER)) is not None:
+        return None
+    today = local_today()
+    raw = flatten(copy.deepcopy(get_template("enterprise_sms_center").sample))
+    raw.update({
+        "customer.name": DEMO_CUSTOMER, "term_start": today.isoformat(), "customer_signed_on": today.isoformat(),
+        "provider_signed_on": today.isoformat(),
+    })  # fmt: skip
+    raw.pop("term_end", None)  # computed from the start and the years
+    documents = Path(app.config["DOCUMENTS_PATH"])
+    issued = issue_contract(
+        db.session, "enterprise_sms_center", raw, issued_by="demo", documents_root=documents, signing_identity=signing_identity(app)
+    )
+    account = issued.contract.account
+    account.contact_email = "demo-customer@example.cn"
+    receipt = record_receipt(
+        db.session, account_code=account.code, amount=issued.contract.initial_amount, paid_on=today, payer_name=DEMO_CUSTOMER,
+        bank_reference=f"DEMO{today:%Y%m%d}", bank=str(app.config["RECEIVING_BANK"]), voucher=None, recorded_by="staff:sales",
+        documents_root=documents, max_voucher_bytes=int(app.config["VOUCHER_MAX_BYTES"]),
+    )  # fmt: skip
+    confirm_receipt(
+        db.session, receipt.id, actor="staff:finance", four_eyes_threshold=app.config["FOUR_EYES_THRESHOLD"], documents_root=documents
+    )
+    _, secret = issue_api_key(db.session, account.code, sub_login=None, label="演示", actor="demo")
+    db.session.commit()
+    for warning in after_commit_catch_up(app):
+        click.echo(f"警告：{warning}", err=True)
+    lines = [f"演示客户：{DEMO_CUSTOMER}，合同 {issued.contract.contract_no}，企业号 {account.code}，可用余额 {account.balance:.2f} 元"]
+    lines += [f"  客户门户登录 /portal/login：{o.login} / {o.password}" for o in issued.logins]
+    lines.append(f"  API 密钥（Authorization: Bearer …）：{secret}")
+    text = "\n".join(lines)
+    path = Path(app.config["INSTANCE_PATH"]) / "demo-credentials.txt"
+    path.write_text(text + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return text
 
 
 def register_cli(app: Flask) -> None:
