@@ -2,8 +2,10 @@
 
 It stands in for the carrier gateway in development, tests and benchmarks. One I/O thread
 runs a selectors loop over every connection (no thread per connection: with the GIL that only
-adds switching) and writes each connection's responses in one send per loop turn. The PDU
-codec is the one the link uses (`dispatch.smpp_link`).
+adds switching) and writes each connection's responses in one send per loop turn. Its PDU
+codec is the compact one in `dispatch.smpp_link` (the server side needs speed, not smpplib's
+client machinery); the link itself builds and parses PDUs with smpplib, and a test runs
+smpplib's own Client against this server.
 
 Faults are drawn from one seeded random generator, in the order submits arrive, so a seed
 gives the same rejects and failures on every run with the same traffic.

@@ -3,31 +3,59 @@ link loss with the in-flight parts reported, receipts (TLVs or text, hex or deci
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from smpplib import smpp
 
 from dispatch.simulator import SimulatorConfig, SMSCSimulator
 from dispatch.smpp_link import (
+    BIND_TRANSCEIVER,
+    BIND_TRANSCEIVER_RESP,
+    DELIVER_SM,
+    DELIVER_SM_RESP,
     ESM_DELIVERY_RECEIPT,
     ESM_UDHI,
     ESME_RBINDFAIL,
+    ESME_RINVCMDID,
     ESME_ROK,
+    GENERIC_NACK,
+    SUBMIT_SM,
+    SUBMIT_SM_RESP,
+    TAG_MESSAGE_STATE,
+    TAG_RECEIPTED_MESSAGE_ID,
+    TAG_SC_INTERFACE_VERSION,
+    UNBIND,
+    UNBIND_RESP,
     BindRefused,
+    BindRequest,
     LinkConfig,
     MobileOriginated,
     OutgoingPart,
+    PduError,
     Receipt,
     ShortMessagePdu,
     SmppLink,
     SubmitResult,
+    cstring,
+    decode_bind,
+    decode_deliver_sm,
+    decode_short_message,
+    encode_pdu,
+    encode_short_message,
+    encode_submit,
+    encode_tlv,
     message_id_keys,
     message_ids_match,
     normalise_message_id,
     parse_delivery,
+    take_pdu,
 )
 
 FAST = {
@@ -353,3 +381,156 @@ def test_close_waits_for_outstanding_responses_then_unbinds(
     while simulator.stats().connections and time.monotonic() < deadline:
         time.sleep(0.01)
     assert simulator.stats().connections == 0
+
+
+# --- the PDUs go through smpplib ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        sms("a"),
+        OutgoingPart("b", "10690001", "8613800138000", b"Your code is 4711", registered_delivery=0, source_ton=0),
+        OutgoingPart(
+            "c", "SHOP", "13900139000", bytes((5, 0, 3, 7, 2, 1)) + "第一条".encode("utf-16-be"), data_coding=8, esm_class=ESM_UDHI
+        ),
+        OutgoingPart("d", "", "1", b"", service_type="CMT", dest_ton=0, dest_npi=0),
+        OutgoingPart("e", "1069000123456789", "13800138000", bytes(range(254)), data_coding=4, registered_delivery=3),
+    ],
+    ids=["ucs2", "gsm", "udh", "empty", "254-bytes"],
+)
+def test_the_hand_encoded_submit_sm_is_byte_for_byte_what_smpplib_generates(part: OutgoingPart) -> None:
+    """The one PDU the link encodes by hand (for speed: benchmarks/bench_smpp.py) matches smpplib's."""
+    reference = smpp.make_pdu(
+        "submit_sm",
+        sequence=0x7FFFFFFF,
+        allow_unknown_opt_params=True,
+        service_type=part.service_type,
+        source_addr_ton=part.source_ton,
+        source_addr_npi=part.source_npi,
+        source_addr=part.source,
+        dest_addr_ton=part.dest_ton,
+        dest_addr_npi=part.dest_npi,
+        destination_addr=part.destination,
+        esm_class=part.esm_class,
+        registered_delivery=part.registered_delivery,
+        data_coding=part.data_coding,
+        short_message=part.short_message,
+    )
+    reference.sequence = 0x7FFFFFFF
+    assert encode_submit(part, 0x7FFFFFFF) == reference.generate()
+
+
+def receipt_body(tlvs: dict[int, bytes], text: bytes = b"id:0 sub:001 dlvrd:001 stat:UNDELIV err:001 text:") -> bytes:
+    sm = ShortMessagePdu("13800138000", "10690001", text, esm_class=ESM_DELIVERY_RECEIPT)
+    sm.tlvs = tlvs
+    return encode_short_message(sm)
+
+
+def test_receipt_tlvs_are_read_by_smpplib_even_from_odd_smscs(caplog: pytest.LogCaptureFixture) -> None:
+    state = {TAG_MESSAGE_STATE: b"\x02"}
+    cases = {
+        "terminated id": ({TAG_RECEIPTED_MESSAGE_ID: b"1a2b3c\0", **state}, "1a2b3c"),
+        "id without its NUL": ({TAG_RECEIPTED_MESSAGE_ID: b"1a2b3c", **state}, "1a2b3c"),  # smpplib alone says "1a2b3"
+        "a vendor TLV": ({0x1403: b"(null)\0", TAG_RECEIPTED_MESSAGE_ID: b"7b\0", **state}, "7b"),
+        "ussd_service_op, not a deliver_sm TLV": ({0x0501: b"\x01", TAG_RECEIPTED_MESSAGE_ID: b"7c\0", **state}, "7c"),
+    }
+    with caplog.at_level(logging.WARNING):
+        for name, (tlvs, message_id) in cases.items():
+            sm = decode_deliver_sm(receipt_body(tlvs))
+            assert parse_delivery(sm) == Receipt(message_id, "DELIVRD", "001", sm.short_message.decode()), name  # TLVs beat the text
+    assert sm.tlvs[0x0501] == b"\x01"  # kept, as the hand codec keeps unknown tags
+    assert caplog.records == []  # smpplib alone logs a warning per vendor TLV, i.e. per receipt
+
+
+def test_a_message_state_of_the_wrong_length_does_not_derail_the_tlvs() -> None:
+    sm = decode_deliver_sm(receipt_body({TAG_MESSAGE_STATE: b"\x00\x05", TAG_RECEIPTED_MESSAGE_ID: b"99\0"}))
+    assert parse_delivery(sm) == Receipt("99", "UNKNOWN", "001", sm.short_message.decode())
+
+
+def test_a_truncated_deliver_sm_raises_pdu_error_and_nothing_else() -> None:
+    body = receipt_body({TAG_RECEIPTED_MESSAGE_ID: b"1a2b3c\0", TAG_MESSAGE_STATE: b"\x02"})
+    for cut in range(len(body)):
+        if cut in (len(body) - 5, len(body) - 16):  # whole TLVs cut off (4 + 1, 4 + 7 bytes): still a valid PDU
+            decode_deliver_sm(body[:cut])
+            continue
+        with pytest.raises(PduError):
+            decode_deliver_sm(body[:cut])
+
+
+def test_credentials_smpplib_would_cut_short_are_refused() -> None:
+    LinkConfig(system_id="x" * 15, password="p" * 8, system_type="t" * 12)
+    for field_name, value in (("system_id", "x" * 16), ("password", "p" * 9), ("system_type", "t" * 13)):
+        with pytest.raises(ValueError, match=field_name):
+            LinkConfig(**{field_name: value})
+
+
+class OddSmsc:
+    """One connection, scripted: binds, then sends PDUs a strict or a naive codec would stumble on."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.seen: list[tuple[int, int, int, bytes]] = []
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def read(self, conn: socket.socket, buffer: bytearray) -> tuple[int, int, int, bytes]:
+        while (pdu := take_pdu(buffer)) is None:
+            data = conn.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the ESME")
+            buffer += data
+        self.seen.append(pdu)
+        return pdu
+
+    def serve(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+            with conn:
+                buffer = bytearray()
+                _, _, sequence, _ = self.read(conn, buffer)
+                conn.sendall(encode_pdu(BIND_TRANSCEIVER_RESP, sequence, cstring("ODD") + encode_tlv(TAG_SC_INTERFACE_VERSION, b"\x34")))
+                _, _, sequence, _ = self.read(conn, buffer)
+                conn.sendall(encode_pdu(SUBMIT_SM_RESP, sequence, b"00AB12"))  # message_id without its NUL
+                odd = {TAG_RECEIPTED_MESSAGE_ID: b"AB12", TAG_MESSAGE_STATE: b"\x05", 0x1403: b"(null)\0", 0x1402: b"612\0"}
+                conn.sendall(encode_pdu(DELIVER_SM, 41, receipt_body(odd)))
+                conn.sendall(encode_pdu(DELIVER_SM, 42, b"\0\x01\x01138"))  # truncated: acknowledged and dropped
+                conn.sendall(encode_pdu(0x00000099, 43))  # a command the link does not know
+                while self.read(conn, buffer)[0] != UNBIND:
+                    pass
+                conn.sendall(encode_pdu(UNBIND_RESP, self.seen[-1][2]))
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def close(self) -> None:
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+
+def test_the_link_reads_odd_pdus_as_far_as_they_go(caplog: pytest.LogCaptureFixture) -> None:
+    smsc = OddSmsc()
+    recorder = Recorder()
+    link = SmppLink(LinkConfig(port=smsc.port, **FAST), on_resp=recorder.results.append, on_receipt=recorder.receipts.append)
+    try:
+        queue = [sms("only")]
+        link.run_once(lambda n: [queue.pop() for _ in range(min(n, len(queue)))], timeout=0.05)
+        pump_until(link, lambda: len(smsc.seen) >= 5)
+        link.close()
+    finally:
+        smsc.close()
+    assert smsc.errors == []
+    (bind_id, _, _, bind), (submit_id, _, _, submit) = smsc.seen[:2]
+    assert bind_id == BIND_TRANSCEIVER and decode_bind(bind) == BindRequest("backoffice", "secret")
+    assert submit_id == SUBMIT_SM and decode_short_message(submit).destination_addr == "13800138000"
+    assert [(r.part.key, r.message_id) for r in recorder.results] == [("only", "00AB12")]  # every character of it
+    assert [(r.message_id, r.stat) for r in recorder.receipts] == [("AB12", "UNDELIV")]
+    assert message_ids_match(recorder.results[0].message_id, recorder.receipts[0].message_id)
+    assert [pdu[:3] for pdu in smsc.seen[2:5]] == [
+        (DELIVER_SM_RESP, ESME_ROK, 41),
+        (DELIVER_SM_RESP, ESME_ROK, 42),
+        (GENERIC_NACK, ESME_RINVCMDID, 43),
+    ]
+    assert smsc.seen[-1][0] == UNBIND and not link.bound
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("smpplib")] == []
