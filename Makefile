@@ -9,6 +9,9 @@ export FLASK_APP := wsgi
 export BACKOFFICE_INSTANCE_PATH ?= $(CURDIR)/instance
 HOST ?= 127.0.0.1
 PORT ?= 5000
+# The built-in SMSC simulator `make run` starts; the dispatcher binds to SMSC_HOST:SMSC_PORT
+# (the simulator unless the environment names a real SMSC).
+SMSC_SIMULATOR_PORT ?= 2775
 # Pango for WeasyPrint, harfbuzz-subset for fast font subsetting (13 s -> 0.2 s a contract),
 # a CJK font, poppler for PDF checks in tests, Chromium for the browser tests.
 SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-wqy-zenhei poppler-utils chromium
@@ -41,9 +44,14 @@ migrate: install
 demo: migrate
 	$(BIN)/flask demo load
 
+# One process group: Ctrl-C (or the end of any one) stops them all; the trap clears itself
+# first, since `kill 0` signals this shell too.
 run: demo
 	@echo "web: http://$(HOST):$(PORT)/  (staff: admin/sales/finance, password <name>-demo-2026)"
-	@trap 'kill 0' EXIT INT TERM; \
+	@echo "SMSC simulator: 127.0.0.1:$(SMSC_SIMULATOR_PORT); dispatcher worker bound to it"
+	@trap 'trap - EXIT INT TERM; kill 0' EXIT INT TERM; \
+	$(BIN)/flask smsc simulate --host 127.0.0.1 --port $(SMSC_SIMULATOR_PORT) & \
+	SMSC_PORT=$${SMSC_PORT:-$(SMSC_SIMULATOR_PORT)} $(BIN)/flask dispatch worker & \
 	$(BIN)/flask jobs run & \
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --preload wsgi:app & \
 	wait

@@ -1,11 +1,17 @@
-"""Command line of the message path: `flask --app wsgi dispatch …` (forbidden keywords, the send
-log) and `flask --app wsgi account api-key` (a key printed once)."""
+"""Command line of the message path: `flask --app wsgi dispatch …` (the worker, forbidden
+keywords, the send log), `flask --app wsgi smsc simulate` (the built-in SMSC) and
+`flask --app wsgi account api-key` (a key printed once)."""
 
 from __future__ import annotations
 
 import csv
+import logging
+import signal
+import socket
 import sys
+import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import click
 from flask.cli import AppGroup
@@ -14,9 +20,28 @@ from backoffice.clock import SHANGHAI, to_local
 from backoffice.errors import DomainError
 from backoffice.extensions import db
 
-dispatch_cli = AppGroup("dispatch", help="短信发送：违禁词、发送日志")
+dispatch_cli = AppGroup("dispatch", help="短信发送：发送进程、违禁词、发送日志")
 keywords_cli = AppGroup("keywords", help="违禁词列表（管理员维护）")
 dispatch_cli.add_command(keywords_cli)
+smsc_cli = AppGroup("smsc", help="内置 SMSC 模拟器（开发、测试、压测用）")
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so a process stops cleanly (drain, record, release)."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: Any) -> None:
+        logging.getLogger(__name__).info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+    return stop
+
+
+def _log_to_stderr() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _cli_helpers():  # type: ignore[no-untyped-def]
@@ -110,25 +135,138 @@ def _local_day(value: str) -> datetime:
 @click.option("--from", "start", required=True, help="first day, YYYY-MM-DD (Beijing)")
 @click.option("--to", "end", required=True, help="last day, YYYY-MM-DD (Beijing), included")
 @click.option("--account", "account_code", default=None)
-def export_log(start: str, end: str, account_code: str | None) -> None:
-    """The send log as CSV on stdout (for the authorities): time, account, service code,
-    recipient, content, result, and the chain's hashes so the copy can be verified."""
-    from backoffice.services.send_log import export_send_log
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None, help="CSV file (default: stdout)")
+def export_log(start: str, end: str, account_code: str | None, out_path: str | None) -> None:
+    """The send log as CSV (for the authorities): time (Beijing), account, service code, recipient,
+    content, result, and the chain's fields so the copy can be verified: `logged_at_utc` and
+    `message_id` are hashed too, and hash = SHA-256(prev_hash + canonical row). A verification
+    line goes to stderr; the exit status is 1 if a row or the chain does not verify."""
+    from backoffice.services.send_log import LogEntry, chain_hash, export_send_log, verify_chain
 
-    writer = csv.writer(sys.stdout)
-    writer.writerow(["seq", "time_beijing", "account", "service_code", "recipient", "content", "result", "prev_hash", "hash"])
-    rows = export_send_log(db.session, start=_local_day(start), end=_local_day(end) + timedelta(days=1), account_code=account_code)
-    for r in rows:
+    first, last = _local_day(start), _local_day(end) + timedelta(days=1)
+    problems: list[str] = []
+    count, seqs = 0, []
+    out = open(out_path, "w", encoding="utf-8", newline="") if out_path else sys.stdout  # noqa: SIM115 (closed below)
+    try:
+        writer = csv.writer(out)
         writer.writerow(
             [
-                r.seq,
-                to_local(r.logged_at).isoformat(),
-                r.account_code,
-                r.service_code or "",
-                r.recipient,
-                r.content,
-                r.result,
-                r.prev_hash,
-                r.hash,
+                "seq",
+                "time_beijing",
+                "account",
+                "service_code",
+                "recipient",
+                "content",
+                "result",
+                "prev_hash",
+                "hash",
+                "logged_at_utc",
+                "message_id",
             ]
         )
+        previous = None
+        for r in export_send_log(db.session, start=first, end=last, account_code=account_code):
+            entry = LogEntry(r.account_code, r.service_code, r.recipient, r.content, r.result, r.message_id)
+            if chain_hash(r.prev_hash, r.seq, r.logged_at, entry) != r.hash:
+                problems.append(f"第 {r.seq} 条记录的内容与其哈希不符（记录被修改）")
+            if previous is not None and previous.seq + 1 == r.seq and previous.hash != r.prev_hash:
+                problems.append(f"第 {r.seq} 条记录的前序哈希与上一条不符（链条断开）")
+            writer.writerow(
+                [
+                    r.seq,
+                    to_local(r.logged_at).isoformat(),
+                    r.account_code,
+                    r.service_code or "",
+                    r.recipient,
+                    r.content,
+                    r.result,
+                    r.prev_hash,
+                    r.hash,
+                    r.logged_at.isoformat(),
+                    "" if r.message_id is None else r.message_id,
+                ]
+            )
+            previous = r
+            count += 1
+            seqs.append(r.seq)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    problems += verify_chain(db.session)
+    span = f"第 {seqs[0]}–{seqs[-1]} 条" if seqs else "无记录"
+    if problems:
+        click.echo(f"校验失败：导出 {count} 条（{span}）；" + "；".join(problems[:20]), err=True)
+        sys.exit(1)
+    click.echo(f"校验通过：导出 {count} 条（{span}），每条哈希与内容相符，整条发送日志哈希链完整", err=True)
+
+
+@dispatch_cli.command("worker")
+@click.option("--window", type=click.IntRange(1, 1000), default=None, help="outstanding submit_sm (default DISPATCH_WINDOW, 10)")
+@click.option("--batch", type=click.IntRange(1, 10000), default=None, help="messages claimed at a time (default DISPATCH_BATCH, 200)")
+@click.option("--name", "worker_name", default=None, help="worker name for the leases (default dispatch@<host>; one per process)")
+@click.option("--max-tps", type=float, default=None, help="the link's own rate limit (default SMSC_MAX_TPS; 0: none)")
+def dispatch_worker(window: int | None, batch: int | None, worker_name: str | None, max_tps: float | None) -> None:
+    """The dispatcher: binds to the SMSC (SMSC_HOST/PORT/SYSTEM_ID/PASSWORD) and sends the queue
+    until SIGTERM or Ctrl-C, then drains the window, records the answers and releases the rest."""
+    from flask import current_app
+
+    from backoffice.services.dispatcher import run_worker
+    from dispatch.smpp_link import LinkConfig
+
+    _log_to_stderr()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    c = app.config
+    tps = c["SMSC_MAX_TPS"] if max_tps is None else max_tps
+    link = LinkConfig(
+        host=c["SMSC_HOST"], port=int(c["SMSC_PORT"]), system_id=c["SMSC_SYSTEM_ID"], password=c["SMSC_PASSWORD"],
+        window=window or int(c["DISPATCH_WINDOW"]), max_tps=tps or None,
+    )  # fmt: skip
+    name = worker_name or f"dispatch@{socket.gethostname()}"
+    run_worker(app, link, name, _stop_on_signals(), batch=batch)
+
+
+@smsc_cli.command("simulate")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=2775, show_default=True)
+@click.option("--receipt-delay", type=float, default=0.5, show_default=True, help="seconds before the delivery receipt")
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="accepted, then receipt UNDELIV")
+@click.option("--reject-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="refused at submit (ESME_RSUBMITFAIL)")
+@click.option("--max-tps", type=float, default=0.0, show_default=True, help="above it: ESME_RTHROTTLED (0: no limit)")
+@click.option("--disconnect-after", type=int, default=0, help="drop the link on the Nth submit (0: never)")
+@click.option("--disconnect-repeat", is_flag=True, help="… and on every Nth after it")
+@click.option("--response-delay", type=float, default=0.0, help="hold each submit_sm_resp this long")
+@click.option("--message-id-format", type=click.Choice(["hex", "decimal"]), default="hex", show_default=True)
+@click.option("--receipt-id-format", type=click.Choice(["same", "hex", "decimal"]), default="same", show_default=True)
+@click.option("--no-receipt-tlvs", is_flag=True, help="receipts as text only (no receipted_message_id / message_state)")
+@click.option("--seed", type=int, default=None, help="seed for the injected faults")
+def smsc_simulate(
+    host: str,
+    port: int,
+    receipt_delay: float,
+    fail_rate: float,
+    reject_rate: float,
+    max_tps: float,
+    disconnect_after: int,
+    disconnect_repeat: bool,
+    response_delay: float,
+    message_id_format: str,
+    receipt_id_format: str,
+    no_receipt_tlvs: bool,
+    seed: int | None,
+) -> None:
+    """Run the SMPP 3.4 SMSC simulator (credentials SMSC_SYSTEM_ID / SMSC_PASSWORD) until SIGTERM or Ctrl-C."""
+    from flask import current_app
+
+    from dispatch.simulator import SimulatorConfig, serve_forever
+
+    _log_to_stderr()
+    c = current_app.config
+    config = SimulatorConfig(
+        system_id=c["SMSC_SYSTEM_ID"], password=c["SMSC_PASSWORD"], receipt_delay=receipt_delay, receipt_tlvs=not no_receipt_tlvs,
+        message_id_format=message_id_format, receipt_id_format=receipt_id_format,  # type: ignore[arg-type]
+        fail_rate=fail_rate, reject_rate=reject_rate, max_tps=max_tps or None, disconnect_after=disconnect_after or None,
+        disconnect_repeat=disconnect_repeat, response_delay=response_delay, seed=seed,
+    )  # fmt: skip
+    serve_forever(config, host, port, stop=_stop_on_signals())

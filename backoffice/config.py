@@ -35,6 +35,19 @@ class Config:
         self.SMSC_PORT = int(env.get("SMSC_PORT", "2775"))
         self.SMSC_SYSTEM_ID = env.get("SMSC_SYSTEM_ID", "backoffice")
         self.SMSC_PASSWORD = env.get("SMSC_PASSWORD", "secret")
+        # The dispatcher worker (issue #5): source address of accounts without a service code,
+        # the link's own rate limit (0: none; the SMSC's throttling is honoured either way), the
+        # window of outstanding submit_sm (also the most parts a crash can leave to resend), messages
+        # claimed at a time, the lease after which a dead worker's messages return to the queue,
+        # SQLite durability of the worker's commits (NORMAL in WAL survives a process crash), and
+        # the signature of the provider's own SMS notices.
+        self.SMSC_DEFAULT_SOURCE = env.get("SMSC_DEFAULT_SOURCE", "10690000")
+        self.SMSC_MAX_TPS = float(env.get("SMSC_MAX_TPS", "0"))
+        self.DISPATCH_WINDOW = int(env.get("DISPATCH_WINDOW", "10"))
+        self.DISPATCH_BATCH = int(env.get("DISPATCH_BATCH", "200"))
+        self.DISPATCH_LEASE_SECONDS = int(env.get("DISPATCH_LEASE_SECONDS", "300"))
+        self.DISPATCH_SQLITE_SYNCHRONOUS = env.get("DISPATCH_SQLITE_SYNCHRONOUS", "NORMAL")
+        self.NOTICE_SMS_SIGNATURE = env.get("NOTICE_SMS_SIGNATURE", "短信平台")
         self.SMTP_HOST = env.get("SMTP_HOST", "")
         self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
         self.SMTP_USER = env.get("SMTP_USER", "")

@@ -154,10 +154,19 @@ def mail_settings(app: Flask) -> Any:
     )  # fmt: skip
 
 
+def install_sms_sender(app: Flask) -> None:
+    """SMS notifications go out as free messages of the customer's account through the
+    dispatcher's queue (issue #4); a sender already installed (a test's) is kept."""
+    from backoffice.services.dispatcher import notification_sender
+
+    app.extensions.setdefault("sms_notification_sender", notification_sender(app.config))
+
+
 def deliver_notifications_now(app: Flask) -> dict[str, int]:
-    """Send the notifications that are due (e-mail; SMS once the dispatcher sends them)."""
+    """Send the notifications that are due: e-mail, and SMS through the dispatcher's queue."""
     from backoffice.services.notifications import deliver_pending
 
+    install_sms_sender(app)
     with app.app_context():
         sms = app.extensions.get("sms_notification_sender")
         return deliver_pending(db.session, mail_settings(app), send_sms=sms)

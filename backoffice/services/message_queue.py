@@ -7,12 +7,16 @@ Contract (see also `backoffice.models.messaging`):
   queued/scheduled while leased, so a crashed worker's lease simply runs out.
 - parts: one `message_parts` row per SMS part (`seq` 1..`total`), written before the part is
   sent; `submit_status` (the submit_sm_resp command_status) and `smsc_message_id` when its
-  response arrives. A part with a recorded `submit_status` is never sent again; one resent after
-  a crash without a recorded response gets `resent = True` (and a send-log line).
+  response arrives. A part with a recorded OK `submit_status` is never sent again; one resent after
+  a crash without a recorded response gets `resent = True` (and a send-log line). A recorded
+  throttling status (ESME_RTHROTTLED / ESME_RMSGQFUL after the link's retries) means the SMSC did
+  not take the part: it is sent again later, not flagged.
 - outcome: `status = 'submitted'` (+ `submitted_at`) when every part has an OK response;
   delivery receipts then set delivered / undeliverable / expired / rejected (+ `done_at`).
   Every status change sets `updated_at` (the customers' status reports read it) and clears
-  the lease. Retry later: `release(..., retry_at=…)` sets `next_attempt_at`.
+  the lease. Retry later: `release(..., retry_at=…)` sets `next_attempt_at`. A worker holding
+  messages longer than a third of the lease renews it (`renew_leases`); a worker restarted under
+  the same name takes its own leases back at once (`release_worker`).
 - refund: `refund_messages_failed` for a message the SMSC refused on submit or whose
   `valid_until` passed before it was submitted: status 'refunded', charge given back, books
   follow (usage running total of kind 'refund'), send-log line.
@@ -43,24 +47,74 @@ def _due(now: datetime, lease_seconds: int) -> sa.ColumnElement[bool]:
     )
 
 
+def _still_due(now: datetime, lease_seconds: int) -> sa.ColumnElement[bool]:
+    """`_due` for re-checking rows already picked by id. The status test goes through a function
+    so SQLite looks the rows up by id: without statistics it prefers ix_messages_queue and scans
+    every due row, which makes a claim cost the length of the queue."""
+    stale = now - timedelta(seconds=lease_seconds)
+    return sa.and_(
+        sa.func.coalesce(Message.status, "").in_(CLAIMABLE),
+        Message.next_attempt_at <= now,
+        sa.or_(Message.claimed_by.is_(None), Message.claimed_at < stale),
+    )
+
+
+def _candidates(session: Session, now: datetime, lease_seconds: int, limit: int) -> list[int]:
+    if is_postgresql(session):
+        candidates = sa.select(Message.id).where(_due(now, lease_seconds)).order_by(Message.next_attempt_at, Message.id).limit(limit)
+        return list(session.scalars(candidates.with_for_update(skip_locked=True)))
+    # SQLite sorts every due row for `status IN (…) ORDER BY next_attempt_at` (a temporary B-tree:
+    # a claim would cost the length of the queue); one query per status walks ix_messages_queue in
+    # order and stops after `limit` rows.
+    found: list[tuple[datetime, int]] = []
+    for status in CLAIMABLE:
+        query = (
+            sa.select(Message.next_attempt_at, Message.id)
+            .where(Message.status == status, _due(now, lease_seconds))
+            .order_by(Message.next_attempt_at, Message.id)
+            .limit(limit)
+        )
+        found += [(due, message_id) for due, message_id in session.execute(query)]
+    found.sort()
+    return [message_id for _, message_id in found[:limit]]
+
+
 def claim_batch(session: Session, *, worker: str, limit: int, now: datetime | None = None, lease_seconds: int = 300) -> list[Message]:
     """Lease up to `limit` due messages to `worker`, oldest due first. Safe with several workers:
     the UPDATE re-checks the lease condition, PostgreSQL skips rows another worker is locking."""
     now = now or utcnow()
-    candidates = sa.select(Message.id).where(_due(now, lease_seconds)).order_by(Message.next_attempt_at, Message.id).limit(limit)
-    if is_postgresql(session):
-        candidates = candidates.with_for_update(skip_locked=True)
-    ids = list(session.scalars(candidates))
+    ids = _candidates(session, now, lease_seconds, limit)
     if not ids:
         return []
     table = Message.__table__
     session.execute(
         sa.update(table)
-        .where(table.c.id.in_(ids), _due(now, lease_seconds))
+        .where(table.c.id.in_(ids), _still_due(now, lease_seconds))
         .values(claimed_by=worker, claimed_at=now, attempts=table.c.attempts + 1)
     )
     query = sa.select(Message).where(Message.id.in_(ids), Message.claimed_by == worker, Message.claimed_at == now).order_by(Message.id)
     return list(session.scalars(query.execution_options(populate_existing=True)))
+
+
+CLAIMED_COLUMNS = ("id", "account_id", "recipient", "content", "segments", "valid_until", "attempts")
+
+
+def claim_due(session: Session, *, worker: str, limit: int, now: datetime | None = None, lease_seconds: int = 300) -> list[sa.Row]:
+    """`claim_batch` for a worker that wants plain rows rather than ORM objects (the dispatcher's
+    hot path): the same lease in one UPDATE … RETURNING, rows of CLAIMED_COLUMNS in claim order."""
+    now = now or utcnow()
+    ids = _candidates(session, now, lease_seconds, limit)
+    if not ids:
+        return []
+    table = Message.__table__
+    rows = session.execute(
+        sa.update(table)
+        .where(table.c.id.in_(ids), _still_due(now, lease_seconds))
+        .values(claimed_by=worker, claimed_at=now, attempts=table.c.attempts + 1)
+        .returning(*(table.c[name] for name in CLAIMED_COLUMNS))
+    ).all()
+    order = {message_id: position for position, message_id in enumerate(ids)}
+    return sorted(rows, key=lambda row: order[row.id])
 
 
 def release(session: Session, message_ids: Sequence[int], *, worker: str, retry_at: datetime | None = None) -> int:
@@ -72,6 +126,30 @@ def release(session: Session, message_ids: Sequence[int], *, worker: str, retry_
     return session.execute(
         sa.update(table).where(table.c.id.in_(list(message_ids)), table.c.claimed_by == worker).values(**values)
     ).rowcount
+
+
+def release_worker(session: Session, *, worker: str) -> int:
+    """Give back every message `worker` still leases (a restarted worker resumes its own at once)."""
+    table = Message.__table__
+    return session.execute(
+        sa.update(table).where(table.c.claimed_by == worker, table.c.status.in_(CLAIMABLE)).values(claimed_by=None, claimed_at=None)
+    ).rowcount
+
+
+def renew_leases(session: Session, message_ids: Sequence[int], *, worker: str, now: datetime | None = None) -> int:
+    """Keep the leases of messages `worker` is still working on from running out."""
+    if not message_ids:
+        return 0
+    table = Message.__table__
+    renewed = 0
+    ids = list(message_ids)
+    for start in range(0, len(ids), 500):
+        renewed += session.execute(
+            sa.update(table)
+            .where(table.c.id.in_(ids[start : start + 500]), table.c.claimed_by == worker, table.c.status.in_(CLAIMABLE))
+            .values(claimed_at=now or utcnow())
+        ).rowcount
+    return renewed
 
 
 def refund_messages_failed(session: Session, messages: Sequence[Message], *, reason: str) -> int:

@@ -283,8 +283,9 @@ def test_administrators_keep_the_keyword_list_from_the_command_line(app: Flask, 
     verified = runner.invoke(args=["dispatch", "verify-log", "--json"])
     assert verified.exit_code == 0 and json.loads(verified.output)["ok"]
     exported = runner.invoke(args=["dispatch", "export-log", "--from", "2026-11-23", "--to", "2026-11-23", "--account", sender.code])
-    lines = exported.output.strip().splitlines()
+    lines = exported.stdout.strip().splitlines()  # the verification line goes to stderr
     assert len(lines) == 3 and "refused: 内容含违禁词" in lines[1] and lines[2].split(",")[6] == "accepted"
+    assert exported.exit_code == 0 and "校验通过" in exported.stderr
 
 
 def portal_login(client: FlaskClient, app: Flask, template_id: str = "enterprise_sms_center") -> Sender:

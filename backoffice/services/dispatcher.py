@@ -1,0 +1,963 @@
+"""The dispatcher worker's database side: it drains the durable queue through one SMPP bind
+(`dispatch.smpp_link.SmppLink`) and records what the SMSC answers, receipts and replies included.
+
+What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md invariant 5):
+- A message is leased (`claim_batch`) before any of its parts is prepared; its status stays
+  queued/scheduled until every part has an OK submit_sm_resp recorded, so a dead worker's
+  messages go back to the queue when the lease runs out (at once for a worker restarted under the
+  same name, which takes its own leases back first).
+- A part's `message_parts` row is committed before the part is handed to the link (submit_status
+  NULL = "possibly sent"); its submit_sm_resp is recorded on that row. A part with an OK response
+  recorded is never sent again, so a message whose parts all have one is never resent.
+- The resend budget: at most `window` part rows of this worker have a NULL submit_status at any
+  moment — prepared, on the wire, or answered but not yet committed — because new parts are
+  prepared only when earlier ones are recorded. After a crash or a dropped link, exactly those
+  parts are sent again, each flagged `resent = True` with a send-log line: never more than the window.
+- Money moves only through `refund_messages_failed` (a part refused by the SMSC, or validity
+  passed before submission), in the same transaction as the response that caused it; every status
+  is one of accepted = sent + queued + refused + refunded at every commit.
+
+Database writes are grouped: one transaction per turn of the link loop records every response that
+arrived, completes and refunds messages, claims more and prepares the next parts. Receipts and
+replies are committed before the link acknowledges them (the link sends deliver_sm_resp after the
+callback returns), so an acknowledged receipt is never lost; on SQLite the worker's own connections
+use `synchronous=NORMAL` (WAL: durable across a process crash, only an OS crash can undo the last
+commits), which makes those small commits cheap (`DISPATCH_SQLITE_SYNCHRONOUS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from backoffice.clock import utcnow
+from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount
+from backoffice.models.messaging import CLAIMABLE, SENT
+from backoffice.services.message_queue import claim_due, refund_messages_failed, release, release_worker, renew_leases
+from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply
+from backoffice.services.send_log import LogEntry, append_send_log
+from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobile
+from dispatch.rules import UNSUBSCRIBE_WORDS, signature_of
+from dispatch.segments import MAX_PARTS_IN_UDH, Segmentation, encode_segments
+from dispatch.smpp_link import (
+    ESME_RMSGQFUL,
+    ESME_ROK,
+    ESME_RTHROTTLED,
+    BindRefused,
+    LinkConfig,
+    MobileOriginated,
+    OutgoingPart,
+    Receipt,
+    SmppLink,
+    SubmitResult,
+    describe_status,
+    message_id_keys,
+    normalise_message_id,
+)
+
+log = logging.getLogger(__name__)
+
+RETRYABLE: Final = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
+#: Final receipt states and the message status each gives; ENROUTE / ACCEPTD are not final.
+FINAL_STATS: Final[Mapping[str, str]] = {
+    "DELIVRD": "delivered",
+    "UNDELIV": "undeliverable",
+    "EXPIRED": "expired",
+    "REJECTD": "rejected",
+    "DELETED": "undeliverable",
+    "UNKNOWN": "undeliverable",
+}
+INTERMEDIATE_STATS: Final = frozenset({"ENROUTE", "ACCEPTD", "SCHEDULED", ""})
+# Carrier names SMSCs put in receipts (`carrier:`, `network:`, `operator:`), MCC-MNC included.
+_CARRIER_FIELD = re.compile(r"\b(?:carrier|network|operator|net)\s*[:=]\s*([^\s,;]+)", re.IGNORECASE)
+_CARRIER_ALIASES: Final[Mapping[str, str]] = {
+    **{code: code for code in ("cmcc", "cucc", "ctcc", "cbn")},
+    **{name: "cmcc" for name in ("中国移动", "移动", "chinamobile", "46000", "46002", "46004", "46007", "46008", "46013")},
+    **{name: "cucc" for name in ("中国联通", "联通", "chinaunicom", "46001", "46006", "46009", "46010")},
+    **{name: "ctcc" for name in ("中国电信", "电信", "chinatelecom", "46003", "46005", "46011", "46012")},
+    **{name: "cbn" for name in ("中国广电", "广电", "46015")},
+}
+NOTICE_SIGNATURE: Final = "短信平台"
+
+
+def reported_carrier(raw_receipt: str) -> str | None:
+    """The carrier a receipt names (number portability: it wins over the prefix), or None."""
+    found = _CARRIER_FIELD.search(raw_receipt)
+    if not found:
+        return None
+    return _CARRIER_ALIASES.get(found.group(1).strip().lower().replace("-", "").replace("_", ""))
+
+
+def message_status_of(stats: Sequence[str | None]) -> str | None:
+    """The final status of a message from its parts' receipt stats, or None while one is missing
+    or not final. Any part not delivered decides (the first by part number)."""
+    if not stats or any(s is None or s not in FINAL_STATS and s in INTERMEDIATE_STATS for s in stats):
+        return None
+    for stat in stats:
+        assert stat is not None
+        if stat != "DELIVRD":
+            return FINAL_STATS.get(stat, "undeliverable")  # a gateway's own code (MK:0005, DB:0008 …)
+    return "delivered"
+
+
+class RedeliverLater(Exception):
+    """Raised from a deliver_sm callback: the link answers ESME_RX_T_APPN and the SMSC delivers it again."""
+
+
+# =================================================================================================
+# Settings and counters
+# =================================================================================================
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """How the worker works the queue (configuration names in brackets)."""
+
+    batch: int = 200  # messages claimed at a time (DISPATCH_BATCH)
+    default_source: str = "10690000"  # source address of accounts without a service code (SMSC_DEFAULT_SOURCE)
+    lease_seconds: int = 300  # a dead worker's messages return to the queue after this (DISPATCH_LEASE_SECONDS)
+    idle_poll: float = 0.25  # how often an idle worker looks for due messages
+    throttle_requeue: float = 5.0  # a part out of throttling retries waits this long before the next try
+    receipt_grace: float = 5.0  # how long a receipt for an unknown id may wait for its submit_sm_resp
+    sqlite_synchronous: str | None = "NORMAL"  # (DISPATCH_SQLITE_SYNCHRONOUS; empty: SQLite's default)
+    unsubscribe_words: tuple[str, ...] = UNSUBSCRIBE_WORDS  # (UNSUBSCRIBE_WORDS)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> DispatchSettings:
+        sending = SendingSettings.from_config(config)
+        values: dict[str, Any] = {
+            "batch": int(config.get("DISPATCH_BATCH", cls.batch)),
+            "default_source": str(config.get("SMSC_DEFAULT_SOURCE", cls.default_source)),
+            "lease_seconds": int(config.get("DISPATCH_LEASE_SECONDS", cls.lease_seconds)),
+            "sqlite_synchronous": str(config.get("DISPATCH_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous) or "") or None,
+            "unsubscribe_words": sending.unsubscribe_words,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class DispatchStats:
+    """Counters since the worker started (logged once a minute and at the end)."""
+
+    claimed: int = 0
+    parts_sent: int = 0
+    parts_accepted: int = 0
+    parts_refused: int = 0
+    parts_throttled_out: int = 0
+    submitted: int = 0
+    refunded: int = 0
+    resent: int = 0
+    receipts: int = 0
+    receipts_unknown: int = 0
+    finished: int = 0
+    mobile_originated: int = 0
+    unsubscribes: int = 0
+    links_down: int = 0
+    commits: int = 0
+
+
+# =================================================================================================
+# The worker
+# =================================================================================================
+
+_INSERT, _RESEND, _RETRY = "insert", "resend", "retry"  # how a part's row is prepared
+#: Resends are bounded by the window, so responses are recorded once every part on the wire has
+#: answered (the whole window in one transaction), or at the latest this long after the first.
+RECORD_DELAY = 0.002
+#: A reply to a shared source address belongs to the account that last sent to the number, looked
+#: for among this many of the latest messages.
+MO_LOOKBACK = 1_000_000
+
+# The statements of the hot path, built once (building them costs more than running them).
+_PARTS = MessagePart.__table__
+_MESSAGES = Message.__table__
+_PART = (_PARTS.c.message_id == sa.bindparam("m"), _PARTS.c.seq == sa.bindparam("q"))
+_RECORD_RESPONSE = (
+    sa.update(_PARTS)
+    .where(*_PART)
+    .values(submit_status=sa.bindparam("status"), smsc_message_id=sa.bindparam("smsc"), submitted_at=sa.bindparam("at"))
+)
+_INSERT_PART = sa.insert(_PARTS)
+_FLAG_RESENT = sa.update(_PARTS).where(*_PART).values(resent=True)
+_CLEAR_THROTTLED = sa.update(_PARTS).where(*_PART).values(submit_status=None, smsc_message_id=None, submitted_at=None)
+_DELETE_UNSENT = sa.delete(_PARTS).where(*_PART, _PARTS.c.submit_status.is_(None))
+_RESTORE_THROTTLED = sa.update(_PARTS).where(*_PART, _PARTS.c.submit_status.is_(None)).values(submit_status=ESME_RTHROTTLED)
+_SUBMITTED = (
+    sa.update(_MESSAGES)
+    .where(_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in CLAIMABLE)))
+    .values(status="submitted", submitted_at=sa.bindparam("at"), updated_at=sa.bindparam("at"), claimed_by=None, claimed_at=None)
+)
+_RECEIPTED = (  # the latest part with that SMSC id (ids are reused after a while)
+    sa.update(_PARTS)
+    .where(_PARTS.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery())
+    .values(receipt_stat=sa.bindparam("stat"), receipt_err=sa.bindparam("err"), receipt_at=sa.bindparam("at"))
+    .returning(_PARTS.c.message_id, _PARTS.c.total)
+)
+_PART_STATS = sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid"))
+_SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
+_FINISHED = (
+    sa.update(_MESSAGES)
+    .where(*_SENT_MESSAGE)
+    .values(
+        status=sa.bindparam("b_status"),
+        done_at=sa.bindparam("at"),
+        updated_at=sa.bindparam("at"),
+        reported_carrier=sa.func.coalesce(sa.bindparam("b_carrier", type_=sa.String), _MESSAGES.c.reported_carrier),
+    )
+)
+_CARRIER_REPORTED = sa.update(_MESSAGES).where(*_SENT_MESSAGE).values(reported_carrier=sa.bindparam("b_carrier"))
+
+
+@dataclass(eq=False, slots=True)
+class _Work:
+    """A claimed message while this worker holds it."""
+
+    id: int
+    account_id: int
+    recipient: str
+    content: str
+    total: int
+    valid_until: datetime
+    todo: deque[tuple[OutgoingPart, str]]  # parts still to prepare, with how
+    accepted: dict[int, str] = field(default_factory=dict)  # seq -> SMSC message id (OK responses recorded)
+    live: int = 0  # parts prepared and not yet recorded
+    refusal: str | None = None  # why it is being refunded
+    done: bool = False  # submitted or refunded: nothing more to send
+
+
+Factory = Callable[[], Session]
+
+
+def _session_factory(source: Any, synchronous: str | None) -> tuple[Factory, Callable[[], None]]:
+    """A session factory on the worker's own engine (a Flask app) or the caller's factory."""
+    if callable(source) and not hasattr(source, "config"):
+        return source, lambda: None
+    config = source.config
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    engine = sa.create_engine(config["SQLALCHEMY_DATABASE_URI"], **options)
+    if engine.dialect.name == "sqlite" and synchronous:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"not a SQLite synchronous level: {synchronous}")
+
+        @sa.event.listens_for(engine, "connect")
+        def _synchronous(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            cursor.close()
+
+    return sessionmaker(bind=engine, expire_on_commit=False), engine.dispose
+
+
+class Dispatcher:
+    """Claims due messages, sends their parts through one SMPP bind, records the outcome.
+
+    `source` is the Flask app (the worker gets its own engine) or a callable returning a Session.
+    Drive it with `run(stop_event)`, or `step()` in a loop (tests); one thread only.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        link_config: LinkConfig,
+        worker_name: str,
+        batch: int | None = None,
+        *,
+        settings: DispatchSettings | None = None,
+        link_factory: Callable[..., SmppLink] = SmppLink,
+    ) -> None:
+        if settings is None:
+            settings = DispatchSettings.from_config(source.config) if hasattr(source, "config") else DispatchSettings()
+        if batch is not None:
+            settings = DispatchSettings(**{**vars(settings), "batch": batch})
+        self.settings = settings
+        self.worker = worker_name[:64]
+        self.window = link_config.window
+        self.stats = DispatchStats()
+        make_session, self._dispose = _session_factory(source, settings.sqlite_synchronous)
+        self._session = make_session()
+        self.link = link_factory(
+            link_config, on_resp=self._on_resp, on_receipt=self._on_receipt, on_mo=self._on_mo, on_link_down=self._on_link_down
+        )
+        self._reply_settings = SendingSettings(unsubscribe_words=settings.unsubscribe_words)
+        self._works: dict[int, _Work] = {}
+        self._fresh: deque[_Work] = deque()  # held messages with parts still to prepare, in claim order
+        self._ready: deque[tuple[OutgoingPart, str]] = deque()  # rows committed, not yet handed to the link
+        self._resps: list[SubmitResult] = []  # answered, not yet recorded
+        self._lost: list[OutgoingPart] = []  # on the wire when the link dropped: resend, flagged
+        self._deferred: list[tuple[float, int, OutgoingPart]] = []  # out of throttling retries: (due, n, part)
+        self._deferred_count = 0
+        self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
+        self._touched: dict[int, _Work] = {}  # works whose outcome may have changed since the last _finish
+        self._mo_parts: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
+        self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
+        self._segmentations: dict[str, Segmentation] = {}  # content -> parts (bulk sends repeat it)
+        self._resps_since = 0.0
+        self._open = 0  # part rows of this worker with NULL submit_status (the resend budget)
+        self._on_wire = 0
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._next_claim = 0.0
+        self._next_renewal = time.monotonic() + settings.lease_seconds / 3
+        self._next_report = time.monotonic() + 60.0
+        self._started = False
+
+    # --- public -----------------------------------------------------------------------------
+
+    @property
+    def open_parts(self) -> int:
+        """Part rows of this worker whose submit_sm_resp is not recorded (never above the window)."""
+        return self._open
+
+    def start(self) -> None:
+        """Take back this worker's own leases (a restart under the same name resumes at once)."""
+        if self._started:
+            return
+        released = release_worker(self._session, worker=self.worker)
+        self._commit()
+        if released:
+            log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
+        self._started = True
+
+    def step(self, timeout: float | None = None) -> None:
+        """One turn: let the link send, wait and read (up to `timeout`), then one transaction."""
+        self.start()
+        if timeout is None:
+            timeout = 0.05 if (self._ready or self._on_wire or self._fresh) else self.settings.idle_poll
+        if self._resps:  # answers are waiting to be recorded: come back for them soon
+            timeout = min(timeout, max(0.0, self._resps_since + RECORD_DELAY - time.monotonic()))
+        try:
+            self.link.run_once(self._provide, timeout=timeout)
+        except BindRefused as refused:
+            log.error("dispatcher %s: %s; retrying later", self.worker, refused)
+        if self._failure is not None:
+            raise self._failure
+        mono = time.monotonic()
+        if self._resps and self._on_wire and mono < self._resps_since + RECORD_DELAY and self.link.bound:
+            return  # the rest of the window is about to answer: record them together
+        try:
+            self._flush(mono)
+        except BaseException as exc:
+            self._session.rollback()
+            self._failure = exc
+            raise
+        self._report()
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until `stop` is set, then drain the window, record everything and release the rest."""
+        log.info("dispatcher %s: starting (window %d, batch %d)", self.worker, self.window, self.settings.batch)
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Step until `done()` (tests and tools); TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dispatcher: condition not reached within {timeout} s ({self.stats})")
+            self.step(timeout=0.02)
+
+    def close(self) -> None:
+        """Stop sending, let the link drain and unbind, record what came back, release the leases."""
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            if self._failure is None:
+                self.link.close()
+                self._final_flush()
+            else:  # memory and database may disagree: drop the link, leave the rest to the restart
+                self.link.__exit__(type(self._failure), self._failure, None)
+        finally:
+            try:
+                self._session.close()
+            finally:
+                self._dispose()
+            log.info("dispatcher %s: stopped: %s", self.worker, self.stats)
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- link callbacks (inside link.run_once) -------------------------------------------------
+
+    def _provide(self, count: int) -> list[OutgoingPart]:
+        if self._stopping or self._failure is not None:
+            return []
+        out: list[OutgoingPart] = []
+        while self._ready and len(out) < count:
+            out.append(self._ready.popleft()[0])
+        self._on_wire += len(out)
+        self.stats.parts_sent += len(out)
+        return out
+
+    def _on_resp(self, result: SubmitResult) -> None:
+        self._on_wire -= 1
+        if not self._resps:
+            self._resps_since = time.monotonic()
+        self._resps.append(result)
+
+    def _on_link_down(self, parts: list[OutgoingPart], reason: str) -> None:
+        self.stats.links_down += 1
+        self._on_wire -= len(parts)
+        self._lost.extend(parts)
+        if parts:
+            log.warning("dispatcher %s: link down (%s) with %d parts in flight: they will be resent", self.worker, reason, len(parts))
+
+    def _on_receipt(self, receipt: Receipt) -> None:
+        self._guarded(lambda now: self._receipt(receipt, now, time.monotonic()))
+
+    def _on_mo(self, mo: MobileOriginated) -> None:
+        self.stats.mobile_originated += 1
+        self._guarded(lambda now: self._reply(mo, now))
+
+    def _guarded(self, work: Callable[[datetime], object]) -> None:
+        """Record pending responses and do `work` in one transaction, committed before the link
+        acknowledges the deliver_sm. A failure is re-raised (the SMSC will deliver it again) and
+        stops the worker after this turn: its memory may no longer match the database."""
+        later = None
+        try:
+            now = utcnow()
+            lines: list[LogEntry] = []
+            self._record_responses(now, lines)
+            self._finish(now, lines)
+            try:
+                work(now)
+            except RedeliverLater as wait:
+                later = wait
+            self._log(lines, now)
+            self._commit()
+        except BaseException as exc:
+            self._session.rollback()
+            self._failure = exc
+            raise
+        if later is not None:
+            raise later
+
+    # --- the turn's transaction ---------------------------------------------------------------
+
+    def _flush(self, mono: float) -> None:
+        now = utcnow()
+        lines: list[LogEntry] = []
+        wrote = bool(self._resps)
+        self._record_responses(now, lines)
+        self._finish(now, lines)
+        wrote |= self._requeue_lost(lines)
+        wrote |= self._requeue_deferred(mono)
+        if not self._stopping and self._wants_claim(mono):
+            wrote |= self._claim(now, mono)
+        wrote |= self._prepare(now, lines)
+        if mono >= self._next_renewal:
+            self._next_renewal = mono + self.settings.lease_seconds / 3
+            renew_leases(self._session, [w.id for w in self._works.values() if not w.done], worker=self.worker, now=now)
+            wrote = True
+        wrote |= self._expire_mo_parts(now, mono)
+        if self._touched:
+            wrote = True
+            self._finish(now, lines)  # loaded complete, refused at load, validity passed
+        if lines:
+            self._log(lines, now)
+            wrote = True
+        if wrote:
+            self._commit()
+        else:
+            self._session.rollback()  # end the read transaction, if any
+
+    def _commit(self) -> None:
+        self._session.commit()
+        self.stats.commits += 1
+
+    def _log(self, lines: list[LogEntry], now: datetime) -> None:
+        if lines:
+            append_send_log(self._session, lines, at=now)
+            lines.clear()
+
+    def _entry(self, work: _Work, result: str) -> LogEntry:
+        code, service_code = self._accounts[work.account_id]
+        return LogEntry(code, service_code, work.recipient, work.content, result[:300], work.id)
+
+    def _record_responses(self, now: datetime, lines: list[LogEntry]) -> None:
+        """Write every submit_sm_resp that came in; decide which messages are complete or refused."""
+        if not self._resps:
+            return
+        results, self._resps = self._resps, []
+        rows = []
+        for result in results:
+            message_id, seq = result.part.key  # type: ignore[misc]
+            status = result.command_status
+            smsc_id = normalise_message_id(result.message_id) if status == ESME_ROK and result.message_id else None
+            rows.append({"m": message_id, "q": seq, "status": status, "smsc": smsc_id, "at": now})
+            self._open -= 1
+            work = self._works.get(message_id)
+            if work is not None:
+                work.live -= 1
+                self._touched[work.id] = work
+            if status == ESME_ROK:
+                self.stats.parts_accepted += 1
+                if work is not None:
+                    work.accepted[seq] = smsc_id or ""
+            elif status in RETRYABLE:  # out of throttling retries: the SMSC did not take it, send later
+                self.stats.parts_throttled_out += 1
+                if work is not None and work.refusal is None:
+                    self._deferred_count += 1
+                    heapq.heappush(self._deferred, (time.monotonic() + self.settings.throttle_requeue, self._deferred_count, result.part))
+            else:
+                self.stats.parts_refused += 1
+                if work is not None and work.refusal is None:
+                    work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
+        self._session.execute(_RECORD_RESPONSE, rows)
+
+    def _finish(self, now: datetime, lines: list[LogEntry]) -> None:
+        """Mark complete messages submitted and refund refused ones (in the current transaction);
+        forget the ones with nothing left on the wire."""
+        if not self._touched:
+            return
+        touched, self._touched = list(self._touched.values()), {}
+        complete = [w for w in touched if not w.done and w.refusal is None and len(w.accepted) == w.total]
+        refused = [w for w in touched if not w.done and w.refusal is not None]
+        if complete:
+            self._session.execute(_SUBMITTED, [{"mid": w.id, "at": now} for w in complete])
+            for work in complete:
+                work.done = True
+                ids = ",".join(work.accepted[seq] for seq in sorted(work.accepted))
+                lines.append(self._entry(work, f"submitted: {ids}"))
+                self.stats.submitted += 1
+        if refused:
+            by_reason: dict[str, list[int]] = {}
+            for work in refused:
+                work.done = True
+                by_reason.setdefault(work.refusal or "", []).append(work.id)
+                self._drop_unsent(work)
+            for reason, message_ids in by_reason.items():
+                messages = list(self._session.scalars(sa.select(Message).where(Message.id.in_(message_ids))))
+                self.stats.refunded += refund_messages_failed(self._session, messages, reason=reason)
+                self._session.flush()
+                for message in messages:
+                    self._session.expunge(message)
+        for work in touched:
+            if work.done and work.live == 0:
+                self._works.pop(work.id, None)
+
+    def _drop_unsent(self, work: _Work) -> None:
+        """A refunded message's parts not yet handed to the link are not sent; rows made for them go."""
+        work.todo.clear()
+        kept: deque[tuple[OutgoingPart, str]] = deque()
+        dropped = []
+        for part, how in self._ready:
+            if part.key[0] == work.id:  # type: ignore[index]
+                dropped.append((part, how))
+            else:
+                kept.append((part, how))
+        self._ready = kept
+        self._open -= len(dropped)
+        work.live -= len(dropped)
+        self._unprepare(dropped)
+
+    def _unprepare(self, parts: Sequence[tuple[OutgoingPart, str]]) -> None:
+        """Undo the preparation of parts that never reached the link: a new row goes, a row of a
+        throttled part gets its status back; a resend's row stays (it may have been sent before)."""
+        new = [{"m": p.key[0], "q": p.key[1]} for p, how in parts if how == _INSERT]  # type: ignore[index]
+        retried = [{"m": p.key[0], "q": p.key[1]} for p, how in parts if how == _RETRY]  # type: ignore[index]
+        if new:
+            self._session.execute(_DELETE_UNSENT, new)
+        if retried:
+            self._session.execute(_RESTORE_THROTTLED, retried)
+
+    def _requeue_lost(self, lines: list[LogEntry]) -> bool:
+        """Parts on the wire when the link dropped go out again, first, flagged as resends."""
+        if not self._lost:
+            return False
+        lost, self._lost = self._lost, []
+        flagged = []
+        for part in lost:
+            message_id, seq = part.key  # type: ignore[misc]
+            work = self._works.get(message_id)
+            if work is None or work.refusal is not None:
+                self._open -= 1
+                if work is not None:
+                    work.live -= 1
+                    self._touched[work.id] = work
+                continue
+            flagged.append({"m": message_id, "q": seq})
+            lines.append(self._entry(work, f"resent: part {seq}/{work.total}, no submit_sm_resp before the link dropped"))
+            self._ready.appendleft((part, _RESEND))
+            self.stats.resent += 1
+        if flagged:
+            self._session.execute(_FLAG_RESENT, flagged)
+        return True
+
+    def _requeue_deferred(self, mono: float) -> bool:
+        """Throttled-out parts whose wait is over go back to the front of their message's parts."""
+        moved = False
+        while self._deferred and self._deferred[0][0] <= mono:
+            part = heapq.heappop(self._deferred)[2]
+            work = self._works.get(part.key[0])  # type: ignore[index]
+            if work is None or work.refusal is not None:
+                continue
+            work.todo.appendleft((part, _RETRY))
+            if work not in self._fresh:
+                self._fresh.appendleft(work)
+            moved = True
+        return moved
+
+    def _wants_claim(self, mono: float) -> bool:
+        if self.link.config.bind_mode == "receiver":  # a receipts-only bind sends nothing
+            return False
+        return len(self._fresh) < max(1, self.settings.batch // 2) and mono >= self._next_claim
+
+    def _claim(self, now: datetime, mono: float) -> bool:
+        """Lease more due messages and load what earlier attempts recorded of their parts."""
+        limit = self.settings.batch - len(self._fresh)
+        messages = claim_due(self._session, worker=self.worker, limit=limit, now=now, lease_seconds=self.settings.lease_seconds)
+        if not messages:
+            self._next_claim = mono + self.settings.idle_poll
+            return False
+        self.stats.claimed += len(messages)
+        ids = [m.id for m in messages if m.attempts > 1]  # claimed before: parts may have been recorded
+        recorded: dict[int, dict[int, tuple[int | None, str | None]]] = {}
+        if ids:
+            for message_id, seq, status, smsc_id in self._session.execute(
+                sa.select(_PARTS.c.message_id, _PARTS.c.seq, _PARTS.c.submit_status, _PARTS.c.smsc_message_id).where(
+                    _PARTS.c.message_id.in_(ids)
+                )
+            ):
+                recorded.setdefault(message_id, {})[seq] = (status, smsc_id)
+        missing = {m.account_id for m in messages} - self._accounts.keys()
+        if missing:
+            rows = self._session.execute(
+                sa.select(EnterpriseAccount.id, EnterpriseAccount.code, EnterpriseAccount.service_code).where(
+                    EnterpriseAccount.id.in_(missing)
+                )
+            )
+            self._accounts.update({account_id: (code, service_code) for account_id, code, service_code in rows})
+        for message in messages:
+            work = self._load(message, recorded.get(message.id, {}))
+            self._works[work.id] = work
+            if work.todo and work.refusal is None:
+                self._fresh.append(work)
+            else:  # complete or refused already: settled by _finish
+                self._touched[work.id] = work
+        return True
+
+    def _segments(self, content: str) -> Segmentation:
+        segmentation = self._segmentations.get(content)
+        if segmentation is None:
+            if len(self._segmentations) >= 1024:
+                self._segmentations.clear()
+            segmentation = self._segmentations[content] = encode_segments(content, MAX_PARTS_IN_UDH)
+        return segmentation
+
+    def _load(self, message: sa.Row, recorded: Mapping[int, tuple[int | None, str | None]]) -> _Work:
+        try:
+            segmentation = self._segments(message.content)
+        except ValueError as unsendable:  # cannot happen to what intake accepted; never retry it forever
+            log.error("message %s cannot be encoded: %s", message.id, unsendable)
+            work = _Work(message.id, message.account_id, message.recipient, message.content, message.segments, message.valid_until, deque())
+            work.refusal = "短信内容无法编码发送，已退款"
+            return work
+        if segmentation.parts != message.segments:
+            log.error("message %s: %d parts now, %d charged at intake", message.id, segmentation.parts, message.segments)
+        code_source = self._accounts[message.account_id][1] or self.settings.default_source
+        source_ton = 5 if not code_source.isdigit() else 0
+        work = _Work(message.id, message.account_id, message.recipient, message.content, segmentation.parts, message.valid_until, deque())
+        for seq, body in enumerate(segmentation.short_messages(message.id & 0xFF), start=1):
+            part = OutgoingPart(
+                (message.id, seq), code_source, "86" + message.recipient, body,
+                data_coding=segmentation.data_coding, esm_class=segmentation.esm_class, registered_delivery=1, source_ton=source_ton,
+            )  # fmt: skip
+            status, smsc_id = recorded.get(seq, (None, None))
+            if seq not in recorded:
+                work.todo.append((part, _INSERT))
+            elif status is None:
+                work.todo.append((part, _RESEND))  # sent before a crash, its response never recorded
+            elif status == ESME_ROK:
+                work.accepted[seq] = smsc_id or ""
+            elif status in RETRYABLE:
+                work.todo.append((part, _RETRY))
+            elif work.refusal is None:
+                work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
+        return work
+
+    def _prepare(self, now: datetime, lines: list[LogEntry]) -> bool:
+        """Commit the rows of the next parts, as many as the resend budget (the window) allows."""
+        room = self.window - self._open
+        if room <= 0 or self._stopping or not self._fresh:
+            return False
+        new, resend, retry = [], [], []
+        expired = False
+        while room > 0 and self._fresh:
+            work = self._fresh[0]
+            if not work.todo or work.done:
+                self._fresh.popleft()
+                continue
+            if work.live == 0 and not work.accepted and work.valid_until <= now:
+                work.refusal = "超过有效期仍未能提交给运营商，已退款"
+                work.todo.clear()
+                self._fresh.popleft()
+                self._touched[work.id] = work
+                expired = True
+                continue
+            part, how = work.todo.popleft()
+            message_id, seq = part.key  # type: ignore[misc]
+            if how == _INSERT:
+                new.append({"message_id": message_id, "seq": seq, "total": work.total, "resent": False})
+            elif how == _RESEND:
+                resend.append({"m": message_id, "q": seq})
+                lines.append(self._entry(work, f"resent: part {seq}/{work.total}, no submit_sm_resp recorded before a restart"))
+                self.stats.resent += 1
+            else:
+                retry.append({"m": message_id, "q": seq})
+            self._ready.append((part, how))
+            work.live += 1
+            self._open += 1
+            room -= 1
+            if not work.todo:
+                self._fresh.popleft()
+        if new:
+            self._session.execute(_INSERT_PART, new)
+        if resend:
+            self._session.execute(_FLAG_RESENT, resend)
+        if retry:
+            self._session.execute(_CLEAR_THROTTLED, retry)
+        return bool(new or resend or retry or expired)
+
+    def _final_flush(self) -> None:
+        """After the link closed: record the last responses, undo unsent preparations, release."""
+        now = utcnow()
+        lines: list[LogEntry] = []
+        self._record_responses(now, lines)
+        self._finish(now, lines)
+        unsent, self._ready = list(self._ready), deque()
+        self._unprepare(unsent)
+        held = [w.id for w in self._works.values() if not w.done]
+        if held:
+            release(self._session, held, worker=self.worker)
+        self._log(lines, now)
+        self._commit()
+        if self._lost:
+            log.warning("dispatcher %s: %d parts without a response at shutdown: resent (flagged) next time", self.worker, len(self._lost))
+
+    # --- receipts ---------------------------------------------------------------------------------
+
+    def _receipt(self, receipt: Receipt, now: datetime, mono: float) -> None:
+        """Record a receipt. One whose id is not recorded while parts are still on the wire may have
+        beaten its submit_sm_resp: the SMSC is asked to deliver it again (nothing acknowledged is
+        held only in memory); after `receipt_grace`, or with nothing on the wire, it is logged and
+        counted as unknown, and acknowledged."""
+        if self._apply_receipt(receipt, now):
+            self.stats.receipts += 1
+            self._early.pop(receipt.message_id, None)
+            return
+        first = self._early.setdefault(receipt.message_id, mono)
+        if self._on_wire > 0 and mono - first < self.settings.receipt_grace:
+            if len(self._early) > 100_000:  # ids the SMSC stopped redelivering
+                self._early.clear()
+            raise RedeliverLater(f"receipt {receipt.message_id!r} before its submit_sm_resp: please deliver it again")
+        self._early.pop(receipt.message_id, None)
+        self.stats.receipts_unknown += 1
+        log.warning(
+            "dispatcher %s: receipt for unknown SMSC message id %r (stat %s): %s",
+            self.worker,
+            receipt.message_id,
+            receipt.stat,
+            receipt.raw[:200],
+        )
+
+    def _apply_receipt(self, receipt: Receipt, now: datetime) -> bool:
+        """Record a receipt on its part (found under the first of its id's readings that was stored)
+        and settle the message once every part has a final one; False if no part has that id."""
+        stat = (receipt.stat or "UNKNOWN").upper()[:16]
+        values = {"stat": stat, "err": receipt.err[:16] or None, "at": now}
+        part = None
+        for key in message_id_keys(receipt.message_id):
+            if key and (part := self._session.execute(_RECEIPTED, {**values, "key": key}).first()) is not None:
+                break
+        if part is None:
+            return False
+        message_id, total = part
+        if total == 1:
+            status = message_status_of([stat])
+        else:
+            stats = dict(self._session.execute(_PART_STATS, {"mid": message_id}).all())
+            status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
+        carrier = reported_carrier(receipt.raw)
+        if status is not None:
+            if self._session.execute(_FINISHED, {"mid": message_id, "b_status": status, "at": now, "b_carrier": carrier}).rowcount:
+                self.stats.finished += 1
+        elif carrier is not None:
+            self._session.execute(_CARRIER_REPORTED, {"mid": message_id, "b_carrier": carrier})
+        return True
+
+    # --- replies (MO) ------------------------------------------------------------------------------
+
+    def _reply(self, mo: MobileOriginated, now: datetime) -> None:
+        text: str | None = mo.text
+        if mo.concat is not None:
+            text = self._assemble(mo, time.monotonic())
+            if text is None:
+                return
+        self._store_reply(mo.source, mo.destination, text, now)
+
+    def _assemble(self, mo: MobileOriginated, mono: float) -> str | None:
+        assert mo.concat is not None
+        reference, total, seq = mo.concat
+        key = (mo.source, mo.destination, reference, total)
+        first, pieces = self._mo_parts.get(key, (mono, {}))
+        pieces[seq] = mo.text
+        if len(pieces) < total:
+            self._mo_parts[key] = (first, pieces)
+            return None
+        self._mo_parts.pop(key, None)
+        return "".join(pieces[n] for n in sorted(pieces))
+
+    def _expire_mo_parts(self, now: datetime, mono: float) -> bool:
+        """A long reply whose other parts never came is stored as far as it arrived, after a minute."""
+        stored = False
+        for key, (first, pieces) in list(self._mo_parts.items()):
+            if mono - first > 60.0:
+                del self._mo_parts[key]
+                self._store_reply(key[0], key[1], "".join(pieces[n] for n in sorted(pieces)), now)
+                stored = True
+        return stored
+
+    def _store_reply(self, sender: str, destination: str, text: str, now: datetime) -> None:
+        """Store a reply under the account its service code names, else the account that last sent
+        to that number; TD/退订/… puts the number on that account's unsubscribe list."""
+        reply = record_reply(
+            self._session, sender=sender, destination=destination, content=text, received_at=now, settings=self._reply_settings
+        )
+        if reply.account_id is None:
+            try:
+                number = normalise_mobile(sender)
+            except InvalidNumber:
+                number = None
+            if number is not None:
+                # Newest first, and only among the latest messages: no index leads with the recipient.
+                newest = self._session.scalar(sa.select(sa.func.max(Message.id))) or 0
+                last = self._session.scalar(
+                    sa.select(Message.account_id)
+                    .where(Message.id > newest - MO_LOOKBACK, Message.recipient == number, Message.status.in_(SENT))
+                    .order_by(Message.id.desc())
+                    .limit(1)
+                )
+                if last is not None:
+                    reply.account_id = last
+                    if reply.unsubscribe:
+                        add_unsubscribe(self._session, last, number, source="mo")
+        if reply.unsubscribe and reply.account_id is not None:
+            self.stats.unsubscribes += 1
+        self._session.flush()
+        self._session.expunge(reply)
+
+    # --- housekeeping ------------------------------------------------------------------------------
+
+    def _report(self) -> None:
+        mono = time.monotonic()
+        if mono >= self._next_report:
+            self._next_report = mono + 60.0
+            log.info("dispatcher %s: %s (open parts %d, held messages %d)", self.worker, self.stats, self._open, len(self._works))
+
+
+# =================================================================================================
+# SMS notifications (issue #4) through the same queue
+# =================================================================================================
+
+
+def send_notification_sms(session: Session, note: Notification, *, signature: str = NOTICE_SIGNATURE, validity_hours: int = 48) -> str:
+    """Queue a notification as a free message (charge 0) of the customer's account, source
+    'notice', for the dispatcher to send; the provider's 【signature】 is added when the text has
+    none. Sending the same notification twice queues it once. The caller commits."""
+    account = note.account if note.account is not None else session.get(EnterpriseAccount, note.account_id)
+    if account is None:
+        raise ValueError(f"SMS notification {note.key} has no account to send it from")
+    table = default_prefix_table()
+    number = normalise_mobile(note.recipient, table)
+    client_ref = f"notice-{note.id}"
+    existing = session.scalar(
+        sa.select(Message.id)
+        .join(SendRequest, SendRequest.id == Message.request_id)
+        .where(SendRequest.account_id == account.id, SendRequest.client_ref == client_ref)
+    )
+    if existing is not None:
+        return f"dispatcher: message {existing}"
+    text = note.body.strip()
+    if signature_of(text) is None:
+        text = f"【{signature.strip('【】')}】{text}"
+    segmentation = encode_segments(text, MAX_PARTS_IN_UDH)
+    sub_account_id = session.scalar(
+        sa.select(SubAccount.id).where(SubAccount.account_id == account.id).order_by(SubAccount.is_primary.desc(), SubAccount.id).limit(1)
+    )
+    if sub_account_id is None:
+        raise ValueError(f"account {account.code} has no login to send from")
+    now = utcnow()
+    request = SendRequest(
+        account_id=account.id, sub_account_id=sub_account_id, client_ref=client_ref,
+        fingerprint=hashlib.sha256(f"{number}\n{text}".encode()).hexdigest(), source="notice", created_at=now,
+        accepted_count=1, charged=0, http_status=202, response={"notification": note.key},
+    )  # fmt: skip
+    session.add(request)
+    session.flush()
+    message = Message(
+        request_id=request.id, account_id=account.id, sub_account_id=sub_account_id, recipient=number,
+        carrier=table.carrier_of(number), content=text, encoding=segmentation.encoding, segments=segmentation.parts,
+        price_per_message=account.price_per_message, charge=0, status="queued", accepted_at=now, send_at=now,
+        valid_until=now + timedelta(hours=validity_hours), updated_at=now, next_attempt_at=now,
+    )  # fmt: skip
+    session.add(message)
+    session.flush()
+    append_send_log(session, [LogEntry(account.code, account.service_code, number, text, "accepted: notice (free)", message.id)], at=now)
+    return f"dispatcher: message {message.id}"
+
+
+def notification_sender(config: Mapping[str, Any]) -> Callable[[Session, Notification], str]:
+    """`send_notification_sms` with the configured signature and validity, for app.extensions."""
+    signature = str(config.get("NOTICE_SMS_SIGNATURE") or NOTICE_SIGNATURE)
+    validity = int(config.get("MESSAGE_VALIDITY_HOURS", 48))
+
+    def send(session: Session, note: Notification) -> str:
+        return send_notification_sms(session, note, signature=signature, validity_hours=validity)
+
+    return send
+
+
+def run_worker(
+    app: Any, link_config: LinkConfig, worker_name: str, stop: threading.Event, *, batch: int | None = None, restart_after: float = 5.0
+) -> None:
+    """The worker process: a Dispatcher until `stop`; after an unexpected error a fresh one takes
+    over (the same recovery as after a crash: own leases back, unanswered parts resent, flagged)."""
+    while not stop.is_set():
+        dispatcher = Dispatcher(app, link_config, worker_name, batch)
+        try:
+            dispatcher.run(stop)
+        except Exception:
+            log.exception("dispatcher %s failed; starting again in %.0f s", worker_name, restart_after)
+            stop.wait(restart_after)
+
+
+__all__: Sequence[str] = [
+    "DispatchSettings",
+    "DispatchStats",
+    "Dispatcher",
+    "message_status_of",
+    "notification_sender",
+    "reported_carrier",
+    "run_worker",
+    "send_notification_sms",
+]

@@ -1,0 +1,544 @@
+"""The dispatcher worker against the built-in SMSC over real TCP: messages accepted through the API
+are submitted, receipted and charged once; refusals and expired validity are refunded (books
+included: the app fixture reconciles them); throttling, a dropped link and a crashed worker lose
+nothing and resend at most the window, flagged; receipts in every shape and for unknown ids; replies
+and unsubscribes; notifications sent as SMS."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from backoffice.clock import set_clock
+from backoffice.extensions import db
+from backoffice.models import Message, MessagePart, MobileOriginated, Notification, SendLog, Unsubscribe
+from backoffice.services.dispatcher import (
+    Dispatcher,
+    DispatchSettings,
+    message_status_of,
+    reported_carrier,
+    send_notification_sms,
+)
+from backoffice.services.messaging import message_counts
+from backoffice.services.send_log import verify_chain
+from dispatch.simulator import ReceivedSubmit, SimulatorConfig, SMSCSimulator
+from dispatch.smpp_link import ESM_UDHI, LinkConfig, Receipt
+from tests.backoffice.test_api import api_key, auth, post
+from tests.backoffice.test_messaging import SIGNED, Sender, active_sender, numbers
+from tests.conftest import FIXED_NOW
+
+WINDOW = 10
+FAST_LINK = {"reconnect_backoff": 0.05, "reconnect_backoff_max": 0.2, "throttle_backoff": 0.02, "throttle_backoff_max": 0.2}
+FAST = DispatchSettings(idle_poll=0.02, receipt_grace=0.3, throttle_requeue=0.2)
+
+
+@pytest.fixture
+def smsc() -> Iterator[Callable[..., SMSCSimulator]]:
+    started: list[SMSCSimulator] = []
+
+    def start(**config: Any) -> SMSCSimulator:
+        simulator = SMSCSimulator(SimulatorConfig(**{"receipt_delay": 0.0, "seed": 7, **config})).start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()
+
+
+@pytest.fixture
+def worker(app: Flask) -> Iterator[Callable[..., Dispatcher]]:
+    made: list[Dispatcher] = []
+
+    def make(simulator: SMSCSimulator, name: str = "test-worker", window: int = WINDOW, **settings: Any) -> Dispatcher:
+        link = LinkConfig(port=simulator.port, window=window, **FAST_LINK)
+        dispatcher = Dispatcher(app, link, name, settings=DispatchSettings(**{**vars(FAST), **settings}))
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for dispatcher in made:
+        dispatcher.close()
+
+
+def statuses() -> Counter[str]:
+    db.session.expire_all()
+    return Counter(db.session.scalars(sa.select(Message.status)))
+
+
+def all_in(*wanted: str) -> Callable[[], bool]:
+    def done() -> bool:
+        found = statuses()
+        return bool(found) and set(found) <= set(wanted)
+
+    return done
+
+
+def drive(dispatcher: Dispatcher, done: Callable[[], bool], sender: Sender | None = None, timeout: float = 15.0) -> None:
+    """Step until `done`, checking the invariants after every turn: the resend budget, and
+    accepted = sent + queued + refused + refunded."""
+
+    def check() -> bool:
+        assert dispatcher.open_parts <= dispatcher.window
+        if sender is not None:
+            assert message_counts(db.session, sender.account.id).balanced
+        return done()
+
+    try:
+        dispatcher.run_until(check, timeout=timeout)
+    except TimeoutError as timeout_error:
+        raise AssertionError(f"{timeout_error}; statuses {dict(statuses())}") from None
+
+
+def parts_of(message_id: int) -> list[MessagePart]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(MessagePart).where(MessagePart.message_id == message_id).order_by(MessagePart.seq)))
+
+
+def log_results() -> list[str]:
+    return list(db.session.scalars(sa.select(SendLog.result).order_by(SendLog.seq)))
+
+
+# --- the path of a message ------------------------------------------------------------------------
+
+
+def test_a_message_accepted_through_the_api_is_submitted_and_delivered(
+    app: Flask, client: FlaskClient, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    secret = api_key(sender)
+    accepted = post(client, secret, to="13800138000", content=SIGNED).json
+    message_id = accepted["messages"][0]["id"]
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered"), sender)
+
+    (submit,) = simulator.received
+    assert (submit.destination, submit.source, submit.registered_delivery) == ("8613800138000", "10690000", 1)
+    assert submit.data_coding == 8 and submit.short_message.decode("utf-16-be") == SIGNED and submit.udh is None
+    (part,) = parts_of(message_id)
+    assert part.smsc_message_id == submit.message_id.lower() and part.submit_status == 0 and not part.resent
+    assert part.receipt_stat == "DELIVRD"
+    shown = client.get(f"/api/v1/messages/{message_id}", headers=auth(secret)).json
+    assert shown["status"] == "delivered" and shown["submitted_at"] and shown["done_at"]
+    assert shown["parts"][0]["receipt_stat"] == "DELIVRD"
+    assert sender.balance() == Decimal(accepted["balance"])  # charged once, at acceptance
+    assert log_results() == ["accepted", f"submitted: {submit.message_id}"]
+    assert verify_chain(db.session) == []
+    assert dispatcher.stats.submitted == 1 and dispatcher.stats.finished == 1 and dispatcher.stats.resent == 0
+
+
+def test_a_long_ucs2_message_goes_as_numbered_parts_and_is_charged_per_part(
+    app: Flask, client: FlaskClient, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    before = sender.balance()
+    text = "【蓉城会员】" + "尊敬的会员，您本月的积分已到账，请登录查看。" * 7  # 160 UCS-2 units: 3 parts of at most 67
+    answer = post(client, api_key(sender), to="13900139000", content=text).json
+    assert answer["messages"][0]["segments"] == 3 and answer["charged"] == "0.135"
+    assert sender.balance() == before - Decimal("0.135")
+    simulator = smsc()
+    drive(worker(simulator), all_in("delivered"), sender)
+
+    submits = sorted(simulator.received, key=lambda s: s.udh or (0, 0, 0))
+    message_id = answer["messages"][0]["id"]
+    assert [s.udh for s in submits] == [(message_id & 0xFF, 3, 1), (message_id & 0xFF, 3, 2), (message_id & 0xFF, 3, 3)]
+    assert all(s.esm_class & ESM_UDHI and s.data_coding == 8 for s in submits)
+    assert "".join(s.short_message[6:].decode("utf-16-be") for s in submits) == text
+    assert all(len(s.short_message) - 6 <= 134 for s in submits)
+    parts = parts_of(message_id)
+    assert [(p.seq, p.total, p.receipt_stat) for p in parts] == [(1, 3, "DELIVRD"), (2, 3, "DELIVRD"), (3, 3, "DELIVRD")]
+    assert {p.smsc_message_id for p in parts} == {s.message_id for s in submits}
+
+
+def test_one_undelivered_part_makes_the_whole_message_undeliverable(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, "13900139000", "【蓉城会员】" + "长消息内容" * 30)
+
+    def second_part_lost(submit: ReceivedSubmit) -> tuple[str, str] | None:
+        return ("UNDELIV", "013") if submit.udh is not None and submit.udh[2] == 2 else None
+
+    drive(worker(smsc(carrier_report=second_part_lost)), all_in("undeliverable"), sender)
+    (message,) = db.session.scalars(sa.select(Message))
+    assert [p.receipt_stat for p in parts_of(message.id)] == ["DELIVRD", "UNDELIV", "DELIVRD"]
+    assert message.done_at is not None and message.charge == Decimal("0.135")  # delivery failures stay charged
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"receipt_tlvs": True},
+        {"receipt_tlvs": False},  # the id:… stat:… text only
+        {"receipt_tlvs": False, "receipt_id_format": "decimal"},  # hex submit ids, decimal receipts
+        {"receipt_tlvs": True, "message_id_format": "decimal", "receipt_id_format": "hex"},
+    ],
+    ids=["tlvs", "text", "hex-then-decimal", "decimal-then-hex"],
+)
+def test_receipts_in_every_shape_find_their_message(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], shape: dict[str, Any]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(3))
+    simulator = smsc(message_id_start=0xABCDEF0, fail_rate=0.5, **shape)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered", "undeliverable"), sender)
+    assert dispatcher.stats.receipts == 3 and dispatcher.stats.receipts_unknown == 0
+    found = Counter(statuses())
+    assert sum(found.values()) == 3 and found["undeliverable"] >= 1  # seed 7: the rate is seen
+
+
+def test_a_receipt_naming_the_carrier_wins_for_statistics(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    assert reported_carrier("id:1 stat:DELIVRD err:000 network:46001") == "cucc"
+    assert reported_carrier("id:1 stat:DELIVRD carrier:中国电信") == "ctcc"
+    assert reported_carrier("id:1 stat:DELIVRD err:000") is None
+    assert message_status_of(["DELIVRD", None]) is None and message_status_of(["DELIVRD", "ENROUTE"]) is None
+    assert message_status_of(["DELIVRD", "MK:0005"]) == "undeliverable"
+    assert message_status_of(["EXPIRED", "REJECTD"]) == "expired"
+
+    sender = active_sender(app)
+    send(sender, "13800138000")  # a China Mobile prefix, ported to China Unicom
+    simulator = smsc(receipt_delay=30)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    (submit,) = simulator.received
+    dispatcher._on_receipt(Receipt(submit.message_id.upper(), "DELIVRD", "000", f"id:{submit.message_id} stat:DELIVRD network:46001"))
+    (message,) = db.session.scalars(sa.select(Message))
+    db.session.refresh(message)
+    assert (message.status, message.carrier, message.reported_carrier) == ("delivered", "cmcc", "cucc")
+
+
+# --- refunds ---------------------------------------------------------------------------------------
+
+
+def test_a_message_the_smsc_refuses_is_refunded_and_the_books_follow(
+    app: Flask, client: FlaskClient, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    before = sender.balance()
+    secret = api_key(sender)
+    post(client, secret, to=numbers(2), content=SIGNED)
+    post(client, secret, to="13900139000", content="【蓉城会员】" + "长消息内容" * 30)  # 3 parts
+    assert sender.balance() == before - Decimal("0.225")
+    drive(worker(smsc(reject_rate=1.0)), all_in("refunded"), sender)
+
+    assert sender.balance() == before  # every charge given back
+    counts = message_counts(db.session, sender.account.id)
+    assert counts.balanced and counts.refunded == 3 and counts.sent == 0
+    refunded = db.session.scalars(sa.select(Message).order_by(Message.id)).all()
+    assert all("拒绝提交" in (m.error or "") and "0x00000045" in (m.error or "") for m in refunded)
+    assert sum(r.startswith("refunded: ") for r in log_results()) == 3
+    assert {p.submit_status for p in parts_of(refunded[2].id)} == {0x45}  # the long one: refunded once, all parts
+    assert verify_chain(db.session) == []
+
+
+def test_a_message_whose_validity_passed_before_submission_is_refunded(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, numbers(2))
+    set_clock(lambda: FIXED_NOW + timedelta(hours=49))  # the SMSC was unreachable for two days
+    simulator = smsc()
+    drive(worker(simulator), all_in("refunded"), sender)
+    assert simulator.received == [] and sender.balance() == before
+    assert all("有效期" in (m.error or "") for m in db.session.scalars(sa.select(Message)))
+
+
+# --- the link misbehaving -------------------------------------------------------------------------
+
+
+def test_a_throttling_smsc_slows_the_worker_down_and_everything_gets_through(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(80))
+    simulator = smsc(max_tps=50)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered"), sender)
+    assert simulator.stats().throttled > 0 and len(simulator.received) == 80
+    assert len({s.destination for s in simulator.received}) == 80  # each once
+    assert dispatcher.stats.resent == 0 and dispatcher.stats.refunded == 0
+
+
+def test_a_dropped_link_reconnects_and_resends_at_most_the_window_flagged(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(80))
+    simulator = smsc(disconnect_after=30)
+    dispatcher = worker(simulator)
+
+    def done() -> bool:  # every message delivered, and the receipts of the first copies came back
+        twice = len(simulator.received) - 80
+        return all_in("delivered")() and dispatcher.stats.receipts_unknown == twice
+
+    with caplog.at_level(logging.WARNING):
+        drive(dispatcher, done, sender)
+
+    assert simulator.stats().disconnects_injected == 1 and dispatcher.stats.links_down == 1
+    resent = db.session.scalars(sa.select(MessagePart).where(MessagePart.resent)).all()
+    assert 1 <= len(resent) <= WINDOW
+    per_destination = Counter(s.destination for s in simulator.received)
+    assert len(per_destination) == 80
+    # Only a flagged part can have gone out twice: the SMSC took it (or took it and its answer was
+    # lost with the connection) before the link dropped.
+    flagged = {"86" + db.session.get(Message, p.message_id).recipient for p in resent}
+    duplicates = {d for d, n in per_destination.items() if n > 1}
+    assert 1 <= len(duplicates) <= len(flagged) and duplicates <= flagged
+    assert sum(r.startswith("resent: ") for r in log_results()) == len(resent)
+    assert "receipt for unknown SMSC message id" in caplog.text  # a first copy's receipt
+
+
+def test_a_receipt_for_an_unknown_id_is_logged_and_counted_not_crashed_on(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    dispatcher.run_until(lambda: dispatcher.link.bound)
+    with caplog.at_level(logging.WARNING):
+        simulator.send_receipt("deadbeef42", "DELIVRD")
+        dispatcher.run_until(lambda: dispatcher.stats.receipts_unknown == 1)
+    assert "'deadbeef42'" in caplog.text
+    send(sender, "13800138000")
+    drive(dispatcher, all_in("delivered"), sender)
+    dispatcher.run_until(lambda: simulator.stats().deliveries_unacked == 0)  # acknowledged, not redelivered forever
+    assert dispatcher.stats.receipts_unknown == 1 and dispatcher.stats.receipts == 1
+
+
+def test_a_receipt_that_beats_its_submit_response_is_taken_when_the_smsc_delivers_it_again(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, "13800138000")
+    simulator = smsc(response_delay=0.05)  # the receipt (delay 0) comes first
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered"), sender)
+    assert dispatcher.stats.receipts == 1 and dispatcher.stats.receipts_unknown == 0
+    assert simulator.stats().receipts_sent == 2  # refused once (ESME_RX_T_APPN), never lost
+
+
+@pytest.mark.parametrize("successor", ["same-name", "another-after-the-lease"])
+def test_a_restarted_worker_resends_only_what_it_had_in_flight_flagged(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], successor: str
+) -> None:
+    """The process dies mid-batch (nothing drained or recorded after the last commit); the same
+    worker restarted takes its leases back at once, another one once the lease has run out; either
+    finishes without losing or doubling a charge."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, numbers(80))
+    simulator = smsc(response_delay=0.002, receipt_delay=0.02)
+    first = worker(simulator)
+    first.run_until(lambda: len(simulator.received) >= 30)
+    in_doubt = first.open_parts
+    first._failure = RuntimeError("kill -9")  # close() now just drops the socket, as a dead process would
+    first.close()
+    assert 1 <= in_doubt <= WINDOW
+    stuck = db.session.scalar(sa.select(sa.func.count()).select_from(MessagePart).where(MessagePart.submit_status.is_(None)))
+    assert stuck == in_doubt
+    assert message_counts(db.session, sender.account.id).balanced
+
+    if successor == "same-name":
+        second = worker(simulator)  # no need to wait for the lease to run out
+    else:
+        second = worker(simulator, name="another-worker")
+        for _ in range(5):
+            second.step(timeout=0.02)
+        assert second.stats.claimed == 0  # still leased to the dead worker
+        set_clock(lambda: FIXED_NOW + timedelta(seconds=301))
+    drive(second, all_in("delivered"), sender, timeout=20)
+    assert second.stats.resent == in_doubt
+    resent = db.session.scalars(sa.select(MessagePart).where(MessagePart.resent)).all()
+    assert len(resent) == in_doubt
+    per_destination = Counter(s.destination for s in simulator.received)
+    assert len(per_destination) == 80
+    flagged = {"86" + db.session.get(Message, p.message_id).recipient for p in resent}
+    assert {d for d, n in per_destination.items() if n > 1} <= flagged
+    assert sender.balance() == before - Decimal("0.045") * 80  # charged once each, nothing refunded
+    assert sum(r.startswith("submitted: ") for r in log_results()) == 80
+
+
+def test_a_graceful_stop_records_the_window_and_releases_the_rest(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(60))
+    simulator = smsc(response_delay=0.002, receipt_delay=0.02)
+    first = worker(simulator)
+    first.run_until(lambda: len(simulator.received) >= 20)
+    first.close()
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(MessagePart).where(MessagePart.submit_status.is_(None))) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.claimed_by.is_not(None))) == 0
+    drive(worker(simulator, name="another-worker"), all_in("delivered"), sender)
+    assert len(simulator.received) == 60 and not db.session.scalar(sa.select(sa.func.count()).where(MessagePart.resent))
+
+
+# --- replies ---------------------------------------------------------------------------------------
+
+
+def test_a_td_reply_unsubscribes_and_the_next_send_is_neither_sent_nor_charged(
+    app: Flask, client: FlaskClient, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    secret = api_key(sender)
+    post(client, secret, to="13800138000", content=SIGNED)
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered"), sender)
+    simulator.send_mo("8613800138000", "10690000", "TD")
+    simulator.send_mo("8613800138000", "10690000", "请问活动到几号？")
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 2)
+
+    replies = db.session.scalars(sa.select(MobileOriginated).order_by(MobileOriginated.id)).all()
+    assert [(r.account_id, r.sender, r.content, r.unsubscribe) for r in replies] == [
+        (sender.account.id, "13800138000", "TD", True),
+        (sender.account.id, "13800138000", "请问活动到几号？", False),
+    ]
+    assert db.session.scalar(sa.select(Unsubscribe.number).where(Unsubscribe.account_id == sender.account.id)) == "13800138000"
+    before = sender.balance()
+    again = post(client, secret, to="13800138000", content=SIGNED).json["messages"][0]
+    assert again["status"] == "unsubscribed" and again["charge"] == "0.00"
+    dispatcher.run_until(lambda: True)
+    for _ in range(10):
+        dispatcher.step(timeout=0.02)
+    assert len(simulator.received) == 1 and sender.balance() == before
+    assert message_counts(db.session, sender.account.id).balanced
+
+
+def test_a_reply_to_an_accounts_service_code_is_its_own(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app, "sms_business_service")
+    assert sender.account.service_code == "106575000123"
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    dispatcher.run_until(lambda: dispatcher.link.bound)
+    simulator.send_mo("13900139000", "10657500012301", "退订")  # a service code with an extension
+    dispatcher.run_until(lambda: dispatcher.stats.unsubscribes == 1)
+    reply = db.session.scalar(sa.select(MobileOriginated))
+    assert reply.account_id == sender.account.id and reply.unsubscribe
+
+
+# --- notifications ---------------------------------------------------------------------------------
+
+
+def test_an_sms_notification_is_delivered_through_the_dispatcher_free_of_charge(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from backoffice.jobs import deliver_notifications_now
+    from tests.conftest import make_contract
+
+    account = make_contract(app, "sms_business_service").contract.account  # invoice at signing: e-mail + SMS
+    balance = account.balance
+    counts = deliver_notifications_now(app)
+    assert counts["sent"] == 1 and counts["written"] == 1
+    assert deliver_notifications_now(app)["sent"] == 0  # sent once
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "sms"))
+    assert note.status == "sent" and note.delivered_to.startswith("dispatcher: message ")
+    assert send_notification_sms(db.session, note) == note.delivered_to  # queued once per notification
+    simulator = smsc()
+    drive(worker(simulator), all_in("delivered"))
+    (submit,) = simulator.received
+    assert submit.destination == "8618910448682" and submit.source == "106575000123"
+    text = submit.short_message.decode("utf-16-be")
+    assert text.startswith("【短信平台】") and "发票" in text
+    (message,) = db.session.scalars(sa.select(Message))
+    assert message.charge == 0 and message.account_id == account.id
+    db.session.refresh(account)
+    assert account.balance == balance
+    assert message_counts(db.session, account.id).balanced
+
+
+# --- the send log for the authorities -------------------------------------------------------------
+
+
+def test_the_send_log_exports_with_its_chain_and_a_changed_row_fails_the_check(
+    app: Flask, runner: Any, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], tmp_path: Any
+) -> None:
+    import csv
+
+    from backoffice.services.send_log import LogEntry, chain_hash
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(2))
+    drive(worker(smsc()), all_in("delivered"), sender)
+    out = tmp_path / "log.csv"
+    result = runner.invoke(
+        args=["dispatch", "export-log", "--from", "2026-11-23", "--to", "2026-11-23", "--account", sender.code, "--out", str(out)]
+    )
+    assert result.exit_code == 0 and "校验通过：导出 4 条" in result.stderr, result.output
+    with out.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["result"].split(":")[0] for r in rows] == ["accepted", "accepted", "submitted", "submitted"]
+    assert rows[0]["time_beijing"].startswith("2026-11-23T10:00:00+08:00")
+    for row in rows:  # the copy alone proves each row: every hashed field is in it
+        entry = LogEntry(
+            row["account"], row["service_code"] or None, row["recipient"], row["content"], row["result"], int(row["message_id"])
+        )
+        assert chain_hash(row["prev_hash"], int(row["seq"]), datetime.fromisoformat(row["logged_at_utc"]), entry) == row["hash"]
+
+    db.session.execute(sa.update(SendLog).where(SendLog.seq == 3).values(result="submitted: forged"))
+    db.session.commit()
+    tampered = runner.invoke(args=["dispatch", "export-log", "--from", "2026-11-23", "--to", "2026-11-23"])
+    assert tampered.exit_code == 1 and "第 3 条记录的内容与其哈希不符" in tampered.stderr
+    assert runner.invoke(args=["dispatch", "verify-log"]).exit_code == 1
+
+
+def test_nothing_deletes_or_rewrites_the_send_log() -> None:
+    """Retention (≥ 6 months, 000 §6(6)): the log is only ever appended to; no code path deletes
+    or updates its rows (the chain's head row is the one thing an append moves)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    forbidden = re.compile(
+        r"(?:delete|update)\(\s*(?:SendLog\b|send_log\b)|SendLog\.__table__\.(?:delete|update)|"
+        r"(?:DELETE\s+FROM|UPDATE|TRUNCATE(?:\s+TABLE)?)\s+\"?send_log\b",
+        re.IGNORECASE,
+    )
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for package in ("backoffice", "dispatch", "ledger", "reports")
+        for path in (root / package).rglob("*.py")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if forbidden.search(line)
+    ]
+    assert offenders == []
+    assert forbidden.search("session.execute(sa.delete(SendLog).where(SendLog.seq < 10))")
+    assert forbidden.search("DELETE FROM send_log WHERE logged_at < :cutoff")
