@@ -16,22 +16,27 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from backoffice.clock import utcnow
 from backoffice.errors import DomainError, NotFound, ValidationFailed
 from backoffice.extensions import csrf, db
-from backoffice.models import ApiKey, EnterpriseAccount, Message
+from backoffice.models import EnterpriseAccount, Message
 from backoffice.money import format_price
 from backoffice.openapi import openapi_document
-from backoffice.services.api_keys import authenticate_api_key
-from backoffice.services.messaging import RateLimited, SendingSettings, accept_messages, get_message, parse_send_at, status_reports
+from backoffice.services.api_keys import KEY_REFUSED, ApiCaller, Unauthorized, authenticate_api_key, touch_api_key
+from backoffice.services.messaging import (
+    RateLimited,
+    SendingSettings,
+    accept_request,
+    get_message,
+    intake_turn,
+    parse_send_at,
+    read_request,
+    status_reports,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
 
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
 PUBLIC_ENDPOINTS = {"api.openapi"}
-
-
-class Unauthorized(DomainError):
-    status = 401
-    code = "unauthorized"
+SENDING_ENDPOINT = "api.send_messages"  # records the key's use inside its intake turn
 
 
 @bp.before_request
@@ -41,10 +46,12 @@ def _authenticate() -> None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("缺少 API 密钥：请在请求头中加上 Authorization: Bearer <API 密钥>")
-    key = authenticate_api_key(db.session, token.strip())
-    if key is None:
-        raise Unauthorized("API 密钥无效或已被吊销")
-    g.api_key = key
+    caller = authenticate_api_key(db.session, token.strip())
+    if caller is None:
+        raise Unauthorized(KEY_REFUSED)
+    g.api_caller = caller
+    if request.endpoint != SENDING_ENDPOINT:
+        touch_api_key(db.session, caller)  # committed with the view's transaction
 
 
 @bp.errorhandler(DomainError)
@@ -72,8 +79,8 @@ def _busy(error: sa.exc.OperationalError) -> Response:
     return response
 
 
-def _key() -> ApiKey:
-    return g.api_key
+def _key() -> ApiCaller:
+    return g.api_caller
 
 
 def _json_body() -> dict[str, Any]:
@@ -123,17 +130,20 @@ def message_json(message: Message, *, parts: bool = False) -> dict[str, Any]:
 @bp.post("/messages")
 def send_messages() -> Any:
     payload = _json_body()
-    result = accept_messages(
-        db.session,
-        sub_account=_key().sub_account,
-        recipients=payload.get("to"),  # type: ignore[arg-type]
-        content=payload.get("content"),  # type: ignore[arg-type]
+    settings = SendingSettings.from_config(current_app.config)
+    intake = read_request(
+        payload.get("to"),  # type: ignore[arg-type]
+        payload.get("content"),  # type: ignore[arg-type]
         client_ref=payload.get("client_ref"),
         send_at=payload.get("send_at"),
-        settings=SendingSettings.from_config(current_app.config),
+        settings=settings,
         source="api",
     )
-    db.session.commit()
+    with intake_turn(db.session):  # nothing written before this: see intake_turn
+        # api_key_id: checked again under the write lock, so a revoked key cannot send
+        result = accept_request(db.session, intake, sub_account=_key().sub_account, settings=settings, api_key_id=_key().key_id)
+        touch_api_key(db.session, _key())
+        db.session.commit()
     if result.booked_ledger_events:
         _post_ledger()
     response = jsonify(result.body)

@@ -1,22 +1,64 @@
-"""API keys of sub-accounts: made once (the secret is shown once), stored as a SHA-256, revoked."""
+"""API keys of sub-accounts: made once (the secret is shown once), stored as a SHA-256, revoked.
+
+Each web process keeps the keys it has checked for KEY_CACHE_SECONDS, so a request does not
+read the key, its sub-account and its account again. What that means for revocation (or a
+sub-account being disabled) done elsewhere:
+- sending (`POST /api/v1/messages`) is never affected: intake checks the key and the
+  sub-account again, inside its write transaction (`accept_messages(api_key_id=...)`);
+- reads (status reports, balance) may still be answered for at most KEY_CACHE_SECONDS after
+  the revocation commits in another process; a revocation made by this process (portal,
+  command line, any ORM change to a key or sub-account) empties this process's cache at once.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from backoffice.clock import utcnow
-from backoffice.errors import NotFound, ValidationFailed
+from backoffice.errors import DomainError, NotFound, ValidationFailed
 from backoffice.models import ApiKey, EnterpriseAccount, SubAccount
 from backoffice.services import audit
 
 KEY_PREFIX = "sk_"
 VISIBLE_CHARS = 11  # "sk_" + 8: enough to tell keys apart in a list, far too little to guess the rest
 TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is kept to the minute: no write on every call
+KEY_CACHE_SECONDS = 5.0  # the longest a revoked key can still read, in another process (see above)
+KEY_CACHE_SIZE = 10_000  # keys per process; beyond that the cache starts again (unknown keys are never cached)
+
+
+KEY_REFUSED = "API 密钥无效或已被吊销"
+
+
+class Unauthorized(DomainError):
+    status = 401
+    code = "unauthorized"
+
+
+@dataclass(frozen=True)
+class KeySubAccount:
+    """The sub-account a key speaks for, as plain values (what intake and the API need)."""
+
+    id: int
+    account_id: int
+    login: str
+
+
+@dataclass(frozen=True)
+class ApiCaller:
+    """A live API key, as checked at `checked_at` (time.monotonic)."""
+
+    key_id: int
+    sub_account: KeySubAccount
 
 
 def key_digest(secret: str) -> str:
@@ -65,16 +107,81 @@ def account_api_keys(session: Session, account_id: int) -> list[ApiKey]:
     return list(session.scalars(query))
 
 
-def authenticate_api_key(session: Session, presented: str) -> ApiKey | None:
-    """The live key `presented` is, or None: unknown, revoked, or of a disabled sub-account."""
+@dataclass(frozen=True)
+class _Cached:
+    caller: ApiCaller
+    checked_at: float  # time.monotonic()
+
+
+_cache: dict[tuple[str, str], _Cached] = {}  # (database, key digest) -> the key as last checked
+_touched: dict[tuple[str, int], datetime] = {}  # (database, key id) -> last_used_at as last written or read here
+_cache_lock = threading.Lock()
+
+_LIVE_KEY = (
+    sa.select(ApiKey.__table__.c.id, SubAccount.__table__.c.id, SubAccount.__table__.c.account_id, SubAccount.__table__.c.login,
+              ApiKey.__table__.c.last_used_at)
+    .select_from(ApiKey.__table__.join(SubAccount.__table__, SubAccount.__table__.c.id == ApiKey.__table__.c.sub_account_id))
+    .where(ApiKey.__table__.c.key_hash == sa.bindparam("key_hash"), ApiKey.__table__.c.revoked_at.is_(None),
+           SubAccount.__table__.c.active.is_(True))
+)  # fmt: skip
+_TOUCH = (
+    sa.update(ApiKey.__table__)
+    .where(
+        ApiKey.__table__.c.id == sa.bindparam("key_id"),
+        sa.or_(ApiKey.__table__.c.last_used_at.is_(None), ApiKey.__table__.c.last_used_at < sa.bindparam("stale_before")),
+    )
+    .values(last_used_at=sa.bindparam("now"))
+)
+
+
+def forget_api_keys() -> None:
+    """Empty this process's key cache (a key or sub-account changed here)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+@event.listens_for(ApiKey, "after_update")
+@event.listens_for(SubAccount, "after_update")
+def _key_or_sub_account_changed(_mapper: Any, _connection: Any, _target: Any) -> None:
+    forget_api_keys()
+
+
+def authenticate_api_key(session: Session, presented: str) -> ApiCaller | None:
+    """The live key `presented` is, or None: unknown, revoked, or of a disabled sub-account.
+    Served from this process's cache for up to KEY_CACHE_SECONDS (see the module docstring).
+    Reads only: the caller records the use with `touch_api_key` inside its own transaction."""
     if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
         return None
-    key = session.scalar(sa.select(ApiKey).where(ApiKey.key_hash == key_digest(presented)))
-    if key is None or key.revoked_at is not None or not key.sub_account.active:
-        return None
+    digest = key_digest(presented)
+    database = str(session.get_bind().url)
+    clock = time.monotonic()
+    cached = _cache.get((database, digest))
+    if cached is None or clock - cached.checked_at > KEY_CACHE_SECONDS:
+        # A connection of its own, given back at once: the request's transaction does not begin
+        # here (intake takes its turn before it begins, see messaging.intake_turn).
+        with session.get_bind().connect() as connection:
+            row = connection.execute(_LIVE_KEY, {"key_hash": digest}).one_or_none()
+        if row is None:
+            _cache.pop((database, digest), None)
+            return None
+        key_id, sub_id, account_id, login, last_used_at = row
+        cached = _Cached(ApiCaller(key_id, KeySubAccount(sub_id, account_id, login)), clock)
+        with _cache_lock:
+            if len(_cache) >= KEY_CACHE_SIZE:
+                _cache.clear()
+                _touched.clear()
+            _cache[(database, digest)] = cached
+            if last_used_at is not None and last_used_at > _touched.get((database, key_id), last_used_at - TOUCH_EVERY):
+                _touched[(database, key_id)] = last_used_at
+    return cached.caller
+
+
+def touch_api_key(session: Session, caller: ApiCaller) -> None:
+    """Record that the key was used: last_used_at is kept to the minute, so this writes at most
+    once a minute per key and process (and not at all when another process just did)."""
     now = utcnow()
-    if key.last_used_at is None or key.last_used_at < now - TOUCH_EVERY:
-        table = ApiKey.__table__
-        stale = sa.or_(table.c.last_used_at.is_(None), table.c.last_used_at < now - TOUCH_EVERY)
-        session.execute(sa.update(table).where(table.c.id == key.id, stale).values(last_used_at=now))
-    return key
+    key = (str(session.get_bind().url), caller.key_id)
+    last = _touched.get(key)
+    if last is None or last < now - TOUCH_EVERY:
+        session.execute(_TOUCH, {"key_id": caller.key_id, "stale_before": now - TOUCH_EVERY, "now": now})
+        _touched[key] = now

@@ -13,11 +13,13 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.models import SendLog, SendLogHead
+from backoffice.services.bulk import insert_rows
 from backoffice.services.sql import insert_ignoring_conflict
 
 GENESIS = "0" * 64
@@ -53,28 +55,72 @@ def chain_hash(prev_hash: str, seq: int, logged_at: datetime, entry: LogEntry) -
     return hashlib.sha256(prev_hash.encode("ascii") + canonical(seq, logged_at, entry)).hexdigest()
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def canonical_run(first_seq: int, logged_at: datetime, entries: Sequence[LogEntry]) -> list[bytes]:
+    """`canonical` of consecutive rows, byte for byte, built faster: a JSON array is its
+    elements' JSON joined by commas, so the fields a request's rows share (time, account,
+    content, result) are encoded once instead of once per row."""
+    encoded: dict[str, str] = {}
+
+    def field(value: Any) -> str:
+        if type(value) is str:
+            text = encoded.get(value)
+            if text is None:
+                text = encoded[value] = _to_json(value)
+            return text
+        if type(value) is int:
+            return str(value)  # what json writes for an int
+        return "null" if value is None else _to_json(value)
+
+    when = field(logged_at.isoformat())
+    out = []
+    for seq, entry in enumerate(entries, start=first_seq):
+        row = (
+            f"[{field(seq)},{when},{field(entry.account_code)},{field(entry.service_code or '')},{field(entry.recipient)},"
+            f"{field(entry.content)},{field(entry.result)},{field(entry.message_id)}]"
+        )
+        out.append(row.encode("utf-8"))
+    return out
+
+
+_HEAD = SendLogHead.__table__
+# Reserve the sequence numbers and read the chain's end in one statement: the UPDATE takes the
+# head row's lock (SQLite: the write lock) until commit, so no other appender comes between.
+_RESERVE = (
+    sa.update(_HEAD)
+    .where(_HEAD.c.id == HEAD_ID)
+    .values(last_seq=_HEAD.c.last_seq + sa.bindparam("entries", type_=sa.BigInteger))
+    .returning(_HEAD.c.last_seq, _HEAD.c.last_hash)
+)
+_MOVE_HEAD = sa.update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(last_hash=sa.bindparam("new_hash"))
+
+
 def append_send_log(session: Session, entries: Sequence[LogEntry], *, at: datetime) -> None:
     """Append `entries` to the chain, in order, in the caller's transaction."""
     if not entries:
         return
     at = at.astimezone(UTC)  # the hash covers the ISO form of the time as stored
-    head = SendLogHead.__table__
-    # Reserve the sequence numbers: this UPDATE takes the head row's lock until commit. The head
-    # row is made by the very first append (concurrent first appends: one inserts, all update).
-    reserve = sa.update(head).where(head.c.id == HEAD_ID).values(last_seq=head.c.last_seq + len(entries))
-    if not session.execute(reserve).rowcount:
-        session.execute(insert_ignoring_conflict(session, head, {"id": HEAD_ID, "last_seq": 0, "last_hash": GENESIS}, ["id"]))
-        session.execute(reserve)
-    last_seq, prev = session.execute(sa.select(head.c.last_seq, head.c.last_hash).where(head.c.id == HEAD_ID)).one()
-    seq = last_seq - len(entries)
+    reserved = session.execute(_RESERVE, {"entries": len(entries)}).one_or_none()
+    if reserved is None:  # the very first append makes the head row (concurrent first appends: one inserts, all update)
+        session.execute(insert_ignoring_conflict(session, _HEAD, {"id": HEAD_ID, "last_seq": 0, "last_hash": GENESIS}, ["id"]))
+        reserved = session.execute(_RESERVE, {"entries": len(entries)}).one()
+    last_seq, prev = reserved
+    first = last_seq - len(entries) + 1
     rows = []
-    for entry in entries:
-        seq += 1
-        digest = chain_hash(prev, seq, at, entry)
-        rows.append({"seq": seq, "logged_at": at, **vars(entry), "prev_hash": prev, "hash": digest})
+    for seq, entry, body in zip(range(first, last_seq + 1), entries, canonical_run(first, at, entries), strict=True):
+        digest = hashlib.sha256(prev.encode("ascii") + body).hexdigest()
+        rows.append(
+            {
+                "seq": seq, "logged_at": at, "account_code": entry.account_code, "service_code": entry.service_code,
+                "recipient": entry.recipient, "content": entry.content, "result": entry.result, "message_id": entry.message_id,
+                "prev_hash": prev, "hash": digest,
+            }
+        )  # fmt: skip
         prev = digest
-    session.execute(sa.insert(SendLog.__table__), rows)
-    session.execute(sa.update(head).where(head.c.id == HEAD_ID).values(last_hash=prev))
+    insert_rows(session, SendLog.__table__, rows)
+    session.execute(_MOVE_HEAD, {"new_hash": prev})
 
 
 def _rows(session: Session, batch: int = 5000) -> Iterator[sa.Row]:

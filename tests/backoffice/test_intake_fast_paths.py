@@ -1,0 +1,154 @@
+"""The shortcuts intake takes for speed give the same results as the long way round: the send
+log's chain, the rows stored, and API keys that stop working when revoked."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from backoffice.clock import SHANGHAI, set_clock
+from backoffice.extensions import db
+from backoffice.models import ApiKey, Message, SendLog, SendRequest
+from backoffice.services import api_keys
+from backoffice.services.bulk import insert_rows
+from backoffice.services.send_log import GENESIS, LogEntry, canonical, canonical_run, chain_hash, verify_chain
+from tests.backoffice.test_api import api_key, auth, post
+from tests.backoffice.test_messaging import SIGNED, Sender, active_sender, numbers, send
+from tests.conftest import FIXED_NOW
+
+
+def test_the_send_log_hashes_the_same_bytes_whichever_way_they_are_built() -> None:
+    at = datetime(2026, 11, 23, 2, 0, 0, 123456, tzinfo=UTC)
+    entries = [
+        LogEntry("E000001", "106575000123", "13800138000", SIGNED, "accepted", 1),
+        LogEntry("E000001", None, "13800138000", '【引号】"quoted" \\ back\nslash\t\x00\x1f', "duplicate", None),
+        LogEntry("E000001", "", "19912345678", "【表情】😀 𠮷 \u2028 \ud7ff", "refused: 内容含违禁词（赌博），拒绝发送", 2**40),
+        LogEntry("E000002", "1065", "", "", "", 0),
+    ]
+    fast = canonical_run(7, at, entries)
+    assert fast == [canonical(7 + i, at, e) for i, e in enumerate(entries)]
+
+
+def test_a_batch_leaves_a_chain_that_verifies_row_by_row(app: Flask) -> None:
+    sender = active_sender(app)
+    send(sender, numbers(30))
+    send(sender, ["13800138000", "13900139000"])
+    rows = db.session.scalars(sa.select(SendLog).order_by(SendLog.seq)).all()
+    prev = GENESIS
+    for row in rows:
+        entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
+        assert row.prev_hash == prev and row.hash == chain_hash(prev, row.seq, row.logged_at, entry)
+        prev = row.hash
+    assert [r.seq for r in rows] == list(range(1, 33)) and verify_chain(db.session) == []
+    message_ids = db.session.scalars(sa.select(Message.id).order_by(Message.id)).all()
+    assert [r.message_id for r in rows] == message_ids  # each line names its own message
+
+
+def _stored(request_id: int) -> list[tuple]:
+    columns = [c.name for c in Message.__table__.c if c.name not in ("id", "request_id")]
+    query = f"SELECT {', '.join(columns)} FROM messages WHERE request_id = ? ORDER BY id"  # noqa: S608 (column names)
+    return [tuple(r) for r in db.session.connection().exec_driver_sql(query, (request_id,))]
+
+
+def test_bulk_insert_stores_exactly_what_sqlalchemy_stores(app: Flask) -> None:
+    sender = active_sender(app)
+    requests = SendRequest.__table__
+    request_ids = [
+        db.session.execute(
+            sa.insert(requests).returning(requests.c.id),
+            {"account_id": sender.account.id, "sub_account_id": sender.sub.id, "fingerprint": "f", "source": "api",
+             "created_at": FIXED_NOW, "accepted_count": 0, "charged": Decimal(0), "http_status": 202},
+        ).scalar_one()
+        for _ in range(2)
+    ]  # fmt: skip
+    beijing = FIXED_NOW.astimezone(SHANGHAI)
+
+    def rows(request_id: int) -> list[dict]:
+        return [
+            {
+                "request_id": request_id, "account_id": sender.account.id, "sub_account_id": sender.sub.id,
+                "recipient": f"1380013800{i}", "carrier": "cmcc", "content": SIGNED, "encoding": "ucs2", "segments": 2,
+                "price_per_message": Decimal("0.045"), "charge": Decimal("0.09") if i % 3 else Decimal(0),
+                "charge_kind": "usage" if i % 3 else None, "charged_on": date(2026, 11, 23) if i % 3 else None,
+                "status": "queued" if i % 3 else "unsubscribed", "duplicate": i == 4, "error": None if i % 3 else "退订",
+                "accepted_at": FIXED_NOW, "send_at": beijing,  # the same instant in another time zone
+                "valid_until": FIXED_NOW + timedelta(hours=48), "updated_at": FIXED_NOW,
+                "next_attempt_at": FIXED_NOW if i % 3 else None, "done_at": None if i % 3 else FIXED_NOW,
+            }
+            for i in range(7)
+        ]  # fmt: skip
+
+    db.session.execute(sa.insert(Message.__table__), rows(request_ids[0]))
+    insert_rows(db.session, Message.__table__, rows(request_ids[1]))
+    assert _stored(request_ids[0]) == _stored(request_ids[1]) and len(_stored(request_ids[1])) == 7
+    loaded = db.session.scalars(sa.select(Message).where(Message.request_id == request_ids[1]).order_by(Message.id)).all()
+    assert loaded[1].charge == Decimal("0.09") and loaded[1].send_at == FIXED_NOW and loaded[4].duplicate and loaded[0].attempts == 0
+    db.session.rollback()
+
+
+def test_a_batch_gets_each_recipient_its_own_message_id(app: Flask) -> None:
+    sender = active_sender(app)
+    given = numbers(40)
+    result = send(sender, given)
+    stored = dict(db.session.execute(sa.select(Message.id, Message.recipient)).all())
+    assert [stored[m["id"]] for m in result.messages] == given
+
+
+def test_a_key_revoked_in_another_process_cannot_send_and_stops_reading_soon(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sender: Sender = active_sender(app)
+    secret = api_key(sender)
+    assert client.get("/api/v1/balance", headers=auth(secret)).status_code == 200  # now cached in this process
+    table = ApiKey.__table__
+    db.session.execute(sa.update(table).values(revoked_at=FIXED_NOW))  # as another process would: no ORM event here
+    db.session.commit()
+    refused = post(client, secret, to="13800138000", content=SIGNED)
+    assert refused.status_code == 401 and "吊销" in refused.json["error"]["message"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    assert client.get("/api/v1/balance", headers=auth(secret)).status_code == 200  # reads: at most KEY_CACHE_SECONDS more
+    later = api_keys.time.monotonic() + api_keys.KEY_CACHE_SECONDS + 1
+    monkeypatch.setattr(api_keys.time, "monotonic", lambda: later)
+    assert client.get("/api/v1/balance", headers=auth(secret)).status_code == 401
+
+
+def test_the_key_records_its_use_at_most_once_a_minute(app: Flask, client: FlaskClient) -> None:
+    sender = active_sender(app)
+    secret = api_key(sender)
+    assert post(client, secret, to="13800138000", content=SIGNED).status_code == 202
+    key = db.session.scalar(sa.select(ApiKey))
+    assert key.last_used_at == FIXED_NOW
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=30))
+    assert post(client, secret, to="13900139000", content=SIGNED).status_code == 202
+    db.session.refresh(key)
+    assert key.last_used_at == FIXED_NOW
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=2))
+    assert client.get("/api/v1/balance", headers=auth(secret)).status_code == 200
+    db.session.refresh(key)
+    assert key.last_used_at == FIXED_NOW + timedelta(minutes=2)
+
+
+def test_only_the_intake_transaction_skips_the_fsync(app: Flask, client: FlaskClient) -> None:
+    sender = active_sender(app)
+    secret = api_key(sender)  # commits: the request below begins its own transaction and takes its turn
+    pragmas: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "synchronous" in statement:
+            pragmas.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert post(client, secret, to="13800138000", content=SIGNED).status_code == 202
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", seen)
+    assert "PRAGMA synchronous=NORMAL" in pragmas
+    assert db.engine.pool.checkedin() == 1  # the connection the request relaxed, and no other
+    with db.engine.connect() as connection:  # back in the pool as it was: FULL, for finance and the rest
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
