@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_smpp import raw_ceiling  # noqa: E402
+from common import open_funded_account  # noqa: E402
 
 WINDOW = 10
 CONTENT = "【蓉城会员】您的验证码是 482913，5 分钟内有效。"
@@ -88,32 +89,15 @@ def funded_app(instance: Path) -> tuple[Any, str]:
     """A temporary instance with one funded active account (a real issued contract, a confirmed
     receipt, books posted) whose rate limit is out of the way; returns (app, account code)."""
     from backoffice import create_app
-    from backoffice.cli import after_commit_catch_up, signing_identity
+    from backoffice.cli import after_commit_catch_up
     from backoffice.extensions import db
-    from backoffice.services.contract_fields import flatten, nest
-    from backoffice.services.contracts import issue_contract
-    from backoffice.services.credit import credit_receipt
-    from backoffice.services.templates import get_template
 
     app = create_app(
         {"SECRET_KEY": "bench", "INSTANCE_PATH": instance, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'bench.sqlite3'}"}
     )
     with app.app_context():
         db.create_all()
-        raw = flatten(get_template("enterprise_sms_center").sample)
-        raw.update({"initial_messages": int(FUNDS / Decimal("0.045")), "initial_amount": str(FUNDS)})
-        issued = issue_contract(
-            db.session, "enterprise_sms_center", nest(raw), issued_by="bench",
-            documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app),
-        )  # fmt: skip
-        db.session.commit()
-        account = issued.contract.account
-        credit_receipt(
-            db.session, account_code=account.code, amount=account.receivable, bank="CMB", bank_ref="BENCH-1",
-            received_on=account.created_at.date(), actor="bench",
-        )  # fmt: skip
-        account.rate_limit_per_second = 1_000_000
-        db.session.commit()
+        account = open_funded_account(app, FUNDS)
         assert not after_commit_catch_up(app)
         code = account.code
         db.session.remove()

@@ -43,6 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import open_funded_account  # noqa: E402
 
 CONTENT = "【蓉城会员】您的验证码是 482913，5 分钟内有效。"
 FUNDS = Decimal("900000.00")  # 20 million messages at 0.045
@@ -68,31 +71,14 @@ def prepare(instance: Path) -> tuple[str, str]:
     """A funded active account and an API key; returns (account code, secret)."""
     os.environ["BACKOFFICE_INSTANCE_PATH"] = str(instance)
     from backoffice import create_app
-    from backoffice.cli import after_commit_catch_up, signing_identity
+    from backoffice.cli import after_commit_catch_up
     from backoffice.extensions import db
     from backoffice.services.api_keys import create_api_key
-    from backoffice.services.contract_fields import flatten, nest
-    from backoffice.services.contracts import issue_contract
-    from backoffice.services.credit import credit_receipt
-    from backoffice.services.templates import get_template
 
     app = create_app({"SECRET_KEY": "bench"})
     with app.app_context():
         db.create_all()
-        raw = flatten(get_template("enterprise_sms_center").sample)
-        raw.update({"initial_messages": int(FUNDS / Decimal("0.045")), "initial_amount": str(FUNDS)})
-        issued = issue_contract(
-            db.session, "enterprise_sms_center", nest(raw), issued_by="bench",
-            documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app),
-        )  # fmt: skip
-        db.session.commit()
-        account = issued.contract.account
-        credit_receipt(
-            db.session, account_code=account.code, amount=account.receivable, bank="CMB", bank_ref="BENCH-1",
-            received_on=account.created_at.date(), actor="bench",
-        )  # fmt: skip
-        account.rate_limit_per_second = 1_000_000  # the limiter still runs (one UPDATE), it just never refuses
-        db.session.commit()
+        account = open_funded_account(app, FUNDS)
         problems = after_commit_catch_up(app)
         assert not problems, problems
         primary = next(s for s in account.sub_accounts if s.is_primary)
