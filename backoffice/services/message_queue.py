@@ -152,6 +152,38 @@ def renew_leases(session: Session, message_ids: Sequence[int], *, worker: str, n
     return renewed
 
 
+def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason: str) -> int:
+    """Refund the account's messages to `recipient` that no worker has taken yet (one conditional
+    UPDATE: a message a worker claims meanwhile is left to it). Returns how many."""
+    now, today = utcnow(), local_today()
+    table = Message.__table__
+    rows = session.execute(
+        sa.update(table)
+        .where(
+            table.c.account_id == account_id,
+            table.c.recipient == recipient,
+            table.c.status.in_(CLAIMABLE),
+            table.c.claimed_by.is_(None),
+        )
+        .values(status="refunded", error=reason[:300], updated_at=now, done_at=now, next_attempt_at=None)
+        .returning(table.c.id, table.c.carrier, table.c.charge, table.c.content)
+    ).all()
+    if not rows:
+        return 0
+    for _, carrier, charge, _ in rows:
+        if charge > 0:
+            refund_messages(session, account_id, today, carrier.upper(), 1, charge)
+    code, service_code = session.execute(
+        sa.select(EnterpriseAccount.code, EnterpriseAccount.service_code).where(EnterpriseAccount.id == account_id)
+    ).one()
+    append_send_log(
+        session,
+        [LogEntry(code, service_code, recipient, content, f"refunded: {reason}", message_id) for message_id, _, _, content in rows],
+        at=now,
+    )
+    return len(rows)
+
+
 def refund_messages_failed(session: Session, messages: Sequence[Message], *, reason: str) -> int:
     """Refund messages the platform could not send: each once (a refunded message is skipped)."""
     now, today = utcnow(), local_today()

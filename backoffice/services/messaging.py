@@ -1024,9 +1024,14 @@ def recent_replies(session: Session, account_id: int, *, limit: int = 100) -> li
 
 
 def add_unsubscribe(session: Session, account_id: int, number: str, *, source: str) -> bool:
-    """Put `number` on the account's unsubscribe list; False when it already was."""
+    """Put `number` on the account's unsubscribe list; False when it already was. Messages to it
+    still waiting in the queue (scheduled for later, not yet taken by a worker) are not sent
+    and their charge is given back."""
+    from backoffice.services.message_queue import cancel_waiting
+
     values = {"account_id": account_id, "number": normalise_mobile(number), "source": source, "created_at": utcnow()}
     inserted = session.execute(insert_ignoring_conflict(session, Unsubscribe.__table__, values, ["account_id", "number"]))
+    cancel_waiting(session, account_id, values["number"], reason="收件人已回复退订：未发送，已退款")
     return bool(inserted.rowcount)
 
 

@@ -423,3 +423,21 @@ def test_recipients_from_a_csv_with_a_mobile_column_and_bad_rows_by_line(app: Fl
     assert plain.numbers == ["13800138000", "18912345678"] and plain.problems == []
     excel = read_recipient_file("mobile,备注\n13800138000,老客户\n".encode("gb18030"))
     assert excel.numbers == ["13800138000"]
+
+
+def test_a_reply_td_cancels_and_refunds_what_still_waits_for_that_number(app: Flask, sender: Sender) -> None:
+    """The issue: recipients who replied to unsubscribe are not sent to and not charged — also
+    when the message was accepted before the reply and is still waiting (here: for tomorrow)."""
+    sender.account.service_code = "106575000123"
+    db.session.commit()
+    before = sender.balance()
+    waiting = send(sender, ["13900139000", "13800138000"], send_at="2026-11-24T09:30:00")
+    assert [m["status"] for m in waiting.messages] == ["scheduled", "scheduled"] and sender.balance() == before - Decimal("0.09")
+    reply = record_reply(db.session, sender="13900139000", destination="106575000123", content="TD")
+    db.session.commit()
+    assert reply.unsubscribe
+    statuses = dict(db.session.execute(sa.select(Message.recipient, Message.status)).all())
+    assert statuses == {"13900139000": "refunded", "13800138000": "scheduled"}
+    assert sender.balance() == before - Decimal("0.045")
+    assert message_counts(db.session, sender.account.id).balanced
+    assert "退订" in db.session.scalar(sa.select(Message.error).where(Message.recipient == "13900139000"))
