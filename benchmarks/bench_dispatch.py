@@ -33,7 +33,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -50,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_smpp import raw_ceiling  # noqa: E402
-from common import open_funded_account  # noqa: E402
+from common import free_port, open_funded_account, start_gunicorn  # noqa: E402
 
 WINDOW = 10
 CONTENT = "【蓉城会员】您的验证码是 482913，5 分钟内有效。"
@@ -187,36 +186,6 @@ def check_dispatch(app: Any, code: str, count: int) -> dict[str, Any]:
 # --- d: intake under gunicorn -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_gunicorn(instance: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BACKOFFICE_INSTANCE_PATH": str(instance),
-        "DATABASE_URL": f"sqlite:///{instance / 'bench.sqlite3'}",
-        "SECRET_KEY": "bench",
-    }
-    args = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", "--preload", "wsgi:app"]
-    with open(instance / "gunicorn.log", "wb") as log:
-        server = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/v1/openapi.json")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"gunicorn did not start: see {instance / 'gunicorn.log'}")
-
-
 def post_all(port: int, secret: str, bodies: list[bytes], threads: int) -> tuple[float, int, dict[int, int], list[float]]:
     """Post every body from `threads` clients; (seconds, messages queued, statuses, latencies)."""
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
@@ -275,7 +244,7 @@ def intake(instance: Path, code: str, app: Any, batches: int, singles: int, thre
         db.session.commit()
         db.session.remove()
     port = free_port()
-    server = start_gunicorn(instance, port)
+    server, _ = start_gunicorn(instance, port, database_url=f"sqlite:///{instance / 'bench.sqlite3'}")
     try:
         batch_bodies = [json.dumps({"to": numbers(5_000_000 + i * 1000, 1000), "content": CONTENT}).encode() for i in range(batches)]
         single_bodies = [json.dumps({"to": numbers(9_000_000 + i, 1)[0], "content": CONTENT}).encode() for i in range(singles)]

@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import open_funded_account  # noqa: E402
+from common import free_port, open_funded_account, start_gunicorn  # noqa: E402
 
 CONTENT = "【蓉城会员】您的验证码是 482913，5 分钟内有效。"
 FUNDS = Decimal("900000.00")  # 20 million messages at 0.045
@@ -88,33 +87,6 @@ def prepare(instance: Path) -> tuple[str, str]:
         db.session.remove()
         db.engine.dispose()
     return code, secret
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_gunicorn(instance: Path, port: int, extra: list[str]) -> tuple[subprocess.Popen[bytes], list[str]]:
-    args = ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--preload", *extra]
-    env = {**os.environ, "BACKOFFICE_INSTANCE_PATH": str(instance), "SECRET_KEY": "bench"}
-    with open(instance / "gunicorn.log", "wb") as log:  # the child keeps its own copy of the descriptor
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), *args, "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/v1/openapi.json")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return server, args
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("gunicorn did not start: see " + str(instance / "gunicorn.log"))
 
 
 def process_tree_cpu(pid: int) -> float:

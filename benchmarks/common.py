@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
+import http.client
+import os
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_gunicorn(
+    instance: Path, port: int, extra: Sequence[str] = (), database_url: str | None = None
+) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """gunicorn (`-w 2 --preload`, plus `extra`) serving the app on a loopback port for the
+    instance, once it answers; (the server, its arguments). Its log is instance/gunicorn.log."""
+    args = ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--preload", *extra]
+    env = {**os.environ, "BACKOFFICE_INSTANCE_PATH": str(instance), "SECRET_KEY": "bench"}
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    with open(instance / "gunicorn.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), *args, "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/api/v1/openapi.json")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return server, args
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"gunicorn did not start: see {instance / 'gunicorn.log'}")
 
 
 def open_funded_account(app: Any, funds: Decimal) -> Any:
