@@ -442,7 +442,7 @@ def finance_receipt(
     voucher: Path | None, username: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Record a bank transfer (waits for finance to confirm it)."""
-    from backoffice.services.receipts import Voucher, record_receipt
+    from backoffice.services.receipts import Voucher, receiving_bank, record_receipt
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with refusals(as_json):
@@ -455,7 +455,7 @@ def finance_receipt(
                 raise ValidationFailed({"voucher": f"无法读取凭证文件：{exc.strerror}"}) from None
         receipt = record_receipt(
             db.session, account_code=account_code, amount=amount, paid_on=paid_on, payer_name=payer, bank_reference=bank_ref,
-            bank=bank or _receiving_bank(app, account_code), voucher=upload, recorded_by=actor,
+            bank=bank or receiving_bank(db.session, account_code, default=app.config["RECEIVING_BANK"]), voucher=upload, recorded_by=actor,
             documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=app.config["VOUCHER_MAX_BYTES"],
         )  # fmt: skip
         db.session.commit()
@@ -464,25 +464,6 @@ def finance_receipt(
         as_json,
         f"已登记到账记录 {receipt.id}（{receipt.status_name}）：{receipt.account.code} {amount} 元，流水号 {receipt.bank_reference}",
     )
-
-
-def _receiving_bank(app: Flask, account_code: str) -> str:
-    from backoffice.models import EnterpriseAccount
-    from backoffice.services.contracts import provider_settings
-    from backoffice.services.invoices import latest_contract
-    from backoffice.services.receipts import bank_code_for
-    from backoffice.services.templates import get_template
-
-    default = str(app.config["RECEIVING_BANK"])
-    account = db.session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == account_code))
-    contract = latest_contract(db.session, account) if account else None
-    if contract is None:
-        return default
-    try:
-        provider = provider_settings(db.session, get_template(contract.template_id))[0]
-    except DomainError:
-        return default
-    return bank_code_for(provider.get("bank_name"), default)
 
 
 def _confirmation_json(result: Any) -> dict[str, Any]:

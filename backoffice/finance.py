@@ -86,9 +86,7 @@ def record_receipt_from_form(account_code: str) -> Receipt:
 
 
 def receiving_bank(account_code: str) -> str:
-    from backoffice.cli import _receiving_bank
-
-    return _receiving_bank(current_app._get_current_object(), account_code)  # type: ignore[attr-defined]
+    return receipt_service.receiving_bank(db.session, account_code, default=current_app.config["RECEIVING_BANK"])
 
 
 def send_document(relative: str | None, mimetype: str | None = None, *, download: bool = False) -> Any:

@@ -22,7 +22,7 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
-from backoffice.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from backoffice.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Invoice, Receipt
 from backoffice.money import MoneyFormatError, format_money, parse_decimal
 from backoffice.services import audit
@@ -59,6 +59,24 @@ def bank_code_for(bank_name: str | None, default: str) -> str:
         if bank_name and name in bank_name:
             return code
     return default
+
+
+def receiving_bank(session: Session, account_code: str, *, default: str) -> str:
+    """The provider's bank a customer pays into: the one named in the provider details of the
+    account's latest contract, else `default` (the RECEIVING_BANK setting)."""
+    from backoffice.services.contracts import provider_settings
+    from backoffice.services.invoices import latest_contract
+    from backoffice.services.templates import get_template
+
+    account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == account_code))
+    contract = latest_contract(session, account) if account else None
+    if contract is None:
+        return default
+    try:
+        provider = provider_settings(session, get_template(contract.template_id))[0]
+    except DomainError:  # the template folder was removed or no longer loads: its bank is unknown
+        return default
+    return bank_code_for(provider.get("bank_name"), default)
 
 
 def parse_amount(raw: object, errors: dict[str, str], field: str = "amount") -> Decimal | None:
