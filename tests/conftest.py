@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -142,3 +142,21 @@ TEMPLATE_IDS = [
     "sms_genie_user",
     "sms_business_service",
 ]
+
+
+@pytest.fixture
+def smsc() -> Iterator[Callable[..., Any]]:
+    """Start built-in SMSC simulators on loopback (receipts at once unless a test says otherwise);
+    every one started is stopped after the test."""
+    from dispatch.simulator import SimulatorConfig, SMSCSimulator
+
+    started: list[SMSCSimulator] = []
+
+    def start(**config: Any) -> SMSCSimulator:
+        simulator = SMSCSimulator(SimulatorConfig(**{"receipt_delay": 0.0, **config})).start()
+        started.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in started:
+        simulator.stop()

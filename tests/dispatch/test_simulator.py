@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dispatch.simulator import ReceivedSubmit, SimulatorConfig, SMSCSimulator
+from dispatch.simulator import ReceivedSubmit, SMSCSimulator
 from dispatch.smpp_link import (
     BIND_RECEIVER,
     BIND_TRANSCEIVER,
@@ -80,20 +80,6 @@ class RawEsme:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def smsc() -> Iterator[Callable[..., SMSCSimulator]]:
-    started: list[SMSCSimulator] = []
-
-    def start(**config: Any) -> SMSCSimulator:
-        simulator = SMSCSimulator(SimulatorConfig(**{"receipt_delay": 0.0, **config})).start()
-        started.append(simulator)
-        return simulator
-
-    yield start
-    for simulator in started:
-        simulator.stop()
 
 
 @pytest.fixture

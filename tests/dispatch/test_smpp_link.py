@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from smpplib import smpp
 
-from dispatch.simulator import SimulatorConfig, SMSCSimulator
+from dispatch.simulator import SMSCSimulator
 from dispatch.smpp_link import (
     BIND_TRANSCEIVER,
     BIND_TRANSCEIVER_RESP,
@@ -83,20 +83,6 @@ class Recorder:
 
 
 @pytest.fixture
-def start_smsc() -> Iterator[Callable[..., SMSCSimulator]]:
-    started: list[SMSCSimulator] = []
-
-    def start(**config: Any) -> SMSCSimulator:
-        simulator = SMSCSimulator(SimulatorConfig(**{"receipt_delay": 0.0, **config})).start()
-        started.append(simulator)
-        return simulator
-
-    yield start
-    for simulator in started:
-        simulator.stop()
-
-
-@pytest.fixture
 def open_link() -> Iterator[Callable[..., tuple[SmppLink, Recorder]]]:
     links: list[SmppLink] = []
 
@@ -150,9 +136,9 @@ def ucs2_parts(text: str, reference: int, key: str) -> list[OutgoingPart]:
 
 
 def test_bind_with_a_wrong_password_is_refused(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc(password="right")
+    simulator = smsc(password="right")
     link, _ = open_link(simulator, password="wrong")
     with pytest.raises(BindRefused) as refused:
         link.run_once(lambda n: [sms(1)])
@@ -164,9 +150,9 @@ def test_bind_with_a_wrong_password_is_refused(
 
 @pytest.mark.parametrize("tlvs", [True, False], ids=["tlvs", "text-only"])
 def test_a_submitted_message_gets_its_id_and_then_its_receipt(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]], tlvs: bool
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]], tlvs: bool
 ) -> None:
-    simulator = start_smsc(receipt_tlvs=tlvs, receipt_delay=0.05)
+    simulator = smsc(receipt_tlvs=tlvs, receipt_delay=0.05)
     link, seen = open_link(simulator)
     results, lost = link.submit([sms("m1"), sms("m2", registered_delivery=0)])
 
@@ -182,9 +168,9 @@ def test_a_submitted_message_gets_its_id_and_then_its_receipt(
 
 
 def test_a_failed_delivery_is_reported_as_undeliv(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc(fail_rate=1.0, receipt_tlvs=False)
+    simulator = smsc(fail_rate=1.0, receipt_tlvs=False)
     link, seen = open_link(simulator)
     link.submit([sms(1)])
     pump_until(link, lambda: len(seen.receipts) == 1)
@@ -192,10 +178,10 @@ def test_a_failed_delivery_is_reported_as_undeliv(
 
 
 def test_a_long_ucs2_message_goes_as_parts_numbered_1_to_n_with_one_reference(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
     text = "【顺丰速运】您的快件已到达北京市朝阳区望京街道驿站，请凭取件码 8-3-1024 于今日 21:00 前领取。" * 4 + "谢谢🙂"
-    simulator = start_smsc()
+    simulator = smsc()
     link, seen = open_link(simulator)
     parts = ucs2_parts(text, reference=0xA7, key="long")
     results, _ = link.submit(parts)
@@ -210,9 +196,9 @@ def test_a_long_ucs2_message_goes_as_parts_numbered_1_to_n_with_one_reference(
 
 
 def test_throttled_parts_are_retried_after_a_backoff_and_all_get_through(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc(max_tps=40)
+    simulator = smsc(max_tps=40)
     link, _ = open_link(simulator)
     results, lost = link.submit([sms(n, registered_delivery=0) for n in range(80)], timeout=15)
 
@@ -225,9 +211,9 @@ def test_throttled_parts_are_retried_after_a_backoff_and_all_get_through(
 
 
 def test_the_link_paces_itself_with_max_tps(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc()
+    simulator = smsc()
     link, _ = open_link(simulator, max_tps=100, window=10)
     link.connect()
     started = time.monotonic()
@@ -237,9 +223,9 @@ def test_the_link_paces_itself_with_max_tps(
 
 
 def test_a_link_dropped_mid_batch_reports_the_parts_in_flight_and_reconnects(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc(disconnect_after=15)
+    simulator = smsc(disconnect_after=15)
     link, seen = open_link(simulator)
     parts = [sms(n, text=f"第 {n} 条") for n in range(40)]
     results, lost = link.submit(parts)
@@ -261,9 +247,9 @@ def test_a_link_dropped_mid_batch_reports_the_parts_in_flight_and_reconnects(
 
 
 def test_a_receipt_for_an_unknown_id_is_passed_on_and_the_link_stays_up(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc()
+    simulator = smsc()
     link, seen = open_link(simulator)
     link.connect()
     simulator.send_receipt("00NOT-OURS", stat="EXPIRED", err="MK:0005")
@@ -274,9 +260,9 @@ def test_a_receipt_for_an_unknown_id_is_passed_on_and_the_link_stays_up(
 
 
 def test_receipt_ids_in_the_other_base_still_match_the_submit_id(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc(message_id_format="hex", receipt_id_format="decimal", receipt_tlvs=False, message_id_start=0x0A1B2C)
+    simulator = smsc(message_id_format="hex", receipt_id_format="decimal", receipt_tlvs=False, message_id_start=0x0A1B2C)
     link, seen = open_link(simulator)
     results, _ = link.submit([sms(1)])
     pump_until(link, lambda: len(seen.receipts) == 1)
@@ -307,9 +293,9 @@ def test_an_odd_receipt_is_parsed_as_far_as_it_goes() -> None:
 
 @pytest.mark.parametrize(("interval", "stays_up"), [(0.1, True), (30.0, False)], ids=["enquire-every-0.1s", "no-enquire"])
 def test_enquire_link_keeps_an_idle_link_bound(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]], interval: float, stays_up: bool
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]], interval: float, stays_up: bool
 ) -> None:
-    simulator = start_smsc(idle_timeout=0.35)
+    simulator = smsc(idle_timeout=0.35)
     link, seen = open_link(simulator, enquire_link_interval=interval)
     link.connect()
     deadline = time.monotonic() + 1.0
@@ -323,9 +309,9 @@ def test_enquire_link_keeps_an_idle_link_bound(
 
 
 def test_a_mobile_originated_message_reaches_the_callback(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc()
+    simulator = smsc()
     link, seen = open_link(simulator)
     link.connect()
     simulator.send_mo("13800138000", "10690001", "退订 TD")
@@ -336,10 +322,8 @@ def test_a_mobile_originated_message_reaches_the_callback(
     assert seen.receipts == []
 
 
-def test_the_window_is_never_exceeded(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
-) -> None:
-    simulator = start_smsc(response_delay=0.02)
+def test_the_window_is_never_exceeded(smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]) -> None:
+    simulator = smsc(response_delay=0.02)
     link, _ = open_link(simulator, window=4)
     results, _ = link.submit([sms(n, registered_delivery=0) for n in range(30)])
     assert len(results) == 30
@@ -348,9 +332,9 @@ def test_the_window_is_never_exceeded(
 
 
 def test_a_receipt_the_worker_could_not_store_is_delivered_again(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc()
+    simulator = smsc()
     calls: list[Receipt] = []
 
     def store(receipt: Receipt) -> None:
@@ -367,9 +351,9 @@ def test_a_receipt_the_worker_could_not_store_is_delivered_again(
 
 
 def test_close_waits_for_outstanding_responses_then_unbinds(
-    start_smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
-    simulator = start_smsc(response_delay=0.1)
+    simulator = smsc(response_delay=0.1)
     link, seen = open_link(simulator)
     queue = [sms(n, registered_delivery=0) for n in range(5)]
     link.run_once(lambda n: [queue.pop(0) for _ in range(min(n, len(queue)))], timeout=0)
