@@ -157,7 +157,7 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
     from backoffice.services.contracts import issue_contract
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
+    with refusals(as_json):  # a rollback also discards the staged files: a crash leaves nothing behind
         raw = read_json_object(data_file)
         cust = _load_signature(raw.pop("customer_signature", None), data_file.parent)
         prov = _load_signature(raw.pop("provider_signature", None), data_file.parent)
@@ -174,13 +174,6 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
             submission_key=str(key) if key else None,
         )
         db.session.commit()
-    except DomainError as error:
-        _fail(error, as_json)
-    except sa.exc.OperationalError as exc:
-        _fail(busy_error(exc), as_json)
-    except BaseException:
-        db.session.rollback()  # discards staged files too: a crash leaves nothing behind
-        raise
     for warning in after_commit_catch_up(app):
         click.echo(f"警告：{warning}", err=True)
     c = issued.contract

@@ -16,8 +16,8 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
+from backoffice.cli import _actor, _emit, refusals
 from backoffice.clock import SHANGHAI, to_local
-from backoffice.errors import DomainError
 from backoffice.extensions import db
 
 dispatch_cli = AppGroup("dispatch", help="短信发送：发送进程、违禁词、发送日志")
@@ -44,12 +44,6 @@ def _log_to_stderr() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _cli_helpers():  # type: ignore[no-untyped-def]
-    from backoffice.cli import _actor, _emit, _fail
-
-    return _actor, _emit, _fail
-
-
 @click.command("api-key")
 @click.argument("account_code")
 @click.option("--sub", "sub_login", default=None, help="sub-account login (default: the primary login)")
@@ -59,14 +53,11 @@ def account_api_key(account_code: str, sub_login: str | None, label: str, as_jso
     """Create an API key for an account's sub-account and print it (once: only its hash is kept)."""
     from backoffice.services.api_keys import issue_api_key
 
-    actor, emit, fail = _cli_helpers()
-    try:
-        key, secret = issue_api_key(db.session, account_code, sub_login=sub_login, label=label, actor=actor())
+    with refusals(as_json):
+        key, secret = issue_api_key(db.session, account_code, sub_login=sub_login, label=label, actor=_actor())
         db.session.commit()
-    except DomainError as error:
-        fail(error, as_json)
     payload = {"account_code": account_code, "sub_account": key.sub_account.login, "id": key.id, "prefix": key.prefix, "api_key": secret}
-    emit(payload, as_json, f"子号 {key.sub_account.login} 的 API 密钥（只显示这一次，请妥善保存）：\n{secret}")
+    _emit(payload, as_json, f"子号 {key.sub_account.login} 的 API 密钥（只显示这一次，请妥善保存）：\n{secret}")
 
 
 @keywords_cli.command("add")
@@ -76,13 +67,10 @@ def keywords_add(words: tuple[str, ...], as_json: bool) -> None:
     """Add forbidden keywords."""
     from backoffice.services.messaging import add_keywords
 
-    actor, emit, fail = _cli_helpers()
-    try:
-        added = add_keywords(db.session, list(words), actor=actor())
+    with refusals(as_json):
+        added = add_keywords(db.session, list(words), actor=_actor())
         db.session.commit()
-    except DomainError as error:
-        fail(error, as_json)
-    emit({"added": added}, as_json, f"新增 {len(added)} 个违禁词" + (f"：{'、'.join(added)}" if added else "（均已在列表中）"))
+    _emit({"added": added}, as_json, f"新增 {len(added)} 个违禁词" + (f"：{'、'.join(added)}" if added else "（均已在列表中）"))
 
 
 @keywords_cli.command("remove")
@@ -92,10 +80,9 @@ def keywords_remove(words: tuple[str, ...], as_json: bool) -> None:
     """Remove forbidden keywords."""
     from backoffice.services.messaging import remove_keywords
 
-    actor, emit, _ = _cli_helpers()
-    removed = remove_keywords(db.session, list(words), actor=actor())
+    removed = remove_keywords(db.session, list(words), actor=_actor())
     db.session.commit()
-    emit({"removed": removed}, as_json, f"删除 {len(removed)} 个违禁词" + (f"：{'、'.join(removed)}" if removed else "（均不在列表中）"))
+    _emit({"removed": removed}, as_json, f"删除 {len(removed)} 个违禁词" + (f"：{'、'.join(removed)}" if removed else "（均不在列表中）"))
 
 
 @keywords_cli.command("list")
@@ -106,9 +93,8 @@ def keywords_list(as_json: bool) -> None:
 
     from backoffice.models import ForbiddenKeyword
 
-    _, emit, _ = _cli_helpers()
     rows = db.session.scalars(sa.select(ForbiddenKeyword).order_by(ForbiddenKeyword.id)).all()
-    emit(
+    _emit(
         [{"word": r.word, "created_at": r.created_at.isoformat(), "created_by": r.created_by} for r in rows],
         as_json,
         "\n".join(r.word for r in rows),
@@ -121,9 +107,8 @@ def verify_log(as_json: bool) -> None:
     """Walk the send log's hash chain; exit 1 if any record was changed, removed or inserted."""
     from backoffice.services.send_log import verify_chain
 
-    _, emit, _ = _cli_helpers()
     problems = verify_chain(db.session)
-    emit({"ok": not problems, "problems": problems}, as_json, "发送日志完整，未被篡改" if not problems else "\n".join(problems))
+    _emit({"ok": not problems, "problems": problems}, as_json, "发送日志完整，未被篡改" if not problems else "\n".join(problems))
     sys.exit(1 if problems else 0)
 
 
