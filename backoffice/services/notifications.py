@@ -219,9 +219,8 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
     for note_id in due:
         if not _claim(session, note_id, now):
             continue  # another run took it
-        note = session.get(Notification, note_id)
+        note = session.get(Notification, note_id)  # the claim's commit expired it: this loads it afresh
         assert note is not None
-        session.refresh(note)
         try:
             if note.channel == "sms":
                 assert send_sms is not None
