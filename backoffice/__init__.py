@@ -59,8 +59,10 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _no_store(response: Response) -> Response:
-        # Pages of a logged-in person (initial passwords, balances) stay out of shared caches.
-        if current_user.is_authenticated:
+        # Pages of a logged-in person (initial passwords, balances) and every API answer (balances,
+        # statuses) stay out of shared caches. The API is checked first: it has no login session,
+        # and loading one for each request is a cost the intake does not need.
+        if request.blueprint == "api" or current_user.is_authenticated:
             response.headers["Cache-Control"] = "no-store"
         return response
 

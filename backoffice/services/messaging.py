@@ -63,6 +63,7 @@ from backoffice.models import (
     SubAccount,
     Unsubscribe,
 )
+from backoffice.models.accounts import ACCOUNT_STATUSES
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.money import format_price
 from backoffice.services import audit
@@ -248,11 +249,32 @@ class SenderRef(Protocol):
     def account_id(self) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SenderAccount:
+    """The sending account as intake reads it under the write lock: a plain row, not an ORM
+    entity (loading and tracking an entity cost more than the rest of a one-message request)."""
+
+    id: int
+    code: str
+    status: str
+    balance: Decimal
+    price_per_message: Decimal
+    sms_signature: str | None
+    add_signature: bool
+    service_code: str | None
+    rate_limit_per_second: int
+    blacklisted_at: datetime | None
+
+    @property
+    def status_name(self) -> str:
+        return ACCOUNT_STATUSES.get(self.status, self.status)
+
+
 @dataclass(frozen=True)
 class _SenderState:
     """What intake reads about the sender under the write lock, in one statement."""
 
-    account: EnterpriseAccount  # refreshed: status, settings, balance as of now
+    account: SenderAccount  # status, settings, balance as of now
     sub_active: bool
     sub_login: str
     contract_id: int | None  # the account's latest contract
@@ -260,26 +282,32 @@ class _SenderState:
     key_live: bool  # the API key (if any) is unrevoked and belongs to this sub-account
 
 
+_ACCOUNTS = EnterpriseAccount.__table__
+_SENDER_COLUMNS = tuple(_ACCOUNTS.c[name] for name in SenderAccount.__slots__)  # type: ignore[attr-defined]
+
+
 def _sender_state_query() -> sa.Select:
-    latest_contract = sa.select(sa.func.max(Contract.id)).where(Contract.account_id == EnterpriseAccount.id).scalar_subquery()
+    latest_contract = sa.select(sa.func.max(Contract.id)).where(Contract.account_id == _ACCOUNTS.c.id).scalar_subquery()
     keyword_count = sa.select(sa.func.count(ForbiddenKeyword.id)).scalar_subquery()
     keyword_top = sa.select(sa.func.max(ForbiddenKeyword.id)).scalar_subquery()
-    key_live = sa.exists().where(ApiKey.id == sa.bindparam("key_id"), ApiKey.sub_account_id == SubAccount.id, ApiKey.revoked_at.is_(None))
+    subs = SubAccount.__table__
+    key_live = sa.exists().where(ApiKey.id == sa.bindparam("key_id"), ApiKey.sub_account_id == subs.c.id, ApiKey.revoked_at.is_(None))
     return (
-        sa.select(EnterpriseAccount, SubAccount.active, SubAccount.login, latest_contract, keyword_count, keyword_top, key_live)
-        .join(SubAccount, SubAccount.account_id == EnterpriseAccount.id)
-        .where(SubAccount.id == sa.bindparam("sub_account_id"))
-        .with_for_update(of=EnterpriseAccount.__table__)  # PostgreSQL; SQLite holds the write lock already
-        .execution_options(populate_existing=True)
+        sa.select(*_SENDER_COLUMNS, subs.c.active, subs.c.login, latest_contract, keyword_count, keyword_top, key_live)
+        .join(subs, subs.c.account_id == _ACCOUNTS.c.id)
+        .where(subs.c.id == sa.bindparam("sub_account_id"))
+        .with_for_update(of=_ACCOUNTS)  # PostgreSQL; SQLite holds the write lock already
     )
 
 
 _SENDER_STATE = _sender_state_query()
+_SENDER_FIELDS = len(_SENDER_COLUMNS)
 
 
 def _sender_state(session: Session, sub_account_id: int, api_key_id: int | None) -> _SenderState:
-    row = session.execute(_SENDER_STATE, {"sub_account_id": sub_account_id, "key_id": api_key_id or 0}).one()
-    account, active, login, contract_id, keyword_count, keyword_top, key_live = row
+    row = session.connection().execute(_SENDER_STATE, {"sub_account_id": sub_account_id, "key_id": api_key_id or 0}).one()
+    active, login, contract_id, keyword_count, keyword_top, key_live = row[_SENDER_FIELDS:]
+    account = SenderAccount(*row[:_SENDER_FIELDS])
     return _SenderState(account, bool(active), login, contract_id, (int(keyword_count), int(keyword_top or 0)), bool(key_live))
 
 
@@ -299,7 +327,7 @@ def _contract_terms(session: Session, database: str, contract_id: int | None) ->
     return terms
 
 
-def _check_may_send(account: EnterpriseAccount, sub_active: bool, sub_login: str) -> None:
+def _check_may_send(account: SenderAccount, sub_active: bool, sub_login: str) -> None:
     if not sub_active:
         raise SendingForbidden(f"子号 {sub_login} 已停用，不能发送短信")
     if account.blacklisted_at is not None:
@@ -310,7 +338,7 @@ def _check_may_send(account: EnterpriseAccount, sub_active: bool, sub_login: str
         raise SendingForbidden(f"账户状态为 {account.status_name}，不能发送短信")
 
 
-def _signed(content: str, account: EnterpriseAccount) -> str:
+def _signed(content: str, account: SenderAccount) -> str:
     """The content with the account's signature (002 §5(6)); raises MissingSignature."""
     if account.sms_signature:
         return apply_signature(content, account.sms_signature, account.add_signature)
@@ -402,7 +430,7 @@ def _admit_statement() -> sa.Update:
 _ADMIT = _admit_statement()
 
 
-def _take_rate(session: Session, account: EnterpriseAccount, messages: int, now: datetime, settings: SendingSettings) -> None:
+def _take_rate(session: Session, account: SenderAccount, messages: int, now: datetime, settings: SendingSettings) -> None:
     """Admit `messages` at the account's rate or raise RateLimited (429). The theoretical arrival
     time advances by messages/rate; a request passes when that stays within the tolerance:
     RATE_BURST_SECONDS, or one full request (MAX_RECIPIENTS) if that is longer, so an idle
@@ -485,8 +513,9 @@ def intake_turn(session: Session) -> Iterator[None]:
     the database instead: flock wakes the next one the moment the turn is given back. The
     transaction commits without an fsync (see `_commit_without_fsync`).
 
-    A request waits for its turn before its transaction begins, so it holds no connection and
-    no lock while it waits; a session already in a transaction does not take turns (it runs as
+    A request waits for its turn before its transaction writes or reads anything, so it holds
+    no database lock while it waits (only its pooled connection, set to commit without an
+    fsync before the turn, so the PRAGMA is not part of the turn); a session already in a transaction does not take turns (it runs as
     before, waiting in SQLite's busy handler, with a full fsync), so turns can never deadlock
     with anything. Other writers (dispatcher, finance) do not take turns either. On an
     exception the transaction is rolled back before the turn is given back. A no-op on other
@@ -498,10 +527,14 @@ def intake_turn(session: Session) -> Iterator[None]:
         yield
         return
     fd, threads = _turn_of(os.path.abspath(str(url.database)) + "-intake.lock")
+    try:
+        _commit_without_fsync(session)  # a PRAGMA: no transaction, no lock, so not inside the turn
+    except BaseException:
+        session.rollback()
+        raise
     with threads:  # the threads of one process share the descriptor, and flock would let them all in
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            _commit_without_fsync(session)
             yield
         except BaseException:
             session.rollback()
@@ -577,7 +610,15 @@ _SENT_BEFORE = sa.select(_MESSAGES.c.recipient).where(
 )
 
 
+_UNSUBSCRIBED_ONE = sa.select(_UNSUBSCRIBES.c.number).where(
+    _UNSUBSCRIBES.c.account_id == sa.bindparam("account_id"), _UNSUBSCRIBES.c.number == sa.bindparam("number")
+)
+
+
 def _unsubscribed(session: Session, account_id: int, numbers: set[str]) -> set[str]:
+    if len(numbers) == 1:  # most API requests: a plain statement, cached compiled (IN lists are rendered per call)
+        (number,) = numbers
+        return set(session.execute(_UNSUBSCRIBED_ONE, {"account_id": account_id, "number": number}).scalars())
     ordered = sorted(numbers)
     found: set[str] = set()
     for i in range(0, len(ordered), 500):
@@ -737,7 +778,7 @@ def accept_request(
     result = _Outcome(http_status=202)
     if hits:
         result = _refuse_content(session, account, takers, hits, terms, settings, now, request_id, charge_each)
-        balance = account.balance  # refreshed after the fee, the violation and the penalty
+        balance = result.balance_after  # read after the fee and the penalty
     else:
         if takers:
             window_hours = terms.get("duplicate_window_hours")
@@ -802,11 +843,12 @@ class _Outcome:
     charge_kind: str | None = None
     error: tuple[str, str] | None = None
     booked_events: bool = False
+    balance_after: Decimal | None = None  # read again after a refusal's fee and penalty
 
 
 def _refuse_content(
     session: Session,
-    account: EnterpriseAccount,
+    account: SenderAccount,
     takers: list[_Recipient],
     hits: list[str],
     terms: Mapping[str, Any],
@@ -855,7 +897,7 @@ def _refuse_content(
             notes.append(f"按合同收取违约金 {format_price(Decimal(str(rate)) * len(takers))} 元（每条 {rate} 元）")
         except InsufficientBalance:
             notes.append("余额不足，违约金未能扣除")
-    session.refresh(account)
+    outcome.balance_after = session.scalar(sa.select(table.c.balance).where(table.c.id == account.id))
     message = reason + ("；" + "；".join(notes) if notes else "")
     outcome.error = ("content_refused", message)
     return outcome
@@ -874,7 +916,7 @@ _LAST_MESSAGE_ID = sa.select(sa.func.max(_MESSAGES.c.id))
 
 def _insert_messages(
     session: Session,
-    account: EnterpriseAccount,
+    account: SenderAccount,
     sub_account: SenderRef,
     request_id: int,
     stored: list[_Recipient],

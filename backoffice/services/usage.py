@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -74,8 +75,13 @@ def _validate(lines: Sequence[tuple[str, int, Decimal]]) -> list[tuple[str, int,
     return clean
 
 
+class _Payer(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
 def charge_messages(
-    session: Session, account: EnterpriseAccount, day: date, lines: Sequence[tuple[str, int, Decimal]], *, kind: str = "usage"
+    session: Session, account: _Payer, day: date, lines: Sequence[tuple[str, int, Decimal]], *, kind: str = "usage"
 ) -> Decimal:
     """Debit the whole request at once — `lines` are (carrier, messages, amount) — or raise
     InsufficientBalance (402) and change nothing. Returns the total charged."""
@@ -84,8 +90,8 @@ def charge_messages(
     clean = _validate(lines)
     total = sum((amount for _, _, amount in clean), Decimal(0))
     if total > 0 and not session.execute(_DEBIT, {"d_account": account.id, "d_amount": total}).rowcount:
-        session.refresh(account, ["balance"])
-        raise InsufficientBalance(f"余额不足：本次需 {format_money(total)} 元，可用余额 {format_money(account.balance)} 元，未发送也未扣费")
+        balance = session.scalar(sa.select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.id == account.id)) or Decimal(0)
+        raise InsufficientBalance(f"余额不足：本次需 {format_money(total)} 元，可用余额 {format_money(balance)} 元，未发送也未扣费")
     for carrier, messages, amount in clean:
         if messages or amount:
             _accumulate(session, account.id, day, carrier, kind, messages, amount)
@@ -100,6 +106,36 @@ def refund_messages(session: Session, account_id: int, day: date, carrier: str, 
         return
     _adjust(session, account_id, balance=value)
     _accumulate(session, account_id, day, code, "refund", count, value)
+
+
+_MOVE_OUT = (
+    sa.update(_USAGE)
+    .where(
+        _USAGE.c.day == sa.bindparam("b_day"),
+        _USAGE.c.account_id == sa.bindparam("b_account"),
+        _USAGE.c.carrier == sa.bindparam("b_carrier"),
+        _USAGE.c.kind == "usage",
+        _USAGE.c.event_id.is_(None),
+        _USAGE.c.messages >= 1,
+        _USAGE.c.amount >= sa.bindparam("b_amount", type_=Money()),
+    )
+    .values(messages=_USAGE.c.messages - 1, amount=_USAGE.c.amount - sa.bindparam("b_amount", type_=Money()))
+)
+
+
+def move_usage_carrier(session: Session, account_id: int, day: date, old: str, new: str, amount: Decimal) -> bool:
+    """Number portability: the SMSC reported that a message charged `amount` on `day` went to
+    carrier `new`, not the `old` one its prefix named, so its charge moves to `new`'s total
+    of the day (income and statistics per carrier); the account's balance does not change.
+    Only while the day is open: a booked day stays as booked (False)."""
+    ((old_code, _, value), (new_code, _, _)) = _validate([(old, 1, amount), (new, 1, amount)])
+    if value <= 0 or old_code == new_code:
+        return False
+    params = {"b_day": day, "b_account": account_id, "b_carrier": old_code, "b_amount": value}
+    if not session.execute(_MOVE_OUT, params).rowcount:
+        return False
+    _accumulate(session, account_id, day, new_code, "usage", 1, value)
+    return True
 
 
 def unbooked_effect(session: Session) -> dict[str, Decimal]:

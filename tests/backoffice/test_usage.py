@@ -16,7 +16,7 @@ from backoffice.models import LedgerEvent, UsageDay
 from backoffice.services.accounts import get_account
 from backoffice.services.bookkeeping import check_and_reconcile, post_pending
 from backoffice.services.credit import InsufficientBalance, credit_receipt, record_balance_assertions
-from backoffice.services.usage import book_usage, charge_messages, refund_messages, unbooked_effect
+from backoffice.services.usage import book_usage, charge_messages, move_usage_carrier, refund_messages, unbooked_effect
 from tests.conftest import make_contract
 
 
@@ -82,4 +82,28 @@ def test_a_request_the_balance_does_not_cover_changes_nothing(app: Flask) -> Non
         db.session.rollback()
         assert get_account(db.session, code).balance == Decimal("1.00")
         assert db.session.scalar(sa.select(sa.func.count()).select_from(UsageDay)) == 0
+        _books_ok(app)
+
+
+def test_a_ported_number_moves_its_charge_to_the_reported_carrier_while_the_day_is_open(app: Flask) -> None:
+    with app.app_context():
+        code = _funded(app)
+        account = get_account(db.session, code)
+        day = date(2026, 11, 22)
+        charge_messages(db.session, account, day, [("cmcc", 2, Decimal("0.07"))])
+        assert move_usage_carrier(db.session, account.id, day, "cmcc", "cucc", Decimal("0.035"))
+        assert not move_usage_carrier(db.session, account.id, day, "cmcc", "cmcc", Decimal("0.035"))  # the same carrier
+        assert not move_usage_carrier(db.session, account.id, day, "ctcc", "cucc", Decimal("0.035"))  # nothing charged there
+        db.session.commit()
+        totals = {u.carrier: (u.messages, u.amount) for u in db.session.scalars(sa.select(UsageDay))}
+        assert totals == {"CMCC": (1, Decimal("0.035")), "CUCC": (1, Decimal("0.035"))}
+        assert get_account(db.session, code).balance == Decimal("99.93")  # the balance does not move
+        book_usage(db.session, before=date(2026, 11, 23))
+        db.session.commit()
+        usage = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.event_id == "usage-day-2026-11-22"))
+        assert usage is not None and {(x["carrier"], x["messages"]) for x in usage.payload["lines"]} == {("CMCC", 1), ("CUCC", 1)}
+        # Once the day is booked its income per carrier stays as booked.
+        assert not move_usage_carrier(db.session, account.id, day, "cmcc", "ctcc", Decimal("0.035"))
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(UsageDay).where(UsageDay.event_id.is_(None))) == 0
         _books_ok(app)
