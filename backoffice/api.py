@@ -166,7 +166,8 @@ def _post_ledger() -> None:
 
 @bp.get("/messages/<int:message_id>")
 def message_status(message_id: int) -> Any:
-    message = get_message(db.session, _key().sub_account.account_id, message_id)
+    sub = _key().sub_account
+    message = get_message(db.session, sub.account_id, message_id, sub_account_id=sub.message_scope)
     if message is None:
         raise NotFound(f"短信 {message_id} 不存在")
     body = message_json(message, parts=True)
@@ -186,7 +187,8 @@ def message_reports() -> Any:
         raise ValidationFailed({"limit": "after_id 和 limit 应为整数"}) from None
     if not 1 <= limit <= PAGE_MAX:
         raise ValidationFailed({"limit": f"limit 应在 1–{PAGE_MAX} 之间"})
-    rows = status_reports(db.session, _key().sub_account.account_id, since=since, after_id=after_id, limit=limit + 1)
+    sub = _key().sub_account
+    rows = status_reports(db.session, sub.account_id, since=since, after_id=after_id, limit=limit + 1, sub_account_id=sub.message_scope)
     more = len(rows) > limit
     rows = rows[:limit]
     following = None

@@ -108,6 +108,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "statusReports",
                     "summary": "状态报告：某时间之后状态有变化的短信（分页）",
+                    "description": "企业主账号的密钥可查看全部子号的短信；子号的密钥只能查看该子号发送的短信（单条查询同样如此）",
                     "parameters": [
                         {
                             "name": "since",

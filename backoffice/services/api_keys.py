@@ -51,6 +51,12 @@ class KeySubAccount:
     id: int
     account_id: int
     login: str
+    is_primary: bool = False  # the enterprise's own login: its key sees every sub-account's messages
+
+    @property
+    def message_scope(self) -> int | None:
+        """The sub-account whose messages this key may read, or None for the whole account."""
+        return None if self.is_primary else self.id
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ _cache_lock = threading.Lock()
 
 _LIVE_KEY = (
     sa.select(ApiKey.__table__.c.id, SubAccount.__table__.c.id, SubAccount.__table__.c.account_id, SubAccount.__table__.c.login,
-              ApiKey.__table__.c.last_used_at)
+              ApiKey.__table__.c.last_used_at, SubAccount.__table__.c.is_primary)
     .select_from(ApiKey.__table__.join(SubAccount.__table__, SubAccount.__table__.c.id == ApiKey.__table__.c.sub_account_id))
     .where(ApiKey.__table__.c.key_hash == sa.bindparam("key_hash"), ApiKey.__table__.c.revoked_at.is_(None),
            SubAccount.__table__.c.active.is_(True))
@@ -164,8 +170,8 @@ def authenticate_api_key(session: Session, presented: str) -> ApiCaller | None:
         if row is None:
             _cache.pop((database, digest), None)
             return None
-        key_id, sub_id, account_id, login, last_used_at = row
-        cached = _Cached(ApiCaller(key_id, KeySubAccount(sub_id, account_id, login)), clock)
+        key_id, sub_id, account_id, login, last_used_at, is_primary = row
+        cached = _Cached(ApiCaller(key_id, KeySubAccount(sub_id, account_id, login, bool(is_primary))), clock)
         with _cache_lock:
             if len(_cache) >= KEY_CACHE_SIZE:
                 _cache.clear()

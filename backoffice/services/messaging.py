@@ -1030,24 +1030,27 @@ def message_counts(session: Session, account_id: int) -> MessageCounts:
 # --- status views -------------------------------------------------------------------------------
 
 
-def get_message(session: Session, account_id: int, message_id: int) -> Message | None:
+def get_message(session: Session, account_id: int, message_id: int, *, sub_account_id: int | None = None) -> Message | None:
+    """The account's message (only the sub-account's, when `sub_account_id` is given), or None."""
     message = session.get(Message, message_id)
-    return message if message is not None and message.account_id == account_id else None
+    if message is None or message.account_id != account_id:
+        return None
+    return message if sub_account_id is None or message.sub_account_id == sub_account_id else None
 
 
-def status_reports(session: Session, account_id: int, *, since: datetime, after_id: int = 0, limit: int = 100) -> list[Message]:
+def status_reports(
+    session: Session, account_id: int, *, since: datetime, after_id: int = 0, limit: int = 100, sub_account_id: int | None = None
+) -> list[Message]:
     """Messages whose status changed at or after `since`, oldest change first; page with the
-    last row's (updated_at, id) as the next (since, after_id)."""
-    query = (
-        sa.select(Message)
-        .where(
-            Message.account_id == account_id,
-            sa.or_(Message.updated_at > since, sa.and_(Message.updated_at == since, Message.id > after_id)),
-        )
-        .order_by(Message.updated_at, Message.id)
-        .limit(limit)
+    last row's (updated_at, id) as the next (since, after_id). With `sub_account_id`, only
+    that sub-account's messages (a 子号's key reads its own, the enterprise's key reads all)."""
+    query = sa.select(Message).where(
+        Message.account_id == account_id,
+        sa.or_(Message.updated_at > since, sa.and_(Message.updated_at == since, Message.id > after_id)),
     )
-    return list(session.scalars(query))
+    if sub_account_id is not None:
+        query = query.where(Message.sub_account_id == sub_account_id)
+    return list(session.scalars(query.order_by(Message.updated_at, Message.id).limit(limit)))
 
 
 def recent_messages(session: Session, account_id: int, *, before_id: int | None = None, limit: int = 50) -> list[Message]:

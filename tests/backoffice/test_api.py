@@ -37,6 +37,30 @@ def post(client: FlaskClient, secret: str, **body: Any) -> Any:
     return client.post("/api/v1/messages", json=body, headers=auth(secret))
 
 
+def test_a_sub_accounts_key_reads_its_own_messages_and_the_enterprises_key_reads_all(app: Flask, client: FlaskClient) -> None:
+    from backoffice.models import SubAccount
+
+    sender = active_sender(app, "lingxuntong_service")  # an enterprise login and two 子号
+    subs = db.session.scalars(sa.select(SubAccount).where(SubAccount.account_id == sender.account.id).order_by(SubAccount.id)).all()
+    primary = next(s for s in subs if s.is_primary)
+    first, second = [s for s in subs if not s.is_primary][:2]
+    keys = {}
+    for sub in (primary, first, second):
+        _, keys[sub.id] = create_api_key(db.session, sub, label=sub.login, actor="test")
+    db.session.commit()
+    sent = {sub.id: post(client, keys[sub.id], to=number, content="【学府教育】明天上午九点开课").json["messages"][0]["id"]
+            for sub, number in ((primary, "13800138000"), (first, "13900139000"), (second, "18912345678"))}  # fmt: skip
+
+    def reports(sub_id: int) -> set[int]:
+        return {m["id"] for m in client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(keys[sub_id])).json["messages"]}
+
+    assert reports(primary.id) == set(sent.values())
+    assert reports(first.id) == {sent[first.id]} and reports(second.id) == {sent[second.id]}
+    assert client.get(f"/api/v1/messages/{sent[second.id]}", headers=auth(keys[first.id])).status_code == 404
+    assert client.get(f"/api/v1/messages/{sent[second.id]}", headers=auth(keys[second.id])).status_code == 200
+    assert client.get(f"/api/v1/messages/{sent[second.id]}", headers=auth(keys[primary.id])).status_code == 200
+
+
 def test_requests_without_a_valid_key_get_401(app: Flask, client: FlaskClient) -> None:
     sender = active_sender(app)
     secret = api_key(sender)
