@@ -1,5 +1,6 @@
 """Administration: the outbox of notifications (what was sent, written to the outbox folder,
-is waiting or failed), with the written e-mails readable and failed ones sent again."""
+is waiting or failed), with the written e-mails readable and failed ones sent again; the
+forbidden keyword list; each account's sending settings (rate, signature, blacklist)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
 
 from backoffice.auth import roles_required
 from backoffice.errors import DomainError
 from backoffice.extensions import db
+from backoffice.finance import attempt
 from backoffice.models import Notification
+from backoffice.services import sending_settings as settings_service
+from backoffice.services.accounts import get_account
+from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
+from backoffice.services.messaging import add_keywords, remove_keywords
 from backoffice.services.notifications import requeue
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -48,3 +55,86 @@ def outbox_retry(note_id: int) -> Any:
         db.session.rollback()
         flash(error.message, "error")
     return redirect(url_for("admin.outbox"))
+
+
+# --- forbidden keywords ---------------------------------------------------------------------------
+
+
+@bp.route("/keywords", methods=["GET", "POST"])
+@roles_required("admin")
+def keywords() -> Any:
+    """The forbidden keyword list, and a form to add one or several words."""
+    text = request.form.get("words", "")
+    if request.method == "POST":
+        added, errors = attempt(lambda: add_keywords(db.session, split_keywords(text), actor=current_user.actor))
+        for message in errors.values():
+            flash(message, "error")
+        if not errors:
+            flash(f"新增 {len(added)} 个违禁词：{'、'.join(added)}" if added else "填写的违禁词均已在列表中，未做更改", "ok")
+            return redirect(url_for("admin.keywords"))
+    page = render_template("admin/keywords.html", keywords=list_keywords(db.session), text=text, word_max=WORD_MAX)
+    return page, (422 if request.method == "POST" else 200)
+
+
+@bp.post("/keywords/remove")
+@roles_required("admin")
+def keyword_remove() -> Any:
+    word = request.form.get("word", "")
+    removed, errors = attempt(lambda: remove_keywords(db.session, [word], actor=current_user.actor))
+    for message in errors.values():
+        flash(message, "error")
+    if removed:
+        flash(f"已删除违禁词：{removed[0]}", "ok")
+    elif not errors:
+        flash(f"违禁词不在列表中（可能已被删除）：{word.strip()}", "error")
+    return redirect(url_for("admin.keywords"))
+
+
+# --- accounts' sending settings ---------------------------------------------------------------
+
+
+@bp.route("/accounts")
+@roles_required("admin")
+def accounts() -> Any:
+    return render_template("admin/accounts.html", accounts=settings_service.list_accounts(db.session))
+
+
+@bp.route("/accounts/<code>", methods=["GET", "POST"])
+@roles_required("admin")
+def account_settings(code: str) -> Any:
+    """One account's sending settings and the form that changes them (the whole form is sent:
+    an unticked box means "do not add the signature")."""
+    form = request.form
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        update, errors = attempt(
+            lambda: settings_service.update_sending_settings(
+                db.session, code, rate_limit_per_second=form.get("rate_limit_per_second", ""), sms_signature=form.get("sms_signature", ""),
+                add_signature="add_signature" in form, actor=current_user.actor,
+            )
+        )  # fmt: skip
+        if update is not None:
+            flash(settings_service.describe_changes(update), "ok")
+            return redirect(url_for("admin.account_settings", code=code))
+        for message in errors.values():
+            flash(message, "error")
+    account = get_account(db.session, code)
+    shown = form if errors else {
+        "rate_limit_per_second": str(account.rate_limit_per_second), "sms_signature": account.sms_signature or "",
+        "add_signature": "on" if account.add_signature else None,
+    }  # fmt: skip
+    page = render_template("admin/account.html", account=account, form=shown, errors=errors, settings=settings_service)
+    return page, (422 if errors else 200)
+
+
+@bp.post("/accounts/<code>/lift-blacklist")
+@roles_required("admin")
+def account_lift_blacklist(code: str) -> Any:
+    update, errors = attempt(
+        lambda: settings_service.update_sending_settings(db.session, code, lift_blacklist=True, actor=current_user.actor)
+    )
+    for message in errors.values():
+        flash(message, "error")
+    if update is not None:
+        flash(settings_service.describe_changes(update), "ok")
+    return redirect(url_for("admin.account_settings", code=code))

@@ -771,8 +771,9 @@ def _demo_customer(app: Flask) -> str | None:
 
 
 def register_cli(app: Flask) -> None:
-    from backoffice.cli_dispatch import account_api_key, dispatch_cli, smsc_cli
+    from backoffice.cli_dispatch import account_api_key, account_settings, dispatch_cli, smsc_cli
 
     account_cli.add_command(account_api_key)
+    account_cli.add_command(account_settings)
     for group in (contract_cli, account_cli, ledger_cli, jobs_cli, demo_cli, user_cli, finance_cli, dispatch_cli, smsc_cli):
         app.cli.add_command(group)

@@ -1,6 +1,7 @@
 """Command line of the message path: `flask --app wsgi dispatch …` (the worker, forbidden
 keywords, the send log), `flask --app wsgi smsc simulate` (the built-in SMSC) and
-`flask --app wsgi account api-key` (a key printed once)."""
+`flask --app wsgi account api-key` (a key printed once) and `account settings` (rate, signature,
+blacklist)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,35 @@ def account_api_key(account_code: str, sub_login: str | None, label: str, as_jso
         db.session.commit()
     payload = {"account_code": account_code, "sub_account": key.sub_account.login, "id": key.id, "prefix": key.prefix, "api_key": secret}
     _emit(payload, as_json, f"子号 {key.sub_account.login} 的 API 密钥（只显示这一次，请妥善保存）：\n{secret}")
+
+
+@click.command("settings")
+@click.argument("account_code")
+@click.option("--rate", default=None, help="messages per second, 1-10000")
+@click.option("--signature", default=None, help="the SMS signature, e.g. 【某某科技】 (brackets optional)")
+@click.option("--add-signature/--no-add-signature", default=None, help="add the signature to messages that lack it")
+@click.option("--lift-blacklist", is_flag=True, help="take the account off the blacklist and clear its violation count")
+@click.option("--json", "as_json", is_flag=True)
+def account_settings(
+    account_code: str, rate: str | None, signature: str | None, add_signature: bool | None, lift_blacklist: bool, as_json: bool
+) -> None:
+    """Show an account's sending settings, or change the ones given (all or nothing)."""
+    from backoffice.services.accounts import get_account
+    from backoffice.services.sending_settings import describe_changes, sending_settings, update_sending_settings
+
+    with refusals(as_json):
+        if rate is None and signature is None and add_signature is None and not lift_blacklist:
+            payload, heading = sending_settings(get_account(db.session, account_code)), []
+        else:
+            update = update_sending_settings(
+                db.session, account_code, rate_limit_per_second=rate, sms_signature=signature, add_signature=add_signature,
+                lift_blacklist=lift_blacklist, actor=_actor(),
+            )  # fmt: skip
+            db.session.commit()
+            payload = {**sending_settings(update.account), "changed": list(update.changes)}
+            heading = [describe_changes(update)]
+    lines = heading + [f"{k}: {'' if v is None else v}" for k, v in payload.items() if k != "changed"]
+    _emit(payload, as_json, "\n".join(lines))
 
 
 @keywords_cli.command("add")
