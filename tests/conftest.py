@@ -130,6 +130,17 @@ def make_contract(app: Flask, template_id: str = "sms_business_service", **overr
     return issued
 
 
+def drop_send_log_guard() -> None:
+    """Drop the triggers that keep the send log append-only, as only the database's owner could:
+    for tests of what the hash chain still reveals when the database did not stop a change."""
+    from sqlalchemy import text
+
+    from backoffice.models.messaging import SEND_LOG_UNGUARD
+
+    for statement in SEND_LOG_UNGUARD[db.engine.dialect.name]:
+        db.session.execute(text(statement))
+
+
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     return path

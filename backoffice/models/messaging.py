@@ -230,6 +230,39 @@ class SendLog(Base):
     hash: Mapped[str] = mapped_column(sa.String(64))
 
 
+# The database itself refuses to change or remove a send log row (invariant 6: append-only),
+# whoever the client; the hash chain then only has to reveal what bypasses the database (a
+# restored file, a dropped trigger). Created with the table by `create_all` (tests) and by the
+# migration from these same statements. SQLite's DROP TABLE fires no trigger, so a batch
+# migration that rebuilds send_log must create them again.
+SEND_LOG_GUARD: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        "CREATE TRIGGER send_log_no_update BEFORE UPDATE ON send_log BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
+        "CREATE TRIGGER send_log_no_delete BEFORE DELETE ON send_log BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
+    ),
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION send_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'send_log is append-only' USING ERRCODE = 'restrict_violation'; END $$",
+        "CREATE TRIGGER send_log_no_update_or_delete BEFORE UPDATE OR DELETE ON send_log "
+        "FOR EACH ROW EXECUTE FUNCTION send_log_append_only()",
+        "CREATE TRIGGER send_log_no_truncate BEFORE TRUNCATE ON send_log FOR EACH STATEMENT EXECUTE FUNCTION send_log_append_only()",
+    ),
+}
+SEND_LOG_UNGUARD: dict[str, tuple[str, ...]] = {
+    "sqlite": ("DROP TRIGGER IF EXISTS send_log_no_update", "DROP TRIGGER IF EXISTS send_log_no_delete"),
+    "postgresql": (
+        "DROP TRIGGER IF EXISTS send_log_no_update_or_delete ON send_log",
+        "DROP TRIGGER IF EXISTS send_log_no_truncate ON send_log",
+        "DROP FUNCTION IF EXISTS send_log_append_only()",
+    ),
+}
+for _dialect, _statements in SEND_LOG_GUARD.items():
+    for _statement in _statements:
+        sa.event.listen(SendLog.__table__, "after_create", sa.DDL(_statement).execute_if(dialect=_dialect))
+# The function outlives the table in PostgreSQL; drop_all takes it away too.
+sa.event.listen(SendLog.__table__, "after_drop", sa.DDL(SEND_LOG_UNGUARD["postgresql"][-1]).execute_if(dialect="postgresql"))
+
+
 class SendLogHead(Base):
     """The one row that names the end of the send log's chain; appenders lock it in turn."""
 

@@ -1,17 +1,19 @@
-"""`flask db upgrade` prepares an empty instance, and the migrations match the models exactly."""
+"""`flask db upgrade` prepares an empty instance, and the migrations match the models exactly
+(tables, and the triggers that keep the send log append-only)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from backoffice import create_app
-from backoffice.models import Base
-from tests.conftest import app_config, sample, write_json
+from backoffice.models import Base, SendLog
+from tests.conftest import FIXED_NOW, app_config, sample, write_json
 
 
 def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files: tuple) -> None:
@@ -41,4 +43,43 @@ def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files:
         assert runner.invoke(args=["ledger", "check"]).exit_code == 0
         tables = set(sa.inspect(db.engine).get_table_names())
         assert {"contracts", "enterprise_accounts", "ledger_events", "apscheduler_jobs"} <= tables
+        db.engine.dispose()
+
+
+def triggers(engine: sa.Engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'send_log'"))
+        return {name: sql for name, sql in rows}
+
+
+def test_upgrade_makes_the_send_log_append_only_as_create_all_does(tmp_path: Path, signing_files: tuple) -> None:
+    """`flask db upgrade` on a fresh database creates the same triggers the tests' `create_all`
+    does; downgrading one step removes them, upgrading again puts them back."""
+    from backoffice.extensions import db
+
+    made = create_app(app_config(tmp_path / "made", signing_files))
+    with made.app_context():
+        db.create_all()
+        expected = triggers(db.engine)
+        db.engine.dispose()
+    assert set(expected) == {"send_log_no_update", "send_log_no_delete"}
+
+    app = create_app(app_config(tmp_path / "fresh", signing_files))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    with app.app_context():
+        assert triggers(db.engine) == expected
+        row = {"seq": 1, "logged_at": FIXED_NOW, "account_code": "E000001", "recipient": "13800138000",
+               "content": "【蓉城会员】测试", "result": "accepted", "prev_hash": "0" * 64, "hash": "1" * 64}  # fmt: skip
+        with db.engine.begin() as connection:
+            connection.execute(sa.insert(SendLog.__table__), row)  # appending is allowed
+        for change in (sa.update(SendLog.__table__).values(result="forged"), sa.delete(SendLog.__table__)):
+            with pytest.raises(sa.exc.IntegrityError, match="send_log is append-only"), db.engine.begin() as connection:
+                connection.execute(change)
+        with db.engine.connect() as connection:
+            assert connection.execute(sa.select(SendLog.__table__.c.result)).scalars().all() == ["accepted"]
+        assert runner.invoke(args=["db", "downgrade", "2d1c591f4330"]).exit_code == 0
+        assert triggers(db.engine) == {}
+        assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+        assert triggers(db.engine) == expected
         db.engine.dispose()

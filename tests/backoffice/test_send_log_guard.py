@@ -1,0 +1,70 @@
+"""The send log is append-only in the database itself (DESIGN invariant 6): whatever the client,
+an UPDATE or DELETE of its rows is refused and changes nothing, and appending still works."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.extensions import db
+from backoffice.models import SendLog
+from backoffice.services.send_log import verify_chain
+from tests.backoffice.test_messaging import Sender, active_sender, numbers, send
+
+
+@pytest.fixture
+def sender(app: Flask) -> Sender:
+    return active_sender(app)
+
+
+def log_rows() -> list[tuple]:
+    db.session.expire_all()
+    return [tuple(r) for r in db.session.execute(sa.select(SendLog.__table__).order_by(SendLog.seq))]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        sa.update(SendLog).where(SendLog.seq == 2).values(result="submitted: forged"),
+        sa.update(SendLog).values(content="【蓉城会员】改过的内容"),
+        sa.delete(SendLog).where(SendLog.seq == 3),
+        sa.delete(SendLog),
+        sa.text("UPDATE send_log SET recipient = '13900000000'"),
+        sa.text("DELETE FROM send_log WHERE seq > 1"),
+    ],
+    ids=["update-one", "update-all", "delete-last", "delete-all", "sql-update", "sql-delete"],
+)
+def test_updating_or_deleting_send_log_rows_is_refused_and_changes_nothing(app: Flask, sender: Sender, change: sa.Executable) -> None:
+    send(sender, numbers(3))
+    before = log_rows()
+    assert len(before) == 3
+    with pytest.raises(sa.exc.IntegrityError, match="send_log is append-only"):
+        db.session.execute(change)
+    db.session.rollback()
+    assert log_rows() == before and verify_chain(db.session) == []
+
+
+def test_an_orm_change_to_a_loaded_row_is_refused_too(app: Flask, sender: Sender) -> None:
+    send(sender, numbers(2))
+    before = log_rows()
+    row = db.session.get(SendLog, 1)
+    row.result = "delivered"
+    with pytest.raises(sa.exc.IntegrityError, match="send_log is append-only"):
+        db.session.commit()
+    db.session.rollback()
+    db.session.delete(db.session.get(SendLog, 2))
+    with pytest.raises(sa.exc.IntegrityError, match="send_log is append-only"):
+        db.session.commit()
+    db.session.rollback()
+    assert log_rows() == before
+
+
+def test_appending_still_works_after_a_refused_change(app: Flask, sender: Sender) -> None:
+    send(sender, numbers(2))
+    with pytest.raises(sa.exc.IntegrityError):
+        db.session.execute(sa.delete(SendLog))
+    db.session.rollback()
+    send(sender, "13900139000")
+    assert [r.seq for r in db.session.scalars(sa.select(SendLog).order_by(SendLog.seq))] == [1, 2, 3]
+    assert verify_chain(db.session) == []
