@@ -42,12 +42,13 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from backoffice.clock import utcnow
+from backoffice.clock import to_local, utcnow
 from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.message_queue import claim_due, refund_messages_failed, release, release_worker, renew_leases
 from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply
 from backoffice.services.send_log import LogEntry, append_send_log
+from backoffice.services.usage import move_usage_carrier
 from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobile
 from dispatch.rules import UNSUBSCRIBE_WORDS, signature_of
 from dispatch.segments import MAX_PARTS_IN_UDH, Segmentation, encode_segments
@@ -218,6 +219,15 @@ _FINISHED = (
         reported_carrier=sa.func.coalesce(sa.bindparam("b_carrier", type_=sa.String), _MESSAGES.c.reported_carrier),
     )
 )
+_CARRIER_OF = sa.select(
+    _MESSAGES.c.status,
+    _MESSAGES.c.account_id,
+    _MESSAGES.c.carrier,
+    _MESSAGES.c.reported_carrier,
+    _MESSAGES.c.charge,
+    _MESSAGES.c.charge_kind,
+    _MESSAGES.c.accepted_at,
+).where(_MESSAGES.c.id == sa.bindparam("mid"))
 _CARRIER_REPORTED = sa.update(_MESSAGES).where(*_SENT_MESSAGE).values(reported_carrier=sa.bindparam("b_carrier"))
 
 
@@ -798,12 +808,31 @@ class Dispatcher:
             stats = dict(self._session.execute(_PART_STATS, {"mid": message_id}).all())
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)
+        if carrier is not None:
+            self._carrier_reported(message_id, carrier)
         if status is not None:
             if self._session.execute(_FINISHED, {"mid": message_id, "b_status": status, "at": now, "b_carrier": carrier}).rowcount:
                 self.stats.finished += 1
         elif carrier is not None:
             self._session.execute(_CARRIER_REPORTED, {"mid": message_id, "b_carrier": carrier})
         return True
+
+    def _carrier_reported(self, message_id: int, carrier: str) -> None:
+        """The first carrier an SMSC reports for a message wins over its prefix (number
+        portability): its charge moves to that carrier's usage of the day, while the day is open."""
+        row = self._session.execute(_CARRIER_OF, {"mid": message_id}).first()
+        if row is None or row.status not in SENT or row.reported_carrier is not None or row.carrier == carrier:
+            return
+        if row.charge > 0 and row.charge_kind == "usage":
+            day = to_local(row.accepted_at).date()
+            if not move_usage_carrier(self._session, row.account_id, day, row.carrier, carrier, row.charge):
+                log.info(
+                    "message %s: carrier %s reported after its day (%s) was booked; usage stays under %s",
+                    message_id,
+                    carrier,
+                    day,
+                    row.carrier,
+                )
 
     # --- replies (MO) ------------------------------------------------------------------------------
 
@@ -863,8 +892,24 @@ class Dispatcher:
                         add_unsubscribe(self._session, last, number, source="mo")
         if reply.unsubscribe and reply.account_id is not None:
             self.stats.unsubscribes += 1
+            self._cancel_held(reply.account_id, reply.sender)
         self._session.flush()
         self._session.expunge(reply)
+
+    def _cancel_held(self, account_id: int, number: str) -> None:
+        """An unsubscribe reply: the messages to that number this worker holds and has not begun
+        to send are refunded, not sent (`add_unsubscribe` cancels those still in the queue; a
+        message with a part that may have gone out, before a crash included, is sent in full)."""
+        ready: dict[int, int] = {}
+        for part, how in self._ready:
+            ready[part.key[0]] = ready.get(part.key[0], 0) + (1 if how == _INSERT else 1_000)  # type: ignore[index]
+        for work in self._works.values():
+            if work.account_id != account_id or work.recipient != number or work.done or work.refusal is not None or work.accepted:
+                continue
+            untouched = all(how == _INSERT for _, how in work.todo) and ready.get(work.id, 0) == work.live
+            if untouched and len(work.todo) + work.live == work.total:
+                work.refusal = "对方已回复退订，未发送，已退款"
+                self._touched[work.id] = work
 
     # --- housekeeping ------------------------------------------------------------------------------
 

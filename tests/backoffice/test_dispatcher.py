@@ -7,6 +7,7 @@ and unsubscribes; notifications sent as SMS."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -18,9 +19,9 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from backoffice.clock import set_clock
+from backoffice.clock import set_clock, utcnow
 from backoffice.extensions import db
-from backoffice.models import Message, MessagePart, MobileOriginated, Notification, SendLog, Unsubscribe
+from backoffice.models import Message, MessagePart, MobileOriginated, Notification, SendLog, Unsubscribe, UsageDay
 from backoffice.services.dispatcher import (
     Dispatcher,
     DispatchSettings,
@@ -32,9 +33,10 @@ from backoffice.services.messaging import message_counts
 from backoffice.services.send_log import verify_chain
 from dispatch.simulator import ReceivedSubmit, SMSCSimulator
 from dispatch.smpp_link import ESM_UDHI, LinkConfig, Receipt
+from dispatch.smpp_link import MobileOriginated as MobileOriginatedPdu
 from tests.backoffice.test_api import api_key, auth, post
 from tests.backoffice.test_messaging import SIGNED, Sender, active_sender, numbers
-from tests.conftest import FIXED_NOW
+from tests.conftest import FIXED_NOW, drop_send_log_guard
 
 WINDOW = 10
 FAST_LINK = {"reconnect_backoff": 0.05, "reconnect_backoff_max": 0.2, "throttle_backoff": 0.02, "throttle_backoff_max": 0.2}
@@ -207,15 +209,28 @@ def test_a_receipt_naming_the_carrier_wins_for_statistics(
     assert message_status_of(["EXPIRED", "REJECTD"]) == "expired"
 
     sender = active_sender(app)
-    send(sender, "13800138000")  # a China Mobile prefix, ported to China Unicom
+    funded = sender.balance()
+    send(sender, ["13800138000", "13900139000"])  # China Mobile prefixes; the first was ported to China Unicom
     simulator = smsc(receipt_delay=30)
     dispatcher = worker(simulator)
     drive(dispatcher, all_in("submitted"), sender)
-    (submit,) = simulator.received
-    dispatcher._on_receipt(Receipt(submit.message_id.upper(), "DELIVRD", "000", f"id:{submit.message_id} stat:DELIVRD network:46001"))
-    (message,) = db.session.scalars(sa.select(Message))
-    db.session.refresh(message)
-    assert (message.status, message.carrier, message.reported_carrier) == ("delivered", "cmcc", "cucc")
+    first, second = sorted(simulator.received, key=lambda s: s.destination)
+    ported = f"id:{first.message_id} stat:ENROUTE network:46001"
+    dispatcher._on_receipt(Receipt(first.message_id.upper(), "ENROUTE", "000", ported))  # not final: the carrier already counts
+    dispatcher._on_receipt(Receipt(first.message_id, "DELIVRD", "000", ported.replace("ENROUTE", "DELIVRD")))  # moved once, not twice
+    dispatcher._on_receipt(Receipt(second.message_id, "DELIVRD", "000", f"id:{second.message_id} stat:DELIVRD carrier:中国移动"))
+    messages = {m.recipient: m for m in db.session.scalars(sa.select(Message))}
+    for message in messages.values():
+        db.session.refresh(message)
+    assert (messages["13800138000"].status, messages["13800138000"].carrier, messages["13800138000"].reported_carrier) == (
+        "delivered", "cmcc", "cucc",
+    )  # fmt: skip
+    assert messages["13900139000"].reported_carrier == "cmcc"  # the carrier its prefix named: recorded, nothing moves
+    # The day's usage per carrier follows: income per carrier in the books, the account's balance unchanged.
+    charge = messages["13800138000"].charge
+    usage = {u.carrier: (u.messages, u.amount) for u in db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "usage"))}
+    assert usage == {"CMCC": (1, charge), "CUCC": (1, charge)}
+    assert sender.balance() == funded - 2 * charge
 
 
 # --- refunds ---------------------------------------------------------------------------------------
@@ -432,6 +447,30 @@ def test_a_td_reply_unsubscribes_and_the_next_send_is_neither_sent_nor_charged(
     assert message_counts(db.session, sender.account.id).balanced
 
 
+def test_a_td_reply_cancels_a_message_the_worker_holds_but_has_not_begun_to_send(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app, "sms_business_service")  # its service code names it in replies
+    before = sender.balance()
+    send(sender, ["13800138000", "13900139000"])
+    charged = before - sender.balance()
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    dispatcher.start()
+    dispatcher._claim(utcnow(), time.monotonic())  # both leased to this worker, no part prepared yet
+    assert {w.recipient for w in dispatcher._works.values()} == {"13800138000", "13900139000"}
+    dispatcher._on_mo(MobileOriginatedPdu("13800138000", "106575000123", "TD"))
+    drive(dispatcher, all_in("delivered", "refunded"), sender)
+
+    assert [s.destination for s in simulator.received] == ["8613900139000"]
+    cancelled = db.session.scalar(sa.select(Message).where(Message.recipient == "13800138000"))
+    assert cancelled.status == "refunded" and "退订" in (cancelled.error or "")
+    assert sender.balance() == before - charged / 2
+    assert message_counts(db.session, sender.account.id).balanced
+
+
 def test_a_reply_to_an_accounts_service_code_is_its_own(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
@@ -505,6 +544,7 @@ def test_the_send_log_exports_with_its_chain_and_a_changed_row_fails_the_check(
         )
         assert chain_hash(row["prev_hash"], int(row["seq"]), datetime.fromisoformat(row["logged_at_utc"]), entry) == row["hash"]
 
+    drop_send_log_guard()  # the database refuses the change below; the chain must reveal it even so
     db.session.execute(sa.update(SendLog).where(SendLog.seq == 3).values(result="submitted: forged"))
     db.session.commit()
     tampered = runner.invoke(args=["dispatch", "export-log", "--from", "2026-11-23", "--to", "2026-11-23"])
