@@ -2,6 +2,8 @@
 
 a. the simulator's ceiling: a bare windowed client (window 10, TCP_NODELAY, PDUs encoded
    beforehand; `bench_smpp.raw_ceiling`) sending submit_sm and counting submit_sm_resp;
+a2. for reference, the plainest windowed client written with smpplib (`Client.send_message`,
+   `read_pdu`, window 10, TCP_NODELAY): what an ESME built on the stack's library reaches;
 b. dispatch: N messages queued in the database (charged, as intake leaves them), the dispatcher
    (`backoffice.services.dispatcher.Dispatcher`, window 10, one bind) from the first claim to
    the last submit_sm_resp recorded in the database (target >= 1,500 msg/s and >= 60 % of a);
@@ -33,6 +35,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -77,6 +80,40 @@ def serve(port_out: Any, stop: Any) -> None:
     port_out.put(simulator.port)
     stop.wait()
     simulator.stop()
+
+
+def smpplib_ceiling(port: int, messages: int, window: int = WINDOW) -> float:
+    """(a2) Submits per second from the plainest windowed client built on smpplib, the stack's SMPP
+    library: `Client.send_message` and `read_pdu`, TCP_NODELAY set, `window` submit_sm outstanding,
+    responses matched by count. What NOTES.md measured (2,400–2,650 msg/s); the reference an
+    ESME written with the library reaches, next to the bare client's ceiling (a)."""
+    import smpplib.client
+    import smpplib.consts
+
+    client = smpplib.client.Client("127.0.0.1", port, timeout=30, allow_unknown_opt_params=True)
+    client.logger.disabled = True  # it logs every PDU at DEBUG; the formatting alone would be measured
+    client.connect()
+    try:
+        client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.bind_transmitter(system_id="backoffice", password="secret")
+        text = CONTENT.encode("utf-16-be")
+        fields = {
+            "source_addr_ton": 0, "source_addr": "10690001", "dest_addr_ton": 1, "destination_addr": "8613800138000",
+            "data_coding": smpplib.consts.SMPP_ENCODING_ISO10646, "short_message": text, "registered_delivery": 0,
+        }  # fmt: skip
+        sent = answered = 0
+        started = time.perf_counter()
+        while answered < messages:
+            while sent - answered < window and sent < messages:
+                client.send_message(**fields)
+                sent += 1
+            response = client.read_pdu()
+            if response.command == "submit_sm_resp":
+                assert response.status == 0, response.status
+                answered += 1
+        return messages / (time.perf_counter() - started)
+    finally:
+        client.disconnect()
 
 
 def numbers(start: int, n: int) -> list[str]:
@@ -309,6 +346,8 @@ def main() -> None:
         ceiling = (before + after) / 2
         report["a_ceiling_raw_client"] = {"per_second": round(ceiling), "before_b": round(before), "after_c": round(after)}
         report["b_share_of_ceiling"] = f"{report['b_dispatch']['per_second'] / ceiling:.0%}"
+        library = smpplib_ceiling(port, min(options.messages, 10_000))
+        report["a2_smpplib_client"] = {"per_second": round(library), "b_share": f"{report['b_dispatch']['per_second'] / library:.0%}"}
         report["after_b_c"] = check_dispatch(app, code, options.messages)
         if not options.skip_intake:
             (work / "intake").mkdir()
