@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backoffice.clock import to_local, utcnow
 from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount
 from backoffice.models.messaging import CLAIMABLE, SENT
-from backoffice.services.message_queue import claim_due, refund_messages_failed, release, release_worker, renew_leases
+from backoffice.services.message_queue import claim_due, defer, refund_messages_failed, release, release_worker, renew_leases
 from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.usage import move_usage_carrier
@@ -154,6 +154,7 @@ class DispatchStats:
     """Counters since the worker started (logged once a minute and at the end)."""
 
     claimed: int = 0
+    deferred: int = 0  # given back to the queue: over the account's rate
     parts_sent: int = 0
     parts_accepted: int = 0
     parts_refused: int = 0
@@ -178,6 +179,14 @@ _INSERT, _RESEND, _RETRY = "insert", "resend", "retry"  # how a part's row is pr
 #: Resends are bounded by the window, so responses are recorded once every part on the wire has
 #: answered (the whole window in one transaction), or at the latest this long after the first.
 RECORD_DELAY = 0.002
+#: Each account's messages go out at most at its rate (`rate_limit_per_second`, 004 §2.2(1): the
+#: flow of the gateway the customer may use), from a bucket holding one second of it. A worker holds
+#: at most this many seconds of an account's rate; the rest goes back to the queue, due when the
+#: rate lets it out, so one account's burst (a big request, or the 08:05 release of deferred
+#: messages) does not keep other accounts' messages waiting behind it.
+RATE_HOLD_SECONDS = 2.0
+#: Account settings the worker keeps (service code, rate) are read again after this many seconds.
+ACCOUNTS_REFRESH = 30.0
 #: A reply to a shared source address belongs to the account that last sent to the number, looked
 #: for among this many of the latest messages.
 MO_LOOKBACK = 1_000_000
@@ -246,6 +255,7 @@ class _Work:
     live: int = 0  # parts prepared and not yet recorded
     refusal: str | None = None  # why it is being refunded
     done: bool = False  # submitted or refunded: nothing more to send
+    started: bool = False  # a part was prepared (now or by an earlier attempt): past the account's rate
 
 
 Factory = Callable[[], Session]
@@ -313,6 +323,11 @@ class Dispatcher:
         self._touched: dict[int, _Work] = {}  # works whose outcome may have changed since the last _finish
         self._mo_parts: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
+        self._rates: dict[int, int] = {}  # account id -> messages a second
+        self._buckets: dict[int, tuple[float, float]] = {}  # account id -> (messages it may start, as of monotonic)
+        self._accounts_read = time.monotonic()
+        self._next_slot: dict[int, datetime] = {}  # account id -> when the next message given back is due
+        self._over_rate = 0  # held messages the last _prepare found over their account's rate
         self._segmentations: dict[str, Segmentation] = {}  # content -> parts (bulk sends repeat it)
         self._resps_since = 0.0
         self._open = 0  # part rows of this worker with NULL submit_status (the resend budget)
@@ -630,11 +645,14 @@ class Dispatcher:
     def _wants_claim(self, mono: float) -> bool:
         if self.link.config.bind_mode == "receiver":  # a receipts-only bind sends nothing
             return False
-        return len(self._fresh) < max(1, self.settings.batch // 2) and mono >= self._next_claim
+        # Messages waiting for their account's rate do not count: others may be due meanwhile.
+        return len(self._fresh) - self._over_rate < max(1, self.settings.batch // 2) and mono >= self._next_claim
 
     def _claim(self, now: datetime, mono: float) -> bool:
         """Lease more due messages and load what earlier attempts recorded of their parts."""
         limit = self.settings.batch - len(self._fresh)
+        if limit <= 0:
+            return False
         messages = claim_due(self._session, worker=self.worker, limit=limit, now=now, lease_seconds=self.settings.lease_seconds)
         if not messages:
             self._next_claim = mono + self.settings.idle_poll
@@ -649,14 +667,19 @@ class Dispatcher:
                 )
             ):
                 recorded.setdefault(message_id, {})[seq] = (status, smsc_id)
+        if mono - self._accounts_read > ACCOUNTS_REFRESH:  # an administrator may have changed a rate
+            self._accounts.clear()
+            self._accounts_read = mono
         missing = {m.account_id for m in messages} - self._accounts.keys()
         if missing:
             rows = self._session.execute(
-                sa.select(EnterpriseAccount.id, EnterpriseAccount.code, EnterpriseAccount.service_code).where(
-                    EnterpriseAccount.id.in_(missing)
-                )
+                sa.select(
+                    EnterpriseAccount.id, EnterpriseAccount.code, EnterpriseAccount.service_code, EnterpriseAccount.rate_limit_per_second
+                ).where(EnterpriseAccount.id.in_(missing))
             )
-            self._accounts.update({account_id: (code, service_code) for account_id, code, service_code in rows})
+            for account_id, code, service_code, rate in rows:
+                self._accounts[account_id] = (code, service_code)
+                self._rates[account_id] = max(1, int(rate or 1))
         for message in messages:
             work = self._load(message, recorded.get(message.id, {}))
             self._works[work.id] = work
@@ -664,6 +687,45 @@ class Dispatcher:
                 self._fresh.append(work)
             else:  # complete or refused already: settled by _finish
                 self._touched[work.id] = work
+        self._defer_over_rate(now, {m.account_id for m in messages})
+        return True
+
+    def _defer_over_rate(self, now: datetime, accounts: set[int]) -> None:
+        """Give back to the queue what this worker holds of an account beyond RATE_HOLD_SECONDS of
+        its rate (messages not begun, the newest first), each due when the account's rate reaches
+        it, so the queue stays in the order the accounts' rates let messages out."""
+        waiting: dict[int, list[_Work]] = {}
+        for work in self._fresh:
+            if work.account_id in accounts and not work.started and work.refusal is None:
+                waiting.setdefault(work.account_id, []).append(work)
+        due: list[tuple[int, datetime]] = []
+        for account_id, works in waiting.items():
+            rate = self._rates.get(account_id, 1)
+            keep = max(self.window, int(rate * RATE_HOLD_SECONDS))
+            if len(works) <= keep:
+                continue
+            slot = max(self._next_slot.get(account_id, now), now + timedelta(seconds=keep / rate))
+            for work in works[keep:]:
+                due.append((work.id, slot))
+                slot += timedelta(seconds=1 / rate)
+            self._next_slot[account_id] = slot
+        if due:
+            defer(self._session, due, worker=self.worker)
+            released = {message_id for message_id, _ in due}
+            self._fresh = deque(w for w in self._fresh if w.id not in released)
+            for message_id in released:
+                del self._works[message_id]
+            self.stats.deferred += len(released)
+
+    def _admit(self, account_id: int, mono: float) -> bool:
+        """Take one message's start from the account's bucket (one second of its rate), or False."""
+        rate = self._rates.get(account_id, 1)
+        tokens, at = self._buckets.get(account_id, (float(rate), mono))
+        tokens = min(float(rate), tokens + (mono - at) * rate)
+        if tokens < 1.0:
+            self._buckets[account_id] = (tokens, mono)
+            return False
+        self._buckets[account_id] = (tokens - 1.0, mono)
         return True
 
     def _segments(self, content: str) -> Segmentation:
@@ -687,6 +749,7 @@ class Dispatcher:
         code_source = self._accounts[message.account_id][1] or self.settings.default_source
         source_ton = 5 if not code_source.isdigit() else 0
         work = _Work(message.id, message.account_id, message.recipient, message.content, segmentation.parts, message.valid_until, deque())
+        work.started = bool(recorded)
         for seq, body in enumerate(segmentation.short_messages(message.id & 0xFF), start=1):
             part = OutgoingPart(
                 (message.id, seq), code_source, "86" + message.recipient, body,
@@ -712,6 +775,8 @@ class Dispatcher:
             return False
         new, resend, retry = [], [], []
         expired = False
+        over_rate: list[_Work] = []  # their account's rate is used up for now: they keep their place
+        mono = time.monotonic()
         while room > 0 and self._fresh:
             work = self._fresh[0]
             if not work.todo or work.done:
@@ -724,6 +789,11 @@ class Dispatcher:
                 self._touched[work.id] = work
                 expired = True
                 continue
+            if not work.started:
+                if not self._admit(work.account_id, mono):
+                    over_rate.append(self._fresh.popleft())
+                    continue
+                work.started = True
             part, how = work.todo.popleft()
             message_id, seq = part.key  # type: ignore[misc]
             if how == _INSERT:
@@ -740,6 +810,8 @@ class Dispatcher:
             room -= 1
             if not work.todo:
                 self._fresh.popleft()
+        self._fresh.extendleft(reversed(over_rate))
+        self._over_rate = len(over_rate)
         if new:
             self._session.execute(_INSERT_PART, new)
         if resend:

@@ -128,6 +128,19 @@ def release(session: Session, message_ids: Sequence[int], *, worker: str, retry_
     ).rowcount
 
 
+_DEFER = (
+    sa.update(Message.__table__)
+    .where(Message.__table__.c.id == sa.bindparam("b_id"), Message.__table__.c.claimed_by == sa.bindparam("b_worker"))
+    .values(claimed_by=None, claimed_at=None, next_attempt_at=sa.bindparam("b_at"))
+)
+
+
+def defer(session: Session, due: Sequence[tuple[int, datetime]], *, worker: str) -> None:
+    """Give leased messages back to the queue, each not before its own time (message id, due)."""
+    if due:
+        session.execute(_DEFER, [{"b_id": message_id, "b_at": at, "b_worker": worker} for message_id, at in due])
+
+
 def release_worker(session: Session, *, worker: str) -> int:
     """Give back every message `worker` still leases (a restarted worker resumes its own at once)."""
     table = Message.__table__

@@ -233,6 +233,42 @@ def test_a_receipt_naming_the_carrier_wins_for_statistics(
     assert sender.balance() == funded - 2 * charge
 
 
+# --- each account's rate ------------------------------------------------------------------------------
+
+
+def test_an_accounts_messages_go_out_at_its_rate_and_other_accounts_do_not_wait_behind_them(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from tests.backoffice.test_messaging import send
+
+    slow = active_sender(app)
+    send(slow, numbers(40))  # queued first: 40 messages at 10 a second
+    slow.account.rate_limit_per_second = 10
+    db.session.commit()
+    other = active_sender(app, "sms_business_service")
+    send(other, ["13900139000", "13900139007", "13900139014"])  # queued after them
+    started = time.monotonic()
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=time.monotonic() - started))  # time passes: deferred messages fall due
+    simulator = smsc()
+    dispatcher = worker(simulator, batch=40)
+    drive(dispatcher, all_in("submitted", "delivered"), timeout=20)
+
+    by_source: dict[str, list[datetime]] = {}
+    for submit in simulator.received:
+        by_source.setdefault(submit.source, []).append(submit.received_at)
+    slow_times, other_times = sorted(by_source["10690000"]), sorted(by_source["106575000123"])
+    assert len(slow_times) == 40 and len(other_times) == 3
+    # A bucket of one second (10) at once, then 10 a second: the 40th goes out 3 s after the first,
+    # and no second holds more than the bucket plus the second's rate (nominally 21 take 1 s).
+    assert (slow_times[-1] - slow_times[0]).total_seconds() >= 2.5
+    assert all((slow_times[i + 20] - slow_times[i]).total_seconds() >= 0.8 for i in range(len(slow_times) - 20))
+    assert (slow_times[19] - slow_times[0]).total_seconds() >= 0.7  # the 20 held at first: 10 at once, 10 over the next second
+    # The other account's messages went out before the slow account's were half done.
+    assert other_times[-1] < slow_times[20]
+    assert dispatcher.stats.deferred > 0  # the slow account's surplus went back to the queue, due later
+    assert message_counts(db.session, slow.account.id).balanced and message_counts(db.session, other.account.id).balanced
+
+
 # --- refunds ---------------------------------------------------------------------------------------
 
 
