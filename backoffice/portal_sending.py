@@ -85,12 +85,19 @@ def send() -> Any:
     return render_template("portal/sent.html", result=result, body=result.body, problems=problems), 200
 
 
+def _scope() -> int | None:
+    """What the logged-in login may see of the account: everything for the enterprise's own
+    login, only its own messages and API keys for a 子号 (as its API keys do)."""
+    login = current_user.record
+    return None if login.is_primary else login.id
+
+
 @bp.route("/messages")
 @roles_required("customer")
 def messages() -> Any:
     account = current_user.record.account
     before = request.args.get("before", type=int)
-    rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE)
+    rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE, sub_account_id=_scope())
     older = rows[-1].id if len(rows) == PAGE else None
     return render_template("portal/messages.html", account=account, messages=rows, older=older)
 
@@ -105,7 +112,7 @@ def replies() -> Any:
 @bp.route("/api-keys", methods=["GET", "POST"])
 @roles_required("customer")
 def api_keys() -> Any:
-    """List the account's keys; POST makes one for the logged-in sub-account and shows it once."""
+    """List the keys the login may see (`_scope`); POST makes one for the logged-in sub-account and shows it once."""
     account = current_user.record.account
     secret = None
     errors: dict[str, str] = {}
@@ -116,14 +123,14 @@ def api_keys() -> Any:
         except ValidationFailed as failed:
             db.session.rollback()
             errors = failed.errors
-    keys = account_api_keys(db.session, account.id)
+    keys = account_api_keys(db.session, account.id, sub_account_id=_scope())
     return render_template("portal/api_keys.html", account=account, keys=keys, secret=secret, errors=errors), (422 if errors else 200)
 
 
 @bp.post("/api-keys/<int:key_id>/revoke")
 @roles_required("customer")
 def revoke_key(key_id: int) -> Any:
-    key = revoke_api_key(db.session, key_id, account_id=current_user.record.account_id, actor=current_user.actor)
+    key = revoke_api_key(db.session, key_id, account_id=current_user.record.account_id, sub_account_id=_scope(), actor=current_user.actor)
     db.session.commit()
     flash(f"API 密钥 {key.prefix}… 已吊销", "ok")
     return redirect(url_for("portal.api_keys"))

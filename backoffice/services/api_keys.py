@@ -97,10 +97,11 @@ def issue_api_key(session: Session, account_code: str, *, sub_login: str | None,
     return create_api_key(session, subs[0], label=label, actor=actor)
 
 
-def revoke_api_key(session: Session, key_id: int, *, account_id: int, actor: str) -> ApiKey:
-    """Revoke a key of the account (a key of another account is 'not found'); revoking twice is harmless."""
+def revoke_api_key(session: Session, key_id: int, *, account_id: int, actor: str, sub_account_id: int | None = None) -> ApiKey:
+    """Revoke a key of the account, or only of that sub-account when `sub_account_id` is given (any
+    other key is 'not found'); revoking twice is harmless."""
     key = session.get(ApiKey, key_id)
-    if key is None or key.sub_account.account_id != account_id:
+    if key is None or key.sub_account.account_id != account_id or sub_account_id not in (None, key.sub_account_id):
         raise NotFound("API 密钥不存在")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
@@ -108,9 +109,12 @@ def revoke_api_key(session: Session, key_id: int, *, account_id: int, actor: str
     return key
 
 
-def account_api_keys(session: Session, account_id: int) -> list[ApiKey]:
-    query = sa.select(ApiKey).join(SubAccount).where(SubAccount.account_id == account_id).order_by(ApiKey.id.desc())
-    return list(session.scalars(query))
+def account_api_keys(session: Session, account_id: int, *, sub_account_id: int | None = None) -> list[ApiKey]:
+    """The account's keys, newest first (only the sub-account's, when `sub_account_id` is given)."""
+    query = sa.select(ApiKey).join(SubAccount).where(SubAccount.account_id == account_id)
+    if sub_account_id is not None:
+        query = query.where(ApiKey.sub_account_id == sub_account_id)
+    return list(session.scalars(query.order_by(ApiKey.id.desc())))
 
 
 @dataclass(frozen=True)

@@ -1053,8 +1053,13 @@ def status_reports(
     return list(session.scalars(query.order_by(Message.updated_at, Message.id).limit(limit)))
 
 
-def recent_messages(session: Session, account_id: int, *, before_id: int | None = None, limit: int = 50) -> list[Message]:
+def recent_messages(
+    session: Session, account_id: int, *, before_id: int | None = None, limit: int = 50, sub_account_id: int | None = None
+) -> list[Message]:
+    """The account's latest messages (only the sub-account's, when `sub_account_id` is given)."""
     query = sa.select(Message).where(Message.account_id == account_id)
+    if sub_account_id is not None:
+        query = query.where(Message.sub_account_id == sub_account_id)
     if before_id:
         query = query.where(Message.id < before_id)
     return list(session.scalars(query.order_by(Message.id.desc()).limit(limit)))

@@ -17,9 +17,9 @@ from backoffice import create_app
 from backoffice.extensions import db
 from backoffice.models import ApiKey, Message, SendLog, SendRequest
 from backoffice.services.api_keys import create_api_key
-from backoffice.services.messaging import add_keywords, message_counts
+from backoffice.services.messaging import accept_messages, add_keywords, message_counts
 from backoffice.services.send_log import verify_chain
-from tests.backoffice.test_messaging import SIGNED, Sender, active_sender, numbers
+from tests.backoffice.test_messaging import SIGNED, Sender, active_sender, numbers, send
 from tests.conftest import app_config, login
 
 
@@ -321,6 +321,35 @@ def portal_login(client: FlaskClient, app: Flask, template_id: str = "enterprise
     db.session.commit()
     assert login(client, sender.sub.login, "portal-pass-1", portal=True).status_code == 302
     return sender
+
+
+def test_a_sub_account_in_the_portal_sees_only_its_own_messages_and_keys(app: Flask, client: FlaskClient) -> None:
+    from backoffice.models import SubAccount
+    from backoffice.services.accounts import hash_password
+
+    sender = active_sender(app, "lingxuntong_service")
+    sub = db.session.scalars(
+        sa.select(SubAccount).where(SubAccount.account_id == sender.account.id, SubAccount.is_primary.is_(False))
+    ).first()
+    enterprise_key, _ = create_api_key(db.session, sender.sub, label="企业", actor="test")
+    own_key, _ = create_api_key(db.session, sub, label="子号", actor="test")
+    sub.password_hash = hash_password("portal-pass-1")
+    db.session.commit()
+    send(sender, "13800138000", "明天上午九点开课【学府教育】")  # the enterprise's login
+    accept_messages(db.session, sub_account=sub, recipients="13900139000", content="明天上午九点开课【学府教育】")
+    db.session.commit()
+    assert login(client, sub.login, "portal-pass-1", portal=True).status_code == 302
+
+    listing = client.get("/portal/messages").get_data(as_text=True)
+    assert "13900139000" in listing and "13800138000" not in listing
+    keys = client.get("/portal/api-keys").get_data(as_text=True)
+    assert own_key.prefix in keys and enterprise_key.prefix not in keys
+    assert client.post(f"/portal/api-keys/{enterprise_key.id}/revoke").status_code == 404
+    db.session.refresh(enterprise_key)
+    assert enterprise_key.revoked_at is None
+    assert client.post(f"/portal/api-keys/{own_key.id}/revoke").status_code == 302
+    db.session.refresh(own_key)
+    assert own_key.revoked_at is not None
 
 
 def test_the_portal_sends_from_the_form_and_lists_messages_with_their_flags(app: Flask, client: FlaskClient) -> None:
