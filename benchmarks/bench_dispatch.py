@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_smpp import raw_ceiling  # noqa: E402
-from common import free_port, open_funded_account, start_gunicorn  # noqa: E402
+from common import cpu_reference, free_port, open_funded_account, start_gunicorn  # noqa: E402
 
 WINDOW = 10
 CONTENT = "【蓉城会员】您的验证码是 482913，5 分钟内有效。"
@@ -69,6 +69,7 @@ def environment() -> dict[str, str]:
         "sqlite": sqlite3.sqlite_version,
         "commit": (commit or "?") + ("+dirty" if dirty.strip() else ""),
         "loadavg_1m_at_start": f"{os.getloadavg()[0]:.2f}",
+        "cpu_reference_ms_at_start": str(cpu_reference()),  # common.cpu_reference: lower is a faster VM
     }
 
 
@@ -359,6 +360,7 @@ def main() -> None:
         port_out.close()
         port_out.join_thread()
         shutil.rmtree(work, ignore_errors=True)
+    report["environment"]["cpu_reference_ms_at_end"] = str(cpu_reference())
     report["targets"] = {
         "dispatch_per_s": 1500,
         "share_of_ceiling": "60%",
