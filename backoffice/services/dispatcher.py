@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+import math
 import re
 import threading
 import time
@@ -42,7 +43,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from backoffice.clock import to_local, utcnow
+from backoffice.clock import local_today, utcnow
 from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.message_queue import claim_due, defer, refund_messages_failed, release, release_worker, renew_leases
@@ -180,11 +181,16 @@ _INSERT, _RESEND, _RETRY = "insert", "resend", "retry"  # how a part's row is pr
 #: answered (the whole window in one transaction), or at the latest this long after the first.
 RECORD_DELAY = 0.002
 #: Each account's messages go out at most at its rate (`rate_limit_per_second`, 004 §2.2(1): the
-#: flow of the gateway the customer may use), from a bucket holding one second of it. A worker holds
-#: at most this many seconds of an account's rate; the rest goes back to the queue, due when the
-#: rate lets it out, so one account's burst (a big request, or the 08:05 release of deferred
-#: messages) does not keep other accounts' messages waiting behind it.
-RATE_HOLD_SECONDS = 2.0
+#: flow of the gateway the customer may use), from a bucket holding one second of it. When a claim
+#: brings a worker more of an account's messages than its bucket lets out now, the worker keeps this
+#: many seconds of its rate (at most half a batch) and gives the rest back to the queue, each due
+#: when the rate reaches it; messages waiting for their account's rate do not count against new
+#: claims. So one account's burst (a big request, or the 08:05 release of deferred messages) does
+#: not keep other accounts' messages waiting behind it, and an account whose rate the link cannot
+#: reach is never given back (no churn).
+RATE_HOLD_SECONDS = 1.0
+#: However many wait for their account's rate, a worker holds at most this many batches.
+HELD_BATCHES = 2
 #: Account settings the worker keeps (service code, rate) are read again after this many seconds.
 ACCOUNTS_REFRESH = 30.0
 #: A reply to a shared source address belongs to the account that last sent to the number, looked
@@ -225,7 +231,7 @@ _FINISHED = (
         status=sa.bindparam("b_status"),
         done_at=sa.bindparam("at"),
         updated_at=sa.bindparam("at"),
-        reported_carrier=sa.func.coalesce(sa.bindparam("b_carrier", type_=sa.String), _MESSAGES.c.reported_carrier),
+        reported_carrier=sa.func.coalesce(_MESSAGES.c.reported_carrier, sa.bindparam("b_carrier", type_=sa.String)),  # the first wins
     )
 )
 _CARRIER_OF = sa.select(
@@ -235,9 +241,11 @@ _CARRIER_OF = sa.select(
     _MESSAGES.c.reported_carrier,
     _MESSAGES.c.charge,
     _MESSAGES.c.charge_kind,
-    _MESSAGES.c.accepted_at,
+    _MESSAGES.c.charged_on,
 ).where(_MESSAGES.c.id == sa.bindparam("mid"))
-_CARRIER_REPORTED = sa.update(_MESSAGES).where(*_SENT_MESSAGE).values(reported_carrier=sa.bindparam("b_carrier"))
+_CARRIER_REPORTED = (
+    sa.update(_MESSAGES).where(*_SENT_MESSAGE, _MESSAGES.c.reported_carrier.is_(None)).values(reported_carrier=sa.bindparam("b_carrier"))
+)
 
 
 @dataclass(eq=False, slots=True)
@@ -467,6 +475,7 @@ class Dispatcher:
                 work(now)
             except RedeliverLater as wait:
                 later = wait
+            self._finish(now, lines)  # what the work settled (a TD reply's held messages) is settled in its transaction
             self._log(lines, now)
             self._commit()
         except BaseException as exc:
@@ -642,15 +651,20 @@ class Dispatcher:
             moved = True
         return moved
 
+    def _claim_room(self) -> int:
+        """How many more messages to claim: a batch, not counting those that wait for their
+        account's rate (others may be due meanwhile), within HELD_BATCHES batches in all."""
+        ready = len(self._fresh) - self._over_rate
+        return min(self.settings.batch - ready, HELD_BATCHES * self.settings.batch - len(self._fresh))
+
     def _wants_claim(self, mono: float) -> bool:
         if self.link.config.bind_mode == "receiver":  # a receipts-only bind sends nothing
             return False
-        # Messages waiting for their account's rate do not count: others may be due meanwhile.
-        return len(self._fresh) - self._over_rate < max(1, self.settings.batch // 2) and mono >= self._next_claim
+        return self._claim_room() > self.settings.batch // 2 and mono >= self._next_claim
 
     def _claim(self, now: datetime, mono: float) -> bool:
         """Lease more due messages and load what earlier attempts recorded of their parts."""
-        limit = self.settings.batch - len(self._fresh)
+        limit = self._claim_room()
         if limit <= 0:
             return False
         messages = claim_due(self._session, worker=self.worker, limit=limit, now=now, lease_seconds=self.settings.lease_seconds)
@@ -667,10 +681,10 @@ class Dispatcher:
                 )
             ):
                 recorded.setdefault(message_id, {})[seq] = (status, smsc_id)
-        if mono - self._accounts_read > ACCOUNTS_REFRESH:  # an administrator may have changed a rate
-            self._accounts.clear()
-            self._accounts_read = mono
         missing = {m.account_id for m in messages} - self._accounts.keys()
+        if mono - self._accounts_read > ACCOUNTS_REFRESH:  # an administrator may have changed a rate: read all again
+            missing |= self._accounts.keys()
+            self._accounts_read = mono
         if missing:
             rows = self._session.execute(
                 sa.select(
@@ -699,9 +713,10 @@ class Dispatcher:
             if work.account_id in accounts and not work.started and work.refusal is None:
                 waiting.setdefault(work.account_id, []).append(work)
         due: list[tuple[int, datetime]] = []
+        mono = time.monotonic()
         for account_id, works in waiting.items():
             rate = self._rates.get(account_id, 1)
-            keep = max(self.window, int(rate * RATE_HOLD_SECONDS))
+            keep = max(1, min(math.ceil(rate * RATE_HOLD_SECONDS), self.settings.batch // 2), int(self._tokens(account_id, mono)))
             if len(works) <= keep:
                 continue
             slot = max(self._next_slot.get(account_id, now), now + timedelta(seconds=keep / rate))
@@ -717,11 +732,15 @@ class Dispatcher:
                 del self._works[message_id]
             self.stats.deferred += len(released)
 
-    def _admit(self, account_id: int, mono: float) -> bool:
-        """Take one message's start from the account's bucket (one second of its rate), or False."""
+    def _tokens(self, account_id: int, mono: float) -> float:
+        """How many of the account's messages its bucket (one second of its rate) lets start now."""
         rate = self._rates.get(account_id, 1)
         tokens, at = self._buckets.get(account_id, (float(rate), mono))
-        tokens = min(float(rate), tokens + (mono - at) * rate)
+        return min(float(rate), tokens + (mono - at) * rate)
+
+    def _admit(self, account_id: int, mono: float) -> bool:
+        """Take one message's start from the account's bucket, or False."""
+        tokens = self._tokens(account_id, mono)
         if tokens < 1.0:
             self._buckets[account_id] = (tokens, mono)
             return False
@@ -891,20 +910,18 @@ class Dispatcher:
 
     def _carrier_reported(self, message_id: int, carrier: str) -> None:
         """The first carrier an SMSC reports for a message wins over its prefix (number
-        portability): its charge moves to that carrier's usage of the day, while the day is open."""
+        portability): its charge moves to that carrier's usage total of the day it was charged,
+        if that day is today. Earlier days are left as they are: the nightly job books them
+        (`book_usage`, days before today), and a move while it reads them would be booked twice."""
         row = self._session.execute(_CARRIER_OF, {"mid": message_id}).first()
         if row is None or row.status not in SENT or row.reported_carrier is not None or row.carrier == carrier:
             return
-        if row.charge > 0 and row.charge_kind == "usage":
-            day = to_local(row.accepted_at).date()
-            if not move_usage_carrier(self._session, row.account_id, day, row.carrier, carrier, row.charge):
-                log.info(
-                    "message %s: carrier %s reported after its day (%s) was booked; usage stays under %s",
-                    message_id,
-                    carrier,
-                    day,
-                    row.carrier,
-                )
+        if row.charge <= 0 or row.charge_kind != "usage" or row.charged_on is None:
+            return
+        day = row.charged_on
+        if day != local_today() or not move_usage_carrier(self._session, row.account_id, day, row.carrier, carrier, row.charge):
+            log.info("message %s: carrier %s reported after the day of its charge (%s); usage stays under %s",
+                     message_id, carrier, day, row.carrier)  # fmt: skip
 
     # --- replies (MO) ------------------------------------------------------------------------------
 

@@ -210,15 +210,20 @@ def test_a_receipt_naming_the_carrier_wins_for_statistics(
 
     sender = active_sender(app)
     funded = sender.balance()
-    send(sender, ["13800138000", "13900139000"])  # China Mobile prefixes; the first was ported to China Unicom
+    send(sender, ["13800138000", "13900139000", "13700137000"])  # China Mobile prefixes; two were ported
     simulator = smsc(receipt_delay=30)
     dispatcher = worker(simulator)
     drive(dispatcher, all_in("submitted"), sender)
-    first, second = sorted(simulator.received, key=lambda s: s.destination)
+    late, first, second = sorted(simulator.received, key=lambda s: s.destination)
     ported = f"id:{first.message_id} stat:ENROUTE network:46001"
     dispatcher._on_receipt(Receipt(first.message_id.upper(), "ENROUTE", "000", ported))  # not final: the carrier already counts
-    dispatcher._on_receipt(Receipt(first.message_id, "DELIVRD", "000", ported.replace("ENROUTE", "DELIVRD")))  # moved once, not twice
+    # Moved once, not twice; a later report of yet another carrier does not move it again (the first wins).
+    dispatcher._on_receipt(Receipt(first.message_id, "DELIVRD", "000", ported.replace("ENROUTE", "DELIVRD").replace("46001", "46003")))
     dispatcher._on_receipt(Receipt(second.message_id, "DELIVRD", "000", f"id:{second.message_id} stat:DELIVRD carrier:中国移动"))
+    # A receipt the next day leaves the usage of the day of the charge as it is: the night's booking reads it.
+    set_clock(lambda: FIXED_NOW + timedelta(days=1))
+    dispatcher._on_receipt(Receipt(late.message_id, "DELIVRD", "000", f"id:{late.message_id} stat:DELIVRD carrier:中国电信"))
+    set_clock(lambda: FIXED_NOW)
     messages = {m.recipient: m for m in db.session.scalars(sa.select(Message))}
     for message in messages.values():
         db.session.refresh(message)
@@ -226,11 +231,12 @@ def test_a_receipt_naming_the_carrier_wins_for_statistics(
         "delivered", "cmcc", "cucc",
     )  # fmt: skip
     assert messages["13900139000"].reported_carrier == "cmcc"  # the carrier its prefix named: recorded, nothing moves
+    assert (messages["13700137000"].status, messages["13700137000"].reported_carrier) == ("delivered", "ctcc")
     # The day's usage per carrier follows: income per carrier in the books, the account's balance unchanged.
     charge = messages["13800138000"].charge
     usage = {u.carrier: (u.messages, u.amount) for u in db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "usage"))}
-    assert usage == {"CMCC": (1, charge), "CUCC": (1, charge)}
-    assert sender.balance() == funded - 2 * charge
+    assert usage == {"CMCC": (2, 2 * charge), "CUCC": (1, charge)}
+    assert sender.balance() == funded - 3 * charge
 
 
 # --- each account's rate ------------------------------------------------------------------------------
@@ -242,31 +248,54 @@ def test_an_accounts_messages_go_out_at_its_rate_and_other_accounts_do_not_wait_
     from tests.backoffice.test_messaging import send
 
     slow = active_sender(app)
-    send(slow, numbers(40))  # queued first: 40 messages at 10 a second
-    slow.account.rate_limit_per_second = 10
+    send(slow, numbers(60))  # queued first: 60 messages at 20 a second, three batches of the worker
+    slow.account.rate_limit_per_second = 20
     db.session.commit()
     other = active_sender(app, "sms_business_service")
     send(other, ["13900139000", "13900139007", "13900139014"])  # queued after them
     started = time.monotonic()
     set_clock(lambda: FIXED_NOW + timedelta(seconds=time.monotonic() - started))  # time passes: deferred messages fall due
     simulator = smsc()
-    dispatcher = worker(simulator, batch=40)
+    dispatcher = worker(simulator, batch=20)
     drive(dispatcher, all_in("submitted", "delivered"), timeout=20)
 
     by_source: dict[str, list[datetime]] = {}
     for submit in simulator.received:
         by_source.setdefault(submit.source, []).append(submit.received_at)
     slow_times, other_times = sorted(by_source["10690000"]), sorted(by_source["106575000123"])
-    assert len(slow_times) == 40 and len(other_times) == 3
-    # A bucket of one second (10) at once, then 10 a second: the 40th goes out 3 s after the first,
-    # and no second holds more than the bucket plus the second's rate (nominally 21 take 1 s).
-    assert (slow_times[-1] - slow_times[0]).total_seconds() >= 2.5
-    assert all((slow_times[i + 20] - slow_times[i]).total_seconds() >= 0.8 for i in range(len(slow_times) - 20))
-    assert (slow_times[19] - slow_times[0]).total_seconds() >= 0.7  # the 20 held at first: 10 at once, 10 over the next second
+    assert len(slow_times) == 60 and len(other_times) == 3
+    # A bucket of one second (20) at once, then 20 a second: the 60th goes out 2 s after the first,
+    # and no second holds more than the bucket plus the second's rate (nominally 41 take 1 s).
+    assert (slow_times[-1] - slow_times[0]).total_seconds() >= 1.6
+    assert all((slow_times[i + 40] - slow_times[i]).total_seconds() >= 0.8 for i in range(len(slow_times) - 40))
     # The other account's messages went out before the slow account's were half done.
-    assert other_times[-1] < slow_times[20]
+    assert other_times[-1] < slow_times[30]
     assert dispatcher.stats.deferred > 0  # the slow account's surplus went back to the queue, due later
     assert message_counts(db.session, slow.account.id).balanced and message_counts(db.session, other.account.id).balanced
+
+
+def test_account_settings_are_read_again_while_other_accounts_messages_are_held(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backoffice.services import dispatcher as dispatcher_module
+    from tests.backoffice.test_messaging import send
+
+    monkeypatch.setattr(dispatcher_module, "ACCOUNTS_REFRESH", 0.0)  # every claim reads the accounts again
+    first = active_sender(app)
+    send(first, numbers(5))
+    dispatcher = worker(smsc(receipt_delay=30))
+    dispatcher.start()
+    dispatcher._claim(utcnow(), time.monotonic())  # the first account's messages held
+    dispatcher._commit()
+    second = active_sender(app, "sms_business_service")
+    send(second, ["13900139000"])
+    second.account.rate_limit_per_second = first.account.rate_limit_per_second = 7  # an administrator's change
+    db.session.commit()
+    dispatcher._claim(utcnow(), time.monotonic())  # only the second account's message: both accounts read again
+    dispatcher._commit()
+    assert dispatcher._rates == {first.account.id: 7, second.account.id: 7}
+    drive(dispatcher, all_in("submitted"))
+    assert dispatcher.stats.submitted == 6
 
 
 # --- refunds ---------------------------------------------------------------------------------------
@@ -495,9 +524,14 @@ def test_a_td_reply_cancels_a_message_the_worker_holds_but_has_not_begun_to_send
     simulator = smsc()
     dispatcher = worker(simulator)
     dispatcher.start()
-    dispatcher._claim(utcnow(), time.monotonic())  # both leased to this worker, no part prepared yet
+    dispatcher._claim(utcnow(), time.monotonic())  # both leased to this worker
     assert {w.recipient for w in dispatcher._works.values()} == {"13800138000", "13900139000"}
+    dispatcher._prepare(utcnow(), [])  # their parts' rows written, waiting for the link to take them
+    dispatcher._commit()
+    assert len(dispatcher._ready) == 2
     dispatcher._on_mo(MobileOriginatedPdu("13800138000", "106575000123", "TD"))
+    # Settled in the reply's own transaction: the part is no longer offered to the link.
+    assert [part.destination for part, _ in dispatcher._ready] == ["8613900139000"]
     drive(dispatcher, all_in("delivered", "refunded"), sender)
 
     assert [s.destination for s in simulator.received] == ["8613900139000"]
