@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_smpp import raw_ceiling  # noqa: E402
+# serve: the simulator process, as bench_smpp runs it (receipts at once, held while no receiver is bound)
+from bench_smpp import raw_ceiling, serve  # noqa: E402
 from common import cpu_reference, free_port, open_funded_account, start_gunicorn  # noqa: E402
 
 WINDOW = 10
@@ -71,16 +72,6 @@ def environment() -> dict[str, str]:
         "loadavg_1m_at_start": f"{os.getloadavg()[0]:.2f}",
         "cpu_reference_ms_at_start": str(cpu_reference()),  # common.cpu_reference: lower is a faster VM
     }
-
-
-def serve(port_out: Any, stop: Any) -> None:
-    """The simulator process: receipts at once (held while no receiver is bound), no faults."""
-    from dispatch.simulator import SimulatorConfig, SMSCSimulator
-
-    simulator = SMSCSimulator(SimulatorConfig(receipt_delay=0.0, keep_received=1000)).start()
-    port_out.put(simulator.port)
-    stop.wait()
-    simulator.stop()
 
 
 def smpplib_ceiling(port: int, messages: int, window: int = WINDOW) -> float:

@@ -497,7 +497,7 @@ class Dispatcher:
         wrote |= self._requeue_deferred(mono)
         if not self._stopping and self._wants_claim(mono):
             wrote |= self._claim(now, mono)
-        wrote |= self._prepare(now, lines)
+        wrote |= self._prepare(now, mono, lines)
         if mono >= self._next_renewal:
             self._next_renewal = mono + self.settings.lease_seconds / 3
             renew_leases(self._session, [w.id for w in self._works.values() if not w.done], worker=self.worker, now=now)
@@ -701,10 +701,10 @@ class Dispatcher:
                 self._fresh.append(work)
             else:  # complete or refused already: settled by _finish
                 self._touched[work.id] = work
-        self._defer_over_rate(now, {m.account_id for m in messages})
+        self._defer_over_rate(now, mono, {m.account_id for m in messages})
         return True
 
-    def _defer_over_rate(self, now: datetime, accounts: set[int]) -> None:
+    def _defer_over_rate(self, now: datetime, mono: float, accounts: set[int]) -> None:
         """Give back to the queue what this worker holds of an account beyond RATE_HOLD_SECONDS of
         its rate (messages not begun, the newest first), each due when the account's rate reaches
         it, so the queue stays in the order the accounts' rates let messages out."""
@@ -713,7 +713,6 @@ class Dispatcher:
             if work.account_id in accounts and not work.started and work.refusal is None:
                 waiting.setdefault(work.account_id, []).append(work)
         due: list[tuple[int, datetime]] = []
-        mono = time.monotonic()
         for account_id, works in waiting.items():
             rate = self._rates.get(account_id, 1)
             keep = max(1, min(math.ceil(rate * RATE_HOLD_SECONDS), self.settings.batch // 2), int(self._tokens(account_id, mono)))
@@ -787,7 +786,7 @@ class Dispatcher:
                 work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
         return work
 
-    def _prepare(self, now: datetime, lines: list[LogEntry]) -> bool:
+    def _prepare(self, now: datetime, mono: float, lines: list[LogEntry]) -> bool:
         """Commit the rows of the next parts, as many as the resend budget (the window) allows."""
         room = self.window - self._open
         if room <= 0 or self._stopping or not self._fresh:
@@ -795,7 +794,6 @@ class Dispatcher:
         new, resend, retry = [], [], []
         expired = False
         over_rate: list[_Work] = []  # their account's rate is used up for now: they keep their place
-        mono = time.monotonic()
         while room > 0 and self._fresh:
             work = self._fresh[0]
             if not work.todo or work.done:
@@ -989,13 +987,12 @@ class Dispatcher:
         """An unsubscribe reply: the messages to that number this worker holds and has not begun
         to send are refunded, not sent (`add_unsubscribe` cancels those still in the queue; a
         message with a part that may have gone out, before a crash included, is sent in full)."""
-        ready: dict[int, int] = {}
-        for part, how in self._ready:
-            ready[part.key[0]] = ready.get(part.key[0], 0) + (1 if how == _INSERT else 1_000)  # type: ignore[index]
         for work in self._works.values():
             if work.account_id != account_id or work.recipient != number or work.done or work.refusal is not None or work.accepted:
                 continue
-            untouched = all(how == _INSERT for _, how in work.todo) and ready.get(work.id, 0) == work.live
+            waiting = [how for part, how in self._ready if part.key[0] == work.id]  # type: ignore[index]
+            # Every live part still waits for the link (none on the wire), and no part was ever sent.
+            untouched = len(waiting) == work.live and all(how == _INSERT for how in (*waiting, *(how for _, how in work.todo)))
             if untouched and len(work.todo) + work.live == work.total:
                 work.refusal = "对方已回复退订，未发送，已退款"
                 self._touched[work.id] = work

@@ -32,15 +32,17 @@ _USAGE = UsageDay.__table__
 _ACCOUNTS = EnterpriseAccount.__table__
 # Built once: these run inside every intake request's write transaction, while the database's
 # write lock is held, so not rebuilding them on each call shortens what every other request waits for.
+# The open (not yet booked) running total of a day, account, carrier and kind.
+_OPEN_TOTAL = (
+    _USAGE.c.day == sa.bindparam("b_day"),
+    _USAGE.c.account_id == sa.bindparam("b_account"),
+    _USAGE.c.carrier == sa.bindparam("b_carrier"),
+    _USAGE.c.kind == sa.bindparam("b_kind"),
+    _USAGE.c.event_id.is_(None),
+)
 _BUMP = (
     sa.update(_USAGE)
-    .where(
-        _USAGE.c.day == sa.bindparam("b_day"),
-        _USAGE.c.account_id == sa.bindparam("b_account"),
-        _USAGE.c.carrier == sa.bindparam("b_carrier"),
-        _USAGE.c.kind == sa.bindparam("b_kind"),
-        _USAGE.c.event_id.is_(None),
-    )
+    .where(*_OPEN_TOTAL)
     .values(messages=_USAGE.c.messages + sa.bindparam("b_messages"), amount=_USAGE.c.amount + sa.bindparam("b_amount", type_=Money()))
 )
 _DEBIT = (
@@ -110,15 +112,7 @@ def refund_messages(session: Session, account_id: int, day: date, carrier: str, 
 
 _MOVE_OUT = (
     sa.update(_USAGE)
-    .where(
-        _USAGE.c.day == sa.bindparam("b_day"),
-        _USAGE.c.account_id == sa.bindparam("b_account"),
-        _USAGE.c.carrier == sa.bindparam("b_carrier"),
-        _USAGE.c.kind == "usage",
-        _USAGE.c.event_id.is_(None),
-        _USAGE.c.messages >= 1,
-        _USAGE.c.amount >= sa.bindparam("b_amount", type_=Money()),
-    )
+    .where(*_OPEN_TOTAL, _USAGE.c.messages >= 1, _USAGE.c.amount >= sa.bindparam("b_amount", type_=Money()))
     .values(messages=_USAGE.c.messages - 1, amount=_USAGE.c.amount - sa.bindparam("b_amount", type_=Money()))
 )
 
@@ -131,7 +125,7 @@ def move_usage_carrier(session: Session, account_id: int, day: date, old: str, n
     ((old_code, _, value), (new_code, _, _)) = _validate([(old, 1, amount), (new, 1, amount)])
     if value <= 0 or old_code == new_code:
         return False
-    params = {"b_day": day, "b_account": account_id, "b_carrier": old_code, "b_amount": value}
+    params = {"b_day": day, "b_account": account_id, "b_carrier": old_code, "b_kind": "usage", "b_amount": value}
     if not session.execute(_MOVE_OUT, params).rowcount:
         return False
     _accumulate(session, account_id, day, new_code, "usage", 1, value)

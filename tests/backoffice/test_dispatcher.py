@@ -526,7 +526,7 @@ def test_a_td_reply_cancels_a_message_the_worker_holds_but_has_not_begun_to_send
     dispatcher.start()
     dispatcher._claim(utcnow(), time.monotonic())  # both leased to this worker
     assert {w.recipient for w in dispatcher._works.values()} == {"13800138000", "13900139000"}
-    dispatcher._prepare(utcnow(), [])  # their parts' rows written, waiting for the link to take them
+    dispatcher._prepare(utcnow(), time.monotonic(), [])  # their parts' rows written, waiting for the link to take them
     dispatcher._commit()
     assert len(dispatcher._ready) == 2
     dispatcher._on_mo(MobileOriginatedPdu("13800138000", "106575000123", "TD"))
