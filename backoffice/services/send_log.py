@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.models import SendLog, SendLogHead
-from backoffice.services.bulk import insert_rows
+from backoffice.services.bulk import Prepared, insert_rows
 from backoffice.services.sql import insert_ignoring_conflict
 
 GENESIS = "0" * 64
@@ -88,13 +88,13 @@ def canonical_run(first_seq: int, logged_at: datetime, entries: Sequence[LogEntr
 _HEAD = SendLogHead.__table__
 # Reserve the sequence numbers and read the chain's end in one statement: the UPDATE takes the
 # head row's lock (SQLite: the write lock) until commit, so no other appender comes between.
-_RESERVE = (
+_RESERVE = Prepared(
     sa.update(_HEAD)
     .where(_HEAD.c.id == HEAD_ID)
     .values(last_seq=_HEAD.c.last_seq + sa.bindparam("entries", type_=sa.BigInteger))
     .returning(_HEAD.c.last_seq, _HEAD.c.last_hash)
 )
-_MOVE_HEAD = sa.update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(last_hash=sa.bindparam("new_hash"))
+_MOVE_HEAD = Prepared(sa.update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(last_hash=sa.bindparam("new_hash")))
 
 
 def append_send_log(session: Session, entries: Sequence[LogEntry], *, at: datetime) -> None:
@@ -102,10 +102,11 @@ def append_send_log(session: Session, entries: Sequence[LogEntry], *, at: dateti
     if not entries:
         return
     at = at.astimezone(UTC)  # the hash covers the ISO form of the time as stored
-    reserved = session.execute(_RESERVE, {"entries": len(entries)}).one_or_none()
+    reserved = _RESERVE.first(session, {"entries": len(entries)})
     if reserved is None:  # the very first append makes the head row (concurrent first appends: one inserts, all update)
         session.execute(insert_ignoring_conflict(session, _HEAD, {"id": HEAD_ID, "last_seq": 0, "last_hash": GENESIS}, ["id"]))
-        reserved = session.execute(_RESERVE, {"entries": len(entries)}).one()
+        reserved = _RESERVE.first(session, {"entries": len(entries)})
+        assert reserved is not None
     last_seq, prev = reserved
     first = last_seq - len(entries) + 1
     rows = []
@@ -120,7 +121,7 @@ def append_send_log(session: Session, entries: Sequence[LogEntry], *, at: dateti
         )  # fmt: skip
         prev = digest
     insert_rows(session, SendLog.__table__, rows)
-    session.execute(_MOVE_HEAD, {"new_hash": prev})
+    _MOVE_HEAD.rowcount(session, {"new_hash": prev})
 
 
 def _rows(session: Session, batch: int = 5000) -> Iterator[sa.Row]:

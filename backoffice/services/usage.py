@@ -23,6 +23,7 @@ from backoffice.models import EnterpriseAccount, LedgerEvent, UsageDay
 from backoffice.models.base import Money
 from backoffice.money import format_money
 from backoffice.services.bookkeeping import record_event
+from backoffice.services.bulk import Prepared
 from backoffice.services.credit import InsufficientBalance, _adjust
 
 CARRIER_CODES = ("CMCC", "CUCC", "CTCC", "CBN")
@@ -40,12 +41,12 @@ _OPEN_TOTAL = (
     _USAGE.c.kind == sa.bindparam("b_kind"),
     _USAGE.c.event_id.is_(None),
 )
-_BUMP = (
+_BUMP = Prepared(
     sa.update(_USAGE)
     .where(*_OPEN_TOTAL)
     .values(messages=_USAGE.c.messages + sa.bindparam("b_messages"), amount=_USAGE.c.amount + sa.bindparam("b_amount", type_=Money()))
 )
-_DEBIT = (
+_DEBIT = Prepared(
     sa.update(_ACCOUNTS)
     .where(_ACCOUNTS.c.id == sa.bindparam("d_account"), _ACCOUNTS.c.balance >= sa.bindparam("d_amount", type_=Money()))
     .values(balance=_ACCOUNTS.c.balance - sa.bindparam("d_amount", type_=Money()))
@@ -54,7 +55,7 @@ _DEBIT = (
 
 def _accumulate(session: Session, account_id: int, day: date, carrier: str, kind: str, messages: int, amount: Decimal) -> None:
     params = {"b_day": day, "b_account": account_id, "b_carrier": carrier, "b_kind": kind, "b_messages": messages, "b_amount": amount}
-    if session.execute(_BUMP, params).rowcount:
+    if _BUMP.rowcount(session, params):
         return
     try:
         with session.begin_nested():
@@ -62,7 +63,7 @@ def _accumulate(session: Session, account_id: int, day: date, carrier: str, kind
                 sa.insert(_USAGE).values(day=day, account_id=account_id, carrier=carrier, kind=kind, messages=messages, amount=amount)
             )
     except sa.exc.IntegrityError:  # a concurrent first charge of the day created the row
-        session.execute(_BUMP, params)
+        _BUMP.rowcount(session, params)
 
 
 def _validate(lines: Sequence[tuple[str, int, Decimal]]) -> list[tuple[str, int, Decimal]]:
@@ -91,7 +92,7 @@ def charge_messages(
         raise ValueError(f"not a charge kind: {kind}")
     clean = _validate(lines)
     total = sum((amount for _, _, amount in clean), Decimal(0))
-    if total > 0 and not session.execute(_DEBIT, {"d_account": account.id, "d_amount": total}).rowcount:
+    if total > 0 and not _DEBIT.rowcount(session, {"d_account": account.id, "d_amount": total}):
         balance = session.scalar(sa.select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.id == account.id)) or Decimal(0)
         raise InsufficientBalance(f"余额不足：本次需 {format_money(total)} 元，可用余额 {format_money(balance)} 元，未发送也未扣费")
     for carrier, messages, amount in clean:

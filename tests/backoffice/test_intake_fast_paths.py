@@ -3,8 +3,11 @@ log's chain, the rows stored, and API keys that stop working when revoked."""
 
 from __future__ import annotations
 
+import fcntl
+import struct
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,9 +16,10 @@ from flask.testing import FlaskClient
 
 from backoffice.clock import SHANGHAI, set_clock
 from backoffice.extensions import db
-from backoffice.models import ApiKey, Message, SendLog, SendRequest
-from backoffice.services import api_keys
-from backoffice.services.bulk import insert_rows
+from backoffice.models import ApiKey, EnterpriseAccount, Message, SendLog, SendRequest
+from backoffice.models.base import Money
+from backoffice.services import api_keys, messaging
+from backoffice.services.bulk import Prepared, insert_rows
 from backoffice.services.send_log import GENESIS, LogEntry, canonical, canonical_run, chain_hash, verify_chain
 from tests.backoffice.test_api import api_key, auth, post
 from tests.backoffice.test_messaging import SIGNED, Sender, active_sender, numbers, send
@@ -152,3 +156,101 @@ def test_only_the_intake_transaction_skips_the_fsync(app: Flask, client: FlaskCl
     with db.engine.connect() as connection:  # back in the pool as it was: FULL, for finance and the rest
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+
+
+def test_the_intake_checkpoints_the_wal_after_its_turn_not_inside_it(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sender = active_sender(app)
+    secret = api_key(sender)
+    monkeypatch.setattr(messaging, "CHECKPOINT_EVERY_SECONDS", 0.0)  # after every turn
+    happened: list[str] = []
+    real_flock = messaging.fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        real_flock(fd, operation)
+        happened.append("turn taken" if operation == fcntl.LOCK_EX else "turn given back")
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "wal_" in statement and statement != "PRAGMA wal_autocheckpoint":  # (read once per connection)
+            happened.append(statement)
+
+    monkeypatch.setattr(messaging.fcntl, "flock", flock)
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert post(client, secret, to="13800138000", content=SIGNED).status_code == 202
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", seen)
+    assert happened == ["PRAGMA wal_autocheckpoint=0", "turn taken", "turn given back", "PRAGMA wal_checkpoint(PASSIVE)"]
+    mx_frame, backfilled = _wal_index(app)
+    assert mx_frame > 0 and backfilled == mx_frame  # everything the request wrote is in the database file
+    with db.engine.connect() as connection:  # the connection went back to the pool checkpointing as before
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+
+    monkeypatch.setattr(messaging, "CHECKPOINT_EVERY_SECONDS", 3600.0)
+    happened.clear()
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        assert post(client, secret, to="13900139000", content=SIGNED).status_code == 202
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", seen)
+    assert "PRAGMA wal_checkpoint(PASSIVE)" not in happened  # not due: the next one, or any other writer, copies it
+    mx_frame, backfilled = _wal_index(app)
+    assert backfilled < mx_frame
+
+
+def _wal_index(app: Flask) -> tuple[int, int]:
+    """(mxFrame, nBackfill) from the WAL index (the -shm file): frames in the WAL, and how many of
+    them a checkpoint has copied into the database file."""
+    database = db.engine.url.database
+    assert database
+    header = Path(database + "-shm").read_bytes()[:100]
+    return struct.unpack_from("=I", header, 16)[0], struct.unpack_from("=I", header, 96)[0]
+
+
+def test_a_prepared_statement_runs_as_sqlalchemy_runs_it(app: Flask) -> None:
+    sender = active_sender(app)
+    send(sender, ["13800138000"])
+    accounts = EnterpriseAccount.__table__
+    query = sa.select(accounts.c.balance, accounts.c.created_at, accounts.c.add_signature, accounts.c.code).where(
+        accounts.c.id == sa.bindparam("account_id"), accounts.c.status != "closed"
+    )
+    params = {"account_id": sender.account.id}
+    expected = [tuple(row) for row in db.session.execute(query, params)]
+    assert Prepared(query).rows(db.session, params) == expected
+    assert isinstance(expected[0][0], Decimal) and expected[0][1].tzinfo is UTC and isinstance(expected[0][2], bool)
+
+    debit = Prepared(
+        sa.update(accounts)
+        .where(accounts.c.id == sa.bindparam("account_id"), accounts.c.balance >= sa.bindparam("amount", type_=Money()))
+        .values(balance=accounts.c.balance - sa.bindparam("amount", type_=Money()))
+        .returning(accounts.c.balance)
+    )
+    before = expected[0][0]
+    assert debit.scalar(db.session, {"account_id": sender.account.id, "amount": Decimal("0.0450")}) == before - Decimal("0.045")
+    assert debit.first(db.session, {"account_id": sender.account.id, "amount": before * 2}) is None  # not enough: nothing changed
+    assert db.session.scalar(sa.select(accounts.c.balance).where(accounts.c.id == sender.account.id)) == before - Decimal("0.045")
+    db.session.rollback()
+
+
+def test_a_prepared_statement_refuses_what_it_cannot_run_as_sqlalchemy_would(app: Flask) -> None:
+    messages = Message.__table__
+    expanding = Prepared(sa.select(messages.c.id).where(messages.c.recipient.in_(sa.bindparam("numbers", expanding=True))))
+    with pytest.raises(ValueError, match="IN lists"):
+        expanding.rows(db.session, {"numbers": ["13800138000"]})
+    computed = sa.Table("computed_default", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+                        sa.Column("at", sa.DateTime, default=datetime.now))  # fmt: skip
+    with pytest.raises(ValueError, match="at: give a value"):
+        Prepared(sa.insert(computed).values(id=sa.bindparam("id"))).rowcount(db.session, {"id": 1})
+    db.session.rollback()
+
+
+def test_every_prepared_statement_of_the_hot_paths_compiles(app: Flask) -> None:
+    """Each is compiled on first use; a statement it cannot run (a computed default, an IN list)
+    must fail here, not in the first request or turn of the dispatcher that needs it."""
+    from backoffice.services import dispatcher, send_log, usage
+
+    found = [value for module in (messaging, dispatcher, send_log, usage) for value in vars(module).values() if isinstance(value, Prepared)]
+    assert len(found) >= 20
+    for prepared in found:
+        prepared._compile(db.engine.dialect)
