@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backoffice.clock import local_today, utcnow
 from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount
 from backoffice.models.messaging import CLAIMABLE, SENT
+from backoffice.services.bulk import Prepared
 from backoffice.services.message_queue import claim_due, defer, refund_messages_failed, release, release_worker, renew_leases
 from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply
 from backoffice.services.send_log import LogEntry, append_send_log
@@ -201,30 +202,30 @@ MO_LOOKBACK = 1_000_000
 _PARTS = MessagePart.__table__
 _MESSAGES = Message.__table__
 _PART = (_PARTS.c.message_id == sa.bindparam("m"), _PARTS.c.seq == sa.bindparam("q"))
-_RECORD_RESPONSE = (
+_RECORD_RESPONSE = Prepared(
     sa.update(_PARTS)
     .where(*_PART)
     .values(submit_status=sa.bindparam("status"), smsc_message_id=sa.bindparam("smsc"), submitted_at=sa.bindparam("at"))
 )
-_INSERT_PART = sa.insert(_PARTS)
-_FLAG_RESENT = sa.update(_PARTS).where(*_PART).values(resent=True)
-_CLEAR_THROTTLED = sa.update(_PARTS).where(*_PART).values(submit_status=None, smsc_message_id=None, submitted_at=None)
-_DELETE_UNSENT = sa.delete(_PARTS).where(*_PART, _PARTS.c.submit_status.is_(None))
-_RESTORE_THROTTLED = sa.update(_PARTS).where(*_PART, _PARTS.c.submit_status.is_(None)).values(submit_status=ESME_RTHROTTLED)
-_SUBMITTED = (
+_INSERT_PART = Prepared(sa.insert(_PARTS).values({name: sa.bindparam(name) for name in ("message_id", "seq", "total", "resent")}))
+_FLAG_RESENT = Prepared(sa.update(_PARTS).where(*_PART).values(resent=True))
+_CLEAR_THROTTLED = Prepared(sa.update(_PARTS).where(*_PART).values(submit_status=None, smsc_message_id=None, submitted_at=None))
+_DELETE_UNSENT = Prepared(sa.delete(_PARTS).where(*_PART, _PARTS.c.submit_status.is_(None)))
+_RESTORE_THROTTLED = Prepared(sa.update(_PARTS).where(*_PART, _PARTS.c.submit_status.is_(None)).values(submit_status=ESME_RTHROTTLED))
+_SUBMITTED = Prepared(
     sa.update(_MESSAGES)
     .where(_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in CLAIMABLE)))
     .values(status="submitted", submitted_at=sa.bindparam("at"), updated_at=sa.bindparam("at"), claimed_by=None, claimed_at=None)
 )
-_RECEIPTED = (  # the latest part with that SMSC id (ids are reused after a while)
+_RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused after a while)
     sa.update(_PARTS)
     .where(_PARTS.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery())
     .values(receipt_stat=sa.bindparam("stat"), receipt_err=sa.bindparam("err"), receipt_at=sa.bindparam("at"))
     .returning(_PARTS.c.message_id, _PARTS.c.total)
 )
-_PART_STATS = sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid"))
+_PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid")))
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
-_FINISHED = (
+_FINISHED = Prepared(
     sa.update(_MESSAGES)
     .where(*_SENT_MESSAGE)
     .values(
@@ -243,7 +244,7 @@ _CARRIER_OF = sa.select(
     _MESSAGES.c.charge_kind,
     _MESSAGES.c.charged_on,
 ).where(_MESSAGES.c.id == sa.bindparam("mid"))
-_CARRIER_REPORTED = (
+_CARRIER_REPORTED = Prepared(
     sa.update(_MESSAGES).where(*_SENT_MESSAGE, _MESSAGES.c.reported_carrier.is_(None)).values(reported_carrier=sa.bindparam("b_carrier"))
 )
 
@@ -556,7 +557,7 @@ class Dispatcher:
                 self.stats.parts_refused += 1
                 if work is not None and work.refusal is None:
                     work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
-        self._session.execute(_RECORD_RESPONSE, rows)
+        _RECORD_RESPONSE.executemany(self._session, rows)
 
     def _finish(self, now: datetime, lines: list[LogEntry]) -> None:
         """Mark complete messages submitted and refund refused ones (in the current transaction);
@@ -567,7 +568,7 @@ class Dispatcher:
         complete = [w for w in touched if not w.done and w.refusal is None and len(w.accepted) == w.total]
         refused = [w for w in touched if not w.done and w.refusal is not None]
         if complete:
-            self._session.execute(_SUBMITTED, [{"mid": w.id, "at": now} for w in complete])
+            _SUBMITTED.executemany(self._session, [{"mid": w.id, "at": now} for w in complete])
             for work in complete:
                 work.done = True
                 ids = ",".join(work.accepted[seq] for seq in sorted(work.accepted))
@@ -610,9 +611,9 @@ class Dispatcher:
         new = [{"m": p.key[0], "q": p.key[1]} for p, how in parts if how == _INSERT]  # type: ignore[index]
         retried = [{"m": p.key[0], "q": p.key[1]} for p, how in parts if how == _RETRY]  # type: ignore[index]
         if new:
-            self._session.execute(_DELETE_UNSENT, new)
+            _DELETE_UNSENT.executemany(self._session, new)
         if retried:
-            self._session.execute(_RESTORE_THROTTLED, retried)
+            _RESTORE_THROTTLED.executemany(self._session, retried)
 
     def _requeue_lost(self, lines: list[LogEntry]) -> bool:
         """Parts on the wire when the link dropped go out again, first, flagged as resends."""
@@ -634,7 +635,7 @@ class Dispatcher:
             self._ready.appendleft((part, _RESEND))
             self.stats.resent += 1
         if flagged:
-            self._session.execute(_FLAG_RESENT, flagged)
+            _FLAG_RESENT.executemany(self._session, flagged)
         return True
 
     def _requeue_deferred(self, mono: float) -> bool:
@@ -830,11 +831,11 @@ class Dispatcher:
         self._fresh.extendleft(reversed(over_rate))
         self._over_rate = len(over_rate)
         if new:
-            self._session.execute(_INSERT_PART, new)
+            _INSERT_PART.executemany(self._session, new)
         if resend:
-            self._session.execute(_FLAG_RESENT, resend)
+            _FLAG_RESENT.executemany(self._session, resend)
         if retry:
-            self._session.execute(_CLEAR_THROTTLED, retry)
+            _CLEAR_THROTTLED.executemany(self._session, retry)
         return bool(new or resend or retry or expired)
 
     def _final_flush(self) -> None:
@@ -886,7 +887,7 @@ class Dispatcher:
         values = {"stat": stat, "err": receipt.err[:16] or None, "at": now}
         part = None
         for key in message_id_keys(receipt.message_id):
-            if key and (part := self._session.execute(_RECEIPTED, {**values, "key": key}).first()) is not None:
+            if key and (part := _RECEIPTED.first(self._session, {**values, "key": key})) is not None:
                 break
         if part is None:
             return False
@@ -894,16 +895,16 @@ class Dispatcher:
         if total == 1:
             status = message_status_of([stat])
         else:
-            stats = dict(self._session.execute(_PART_STATS, {"mid": message_id}).all())
+            stats = dict(_PART_STATS.rows(self._session, {"mid": message_id}))
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)
         if carrier is not None:
             self._carrier_reported(message_id, carrier)
         if status is not None:
-            if self._session.execute(_FINISHED, {"mid": message_id, "b_status": status, "at": now, "b_carrier": carrier}).rowcount:
+            if _FINISHED.rowcount(self._session, {"mid": message_id, "b_status": status, "at": now, "b_carrier": carrier}):
                 self.stats.finished += 1
         elif carrier is not None:
-            self._session.execute(_CARRIER_REPORTED, {"mid": message_id, "b_carrier": carrier})
+            _CARRIER_REPORTED.rowcount(self._session, {"mid": message_id, "b_carrier": carrier})
         return True
 
     def _carrier_reported(self, message_id: int, carrier: str) -> None:

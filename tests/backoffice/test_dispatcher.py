@@ -355,6 +355,30 @@ def test_a_throttling_smsc_slows_the_worker_down_and_everything_gets_through(
     assert dispatcher.stats.resent == 0 and dispatcher.stats.refunded == 0
 
 
+def test_parts_the_smsc_keeps_throttling_go_back_to_the_queue_and_out_again_not_flagged(
+    app: Flask, smsc: Callable[..., SMSCSimulator]
+) -> None:
+    """The link gives up on a part after `throttle_retry_limit` throttled answers: the dispatcher
+    records the throttling, waits `throttle_requeue`, clears the part's answer and sends it again
+    (not a resend: the SMSC said it did not take it)."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(40))
+    simulator = smsc(max_tps=20)
+    link = LinkConfig(port=simulator.port, window=WINDOW, **{**FAST_LINK, "throttle_retry_limit": 0})
+    dispatcher = Dispatcher(app, link, "throttled-worker", settings=FAST)
+    try:
+        drive(dispatcher, all_in("delivered"), sender, timeout=30)
+    finally:
+        dispatcher.close()
+    assert dispatcher.stats.parts_throttled_out > 0 and dispatcher.stats.resent == 0
+    assert sorted(s.destination for s in simulator.received) == sorted("86" + n for n in numbers(40))  # each once
+    parts = db.session.scalars(sa.select(MessagePart)).all()
+    assert len(parts) == 40 and all(p.submit_status == 0 and p.smsc_message_id and not p.resent for p in parts)
+    assert verify_chain(db.session) == []
+
+
 def test_a_dropped_link_reconnects_and_resends_at_most_the_window_flagged(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], caplog: pytest.LogCaptureFixture
 ) -> None:
