@@ -193,13 +193,18 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "type": "object",
                     "required": ["id", "to", "carrier", "segments", "charge", "status", "duplicate", "reason"],
                     "properties": {
-                        "id": {"type": ["integer", "null"], "description": "短信编号；号码无效时为 null"},
+                        "id": {"type": ["integer", "null"], "description": "短信编号；号码无效或合同未开通该运营商网络时为 null"},
                         "to": {"type": "string", "description": "规范化后的 11 位号码；无效号码原样返回"},
                         "carrier": {"type": ["string", "null"], "enum": ["cmcc", "cucc", "ctcc", "cbn", None]},
                         "carrier_name": {"type": ["string", "null"]},
                         "segments": {"type": "integer", "description": "拆分条数（计费条数）"},
                         "charge": _DECIMAL,
-                        "status": {**_STATUS, "enum": [*_STATUS["enum"], "invalid"]},
+                        "status": {
+                            **_STATUS,
+                            "enum": [*_STATUS["enum"], "invalid", "network_not_opened"],
+                            "description": _STATUS["description"]
+                            + "；invalid 号码无效；network_not_opened 合同未开通该运营商网络，未发送也未计费",
+                        },
                         "duplicate": {"type": "boolean"},
                         "reason": {"type": ["string", "null"], "description": "拒发、跳过、顺延或重复的原因（中文）"},
                     },

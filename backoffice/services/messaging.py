@@ -319,20 +319,37 @@ def _sender_state(session: Session, sub_account_id: int, api_key_id: int | None)
     return _SenderState(account, bool(active), login, contract_id, (int(keyword_count), int(keyword_top or 0)), bool(key_live))
 
 
-_terms: dict[tuple[str, int], Mapping[str, Any]] = {}
-_TERMS_OF = sa.select(Contract.__table__.c.terms).where(Contract.__table__.c.id == sa.bindparam("contract_id"))
+@dataclass(frozen=True)
+class _ContractRules:
+    terms: Mapping[str, Any]  # the template's business terms
+    networks: frozenset[str] | None  # the carriers the contract opened (its 开通网络 field); None: every one
 
 
-def _contract_terms(session: Session, database: str, contract_id: int | None) -> Mapping[str, Any]:
-    """A contract's terms, read once per process: they are written when the contract is issued
-    and never changed (new terms come with a new contract, whose id the caller reads each time)."""
+_NO_CONTRACT = _ContractRules(MappingProxyType({}), None)
+_contracts: dict[tuple[str, int], _ContractRules] = {}
+_CONTRACT_OF = sa.select(Contract.__table__.c.terms, Contract.__table__.c.fields).where(
+    Contract.__table__.c.id == sa.bindparam("contract_id")
+)
+
+
+def _contract_rules(session: Session, database: str, contract_id: int | None) -> _ContractRules:
+    """A contract's terms and opened networks, read once per process: they are written when the
+    contract is issued and never changed (new terms come with a new contract, whose id the caller
+    reads each time)."""
     if contract_id is None:
-        return MappingProxyType({})
-    terms = _terms.get((database, contract_id))
-    if terms is None:
-        terms = MappingProxyType(dict(session.execute(_TERMS_OF, {"contract_id": contract_id}).scalar() or {}))
-        _terms[(database, contract_id)] = terms
-    return terms
+        return _NO_CONTRACT
+    rules = _contracts.get((database, contract_id))
+    if rules is None:
+        row = session.execute(_CONTRACT_OF, {"contract_id": contract_id}).one()
+        networks = (row.fields or {}).get("networks")
+        opened = frozenset(str(n).lower() for n in networks) if isinstance(networks, list) and networks else None
+        rules = _contracts[(database, contract_id)] = _ContractRules(MappingProxyType(dict(row.terms or {})), opened)
+    return rules
+
+
+def network_not_opened(carrier: str) -> str:
+    """The reason given for a recipient on a carrier the contract did not open."""
+    return f"合同未开通{CARRIER_NAMES.get(carrier, carrier)}网络，未发送，不计费"
 
 
 def _check_may_send(account: SenderAccount, sub_active: bool, sub_login: str) -> None:
@@ -817,7 +834,13 @@ def accept_request(
         raise ContentRefused("too_long", long.reason) from None
 
     database = str(session.get_bind().url)
-    terms = _contract_terms(session, database, state.contract_id)
+    rules = _contract_rules(session, database, state.contract_id)
+    terms = rules.terms
+    if rules.networks is not None:  # 合同第2条: the service covers the networks the contract lists
+        for p in valid:
+            if p.carrier not in rules.networks:
+                p.status, p.reason = "network_not_opened", network_not_opened(p.carrier or "")
+        valid = [p for p in valid if p.status == "pending"]
     price = account.price_per_message
     balance_before = account.balance  # read under the lock: only this transaction changes it until commit
     charge_each = price * parts.parts
@@ -863,7 +886,7 @@ def accept_request(
             result.charge_kind = "usage"
         balance = balance_before - result.charged
 
-    stored = list(valid)  # invalid numbers get no message row, only a line in the answer
+    stored = list(valid)  # invalid numbers and closed networks get no message row, only a line in the answer
     _insert_messages(
         session, account, sub_account, request_id, stored, text, parts.encoding, parts.parts, price, send_time, now, settings, result
     )

@@ -49,7 +49,7 @@ def test_a_sub_accounts_key_reads_its_own_messages_and_the_enterprises_key_reads
         _, keys[sub.id] = create_api_key(db.session, sub, label=sub.login, actor="test")
     db.session.commit()
     sent = {sub.id: post(client, keys[sub.id], to=number, content="【学府教育】明天上午九点开课").json["messages"][0]["id"]
-            for sub, number in ((primary, "13800138000"), (first, "13900139000"), (second, "18912345678"))}  # fmt: skip
+            for sub, number in ((primary, "13800138000"), (first, "13900139000"), (second, "18612345678"))}  # fmt: skip
 
     def reports(sub_id: int) -> set[int]:
         return {m["id"] for m in client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(keys[sub_id])).json["messages"]}
@@ -356,7 +356,7 @@ def test_the_portal_sends_from_the_form_and_lists_messages_with_their_flags(app:
     sender = portal_login(client, app, "lingxuntong_service")
     form = client.get("/portal/send").get_data(as_text=True)
     assert "发送短信" in form and 'name="client_ref"' in form and "【学府教育】" in form
-    data = {"recipients": "13800138000\n13900139000，18912345678", "content": "明天上午九点开课【学府教育】", "client_ref": "form-1"}
+    data = {"recipients": "13800138000\n13900139000，18612345678", "content": "明天上午九点开课【学府教育】", "client_ref": "form-1"}
     page = client.post("/portal/send", data=data).get_data(as_text=True)
     assert "已受理" in page and "本次扣费 0.18 元" in page
     again = client.post("/portal/send", data=data).get_data(as_text=True)  # double submit

@@ -258,6 +258,26 @@ def test_other_templates_do_not_flag_repeats(app: Flask, sender: Sender) -> None
     assert send(sender, "13800138000").messages[0]["duplicate"] is False
 
 
+def test_recipients_on_networks_the_contract_did_not_open_are_skipped_and_not_charged(app: Flask) -> None:
+    sender = active_sender(app, "lingxuntong_service")  # 开通网络: 移动 and 联通 (the template's default)
+    before = sender.balance()
+    result = send(sender, ["13800138000", "18612345678", "18912345678", "19212345678"], "【学府教育】明天上午九点开课")
+    assert [(m["carrier"], m["status"]) for m in result.messages] == [
+        ("cmcc", "queued"), ("cucc", "queued"), ("ctcc", "network_not_opened"), ("cbn", "network_not_opened"),
+    ]  # fmt: skip
+    assert result.messages[2]["reason"] == "合同未开通中国电信网络，未发送，不计费" and "中国广电" in result.messages[3]["reason"]
+    assert [m["id"] is None for m in result.messages] == [False, False, True, True]
+    assert [m["charge"] for m in result.messages] == ["0.06", "0.06", "0.00", "0.00"]
+    assert sender.balance() == before - Decimal("0.12") and result.body["charged"] == "0.12"
+    assert sorted(db.session.scalars(sa.select(Message.recipient))) == ["13800138000", "18612345678"]
+    assert sorted(db.session.scalars(sa.select(SendLog.recipient))) == ["13800138000", "18612345678"]
+    counts = message_counts(db.session, sender.account.id)
+    assert (counts.accepted, counts.queued, counts.balanced) == (2, 2, True)
+
+    everywhere = active_sender(app, networks=["cmcc", "cucc", "ctcc", "cbn"])  # a contract that opened all four
+    assert [m["status"] for m in send(everywhere, ["18912345678", "19212345678"]).messages] == ["queued", "queued"]
+
+
 def test_unsubscribed_recipients_are_skipped_and_not_charged(app: Flask, sender: Sender) -> None:
     sender.account.service_code = "106575000123"
     db.session.commit()
