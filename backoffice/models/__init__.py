@@ -14,6 +14,7 @@ from backoffice.models.finance import (
 from backoffice.models.ledger import LedgerEvent
 from backoffice.models.messaging import (
     ApiKey,
+    DispatchRate,
     ForbiddenKeyword,
     Message,
     MessagePart,
@@ -47,6 +48,7 @@ __all__ = [
     "Receipt",
     "SendLog",
     "SendLogHead",
+    "DispatchRate",
     "SendRate",
     "SendRequest",
     "StaffUser",

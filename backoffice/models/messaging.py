@@ -273,6 +273,18 @@ class SendLogHead(Base):
     last_hash: Mapped[str] = mapped_column(sa.String(64))
 
 
+class DispatchRate(Base):
+    """Per-account send rate state shared by every dispatcher worker: the GCRA's theoretical
+    arrival time of the account's next message start (microseconds since the epoch), and the
+    number of starts the last grant gave (read back by the granting UPDATE's RETURNING)."""
+
+    __tablename__ = "dispatch_rates"
+
+    account_id: Mapped[int] = mapped_column(sa.ForeignKey("enterprise_accounts.id"), primary_key=True, autoincrement=False)
+    tat_us: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    granted: Mapped[int] = mapped_column(default=0)
+
+
 class SendRate(Base):
     """Per-account rate limiter state shared by every web process: the GCRA's theoretical
     arrival time, in microseconds since the epoch."""

@@ -47,7 +47,16 @@ from backoffice.clock import local_today, utcnow
 from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.bulk import Prepared
-from backoffice.services.message_queue import claim_due, defer, refund_messages_failed, release, release_worker, renew_leases
+from backoffice.services.message_queue import (
+    claim_due,
+    defer,
+    refund_messages_failed,
+    release,
+    release_worker,
+    renew_leases,
+    starts_available,
+    take_starts,
+)
 from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.usage import move_usage_carrier
@@ -182,14 +191,17 @@ _INSERT, _RESEND, _RETRY = "insert", "resend", "retry"  # how a part's row is pr
 #: answered (the whole window in one transaction), or at the latest this long after the first.
 RECORD_DELAY = 0.002
 #: Each account's messages go out at most at its rate (`rate_limit_per_second`, 004 §2.2(1): the
-#: flow of the gateway the customer may use), from a bucket holding one second of it. When a claim
-#: brings a worker more of an account's messages than its bucket lets out now, the worker keeps this
+#: flow of the gateway the customer may use), shared by every worker (`message_queue.take_starts`:
+#: an idle account may start one second of it at once). When a claim
+#: brings a worker more of an account's messages than its rate lets out now, the worker keeps this
 #: many seconds of its rate (at most half a batch) and gives the rest back to the queue, each due
 #: when the rate reaches it; messages waiting for their account's rate do not count against new
 #: claims. So one account's burst (a big request, or the 08:05 release of deferred messages) does
 #: not keep other accounts' messages waiting behind it, and an account whose rate the link cannot
 #: reach is never given back (no churn).
 RATE_HOLD_SECONDS = 1.0
+#: An account whose rate granted nothing is asked again after 1/rate s, but not sooner than this.
+RATE_POLL_SECONDS = 0.005
 #: However many wait for their account's rate, a worker holds at most this many batches.
 HELD_BATCHES = 2
 #: Account settings the worker keeps (service code, rate) are read again after this many seconds.
@@ -333,7 +345,10 @@ class Dispatcher:
         self._mo_parts: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
         self._rates: dict[int, int] = {}  # account id -> messages a second
-        self._buckets: dict[int, tuple[float, float]] = {}  # account id -> (messages it may start, as of monotonic)
+        self._granted: dict[
+            int, tuple[int, float]
+        ] = {}  # account id -> (starts taken from its rate, not used yet; usable until, monotonic)
+        self._rate_full: dict[int, float] = {}  # account id -> when to ask its rate again (monotonic), after a grant of none
         self._accounts_read = time.monotonic()
         self._next_slot: dict[int, datetime] = {}  # account id -> when the next message given back is due
         self._over_rate = 0  # held messages the last _prepare found over their account's rate
@@ -716,7 +731,9 @@ class Dispatcher:
         due: list[tuple[int, datetime]] = []
         for account_id, works in waiting.items():
             rate = self._rates.get(account_id, 1)
-            keep = max(1, min(math.ceil(rate * RATE_HOLD_SECONDS), self.settings.batch // 2), int(self._tokens(account_id, mono)))
+            keep = max(1, min(math.ceil(rate * RATE_HOLD_SECONDS), self.settings.batch // 2))
+            if len(works) > keep:
+                keep = max(keep, self._startable(account_id, now, mono))
             if len(works) <= keep:
                 continue
             slot = max(self._next_slot.get(account_id, now), now + timedelta(seconds=keep / rate))
@@ -732,19 +749,31 @@ class Dispatcher:
                 del self._works[message_id]
             self.stats.deferred += len(released)
 
-    def _tokens(self, account_id: int, mono: float) -> float:
-        """How many of the account's messages its bucket (one second of its rate) lets start now."""
+    def _startable(self, account_id: int, now: datetime, mono: float) -> int:
+        """How many of the account's messages could start now: what this worker was granted and
+        has not used, and what the account's rate (shared by every worker) would grant."""
+        count, until = self._granted.get(account_id, (0, 0.0))
+        held = count if until >= mono else 0
         rate = self._rates.get(account_id, 1)
-        tokens, at = self._buckets.get(account_id, (float(rate), mono))
-        return min(float(rate), tokens + (mono - at) * rate)
+        return held + starts_available(self._session, account_id, rate=rate, now=now, hold=RATE_HOLD_SECONDS)
 
-    def _admit(self, account_id: int, mono: float) -> bool:
-        """Take one message's start from the account's bucket, or False."""
-        tokens = self._tokens(account_id, mono)
-        if tokens < 1.0:
-            self._buckets[account_id] = (tokens, mono)
-            return False
-        self._buckets[account_id] = (tokens - 1.0, mono)
+    def _admit(self, account_id: int, now: datetime, mono: float, want: int) -> bool:
+        """Take one message's start from the account's rate, or False. Starts are taken from the
+        database in grants of up to `want` (what this turn could still send); a grant not used
+        within RATE_HOLD_SECONDS is dropped, so a worker never sends late what the account's
+        timeline had placed earlier."""
+        count, until = self._granted.get(account_id, (0, 0.0))
+        if count <= 0 or until < mono:
+            if self._rate_full.get(account_id, 0.0) > mono:
+                return False
+            rate = self._rates.get(account_id, 1)
+            count = take_starts(self._session, account_id, rate=rate, want=want, now=now, hold=RATE_HOLD_SECONDS)
+            if count <= 0:
+                self._granted.pop(account_id, None)
+                self._rate_full[account_id] = mono + max(1.0 / rate, RATE_POLL_SECONDS)
+                return False
+            until = mono + RATE_HOLD_SECONDS
+        self._granted[account_id] = (count - 1, until)
         return True
 
     def _segments(self, content: str) -> Segmentation:
@@ -808,7 +837,7 @@ class Dispatcher:
                 expired = True
                 continue
             if not work.started:
-                if not self._admit(work.account_id, mono):
+                if not self._admit(work.account_id, now, mono, room):
                     over_rate.append(self._fresh.popleft())
                     continue
                 work.started = True

@@ -31,10 +31,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
-from backoffice.models import EnterpriseAccount, Message
+from backoffice.models import DispatchRate, EnterpriseAccount, Message
 from backoffice.models.messaging import CLAIMABLE
+from backoffice.services.bulk import Prepared
 from backoffice.services.send_log import LogEntry, append_send_log
-from backoffice.services.sql import is_postgresql
+from backoffice.services.sql import epoch_us, insert_ignoring_conflict, is_postgresql
 from backoffice.services.usage import refund_messages
 
 
@@ -221,3 +222,49 @@ def refund_messages_failed(session: Session, messages: Sequence[Message], *, rea
         ]
         append_send_log(session, entries, at=now)
     return len(refunded)
+
+
+# --- each account's rate, shared by every worker ------------------------------------------------
+#
+# A GCRA per account in `dispatch_rates`: `tat_us` is when the account's timeline of message
+# starts (one every 1/rate s) reaches; a worker may start messages while that stays within `hold`
+# seconds ahead of now, so an idle account can start up to a second's worth at once (hold = 1 s)
+# and then goes at its rate, however many workers share it. A worker takes starts in small
+# grants, one conditional UPDATE each, in its turn's transaction.
+
+_RATES = DispatchRate.__table__
+_NOW_US = sa.bindparam("now_us", type_=sa.BigInteger)
+_HOLD_US = sa.bindparam("hold_us", type_=sa.BigInteger)
+_RATE = sa.bindparam("rate", type_=sa.BigInteger)
+_WANT = sa.bindparam("want", type_=sa.BigInteger)
+_START = sa.case((_RATES.c.tat_us > _NOW_US, _RATES.c.tat_us), else_=_NOW_US)
+_AHEAD_US = _NOW_US + _HOLD_US - _START  # how much of the hold the account's timeline leaves
+_FITS = _AHEAD_US * _RATE // 1_000_000  # whole starts that fit in it
+_GRANT = sa.case((_FITS < _WANT, _FITS), else_=_WANT)
+_TAKE_STARTS = Prepared(
+    sa.update(_RATES)
+    .where(_RATES.c.account_id == sa.bindparam("account_id"), _AHEAD_US * _RATE >= 1_000_000)
+    .values(granted=_GRANT, tat_us=_START + (_GRANT * 1_000_000 + _RATE - 1) // _RATE)  # SET reads the old row
+    .returning(_RATES.c.granted)
+)
+_TIMELINE = Prepared(sa.select(_RATES.c.tat_us).where(_RATES.c.account_id == sa.bindparam("account_id")))
+
+
+def take_starts(session: Session, account_id: int, *, rate: int, want: int, now: datetime, hold: float = 1.0) -> int:
+    """Take up to `want` message starts from the account's rate (shared by every worker), in the
+    session's transaction; how many were granted (0: none before its timeline moves on)."""
+    if want <= 0:
+        return 0
+    params = {"account_id": account_id, "now_us": epoch_us(now), "hold_us": int(hold * 1_000_000), "rate": max(1, rate), "want": want}
+    granted = _TAKE_STARTS.scalar(session, params)
+    if granted is None and _TIMELINE.first(session, {"account_id": account_id}) is None:  # the account's first start
+        session.execute(insert_ignoring_conflict(session, _RATES, {"account_id": account_id, "tat_us": 0, "granted": 0}, ["account_id"]))
+        granted = _TAKE_STARTS.scalar(session, params)
+    return int(granted or 0)
+
+
+def starts_available(session: Session, account_id: int, *, rate: int, now: datetime, hold: float = 1.0) -> int:
+    """How many starts the account's rate would grant now (reads only)."""
+    tat = _TIMELINE.scalar(session, {"account_id": account_id}) or 0
+    ahead = epoch_us(now) + int(hold * 1_000_000) - max(tat, epoch_us(now))
+    return max(0, ahead * max(1, rate) // 1_000_000)

@@ -274,6 +274,31 @@ def test_an_accounts_messages_go_out_at_its_rate_and_other_accounts_do_not_wait_
     assert message_counts(db.session, slow.account.id).balanced and message_counts(db.session, other.account.id).balanced
 
 
+def test_two_workers_share_an_accounts_rate(app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]) -> None:
+    """With a bucket per worker, two workers sent an account's messages twice as fast as its rate."""
+    from tests.backoffice.test_messaging import send
+
+    slow = active_sender(app)
+    send(slow, numbers(60))
+    slow.account.rate_limit_per_second = 20
+    db.session.commit()
+    started = time.monotonic()
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=time.monotonic() - started))
+    simulator = smsc()
+    first, second = worker(simulator, "worker-a", batch=20), worker(simulator, "worker-b", batch=20)
+    deadline = time.monotonic() + 20
+    while not all_in("submitted", "delivered")():
+        assert time.monotonic() < deadline, f"not all sent: {dict(statuses())}"
+        first.step(timeout=0.01)
+        second.step(timeout=0.01)
+    times = sorted(s.received_at for s in simulator.received)
+    assert len(times) == 60 and first.stats.submitted > 0 and second.stats.submitted > 0  # both worked
+    # One second of the rate at once, then 20 a second between them: as for a single worker.
+    assert (times[-1] - times[0]).total_seconds() >= 1.6
+    assert all((times[i + 40] - times[i]).total_seconds() >= 0.8 for i in range(len(times) - 40))
+    assert message_counts(db.session, slow.account.id).balanced
+
+
 def test_account_settings_are_read_again_while_other_accounts_messages_are_held(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
 ) -> None:
