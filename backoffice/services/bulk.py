@@ -20,7 +20,8 @@ Only for drivers with positional parameters (SQLite); elsewhere SQLAlchemy's own
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,17 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
     cursor.executemany(plan.sql, parameters)  # in the session's transaction, as exec_driver_sql would, without its overhead
 
 
+@contextmanager
+def _as_sqlalchemy_errors(connection: sa.Connection, sql: str, values: Any) -> Iterator[None]:
+    """The driver's errors as SQLAlchemy raises them (sa.exc.OperationalError for "database is
+    locked", sa.exc.IntegrityError …), so callers and error handlers see what they would have."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as error:
+        raise sa.exc.DBAPIError.instance(sql, values, error, dbapi.Error, dialect=connection.dialect) from error
+
+
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
@@ -136,6 +148,8 @@ class Prepared:
             bind = binds[name]
             if bind.expanding or bind.literal_execute:
                 raise ValueError(f"{name}: IN lists are rendered per execution, use SQLAlchemy for them")
+            if bind.callable is not None:
+                raise ValueError(f"{name}: its value is computed per execution, use SQLAlchemy for it")
             convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.key in fixed:
                 value = fixed[bind.key]
@@ -166,7 +180,8 @@ class Prepared:
             return None, connection.execute(self.statement, params)
         values = [value if name is None else value(params[name]) if value else params[name] for name, value in plan.parameters]
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(plan.sql, values)
+        with _as_sqlalchemy_errors(connection, plan.sql, values):
+            cursor.execute(plan.sql, values)
         return plan, cursor
 
     def executemany(self, session: Session | scoped_session[Session] | sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -180,7 +195,8 @@ class Prepared:
         parameters = plan.parameters
         values = [[value if name is None else value(row[name]) if value else row[name] for name, value in parameters] for row in rows]
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(plan.sql, values)
+        with _as_sqlalchemy_errors(connection, plan.sql, values):
+            cursor.executemany(plan.sql, values)
 
     def rowcount(self, session: Session | scoped_session[Session] | sa.Connection, params: Mapping[str, Any]) -> int:
         """Run it in the session's transaction; the rows it changed (no RETURNING)."""

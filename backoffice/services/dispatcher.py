@@ -50,6 +50,7 @@ from backoffice.services.bulk import Prepared
 from backoffice.services.message_queue import (
     claim_due,
     defer,
+    give_back_starts,
     refund_messages_failed,
     release,
     release_worker,
@@ -345,9 +346,7 @@ class Dispatcher:
         self._mo_parts: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
         self._rates: dict[int, int] = {}  # account id -> messages a second
-        self._granted: dict[
-            int, tuple[int, float]
-        ] = {}  # account id -> (starts taken from its rate, not used yet; usable until, monotonic)
+        self._granted: dict[int, int] = {}  # account id -> starts taken from its rate in this turn, not used yet
         self._rate_full: dict[int, float] = {}  # account id -> when to ask its rate again (monotonic), after a grant of none
         self._accounts_read = time.monotonic()
         self._next_slot: dict[int, datetime] = {}  # account id -> when the next message given back is due
@@ -732,8 +731,8 @@ class Dispatcher:
         for account_id, works in waiting.items():
             rate = self._rates.get(account_id, 1)
             keep = max(1, min(math.ceil(rate * RATE_HOLD_SECONDS), self.settings.batch // 2))
-            if len(works) > keep:
-                keep = max(keep, self._startable(account_id, now, mono))
+            if len(works) > keep:  # as many as the account's rate (shared by every worker) would let start now
+                keep = max(keep, starts_available(self._session, account_id, rate=rate, now=now, hold=RATE_HOLD_SECONDS))
             if len(works) <= keep:
                 continue
             slot = max(self._next_slot.get(account_id, now), now + timedelta(seconds=keep / rate))
@@ -749,32 +748,28 @@ class Dispatcher:
                 del self._works[message_id]
             self.stats.deferred += len(released)
 
-    def _startable(self, account_id: int, now: datetime, mono: float) -> int:
-        """How many of the account's messages could start now: what this worker was granted and
-        has not used, and what the account's rate (shared by every worker) would grant."""
-        count, until = self._granted.get(account_id, (0, 0.0))
-        held = count if until >= mono else 0
-        rate = self._rates.get(account_id, 1)
-        return held + starts_available(self._session, account_id, rate=rate, now=now, hold=RATE_HOLD_SECONDS)
-
-    def _admit(self, account_id: int, now: datetime, mono: float, want: int) -> bool:
-        """Take one message's start from the account's rate, or False. Starts are taken from the
-        database in grants of up to `want` (what this turn could still send); a grant not used
-        within RATE_HOLD_SECONDS is dropped, so a worker never sends late what the account's
-        timeline had placed earlier."""
-        count, until = self._granted.get(account_id, (0, 0.0))
-        if count <= 0 or until < mono:
+    def _admit(self, account_id: int, now: datetime, mono: float, room: int) -> bool:
+        """Take one message's start from the account's rate (shared by every worker), or False.
+        Starts are taken from the database in one grant per account and turn, of at most what the
+        turn can still send of that account's messages; `_give_back` returns the rest."""
+        count = self._granted.get(account_id, 0)
+        if count <= 0:
             if self._rate_full.get(account_id, 0.0) > mono:
                 return False
             rate = self._rates.get(account_id, 1)
-            count = take_starts(self._session, account_id, rate=rate, want=want, now=now, hold=RATE_HOLD_SECONDS)
+            waiting = sum(1 for w in self._fresh if w.account_id == account_id and not w.started and w.refusal is None)
+            count = take_starts(self._session, account_id, rate=rate, want=min(room, waiting), now=now, hold=RATE_HOLD_SECONDS)
             if count <= 0:
-                self._granted.pop(account_id, None)
                 self._rate_full[account_id] = mono + max(1.0 / rate, RATE_POLL_SECONDS)
                 return False
-            until = mono + RATE_HOLD_SECONDS
-        self._granted[account_id] = (count - 1, until)
+        self._granted[account_id] = count - 1
         return True
+
+    def _give_back(self) -> None:
+        """Return to each account's rate the starts this turn took and did not use."""
+        granted, self._granted = self._granted, {}
+        for account_id, unused in granted.items():
+            give_back_starts(self._session, account_id, rate=self._rates.get(account_id, 1), count=unused)
 
     def _segments(self, content: str) -> Segmentation:
         segmentation = self._segmentations.get(content)
@@ -823,6 +818,7 @@ class Dispatcher:
             return False
         new, resend, retry = [], [], []
         expired = False
+        self._granted = {}  # grants live for one turn (a turn that failed took none: its transaction was rolled back)
         over_rate: list[_Work] = []  # their account's rate is used up for now: they keep their place
         while room > 0 and self._fresh:
             work = self._fresh[0]
@@ -859,6 +855,7 @@ class Dispatcher:
                 self._fresh.popleft()
         self._fresh.extendleft(reversed(over_rate))
         self._over_rate = len(over_rate)
+        self._give_back()
         if new:
             _INSERT_PART.executemany(self._session, new)
         if resend:

@@ -229,23 +229,36 @@ def refund_messages_failed(session: Session, messages: Sequence[Message], *, rea
 # A GCRA per account in `dispatch_rates`: `tat_us` is when the account's timeline of message
 # starts (one every 1/rate s) reaches; a worker may start messages while that stays within `hold`
 # seconds ahead of now, so an idle account can start up to a second's worth at once (hold = 1 s)
-# and then goes at its rate, however many workers share it. A worker takes starts in small
-# grants, one conditional UPDATE each, in its turn's transaction.
+# and then goes at its rate, however many workers share it. A worker takes starts for its turn in
+# grants, one conditional UPDATE each, in the turn's transaction, and gives back at the end of
+# the turn what it did not use. A timeline further ahead than `hold` can only come from a clock
+# that stepped back: it starts again from now rather than stopping the account for the step.
+# On PostgreSQL the row of an account another worker is taking from is skipped (no grant this
+# time, asked again a few milliseconds later), so workers never wait on each other's rows in
+# their turns, whatever order they meet their accounts in.
 
 _RATES = DispatchRate.__table__
 _NOW_US = sa.bindparam("now_us", type_=sa.BigInteger)
 _HOLD_US = sa.bindparam("hold_us", type_=sa.BigInteger)
 _RATE = sa.bindparam("rate", type_=sa.BigInteger)
 _WANT = sa.bindparam("want", type_=sa.BigInteger)
-_START = sa.case((_RATES.c.tat_us > _NOW_US, _RATES.c.tat_us), else_=_NOW_US)
+_START = sa.case((sa.and_(_RATES.c.tat_us > _NOW_US, _RATES.c.tat_us <= _NOW_US + _HOLD_US), _RATES.c.tat_us), else_=_NOW_US)
 _AHEAD_US = _NOW_US + _HOLD_US - _START  # how much of the hold the account's timeline leaves
 _FITS = _AHEAD_US * _RATE // 1_000_000  # whole starts that fit in it
 _GRANT = sa.case((_FITS < _WANT, _FITS), else_=_WANT)
+_OTHER = _RATES.alias("unlocked")
+_UNLOCKED = sa.select(_OTHER.c.account_id).where(_OTHER.c.account_id == sa.bindparam("account_id"))
 _TAKE_STARTS = Prepared(
     sa.update(_RATES)
-    .where(_RATES.c.account_id == sa.bindparam("account_id"), _AHEAD_US * _RATE >= 1_000_000)
-    .values(granted=_GRANT, tat_us=_START + (_GRANT * 1_000_000 + _RATE - 1) // _RATE)  # SET reads the old row
+    .where(
+        _RATES.c.account_id == _UNLOCKED.with_for_update(skip_locked=True).scalar_subquery(),  # PostgreSQL; SQLite has one writer
+        _AHEAD_US * _RATE >= 1_000_000,
+    )
+    .values(granted=_GRANT, tat_us=_START + _GRANT * 1_000_000 // _RATE)  # SET reads the old row
     .returning(_RATES.c.granted)
+)
+_GIVE_BACK = Prepared(
+    sa.update(_RATES).where(_RATES.c.account_id == sa.bindparam("account_id")).values(tat_us=_RATES.c.tat_us - sa.bindparam("back_us"))
 )
 _TIMELINE = Prepared(sa.select(_RATES.c.tat_us).where(_RATES.c.account_id == sa.bindparam("account_id")))
 
@@ -263,8 +276,14 @@ def take_starts(session: Session, account_id: int, *, rate: int, want: int, now:
     return int(granted or 0)
 
 
+def give_back_starts(session: Session, account_id: int, *, rate: int, count: int) -> None:
+    """Return `count` starts taken with `take_starts` in this transaction and not used."""
+    if count > 0:
+        _GIVE_BACK.rowcount(session, {"account_id": account_id, "back_us": count * 1_000_000 // max(1, rate)})
+
+
 def starts_available(session: Session, account_id: int, *, rate: int, now: datetime, hold: float = 1.0) -> int:
     """How many starts the account's rate would grant now (reads only)."""
-    tat = _TIMELINE.scalar(session, {"account_id": account_id}) or 0
-    ahead = epoch_us(now) + int(hold * 1_000_000) - max(tat, epoch_us(now))
-    return max(0, ahead * max(1, rate) // 1_000_000)
+    tat, now_us, hold_us = _TIMELINE.scalar(session, {"account_id": account_id}) or 0, epoch_us(now), int(hold * 1_000_000)
+    start = tat if now_us < tat <= now_us + hold_us else now_us
+    return max(0, (now_us + hold_us - start) * max(1, rate) // 1_000_000)

@@ -442,12 +442,13 @@ def _admit_statement() -> sa.Update:
     table = SendRate.__table__
     now_us = sa.bindparam("now_us", type_=sa.BigInteger)
     cost = sa.bindparam("cost", type_=sa.BigInteger)
-    start = sa.case((table.c.tat_us > now_us, table.c.tat_us), else_=now_us)
+    tolerance = sa.bindparam("tolerance", type_=sa.BigInteger)
+    # A theoretical arrival time beyond the tolerance can only come from a clock that stepped back:
+    # start again from now rather than refusing every request for the length of the step.
+    start = sa.case((sa.and_(table.c.tat_us > now_us, table.c.tat_us <= now_us + tolerance), table.c.tat_us), else_=now_us)
     return (
         sa.update(table)
-        .where(
-            table.c.account_id == sa.bindparam("rate_account_id"), start + cost - now_us <= sa.bindparam("tolerance", type_=sa.BigInteger)
-        )
+        .where(table.c.account_id == sa.bindparam("rate_account_id"), start + cost - now_us <= tolerance)
         .values(tat_us=start + cost)
     )
 
@@ -551,7 +552,7 @@ def _checkpoint_after_turn(session: Session, lock_path: str, every: float) -> No
     try:
         session.connection().exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         session.commit()  # ends the session's (empty) transaction; nothing to write
-    except sa.exc.OperationalError:  # the request succeeded; the next turn or another writer checkpoints
+    except Exception:  # the request is committed and must be answered; the next turn or another writer checkpoints
         session.rollback()
         log.warning("WAL checkpoint after the intake turn failed", exc_info=True)
 

@@ -268,6 +268,7 @@ def test_an_accounts_messages_go_out_at_its_rate_and_other_accounts_do_not_wait_
     # and no second holds more than the bucket plus the second's rate (nominally 41 take 1 s).
     assert (slow_times[-1] - slow_times[0]).total_seconds() >= 1.6
     assert all((slow_times[i + 40] - slow_times[i]).total_seconds() >= 0.8 for i in range(len(slow_times) - 40))
+    assert all((slow_times[i + 24] - slow_times[i]).total_seconds() >= 0.15 for i in range(len(slow_times) - 24))
     # The other account's messages went out before the slow account's were half done.
     assert other_times[-1] < slow_times[30]
     assert dispatcher.stats.deferred > 0  # the slow account's surplus went back to the queue, due later
@@ -296,7 +297,41 @@ def test_two_workers_share_an_accounts_rate(app: Flask, smsc: Callable[..., SMSC
     # One second of the rate at once, then 20 a second between them: as for a single worker.
     assert (times[-1] - times[0]).total_seconds() >= 1.6
     assert all((times[i + 40] - times[i]).total_seconds() >= 0.8 for i in range(len(times) - 40))
+    assert all((times[i + 24] - times[i]).total_seconds() >= 0.15 for i in range(len(times) - 24))  # no second burst (25 take 0.25 s)
     assert message_counts(db.session, slow.account.id).balanced
+
+
+def test_an_accounts_rate_grants_starts_from_one_timeline(app: Flask) -> None:
+    """take_starts / give_back_starts / starts_available at fixed instants: what the workers share."""
+    from backoffice.services.message_queue import give_back_starts, starts_available, take_starts
+
+    sender = active_sender(app)
+    account = sender.account.id
+    assert take_starts(db.session, account, rate=20, want=100, now=FIXED_NOW) == 20  # idle: one second's worth at once
+    assert take_starts(db.session, account, rate=20, want=100, now=FIXED_NOW) == 0
+    assert starts_available(db.session, account, rate=20, now=FIXED_NOW + timedelta(seconds=0.5)) == 10
+    assert take_starts(db.session, account, rate=20, want=4, now=FIXED_NOW + timedelta(seconds=0.5)) == 4  # at most what was asked
+    give_back_starts(db.session, account, rate=20, count=3)  # a turn that used only one of them
+    assert starts_available(db.session, account, rate=20, now=FIXED_NOW + timedelta(seconds=0.5)) == 9
+    # A clock that stepped back an hour starts the timeline again from its now, not an hour later.
+    assert take_starts(db.session, account, rate=20, want=5, now=FIXED_NOW - timedelta(hours=1)) == 5
+    db.session.rollback()
+
+    other = active_sender(app, "sms_business_service").account.id
+    singles = [take_starts(db.session, other, rate=3, want=1, now=FIXED_NOW) for _ in range(4)]
+    assert singles == [1, 1, 1, 0]  # one at a time, the whole second's worth (no rounding lost)
+    db.session.rollback()
+
+
+def test_intake_after_the_clock_stepped_back_is_not_refused_for_the_length_of_the_step(app: Flask) -> None:
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    sender.account.rate_limit_per_second = 5
+    db.session.commit()
+    send(sender, numbers(5))  # the account's timeline now runs ahead of the clock
+    set_clock(lambda: FIXED_NOW - timedelta(hours=1))
+    assert send(sender, ["13900139000"]).http_status == 202
 
 
 def test_account_settings_are_read_again_while_other_accounts_messages_are_held(

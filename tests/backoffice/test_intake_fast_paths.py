@@ -233,6 +233,22 @@ def test_a_prepared_statement_runs_as_sqlalchemy_runs_it(app: Flask) -> None:
     db.session.rollback()
 
 
+def test_a_prepared_statement_raises_what_sqlalchemy_would(app: Flask) -> None:
+    sender = active_sender(app)
+    send(sender, ["13800138000"])
+    requests = SendRequest.__table__
+    opening = Prepared(sa.insert(requests).values({name: sa.bindparam(name) for name in messaging._REQUEST_OPENING}))
+    row = {"account_id": sender.account.id, "sub_account_id": sender.sub.id, "client_ref": "same", "fingerprint": "f", "source": "api",
+           "created_at": FIXED_NOW, "accepted_count": 0, "charged": Decimal(0), "http_status": 202}  # fmt: skip
+    opening.rowcount(db.session, row)
+    with pytest.raises(sa.exc.IntegrityError):  # (account_id, client_ref) is unique
+        opening.rowcount(db.session, row)
+    db.session.rollback()
+    with pytest.raises(sa.exc.OperationalError, match="no such table"):
+        Prepared(sa.select(sa.table("nowhere", sa.column("x"))).where(sa.column("x") == sa.bindparam("x"))).rows(db.session, {"x": 1})
+    db.session.rollback()
+
+
 def test_a_prepared_statement_refuses_what_it_cannot_run_as_sqlalchemy_would(app: Flask) -> None:
     messages = Message.__table__
     expanding = Prepared(sa.select(messages.c.id).where(messages.c.recipient.in_(sa.bindparam("numbers", expanding=True))))
@@ -248,9 +264,13 @@ def test_a_prepared_statement_refuses_what_it_cannot_run_as_sqlalchemy_would(app
 def test_every_prepared_statement_of_the_hot_paths_compiles(app: Flask) -> None:
     """Each is compiled on first use; a statement it cannot run (a computed default, an IN list)
     must fail here, not in the first request or turn of the dispatcher that needs it."""
-    from backoffice.services import dispatcher, send_log, usage
+    from sqlalchemy.dialects import postgresql
 
-    found = [value for module in (messaging, dispatcher, send_log, usage) for value in vars(module).values() if isinstance(value, Prepared)]
-    assert len(found) >= 20
+    from backoffice.services import dispatcher, message_queue, send_log, usage
+
+    modules = (messaging, dispatcher, message_queue, send_log, usage)
+    found = [value for module in modules for value in vars(module).values() if isinstance(value, Prepared)]
+    assert len(found) >= 23
     for prepared in found:
         prepared._compile(db.engine.dialect)
+        prepared.statement.compile(dialect=postgresql.dialect())  # where SQLAlchemy runs it itself
