@@ -48,6 +48,7 @@ from backoffice.models import EnterpriseAccount, Message, MessagePart, Notificat
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.bulk import Prepared
 from backoffice.services.message_queue import (
+    ClaimedMessage,
     claim_due,
     defer,
     give_back_starts,
@@ -779,7 +780,7 @@ class Dispatcher:
             segmentation = self._segmentations[content] = encode_segments(content, MAX_PARTS_IN_UDH)
         return segmentation
 
-    def _load(self, message: sa.Row, recorded: Mapping[int, tuple[int | None, str | None]]) -> _Work:
+    def _load(self, message: ClaimedMessage, recorded: Mapping[int, tuple[int | None, str | None]]) -> _Work:
         try:
             segmentation = self._segments(message.content)
         except ValueError as unsendable:  # cannot happen to what intake accepted; never retry it forever

@@ -24,8 +24,10 @@ Contract (see also `backoffice.models.messaging`):
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -100,20 +102,74 @@ def claim_batch(session: Session, *, worker: str, limit: int, now: datetime | No
 CLAIMED_COLUMNS = ("id", "account_id", "recipient", "content", "segments", "valid_until", "attempts")
 
 
-def claim_due(session: Session, *, worker: str, limit: int, now: datetime | None = None, lease_seconds: int = 300) -> list[sa.Row]:
+class ClaimedMessage(NamedTuple):
+    """What the dispatcher needs of a message it leased (CLAIMED_COLUMNS)."""
+
+    id: int
+    account_id: int
+    recipient: str
+    content: str
+    segments: int
+    valid_until: datetime
+    attempts: int
+
+
+# SQLite's claim as two prepared statements (run on the driver, see services.bulk): the due ids,
+# one index walk per claimable status merged in SQL (only ids come back), then the lease of those
+# ids, looked up by id from a JSON array, re-checked and returned in one UPDATE … RETURNING.
+_M = Message.__table__
+_NOW = sa.bindparam("now", type_=_M.c.next_attempt_at.type)
+_STALE = sa.bindparam("stale", type_=_M.c.claimed_at.type)
+_LIMIT = sa.bindparam("limit", type_=sa.Integer)
+_LEASE_OPEN = sa.or_(_M.c.claimed_by.is_(None), _M.c.claimed_at < _STALE)
+_DUE_BY_STATUS = [
+    sa.select(_M.c.next_attempt_at, _M.c.id)
+    .where(_M.c.status == status, _M.c.next_attempt_at <= _NOW, _LEASE_OPEN)
+    .order_by(_M.c.next_attempt_at, _M.c.id)
+    .limit(_LIMIT)
+    .subquery()
+    for status in CLAIMABLE
+]
+_DUE = sa.union_all(*(sa.select(due.c.next_attempt_at, due.c.id) for due in _DUE_BY_STATUS)).subquery()
+_SQLITE_CANDIDATES = Prepared(sa.select(_DUE.c.id).order_by(_DUE.c.next_attempt_at, _DUE.c.id).limit(_LIMIT))
+_CLAIMED_IDS = sa.select(sa.func.json_each(sa.bindparam("ids", type_=sa.String)).table_valued("value").c.value)
+_SQLITE_CLAIM = Prepared(
+    sa.update(_M)
+    .where(
+        _M.c.id.in_(_CLAIMED_IDS),
+        sa.or_(*(sa.func.coalesce(_M.c.status, "") == status for status in CLAIMABLE)),  # see _still_due
+        _M.c.next_attempt_at <= _NOW,
+        _LEASE_OPEN,
+    )
+    .values(claimed_by=sa.bindparam("worker"), claimed_at=_NOW, attempts=_M.c.attempts + 1)
+    .returning(*(_M.c[name] for name in CLAIMED_COLUMNS))
+)
+
+
+def claim_due(session: Session, *, worker: str, limit: int, now: datetime | None = None, lease_seconds: int = 300) -> list[ClaimedMessage]:
     """`claim_batch` for a worker that wants plain rows rather than ORM objects (the dispatcher's
-    hot path): the same lease in one UPDATE … RETURNING, rows of CLAIMED_COLUMNS in claim order."""
+    hot path): the same lease in one UPDATE … RETURNING, rows in claim order (oldest due first)."""
     now = now or utcnow()
-    ids = _candidates(session, now, lease_seconds, limit)
-    if not ids:
-        return []
-    table = Message.__table__
-    rows = session.execute(
-        sa.update(table)
-        .where(table.c.id.in_(ids), _still_due(now, lease_seconds))
-        .values(claimed_by=worker, claimed_at=now, attempts=table.c.attempts + 1)
-        .returning(*(table.c[name] for name in CLAIMED_COLUMNS))
-    ).all()
+    if session.get_bind().dialect.name == "sqlite":
+        params = {"now": now, "stale": now - timedelta(seconds=lease_seconds), "limit": limit}
+        ids = [message_id for (message_id,) in _SQLITE_CANDIDATES.rows(session, params)]
+        if not ids:
+            return []
+        rows = [ClaimedMessage(*row) for row in _SQLITE_CLAIM.rows(session, {**params, "ids": json.dumps(ids), "worker": worker})]
+    else:
+        ids = _candidates(session, now, lease_seconds, limit)
+        if not ids:
+            return []
+        table = Message.__table__
+        rows = [
+            ClaimedMessage(*row)
+            for row in session.execute(
+                sa.update(table)
+                .where(table.c.id.in_(ids), _still_due(now, lease_seconds))
+                .values(claimed_by=worker, claimed_at=now, attempts=table.c.attempts + 1)
+                .returning(*(table.c[name] for name in CLAIMED_COLUMNS))
+            )
+        ]
     order = {message_id: position for position, message_id in enumerate(ids)}
     return sorted(rows, key=lambda row: order[row.id])
 

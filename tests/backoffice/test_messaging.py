@@ -406,6 +406,26 @@ def test_the_send_log_chain_reveals_an_edited_or_removed_row(app: Flask, sender:
     assert verify_chain(db.session) == ["发送日志应有 4 条，实有 3 条（末尾记录被删除或链头被改）"]
 
 
+def test_the_dispatchers_claim_takes_due_messages_oldest_first_across_statuses_and_stale_leases(app: Flask, sender: Sender) -> None:
+    from backoffice.services.message_queue import claim_due
+
+    scheduled = send(sender, "13900139000", send_at=FIXED_NOW + timedelta(minutes=1)).messages  # due in a minute
+    later = send(sender, "13900139007", send_at=FIXED_NOW + timedelta(days=1)).messages  # due tomorrow
+    now = FIXED_NOW + timedelta(minutes=2)
+    set_clock(lambda: now)
+    first = send(sender, numbers(3)).messages  # queued, due now: after the scheduled one
+    assert [m["status"] for m in (*scheduled, *later, *first)] == ["scheduled", "scheduled", "queued", "queued", "queued"]
+    claimed = claim_due(db.session, worker="w1", limit=3, now=now)
+    assert [m.id for m in claimed] == [scheduled[0]["id"], first[0]["id"], first[1]["id"]]  # oldest due first, either status
+    assert all(m.attempts == 1 and m.recipient and m.valid_until.tzinfo is UTC for m in claimed)
+    assert [m.id for m in claim_due(db.session, worker="w2", limit=10, now=now)] == [first[2]["id"]]  # leased ones skipped
+    assert claim_due(db.session, worker="w3", limit=10, now=now + timedelta(seconds=10)) == []
+    stale = claim_due(db.session, worker="w3", limit=10, now=now + timedelta(seconds=301), lease_seconds=300)
+    assert sorted(m.id for m in stale) == sorted(m["id"] for m in [*first, *scheduled])  # every lease ran out; tomorrow's waits
+    assert all(m.attempts == 2 for m in stale) and later[0]["id"] not in {m.id for m in stale}
+    db.session.rollback()
+
+
 def test_the_worker_claims_due_messages_once_and_refunds_failures(app: Flask, sender: Sender) -> None:
     now_result = send(sender, numbers(3))
     later = send(sender, "13900139000", send_at="2026-11-24T09:00:00+08:00")
