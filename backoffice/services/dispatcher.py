@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from backoffice.clock import local_today, utcnow
-from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount
+from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount, Unsubscribe
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.bulk import Prepared
 from backoffice.services.message_queue import (
@@ -104,6 +104,7 @@ _CARRIER_ALIASES: Final[Mapping[str, str]] = {
     **{name: "cbn" for name in ("中国广电", "广电", "46015")},
 }
 NOTICE_SIGNATURE: Final = "短信平台"
+UNSUBSCRIBED_REFUSAL: Final = "对方已回复退订，未发送，已退款"
 
 
 def reported_carrier(raw_receipt: str) -> str | None:
@@ -208,6 +209,9 @@ RATE_POLL_SECONDS = 0.005
 HELD_BATCHES = 2
 #: Account settings the worker keeps (service code, rate) are read again after this many seconds.
 ACCOUNTS_REFRESH = 30.0
+#: A worker looks for numbers newly on an unsubscribe list (a TD another worker received, an
+#: administrator's entry) this often, to refund what it holds for them and has not begun to send.
+UNSUBSCRIBE_POLL = 0.1
 #: A reply to a shared source address belongs to the account that last sent to the number, looked
 #: for among this many of the latest messages.
 MO_LOOKBACK = 1_000_000
@@ -258,6 +262,13 @@ _CARRIER_OF = sa.select(
     _MESSAGES.c.charge_kind,
     _MESSAGES.c.charged_on,
 ).where(_MESSAGES.c.id == sa.bindparam("mid"))
+_UNSUBSCRIBES = Unsubscribe.__table__
+_NEW_UNSUBSCRIBES = Prepared(
+    sa.select(_UNSUBSCRIBES.c.id, _UNSUBSCRIBES.c.account_id, _UNSUBSCRIBES.c.number)
+    .where(_UNSUBSCRIBES.c.id > sa.bindparam("seen"))
+    .order_by(_UNSUBSCRIBES.c.id)
+    .limit(1000)
+)
 _CARRIER_REPORTED = Prepared(
     sa.update(_MESSAGES).where(*_SENT_MESSAGE, _MESSAGES.c.reported_carrier.is_(None)).values(reported_carrier=sa.bindparam("b_carrier"))
 )
@@ -359,6 +370,8 @@ class Dispatcher:
         self._stopping = False
         self._failure: BaseException | None = None
         self._next_claim = 0.0
+        self._unsubscribes_seen = 0  # the latest unsubscribe list entry this worker has acted on (id)
+        self._next_unsubscribe_poll = 0.0
         self._next_renewal = time.monotonic() + settings.lease_seconds / 3
         self._next_report = time.monotonic() + 60.0
         self._started = False
@@ -375,6 +388,7 @@ class Dispatcher:
         if self._started:
             return
         released = release_worker(self._session, worker=self.worker)
+        self._unsubscribes_seen = self._session.scalar(sa.select(sa.func.max(_UNSUBSCRIBES.c.id))) or 0  # claims check earlier ones
         self._commit()
         if released:
             log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
@@ -511,6 +525,12 @@ class Dispatcher:
         self._finish(now, lines)
         wrote |= self._requeue_lost(lines)
         wrote |= self._requeue_deferred(mono)
+        if mono >= self._next_unsubscribe_poll:
+            self._next_unsubscribe_poll = mono + UNSUBSCRIBE_POLL
+            self._poll_unsubscribes()
+            if self._touched:
+                wrote = True
+                self._finish(now, lines)  # refunded before anything of theirs is prepared
         if not self._stopping and self._wants_claim(mono):
             wrote |= self._claim(now, mono)
         wrote |= self._prepare(now, mono, lines)
@@ -710,8 +730,12 @@ class Dispatcher:
             for account_id, code, service_code, rate in rows:
                 self._accounts[account_id] = (code, service_code)
                 self._rates[account_id] = max(1, int(rate or 1))
+        unsubscribed = self._unsubscribed(messages)
         for message in messages:
             work = self._load(message, recorded.get(message.id, {}))
+            if (message.account_id, message.recipient) in unsubscribed and not recorded.get(message.id) and work.refusal is None:
+                work.refusal = UNSUBSCRIBED_REFUSAL  # a TD that came while another (since dead) worker held it
+                work.todo.clear()
             self._works[work.id] = work
             if work.todo and work.refusal is None:
                 self._fresh.append(work)
@@ -1011,6 +1035,27 @@ class Dispatcher:
         self._session.flush()
         self._session.expunge(reply)
 
+    def _unsubscribed(self, messages: Sequence[ClaimedMessage]) -> set[tuple[int, str]]:
+        """(account, number) of the claimed messages whose number is on the account's unsubscribe list."""
+        by_account: dict[int, set[str]] = {}
+        for message in messages:
+            by_account.setdefault(message.account_id, set()).add(message.recipient)
+        found: set[tuple[int, str]] = set()
+        for account_id, numbers in by_account.items():
+            query = sa.select(_UNSUBSCRIBES.c.number).where(_UNSUBSCRIBES.c.account_id == account_id, _UNSUBSCRIBES.c.number.in_(numbers))
+            found.update((account_id, number) for number in self._session.scalars(query))
+        return found
+
+    def _poll_unsubscribes(self) -> None:
+        """Refund what this worker holds for numbers put on an unsubscribe list since it last looked."""
+        while True:
+            rows = _NEW_UNSUBSCRIBES.rows(self._session, {"seen": self._unsubscribes_seen})
+            for entry_id, account_id, number in rows:
+                self._cancel_held(account_id, number)
+                self._unsubscribes_seen = entry_id
+            if len(rows) < 1000:
+                return
+
     def _cancel_held(self, account_id: int, number: str) -> None:
         """An unsubscribe reply: the messages to that number this worker holds and has not begun
         to send are refunded, not sent (`add_unsubscribe` cancels those still in the queue; a
@@ -1022,7 +1067,7 @@ class Dispatcher:
             # Every live part still waits for the link (none on the wire), and no part was ever sent.
             untouched = len(waiting) == work.live and all(how == _INSERT for how in (*waiting, *(how for _, how in work.todo)))
             if untouched and len(work.todo) + work.live == work.total:
-                work.refusal = "对方已回复退订，未发送，已退款"
+                work.refusal = UNSUBSCRIBED_REFUSAL
                 self._touched[work.id] = work
 
     # --- housekeeping ------------------------------------------------------------------------------

@@ -625,6 +625,56 @@ def test_a_td_reply_cancels_a_message_the_worker_holds_but_has_not_begun_to_send
     assert message_counts(db.session, sender.account.id).balanced
 
 
+def test_a_td_another_worker_received_cancels_what_this_worker_holds_and_has_not_begun(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from backoffice.services.messaging import add_unsubscribe
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, ["13800138000", "13900139000"])
+    charged = before - sender.balance()
+    simulator = smsc()
+    holder = worker(simulator, "holder")
+    holder.start()
+    holder._claim(utcnow(), time.monotonic())  # both leased to this worker, not begun
+    holder._commit()
+    add_unsubscribe(db.session, sender.account.id, "13800138000", source="mo")  # as the worker that got the TD does
+    db.session.commit()
+    drive(holder, all_in("delivered", "refunded"), sender)
+
+    assert [s.destination for s in simulator.received] == ["8613900139000"]
+    cancelled = db.session.scalar(sa.select(Message).where(Message.recipient == "13800138000"))
+    assert cancelled.status == "refunded" and "退订" in (cancelled.error or "")
+    assert sender.balance() == before - charged / 2 and message_counts(db.session, sender.account.id).balanced
+
+
+def test_a_message_whose_number_unsubscribed_while_a_dead_worker_held_it_is_refunded_not_sent(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from backoffice.services.message_queue import claim_due
+    from backoffice.services.messaging import add_unsubscribe
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, ["13800138000", "13900139000"])
+    charged = before - sender.balance()
+    assert len(claim_due(db.session, worker="died", limit=10, now=FIXED_NOW)) == 2  # leased by a worker that then died
+    db.session.commit()
+    add_unsubscribe(db.session, sender.account.id, "13800138000", source="mo")  # leased: the queue's cancel leaves it
+    db.session.commit()
+    assert db.session.scalar(sa.select(Message.status).where(Message.recipient == "13800138000")) == "queued"
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=DispatchSettings().lease_seconds + 1))  # the dead worker's leases ran out
+    simulator = smsc()
+    drive(worker(simulator, "successor"), all_in("delivered", "refunded"), sender)
+
+    assert [s.destination for s in simulator.received] == ["8613900139000"]
+    assert db.session.scalar(sa.select(Message.status).where(Message.recipient == "13800138000")) == "refunded"
+    assert sender.balance() == before - charged / 2 and message_counts(db.session, sender.account.id).balanced
+
+
 def test_a_reply_to_an_accounts_service_code_is_its_own(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
