@@ -97,7 +97,8 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
                 values[position] = convert(value)
         parameters.append(tuple(values))
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    cursor.executemany(plan.sql, parameters)  # in the session's transaction, as exec_driver_sql would, without its overhead
+    with _as_sqlalchemy_errors(connection, plan.sql, parameters):
+        cursor.executemany(plan.sql, parameters)  # in the session's transaction, as exec_driver_sql would, without its overhead
 
 
 @contextmanager
@@ -182,6 +183,8 @@ class Prepared:
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with _as_sqlalchemy_errors(connection, plan.sql, values):
             cursor.execute(plan.sql, values)
+            if plan.results:  # a SELECT or RETURNING: its rows now (an UPDATE … RETURNING can fail while they are read)
+                return plan, cursor.fetchall()
         return plan, cursor
 
     def executemany(self, session: Session | scoped_session[Session] | sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -200,7 +203,8 @@ class Prepared:
 
     def rowcount(self, session: Session | scoped_session[Session] | sa.Connection, params: Mapping[str, Any]) -> int:
         """Run it in the session's transaction; the rows it changed (no RETURNING)."""
-        return int(self._run(session, params)[1].rowcount)
+        result = self._run(session, params)[1]
+        return len(result) if isinstance(result, list) else int(result.rowcount)
 
     def rows(self, session: Session | scoped_session[Session] | sa.Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run it in the session's transaction; every result row, converted by the columns' types."""
@@ -209,9 +213,9 @@ class Prepared:
             return [tuple(row) for row in result]
         converters = [(i, convert) for i, convert in enumerate(plan.results) if convert is not None]
         if not converters:
-            return [tuple(raw) for raw in result.fetchall()]
+            return [tuple(raw) for raw in result]
         out = []
-        for raw in result.fetchall():
+        for raw in result:
             row = list(raw)
             for i, convert in converters:
                 row[i] = convert(row[i])

@@ -203,7 +203,7 @@ RECORD_DELAY = 0.002
 #: not keep other accounts' messages waiting behind it, and an account whose rate the link cannot
 #: reach is never given back (no churn).
 RATE_HOLD_SECONDS = 1.0
-#: An account whose rate granted nothing is asked again after 1/rate s, but not sooner than this.
+#: An account whose rate granted nothing is asked again after 1/rate s (at most 0.1 s), but not sooner than this.
 RATE_POLL_SECONDS = 0.005
 #: However many wait for their account's rate, a worker holds at most this many batches.
 HELD_BATCHES = 2
@@ -785,7 +785,7 @@ class Dispatcher:
             waiting = sum(1 for w in self._fresh if w.account_id == account_id and not w.started and w.refusal is None)
             count = take_starts(self._session, account_id, rate=rate, want=min(room, waiting), now=now, hold=RATE_HOLD_SECONDS)
             if count <= 0:
-                self._rate_full[account_id] = mono + max(1.0 / rate, RATE_POLL_SECONDS)
+                self._rate_full[account_id] = mono + min(max(1.0 / rate, RATE_POLL_SECONDS), 0.1)  # (or another worker held its row)
                 return False
         self._granted[account_id] = count - 1
         return True

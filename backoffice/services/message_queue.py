@@ -294,11 +294,21 @@ def refund_messages_failed(session: Session, messages: Sequence[Message], *, rea
 # their turns, whatever order they meet their accounts in.
 
 _RATES = DispatchRate.__table__
+#: A timeline this far beyond the hold can only come from a clock that stepped back (NTP, a VM
+#: restored): it starts again from now rather than stopping the account for the length of the step.
+#: Anything less (workers' clocks a few ms apart, a turn that read its time before it waited for
+#: the lock) counts as a full timeline: no grant.
+CLOCK_STEP_US = 30_000_000
+MAX_RATE = 1_000_000  # starts a second: each advances the timeline by at least 1 us
 _NOW_US = sa.bindparam("now_us", type_=sa.BigInteger)
 _HOLD_US = sa.bindparam("hold_us", type_=sa.BigInteger)
 _RATE = sa.bindparam("rate", type_=sa.BigInteger)
 _WANT = sa.bindparam("want", type_=sa.BigInteger)
-_START = sa.case((sa.and_(_RATES.c.tat_us > _NOW_US, _RATES.c.tat_us <= _NOW_US + _HOLD_US), _RATES.c.tat_us), else_=_NOW_US)
+_START = sa.case(
+    (_RATES.c.tat_us > _NOW_US + _HOLD_US + CLOCK_STEP_US, _NOW_US),  # a clock that stepped back: start again from now
+    (_RATES.c.tat_us > _NOW_US, _RATES.c.tat_us),
+    else_=_NOW_US,
+)
 _AHEAD_US = _NOW_US + _HOLD_US - _START  # how much of the hold the account's timeline leaves
 _FITS = _AHEAD_US * _RATE // 1_000_000  # whole starts that fit in it
 _GRANT = sa.case((_FITS < _WANT, _FITS), else_=_WANT)
@@ -324,10 +334,16 @@ def take_starts(session: Session, account_id: int, *, rate: int, want: int, now:
     session's transaction; how many were granted (0: none before its timeline moves on)."""
     if want <= 0:
         return 0
-    params = {"account_id": account_id, "now_us": epoch_us(now), "hold_us": int(hold * 1_000_000), "rate": max(1, rate), "want": want}
+    rate = min(max(1, rate), MAX_RATE)
+    params = {"account_id": account_id, "now_us": epoch_us(now), "hold_us": int(hold * 1_000_000), "rate": rate, "want": want}
     granted = _TAKE_STARTS.scalar(session, params)
     if granted is None and _TIMELINE.first(session, {"account_id": account_id}) is None:  # the account's first start
-        session.execute(insert_ignoring_conflict(session, _RATES, {"account_id": account_id, "tat_us": 0, "granted": 0}, ["account_id"]))
+        row = insert_ignoring_conflict(session, _RATES, {"account_id": account_id, "tat_us": 0, "granted": 0}, ["account_id"])
+        if is_postgresql(session):  # committed at once: a concurrent first insert would otherwise hold this turn's
+            with session.get_bind().begin() as connection:
+                connection.execute(row)
+        else:  # SQLite: one writer, and this transaction may hold the write lock already
+            session.execute(row)
         granted = _TAKE_STARTS.scalar(session, params)
     return int(granted or 0)
 
@@ -335,11 +351,11 @@ def take_starts(session: Session, account_id: int, *, rate: int, want: int, now:
 def give_back_starts(session: Session, account_id: int, *, rate: int, count: int) -> None:
     """Return `count` starts taken with `take_starts` in this transaction and not used."""
     if count > 0:
-        _GIVE_BACK.rowcount(session, {"account_id": account_id, "back_us": count * 1_000_000 // max(1, rate)})
+        _GIVE_BACK.rowcount(session, {"account_id": account_id, "back_us": count * 1_000_000 // min(max(1, rate), MAX_RATE)})
 
 
 def starts_available(session: Session, account_id: int, *, rate: int, now: datetime, hold: float = 1.0) -> int:
     """How many starts the account's rate would grant now (reads only)."""
     tat, now_us, hold_us = _TIMELINE.scalar(session, {"account_id": account_id}) or 0, epoch_us(now), int(hold * 1_000_000)
-    start = tat if now_us < tat <= now_us + hold_us else now_us
-    return max(0, (now_us + hold_us - start) * max(1, rate) // 1_000_000)
+    start = now_us if tat > now_us + hold_us + CLOCK_STEP_US else max(tat, now_us)
+    return max(0, (now_us + hold_us - start) * min(max(1, rate), MAX_RATE) // 1_000_000)

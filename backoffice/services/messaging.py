@@ -99,6 +99,7 @@ BLOCKED_STATUSES = {
 SOURCES = ("api", "portal", "csv")
 CLIENT_REF_MAX = 64
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
+CLOCK_STEP_US = 30_000_000  # a rate timeline this far ahead of the clock means the clock stepped back (see _admit_statement)
 CHECKPOINT_EVERY_SECONDS = 0.25  # intake copies the WAL into the database at most this often per process (after its turn)
 MOBILE_HEADERS = {"mobile", "phone", "手机", "手机号", "手机号码", "号码", "电话"}
 
@@ -443,9 +444,15 @@ def _admit_statement() -> sa.Update:
     now_us = sa.bindparam("now_us", type_=sa.BigInteger)
     cost = sa.bindparam("cost", type_=sa.BigInteger)
     tolerance = sa.bindparam("tolerance", type_=sa.BigInteger)
-    # A theoretical arrival time beyond the tolerance can only come from a clock that stepped back:
-    # start again from now rather than refusing every request for the length of the step.
-    start = sa.case((sa.and_(table.c.tat_us > now_us, table.c.tat_us <= now_us + tolerance), table.c.tat_us), else_=now_us)
+    # A theoretical arrival time this far beyond the tolerance can only come from a clock that
+    # stepped back: start again from now rather than refusing every request for the length of the
+    # step. Less than that (web workers' clocks apart, a request that read its time before it
+    # waited for the lock) is an account over its rate.
+    start = sa.case(
+        (table.c.tat_us > now_us + tolerance + CLOCK_STEP_US, now_us),
+        (table.c.tat_us > now_us, table.c.tat_us),
+        else_=now_us,
+    )
     return (
         sa.update(table)
         .where(table.c.account_id == sa.bindparam("rate_account_id"), start + cost - now_us <= tolerance)

@@ -313,7 +313,13 @@ def test_an_accounts_rate_grants_starts_from_one_timeline(app: Flask) -> None:
     assert take_starts(db.session, account, rate=20, want=4, now=FIXED_NOW + timedelta(seconds=0.5)) == 4  # at most what was asked
     give_back_starts(db.session, account, rate=20, count=3)  # a turn that used only one of them
     assert starts_available(db.session, account, rate=20, now=FIXED_NOW + timedelta(seconds=0.5)) == 9
-    # A clock that stepped back an hour starts the timeline again from its now, not an hour later.
+    # A worker whose clock is a little behind (or whose turn read the time before it waited for the
+    # lock) finds the timeline full, not restarted; a clock that stepped back an hour starts it again.
+    full = FIXED_NOW + timedelta(seconds=0.5)
+    assert take_starts(db.session, account, rate=20, want=100, now=full) == 9
+    assert take_starts(db.session, account, rate=20, want=100, now=full - timedelta(milliseconds=1)) == 0
+    assert take_starts(db.session, account, rate=20, want=100, now=full - timedelta(seconds=20)) == 0
+    assert starts_available(db.session, account, rate=20, now=full - timedelta(milliseconds=1)) == 0
     assert take_starts(db.session, account, rate=20, want=5, now=FIXED_NOW - timedelta(hours=1)) == 5
     db.session.rollback()
 
@@ -324,14 +330,18 @@ def test_an_accounts_rate_grants_starts_from_one_timeline(app: Flask) -> None:
 
 
 def test_intake_after_the_clock_stepped_back_is_not_refused_for_the_length_of_the_step(app: Flask) -> None:
-    from tests.backoffice.test_messaging import send
+    from backoffice.services.messaging import RateLimited, SendingSettings
+    from tests.backoffice.test_messaging import refused, send
 
     sender = active_sender(app)
     sender.account.rate_limit_per_second = 5
     db.session.commit()
-    send(sender, numbers(5))  # the account's timeline now runs ahead of the clock
-    set_clock(lambda: FIXED_NOW - timedelta(hours=1))
-    assert send(sender, ["13900139000"]).http_status == 202
+    settings = SendingSettings(max_recipients=5, rate_burst_seconds=1)  # a tolerance of one second
+    send(sender, numbers(5), settings=settings)  # the whole tolerance used: the timeline is a second ahead
+    set_clock(lambda: FIXED_NOW - timedelta(milliseconds=1))  # another web worker's clock, a little behind
+    assert isinstance(refused(sender, ["13900139000"], settings=settings), RateLimited)
+    set_clock(lambda: FIXED_NOW - timedelta(hours=1))  # the clock stepped back
+    assert send(sender, ["13900139000"], settings=settings).http_status == 202
 
 
 def test_account_settings_are_read_again_while_other_accounts_messages_are_held(

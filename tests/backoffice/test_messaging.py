@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -423,6 +424,21 @@ def test_the_dispatchers_claim_takes_due_messages_oldest_first_across_statuses_a
     stale = claim_due(db.session, worker="w3", limit=10, now=now + timedelta(seconds=301), lease_seconds=300)
     assert sorted(m.id for m in stale) == sorted(m["id"] for m in [*first, *scheduled])  # every lease ran out; tomorrow's waits
     assert all(m.attempts == 2 for m in stale) and later[0]["id"] not in {m.id for m in stale}
+    db.session.rollback()
+
+
+def test_a_message_another_worker_leased_between_the_claims_two_statements_is_not_taken(
+    app: Flask, sender: Sender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backoffice.services import message_queue
+
+    first, second = (m["id"] for m in send(sender, numbers(2)).messages)
+    assert [m.id for m in message_queue.claim_due(db.session, worker="w1", limit=1, now=FIXED_NOW)] == [first]
+    # w2 found both due just before w1's lease was written: the lease re-checks each row.
+    monkeypatch.setattr(message_queue, "_SQLITE_CANDIDATES", SimpleNamespace(rows=lambda *_: [(first,), (second,)]))
+    claimed = message_queue.claim_due(db.session, worker="w2", limit=10, now=FIXED_NOW)
+    assert [(m.id, m.attempts) for m in claimed] == [(second, 1)]
+    assert db.session.scalar(sa.select(Message.claimed_by).where(Message.id == first)) == "w1"
     db.session.rollback()
 
 
