@@ -117,13 +117,15 @@ class _Compiled:
     sql: str
     # Per parameter, in order: (name given by the caller, converter) or (None, value fixed in the statement)
     parameters: tuple[tuple[str | None, Any], ...]
+    names: tuple[str, ...] | None  # the parameters' names in the SQL (named paramstyles); None: positional
     results: tuple[Callable[[Any], Any] | None, ...]  # per result column
 
 
 class Prepared:
     """A Core statement run on the driver (see the module docstring). Its parameters are
-    `sa.bindparam` names the caller gives; every other value is fixed in the statement. On
-    dialects with named parameters it runs through SQLAlchemy as usual."""
+    `sa.bindparam` names the caller gives; every other value is fixed in the statement. It is
+    compiled as written, whatever the names of the parameters given: SQLAlchemy's own execution
+    would read a parameter named like a column of an INSERT or UPDATE as a value to set."""
 
     __slots__ = ("statement", "_compiled")
 
@@ -133,7 +135,8 @@ class Prepared:
 
     def _compile(self, dialect: sa.Dialect) -> _Compiled:
         compiled = self.statement.compile(dialect=dialect)
-        assert compiled.positiontup is not None
+        if compiled.escaped_bind_names:  # type: ignore[attr-defined]
+            raise ValueError(f"parameter names that need escaping: {sorted(compiled.escaped_bind_names)}")  # type: ignore[attr-defined]
         # Columns left to a Python-side default (INSERT) or onupdate (UPDATE): constants only,
         # SQLAlchemy would call a callable one on each execution.
         fixed: dict[str, Any] = {}
@@ -144,8 +147,9 @@ class Prepared:
                     raise ValueError(f"{column.name}: give a value, its {attribute} is computed per execution")
                 fixed[column.key] = default.arg
         binds = compiled.binds  # type: ignore[attr-defined]
+        order = tuple(compiled.positiontup) if compiled.positiontup is not None else tuple(binds)
         parameters: list[tuple[str | None, Any]] = []
-        for name in compiled.positiontup:
+        for name in order:
             bind = binds[name]
             if bind.expanding or bind.literal_execute:
                 raise ValueError(f"{name}: IN lists are rendered per execution, use SQLAlchemy for them")
@@ -164,22 +168,28 @@ class Prepared:
         columns = getattr(self.statement, "exported_columns", None)
         if columns is not None:
             results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
-        plan = self._compiled[dialect.name] = _Compiled(str(compiled), tuple(parameters), results)
+        names = None if compiled.positiontup is not None else order
+        plan = self._compiled[dialect.name] = _Compiled(str(compiled), tuple(parameters), names, results)
         return plan
 
-    def _plan(self, session: Session | scoped_session[Session] | sa.Connection) -> tuple[sa.Connection, _Compiled | None]:
+    def _plan(self, session: Session | scoped_session[Session] | sa.Connection) -> tuple[sa.Connection, _Compiled]:
         connection = session if isinstance(session, sa.Connection) else session.connection()
-        dialect = connection.dialect
-        plan = self._compiled.get(dialect.name)
-        if plan is None and dialect.positional:
-            plan = self._compile(dialect)
+        plan = self._compiled.get(connection.dialect.name)
+        if plan is None:
+            plan = self._compile(connection.dialect)
         return connection, plan
 
-    def _run(self, session: Session | scoped_session[Session] | sa.Connection, params: Mapping[str, Any]) -> tuple[_Compiled | None, Any]:
-        connection, plan = self._plan(session)
-        if plan is None:
-            return None, connection.execute(self.statement, params)
+    @staticmethod
+    def _values(plan: _Compiled, params: Mapping[str, Any]) -> Any:
         values = [value if name is None else value(params[name]) if value else params[name] for name, value in plan.parameters]
+        return values if plan.names is None else dict(zip(plan.names, values, strict=True))
+
+    def _run(self, session: Session | scoped_session[Session] | sa.Connection, params: Mapping[str, Any]) -> tuple[_Compiled, Any]:
+        connection, plan = self._plan(session)
+        values = self._values(plan, params)
+        if plan.names is not None:  # psycopg: through SQLAlchemy's driver-level execution (its events and errors)
+            result = connection.exec_driver_sql(plan.sql, values)
+            return plan, result.fetchall() if plan.results else result
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with _as_sqlalchemy_errors(connection, plan.sql, values):
             cursor.execute(plan.sql, values)
@@ -192,11 +202,10 @@ class Prepared:
         if not rows:
             return
         connection, plan = self._plan(session)
-        if plan is None:
-            connection.execute(self.statement, list(rows))
+        values = [self._values(plan, row) for row in rows]
+        if plan.names is not None:
+            connection.exec_driver_sql(plan.sql, values)
             return
-        parameters = plan.parameters
-        values = [[value if name is None else value(row[name]) if value else row[name] for name, value in parameters] for row in rows]
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         with _as_sqlalchemy_errors(connection, plan.sql, values):
             cursor.executemany(plan.sql, values)
@@ -209,8 +218,6 @@ class Prepared:
     def rows(self, session: Session | scoped_session[Session] | sa.Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run it in the session's transaction; every result row, converted by the columns' types."""
         plan, result = self._run(session, params)
-        if plan is None:
-            return [tuple(row) for row in result]
         converters = [(i, convert) for i, convert in enumerate(plan.results) if convert is not None]
         if not converters:
             return [tuple(raw) for raw in result]
