@@ -13,10 +13,11 @@ column is converted once, by the converters SQLAlchemy itself would use
 and a single-message request runs a dozen statements with the write lock held, which every other
 request waits for. The statement is compiled once per dialect by SQLAlchemy, its parameters and
 results converted by the types' own processors, and it runs on the DBAPI cursor of the session's
-connection, in the session's transaction.
+connection, in the session's transaction (the driver's errors raised as SQLAlchemy's). The dispatcher
+uses it for its per-turn statements too.
 
-Only for drivers with positional parameters (SQLite); elsewhere SQLAlchemy's own executemany
-(psycopg batches natively) and its own execution."""
+On drivers with named parameters (psycopg) `insert_rows` is SQLAlchemy's own executemany (psycopg
+batches natively) and `Prepared` runs its compiled SQL through `Connection.exec_driver_sql`."""
 
 from __future__ import annotations
 
