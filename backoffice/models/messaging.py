@@ -273,6 +273,17 @@ class SendLogHead(Base):
     last_hash: Mapped[str] = mapped_column(sa.String(64))
 
 
+class PortedNumber(Base):
+    """A number an SMSC reported on another carrier than its prefix names (number portability):
+    intake prices, counts and checks the contract's networks by this carrier from then on."""
+
+    __tablename__ = "ported_numbers"
+
+    number: Mapped[str] = mapped_column(sa.String(11), primary_key=True)
+    carrier: Mapped[str] = mapped_column(sa.String(8))
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class DispatchRate(Base):
     """Per-account send rate state shared by every dispatcher worker: the GCRA's theoretical
     arrival time of the account's next message start (microseconds since the epoch), and the

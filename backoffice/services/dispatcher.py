@@ -59,7 +59,7 @@ from backoffice.services.message_queue import (
     starts_available,
     take_starts,
 )
-from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply
+from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply, record_reported_carrier
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.usage import move_usage_carrier
 from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobile
@@ -254,6 +254,7 @@ _FINISHED = Prepared(
     )
 )
 _CARRIER_OF = sa.select(
+    _MESSAGES.c.recipient,
     _MESSAGES.c.status,
     _MESSAGES.c.account_id,
     _MESSAGES.c.carrier,
@@ -964,7 +965,10 @@ class Dispatcher:
         if that day is today. Earlier days are left as they are: the nightly job books them
         (`book_usage`, days before today), and a move while it reads them would be booked twice."""
         row = self._session.execute(_CARRIER_OF, {"mid": message_id}).first()
-        if row is None or row.status not in SENT or row.reported_carrier is not None or row.carrier == carrier:
+        if row is None or row.reported_carrier is not None:
+            return
+        record_reported_carrier(self._session, row.recipient, carrier, now=utcnow())  # the next messages to it start there
+        if row.status not in SENT or row.carrier == carrier:
             return
         if row.charge <= 0 or row.charge_kind != "usage" or row.charged_on is None:
             return

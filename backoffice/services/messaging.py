@@ -61,6 +61,7 @@ from backoffice.models import (
     ForbiddenKeyword,
     Message,
     MobileOriginated,
+    PortedNumber,
     SendRate,
     SendRequest,
     SubAccount,
@@ -74,7 +75,7 @@ from backoffice.services.api_keys import KEY_REFUSED, Unauthorized
 from backoffice.services.bulk import Prepared, insert_rows
 from backoffice.services.credit import InsufficientBalance, charge_penalty
 from backoffice.services.send_log import LogEntry, append_send_log
-from backoffice.services.sql import epoch_us, insert_ignoring_conflict
+from backoffice.services.sql import epoch_us, insert_ignoring_conflict, upsert
 from backoffice.services.usage import charge_messages
 from dispatch.keywords import KeywordMatcher
 from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, normalise_mobile
@@ -841,6 +842,10 @@ def accept_request(
     except TooLong as long:
         raise ContentRefused("too_long", long.reason) from None
 
+    ported = _ported(session, {p.number for p in valid if p.number})  # the carrier an SMSC reported wins over the prefix's
+    if ported:
+        for p in valid:
+            p.carrier = ported.get(p.number or "", p.carrier)
     database = str(session.get_bind().url)
     rules = _contract_rules(session, database, state.contract_id)
     terms = rules.terms
@@ -1163,6 +1168,33 @@ def recent_replies(session: Session, account_id: int, *, limit: int = 100) -> li
 
 
 # --- replies (MO) and the unsubscribe list -----------------------------------------------------
+
+
+def record_reported_carrier(session: Session, number: str, carrier: str, *, now: datetime) -> None:
+    """An SMSC reported `carrier` for `number` (number portability): remembered when it is not
+    the carrier of the number's prefix, forgotten when it is (the number went back)."""
+    table = PortedNumber.__table__
+    if default_prefix_table().carrier_of(number) == carrier:
+        session.execute(sa.delete(table).where(table.c.number == number))
+    else:
+        session.execute(upsert(session, table, {"number": number, "carrier": carrier, "reported_at": now}, ["number"]))
+
+
+_PORTED = PortedNumber.__table__
+_PORTED_ONE = Prepared(sa.select(_PORTED.c.carrier).where(_PORTED.c.number == sa.bindparam("number")))
+
+
+def _ported(session: Session, numbers: set[str]) -> dict[str, str]:
+    """The carrier SMSCs reported for those of `numbers` that were ported away from their prefix's."""
+    if len(numbers) == 1:
+        (number,) = numbers
+        carrier = _PORTED_ONE.scalar(session, {"number": number})
+        return {} if carrier is None else {number: carrier}
+    ordered, found = sorted(numbers), {}
+    for i in range(0, len(ordered), 500):
+        query = sa.select(_PORTED.c.number, _PORTED.c.carrier).where(_PORTED.c.number.in_(ordered[i : i + 500]))
+        found.update({number: carrier for number, carrier in session.execute(query)})
+    return found
 
 
 def add_unsubscribe(session: Session, account_id: int, number: str, *, source: str) -> bool:

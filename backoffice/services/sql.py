@@ -26,6 +26,20 @@ def insert_ignoring_conflict(session: Session, table: sa.Table, values: dict[str
     raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
 
 
+def upsert(session: Session, table: sa.Table, values: dict[str, Any], conflict_columns: list[str]) -> sa.Insert:
+    """`INSERT … ON CONFLICT (columns) DO UPDATE` of every other given column (last writer wins)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as insert_of
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as insert_of
+    else:
+        raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
+    statement = insert_of(table).values(**values)
+    changed = {name: statement.excluded[name] for name in values if name not in conflict_columns}
+    return statement.on_conflict_do_update(index_elements=conflict_columns, set_=changed)
+
+
 def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 

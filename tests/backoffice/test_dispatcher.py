@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 
 from backoffice.clock import set_clock, utcnow
 from backoffice.extensions import db
-from backoffice.models import Message, MessagePart, MobileOriginated, Notification, SendLog, Unsubscribe, UsageDay
+from backoffice.models import Message, MessagePart, MobileOriginated, Notification, PortedNumber, SendLog, Unsubscribe, UsageDay
 from backoffice.services.dispatcher import (
     Dispatcher,
     DispatchSettings,
@@ -29,7 +29,7 @@ from backoffice.services.dispatcher import (
     reported_carrier,
     send_notification_sms,
 )
-from backoffice.services.messaging import message_counts
+from backoffice.services.messaging import message_counts, record_reported_carrier
 from backoffice.services.send_log import verify_chain
 from dispatch.simulator import ReceivedSubmit, SMSCSimulator
 from dispatch.smpp_link import ESM_UDHI, LinkConfig, Receipt
@@ -237,6 +237,20 @@ def test_a_receipt_naming_the_carrier_wins_for_statistics(
     usage = {u.carrier: (u.messages, u.amount) for u in db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "usage"))}
     assert usage == {"CMCC": (2, 2 * charge), "CUCC": (1, charge)}
     assert sender.balance() == funded - 3 * charge
+
+    # The next messages to the ported numbers start on the reported carrier: the answer, the usage,
+    # and the contract's networks (a contract that did not open 联通 skips the ported number).
+    ported = {p.number: p.carrier for p in db.session.scalars(sa.select(PortedNumber))}
+    assert ported == {"13800138000": "cucc", "13700137000": "ctcc"}  # 13900139000 was reported on its prefix's carrier
+    again = send(sender, ["13800138000", "13900139000"]).messages
+    assert [(m["carrier"], m["carrier_name"]) for m in again] == [("cucc", "中国联通"), ("cmcc", "中国移动")]
+    mobile_only = active_sender(app, "lingxuntong_service", networks=["cmcc"])
+    skipped = send(mobile_only, ["13800138000"], "【学府教育】明天上午九点开课").messages
+    assert (skipped[0]["status"], skipped[0]["reason"]) == ("network_not_opened", "合同未开通中国联通网络，未发送，不计费")
+    # Reported back on its prefix's carrier (ported back): forgotten.
+    record_reported_carrier(db.session, "13800138000", "cmcc", now=FIXED_NOW)
+    db.session.commit()
+    assert send(sender, ["13800138000"]).messages[0]["carrier"] == "cmcc"
 
 
 # --- each account's rate ------------------------------------------------------------------------------
