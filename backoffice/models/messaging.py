@@ -190,6 +190,7 @@ class Unsubscribe(Base):
     __table_args__ = (
         sa.UniqueConstraint("account_id", "number", name="uq_unsubscribes_account_number"),
         sa.CheckConstraint("source in ('mo', 'text', 'admin')", name="source"),
+        sa.Index("ix_unsubscribes_created_at", "created_at"),  # the dispatcher workers' look for new entries
     )
 
 
@@ -280,8 +281,9 @@ class PortedNumber(Base):
     __tablename__ = "ported_numbers"
 
     number: Mapped[str] = mapped_column(sa.String(11), primary_key=True)
-    carrier: Mapped[str] = mapped_column(sa.String(8))
+    carrier: Mapped[str] = mapped_column(sa.String(8))  # the prefix's own after it was ported back
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    message_id: Mapped[int] = mapped_column(sa.BigInteger)  # the message reported on: a later receipt of an older one changes nothing
 
 
 class DispatchRate(Base):

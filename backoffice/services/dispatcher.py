@@ -212,6 +212,8 @@ ACCOUNTS_REFRESH = 30.0
 #: A worker looks for numbers newly on an unsubscribe list (a TD another worker received, an
 #: administrator's entry) this often, to refund what it holds for them and has not begun to send.
 UNSUBSCRIBE_POLL = 0.1
+#: … including entries made up to this long before its last look (transactions that committed late).
+UNSUBSCRIBE_LAG = timedelta(seconds=30)
 #: A reply to a shared source address belongs to the account that last sent to the number, looked
 #: for among this many of the latest messages.
 MO_LOOKBACK = 1_000_000
@@ -264,11 +266,13 @@ _CARRIER_OF = sa.select(
     _MESSAGES.c.charged_on,
 ).where(_MESSAGES.c.id == sa.bindparam("mid"))
 _UNSUBSCRIBES = Unsubscribe.__table__
+# Entries by when they were made, looking back UNSUBSCRIBE_LAG: on PostgreSQL ids are taken when a
+# row is inserted and transactions commit in any order, so "ids above the last seen" could skip a
+# row a slower transaction commits later.
 _NEW_UNSUBSCRIBES = Prepared(
-    sa.select(_UNSUBSCRIBES.c.id, _UNSUBSCRIBES.c.account_id, _UNSUBSCRIBES.c.number)
-    .where(_UNSUBSCRIBES.c.id > sa.bindparam("seen"))
+    sa.select(_UNSUBSCRIBES.c.id, _UNSUBSCRIBES.c.account_id, _UNSUBSCRIBES.c.number, _UNSUBSCRIBES.c.created_at)
+    .where(_UNSUBSCRIBES.c.created_at >= sa.bindparam("since", type_=_UNSUBSCRIBES.c.created_at.type))
     .order_by(_UNSUBSCRIBES.c.id)
-    .limit(1000)
 )
 _CARRIER_REPORTED = Prepared(
     sa.update(_MESSAGES).where(*_SENT_MESSAGE, _MESSAGES.c.reported_carrier.is_(None)).values(reported_carrier=sa.bindparam("b_carrier"))
@@ -291,6 +295,7 @@ class _Work:
     refusal: str | None = None  # why it is being refunded
     done: bool = False  # submitted or refunded: nothing more to send
     started: bool = False  # a part was prepared (now or by an earlier attempt): past the account's rate
+    notice: bool = False  # a free platform notice to the customer: the customer's recipients' unsubscribes do not stop it
 
 
 Factory = Callable[[], Session]
@@ -371,7 +376,8 @@ class Dispatcher:
         self._stopping = False
         self._failure: BaseException | None = None
         self._next_claim = 0.0
-        self._unsubscribes_seen = 0  # the latest unsubscribe list entry this worker has acted on (id)
+        self._unsubscribes_since: datetime | None = None  # when this worker last looked at the unsubscribe list
+        self._unsubscribes_handled: dict[int, datetime] = {}  # entries acted on within the lag -> when made
         self._next_unsubscribe_poll = 0.0
         self._next_renewal = time.monotonic() + settings.lease_seconds / 3
         self._next_report = time.monotonic() + 60.0
@@ -389,7 +395,7 @@ class Dispatcher:
         if self._started:
             return
         released = release_worker(self._session, worker=self.worker)
-        self._unsubscribes_seen = self._session.scalar(sa.select(sa.func.max(_UNSUBSCRIBES.c.id))) or 0  # claims check earlier ones
+        self._unsubscribes_since = utcnow()  # earlier entries: the claims check them
         self._commit()
         if released:
             log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
@@ -528,7 +534,7 @@ class Dispatcher:
         wrote |= self._requeue_deferred(mono)
         if mono >= self._next_unsubscribe_poll:
             self._next_unsubscribe_poll = mono + UNSUBSCRIBE_POLL
-            self._poll_unsubscribes()
+            self._poll_unsubscribes(now)
             if self._touched:
                 wrote = True
                 self._finish(now, lines)  # refunded before anything of theirs is prepared
@@ -734,7 +740,13 @@ class Dispatcher:
         unsubscribed = self._unsubscribed(messages)
         for message in messages:
             work = self._load(message, recorded.get(message.id, {}))
-            if (message.account_id, message.recipient) in unsubscribed and not recorded.get(message.id) and work.refusal is None:
+            work.notice = message.charge == 0
+            if (
+                (message.account_id, message.recipient) in unsubscribed
+                and not recorded.get(message.id)
+                and work.refusal is None
+                and not work.notice
+            ):
                 work.refusal = UNSUBSCRIBED_REFUSAL  # a TD that came while another (since dead) worker held it
                 work.todo.clear()
             self._works[work.id] = work
@@ -967,7 +979,7 @@ class Dispatcher:
         row = self._session.execute(_CARRIER_OF, {"mid": message_id}).first()
         if row is None or row.reported_carrier is not None:
             return
-        record_reported_carrier(self._session, row.recipient, carrier, now=utcnow())  # the next messages to it start there
+        record_reported_carrier(self._session, row.recipient, carrier, message_id=message_id, now=utcnow())  # its next messages start there
         if row.status not in SENT or row.carrier == carrier:
             return
         if row.charge <= 0 or row.charge_kind != "usage" or row.charged_on is None:
@@ -1050,15 +1062,15 @@ class Dispatcher:
             found.update((account_id, number) for number in self._session.scalars(query))
         return found
 
-    def _poll_unsubscribes(self) -> None:
+    def _poll_unsubscribes(self, now: datetime) -> None:
         """Refund what this worker holds for numbers put on an unsubscribe list since it last looked."""
-        while True:
-            rows = _NEW_UNSUBSCRIBES.rows(self._session, {"seen": self._unsubscribes_seen})
-            for entry_id, account_id, number in rows:
+        since = (self._unsubscribes_since or now) - UNSUBSCRIBE_LAG
+        for entry_id, account_id, number, made in _NEW_UNSUBSCRIBES.rows(self._session, {"since": since}):
+            if entry_id not in self._unsubscribes_handled:
+                self._unsubscribes_handled[entry_id] = made
                 self._cancel_held(account_id, number)
-                self._unsubscribes_seen = entry_id
-            if len(rows) < 1000:
-                return
+        self._unsubscribes_since = now
+        self._unsubscribes_handled = {k: made for k, made in self._unsubscribes_handled.items() if made >= since}
 
     def _cancel_held(self, account_id: int, number: str) -> None:
         """An unsubscribe reply: the messages to that number this worker holds and has not begun
@@ -1066,6 +1078,8 @@ class Dispatcher:
         message with a part that may have gone out, before a crash included, is sent in full)."""
         for work in self._works.values():
             if work.account_id != account_id or work.recipient != number or work.done or work.refusal is not None or work.accepted:
+                continue
+            if work.notice:  # the platform's notice to the customer's own contact, not the customer's send
                 continue
             waiting = [how for part, how in self._ready if part.key[0] == work.id]  # type: ignore[index]
             # Every live part still waits for the link (none on the wire), and no part was ever sent.

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -99,7 +100,7 @@ def claim_batch(session: Session, *, worker: str, limit: int, now: datetime | No
     return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
-CLAIMED_COLUMNS = ("id", "account_id", "recipient", "content", "segments", "valid_until", "attempts")
+CLAIMED_COLUMNS = ("id", "account_id", "recipient", "content", "segments", "valid_until", "attempts", "charge")
 
 
 class ClaimedMessage(NamedTuple):
@@ -112,6 +113,7 @@ class ClaimedMessage(NamedTuple):
     segments: int
     valid_until: datetime
     attempts: int
+    charge: Decimal  # 0: a free platform notice (`dispatcher.send_notification_sms`)
 
 
 # SQLite's claim as two prepared statements (run on the driver, see services.bulk): the due ids,

@@ -1170,14 +1170,15 @@ def recent_replies(session: Session, account_id: int, *, limit: int = 100) -> li
 # --- replies (MO) and the unsubscribe list -----------------------------------------------------
 
 
-def record_reported_carrier(session: Session, number: str, carrier: str, *, now: datetime) -> None:
-    """An SMSC reported `carrier` for `number` (number portability): remembered when it is not
-    the carrier of the number's prefix, forgotten when it is (the number went back)."""
+def record_reported_carrier(session: Session, number: str, carrier: str, *, message_id: int, now: datetime) -> None:
+    """An SMSC reported `carrier` for `number` in the receipt of message `message_id` (number
+    portability): remembered unless a newer message's receipt already said otherwise (receipts
+    can come hours late). A number with no row and its prefix's carrier needs none."""
     table = PortedNumber.__table__
-    if default_prefix_table().carrier_of(number) == carrier:
-        session.execute(sa.delete(table).where(table.c.number == number))
-    else:
-        session.execute(upsert(session, table, {"number": number, "carrier": carrier, "reported_at": now}, ["number"]))
+    if default_prefix_table().carrier_of(number) == carrier and _PORTED_ONE.scalar(session, {"number": number}) is None:
+        return
+    values = {"number": number, "carrier": carrier, "reported_at": now, "message_id": message_id}
+    session.execute(upsert(session, table, values, ["number"], newer_by="message_id"))
 
 
 _PORTED = PortedNumber.__table__

@@ -26,8 +26,11 @@ def insert_ignoring_conflict(session: Session, table: sa.Table, values: dict[str
     raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
 
 
-def upsert(session: Session, table: sa.Table, values: dict[str, Any], conflict_columns: list[str]) -> sa.Insert:
-    """`INSERT … ON CONFLICT (columns) DO UPDATE` of every other given column (last writer wins)."""
+def upsert(
+    session: Session, table: sa.Table, values: dict[str, Any], conflict_columns: list[str], *, newer_by: str | None = None
+) -> sa.Insert:
+    """`INSERT … ON CONFLICT (columns) DO UPDATE` of every other given column: the last writer
+    wins, or with `newer_by` the row whose value of that column is the greater."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as insert_of
@@ -37,7 +40,8 @@ def upsert(session: Session, table: sa.Table, values: dict[str, Any], conflict_c
         raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
     statement = insert_of(table).values(**values)
     changed = {name: statement.excluded[name] for name in values if name not in conflict_columns}
-    return statement.on_conflict_do_update(index_elements=conflict_columns, set_=changed)
+    where = table.c[newer_by] < statement.excluded[newer_by] if newer_by else None
+    return statement.on_conflict_do_update(index_elements=conflict_columns, set_=changed, where=where)
 
 
 def is_postgresql(session: Session) -> bool:

@@ -247,10 +247,17 @@ def test_a_receipt_naming_the_carrier_wins_for_statistics(
     mobile_only = active_sender(app, "lingxuntong_service", networks=["cmcc"])
     skipped = send(mobile_only, ["13800138000"], "【学府教育】明天上午九点开课").messages
     assert (skipped[0]["status"], skipped[0]["reason"]) == ("network_not_opened", "合同未开通中国联通网络，未发送，不计费")
-    # Reported back on its prefix's carrier (ported back): forgotten.
-    record_reported_carrier(db.session, "13800138000", "cmcc", now=FIXED_NOW)
+    # A late receipt of an older message changes nothing; a newer message's receipt does (ported back).
+    newest = max(m["id"] for m in again)
+    record_reported_carrier(db.session, "13800138000", "cmcc", message_id=messages["13800138000"].id - 1, now=FIXED_NOW)
+    record_reported_carrier(db.session, "13700137000", "cucc", message_id=newest, now=FIXED_NOW)  # ported on again
+    db.session.commit()
+    assert [m["carrier"] for m in send(sender, ["13800138000", "13700137000"]).messages] == ["cucc", "cucc"]
+    record_reported_carrier(db.session, "13800138000", "cmcc", message_id=newest, now=FIXED_NOW)
     db.session.commit()
     assert send(sender, ["13800138000"]).messages[0]["carrier"] == "cmcc"
+    usage = {u.carrier: u.messages for u in db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "usage"))}
+    assert usage == {"CMCC": 4, "CUCC": 4}  # the next sends counted under the reported carriers
 
 
 # --- each account's rate ------------------------------------------------------------------------------
@@ -672,6 +679,51 @@ def test_a_td_another_worker_received_cancels_what_this_worker_holds_and_has_not
     cancelled = db.session.scalar(sa.select(Message).where(Message.recipient == "13800138000"))
     assert cancelled.status == "refunded" and "退订" in (cancelled.error or "")
     assert sender.balance() == before - charged / 2 and message_counts(db.session, sender.account.id).balanced
+
+
+def test_an_unsubscribe_committed_late_with_a_lower_id_still_reaches_the_worker(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """On PostgreSQL ids are taken at insert and transactions commit in any order: a worker that
+    had already seen a higher id must still act on the entry committed after it."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, ["13800138000", "13900139000"])
+    simulator = smsc()
+    holder = worker(simulator, "holder")
+    holder.start()
+    holder._claim(utcnow(), time.monotonic())
+    holder._commit()
+    table = Unsubscribe.__table__
+    row = {"account_id": sender.account.id, "source": "mo", "created_at": FIXED_NOW}
+    db.session.execute(sa.insert(table).values(id=1000, number="13700137000", **row))  # another number, committed first
+    db.session.commit()
+    holder._poll_unsubscribes(utcnow())
+    holder._commit()
+    db.session.execute(sa.insert(table).values(id=500, number="13800138000", **row))  # taken earlier, committed later
+    db.session.commit()
+    drive(holder, all_in("delivered", "refunded"), sender)
+    assert [s.destination for s in simulator.received] == ["8613900139000"]
+    assert db.session.scalar(sa.select(Message.status).where(Message.recipient == "13800138000")) == "refunded"
+
+
+def test_a_platform_notice_to_a_number_on_the_customers_unsubscribe_list_still_goes_out(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """The list is the customer's recipients who asked the customer to stop; the platform's own
+    notices to the customer's contact (balance, invoices) are not the customer's sends."""
+    from backoffice.jobs import deliver_notifications_now
+    from backoffice.services.messaging import add_unsubscribe
+    from tests.conftest import make_contract
+
+    account = make_contract(app, "sms_business_service").contract.account  # its invoice notice goes to 18910448682
+    add_unsubscribe(db.session, account.id, "18910448682", source="admin")
+    db.session.commit()
+    assert deliver_notifications_now(app)["sent"] == 1  # queued after the entry was made
+    simulator = smsc()
+    drive(worker(simulator), all_in("delivered"))
+    assert [s.destination for s in simulator.received] == ["8618910448682"]
 
 
 def test_a_message_whose_number_unsubscribed_while_a_dead_worker_held_it_is_refunded_not_sent(
