@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -41,61 +41,59 @@ from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.sql import epoch_us, insert_ignoring_conflict, is_postgresql
 from backoffice.services.usage import refund_messages
 
+_M = Message.__table__
+_NOW = sa.bindparam("now", type_=_M.c.next_attempt_at.type)
+_STALE = sa.bindparam("stale", type_=_M.c.claimed_at.type)  # now - the lease: a lease taken before it has run out
+_LIMIT = sa.bindparam("limit", type_=sa.Integer)
+_LEASE_OPEN = sa.or_(_M.c.claimed_by.is_(None), _M.c.claimed_at < _STALE)
+_DUE = sa.and_(_M.c.status.in_(CLAIMABLE), _M.c.next_attempt_at <= _NOW, _LEASE_OPEN)
+# `_DUE` for re-checking rows already picked by id. The status test goes through a function so
+# SQLite looks the rows up by id: without statistics it prefers ix_messages_queue and scans every
+# due row, which makes a claim cost the length of the queue.
+_STILL_DUE = sa.and_(
+    sa.or_(*(sa.func.coalesce(_M.c.status, "") == status for status in CLAIMABLE)), _M.c.next_attempt_at <= _NOW, _LEASE_OPEN
+)
+# SQLite sorts every due row for `status IN (…) ORDER BY next_attempt_at` (a temporary B-tree: a
+# claim would cost the length of the queue); one index walk per status stops after `limit` rows,
+# the walks merged in SQL, only ids coming back. Prepared: run on the driver (see services.bulk).
+_DUE_BY_STATUS = [
+    sa.select(_M.c.next_attempt_at, _M.c.id)
+    .where(_M.c.status == status, _M.c.next_attempt_at <= _NOW, _LEASE_OPEN)
+    .order_by(_M.c.next_attempt_at, _M.c.id)
+    .limit(_LIMIT)
+    .subquery()
+    for status in CLAIMABLE
+]
+_MERGED = sa.union_all(*(sa.select(due.c.next_attempt_at, due.c.id) for due in _DUE_BY_STATUS)).subquery()
+_SQLITE_CANDIDATES = Prepared(sa.select(_MERGED.c.id).order_by(_MERGED.c.next_attempt_at, _MERGED.c.id).limit(_LIMIT))
+_PG_CANDIDATES = sa.select(_M.c.id).where(_DUE).order_by(_M.c.next_attempt_at, _M.c.id).limit(_LIMIT).with_for_update(skip_locked=True)
 
-def _due(now: datetime, lease_seconds: int) -> sa.ColumnElement[bool]:
-    stale = now - timedelta(seconds=lease_seconds)
-    return sa.and_(
-        Message.status.in_(CLAIMABLE),
-        Message.next_attempt_at <= now,
-        sa.or_(Message.claimed_by.is_(None), Message.claimed_at < stale),
-    )
+
+def _due_params(now: datetime, lease_seconds: int, limit: int) -> dict[str, Any]:
+    return {"now": now, "stale": now - timedelta(seconds=lease_seconds), "limit": limit}
 
 
-def _still_due(now: datetime, lease_seconds: int) -> sa.ColumnElement[bool]:
-    """`_due` for re-checking rows already picked by id. The status test goes through a function
-    so SQLite looks the rows up by id: without statistics it prefers ix_messages_queue and scans
-    every due row, which makes a claim cost the length of the queue."""
-    stale = now - timedelta(seconds=lease_seconds)
-    return sa.and_(
-        sa.func.coalesce(Message.status, "").in_(CLAIMABLE),
-        Message.next_attempt_at <= now,
-        sa.or_(Message.claimed_by.is_(None), Message.claimed_at < stale),
-    )
-
-
-def _candidates(session: Session, now: datetime, lease_seconds: int, limit: int) -> list[int]:
+def _candidates(session: Session, params: dict[str, Any]) -> list[int]:
+    """Ids of up to `limit` due messages, oldest due first (PostgreSQL skips rows another worker is locking)."""
     if is_postgresql(session):
-        candidates = sa.select(Message.id).where(_due(now, lease_seconds)).order_by(Message.next_attempt_at, Message.id).limit(limit)
-        return list(session.scalars(candidates.with_for_update(skip_locked=True)))
-    # SQLite sorts every due row for `status IN (…) ORDER BY next_attempt_at` (a temporary B-tree:
-    # a claim would cost the length of the queue); one query per status walks ix_messages_queue in
-    # order and stops after `limit` rows.
-    found: list[tuple[datetime, int]] = []
-    for status in CLAIMABLE:
-        query = (
-            sa.select(Message.next_attempt_at, Message.id)
-            .where(Message.status == status, _due(now, lease_seconds))
-            .order_by(Message.next_attempt_at, Message.id)
-            .limit(limit)
-        )
-        found += [(due, message_id) for due, message_id in session.execute(query)]
-    found.sort()
-    return [message_id for _, message_id in found[:limit]]
+        return list(session.scalars(_PG_CANDIDATES, params))
+    return [message_id for (message_id,) in _SQLITE_CANDIDATES.rows(session, params)]
+
+
+def _lease(ids: list[int], worker: str) -> sa.Update:
+    """The lease of the messages `ids` that are still due, for the candidates' parameters."""
+    return sa.update(_M).where(_M.c.id.in_(ids), _STILL_DUE).values(claimed_by=worker, claimed_at=_NOW, attempts=_M.c.attempts + 1)
 
 
 def claim_batch(session: Session, *, worker: str, limit: int, now: datetime | None = None, lease_seconds: int = 300) -> list[Message]:
     """Lease up to `limit` due messages to `worker`, oldest due first. Safe with several workers:
     the UPDATE re-checks the lease condition, PostgreSQL skips rows another worker is locking."""
     now = now or utcnow()
-    ids = _candidates(session, now, lease_seconds, limit)
+    params = _due_params(now, lease_seconds, limit)
+    ids = _candidates(session, params)
     if not ids:
         return []
-    table = Message.__table__
-    session.execute(
-        sa.update(table)
-        .where(table.c.id.in_(ids), _still_due(now, lease_seconds))
-        .values(claimed_by=worker, claimed_at=now, attempts=table.c.attempts + 1)
-    )
+    session.execute(_lease(ids, worker), params)
     query = sa.select(Message).where(Message.id.in_(ids), Message.claimed_by == worker, Message.claimed_at == now).order_by(Message.id)
     return list(session.scalars(query.execution_options(populate_existing=True)))
 
@@ -116,33 +114,12 @@ class ClaimedMessage(NamedTuple):
     charge: Decimal  # 0: a free platform notice (`dispatcher.send_notification_sms`)
 
 
-# SQLite's claim as two prepared statements (run on the driver, see services.bulk): the due ids,
-# one index walk per claimable status merged in SQL (only ids come back), then the lease of those
-# ids, looked up by id from a JSON array, re-checked and returned in one UPDATE … RETURNING.
-_M = Message.__table__
-_NOW = sa.bindparam("now", type_=_M.c.next_attempt_at.type)
-_STALE = sa.bindparam("stale", type_=_M.c.claimed_at.type)
-_LIMIT = sa.bindparam("limit", type_=sa.Integer)
-_LEASE_OPEN = sa.or_(_M.c.claimed_by.is_(None), _M.c.claimed_at < _STALE)
-_DUE_BY_STATUS = [
-    sa.select(_M.c.next_attempt_at, _M.c.id)
-    .where(_M.c.status == status, _M.c.next_attempt_at <= _NOW, _LEASE_OPEN)
-    .order_by(_M.c.next_attempt_at, _M.c.id)
-    .limit(_LIMIT)
-    .subquery()
-    for status in CLAIMABLE
-]
-_DUE = sa.union_all(*(sa.select(due.c.next_attempt_at, due.c.id) for due in _DUE_BY_STATUS)).subquery()
-_SQLITE_CANDIDATES = Prepared(sa.select(_DUE.c.id).order_by(_DUE.c.next_attempt_at, _DUE.c.id).limit(_LIMIT))
+# SQLite's lease looks the ids up from a JSON array: a statement compiled once (an IN list of
+# parameters is rendered anew for every length).
 _CLAIMED_IDS = sa.select(sa.func.json_each(sa.bindparam("ids", type_=sa.String)).table_valued("value").c.value)
 _SQLITE_CLAIM = Prepared(
     sa.update(_M)
-    .where(
-        _M.c.id.in_(_CLAIMED_IDS),
-        sa.or_(*(sa.func.coalesce(_M.c.status, "") == status for status in CLAIMABLE)),  # see _still_due
-        _M.c.next_attempt_at <= _NOW,
-        _LEASE_OPEN,
-    )
+    .where(_M.c.id.in_(_CLAIMED_IDS), _STILL_DUE)
     .values(claimed_by=sa.bindparam("worker"), claimed_at=_NOW, attempts=_M.c.attempts + 1)
     .returning(*(_M.c[name] for name in CLAIMED_COLUMNS))
 )
@@ -151,27 +128,15 @@ _SQLITE_CLAIM = Prepared(
 def claim_due(session: Session, *, worker: str, limit: int, now: datetime | None = None, lease_seconds: int = 300) -> list[ClaimedMessage]:
     """`claim_batch` for a worker that wants plain rows rather than ORM objects (the dispatcher's
     hot path): the same lease in one UPDATE … RETURNING, rows in claim order (oldest due first)."""
-    now = now or utcnow()
-    if session.get_bind().dialect.name == "sqlite":
-        params = {"now": now, "stale": now - timedelta(seconds=lease_seconds), "limit": limit}
-        ids = [message_id for (message_id,) in _SQLITE_CANDIDATES.rows(session, params)]
-        if not ids:
-            return []
-        rows = [ClaimedMessage(*row) for row in _SQLITE_CLAIM.rows(session, {**params, "ids": json.dumps(ids), "worker": worker})]
+    params = _due_params(now or utcnow(), lease_seconds, limit)
+    ids = _candidates(session, params)
+    if not ids:
+        return []
+    if is_postgresql(session):
+        returning = _lease(ids, worker).returning(*(_M.c[name] for name in CLAIMED_COLUMNS))
+        rows = [ClaimedMessage(*row) for row in session.execute(returning, params)]
     else:
-        ids = _candidates(session, now, lease_seconds, limit)
-        if not ids:
-            return []
-        table = Message.__table__
-        rows = [
-            ClaimedMessage(*row)
-            for row in session.execute(
-                sa.update(table)
-                .where(table.c.id.in_(ids), _still_due(now, lease_seconds))
-                .values(claimed_by=worker, claimed_at=now, attempts=table.c.attempts + 1)
-                .returning(*(table.c[name] for name in CLAIMED_COLUMNS))
-            )
-        ]
+        rows = [ClaimedMessage(*row) for row in _SQLITE_CLAIM.rows(session, {**params, "ids": json.dumps(ids), "worker": worker})]
     order = {message_id: position for position, message_id in enumerate(ids)}
     return sorted(rows, key=lambda row: order[row.id])
 
