@@ -59,7 +59,7 @@ from backoffice.services.message_queue import (
     starts_available,
     take_starts,
 )
-from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply, record_reported_carrier
+from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply, record_reported_carrier, unsubscribed
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.usage import move_usage_carrier
 from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobile
@@ -1056,11 +1056,11 @@ class Dispatcher:
         by_account: dict[int, set[str]] = {}
         for message in messages:
             by_account.setdefault(message.account_id, set()).add(message.recipient)
-        found: set[tuple[int, str]] = set()
-        for account_id, numbers in by_account.items():
-            query = sa.select(_UNSUBSCRIBES.c.number).where(_UNSUBSCRIBES.c.account_id == account_id, _UNSUBSCRIBES.c.number.in_(numbers))
-            found.update((account_id, number) for number in self._session.scalars(query))
-        return found
+        return {
+            (account_id, number)
+            for account_id, numbers in by_account.items()
+            for number in unsubscribed(self._session, account_id, numbers)
+        }
 
     def _poll_unsubscribes(self, now: datetime) -> None:
         """Refund what this worker holds for numbers put on an unsubscribe list since it last looked."""

@@ -38,7 +38,7 @@ from backoffice.models import DispatchRate, EnterpriseAccount, Message
 from backoffice.models.messaging import CLAIMABLE
 from backoffice.services.bulk import Prepared
 from backoffice.services.send_log import LogEntry, append_send_log
-from backoffice.services.sql import epoch_us, insert_ignoring_conflict, is_postgresql
+from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_conflict, is_postgresql
 from backoffice.services.usage import refund_messages
 
 _M = Message.__table__
@@ -254,19 +254,19 @@ def refund_messages_failed(session: Session, messages: Sequence[Message], *, rea
 # seconds ahead of now, so an idle account can start up to a second's worth at once (hold = 1 s)
 # and then goes at its rate, however many workers share it. A worker takes starts for its turn in
 # grants, one conditional UPDATE each, in the turn's transaction, and gives back at the end of
-# the turn what it did not use. A timeline further ahead than `hold` can only come from a clock
-# that stepped back: it starts again from now rather than stopping the account for the step.
+# the turn what it did not use (for a clock that stepped back, see CLOCK_STEP_US).
 # On PostgreSQL the row of an account another worker is taking from is skipped (no grant this
 # time, asked again a few milliseconds later), so workers never wait on each other's rows in
 # their turns, whatever order they meet their accounts in.
 
 _RATES = DispatchRate.__table__
-#: A timeline this far beyond the hold can only come from a clock that stepped back (NTP, a VM
-#: restored): it starts again from now rather than stopping the account for the length of the step.
-#: Anything less (workers' clocks a few ms apart, a turn that read its time before it waited for
-#: the lock) counts as a full timeline: no grant.
-CLOCK_STEP_US = 30_000_000
 MAX_RATE = 1_000_000  # starts a second: each advances the timeline by at least 1 us
+
+
+def _rate(rate: int) -> int:
+    return min(max(1, rate), MAX_RATE)
+
+
 _NOW_US = sa.bindparam("now_us", type_=sa.BigInteger)
 _HOLD_US = sa.bindparam("hold_us", type_=sa.BigInteger)
 _RATE = sa.bindparam("rate", type_=sa.BigInteger)
@@ -301,8 +301,7 @@ def take_starts(session: Session, account_id: int, *, rate: int, want: int, now:
     session's transaction; how many were granted (0: none before its timeline moves on)."""
     if want <= 0:
         return 0
-    rate = min(max(1, rate), MAX_RATE)
-    params = {"account_id": account_id, "now_us": epoch_us(now), "hold_us": int(hold * 1_000_000), "rate": rate, "want": want}
+    params = {"account_id": account_id, "now_us": epoch_us(now), "hold_us": int(hold * 1_000_000), "rate": _rate(rate), "want": want}
     granted = _TAKE_STARTS.scalar(session, params)
     if granted is None and _TIMELINE.first(session, {"account_id": account_id}) is None:  # the account's first start
         row = insert_ignoring_conflict(session, _RATES, {"account_id": account_id, "tat_us": 0, "granted": 0}, ["account_id"])
@@ -318,11 +317,11 @@ def take_starts(session: Session, account_id: int, *, rate: int, want: int, now:
 def give_back_starts(session: Session, account_id: int, *, rate: int, count: int) -> None:
     """Return `count` starts taken with `take_starts` in this transaction and not used."""
     if count > 0:
-        _GIVE_BACK.rowcount(session, {"account_id": account_id, "back_us": count * 1_000_000 // min(max(1, rate), MAX_RATE)})
+        _GIVE_BACK.rowcount(session, {"account_id": account_id, "back_us": count * 1_000_000 // _rate(rate)})
 
 
 def starts_available(session: Session, account_id: int, *, rate: int, now: datetime, hold: float = 1.0) -> int:
     """How many starts the account's rate would grant now (reads only)."""
     tat, now_us, hold_us = _TIMELINE.scalar(session, {"account_id": account_id}) or 0, epoch_us(now), int(hold * 1_000_000)
     start = now_us if tat > now_us + hold_us + CLOCK_STEP_US else max(tat, now_us)
-    return max(0, (now_us + hold_us - start) * min(max(1, rate), MAX_RATE) // 1_000_000)
+    return max(0, (now_us + hold_us - start) * _rate(rate) // 1_000_000)

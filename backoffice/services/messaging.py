@@ -75,7 +75,7 @@ from backoffice.services.api_keys import KEY_REFUSED, Unauthorized
 from backoffice.services.bulk import Prepared, insert_rows
 from backoffice.services.credit import InsufficientBalance, charge_penalty
 from backoffice.services.send_log import LogEntry, append_send_log
-from backoffice.services.sql import epoch_us, insert_ignoring_conflict, upsert
+from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_conflict, upsert
 from backoffice.services.usage import charge_messages
 from dispatch.keywords import KeywordMatcher
 from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, normalise_mobile
@@ -100,7 +100,6 @@ BLOCKED_STATUSES = {
 SOURCES = ("api", "portal", "csv")
 CLIENT_REF_MAX = 64
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
-CLOCK_STEP_US = 30_000_000  # a rate timeline this far ahead of the clock means the clock stepped back (see _admit_statement)
 CHECKPOINT_EVERY_SECONDS = 0.25  # intake copies the WAL into the database at most this often per process (after its turn)
 MOBILE_HEADERS = {"mobile", "phone", "手机", "手机号", "手机号码", "号码", "电话"}
 
@@ -520,7 +519,7 @@ def _durable_again(dbapi_connection: Any, record: Any) -> None:
 
 def _relax(session: Session) -> None:
     """The intake transaction about to begin commits without waiting for the disk, and without
-    checkpointing the WAL (`checkpoint_after_turn` does that, once the turn is given back).
+    checkpointing the WAL (`_checkpoint_after_turn` does that, once the turn is given back).
 
     `PRAGMA synchronous=NORMAL` in WAL mode, for this transaction only: the commit is written
     to the WAL but not fsynced (about 0.4 ms here, 2 ms and more when the disk is busy, all of
@@ -697,7 +696,8 @@ _UNSUBSCRIBED_ONE = Prepared(
 )
 
 
-def _unsubscribed(session: Session, account_id: int, numbers: set[str]) -> set[str]:
+def unsubscribed(session: Session, account_id: int, numbers: set[str]) -> set[str]:
+    """Those of `numbers` on the account's unsubscribe list."""
     if len(numbers) == 1:  # most API requests: a plain statement, cached compiled (IN lists are rendered per call)
         (number,) = numbers
         return {row[0] for row in _UNSUBSCRIBED_ONE.rows(session, {"account_id": account_id, "number": number})}
@@ -858,9 +858,9 @@ def accept_request(
     balance_before = account.balance  # read under the lock: only this transaction changes it until commit
     charge_each = price * parts.parts
     hits = _matcher(session, database, state.keywords_version).find(text)
-    unsubscribed = _unsubscribed(session, account.id, {p.number for p in valid if p.number})
+    stopped = unsubscribed(session, account.id, {p.number for p in valid if p.number})
     for p in valid:
-        if p.number in unsubscribed:
+        if p.number in stopped:
             p.status, p.reason = "unsubscribed", "对方已回复退订，未发送，不计费"
     takers = [p for p in valid if p.status == "pending"]
     window = _window(terms)

@@ -9,21 +9,29 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: A rate's timeline (intake's and dispatch's GCRA, in µs since the epoch) this far ahead of the
+#: clock can only come from a clock that stepped back (NTP, a VM restored): it starts again from
+#: now rather than stopping the account for the length of the step. Anything less (processes'
+#: clocks a few ms apart, a turn that read its time before it waited for the lock) is a full rate.
+CLOCK_STEP_US = 30_000_000
+
+
+def _insert_with_conflicts(session: Session, table: sa.Table, values: dict[str, Any]) -> Any:
+    """The dialect's own INSERT (the one with ON CONFLICT) of `values`."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
+    return dialect_insert(table).values(**values)
 
 
 def insert_ignoring_conflict(session: Session, table: sa.Table, values: dict[str, Any], conflict_columns: list[str]) -> sa.Insert:
     """`INSERT … ON CONFLICT (columns) DO NOTHING` for the session's database: a concurrent
     insert of the same key waits for the other transaction, then inserts nothing."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict_columns)
-    raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
+    return _insert_with_conflicts(session, table, values).on_conflict_do_nothing(index_elements=conflict_columns)  # type: ignore[no-any-return]
 
 
 def upsert(
@@ -31,17 +39,10 @@ def upsert(
 ) -> sa.Insert:
     """`INSERT … ON CONFLICT (columns) DO UPDATE` of every other given column: the last writer
     wins, or with `newer_by` the row whose value of that column is the greater."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as insert_of
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as insert_of
-    else:
-        raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
-    statement = insert_of(table).values(**values)
+    statement = _insert_with_conflicts(session, table, values)
     changed = {name: statement.excluded[name] for name in values if name not in conflict_columns}
     where = table.c[newer_by] < statement.excluded[newer_by] if newer_by else None
-    return statement.on_conflict_do_update(index_elements=conflict_columns, set_=changed, where=where)
+    return statement.on_conflict_do_update(index_elements=conflict_columns, set_=changed, where=where)  # type: ignore[no-any-return]
 
 
 def is_postgresql(session: Session) -> bool:

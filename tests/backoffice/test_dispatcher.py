@@ -93,6 +93,14 @@ def drive(dispatcher: Dispatcher, done: Callable[[], bool], sender: Sender | Non
         raise AssertionError(f"{timeout_error}; statuses {dict(statuses())}") from None
 
 
+def claimed_now(dispatcher: Dispatcher) -> Dispatcher:
+    """`dispatcher` after one claim of due messages, committed, none of them begun."""
+    dispatcher.start()
+    dispatcher._claim(utcnow(), time.monotonic())
+    dispatcher._commit()
+    return dispatcher
+
+
 def parts_of(message_id: int) -> list[MessagePart]:
     db.session.expire_all()
     return list(db.session.scalars(sa.select(MessagePart).where(MessagePart.message_id == message_id).order_by(MessagePart.seq)))
@@ -374,10 +382,7 @@ def test_account_settings_are_read_again_while_other_accounts_messages_are_held(
     monkeypatch.setattr(dispatcher_module, "ACCOUNTS_REFRESH", 0.0)  # every claim reads the accounts again
     first = active_sender(app)
     send(first, numbers(5))
-    dispatcher = worker(smsc(receipt_delay=30))
-    dispatcher.start()
-    dispatcher._claim(utcnow(), time.monotonic())  # the first account's messages held
-    dispatcher._commit()
+    dispatcher = claimed_now(worker(smsc(receipt_delay=30)))  # the first account's messages held
     second = active_sender(app, "sms_business_service")
     send(second, ["13900139000"])
     second.account.rate_limit_per_second = first.account.rate_limit_per_second = 7  # an administrator's change
@@ -667,10 +672,7 @@ def test_a_td_another_worker_received_cancels_what_this_worker_holds_and_has_not
     send(sender, ["13800138000", "13900139000"])
     charged = before - sender.balance()
     simulator = smsc()
-    holder = worker(simulator, "holder")
-    holder.start()
-    holder._claim(utcnow(), time.monotonic())  # both leased to this worker, not begun
-    holder._commit()
+    holder = claimed_now(worker(simulator, "holder"))  # both leased to this worker, not begun
     add_unsubscribe(db.session, sender.account.id, "13800138000", source="mo")  # as the worker that got the TD does
     db.session.commit()
     drive(holder, all_in("delivered", "refunded"), sender)
@@ -691,10 +693,7 @@ def test_an_unsubscribe_committed_late_with_a_lower_id_still_reaches_the_worker(
     sender = active_sender(app)
     send(sender, ["13800138000", "13900139000"])
     simulator = smsc()
-    holder = worker(simulator, "holder")
-    holder.start()
-    holder._claim(utcnow(), time.monotonic())
-    holder._commit()
+    holder = claimed_now(worker(simulator, "holder"))
     table = Unsubscribe.__table__
     row = {"account_id": sender.account.id, "source": "mo", "created_at": FIXED_NOW}
     db.session.execute(sa.insert(table).values(id=1000, number="13700137000", **row))  # another number, committed first
