@@ -623,11 +623,7 @@ class Dispatcher:
                 by_reason.setdefault(work.refusal or "", []).append(work.id)
                 self._drop_unsent(work)
             for reason, message_ids in by_reason.items():
-                messages = list(self._session.scalars(sa.select(Message).where(Message.id.in_(message_ids))))
-                self.stats.refunded += refund_messages_failed(self._session, messages, reason=reason)
-                self._session.flush()
-                for message in messages:
-                    self._session.expunge(message)
+                self.stats.refunded += refund_messages_failed(self._session, message_ids, worker=self.worker, reason=reason)
         for work in touched:
             if work.done and work.live == 0:
                 self._works.pop(work.id, None)

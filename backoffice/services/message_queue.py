@@ -192,59 +192,55 @@ def renew_leases(session: Session, message_ids: Sequence[int], *, worker: str, n
 def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason: str) -> int:
     """Refund the account's messages to `recipient` that no worker has taken yet (one conditional
     UPDATE: a message a worker claims meanwhile is left to it). Returns how many."""
+    return _refund(
+        session,
+        sa.and_(_M.c.account_id == account_id, _M.c.recipient == recipient, _M.c.status.in_(CLAIMABLE), _M.c.claimed_by.is_(None)),
+        reason,
+    )
+
+
+def refund_messages_failed(session: Session, message_ids: Sequence[int], *, worker: str, reason: str) -> int:
+    """Refund messages `worker` could not send (refused on submit, validity passed, a TD while
+    it held them): each once, and only while `worker` still holds it. A message whose lease ran
+    out and another worker took, or that was submitted meanwhile, is left alone (one conditional
+    UPDATE decides). Returns how many were refunded."""
+    ids = list(message_ids)
+    refunded = 0
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        refunded += _refund(session, sa.and_(_M.c.id.in_(chunk), _M.c.status.in_(CLAIMABLE), _M.c.claimed_by == worker), reason)
+    return refunded
+
+
+def _refund(session: Session, which: sa.ColumnElement[bool], reason: str) -> int:
+    """Refund the messages `which` selects, in one conditional UPDATE: status 'refunded', lease
+    cleared, the charge given back (usage of kind 'refund' on today's date), a send-log line each."""
     now, today = utcnow(), local_today()
-    table = Message.__table__
     rows = session.execute(
-        sa.update(table)
-        .where(
-            table.c.account_id == account_id,
-            table.c.recipient == recipient,
-            table.c.status.in_(CLAIMABLE),
-            table.c.claimed_by.is_(None),
-        )
-        .values(status="refunded", error=reason[:300], updated_at=now, done_at=now, next_attempt_at=None)
-        .returning(table.c.id, table.c.carrier, table.c.charge, table.c.content)
+        sa.update(_M)
+        .where(which)
+        .values(status="refunded", error=reason[:300], updated_at=now, done_at=now, next_attempt_at=None, claimed_by=None, claimed_at=None)
+        .returning(_M.c.id, _M.c.account_id, _M.c.recipient, _M.c.carrier, _M.c.charge, _M.c.content)
     ).all()
     if not rows:
         return 0
-    for _, carrier, charge, _ in rows:
+    for _, account_id, _, carrier, charge, _ in rows:
         if charge > 0:
             refund_messages(session, account_id, today, carrier.upper(), 1, charge)
-    code, service_code = session.execute(
-        sa.select(EnterpriseAccount.code, EnterpriseAccount.service_code).where(EnterpriseAccount.id == account_id)
-    ).one()
-    append_send_log(
-        session,
-        [LogEntry(code, service_code, recipient, content, f"refunded: {reason}", message_id) for message_id, _, _, content in rows],
-        at=now,
-    )
-    return len(rows)
-
-
-def refund_messages_failed(session: Session, messages: Sequence[Message], *, reason: str) -> int:
-    """Refund messages the platform could not send: each once (a refunded message is skipped)."""
-    now, today = utcnow(), local_today()
-    refunded: list[Message] = []
-    for message in messages:
-        if message.status == "refunded" or message.status not in (*CLAIMABLE, "submitted"):
-            continue
-        message.status, message.error, message.updated_at, message.done_at = "refunded", reason[:300], now, now
-        message.claimed_by = message.claimed_at = message.next_attempt_at = None
-        if message.charge > 0:
-            refund_messages(session, message.account_id, today, message.carrier.upper(), 1, message.charge)
-        refunded.append(message)
-    if refunded:
-        rows = session.execute(
+    codes = {
+        account_id: (code, service_code)
+        for account_id, code, service_code in session.execute(
             sa.select(EnterpriseAccount.id, EnterpriseAccount.code, EnterpriseAccount.service_code).where(
-                EnterpriseAccount.id.in_({m.account_id for m in refunded})
+                EnterpriseAccount.id.in_({row.account_id for row in rows})
             )
         )
-        codes = {account_id: (code, service_code) for account_id, code, service_code in rows}
-        entries = [
-            LogEntry(codes[m.account_id][0], codes[m.account_id][1], m.recipient, m.content, f"refunded: {reason}", m.id) for m in refunded
-        ]
-        append_send_log(session, entries, at=now)
-    return len(refunded)
+    }
+    entries = [
+        LogEntry(*codes[account_id], recipient, content, f"refunded: {reason}", message_id)
+        for message_id, account_id, recipient, _, _, content in sorted(rows)
+    ]
+    append_send_log(session, entries, at=now)
+    return len(rows)
 
 
 # --- each account's rate, shared by every worker ------------------------------------------------

@@ -442,6 +442,26 @@ def test_a_message_another_worker_leased_between_the_claims_two_statements_is_no
     db.session.rollback()
 
 
+def test_a_worker_whose_lease_ran_out_cannot_refund_what_another_worker_took_or_submitted(app: Flask, sender: Sender) -> None:
+    first, second, third = (m["id"] for m in send(sender, numbers(3)).messages)
+    assert len(claim_batch(db.session, worker="w1", limit=10)) == 3
+    db.session.commit()
+    balance = sender.balance()
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=6))  # w1 stalled past its 5-minute lease
+    assert [m.id for m in claim_batch(db.session, worker="w2", limit=2)] == [first, second]
+    db.session.execute(sa.update(Message).where(Message.id == second).values(status="submitted", claimed_by=None, claimed_at=None))
+    db.session.commit()
+    # w1 wakes up to refusals for all three: only the one nobody else took is its to refund.
+    assert refund_messages_failed(db.session, [first, second, third], worker="w1", reason="运营商网关拒绝提交") == 1
+    db.session.commit()
+    status = dict(db.session.execute(sa.select(Message.id, Message.status).where(Message.id.in_([first, second, third]))).all())
+    assert status == {first: "queued", second: "submitted", third: "refunded"}
+    assert sender.balance() == balance + Decimal("0.045")
+    assert db.session.scalar(sa.select(Message.claimed_by).where(Message.id == first)) == "w2"
+    assert message_counts(db.session, sender.account.id).balanced
+    assert verify_chain(db.session) == []
+
+
 def test_the_worker_claims_due_messages_once_and_refunds_failures(app: Flask, sender: Sender) -> None:
     now_result = send(sender, numbers(3))
     later = send(sender, "13900139000", send_at="2026-11-24T09:00:00+08:00")
@@ -453,8 +473,8 @@ def test_the_worker_claims_due_messages_once_and_refunds_failures(app: Flask, se
     assert [m.id for m in claim_batch(db.session, worker="w2", limit=10)] == [claimed[0].id]
     db.session.commit()
     before = sender.balance()
-    assert refund_messages_failed(db.session, [claimed[1]], reason="SMSC 拒绝：ESME_RINVDSTADR") == 1
-    assert refund_messages_failed(db.session, [claimed[1]], reason="again") == 0
+    assert refund_messages_failed(db.session, [claimed[1].id], worker="w1", reason="SMSC 拒绝：ESME_RINVDSTADR") == 1
+    assert refund_messages_failed(db.session, [claimed[1].id], worker="w1", reason="again") == 0
     db.session.commit()
     assert sender.balance() == before + Decimal("0.045")
     refunds = db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "refund")).all()
