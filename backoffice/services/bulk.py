@@ -113,6 +113,9 @@ def _as_sqlalchemy_errors(connection: sa.Connection, sql: str, values: Any) -> I
         raise sa.exc.DBAPIError.instance(sql, values, error, dbapi.Error, dialect=connection.dialect) from error
 
 
+_UNSET = object()
+
+
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
@@ -185,6 +188,31 @@ class Prepared:
         values = [value if name is None else value(params[name]) if value else params[name] for name, value in plan.parameters]
         return values if plan.names is None else dict(zip(plan.names, values, strict=True))
 
+    @staticmethod
+    def _values_many(plan: _Compiled, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """`_values` of each row; a parameter given the same object as in the row before is not
+        converted again (the rows of one turn share its timestamp: its conversion to text was a
+        tenth of the dispatcher's time per message)."""
+        last: list[Any] = [_UNSET] * len(plan.parameters)
+        converted: list[Any] = [None] * len(plan.parameters)
+        out = []
+        for row in rows:
+            values = []
+            for i, (name, value) in enumerate(plan.parameters):
+                if name is None:
+                    values.append(value)
+                    continue
+                given = row[name]
+                if value is None:
+                    values.append(given)
+                elif given is last[i]:
+                    values.append(converted[i])
+                else:
+                    last[i], converted[i] = given, value(given)
+                    values.append(converted[i])
+            out.append(values if plan.names is None else dict(zip(plan.names, values, strict=True)))
+        return out
+
     def _run(self, session: Session | scoped_session[Session] | sa.Connection, params: Mapping[str, Any]) -> tuple[_Compiled, Any]:
         connection, plan = self._plan(session)
         values = self._values(plan, params)
@@ -203,7 +231,7 @@ class Prepared:
         if not rows:
             return
         connection, plan = self._plan(session)
-        values = [self._values(plan, row) for row in rows]
+        values = self._values_many(plan, rows)
         if plan.names is not None:
             connection.exec_driver_sql(plan.sql, values)
             return

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import logging
 import math
 import re
@@ -791,8 +792,9 @@ class Dispatcher:
             if self._rate_full.get(account_id, 0.0) > mono:
                 return False
             rate = self._rates.get(account_id, 1)
-            waiting = sum(1 for w in self._fresh if w.account_id == account_id and not w.started and w.refusal is None)
-            count = take_starts(self._session, account_id, rate=rate, want=min(room, waiting), now=now, hold=RATE_HOLD_SECONDS)
+            waiting = (w for w in self._fresh if w.account_id == account_id and not w.started and w.refusal is None)
+            want = sum(1 for _ in itertools.islice(waiting, room))  # up to the room left: _fresh holds several batches
+            count = take_starts(self._session, account_id, rate=rate, want=want, now=now, hold=RATE_HOLD_SECONDS)
             if count <= 0:
                 self._rate_full[account_id] = mono + min(max(1.0 / rate, RATE_POLL_SECONDS), 0.1)  # (or another worker held its row)
                 return False

@@ -233,6 +233,21 @@ def test_a_prepared_statement_runs_as_sqlalchemy_runs_it(app: Flask) -> None:
     db.session.rollback()
 
 
+def test_a_prepared_statement_run_on_many_rows_converts_each_rows_own_values(app: Flask) -> None:
+    sender = active_sender(app)
+    ids = [m["id"] for m in send(sender, numbers(5)).messages]
+    messages = Message.__table__
+    stamp = Prepared(
+        sa.update(messages).where(messages.c.id == sa.bindparam("mid")).values(updated_at=sa.bindparam("at"), error=sa.bindparam("why"))
+    )
+    later = FIXED_NOW + timedelta(seconds=1)
+    given = [FIXED_NOW, FIXED_NOW, FIXED_NOW.astimezone(SHANGHAI), later, FIXED_NOW]  # shared objects, an equal one, another
+    stamp.executemany(db.session, [{"mid": i, "at": at, "why": None if n % 2 else f"e{n}"} for n, (i, at) in enumerate(zip(ids, given))])
+    stored = db.session.execute(sa.select(messages.c.updated_at, messages.c.error).where(messages.c.id.in_(ids)).order_by(messages.c.id))
+    assert [tuple(row) for row in stored] == [(FIXED_NOW, "e0"), (FIXED_NOW, None), (FIXED_NOW, "e2"), (later, None), (FIXED_NOW, "e4")]
+    db.session.rollback()
+
+
 def test_a_prepared_statement_raises_what_sqlalchemy_would(app: Flask) -> None:
     sender = active_sender(app)
     send(sender, ["13800138000"])
