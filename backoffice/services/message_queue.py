@@ -191,12 +191,12 @@ def renew_leases(session: Session, message_ids: Sequence[int], *, worker: str, n
 
 def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason: str) -> int:
     """Refund the account's messages to `recipient` that no worker has taken yet (one conditional
-    UPDATE: a message a worker claims meanwhile is left to it). Returns how many."""
-    return _refund(
-        session,
-        sa.and_(_M.c.account_id == account_id, _M.c.recipient == recipient, _M.c.status.in_(CLAIMABLE), _M.c.claimed_by.is_(None)),
-        reason,
+    UPDATE: a message a worker claims meanwhile is left to it). Returns how many. The platform's
+    free notices to the customer (charge 0) stay: they are not the customer's sends."""
+    which = sa.and_(
+        _M.c.account_id == account_id, _M.c.recipient == recipient, _M.c.status.in_(CLAIMABLE), _M.c.claimed_by.is_(None), _M.c.charge > 0
     )
+    return _refund(session, which, reason)
 
 
 def refund_messages_failed(session: Session, message_ids: Sequence[int], *, worker: str, reason: str) -> int:

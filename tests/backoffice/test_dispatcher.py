@@ -725,6 +725,24 @@ def test_a_platform_notice_to_a_number_on_the_customers_unsubscribe_list_still_g
     assert [s.destination for s in simulator.received] == ["8618910448682"]
 
 
+def test_an_unsubscribe_leaves_a_platform_notice_already_queued(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from backoffice.jobs import deliver_notifications_now
+    from backoffice.services.messaging import add_unsubscribe
+    from tests.conftest import make_contract
+
+    account = make_contract(app, "sms_business_service").contract.account
+    assert deliver_notifications_now(app)["sent"] == 1  # the invoice notice to 18910448682, queued
+    assert add_unsubscribe(db.session, account.id, "18910448682", source="mo")  # then the number replied TD
+    db.session.commit()
+    assert db.session.scalar(sa.select(Message.status).where(Message.recipient == "18910448682")) == "queued"
+    simulator = smsc()
+    drive(worker(simulator), all_in("delivered"))
+    assert [s.destination for s in simulator.received] == ["8618910448682"]
+    assert message_counts(db.session, account.id).balanced
+
+
 def test_a_message_whose_number_unsubscribed_while_a_dead_worker_held_it_is_refunded_not_sent(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
