@@ -28,6 +28,10 @@ RECEIPT_STATUSES = {
 INVOICE_STATUSES = {"unpaid": "待付款", "paid": "已付款", "void": "已作废"}
 
 
+LIVE_RECEIPT = ("pending", "approved", "confirmed")
+LIVE_RECEIPT_SQL = "status IN ('pending', 'approved', 'confirmed')"
+
+
 class Receipt(Base):
     """A bank transfer a customer says they made (or finance saw arrive), with its voucher."""
 
@@ -63,9 +67,18 @@ class Receipt(Base):
     account: Mapped[EnterpriseAccount] = relationship()
 
     __table_args__ = (
-        # A bank reference can be recorded once per receiving bank: the same transfer can never
-        # be entered (and so never credited) twice.
-        sa.UniqueConstraint("bank", "bank_reference", name="bank_reference"),
+        # A bank reference belongs to at most one live receipt per receiving bank: the same
+        # transfer is never entered (and so never credited) twice. A rejected or reversed receipt
+        # frees it, so the transfer can be entered again as it really was (the amount mistyped,
+        # confirmed to the wrong account).
+        sa.Index(
+            "uq_receipts_live_bank_reference",
+            "bank",
+            "bank_reference",
+            unique=True,
+            sqlite_where=sa.text(LIVE_RECEIPT_SQL),
+            postgresql_where=sa.text(LIVE_RECEIPT_SQL),
+        ),  # fmt: skip
         sa.CheckConstraint("amount > 0", name="amount_positive"),
         sa.CheckConstraint("status in ('pending', 'approved', 'confirmed', 'rejected', 'reversed')", name="status"),
     )

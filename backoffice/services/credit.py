@@ -48,6 +48,10 @@ def _existing(session: Session, event_id: str) -> LedgerEvent | None:
     return session.scalar(sa.select(LedgerEvent).where(LedgerEvent.event_id == event_id))
 
 
+def _reversed(session: Session, event_id: str) -> bool:
+    return session.scalar(sa.select(LedgerEvent.id).where(LedgerEvent.reverses == event_id)) is not None
+
+
 def _adjust(session: Session, account_id: int, **deltas: Decimal) -> bool:
     """Add the deltas to the account's money columns in one statement; refuses (False) if any
     column would go below zero."""
@@ -61,15 +65,29 @@ def _adjust(session: Session, account_id: int, **deltas: Decimal) -> bool:
 
 
 def credit_receipt(
-    session: Session, *, account_code: str, amount: Decimal, bank: str, bank_ref: str, received_on: date, actor: str
+    session: Session,
+    *,
+    account_code: str,
+    amount: Decimal,
+    bank: str,
+    bank_ref: str,
+    received_on: date,
+    actor: str,
+    receipt_id: int | None = None,
 ) -> LedgerEvent:
     """Money arrived for an account: it first settles what the customer owes under its
     contracts (releasing contracted credit into spendable credit), the rest is a recharge.
-    The bank reference is the event's identity: confirming it twice credits once."""
+    The bank reference is the event's identity: confirming it twice credits once. Once that
+    credit was reversed (confirmed to the wrong account, say), the receipt that enters the
+    transfer again (`receipt_id`) credits it under its own identity."""
     if amount <= 0 or amount != amount.quantize(Decimal("0.01")):
         raise ValidationFailed({"amount": "金额必须大于 0，且最多 2 位小数"})
     event_id = f"receipt-{bank}-{bank_ref}"
-    if (existing := _existing(session, event_id)) is not None:
+    existing = _existing(session, event_id)
+    if existing is not None and receipt_id is not None and _reversed(session, event_id):
+        event_id = f"{event_id}-r{receipt_id}"
+        existing = _existing(session, event_id)
+    if existing is not None:
         if existing.payload.get("account_code") != account_code or Decimal(existing.payload["amount"]) != amount:
             raise Conflict(f"银行流水号 {bank_ref} 已用于另一笔到账，不能重复入账")
         return existing
@@ -158,7 +176,7 @@ def reverse_event(session: Session, event_id: str, *, reason: str, on: date, act
         raise NotFound(f"记账事件不存在：{event_id}")
     if original.kind in ("reversal", "balance"):
         raise Conflict("冲销分录和余额断言不能再冲销")
-    if session.scalar(sa.select(LedgerEvent).where(LedgerEvent.reverses == event_id)) is not None:
+    if _reversed(session, event_id):
         raise Conflict(f"事件 {event_id} 已冲销过")
     for code, deltas in _effects(original).items():
         account = _account(session, code)

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
-from backoffice.models import EnterpriseAccount, Invoice, Receipt
+from backoffice.models import EnterpriseAccount, Invoice, Receipt, StatementLine
+from backoffice.models.finance import LIVE_RECEIPT
 from backoffice.money import MoneyFormatError, format_money, parse_decimal
 from backoffice.services import audit
 from backoffice.services.accounts import get_account
@@ -167,8 +168,12 @@ def record_receipt(
     reference = (bank_reference or "").strip()
     if not _BANK_REFERENCE.fullmatch(reference):
         errors["bank_reference"] = "银行流水号无效：1–64 位字母、数字或 - _ / ."
-    elif session.scalar(sa.select(Receipt.id).where(Receipt.bank == bank, Receipt.bank_reference == reference)) is not None:
-        errors["bank_reference"] = f"银行流水号 {reference} 已登记过，不能重复登记"
+    elif (
+        live := session.scalar(
+            sa.select(Receipt).where(Receipt.bank == bank, Receipt.bank_reference == reference, Receipt.status.in_(LIVE_RECEIPT))
+        )
+    ) is not None:
+        errors["bank_reference"] = f"银行流水号 {reference} 已登记过（到账记录 {live.id}，{live.status_name}），不能重复登记"
     payer = (payer_name or "").strip() or (account.customer_name if account else "")
     if len(payer) > 200 or any(unicodedata.category(c).startswith("C") for c in payer):
         errors["payer_name"] = "付款人名称过长或含有控制字符"
@@ -293,6 +298,7 @@ def confirm_receipt(
         bank_ref=receipt.bank_reference,
         received_on=today,
         actor=actor,
+        receipt_id=receipt.id,
     )
     receipt.ledger_event_id = event.event_id
     session.flush()  # the status change credit_receipt made, before re-reading the columns it bumped
@@ -323,6 +329,7 @@ def reject_receipt(session: Session, receipt_id: int | str, *, reason: str | Non
         session, receipt, ("pending", "approved"), status="rejected", rejected_by=actor, rejected_at=utcnow(), rejection_reason=text
     ):
         _refuse_state(receipt, "驳回")
+    _free_statement_line(session, receipt)
     notifications.receipt_rejected(session, receipt)
     audit.record(session, actor, "reject_receipt", "receipt", str(receipt.id), reason=text)
     return receipt
@@ -347,8 +354,21 @@ def reverse_receipt(session: Session, receipt_id: int | str, *, reason: str | No
     if account.status == "active" and account.balance == 0 and account.contracted_credit > 0:
         account.status = "awaiting_payment"  # the payment that opened it is undone
     invoices.void_for_receipt(session, receipt)
+    _free_statement_line(session, receipt)
     audit.record(session, actor, "reverse_receipt", "receipt", str(receipt.id), reason=text)
     return receipt
+
+
+def _free_statement_line(session: Session, receipt: Receipt) -> None:
+    """A rejected or reversed receipt lets go of the bank statement line it was matched to: the
+    line is to be matched again (to the receipt that enters the transfer correctly). The receipt
+    keeps `statement_line_id`, the record of what it was matched to."""
+    session.execute(
+        sa.update(StatementLine)
+        .where(StatementLine.receipt_id == receipt.id)
+        .values(receipt_id=None)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 def receipt_queue(session: Session, statuses: tuple[str, ...] = ("pending", "approved")) -> list[Receipt]:

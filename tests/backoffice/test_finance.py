@@ -27,6 +27,7 @@ from backoffice.clock import set_clock
 from backoffice.extensions import db
 from backoffice.models import AuditEntry, EnterpriseAccount, Invoice, LedgerEvent, Notification, Receipt, StatementLine
 from backoffice.services.staff import create_staff_user
+from backoffice.services.statements import proposals, receipt_from_line
 from tests.conftest import login, make_contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,11 +266,29 @@ def test_rejected_and_reversed_receipts(app: Flask, runner: FlaskCliRunner, clie
     for args in (("confirm", str(good["id"])), ("reverse", str(good["id"]), "--reason", "again")):
         exit_code, out = run(runner, "finance", *args, "--json")
         assert exit_code != 0 and "已冲销" in out["error"]["message"]
-    # The same bank reference can never credit again, not even after the reversal.
+    # The reversed receipt let go of its bank reference: the transfer is entered again for the
+    # account it belonged to, and credits it once (a new ledger event; the first stays reversed).
+    other = make_contract(app, "gateway_api_partner", customer__name="乙公司").contract.account  # paid into the same bank
+    exit_code, again = run(
+        runner, "finance", "receipt", "--account", other.code, "--amount", amount, "--bank-ref", "OK-1", "--date", "2026-11-22",
+        "--json",
+    )  # fmt: skip
+    assert exit_code == 0, again
+    exit_code, credited = run(runner, "finance", "confirm", str(again["id"]), "--json")
+    assert exit_code == 0 and credited["credited"]
+    events = db.session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.event_id.like("%OK-1%")).order_by(LedgerEvent.id)).all()
+    bank = db.session.get(Receipt, again["id"]).bank
+    assert events == [f"receipt-{bank}-OK-1", f"reversal-receipt-{bank}-OK-1", f"receipt-{bank}-OK-1-r{again['id']}"]
+    # While that receipt is live the reference is taken, and the message says by which receipt.
     exit_code, dup = run(
         runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "OK-1", "--date", "2026-11-22", "--json"
     )
-    assert exit_code != 0 and "已登记过" in dup["error"]["fields"]["bank_reference"]
+    assert exit_code != 0 and f"到账记录 {again['id']}，已确认" in dup["error"]["fields"]["bank_reference"]
+    # A rejected receipt's reference is free too: the transfer is entered again as it was.
+    exit_code, retyped = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "NOPE-1", "--date", "2026-11-22", "--json"
+    )
+    assert exit_code == 0 and retyped["status"] == "pending"
 
 
 # --- bad input changes nothing ----------------------------------------------------------------
@@ -490,6 +509,23 @@ def test_statement_import_proposes_matches_and_confirming_one_credits(app: Flask
     exit_code, matched = run(runner, "finance", "match", str(first["line_id"]), str(recorded["id"]), "--json")
     assert exit_code == 0 and matched["credited"] and matched["balance"] == amount
     assert db.session.get(StatementLine, first["line_id"]).receipt_id == recorded["id"]
+    # Reversed (credited to the wrong customer, say): the line is free to be matched again and
+    # the transfer entered again from it, under the same bank reference.
+    exit_code, _ = run(runner, "finance", "reverse", str(recorded["id"]), "--reason", "入错客户账户", "--json")
+    assert exit_code == 0
+    db.session.expire_all()
+    assert db.session.get(StatementLine, first["line_id"]).receipt_id is None
+    assert db.session.get(Receipt, recorded["id"]).statement_line_id == first["line_id"]  # what it was matched to stays on record
+    assert first["line_id"] in {p.line.id for p in proposals(db.session)}
+    other = make_contract(app, "enterprise_sms_center", customer__name="乙公司").contract.account
+    again = receipt_from_line(
+        db.session, first["line_id"], account_code=other.code, actor="staff:finance", default_bank="CMB",
+        documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=1_000_000,
+    )  # fmt: skip
+    db.session.commit()
+    assert (again.bank_reference, again.status, again.account_id) == ("B-778899", "pending", other.id)
+    exit_code, credited = run(runner, "finance", "confirm", str(again.id), "--json")
+    assert exit_code == 0 and credited["credited"] and credited["balance"] == amount
 
 
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
