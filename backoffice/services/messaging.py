@@ -303,7 +303,11 @@ def _sender_state_query() -> sa.Select:
         sa.select(*_SENDER_COLUMNS, subs.c.active, subs.c.login, latest_contract, keyword_count, keyword_top, key_live)
         .join(subs, subs.c.account_id == _ACCOUNTS.c.id)
         .where(subs.c.id == sa.bindparam("sub_account_id"))
-        .with_for_update(of=_ACCOUNTS)  # PostgreSQL; SQLite holds the write lock already
+        # PostgreSQL (SQLite holds the write lock already). NO KEY UPDATE, as the debit's own
+        # UPDATE takes: a plain FOR UPDATE would also wait for the KEY SHARE locks that concurrent
+        # requests' send_requests rows (a foreign key to the account) hold, and two such requests
+        # deadlock, each waiting for the other's row to go.
+        .with_for_update(of=_ACCOUNTS, key_share=True)
     )
 
 

@@ -65,7 +65,7 @@ def account_for_settings(session: Session, account_code: str) -> EnterpriseAccou
     query = (
         sa.select(EnterpriseAccount)
         .where(EnterpriseAccount.code == account_code.strip())
-        .with_for_update()
+        .with_for_update(key_share=True)  # NO KEY UPDATE: not waiting on rows that merely refer to it
         .execution_options(populate_existing=True)
     )
     account = session.scalar(query)
