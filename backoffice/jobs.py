@@ -29,12 +29,17 @@ JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None
 _app: Flask | None = None
 
 
+def _persistent_store(app: Flask) -> SQLAlchemyJobStore:
+    """The job store in the application's database. No pool: APScheduler shuts its stores down
+    before its own thread has stopped, and a pooled connection that thread opens after the
+    engine's disposal would be left open; unpooled, each is closed when given back."""
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=sa.pool.NullPool)
+    return SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")
+
+
 def make_scheduler(app: Flask, scheduler_class: type[BaseScheduler] = BackgroundScheduler) -> BaseScheduler:
     return scheduler_class(
-        jobstores={
-            "default": SQLAlchemyJobStore(url=app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs"),
-            "memory": MemoryJobStore(),
-        },
+        jobstores={"default": _persistent_store(app), "memory": MemoryJobStore()},
         job_defaults=JOB_DEFAULTS,
         timezone=SHANGHAI,
     )
@@ -51,7 +56,7 @@ def contract_job(job_row_id: int) -> None:
 
 
 def _job_store(app: Flask, scheduler: BaseScheduler) -> SQLAlchemyJobStore:
-    store = SQLAlchemyJobStore(url=app.config["SQLALCHEMY_DATABASE_URI"], tablename="apscheduler_jobs")
+    store = _persistent_store(app)
     store.start(scheduler, "default")
     return store
 
