@@ -83,3 +83,21 @@ def test_upgrade_makes_the_send_log_append_only_as_create_all_does(tmp_path: Pat
         assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
         assert triggers(db.engine) == expected
         db.engine.dispose()
+
+
+def test_every_migration_downgrades_and_upgrades_again(tmp_path: Path, signing_files: tuple) -> None:
+    from backoffice.extensions import db
+
+    app = create_app(app_config(tmp_path / "instance", signing_files))
+    runner = app.test_cli_runner()
+    for step in (["db", "upgrade"], ["db", "downgrade", "base"]):
+        result = runner.invoke(args=step)
+        assert result.exit_code == 0, (step, result.output, result.exception)
+    with app.app_context():
+        assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        db.engine.dispose()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    with app.app_context():
+        with db.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
+        db.engine.dispose()

@@ -54,8 +54,8 @@ def downgrade():
         batch_op.drop_column("posted_seq")
 
     with op.batch_alter_table("enterprise_accounts", schema=None) as batch_op:
-        batch_op.drop_constraint("ck_enterprise_accounts_receivable_not_negative", type_="check")
-        batch_op.drop_constraint("ck_enterprise_accounts_contracted_not_negative", type_="check")
+        batch_op.drop_constraint(batch_op.f("ck_enterprise_accounts_receivable_not_negative"), type_="check")
+        batch_op.drop_constraint(batch_op.f("ck_enterprise_accounts_contracted_not_negative"), type_="check")
         batch_op.drop_column("receivable")
         batch_op.drop_column("contracted_credit")
 
