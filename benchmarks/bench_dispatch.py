@@ -23,12 +23,17 @@ The dispatcher's window is also the most parts a crash can leave to resend: each
 of answers must be committed before the next parts go out, so (b) is bound by one transaction
 per window (`--window 100` shows the trade-off).
 
-Run: .venv/bin/python benchmarks/bench_dispatch.py [--messages 20000] [--singles 2000] [--window 10]
+With `--postgresql`, (b), (c) and (d) run on a throwaway PostgreSQL server on loopback
+(`tests/postgresql/server.py`, production's durability settings: fsync and synchronous commit on)
+instead of SQLite.
+
+Run: .venv/bin/python benchmarks/bench_dispatch.py [--messages 20000] [--singles 2000] [--window 10] [--postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -113,16 +118,23 @@ def numbers(start: int, n: int) -> list[str]:
     return [str(13800000000 + (start + i) * 7) for i in range(n)]
 
 
-def funded_app(instance: Path) -> tuple[Any, str]:
+def database_url(instance: Path, server: str | None) -> str:
+    """The instance's database: SQLite in its folder, or a new database on the PostgreSQL server."""
+    if server is None:
+        return f"sqlite:///{instance / 'bench.sqlite3'}"
+    from tests.postgresql.server import create_database
+
+    return create_database(server, f"bench_{instance.name}")
+
+
+def funded_app(instance: Path, url: str | None = None) -> tuple[Any, str]:
     """A temporary instance with one funded active account (a real issued contract, a confirmed
     receipt, books posted) whose rate limit is out of the way; returns (app, account code)."""
     from backoffice import create_app
     from backoffice.cli import after_commit_catch_up
     from backoffice.extensions import db
 
-    app = create_app(
-        {"SECRET_KEY": "bench", "INSTANCE_PATH": instance, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{instance / 'bench.sqlite3'}"}
-    )
+    app = create_app({"SECRET_KEY": "bench", "INSTANCE_PATH": instance, "SQLALCHEMY_DATABASE_URI": url or database_url(instance, None)})
     with app.app_context():
         db.create_all()
         account = open_funded_account(app, FUNDS)
@@ -259,7 +271,7 @@ def post_all(port: int, secret: str, bodies: list[bytes], threads: int) -> tuple
     return time.perf_counter() - began, queued, statuses, latencies
 
 
-def intake(instance: Path, code: str, app: Any, batches: int, singles: int, threads: int) -> dict[str, Any]:
+def intake(instance: Path, code: str, app: Any, batches: int, singles: int, threads: int, url: str) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from backoffice.extensions import db
@@ -273,7 +285,7 @@ def intake(instance: Path, code: str, app: Any, batches: int, singles: int, thre
         db.session.commit()
         db.session.remove()
     port = free_port()
-    server, _ = start_gunicorn(instance, port, database_url=f"sqlite:///{instance / 'bench.sqlite3'}")
+    server, _ = start_gunicorn(instance, port, database_url=url)
     try:
         batch_bodies = [json.dumps({"to": numbers(5_000_000 + i * 1000, 1000), "content": CONTENT}).encode() for i in range(batches)]
         single_bodies = [json.dumps({"to": numbers(9_000_000 + i, 1)[0], "content": CONTENT}).encode() for i in range(singles)]
@@ -315,6 +327,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="client threads for single-message requests")
     parser.add_argument("--window", type=int, default=WINDOW, help="the dispatcher's window in (b); the ceiling keeps 10")
     parser.add_argument("--skip-intake", action="store_true")
+    parser.add_argument("--postgresql", action="store_true", help="(b), (c), (d) on a throwaway PostgreSQL server, not SQLite")
     options = parser.parse_args()
 
     env = environment()
@@ -326,9 +339,16 @@ def main() -> None:
     server.start()
     port = port_out.get(timeout=30)
     report: dict[str, Any] = {"environment": env, "ceiling_window": WINDOW}
+    databases = contextlib.ExitStack()
     try:
+        pg_server = None
+        if options.postgresql:
+            from tests.postgresql.server import throwaway_server
+
+            pg_server = databases.enter_context(throwaway_server(durable=True))
+        env["database"] = "PostgreSQL (throwaway server, fsync on)" if pg_server else f"SQLite {sqlite3.sqlite_version} (WAL)"
         (work / "dispatch").mkdir()
-        app, code = funded_app(work / "dispatch")
+        app, code = funded_app(work / "dispatch", database_url(work / "dispatch", pg_server))
         queue_messages(app, code, options.messages)
         raw_ceiling(port, options.messages)  # warm-up, not counted
         before = raw_ceiling(port, options.messages, chunk=(WINDOW + 1) // 2)
@@ -343,13 +363,17 @@ def main() -> None:
         report["after_b_c"] = check_dispatch(app, code, options.messages)
         if not options.skip_intake:
             (work / "intake").mkdir()
-            intake_app, intake_code = funded_app(work / "intake")
-            report["d_intake"] = intake(work / "intake", intake_code, intake_app, options.batches, options.singles, options.threads)
+            intake_url = database_url(work / "intake", pg_server)
+            intake_app, intake_code = funded_app(work / "intake", intake_url)
+            report["d_intake"] = intake(
+                work / "intake", intake_code, intake_app, options.batches, options.singles, options.threads, intake_url
+            )
     finally:
         stop.set()
         server.join(10)
         port_out.close()
         port_out.join_thread()
+        databases.close()  # the PostgreSQL server, if any
         shutil.rmtree(work, ignore_errors=True)
     report["environment"]["cpu_reference_ms_at_end"] = str(cpu_reference())
     report["targets"] = {

@@ -2,77 +2,33 @@
 loopback, a fresh database per test. The `app` fixture here replaces the SQLite one, so tests
 collected under this folder (including ones imported from the SQLite suite) run on PostgreSQL.
 
-The server is the Debian package's binaries (`make install` installs them) run from a temporary
-folder; as root, through the `postgres` user, since initdb refuses to run as root. Durability is
-off (fsync, synchronous_commit): these tests are about behaviour, not crashes of the machine."""
+The server (tests/postgresql/server.py) runs with fsync and synchronous commit off: these tests
+are about behaviour, not crashes of the machine."""
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from flask import Flask
 
 from backoffice import create_app
 from backoffice.extensions import db
 from tests.conftest import app_config
-
-
-def _bindir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed: run `make install` (Debian package postgresql)")
-    return Path(initdb).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.postgresql.server import ServerError, create_database, drop_database, throwaway_server
 
 
 @pytest.fixture(scope="session")
 def postgresql_server() -> Iterator[str]:
     """The server's URL without a database name (`…/name` to use one)."""
-    bindir = _bindir()
-    root = Path(tempfile.mkdtemp(prefix="backoffice-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-    options = (
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    )
-
-    def run(*args: str | Path) -> None:
-        done = subprocess.run([*as_user, *map(str, args)], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            log = root / "server.log"
-            pytest.fail(f"{args[0]} failed: {done.stderr or done.stdout}{log.read_text() if log.exists() else ''}")
-
-    run(bindir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-    run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options, "start")
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_server() as url:
+            yield url
+    except ServerError as error:
+        pytest.fail(str(error))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -97,12 +53,8 @@ _databases = itertools.count(1)
 def postgresql_url(postgresql_server: str) -> Iterator[str]:
     """A new, empty database for one test, dropped after it."""
     name = f"backoffice_{os.getpid()}_{next(_databases)}"
-    admin = postgresql_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING UTF8')
-    yield f"{postgresql_server}/{name}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield create_database(postgresql_server, name)
+    drop_database(postgresql_server, name)
 
 
 @pytest.fixture
