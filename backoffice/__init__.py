@@ -40,6 +40,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}, **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
 
+    from backoffice.services.messaging import SendingSettings
+
+    SendingSettings.from_config(app.config)  # a setting that cannot work stops the start, not every request
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
     login_manager.init_app(app)

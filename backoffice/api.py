@@ -139,7 +139,7 @@ def send_messages() -> Any:
         settings=settings,
         source="api",
     )
-    with intake_turn(db.session):  # nothing written before this: see intake_turn
+    with intake_turn(db.session, pg_synchronous_commit=settings.pg_synchronous_commit):  # nothing written before this: see intake_turn
         # api_key_id: checked again under the write lock, so a revoked key cannot send
         result = accept_request(db.session, intake, sub_account=_key().sub_account, settings=settings, api_key_id=_key().key_id)
         touch_api_key(db.session, _key())

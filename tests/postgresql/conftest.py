@@ -2,8 +2,8 @@
 loopback, a fresh database per test. The `app` fixture here replaces the SQLite one, so tests
 collected under this folder (including ones imported from the SQLite suite) run on PostgreSQL.
 
-The server (tests/postgresql/server.py) runs with fsync and synchronous commit off: these tests
-are about behaviour, not crashes of the machine."""
+The server (tests/postgresql/server.py) runs with fsync off: these tests are about behaviour,
+not crashes of the machine."""
 
 from __future__ import annotations
 

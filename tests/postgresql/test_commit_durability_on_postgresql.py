@@ -1,0 +1,65 @@
+"""How durably intake and the dispatcher commit on PostgreSQL: `synchronous_commit` off for
+their own transactions by default (the trade SQLite's intake and worker make), configurable,
+and nothing else affected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice import api, create_app
+from backoffice.extensions import db
+from backoffice.services.dispatcher import Dispatcher, DispatchSettings
+from dispatch.smpp_link import LinkConfig
+from tests.backoffice.test_api import api_key, auth
+from tests.backoffice.test_messaging import SIGNED, active_sender
+from tests.conftest import app_config
+
+SHOW = sa.text("SHOW synchronous_commit")
+
+
+@pytest.mark.parametrize(("setting", "inside"), [(None, "off"), ("on", "on"), ("", "on")])
+def test_the_intake_transaction_alone_commits_without_waiting_for_the_disk(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, setting: str | None, inside: str
+) -> None:
+    if setting is not None:
+        app.config["INTAKE_PG_SYNCHRONOUS_COMMIT"] = setting
+    secret = api_key(active_sender(app))
+    seen: list[str] = []
+    accept = api.accept_request
+
+    def watching(*args: Any, **kwargs: Any) -> Any:
+        seen.append(db.session.execute(SHOW).scalar_one())
+        return accept(*args, **kwargs)
+
+    monkeypatch.setattr(api, "accept_request", watching)
+    client = app.test_client()
+    response = client.post("/api/v1/messages", json={"to": "13800138000", "content": SIGNED}, headers=auth(secret))
+    assert response.status_code == 202 and seen == [inside]
+    with db.engine.connect() as connection:  # the pool's connections are back to the server's setting
+        assert {connection.execute(SHOW).scalar_one() for _ in range(3)} == {"on"}
+    assert client.get("/api/v1/balance", headers=auth(secret)).status_code == 200
+
+
+@pytest.mark.parametrize(("level", "expected"), [("off", "off"), (None, "on"), ("local", "local")])
+def test_the_dispatchers_connections_commit_at_the_configured_level(app: Flask, level: str | None, expected: str) -> None:
+    dispatcher = Dispatcher(app, LinkConfig(port=1), "durability", settings=DispatchSettings(pg_synchronous_commit=level))
+    try:
+        assert dispatcher._session.execute(SHOW).scalar_one() == expected
+        dispatcher._session.rollback()
+    finally:
+        dispatcher.close()
+    with db.engine.connect() as connection:  # the web's engine is not touched
+        assert connection.execute(SHOW).scalar_one() == "on"
+
+
+def test_a_level_postgresql_does_not_know_stops_the_start(tmp_path: Path, signing_files: tuple, postgresql_url: str) -> None:
+    config = app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url, INTAKE_PG_SYNCHRONOUS_COMMIT="fast")
+    with pytest.raises(ValueError, match="synchronous_commit level: fast"):
+        create_app(config)
+    with pytest.raises(ValueError, match="synchronous_commit level: maybe"):
+        DispatchSettings.from_config({"DISPATCH_PG_SYNCHRONOUS_COMMIT": "maybe"})
