@@ -149,7 +149,7 @@ class MessagePart(Base):
     message_id: Mapped[int] = mapped_column(sa.ForeignKey("messages.id"))
     seq: Mapped[int]  # 1..total
     total: Mapped[int]
-    smsc_message_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)  # lower-case as the SMSC gave it
+    smsc_message_id: Mapped[str | None] = mapped_column(sa.String(64))  # lower-case as the SMSC gave it
     submit_status: Mapped[int | None]  # command_status of submit_sm_resp; NULL = no response recorded
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     receipt_stat: Mapped[str | None] = mapped_column(sa.String(16))  # DELIVRD / UNDELIV / EXPIRED / REJECTD ...
@@ -159,7 +159,13 @@ class MessagePart(Base):
 
     message: Mapped[Message] = relationship(back_populates="parts")
 
-    __table_args__ = (sa.UniqueConstraint("message_id", "seq", name="uq_message_parts_message_seq"),)
+    __table_args__ = (
+        sa.UniqueConstraint("message_id", "seq", name="uq_message_parts_message_seq"),
+        # A receipt finds the latest part with its SMSC id (ids are reused after a while):
+        # max(id) for one smsc_message_id is the index's last entry for it. With the id column
+        # alone, PostgreSQL walked the primary key backwards through every newer part instead.
+        sa.Index("ix_message_parts_smsc_message_id_id", "smsc_message_id", "id"),
+    )
 
 
 class ForbiddenKeyword(Base):

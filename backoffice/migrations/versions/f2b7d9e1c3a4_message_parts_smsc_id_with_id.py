@@ -1,0 +1,27 @@
+"""message_parts: index (smsc_message_id, id) instead of (smsc_message_id), so a receipt's
+"latest part with this SMSC id" is one index lookup; PostgreSQL scanned the primary key backwards
+
+Revision ID: f2b7d9e1c3a4
+Revises: e6a2c4d8f0b1
+Create Date: 2026-12-06 18:20:00.000000
+"""
+
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = "f2b7d9e1c3a4"
+down_revision = "e6a2c4d8f0b1"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("message_parts", schema=None) as batch_op:
+        batch_op.create_index("ix_message_parts_smsc_message_id_id", ["smsc_message_id", "id"], unique=False)
+        batch_op.drop_index(batch_op.f("ix_message_parts_smsc_message_id"))
+
+
+def downgrade():
+    with op.batch_alter_table("message_parts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_message_parts_smsc_message_id"), ["smsc_message_id"], unique=False)
+        batch_op.drop_index("ix_message_parts_smsc_message_id_id")
