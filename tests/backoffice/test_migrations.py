@@ -101,3 +101,41 @@ def test_every_migration_downgrades_and_upgrades_again(tmp_path: Path, signing_f
         with db.engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
         db.engine.dispose()
+
+
+def test_upgrading_a_database_in_use_keeps_every_row_and_reference(tmp_path: Path, signing_files: tuple) -> None:
+    """Migrations that rebuild a table (SQLite's batch mode) on a database whose rows refer to
+    it: a contract issued, a receipt confirmed and invoiced, at the revision before this
+    session's receipts migration; then upgraded to the head."""
+    from backoffice.cli import after_commit_catch_up
+    from backoffice.extensions import db
+    from backoffice.models import Invoice, Receipt
+    from tests.conftest import make_contract
+
+    app = create_app(app_config(tmp_path / "instance", signing_files))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "c8a4f0e6d2b7"]).exit_code == 0
+    with app.app_context():
+        issued = make_contract(app, "enterprise_sms_center")
+        code, amount = issued.contract.account.code, f"{issued.contract.initial_amount:.2f}"
+        db.session.remove()
+    args = ["finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "MIG-1", "--date", "2026-11-22", "--json"]
+    recorded = json.loads(runner.invoke(args=args).output)
+    confirmed = runner.invoke(args=["finance", "confirm", str(recorded["id"]), "--json"])
+    assert confirmed.exit_code == 0, confirmed.output
+    with app.app_context():
+        assert after_commit_catch_up(app) == []
+        before = {table: db.session.scalar(sa.select(sa.func.count()).select_from(sa.table(table))) for table in ("receipts", "invoices")}
+        db.session.remove()
+        db.engine.dispose()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    with app.app_context():
+        assert db.session.connection().exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert db.session.connection().exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # enforced again
+        assert {t: db.session.scalar(sa.select(sa.func.count()).select_from(sa.table(t))) for t in before} == before
+        receipt = db.session.get(Receipt, recorded["id"])
+        assert receipt.status == "confirmed" and db.session.scalar(sa.select(Invoice.receipt_id)) == receipt.id
+        assert runner.invoke(args=["ledger", "check"]).exit_code == 0
+        db.session.remove()
+        db.engine.dispose()
