@@ -14,8 +14,8 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   prepared only when earlier ones are recorded. After a crash or a dropped link, exactly those
   parts are sent again, each flagged `resent = True` with a send-log line: never more than the window.
 - Money moves only through `refund_messages_failed` (a part refused by the SMSC, or validity
-  passed before submission), in the same transaction as the response that caused it; every status
-  is one of accepted = sent + queued + refused + refunded at every commit.
+  passed before submission), at the end of the transaction of the response that caused it;
+  every status is one of accepted = sent + queued + refused + refunded at every commit.
 
 Database writes are grouped: one transaction per turn of the link loop records every response that
 arrived, completes and refunds messages, claims more and prepares the next parts. Receipts and
@@ -376,6 +376,7 @@ class Dispatcher:
         self._deferred_count = 0
         self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
         self._touched: dict[int, _Work] = {}  # works whose outcome may have changed since the last _finish
+        self._refusals: dict[str, list[int]] = {}  # message ids to refund at the end of the transaction, by reason
         self._mo_parts: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
         self._rates: dict[int, int] = {}  # account id -> messages a second
@@ -564,7 +565,7 @@ class Dispatcher:
         if self._touched:
             wrote = True
             self._finish(now, lines)  # loaded complete, refused at load, validity passed
-        if lines:
+        if lines or self._refusals:
             self._log(lines, now)
             wrote = True
         if wrote:
@@ -577,6 +578,12 @@ class Dispatcher:
         self.stats.commits += 1
 
     def _log(self, lines: list[LogEntry], now: datetime) -> None:
+        """End the transaction's writes: refund what it refused (accounts in the order of their
+        ids), then append its send-log lines. Intake locks its account first and the send log
+        last; so does a turn, so the two never wait for each other in a circle (PostgreSQL)."""
+        if self._refusals:
+            refusals, self._refusals = self._refusals, {}
+            self.stats.refunded += refund_messages_failed(self._session, refusals, worker=self.worker, lines=lines)
         if lines:
             append_send_log(self._session, lines, at=now)
             lines.clear()
@@ -638,7 +645,7 @@ class Dispatcher:
                 by_reason.setdefault(work.refusal or "", []).append(work.id)
                 self._drop_unsent(work)
             for reason, message_ids in by_reason.items():
-                self.stats.refunded += refund_messages_failed(self._session, message_ids, worker=self.worker, reason=reason)
+                self._refusals.setdefault(reason, []).extend(message_ids)  # refunded by _log, at the end of the transaction
         for work in touched:
             if work.done and work.live == 0:
                 self._works.pop(work.id, None)

@@ -25,7 +25,7 @@ Contract (see also `backoffice.models.messaging`):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -196,37 +196,65 @@ def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason:
     which = sa.and_(
         _M.c.account_id == account_id, _M.c.recipient == recipient, _M.c.status.in_(CLAIMABLE), _M.c.claimed_by.is_(None), _M.c.charge > 0
     )
-    return _refund(session, which, reason)
+    rows = _mark_refunded(session, which, reason)
+    append_send_log(session, _give_back(session, rows), at=utcnow())
+    return len(rows)
 
 
-def refund_messages_failed(session: Session, message_ids: Sequence[int], *, worker: str, reason: str) -> int:
+def refund_messages_failed(
+    session: Session, refusals: Mapping[str, Sequence[int]], *, worker: str, lines: list[LogEntry] | None = None
+) -> int:
     """Refund messages `worker` could not send (refused on submit, validity passed, a TD while
-    it held them): each once, and only while `worker` still holds it. A message whose lease ran
-    out and another worker took, or that was submitted meanwhile, is left alone (one conditional
-    UPDATE decides). Returns how many were refunded."""
-    ids = list(message_ids)
-    refunded = 0
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        refunded += _refund(session, sa.and_(_M.c.id.in_(chunk), _M.c.status.in_(CLAIMABLE), _M.c.claimed_by == worker), reason)
-    return refunded
+    it held them), `refusals` being message ids by the reason each is refunded for: each once,
+    and only while `worker` still holds it. A message whose lease ran out and another worker
+    took, or that was submitted meanwhile, is left alone (one conditional UPDATE decides).
+
+    Lock order (PostgreSQL): the messages first, then the accounts' balances in the order of
+    their ids, and the send log last: its lines go to `lines` when given, for the caller to
+    append at the end of its transaction (the dispatcher's turn), as intake, which locks its
+    account first, appends last. Returns how many were refunded."""
+    rows: list[sa.Row[Any]] = []
+    for reason, message_ids in refusals.items():
+        ids = list(message_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows += _mark_refunded(session, sa.and_(_M.c.id.in_(chunk), _M.c.status.in_(CLAIMABLE), _M.c.claimed_by == worker), reason)
+    entries = _give_back(session, rows)
+    if lines is None:
+        append_send_log(session, entries, at=utcnow())
+    else:
+        lines.extend(entries)
+    return len(rows)
 
 
-def _refund(session: Session, which: sa.ColumnElement[bool], reason: str) -> int:
-    """Refund the messages `which` selects, in one conditional UPDATE: status 'refunded', lease
-    cleared, the charge given back (usage of kind 'refund' on today's date), a send-log line each."""
-    now, today = utcnow(), local_today()
-    rows = session.execute(
-        sa.update(_M)
-        .where(which)
-        .values(status="refunded", error=reason[:300], updated_at=now, done_at=now, next_attempt_at=None, claimed_by=None, claimed_at=None)
-        .returning(_M.c.id, _M.c.account_id, _M.c.recipient, _M.c.carrier, _M.c.charge, _M.c.content)
-    ).all()
+_REFUNDED = (_M.c.id, _M.c.account_id, _M.c.recipient, _M.c.carrier, _M.c.charge, _M.c.content, _M.c.error)
+
+
+def _mark_refunded(session: Session, which: sa.ColumnElement[bool], reason: str) -> list[sa.Row[Any]]:
+    """Mark the messages `which` selects refunded (status, reason, lease cleared), in one
+    conditional UPDATE; the rows it changed."""
+    now = utcnow()
+    return list(
+        session.execute(
+            sa.update(_M)
+            .where(which)
+            .values(
+                status="refunded", error=reason[:300], updated_at=now, done_at=now, next_attempt_at=None, claimed_by=None, claimed_at=None
+            )
+            .returning(*_REFUNDED)
+        ).all()
+    )
+
+
+def _give_back(session: Session, rows: Sequence[sa.Row[Any]]) -> list[LogEntry]:
+    """Give back the charge of messages `_mark_refunded` marked (usage of kind 'refund' on today's
+    date), account by account in the order of their ids; their send-log lines."""
     if not rows:
-        return 0
-    for _, account_id, _, carrier, charge, _ in rows:
-        if charge > 0:
-            refund_messages(session, account_id, today, carrier.upper(), 1, charge)
+        return []
+    today = local_today()
+    for row in sorted(rows, key=lambda r: (r.account_id, r.id)):
+        if row.charge > 0:
+            refund_messages(session, row.account_id, today, row.carrier.upper(), 1, row.charge)
     codes = {
         account_id: (code, service_code)
         for account_id, code, service_code in session.execute(
@@ -235,12 +263,7 @@ def _refund(session: Session, which: sa.ColumnElement[bool], reason: str) -> int
             )
         )
     }
-    entries = [
-        LogEntry(*codes[account_id], recipient, content, f"refunded: {reason}", message_id)
-        for message_id, account_id, recipient, _, _, content in sorted(rows)
-    ]
-    append_send_log(session, entries, at=now)
-    return len(rows)
+    return [LogEntry(*codes[row.account_id], row.recipient, row.content, f"refunded: {row.error}", row.id) for row in sorted(rows)]
 
 
 # --- each account's rate, shared by every worker ------------------------------------------------

@@ -126,6 +126,9 @@ def move_usage_carrier(session: Session, account_id: int, day: date, old: str, n
     ((old_code, _, value), (new_code, _, _)) = _validate([(old, 1, amount), (new, 1, amount)])
     if value <= 0 or old_code == new_code:
         return False
+    # The account's row first, as intake and refunds take it before the usage rows they change
+    # (intake in the order of the carriers' codes, which this move could otherwise cross).
+    session.execute(sa.select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.id == account_id).with_for_update(key_share=True))
     params = {"b_day": day, "b_account": account_id, "b_carrier": old_code, "b_kind": "usage", "b_amount": value}
     if not session.execute(_MOVE_OUT, params).rowcount:
         return False

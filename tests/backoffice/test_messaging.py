@@ -452,7 +452,7 @@ def test_a_worker_whose_lease_ran_out_cannot_refund_what_another_worker_took_or_
     db.session.execute(sa.update(Message).where(Message.id == second).values(status="submitted", claimed_by=None, claimed_at=None))
     db.session.commit()
     # w1 wakes up to refusals for all three: only the one nobody else took is its to refund.
-    assert refund_messages_failed(db.session, [first, second, third], worker="w1", reason="运营商网关拒绝提交") == 1
+    assert refund_messages_failed(db.session, {"运营商网关拒绝提交": [first, second, third]}, worker="w1") == 1
     db.session.commit()
     status = dict(db.session.execute(sa.select(Message.id, Message.status).where(Message.id.in_([first, second, third]))).all())
     assert status == {first: "queued", second: "submitted", third: "refunded"}
@@ -473,8 +473,8 @@ def test_the_worker_claims_due_messages_once_and_refunds_failures(app: Flask, se
     assert [m.id for m in claim_batch(db.session, worker="w2", limit=10)] == [claimed[0].id]
     db.session.commit()
     before = sender.balance()
-    assert refund_messages_failed(db.session, [claimed[1].id], worker="w1", reason="SMSC 拒绝：ESME_RINVDSTADR") == 1
-    assert refund_messages_failed(db.session, [claimed[1].id], worker="w1", reason="again") == 0
+    assert refund_messages_failed(db.session, {"SMSC 拒绝：ESME_RINVDSTADR": [claimed[1].id]}, worker="w1") == 1
+    assert refund_messages_failed(db.session, {"again": [claimed[1].id]}, worker="w1") == 0
     db.session.commit()
     assert sender.balance() == before + Decimal("0.045")
     refunds = db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "refund")).all()

@@ -1,0 +1,65 @@
+"""Intake and the dispatcher take their locks in one order on PostgreSQL (an account's row, then
+its usage rows, then the send log's head), so neither waits for the other in a circle: found
+by a review, a turn that refunded one account, appended its send-log line and then refunded
+another deadlocked with an intake request of the second."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.orm import Session
+
+from backoffice.clock import utcnow
+from backoffice.extensions import db
+from backoffice.models import Message, SubAccount
+from backoffice.services.message_queue import refund_messages_failed
+from backoffice.services.messaging import accept_messages, message_counts
+from backoffice.services.send_log import append_send_log, verify_chain
+from tests.backoffice.test_messaging import SIGNED, active_sender, numbers, send
+
+
+def test_a_turn_refunding_two_accounts_does_not_deadlock_with_intake(app: Flask) -> None:
+    first, second = active_sender(app), active_sender(app, customer__name="乙公司")
+    (mine,) = (m["id"] for m in send(first, numbers(1)).messages)
+    (other,) = (m["id"] for m in send(second, numbers(1, start=13900100000)).messages)
+    db.session.execute(sa.update(Message).where(Message.id.in_([mine, other])).values(claimed_by="w1"))
+    db.session.commit()
+    turn, request = Session(db.engine), Session(db.engine)
+    for session in (turn, request):
+        session.execute(sa.text("SET lock_timeout = '10s'"))
+    errors: list[BaseException] = []
+    lines: list = []
+    assert refund_messages_failed(turn, {"运营商网关拒绝": [other]}, worker="w1", lines=lines) == 1  # the turn's first refund
+
+    def intake() -> None:
+        with app.app_context():
+            try:
+                sub = request.get(SubAccount, first.sub.id)
+                accept_messages(request, sub_account=sub, recipients=numbers(1, start=13700100000), content=SIGNED)
+                request.commit()
+            except BaseException as error:  # noqa: BLE001 - reported below
+                request.rollback()
+                errors.append(error)
+
+    thread = threading.Thread(target=intake)
+    thread.start()
+    time.sleep(0.5)  # the request holds the first account and goes on to the send log
+    try:
+        assert refund_messages_failed(turn, {"超过有效期": [mine]}, worker="w1", lines=lines) == 1  # waits for the request
+        append_send_log(turn, lines, at=utcnow())  # the turn's lines, last
+        turn.commit()
+    except BaseException as error:  # noqa: BLE001 - reported below
+        turn.rollback()
+        errors.append(error)
+    thread.join(20)
+    turn.close()
+    request.close()
+    assert errors == []
+    for sender in (first, second):
+        assert message_counts(db.session, sender.account.id).balanced
+    statuses = dict(db.session.execute(sa.select(Message.id, Message.status).where(Message.id.in_([mine, other]))).all())
+    assert statuses == {mine: "refunded", other: "refunded"}
+    assert verify_chain(db.session) == []
