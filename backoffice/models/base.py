@@ -17,6 +17,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Money events' ids: "reversal-receipt-<bank>-<bank reference up to 64>#<receipt id>" is the longest.
+EVENT_ID_LENGTH = 200
 MONEY_SCALE = Decimal("10000")  # 1 unit = 0.0001 元: prices have up to 4 decimals
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backoffice.clock import utcnow
 from backoffice.models.accounts import EnterpriseAccount
-from backoffice.models.base import Base, Money, UTCDateTime
+from backoffice.models.base import EVENT_ID_LENGTH, Base, Money, UTCDateTime
 
 # pending: recorded, waiting for finance; approved: first of two finance approvals given
 # (four-eyes); confirmed: credited; rejected: refused with a reason the customer sees;
@@ -61,19 +61,18 @@ class Receipt(Base):
     reversed_by: Mapped[str | None] = mapped_column(sa.String(80))
     reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reversal_reason: Mapped[str | None] = mapped_column(sa.String(500))
-    ledger_event_id: Mapped[str | None] = mapped_column(sa.String(120))
+    ledger_event_id: Mapped[str | None] = mapped_column(sa.String(EVENT_ID_LENGTH))
     statement_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("statement_lines.id"))
 
     account: Mapped[EnterpriseAccount] = relationship()
 
     __table_args__ = (
-        # A bank reference belongs to at most one live receipt per receiving bank: the same
-        # transfer is never entered (and so never credited) twice. A rejected or reversed receipt
-        # frees it, so the transfer can be entered again as it really was (the amount mistyped,
-        # confirmed to the wrong account).
+        # A bank reference belongs to at most one live receipt: the same transfer is never
+        # entered (and so never credited) twice, whichever receiving bank a form assumed for the
+        # account. A rejected or reversed receipt frees it, so the transfer can be entered again
+        # as it really was (the amount mistyped, confirmed to the wrong account).
         sa.Index(
             "uq_receipts_live_bank_reference",
-            "bank",
             "bank_reference",
             unique=True,
             sqlite_where=sa.text(LIVE_RECEIPT_SQL),

@@ -10,14 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backoffice.clock import utcnow
-from backoffice.models.base import Base, UTCDateTime
+from backoffice.models.base import EVENT_ID_LENGTH, Base, UTCDateTime
 
 
 class LedgerEvent(Base):
     __tablename__ = "ledger_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    event_id: Mapped[str] = mapped_column(sa.String(EVENT_ID_LENGTH), unique=True)
     kind: Mapped[str] = mapped_column(sa.String(32))
     occurred_on: Mapped[date]
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
@@ -26,6 +26,6 @@ class LedgerEvent(Base):
     # Order in which the books received it (rebuilding replays in this order: identical files).
     posted_seq: Mapped[int | None] = mapped_column(unique=True)
     # A reversal names the event it reverses; an event can be reversed once.
-    reverses: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    reverses: Mapped[str | None] = mapped_column(sa.String(EVENT_ID_LENGTH), unique=True)
     reason: Mapped[str | None] = mapped_column(sa.String(200))
     actor: Mapped[str | None] = mapped_column(sa.String(80))

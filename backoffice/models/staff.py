@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backoffice.clock import utcnow
-from backoffice.models.base import Base, UTCDateTime
+from backoffice.models.base import EVENT_ID_LENGTH, Base, UTCDateTime
 
 ROLES = {"sales": "销售", "finance": "财务", "admin": "管理员"}
 
@@ -42,5 +42,5 @@ class AuditEntry(Base):
     actor: Mapped[str] = mapped_column(sa.String(80))
     action: Mapped[str] = mapped_column(sa.String(64))
     object_type: Mapped[str] = mapped_column(sa.String(32))
-    object_id: Mapped[str] = mapped_column(sa.String(64))
+    object_id: Mapped[str] = mapped_column(sa.String(EVENT_ID_LENGTH))  # ledger events' ids among them
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)

@@ -9,7 +9,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backoffice.models.base import Base, Money
+from backoffice.models.base import EVENT_ID_LENGTH, Base, Money
 
 USAGE_KINDS = ("usage", "refund", "refused_content_fee")
 
@@ -26,7 +26,7 @@ class UsageDay(Base):
     amount: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     # The ledger event that booked this row; NULL while the day is still open. A charge that
     # arrives after its day was booked opens a new row, booked by a second event for that day.
-    event_id: Mapped[str | None] = mapped_column(sa.String(120), index=True)
+    event_id: Mapped[str | None] = mapped_column(sa.String(EVENT_ID_LENGTH), index=True)
 
     __table_args__ = (
         sa.Index(

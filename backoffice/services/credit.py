@@ -85,10 +85,11 @@ def credit_receipt(
     event_id = f"receipt-{bank}-{bank_ref}"
     existing = _existing(session, event_id)
     if existing is not None and receipt_id is not None and _reversed(session, event_id):
-        event_id = f"{event_id}-r{receipt_id}"
+        event_id = f"{event_id}#{receipt_id}"  # '#' is not allowed in a reference: no other transfer's id
         existing = _existing(session, event_id)
     if existing is not None:
-        if existing.payload.get("account_code") != account_code or Decimal(existing.payload["amount"]) != amount:
+        payload = existing.payload
+        if payload.get("account_code") != account_code or Decimal(payload["amount"]) != amount or payload.get("bank_ref") != bank_ref:
             raise Conflict(f"银行流水号 {bank_ref} 已用于另一笔到账，不能重复入账")
         return existing
     account = _account(session, account_code)

@@ -169,9 +169,7 @@ def record_receipt(
     if not _BANK_REFERENCE.fullmatch(reference):
         errors["bank_reference"] = "银行流水号无效：1–64 位字母、数字或 - _ / ."
     elif (
-        live := session.scalar(
-            sa.select(Receipt).where(Receipt.bank == bank, Receipt.bank_reference == reference, Receipt.status.in_(LIVE_RECEIPT))
-        )
+        live := session.scalar(sa.select(Receipt).where(Receipt.bank_reference == reference, Receipt.status.in_(LIVE_RECEIPT)))
     ) is not None:
         errors["bank_reference"] = f"银行流水号 {reference} 已登记过（到账记录 {live.id}，{live.status_name}），不能重复登记"
     payer = (payer_name or "").strip() or (account.customer_name if account else "")

@@ -278,7 +278,7 @@ def test_rejected_and_reversed_receipts(app: Flask, runner: FlaskCliRunner, clie
     assert exit_code == 0 and credited["credited"]
     events = db.session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.event_id.like("%OK-1%")).order_by(LedgerEvent.id)).all()
     bank = db.session.get(Receipt, again["id"]).bank
-    assert events == [f"receipt-{bank}-OK-1", f"reversal-receipt-{bank}-OK-1", f"receipt-{bank}-OK-1-r{again['id']}"]
+    assert events == [f"receipt-{bank}-OK-1", f"reversal-receipt-{bank}-OK-1", f"receipt-{bank}-OK-1#{again['id']}"]
     # While that receipt is live the reference is taken, and the message says by which receipt.
     exit_code, dup = run(
         runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "OK-1", "--date", "2026-11-22", "--json"
@@ -289,6 +289,35 @@ def test_rejected_and_reversed_receipts(app: Flask, runner: FlaskCliRunner, clie
         runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "NOPE-1", "--date", "2026-11-22", "--json"
     )
     assert exit_code == 0 and retyped["status"] == "pending"
+
+
+def test_one_transfer_is_live_in_one_receipt_whatever_bank_the_account_assumes(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: the form takes the receiving bank from the account's contract, so the
+    same transfer entered for a second account got another bank and was accepted while the first
+    receipt stood. Also: the longest reference (64 characters) re-entered after a reversal
+    still fits its ledger event ids."""
+    first = make_contract(app, "gateway_api_partner").contract  # its contract names ICBC
+    second = make_contract(app, "sms_business_service", customer__name="乙公司").contract  # CMB
+    reference = "TRANSFER-" + "7" * 55
+    assert len(reference) == 64
+
+    def record(code: str) -> tuple[int, Any]:
+        args = ["finance", "receipt", "--account", code, "--amount", "1000.00", "--bank-ref", reference, "--date", "2026-11-22", "--json"]
+        return run(runner, *args)
+
+    exit_code, recorded = record(first.account.code)
+    assert exit_code == 0 and run(runner, "finance", "confirm", str(recorded["id"]), "--json")[0] == 0
+    exit_code, refused = record(second.account.code)
+    assert exit_code != 0 and f"到账记录 {recorded['id']}，已确认" in refused["error"]["fields"]["bank_reference"]
+    assert run(runner, "finance", "reverse", str(recorded["id"]), "--reason", "入错客户", "--json")[0] == 0
+    exit_code, again = record(second.account.code)
+    assert exit_code == 0, again
+    exit_code, credited = run(runner, "finance", "confirm", str(again["id"]), "--json")
+    assert exit_code == 0 and credited["credited"]
+    db.session.expire_all()
+    receipt = db.session.get(Receipt, again["id"])
+    assert receipt.ledger_event_id is not None and reference in receipt.ledger_event_id
+    assert db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.event_id == receipt.ledger_event_id)) is not None
 
 
 # --- bad input changes nothing ----------------------------------------------------------------
