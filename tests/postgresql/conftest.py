@@ -23,7 +23,7 @@ from tests.postgresql.server import ServerError, create_database, drop_database,
 
 @pytest.fixture(scope="session")
 def postgresql_server() -> Iterator[str]:
-    """The server's URL without a database name (`…/name` to use one)."""
+    """The server's URL, `{database}` where a database's name goes (see server.create_database)."""
     try:
         with throwaway_server() as url:
             yield url
