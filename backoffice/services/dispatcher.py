@@ -311,18 +311,13 @@ Factory = Callable[[], Session]
 
 def _session_factory(source: Any, synchronous: str | None, synchronous_commit: str | None = None) -> tuple[Factory, Callable[[], None]]:
     """A session factory on the worker's own engine (a Flask app) or the caller's factory;
-    `synchronous` for SQLite, `synchronous_commit` for PostgreSQL (see DispatchSettings)."""
+    `synchronous` for SQLite, `synchronous_commit` for PostgreSQL (see DispatchSettings), set
+    on each new connection (so the URL's and the engine options' own settings stay as given)."""
     if callable(source) and not hasattr(source, "config"):
         return source, lambda: None
     config = source.config
     options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-    url = sa.engine.make_url(config["SQLALCHEMY_DATABASE_URI"])
-    level = synchronous_commit_level(synchronous_commit)
-    if url.get_backend_name() == "postgresql" and level:  # for every connection of the worker, from its start
-        connect_args = dict(options.get("connect_args") or {})
-        connect_args["options"] = f"{connect_args.get('options', '')} -c synchronous_commit={level}".strip()
-        options["connect_args"] = connect_args
-    engine = sa.create_engine(url, **options)
+    engine = sa.create_engine(config["SQLALCHEMY_DATABASE_URI"], **options)
     if engine.dialect.name == "sqlite" and synchronous:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"not a SQLite synchronous level: {synchronous}")
@@ -332,6 +327,15 @@ def _session_factory(source: Any, synchronous: str | None, synchronous_commit: s
             cursor = dbapi_connection.cursor()
             cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
             cursor.close()
+
+    level = synchronous_commit_level(synchronous_commit)
+    if engine.dialect.name == "postgresql" and level:
+
+        @sa.event.listens_for(engine, "connect")
+        def _synchronous_commit(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('synchronous_commit', %s, false)", (level,))
+            dbapi_connection.commit()  # the session's setting, not the (implicit) transaction's
 
     return sessionmaker(bind=engine, expire_on_commit=False), engine.dispose
 

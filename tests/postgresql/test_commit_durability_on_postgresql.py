@@ -63,3 +63,32 @@ def test_a_level_postgresql_does_not_know_stops_the_start(tmp_path: Path, signin
         create_app(config)
     with pytest.raises(ValueError, match="synchronous_commit level: maybe"):
         DispatchSettings.from_config({"DISPATCH_PG_SYNCHRONOUS_COMMIT": "maybe"})
+
+
+def test_the_levels_come_from_the_environment_and_the_urls_own_options_stay(
+    tmp_path: Path, signing_files: tuple, postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the two settings were documented as environment variables but never
+    read from it; and the worker's engine replaced the libpq options a DATABASE_URL carries."""
+    from backoffice.config import Config
+
+    monkeypatch.setenv("DISPATCH_PG_SYNCHRONOUS_COMMIT", "local")
+    monkeypatch.setenv("INTAKE_PG_SYNCHRONOUS_COMMIT", "on")
+    config = Config()
+    assert (config.DISPATCH_PG_SYNCHRONOUS_COMMIT, config.INTAKE_PG_SYNCHRONOUS_COMMIT) == ("local", "on")
+    monkeypatch.setenv("INTAKE_PG_SYNCHRONOUS_COMMIT", "bogus")
+    with pytest.raises(ValueError, match="synchronous_commit level: bogus"):
+        create_app(app_config(tmp_path / "bad", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
+    monkeypatch.delenv("INTAKE_PG_SYNCHRONOUS_COMMIT")
+
+    url = postgresql_url + "&options=-c%20application_name%3Dbackoffice-ops"
+    app = create_app(app_config(tmp_path / "ok", signing_files, SQLALCHEMY_DATABASE_URI=url))
+    settings = DispatchSettings.from_config(app.config)
+    assert settings.pg_synchronous_commit == "local"
+    dispatcher = Dispatcher(app, LinkConfig(port=1), "options", settings=settings)
+    try:
+        shown = dispatcher._session.execute(sa.text("SELECT current_setting('application_name'), current_setting('synchronous_commit')"))
+        assert tuple(shown.one()) == ("backoffice-ops", "local")
+        dispatcher._session.rollback()
+    finally:
+        dispatcher.close()
