@@ -13,9 +13,11 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   moment — prepared, on the wire, or answered but not yet committed — because new parts are
   prepared only when earlier ones are recorded. After a crash or a dropped link, exactly those
   parts are sent again, each flagged `resent = True` with a send-log line: never more than the window.
-- Money moves only through `refund_messages_failed` (a part refused by the SMSC, or validity
-  passed before submission), at the end of the transaction of the response that caused it;
-  every status is one of accepted = sent + queued + refused + refunded at every commit.
+- Money moves only at the end of a transaction (`_log`: refunds of parts the SMSC refused, of
+  validity passed before submission and of TD-cancelled messages, and charges moved to a
+  reported carrier), every account it changes locked first in the order of their ids, the
+  send log last; every status is one of accepted = sent + queued + refused + refunded at every
+  commit.
 
 Database writes are grouped: one transaction per turn of the link loop records every response that
 arrived, completes and refunds messages, claims more and prepares the next parts. Receipts and
@@ -42,7 +44,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -56,8 +59,10 @@ from backoffice.services.message_queue import (
     ClaimedMessage,
     claim_due,
     defer,
+    give_back,
     give_back_starts,
-    refund_messages_failed,
+    lock_accounts,
+    mark_failed,
     release,
     release_worker,
     renew_leases,
@@ -380,7 +385,10 @@ class Dispatcher:
         self._deferred_count = 0
         self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
         self._touched: dict[int, _Work] = {}  # works whose outcome may have changed since the last _finish
-        self._refusals: dict[str, list[int]] = {}  # message ids to refund at the end of the transaction, by reason
+        # Settled by _log at the end of the transaction, accounts locked in id order (see lock_accounts):
+        self._refusals: dict[str, list[int]] = {}  # message ids to refund, by reason
+        self._cancelled: list[Any] = []  # messages a TD reply cancelled (marked; their money not yet given back)
+        self._carrier_moves: list[tuple[int, int, date, str, str, Decimal]] = []  # (message, account, day, old, new, charge)
         self._mo_parts: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
         self._rates: dict[int, int] = {}  # account id -> messages a second
@@ -569,7 +577,7 @@ class Dispatcher:
         if self._touched:
             wrote = True
             self._finish(now, lines)  # loaded complete, refused at load, validity passed
-        if lines or self._refusals:
+        if lines or self._refusals or self._cancelled or self._carrier_moves:
             self._log(lines, now)
             wrote = True
         if wrote:
@@ -582,12 +590,24 @@ class Dispatcher:
         self.stats.commits += 1
 
     def _log(self, lines: list[LogEntry], now: datetime) -> None:
-        """End the transaction's writes: refund what it refused (accounts in the order of their
-        ids), then append its send-log lines. Intake locks its account first and the send log
-        last; so does a turn, so the two never wait for each other in a circle (PostgreSQL)."""
+        """End the transaction's writes: lock every account it changes in the order of their ids,
+        refund what it refused or a TD cancelled, move charges to reported carriers, then append
+        its send-log lines. Every balance-changing transaction takes accounts first, in that
+        order, and the send log last (`lock_accounts`), so none waits for another in a circle."""
+        refunds, self._cancelled = self._cancelled, []
+        moves, self._carrier_moves = self._carrier_moves, []
         if self._refusals:
             refusals, self._refusals = self._refusals, {}
-            self.stats.refunded += refund_messages_failed(self._session, refusals, worker=self.worker, lines=lines)
+            failed = mark_failed(self._session, refusals, worker=self.worker)
+            self.stats.refunded += len(failed)
+            refunds += failed
+        lock_accounts(self._session, {row.account_id for row in refunds} | {move[1] for move in moves})
+        lines.extend(give_back(self._session, refunds))
+        for message_id, account_id, day, old, new, charge in moves:
+            if not move_usage_carrier(self._session, account_id, day, old, new, charge):
+                log.info(
+                    "message %s: carrier %s reported after the day of its charge (%s); usage stays under %s", message_id, new, day, old
+                )
         if lines:
             append_send_log(self._session, lines, at=now)
             lines.clear()
@@ -1008,9 +1028,11 @@ class Dispatcher:
         if row.charge <= 0 or row.charge_kind != "usage" or row.charged_on is None:
             return
         day = row.charged_on
-        if day != local_today() or not move_usage_carrier(self._session, row.account_id, day, row.carrier, carrier, row.charge):
+        if day != local_today():
             log.info("message %s: carrier %s reported after the day of its charge (%s); usage stays under %s",
                      message_id, carrier, day, row.carrier)  # fmt: skip
+            return
+        self._carrier_moves.append((message_id, row.account_id, day, row.carrier, carrier, row.charge))  # by _log
 
     # --- replies (MO) ------------------------------------------------------------------------------
 
@@ -1048,8 +1070,9 @@ class Dispatcher:
         """Store a reply under the account its service code names, else the account that last sent
         to that number; TD/退订/… puts the number on that account's unsubscribe list."""
         reply = record_reply(
-            self._session, sender=sender, destination=destination, content=text, received_at=now, settings=self._reply_settings
-        )
+            self._session, sender=sender, destination=destination, content=text, received_at=now, settings=self._reply_settings,
+            pending=self._cancelled,
+        )  # fmt: skip
         if reply.account_id is None:
             try:
                 number = normalise_mobile(sender)
@@ -1067,7 +1090,7 @@ class Dispatcher:
                 if last is not None:
                     reply.account_id = last
                     if reply.unsubscribe:
-                        add_unsubscribe(self._session, last, number, source="mo")
+                        add_unsubscribe(self._session, last, number, source="mo", pending=self._cancelled)
         if reply.unsubscribe and reply.account_id is not None:
             self.stats.unsubscribes += 1
             self._cancel_held(reply.account_id, reply.sender)

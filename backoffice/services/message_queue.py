@@ -189,15 +189,20 @@ def renew_leases(session: Session, message_ids: Sequence[int], *, worker: str, n
     return renewed
 
 
-def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason: str) -> int:
+def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason: str, pending: list[Any] | None = None) -> int:
     """Refund the account's messages to `recipient` that no worker has taken yet (one conditional
     UPDATE: a message a worker claims meanwhile is left to it). Returns how many. The platform's
-    free notices to the customer (charge 0) stay: they are not the customer's sends."""
+    free notices to the customer (charge 0) stay: they are not the customer's sends. With
+    `pending`, the messages are only marked and added to it: the caller gives the money back
+    (`give_back`) at the end of its transaction, with its other refunds."""
     which = sa.and_(
         _M.c.account_id == account_id, _M.c.recipient == recipient, _M.c.status.in_(CLAIMABLE), _M.c.claimed_by.is_(None), _M.c.charge > 0
     )
     rows = _mark_refunded(session, which, reason)
-    append_send_log(session, _give_back(session, rows), at=utcnow())
+    if pending is not None:
+        pending.extend(rows)
+    elif rows:
+        append_send_log(session, give_back(session, rows), at=utcnow())
     return len(rows)
 
 
@@ -206,20 +211,10 @@ def refund_messages_failed(
 ) -> int:
     """Refund messages `worker` could not send (refused on submit, validity passed, a TD while
     it held them), `refusals` being message ids by the reason each is refunded for: each once,
-    and only while `worker` still holds it. A message whose lease ran out and another worker
-    took, or that was submitted meanwhile, is left alone (one conditional UPDATE decides).
-
-    Lock order (PostgreSQL): the messages first, then the accounts' balances in the order of
-    their ids, and the send log last: its lines go to `lines` when given, for the caller to
-    append at the end of its transaction (the dispatcher's turn), as intake, which locks its
-    account first, appends last. Returns how many were refunded."""
-    rows: list[sa.Row[Any]] = []
-    for reason, message_ids in refusals.items():
-        ids = list(message_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            rows += _mark_refunded(session, sa.and_(_M.c.id.in_(chunk), _M.c.status.in_(CLAIMABLE), _M.c.claimed_by == worker), reason)
-    entries = _give_back(session, rows)
+    and only while `worker` still holds it (`mark_failed`, then `give_back`). The send-log lines
+    go to `lines` when given, else to the log at once. Returns how many were refunded."""
+    rows = mark_failed(session, refusals, worker=worker)
+    entries = give_back(session, rows)
     if lines is None:
         append_send_log(session, entries, at=utcnow())
     else:
@@ -227,10 +222,23 @@ def refund_messages_failed(
     return len(rows)
 
 
+def mark_failed(session: Session, refusals: Mapping[str, Sequence[int]], *, worker: str) -> list[Any]:
+    """Mark refunded the messages `worker` could not send, by reason, while it still holds them:
+    a message whose lease ran out and another worker took, or that was submitted meanwhile, is
+    left alone (one conditional UPDATE decides). The rows marked, for `give_back`."""
+    rows: list[Any] = []
+    for reason, message_ids in refusals.items():
+        ids = list(message_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows += _mark_refunded(session, sa.and_(_M.c.id.in_(chunk), _M.c.status.in_(CLAIMABLE), _M.c.claimed_by == worker), reason)
+    return rows
+
+
 _REFUNDED = (_M.c.id, _M.c.account_id, _M.c.recipient, _M.c.carrier, _M.c.charge, _M.c.content, _M.c.error)
 
 
-def _mark_refunded(session: Session, which: sa.ColumnElement[bool], reason: str) -> list[sa.Row[Any]]:
+def _mark_refunded(session: Session, which: sa.ColumnElement[bool], reason: str) -> list[Any]:
     """Mark the messages `which` selects refunded (status, reason, lease cleared), in one
     conditional UPDATE; the rows it changed."""
     now = utcnow()
@@ -246,11 +254,32 @@ def _mark_refunded(session: Session, which: sa.ColumnElement[bool], reason: str)
     )
 
 
-def _give_back(session: Session, rows: Sequence[sa.Row[Any]]) -> list[LogEntry]:
+_ACCOUNTS = EnterpriseAccount.__table__
+
+
+def lock_accounts(session: Session, account_ids: set[int]) -> None:
+    """Lock the accounts' rows in the order of their ids (PostgreSQL; SQLite has one writer).
+
+    The one lock order of every transaction that changes balances: accounts first, in id order,
+    then their usage rows, then the send log's head. Intake (one account) and finance (one
+    account) follow it by taking their account first; a dispatcher turn takes all of its
+    accounts here before it refunds or moves a charge, and appends its lines last."""
+    if account_ids:
+        session.execute(
+            sa.select(_ACCOUNTS.c.id)
+            .where(_ACCOUNTS.c.id.in_(sorted(account_ids)))
+            .order_by(_ACCOUNTS.c.id)
+            .with_for_update(key_share=True)
+        ).all()
+
+
+def give_back(session: Session, rows: Sequence[Any]) -> list[LogEntry]:
     """Give back the charge of messages `_mark_refunded` marked (usage of kind 'refund' on today's
-    date), account by account in the order of their ids; their send-log lines."""
+    date), account by account in the order of their ids; their send-log lines, for the caller
+    to append at the end of its transaction."""
     if not rows:
         return []
+    lock_accounts(session, {row.account_id for row in rows})
     today = local_today()
     for row in sorted(rows, key=lambda r: (r.account_id, r.id)):
         if row.charge > 0:

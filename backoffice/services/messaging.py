@@ -1223,15 +1223,15 @@ def _ported(session: Session, numbers: set[str]) -> dict[str, str]:
     return found
 
 
-def add_unsubscribe(session: Session, account_id: int, number: str, *, source: str) -> bool:
+def add_unsubscribe(session: Session, account_id: int, number: str, *, source: str, pending: list[Any] | None = None) -> bool:
     """Put `number` on the account's unsubscribe list; False when it already was. Messages to it
     still waiting in the queue (scheduled for later, not yet taken by a worker) are not sent
-    and their charge is given back."""
+    and their charge is given back (with `pending`: by the caller, see `cancel_waiting`)."""
     from backoffice.services.message_queue import cancel_waiting
 
     values = {"account_id": account_id, "number": normalise_mobile(number), "source": source, "created_at": utcnow()}
     inserted = session.execute(insert_ignoring_conflict(session, Unsubscribe.__table__, values, ["account_id", "number"]))
-    cancel_waiting(session, account_id, values["number"], reason="收件人已回复退订：未发送，已退款")
+    cancel_waiting(session, account_id, values["number"], reason="收件人已回复退订：未发送，已退款", pending=pending)
     return bool(inserted.rowcount)
 
 
@@ -1244,9 +1244,11 @@ def record_reply(
     received_at: datetime | None = None,
     smsc_message_id: str | None = None,
     settings: SendingSettings | None = None,
+    pending: list[Any] | None = None,
 ) -> MobileOriginated:
     """Store an MO reply, find the account by the longest service code `destination` starts
-    with, and put the sender on that account's unsubscribe list when the reply is TD/退订/…"""
+    with, and put the sender on that account's unsubscribe list when the reply is TD/退订/…
+    (`pending`: see `add_unsubscribe`)."""
     settings = settings or SendingSettings()
     try:
         number: str | None = normalise_mobile(sender)
@@ -1264,7 +1266,7 @@ def record_reply(
     )  # fmt: skip
     session.add(reply)
     if unsubscribe and account_id is not None and number is not None:
-        add_unsubscribe(session, account_id, number, source="mo")
+        add_unsubscribe(session, account_id, number, source="mo", pending=pending)
     return reply
 
 

@@ -63,3 +63,56 @@ def test_a_turn_refunding_two_accounts_does_not_deadlock_with_intake(app: Flask)
     statuses = dict(db.session.execute(sa.select(Message.id, Message.status).where(Message.id.in_([mine, other]))).all())
     assert statuses == {mine: "refunded", other: "refunded"}
     assert verify_chain(db.session) == []
+
+
+def test_a_turn_that_takes_a_td_reply_and_refunds_another_account_does_not_deadlock_with_intake(app: Flask) -> None:
+    """Found by the second review: the TD reply's cancel gave its money back and logged at once
+    (the send log's head), before the turn's refund of another account, whose intake request
+    held that account and waited for the head. The dispatcher's own `_log` is driven here."""
+    from backoffice.services.dispatcher import Dispatcher
+    from dispatch.smpp_link import LinkConfig
+
+    first, second = active_sender(app, "sms_business_service"), active_sender(app, customer__name="乙公司")
+    number = numbers(1, start=13600100000)[0]
+    (waiting,) = (m["id"] for m in send(first, [number]).messages)  # queued, no worker holds it: the TD cancels it
+    (refused,) = (m["id"] for m in send(second, numbers(1, start=13900100000)).messages)
+    db.session.execute(sa.update(Message).where(Message.id == refused).values(claimed_by="w1"))
+    db.session.commit()
+    turn, request = Session(db.engine), Session(db.engine)
+    for session in (turn, request):
+        session.execute(sa.text("SET lock_timeout = '10s'"))
+        session.commit()
+    dispatcher = Dispatcher(lambda: turn, LinkConfig(port=1), "w1")
+    errors: list[BaseException] = []
+    now = utcnow()
+    dispatcher._store_reply(number, first.account.service_code or "", "TD", now)  # the turn's work: a TD for the first account
+    dispatcher._refusals = {"运营商网关拒绝": [refused]}  # and a refusal of the second's, settled by _log
+
+    def intake() -> None:
+        with app.app_context():
+            try:
+                sub = request.get(SubAccount, second.sub.id)
+                accept_messages(request, sub_account=sub, recipients=numbers(1, start=13700100000), content=SIGNED)
+                request.commit()
+            except BaseException as error:  # noqa: BLE001 - reported below
+                request.rollback()
+                errors.append(error)
+
+    thread = threading.Thread(target=intake)
+    thread.start()
+    time.sleep(0.5)  # the request holds the second account and goes on to the send log
+    try:
+        dispatcher._log([], now)
+        turn.commit()
+    except BaseException as error:  # noqa: BLE001 - reported below
+        turn.rollback()
+        errors.append(error)
+    thread.join(20)
+    turn.close()
+    request.close()
+    assert errors == []
+    statuses = dict(db.session.execute(sa.select(Message.id, Message.status).where(Message.id.in_([waiting, refused]))).all())
+    assert statuses == {waiting: "refunded", refused: "refunded"}
+    for sender in (first, second):
+        assert message_counts(db.session, sender.account.id).balanced
+    assert verify_chain(db.session) == []
