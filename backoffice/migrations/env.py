@@ -93,23 +93,27 @@ def run_migrations_online():
 
     with connectable.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
+        broken_before: set[tuple] = set()
         if sqlite:
             # SQLite changes a table by copying it into a new one and dropping the old (batch
             # mode): with foreign keys enforced, dropping a table other rows refer to fails. They
             # are off while the migrations run (the PRAGMA only works outside a transaction) and
-            # checked as a whole afterwards.
+            # checked at the end, inside the migrations' transaction: a reference they broke fails
+            # the run (references already broken before it are reported, not blamed on it).
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            broken_before = {tuple(row) for row in connection.exec_driver_sql("PRAGMA foreign_key_check")}
             connection.commit()
+            if broken_before:
+                logger.warning("foreign keys already broken before the migrations: %s", sorted(broken_before)[:10])
         try:
             context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
             with context.begin_transaction():
                 context.run_migrations()
-            if sqlite:
-                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
-                connection.commit()
-                if broken:
-                    raise RuntimeError(f"foreign keys broken after the migrations: {broken[:10]}")
+                if sqlite:
+                    broken = {tuple(row) for row in connection.exec_driver_sql("PRAGMA foreign_key_check")} - broken_before
+                    if broken:
+                        raise RuntimeError(f"the migrations broke foreign keys: {sorted(broken)[:10]}")
         finally:
             if sqlite:
                 connection.rollback()

@@ -139,3 +139,28 @@ def test_upgrading_a_database_in_use_keeps_every_row_and_reference(tmp_path: Pat
         assert runner.invoke(args=["ledger", "check"]).exit_code == 0
         db.session.remove()
         db.engine.dispose()
+
+
+def test_a_reference_broken_before_the_migrations_does_not_fail_them(tmp_path: Path, signing_files: tuple) -> None:
+    """From a review: the check after the migrations blamed them for an orphan row that was there
+    before, and every later `db upgrade` failed too, with nothing to do."""
+    from backoffice.extensions import db
+
+    app = create_app(app_config(tmp_path / "instance", signing_files))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "f2b7d9e1c3a4"]).exit_code == 0
+    with app.app_context():
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.exec_driver_sql("INSERT INTO message_parts (message_id, seq, total, resent) VALUES (999999, 1, 1, 0)")
+            connection.commit()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        db.engine.dispose()
+    for _ in range(2):  # the upgrade, then nothing to do
+        result = runner.invoke(args=["db", "upgrade"])
+        assert result.exit_code == 0, (result.output, result.exception)
+    with app.app_context():
+        head = runner.invoke(args=["db", "heads"]).output.split()[0]
+        assert db.session.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
+        db.session.remove()
+        db.engine.dispose()
