@@ -16,6 +16,13 @@ depends_on = None
 
 
 def upgrade():
+    if op.get_context().dialect.name == "postgresql":
+        # Without blocking the workers' writes to message_parts while it builds (a large table):
+        # CONCURRENTLY runs outside a transaction.
+        with op.get_context().autocommit_block():
+            op.create_index("ix_message_parts_smsc_message_id_id", "message_parts", ["smsc_message_id", "id"], postgresql_concurrently=True)
+            op.drop_index("ix_message_parts_smsc_message_id", table_name="message_parts", postgresql_concurrently=True)
+        return
     with op.batch_alter_table("message_parts", schema=None) as batch_op:
         batch_op.create_index("ix_message_parts_smsc_message_id_id", ["smsc_message_id", "id"], unique=False)
         batch_op.drop_index(batch_op.f("ix_message_parts_smsc_message_id"))
