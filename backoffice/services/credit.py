@@ -52,6 +52,19 @@ def _reversed(session: Session, event_id: str) -> bool:
     return session.scalar(sa.select(LedgerEvent.id).where(LedgerEvent.reverses == event_id)) is not None
 
 
+def lock_accounts(session: Session, account_ids: set[int]) -> None:
+    """Lock the accounts' rows in the order of their ids (PostgreSQL; SQLite has one writer).
+
+    The one lock order of every transaction that changes balances: accounts first, in id order,
+    then their usage rows, then the send log's head. Intake (one account) and finance (one
+    account) follow it by taking their account first; a dispatcher turn takes all of its
+    accounts here before it refunds or moves a charge, and appends its lines last."""
+    if account_ids and session.get_bind().dialect.name == "postgresql":
+        table = EnterpriseAccount.__table__
+        query = sa.select(table.c.id).where(table.c.id.in_(sorted(account_ids))).order_by(table.c.id)
+        session.execute(query.with_for_update(key_share=True)).all()
+
+
 def _adjust(session: Session, account_id: int, **deltas: Decimal) -> bool:
     """Add the deltas to the account's money columns in one statement; refuses (False) if any
     column would go below zero."""

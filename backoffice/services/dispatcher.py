@@ -55,13 +55,13 @@ from backoffice.clock import local_today, utcnow
 from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount, Unsubscribe
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.bulk import Prepared
+from backoffice.services.credit import lock_accounts
 from backoffice.services.message_queue import (
     ClaimedMessage,
     claim_due,
     defer,
     give_back,
     give_back_starts,
-    lock_accounts,
     mark_failed,
     release,
     release_worker,
@@ -116,6 +116,10 @@ _CARRIER_ALIASES: Final[Mapping[str, str]] = {
 }
 NOTICE_SIGNATURE: Final = "短信平台"
 UNSUBSCRIBED_REFUSAL: Final = "对方已回复退订，未发送，已退款"
+
+
+def _usage_stays(message_id: int, carrier: str, day: date, charged_to: str) -> None:
+    log.info("message %s: carrier %s reported after the day of its charge (%s); usage stays under %s", message_id, carrier, day, charged_to)
 
 
 def reported_carrier(raw_receipt: str) -> str | None:
@@ -601,13 +605,12 @@ class Dispatcher:
             failed = mark_failed(self._session, refusals, worker=self.worker)
             self.stats.refunded += len(failed)
             refunds += failed
-        lock_accounts(self._session, {row.account_id for row in refunds} | {move[1] for move in moves})
+        if moves:  # with the refunds' accounts (give_back locks those itself when alone)
+            lock_accounts(self._session, {row.account_id for row in refunds} | {move[1] for move in moves})
         lines.extend(give_back(self._session, refunds))
         for message_id, account_id, day, old, new, charge in moves:
             if not move_usage_carrier(self._session, account_id, day, old, new, charge):
-                log.info(
-                    "message %s: carrier %s reported after the day of its charge (%s); usage stays under %s", message_id, new, day, old
-                )
+                _usage_stays(message_id, new, day, old)
         if lines:
             append_send_log(self._session, lines, at=now)
             lines.clear()
@@ -1029,8 +1032,7 @@ class Dispatcher:
             return
         day = row.charged_on
         if day != local_today():
-            log.info("message %s: carrier %s reported after the day of its charge (%s); usage stays under %s",
-                     message_id, carrier, day, row.carrier)  # fmt: skip
+            _usage_stays(message_id, carrier, day, row.carrier)
             return
         self._carrier_moves.append((message_id, row.account_id, day, row.carrier, carrier, row.charge))  # by _log
 

@@ -37,6 +37,7 @@ from backoffice.clock import local_today, utcnow
 from backoffice.models import DispatchRate, EnterpriseAccount, Message
 from backoffice.models.messaging import CLAIMABLE
 from backoffice.services.bulk import Prepared
+from backoffice.services.credit import lock_accounts
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_conflict, is_postgresql
 from backoffice.services.usage import refund_messages
@@ -252,25 +253,6 @@ def _mark_refunded(session: Session, which: sa.ColumnElement[bool], reason: str)
             .returning(*_REFUNDED)
         ).all()
     )
-
-
-_ACCOUNTS = EnterpriseAccount.__table__
-
-
-def lock_accounts(session: Session, account_ids: set[int]) -> None:
-    """Lock the accounts' rows in the order of their ids (PostgreSQL; SQLite has one writer).
-
-    The one lock order of every transaction that changes balances: accounts first, in id order,
-    then their usage rows, then the send log's head. Intake (one account) and finance (one
-    account) follow it by taking their account first; a dispatcher turn takes all of its
-    accounts here before it refunds or moves a charge, and appends its lines last."""
-    if account_ids:
-        session.execute(
-            sa.select(_ACCOUNTS.c.id)
-            .where(_ACCOUNTS.c.id.in_(sorted(account_ids)))
-            .order_by(_ACCOUNTS.c.id)
-            .with_for_update(key_share=True)
-        ).all()
 
 
 def give_back(session: Session, rows: Sequence[Any]) -> list[LogEntry]:

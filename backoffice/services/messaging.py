@@ -599,7 +599,7 @@ def intake_turn(session: Session, *, pg_synchronous_commit: str | None = None) -
     current = session() if isinstance(session, scoped_session) else session  # Flask-SQLAlchemy's db.session
     if not embedded or current.in_transaction():
         if url.get_backend_name() == "postgresql" and pg_synchronous_commit and not current.in_transaction():
-            session.execute(_SYNCHRONOUS_COMMIT, {"level": synchronous_commit_level(pg_synchronous_commit)})
+            session.execute(_SYNCHRONOUS_COMMIT, {"level": pg_synchronous_commit})  # checked by SendingSettings
         yield
         return
     lock_path = os.path.abspath(str(url.database)) + "-intake.lock"

@@ -24,7 +24,7 @@ from backoffice.models.base import Money
 from backoffice.money import format_money
 from backoffice.services.bookkeeping import record_event
 from backoffice.services.bulk import Prepared
-from backoffice.services.credit import InsufficientBalance, _adjust
+from backoffice.services.credit import InsufficientBalance, _adjust, lock_accounts
 
 CARRIER_CODES = ("CMCC", "CUCC", "CTCC", "CBN")
 
@@ -128,7 +128,7 @@ def move_usage_carrier(session: Session, account_id: int, day: date, old: str, n
         return False
     # The account's row first, as intake and refunds take it before the usage rows they change
     # (intake in the order of the carriers' codes, which this move could otherwise cross).
-    session.execute(sa.select(_ACCOUNTS.c.id).where(_ACCOUNTS.c.id == account_id).with_for_update(key_share=True))
+    lock_accounts(session, {account_id})
     params = {"b_day": day, "b_account": account_id, "b_carrier": old_code, "b_kind": "usage", "b_amount": value}
     if not session.execute(_MOVE_OUT, params).rowcount:
         return False
