@@ -54,9 +54,14 @@ def app_config(instance: Path, signing_files: tuple[Path, Path], **extra: Any) -
 
 @pytest.fixture
 def app(tmp_path: Path, signing_files: tuple[Path, Path]) -> Iterator[Flask]:
-    instance = tmp_path / "instance"
+    yield from app_for_a_test(tmp_path / "instance", signing_files)
+
+
+def app_for_a_test(instance: Path, signing_files: tuple[Path, Path], **extra: Any) -> Iterator[Flask]:
+    """The `app` fixtures' body: an app on a fresh instance (and, with `extra`, another
+    database), its schema made, in an app context; afterwards the books checked."""
     instance.mkdir()
-    app = create_app(app_config(instance, signing_files))
+    app = create_app(app_config(instance, signing_files, **extra))
     with app.app_context():
         db.create_all()
         yield app

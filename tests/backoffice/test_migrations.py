@@ -16,6 +16,12 @@ from backoffice.models import Base, SendLog
 from tests.conftest import FIXED_NOW, app_config, sample, write_json
 
 
+def schema_differences(engine: sa.Engine) -> list:
+    """How the database's schema differs from the models (Alembic's autogenerate comparison)."""
+    with engine.connect() as connection:
+        return compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+
+
 def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files: tuple) -> None:
     instance = tmp_path / "fresh" / "instance"  # does not exist yet: upgrade makes it
     app = create_app(app_config(instance, signing_files))
@@ -25,8 +31,7 @@ def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files:
     with app.app_context():
         from backoffice.extensions import db
 
-        with db.engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+        diff = schema_differences(db.engine)
         assert diff == [], f"models and migrations differ: {diff}"
         issued = runner.invoke(
             args=[
@@ -98,8 +103,7 @@ def test_every_migration_downgrades_and_upgrades_again(tmp_path: Path, signing_f
         db.engine.dispose()
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
     with app.app_context():
-        with db.engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata) == []
+        assert schema_differences(db.engine) == []
         db.engine.dispose()
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from backoffice import create_app
 from backoffice.extensions import db
-from tests.conftest import app_config
+from tests.conftest import app_for_a_test
 from tests.postgresql.server import ServerError, create_database, drop_database, throwaway_server
 
 
@@ -60,18 +59,6 @@ def postgresql_url(postgresql_server: str) -> Iterator[str]:
 @pytest.fixture
 def app(tmp_path: Path, signing_files: tuple[Path, Path], postgresql_url: str) -> Iterator[Flask]:
     """As the SQLite suite's `app`, on a PostgreSQL database of its own."""
-    instance = tmp_path / "instance"
-    instance.mkdir()
-    app = create_app(app_config(instance, signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
-    with app.app_context():
+    for app in app_for_a_test(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url):
         assert db.engine.dialect.name == "postgresql"
-        db.create_all()
         yield app
-        from backoffice.services.bookkeeping import check_and_reconcile
-
-        db.session.rollback()
-        if (instance / "ledger" / "main.beancount").exists():
-            report = check_and_reconcile(db.session, instance / "ledger")
-            assert report.ok, f"books not in step after the test: {report}"
-        db.session.remove()
-        db.engine.dispose()

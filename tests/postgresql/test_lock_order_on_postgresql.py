@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from flask import Flask
@@ -21,42 +22,60 @@ from backoffice.services.send_log import append_send_log, verify_chain
 from tests.backoffice.test_messaging import SIGNED, active_sender, numbers, send
 
 
+def _session() -> Session:
+    """A session of its own that gives up after 10 s waiting for a lock (a deadlock is reported sooner)."""
+    session = Session(db.engine)
+    session.execute(sa.text("SET lock_timeout = '10s'"))
+    session.commit()
+    return session
+
+
+def _race_with_intake(app: Flask, sub_account_id: int, turn: Session, end_of_turn: Callable[[], object]) -> list[BaseException]:
+    """An intake request of the sub-account in a session of its own; once it holds its account
+    and goes on to the send log, `end_of_turn` in `turn`, then its commit. The errors of either."""
+    request = _session()
+    errors: list[BaseException] = []
+
+    def intake() -> None:
+        with app.app_context():
+            try:
+                sub = request.get(SubAccount, sub_account_id)
+                accept_messages(request, sub_account=sub, recipients=numbers(1, start=13700100000), content=SIGNED)
+                request.commit()
+            except BaseException as error:  # noqa: BLE001 - reported to the caller
+                request.rollback()
+                errors.append(error)
+
+    thread = threading.Thread(target=intake)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        end_of_turn()
+        turn.commit()
+    except BaseException as error:  # noqa: BLE001 - reported to the caller
+        turn.rollback()
+        errors.append(error)
+    thread.join(20)
+    turn.close()
+    request.close()
+    return errors
+
+
 def test_a_turn_refunding_two_accounts_does_not_deadlock_with_intake(app: Flask) -> None:
     first, second = active_sender(app), active_sender(app, customer__name="乙公司")
     (mine,) = (m["id"] for m in send(first, numbers(1)).messages)
     (other,) = (m["id"] for m in send(second, numbers(1, start=13900100000)).messages)
     db.session.execute(sa.update(Message).where(Message.id.in_([mine, other])).values(claimed_by="w1"))
     db.session.commit()
-    turn, request = Session(db.engine), Session(db.engine)
-    for session in (turn, request):
-        session.execute(sa.text("SET lock_timeout = '10s'"))
-    errors: list[BaseException] = []
+    turn = _session()
     lines: list = []
     assert refund_messages_failed(turn, {"运营商网关拒绝": [other]}, worker="w1", lines=lines) == 1  # the turn's first refund
 
-    def intake() -> None:
-        with app.app_context():
-            try:
-                sub = request.get(SubAccount, first.sub.id)
-                accept_messages(request, sub_account=sub, recipients=numbers(1, start=13700100000), content=SIGNED)
-                request.commit()
-            except BaseException as error:  # noqa: BLE001 - reported below
-                request.rollback()
-                errors.append(error)
-
-    thread = threading.Thread(target=intake)
-    thread.start()
-    time.sleep(0.5)  # the request holds the first account and goes on to the send log
-    try:
+    def end_of_turn() -> None:
         assert refund_messages_failed(turn, {"超过有效期": [mine]}, worker="w1", lines=lines) == 1  # waits for the request
         append_send_log(turn, lines, at=utcnow())  # the turn's lines, last
-        turn.commit()
-    except BaseException as error:  # noqa: BLE001 - reported below
-        turn.rollback()
-        errors.append(error)
-    thread.join(20)
-    turn.close()
-    request.close()
+
+    errors = _race_with_intake(app, first.sub.id, turn, end_of_turn)
     assert errors == []
     for sender in (first, second):
         assert message_counts(db.session, sender.account.id).balanced
@@ -78,38 +97,12 @@ def test_a_turn_that_takes_a_td_reply_and_refunds_another_account_does_not_deadl
     (refused,) = (m["id"] for m in send(second, numbers(1, start=13900100000)).messages)
     db.session.execute(sa.update(Message).where(Message.id == refused).values(claimed_by="w1"))
     db.session.commit()
-    turn, request = Session(db.engine), Session(db.engine)
-    for session in (turn, request):
-        session.execute(sa.text("SET lock_timeout = '10s'"))
-        session.commit()
+    turn = _session()
     dispatcher = Dispatcher(lambda: turn, LinkConfig(port=1), "w1")
-    errors: list[BaseException] = []
     now = utcnow()
     dispatcher._store_reply(number, first.account.service_code or "", "TD", now)  # the turn's work: a TD for the first account
     dispatcher._refusals = {"运营商网关拒绝": [refused]}  # and a refusal of the second's, settled by _log
-
-    def intake() -> None:
-        with app.app_context():
-            try:
-                sub = request.get(SubAccount, second.sub.id)
-                accept_messages(request, sub_account=sub, recipients=numbers(1, start=13700100000), content=SIGNED)
-                request.commit()
-            except BaseException as error:  # noqa: BLE001 - reported below
-                request.rollback()
-                errors.append(error)
-
-    thread = threading.Thread(target=intake)
-    thread.start()
-    time.sleep(0.5)  # the request holds the second account and goes on to the send log
-    try:
-        dispatcher._log([], now)
-        turn.commit()
-    except BaseException as error:  # noqa: BLE001 - reported below
-        turn.rollback()
-        errors.append(error)
-    thread.join(20)
-    turn.close()
-    request.close()
+    errors = _race_with_intake(app, second.sub.id, turn, lambda: dispatcher._log([], now))
     assert errors == []
     statuses = dict(db.session.execute(sa.select(Message.id, Message.status).where(Message.id.in_([waiting, refused]))).all())
     assert statuses == {waiting: "refunded", refused: "refunded"}

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 
 from backoffice import create_app
 from backoffice.extensions import db
-from backoffice.models import Base, SendLog
+from backoffice.models import SendLog
+from tests.backoffice.test_migrations import schema_differences
 from tests.conftest import FIXED_NOW, app_config
 
 pytestmark = pytest.mark.postgresql
@@ -24,8 +23,7 @@ def test_upgrade_builds_the_models_and_downgrades_to_empty(tmp_path: Path, signi
     result = runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, (result.output, result.exception)
     with app.app_context():
-        with db.engine.connect() as connection:
-            diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+        diff = schema_differences(db.engine)
         assert diff == [], f"models and migrations differ on PostgreSQL: {diff}"
         indexes = {i["name"]: i for i in sa.inspect(db.engine).get_indexes("receipts")}
         live = indexes["uq_receipts_live_bank_reference"]
