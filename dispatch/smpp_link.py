@@ -967,12 +967,15 @@ class SmppLink:
         self.stats.binds += 1
         logger.info("SMPP bound as %s to %s:%s (%s), SMSC %r", config.system_id, config.host, config.port, config.bind_mode, smsc_id)
 
-    def run_once(self, next_parts: PartsProvider | None = None, timeout: float = 0.05) -> None:
+    def run_once(self, next_parts: PartsProvider | None = None, timeout: float = 0.05, meanwhile: Callable[[], None] | None = None) -> None:
         """One turn of the loop: (re)connect if due, fill the window, wait up to `timeout` for the
         SMSC, dispatch what arrived, refill, keep the link alive.
 
         `next_parts(n)` is asked for at most n parts only when the window and the rate limit can
         send them at once, so nothing waits inside the link except throttled retries.
+        `meanwhile()` is called once the window is written, while its parts are on their way and
+        before waiting for the answers: the caller's work that need not wait for them (what it
+        raises propagates; the link is left as it was).
         Raises BindRefused; network errors never escape (the link reconnects with backoff).
         """
         now = self._clock()
@@ -996,6 +999,10 @@ class SmppLink:
         wake_at = self._fill_window(next_parts, now)
         if not self._flush():
             return
+        if meanwhile is not None and self._outstanding:
+            meanwhile()
+            spent, now = self._clock() - now, self._clock()
+            timeout = max(0.0, timeout - spent)
         wait = timeout if wake_at is None else max(0.0, min(timeout, wake_at - now))
         try:
             readable, writable, _ = select.select([sock], [sock] if self._outbuf else [], [], wait)

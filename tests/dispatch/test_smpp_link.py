@@ -331,6 +331,43 @@ def test_the_window_is_never_exceeded(smsc: Callable[..., SMSCSimulator], open_l
     assert link.stats.max_outstanding == 4
 
 
+def test_meanwhile_runs_while_the_window_is_on_its_way_and_its_error_leaves_the_link_usable(
+    smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
+) -> None:
+    """The worker's `meanwhile` runs after the window is written, before the answers are read, only
+    when parts are on their way; what it raises propagates and the link goes on."""
+    simulator = smsc(response_delay=0.05)
+    link, recorder = open_link(simulator, window=4)
+    seen: list[tuple[int, int, int]] = []  # (outstanding, answered, received by the SMSC) at each call
+
+    def meanwhile() -> None:
+        seen.append((link.outstanding, len(recorder.results), len(simulator.received)))
+
+    parts = [sms(n, registered_delivery=0) for n in range(6)]
+
+    def provide(count: int) -> list[OutgoingPart]:
+        taken = parts[:count]
+        del parts[:count]
+        return taken
+
+    link.run_once(None, timeout=0.02, meanwhile=meanwhile)  # binds; nothing on its way
+    assert seen == []
+    link.run_once(provide, timeout=0.0, meanwhile=meanwhile)
+    assert seen[0][:2] == (4, 0)  # the window written, no answer read yet
+    pump_until(link, lambda: len(simulator.received) == 4)  # the SMSC has them: they were on the wire
+
+    def fails() -> None:
+        raise RuntimeError("database went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        link.run_once(provide, timeout=0.0, meanwhile=fails)
+    deadline = time.monotonic() + 5
+    while len(recorder.results) < 6:
+        assert time.monotonic() < deadline, "not all answered"
+        link.run_once(provide, timeout=0.02)
+    assert link.bound and [r.command_status for r in recorder.results] == [0] * 6 and not recorder.lost
+
+
 def test_a_receipt_the_worker_could_not_store_is_delivered_again(
     smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
