@@ -163,13 +163,13 @@ def authenticate_api_key(session: Session, presented: str) -> ApiCaller | None:
     if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
         return None
     digest = key_digest(presented)
-    database = str(session.get_bind().url)
+    database = str(session.get_bind().engine.url)
     clock = time.monotonic()
     cached = _cache.get((database, digest))
     if cached is None or clock - cached.checked_at > KEY_CACHE_SECONDS:
         # A connection of its own, given back at once: the request's transaction does not begin
         # here (intake takes its turn before it begins, see messaging.intake_turn).
-        with session.get_bind().connect() as connection:
+        with session.get_bind().engine.connect() as connection:
             row = connection.execute(_LIVE_KEY, {"key_hash": digest}).one_or_none()
         if row is None:
             _cache.pop((database, digest), None)
@@ -190,7 +190,7 @@ def touch_api_key(session: Session, caller: ApiCaller) -> None:
     """Record that the key was used: last_used_at is kept to the minute, so this writes at most
     once a minute per key and process (and not at all when another process just did)."""
     now = utcnow()
-    key = (str(session.get_bind().url), caller.key_id)
+    key = (str(session.get_bind().engine.url), caller.key_id)
     last = _touched.get(key)
     if last is None or last < now - TOUCH_EVERY:
         session.execute(_TOUCH, {"key_id": caller.key_id, "stale_before": now - TOUCH_EVERY, "now": now})

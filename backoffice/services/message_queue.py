@@ -336,7 +336,7 @@ def take_starts(session: Session, account_id: int, *, rate: int, want: int, now:
     if granted is None and _TIMELINE.first(session, {"account_id": account_id}) is None:  # the account's first start
         row = insert_ignoring_conflict(session, _RATES, {"account_id": account_id, "tat_us": 0, "granted": 0}, ["account_id"])
         if is_postgresql(session):  # committed at once: a concurrent first insert would otherwise hold this turn's
-            with session.get_bind().begin() as connection:
+            with session.get_bind().engine.begin() as connection:
                 connection.execute(row)
         else:  # SQLite: one writer, and this transaction may hold the write lock already
             session.execute(row)

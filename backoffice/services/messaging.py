@@ -398,7 +398,7 @@ def forbidden_matcher(session: Session) -> KeywordMatcher:
     addition or removal: one cheap query per request tells whether to rebuild (intake reads
     the version along with the account, see `_sender_state`)."""
     count, top = session.execute(sa.select(sa.func.count(ForbiddenKeyword.id), sa.func.max(ForbiddenKeyword.id))).one()
-    return _matcher(session, str(session.get_bind().url), (int(count), int(top or 0)))
+    return _matcher(session, str(session.get_bind().engine.url), (int(count), int(top or 0)))
 
 
 def _matcher(session: Session, database: str, version: tuple[int, int]) -> KeywordMatcher:
@@ -594,7 +594,7 @@ def intake_turn(session: Session, *, pg_synchronous_commit: str | None = None) -
     `synchronous_commit` at `pg_synchronous_commit` (SendingSettings: "off", the trade SQLite's
     intake makes: a crash of the database server or its machine can undo the last ~0.6 s of
     requests, each whole; nothing is ever half done)."""
-    url = session.get_bind().url
+    url = session.get_bind().engine.url
     embedded = url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" and "mode=memory" not in str(url)
     current = session() if isinstance(session, scoped_session) else session  # Flask-SQLAlchemy's db.session
     if not embedded or current.in_transaction():
@@ -861,7 +861,7 @@ def accept_request(
     if ported:
         for p in valid:
             p.carrier = ported.get(p.number or "", p.carrier)
-    database = str(session.get_bind().url)
+    database = str(session.get_bind().engine.url)
     rules = _contract_rules(session, database, state.contract_id)
     terms = rules.terms
     if rules.networks is not None:  # 合同第2条: the service covers the networks the contract lists
