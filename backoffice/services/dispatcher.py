@@ -19,8 +19,10 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   send log last; every status is one of accepted = sent + queued + refused + refunded at every
   commit.
 
-Database writes are grouped: one transaction per turn of the link loop records every response that
-arrived, completes and refunds messages, claims more and prepares the next parts. Receipts and
+Database writes are grouped, on one connection held for the worker's life: one transaction per
+turn of the link loop records every response that arrived, refunds messages, claims more and
+prepares the next parts; messages it completed are marked submitted, with their send-log lines,
+in a second transaction while the next window is on its way (SUBMITTED_BATCH). Receipts and
 replies are committed before the link acknowledges them (the link sends deliver_sm_resp after the
 callback returns), so an acknowledged receipt is never lost; on SQLite the worker's own connections
 use `synchronous=NORMAL` (WAL: durable across a process crash, only an OS crash can undo the last
@@ -146,6 +148,13 @@ class RedeliverLater(Exception):
     """Raised from a deliver_sm callback: the link answers ESME_RX_T_APPN and the SMSC delivers it again."""
 
 
+def _not_marked_yet(receipt: Receipt, message_id: int) -> RedeliverLater:
+    """A receipt for a message whose parts are recorded and which its worker has not marked
+    submitted yet (SUBMITTED_DELAY): its part's stat stays recorded, the message's comes when the
+    SMSC delivers the receipt again."""
+    return RedeliverLater(f"receipt {receipt.message_id!r}: message {message_id} not marked submitted yet, please deliver it again")
+
+
 # =================================================================================================
 # Settings and counters
 # =================================================================================================
@@ -210,6 +219,15 @@ _INSERT, _RESEND, _RETRY = "insert", "resend", "retry"  # how a part's row is pr
 #: Resends are bounded by the window, so responses are recorded once every part on the wire has
 #: answered (the whole window in one transaction), or at the latest this long after the first.
 RECORD_DELAY = 0.002
+#: A message whose every part has its OK submit_sm_resp recorded is not marked submitted (nor
+#: given its send-log line) in the turn that recorded its last response, but in a transaction of
+#: its own while the next window is on its way (`_meanwhile`), when the worker would otherwise wait
+#: for the SMSC: the turns between the SMSC's answers write only the parts' rows. Without a window
+#: on its way, after this many or this long after the first, they are marked in the turn. Safe at
+#: any instant: the recorded responses are what a restart goes by (a complete message is only
+#: marked, never sent again), and a receipt another worker gets before the mark is asked for again.
+SUBMITTED_BATCH = 200
+SUBMITTED_DELAY = 0.05
 #: Each account's messages go out at most at its rate (`rate_limit_per_second`, 004 §2.2(1): the
 #: flow of the gateway the customer may use), shared by every worker (`message_queue.take_starts`:
 #: an idle account may start one second of it at once). When a claim
@@ -260,6 +278,7 @@ _RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused afte
     .values(receipt_stat=sa.bindparam("stat"), receipt_err=sa.bindparam("err"), receipt_at=sa.bindparam("at"))
     .returning(_PARTS.c.message_id, _PARTS.c.total)
 )
+_STATUS = Prepared(sa.select(_MESSAGES.c.status).where(_MESSAGES.c.id == sa.bindparam("mid")))
 _PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid")))
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
 _FINISHED = Prepared(
@@ -346,7 +365,17 @@ def _session_factory(source: Any, synchronous: str | None, synchronous_commit: s
                 cursor.execute("SELECT set_config('synchronous_commit', %s, false)", (level,))
             dbapi_connection.commit()  # the session's setting, not the (implicit) transaction's
 
-    return sessionmaker(bind=engine, expire_on_commit=False), engine.dispose
+    # The worker's one connection: no pool checkout and reset in each turn (a tenth of its time).
+    # A connection that breaks fails the turn; `run_worker` starts a fresh Dispatcher.
+    connection = engine.connect()
+
+    def dispose() -> None:
+        try:
+            connection.close()
+        finally:
+            engine.dispose()
+
+    return sessionmaker(bind=connection, expire_on_commit=False), dispose
 
 
 class Dispatcher:
@@ -389,6 +418,8 @@ class Dispatcher:
         self._deferred_count = 0
         self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
         self._touched: dict[int, _Work] = {}  # works whose outcome may have changed since the last _finish
+        self._complete: dict[int, _Work] = {}  # every part accepted and recorded, not yet marked submitted
+        self._complete_since = 0.0
         # Settled by _log at the end of the transaction, accounts locked in id order (see lock_accounts):
         self._refusals: dict[str, list[int]] = {}  # message ids to refund, by reason
         self._cancelled: list[Any] = []  # messages a TD reply cancelled (marked; their money not yet given back)
@@ -441,7 +472,7 @@ class Dispatcher:
         if self._resps:  # answers are waiting to be recorded: come back for them soon
             timeout = min(timeout, max(0.0, self._resps_since + RECORD_DELAY - time.monotonic()))
         try:
-            self.link.run_once(self._provide, timeout=timeout)
+            self.link.run_once(self._provide, timeout=timeout, meanwhile=self._meanwhile)
         except BindRefused as refused:
             log.error("dispatcher %s: %s; retrying later", self.worker, refused)
         if self._failure is not None:
@@ -510,6 +541,22 @@ class Dispatcher:
         self.stats.parts_sent += len(out)
         return out
 
+    def _meanwhile(self) -> None:
+        """While the window is on its way: mark the messages completed so far submitted, in a
+        transaction of their own (see SUBMITTED_BATCH)."""
+        if not self._complete or self._stopping or self._failure is not None:
+            return
+        try:
+            now = utcnow()
+            lines: list[LogEntry] = []
+            self._finish(now, lines)
+            self._log(lines, now)
+            self._commit()
+        except BaseException as exc:
+            self._session.rollback()
+            self._failure = exc
+            raise
+
     def _on_resp(self, result: SubmitResult) -> None:
         self._on_wire -= 1
         if not self._resps:
@@ -561,7 +608,7 @@ class Dispatcher:
         lines: list[LogEntry] = []
         wrote = bool(self._resps)
         self._record_responses(now, lines)
-        self._finish(now, lines)
+        self._finish(now, lines, hold=True)
         wrote |= self._requeue_lost(lines)
         wrote |= self._requeue_deferred(mono)
         if mono >= self._next_unsubscribe_poll:
@@ -569,7 +616,7 @@ class Dispatcher:
             self._poll_unsubscribes(now)
             if self._touched:
                 wrote = True
-                self._finish(now, lines)  # refunded before anything of theirs is prepared
+                self._finish(now, lines, hold=True)  # refunded before anything of theirs is prepared
         if not self._stopping and self._wants_claim(mono):
             wrote |= self._claim(now, mono)
         wrote |= self._prepare(now, mono, lines)
@@ -578,9 +625,8 @@ class Dispatcher:
             renew_leases(self._session, [w.id for w in self._works.values() if not w.done], worker=self.worker, now=now)
             wrote = True
         wrote |= self._expire_mo_parts(now, mono)
-        if self._touched:
-            wrote = True
-            self._finish(now, lines)  # loaded complete, refused at load, validity passed
+        if self._touched or self._complete:
+            wrote |= self._finish(now, lines, hold=True)  # loaded complete, refused at load, validity passed; complete ones due
         if lines or self._refusals or self._cancelled or self._carrier_moves:
             self._log(lines, now)
             wrote = True
@@ -650,14 +696,24 @@ class Dispatcher:
                     work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
         _RECORD_RESPONSE.executemany(self._session, rows)
 
-    def _finish(self, now: datetime, lines: list[LogEntry]) -> None:
-        """Mark complete messages submitted and refund refused ones (in the current transaction);
-        forget the ones with nothing left on the wire."""
-        if not self._touched:
-            return
+    def _finish(self, now: datetime, lines: list[LogEntry], *, hold: bool = False) -> bool:
+        """Refund refused messages and mark complete ones submitted (in the current transaction;
+        with `hold`, complete ones wait for SUBMITTED_BATCH / SUBMITTED_DELAY); forget the ones
+        with nothing left on the wire. True if it wrote."""
+        if not self._touched and not self._complete:
+            return False
         touched, self._touched = list(self._touched.values()), {}
-        complete = [w for w in touched if not w.done and w.refusal is None and len(w.accepted) == w.total]
         refused = [w for w in touched if not w.done and w.refusal is not None]
+        for work in touched:
+            if not work.done and work.refusal is None and len(work.accepted) == work.total:
+                if not self._complete:
+                    self._complete_since = time.monotonic()
+                self._complete[work.id] = work
+        complete: list[_Work] = []
+        if self._complete and not (hold and self._hold_complete()):
+            complete = [w for w in self._complete.values() if not w.done]
+            touched.extend(self._complete.values())
+            self._complete = {}
         if complete:
             _SUBMITTED.executemany(self._session, [{"mid": w.id, "at": now} for w in complete])
             for work in complete:
@@ -676,6 +732,13 @@ class Dispatcher:
         for work in touched:
             if work.done and work.live == 0:
                 self._works.pop(work.id, None)
+        return bool(complete or refused)
+
+    def _hold_complete(self) -> bool:
+        """Whether complete messages may wait to be marked submitted with more (see SUBMITTED_BATCH)."""
+        if self._stopping or not (self._on_wire or self._ready or self._fresh):
+            return False
+        return len(self._complete) < SUBMITTED_BATCH and time.monotonic() < self._complete_since + SUBMITTED_DELAY
 
     def _drop_unsent(self, work: _Work) -> None:
         """A refunded message's parts not yet handed to the link are not sent; rows made for them go."""
@@ -1009,15 +1072,17 @@ class Dispatcher:
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)
         if carrier is not None:
-            self._carrier_reported(message_id, carrier)
+            self._carrier_reported(receipt, message_id, carrier)
         if status is not None:
             if _FINISHED.rowcount(self._session, {"mid": message_id, "b_status": status, "at": now, "b_carrier": carrier}):
                 self.stats.finished += 1
+            elif _STATUS.scalar(self._session, {"mid": message_id}) in CLAIMABLE:
+                raise _not_marked_yet(receipt, message_id)
         elif carrier is not None:
             _CARRIER_REPORTED.rowcount(self._session, {"mid": message_id, "b_carrier": carrier})
         return True
 
-    def _carrier_reported(self, message_id: int, carrier: str) -> None:
+    def _carrier_reported(self, receipt: Receipt, message_id: int, carrier: str) -> None:
         """The first carrier an SMSC reports for a message wins over its prefix (number
         portability): its charge moves to that carrier's usage total of the day it was charged,
         if that day is today. Earlier days are left as they are: the nightly job books them
@@ -1025,6 +1090,8 @@ class Dispatcher:
         row = self._session.execute(_CARRIER_OF, {"mid": message_id}).first()
         if row is None or row.reported_carrier is not None:
             return
+        if row.status in CLAIMABLE:
+            raise _not_marked_yet(receipt, message_id)
         record_reported_carrier(self._session, row.recipient, carrier, message_id=message_id, now=utcnow())  # its next messages start there
         if row.status not in SENT or row.carrier == carrier:
             return

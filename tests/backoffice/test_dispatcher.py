@@ -22,9 +22,11 @@ from flask.testing import FlaskClient
 from backoffice.clock import set_clock, utcnow
 from backoffice.extensions import db
 from backoffice.models import Message, MessagePart, MobileOriginated, Notification, PortedNumber, SendLog, Unsubscribe, UsageDay
+from backoffice.services import dispatcher as dispatcher_module
 from backoffice.services.dispatcher import (
     Dispatcher,
     DispatchSettings,
+    RedeliverLater,
     message_status_of,
     reported_carrier,
     send_notification_sms,
@@ -580,6 +582,79 @@ def test_a_restarted_worker_resends_only_what_it_had_in_flight_flagged(
     assert {d for d, n in per_destination.items() if n > 1} <= flagged
     assert sender.balance() == before - Decimal("0.045") * 80  # charged once each, nothing refunded
     assert sum(r.startswith("submitted: ") for r in log_results()) == 80
+
+
+def test_messages_complete_and_not_yet_marked_when_the_worker_dies_are_marked_not_sent_again(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker marks complete messages submitted after the turn that recorded their last response
+    (SUBMITTED_BATCH); killed in between, its successor marks them from the recorded responses."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, numbers(60))
+    simulator = smsc(response_delay=0.002, receipt_delay=0.02)
+    monkeypatch.setattr(dispatcher_module, "SUBMITTED_BATCH", 10_000)
+    monkeypatch.setattr(dispatcher_module, "SUBMITTED_DELAY", 600.0)
+    monkeypatch.setattr(Dispatcher, "_meanwhile", lambda self: None)
+    first = worker(simulator)
+    first.run_until(lambda: len(first._complete) >= 25)
+    complete = set(first._complete)
+    in_doubt = first.open_parts
+    first._failure = RuntimeError("kill -9")
+    first.close()
+    db.session.expire_all()
+    held = db.session.scalars(sa.select(Message).where(Message.id.in_(complete))).all()
+    assert {m.status for m in held} == {"queued"} and all(p.submit_status == 0 for m in held for p in parts_of(m.id))
+    assert message_counts(db.session, sender.account.id).balanced
+
+    monkeypatch.undo()
+    second = worker(simulator)
+    drive(second, all_in("delivered"), sender)
+    received = Counter(s.destination for s in simulator.received)
+    assert all(received["86" + m.recipient] == 1 for m in held)  # marked, not sent again
+    assert second.stats.resent == in_doubt and len(received) == 60
+    assert sum(r.startswith("submitted: ") for r in log_results()) == 60
+    assert sender.balance() == before - Decimal("0.045") * 60
+
+
+def test_a_receipt_another_worker_gets_before_the_message_is_marked_is_asked_for_again(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the recorded response and the mark, a receipt on another bind records its part and
+    is refused for now (ESME_RX_T_APPN): the redelivered one settles the message, carrier and all."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, ["13800138000", "13900139000"])
+    simulator = smsc(receipt_delay=30)
+    monkeypatch.setattr(Dispatcher, "_hold_complete", lambda self: True)
+    monkeypatch.setattr(Dispatcher, "_meanwhile", lambda self: None)
+    sending = worker(simulator, "worker-a")
+    sending.run_until(lambda: len(sending._complete) == 2)
+    assert statuses() == {"queued": 2}
+    other = worker(simulator, "worker-b")
+    by_number = {s.destination: s.message_id for s in simulator.received}
+    plain = Receipt(by_number["8613800138000"], "DELIVRD", "000", f"id:{by_number['8613800138000']} stat:DELIVRD err:000")
+    ported_id = by_number["8613900139000"]
+    ported = Receipt(ported_id, "DELIVRD", "000", f"id:{ported_id} stat:DELIVRD err:000 network:46001")
+    for receipt in (plain, ported):
+        with pytest.raises(RedeliverLater, match="not marked submitted yet"):
+            other._on_receipt(receipt)
+    assert statuses() == {"queued": 2} and not db.session.scalars(sa.select(PortedNumber)).all()
+    assert [p.receipt_stat for m in db.session.scalars(sa.select(Message)) for p in parts_of(m.id)] == ["DELIVRD", "DELIVRD"]
+
+    monkeypatch.undo()
+    sending.run_until(lambda: sending.stats.submitted == 2)
+    for receipt in (plain, ported):  # delivered again by the SMSC
+        other._on_receipt(receipt)
+    assert statuses() == {"delivered": 2} and other.stats.receipts == 2
+    moved = db.session.scalar(sa.select(Message).where(Message.recipient == "13900139000"))
+    assert moved is not None and moved.reported_carrier == "cucc"
+    usage = {u.carrier: u.messages for u in db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "usage"))}
+    assert usage == {"CMCC": 1, "CUCC": 1}
+    assert message_counts(db.session, sender.account.id).balanced
 
 
 def test_a_graceful_stop_records_the_window_and_releases_the_rest(
