@@ -854,6 +854,10 @@ class SmppLink:
       here first and reach the caller only when accepted, refused, or out of retries;
     - `on_receipt(Receipt)` / `on_mo(MobileOriginated)`: a deliver_sm; it is acknowledged after the
       callback returns, or with ESME_RX_T_APPN (the SMSC will redeliver) if the callback raised;
+    - or `on_deliveries([Receipt | MobileOriginated, ...])` instead of those two: every deliver_sm
+      of one read at once, in order, after the submit_sm_resp of that read; it returns for each
+      whether it was taken (acknowledged) or is to be delivered again (ESME_RX_T_APPN), and if it
+      raises, none is acknowledged. A caller that stores them pays one commit per read;
     - `on_link_down(parts, reason)`: the link dropped; `parts` were sent but never answered, so
       the SMSC may or may not have them (mark them possibly-sent; resending risks a duplicate).
     """
@@ -865,6 +869,7 @@ class SmppLink:
         on_resp: Callable[[SubmitResult], object] = _ignore,
         on_receipt: Callable[[Receipt], object] = _ignore,
         on_mo: Callable[[MobileOriginated], object] = _ignore,
+        on_deliveries: Callable[[list[Receipt | MobileOriginated]], Sequence[bool]] | None = None,
         on_link_down: Callable[[list[OutgoingPart], str], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -873,6 +878,7 @@ class SmppLink:
         self._on_resp = on_resp
         self._on_receipt = on_receipt
         self._on_mo = on_mo
+        self._on_deliveries = on_deliveries
         self._on_link_down = on_link_down
         self._clock = clock
         self._sock: socket.socket | None = None
@@ -1186,21 +1192,28 @@ class SmppLink:
         except PduError as exc:
             self._lose_link(f"unreadable PDU from the SMSC: {exc}")
             return False
+        batch: list[tuple[int, Receipt | MobileOriginated | None]] | None = None if self._on_deliveries is None else []
         for command_id, status, sequence, body in pdus:
             if command_id == SUBMIT_SM_RESP:
                 self._submit_answered(sequence, status, self._submit_resp.message_id_of(body), now)
             elif command_id == DELIVER_SM:
-                self._deliver(sequence, body)
+                if batch is None:
+                    self._deliver(sequence, body)
+                else:
+                    batch.append((sequence, self._decode_delivery(body)))
             elif command_id == ENQUIRE_LINK:
                 self._outbuf += build_pdu("enquire_link_resp", sequence)
             elif command_id == ENQUIRE_LINK_RESP:
                 self._enquire_sent_at = None
             elif command_id == UNBIND:
+                self._deliver_batch(batch)  # answered before the link goes
                 self._outbuf += build_pdu("unbind_resp", sequence)
                 self._flush()
                 self._lose_link("unbound by the SMSC")
                 return False
             elif command_id == UNBIND_RESP and sequence == self._unbind_sequence:
+                self._deliver_batch(batch)
+                self._flush()
                 self._unbound = True
                 self._lose_link("unbound", reconnect=False)
                 return False
@@ -1210,9 +1223,10 @@ class SmppLink:
                 logger.debug("SMPP ignoring response 0x%08X seq %d status %s", command_id, sequence, describe_status(status))
             else:
                 self._outbuf += build_pdu("generic_nack", sequence, ESME_RINVCMDID)
-            if self._sock is None:  # a callback closed the link
+            if self._sock is None:  # a callback closed the link (what was collected is delivered again)
                 return False
-        return True
+        self._deliver_batch(batch)
+        return self._sock is not None
 
     def _submit_answered(self, sequence: int, status: int, message_id: str, now: float) -> None:
         in_flight = self._outstanding.pop(sequence, None)
@@ -1234,24 +1248,52 @@ class SmppLink:
             self._throttle_streak = 0
         self._on_resp(SubmitResult(in_flight.part, status, message_id, in_flight.attempts))
 
-    def _deliver(self, sequence: int, body: bytes) -> None:
-        status = ESME_ROK
+    def _decode_delivery(self, body: bytes) -> Receipt | MobileOriginated | None:
+        """A deliver_sm's receipt or message, counted; None if it cannot be read (it is acknowledged
+        anyway: refusing would make the SMSC deliver the same bad PDU again forever)."""
         try:
             delivery = self._deliver_pdu.delivery(body)
         except PduError as exc:
-            # Acknowledge anyway: refusing would make the SMSC redeliver the same bad PDU forever.
             logger.warning("SMPP undecodable deliver_sm acknowledged and dropped: %s", exc)
+            return None
+        if isinstance(delivery, Receipt):
+            self.stats.receipts += 1
         else:
+            self.stats.mobile_originated += 1
+        return delivery
+
+    def _deliver(self, sequence: int, body: bytes) -> None:
+        status = ESME_ROK
+        delivery = self._decode_delivery(body)
+        if delivery is not None:
             try:
                 if isinstance(delivery, Receipt):
-                    self.stats.receipts += 1
                     self._on_receipt(delivery)
                 else:
-                    self.stats.mobile_originated += 1
                     self._on_mo(delivery)
             except Exception:
                 logger.exception("SMPP deliver_sm handler failed; asking the SMSC to redeliver")
                 status = ESME_RX_T_APPN
+        self._answer_delivery(sequence, status)
+
+    def _deliver_batch(self, batch: list[tuple[int, Receipt | MobileOriginated | None]] | None) -> None:
+        """Hand the deliveries collected from one read to `on_deliveries` and answer each."""
+        if not batch or self._on_deliveries is None:
+            return
+        collected, batch[:] = list(batch), []
+        deliveries = [delivery for _, delivery in collected if delivery is not None]
+        try:
+            taken = list(self._on_deliveries(deliveries)) if deliveries else []
+            if len(taken) != len(deliveries):
+                raise ValueError(f"on_deliveries answered {len(taken)} of {len(deliveries)} deliveries")
+        except Exception:
+            logger.exception("SMPP deliver_sm handler failed; asking the SMSC to redeliver %d", len(deliveries))
+            taken = [False] * len(deliveries)
+        answers = iter(taken)
+        for sequence, delivery in collected:
+            self._answer_delivery(sequence, ESME_ROK if delivery is None or next(answers) else ESME_RX_T_APPN)
+
+    def _answer_delivery(self, sequence: int, status: int) -> None:
         resp = self._deliver_resp
         resp.sequence, resp.status = sequence, status
         self._outbuf += resp.generate()

@@ -405,9 +405,7 @@ class Dispatcher:
         self.stats = DispatchStats()
         make_session, self._dispose = _session_factory(source, settings.sqlite_synchronous, settings.pg_synchronous_commit)
         self._session = make_session()
-        self.link = link_factory(
-            link_config, on_resp=self._on_resp, on_receipt=self._on_receipt, on_mo=self._on_mo, on_link_down=self._on_link_down
-        )
+        self.link = link_factory(link_config, on_resp=self._on_resp, on_deliveries=self._on_deliveries, on_link_down=self._on_link_down)
         self._reply_settings = SendingSettings(unsubscribe_words=settings.unsubscribe_words)
         self._works: dict[int, _Work] = {}
         self._fresh: deque[_Work] = deque()  # held messages with parts still to prepare, in claim order
@@ -570,10 +568,36 @@ class Dispatcher:
         if parts:
             log.warning("dispatcher %s: link down (%s) with %d parts in flight: they will be resent", self.worker, reason, len(parts))
 
+    def _on_deliveries(self, deliveries: list[Receipt | MobileOriginated]) -> list[bool]:
+        """The receipts and replies of one read of the link, in one transaction committed before
+        the link acknowledges them; one the SMSC is to deliver again (RedeliverLater) is refused alone."""
+        taken: list[bool] = []
+
+        def work(now: datetime) -> None:
+            mono = time.monotonic()
+            for delivery in deliveries:
+                try:
+                    if isinstance(delivery, Receipt):
+                        self._receipt(delivery, now, mono)
+                    else:
+                        self.stats.mobile_originated += 1
+                        self._reply(delivery, now)
+                except RedeliverLater as wait:
+                    log.info("dispatcher %s: %s", self.worker, wait)
+                    taken.append(False)
+                else:
+                    taken.append(True)
+
+        self._guarded(work)
+        return taken
+
     def _on_receipt(self, receipt: Receipt) -> None:
+        """One receipt in a transaction of its own (tools and tests; the link hands the worker
+        its deliveries in batches, `_on_deliveries`)."""
         self._guarded(lambda now: self._receipt(receipt, now, time.monotonic()))
 
     def _on_mo(self, mo: MobileOriginated) -> None:
+        """One reply in a transaction of its own (as `_on_receipt`)."""
         self.stats.mobile_originated += 1
         self._guarded(lambda now: self._reply(mo, now))
 

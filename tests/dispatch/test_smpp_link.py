@@ -387,6 +387,34 @@ def test_a_receipt_the_worker_could_not_store_is_delivered_again(
         pump_until(link, lambda: simulator.stats().deliveries_unacked == 0)
 
 
+def test_the_deliveries_of_one_read_are_handed_over_together_and_each_refusal_comes_again(smsc: Callable[..., SMSCSimulator]) -> None:
+    """With on_deliveries the worker stores a read's receipts and replies in one transaction: one
+    it refuses is delivered again alone; if it fails, none is acknowledged and all come again."""
+    simulator = smsc()
+    calls: list[list[Receipt | MobileOriginated]] = []
+
+    def store(deliveries: list[Receipt | MobileOriginated]) -> list[bool]:
+        calls.append(list(deliveries))
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return [len(calls) > 2 or not (isinstance(d, Receipt) and d.message_id == "b2") for d in deliveries]
+
+    link = SmppLink(LinkConfig(port=simulator.port, **FAST), on_deliveries=store)
+    with link:
+        pump_until(link, lambda: link.bound)
+        for message_id in ("a1", "b2", "c3"):
+            simulator.send_receipt(message_id)
+        simulator.send_mo("8613800138000", "106900", "TD")
+        time.sleep(0.2)  # all four wait in the socket: one read
+        pump_until(link, lambda: len(calls) == 1)
+        first = calls[0]
+        assert [d.message_id if isinstance(d, Receipt) else d.text for d in first] == ["a1", "b2", "c3", "TD"]
+        pump_until(link, lambda: simulator.stats().deliveries_acked == 4, seconds=6)  # the SMSC retries after a second
+    again = [d for call in calls[1:] for d in call]
+    assert sorted(d.message_id if isinstance(d, Receipt) else d.text for d in again) == ["TD", "a1", "b2", "b2", "c3"]
+    assert simulator.stats().deliveries_unacked == 0 and link.stats.receipts == 7 and link.stats.mobile_originated == 2
+
+
 def test_close_waits_for_outstanding_responses_then_unbinds(
     smsc: Callable[..., SMSCSimulator], open_link: Callable[..., tuple[SmppLink, Recorder]]
 ) -> None:
