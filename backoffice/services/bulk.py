@@ -16,8 +16,9 @@ results converted by the types' own processors, and it runs on the DBAPI cursor 
 connection, in the session's transaction (the driver's errors raised as SQLAlchemy's). The dispatcher
 uses it for its per-turn statements too.
 
-On drivers with named parameters (psycopg) `insert_rows` is SQLAlchemy's own executemany (psycopg
-batches natively) and `Prepared` runs its compiled SQL through `Connection.exec_driver_sql`."""
+On PostgreSQL `insert_rows` sends the rows through COPY … FROM STDIN (psycopg's executemany
+sends one INSERT per row, even pipelined ~0.07 ms each: 70 ms for a request of 1,000), and
+`Prepared` runs its compiled SQL through `Connection.exec_driver_sql`."""
 
 from __future__ import annotations
 
@@ -68,6 +69,9 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
         return
     connection = session.connection()
     dialect = connection.dialect
+    if dialect.name == "postgresql":
+        _copy_rows(connection, table, rows)
+        return
     if not dialect.positional:
         session.execute(sa.insert(table), list(rows))
         return
@@ -100,6 +104,40 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     with _as_sqlalchemy_errors(connection, plan.sql, parameters):
         cursor.executemany(plan.sql, parameters)  # in the session's transaction, as exec_driver_sql would, without its overhead
+
+
+def _copy_rows(connection: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """PostgreSQL: `rows` through COPY … FROM STDIN (psycopg), in the connection's transaction,
+    values converted as SQLAlchemy would (its types' bind processors, each distinct value once);
+    a column the rows leave out gets its scalar default, as `sa.insert` would give it."""
+    dialect = connection.dialect
+    given = tuple(rows[0])
+    left_out = []
+    for column in table.columns:
+        if column.key in given or column.default is None:
+            continue
+        if not column.default.is_scalar:
+            raise ValueError(f"{table.name}.{column.key}: give a value in every row")
+        left_out.append((column.key, column.default.arg))  # type: ignore[attr-defined]
+    keys = (*given, *(key for key, _ in left_out))
+    converters = [table.c[key].type.dialect_impl(dialect).bind_processor(dialect) for key in keys]
+    tail = [convert(value) if convert else value for (_, value), convert in zip(left_out, converters[len(given) :], strict=True)]
+    quote = dialect.identifier_preparer
+    sql = f"COPY {quote.format_table(table)} ({', '.join(quote.quote(table.c[key].name) for key in keys)}) FROM STDIN"
+    typed = [(i, convert, {}) for i, convert in enumerate(converters[: len(given)]) if convert is not None]
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with _as_sqlalchemy_errors(connection, sql, None), cursor.copy(sql) as copy:
+        for row in rows:
+            values = [row[key] for key in given]
+            for i, convert, seen in typed:
+                value = values[i]
+                try:
+                    values[i] = seen[value]
+                except KeyError:
+                    values[i] = seen[value] = convert(value)
+                except TypeError:  # not hashable
+                    values[i] = convert(value)
+            copy.write_row(values + tail)
 
 
 @contextmanager

@@ -93,6 +93,13 @@ def test_bulk_insert_stores_exactly_what_sqlalchemy_stores(app: Flask) -> None:
     assert _stored(request_ids[0]) == _stored(request_ids[1]) and len(_stored(request_ids[1])) == 7
     loaded = db.session.scalars(sa.select(Message).where(Message.request_id == request_ids[1]).order_by(Message.id)).all()
     assert loaded[1].charge == Decimal("0.09") and loaded[1].send_at == FIXED_NOW and loaded[4].duplicate and loaded[0].attempts == 0
+
+    # A row the database refuses fails the whole insert as SQLAlchemy's error (COPY on PostgreSQL).
+    bad = rows(request_ids[0])
+    bad[5]["status"] = "lost"
+    with pytest.raises(sa.exc.IntegrityError, match="ck_messages_status"), db.session.begin_nested():
+        insert_rows(db.session, Message.__table__, bad)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 14
     db.session.rollback()
 
 
