@@ -18,7 +18,7 @@ from backoffice.clock import SHANGHAI, set_clock
 from backoffice.extensions import db
 from backoffice.models import ApiKey, EnterpriseAccount, Message, SendLog, SendRequest
 from backoffice.models.base import Money
-from backoffice.services import api_keys, messaging
+from backoffice.services import api_keys, bulk, messaging
 from backoffice.services.bulk import Prepared, insert_rows
 from backoffice.services.send_log import GENESIS, LogEntry, canonical, canonical_run, chain_hash, verify_chain
 from tests.backoffice.test_api import api_key, auth, post
@@ -60,7 +60,10 @@ def _stored(request_id: int) -> list[tuple]:
     return [tuple(r) for r in db.session.execute(query.order_by(table.c.id))]  # as stored: no type conversions
 
 
-def test_bulk_insert_stores_exactly_what_sqlalchemy_stores(app: Flask) -> None:
+@pytest.mark.parametrize("copy_from", [1, 10_000], ids=["copy", "executemany"])
+def test_bulk_insert_stores_exactly_what_sqlalchemy_stores(app: Flask, monkeypatch: pytest.MonkeyPatch, copy_from: int) -> None:
+    """On PostgreSQL both ways (COPY from `COPY_MIN_ROWS` rows, else an executemany); on SQLite the one."""
+    monkeypatch.setattr(bulk, "COPY_MIN_ROWS", copy_from)
     sender = active_sender(app)
     requests = SendRequest.__table__
     request_ids = [
