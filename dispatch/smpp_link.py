@@ -647,6 +647,8 @@ class _SubmitSMResp(_ReadPdu, smpp_command.SubmitSMResp):
         """The message_id in a submit_sm_resp body ("" for an empty one, as error responses often are)."""
         if not body:
             return ""
+        if body.find(0) == len(body) - 1:  # the usual body, a message_id and no TLV: what smpplib would read
+            return body[:-1].decode("latin-1")
         try:
             self.read(body)
         except PduError as exc:  # the message_id comes first: keep it, whatever follows

@@ -3,6 +3,7 @@ link loss with the in-flight parts reported, receipts (TLVs or text, hex or deci
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -556,6 +557,22 @@ class OddSmsc:
     def close(self) -> None:
         self.thread.join(timeout=5)
         self.listener.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"1a2b3c\x00", b"\x00", b"MSG-0042\x00" + encode_tlv(0x0425, b"\x01"), b"no-terminator", b"a\x00b\x00", b"\xe9\xff\x00"],
+)
+def test_a_submit_responses_message_id_reads_as_smpplib_reads_it(body: bytes) -> None:
+    """The usual body (a message_id, nothing after it) is read without smpplib's parser: the same
+    answer, whatever comes."""
+    from dispatch.smpp_link import _SubmitSMResp
+
+    reference = _SubmitSMResp("submit_sm_resp", allow_unknown_opt_params=True)
+    with contextlib.suppress(PduError):  # a malformed tail: the message_id read before it stands
+        reference.read(body)
+    expected = reference.message_id.decode("latin-1") if reference.message_id else ""
+    assert _SubmitSMResp("submit_sm_resp", allow_unknown_opt_params=True).message_id_of(body) == expected
 
 
 def test_the_link_reads_odd_pdus_as_far_as_they_go(caplog: pytest.LogCaptureFixture) -> None:
