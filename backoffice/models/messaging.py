@@ -130,7 +130,10 @@ class Message(Base):
     __table_args__ = (
         sa.Index("ix_messages_queue", "status", "next_attempt_at"),
         sa.Index("ix_messages_reports", "account_id", "updated_at", "id"),
-        sa.Index("ix_messages_recipient", "account_id", "recipient", "accepted_at"),
+        # The recipient first: an account's messages to a number (the same-content check since a
+        # time, an unsubscribe's refunds) and every account's, for the account that last sent to
+        # the number a reply comes from.
+        sa.Index("ix_messages_recipient_account", "recipient", "account_id", "accepted_at"),
         sa.CheckConstraint("charge >= 0 and segments >= 1", name="charge_segments"),
         sa.CheckConstraint(f"status in ({', '.join(repr(s) for s in MESSAGE_STATUSES)})", name="status"),
     )

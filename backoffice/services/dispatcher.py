@@ -249,9 +249,6 @@ ACCOUNTS_REFRESH = 30.0
 UNSUBSCRIBE_POLL = 0.1
 #: … including entries made up to this long before its last look (transactions that committed late).
 UNSUBSCRIBE_LAG = timedelta(seconds=30)
-#: A reply to a shared source address belongs to the account that last sent to the number, looked
-#: for among this many of the latest messages.
-MO_LOOKBACK = 1_000_000
 
 # The statements of the hot path, built once (building them costs more than running them).
 _PARTS = MessagePart.__table__
@@ -310,6 +307,18 @@ _NEW_UNSUBSCRIBES = Prepared(
     .where(_UNSUBSCRIBES.c.created_at >= sa.bindparam("since", type_=_UNSUBSCRIBES.c.created_at.type))
     .order_by(_UNSUBSCRIBES.c.id)
 )
+# A reply to a shared source address belongs to the account that last sent to the number: the
+# newest of the number's messages, whichever account sent them, found through
+# ix_messages_recipient_account. OFFSET 0 keeps the number's rows a subquery of their own, so
+# PostgreSQL does not walk the primary key backwards for the first match instead (it did, on a
+# small table, for the ORDER BY … LIMIT 1).
+_NUMBERS_MESSAGES = (
+    sa.select(_MESSAGES.c.account_id, _MESSAGES.c.id)
+    .where(_MESSAGES.c.recipient == sa.bindparam("number"), _MESSAGES.c.status.in_(SENT))
+    .offset(0)
+    .subquery()
+)
+_LAST_SENDER = sa.select(_NUMBERS_MESSAGES.c.account_id).order_by(_NUMBERS_MESSAGES.c.id.desc()).limit(1)
 _CARRIER_REPORTED = Prepared(
     sa.update(_MESSAGES).where(*_SENT_MESSAGE, _MESSAGES.c.reported_carrier.is_(None)).values(reported_carrier=sa.bindparam("b_carrier"))
 )
@@ -1172,14 +1181,7 @@ class Dispatcher:
             except InvalidNumber:
                 number = None
             if number is not None:
-                # Newest first, and only among the latest messages: no index leads with the recipient.
-                newest = self._session.scalar(sa.select(sa.func.max(Message.id))) or 0
-                last = self._session.scalar(
-                    sa.select(Message.account_id)
-                    .where(Message.id > newest - MO_LOOKBACK, Message.recipient == number, Message.status.in_(SENT))
-                    .order_by(Message.id.desc())
-                    .limit(1)
-                )
+                last = self._session.scalar(_LAST_SENDER, {"number": number})
                 if last is not None:
                     reply.account_id = last
                     if reply.unsubscribe:

@@ -857,6 +857,50 @@ def test_a_reply_to_an_accounts_service_code_is_its_own(
     assert reply.account_id == sender.account.id and reply.unsubscribe
 
 
+def test_a_reply_to_a_shared_address_goes_to_the_account_that_last_sent_to_the_number(app: Flask) -> None:
+    """Across accounts, the newest message sent to the number decides; found through the index
+    that leads with the recipient, not by scanning the latest messages."""
+    from tests.backoffice.test_messaging import send
+
+    first, second = active_sender(app), active_sender(app, "sms_business_service")
+    send(first, ["13800138000", *numbers(100)])
+    send(second, ["13800138000"])
+    send(first, numbers(100, start=13900100000))
+    send(first, ["13800138000"], "【蓉城会员】您的验证码是 5678，5 分钟内有效。")  # newest, but never sent: refunded
+    newest = db.session.scalar(sa.select(sa.func.max(Message.id)))
+    db.session.execute(sa.update(Message).where(Message.id != newest).values(status="delivered"))
+    db.session.execute(sa.update(Message).where(Message.id == newest).values(status="refunded"))
+    db.session.commit()
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("ANALYZE messages"))
+        explain = "EXPLAIN (COSTS OFF) "
+    else:
+        explain = "EXPLAIN QUERY PLAN "
+    ran: list[tuple[str, Any]] = []  # the statement as the driver gets it, explained with the same parameters
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        ran.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        db.session.execute(dispatcher_module._LAST_SENDER, {"number": "13800138000"})
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", capture)
+    statement, parameters = ran[-1]
+    plan = " ".join(str(row) for row in db.session.connection().exec_driver_sql(explain + statement, parameters))
+    assert "ix_messages_recipient_account" in plan, plan
+    db.session.rollback()
+
+    dispatcher = Dispatcher(app, LinkConfig(port=1), "replies", settings=FAST)
+    try:
+        dispatcher._on_mo(MobileOriginatedPdu("13800138000", "10690000", "TD"))
+    finally:
+        dispatcher.close()
+    reply = db.session.scalar(sa.select(MobileOriginated))
+    assert reply is not None and reply.account_id == second.account.id and reply.unsubscribe
+    assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [second.account.id]
+
+
 # --- notifications ---------------------------------------------------------------------------------
 
 
