@@ -1007,7 +1007,7 @@ class SmppLink:
         wake_at = self._fill_window(next_parts, now)
         if not self._flush():
             return
-        if meanwhile is not None and self._outstanding:
+        if meanwhile is not None and self._outstanding and not self._outbuf:  # (all of it with the kernel)
             meanwhile()
             spent, now = self._clock() - now, self._clock()
             timeout = max(0.0, timeout - spent)

@@ -131,7 +131,7 @@ def _copy_rows(connection: sa.Connection, table: sa.Table, rows: Sequence[Mappin
     sql = f"COPY {quote.format_table(table)} ({', '.join(quote.quote(table.c[key].name) for key in keys)}) FROM STDIN"
     typed = [(i, convert, {}) for i, convert in enumerate(converters[: len(given)]) if convert is not None]
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with _as_sqlalchemy_errors(connection, sql, None), cursor.copy(sql) as copy:
+    with cursor, _as_sqlalchemy_errors(connection, sql, None), cursor.copy(sql) as copy:
         for row in rows:
             values = [row[key] for key in given]
             for i, convert, seen in typed:

@@ -149,9 +149,10 @@ class RedeliverLater(Exception):
 
 
 def _not_marked_yet(receipt: Receipt, message_id: int) -> RedeliverLater:
-    """A receipt for a message whose parts are recorded and which its worker has not marked
-    submitted yet (SUBMITTED_DELAY): its part's stat stays recorded, the message's comes when the
-    SMSC delivers the receipt again."""
+    """A receipt that settles a message (its final status, or its first reported carrier) whose
+    every part is accepted and recorded and which its worker has not marked submitted yet
+    (SUBMITTED_BATCH): its part's stat stays recorded, the message's comes when the SMSC delivers
+    the receipt again."""
     return RedeliverLater(f"receipt {receipt.message_id!r}: message {message_id} not marked submitted yet, please deliver it again")
 
 
@@ -276,6 +277,9 @@ _RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused afte
     .returning(_PARTS.c.message_id, _PARTS.c.total)
 )
 _STATUS = Prepared(sa.select(_MESSAGES.c.status).where(_MESSAGES.c.id == sa.bindparam("mid")))
+_ACCEPTED_PARTS = Prepared(
+    sa.select(sa.func.count()).select_from(_PARTS).where(_PARTS.c.message_id == sa.bindparam("mid"), _PARTS.c.submit_status == ESME_ROK)
+)
 _PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid")))
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
 _FINISHED = Prepared(
@@ -376,7 +380,11 @@ def _session_factory(source: Any, synchronous: str | None, synchronous_commit: s
 
     # The worker's one connection: no pool checkout and reset in each turn (a tenth of its time).
     # A connection that breaks fails the turn; `run_worker` starts a fresh Dispatcher.
-    connection = engine.connect()
+    try:
+        connection = engine.connect()
+    except BaseException:
+        engine.dispose()
+        raise
 
     def dispose() -> None:
         try:
@@ -413,8 +421,12 @@ class Dispatcher:
         self.window = link_config.window
         self.stats = DispatchStats()
         make_session, self._dispose = _session_factory(source, settings.sqlite_synchronous, settings.pg_synchronous_commit)
-        self._session = make_session()
-        self.link = link_factory(link_config, on_resp=self._on_resp, on_deliveries=self._on_deliveries, on_link_down=self._on_link_down)
+        try:
+            self._session = make_session()
+            self.link = link_factory(link_config, on_resp=self._on_resp, on_deliveries=self._on_deliveries, on_link_down=self._on_link_down)
+        except BaseException:
+            self._dispose()
+            raise
         self._reply_settings = SendingSettings(unsubscribe_words=settings.unsubscribe_words)
         self._works: dict[int, _Work] = {}
         self._fresh: deque[_Work] = deque()  # held messages with parts still to prepare, in claim order
@@ -1105,17 +1117,24 @@ class Dispatcher:
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)
         if carrier is not None:
-            self._carrier_reported(receipt, message_id, carrier)
-        if status is not None:
-            if _FINISHED.rowcount(self._session, {"mid": message_id, "b_status": status, "at": now, "b_carrier": carrier}):
+            self._carrier_reported(receipt, message_id, total, carrier)
+        if status is not None:  # every part has a final receipt, so every part was accepted
+            finished = {"mid": message_id, "b_status": status, "at": now, "b_carrier": carrier}
+            if _FINISHED.rowcount(self._session, finished):
                 self.stats.finished += 1
-            elif _STATUS.scalar(self._session, {"mid": message_id}) in CLAIMABLE:
-                raise _not_marked_yet(receipt, message_id)
+            else:
+                current = _STATUS.scalar(self._session, {"mid": message_id})
+                if current in CLAIMABLE:
+                    raise _not_marked_yet(receipt, message_id)
+                # PostgreSQL: the worker holding it may have committed the mark between the two
+                # statements (each sees the latest commits): settle it now.
+                if current in SENT and _FINISHED.rowcount(self._session, finished):
+                    self.stats.finished += 1
         elif carrier is not None:
             _CARRIER_REPORTED.rowcount(self._session, {"mid": message_id, "b_carrier": carrier})
         return True
 
-    def _carrier_reported(self, receipt: Receipt, message_id: int, carrier: str) -> None:
+    def _carrier_reported(self, receipt: Receipt, message_id: int, total: int, carrier: str) -> None:
         """The first carrier an SMSC reports for a message wins over its prefix (number
         portability): its charge moves to that carrier's usage total of the day it was charged,
         if that day is today. Earlier days are left as they are: the nightly job books them
@@ -1123,8 +1142,8 @@ class Dispatcher:
         row = self._session.execute(_CARRIER_OF, {"mid": message_id}).first()
         if row is None or row.reported_carrier is not None:
             return
-        if row.status in CLAIMABLE:
-            raise _not_marked_yet(receipt, message_id)
+        if row.status in CLAIMABLE and _ACCEPTED_PARTS.scalar(self._session, {"mid": message_id}) == total:
+            raise _not_marked_yet(receipt, message_id)  # complete, its mark to come: the move needs it
         record_reported_carrier(self._session, row.recipient, carrier, message_id=message_id, now=utcnow())  # its next messages start there
         if row.status not in SENT or row.carrier == carrier:
             return
@@ -1306,9 +1325,8 @@ def run_worker(
     """The worker process: a Dispatcher until `stop`; after an unexpected error a fresh one takes
     over (the same recovery as after a crash: own leases back, unanswered parts resent, flagged)."""
     while not stop.is_set():
-        dispatcher = Dispatcher(app, link_config, worker_name, batch)
         try:
-            dispatcher.run(stop)
+            Dispatcher(app, link_config, worker_name, batch).run(stop)  # connects first: the database may be down too
         except Exception:
             log.exception("dispatcher %s failed; starting again in %.0f s", worker_name, restart_after)
             stop.wait(restart_after)

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
-from backoffice.models import DispatchRate, EnterpriseAccount, Message
+from backoffice.models import DispatchRate, EnterpriseAccount, Message, MessagePart
 from backoffice.models.messaging import CLAIMABLE
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import lock_accounts
@@ -43,6 +43,7 @@ from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_con
 from backoffice.services.usage import refund_messages
 
 _M = Message.__table__
+_PARTS = MessagePart.__table__
 _NOW = sa.bindparam("now", type_=_M.c.next_attempt_at.type)
 _STALE = sa.bindparam("stale", type_=_M.c.claimed_at.type)  # now - the lease: a lease taken before it has run out
 _LIMIT = sa.bindparam("limit", type_=sa.Integer)
@@ -191,13 +192,19 @@ def renew_leases(session: Session, message_ids: Sequence[int], *, worker: str, n
 
 
 def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason: str, pending: list[Any] | None = None) -> int:
-    """Refund the account's messages to `recipient` that no worker has taken yet (one conditional
-    UPDATE: a message a worker claims meanwhile is left to it). Returns how many. The platform's
+    """Refund the account's messages to `recipient` that no worker has taken yet and no part of
+    which went out (a message released after a crash with parts sent goes in full), in one
+    conditional UPDATE: a message a worker claims meanwhile is left to it. Returns how many. The platform's
     free notices to the customer (charge 0) stay: they are not the customer's sends. With
     `pending`, the messages are only marked and added to it: the caller gives the money back
     (`give_back`) at the end of its transaction, with its other refunds."""
     which = sa.and_(
-        _M.c.account_id == account_id, _M.c.recipient == recipient, _M.c.status.in_(CLAIMABLE), _M.c.claimed_by.is_(None), _M.c.charge > 0
+        _M.c.account_id == account_id,
+        _M.c.recipient == recipient,
+        _M.c.status.in_(CLAIMABLE),
+        _M.c.claimed_by.is_(None),
+        _M.c.charge > 0,
+        ~sa.exists().where(_PARTS.c.message_id == _M.c.id),  # none of its parts went out (before a crash, say): it goes in full
     )
     rows = _mark_refunded(session, which, reason)
     if pending is not None:

@@ -7,6 +7,7 @@ and unsubscribes; notifications sent as SMS."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -655,6 +656,82 @@ def test_a_receipt_another_worker_gets_before_the_message_is_marked_is_asked_for
     usage = {u.carrier: u.messages for u in db.session.scalars(sa.select(UsageDay).where(UsageDay.kind == "usage"))}
     assert usage == {"CMCC": 1, "CUCC": 1}
     assert message_counts(db.session, sender.account.id).balanced
+
+
+def test_the_worker_process_outlives_a_database_that_is_down(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """run_worker starts a fresh Dispatcher after a failure; the database may still be down when
+    it does (a server restarting), and the fresh one's connection then fails too: it tries again."""
+    from types import SimpleNamespace
+
+    from backoffice.services.dispatcher import run_worker
+
+    (tmp_path / "a-file").write_text("")  # the database's folder cannot be made: every connection fails
+    unreachable = SimpleNamespace(config={"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/a-file/db.sqlite3"})
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="backoffice.services.dispatcher"):
+            run_worker(unreachable, LinkConfig(port=1), "worker-db-down", stop, restart_after=0.05)
+    finally:
+        timer.cancel()
+    failures = [r for r in caplog.records if "failed; starting again" in r.getMessage()]
+    assert len(failures) >= 2 and all(r.exc_info and isinstance(r.exc_info[1], OSError) for r in failures)
+
+
+def test_a_td_before_the_restarted_worker_claims_again_leaves_messages_that_went_out(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart gives the dead worker's leases back at once; until a claim takes them again, a TD
+    (another worker's, an administrator's) refunds only what never went out: a message the SMSC
+    accepted in full, or in part, is sent in full and stays charged."""
+    from backoffice.services.messaging import add_unsubscribe
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(60))
+    simulator = smsc(response_delay=0.002, receipt_delay=30)
+    monkeypatch.setattr(dispatcher_module, "SUBMITTED_BATCH", 10_000)
+    monkeypatch.setattr(dispatcher_module, "SUBMITTED_DELAY", 600.0)
+    monkeypatch.setattr(Dispatcher, "_meanwhile", lambda self: None)
+    first = worker(simulator)
+    first.run_until(lambda: len(first._complete) >= 5)
+    complete = db.session.get(Message, min(first._complete))
+    first._failure = RuntimeError("kill -9")
+    first.close()
+    monkeypatch.undo()
+    untouched = db.session.scalar(sa.select(Message).where(~Message.parts.any()).order_by(Message.id.desc()).limit(1))
+    assert complete is not None and untouched is not None and all(p.submit_status == 0 for p in parts_of(complete.id))
+
+    second = worker(simulator)
+    second.start()  # its leases back: nothing held, nothing claimed yet
+    for number in (complete.recipient, untouched.recipient):
+        add_unsubscribe(db.session, sender.account.id, number, source="mo")
+    db.session.commit()
+    db.session.expire_all()
+    assert (complete.status, untouched.status) == ("queued", "refunded")
+    drive(second, lambda: statuses()["queued"] == 0, sender)
+    db.session.refresh(complete)
+    assert complete.status == "submitted" and Counter(s.destination for s in simulator.received)["86" + complete.recipient] == 1
+
+
+def test_a_carrier_report_for_a_message_still_being_sent_is_taken_for_the_number(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Only a message whose every part is accepted waits for its mark; a receipt naming a carrier
+    for the first part of one still being sent is taken (the number's carrier recorded)."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, ["13900139000"], SIGNED + "长" * 80)
+    message = db.session.scalar(sa.select(Message))
+    assert message is not None and message.segments == 2
+    db.session.add(MessagePart(message_id=message.id, seq=1, total=2, submit_status=0, smsc_message_id="abc"))
+    db.session.commit()  # part 1 accepted, part 2 not sent yet (throttled, the account's rate, a crash …)
+    receiving = worker(smsc(receipt_delay=30))
+    receiving._on_receipt(Receipt("abc", "DELIVRD", "000", "id:abc stat:DELIVRD err:000 network:46001"))
+    assert receiving.stats.receipts == 1 and [p.receipt_stat for p in parts_of(message.id)] == ["DELIVRD"]
+    assert db.session.scalar(sa.select(PortedNumber.carrier).where(PortedNumber.number == "13900139000")) == "cucc"
 
 
 def test_a_graceful_stop_records_the_window_and_releases_the_rest(
