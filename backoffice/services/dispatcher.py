@@ -531,7 +531,8 @@ class Dispatcher:
         self._stopping = True
         try:
             if self._failure is None:
-                self.link.close()
+                self.link.close()  # (the deliveries it takes while draining may fail the worker)
+            if self._failure is None:
                 self._final_flush()
             else:  # memory and database may disagree: drop the link, leave the rest to the restart
                 self.link.__exit__(type(self._failure), self._failure, None)

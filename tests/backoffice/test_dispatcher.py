@@ -752,6 +752,30 @@ def test_a_graceful_stop_records_the_window_and_releases_the_rest(
     assert len(simulator.received) == 60 and not db.session.scalar(sa.select(sa.func.count()).where(MessagePart.resent))
 
 
+def test_a_delivery_that_fails_while_the_link_drains_at_stop_leaves_the_rest_to_the_restart(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping drains the link, which still hands over receipts; if storing them fails, memory
+    and database may disagree: nothing more is recorded or released (as after a crash)."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(5))
+    dispatcher = worker(smsc(receipt_delay=30))
+    drive(dispatcher, all_in("submitted"), sender)
+    flushed: list[bool] = []
+    monkeypatch.setattr(dispatcher, "_final_flush", lambda: flushed.append(True))
+    drain = dispatcher.link.close
+
+    def failing_drain() -> None:
+        dispatcher._failure = RuntimeError("the database went away while a receipt was stored")
+        drain()
+
+    monkeypatch.setattr(dispatcher.link, "close", failing_drain)
+    dispatcher.close()
+    assert flushed == [] and not dispatcher.link.bound
+
+
 # --- replies ---------------------------------------------------------------------------------------
 
 
