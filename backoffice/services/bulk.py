@@ -97,12 +97,15 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
         for position, name in plain:
             values[position] = row[name]
         for position, name, convert, seen in typed:
-            # Equal values convert equally (equal Decimals, the same instant in any time zone).
+            # Equal values of one type convert equally (equal Decimals, the same instant in any
+            # time zone); the type is part of the key, so a float equal to a Decimal seen before
+            # still reaches Money's refusal of floats.
             value = row[name]
+            key = (value.__class__, value)
             try:
-                values[position] = seen[value]
+                values[position] = seen[key]
             except KeyError:
-                values[position] = seen[value] = convert(value)
+                values[position] = seen[key] = convert(value)
             except TypeError:  # not hashable
                 values[position] = convert(value)
         parameters.append(tuple(values))
@@ -136,10 +139,11 @@ def _copy_rows(connection: sa.Connection, table: sa.Table, rows: Sequence[Mappin
             values = [row[key] for key in given]
             for i, convert, seen in typed:
                 value = values[i]
+                key = (value.__class__, value)  # as in insert_rows
                 try:
-                    values[i] = seen[value]
+                    values[i] = seen[key]
                 except KeyError:
-                    values[i] = seen[value] = convert(value)
+                    values[i] = seen[key] = convert(value)
                 except TypeError:  # not hashable
                     values[i] = convert(value)
             copy.write_row(values + tail)

@@ -97,6 +97,12 @@ def test_bulk_insert_stores_exactly_what_sqlalchemy_stores(app: Flask, monkeypat
     loaded = db.session.scalars(sa.select(Message).where(Message.request_id == request_ids[1]).order_by(Message.id)).all()
     assert loaded[1].charge == Decimal("0.09") and loaded[1].send_at == FIXED_NOW and loaded[4].duplicate and loaded[0].attempts == 0
 
+    # A float amount is refused even after an equal Decimal (the converted values are cached).
+    floats = rows(request_ids[0])
+    floats[0]["charge"], floats[1]["charge"] = Decimal("0.5"), 0.5  # equal, and of one hash
+    with pytest.raises((TypeError, sa.exc.StatementError), match="money must be Decimal"), db.session.begin_nested():
+        insert_rows(db.session, Message.__table__, floats)
+
     # A row the database refuses fails the whole insert as SQLAlchemy's error (COPY on PostgreSQL).
     bad = rows(request_ids[0])
     bad[5]["status"] = "lost"
