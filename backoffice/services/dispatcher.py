@@ -44,7 +44,8 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -499,12 +500,8 @@ class Dispatcher:
         mono = time.monotonic()
         if self._resps and self._on_wire and mono < self._resps_since + RECORD_DELAY and self.link.bound:
             return  # the rest of the window is about to answer: record them together
-        try:
+        with self._failure_stops():
             self._flush(mono)
-        except BaseException as exc:
-            self._session.rollback()
-            self._failure = exc
-            raise
         self._report()
 
     def run(self, stop: threading.Event) -> None:
@@ -566,16 +563,12 @@ class Dispatcher:
         transaction of their own (see SUBMITTED_BATCH)."""
         if not self._complete or self._stopping or self._failure is not None:
             return
-        try:
+        with self._failure_stops():
             now = utcnow()
             lines: list[LogEntry] = []
             self._finish(now, lines)
             self._log(lines, now)
             self._commit()
-        except BaseException as exc:
-            self._session.rollback()
-            self._failure = exc
-            raise
 
     def _on_resp(self, result: SubmitResult) -> None:
         self._on_wire -= 1
@@ -628,7 +621,7 @@ class Dispatcher:
         acknowledges the deliver_sm. A failure is re-raised (the SMSC will deliver it again) and
         stops the worker after this turn: its memory may no longer match the database."""
         later = None
-        try:
+        with self._failure_stops():
             now = utcnow()
             lines: list[LogEntry] = []
             self._record_responses(now, lines)
@@ -640,12 +633,19 @@ class Dispatcher:
             self._finish(now, lines)  # what the work settled (a TD reply's held messages) is settled in its transaction
             self._log(lines, now)
             self._commit()
+        if later is not None:
+            raise later
+
+    @contextmanager
+    def _failure_stops(self) -> Iterator[None]:
+        """A transaction of the worker: whatever fails in it rolls it back and stops the worker
+        (`step` raises it from then on): its memory may no longer match the database."""
+        try:
+            yield
         except BaseException as exc:
             self._session.rollback()
             self._failure = exc
             raise
-        if later is not None:
-            raise later
 
     # --- the turn's transaction ---------------------------------------------------------------
 
