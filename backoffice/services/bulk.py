@@ -85,29 +85,14 @@ def insert_rows(session: Session, table: sa.Table, rows: Sequence[Mapping[str, A
     for position, value in plan.defaults:
         convert = plan.converters[position]
         template[position] = convert(value) if convert else value
-    plain = [(position, name) for position, name in enumerate(plan.keys) if name in rows[0] and plan.converters[position] is None]
-    typed = [
-        (position, name, convert, {})
-        for position, (name, convert) in enumerate(zip(plan.keys, plan.converters, strict=True))
-        if name in rows[0] and convert is not None
-    ]
+    given = [(position, name) for position, name in enumerate(plan.keys) if name in rows[0]]
+    typed = _typed([convert if name in rows[0] else None for name, convert in zip(plan.keys, plan.converters, strict=True)])
     parameters = []
     for row in rows:
         values = template.copy()
-        for position, name in plain:
+        for position, name in given:
             values[position] = row[name]
-        for position, name, convert, seen in typed:
-            # Equal values of one type convert equally (equal Decimals, the same instant in any
-            # time zone); the type is part of the key, so a float equal to a Decimal seen before
-            # still reaches Money's refusal of floats.
-            value = row[name]
-            key = (value.__class__, value)
-            try:
-                values[position] = seen[key]
-            except KeyError:
-                values[position] = seen[key] = convert(value)
-            except TypeError:  # not hashable
-                values[position] = convert(value)
+        _convert(values, typed)
         parameters.append(tuple(values))
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     with _as_sqlalchemy_errors(connection, plan.sql, parameters):
@@ -132,21 +117,36 @@ def _copy_rows(connection: sa.Connection, table: sa.Table, rows: Sequence[Mappin
     tail = [convert(value) if convert else value for (_, value), convert in zip(left_out, converters[len(given) :], strict=True)]
     quote = dialect.identifier_preparer
     sql = f"COPY {quote.format_table(table)} ({', '.join(quote.quote(table.c[key].name) for key in keys)}) FROM STDIN"
-    typed = [(i, convert, {}) for i, convert in enumerate(converters[: len(given)]) if convert is not None]
+    typed = _typed(converters[: len(given)])
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     with cursor, _as_sqlalchemy_errors(connection, sql, None), cursor.copy(sql) as copy:
         for row in rows:
             values = [row[key] for key in given]
-            for i, convert, seen in typed:
-                value = values[i]
-                key = (value.__class__, value)  # as in insert_rows
-                try:
-                    values[i] = seen[key]
-                except KeyError:
-                    values[i] = seen[key] = convert(value)
-                except TypeError:  # not hashable
-                    values[i] = convert(value)
+            _convert(values, typed)
             copy.write_row(values + tail)
+
+
+_Typed = list[tuple[int, Callable[[Any], Any], dict[Any, Any]]]
+
+
+def _typed(converters: Sequence[Callable[[Any], Any] | None]) -> _Typed:
+    """(position, converter, cache of its conversions) of the positions that have a converter."""
+    return [(position, convert, {}) for position, convert in enumerate(converters) if convert is not None]
+
+
+def _convert(values: list[Any], typed: _Typed) -> None:
+    """Convert a row's values in place. Equal values of one type convert equally (equal Decimals,
+    the same instant in any time zone), so each is converted once per insert; the type is part of
+    the key, so a float equal to a Decimal seen before still reaches Money's refusal of floats."""
+    for position, convert, seen in typed:
+        value = values[position]
+        key = (value.__class__, value)
+        try:
+            values[position] = seen[key]
+        except KeyError:
+            values[position] = seen[key] = convert(value)
+        except TypeError:  # not hashable
+            values[position] = convert(value)
 
 
 @contextmanager
