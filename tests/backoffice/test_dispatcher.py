@@ -585,8 +585,23 @@ def test_a_restarted_worker_resends_only_what_it_had_in_flight_flagged(
     assert sum(r.startswith("submitted: ") for r in log_results()) == 80
 
 
+def killed_holding_complete(worker: Callable[..., Dispatcher], simulator: SMSCSimulator, at_least: int) -> tuple[set[int], int]:
+    """A worker that marks nothing (no `_meanwhile`, SUBMITTED_BATCH / SUBMITTED_DELAY out of
+    reach) killed once `at_least` messages are complete and unmarked: (their ids, its open parts)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dispatcher_module, "SUBMITTED_BATCH", 10_000)
+        patch.setattr(dispatcher_module, "SUBMITTED_DELAY", 600.0)
+        patch.setattr(Dispatcher, "_meanwhile", lambda self: None)
+        first = worker(simulator)
+        first.run_until(lambda: len(first._complete) >= at_least)
+        complete, open_parts = set(first._complete), first.open_parts
+        first._failure = RuntimeError("kill -9")  # close() now just drops the socket, as a dead process would
+        first.close()
+    return complete, open_parts
+
+
 def test_messages_complete_and_not_yet_marked_when_the_worker_dies_are_marked_not_sent_again(
-    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
     """A worker marks complete messages submitted after the turn that recorded their last response
     (SUBMITTED_BATCH); killed in between, its successor marks them from the recorded responses."""
@@ -596,21 +611,12 @@ def test_messages_complete_and_not_yet_marked_when_the_worker_dies_are_marked_no
     before = sender.balance()
     send(sender, numbers(60))
     simulator = smsc(response_delay=0.002, receipt_delay=0.02)
-    monkeypatch.setattr(dispatcher_module, "SUBMITTED_BATCH", 10_000)
-    monkeypatch.setattr(dispatcher_module, "SUBMITTED_DELAY", 600.0)
-    monkeypatch.setattr(Dispatcher, "_meanwhile", lambda self: None)
-    first = worker(simulator)
-    first.run_until(lambda: len(first._complete) >= 25)
-    complete = set(first._complete)
-    in_doubt = first.open_parts
-    first._failure = RuntimeError("kill -9")
-    first.close()
+    complete, in_doubt = killed_holding_complete(worker, simulator, 25)
     db.session.expire_all()
     held = db.session.scalars(sa.select(Message).where(Message.id.in_(complete))).all()
     assert {m.status for m in held} == {"queued"} and all(p.submit_status == 0 for m in held for p in parts_of(m.id))
     assert message_counts(db.session, sender.account.id).balanced
 
-    monkeypatch.undo()
     second = worker(simulator)
     drive(second, all_in("delivered"), sender)
     received = Counter(s.destination for s in simulator.received)
@@ -680,7 +686,7 @@ def test_the_worker_process_outlives_a_database_that_is_down(tmp_path: Any, capl
 
 
 def test_a_td_before_the_restarted_worker_claims_again_leaves_messages_that_went_out(
-    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
     """A restart gives the dead worker's leases back at once; until a claim takes them again, a TD
     (another worker's, an administrator's) refunds only what never went out: a message the SMSC
@@ -691,15 +697,8 @@ def test_a_td_before_the_restarted_worker_claims_again_leaves_messages_that_went
     sender = active_sender(app)
     send(sender, numbers(60))
     simulator = smsc(response_delay=0.002, receipt_delay=30)
-    monkeypatch.setattr(dispatcher_module, "SUBMITTED_BATCH", 10_000)
-    monkeypatch.setattr(dispatcher_module, "SUBMITTED_DELAY", 600.0)
-    monkeypatch.setattr(Dispatcher, "_meanwhile", lambda self: None)
-    first = worker(simulator)
-    first.run_until(lambda: len(first._complete) >= 5)
-    complete = db.session.get(Message, min(first._complete))
-    first._failure = RuntimeError("kill -9")
-    first.close()
-    monkeypatch.undo()
+    held, _ = killed_holding_complete(worker, simulator, 5)
+    complete = db.session.get(Message, min(held))
     untouched = db.session.scalar(sa.select(Message).where(~Message.parts.any()).order_by(Message.id.desc()).limit(1))
     assert complete is not None and untouched is not None and all(p.submit_status == 0 for p in parts_of(complete.id))
 
