@@ -24,7 +24,7 @@ from backoffice.services import invoices as invoice_service
 from backoffice.services import receipts as receipt_service
 from backoffice.services import statements as statement_service
 from backoffice.services.bookkeeping import check_and_reconcile
-from ledger.query import QueryError, QueryResult, run_query, statements
+from ledger.query import QueryError, QueryResult, run_query, statements_of
 
 bp = Blueprint("finance", __name__, url_prefix="/finance")
 
@@ -44,7 +44,7 @@ def books() -> Any:
         except QueryError as exc:
             query_error = f"查询有误：{exc}"
     return render_template(
-        "finance/books.html", statements=statements(main) if main.exists() else None, report=report,
+        "finance/books.html", statements=statements_of(report.balances) if main.exists() else None, report=report,
         query=query, result=result, query_error=query_error,
     )  # fmt: skip
 

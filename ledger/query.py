@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -69,7 +70,14 @@ class Statements:
 
 
 def statements(main: Path) -> Statements:
-    totals = account_totals(main)
+    """The statements from a full load of the books (beanquery)."""
+    return statements_of(account_totals(main))
+
+
+def statements_of(balances: Mapping[str, Decimal]) -> Statements:
+    """The statements from the balance of every account, as the month-by-month check gives them
+    (`ledger.check.inspect_books`): the books page shows them without loading the year again."""
+    totals = {account: balances[account] for account in sorted(balances)}
 
     def section(root: str, sign: int) -> list[tuple[str, Decimal]]:
         return [(a, sign * x) for a, x in totals.items() if a.split(":", 1)[0] == root and x]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -103,6 +103,7 @@ class LedgerReport:
     errors: list[str]
     differences: list[ledger.check.Difference]
     pending_events: int
+    balances: dict[str, Decimal] = field(default_factory=dict)  # every account's, from the check
 
     @property
     def ok(self) -> bool:
@@ -115,4 +116,4 @@ def check_and_reconcile(session: Session, books_root: Path) -> LedgerReport:
     pending = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) or 0
     # Reconcile even when the checker complains: the differing accounts point at the problem.
     diffs = ledger.reconcile(expected_balances(session), balances)
-    return LedgerReport(errors, diffs, int(pending))
+    return LedgerReport(errors, diffs, int(pending), balances)

@@ -37,8 +37,13 @@ class UsageLine:
     amount: Decimal
 
 
-def _account(session: Session, code: str) -> EnterpriseAccount:
-    account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code))
+def _account(session: Session, code: str, *, lock: bool = False) -> EnterpriseAccount:
+    """The account, read afresh from the database (not as this session last loaded it); with
+    `lock`, its row held until the end of the transaction (PostgreSQL; SQLite has one writer)."""
+    query = sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code).execution_options(populate_existing=True)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(key_share=True)  # NO KEY UPDATE, as lock_accounts takes it
+    account = session.scalar(query)
     if account is None:
         raise NotFound(f"账户不存在：{code}")
     return account
@@ -105,11 +110,12 @@ def credit_receipt(
         if payload.get("account_code") != account_code or Decimal(payload["amount"]) != amount or payload.get("bank_ref") != bank_ref:
             raise Conflict(f"银行流水号 {bank_ref} 已用于另一笔到账，不能重复入账")
         return existing
-    account = _account(session, account_code)
+    account = _account(session, account_code, lock=True)  # what it settles is read from the row it changes
     settles = min(amount, account.receivable)
     releases = min(settles, account.contracted_credit)
     credit = releases + (amount - settles)
-    _adjust(session, account.id, receivable=-settles, contracted_credit=-releases, balance=credit)
+    if not _adjust(session, account.id, receivable=-settles, contracted_credit=-releases, balance=credit):
+        raise Conflict(f"账户 {account_code} 的应收款在处理期间发生变化，请重试")
     if account.status == "awaiting_payment" and credit > 0:
         account.status = "active"
     event = record_event(

@@ -284,7 +284,6 @@ def confirm_receipt(
         _refuse_state(receipt, "确认入账")
     account = receipt.account
     was_awaiting = account.status == "awaiting_payment"
-    settles_before = account.receivable
     today = today or local_today()
     # Booked on the day it is confirmed (when the credit becomes spendable); the bank's value
     # date stays on the receipt. Back-dating would contradict balance assertions already written.
@@ -301,7 +300,7 @@ def confirm_receipt(
     receipt.ledger_event_id = event.event_id
     session.flush()  # the status change credit_receipt made, before re-reading the columns it bumped
     session.refresh(account)
-    settled = settles_before - account.receivable
+    settled = Decimal(event.payload.get("settles_receivable", "0"))  # as credit_receipt read it, under its lock
     invoice = invoices.invoice_for_receipt(session, receipt, settled=settled, documents_root=documents_root, today=today)
     notifications.receipt_confirmed(session, receipt, invoice, activated=was_awaiting and account.status == "active")
     audit.record(session, actor, "confirm_receipt", "receipt", str(receipt.id), amount=format_money(receipt.amount), invoice=invoice.number)
