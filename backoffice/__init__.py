@@ -12,10 +12,12 @@ from flask_login import current_user
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, Map
 
 from backoffice.config import Config
 from backoffice.errors import DomainError
 from backoffice.extensions import csrf, db, login_manager, migrate
+from backoffice.services.sql import MAX_ID
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -28,6 +30,14 @@ def _secret_key(instance: Path) -> str:
         return stored.read_text().strip()
     log.warning("SECRET_KEY not set and %s missing: using a per-process key", stored)
     return secrets.token_hex(32)
+
+
+class DatabaseId(IntegerConverter):
+    """`<int:…>` in a route: an id the database can hold (a signed 64-bit integer), else no route matches."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's name
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
@@ -48,6 +58,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
 
+    app.url_map.converters["int"] = DatabaseId  # before the routes: /messages/99999999999999999999 is a 404, not a 500
     from backoffice import admin, api, auth, finance, portal, portal_sending, sales  # noqa: F401 (portal_sending adds portal pages)
     from backoffice.cli import register_cli
 
@@ -58,6 +69,10 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(api.bp)
     register_cli(app)
+    from backoffice.money import format_money, format_price
+
+    app.jinja_env.filters["money"] = format_money  # 1750 -> 1750.00
+    app.jinja_env.filters["price"] = format_price  # 1749.965 and 1500 as such, never 1.5E+3
     _error_handlers(app)
 
     @app.after_request

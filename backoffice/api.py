@@ -30,6 +30,7 @@ from backoffice.services.messaging import (
     read_request,
     status_reports,
 )
+from backoffice.services.sql import MAX_ID
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)
@@ -178,13 +179,15 @@ def message_status(message_id: int) -> Any:
 @bp.get("/messages")
 def message_reports() -> Any:
     since_text = request.args.get("since")
-    since = parse_send_at(since_text) if since_text else utcnow() - timedelta(days=1)
+    since = parse_send_at(since_text, field="since") if since_text else utcnow() - timedelta(days=1)
     assert since is not None
     try:
         after_id = int(request.args.get("after_id", "0"))
         limit = int(request.args.get("limit", str(PAGE_DEFAULT)))
     except ValueError:
         raise ValidationFailed({"limit": "after_id 和 limit 应为整数"}) from None
+    if not 0 <= after_id <= MAX_ID:
+        raise ValidationFailed({"after_id": f"after_id 应在 0–{MAX_ID} 之间"})
     if not 1 <= limit <= PAGE_MAX:
         raise ValidationFailed({"limit": f"limit 应在 1–{PAGE_MAX} 之间"})
     sub = _key().sub_account

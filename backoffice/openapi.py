@@ -94,7 +94,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                             "content": {
                                 "application/json": {
                                     "schema": {
-                                        "oneOf": [{"$ref": "#/components/schemas/SendResult"}, {"$ref": "#/components/schemas/Error"}]
+                                        # anyOf: content_refused's body is both (oneOf would refuse it)
+                                        "anyOf": [{"$ref": "#/components/schemas/SendResult"}, {"$ref": "#/components/schemas/Error"}]
                                     }
                                 }
                             },

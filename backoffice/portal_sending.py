@@ -16,6 +16,7 @@ from backoffice.extensions import db
 from backoffice.portal import bp
 from backoffice.services.api_keys import account_api_keys, create_api_key, revoke_api_key
 from backoffice.services.messaging import (
+    ClientRefConflict,
     SendingSettings,
     accept_messages,
     read_recipient_file,
@@ -23,14 +24,19 @@ from backoffice.services.messaging import (
     recent_replies,
     split_recipients,
 )
+from backoffice.services.sql import MAX_ID
 
 PAGE = 50
 
 
-def _form_again(errors: dict[str, str], status: int, **extra: Any) -> Any:
+def _form_again(errors: dict[str, str], status: int, *, fresh_ref: bool = False, **extra: Any) -> Any:
+    """The send form again, as the customer filled it in, with `errors`; `fresh_ref` gives it a
+    new client_ref (its old one has sent other content)."""
     account = current_user.record.account
     db.session.refresh(account)
     form = dict(request.form) if request.method == "POST" else {}
+    if fresh_ref:
+        form.pop("client_ref", None)
     form.setdefault("client_ref", uuid.uuid4().hex)
     settings = SendingSettings.from_config(current_app.config)
     return render_template("portal/send.html", account=account, form=form, errors=errors, settings=settings, **extra), status
@@ -49,7 +55,7 @@ def send() -> Any:
     source = "portal"
     if upload is not None and upload.filename:
         try:
-            parsed = read_recipient_file(upload.read())
+            parsed = read_recipient_file(upload.read(), limit=SendingSettings.from_config(current_app.config).max_recipients)
         except ValidationFailed as failed:
             return _form_again(failed.errors, 422)
         numbers += parsed.numbers
@@ -72,6 +78,12 @@ def send() -> Any:
     except ValidationFailed as failed:
         db.session.rollback()
         return _form_again(failed.errors, 422, problems=problems)
+    except ClientRefConflict:
+        # This form was sent before (Back after sending, then edited): the edited one is a new request.
+        db.session.rollback()
+        return _form_again(
+            {"_form": "这张表单已经发送过，内容已有改动：本次未发送也未扣费，请确认内容后再次提交"}, 409, fresh_ref=True, problems=problems
+        )
     except DomainError as error:
         db.session.rollback()
         return _form_again({"_form": error.message}, error.status if error.status >= 400 else 422, problems=problems)
@@ -97,6 +109,8 @@ def _scope() -> int | None:
 def messages() -> Any:
     account = current_user.record.account
     before = request.args.get("before", type=int)
+    if before is not None and not 0 < before <= MAX_ID:
+        before = None  # the first page
     rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE, sub_account_id=_scope())
     older = rows[-1].id if len(rows) == PAGE else None
     return render_template("portal/messages.html", account=account, messages=rows, older=older)
@@ -106,7 +120,7 @@ def messages() -> Any:
 @roles_required("customer")
 def replies() -> Any:
     account = current_user.record.account
-    return render_template("portal/replies.html", account=account, replies=recent_replies(db.session, account.id))
+    return render_template("portal/replies.html", account=account, replies=recent_replies(db.session, account.id, sub_account_id=_scope()))
 
 
 @bp.route("/api-keys", methods=["GET", "POST"])

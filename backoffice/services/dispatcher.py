@@ -72,7 +72,14 @@ from backoffice.services.message_queue import (
     starts_available,
     take_starts,
 )
-from backoffice.services.messaging import SendingSettings, add_unsubscribe, record_reply, record_reported_carrier, unsubscribed
+from backoffice.services.messaging import (
+    NOTICE_CLIENT_REF,
+    SendingSettings,
+    add_unsubscribe,
+    record_reply,
+    record_reported_carrier,
+    unsubscribed,
+)
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.sql import synchronous_commit_level
 from backoffice.services.usage import move_usage_carrier
@@ -1272,11 +1279,17 @@ def send_notification_sms(session: Session, note: Notification, *, signature: st
         raise ValueError(f"SMS notification {note.key} has no account to send it from")
     table = default_prefix_table()
     number = normalise_mobile(note.recipient, table)
-    client_ref = f"notice-{note.id}"
+    # In a namespace of the platform's own (customers' client_refs may not start with it), and
+    # found by its source too: a customer's request can neither stand in for a notice nor block it.
+    client_ref = f"{NOTICE_CLIENT_REF}{note.id}"
     existing = session.scalar(
         sa.select(Message.id)
         .join(SendRequest, SendRequest.id == Message.request_id)
-        .where(SendRequest.account_id == account.id, SendRequest.client_ref == client_ref)
+        .where(
+            SendRequest.account_id == account.id,
+            SendRequest.source == "notice",
+            SendRequest.client_ref.in_([client_ref, f"notice-{note.id}"]),  # the name before 2026-12
+        )
     )
     if existing is not None:
         return f"dispatcher: message {existing}"

@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -99,6 +100,7 @@ BLOCKED_STATUSES = {
 }
 SOURCES = ("api", "portal", "csv")
 CLIENT_REF_MAX = 64
+NOTICE_CLIENT_REF = "platform-notice:"  # the platform's own notices (tariff, renewal, invoice); refused from customers
 MAX_SCHEDULE_AHEAD = timedelta(days=30)
 CHECKPOINT_EVERY_SECONDS = 0.25  # intake copies the WAL into the database at most this often per process (after its turn)
 MOBILE_HEADERS = {"mobile", "phone", "手机", "手机号", "手机号码", "号码", "电话"}
@@ -206,8 +208,10 @@ def _recipient_list(recipients: Sequence[str] | str, settings: SendingSettings) 
     return list(given)
 
 
-def parse_send_at(value: str | datetime | None) -> datetime | None:
-    """An ISO 8601 time; without a time zone it is Beijing time. None: send now."""
+def parse_send_at(value: str | datetime | None, *, field: str = "send_at") -> datetime | None:
+    """An ISO 8601 time; without a time zone it is Beijing time. None: send now. A refusal
+    names `field` (the status reports' `since` is read the same way)."""
+    what = "定时发送时间" if field == "send_at" else f"{field} 时间"
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, datetime):
@@ -216,14 +220,15 @@ def parse_send_at(value: str | datetime | None) -> datetime | None:
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise ValidationFailed(
-                {"send_at": f"定时发送时间格式不对（应为 ISO 8601，如 2026-12-01T09:30:00+08:00）：{value[:40]}"}
-            ) from None
+            raise ValidationFailed({field: f"{what}格式不对（应为 ISO 8601，如 2026-12-01T09:30:00+08:00）：{value[:40]}"}) from None
     else:
-        raise ValidationFailed({"send_at": "定时发送时间应为 ISO 8601 字符串"})
+        raise ValidationFailed({field: f"{what}应为 ISO 8601 字符串"})
     if moment.tzinfo is None or moment.utcoffset() is None:
         moment = moment.replace(tzinfo=SHANGHAI)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 in Beijing, 9999-12-31 west of Greenwich
+        raise ValidationFailed({field: f"{what}超出范围：{str(value)[:40]}"}) from None
 
 
 def _client_ref(value: str | None) -> str | None:
@@ -231,6 +236,8 @@ def _client_ref(value: str | None) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value.strip()) > CLIENT_REF_MAX or not value.strip().isprintable():
         raise ValidationFailed({"client_ref": f"client_ref 应为 1–{CLIENT_REF_MAX} 个可打印字符"})
+    if value.strip().lower().startswith(NOTICE_CLIENT_REF):
+        raise ValidationFailed({"client_ref": f"client_ref 不能以 {NOTICE_CLIENT_REF} 开头（平台通知保留）"})
     return value.strip()
 
 
@@ -772,7 +779,7 @@ def read_request(
     given = _recipient_list(recipients, settings)
     if not isinstance(content, str) or not content.strip():
         raise ValidationFailed({"content": "短信内容不能为空"})
-    content = content.strip()
+    content = content.replace("\r\n", "\n").replace("\r", "\n").strip()  # a browser's line breaks are CRLF: one character on a phone
     ref = _client_ref(client_ref)
     requested_at = parse_send_at(send_at)
     people = _normalise(given)
@@ -1186,9 +1193,16 @@ def recent_messages(
     return list(session.scalars(query.order_by(Message.id.desc()).limit(limit)))
 
 
-def recent_replies(session: Session, account_id: int, *, limit: int = 100) -> list[MobileOriginated]:
-    query = sa.select(MobileOriginated).where(MobileOriginated.account_id == account_id).order_by(MobileOriginated.id.desc()).limit(limit)
-    return list(session.scalars(query))
+def recent_replies(session: Session, account_id: int, *, limit: int = 100, sub_account_id: int | None = None) -> list[MobileOriginated]:
+    """The account's latest replies; with `sub_account_id` (a 子号), only those from numbers that
+    sub-account has sent to: the others' recipients and what they answered are not its to read."""
+    query = sa.select(MobileOriginated).where(MobileOriginated.account_id == account_id)
+    if sub_account_id is not None:
+        sent_to = sa.select(Message.id).where(
+            Message.recipient == MobileOriginated.sender, Message.account_id == account_id, Message.sub_account_id == sub_account_id
+        )  # ix_messages_recipient_account
+        query = query.where(sent_to.exists())
+    return list(session.scalars(query.order_by(MobileOriginated.id.desc()).limit(limit)))
 
 
 # --- replies (MO) and the unsubscribe list -----------------------------------------------------
@@ -1278,9 +1292,14 @@ class RecipientFile:
     problems: list[str]  # "第 N 行：reason", for the customer
 
 
-def read_recipient_file(data: bytes) -> RecipientFile:
-    """Numbers from an uploaded CSV: one per line, or a `mobile` (手机号码…) column. Each bad
-    row is reported by its line number; UTF-8 (with or without BOM) or GB18030 (Excel)."""
+def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFile:
+    """Numbers from an uploaded list as customers save them: one per line, or a column headed
+    like 手机号码 / 联系电话 / mobile (else the column whose cells are numbers), separated by commas,
+    tabs or semicolons; UTF-8 (with or without BOM) or GB18030 (Excel, WPS). Each bad row is
+    reported by its line number; a number Excel turned into 1.38001E+10 is explained. More
+    than `limit` numbers stop the reading at once (the request would be refused anyway)."""
+    if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise ValidationFailed({"file": "这是 Excel 工作簿（.xlsx / .xls），请在 Excel 中“另存为 CSV”后再上传"})
     for encoding in ("utf-8-sig", "gb18030"):
         try:
             text = data.decode(encoding)
@@ -1289,30 +1308,80 @@ def read_recipient_file(data: bytes) -> RecipientFile:
             continue
     else:
         raise ValidationFailed({"file": "无法识别文件编码，请保存为 UTF-8 或 GBK 编码的 CSV"})
-    rows = list(csv.reader(io.StringIO(text)))
-    column, first = 0, 0
-    if rows:
-        header = [cell.strip().lower() for cell in rows[0]]
-        named = [i for i, cell in enumerate(header) if cell in MOBILE_HEADERS]
-        if named:
-            column, first = named[0], 1
-    numbers, problems = [], []
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = max(",\t;", key=first_line.count) if any(d in first_line for d in ",\t;") else ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows: list[tuple[int, list[str]]] = []  # (line number in the file, cells)
+    start = 1  # where the row being read begins
+    try:
+        for row in reader:
+            # A stray quote joins the lines after it into one cell: their numbers would vanish.
+            if any(("\n" in cell or "\r" in cell) and _SWALLOWED_NUMBER.search(cell) for cell in row):
+                raise ValidationFailed({"file": f'第 {start} 行的引号（"）不配对，其后各行被并成了一格：请检查该行后重新导出'})
+            rows.append((reader.line_num, row))
+            start = reader.line_num + 1
+    except csv.Error:  # the joined lines outgrew csv's field limit
+        raise ValidationFailed({"file": f'第 {start} 行的引号（"）不配对，其后各行被并成了一格：请检查该行后重新导出'}) from None
     table = default_prefix_table()
-    for line, row in enumerate(rows[first:], start=first + 1):
+    column, first = _number_column(rows, table)
+    numbers, problems = [], []
+    for line, row in rows[first:]:
         if not any(cell.strip() for cell in row):
             continue
-        if len(row) <= column or not row[column].strip():
+        cell = row[column].strip() if len(row) > column else ""
+        if not cell:
             problems.append(f"第 {line} 行：缺少手机号码")
             continue
+        if _EXCEL_DECIMAL.fullmatch(cell):
+            cell = cell.split(".", 1)[0]  # 13800138000.0: a number column from pandas or WPS
+        if _EXCEL_EXPONENT.fullmatch(cell):
+            problems.append(f"第 {line} 行：号码被 Excel 转成了科学计数法（{cell[:20]}），请把号码列设为“文本”格式后重新导出")
+            continue
         try:
-            numbers.append(normalise_mobile(row[column], table))
+            numbers.append(normalise_mobile(cell, table))
         except InvalidNumber as bad:
             problems.append(f"第 {line} 行：{bad.reason}")
+        if limit is not None and len(numbers) > limit:
+            raise ValidationFailed({"file": f"文件中的号码超过每次最多 {limit} 个的限制，请分成多个文件发送"})
     return RecipientFile(numbers, problems)
 
 
+_SWALLOWED_NUMBER = re.compile(r"[\r\n][^\r\n]*1[3-9][0-9]{9}")
+_EXCEL_EXPONENT = re.compile(r"[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+")
+_EXCEL_DECIMAL = re.compile(r"[0-9]{11}\.0+")
+_HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone", "tel")
+
+
+def _number_column(rows: list[tuple[int, list[str]]], table: Any) -> tuple[int, int]:
+    """(column, first data row): a header cell naming a phone column; else, with several
+    columns, the one whose first cells are most often valid numbers (no header row unless its
+    cell there is not a number)."""
+    if not rows:
+        return 0, 0
+    header = [cell.strip().lower() for cell in rows[0][1]]
+    named = [i for i, cell in enumerate(header) if cell in MOBILE_HEADERS or any(word in cell for word in _HEADER_WORDS)]
+    if named:
+        return named[0], 1
+    width = max(len(row) for _, row in rows[:50])
+    if width <= 1:
+        return 0, 0
+
+    def numbers_in(column: int) -> int:
+        found = 0
+        for _, row in rows[:50]:
+            try:
+                normalise_mobile(row[column], table) if len(row) > column else None
+                found += len(row) > column
+            except InvalidNumber:
+                pass
+        return found
+
+    column = max(range(width), key=numbers_in)
+    return column, 0
+
+
 def split_recipients(text: str) -> list[str]:
-    """Numbers typed in a box: one per line, or separated by commas, semicolons or spaces."""
-    for separator in ("，", ",", ";", "；", "\t", "\r"):
+    """Numbers typed in a box: one per line, or separated by commas, semicolons, 、 or tabs."""
+    for separator in ("，", ",", ";", "；", "、", "\t", "\r"):
         text = text.replace(separator, "\n")
     return [part.strip() for part in text.split("\n") if part.strip()]

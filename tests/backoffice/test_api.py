@@ -269,6 +269,8 @@ def test_the_openapi_document_describes_exactly_the_routes(app: Flask, client: F
         assert f"#/components/schemas/{name}" in refs or name == "Error"
     send = document["paths"]["/messages"]["post"]["responses"]
     assert {"202", "400", "401", "402", "403", "409", "422", "429"} <= set(send)
+    refused = send["422"]["content"]["application/json"]["schema"]  # content_refused has messages, balance and error
+    assert "oneOf" not in refused and len(refused["anyOf"]) == 2
 
 
 def test_the_api_is_exempt_from_csrf(tmp_path: Path, signing_files: tuple) -> None:
@@ -342,6 +344,14 @@ def test_a_sub_account_in_the_portal_sees_only_its_own_messages_and_keys(app: Fl
 
     listing = client.get("/portal/messages").get_data(as_text=True)
     assert "13900139000" in listing and "13800138000" not in listing
+    from backoffice.services.messaging import record_reply
+
+    sender.account.service_code = "106575000123"
+    record_reply(db.session, sender="13800138000", destination="106575000123", content="给企业的回复")
+    record_reply(db.session, sender="13900139000", destination="106575000123", content="给子号的回复")
+    db.session.commit()
+    replies = client.get("/portal/replies").get_data(as_text=True)  # found by a review: a 子号 read every reply
+    assert "给子号的回复" in replies and "给企业的回复" not in replies and "13800138000" not in replies
     keys = client.get("/portal/api-keys").get_data(as_text=True)
     assert own_key.prefix in keys and enterprise_key.prefix not in keys
     assert client.post(f"/portal/api-keys/{enterprise_key.id}/revoke").status_code == 404
@@ -403,3 +413,55 @@ def test_the_portal_shows_replies(app: Flask, client: FlaskClient) -> None:
     db.session.commit()
     page = client.get("/portal/replies").get_data(as_text=True)
     assert "收到，谢谢" in page and page.count("<td>是</td>") == 1
+
+
+def test_ids_and_times_out_of_the_databases_range_are_refused_not_crashed_on(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: ids past 2**63 - 1 and times that do not fit in UTC reached the driver (500)."""
+    sender = portal_login(client, app)
+    secret = api_key(sender)
+    huge = "99999999999999999999"
+    assert client.get(f"/api/v1/messages/{huge}", headers=auth(secret)).status_code == 404
+    refused = client.get(f"/api/v1/messages?after_id={huge}", headers=auth(secret))
+    assert refused.status_code == 400 and "after_id" in refused.json["error"]["fields"]
+    assert client.get(f"/portal/messages?before={huge}").status_code == 200
+    for since in ("0001-01-01", "9999-12-31T23:00:00-10:00", "yesterday"):
+        bad = client.get(f"/api/v1/messages?since={since}", headers=auth(secret))
+        assert bad.status_code == 400 and list(bad.json["error"]["fields"]) == ["since"], since
+    for send_at in ("0001-01-01T00:00:00", "9999-12-31T23:00:00-10:00"):
+        bad = post(client, secret, to="13800138000", content=SIGNED, send_at=send_at)
+        assert bad.status_code == 400 and "超出范围" in bad.json["error"]["fields"]["send_at"], send_at
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
+def test_a_portal_message_is_counted_as_the_phone_shows_it(app: Flask, client: FlaskClient) -> None:
+    """Browsers send a textarea's line breaks as CRLF; a phone shows one character, and the API counts one."""
+    sender = portal_login(client, app)
+    text = SIGNED + "\r\n" + "请" * (70 - len(SIGNED) - 2) + "\r\n"  # 69 characters with LF line breaks, 71 with CRLF
+    page = client.post("/portal/send", data={"recipients": "13800138000", "content": text, "client_ref": "crlf"}).get_data(as_text=True)
+    assert "已受理" in page, page
+    message = db.session.scalar(sa.select(Message))
+    assert message.segments == 1 and "\r" not in message.content and message.content.count("\n") == 1
+    assert sender.balance() == Decimal("900.00") - Decimal("0.045")
+
+
+def test_the_portal_shows_balances_as_amounts(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: Decimal.normalize() showed 900.0000 as 9E+2."""
+    portal_login(client, app)
+    for page in ("/portal/send", "/portal/messages"):
+        text = client.get(page).get_data(as_text=True)
+        assert '<strong id="balance">900.00</strong>' in text and "E+" not in text, page
+
+
+def test_a_sent_form_edited_after_going_back_is_not_a_dead_end(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: Back after sending, edit, submit: 409 with the same hidden client_ref, forever."""
+    sender = portal_login(client, app)
+    data = {"recipients": "13800138000", "content": SIGNED, "client_ref": "form-back"}
+    assert client.post("/portal/send", data=data).status_code == 200
+    edited = client.post("/portal/send", data={**data, "content": SIGNED + "（改）"})
+    page = edited.get_data(as_text=True)
+    assert edited.status_code == 409 and "已经发送过" in page and "未发送也未扣费" in page
+    fresh = page.split('name="client_ref" value="')[1].split('"')[0]
+    assert fresh and fresh != "form-back"
+    again = client.post("/portal/send", data={**data, "content": SIGNED + "（改）", "client_ref": fresh})
+    assert again.status_code == 200 and "已受理" in again.get_data(as_text=True)
+    assert sender.balance() == Decimal("900.00") - Decimal("0.09")

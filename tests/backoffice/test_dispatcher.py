@@ -21,8 +21,20 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from backoffice.clock import set_clock, utcnow
+from backoffice.errors import ValidationFailed
 from backoffice.extensions import db
-from backoffice.models import Message, MessagePart, MobileOriginated, Notification, PortedNumber, SendLog, Unsubscribe, UsageDay
+from backoffice.models import (
+    Message,
+    MessagePart,
+    MobileOriginated,
+    Notification,
+    PortedNumber,
+    SendLog,
+    SendRequest,
+    SubAccount,
+    Unsubscribe,
+    UsageDay,
+)
 from backoffice.services import dispatcher as dispatcher_module
 from backoffice.services.dispatcher import (
     Dispatcher,
@@ -32,7 +44,7 @@ from backoffice.services.dispatcher import (
     reported_carrier,
     send_notification_sms,
 )
-from backoffice.services.messaging import message_counts, record_reported_carrier
+from backoffice.services.messaging import message_counts, read_request, record_reported_carrier
 from backoffice.services.send_log import verify_chain
 from dispatch.simulator import ReceivedSubmit, SMSCSimulator
 from dispatch.smpp_link import ESM_UDHI, LinkConfig, Receipt
@@ -1029,6 +1041,43 @@ def test_an_sms_notification_is_delivered_through_the_dispatcher_free_of_charge(
     db.session.refresh(account)
     assert account.balance == balance
     assert message_counts(db.session, account.id).balanced
+
+
+def test_a_customers_client_ref_neither_stands_in_for_a_notice_nor_blocks_it(app: Flask) -> None:
+    """Found by a review: notices were queued under client_ref notice-<id> in the customer's own
+    namespace: a request of the customer under that ref was taken for the notice (never sent,
+    recorded as sent), or, with no message stored, made the notice fail on every retry."""
+    from backoffice.services.messaging import NOTICE_CLIENT_REF
+    from tests.conftest import make_contract
+
+    account = make_contract(app, "sms_business_service").contract.account  # invoice at signing: e-mail + SMS
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "sms"))
+    sub = db.session.scalar(sa.select(SubAccount).where(SubAccount.account_id == account.id))
+    assert sub is not None
+    with pytest.raises(ValidationFailed) as refused:
+        read_request("13800138000", "【X】hello", client_ref=f"{NOTICE_CLIENT_REF}{note.id}")
+    assert "平台通知保留" in refused.value.errors["client_ref"]
+    customers = SendRequest(
+        account_id=account.id,
+        sub_account_id=sub.id,
+        client_ref=f"notice-{note.id}",
+        fingerprint="x",
+        source="api",
+        created_at=utcnow(),
+        accepted_count=0,
+        charged=0,
+        http_status=202,
+        response={},
+    )  # fmt: skip  (a request of the customer's that stored no message, as one to an unopened network)
+    db.session.add(customers)
+    db.session.commit()
+    delivered = send_notification_sms(db.session, note)
+    db.session.commit()
+    (message,) = db.session.scalars(sa.select(Message))
+    assert delivered == f"dispatcher: message {message.id}" and "发票" in message.content and message.charge == 0
+    request = db.session.get(SendRequest, message.request_id)
+    assert request is not None and request.source == "notice" and request.client_ref == f"{NOTICE_CLIENT_REF}{note.id}"
+    assert send_notification_sms(db.session, note) == delivered  # still queued once
 
 
 # --- the send log for the authorities -------------------------------------------------------------

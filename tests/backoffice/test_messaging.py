@@ -32,6 +32,7 @@ from backoffice.services.messaging import (
     read_recipient_file,
     record_reply,
     remove_keywords,
+    split_recipients,
 )
 from backoffice.services.send_log import verify_chain
 from tests.conftest import FIXED_NOW, drop_send_log_guard, make_contract
@@ -500,6 +501,43 @@ def test_recipients_from_a_csv_with_a_mobile_column_and_bad_rows_by_line(app: Fl
     assert plain.numbers == ["13800138000", "18912345678"] and plain.problems == []
     excel = read_recipient_file("mobile,备注\n13800138000,老客户\n".encode("gb18030"))
     assert excel.numbers == ["13800138000"]
+
+
+def test_recipient_lists_as_customers_save_them(app: Flask) -> None:
+    """Found by a review: real exports from Excel, WPS and address books."""
+    contacts = read_recipient_file("姓名,联系电话,备注\n张三,13800138000,老客户\n李四,13900139000,\n".encode("gb18030"))
+    assert contacts.numbers == ["13800138000", "13900139000"] and contacts.problems == []
+    tabs = read_recipient_file("姓名\t手机号码（必填）\n张三\t13800138000\n".encode())
+    assert tabs.numbers == ["13800138000"] and tabs.problems == []
+    no_header = read_recipient_file("张三,13800138000\n李四,18912345678\n".encode())
+    assert no_header.numbers == ["13800138000", "18912345678"] and no_header.problems == []
+    excel = read_recipient_file("手机号码\n1.38001E+10\n13900139000.0\n".encode())
+    assert excel.numbers == ["13900139000"]
+    assert excel.problems == ["第 2 行：号码被 Excel 转成了科学计数法（1.38001E+10），请把号码列设为“文本”格式后重新导出"]
+    assert split_recipients("13800138000、13900139000") == ["13800138000", "13900139000"]
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        pytest.param(b"PK\x03\x04\x14\x00\x06\x00", "Excel 工作簿", id="xlsx"),
+        pytest.param(('手机号码\n"13800138000\n' + "13900139000\n" * 20_000).encode(), "第 2 行的引号", id="stray-quote-big"),
+        pytest.param('手机号码\n13800138000\n"13900139000\n18912345678\n18612345678\n'.encode(), "第 3 行的引号", id="stray-quote"),
+    ],
+)
+def test_a_recipient_list_that_cannot_be_read_whole_is_refused_with_the_line(app: Flask, data: bytes, words: str) -> None:
+    """Found by a review: a stray quote gave a 500 (csv's field limit), or silently swallowed the rows after it."""
+    with pytest.raises(ValidationFailed) as refused:
+        read_recipient_file(data)
+    assert words in refused.value.errors["file"]
+
+
+def test_a_recipient_list_over_the_limit_stops_being_read(app: Flask) -> None:
+    data = ("手机号码\n" + "".join(f"1380013{n:04d}\n" for n in range(2_000))).encode()
+    with pytest.raises(ValidationFailed) as refused:
+        read_recipient_file(data, limit=1_000)
+    assert "最多 1000 个" in refused.value.errors["file"]
+    assert len(read_recipient_file(data, limit=2_000).numbers) == 2_000
 
 
 def test_a_reply_td_cancels_and_refunds_what_still_waits_for_that_number(app: Flask, sender: Sender) -> None:
