@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from flask_login import current_user
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -83,6 +83,12 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
         if request.blueprint == "api" or current_user.is_authenticated:
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.teardown_request
+    def _forget_user(_error: BaseException | None) -> None:
+        # Flask-Login keeps the request's user in `g`, which lives as long as the app context: a
+        # context shared by several requests (tests, scripts) must load each request's user anew.
+        g.pop("_login_user", None)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

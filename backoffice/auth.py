@@ -3,6 +3,7 @@ session whose id says which kind it is."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -11,13 +12,16 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
+from sqlalchemy.orm import undefer
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired
 
+from backoffice.errors import ValidationFailed
 from backoffice.extensions import db, login_manager
 from backoffice.models import StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import authenticate_sub_account
+from backoffice.services.passwords import change_password, renew_session_nonce
 from backoffice.services.staff import authenticate_staff
 
 bp = Blueprint("auth", __name__)
@@ -33,7 +37,8 @@ class Principal(UserMixin):
         self.record = record
 
     def get_id(self) -> str:
-        return f"{self.kind}:{self.record.id}"
+        # The nonce changes at logout and at a password change: older sessions no longer load.
+        return f"{self.kind}:{self.record.id}:{self.record.session_nonce or ''}"
 
     @property
     def role(self) -> str:
@@ -50,12 +55,13 @@ class Principal(UserMixin):
 
 @login_manager.user_loader
 def _load(user_id: str) -> Principal | None:
-    kind, _, ident = user_id.partition(":")
+    kind, _, rest = user_id.partition(":")
+    ident, sep, nonce = rest.partition(":")
     model = {"staff": StaffUser, "sub": SubAccount}.get(kind)
-    if model is None or not ident.isdigit():
+    if model is None or not ident.isdigit() or not sep or len(ident) > 18:
         return None
-    record = db.session.get(model, int(ident))
-    if record is None or not record.active:
+    record = db.session.get(model, int(ident), options=[undefer(model.session_nonce)])
+    if record is None or not record.active or not hmac.compare_digest(record.session_nonce or "", nonce):
         return None
     return Principal(kind, record)
 
@@ -122,8 +128,55 @@ def portal_login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
+    if current_user.is_authenticated:
+        renew_session_nonce(current_user.record)  # a copy of this session's cookie opens nothing now
+        db.session.commit()
     logout_user()
     return redirect(url_for("auth.login"))
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("当前密码")
+    new = PasswordField("新密码")
+    confirm = PasswordField("再次输入新密码")
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@login_required
+def password() -> Any:
+    """Change one's own password (staff and customers); a customer's first login comes here."""
+    form = PasswordForm()
+    errors: dict[str, str] = {}
+    if form.validate_on_submit():
+        try:
+            change_password(
+                db.session, current_user.record, current=form.current.data or "", new=form.new.data or "",
+                confirm=form.confirm.data or "", actor=current_user.actor,
+            )  # fmt: skip
+        except ValidationFailed as failed:
+            db.session.rollback()
+            errors = failed.errors
+        else:
+            db.session.commit()
+            login_user(Principal(current_user.kind, current_user.record))  # this session goes on under the new nonce
+            flash("密码已修改；其他已登录的会话需要重新登录", "ok")
+            return redirect(url_for("auth.root"))
+    first = current_user.role == "customer" and current_user.record.must_change_password
+    return render_template("password.html", form=form, errors=errors, first=first), (422 if errors else 200)
+
+
+@bp.before_app_request
+def _initial_password_first() -> Any:
+    """A customer's login still on the password issued with the contract changes it before anything else."""
+    if (
+        current_user.is_authenticated
+        and current_user.role == "customer"
+        and current_user.record.must_change_password
+        and request.endpoint not in ("auth.password", "auth.logout", "static")
+        and not request.path.startswith("/api/")
+    ):
+        return redirect(url_for("auth.password"))
+    return None
 
 
 @bp.route("/")

@@ -218,6 +218,32 @@ def contract_verify(pdf_file: Path, as_json: bool) -> None:
     sys.exit(0 if ok else 1)
 
 
+@contract_cli.command("stop-renewal")
+@click.argument("contract_no")
+@click.option("--received-on", required=True, help="the day the customer's written objection arrived (YYYY-MM-DD)")
+@click.option("--json", "as_json", is_flag=True)
+def contract_stop_renewal(contract_no: str, received_on: str, as_json: bool) -> None:
+    """Record the customer's written objection to the yearly extension (004 §8.5): the contract ends with its term."""
+    from backoffice.clock import local_today
+    from backoffice.services.contracts import get_contract
+    from backoffice.services.renewal import parse_received_on, stop_renewal
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with refusals(as_json):
+        contract = get_contract(db.session, contract_no)
+        expire = stop_renewal(db.session, contract, received_on=parse_received_on(received_on), actor=_actor(), today=local_today())
+        db.session.commit()
+    for warning in after_commit_catch_up(app):
+        click.echo(warning, err=True)
+    payload = {
+        "contract_no": contract_no,
+        "renewal_rule": contract.renewal_rule,
+        "term_end": contract.term_end,
+        "expires_on": expire.due_on,
+    }
+    _emit(payload, as_json, f"已登记书面异议：合同 {contract_no} 不再顺延，于 {contract.term_end} 到期终止")
+
+
 @account_cli.command("show")
 @click.argument("account_code")
 @click.option("--json", "as_json", is_flag=True)

@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, render_template, request, send_file
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 
 from backoffice.auth import roles_required
 from backoffice.cli import after_commit_catch_up, busy_error, signing_identity
+from backoffice.clock import local_today
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import Contract
 from backoffice.services.contracts import get_contract, issue_contract, preview_contract
+from backoffice.services.renewal import objection_deadline, parse_received_on, stop_renewal
 from backoffice.services.templates import NETWORKS, ContractTemplate, get_template, list_templates
 
 bp = Blueprint("sales", __name__, url_prefix="/sales")
@@ -114,7 +116,28 @@ def _render_form(
 @bp.route("/contracts/<contract_no>")
 @roles_required("sales", "finance", "admin")
 def contract_detail(contract_no: str) -> Any:
-    return render_template("sales/contract.html", contract=get_contract(db.session, contract_no))
+    contract = get_contract(db.session, contract_no)
+    return render_template("sales/contract.html", contract=contract, objection_deadline=objection_deadline(contract), errors={})
+
+
+@bp.post("/contracts/<contract_no>/stop-renewal")
+@roles_required("sales", "admin")
+def contract_stop_renewal(contract_no: str) -> Any:
+    """The customer's written objection to the yearly extension, as sales received it."""
+    contract = get_contract(db.session, contract_no)
+    try:
+        received_on = parse_received_on(request.form.get("received_on"))
+        stop_renewal(db.session, contract, received_on=received_on, actor=current_user.actor, today=local_today())
+        db.session.commit()
+    except (ValidationFailed, Conflict) as refused:
+        db.session.rollback()
+        errors = getattr(refused, "errors", None) or {"received_on": refused.message}
+        page = render_template("sales/contract.html", contract=contract, objection_deadline=objection_deadline(contract), errors=errors)
+        return page, 422
+    for warning in after_commit_catch_up(current_app._get_current_object()):  # type: ignore[attr-defined]
+        flash(warning, "error")
+    flash(f"已登记书面异议：合同不再顺延，于 {contract.term_end} 到期终止", "ok")
+    return redirect(url_for("sales.contract_detail", contract_no=contract_no))
 
 
 def send_contract_file(contract: Contract, kind: str) -> Any:

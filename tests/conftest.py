@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
@@ -100,6 +101,18 @@ def staff(app: Flask) -> dict[str, str]:
 
 def login(client: FlaskClient, username: str, password: str, *, portal: bool = False) -> Any:
     return client.post("/portal/login" if portal else "/login", data={"username": username, "password": password})
+
+
+def customer_login(client: FlaskClient, username: str, password: str) -> Any:
+    """A customer's login past its first one: its initial password already changed (a first
+    login is sent to the password page before anything else)."""
+    from backoffice.models import SubAccount
+
+    sub = db.session.scalar(sa.select(SubAccount).where(SubAccount.login == username))
+    assert sub is not None
+    sub.must_change_password = False
+    db.session.commit()
+    return login(client, username, password, portal=True)
 
 
 def sample(template_id: str, **overrides: Any) -> dict[str, Any]:

@@ -73,5 +73,9 @@ class SubAccount(Base):
     must_change_password: Mapped[bool] = mapped_column(default=True)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # See backoffice.auth. Deferred, with no Python default: rows are written and read without it
+    # by code that predates it (a database at an older revision, as the migration tests make).
+    session_nonce: Mapped[str] = mapped_column(sa.String(32), server_default="", deferred=True)
+    __mapper_args__ = {"eager_defaults": False}  # session_nonce is read when needed, not RETURNING at insert
 
     account: Mapped[EnterpriseAccount] = relationship(back_populates="sub_accounts")

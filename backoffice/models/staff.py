@@ -24,8 +24,12 @@ class StaffUser(Base):
     role: Mapped[str] = mapped_column(sa.String(16))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # See backoffice.auth. Deferred, with no Python default: rows are written and read without it
+    # by code that predates it (a database at an older revision, as the migration tests make).
+    session_nonce: Mapped[str] = mapped_column(sa.String(32), server_default="", deferred=True)
 
     __table_args__ = (sa.CheckConstraint("role in ('sales', 'finance', 'admin')", name="role"),)
+    __mapper_args__ = {"eager_defaults": False}  # session_nonce is read when needed, not RETURNING at insert
 
     @property
     def role_name(self) -> str:

@@ -69,6 +69,10 @@ def _printable(name: str, value: Any) -> Any:
     return value
 
 
+def _yuan(amount: Decimal) -> str:
+    return "元整" if amount == amount.to_integral_value() else "元"
+
+
 def build_context(
     template: ContractTemplate,
     values: dict[str, Any],
@@ -93,6 +97,10 @@ def build_context(
         "opening_fee_capital": capitals(fee),
         "total": format_money(initial + fee),
         "total_capital": capitals(initial + fee),
+        # The texts' "…元整" says "no 角 or 分": said only when true (900.45 is "900.45 元").
+        "initial_amount_unit": _yuan(initial),
+        "opening_fee_unit": _yuan(fee),
+        "total_unit": _yuan(initial + fee),
     }
     return {
         "title": template.title,

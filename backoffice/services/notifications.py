@@ -17,7 +17,7 @@ import ssl
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from pathlib import Path
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.clock import to_local, utcnow
-from backoffice.models import EnterpriseAccount, Invoice, Notification, Receipt
+from backoffice.models import Contract, EnterpriseAccount, Invoice, Notification, Receipt
 from backoffice.money import format_money
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,37 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, a
     )
     sms = f"您的汇款{format_money(receipt.amount)}元已到账，账户{account.code}可用余额{format_money(account.balance)}元，发票{invoice.number}已发至邮箱。"
     _both(session, f"receipt-confirmed-{receipt.id}", account, f"到账确认及发票 {invoice.number}", body, sms, [invoice.pdf_file])
+
+
+def renewal_notice(session: Session, contract: Contract, *, object_by: date | None) -> None:
+    """The contract's term is ending: what happens then, and (yearly extension) until when the
+    customer can object in writing."""
+    account = contract.account
+    end = contract.term_end
+    assert end is not None
+    if object_by is not None:
+        then = f"如双方均无书面异议，合同将自动顺延一年。如不再续约，请于 {object_by:%Y年%m月%d日} 前书面通知我方。"
+        sms_then = f"如无书面异议将自动顺延一年；如不续约，请于{object_by:%Y年%m月%d日}前书面通知。"
+    else:
+        then = "到期后合同终止，账户将暂停发送短信（余额保留）。如需续约，请与我方销售人员联系。"
+        sms_then = "到期后账户将暂停发送，如需续约请联系我方销售人员。"
+    body = (
+        f"尊敬的{account.customer_name}：\n\n"
+        f"贵方合同 {contract.contract_no} 将于 {end:%Y年%m月%d日} 到期。\n{then}\n"
+        f"账户 {account.code} 当前可用余额：{format_money(account.balance)} 元。\n"
+    )
+    sms = f"贵方合同{contract.contract_no}将于{end:%Y年%m月%d日}到期。{sms_then}"
+    _both(session, f"renewal-notice-{contract.contract_no}-{end.isoformat()}", account, f"合同到期提醒 {contract.contract_no}", body, sms)
+
+
+def contract_expired(session: Session, contract: Contract, *, suspended: bool) -> None:
+    account = contract.account
+    stopped = f"账户 {account.code} 已暂停发送短信，余额 {format_money(account.balance)} 元保留，续签后可继续使用。" if suspended else ""
+    body = (
+        f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {contract.term_end:%Y年%m月%d日} 到期终止。\n{stopped}\n"
+    )
+    sms = f"贵方合同{contract.contract_no}已到期终止。{stopped}"
+    _both(session, f"contract-expired-{contract.contract_no}", account, f"合同已到期 {contract.contract_no}", body, sms)
 
 
 def receipt_rejected(session: Session, receipt: Receipt) -> None:

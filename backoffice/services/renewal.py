@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.clock import utcnow
+from backoffice.errors import Conflict, ValidationFailed
 from backoffice.models import Contract, ContractJob
-from backoffice.services import audit
+from backoffice.services import audit, notifications
 from backoffice.services.contract_fields import add_months
 
 
@@ -19,6 +21,18 @@ def renewal_rule_for(terms: dict, auto_renew: bool | None) -> str:
     return rule
 
 
+#: A yearly extension's notice goes this long before the customer's last day to object in writing
+#: (004 §8.7: 30 days before the end), so that the customer has time to act on it.
+OBJECTION_LEAD_DAYS = 15
+
+
+def objection_deadline(contract: Contract) -> date | None:
+    """The last day the customer can object in writing to the yearly extension (None: no extension)."""
+    if contract.renewal_rule != "yearly_auto_extend" or contract.term_end is None:
+        return None
+    return contract.term_end - timedelta(days=int(contract.terms.get("objection_notice_days") or 30))
+
+
 def planned_jobs(contract: Contract) -> list[tuple[str, date]]:
     """(kind, due date) for the contract's current term."""
     end = contract.term_end
@@ -26,7 +40,9 @@ def planned_jobs(contract: Contract) -> list[tuple[str, date]]:
     if contract.renewal_rule == "fixed_term" and end:
         return [("renewal_notice", end - timedelta(days=notice)), ("expire", end + timedelta(days=1))]
     if contract.renewal_rule == "yearly_auto_extend" and end:
-        return [("renewal_notice", end - timedelta(days=notice)), ("auto_extend", end + timedelta(days=1))]
+        deadline = objection_deadline(contract)
+        assert deadline is not None
+        return [("renewal_notice", deadline - timedelta(days=OBJECTION_LEAD_DAYS)), ("auto_extend", end + timedelta(days=1))]
     # long_term: nothing dated. until_used_up: watched by the daily zero-balance job.
     return []
 
@@ -40,6 +56,21 @@ def plan_jobs(session: Session, contract: Contract) -> list[ContractJob]:
     return jobs
 
 
+def _suspend_without_contract(session: Session, contract: Contract) -> bool:
+    """An account whose last live contract ended stops sending (its balance stays, for a
+    renewal); True if it was suspended now."""
+    account = contract.account
+    others = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Contract)
+        .where(Contract.account_id == account.id, Contract.id != contract.id, Contract.status.not_in(("expired", "terminated")))
+    )
+    if others or account.status != "active":
+        return False
+    account.status = "suspended"
+    return True
+
+
 def run_contract_job(session: Session, job: ContractJob) -> str:
     """Carry out one due action; idempotent (a job already done is not redone)."""
     if job.done_at is not None:
@@ -48,12 +79,15 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
     if contract.status in ("terminated", "expired"):
         outcome = f"合同已{contract.status_name}，跳过"
     elif job.kind == "renewal_notice":
-        outcome = f"续约提醒：合同 {contract.contract_no} 将于 {contract.term_end} 到期"
+        notifications.renewal_notice(session, contract, object_by=objection_deadline(contract))
+        outcome = f"续约提醒已发给客户：合同 {contract.contract_no} 将于 {contract.term_end} 到期"
         audit.record(session, "scheduler", "renewal_notice", "contract", contract.contract_no, term_end=str(contract.term_end))
     elif job.kind == "expire":
         contract.status = "expired"
-        outcome = "合同到期终止"
-        audit.record(session, "scheduler", "expire", "contract", contract.contract_no)
+        suspended = _suspend_without_contract(session, contract)
+        notifications.contract_expired(session, contract, suspended=suspended)
+        outcome = "合同到期终止" + ("，账户已暂停发送（余额保留）" if suspended else "")
+        audit.record(session, "scheduler", "expire", "contract", contract.contract_no, account_suspended=suspended)
     elif job.kind == "auto_extend":
         assert contract.term_end is not None
         old_end = contract.term_end
@@ -68,3 +102,42 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
     job.done_at = utcnow()
     job.outcome = outcome
     return outcome
+
+
+def stop_renewal(session: Session, contract: Contract, *, received_on: date, actor: str, today: date) -> ContractJob:
+    """004 §8.5, §8.7: the customer objected in writing to the yearly extension: the contract
+    ends at the end of its current term instead (its pending extension is cancelled, an expiry
+    planned). An objection received after the deadline (30 days before the end) is refused."""
+    deadline = objection_deadline(contract)
+    if deadline is None or contract.status in ("expired", "terminated"):
+        raise Conflict(f"合同 {contract.contract_no} 不是自动顺延的合同，或已到期、已终止，无需登记异议")
+    if received_on > deadline:
+        raise ValidationFailed(
+            {"received_on": f"书面异议须在到期前 30 天提出（截止 {deadline}），{received_on} 收到的异议已过期限，合同将按约定顺延"}
+        )
+    if received_on > today:
+        raise ValidationFailed({"received_on": "收到书面异议的日期不能晚于今天"})
+    end = contract.term_end
+    assert end is not None
+    now = utcnow()
+    for job in contract.jobs:
+        if job.kind == "auto_extend" and job.done_at is None:
+            job.done_at, job.outcome = now, f"客户于 {received_on} 书面异议，不再顺延"
+    contract.renewal_rule = "fixed_term"
+    expire = ContractJob(
+        contract=contract,
+        kind="expire",
+        due_on=end + timedelta(days=1),
+        job_id=f"contract:{contract.contract_no}:expire:{(end + timedelta(days=1)).isoformat()}",
+    )
+    session.add(expire)
+    audit.record(session, actor, "stop_renewal", "contract", contract.contract_no, received_on=str(received_on), term_end=str(end))
+    return expire
+
+
+def parse_received_on(value: str | None) -> date:
+    """The day a written objection was received, as a form or the command line gives it."""
+    try:
+        return date.fromisoformat((value or "").strip())
+    except ValueError:
+        raise ValidationFailed({"received_on": "请填写收到书面异议的日期（YYYY-MM-DD）"}) from None

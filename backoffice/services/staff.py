@@ -14,18 +14,21 @@ from backoffice.services.accounts import hash_password
 
 
 def create_staff_user(session: Session, username: str, display_name: str, password: str, role: str, *, actor: str) -> StaffUser:
+    from backoffice.services.passwords import password_problem
+
+    username = username.strip()
     errors = {}
-    if not username.strip():
-        errors["username"] = "用户名不能为空"
-    if len(password) < 8:
-        errors["password"] = "密码至少 8 位"
+    if not username or len(username) > 64 or not username.isprintable():
+        errors["username"] = "用户名应为 1–64 个可打印字符"
+    if problem := password_problem(password, login=username):
+        errors["password"] = problem
     if role not in ROLES:
         errors["role"] = "角色应为 " + "/".join(ROLES)
     if errors:
         raise ValidationFailed(errors)
     if session.scalar(sa.select(StaffUser).where(StaffUser.username == username)):
         raise Conflict(f"用户名已存在：{username}")
-    user = StaffUser(username=username.strip(), display_name=display_name or username, password_hash=hash_password(password), role=role)
+    user = StaffUser(username=username, display_name=display_name or username, password_hash=hash_password(password), role=role)
     session.add(user)
     audit.record(session, actor, "create_staff_user", "staff_user", username, role=role)
     return user

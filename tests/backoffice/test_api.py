@@ -320,6 +320,7 @@ def portal_login(client: FlaskClient, app: Flask, template_id: str = "enterprise
     sender = active_sender(app, template_id)
     # The initial password is shown once at issue; set a known one for the test.
     sender.sub.password_hash = hash_password("portal-pass-1")
+    sender.sub.must_change_password = False  # past the first login
     db.session.commit()
     assert login(client, sender.sub.login, "portal-pass-1", portal=True).status_code == 302
     return sender
@@ -336,6 +337,7 @@ def test_a_sub_account_in_the_portal_sees_only_its_own_messages_and_keys(app: Fl
     enterprise_key, _ = create_api_key(db.session, sender.sub, label="企业", actor="test")
     own_key, _ = create_api_key(db.session, sub, label="子号", actor="test")
     sub.password_hash = hash_password("portal-pass-1")
+    sub.must_change_password = False  # past the first login
     db.session.commit()
     send(sender, "13800138000", "明天上午九点开课【学府教育】")  # the enterprise's login
     accept_messages(db.session, sub_account=sub, recipients="13900139000", content="明天上午九点开课【学府教育】")

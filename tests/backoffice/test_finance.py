@@ -28,7 +28,7 @@ from backoffice.extensions import db
 from backoffice.models import AuditEntry, EnterpriseAccount, Invoice, LedgerEvent, Notification, Receipt, StatementLine
 from backoffice.services.staff import create_staff_user
 from backoffice.services.statements import proposals, receipt_from_line
-from tests.conftest import login, make_contract
+from tests.conftest import customer_login, login, make_contract
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -368,7 +368,7 @@ def test_bad_vouchers_are_refused_in_the_portal_and_change_nothing(
     app.config["VOUCHER_MAX_BYTES"] = 1024
     issued = make_contract(app, "enterprise_sms_center")
     primary = issued.logins[0]
-    login(client, primary.login, primary.password, portal=True)
+    customer_login(client, primary.login, primary.password)
     before = snapshot(app)
     form = {"amount": "100.00", "paid_on": "2026-11-20", "bank_reference": "V-1", "voucher": (BytesIO(content), name)}
     response = client.post("/portal/receipts", data=form, content_type="multipart/form-data")
@@ -392,7 +392,7 @@ def test_a_customer_records_a_transfer_with_a_voucher_and_sees_the_rejection_rea
 ) -> None:
     issued = make_contract(app, "enterprise_sms_center")
     primary = issued.logins[0]
-    login(client, primary.login, primary.password, portal=True)
+    customer_login(client, primary.login, primary.password)
     form = {"amount": "900.00", "paid_on": "2026-11-21", "bank_reference": "V-2", "voucher": (BytesIO(png_bytes()), "回单.png")}
     response = client.post("/portal/receipts", data=form, content_type="multipart/form-data")
     assert response.status_code == 302

@@ -96,9 +96,14 @@ def test_issue_each_template_end_to_end(app: Flask, runner: FlaskCliRunner, tmp_
         client = app.test_client()
         response = login(client, sub["login"], sub["password"], portal=True)
         assert response.status_code == 302 and response.headers["Location"].endswith("/portal/")
+        first = client.get("/portal/")  # the initial password is changed before anything else
+        assert first.status_code == 302 and first.headers["Location"].endswith("/password")
+        new = {"current": sub["password"], "new": "own-pass-2026", "confirm": "own-pass-2026"}
+        assert client.post("/password", data=new).status_code == 302
         home = client.get("/portal/")
         assert out["account_code"] in home.get_data(as_text=True)
-        assert login(app.test_client(), sub["login"], sub["password"] + "x", portal=True).status_code == 200  # refused
+        assert login(app.test_client(), sub["login"], sub["password"], portal=True).status_code == 200  # the old one is refused
+        assert login(app.test_client(), sub["login"], "own-pass-2026", portal=True).status_code == 302
 
     check = runner.invoke(args=["ledger", "check"])
     assert check.exit_code == 0, check.output
@@ -121,7 +126,7 @@ def test_issue_each_template_end_to_end(app: Flask, runner: FlaskCliRunner, tmp_
 def test_renewal_jobs_are_armed_in_the_persistent_job_store(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     out = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service", term_start="2026-12-01", term_end="2027-11-30"))
     jobs = db.session.scalars(sa.select(ContractJob).order_by(ContractJob.due_on)).all()
-    assert [(j.kind, j.due_on.isoformat()) for j in jobs] == [("renewal_notice", "2027-10-31"), ("auto_extend", "2027-12-01")]
+    assert [(j.kind, j.due_on.isoformat()) for j in jobs] == [("renewal_notice", "2027-10-16"), ("auto_extend", "2027-12-01")]
     assert all(j.armed_at is not None for j in jobs)
     listed = json.loads(runner.invoke(args=["jobs", "list", "--json"]).output)
     assert {j["id"] for j in listed} == {j.job_id for j in jobs}
@@ -146,6 +151,15 @@ def test_lingxuntong_books_the_opening_fee_as_income(app: Flask, runner: FlaskCl
     for sub in out["sub_accounts"]:
         assert sub["login"] in text
         assert sub["password"] not in text  # the password is never printed
+
+
+def test_yuan_zheng_is_printed_only_for_whole_yuan(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: "900.45 元整" — 整 says there are no 角 or 分; the seeds' "元整" stays for whole amounts."""
+    out = issue(runner, tmp_path, "enterprise_sms_center", sample("enterprise_sms_center", initial_messages=20010, initial_amount="900.45"))
+    text = pdf_text(Path(out["pdf"]))
+    assert "首次信息充值费人民币900.45元（大写：玖佰元肆角伍分）" in text and "900.45元整" not in text
+    whole = issue(runner, tmp_path, "enterprise_sms_center", sample("enterprise_sms_center"))
+    assert "首次信息充值费人民币900.00元整（大写：玖佰元整）" in pdf_text(Path(whole["pdf"]))
 
 
 def test_contract_numbers_are_sequential_per_year(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:

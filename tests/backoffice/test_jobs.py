@@ -3,18 +3,22 @@ run once when the scheduler comes back."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
 
 from backoffice import jobs
 from backoffice.extensions import db
-from backoffice.models import AuditEntry, ContractJob
+from backoffice.models import AuditEntry, ContractJob, Notification
 from backoffice.services.renewal import run_contract_job
-from tests.conftest import make_contract
+from tests.conftest import login, make_contract
 
 
 def job(kind: str) -> ContractJob:
@@ -22,6 +26,12 @@ def job(kind: str) -> ContractJob:
     return db.session.scalars(
         sa.select(ContractJob).where(ContractJob.kind == kind, ContractJob.done_at.is_(None)).order_by(ContractJob.due_on.desc())
     ).first()
+
+
+def reachable(account: Any) -> None:
+    """000's sample gives a landline and no e-mail: give the account both channels."""
+    account.contact_email, account.reserved_mobile = "cai@example.com", "13912345678"
+    db.session.commit()
 
 
 def test_fixed_term_contract_expires_once(app: Flask) -> None:
@@ -43,8 +53,104 @@ def test_yearly_contract_extends_and_plans_the_next_year(app: Flask) -> None:
     db.session.commit()
     assert issued.contract.term_end == date(2028, 11, 30)
     assert job("auto_extend").due_on == date(2028, 12, 1)
-    assert job("renewal_notice").due_on == date(2028, 10, 31)
+    assert job("renewal_notice").due_on == date(2028, 10, 16)  # 15 days before the last day to object (30 days before the end)
     assert jobs.arm_pending(app) == 2
+
+
+def test_the_renewal_notice_reaches_the_customer_with_what_happens_at_the_end(app: Flask) -> None:
+    """Found by a review: the notice job wrote an audit line and told the customer nothing."""
+    yearly = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30")
+    notice = job("renewal_notice")
+    assert notice.due_on == date(2027, 10, 16)  # the customer may object until 2027-10-31 (004 §8.7: 30 days)
+    run_contract_job(db.session, notice)
+    db.session.commit()
+    notes = {n.channel: n for n in db.session.scalars(sa.select(Notification).where(Notification.key.like("renewal-notice-%")))}
+    assert set(notes) == {"email", "sms"}
+    assert "2027年11月30日 到期" in notes["email"].body and "2027年10月31日 前书面通知" in notes["email"].body
+    assert notes["email"].recipient == yearly.contract.account.contact_email
+    assert "自动顺延一年" in notes["sms"].body
+    run_contract_job(db.session, notice)  # done: not queued again
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification).where(Notification.key.like("renewal-notice-%"))) == 2
+
+    fixed = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None)
+    reachable(fixed.contract.account)
+    run_contract_job(db.session, job("renewal_notice"))
+    db.session.commit()
+    (email,) = db.session.scalars(
+        sa.select(Notification).where(Notification.key == f"renewal-notice-{fixed.contract.contract_no}-2027-11-30:email")
+    )
+    assert "到期后合同终止" in email.body and "顺延" not in email.body
+
+
+def test_an_expired_contract_stops_its_account_sending(app: Flask) -> None:
+    """Found by a review: the contract said expired, the account kept sending and being charged."""
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.bookkeeping import post_pending
+    from backoffice.services.credit import credit_receipt
+    from backoffice.services.messaging import SendingForbidden, accept_messages
+
+    issued = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None)
+    account = issued.contract.account
+    reachable(account)
+    credit_receipt(
+        db.session,
+        account_code=account.code,
+        amount=account.receivable,
+        bank="CMB",
+        bank_ref="EXP1",
+        received_on=date(2026, 11, 23),
+        actor="t",
+    )
+    db.session.commit()
+    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+    db.session.refresh(account)
+    assert account.status == "active"
+    outcome = run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    account = db.session.get(EnterpriseAccount, account.id)
+    assert account.status == "suspended" and "暂停" in outcome and account.balance > 0  # the balance stays
+    (sms,) = db.session.scalars(sa.select(Notification).where(Notification.key == f"contract-expired-{issued.contract.contract_no}:sms"))
+    assert "已到期终止" in sms.body and "余额" in sms.body
+    sub = account.sub_accounts[0]
+    with pytest.raises(SendingForbidden):
+        accept_messages(db.session, sub_account=sub, recipients="13800138000", content="【创联】测试")
+    db.session.rollback()
+
+
+def test_a_written_objection_ends_a_yearly_contract_with_its_term(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """004 §8.5, §8.7: sales records the customer's written objection; it must come 30 days before the end."""
+    issued = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30")
+    number = issued.contract.contract_no
+    login(client, "sales", staff["sales"])
+    page = client.get(f"/sales/contracts/{number}").get_data(as_text=True)
+    assert "2027-10-31 前收到" in page and 'id="stop-renewal"' in page
+    late = client.post(f"/sales/contracts/{number}/stop-renewal", data={"received_on": "2027-11-01"})
+    assert late.status_code == 422 and "已过期限" in late.get_data(as_text=True)
+    for bad in ("", "明天", "2030-01-01"):
+        refused = client.post(f"/sales/contracts/{number}/stop-renewal", data={"received_on": bad})
+        assert refused.status_code == 422, bad
+    db.session.expire_all()
+    assert issued.contract.renewal_rule == "yearly_auto_extend" and job("auto_extend") is not None
+    assert client.post(f"/sales/contracts/{number}/stop-renewal", data={"received_on": "2026-11-20"}).status_code == 302
+    db.session.expire_all()
+    assert job("auto_extend") is None and job("expire").due_on == date(2027, 12, 1)
+    assert issued.contract.renewal_rule == "fixed_term"
+    assert db.session.scalar(sa.select(AuditEntry.action).where(AuditEntry.action == "stop_renewal")) == "stop_renewal"
+    again = client.post(f"/sales/contracts/{number}/stop-renewal", data={"received_on": "2026-11-20"})
+    assert again.status_code == 422 and "无需登记异议" in again.get_data(as_text=True)
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    assert issued.contract.status == "expired"
+
+
+def test_the_command_line_records_a_written_objection(app: Flask, runner: FlaskCliRunner) -> None:
+    issued = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30")
+    number = issued.contract.contract_no
+    refused = runner.invoke(args=["contract", "stop-renewal", number, "--received-on", "2027-11-15", "--json"])
+    assert refused.exit_code == 2 and "received_on" in json.loads(refused.output)["error"]["fields"]  # bad input: 2
+    done = runner.invoke(args=["contract", "stop-renewal", number, "--received-on", "2026-11-23", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["expires_on"] == "2027-12-01"
 
 
 def test_long_term_and_until_used_up_arm_no_dated_jobs(app: Flask) -> None:

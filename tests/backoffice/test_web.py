@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
@@ -12,7 +13,7 @@ from backoffice import create_app
 from backoffice.extensions import db
 from backoffice.models import AuditEntry
 from tests.backoffice.test_bad_input import form_data
-from tests.conftest import app_config, login, make_contract
+from tests.conftest import app_config, customer_login, login, make_contract
 from tests.e2e.signature import SIGNATURE_DATA_URI
 
 
@@ -41,7 +42,7 @@ def test_customer_cannot_see_staff_pages_or_other_contracts(app: Flask, client: 
     mine = make_contract(app, "sms_business_service", customer__name="甲公司")
     other = make_contract(app, "sms_business_service", customer__name="乙公司")
     primary = next(o for o in mine.logins if o.is_primary)
-    login(client, primary.login, primary.password, portal=True)
+    customer_login(client, primary.login, primary.password)
     assert client.get("/sales/").status_code == 403
     with client.get(f"/portal/contracts/{mine.contract.contract_no}.pdf") as own:
         assert own.status_code == 200 and own.data.startswith(b"%PDF")
@@ -108,3 +109,63 @@ def test_pages_with_initial_passwords_are_not_cached(client: FlaskClient, staff:
     response = client.post("/sales/new/enterprise_sms_center", data=data)
     assert "初始密码" in response.get_data(as_text=True)
     assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_everyone_changes_their_own_password_and_bad_ones_are_refused(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: no one could change a password (the README's demo passwords only by SQL)."""
+    from backoffice.models import StaffUser
+
+    login(client, "sales", staff["sales"])
+    user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == "sales"))
+    assert user is not None
+    before = user.password_hash
+    cases = [
+        ({"current": "wrong-pass", "new": "new-pass-2026", "confirm": "new-pass-2026"}, "当前密码不正确"),
+        ({"current": staff["sales"], "new": "short", "confirm": "short"}, "8–128 个字符"),
+        ({"current": staff["sales"], "new": " " * 9, "confirm": " " * 9}, "不能全是空格"),
+        ({"current": staff["sales"], "new": "aaaaaaaaa", "confirm": "aaaaaaaaa"}, "过于简单"),
+        ({"current": staff["sales"], "new": "new-pass-2026", "confirm": "new-pass-2027"}, "不一致"),
+        ({"current": staff["sales"], "new": staff["sales"], "confirm": staff["sales"]}, "不能与当前密码相同"),
+    ]
+    for form, words in cases:
+        refused = client.post("/password", data=form)
+        assert refused.status_code == 422 and words in refused.get_data(as_text=True), words
+        db.session.refresh(user)
+        assert user.password_hash == before
+    other = app.test_client()  # the same user logged in elsewhere
+    login(other, "sales", staff["sales"])
+    assert other.get("/sales/").status_code == 200
+    changed = client.post("/password", data={"current": staff["sales"], "new": "new-pass-2026", "confirm": "new-pass-2026"})
+    assert changed.status_code == 302
+    assert client.get("/sales/").status_code == 200  # this session goes on
+    assert other.get("/sales/").status_code == 302  # the other one has to log in again
+    assert login(app.test_client(), "sales", staff["sales"]).status_code == 200  # the old password is refused
+    assert login(app.test_client(), "sales", "new-pass-2026").status_code == 302
+
+
+def test_a_copy_of_a_session_cookie_opens_nothing_after_logout(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: the session lives in a signed cookie; a copy taken before logout still worked."""
+    login(client, "finance", staff["finance"])
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    thief = app.test_client()
+    thief.set_cookie("session", cookie.value)
+    assert thief.get("/finance/receipts").status_code == 200
+    client.post("/logout")
+    assert thief.get("/finance/receipts").status_code == 302  # to the login page
+
+
+def test_staff_users_get_the_same_password_policy_and_unique_names(app: Flask) -> None:
+    from backoffice.errors import Conflict, ValidationFailed
+    from backoffice.services.staff import create_staff_user
+
+    create_staff_user(db.session, "sales", "销售", "sales-pass-1", "sales", actor="test")
+    db.session.commit()
+    with pytest.raises(Conflict):
+        create_staff_user(db.session, "sales ", "销售", "sales-pass-2", "admin", actor="test")  # was an IntegrityError
+    db.session.rollback()
+    for password in (" " * 8, "short", "finance2"[:7]):
+        with pytest.raises(ValidationFailed) as refused:
+            create_staff_user(db.session, "finance2", "财务", password, "finance", actor="test")
+        assert "password" in refused.value.errors
+        db.session.rollback()

@@ -1,0 +1,59 @@
+"""Passwords of logins (staff users and customers' sub-accounts): the policy every new password
+meets, changing one, and the session nonce that a change or a logout renews."""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash
+
+from backoffice.errors import ValidationFailed
+from backoffice.models import StaffUser, SubAccount
+from backoffice.services import audit
+from backoffice.services.accounts import hash_password
+
+MIN_LENGTH = 8
+MAX_LENGTH = 128
+
+
+def password_problem(password: str, *, login: str) -> str | None:
+    """Why `password` cannot be a login's password, in Chinese; None if it can."""
+    if len(password) < MIN_LENGTH or len(password) > MAX_LENGTH:
+        return f"密码应为 {MIN_LENGTH}–{MAX_LENGTH} 个字符"
+    if not password.strip() or any(unicodedata.category(c).startswith("C") for c in password):
+        return "密码不能全是空格，也不能含控制字符"
+    if password.strip().lower() == login.strip().lower():
+        return "密码不能与登录名相同"
+    if len(set(password)) < 4:
+        return "密码过于简单：请至少使用 4 个不同的字符"
+    return None
+
+
+def renew_session_nonce(login: StaffUser | SubAccount) -> None:
+    """Sessions carry the nonce in their user id (backoffice.auth): a new one ends every session
+    opened before, copies of its cookie included."""
+    login.session_nonce = secrets.token_hex(16)
+
+
+def change_password(session: Session, login: StaffUser | SubAccount, *, current: str, new: str, confirm: str, actor: str) -> None:
+    """The logged-in person changes their own password: the current one is asked again."""
+    name = login.username if isinstance(login, StaffUser) else login.login
+    errors: dict[str, str] = {}
+    if not check_password_hash(login.password_hash, current):
+        errors["current"] = "当前密码不正确"
+    problem = password_problem(new, login=name)
+    if problem:
+        errors["new"] = problem
+    elif new == current:
+        errors["new"] = "新密码不能与当前密码相同"
+    elif new != confirm:
+        errors["confirm"] = "两次输入的新密码不一致"
+    if errors:
+        raise ValidationFailed(errors)
+    login.password_hash = hash_password(new)
+    if isinstance(login, SubAccount):
+        login.must_change_password = False
+    renew_session_nonce(login)
+    audit.record(session, actor, "change_password", "staff_user" if isinstance(login, StaffUser) else "sub_account", name)
