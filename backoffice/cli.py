@@ -753,6 +753,7 @@ def _demo_customer(app: Flask) -> str | None:
     the key are shown once and kept in instance/demo-credentials.txt (mode 600)."""
     from backoffice.clock import local_today
     from backoffice.models import Contract
+    from backoffice.money import format_price
     from backoffice.services.api_keys import issue_api_key
     from backoffice.services.contract_fields import flatten
     from backoffice.services.contracts import issue_contract
@@ -786,7 +787,9 @@ def _demo_customer(app: Flask) -> str | None:
     db.session.commit()
     for warning in after_commit_catch_up(app):
         click.echo(f"警告：{warning}", err=True)
-    lines = [f"演示客户：{DEMO_CUSTOMER}，合同 {issued.contract.contract_no}，企业号 {account.code}，可用余额 {account.balance:.2f} 元"]
+    lines = [
+        f"演示客户：{DEMO_CUSTOMER}，合同 {issued.contract.contract_no}，企业号 {account.code}，可用余额 {format_price(account.balance)} 元"
+    ]
     lines += [f"  客户门户登录 /portal/login：{o.login} / {o.password}" for o in issued.logins]
     lines.append(f"  API 密钥（Authorization: Bearer …）：{secret}")
     text = "\n".join(lines)

@@ -20,6 +20,7 @@ from backoffice.errors import DomainError, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import Invoice, Receipt
 from backoffice.models.finance import RECEIPT_STATUSES
+from backoffice.money import format_price
 from backoffice.services import invoices as invoice_service
 from backoffice.services import receipts as receipt_service
 from backoffice.services import statements as statement_service
@@ -152,7 +153,7 @@ def _act(receipt_id: int, action: str) -> Any:
                 message = "该到账此前已确认，未重复入账"
             else:
                 number = result.invoice.number if result.invoice else ""
-                message = f"已确认入账，可用余额 {result.balance:.2f} 元，发票 {number}"
+                message = f"已确认入账，可用余额 {format_price(result.balance)} 元，发票 {number}"
         elif action == "reject":
             receipt_service.reject_receipt(db.session, receipt_id, reason=request.form.get("reason"), actor=current_user.actor)
             message = "已驳回，客户会看到原因"

@@ -179,9 +179,10 @@ def invoice_at_signing(
 
 
 def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal, documents_root: Path, today: date) -> Invoice:
-    """The invoice for a confirmed receipt: the part that settled the contract marks the contract's
-    invoice paid (or is invoiced now, with the contract's lines, if none was issued); the rest is
-    a recharge at the account's price."""
+    """The invoice for a confirmed receipt: the part that settled the contract counts towards the
+    contract's invoice (paid once nothing is owed; a part payment gets no second invoice), or is
+    invoiced now, with the contract's lines, if none was issued; the rest is a recharge at the
+    account's price. `receipt.account` is as the credit left it."""
     account = receipt.account
     contract = latest_contract(session, account)
     paid: Invoice | None = None
@@ -193,10 +194,13 @@ def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal,
             .where(Invoice.account_id == account.id, Invoice.status == "unpaid", Invoice.contract_id.is_not(None))
             .order_by(Invoice.id)
         )
-        if open_invoice is not None and settled >= open_invoice.amount:
-            open_invoice.status, open_invoice.paid_on, open_invoice.receipt_id = "paid", today, receipt.id
-            _render(session, open_invoice, documents_root, today=today, contract=contract, receipt=receipt, suffix="-paid")
+        if open_invoice is not None:
+            # Already invoiced: a payment in instalments is not invoiced again; the invoice is paid
+            # once nothing is owed under the contracts any more (the receivable, as credited).
             paid, rest = open_invoice, receipt.amount - settled
+            if account.receivable <= 0:
+                open_invoice.status, open_invoice.paid_on, open_invoice.receipt_id = "paid", today, receipt.id
+                _render(session, open_invoice, documents_root, today=today, contract=contract, receipt=receipt, suffix="-paid")
         elif contract is not None and settled == contract.initial_amount + contract.opening_fee:
             lines, rest = _contract_lines(contract), receipt.amount - settled
         else:

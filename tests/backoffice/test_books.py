@@ -278,7 +278,7 @@ def test_the_books_page_shows_what_a_full_load_gives_without_loading_again(
             db.session, account_code=code, amount=Decimal(amount), bank="CMB", bank_ref=f"W{n}", received_on=DAY, actor="finance"
         )
     settle(app)
-    charge_usage(db.session, DAY, [UsageLine(code, "CMCC", 7, Decimal("0.35"))], event_id="usage-w")
+    charge_usage(db.session, DAY, [UsageLine(code, "CMCC", 3, Decimal("0.135"))], event_id="usage-w")  # 3 at 0.045
     settle(app)
     root = Path(app.config["LEDGER_PATH"])
     main = root / "main.beancount"
@@ -295,6 +295,8 @@ def test_the_books_page_shows_what_a_full_load_gives_without_loading_again(
     monkeypatch.setattr(ledger.query.beanquery, "connect", no_second_load)
     page = client.get("/finance/books").get_data(as_text=True)
     assert "账簿检查通过" in page and "2050.15" in page and "Assets:Bank:CMB" in page
+    # Exact amounts, so the columns foot (found by a review: '%.2f' showed 0.14 and 2050.02 against 2050.15)
+    assert ">0.135<" in page and ">2050.015<" in page and "2050.02" not in page
 
 
 def test_a_usage_batch_with_nothing_to_book_is_refused_clearly(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]

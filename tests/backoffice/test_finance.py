@@ -173,6 +173,32 @@ def test_invoice_first_cycle_due_in_five_working_days_overdue_then_paid(app: Fla
     assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []
 
 
+def test_an_invoice_paid_in_instalments_is_invoiced_once_and_paid_with_the_last(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: each part payment of an invoice-first contract got a new invoice for
+    its amount (3,500 元 invoiced for 1,750 received), and the signing invoice stayed unpaid, then overdue."""
+    issued = make_contract(app, "sms_business_service")
+    code = issued.contract.account.code
+    (invoice,) = db.session.scalars(sa.select(Invoice)).all()
+    numbers = []
+    for n, amount in enumerate(("1000.00", "750.00")):
+        _, recorded = run(
+            runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", f"PART-{n}", "--date", "2026-11-23", "--json"
+        )
+        _, confirmed = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+        numbers.append(confirmed["invoice_number"])
+        db.session.expire_all()
+        assert db.session.get(Invoice, invoice.id).status == ("unpaid" if n == 0 else "paid")
+    assert numbers == [invoice.number, invoice.number]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Invoice)) == 1
+    set_clock(lambda: datetime(2026, 12, 1, 2, 0, tzinfo=UTC))
+    assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", code, "--amount", "90.00", "--bank-ref", "PART-3", "--date", "2026-11-30", "--json"
+    )
+    _, confirmed = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+    assert confirmed["invoice_number"] != invoice.number  # a recharge after it: its own invoice
+
+
 def test_a_later_recharge_is_invoiced_as_messages_at_the_contract_price(app: Flask, runner: FlaskCliRunner) -> None:
     issued = make_contract(app, "enterprise_sms_center")
     code, price = issued.contract.account.code, issued.contract.price_per_message
