@@ -83,16 +83,27 @@ def expected_balances(session: Session) -> dict[str, Decimal]:
     """What the books must say for each customer, from the database (beancount's signs:
     liabilities negative): spendable balance = prepaid liability; contracted credit not yet
     paid and what the customer owes for it, from the account's own columns."""
-    expected: dict[str, Decimal] = {}
-    rows = session.execute(
-        sa.select(EnterpriseAccount.code, EnterpriseAccount.balance, EnterpriseAccount.contracted_credit, EnterpriseAccount.receivable)
-    )
-    from backoffice.services.usage import unbooked_effect
+    from backoffice.models import UsageDay
+    from backoffice.models.base import Money
 
-    # Charges accepted today are booked once the day is over (one transaction per day).
-    pending = unbooked_effect(session)
-    for code, balance, contracted, receivable in rows:
-        expected[chart.prepaid(code)] = -(balance - pending.get(code, Decimal(0)))
+    expected: dict[str, Decimal] = {}
+    # Charges accepted today are booked once the day is over (one transaction per day): what the
+    # open running totals changed, read in the same statement as the balances (one snapshot:
+    # an intake committing between two reads made a false difference).
+    signed = sa.case((UsageDay.kind == "refund", -UsageDay.amount), else_=UsageDay.amount)
+    unbooked = sa.type_coerce(  # in Money's stored units (0.0001 元), back as a Decimal
+        sa.select(sa.func.coalesce(sa.func.sum(sa.type_coerce(signed, sa.BigInteger)), 0))
+        .where(UsageDay.account_id == EnterpriseAccount.id, UsageDay.event_id.is_(None))
+        .scalar_subquery(),
+        Money(),
+    )
+    rows = session.execute(
+        sa.select(
+            EnterpriseAccount.code, EnterpriseAccount.balance, EnterpriseAccount.contracted_credit, EnterpriseAccount.receivable, unbooked
+        )
+    )
+    for code, balance, contracted, receivable, charged in rows:
+        expected[chart.prepaid(code)] = -(balance + Decimal(charged or 0))
         expected[chart.contracted(code)] = -contracted
         expected[chart.receivable(code)] = receivable
     return expected

@@ -21,6 +21,7 @@ from backoffice.models import EnterpriseAccount, LedgerEvent
 from backoffice.money import format_money
 from backoffice.services import audit
 from backoffice.services.bookkeeping import as_ledger_event, record_event
+from backoffice.services.sql import begin_snapshot
 from ledger import chart
 
 
@@ -215,9 +216,14 @@ def reverse_event(session: Session, event_id: str, *, reason: str, on: date, act
 def record_balance_assertions(session: Session, day: date) -> int:
     """Write, from the database, each customer's prepaid balance as of the start of `day` as a
     beancount `balance` assertion: the current balance less what events dated `day` or later
-    changed. Beancount then flags any drift between the two. Idempotent per account and day."""
-    from backoffice.services.usage import book_usage, unbooked_effect
+    changed. Beancount then flags any drift between the two. Idempotent per account and day.
+    Starts a transaction of its own (commit or roll back the session's before)."""
+    from backoffice.services import usage
 
+    # Balances, open running totals and later events as of one moment: a charge committed
+    # between two of these reads would make the assertion wrong for good (found by a review).
+    begin_snapshot(session)
+    book_usage, unbooked_effect = usage.book_usage, usage.unbooked_effect
     book_usage(session, before=day)  # an assertion must never precede a charge booked later
     pending = unbooked_effect(session)  # what is left is dated `day` or later
     later = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.occurred_on >= day, LedgerEvent.kind != "balance")).all()

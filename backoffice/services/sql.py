@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The largest id either database holds (a signed 64-bit integer): a bigger one from a URL or a
@@ -69,3 +69,16 @@ def is_postgresql(session: Session) -> bool:
 def epoch_us(moment: datetime) -> int:
     """Microseconds since the Unix epoch, exact (no float)."""
     return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def begin_snapshot(session: Session) -> None:
+    """Begin the session's next transaction as one snapshot of the database: every statement in
+    it sees the same commits (PostgreSQL: REPEATABLE READ; SQLite's WAL transactions already do).
+    For work that reads several tables and must see them as of one moment (the nightly balance
+    assertions); it must come before the transaction's first statement."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    current = session() if isinstance(session, scoped_session) else session  # Flask-SQLAlchemy's db.session
+    if current.in_transaction():
+        raise RuntimeError("begin_snapshot: the session's transaction has already begun")
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})

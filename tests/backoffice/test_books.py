@@ -150,7 +150,9 @@ def test_balance_assertions_are_written_from_the_database_and_catch_drift(app: F
     charge_usage(db.session, date(2026, 11, 24), [UsageLine(code, "CMCC", 100, Decimal("3.50"))], event_id="usage-24")
     settle(app)
     # Written on the 24th after that day's usage: the assertion is as of the start of the 24th.
+    db.session.commit()  # the assertions are read in a snapshot of their own (begin_snapshot)
     assert record_balance_assertions(db.session, date(2026, 11, 24)) == 1
+    db.session.commit()  # the assertions are read in a snapshot of their own (begin_snapshot)
     assert record_balance_assertions(db.session, date(2026, 11, 24)) == 0
     settle(app)
     text = (books(app) / "2026" / "2026-11.beancount").read_text(encoding="utf-8")
@@ -159,6 +161,7 @@ def test_balance_assertions_are_written_from_the_database_and_catch_drift(app: F
     db.session.execute(
         sa.update(EnterpriseAccount).where(EnterpriseAccount.code == code).values(balance=EnterpriseAccount.balance - Decimal("0.01"))
     )
+    db.session.commit()  # the assertions are read in a snapshot of their own (begin_snapshot)
     record_balance_assertions(db.session, date(2026, 11, 25))
     db.session.commit()
     post_pending(db.session, books(app))

@@ -48,6 +48,7 @@ def test_charges_accumulate_per_day_and_are_booked_as_one_event_per_day(app: Fla
         assert account.balance == Decimal("99.58")
         assert unbooked_effect(db.session) == {code: Decimal("-0.42")}
         _books_ok(app)  # nothing booked yet, reconciliation adds the running totals back
+        db.session.commit()  # the assertions are read in a snapshot of their own (begin_snapshot)
         record_balance_assertions(db.session, date(2026, 11, 23))  # books the 22nd first
         db.session.commit()
         _books_ok(app)
