@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from backoffice import jobs
+from backoffice.clock import SHANGHAI
 from backoffice.extensions import db
 from backoffice.models import AuditEntry, ContractJob, Notification
 from backoffice.services.renewal import run_contract_job
@@ -187,6 +188,45 @@ def test_a_job_missed_while_down_runs_exactly_once_when_the_scheduler_returns(ap
     db.session.expire_all()
     assert db.session.get(ContractJob, expire.id).done_at is not None
     assert issued.contract.status == "expired"
+
+
+def test_a_nightly_books_run_missed_while_down_is_kept_for_the_restart(app: Flask) -> None:
+    """Found by a review: the scheduler replaced the stored daily-books job at start, computing
+    its next run from now, so a run missed while it was down never happened."""
+    from apscheduler.job import Job
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        fresh = jobs.scheduler_for(app, BackgroundScheduler)  # an empty store: the job is added
+        assert "daily-books" in {j.id for j in fresh.get_jobs()}
+        missed = datetime(2026, 11, 21, 0, 10, tzinfo=SHANGHAI)  # fell due two days ago, the scheduler down
+        store = jobs._job_store(app, fresh)
+        trigger = CronTrigger(hour=0, minute=10, timezone=SHANGHAI)
+        store.add_job(
+            Job(fresh, id="daily-books", func="backoffice.jobs:daily_books", trigger=trigger, executor="default", args=[],
+                kwargs={}, name="daily_books", next_run_time=missed, **jobs.JOB_DEFAULTS)
+        )  # fmt: skip
+        store.shutdown()
+        restarted = jobs.scheduler_for(app, BackgroundScheduler)
+        assert "daily-books" not in {j.id for j in restarted.get_jobs(jobstore="default") if j.pending}  # nothing replaces it
+        (stored,) = [j for j in jobs.stored_jobs(app) if j.id == "daily-books"]
+        assert stored.next_run_time == missed  # still due: the restarted scheduler runs it once
+    finally:
+        jobs._app = None
+
+
+def test_one_scheduler_holds_the_installations_lock_and_a_second_stands_by(app: Flask) -> None:
+    """DESIGN (scale-out): one scheduler holding a lock; on PostgreSQL an advisory lock, on SQLite a lock file."""
+    first, second = jobs.SchedulerLock(app), jobs.SchedulerLock(app)
+    try:
+        assert first.acquire()
+        assert not second.acquire()  # a second `jobs run` waits
+        first.release()  # the first one stopped (or died: the server or the kernel releases it)
+        assert second.acquire()
+    finally:
+        first.release()
+        second.release()
 
 
 def test_the_nightly_books_job_asserts_posts_and_checks(app: Flask) -> None:
