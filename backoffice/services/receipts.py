@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
@@ -30,9 +29,10 @@ from backoffice.services import audit
 from backoffice.services.accounts import get_account
 from backoffice.services.credit import credit_receipt, reverse_event
 from backoffice.services.staged_files import stage_file
+from reports.bank_statements import REFERENCE
 
 VOUCHER_TYPES = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
-_BANK_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_/.]{0,63}")
+_BANK_REFERENCE = REFERENCE  # one pattern for a receipt and a statement line
 # The provider's receiving banks, by the name printed in its contracts; the code names the
 # books account Assets:Bank:<code>.
 BANK_CODES = {"招商银行": "CMB", "工商银行": "ICBC", "建设银行": "CCB", "农业银行": "ABC", "中国银行": "BOC", "交通银行": "BOCOM"}

@@ -596,6 +596,36 @@ def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app:
     assert exit_code == 2 and out["error"]["fields"]["file"].startswith("第 1 行")
 
 
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        pytest.param("2026-11-21,99999999999999999999,甲,,R1,", "过大", id="huge-amount"),  # was a 500 (SQLite overflow)
+        pytest.param("2026-11-21,100.00,甲,,R#1,", "应为 1–64 位字母", id="reference-a-receipt-refuses"),
+        pytest.param("2026-11-21,100.00,甲,,R" + "1" * 70 + ",", "应为 1–64 位字母", id="reference-too-long"),
+        pytest.param("2026-11-21,100.00,甲," + "6" * 70 + ",R1,", "付款账号超过 64 位", id="payer-account-too-long"),  # a 500 on PostgreSQL
+    ],
+)
+def test_a_statement_line_that_could_never_be_used_is_refused_at_import(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, line: str, words: str
+) -> None:
+    """Found by a review: such lines crashed the import, or were imported and then refused as receipts for ever."""
+    statement = tmp_path / "bad.csv"
+    statement.write_text(f"date,amount,payer_name,payer_account,reference,memo\n{line}\n", encoding="utf-8")
+    exit_code, out = run(runner, "finance", "import-statement", str(statement), "--json")
+    assert exit_code == 2 and out["error"]["fields"]["file"].startswith("第 2 行") and words in out["error"]["fields"]["file"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
+
+
+def test_a_spaced_out_bank_number_is_imported_as_finance_types_it(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    statement = tmp_path / "spaced.csv"
+    statement.write_text(
+        "date,amount,payer_name,payer_account,reference,memo\n2026-11-21,100.00,甲,,CMB 2026 1120 0001,\n", encoding="utf-8"
+    )
+    exit_code, out = run(runner, "finance", "import-statement", str(statement), "--json")
+    assert exit_code == 0, out
+    assert db.session.scalar(sa.select(StatementLine.reference)) == "CMB202611200001"
+
+
 # --- notifications --------------------------------------------------------------------------------
 
 
