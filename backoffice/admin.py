@@ -1,6 +1,7 @@
 """Administration: the outbox of notifications (what was sent, written to the outbox folder,
 is waiting or failed), with the written e-mails readable and failed ones sent again; the
-forbidden keyword list; each account's sending settings (rate, signature, blacklist)."""
+forbidden keyword list; each account's sending settings (rate, signature, blacklist); the
+provider's identity and seal each template's contracts print."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from backoffice.errors import DomainError
 from backoffice.extensions import db
 from backoffice.finance import attempt
 from backoffice.models import Notification
+from backoffice.services import provider as provider_service
 from backoffice.services import sending_settings as settings_service
 from backoffice.services.accounts import get_account
 from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
 from backoffice.services.messaging import add_keywords, remove_keywords
 from backoffice.services.notifications import requeue
+from backoffice.services.templates import get_template, list_templates
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -138,3 +141,43 @@ def account_lift_blacklist(code: str) -> Any:
     if update is not None:
         flash(settings_service.describe_changes(update), "ok")
     return redirect(url_for("admin.account_settings", code=code))
+
+
+@bp.route("/provider")
+@roles_required("admin")
+def providers() -> Any:
+    """The provider's identity per template: saved, or still the template's demo values."""
+    shown = [(template, provider_service.provider_of(db.session, template.id)) for template in list_templates()]
+    return render_template("admin/providers.html", providers=shown)
+
+
+@bp.route("/provider/<template_id>", methods=["GET", "POST"])
+@roles_required("admin")
+def provider(template_id: str) -> Any:
+    """The identity and seal a template's contracts print (contracts issued before keep theirs)."""
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        upload = request.files.get("seal")
+        seal = upload.read(2_000_001) if upload is not None and upload.filename else None
+        values = {spec.name: request.form.get(spec.name, "") for spec in provider_service.provider_of(db.session, template_id).fields}
+        saved, errors = attempt(
+            lambda: provider_service.save_provider(
+                db.session, template_id, values, seal=seal, drop_seal="drop_seal" in request.form, actor=current_user.actor
+            )
+        )
+        if saved is not None:
+            flash("乙方信息已保存：此后签发的合同使用新的信息（已签发的合同不变）", "ok")
+            return redirect(url_for("admin.provider", template_id=template_id))
+    current = provider_service.provider_of(db.session, template_id)
+    form = request.form if errors else current.identity
+    page = render_template("admin/provider.html", template=get_template(template_id), provider=current, form=form, errors=errors)
+    return page, (422 if errors else 200)
+
+
+@bp.route("/provider/<template_id>/seal.png")
+@roles_required("admin")
+def provider_seal(template_id: str) -> Any:
+    current = provider_service.provider_of(db.session, template_id)
+    if current.seal_png is None:
+        abort(404)
+    return current_app.response_class(current.seal_png, mimetype="image/png")

@@ -218,6 +218,37 @@ def contract_verify(pdf_file: Path, as_json: bool) -> None:
     sys.exit(0 if ok else 1)
 
 
+@contract_cli.command("provider")
+@click.argument("template_id")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False, path_type=Path), help="JSON object of the fields to save")
+@click.option("--seal", "seal_file", type=click.Path(dir_okay=False, path_type=Path), help="the seal image (PNG or JPEG)")
+@click.option("--json", "as_json", is_flag=True)
+def contract_provider(template_id: str, data_file: Path | None, seal_file: Path | None, as_json: bool) -> None:
+    """Show, or with --data / --seal save, the provider's identity a template's contracts print."""
+    from backoffice.services.provider import provider_of, save_provider
+
+    with refusals(as_json):
+        if data_file is not None or seal_file is not None:
+            raw = read_json_object(data_file) if data_file is not None else {}
+            if seal_file is not None and not seal_file.is_file():
+                raise ValidationFailed({"seal": f"文件不存在：{seal_file}"})
+            seal = seal_file.read_bytes() if seal_file is not None else None
+            save_provider(db.session, template_id, raw, seal=seal, actor=_actor())
+            db.session.commit()
+        provider = provider_of(db.session, template_id)
+    payload = {
+        "template": provider.template_id,
+        "saved": provider.saved,
+        "seal_uploaded": provider.seal_png is not None,
+        **provider.identity,
+    }
+    text = "\n".join(
+        [f"模板 {provider.template_id}（{'已保存' if provider.saved else '示例值，请填写'}）"]
+        + [f"{k}: {v}" for k, v in provider.identity.items()]
+    )
+    _emit(payload, as_json, text)
+
+
 @contract_cli.command("stop-renewal")
 @click.argument("contract_no")
 @click.option("--received-on", required=True, help="the day the customer's written objection arrived (YYYY-MM-DD)")

@@ -102,8 +102,11 @@ def new_contract(template_id: str) -> Any:
 def _render_form(
     template: ContractTemplate, values: dict[str, Any], errors: dict[str, str], submission_id: str, preview_html: str | None = None
 ) -> str:
+    from backoffice.services.provider import provider_of
+
     return render_template(
         "sales/form.html",
+        provider_saved=provider_of(db.session, template.id).saved,
         template=template,
         values=values,
         errors=errors,

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from backoffice import create_app
 from backoffice.extensions import db
-from backoffice.models import AuditEntry
+from backoffice.models import AuditEntry, ProviderProfile
 from tests.backoffice.test_bad_input import form_data
 from tests.conftest import app_config, customer_login, login, make_contract
 from tests.e2e.signature import SIGNATURE_DATA_URI
@@ -169,3 +169,69 @@ def test_staff_users_get_the_same_password_policy_and_unique_names(app: Flask) -
             create_staff_user(db.session, "finance2", "财务", password, "finance", actor="test")
         assert "password" in refused.value.errors
         db.session.rollback()
+
+
+def test_an_administrator_sets_the_provider_identity_contracts_print(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: every contract printed the template's demo bank account and seal, and nothing could change them."""
+    from io import BytesIO
+
+    from tests.backoffice.test_finance import png_bytes
+    from tests.backoffice.test_issue_contract import pdf_text
+
+    before = make_contract(app, "sms_business_service")
+    documents = Path(app.config["DOCUMENTS_PATH"])
+    assert "110937032110802" in pdf_text(documents / before.contract.pdf_file)  # the template's demo account
+    login(client, "sales", staff["sales"])
+    assert 'id="demo-provider"' in client.get("/sales/new/sms_business_service").get_data(as_text=True)
+    client.post("/logout")
+    login(client, "admin", staff["admin"])
+    assert "示例值，请填写" in client.get("/admin/provider").get_data(as_text=True)
+    page = client.get("/admin/provider/sms_business_service").get_data(as_text=True)
+    assert 'id="demo-identity"' in page and "110937032110802" in page
+    good = {
+        "name": "成都云讯通信技术有限公司", "address": "成都市高新区天府大道中段1号", "postcode": "610041", "phone": "028-85001234",
+        "fax": "", "email": "finance@yunxun.example.cn", "contact_name": "周敏", "contact_phone": "13980001234",
+        "bank_name": "中国工商银行成都高新支行", "bank_account_name": "成都云讯通信技术有限公司", "bank_account": "4402 2010 0900 1234 567",
+        "product_name": "企信通", "website": "",
+    }  # fmt: skip
+    for field, value, words in (
+        ("name", "", "不能为空"), ("postcode", "61004", "6 位数字"), ("bank_account", "12-34", "银行账号"),
+        ("email", "finance@@x", "邮箱"), ("name", "<b>x</b>", "HTML"),
+    ):  # fmt: skip
+        refused = client.post("/admin/provider/sms_business_service", data={**good, field: value})
+        assert refused.status_code == 422 and words in refused.get_data(as_text=True), field
+    not_an_image = client.post(
+        "/admin/provider/sms_business_service",
+        data={**good, "seal": (BytesIO(b"just text"), "seal.png")},
+        content_type="multipart/form-data",
+    )
+    assert not_an_image.status_code == 422 and "公章图片" in not_an_image.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ProviderProfile)) == 0  # nothing saved by a refusal
+    saved = client.post(
+        "/admin/provider/sms_business_service",
+        data={**good, "seal": (BytesIO(png_bytes()), "seal.png")},
+        content_type="multipart/form-data",
+    )
+    assert saved.status_code == 302
+    assert client.get("/admin/provider/sms_business_service/seal.png").data.startswith(b"\x89PNG")
+    after = make_contract(app, "sms_business_service", customer__name="乙公司")
+    text = pdf_text(documents / after.contract.pdf_file)
+    assert "成都云讯通信技术有限公司" in text and "4402201009001234567" in text and "110937032110802" not in text
+    assert "110937032110802" in pdf_text(documents / before.contract.pdf_file)  # issued before: unchanged
+    assert db.session.scalar(sa.select(AuditEntry.action).where(AuditEntry.action == "save_provider")) == "save_provider"
+
+
+def test_the_command_line_shows_and_saves_the_provider_identity(app: Flask, tmp_path: Path) -> None:
+    import json
+
+    runner = app.test_cli_runner()
+    shown = json.loads(runner.invoke(args=["contract", "provider", "enterprise_sms_center", "--json"]).output)
+    assert shown["saved"] is False and shown["name"]
+    data = tmp_path / "provider.json"
+    data.write_text(json.dumps({"name": "成都云讯通信技术有限公司", "postcode": "12"}), encoding="utf-8")
+    refused = runner.invoke(args=["contract", "provider", "enterprise_sms_center", "--data", str(data), "--json"])
+    assert refused.exit_code == 2 and "postcode" in json.loads(refused.output)["error"]["fields"]
+    data.write_text(json.dumps({"name": "成都云讯通信技术有限公司", "postcode": "610041"}), encoding="utf-8")
+    done = runner.invoke(args=["contract", "provider", "enterprise_sms_center", "--data", str(data), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["saved"] is True and json.loads(done.output)["name"] == "成都云讯通信技术有限公司"
