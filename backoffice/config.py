@@ -55,6 +55,9 @@ class Config:
         self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
         self.SMTP_USER = env.get("SMTP_USER", "")
         self.SMTP_PASSWORD = env.get("SMTP_PASSWORD", "")
+        # ssl (implicit TLS, port 465), starttls (TLS when offered; a password only over TLS),
+        # none (plain; a password in clear, for a server on loopback). Default: ssl on 465.
+        self.SMTP_SECURITY = env.get("SMTP_SECURITY", "")
         self.MAIL_FROM = env.get("MAIL_FROM", "noreply@localhost")
         # Receipts above this amount (元) need two different finance users (four-eyes).
         self.FOUR_EYES_THRESHOLD = Decimal(env.get("FOUR_EYES_THRESHOLD", "50000.00"))

@@ -158,7 +158,7 @@ def mail_settings(app: Flask) -> Any:
     c = app.config
     return MailSettings(
         host=c["SMTP_HOST"], port=int(c["SMTP_PORT"]), user=c["SMTP_USER"], password=c["SMTP_PASSWORD"], sender=c["MAIL_FROM"],
-        outbox=Path(c["OUTBOX_PATH"]), documents_root=Path(c["DOCUMENTS_PATH"]),
+        outbox=Path(c["OUTBOX_PATH"]), documents_root=Path(c["DOCUMENTS_PATH"]), security=c.get("SMTP_SECURITY", ""),
     )  # fmt: skip
 
 

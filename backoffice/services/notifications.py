@@ -46,6 +46,14 @@ class MailSettings:
     outbox: Path
     documents_root: Path
     timeout: float = 20.0
+    security: str = ""  # ssl / starttls / none; "" = ssl on port 465, else starttls (config: SMTP_SECURITY)
+
+    @property
+    def tls(self) -> str:
+        mode = (self.security or ("ssl" if self.port == 465 else "starttls")).lower()
+        if mode not in ("ssl", "starttls", "none"):
+            raise ValueError(f"SMTP_SECURITY must be ssl, starttls or none, not {self.security!r}")
+        return mode
 
 
 def mobile_of(*candidates: str | None) -> str | None:
@@ -205,15 +213,30 @@ def _email(note: Notification, settings: MailSettings) -> EmailMessage:
 
 
 def _send_smtp(message: EmailMessage, settings: MailSettings) -> str:
-    with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout) as smtp:
+    """Send over SMTP: implicit TLS (ssl), or STARTTLS when the server offers it; the password
+    is never sent in clear unless SMTP_SECURITY is none (a server on loopback)."""
+    mode = settings.tls
+    smtp: smtplib.SMTP
+    if mode == "ssl":
+        smtp = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=ssl.create_default_context())
+    else:
+        smtp = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
+    with smtp:
         smtp.ehlo()
-        if smtp.has_extn("starttls"):
+        encrypted = mode == "ssl"
+        if mode == "starttls" and smtp.has_extn("starttls"):
             smtp.starttls(context=ssl.create_default_context())
             smtp.ehlo()
+            encrypted = True
         if settings.user:
+            if not encrypted and mode != "none":
+                raise smtplib.SMTPException(
+                    f"{settings.host}:{settings.port} offers no STARTTLS: the password is not sent in clear "
+                    "(SMTP_SECURITY=ssl for port 465, or none for a server on loopback)"
+                )
             smtp.login(settings.user, settings.password)
         smtp.send_message(message)
-    return f"smtp://{settings.host}:{settings.port}"
+    return f"smtp{'s' if encrypted else ''}://{settings.host}:{settings.port}"
 
 
 def _write_outbox(note: Notification, message: EmailMessage, settings: MailSettings) -> str:

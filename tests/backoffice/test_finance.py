@@ -670,6 +670,105 @@ def test_email_with_the_invoice_reaches_a_real_smtp_server_once(app: Flask, runn
     assert note.status == "sent" and note.delivered_to.startswith("smtp://127.0.0.1")
 
 
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import ipaddress
+    from datetime import timedelta as span
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - span(days=1)).not_valid_after(now + span(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "smtp-cert.pem", tmp_path / "smtp-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class _Logins:
+    """aiosmtpd authenticator that accepts one user and notes every attempt."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        assert isinstance(auth_data, LoginPassword)
+        self.seen.append(auth_data.login.decode())
+        return AuthResult(success=auth_data.login == b"billing" and auth_data.password == b"s3cret-pass")
+
+
+def test_email_goes_over_implicit_tls_with_a_login(app: Flask, runner: FlaskCliRunner, tmp_path: Path, monkeypatch: Any) -> None:
+    """Found by a review: port 465 (implicit TLS, the usual setup for hosted mail in China) timed out."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message as MessageHandler
+
+    received: list[email.message.Message] = []
+
+    class Collect(MessageHandler):
+        def handle_message(self, message: email.message.Message) -> None:
+            received.append(message)
+
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this test certificate, as it would a real CA's
+    logins = _Logins()
+    port = free_port()
+    controller = Controller(
+        Collect(), hostname="127.0.0.1", port=port, ssl_context=server_tls, authenticator=logins, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        app.config.update(
+            SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_SECURITY="ssl", SMTP_USER="billing", SMTP_PASSWORD="s3cret-pass",
+            MAIL_FROM="billing@provider.example.cn",
+        )  # fmt: skip
+        make_contract(app, "sms_business_service")
+        exit_code, counts = run(runner, "finance", "notify", "--json")
+        assert counts["sent"] == 2, counts
+    finally:
+        controller.stop()
+    assert len(received) == 1 and logins.seen == ["billing"]
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status == "sent" and note.delivered_to.startswith("smtps://127.0.0.1")
+
+
+def test_a_password_is_not_sent_to_a_server_without_tls(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: with no STARTTLS offered, the password went in clear."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    logins = _Logins()
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port, authenticator=logins, auth_require_tls=False)
+    controller.start()
+    try:
+        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_USER="billing", SMTP_PASSWORD="s3cret-pass")
+        make_contract(app, "sms_business_service")
+        exit_code, counts = run(runner, "finance", "notify", "--json")
+        assert counts["sent"] == 1, counts  # the SMS; the e-mail waits
+    finally:
+        controller.stop()
+    assert logins.seen == []  # the password never left
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status in ("pending", "failed") and "STARTTLS" in (note.last_error or "")
+
+
 def test_an_unreachable_smtp_server_is_retried_later(app: Flask, runner: FlaskCliRunner) -> None:
     app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())  # nothing listens there
     make_contract(app, "sms_business_service")
