@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backoffice import create_app  # noqa: E402
 from backoffice.cli import after_commit_catch_up, signing_identity  # noqa: E402
+from backoffice.clock import local_today  # noqa: E402
 from backoffice.extensions import db  # noqa: E402
 from backoffice.services.contract_fields import flatten, nest  # noqa: E402
 from backoffice.services.contracts import issue_contract  # noqa: E402
@@ -57,6 +58,8 @@ def main() -> None:
                 for i in range(args.runs + 1):
                     data = flatten(template.sample)
                     data["customer.name"] = f"{data['customer.name']}{i}"
+                    for signed in ("customer_signed_on", "provider_signed_on"):  # the samples' dates age; signing is today
+                        data[signed] = local_today().isoformat()
                     start = time.perf_counter()
                     issue_contract(
                         db.session,

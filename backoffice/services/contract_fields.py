@@ -191,6 +191,9 @@ def validate_contract_fields(template: ContractTemplate, raw: Mapping[str, Any])
     values: dict[str, Any] = {}
     for spec in template.fields:
         value = given.get(spec.name)
+        if spec.type == "networks" and spec.name in given and value == []:
+            errors[spec.name] = f"{spec.label}：请至少选择一个运营商"  # every box unticked is not "the default"
+            continue
         if _is_blank(value) and not (spec.type == "bool" and value == ""):
             value = spec.default  # a bool sent as "" is an unticked box, not a missing value
         if spec.type == "bool" and _is_blank(value):

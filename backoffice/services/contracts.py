@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from backoffice.services.staged_files import stage_file
 from backoffice.services.templates import ContractTemplate, get_template
 from reports import images
 from reports.signing import SigningIdentity
+
+#: Plausibility of the dates sales types: a signing date more than a year back, or a term that
+#: starts more than a year ahead, is a typing error far more often than a real contract.
+SIGNED_WITHIN_DAYS = 366
+START_WITHIN_DAYS = 366
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,10 @@ def _validate(
     for name in ("customer_signed_on", "provider_signed_on"):
         if values.get(name) and values[name] > today:
             errors[name] = "签署日期不能晚于今天"
+        elif values.get(name) and values[name] < today - timedelta(days=SIGNED_WITHIN_DAYS):
+            errors[name] = f"签署日期 {values[name].isoformat()} 早于一年前：请核对（补录旧合同请联系管理员）"
+    if values.get("term_start") and values["term_start"] > today + timedelta(days=START_WITHIN_DAYS):
+        errors["term_start"] = f"合同开始日期 {values['term_start'].isoformat()} 晚于一年后：请核对"
     if values.get("term_end") and values["term_end"] < today and "term_end" not in errors:
         errors["term_end"] = f"合同期限已于 {values['term_end'].isoformat()} 结束，不能签发已到期的合同"
     cust = _signature("customer_signature", customer_signature, values.get("customer_signer", ""), errors) if values else ""

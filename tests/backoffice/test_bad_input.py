@@ -31,6 +31,8 @@ BAD_CASES = [
     pytest.param({"customer_signed_on": "2026-12-24"}, "customer_signed_on", "晚于今天", id="signed-in-future"),
     pytest.param({"term_start": "2020-01-01", "term_end": None}, "term_end", "已到期", id="term-already-over"),
     pytest.param({"customer__name": "北京\u202e创联"}, "customer.name", "格式字符", id="rtl-override"),
+    pytest.param({"customer_signed_on": "2000-01-01"}, "customer_signed_on", "早于一年前", id="signed-long-ago"),
+    pytest.param({"term_start": "2099-12-01", "term_end": None}, "term_start", "晚于一年后", id="starts-far-ahead"),
 ]
 
 
@@ -229,3 +231,17 @@ def test_a_blank_signature_is_refused(app: Flask, client: FlaskClient, staff: di
     )
     response = client.post("/sales/new/sms_business_service", data=data)
     assert response.status_code == 422 and "空白" in response.get_data(as_text=True)
+
+
+def test_every_network_unticked_is_refused_not_taken_for_the_default(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: unticking every network in the form quietly printed the template's default ones."""
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    login(client, "sales", staff["sales"])
+    before = snapshot(app)
+    data = {k: v for k, v in form_data("enterprise_sms_center").items() if not k.startswith("networks")}
+    data.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI)
+    response = client.post("/sales/new/enterprise_sms_center", data=data)
+    assert response.status_code == 422 and "请至少选择一个运营商" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert snapshot(app) == before
