@@ -162,6 +162,19 @@ def test_yuan_zheng_is_printed_only_for_whole_yuan(app: Flask, runner: FlaskCliR
     assert "首次信息充值费人民币900.00元整（大写：玖佰元整）" in pdf_text(Path(whole["pdf"]))
 
 
+def test_a_long_unbroken_customer_name_keeps_the_signature_block_on_the_page(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: an 84-character Latin name widened the signature table and pushed the
+    provider's signature, date and seal off the right edge of the page."""
+    import subprocess
+
+    name = "SHENZHENHUAXINGINTERNATIONALTRADINGANDTECHNOLOGYDEVELOPMENTCOLTD深圳华兴国际贸易有限公司"
+    out = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service", customer__name=name))
+    bbox = subprocess.run(["pdftotext", "-bbox", out["pdf"], "-"], capture_output=True, text=True, check=True).stdout
+    width = float(re.search(r'<page width="([0-9.]+)"', bbox).group(1))  # type: ignore[union-attr]
+    right_edges = [float(x) for x in re.findall(r'xMax="([0-9.]+)"', bbox)]
+    assert right_edges and max(right_edges) <= width - 20, (max(right_edges), width)  # inside the page and its margin
+
+
 def test_contract_numbers_are_sequential_per_year(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     numbers = [
         issue(runner, tmp_path, "gateway_api_partner", sample("gateway_api_partner", customer__name=f"客户{i}"))["contract_no"]
