@@ -18,6 +18,7 @@ from email_validator import EmailNotValidError, validate_email
 from backoffice.errors import ValidationFailed
 from backoffice.money import FEN, MoneyFormatError, format_money, parse_decimal
 from backoffice.services.templates import NETWORKS, ContractTemplate, FieldSpec
+from reports.glyphs import unprintable
 
 MOBILE = re.compile(r"^(?:\+?86|0086)?[-\s]?(1[3-9]\d{9})$")
 LANDLINE = re.compile(r"^(0\d{2,3})[-\s]?(\d{7,8})(?:[-\s转](\d{1,6}))?$")
@@ -80,6 +81,8 @@ def _clean_text(spec: FieldSpec, value: Any) -> str:
     # Format characters (right-to-left override, zero-width…) can disguise a name.
     if any(unicodedata.category(c) == "Cf" for c in text):
         raise ValueError("包含不可见的格式字符")
+    if missing := unprintable(text):  # would print as an empty box in the signed contract
+        raise ValueError(f"包含合同字体无法打印的字：{'、'.join(missing[:5])}（请改用可打印的写法，并与客户确认）")
     limit = spec.max_length or (2000 if spec.type == "textarea" else 200)
     if len(text) > limit:
         raise ValueError(f"不能超过 {limit} 个字")

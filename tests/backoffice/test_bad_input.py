@@ -32,6 +32,7 @@ BAD_CASES = [
     pytest.param({"term_start": "2020-01-01", "term_end": None}, "term_end", "已到期", id="term-already-over"),
     pytest.param({"customer__name": "北京\u202e创联"}, "customer.name", "格式字符", id="rtl-override"),
     pytest.param({"customer_signed_on": "2000-01-01"}, "customer_signed_on", "早于一年前", id="signed-long-ago"),
+    pytest.param({"customer__name": "𠮷野家餐饮有限公司"}, "customer.name", "无法打印的字：𠮷", id="glyph-no-font-has"),
     pytest.param({"term_start": "2099-12-01", "term_end": None}, "term_start", "晚于一年后", id="starts-far-ahead"),
 ]
 
