@@ -191,7 +191,10 @@ def message_reports() -> Any:
     if not 1 <= limit <= PAGE_MAX:
         raise ValidationFailed({"limit": f"limit 应在 1–{PAGE_MAX} 之间"})
     sub = _key().sub_account
-    rows = status_reports(db.session, sub.account_id, since=since, after_id=after_id, limit=limit + 1, sub_account_id=sub.message_scope)
+    until = utcnow() - timedelta(seconds=float(current_app.config["STATUS_REPORT_SETTLE_SECONDS"]))
+    rows = status_reports(
+        db.session, sub.account_id, since=since, after_id=after_id, limit=limit + 1, sub_account_id=sub.message_scope, until=until
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     following = None
@@ -201,6 +204,7 @@ def message_reports() -> Any:
     body = {
         "messages": [message_json(m) for m in rows],
         "has_more": more,
+        "as_of": until.isoformat(),  # complete up to here: later changes come in a later poll
         "next": following,
         "next_url": url_for(".message_reports", since=following["since"], after_id=following["after_id"], limit=limit)
         if following

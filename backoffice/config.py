@@ -51,6 +51,9 @@ class Config:
         self.DISPATCH_PG_SYNCHRONOUS_COMMIT = env.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", "off")
         self.INTAKE_PG_SYNCHRONOUS_COMMIT = env.get("INTAKE_PG_SYNCHRONOUS_COMMIT", "off")
         self.NOTICE_SMS_SIGNATURE = env.get("NOTICE_SMS_SIGNATURE", "短信平台")
+        # Status reports list a change once it is this old: a change stamped before its transaction
+        # committed (a turn waiting for the write lock) is never behind a client's cursor.
+        self.STATUS_REPORT_SETTLE_SECONDS = float(env.get("STATUS_REPORT_SETTLE_SECONDS", "5"))
         self.SMTP_HOST = env.get("SMTP_HOST", "")
         self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
         self.SMTP_USER = env.get("SMTP_USER", "")

@@ -109,7 +109,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "statusReports",
                     "summary": "状态报告：某时间之后状态有变化的短信（分页）",
-                    "description": "企业主账号的密钥可查看全部子号的短信；子号的密钥只能查看该子号发送的短信（单条查询同样如此）",
+                    "description": (
+                        "企业主账号的密钥可查看全部子号的短信；子号的密钥只能查看该子号发送的短信（单条查询同样如此）。"
+                        "状态变化在发生约 5 秒后（STATUS_REPORT_SETTLE_SECONDS）才列入报告，响应中的 as_of 之前的变化已全部列出，"
+                        "因此用上一页最后一条的 updated_at 和 id 继续查询不会漏掉任何变化"
+                    ),
                     "parameters": [
                         {
                             "name": "since",
@@ -263,6 +267,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "properties": {
                         "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Message"}},
                         "has_more": {"type": "boolean"},
+                        "as_of": {**_TIME, "description": "报告完整到此时刻：此后的状态变化在之后的查询中返回"},
                         "next": {
                             "type": ["object", "null"],
                             "properties": {"since": _TIME, "after_id": {"type": "integer"}},

@@ -1167,15 +1167,27 @@ def get_message(session: Session, account_id: int, message_id: int, *, sub_accou
 
 
 def status_reports(
-    session: Session, account_id: int, *, since: datetime, after_id: int = 0, limit: int = 100, sub_account_id: int | None = None
+    session: Session,
+    account_id: int,
+    *,
+    since: datetime,
+    after_id: int = 0,
+    limit: int = 100,
+    sub_account_id: int | None = None,
+    until: datetime | None = None,
 ) -> list[Message]:
-    """Messages whose status changed at or after `since`, oldest change first; page with the
-    last row's (updated_at, id) as the next (since, after_id). With `sub_account_id`, only
-    that sub-account's messages (a 子号's key reads its own, the enterprise's key reads all)."""
+    """Messages whose status changed at or after `since` (and, with `until`, no later than it),
+    oldest change first; page with the last row's (updated_at, id) as the next (since,
+    after_id). A change is stamped before its transaction commits, so a caller that pages
+    needs `until` a little in the past (STATUS_REPORT_SETTLE_SECONDS), or a change committed
+    late would fall behind its cursor. With `sub_account_id`, only that sub-account's
+    messages (a 子号's key reads its own, the enterprise's key reads all)."""
     query = sa.select(Message).where(
         Message.account_id == account_id,
         sa.or_(Message.updated_at > since, sa.and_(Message.updated_at == since, Message.id > after_id)),
     )
+    if until is not None:
+        query = query.where(Message.updated_at <= until)
     if sub_account_id is not None:
         query = query.where(Message.sub_account_id == sub_account_id)
     return list(session.scalars(query.order_by(Message.updated_at, Message.id).limit(limit)))

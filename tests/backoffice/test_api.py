@@ -5,22 +5,25 @@ from __future__ import annotations
 import io
 import json
 import threading
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from backoffice import create_app
+from backoffice.clock import set_clock
 from backoffice.extensions import db
 from backoffice.models import ApiKey, Message, SendLog, SendRequest
 from backoffice.services.api_keys import create_api_key
 from backoffice.services.messaging import accept_messages, add_keywords, message_counts
 from backoffice.services.send_log import verify_chain
 from tests.backoffice.test_messaging import SIGNED, Sender, active_sender, numbers, send
-from tests.conftest import app_config, login
+from tests.conftest import FIXED_NOW, app_config, login
 
 
 def api_key(sender: Sender) -> str:
@@ -50,6 +53,8 @@ def test_a_sub_accounts_key_reads_its_own_messages_and_the_enterprises_key_reads
     db.session.commit()
     sent = {sub.id: post(client, keys[sub.id], to=number, content="【学府教育】明天上午九点开课").json["messages"][0]["id"]
             for sub, number in ((primary, "13800138000"), (first, "13900139000"), (second, "18612345678"))}  # fmt: skip
+
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=10))  # reports list changes once they have settled (5 s)
 
     def reports(sub_id: int) -> set[int]:
         return {m["id"] for m in client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(keys[sub_id])).json["messages"]}
@@ -94,6 +99,8 @@ def test_send_then_read_status_reports_and_balance(app: Flask, client: FlaskClie
     first = body["messages"][0]["id"]
     one = client.get(f"/api/v1/messages/{first}", headers=auth(secret)).json
     assert one["status"] == "queued" and one["content"] == SIGNED and one["parts"] == [] and one["charge"] == "0.045"
+    assert client.get("/api/v1/messages?since=2026-11-23T00:00:00Z", headers=auth(secret)).json["messages"] == []  # not settled yet
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=10))
     page = client.get("/api/v1/messages?since=2026-11-23T00:00:00Z&limit=1", headers=auth(secret)).json
     assert [m["id"] for m in page["messages"]] == [first] and page["has_more"]
     rest = client.get(page["next_url"], headers=auth(secret)).json
@@ -467,3 +474,31 @@ def test_a_sent_form_edited_after_going_back_is_not_a_dead_end(app: Flask, clien
     again = client.post("/portal/send", data={**data, "content": SIGNED + "（改）", "client_ref": fresh})
     assert again.status_code == 200 and "已受理" in again.get_data(as_text=True)
     assert sender.balance() == Decimal("900.00") - Decimal("0.09")
+
+
+def test_status_reports_never_skip_a_change_committed_after_a_later_one(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: a change is stamped before its transaction commits; a poll that listed a
+    later-stamped change moved the client's cursor past one that committed afterwards, for good."""
+    sender = active_sender(app)
+    secret = api_key(sender)
+
+    def at(seconds: float) -> None:
+        set_clock(lambda: FIXED_NOW + timedelta(seconds=seconds))
+
+    def poll(since: str, after_id: int = 0) -> dict[str, Any]:
+        query = urlencode({"since": since, "after_id": after_id})
+        return client.get(f"/api/v1/messages?{query}", headers=auth(secret)).json
+
+    at(0)
+    first = post(client, secret, to="13800138000", content=SIGNED).json["messages"][0]["id"]
+    at(9)
+    post(client, secret, to="13900139000", content=SIGNED)  # committed before the poll, stamped 9 s
+    at(10)
+    page = poll("2026-11-23T00:00:00Z")
+    assert [m["id"] for m in page["messages"]] == [first]  # the one stamped 9 s ago has not settled
+    last = page["messages"][-1]
+    at(8)
+    late = post(client, secret, to="18612345678", content=SIGNED).json["messages"][0]["id"]  # stamped 8 s, committed after the poll
+    at(30)
+    rest = poll(last["updated_at"], last["id"])
+    assert late in {m["id"] for m in rest["messages"]} and len(rest["messages"]) == 2
