@@ -174,8 +174,11 @@ def contract_issue(template_id: str, data_file: Path, as_json: bool) -> None:
             submission_key=str(key) if key else None,
         )
         db.session.commit()
-    for warning in after_commit_catch_up(app):
-        click.echo(f"警告：{warning}", err=True)
+    from backoffice.services.contracts import existing_customer_warning
+
+    for warning in [existing_customer_warning(db.session, issued.contract), *after_commit_catch_up(app)]:
+        if warning:
+            click.echo(f"警告：{warning}", err=True)
     c = issued.contract
     payload = {
         "contract_no": c.contract_no,

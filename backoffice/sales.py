@@ -16,7 +16,7 @@ from backoffice.clock import local_today
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import Contract
-from backoffice.services.contracts import get_contract, issue_contract, preview_contract
+from backoffice.services.contracts import existing_customer_warning, get_contract, issue_contract, preview_contract
 from backoffice.services.renewal import objection_deadline, parse_received_on, stop_renewal
 from backoffice.services.templates import NETWORKS, ContractTemplate, get_template, list_templates
 
@@ -86,7 +86,7 @@ def new_contract(template_id: str) -> Any:
                 submission_key=f"web-{submission_id}",
             )
             db.session.commit()
-            warnings = after_commit_catch_up(app)
+            warnings = [w for w in (existing_customer_warning(db.session, issued.contract),) if w] + after_commit_catch_up(app)
             return render_template("sales/issued.html", issued=issued, contract=issued.contract, warnings=warnings)
     except ValidationFailed as failed:
         db.session.rollback()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today
 from backoffice.errors import Conflict, NotFound, ValidationFailed
-from backoffice.models import Contract, ProviderProfile
+from backoffice.models import Contract, EnterpriseAccount, ProviderProfile
 from backoffice.money import format_price
 from backoffice.services import audit, documents
 from backoffice.services.accounts import OpenedLogin, allocate_account_code, open_account
@@ -283,3 +283,24 @@ def account_summary(session: Session, code: str) -> dict[str, Any]:
             for j in (contract.jobs if contract else [])
         ],
     }
+
+
+def other_accounts_of_customer(session: Session, contract: Contract) -> list[str]:
+    """Codes of the customer's other enterprise accounts (same 甲方 name): each contract opens an
+    account of its own, so sales is told when a customer already has one (its balance stays there)."""
+    query = (
+        sa.select(EnterpriseAccount.code)
+        .where(EnterpriseAccount.customer_name == contract.customer_name, EnterpriseAccount.id != contract.account_id)
+        .order_by(EnterpriseAccount.id)
+    )
+    return list(session.scalars(query))
+
+
+def existing_customer_warning(session: Session, contract: Contract) -> str | None:
+    others = other_accounts_of_customer(session, contract)
+    if not others:
+        return None
+    return (
+        f"{contract.customer_name} 已有企业号 {'、'.join(others)}：本合同开立了新的企业号 {contract.account.code}，"
+        "两个账户的余额互不相通（如本应在原账户续约，请联系管理员）"
+    )

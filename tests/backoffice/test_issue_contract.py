@@ -175,6 +175,26 @@ def test_a_long_unbroken_customer_name_keeps_the_signature_block_on_the_page(app
     assert right_edges and max(right_edges) <= width - 20, (max(right_edges), width)  # inside the page and its margin
 
 
+def test_sales_is_told_when_the_customer_already_has_an_account(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: a second contract of a customer silently opened a second account, its balance apart."""
+    first = issue(runner, tmp_path, "enterprise_sms_center", sample("enterprise_sms_center"))
+    data = write_json(tmp_path / "again.json", {**sample("enterprise_sms_center"), "submission_id": "second"})
+    result = runner.invoke(args=["contract", "issue", "enterprise_sms_center", "--data", str(data), "--json"])
+    assert result.exit_code == 0
+    assert f"已有企业号 {first['account_code']}" in result.stderr and "余额互不相通" in result.stderr
+    other = runner.invoke(
+        args=[
+            "contract",
+            "issue",
+            "enterprise_sms_center",
+            "--data",
+            str(write_json(tmp_path / "o.json", sample("enterprise_sms_center", customer__name="另一家公司"))),
+            "--json",
+        ]
+    )
+    assert other.exit_code == 0 and "已有企业号" not in other.stderr
+
+
 def test_contract_numbers_are_sequential_per_year(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     numbers = [
         issue(runner, tmp_path, "gateway_api_partner", sample("gateway_api_partner", customer__name=f"客户{i}"))["contract_no"]
