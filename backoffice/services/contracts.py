@@ -193,7 +193,13 @@ def issue_contract(
         submission_key=key,
         customer_name=values["customer.name"],
         fields=printable,
-        terms=template.terms,
+        # The template's terms, and the bank account this contract tells the customer to pay into
+        # (receipts are booked to that bank, whatever the provider's details say later).
+        terms={
+            **template.terms,
+            "provider_bank_name": provider.get("bank_name", ""),
+            "provider_bank_account": provider.get("bank_account", ""),
+        },
         price_per_message=values["price_per_message"],
         initial_messages=values["initial_messages"],
         initial_amount=values["initial_amount"],

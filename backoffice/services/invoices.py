@@ -227,12 +227,23 @@ def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal,
 
 
 def void_for_receipt(session: Session, receipt: Receipt) -> None:
-    """A reversed receipt: the invoice issued for it is void (the number stays used, never reissued)."""
+    """A reversed receipt: the invoice issued for it is void (the number stays used, never
+    reissued); a contract's invoice is owed again when anything is owed again, whichever of its
+    instalments was reversed (`receipt.account` as the reversal left it)."""
     for invoice in session.scalars(sa.select(Invoice).where(Invoice.receipt_id == receipt.id)):
         if invoice.contract_id is not None and invoice.due_on is not None:
             invoice.status, invoice.paid_on, invoice.receipt_id = "unpaid", None, None  # the contract is owed again
         else:
             invoice.status = "void"
+    if receipt.account.receivable > 0:  # an earlier instalment reversed: the invoice the last one paid is open again
+        paid_contract_invoices = sa.select(Invoice).where(
+            Invoice.account_id == receipt.account_id,
+            Invoice.status == "paid",
+            Invoice.contract_id.is_not(None),
+            Invoice.due_on.is_not(None),
+        )
+        for invoice in session.scalars(paid_contract_invoices):
+            invoice.status, invoice.paid_on, invoice.receipt_id = "unpaid", None, None
 
 
 def get_invoice(session: Session, number: str) -> Invoice:

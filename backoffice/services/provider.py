@@ -15,6 +15,7 @@ from backoffice.errors import ValidationFailed
 from backoffice.models import ProviderProfile
 from backoffice.services import audit
 from backoffice.services.contract_fields import _clean
+from backoffice.services.receipts import BANK_CODES, bank_code_for
 from backoffice.services.templates import FieldSpec, get_template
 from reports import images
 
@@ -82,6 +83,10 @@ def save_provider(
             identity[spec.name] = str(_clean(spec, value))
         except ValueError as bad:
             errors[spec.name] = f"{spec.label}：{bad}"
+    bank = identity.get("bank_name", "")
+    if bank and "bank_name" not in errors and bank_code_for(bank, "") == "":
+        # Receipts are booked to Assets:Bank:<code>: a bank without one would be booked to the default.
+        errors["bank_name"] = f"开户行：无法识别“{bank}”属于哪家银行（支持：{'、'.join(dict.fromkeys(BANK_CODES))}）"
     unknown = sorted(set(raw) - {f.name for f in current.fields})
     if unknown:
         errors["_form"] = "该模板没有这些字段：" + "、".join(unknown)

@@ -28,6 +28,7 @@ from backoffice.money import MoneyFormatError, format_money, parse_decimal
 from backoffice.services import audit
 from backoffice.services.accounts import get_account
 from backoffice.services.credit import credit_receipt, reverse_event
+from backoffice.services.sql import MAX_ID
 from backoffice.services.staged_files import stage_file
 from reports.bank_statements import REFERENCE
 
@@ -35,7 +36,11 @@ VOUCHER_TYPES = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jp
 _BANK_REFERENCE = REFERENCE  # one pattern for a receipt and a statement line
 # The provider's receiving banks, by the name printed in its contracts; the code names the
 # books account Assets:Bank:<code>.
-BANK_CODES = {"招商银行": "CMB", "工商银行": "ICBC", "建设银行": "CCB", "农业银行": "ABC", "中国银行": "BOC", "交通银行": "BOCOM"}
+BANK_CODES = {
+    "招商银行": "CMB", "工商银行": "ICBC", "建设银行": "CCB", "农业银行": "ABC", "中国银行": "BOC", "交通银行": "BOCOM",
+    "浦东发展银行": "SPDB", "浦发银行": "SPDB", "中信银行": "CITIC", "民生银行": "CMBC", "兴业银行": "CIB", "光大银行": "CEB",
+    "华夏银行": "HXB", "平安银行": "PAB", "广发银行": "CGB", "邮政储蓄银行": "PSBC", "北京银行": "BOB", "上海银行": "BOS",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,9 @@ def receiving_bank(session: Session, account_code: str, *, default: str) -> str:
     contract = latest_contract(session, account) if account else None
     if contract is None:
         return default
-    try:
+    if printed := (contract.terms or {}).get("provider_bank_name"):  # what the contract printed
+        return bank_code_for(printed, default)
+    try:  # contracts issued before the printed bank was kept: the template's current details
         provider = provider_settings(session, get_template(contract.template_id))[0]
     except DomainError:  # the template folder was removed or no longer loads: its bank is unknown
         return default
@@ -211,6 +218,8 @@ def get_receipt(session: Session, receipt_id: int | str) -> Receipt:
         ident = int(receipt_id)
     except (TypeError, ValueError):
         raise NotFound(f"到账记录不存在：{receipt_id}") from None
+    if not 0 < ident <= MAX_ID:
+        raise NotFound(f"到账记录不存在：{receipt_id}")
     receipt = session.get(Receipt, ident)
     if receipt is None:
         raise NotFound(f"到账记录不存在：{receipt_id}")

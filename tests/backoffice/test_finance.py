@@ -190,6 +190,16 @@ def test_an_invoice_paid_in_instalments_is_invoiced_once_and_paid_with_the_last(
         assert db.session.get(Invoice, invoice.id).status == ("unpaid" if n == 0 else "paid")
     assert numbers == [invoice.number, invoice.number]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Invoice)) == 1
+    first = db.session.scalar(sa.select(Receipt).where(Receipt.bank_reference == "PART-0"))
+    assert run(runner, "finance", "reverse", str(first.id), "--reason", "入错账户", "--json")[0] == 0  # the first instalment undone
+    db.session.expire_all()
+    assert db.session.get(Invoice, invoice.id).status == "unpaid"  # 1,000 owed again (found by a review: it stayed paid)
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", code, "--amount", "1000.00", "--bank-ref", "PART-2", "--date", "2026-11-23", "--json"
+    )
+    assert run(runner, "finance", "confirm", str(recorded["id"]), "--json")[1]["invoice_number"] == invoice.number
+    db.session.expire_all()
+    assert db.session.get(Invoice, invoice.id).status == "paid"
     set_clock(lambda: datetime(2026, 12, 1, 2, 0, tzinfo=UTC))
     assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []
     _, recorded = run(
@@ -624,6 +634,22 @@ def test_a_spaced_out_bank_number_is_imported_as_finance_types_it(app: Flask, ru
     exit_code, out = run(runner, "finance", "import-statement", str(statement), "--json")
     assert exit_code == 0, out
     assert db.session.scalar(sa.select(StatementLine.reference)) == "CMB202611200001"
+
+
+def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
+    """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
+    finance_users()
+    huge = "99999999999999999999"
+    exit_code, out = run(runner, "finance", "confirm", huge, "--json")
+    assert exit_code == 1 and out["error"]["code"] == "not_found"
+    issued = make_contract(app, "enterprise_sms_center")
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", issued.contract.account.code, "--amount", "900.00", "--bank-ref", "BIG-1",
+        "--date", "2026-11-23", "--json",
+    )  # fmt: skip
+    login(client, "fin-a", "fin-a-password-1")
+    response = client.post(f"/finance/receipts/{recorded['id']}/confirm", data={"line_id": huge})
+    assert response.status_code in (302, 404, 422) and db.session.get(Receipt, recorded["id"]).status == "pending"
 
 
 # --- notifications --------------------------------------------------------------------------------

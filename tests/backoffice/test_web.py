@@ -219,6 +219,14 @@ def test_an_administrator_sets_the_provider_identity_contracts_print(app: Flask,
     assert "成都云讯通信技术有限公司" in text and "4402201009001234567" in text and "110937032110802" not in text
     assert "110937032110802" in pdf_text(documents / before.contract.pdf_file)  # issued before: unchanged
     assert db.session.scalar(sa.select(AuditEntry.action).where(AuditEntry.action == "save_provider")) == "save_provider"
+    # Receipts are booked to the bank each contract told its customer to pay into (found by a review:
+    # the earlier customer's payments went to the new bank in the books).
+    from backoffice.services.receipts import receiving_bank
+
+    assert receiving_bank(db.session, before.contract.account.code, default="X") == "CMB"
+    assert receiving_bank(db.session, after.contract.account.code, default="X") == "ICBC"
+    unknown = client.post("/admin/provider/sms_business_service", data={**good, "bank_name": "某某农村信用社"})
+    assert unknown.status_code == 422 and "无法识别" in unknown.get_data(as_text=True)
 
 
 def test_the_command_line_shows_and_saves_the_provider_identity(app: Flask, tmp_path: Path) -> None:
