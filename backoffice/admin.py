@@ -181,3 +181,20 @@ def provider_seal(template_id: str) -> Any:
     if current.seal_png is None:
         abort(404)
     return current_app.response_class(current.seal_png, mimetype="image/png")
+
+
+@bp.post("/accounts/<code>/status")
+@roles_required("admin")
+def account_status(code: str) -> Any:
+    """Suspend an account's sending, or resume it (an expired contract renewed, a dispute settled)."""
+    suspend = request.form.get("action") == "suspend"
+    account, errors = attempt(
+        lambda: settings_service.set_sending_status(
+            db.session, code, suspend=suspend, reason=request.form.get("reason", ""), actor=current_user.actor
+        )
+    )
+    for message in errors.values():
+        flash(message, "error")
+    if account is not None:
+        flash(f"账户 {account.code} 已{'暂停发送' if suspend else '恢复'}：{account.status_name}", "ok")
+    return redirect(url_for("admin.account_settings", code=code))

@@ -278,6 +278,33 @@ def contract_stop_renewal(contract_no: str, received_on: str, as_json: bool) -> 
     _emit(payload, as_json, f"已登记书面异议：合同 {contract_no} 不再顺延，于 {contract.term_end} 到期终止")
 
 
+@account_cli.command("suspend")
+@click.argument("account_code")
+@click.option("--reason", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def account_suspend(account_code: str, reason: str, as_json: bool) -> None:
+    """Stop an account sending (its balance stays)."""
+    _sending_status(account_code, reason, as_json, suspend=True)
+
+
+@account_cli.command("resume")
+@click.argument("account_code")
+@click.option("--reason", required=True)
+@click.option("--json", "as_json", is_flag=True)
+def account_resume(account_code: str, reason: str, as_json: bool) -> None:
+    """Let a suspended account send again (an expired contract renewed, a dispute settled)."""
+    _sending_status(account_code, reason, as_json, suspend=False)
+
+
+def _sending_status(account_code: str, reason: str, as_json: bool, *, suspend: bool) -> None:
+    from backoffice.services.sending_settings import set_sending_status
+
+    with refusals(as_json):
+        account = set_sending_status(db.session, account_code, suspend=suspend, reason=reason, actor=_actor())
+        db.session.commit()
+    _emit({"account": account.code, "status": account.status}, as_json, f"账户 {account.code}：{account.status_name}")
+
+
 @account_cli.command("show")
 @click.argument("account_code")
 @click.option("--json", "as_json", is_flag=True)

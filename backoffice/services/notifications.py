@@ -137,7 +137,7 @@ def renewal_notice(session: Session, contract: Contract, *, object_by: date | No
         then = f"如双方均无书面异议，合同将自动顺延一年。如不再续约，请于 {object_by:%Y年%m月%d日} 前书面通知我方。"
         sms_then = f"如无书面异议将自动顺延一年；如不续约，请于{object_by:%Y年%m月%d日}前书面通知。"
     else:
-        then = "到期后合同终止，账户将暂停发送短信（余额保留）。如需续约，请与我方销售人员联系。"
+        then = "到期后合同终止，账户将暂停发送短信（余额保留）。如需续约，请在到期前与我方销售人员联系。"
         sms_then = "到期后账户将暂停发送，如需续约请联系我方销售人员。"
     body = (
         f"尊敬的{account.customer_name}：\n\n"
@@ -150,7 +150,11 @@ def renewal_notice(session: Session, contract: Contract, *, object_by: date | No
 
 def contract_expired(session: Session, contract: Contract, *, suspended: bool) -> None:
     account = contract.account
-    stopped = f"账户 {account.code} 已暂停发送短信，余额 {format_money(account.balance)} 元保留，续签后可继续使用。" if suspended else ""
+    stopped = (
+        f"账户 {account.code} 已暂停发送短信，余额 {format_money(account.balance)} 元保留；如需续约或处理余额，请联系我方。"
+        if suspended
+        else ""
+    )
     body = (
         f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {contract.term_end:%Y年%m月%d日} 到期终止。\n{stopped}\n"
     )

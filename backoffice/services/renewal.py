@@ -65,7 +65,7 @@ def _suspend_without_contract(session: Session, contract: Contract) -> bool:
         .select_from(Contract)
         .where(Contract.account_id == account.id, Contract.id != contract.id, Contract.status.not_in(("expired", "terminated")))
     )
-    if others or account.status != "active":
+    if others or account.status not in ("active", "awaiting_payment"):  # unpaid too: a late payment must not open it
         return False
     account.status = "suspended"
     return True

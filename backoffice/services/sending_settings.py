@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backoffice.errors import NotFound, ValidationFailed
+from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount
 from backoffice.money import format_price
 from backoffice.services import audit
@@ -157,3 +157,22 @@ def describe_changes(update: SettingsUpdate) -> str:
     ]
     code = update.account.code
     return f"账户 {code} 的发送设置已更新：" + "；".join(parts) if parts else f"账户 {code} 的发送设置没有变化"
+
+
+def set_sending_status(session: Session, account_code: str, *, suspend: bool, reason: str, actor: str) -> EnterpriseAccount:
+    """An administrator stops an active account sending (suspended), or lets a suspended one send
+    again (an expired contract renewed on paper, a dispute settled). The reason is kept in the
+    audit log; the balance does not change either way."""
+    account = account_for_settings(session, account_code)
+    text = (reason or "").strip()
+    if not text or len(text) > 500:
+        raise ValidationFailed({"reason": "请填写原因（最多 500 字）"})
+    wanted, allowed = ("suspended", ("active", "awaiting_payment")) if suspend else ("active", ("suspended",))
+    if account.status not in allowed:
+        raise Conflict(f"账户 {account.code} 当前为“{account.status_name}”，不能{'暂停' if suspend else '恢复'}发送")
+    if not suspend and account.receivable > 0 and account.balance <= 0:
+        wanted = "awaiting_payment"  # never paid: it opens when the money arrives, as a new account does
+    before = account.status
+    account.status = wanted
+    audit.record(session, actor, "suspend_account" if suspend else "resume_account", "account", account.code, reason=text, before=before)
+    return account

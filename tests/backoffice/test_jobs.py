@@ -116,6 +116,44 @@ def test_an_expired_contract_stops_its_account_sending(app: Flask) -> None:
     with pytest.raises(SendingForbidden):
         accept_messages(db.session, sub_account=sub, recipients="13800138000", content="【创联】测试")
     db.session.rollback()
+    # Renewed on paper: an administrator lets it send again (found by a review: nothing could).
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["account", "resume", account.code, "--reason", " ", "--json"])
+    assert refused.exit_code == 2 and "reason" in json.loads(refused.output)["error"]["fields"]
+    resumed = runner.invoke(args=["account", "resume", account.code, "--reason", "已续签 HT-2027-000001", "--json"])
+    assert resumed.exit_code == 0 and json.loads(resumed.output)["status"] == "active", resumed.output
+    db.session.expire_all()
+    assert accept_messages(
+        db.session,
+        sub_account=db.session.get(EnterpriseAccount, account.id).sub_accounts[0],
+        recipients="13800138000",
+        content="【创联】测试",
+    )
+    db.session.commit()
+
+
+def test_an_unpaid_account_whose_contract_expired_is_not_opened_by_a_late_payment(app: Flask) -> None:
+    """Found by a review: an account still awaiting payment at expiry opened when the money came."""
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.bookkeeping import post_pending
+    from backoffice.services.credit import credit_receipt
+
+    issued = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None)
+    account = issued.contract.account
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    credit_receipt(
+        db.session,
+        account_code=account.code,
+        amount=account.receivable,
+        bank="CMB",
+        bank_ref="LATE1",
+        received_on=date(2026, 11, 23),
+        actor="t",
+    )
+    db.session.commit()
+    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+    assert db.session.get(EnterpriseAccount, account.id).status == "suspended"
 
 
 def test_a_written_objection_ends_a_yearly_contract_with_its_term(app: Flask, client: FlaskClient, staff: dict) -> None:

@@ -243,3 +243,27 @@ def test_the_command_line_shows_and_saves_the_provider_identity(app: Flask, tmp_
     done = runner.invoke(args=["contract", "provider", "enterprise_sms_center", "--data", str(data), "--json"])
     assert done.exit_code == 0, done.output
     assert json.loads(done.output)["saved"] is True and json.loads(done.output)["name"] == "成都云讯通信技术有限公司"
+
+
+def test_an_administrator_suspends_and_resumes_an_account_with_a_reason(app: Flask, client: FlaskClient, staff: dict) -> None:
+    from backoffice.models import EnterpriseAccount
+
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "admin", staff["admin"])
+    client.post(f"/admin/accounts/{account.code}/status", data={"action": "suspend", "reason": ""})
+    db.session.expire_all()
+    assert db.session.get(EnterpriseAccount, account.id).status == "awaiting_payment"  # no reason: nothing changed
+    assert "请填写原因" in client.get(f"/admin/accounts/{account.code}").get_data(as_text=True)
+    client.post(f"/admin/accounts/{account.code}/status", data={"action": "suspend", "reason": "客户投诉处理中"})
+    db.session.expire_all()
+    assert db.session.get(EnterpriseAccount, account.id).status == "suspended"
+    assert 'id="status-button">恢复发送' in client.get(f"/admin/accounts/{account.code}").get_data(as_text=True)
+    client.post(f"/admin/accounts/{account.code}/status", data={"action": "resume", "reason": "已处理"})
+    db.session.expire_all()
+    assert db.session.get(EnterpriseAccount, account.id).status == "awaiting_payment"  # never paid: opens when paid
+    assert (
+        db.session.scalar(
+            sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.action.in_(["suspend_account", "resume_account"]))
+        )
+        == 2
+    )
