@@ -1361,35 +1361,41 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
 _SWALLOWED_NUMBER = re.compile(r"[\r\n][^\r\n]*1[3-9][0-9]{9}")
 _EXCEL_EXPONENT = re.compile(r"[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+")
 _EXCEL_DECIMAL = re.compile(r"[0-9]{11}\.0+")
-_HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone", "tel")
+_HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone")
+_TEL = re.compile(r"\btel\b")  # a word of its own: not "hotel"
 
 
 def _number_column(rows: list[tuple[int, list[str]]], table: Any) -> tuple[int, int]:
-    """(column, first data row): a header cell naming a phone column; else, with several
-    columns, the one whose first cells are most often valid numbers (no header row unless its
-    cell there is not a number)."""
+    """(column, first data row). Columns whose header names a phone (手机号码, 联系电话, mobile…)
+    are candidates, the one with the most valid mobile numbers below wins (办公电话 beside 手机号码:
+    the mobile one), 手机/mobile on a tie. With no such header: the column with the most valid
+    numbers, its first row skipped when it holds no digit at all (a header not recognised)."""
     if not rows:
         return 0, 0
-    header = [cell.strip().lower() for cell in rows[0][1]]
-    named = [i for i, cell in enumerate(header) if cell in MOBILE_HEADERS or any(word in cell for word in _HEADER_WORDS)]
-    if named:
-        return named[0], 1
-    width = max(len(row) for _, row in rows[:50])
-    if width <= 1:
-        return 0, 0
+    sample = rows[:51]
 
-    def numbers_in(column: int) -> int:
+    def numbers_in(column: int, body: list[tuple[int, list[str]]]) -> int:
         found = 0
-        for _, row in rows[:50]:
-            try:
-                normalise_mobile(row[column], table) if len(row) > column else None
-                found += len(row) > column
-            except InvalidNumber:
-                pass
+        for _, row in body:
+            if len(row) > column:
+                try:
+                    normalise_mobile(row[column], table)
+                    found += 1
+                except InvalidNumber:
+                    pass
         return found
 
-    column = max(range(width), key=numbers_in)
-    return column, 0
+    header = [cell.strip().lower() for cell in rows[0][1]]
+    named = [
+        i for i, cell in enumerate(header) if cell in MOBILE_HEADERS or any(word in cell for word in _HEADER_WORDS) or _TEL.search(cell)
+    ]
+    if named:
+        mobile_first = {i: not ("手机" in header[i] or "mobile" in header[i]) for i in named}
+        return min(named, key=lambda i: (-numbers_in(i, sample[1:]), mobile_first[i], i)), 1
+    width = max(len(row) for _, row in sample)
+    column = min(range(width), key=lambda i: (-numbers_in(i, sample), i)) if width > 1 else 0
+    first_cell = rows[0][1][column] if len(rows[0][1]) > column else ""
+    return column, int(bool(first_cell.strip()) and not any(c.isdigit() for c in first_cell))
 
 
 def split_recipients(text: str) -> list[str]:

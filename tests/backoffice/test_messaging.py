@@ -515,6 +515,13 @@ def test_recipient_lists_as_customers_save_them(app: Flask) -> None:
     assert excel.numbers == ["13900139000"]
     assert excel.problems == ["第 2 行：号码被 Excel 转成了科学计数法（1.38001E+10），请把号码列设为“文本”格式后重新导出"]
     assert split_recipients("13800138000、13900139000") == ["13800138000", "13900139000"]
+    # Found by a review of the above: the first header naming a phone won, 办公电话 before 手机号码.
+    office = read_recipient_file("姓名,办公电话,手机号码\n张三,028-85001234,13800138000\n李四,028-85001235,13900139000\n".encode())
+    assert office.numbers == ["13800138000", "13900139000"] and office.problems == []
+    hotel = read_recipient_file("序号,hotel,mobile\n1,如家,13800138000\n".encode())
+    assert hotel.numbers == ["13800138000"] and hotel.problems == []
+    unnamed = read_recipient_file("客户,号\n张三,13800138000\n".encode())  # a header not recognised: skipped, not a bad row
+    assert unnamed.numbers == ["13800138000"] and unnamed.problems == []
 
 
 @pytest.mark.parametrize(
