@@ -4,7 +4,9 @@ arm jobs in the store."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import threading
 import time as time_module
 from datetime import datetime, time
 from pathlib import Path
@@ -190,6 +192,7 @@ def _arm_pending_job() -> None:
         arm_pending(app)
 
 
+LOCK_CHECK_SECONDS = 15  # how often the scheduler checks it still holds its lock
 #: Any fixed number: the PostgreSQL advisory lock the scheduler process holds for its life.
 SCHEDULER_LOCK_KEY = 0x5D5_B0FF1CE
 
@@ -208,7 +211,9 @@ class SchedulerLock:
     def acquire(self) -> bool:
         """Take the lock if free; True if this process holds it now."""
         if self.url.startswith("postgresql"):
-            engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+            # Keepalives: a connection dropped on the way (a NAT, a failover) is noticed, and `held` says so.
+            keepalive = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+            engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool, connect_args=keepalive)
             connection = engine.connect()
             if connection.execute(sa.select(sa.func.pg_try_advisory_lock(SCHEDULER_LOCK_KEY))).scalar():
                 connection.commit()  # the lock is the session's; nothing else is held open
@@ -226,9 +231,30 @@ class SchedulerLock:
         self._file = handle
         return True
 
+    def held(self) -> bool:
+        """Whether this process still holds the lock: on PostgreSQL the session that took it may
+        have ended (server restart, failover, a dropped connection), releasing it to a standby."""
+        if self._file is not None:
+            return True
+        if self._connection is None:
+            return False
+        try:
+            mine = self._connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                    " AND classid = :high AND objid = :low AND granted"
+                ),
+                {"high": (SCHEDULER_LOCK_KEY >> 32) & 0xFFFFFFFF, "low": SCHEDULER_LOCK_KEY & 0xFFFFFFFF},
+            ).scalar()
+            self._connection.commit()
+            return bool(mine)
+        except sa.exc.DBAPIError:
+            return False
+
     def release(self) -> None:
         if self._connection is not None:
-            self._connection.close()  # ends the session, and its lock
+            with contextlib.suppress(sa.exc.DBAPIError):  # already gone with its session
+                self._connection.close()  # ends the session, and its lock
             self._connection = None
         if self._file is not None:
             self._file.close()
@@ -245,10 +271,22 @@ def run_scheduler(app: Flask, *, standby_poll: float = 10.0) -> None:
         app.logger.warning("another scheduler process holds the lock: standing by")
         while not lock.acquire():
             time_module.sleep(standby_poll)
+    lost = threading.Event()
     try:
-        scheduler_for(app, BlockingScheduler).start()
+        scheduler = scheduler_for(app, BlockingScheduler)
+
+        def still_ours() -> None:
+            if not lock.held():  # a standby may run jobs now: this one stops at once
+                app.logger.critical("the scheduler lock was lost (database session ended): stopping")
+                lost.set()
+                scheduler.shutdown(wait=False)
+
+        scheduler.add_job(still_ours, "interval", seconds=LOCK_CHECK_SECONDS, id="lock-check", replace_existing=True, jobstore="memory")
+        scheduler.start()
     finally:
         lock.release()
+    if lost.is_set():
+        raise SystemExit(1)  # the process manager starts it again, as a standby
 
 
 def scheduler_for(app: Flask, scheduler_class: type[BaseScheduler]) -> BaseScheduler:

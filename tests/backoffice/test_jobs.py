@@ -258,8 +258,8 @@ def test_one_scheduler_holds_the_installations_lock_and_a_second_stands_by(app: 
     """DESIGN (scale-out): one scheduler holding a lock; on PostgreSQL an advisory lock, on SQLite a lock file."""
     first, second = jobs.SchedulerLock(app), jobs.SchedulerLock(app)
     try:
-        assert first.acquire()
-        assert not second.acquire()  # a second `jobs run` waits
+        assert first.acquire() and first.held()
+        assert not second.acquire() and not second.held()  # a second `jobs run` waits
         first.release()  # the first one stopped (or died: the server or the kernel releases it)
         assert second.acquire()
     finally:
