@@ -19,7 +19,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from backoffice.clock import utcnow
-from backoffice.errors import DomainError, ValidationFailed
+from backoffice.errors import DomainError, NotFound, ValidationFailed
 from backoffice.extensions import db
 
 
@@ -481,6 +481,66 @@ def user_create(username: str, role: str, display_name: str, password: str) -> N
     except DomainError as error:
         _fail(error, False)
     click.echo(f"已创建 {role} 用户 {username}")
+
+
+@user_cli.command("reset-password")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True)
+def user_reset_password(username: str, as_json: bool) -> None:
+    """A new random password for a staff user, printed once; the user's sessions end."""
+    _reset_password("staff", username, as_json)
+
+
+@user_cli.command("disable")
+@click.argument("username")
+def user_disable(username: str) -> None:
+    """A staff user who left: cannot log in any more; open sessions end at once."""
+    _staff_active(username, active=False)
+
+
+@user_cli.command("enable")
+@click.argument("username")
+def user_enable(username: str) -> None:
+    _staff_active(username, active=True)
+
+
+@account_cli.command("reset-password")
+@click.argument("login")
+@click.option("--json", "as_json", is_flag=True)
+def account_reset_password(login: str, as_json: bool) -> None:
+    """A new random password for a customer's login (企业号 or 子号), printed once; it must be
+    changed at the next login (002 §5(5): a lost password is recovered through the provider)."""
+    _reset_password("sub", login, as_json)
+
+
+def _reset_password(kind: str, name: str, as_json: bool) -> None:
+    from backoffice.models import StaffUser, SubAccount
+    from backoffice.services.passwords import reset_password
+
+    with refusals(as_json):
+        record: StaffUser | SubAccount | None
+        if kind == "staff":
+            record = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == name.strip()))
+        else:
+            record = db.session.scalar(sa.select(SubAccount).where(SubAccount.login == name.strip()))
+        if record is None:
+            raise NotFound(f"登录名不存在：{name}")
+        password = reset_password(db.session, record, actor=_actor())
+        db.session.commit()
+    _emit({"login": name.strip(), "password": password}, as_json, f"{name.strip()} 的新密码（仅显示这一次）：{password}")
+
+
+def _staff_active(username: str, *, active: bool) -> None:
+    from backoffice.models import StaffUser
+    from backoffice.services.passwords import set_active
+
+    with refusals(False):
+        user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == username.strip()))
+        if user is None:
+            raise NotFound(f"员工账号不存在：{username}")
+        set_active(db.session, user, active=active, actor=_actor())
+        db.session.commit()
+    click.echo(f"员工账号 {user.username} 已{'启用' if active else '停用'}")
 
 
 def _finance_actor(username: str | None) -> str:

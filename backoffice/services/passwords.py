@@ -12,7 +12,7 @@ from werkzeug.security import check_password_hash
 from backoffice.errors import ValidationFailed
 from backoffice.models import StaffUser, SubAccount
 from backoffice.services import audit
-from backoffice.services.accounts import hash_password
+from backoffice.services.accounts import hash_password, new_password
 
 MIN_LENGTH = 8
 MAX_LENGTH = 128
@@ -57,3 +57,23 @@ def change_password(session: Session, login: StaffUser | SubAccount, *, current:
         login.must_change_password = False
     renew_session_nonce(login)
     audit.record(session, actor, "change_password", "staff_user" if isinstance(login, StaffUser) else "sub_account", name)
+
+
+def reset_password(session: Session, login: StaffUser | SubAccount, *, actor: str) -> str:
+    """A forgotten password: a new random one, shown once to the administrator who passes it on;
+    a customer's login must change it at the next login. Every session of the login ends."""
+    password = new_password()
+    login.password_hash = hash_password(password)
+    if isinstance(login, SubAccount):
+        login.must_change_password = True
+    renew_session_nonce(login)
+    name = login.username if isinstance(login, StaffUser) else login.login
+    audit.record(session, actor, "reset_password", "staff_user" if isinstance(login, StaffUser) else "sub_account", name)
+    return password
+
+
+def set_active(session: Session, login: StaffUser, *, active: bool, actor: str) -> None:
+    """A staff user leaves (or returns): an inactive one cannot log in, its sessions end at once."""
+    login.active = active
+    renew_session_nonce(login)
+    audit.record(session, actor, "enable_staff_user" if active else "disable_staff_user", "staff_user", login.username)

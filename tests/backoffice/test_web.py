@@ -267,3 +267,33 @@ def test_an_administrator_suspends_and_resumes_an_account_with_a_reason(app: Fla
         )
         == 2
     )
+
+
+def test_forgotten_passwords_are_reset_and_leavers_disabled_from_the_command_line(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: with everyone on their own password, a forgotten one needed SQL."""
+    import json
+
+    runner = app.test_cli_runner()
+    login(client, "sales", staff["sales"])
+    reset = runner.invoke(args=["user", "reset-password", "sales", "--json"])
+    assert reset.exit_code == 0, reset.output
+    password = json.loads(reset.output)["password"]
+    assert client.get("/sales/").status_code == 302  # the old session ended
+    assert login(app.test_client(), "sales", staff["sales"]).status_code == 200
+    assert login(app.test_client(), "sales", password).status_code == 302
+    missing = runner.invoke(args=["user", "reset-password", "nobody", "--json"])
+    assert missing.exit_code == 1 and json.loads(missing.output)["error"]["code"] == "not_found"
+
+    issued = make_contract(app, "enterprise_sms_center")
+    primary = issued.logins[0]
+    customer = runner.invoke(args=["account", "reset-password", primary.login, "--json"])
+    new = json.loads(customer.output)["password"]
+    portal = app.test_client()
+    assert login(portal, primary.login, new, portal=True).status_code == 302
+    assert portal.get("/portal/").headers["Location"].endswith("/password")  # to be changed at once
+
+    other = app.test_client()
+    login(other, "finance", staff["finance"])
+    assert runner.invoke(args=["user", "disable", "finance"]).exit_code == 0
+    assert other.get("/finance/receipts").status_code == 302
+    assert login(app.test_client(), "finance", staff["finance"]).status_code == 200  # refused
