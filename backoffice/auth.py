@@ -4,29 +4,33 @@ session whose id says which kind it is."""
 from __future__ import annotations
 
 import hmac
+import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from sqlalchemy.orm import undefer
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired
 
+from backoffice.clock import utcnow
 from backoffice.errors import ValidationFailed
 from backoffice.extensions import db, login_manager
-from backoffice.models import StaffUser, SubAccount
+from backoffice.models import EndedSession, StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import authenticate_sub_account
-from backoffice.services.passwords import change_password, renew_session_nonce
+from backoffice.services.passwords import change_password
 from backoffice.services.staff import authenticate_staff
 
 bp = Blueprint("auth", __name__)
 login_manager.login_view = "auth.login"
 login_manager.login_message = "请先登录"
+SESSION_TOKEN = "_token"  # this login session's own id: its logout ends it (EndedSession)
 
 
 class Principal(UserMixin):
@@ -63,7 +67,16 @@ def _load(user_id: str) -> Principal | None:
     record = db.session.get(model, int(ident), options=[undefer(model.session_nonce)])
     if record is None or not record.active or not hmac.compare_digest(record.session_nonce or "", nonce):
         return None
+    token = session.get(SESSION_TOKEN)
+    if not isinstance(token, str) or db.session.get(EndedSession, token) is not None:
+        return None  # logged out (a copy of its cookie), or from before session tokens
     return Principal(kind, record)
+
+
+def _start_session(principal: Principal) -> None:
+    """Log in with a token of this session's own, which its logout ends (and only it)."""
+    session[SESSION_TOKEN] = secrets.token_hex(16)
+    login_user(principal)
 
 
 def roles_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -103,7 +116,7 @@ def login() -> Any:
         if user is None:
             flash("用户名或密码错误", "error")
         else:
-            login_user(Principal("staff", user))
+            _start_session(Principal("staff", user))
             audit.record(db.session, f"staff:{user.username}", "login", "staff_user", user.username)
             db.session.commit()
             home = url_for("finance.books") if user.role == "finance" else url_for("sales.index")
@@ -119,7 +132,7 @@ def portal_login() -> Any:
         if sub is None:
             flash("企业号/子号或密码错误", "error")
         else:
-            login_user(Principal("sub", sub))
+            _start_session(Principal("sub", sub))
             audit.record(db.session, f"sub:{sub.login}", "login", "sub_account", sub.login)
             db.session.commit()
             return redirect(url_for("portal.home"))
@@ -128,10 +141,15 @@ def portal_login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
-    if current_user.is_authenticated:
-        renew_session_nonce(current_user.record)  # a copy of this session's cookie opens nothing now
+    token = session.get(SESSION_TOKEN)
+    if current_user.is_authenticated and isinstance(token, str):
+        # This session ends, a copy of its cookie with it; the login's other sessions go on.
+        now = utcnow()
+        db.session.execute(sa.delete(EndedSession).where(EndedSession.ended_at < now - current_app.permanent_session_lifetime))
+        db.session.merge(EndedSession(token=token, ended_at=now))
         db.session.commit()
     logout_user()
+    session.pop(SESSION_TOKEN, None)
     return redirect(url_for("auth.login"))
 
 
@@ -158,7 +176,7 @@ def password() -> Any:
             errors = failed.errors
         else:
             db.session.commit()
-            login_user(Principal(current_user.kind, current_user.record))  # this session goes on under the new nonce
+            login_user(Principal(current_user.kind, current_user.record))  # this session goes on under the new nonce (same token)
             flash("密码已修改；其他已登录的会话需要重新登录", "ok")
             return redirect(url_for("auth.root"))
     first = current_user.role == "customer" and current_user.record.must_change_password

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Config:
         # Status reports list a change once it is this old: a change stamped before its transaction
         # committed (a turn waiting for the write lock) is never behind a client's cursor.
         self.STATUS_REPORT_SETTLE_SECONDS = float(env.get("STATUS_REPORT_SETTLE_SECONDS", "5"))
+        # A login session lasts a working day: its cookie is refused after this (a logout ends it sooner).
+        self.PERMANENT_SESSION_LIFETIME = timedelta(hours=float(env.get("SESSION_HOURS", "12")))
         self.SMTP_HOST = env.get("SMTP_HOST", "")
         self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
         self.SMTP_USER = env.get("SMTP_USER", "")

@@ -27,12 +27,13 @@ from backoffice.models.messaging import (
     Unsubscribe,
 )
 from backoffice.models.provider import ProviderProfile
-from backoffice.models.staff import AuditEntry, StaffUser
+from backoffice.models.staff import AuditEntry, EndedSession, StaffUser
 from backoffice.models.usage import UsageDay
 
 __all__ = [
     "ApiKey",
     "AuditEntry",
+    "EndedSession",
     "Base",
     "Contract",
     "ContractJob",

@@ -48,3 +48,13 @@ class AuditEntry(Base):
     object_type: Mapped[str] = mapped_column(sa.String(32))
     object_id: Mapped[str] = mapped_column(sa.String(EVENT_ID_LENGTH))  # ledger events' ids among them
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+
+
+class EndedSession(Base):
+    """A login session ended by its logout (backoffice.auth): its cookie, copied before, opens
+    nothing; the login's other sessions go on. Kept as long as a session cookie is accepted."""
+
+    __tablename__ = "ended_sessions"
+
+    token: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

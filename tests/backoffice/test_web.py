@@ -151,8 +151,11 @@ def test_a_copy_of_a_session_cookie_opens_nothing_after_logout(app: Flask, clien
     thief = app.test_client()
     thief.set_cookie("session", cookie.value)
     assert thief.get("/finance/receipts").status_code == 200
+    colleague = app.test_client()  # the same login in another browser (a shared 企业号 login, say)
+    login(colleague, "finance", staff["finance"])
     client.post("/logout")
     assert thief.get("/finance/receipts").status_code == 302  # to the login page
+    assert colleague.get("/finance/receipts").status_code == 200  # found by a review: a logout ended every session
 
 
 def test_staff_users_get_the_same_password_policy_and_unique_names(app: Flask) -> None:
