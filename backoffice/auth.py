@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -25,12 +26,14 @@ from backoffice.models import EndedSession, StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import authenticate_sub_account
 from backoffice.services.passwords import change_password
+from backoffice.services.sql import insert_ignoring_conflict
 from backoffice.services.staff import authenticate_staff
 
 bp = Blueprint("auth", __name__)
 login_manager.login_view = "auth.login"
 login_manager.login_message = "请先登录"
 SESSION_TOKEN = "_token"  # this login session's own id: its logout ends it (EndedSession)
+SESSION_STARTED = "_started"  # when it logged in (epoch seconds): PERMANENT_SESSION_LIFETIME counts from here
 
 
 class Principal(UserMixin):
@@ -67,15 +70,23 @@ def _load(user_id: str) -> Principal | None:
     record = db.session.get(model, int(ident), options=[undefer(model.session_nonce)])
     if record is None or not record.active or not hmac.compare_digest(record.session_nonce or "", nonce):
         return None
-    token = session.get(SESSION_TOKEN)
-    if not isinstance(token, str) or db.session.get(EndedSession, token) is not None:
-        return None  # logged out (a copy of its cookie), or from before session tokens
+    token, started = session.get(SESSION_TOKEN), session.get(SESSION_STARTED)
+    if not isinstance(token, str) or not isinstance(started, (int, float)):
+        return None  # from before session tokens
+    # An absolute limit from the login, however often the cookie was signed again since (a
+    # logged-out copy is re-signed by the redirect it gets): so an ended token need only be
+    # remembered that long.
+    if time.time() - started > current_app.permanent_session_lifetime.total_seconds():
+        return None
+    if db.session.get(EndedSession, token) is not None:
+        return None  # logged out: a copy of its cookie
     return Principal(kind, record)
 
 
 def _start_session(principal: Principal) -> None:
     """Log in with a token of this session's own, which its logout ends (and only it)."""
     session[SESSION_TOKEN] = secrets.token_hex(16)
+    session[SESSION_STARTED] = time.time()
     login_user(principal)
 
 
@@ -146,10 +157,12 @@ def logout() -> Any:
         # This session ends, a copy of its cookie with it; the login's other sessions go on.
         now = utcnow()
         db.session.execute(sa.delete(EndedSession).where(EndedSession.ended_at < now - current_app.permanent_session_lifetime))
-        db.session.merge(EndedSession(token=token, ended_at=now))
+        ended = {"token": token, "ended_at": now}
+        db.session.execute(insert_ignoring_conflict(db.session, EndedSession.__table__, ended, ["token"]))  # a double click
         db.session.commit()
     logout_user()
     session.pop(SESSION_TOKEN, None)
+    session.pop(SESSION_STARTED, None)
     return redirect(url_for("auth.login"))
 
 

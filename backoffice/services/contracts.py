@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -41,6 +42,16 @@ class IssuedContract:
     logins: list[OpenedLogin]
     pdf_path: Path
     docx_path: Path
+
+
+def printed_bank(provider: Mapping[str, str]) -> dict[str, str]:
+    """What a contract keeps of the provider's bank (receipts are booked by it, whatever the
+    provider's details say later)."""
+    return {
+        "provider_bank_name": provider.get("bank_name", ""),
+        "provider_bank_account": provider.get("bank_account", ""),
+        "provider_bank_code": provider.get("bank_code", ""),
+    }
 
 
 def provider_settings(session: Session, template: ContractTemplate) -> tuple[dict[str, str], str]:
@@ -195,11 +206,7 @@ def issue_contract(
         fields=printable,
         # The template's terms, and the bank account this contract tells the customer to pay into
         # (receipts are booked to that bank, whatever the provider's details say later).
-        terms={
-            **template.terms,
-            "provider_bank_name": provider.get("bank_name", ""),
-            "provider_bank_account": provider.get("bank_account", ""),
-        },
+        terms={**template.terms, **printed_bank(provider)},
         price_per_message=values["price_per_message"],
         initial_messages=values["initial_messages"],
         initial_amount=values["initial_amount"],

@@ -1340,12 +1340,10 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
     for line, row in rows[first:]:
         if not any(cell.strip() for cell in row):
             continue
-        cell = row[column].strip() if len(row) > column else ""
+        cell = _number_cell(row[column]) if len(row) > column else ""
         if not cell:
             problems.append(f"第 {line} 行：缺少手机号码")
             continue
-        if _EXCEL_DECIMAL.fullmatch(cell):
-            cell = cell.split(".", 1)[0]  # 13800138000.0: a number column from pandas or WPS
         if _EXCEL_EXPONENT.fullmatch(cell):
             problems.append(f"第 {line} 行：号码被 Excel 转成了科学计数法（{cell[:20]}），请把号码列设为“文本”格式后重新导出")
             continue
@@ -1361,6 +1359,14 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
 _SWALLOWED_NUMBER = re.compile(r"[\r\n][^\r\n]*1[3-9][0-9]{9}")
 _EXCEL_EXPONENT = re.compile(r"[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+")
 _EXCEL_DECIMAL = re.compile(r"[0-9]{11}\.0+")
+
+
+def _number_cell(cell: str) -> str:
+    """A cell as a number is read from it: 13800138000.0 (a number column from pandas or WPS) is 13800138000."""
+    cell = cell.strip()
+    return cell.split(".", 1)[0] if _EXCEL_DECIMAL.fullmatch(cell) else cell
+
+
 _HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone")
 _TEL = re.compile(r"\btel\b")  # a word of its own: not "hotel"
 
@@ -1379,7 +1385,7 @@ def _number_column(rows: list[tuple[int, list[str]]], table: Any) -> tuple[int, 
         for _, row in body:
             if len(row) > column:
                 try:
-                    normalise_mobile(row[column], table)
+                    normalise_mobile(_number_cell(row[column]), table)
                     found += 1
                 except InvalidNumber:
                     pass

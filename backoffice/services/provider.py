@@ -38,10 +38,22 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec(
         "bank_account", "银行账号", "text", pattern=r"[0-9][0-9 ]{5,38}[0-9]", pattern_message="银行账号应为 7–40 位数字（可含空格）"
     ),
+    FieldSpec(
+        "bank_code",
+        "开户行记账代码",
+        "text",
+        pattern=r"[A-Z][A-Z0-9]{1,15}",
+        pattern_message="记账代码为 2–16 位大写字母或数字、以字母开头，如 CDCB（成都银行）",
+    ),  # fmt: skip
     FieldSpec("product_name", "产品名称", "text", max_length=50),
     FieldSpec("product_name_alt", "产品名称（另称）", "text", max_length=50),
     FieldSpec("website", "网址", "text", max_length=200, pattern=r"(https?://)?[A-Za-z0-9.\-]+(/\S*)?", pattern_message="网址格式不正确"),
 )
+
+
+#: Kept with the identity but not printed: the code of the provider's bank in the books
+#: (Assets:Bank:<code>), for a bank whose name the application does not know.
+NOT_PRINTED = frozenset({"bank_code"})
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ def provider_of(session: Session, template_id: str) -> Provider:
     template = get_template(template_id)
     profile = session.get(ProviderProfile, template.id)
     identity = {**template.provider, **(profile.identity if profile else {})}
-    fields = tuple(f for f in FIELDS if f.name in template.provider)
+    fields = tuple(f for f in FIELDS if f.name in template.provider or f.name in NOT_PRINTED)
     return Provider(template.id, identity, fields, profile is not None, profile.seal_png if profile else None)
 
 
@@ -84,9 +96,9 @@ def save_provider(
         except ValueError as bad:
             errors[spec.name] = f"{spec.label}：{bad}"
     bank = identity.get("bank_name", "")
-    if bank and "bank_name" not in errors and bank_code_for(bank, "") == "":
+    if bank and "bank_name" not in errors and not identity.get("bank_code") and bank_code_for(bank, "") == "":
         # Receipts are booked to Assets:Bank:<code>: a bank without one would be booked to the default.
-        errors["bank_name"] = f"开户行：无法识别“{bank}”属于哪家银行（支持：{'、'.join(dict.fromkeys(BANK_CODES))}）"
+        errors["bank_code"] = f"开户行记账代码：无法从“{bank}”识别银行，请填写记账代码（已知：{'、'.join(dict.fromkeys(BANK_CODES))}）"
     unknown = sorted(set(raw) - {f.name for f in current.fields})
     if unknown:
         errors["_form"] = "该模板没有这些字段：" + "、".join(unknown)

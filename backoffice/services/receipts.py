@@ -78,13 +78,16 @@ def receiving_bank(session: Session, account_code: str, *, default: str) -> str:
     contract = latest_contract(session, account) if account else None
     if contract is None:
         return default
-    if printed := (contract.terms or {}).get("provider_bank_name"):  # what the contract printed
+    terms = contract.terms or {}
+    if terms.get("provider_bank_code"):  # what the contract printed, with its books code
+        return str(terms["provider_bank_code"])
+    if printed := terms.get("provider_bank_name"):
         return bank_code_for(printed, default)
-    try:  # contracts issued before the printed bank was kept: the template's current details
+    try:  # the contract printed no bank (its template has none): the provider's current details
         provider = provider_settings(session, get_template(contract.template_id))[0]
     except DomainError:  # the template folder was removed or no longer loads: its bank is unknown
         return default
-    return bank_code_for(provider.get("bank_name"), default)
+    return provider.get("bank_code") or bank_code_for(provider.get("bank_name"), default)
 
 
 def parse_amount(raw: object, errors: dict[str, str], field: str = "amount") -> Decimal | None:

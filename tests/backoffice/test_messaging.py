@@ -520,6 +520,8 @@ def test_recipient_lists_as_customers_save_them(app: Flask) -> None:
     assert office.numbers == ["13800138000", "13900139000"] and office.problems == []
     hotel = read_recipient_file("序号,hotel,mobile\n1,如家,13800138000\n".encode())
     assert hotel.numbers == ["13800138000"] and hotel.problems == []
+    pandas = read_recipient_file("姓名,手机号码,联系电话\n甲,13800138000.0,13900139000\n乙,13700137000.0,028-85001234\n".encode())
+    assert pandas.numbers == ["13800138000", "13700137000"] and pandas.problems == []  # the .0 column is the mobile one
     unnamed = read_recipient_file("客户,号\n张三,13800138000\n".encode())  # a header not recognised: skipped, not a bad row
     assert unnamed.numbers == ["13800138000"] and unnamed.problems == []
 

@@ -113,7 +113,8 @@ def test_upgrading_a_database_in_use_keeps_every_row_and_reference(tmp_path: Pat
     session's receipts migration; then upgraded to the head."""
     from backoffice.cli import after_commit_catch_up
     from backoffice.extensions import db
-    from backoffice.models import Invoice, Receipt
+    from backoffice.models import Contract, Invoice, Receipt
+    from backoffice.services.templates import get_template
     from tests.conftest import make_contract
 
     app = create_app(app_config(tmp_path / "instance", signing_files))
@@ -122,6 +123,9 @@ def test_upgrading_a_database_in_use_keeps_every_row_and_reference(tmp_path: Pat
     with app.app_context():
         issued = make_contract(app, "enterprise_sms_center")
         code, amount = issued.contract.account.code, f"{issued.contract.initial_amount:.2f}"
+        # As a contract issued before contracts kept the bank they printed (e8c2a4b6d1f3).
+        issued.contract.terms = {k: v for k, v in issued.contract.terms.items() if not k.startswith("provider_bank")}
+        db.session.commit()
         db.session.remove()
     args = ["finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "MIG-1", "--date", "2026-11-22", "--json"]
     recorded = json.loads(runner.invoke(args=args).output)
@@ -141,6 +145,8 @@ def test_upgrading_a_database_in_use_keeps_every_row_and_reference(tmp_path: Pat
         receipt = db.session.get(Receipt, recorded["id"])
         assert receipt.status == "confirmed" and db.session.scalar(sa.select(Invoice.receipt_id)) == receipt.id
         assert runner.invoke(args=["ledger", "check"]).exit_code == 0
+        terms = db.session.scalar(sa.select(Contract.terms))
+        assert terms["provider_bank_name"] == get_template("enterprise_sms_center").provider["bank_name"]  # what it printed
         db.session.remove()
         db.engine.dispose()
 

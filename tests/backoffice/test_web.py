@@ -156,6 +156,24 @@ def test_a_copy_of_a_session_cookie_opens_nothing_after_logout(app: Flask, clien
     client.post("/logout")
     assert thief.get("/finance/receipts").status_code == 302  # to the login page
     assert colleague.get("/finance/receipts").status_code == 200  # found by a review: a logout ended every session
+    # A session lasts SESSION_HOURS from its login, however often its cookie was signed again
+    # (found by a review: a logged-out copy, kept fresh, outlived its ended token's record).
+    with colleague.session_transaction() as cookie:
+        cookie["_started"] -= 13 * 3600
+    assert colleague.get("/finance/receipts").status_code == 302
+
+
+def test_a_logout_recorded_twice_is_one_ended_session(app: Flask) -> None:
+    """Two logouts of one session at once (a double click) insert its token once, without an error."""
+    from backoffice.clock import utcnow
+    from backoffice.models import EndedSession
+    from backoffice.services.sql import insert_ignoring_conflict
+
+    ended = {"token": "a" * 32, "ended_at": utcnow()}
+    for _ in range(2):
+        db.session.execute(insert_ignoring_conflict(db.session, EndedSession.__table__, ended, ["token"]))
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(EndedSession)) == 1
 
 
 def test_staff_users_get_the_same_password_policy_and_unique_names(app: Flask) -> None:
@@ -228,8 +246,13 @@ def test_an_administrator_sets_the_provider_identity_contracts_print(app: Flask,
 
     assert receiving_bank(db.session, before.contract.account.code, default="X") == "CMB"
     assert receiving_bank(db.session, after.contract.account.code, default="X") == "ICBC"
-    unknown = client.post("/admin/provider/sms_business_service", data={**good, "bank_name": "某某农村信用社"})
-    assert unknown.status_code == 422 and "无法识别" in unknown.get_data(as_text=True)
+    unknown = client.post("/admin/provider/sms_business_service", data={**good, "bank_name": "成都银行高新支行"})
+    assert unknown.status_code == 422 and "请填写记账代码" in unknown.get_data(as_text=True)
+    coded = client.post("/admin/provider/sms_business_service", data={**good, "bank_name": "成都银行高新支行", "bank_code": "CDCB"})
+    assert coded.status_code == 302  # a bank the application does not know, with its books code
+    later = make_contract(app, "sms_business_service", customer__name="丙公司")
+    assert receiving_bank(db.session, later.contract.account.code, default="X") == "CDCB"
+    assert receiving_bank(db.session, after.contract.account.code, default="X") == "ICBC"  # still what it printed
 
 
 def test_the_command_line_shows_and_saves_the_provider_identity(app: Flask, tmp_path: Path) -> None:
