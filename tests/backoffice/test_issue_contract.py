@@ -39,7 +39,7 @@ def docx_text(path: Path) -> str:
 def issue(runner: FlaskCliRunner, tmp_path: Path, template_id: str, data: dict) -> dict:
     result = runner.invoke(args=["contract", "issue", template_id, "--data", str(write_json(tmp_path / "c.json", data)), "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)  # warnings go to stderr
 
 
 def cn(day: str) -> str:
