@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, Response, g, jsonify, render_template, request
 from flask_login import current_user
 from sqlalchemy import event
@@ -143,6 +144,17 @@ def _error_handlers(app: Flask) -> None:
         if _wants_json():
             return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code
         return render_template("error.html", status=error.code, message=message), error.code
+
+    @app.errorhandler(sa.exc.DataError)
+    def _out_of_range(error: sa.exc.DataError) -> Any:
+        # A value the database refuses as data (a number past its column's range, a text longer
+        # than its column) that no check caught first: the request is refused, nothing written.
+        db.session.rollback()
+        app.logger.warning("value refused by the database: %s", error.orig)
+        message = "输入的值超出允许的范围或长度，未做任何更改"
+        if _wants_json():
+            return jsonify(error={"code": "invalid", "message": message}), 400
+        return render_template("error.html", status=400, message=message), 400
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:

@@ -19,8 +19,9 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from backoffice.clock import utcnow
-from backoffice.errors import DomainError, NotFound, ValidationFailed
+from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
 from backoffice.extensions import db
+from ledger import LedgerWriteError
 
 
 def _emit(payload: Any, as_json: bool, text: str) -> None:
@@ -73,6 +74,10 @@ def refusals(as_json: bool) -> Iterator[None]:
         _fail(error, as_json)
     except sa.exc.OperationalError as exc:
         _fail(busy_error(exc), as_json)
+    except sa.exc.DataError:  # a value past its column's range or length that no check caught
+        _fail(ValidationFailed({"_input": "输入的值超出允许的范围或长度，未做任何更改"}), as_json)
+    except LedgerWriteError as error:  # the books changed by hand, or locked: nothing of this command was kept
+        _fail(Conflict(f"账簿无法写入：{error}"), as_json)
     except BaseException:
         db.session.rollback()
         raise
@@ -427,12 +432,13 @@ def ledger_query(bql: str, as_json: bool) -> None:
 def ledger_assert_balances(day: Any) -> None:
     """Write today's balance assertion of every customer's prepaid account, from the database."""
     from backoffice.clock import local_today
-    from backoffice.services.bookkeeping import post_pending
     from backoffice.services.credit import record_balance_assertions
 
-    count = record_balance_assertions(db.session, day.date() if day else local_today())
-    db.session.commit()
-    post_pending(db.session, Path(current_app.config["LEDGER_PATH"]))
+    with refusals(False):
+        count = record_balance_assertions(db.session, day.date() if day else local_today())
+        db.session.commit()
+    for warning in after_commit_catch_up(current_app._get_current_object()):  # type: ignore[attr-defined]
+        click.echo(f"警告：{warning}", err=True)
     click.echo(f"写入 {count} 条余额断言")
 
 
@@ -441,8 +447,9 @@ def ledger_sync() -> None:
     """Post every pending ledger event to the books."""
     from backoffice.services.bookkeeping import post_pending
 
-    count = post_pending(db.session, Path(current_app.config["LEDGER_PATH"]))
-    db.session.commit()
+    with refusals(False):
+        count = post_pending(db.session, Path(current_app.config["LEDGER_PATH"]))
+        db.session.commit()
     click.echo(f"记账 {count} 笔")
 
 

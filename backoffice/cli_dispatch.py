@@ -110,8 +110,9 @@ def keywords_remove(words: tuple[str, ...], as_json: bool) -> None:
     """Remove forbidden keywords."""
     from backoffice.services.messaging import remove_keywords
 
-    removed = remove_keywords(db.session, list(words), actor=_actor())
-    db.session.commit()
+    with refusals(as_json):
+        removed = remove_keywords(db.session, list(words), actor=_actor())
+        db.session.commit()
     _emit({"removed": removed}, as_json, f"删除 {len(removed)} 个违禁词" + (f"：{'、'.join(removed)}" if removed else "（均不在列表中）"))
 
 

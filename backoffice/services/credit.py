@@ -8,7 +8,7 @@ with the same id changes nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -218,8 +218,14 @@ def record_balance_assertions(session: Session, day: date) -> int:
     beancount `balance` assertion: the current balance less what events dated `day` or later
     changed. Beancount then flags any drift between the two. Idempotent per account and day.
     Starts a transaction of its own (commit or roll back the session's before)."""
+    from backoffice.clock import local_today
     from backoffice.services import usage
+    from ledger.books import OPENING
 
+    if not OPENING < day <= local_today():
+        # Later, a charge recorded today but dated before it would contradict the assertion; before
+        # the chart opens, no account exists to assert: either would break the books for good.
+        raise ValidationFailed({"date": f"余额断言的日期应在 {OPENING + timedelta(days=1)} 至今天（{local_today()}）之间：{day}"})
     # Balances, open running totals and later events as of one moment: a charge committed
     # between two of these reads would make the assertion wrong for good (found by a review).
     begin_snapshot(session)

@@ -28,7 +28,7 @@ from backoffice.money import MoneyFormatError, format_money, parse_decimal
 from backoffice.services import audit
 from backoffice.services.accounts import get_account
 from backoffice.services.credit import credit_receipt, reverse_event
-from backoffice.services.sql import MAX_ID
+from backoffice.services.sql import MAX_INT_ID
 from backoffice.services.staged_files import stage_file
 from reports.bank_statements import REFERENCE
 
@@ -221,7 +221,7 @@ def get_receipt(session: Session, receipt_id: int | str) -> Receipt:
         ident = int(receipt_id)
     except (TypeError, ValueError):
         raise NotFound(f"到账记录不存在：{receipt_id}") from None
-    if not 0 < ident <= MAX_ID:
+    if not 0 < ident <= MAX_INT_ID:
         raise NotFound(f"到账记录不存在：{receipt_id}")
     receipt = session.get(Receipt, ident)
     if receipt is None:

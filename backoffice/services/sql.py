@@ -12,6 +12,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The largest id either database holds (a signed 64-bit integer): a bigger one from a URL or a
 #: form finds nothing, it is not sent to the driver (which refuses it with an OverflowError).
 MAX_ID = 2**63 - 1
+#: The same for the tables whose ids are 32-bit on PostgreSQL (all but messages and their parts).
+MAX_INT_ID = 2**31 - 1
 #: A rate's timeline (intake's and dispatch's GCRA, in µs since the epoch) this far ahead of the
 #: clock can only come from a clock that stepped back (NTP, a VM restored): it starts again from
 #: now rather than stopping the account for the length of the step. Anything less (processes'

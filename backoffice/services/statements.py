@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
 from backoffice.services import audit
-from backoffice.services.sql import MAX_ID
+from backoffice.services.sql import MAX_INT_ID
 from reports import bank_statements, matching
 
 MAX_STATEMENT_BYTES = 10 * 1024 * 1024
@@ -133,7 +133,7 @@ def proposals(session: Session) -> list[Proposal]:
 def get_line(session: Session, line_id: int | str) -> StatementLine:
     try:
         ident = int(line_id)
-        line = session.get(StatementLine, ident) if 0 < ident <= MAX_ID else None
+        line = session.get(StatementLine, ident) if 0 < ident <= MAX_INT_ID else None
     except (TypeError, ValueError):
         line = None
     if line is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 import ledger.query
+from backoffice.clock import set_clock
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import EnterpriseAccount, LedgerEvent
@@ -145,6 +146,7 @@ def test_a_reversal_of_spent_credit_is_refused_and_changes_nothing(app: Flask, c
 
 
 def test_balance_assertions_are_written_from_the_database_and_catch_drift(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
+    set_clock(lambda: datetime(2026, 11, 25, 2, 0, tzinfo=UTC))  # an assertion is dated today or before
     code = contract.contract.account.code
     credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="A1", received_on=DAY, actor="finance")
     charge_usage(db.session, date(2026, 11, 24), [UsageLine(code, "CMCC", 100, Decimal("3.50"))], event_id="usage-24")
@@ -248,6 +250,17 @@ def test_receipts_confirmed_in_one_transaction_each_read_what_the_one_before_lef
     assert (a.balance, a.contracted_credit, a.receivable) == (Decimal("2000.05"), 0, 0)
     settled = [e.payload["settles_receivable"] for e in db.session.scalars(sa.select(LedgerEvent).where(LedgerEvent.kind == "receipt"))]
     assert sorted(Decimal(x) for x in settled) == [Decimal("0"), Decimal("750.00"), Decimal("1000.00")]
+
+
+@pytest.mark.parametrize("day", ["1900-01-01", "2000-01-01", "2026-11-24", "2027-06-01"])
+def test_balance_assertions_outside_the_books_life_are_refused(app: Flask, runner: FlaskCliRunner, contract, day: str) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: an assertion before the chart opened, or after today (a charge dated
+    before it but recorded later contradicts it), broke the books for good: the events are
+    kept and a rebuild writes them again."""
+    result = runner.invoke(args=["ledger", "assert-balances", "--date", day])
+    assert result.exit_code == 2 and "余额断言的日期" in result.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.kind == "balance")) == 0
+    assert runner.invoke(args=["ledger", "check"]).exit_code == 0
 
 
 def test_finance_reads_the_books_in_the_browser(app: Flask, client: FlaskClient, staff: dict, contract) -> None:  # type: ignore[no-untyped-def]

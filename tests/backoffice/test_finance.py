@@ -640,14 +640,16 @@ def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, clie
     """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
     finance_users()
     huge = "99999999999999999999"
-    exit_code, out = run(runner, "finance", "confirm", huge, "--json")
-    assert exit_code == 1 and out["error"]["code"] == "not_found"
+    for big in (huge, str(2**31)):  # 2**31: past PostgreSQL's integer ids (found by a second review)
+        exit_code, out = run(runner, "finance", "confirm", big, "--json")
+        assert exit_code == 1 and out["error"]["code"] == "not_found", big
     issued = make_contract(app, "enterprise_sms_center")
     _, recorded = run(
         runner, "finance", "receipt", "--account", issued.contract.account.code, "--amount", "900.00", "--bank-ref", "BIG-1",
         "--date", "2026-11-23", "--json",
     )  # fmt: skip
     login(client, "fin-a", "fin-a-password-1")
+    assert client.get(f"/finance/receipts/{2**31}").status_code == 404
     response = client.post(f"/finance/receipts/{recorded['id']}/confirm", data={"line_id": huge})
     assert response.status_code in (302, 404, 422) and db.session.get(Receipt, recorded["id"]).status == "pending"
 
