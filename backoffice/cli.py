@@ -40,13 +40,34 @@ def _fail(error: DomainError, as_json: bool) -> NoReturn:
     sys.exit(1 if not isinstance(error, ValidationFailed) else 2)
 
 
+JSON_FILE_LIMIT = 5_000_000
+IMAGE_FILE_LIMIT = 2_000_000
+PDF_FILE_LIMIT = 50_000_000
+
+
+def read_file(path: Path, *, field: str, limit: int) -> bytes:
+    """A file the command was given, at most `limit` bytes; anything unreadable, too large or
+    empty is a ValidationFailed naming it (not a traceback, and not a whole /dev/zero in memory)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ValidationFailed({field: f"无法读取文件 {path}：{exc.strerror or type(exc).__name__}"}) from None
+    if len(data) > limit:
+        raise ValidationFailed({field: f"文件过大（超过 {limit // 1_000_000} MB）：{path}"})
+    if not data:
+        raise ValidationFailed({field: f"文件是空的：{path}"})
+    return data
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from a file, numbers with a fraction as Decimal (money never passes
     through float); anything unreadable is a ValidationFailed naming the file."""
+    text = read_file(path, field="data", limit=JSON_FILE_LIMIT)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        raw = json.loads(text.decode("utf-8"), parse_float=Decimal)
         json.dumps(raw, ensure_ascii=False, default=str).encode("utf-8")  # lone surrogates
-    except (OSError, UnicodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeError, ValueError, RecursionError) as exc:  # ValueError: JSON's, and an integer of 4,300+ digits
         raise ValidationFailed({"data": f"无法读取 JSON 文件：{type(exc).__name__}"}) from None
     if not isinstance(raw, dict):
         raise ValidationFailed({"data": "JSON 文件应为一个对象"})
@@ -120,13 +141,32 @@ def after_commit_catch_up(app: Flask) -> list[str]:
     return warnings
 
 
-contract_cli = AppGroup("contract", help="合同：模板、签发、核验")
-account_cli = AppGroup("account", help="企业账户")
-ledger_cli = AppGroup("ledger", help="账簿（beancount）")
-jobs_cli = AppGroup("jobs", help="定时任务")
-demo_cli = AppGroup("demo", help="演示数据")
-user_cli = AppGroup("user", help="员工账号")
-finance_cli = AppGroup("finance", help="财务：到账登记与确认、对账单导入、发票、通知")
+class CommandGroup(AppGroup):
+    """A command group that refuses arguments which are not text (bytes a terminal or a script
+    passed in another encoding, GBK under a UTF-8 locale: Python keeps them as lone surrogates,
+    which the database then refuses mid-command)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        given = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if any(0xDC80 <= ord(c) <= 0xDCFF for arg in given for c in arg):
+            message = "参数不是有效的 UTF-8 文本（请检查终端或脚本的字符编码），未做任何更改"
+            if "--json" in given:
+                click.echo(
+                    json.dumps({"error": {"code": "invalid", "message": message, "fields": {"arguments": message}}}, ensure_ascii=False)
+                )
+            else:
+                click.echo(f"错误：{message}", err=True)
+            ctx.exit(2)
+        return super().invoke(ctx)
+
+
+contract_cli = CommandGroup("contract", help="合同：模板、签发、核验")
+account_cli = CommandGroup("account", help="企业账户")
+ledger_cli = CommandGroup("ledger", help="账簿（beancount）")
+jobs_cli = CommandGroup("jobs", help="定时任务")
+demo_cli = CommandGroup("demo", help="演示数据")
+user_cli = CommandGroup("user", help="员工账号")
+finance_cli = CommandGroup("finance", help="财务：到账登记与确认、对账单导入、发票、通知")
 
 
 @contract_cli.command("templates")
@@ -147,7 +187,7 @@ def _load_signature(value: Any, base: Path) -> bytes | str | None:
     path = (base / str(value)).resolve()
     if not path.is_file():
         raise ValidationFailed({"signature": f"签名图片文件不存在：{value}"})
-    return path.read_bytes()
+    return read_file(path, field="signature", limit=IMAGE_FILE_LIMIT)  # an empty one is refused, not typed instead
 
 
 @contract_cli.command("issue")
@@ -218,7 +258,9 @@ def contract_verify(pdf_file: Path, as_json: bool) -> None:
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     identity = signing_identity(app)
-    result = verify_pdf(pdf_file.read_bytes(), trusted_certs=[identity.cert_path])
+    with refusals(as_json):
+        content = read_file(pdf_file, field="pdf", limit=PDF_FILE_LIMIT)
+    result = verify_pdf(content, trusted_certs=[identity.cert_path])
     ok = result.signed and result.intact and result.valid and result.trusted and result.covers_whole_file
     payload = {"file": str(pdf_file), "intact": ok, **{k: v for k, v in vars(result).items()}}
     text = "签章完好：文件自签署后未被修改" if ok else "签章无效或文件已被修改：" + "；".join(result.problems or ["未通过校验"])
@@ -240,7 +282,7 @@ def contract_provider(template_id: str, data_file: Path | None, seal_file: Path 
             raw = read_json_object(data_file) if data_file is not None else {}
             if seal_file is not None and not seal_file.is_file():
                 raise ValidationFailed({"seal": f"文件不存在：{seal_file}"})
-            seal = seal_file.read_bytes() if seal_file is not None else None
+            seal = read_file(seal_file, field="seal", limit=IMAGE_FILE_LIMIT) if seal_file is not None else None
             save_provider(db.session, template_id, raw, seal=seal, actor=_actor())
             db.session.commit()
         provider = provider_of(db.session, template_id)
@@ -420,8 +462,7 @@ def ledger_query(bql: str, as_json: bool) -> None:
     try:
         result = run_query(Path(current_app.config["LEDGER_PATH"]) / "main.beancount", bql)
     except QueryError as exc:
-        click.echo(f"查询有误：{exc}", err=True)
-        sys.exit(2)
+        _fail(ValidationFailed({"bql": f"查询有误：{exc}"}), as_json)
     rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
     text = "\n".join(["\t".join(result.columns)] + ["\t".join(str(v) for v in row) for row in result.rows])
     _emit(rows, as_json, text)
@@ -596,8 +637,10 @@ def finance_receipt(
         actor = _finance_actor(username)
         upload = None
         if voucher is not None:
+            # One byte past the limit: the service names the size (as the web form reads it).
             try:
-                upload = Voucher(voucher.name, voucher.read_bytes())
+                with open(voucher, "rb") as handle:
+                    upload = Voucher(voucher.name, handle.read(app.config["VOUCHER_MAX_BYTES"] + 1))
             except OSError as exc:
                 raise ValidationFailed({"voucher": f"无法读取凭证文件：{exc.strerror}"}) from None
         receipt = record_receipt(
@@ -716,8 +759,11 @@ def finance_import_statement(statement_file: Path, username: str | None, as_json
     from backoffice.services.statements import import_statement, proposals
 
     with refusals(as_json):
+        from backoffice.services.statements import MAX_STATEMENT_BYTES
+
         try:
-            content = statement_file.read_bytes()
+            with open(statement_file, "rb") as handle:
+                content = handle.read(MAX_STATEMENT_BYTES + 1)  # the service refuses what is over
         except OSError as exc:
             raise ValidationFailed({"file": f"无法读取文件：{exc.strerror}"}) from None
         record = import_statement(db.session, filename=statement_file.name, content=content, actor=_finance_actor(username))

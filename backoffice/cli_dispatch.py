@@ -11,20 +11,21 @@ import signal
 import socket
 import sys
 import threading
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
-from flask.cli import AppGroup
 
-from backoffice.cli import _actor, _emit, refusals
+from backoffice.cli import CommandGroup, _actor, _emit, refusals
 from backoffice.clock import SHANGHAI, to_local
+from backoffice.errors import ValidationFailed
 from backoffice.extensions import db
 
-dispatch_cli = AppGroup("dispatch", help="短信发送：发送进程、违禁词、发送日志")
-keywords_cli = AppGroup("keywords", help="违禁词列表（管理员维护）")
+dispatch_cli = CommandGroup("dispatch", help="短信发送：发送进程、违禁词、发送日志")
+keywords_cli = CommandGroup("keywords", help="违禁词列表（管理员维护）")
 dispatch_cli.add_command(keywords_cli)
-smsc_cli = AppGroup("smsc", help="内置 SMSC 模拟器（开发、测试、压测用）")
+smsc_cli = CommandGroup("smsc", help="内置 SMSC 模拟器（开发、测试、压测用）")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -143,8 +144,15 @@ def verify_log(as_json: bool) -> None:
     sys.exit(1 if problems else 0)
 
 
-def _local_day(value: str) -> datetime:
-    return datetime.fromisoformat(value).replace(tzinfo=SHANGHAI)
+def _local_day(value: str, field: str) -> datetime:
+    """A day of the log (YYYY-MM-DD, Beijing) as the start of that day, or a refusal naming the option."""
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValidationFailed({field: f"{field} 应为日期 YYYY-MM-DD：{value[:40]}"}) from None
+    if not 2000 <= day.year <= 2100:
+        raise ValidationFailed({field: f"{field} 超出范围（2000–2100 年）：{day}"})
+    return datetime.combine(day, datetime.min.time(), tzinfo=SHANGHAI)
 
 
 @dispatch_cli.command("export-log")
@@ -159,10 +167,20 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
     line goes to stderr; the exit status is 1 if a row or the chain does not verify."""
     from backoffice.services.send_log import LogEntry, chain_hash, export_send_log, verify_chain
 
-    first, last = _local_day(start), _local_day(end) + timedelta(days=1)
+    with refusals(False):
+        first, last = _local_day(start, "--from"), _local_day(end, "--to") + timedelta(days=1)
+        if last <= first:
+            raise ValidationFailed({"--to": f"--to（{end}）早于 --from（{start}）"})
+        target = Path(out_path) if out_path else None
+        if target is not None and not target.parent.is_dir():
+            raise ValidationFailed({"--out": f"目录不存在：{target.parent}"})
     problems: list[str] = []
     count, seqs = 0, []
-    out = open(out_path, "w", encoding="utf-8", newline="") if out_path else sys.stdout  # noqa: SIM115 (closed below)
+    # Written next to the target and renamed over it only when complete: an export that fails
+    # leaves an earlier file as it was.
+    partial = target.with_name(f".{target.name}.partial") if target is not None else None
+    out = open(partial, "w", encoding="utf-8", newline="") if partial is not None else sys.stdout  # noqa: SIM115 (closed below)
+    done = False
     try:
         writer = csv.writer(out)
         writer.writerow(
@@ -205,9 +223,15 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
             previous = r
             count += 1
             seqs.append(r.seq)
+        done = True
     finally:
         if out is not sys.stdout:
             out.close()
+            assert partial is not None and target is not None
+            if done:
+                partial.replace(target)
+            else:
+                partial.unlink(missing_ok=True)
         else:
             out.flush()
     problems += verify_chain(db.session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,10 +32,14 @@ def _plain(value: Any) -> Any:
 
 def run_query(main: Path, bql: str) -> QueryResult:
     """Run one BQL query on the books (read-only: BQL has no statements that write)."""
+    if not bql.strip():
+        raise QueryError("查询为空")
     try:
         cursor = beanquery.connect(f"beancount:{main}").execute(bql)
     except (beanquery.Error, beanquery.CompilationError, beanquery.ParseError) as exc:
         raise QueryError(str(exc)) from None
+    except (re.error, ValueError, TypeError, IndexError, ArithmeticError) as exc:  # raised while evaluating it (a bad regex, say)
+        raise QueryError(f"{type(exc).__name__}: {exc}") from None
     columns = [c.name for c in cursor.description]
     return QueryResult(columns, [[_plain(v) for v in row] for row in cursor.fetchall()])
 

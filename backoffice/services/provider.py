@@ -103,7 +103,7 @@ def save_provider(
     if unknown:
         errors["_form"] = "该模板没有这些字段：" + "、".join(unknown)
     png = None
-    if seal:
+    if seal is not None:  # given, even empty: an empty file is refused, not taken for "keep the seal"
         try:
             png = images.validate_image(seal)
         except images.ImageError as bad:

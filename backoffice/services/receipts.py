@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
@@ -33,6 +34,7 @@ from backoffice.services.staged_files import stage_file
 from reports.bank_statements import REFERENCE
 
 VOUCHER_TYPES = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
+BANK_CODE = re.compile(r"[A-Z][A-Z0-9]{1,15}")
 _BANK_REFERENCE = REFERENCE  # one pattern for a receipt and a statement line
 # The provider's receiving banks, by the name printed in its contracts; the code names the
 # books account Assets:Bank:<code>.
@@ -175,6 +177,9 @@ def record_receipt(
         errors["paid_on"] = "汇款日期不能晚于今天"
     elif day is not None and (today - day).days > 366:
         errors["paid_on"] = "汇款日期早于一年前，请联系财务人工处理"
+    if not isinstance(bank, str) or not BANK_CODE.fullmatch(bank):
+        # The books' Assets:Bank:<code>: a code beancount refuses would fail at confirmation, later.
+        errors["bank"] = f"收款银行代码应为 2–16 位大写字母或数字、以字母开头（如 CMB、ICBC）：{str(bank)[:20]}"
     reference = (bank_reference or "").strip()
     if not _BANK_REFERENCE.fullmatch(reference):
         errors["bank_reference"] = "银行流水号无效：1–64 位字母、数字或 - _ / ."

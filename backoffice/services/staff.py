@@ -20,6 +20,8 @@ def create_staff_user(session: Session, username: str, display_name: str, passwo
     errors = {}
     if not username or len(username) > 64 or not username.isprintable():
         errors["username"] = "用户名应为 1–64 个可打印字符"
+    if len(display_name or "") > 64 or not (display_name or "x").isprintable():
+        errors["name"] = "姓名最多 64 个可打印字符"
     if problem := password_problem(password, login=username):
         errors["password"] = problem
     if role not in ROLES:

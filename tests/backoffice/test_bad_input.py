@@ -246,3 +246,55 @@ def test_every_network_unticked_is_refused_not_taken_for_the_default(app: Flask,
     assert response.status_code == 422 and "请至少选择一个运营商" in response.get_data(as_text=True)
     db.session.expire_all()
     assert snapshot(app) == before
+
+
+def test_command_arguments_that_are_not_text_are_refused_before_anything_runs(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: GBK bytes under a UTF-8 locale (lone surrogates for Python) crashed most
+    commands when the database refused them, or went into the audit log as garbage."""
+    gbk = "春节".encode("gbk").decode("utf-8", "surrogateescape")
+    for args in (["account", "show", gbk], ["finance", "holiday", "2027-02-11", "--note", gbk], ["dispatch", "keywords", "add", gbk]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 2 and "不是有效的 UTF-8" in result.output, (args, result.output)
+    refused = runner.invoke(args=["account", "suspend", "E000001", "--reason", gbk, "--json"])
+    assert refused.exit_code == 2 and json.loads(refused.stdout)["error"]["code"] == "invalid"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == 0
+
+
+def test_files_given_to_commands_that_are_empty_huge_or_odd_are_refused(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: an empty seal saved the demo identity as real, an empty signature file
+    was replaced by a typed one, an integer of 5,000 digits was a traceback."""
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    seal = runner.invoke(args=["contract", "provider", "sms_business_service", "--seal", str(empty), "--json"])
+    assert seal.exit_code == 2 and "seal" in json.loads(seal.stdout)["error"]["fields"]
+    assert runner.invoke(args=["contract", "provider", "sms_business_service", "--json"]).exit_code == 0
+    assert json.loads(runner.invoke(args=["contract", "provider", "sms_business_service", "--json"]).stdout)["saved"] is False
+    data = sample("sms_business_service")
+    data["customer_signature"] = str(empty)
+    signed = runner.invoke(
+        args=["contract", "issue", "sms_business_service", "--data", str(write_json(tmp_path / "c.json", data)), "--json"]
+    )
+    assert signed.exit_code == 2 and "signature" in json.loads(signed.stdout)["error"]["fields"]
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"initial_messages": ' + "9" * 5000 + "}", encoding="utf-8")
+    number = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(huge), "--json"])
+    assert number.exit_code == 2 and "data" in json.loads(number.stdout)["error"]["fields"]
+    verify = runner.invoke(args=["contract", "verify", str(empty), "--json"])
+    assert verify.exit_code == 2 and "pdf" in json.loads(verify.stdout)["error"]["fields"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 0
+
+
+def test_queries_bank_codes_and_staff_names_are_checked_before_they_crash(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: an empty query or a bad regular expression in BQL was a traceback; a
+    bank code beancount refuses made a receipt that could never be confirmed."""
+    make_contract(app, "enterprise_sms_center")  # postings for the query to go through
+    for bql in ("", "SELECT account WHERE account ~ '('"):
+        result = runner.invoke(args=["ledger", "query", bql, "--json"])
+        assert result.exit_code == 2 and "bql" in json.loads(result.stdout)["error"]["fields"], bql
+    code = db.session.scalar(sa.select(EnterpriseAccount.code))
+    for bank in ("cmb", "银行", "C" * 17):
+        args = ["finance", "receipt", "--account", code, "--amount", "100.00", "--bank-ref", "B1", "--date", "2026-11-23", "--bank", bank]
+        result = runner.invoke(args=[*args, "--json"])
+        assert result.exit_code == 2 and "bank" in json.loads(result.stdout)["error"]["fields"], bank
+    named = runner.invoke(args=["user", "create", "clerk", "--role", "sales", "--name", "名" * 65, "--password", "clerk-pass-1"])
+    assert named.exit_code == 2 and "姓名" in named.output

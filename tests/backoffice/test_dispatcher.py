@@ -1109,6 +1109,17 @@ def test_the_send_log_exports_with_its_chain_and_a_changed_row_fails_the_check(
         )
         assert chain_hash(row["prev_hash"], int(row["seq"]), datetime.fromisoformat(row["logged_at_utc"]), entry) == row["hash"]
 
+    # Found by a review: bad dates were tracebacks, and the --out file was emptied before the failure.
+    earlier = out.read_bytes()
+    for start, end, words in (
+        ("2026-13-01", "2026-11-23", "--from 应为日期"), ("2026-11-23", "x", "--to 应为日期"),
+        ("2026-11-23", "9999-12-31", "超出范围"), ("2026-11-30", "2026-11-01", "早于"),
+    ):  # fmt: skip
+        refused = runner.invoke(args=["dispatch", "export-log", "--from", start, "--to", end, "--out", str(out)])
+        assert refused.exit_code == 2 and words in refused.output, (start, end, refused.output)  # a refusal, not a traceback
+        assert out.read_bytes() == earlier
+    assert list(tmp_path.glob(".*.partial")) == []
+
     drop_send_log_guard()  # the database refuses the change below; the chain must reveal it even so
     db.session.execute(sa.update(SendLog).where(SendLog.seq == 3).values(result="submitted: forged"))
     db.session.commit()
