@@ -22,6 +22,19 @@ from backoffice.clock import SHANGHAI, to_local
 from backoffice.errors import ValidationFailed
 from backoffice.extensions import db
 
+
+class _Seconds(click.FloatRange):
+    """A non-negative finite number of seconds (or messages per second): nan and inf refused too."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:  # nan compares unequal to itself and passes FloatRange
+            self.fail(f"{value!r} 不是数字", param, ctx)
+        return number
+
+
+_SECONDS = _Seconds(min=0, max=86_400)
+
 dispatch_cli = CommandGroup("dispatch", help="短信发送：发送进程、违禁词、发送日志")
 keywords_cli = CommandGroup("keywords", help="违禁词列表（管理员维护）")
 dispatch_cli.add_command(keywords_cli)
@@ -246,7 +259,7 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
 @click.option("--window", type=click.IntRange(1, 1000), default=None, help="outstanding submit_sm (default DISPATCH_WINDOW, 10)")
 @click.option("--batch", type=click.IntRange(1, 10000), default=None, help="messages claimed at a time (default DISPATCH_BATCH, 200)")
 @click.option("--name", "worker_name", default=None, help="worker name for the leases (default dispatch@<host>; one per process)")
-@click.option("--max-tps", type=float, default=None, help="the link's own rate limit (default SMSC_MAX_TPS; 0: none)")
+@click.option("--max-tps", type=_SECONDS, default=None, help="the link's own rate limit (default SMSC_MAX_TPS; 0: none)")
 def dispatch_worker(window: int | None, batch: int | None, worker_name: str | None, max_tps: float | None) -> None:
     """The dispatcher: binds to the SMSC (SMSC_HOST/PORT/SYSTEM_ID/PASSWORD) and sends the queue
     until SIGTERM or Ctrl-C, then drains the window, records the answers and releases the rest."""
@@ -269,14 +282,14 @@ def dispatch_worker(window: int | None, batch: int | None, worker_name: str | No
 
 @smsc_cli.command("simulate")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=2775, show_default=True)
-@click.option("--receipt-delay", type=float, default=0.5, show_default=True, help="seconds before the delivery receipt")
+@click.option("--port", type=click.IntRange(1, 65535), default=2775, show_default=True)
+@click.option("--receipt-delay", type=_SECONDS, default=0.5, show_default=True, help="seconds before the delivery receipt")
 @click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="accepted, then receipt UNDELIV")
 @click.option("--reject-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="refused at submit (ESME_RSUBMITFAIL)")
-@click.option("--max-tps", type=float, default=0.0, show_default=True, help="above it: ESME_RTHROTTLED (0: no limit)")
-@click.option("--disconnect-after", type=int, default=0, help="drop the link on the Nth submit (0: never)")
+@click.option("--max-tps", type=_SECONDS, default=0.0, show_default=True, help="above it: ESME_RTHROTTLED (0: no limit)")
+@click.option("--disconnect-after", type=click.IntRange(min=0), default=0, help="drop the link on the Nth submit (0: never)")
 @click.option("--disconnect-repeat", is_flag=True, help="… and on every Nth after it")
-@click.option("--response-delay", type=float, default=0.0, help="hold each submit_sm_resp this long")
+@click.option("--response-delay", type=_SECONDS, default=0.0, help="hold each submit_sm_resp this long")
 @click.option("--message-id-format", type=click.Choice(["hex", "decimal"]), default="hex", show_default=True)
 @click.option("--receipt-id-format", type=click.Choice(["same", "hex", "decimal"]), default="same", show_default=True)
 @click.option("--no-receipt-tlvs", is_flag=True, help="receipts as text only (no receipted_message_id / message_state)")
@@ -309,4 +322,8 @@ def smsc_simulate(
         fail_rate=fail_rate, reject_rate=reject_rate, max_tps=max_tps or None, disconnect_after=disconnect_after or None,
         disconnect_repeat=disconnect_repeat, response_delay=response_delay, seed=seed,
     )  # fmt: skip
-    serve_forever(config, host, port, stop=_stop_on_signals())
+    try:
+        serve_forever(config, host, port, stop=_stop_on_signals())
+    except OSError as exc:  # the port taken, a host that is not this machine's
+        click.echo(f"错误：无法在 {host}:{port} 上监听：{exc.strerror or exc}", err=True)
+        sys.exit(1)

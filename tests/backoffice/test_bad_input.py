@@ -298,3 +298,14 @@ def test_queries_bank_codes_and_staff_names_are_checked_before_they_crash(app: F
         assert result.exit_code == 2 and "bank" in json.loads(result.stdout)["error"]["fields"], bank
     named = runner.invoke(args=["user", "create", "clerk", "--role", "sales", "--name", "名" * 65, "--password", "clerk-pass-1"])
     assert named.exit_code == 2 and "姓名" in named.output
+
+
+def test_the_simulator_and_the_worker_refuse_impossible_numbers(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: a port of 99999, a negative delay or a rate of nan were tracebacks, or accepted."""
+    for args in (
+        ["smsc", "simulate", "--port", "99999"], ["smsc", "simulate", "--receipt-delay", "-1"],
+        ["smsc", "simulate", "--disconnect-after", "-3"], ["dispatch", "worker", "--max-tps", "nan"],
+        ["dispatch", "worker", "--max-tps", "-1"],
+    ):  # fmt: skip
+        result = runner.invoke(args=args)
+        assert result.exit_code == 2 and not isinstance(result.exception, (ValueError, OverflowError)), (args, result.output)
