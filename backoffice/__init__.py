@@ -33,6 +33,11 @@ def _secret_key(instance: Path) -> str:
     return secrets.token_hex(32)
 
 
+def not_text(value: str) -> bool:
+    """A NUL, or a lone surrogate (bytes that were not UTF-8): neither belongs in any input."""
+    return "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+
+
 class DatabaseId(IntegerConverter):
     """`<int:…>` in a route: an id the database can hold (a signed 64-bit integer), else no route matches."""
 
@@ -84,6 +89,20 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
         if request.blueprint == "api" or current_user.is_authenticated:
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.before_request
+    def _text_inputs_only() -> Any:
+        # NUL (PostgreSQL refuses it in text: a 500 wherever it reached a query, even the login)
+        # and lone surrogates (not encodable) in the path, the query string or a form: refused here.
+        values = [*(request.view_args or {}).values(), *request.args.values(), *request.args.keys()]
+        if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            values += [*request.form.values(), *request.form.keys()]
+        if any(isinstance(v, str) and not_text(v) for v in values):
+            message = "输入含有无效的控制字符或编码，未做任何更改"
+            if _wants_json():
+                return jsonify(error={"code": "invalid", "message": message}), 400
+            return render_template("error.html", status=400, message=message), 400
+        return None
 
     @app.teardown_request
     def _forget_user(_error: BaseException | None) -> None:

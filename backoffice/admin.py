@@ -5,6 +5,7 @@ provider's identity and seal each template's contracts print."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,11 @@ def outbox() -> Any:
 @bp.route("/outbox/<name>")
 @roles_required("admin")
 def outbox_file(name: str) -> Any:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}\.eml", name):  # the names the outbox writes
+        abort(404)
     folder = Path(current_app.config["OUTBOX_PATH"]).resolve()
     path = (folder / name).resolve()
-    if path.parent != folder or path.suffix != ".eml" or not path.is_file():
+    if path.parent != folder or not path.is_file():
         abort(404)
     return send_file(path, mimetype="message/rfc822", as_attachment=True, download_name=path.name)
 

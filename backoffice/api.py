@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
+from backoffice import not_text
 from backoffice.clock import utcnow
 from backoffice.errors import DomainError, NotFound, ValidationFailed
 from backoffice.extensions import csrf, db
@@ -85,10 +86,27 @@ def _key() -> ApiCaller:
 
 
 def _json_body() -> dict[str, Any]:
-    payload = request.get_json(silent=True)
+    try:
+        payload = request.get_json(silent=True)
+    except RecursionError:  # "[[[[…" nested thousands deep
+        payload = None
     if not isinstance(payload, dict):
         raise ValidationFailed({"body": "请求体应为 JSON 对象（Content-Type: application/json）"})
+    if _has_non_text(payload):
+        raise ValidationFailed({"body": "请求体含有无效的控制字符（NUL）或无效的 Unicode（单独的代理项）"})
     return payload
+
+
+def _has_non_text(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return not_text(value)
+    if depth > 20:
+        return False  # deeper than any field the API reads
+    if isinstance(value, dict):
+        return any(_has_non_text(k, depth + 1) or _has_non_text(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_non_text(v, depth + 1) for v in value)
+    return False
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -179,7 +197,7 @@ def message_status(message_id: int) -> Any:
 @bp.get("/messages")
 def message_reports() -> Any:
     since_text = request.args.get("since")
-    since = parse_send_at(since_text, field="since") if since_text else utcnow() - timedelta(days=1)
+    since = parse_send_at(since_text, field="since") if since_text and since_text.strip() else utcnow() - timedelta(days=1)
     assert since is not None
     try:
         after_id = int(request.args.get("after_id", "0"))

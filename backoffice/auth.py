@@ -104,9 +104,9 @@ def roles_required(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., 
     return decorator
 
 
-def _safe_next(target: str | None) -> str | None:
+def safe_next(target: str | None) -> str | None:
     """Only a path on this site: no scheme, no host, no protocol-relative `//host`."""
-    if not target:
+    if not target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):  # urlsplit drops CR/LF silently
         return None
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target:
@@ -131,7 +131,7 @@ def login() -> Any:
             audit.record(db.session, f"staff:{user.username}", "login", "staff_user", user.username)
             db.session.commit()
             home = url_for("finance.books") if user.role == "finance" else url_for("sales.index")
-            return redirect(_safe_next(request.args.get("next")) or home)
+            return redirect(safe_next(request.args.get("next")) or home)
     return render_template("login.html", form=form, title="员工登录", action=url_for("auth.login"))
 
 

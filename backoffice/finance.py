@@ -13,7 +13,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 from werkzeug.datastructures import FileStorage
 
-from backoffice.auth import roles_required
+from backoffice.auth import roles_required, safe_next
 from backoffice.cli import after_commit_catch_up, busy_error
 from backoffice.clock import local_today
 from backoffice.errors import DomainError, ValidationFailed
@@ -164,7 +164,7 @@ def _act(receipt_id: int, action: str) -> Any:
     except DomainError as error:
         db.session.rollback()
         flash(error.message, "error")
-        return redirect(request.form.get("back") or url_for("finance.receipt_detail", receipt_id=receipt_id))
+        return redirect(safe_next(request.form.get("back")) or url_for("finance.receipt_detail", receipt_id=receipt_id))
     except sa.exc.OperationalError as exc:
         flash(busy_error(exc).message, "error")
         return redirect(url_for("finance.receipt_detail", receipt_id=receipt_id))

@@ -34,6 +34,8 @@ def parse_decimal(value: object, *, places: int) -> Decimal:
         d = Decimal(text)
     except (InvalidOperation, ValueError):
         raise MoneyFormatError("不是数字") from None
+    if len(d.as_tuple().digits) > 24:  # past 1e15 元, or decimals no amount has: quantize would fail past 28 digits
+        raise MoneyFormatError("数值过大或位数过多")
     exponent = d.as_tuple().exponent
     assert isinstance(exponent, int)
     if -exponent > places and d != d.quantize(Decimal(1).scaleb(-places)):

@@ -229,6 +229,8 @@ def _parse_amount(text: str, line_no: int, column: str, *, thousands: bool) -> D
         hint = "" if thousands or "," not in text else "（不要使用千位分隔符）"
         raise StatementError(line_no, f"{column}“{text}”不是金额{hint}")
     amount = Decimal(text.replace(",", ""))
+    if abs(amount) >= MAX_AMOUNT:  # before quantize, which fails past 28 digits
+        raise StatementError(line_no, f"{column}“{text[:40]}”过大（应小于 1 万亿元）")
     if amount != amount.quantize(FEN):
         raise StatementError(line_no, f"{column}“{text}”超过 2 位小数")
     if amount == 0:

@@ -780,6 +780,11 @@ def read_request(
     if not isinstance(content, str) or not content.strip():
         raise ValidationFailed({"content": "短信内容不能为空"})
     content = content.replace("\r\n", "\n").replace("\r", "\n").strip()  # a browser's line breaks are CRLF: one character on a phone
+    if bad := [c for c in content if (ord(c) < 0x20 and c not in "\n\t") or c == "\x7f" or c in _BIDI_CONTROLS]:
+        # Control characters show as nothing or garble a handset; direction overrides can disguise a text.
+        raise ValidationFailed(
+            {"content": f"短信内容含有不可见的控制字符（{'、'.join(f'U+{ord(c):04X}' for c in dict.fromkeys(bad))}），请删除后重新提交"}
+        )
     ref = _client_ref(client_ref)
     requested_at = parse_send_at(send_at)
     people = _normalise(given)
@@ -1353,9 +1358,13 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
             problems.append(f"第 {line} 行：{bad.reason}")
         if limit is not None and len(numbers) > limit:
             raise ValidationFailed({"file": f"文件中的号码超过每次最多 {limit} 个的限制，请分成多个文件发送"})
+    if len(problems) > PROBLEMS_SHOWN:  # a file of bad rows made a page of 150 MB
+        problems = [*problems[:PROBLEMS_SHOWN], f"另有 {len(problems) - PROBLEMS_SHOWN} 行有问题，未一一列出"]
     return RecipientFile(numbers, problems)
 
 
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+PROBLEMS_SHOWN = 100  # bad rows of an uploaded list listed one by one; the rest are counted
 _SWALLOWED_NUMBER = re.compile(r"[\r\n][^\r\n]*1[3-9][0-9]{9}")
 _EXCEL_EXPONENT = re.compile(r"[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+")
 _EXCEL_DECIMAL = re.compile(r"[0-9]{11}\.0+")

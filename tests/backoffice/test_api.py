@@ -502,3 +502,30 @@ def test_status_reports_never_skip_a_change_committed_after_a_later_one(app: Fla
     at(30)
     rest = poll(last["updated_at"], last["id"])
     assert late in {m["id"] for m in rest["messages"]} and len(rest["messages"]) == 2
+
+
+def test_hostile_api_bodies_are_refused_not_crashed_on(app: Flask, client: FlaskClient) -> None:
+    """Found by a fuzzing helper: a lone surrogate in the content, JSON nested 2,000 deep, a NUL
+    (PostgreSQL refuses it in text) and a blank `since` were 500s; control characters were charged."""
+    sender = active_sender(app)
+    secret = api_key(sender)
+    bodies = [
+        '{"to": "13800138000", "content": "\\ud83d"}',
+        '{"to": "13800138000", "content": "【蓉城会员】a\\u0000b"}',
+        '{"to": ["13800138000", "\\udc80"], "content": "【蓉城会员】hello"}',
+        "[" * 2000 + "]" * 2000,
+    ]
+    for body in bodies:
+        response = client.post("/api/v1/messages", data=body, headers={**auth(secret), "Content-Type": "application/json"})
+        assert response.status_code == 400 and response.json["error"]["code"] == "invalid", body[:40]
+    controlled = post(client, secret, to="13800138000", content="【蓉城会员】验证码\x1b[31m 123\u202e")
+    assert controlled.status_code == 400 and "U+001B" in controlled.json["error"]["fields"]["content"]
+    assert client.get("/api/v1/messages?since=%20", headers=auth(secret)).status_code == 200
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    assert sender.balance() == Decimal("900.00")
+
+
+def test_nul_in_a_form_or_a_path_is_refused_before_any_query(app: Flask, client: FlaskClient) -> None:
+    response = client.post("/login", data={"username": "a\x00", "password": "x"})
+    assert response.status_code == 400 and "无效的控制字符" in response.get_data(as_text=True)
+    assert client.get("/portal/contracts/HT%00.pdf").status_code == 400

@@ -309,3 +309,29 @@ def test_the_simulator_and_the_worker_refuse_impossible_numbers(app: Flask, runn
     ):  # fmt: skip
         result = runner.invoke(args=args)
         assert result.exit_code == 2 and not isinstance(result.exception, (ValueError, OverflowError)), (args, result.output)
+
+
+def test_web_fuzzing_findings_stay_fixed(app: Flask, client: FlaskClient, staff: dict, tmp_path: Path) -> None:
+    """Found by a fuzzing helper, each a 500 (or worse) before."""
+    from backoffice.money import MoneyFormatError, parse_decimal
+    from backoffice.services.messaging import read_recipient_file
+    from reports.bank_statements import StatementError, parse_statement
+
+    with pytest.raises(MoneyFormatError):
+        parse_decimal("111111111111111111111111111111.001", places=2)  # decimal.InvalidOperation in quantize
+    with pytest.raises(StatementError):
+        parse_statement(("date,amount,payer_name,payer_account,reference,memo\n2026-11-21," + "1" * 27 + ".00,甲,,R1,\n").encode())
+    many = read_recipient_file(("手机号码\n" + "坏号码\n" * 5000).encode())
+    assert len(many.problems) == 101 and many.problems[-1] == "另有 4900 行有问题，未一一列出"  # the page stays small
+
+    make_contract(app, "sms_business_service")  # books to query
+    login(client, "admin", staff["admin"])
+    assert client.get("/admin/outbox/" + "a" * 300 + ".eml").status_code == 404  # ENAMETOOLONG
+    assert client.get("/finance/books?q=CREATE+TABLE+t+USING+'csv:/etc/passwd'").status_code == 200
+    page = client.get("/finance/books?q=CREATE+TABLE+t+USING+'csv:/etc/passwd'").get_data(as_text=True)
+    assert "只能运行查询语句" in page
+    for bql in ("SELECT account WHERE account ~ '['", "SELECT date - 99999999"):
+        assert "查询有误" in client.get("/finance/books", query_string={"q": bql}).get_data(as_text=True), bql
+    client.post("/logout")
+    response = client.post("/login?next=/a%0D%0Ab", data={"username": "admin", "password": staff["admin"]})
+    assert response.status_code == 302 and "\n" not in response.headers["Location"]
