@@ -157,7 +157,16 @@ class CommandGroup(AppGroup):
             else:
                 click.echo(f"错误：{message}", err=True)
             ctx.exit(2)
-        return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:  # click's own checks (a missing file, a bad choice): in our shape
+            message = f"参数有误：{error.format_message()}"
+            if "--json" in given:
+                field = getattr(getattr(error, "param", None), "name", None) or "arguments"
+                click.echo(json.dumps({"error": {"code": "invalid", "message": message, "fields": {field: message}}}, ensure_ascii=False))
+            else:
+                click.echo(f"错误：{message}", err=True)
+            ctx.exit(2)
 
 
 contract_cli = CommandGroup("contract", help="合同：模板、签发、核验")

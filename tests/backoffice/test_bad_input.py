@@ -335,3 +335,12 @@ def test_web_fuzzing_findings_stay_fixed(app: Flask, client: FlaskClient, staff:
     client.post("/logout")
     response = client.post("/login?next=/a%0D%0Ab", data={"username": "admin", "password": staff["admin"]})
     assert response.status_code == 302 and "\n" not in response.headers["Location"]
+
+
+def test_the_command_lines_own_argument_checks_answer_in_the_same_shape(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: click's checks printed English usage text and no JSON with --json."""
+    missing = runner.invoke(args=["contract", "verify", str(tmp_path / "none.pdf"), "--json"])
+    assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["code"] == "invalid"
+    assert "参数有误" in json.loads(missing.stdout)["error"]["message"]
+    plain = runner.invoke(args=["user", "create", "x", "--role", "root", "--password", "pass-word-1"])
+    assert plain.exit_code == 2 and "参数有误" in plain.output
