@@ -30,6 +30,12 @@ def _emit(payload: Any, as_json: bool, text: str) -> None:
 
 def _fail(error: DomainError, as_json: bool) -> NoReturn:
     db.session.rollback()
+    _print_refusal(error, as_json)
+    sys.exit(1 if not isinstance(error, ValidationFailed) else 2)
+
+
+def _print_refusal(error: DomainError, as_json: bool) -> None:
+    """A refusal as every command prints it: JSON on stdout with --json, else Chinese on stderr."""
     fields = getattr(error, "errors", {})
     if as_json:
         click.echo(json.dumps({"error": {"code": error.code, "message": error.message, "fields": fields}}, ensure_ascii=False, indent=2))
@@ -37,7 +43,6 @@ def _fail(error: DomainError, as_json: bool) -> NoReturn:
         click.echo(f"错误：{error.message if not fields else '输入有误'}", err=True)
         for name, reason in fields.items():
             click.echo(f"  {name}: {reason}", err=True)
-    sys.exit(1 if not isinstance(error, ValidationFailed) else 2)
 
 
 JSON_FILE_LIMIT = 5_000_000
@@ -45,14 +50,20 @@ IMAGE_FILE_LIMIT = 2_000_000
 PDF_FILE_LIMIT = 50_000_000
 
 
+def read_bounded(path: Path, *, field: str, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of a file (one past the limit, for the caller to name the size);
+    an unreadable file is a ValidationFailed naming it."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1)
+    except OSError as exc:
+        raise ValidationFailed({field: f"无法读取文件 {path}：{exc.strerror or type(exc).__name__}"}) from None
+
+
 def read_file(path: Path, *, field: str, limit: int) -> bytes:
     """A file the command was given, at most `limit` bytes; anything unreadable, too large or
     empty is a ValidationFailed naming it (not a traceback, and not a whole /dev/zero in memory)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise ValidationFailed({field: f"无法读取文件 {path}：{exc.strerror or type(exc).__name__}"}) from None
+    data = read_bounded(path, field=field, limit=limit)
     if len(data) > limit:
         raise ValidationFailed({field: f"文件过大（超过 {limit // 1_000_000} MB）：{path}"})
     if not data:
@@ -150,22 +161,13 @@ class CommandGroup(AppGroup):
         given = [*getattr(ctx, "_protected_args", []), *ctx.args]
         if any(0xDC80 <= ord(c) <= 0xDCFF for arg in given for c in arg):
             message = "参数不是有效的 UTF-8 文本（请检查终端或脚本的字符编码），未做任何更改"
-            if "--json" in given:
-                click.echo(
-                    json.dumps({"error": {"code": "invalid", "message": message, "fields": {"arguments": message}}}, ensure_ascii=False)
-                )
-            else:
-                click.echo(f"错误：{message}", err=True)
+            _print_refusal(ValidationFailed({"arguments": message}), "--json" in given)
             ctx.exit(2)
         try:
             return super().invoke(ctx)
         except click.UsageError as error:  # click's own checks (a missing file, a bad choice): in our shape
-            message = f"参数有误：{error.format_message()}"
-            if "--json" in given:
-                field = getattr(getattr(error, "param", None), "name", None) or "arguments"
-                click.echo(json.dumps({"error": {"code": "invalid", "message": message, "fields": {field: message}}}, ensure_ascii=False))
-            else:
-                click.echo(f"错误：{message}", err=True)
+            field = getattr(getattr(error, "param", None), "name", None) or "arguments"
+            _print_refusal(ValidationFailed({field: f"参数有误：{error.format_message()}"}), "--json" in given)
             ctx.exit(2)
 
 
@@ -647,11 +649,7 @@ def finance_receipt(
         upload = None
         if voucher is not None:
             # One byte past the limit: the service names the size (as the web form reads it).
-            try:
-                with open(voucher, "rb") as handle:
-                    upload = Voucher(voucher.name, handle.read(app.config["VOUCHER_MAX_BYTES"] + 1))
-            except OSError as exc:
-                raise ValidationFailed({"voucher": f"无法读取凭证文件：{exc.strerror}"}) from None
+            upload = Voucher(voucher.name, read_bounded(voucher, field="voucher", limit=app.config["VOUCHER_MAX_BYTES"]))
         receipt = record_receipt(
             db.session, account_code=account_code, amount=amount, paid_on=paid_on, payer_name=payer, bank_reference=bank_ref,
             bank=bank or receiving_bank(db.session, account_code, default=app.config["RECEIVING_BANK"]), voucher=upload, recorded_by=actor,
@@ -770,11 +768,7 @@ def finance_import_statement(statement_file: Path, username: str | None, as_json
     with refusals(as_json):
         from backoffice.services.statements import MAX_STATEMENT_BYTES
 
-        try:
-            with open(statement_file, "rb") as handle:
-                content = handle.read(MAX_STATEMENT_BYTES + 1)  # the service refuses what is over
-        except OSError as exc:
-            raise ValidationFailed({"file": f"无法读取文件：{exc.strerror}"}) from None
+        content = read_bounded(statement_file, field="file", limit=MAX_STATEMENT_BYTES)  # the service refuses what is over
         record = import_statement(db.session, filename=statement_file.name, content=content, actor=_finance_actor(username))
         db.session.commit()
     ours = {line.id for line in record.lines}

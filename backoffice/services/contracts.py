@@ -54,11 +54,16 @@ def printed_bank(provider: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def provider_identity(template: ContractTemplate, profile: ProviderProfile | None) -> dict[str, str]:
+    """What a template's contracts print of the provider: its saved details over the template's demo values."""
+    return {**template.provider, **(profile.identity if profile else {})}
+
+
 def provider_settings(session: Session, template: ContractTemplate) -> tuple[dict[str, str], str]:
     """The provider's identity for this template (saved settings over the template's demo
     values) and its seal image as a data URI (the uploaded one, else a drawn demo seal)."""
     profile = session.get(ProviderProfile, template.id)
-    identity = {**template.provider, **(profile.identity if profile else {})}
+    identity = provider_identity(template, profile)
     if profile is not None and profile.seal_png:
         return identity, images.to_data_uri(profile.seal_png)
     return identity, documents.demo_seal(identity["name"])

@@ -37,9 +37,14 @@ def renew_session_nonce(login: StaffUser | SubAccount) -> None:
     login.session_nonce = secrets.token_hex(16)
 
 
+def _named(login: StaffUser | SubAccount) -> tuple[str, str]:
+    """(audit object type, name) of a login."""
+    return ("staff_user", login.username) if isinstance(login, StaffUser) else ("sub_account", login.login)
+
+
 def change_password(session: Session, login: StaffUser | SubAccount, *, current: str, new: str, confirm: str, actor: str) -> None:
     """The logged-in person changes their own password: the current one is asked again."""
-    name = login.username if isinstance(login, StaffUser) else login.login
+    kind, name = _named(login)
     errors: dict[str, str] = {}
     if not check_password_hash(login.password_hash, current):
         errors["current"] = "当前密码不正确"
@@ -56,7 +61,7 @@ def change_password(session: Session, login: StaffUser | SubAccount, *, current:
     if isinstance(login, SubAccount):
         login.must_change_password = False
     renew_session_nonce(login)
-    audit.record(session, actor, "change_password", "staff_user" if isinstance(login, StaffUser) else "sub_account", name)
+    audit.record(session, actor, "change_password", kind, name)
 
 
 def reset_password(session: Session, login: StaffUser | SubAccount, *, actor: str) -> str:
@@ -67,8 +72,7 @@ def reset_password(session: Session, login: StaffUser | SubAccount, *, actor: st
     if isinstance(login, SubAccount):
         login.must_change_password = True
     renew_session_nonce(login)
-    name = login.username if isinstance(login, StaffUser) else login.login
-    audit.record(session, actor, "reset_password", "staff_user" if isinstance(login, StaffUser) else "sub_account", name)
+    audit.record(session, actor, "reset_password", *_named(login))
     return password
 
 

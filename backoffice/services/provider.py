@@ -15,7 +15,8 @@ from backoffice.errors import ValidationFailed
 from backoffice.models import ProviderProfile
 from backoffice.services import audit
 from backoffice.services.contract_fields import _clean
-from backoffice.services.receipts import BANK_CODES, bank_code_for
+from backoffice.services.contracts import provider_identity
+from backoffice.services.receipts import BANK_CODE, BANK_CODES, bank_code_for
 from backoffice.services.templates import FieldSpec, get_template
 from reports import images
 
@@ -42,7 +43,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "bank_code",
         "开户行记账代码",
         "text",
-        pattern=r"[A-Z][A-Z0-9]{1,15}",
+        pattern=BANK_CODE.pattern,  # as a receipt takes it
         pattern_message="记账代码为 2–16 位大写字母或数字、以字母开头，如 CDCB（成都银行）",
     ),  # fmt: skip
     FieldSpec("product_name", "产品名称", "text", max_length=50),
@@ -68,7 +69,7 @@ class Provider:
 def provider_of(session: Session, template_id: str) -> Provider:
     template = get_template(template_id)
     profile = session.get(ProviderProfile, template.id)
-    identity = {**template.provider, **(profile.identity if profile else {})}
+    identity = provider_identity(template, profile)
     fields = tuple(f for f in FIELDS if f.name in template.provider or f.name in NOT_PRINTED)
     return Provider(template.id, identity, fields, profile is not None, profile.seal_png if profile else None)
 

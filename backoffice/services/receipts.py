@@ -324,20 +324,11 @@ def confirm_receipt(
     return Confirmation(receipt, credited=True, already=False, invoice=invoice, balance=account.balance)
 
 
-def _reason(reason: str | None) -> str:
-    text = (reason or "").strip()
-    if not text:
-        raise ValidationFailed({"reason": "请填写原因"})
-    if len(text) > 500 or any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
-        raise ValidationFailed({"reason": "原因过长（最多 500 字）或含有控制字符"})
-    return text
-
-
 def reject_receipt(session: Session, receipt_id: int | str, *, reason: str | None, actor: str) -> Receipt:
     """Refuse a recorded transfer (e.g. the money never arrived); the customer sees the reason."""
     from backoffice.services import notifications
 
-    text = _reason(reason)
+    text = audit.reason_text(reason)
     receipt = get_receipt(session, receipt_id)
     if not _move(
         session, receipt, ("pending", "approved"), status="rejected", rejected_by=actor, rejected_at=utcnow(), rejection_reason=text
@@ -354,7 +345,7 @@ def reverse_receipt(session: Session, receipt_id: int | str, *, reason: str | No
     the customer has already spent part of the credit (the balance never goes below zero)."""
     from backoffice.services import invoices
 
-    text = _reason(reason)
+    text = audit.reason_text(reason)
     receipt = get_receipt(session, receipt_id)
     if not _move(session, receipt, ("confirmed",), status="reversed", reversed_by=actor, reversed_at=utcnow(), reversal_reason=text):
         if receipt.status in ("pending", "approved"):

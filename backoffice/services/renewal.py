@@ -50,10 +50,14 @@ def planned_jobs(contract: Contract) -> list[tuple[str, date]]:
 def plan_jobs(session: Session, contract: Contract) -> list[ContractJob]:
     jobs = []
     for kind, due in planned_jobs(contract):
-        job = ContractJob(contract=contract, kind=kind, due_on=due, job_id=f"contract:{contract.contract_no}:{kind}:{due.isoformat()}")
-        session.add(job)
-        jobs.append(job)
+        jobs.append(_add_job(session, contract, kind, due))
     return jobs
+
+
+def _add_job(session: Session, contract: Contract, kind: str, due: date) -> ContractJob:
+    job = ContractJob(contract=contract, kind=kind, due_on=due, job_id=f"contract:{contract.contract_no}:{kind}:{due.isoformat()}")
+    session.add(job)
+    return job
 
 
 def _suspend_without_contract(session: Session, contract: Contract) -> bool:
@@ -124,13 +128,7 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
         if job.kind == "auto_extend" and job.done_at is None:
             job.done_at, job.outcome = now, f"客户于 {received_on} 书面异议，不再顺延"
     contract.renewal_rule = "fixed_term"
-    expire = ContractJob(
-        contract=contract,
-        kind="expire",
-        due_on=end + timedelta(days=1),
-        job_id=f"contract:{contract.contract_no}:expire:{(end + timedelta(days=1)).isoformat()}",
-    )
-    session.add(expire)
+    expire = _add_job(session, contract, "expire", end + timedelta(days=1))
     audit.record(session, actor, "stop_renewal", "contract", contract.contract_no, received_on=str(received_on), term_end=str(end))
     return expire
 

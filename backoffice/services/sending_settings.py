@@ -164,9 +164,7 @@ def set_sending_status(session: Session, account_code: str, *, suspend: bool, re
     again (an expired contract renewed on paper, a dispute settled). The reason is kept in the
     audit log; the balance does not change either way."""
     account = account_for_settings(session, account_code)
-    text = (reason or "").strip()
-    if not text or len(text) > 500:
-        raise ValidationFailed({"reason": "请填写原因（最多 500 字）"})
+    text = audit.reason_text(reason)
     wanted, allowed = ("suspended", ("active", "awaiting_payment")) if suspend else ("active", ("suspended",))
     if account.status not in allowed:
         raise Conflict(f"账户 {account.code} 当前为“{account.status_name}”，不能{'暂停' if suspend else '恢复'}发送")

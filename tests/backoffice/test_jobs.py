@@ -29,6 +29,19 @@ def job(kind: str) -> ContractJob:
     ).first()
 
 
+def pay_what_is_owed(app: Flask, account: Any, bank_ref: str) -> None:
+    """The customer pays what its contract says it owes; committed and posted to the books."""
+    from backoffice.services.bookkeeping import post_pending
+    from backoffice.services.credit import credit_receipt
+
+    credit_receipt(
+        db.session, account_code=account.code, amount=account.receivable, bank="CMB", bank_ref=bank_ref,
+        received_on=date(2026, 11, 23), actor="t",
+    )  # fmt: skip
+    db.session.commit()
+    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+
+
 def reachable(account: Any) -> None:
     """000's sample gives a landline and no e-mail: give the account both channels."""
     account.contact_email, account.reserved_mobile = "cai@example.com", "13912345678"
@@ -86,24 +99,12 @@ def test_the_renewal_notice_reaches_the_customer_with_what_happens_at_the_end(ap
 def test_an_expired_contract_stops_its_account_sending(app: Flask) -> None:
     """Found by a review: the contract said expired, the account kept sending and being charged."""
     from backoffice.models import EnterpriseAccount
-    from backoffice.services.bookkeeping import post_pending
-    from backoffice.services.credit import credit_receipt
     from backoffice.services.messaging import SendingForbidden, accept_messages
 
     issued = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None)
     account = issued.contract.account
     reachable(account)
-    credit_receipt(
-        db.session,
-        account_code=account.code,
-        amount=account.receivable,
-        bank="CMB",
-        bank_ref="EXP1",
-        received_on=date(2026, 11, 23),
-        actor="t",
-    )
-    db.session.commit()
-    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+    pay_what_is_owed(app, account, "EXP1")
     db.session.refresh(account)
     assert account.status == "active"
     outcome = run_contract_job(db.session, job("expire"))
@@ -135,24 +136,12 @@ def test_an_expired_contract_stops_its_account_sending(app: Flask) -> None:
 def test_an_unpaid_account_whose_contract_expired_is_not_opened_by_a_late_payment(app: Flask) -> None:
     """Found by a review: an account still awaiting payment at expiry opened when the money came."""
     from backoffice.models import EnterpriseAccount
-    from backoffice.services.bookkeeping import post_pending
-    from backoffice.services.credit import credit_receipt
 
     issued = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None)
     account = issued.contract.account
     run_contract_job(db.session, job("expire"))
     db.session.commit()
-    credit_receipt(
-        db.session,
-        account_code=account.code,
-        amount=account.receivable,
-        bank="CMB",
-        bank_ref="LATE1",
-        received_on=date(2026, 11, 23),
-        actor="t",
-    )
-    db.session.commit()
-    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+    pay_what_is_owed(app, account, "LATE1")
     assert db.session.get(EnterpriseAccount, account.id).status == "suspended"
 
 
