@@ -598,12 +598,15 @@ def test_a_restarted_worker_resends_only_what_it_had_in_flight_flagged(
 
 
 def killed_holding_complete(worker: Callable[..., Dispatcher], simulator: SMSCSimulator, at_least: int) -> tuple[set[int], int]:
-    """A worker that marks nothing (no `_meanwhile`, SUBMITTED_BATCH / SUBMITTED_DELAY out of
-    reach) killed once `at_least` messages are complete and unmarked: (their ids, its open parts)."""
+    """A worker that marks nothing killed once `at_least` messages are complete and unmarked:
+    (their ids, its open parts). It has no `_meanwhile`, holds complete messages even when the
+    link runs idle for a moment, and refuses every deliver_sm for now (the SMSC delivers them
+    again, to the successor): a receipt's transaction marks what is complete, and on a slow
+    machine the first receipts come before `at_least` messages are."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dispatcher_module, "SUBMITTED_BATCH", 10_000)
-        patch.setattr(dispatcher_module, "SUBMITTED_DELAY", 600.0)
+        patch.setattr(Dispatcher, "_hold_complete", lambda self: True)
         patch.setattr(Dispatcher, "_meanwhile", lambda self: None)
+        patch.setattr(Dispatcher, "_on_deliveries", lambda self, deliveries: [False] * len(deliveries))
         first = worker(simulator)
         first.run_until(lambda: len(first._complete) >= at_least)
         complete, open_parts = set(first._complete), first.open_parts
