@@ -18,7 +18,7 @@ from werkzeug.routing import IntegerConverter, Map
 from backoffice.config import Config
 from backoffice.errors import DomainError
 from backoffice.extensions import csrf, db, login_manager, migrate
-from backoffice.services.sql import MAX_ID
+from backoffice.services.sql import MAX_ID, MAX_INT_ID
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -41,9 +41,18 @@ def not_text(value: str) -> bool:
 class DatabaseId(IntegerConverter):
     """`<int:…>` in a route: an id the database can hold (a signed 64-bit integer), else no route matches."""
 
+    largest = MAX_ID
+
     def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:  # noqa: A002 - werkzeug's name
-        kwargs.setdefault("max", MAX_ID)
+        kwargs.setdefault("max", self.largest)
         super().__init__(map, *args, **kwargs)
+
+
+class SmallDatabaseId(DatabaseId):
+    """`<id32:…>`: the id of a table whose ids are PostgreSQL `integer`s (receipts, notifications,
+    API keys …): a larger one is no such row (404), not a value the database refuses (400)."""
+
+    largest = MAX_INT_ID
 
 
 def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
@@ -65,6 +74,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
 
     app.url_map.converters["int"] = DatabaseId  # before the routes: /messages/99999999999999999999 is a 404, not a 500
+    app.url_map.converters["id32"] = SmallDatabaseId
     from backoffice import admin, api, auth, finance, portal, portal_sending, sales  # noqa: F401 (portal_sending adds portal pages)
     from backoffice.cli import register_cli
 

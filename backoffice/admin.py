@@ -50,7 +50,7 @@ def outbox_file(name: str) -> Any:
     return send_file(path, mimetype="message/rfc822", as_attachment=True, download_name=path.name)
 
 
-@bp.post("/outbox/<int:note_id>/retry")
+@bp.post("/outbox/<id32:note_id>/retry")
 @roles_required("admin")
 def outbox_retry(note_id: int) -> Any:
     try:

@@ -118,7 +118,7 @@ def receipts() -> Any:
     ), (422 if errors else 200)  # fmt: skip
 
 
-@bp.route("/receipts/<int:receipt_id>")
+@bp.route("/receipts/<id32:receipt_id>")
 @roles_required("finance", "admin")
 def receipt_detail(receipt_id: int) -> Any:
     receipt = receipt_service.get_receipt(db.session, receipt_id)
@@ -128,7 +128,7 @@ def receipt_detail(receipt_id: int) -> Any:
     )
 
 
-@bp.route("/receipts/<int:receipt_id>/voucher")
+@bp.route("/receipts/<id32:receipt_id>/voucher")
 @roles_required("finance", "admin")
 def receipt_voucher(receipt_id: int) -> Any:
     receipt = receipt_service.get_receipt(db.session, receipt_id)
@@ -174,19 +174,19 @@ def _act(receipt_id: int, action: str) -> Any:
     return redirect(url_for("finance.receipt_detail", receipt_id=receipt_id))
 
 
-@bp.post("/receipts/<int:receipt_id>/confirm")
+@bp.post("/receipts/<id32:receipt_id>/confirm")
 @roles_required("finance", "admin")
 def receipt_confirm(receipt_id: int) -> Any:
     return _act(receipt_id, "confirm")
 
 
-@bp.post("/receipts/<int:receipt_id>/reject")
+@bp.post("/receipts/<id32:receipt_id>/reject")
 @roles_required("finance", "admin")
 def receipt_reject(receipt_id: int) -> Any:
     return _act(receipt_id, "reject")
 
 
-@bp.post("/receipts/<int:receipt_id>/reverse")
+@bp.post("/receipts/<id32:receipt_id>/reverse")
 @roles_required("finance", "admin")
 def receipt_reverse(receipt_id: int) -> Any:
     return _act(receipt_id, "reverse")
@@ -215,7 +215,7 @@ def statements_page() -> Any:
     )
 
 
-@bp.post("/statements/lines/<int:line_id>/record")
+@bp.post("/statements/lines/<id32:line_id>/record")
 @roles_required("finance", "admin")
 def statement_line_record(line_id: int) -> Any:
     """Record the receipt a statement line shows, for the proposed account (then confirm it)."""

@@ -71,7 +71,7 @@ def invoice_pdf(number: str) -> Any:
     return send_document(invoice.pdf_file, "application/pdf")
 
 
-@bp.route("/receipts/<int:receipt_id>/voucher")
+@bp.route("/receipts/<id32:receipt_id>/voucher")
 @roles_required("customer")
 def receipt_voucher(receipt_id: int) -> Any:
     from backoffice.finance import send_document

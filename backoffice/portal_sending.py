@@ -141,7 +141,7 @@ def api_keys() -> Any:
     return render_template("portal/api_keys.html", account=account, keys=keys, secret=secret, errors=errors), (422 if errors else 200)
 
 
-@bp.post("/api-keys/<int:key_id>/revoke")
+@bp.post("/api-keys/<id32:key_id>/revoke")
 @roles_required("customer")
 def revoke_key(key_id: int) -> Any:
     key = revoke_api_key(db.session, key_id, account_id=current_user.record.account_id, sub_account_id=_scope(), actor=current_user.actor)

@@ -433,6 +433,9 @@ def test_ids_and_times_out_of_the_databases_range_are_refused_not_crashed_on(app
     refused = client.get(f"/api/v1/messages?after_id={huge}", headers=auth(secret))
     assert refused.status_code == 400 and "after_id" in refused.json["error"]["fields"]
     assert client.get(f"/portal/messages?before={huge}").status_code == 200
+    for big in (huge, str(2**31)):  # 2**31: past PostgreSQL's integer ids, no such key (was a 400 there)
+        assert client.post(f"/portal/api-keys/{big}/revoke").status_code == 404, big
+        assert client.get(f"/portal/receipts/{big}/voucher").status_code == 404, big
     for since in ("0001-01-01", "9999-12-31T23:00:00-10:00", "yesterday"):
         bad = client.get(f"/api/v1/messages?since={since}", headers=auth(secret))
         assert bad.status_code == 400 and list(bad.json["error"]["fields"]) == ["since"], since

@@ -327,6 +327,7 @@ def test_web_fuzzing_findings_stay_fixed(app: Flask, client: FlaskClient, staff:
     make_contract(app, "sms_business_service")  # books to query
     login(client, "admin", staff["admin"])
     assert client.get("/admin/outbox/" + "a" * 300 + ".eml").status_code == 404  # ENAMETOOLONG
+    assert client.post(f"/admin/outbox/{2**31}/retry").status_code == 404  # past PostgreSQL's integer ids (was a 400 there)
     assert client.get("/finance/books?q=CREATE+TABLE+t+USING+'csv:/etc/passwd'").status_code == 200
     page = client.get("/finance/books?q=CREATE+TABLE+t+USING+'csv:/etc/passwd'").get_data(as_text=True)
     assert "只能运行查询语句" in page
