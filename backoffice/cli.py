@@ -6,6 +6,7 @@ import contextlib
 import copy
 import getpass
 import json
+import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -167,8 +168,47 @@ class CommandGroup(AppGroup):
             return super().invoke(ctx)
         except click.UsageError as error:  # click's own checks (a missing file, a bad choice): in our shape
             field = getattr(getattr(error, "param", None), "name", None) or "arguments"
-            _print_refusal(ValidationFailed({field: f"参数有误：{error.format_message()}"}), "--json" in given)
+            _print_refusal(ValidationFailed({field: f"参数有误：{usage_in_chinese(error)}"}), "--json" in given)
             ctx.exit(2)
+
+
+_CLICK_DETAILS = [  # click's own wording of a bad value (click 8), and ours
+    (re.compile(r"^(?:File|Directory|Path) '(.*)' does not exist\.$", re.S), "文件不存在：{0}"),
+    (re.compile(r"^(?:File|Path) '(.*)' is a directory\.$", re.S), "是目录，不是文件：{0}"),
+    (re.compile(r"^(?:Directory|Path) '(.*)' is a file\.$", re.S), "是文件，不是目录：{0}"),
+    (re.compile(r"^(?:File|Directory|Path) '(.*)' is not (?:readable|writable|executable)\.$", re.S), "没有权限：{0}"),
+    (re.compile(r"^'(.*)' is not a valid integer(?: range)?\.$", re.S), "不是整数：{0}"),
+    (re.compile(r"^'(.*)' is not a valid float(?: range)?\.$", re.S), "不是数字：{0}"),
+    (re.compile(r"^'(.*)' is not a valid boolean\.$", re.S), "应为 true 或 false：{0}"),
+    (re.compile(r"^(.*) is not in the range (.*)\.$", re.S), "{0} 超出范围 {1}"),
+    (re.compile(r"^'(.*)' is not one of (.*)\.$", re.S), "{0} 不在可选值 {1} 之中"),
+    (re.compile(r"^'(.*)' is not (.*)\.$", re.S), "{0} 应为 {1}"),
+    (re.compile(r"^Got unexpected extra arguments? \((.*)\)$", re.S), "多余的参数：{0}"),
+    (re.compile(r"^Option '(.*)' requires an argument\.$", re.S), "选项 {0} 需要一个值"),
+    (re.compile(r"^Option '(.*)' does not take a value\.$", re.S), "选项 {0} 不带值"),
+]
+
+
+def usage_in_chinese(error: click.UsageError) -> str:
+    """Click's own refusal (click 8, in English) in Chinese where its wording is known; an unknown
+    one keeps click's text, so nothing is lost."""
+    hint = ""
+    if isinstance(error, (click.MissingParameter, click.BadParameter)):
+        given = error.param_hint or (error.param.get_error_hint(error.ctx) if error.param is not None and error.ctx is not None else "")
+        hint = given if isinstance(given, str) else " / ".join(given)
+    if isinstance(error, click.MissingParameter):
+        kind = "参数" if isinstance(error.param, click.Argument) else "选项"
+        return f"缺少{kind} {hint}".rstrip()
+    if isinstance(error, click.NoSuchOption):
+        close = f"（是否想用 {'、'.join(error.possibilities)}？）" if error.possibilities else ""
+        return f"没有选项 {error.option_name}{close}"
+    detail = error.message
+    for pattern, wording in _CLICK_DETAILS:
+        found = pattern.match(detail)
+        if found:
+            detail = wording.format(*found.groups())
+            break
+    return f"{hint} {detail}" if hint else detail
 
 
 contract_cli = CommandGroup("contract", help="合同：模板、签发、核验")

@@ -343,5 +343,17 @@ def test_the_command_lines_own_argument_checks_answer_in_the_same_shape(app: Fla
     missing = runner.invoke(args=["contract", "verify", str(tmp_path / "none.pdf"), "--json"])
     assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["code"] == "invalid"
     assert "参数有误" in json.loads(missing.stdout)["error"]["message"]
+    assert "文件不存在" in json.loads(missing.stdout)["error"]["fields"]["pdf_file"]
     plain = runner.invoke(args=["user", "create", "x", "--role", "root", "--password", "pass-word-1"])
-    assert plain.exit_code == 2 and "参数有误" in plain.output
+    assert plain.exit_code == 2 and "参数有误" in plain.output and "不在可选值" in plain.output
+    for args, detail in (  # click's own English, in Chinese (an unknown wording would keep click's text)
+        (["user", "create"], "缺少参数 'USERNAME'"),
+        (["contract", "templates", "--jsn"], "没有选项 --jsn（是否想用 --json？）"),
+        (["contract", "templates", "extra"], "多余的参数：extra"),
+        (["smsc", "simulate", "--port", "abc"], "不是整数：abc"),
+        (["smsc", "simulate", "--port", "99999"], "99999 超出范围"),
+        (["contract", "issue", "x", "--data"], "选项 --data 需要一个值"),
+        (["contract", "verify", str(tmp_path)], "是目录，不是文件"),
+    ):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 2 and detail in result.output and "Error" not in result.output, (args, result.output)
