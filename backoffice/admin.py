@@ -18,12 +18,15 @@ from backoffice.errors import DomainError
 from backoffice.extensions import db
 from backoffice.finance import attempt
 from backoffice.models import Notification
+from backoffice.models.staff import ROLES
 from backoffice.services import provider as provider_service
 from backoffice.services import sending_settings as settings_service
-from backoffice.services.accounts import get_account
+from backoffice.services.accounts import get_account, new_password
 from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
 from backoffice.services.messaging import add_keywords, remove_keywords
 from backoffice.services.notifications import requeue
+from backoffice.services.passwords import reset_password, set_active
+from backoffice.services.staff import create_staff_user, get_staff, list_staff, set_role
 from backoffice.services.templates import get_template, list_templates
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -201,3 +204,87 @@ def account_status(code: str) -> Any:
     if account is not None:
         flash(f"账户 {account.code} 已{'暂停发送' if suspend else '恢复'}：{account.status_name}", "ok")
     return redirect(url_for("admin.account_settings", code=code))
+
+
+# --- staff users ------------------------------------------------------------------------------
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@roles_required("admin")
+def users() -> Any:
+    """Staff users, and the form that makes one: its password is generated, shown once here for
+    the administrator to pass on, and changed by the user at the first login."""
+    errors: dict[str, str] = {}
+    shown: tuple[str, str] | None = None
+    form = request.form
+    if request.method == "POST":
+        password = new_password()
+        user, errors = attempt(
+            lambda: create_staff_user(
+                db.session, form.get("username", ""), form.get("name", "").strip(), password, form.get("role", ""),
+                actor=current_user.actor, must_change=True,
+            )
+        )  # fmt: skip
+        if user is not None:
+            shown = (user.username, password)
+            form = {}  # type: ignore[assignment]
+    return _users_page(errors=errors, form=form, shown=shown)
+
+
+def _users_page(*, errors: dict[str, str] | None = None, form: Any = None, shown: tuple[str, str] | None = None) -> Any:
+    errors = errors or {}
+    for field, message in errors.items():
+        if field not in ("username", "name", "role"):
+            flash(message, "error")
+    page = render_template(
+        "admin/users.html",
+        users=list_staff(db.session),
+        roles=ROLES,
+        errors=errors,
+        form=form or {},
+        shown=shown,
+        me=current_user.record.id,
+    )
+    return page, (422 if errors else 200)
+
+
+@bp.post("/users/<id32:user_id>/reset-password")
+@roles_required("admin")
+def user_reset_password(user_id: int) -> Any:
+    """A new password for a staff user who forgot theirs: shown once, changed at the next login;
+    the user's open sessions end."""
+    user = get_staff(db.session, user_id, lock=True)
+    if user.id == current_user.record.id:
+        db.session.rollback()
+        flash("自己的密码请在「修改密码」中修改", "error")
+        return redirect(url_for("admin.users"))
+    password = reset_password(db.session, user, actor=current_user.actor)
+    db.session.commit()
+    return _users_page(shown=(user.username, password))
+
+
+@bp.post("/users/<id32:user_id>/status")
+@roles_required("admin")
+def user_status(user_id: int) -> Any:
+    """A staff user leaves (cannot log in, open sessions end at once) or returns."""
+    active = request.form.get("action") == "enable"
+    user = get_staff(db.session, user_id, lock=True)  # in the transaction `attempt` ends
+    changed, errors = attempt(lambda: set_active(db.session, user, active=active, actor=current_user.actor, by=current_user.record))
+    if changed:
+        flash(f"员工账号 {user.username} 已{'启用' if active else '停用'}", "ok")
+    for message in errors.values():
+        flash(message, "error")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<id32:user_id>/role")
+@roles_required("admin")
+def user_role(user_id: int) -> Any:
+    role = request.form.get("role", "")
+    user = get_staff(db.session, user_id, lock=True)  # in the transaction `attempt` ends
+    changed, errors = attempt(lambda: set_role(db.session, user, role, actor=current_user.actor, by=current_user.record))
+    if changed:
+        flash(f"员工账号 {user.username} 的角色改为{ROLES[role]}，下一次操作起生效", "ok")
+    for message in errors.values():
+        flash(message, "error")
+    return redirect(url_for("admin.users"))

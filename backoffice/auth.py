@@ -67,7 +67,7 @@ def _load(user_id: str) -> Principal | None:
     model = {"staff": StaffUser, "sub": SubAccount}.get(kind)
     if model is None or not ident.isdigit() or not sep or len(ident) > 18:
         return None
-    record = db.session.get(model, int(ident), options=[undefer(model.session_nonce)])
+    record = db.session.get(model, int(ident), options=[undefer(model.session_nonce), undefer(model.must_change_password)])
     if record is None or not record.active or not hmac.compare_digest(record.session_nonce or "", nonce):
         return None
     token, started = session.get(SESSION_TOKEN), session.get(SESSION_STARTED)
@@ -192,16 +192,16 @@ def password() -> Any:
             login_user(Principal(current_user.kind, current_user.record))  # this session goes on under the new nonce (same token)
             flash("密码已修改；其他已登录的会话需要重新登录", "ok")
             return redirect(url_for("auth.root"))
-    first = current_user.role == "customer" and current_user.record.must_change_password
+    first = current_user.record.must_change_password and current_user.role
     return render_template("password.html", form=form, errors=errors, first=first), (422 if errors else 200)
 
 
 @bp.before_app_request
 def _initial_password_first() -> Any:
-    """A customer's login still on the password issued with the contract changes it before anything else."""
+    """A login still on a password somebody else set (a customer's issued with the contract, a
+    staff user's made or reset by an administrator) changes it before anything else."""
     if (
         current_user.is_authenticated
-        and current_user.role == "customer"
         and current_user.record.must_change_password
         and request.endpoint not in ("auth.password", "auth.logout", "static")
         and not request.path.startswith("/api/")

@@ -630,16 +630,41 @@ def _reset_password(kind: str, name: str, as_json: bool) -> None:
 
 
 def _staff_active(username: str, *, active: bool) -> None:
-    from backoffice.models import StaffUser
     from backoffice.services.passwords import set_active
+    from backoffice.services.staff import get_staff
 
     with refusals(False):
-        user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == username.strip()))
-        if user is None:
-            raise NotFound(f"员工账号不存在：{username}")
-        set_active(db.session, user, active=active, actor=_actor())
+        user = get_staff(db.session, username, lock=True)
+        changed = set_active(db.session, user, active=active, actor=_actor())
         db.session.commit()
-    click.echo(f"员工账号 {user.username} 已{'启用' if active else '停用'}")
+    state = "启用" if active else "停用"
+    click.echo(f"员工账号 {user.username} 已{state}" if changed else f"员工账号 {user.username} 本来就是{state}的，未做更改")
+
+
+@user_cli.command("role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(["sales", "finance", "admin"]))
+def user_role(username: str, role: str) -> None:
+    """Give a staff user another role (the last active administrator keeps theirs)."""
+    from backoffice.services.staff import get_staff, set_role
+
+    with refusals(False):
+        user = get_staff(db.session, username, lock=True)
+        changed = set_role(db.session, user, role, actor=_actor())
+        db.session.commit()
+    click.echo(f"员工账号 {user.username} 的角色：{user.role_name}" + ("" if changed else "（未变）"))
+
+
+@user_cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def user_list(as_json: bool) -> None:
+    """Every staff user: login, name, role, active or not."""
+    from backoffice.services.staff import list_staff
+
+    users = list_staff(db.session)
+    rows = [{"username": u.username, "name": u.display_name, "role": u.role, "active": u.active} for u in users]
+    text = "\n".join(f"{u.username}\t{u.display_name}\t{u.role_name}\t{'启用' if u.active else '停用'}" for u in users)
+    _emit(rows, as_json, text or "还没有员工账号")
 
 
 def _finance_actor(username: str | None) -> str:

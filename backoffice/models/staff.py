@@ -27,6 +27,9 @@ class StaffUser(Base):
     # See backoffice.auth. Deferred, with no Python default: rows are written and read without it
     # by code that predates it (a database at an older revision, as the migration tests make).
     session_nonce: Mapped[str] = mapped_column(sa.String(32), server_default="", deferred=True)
+    # A password an administrator set (a new user made in the web, a reset): changed at the next
+    # login before anything else. Deferred with no Python default, as session_nonce.
+    must_change_password: Mapped[bool] = mapped_column(server_default=sa.false(), deferred=True)
 
     __table_args__ = (sa.CheckConstraint("role in ('sales', 'finance', 'admin')", name="role"),)
     __mapper_args__ = {"eager_defaults": False}  # session_nonce is read when needed, not RETURNING at insert

@@ -58,26 +58,32 @@ def change_password(session: Session, login: StaffUser | SubAccount, *, current:
     if errors:
         raise ValidationFailed(errors)
     login.password_hash = hash_password(new)
-    if isinstance(login, SubAccount):
-        login.must_change_password = False
+    login.must_change_password = False
     renew_session_nonce(login)
     audit.record(session, actor, "change_password", kind, name)
 
 
 def reset_password(session: Session, login: StaffUser | SubAccount, *, actor: str) -> str:
     """A forgotten password: a new random one, shown once to the administrator who passes it on;
-    a customer's login must change it at the next login. Every session of the login ends."""
+    the login must change it at the next login. Every session of the login ends."""
     password = new_password()
     login.password_hash = hash_password(password)
-    if isinstance(login, SubAccount):
-        login.must_change_password = True
+    login.must_change_password = True
     renew_session_nonce(login)
     audit.record(session, actor, "reset_password", *_named(login))
     return password
 
 
-def set_active(session: Session, login: StaffUser, *, active: bool, actor: str) -> None:
-    """A staff user leaves (or returns): an inactive one cannot log in, its sessions end at once."""
+def set_active(session: Session, login: StaffUser, *, active: bool, actor: str, by: StaffUser | None = None) -> bool:
+    """A staff user leaves (or returns): an inactive one cannot log in, its sessions end at once.
+    Nobody disables themselves or the last active administrator. False if it was so already."""
+    from backoffice.services.staff import check_may_disable
+
+    if login.active == active:
+        return False
+    if not active:
+        check_may_disable(session, login, by=by)
     login.active = active
     renew_session_nonce(login)
     audit.record(session, actor, "enable_staff_user" if active else "disable_staff_user", "staff_user", login.username)
+    return True

@@ -1,19 +1,24 @@
-"""Staff users: creation and login."""
+"""Staff users: creation, roles, leaving and returning, and login. The installation always keeps
+an active administrator: the last one cannot be disabled or given another role."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 from werkzeug.security import check_password_hash
 
-from backoffice.errors import Conflict, ValidationFailed
+from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import StaffUser
 from backoffice.models.staff import ROLES
 from backoffice.services import audit
 from backoffice.services.accounts import hash_password
 
 
-def create_staff_user(session: Session, username: str, display_name: str, password: str, role: str, *, actor: str) -> StaffUser:
+def create_staff_user(
+    session: Session, username: str, display_name: str, password: str, role: str, *, actor: str, must_change: bool = False
+) -> StaffUser:
+    """A new staff user; `must_change`: the password was set for them (the web form's generated
+    one), to be changed at the first login."""
     from backoffice.services.passwords import password_problem
 
     username = username.strip()
@@ -31,6 +36,8 @@ def create_staff_user(session: Session, username: str, display_name: str, passwo
     if session.scalar(sa.select(StaffUser).where(StaffUser.username == username)):
         raise Conflict(f"用户名已存在：{username}")
     user = StaffUser(username=username, display_name=display_name or username, password_hash=hash_password(password), role=role)
+    if must_change:
+        user.must_change_password = True
     session.add(user)
     audit.record(session, actor, "create_staff_user", "staff_user", username, role=role)
     return user
@@ -42,3 +49,50 @@ def authenticate_staff(session: Session, username: str, password: str) -> StaffU
         check_password_hash(hash_password("x"), password)
         return None
     return user if check_password_hash(user.password_hash, password) else None
+
+
+def list_staff(session: Session) -> list[StaffUser]:
+    """Every staff user, active ones first, then by role and name."""
+    order = sa.case({"admin": 0, "finance": 1, "sales": 2}, value=StaffUser.role)
+    query = sa.select(StaffUser).options(undefer(StaffUser.must_change_password))
+    return list(session.scalars(query.order_by(StaffUser.active.desc(), order, StaffUser.username)))
+
+
+def get_staff(session: Session, ident: int | str, *, lock: bool = False) -> StaffUser:
+    """A staff user by id or username; NotFound if there is none."""
+    query = sa.select(StaffUser).where(StaffUser.id == ident if isinstance(ident, int) else StaffUser.username == ident.strip())
+    user = session.scalar(query.with_for_update() if lock else query)
+    if user is None:
+        raise NotFound(f"员工账号不存在：{ident}")
+    return user
+
+
+def _keeps_an_admin(session: Session, user: StaffUser) -> None:
+    """Refuse a change that would leave no active administrator (nobody could then manage users,
+    keywords or the provider's identity from the web). Every active admin row is locked, so two
+    administrators disabling each other at once cannot both pass."""
+    admins = session.scalars(sa.select(StaffUser.id).where(StaffUser.role == "admin", StaffUser.active.is_(True)).with_for_update()).all()
+    if user.role == "admin" and user.active and set(admins) <= {user.id}:
+        raise Conflict(f"{user.username} 是唯一启用的管理员：请先另设一名管理员")
+
+
+def set_role(session: Session, user: StaffUser, role: str, *, actor: str, by: StaffUser | None = None) -> bool:
+    """Give a staff user another role (it applies from their next request). False if unchanged."""
+    if role not in ROLES:
+        raise ValidationFailed({"role": "角色应为 " + "/".join(f"{code}（{name}）" for code, name in ROLES.items())})
+    if role == user.role:
+        return False
+    if by is not None and by.id == user.id:
+        raise Conflict("不能修改自己的角色：请另一名管理员操作")
+    if user.role == "admin":
+        _keeps_an_admin(session, user)
+    audit.record(session, actor, "set_staff_role", "staff_user", user.username, old=user.role, new=role)
+    user.role = role
+    return True
+
+
+def check_may_disable(session: Session, user: StaffUser, *, by: StaffUser | None = None) -> None:
+    """Refuse disabling oneself (the session would end mid-click) or the last active administrator."""
+    if by is not None and by.id == user.id:
+        raise Conflict("不能停用自己的账号")
+    _keeps_an_admin(session, user)

@@ -1,0 +1,56 @@
+"""An administrator in a real browser makes a staff user; the newcomer logs in with the password
+shown once, is sent to change it first, then reaches their own pages; the administrator
+disables them and their open session ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.extensions import db
+from backoffice.models import StaffUser
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def test_an_administrator_makes_a_seller_who_sets_a_password_and_is_disabled_later(
+    app: Flask, staff: dict, live_server: str, browser_page: Any
+) -> None:
+    page = browser_page
+    page.goto(f"{live_server}/login")
+    page.fill('[name="username"]', "admin")
+    page.fill('[name="password"]', staff["admin"])
+    page.click('button[type="submit"]')
+    page.click("text=员工账号")
+    page.fill("#f-username", "zhou.min")
+    page.fill("#f-name", "周敏")
+    page.select_option("#f-role", "sales")
+    page.click("#user-form button[type=submit]")
+    password = page.inner_text("#new-password").strip()
+    assert len(password) >= 12 and "周敏" in page.inner_text("#users")
+
+    newcomer = page.context.browser.new_context(locale="zh-CN").new_page()
+    newcomer.goto(f"{live_server}/login")
+    newcomer.fill('[name="username"]', "zhou.min")
+    newcomer.fill('[name="password"]', password)
+    newcomer.click('button[type="submit"]')
+    newcomer.wait_for_selector("#first-login")
+    newcomer.fill('[name="current"]', password)
+    newcomer.fill('[name="new"]', "zhou-own-pass-26")
+    newcomer.fill('[name="confirm"]', "zhou-own-pass-26")
+    newcomer.click("#password-form button[type=submit]")
+    newcomer.wait_for_selector("text=密码已修改")
+    newcomer.goto(f"{live_server}/sales/")
+    assert "/sales/" in newcomer.url
+
+    with app.app_context():
+        ident = db.session.scalar(sa.select(StaffUser.id).where(StaffUser.username == "zhou.min"))
+        db.session.remove()
+    page.goto(f"{live_server}/admin/users")
+    page.click(f"#user-{ident} button:has-text('停用')")
+    page.wait_for_selector("text=员工账号 zhou.min 已停用")
+    newcomer.goto(f"{live_server}/sales/")
+    assert "/login" in newcomer.url  # the open session ended at once
