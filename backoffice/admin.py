@@ -253,7 +253,7 @@ def _users_page(*, errors: dict[str, str] | None = None, form: Any = None, shown
 def user_reset_password(user_id: int) -> Any:
     """A new password for a staff user who forgot theirs: shown once, changed at the next login;
     the user's open sessions end."""
-    user = get_staff(db.session, user_id, lock=True)
+    user = get_staff(db.session, user_id)
     if user.id == current_user.record.id:
         db.session.rollback()
         flash("自己的密码请在「修改密码」中修改", "error")
@@ -267,11 +267,18 @@ def user_reset_password(user_id: int) -> Any:
 @roles_required("admin")
 def user_status(user_id: int) -> Any:
     """A staff user leaves (cannot log in, open sessions end at once) or returns."""
-    active = request.form.get("action") == "enable"
-    user = get_staff(db.session, user_id, lock=True)  # in the transaction `attempt` ends
+    action = request.form.get("action")
+    user = get_staff(db.session, user_id)
+    if action not in ("enable", "disable"):
+        flash("请求无效：应为启用或停用（未做更改）", "error")
+        return redirect(url_for("admin.users"))
+    active = action == "enable"
     changed, errors = attempt(lambda: set_active(db.session, user, active=active, actor=current_user.actor, by=current_user.record))
+    state = "启用" if active else "停用"
     if changed:
-        flash(f"员工账号 {user.username} 已{'启用' if active else '停用'}", "ok")
+        flash(f"员工账号 {user.username} 已{state}", "ok")
+    elif not errors:
+        flash(f"员工账号 {user.username} 本来就是{state}的，未做更改", "info")
     for message in errors.values():
         flash(message, "error")
     return redirect(url_for("admin.users"))
@@ -281,10 +288,12 @@ def user_status(user_id: int) -> Any:
 @roles_required("admin")
 def user_role(user_id: int) -> Any:
     role = request.form.get("role", "")
-    user = get_staff(db.session, user_id, lock=True)  # in the transaction `attempt` ends
+    user = get_staff(db.session, user_id)
     changed, errors = attempt(lambda: set_role(db.session, user, role, actor=current_user.actor, by=current_user.record))
     if changed:
         flash(f"员工账号 {user.username} 的角色改为{ROLES[role]}，下一次操作起生效", "ok")
+    elif not errors:
+        flash(f"员工账号 {user.username} 的角色本来就是{ROLES[role]}，未做更改", "info")
     for message in errors.values():
         flash(message, "error")
     return redirect(url_for("admin.users"))

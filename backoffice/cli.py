@@ -182,8 +182,8 @@ _CLICK_DETAILS = [  # click's own wording of a bad value (click 8), and ours
     (re.compile(r"^'(.*)' is not a valid boolean\.$", re.S), "应为 true 或 false：{0}"),
     (re.compile(r"^(.*) is not in the range (.*)\.$", re.S), "{0} 超出范围 {1}"),
     (re.compile(r"^'(.*)' is not one of (.*)\.$", re.S), "{0} 不在可选值 {1} 之中"),
-    (re.compile(r"^'(.*)' is not (.*)\.$", re.S), "{0} 应为 {1}"),
     (re.compile(r"^Got unexpected extra arguments? \((.*)\)$", re.S), "多余的参数：{0}"),
+    (re.compile(r"^No such command '(.*)'\.$", re.S), "没有命令 {0}"),
     (re.compile(r"^Option '(.*)' requires an argument\.$", re.S), "选项 {0} 需要一个值"),
     (re.compile(r"^Option '(.*)' does not take a value\.$", re.S), "选项 {0} 不带值"),
 ]
@@ -570,12 +570,13 @@ def jobs_list(as_json: bool) -> None:
 @click.argument("username")
 @click.option("--role", type=click.Choice(["sales", "finance", "admin"]), required=True)
 @click.option("--name", "display_name", default="")
+@click.option("--must-change", is_flag=True, help="the password is set for someone else: changed at the first login")
 @click.password_option()
-def user_create(username: str, role: str, display_name: str, password: str) -> None:
+def user_create(username: str, role: str, display_name: str, must_change: bool, password: str) -> None:
     from backoffice.services.staff import create_staff_user
 
     try:
-        create_staff_user(db.session, username, display_name, password, role, actor=_actor())
+        create_staff_user(db.session, username, display_name, password, role, actor=_actor(), must_change=must_change)
         db.session.commit()
     except DomainError as error:
         _fail(error, False)
@@ -634,7 +635,7 @@ def _staff_active(username: str, *, active: bool) -> None:
     from backoffice.services.staff import get_staff
 
     with refusals(False):
-        user = get_staff(db.session, username, lock=True)
+        user = get_staff(db.session, username)
         changed = set_active(db.session, user, active=active, actor=_actor())
         db.session.commit()
     state = "启用" if active else "停用"
@@ -649,7 +650,7 @@ def user_role(username: str, role: str) -> None:
     from backoffice.services.staff import get_staff, set_role
 
     with refusals(False):
-        user = get_staff(db.session, username, lock=True)
+        user = get_staff(db.session, username)
         changed = set_role(db.session, user, role, actor=_actor())
         db.session.commit()
     click.echo(f"员工账号 {user.username} 的角色：{user.role_name}" + ("" if changed else "（未变）"))

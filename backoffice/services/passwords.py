@@ -77,8 +77,9 @@ def reset_password(session: Session, login: StaffUser | SubAccount, *, actor: st
 def set_active(session: Session, login: StaffUser, *, active: bool, actor: str, by: StaffUser | None = None) -> bool:
     """A staff user leaves (or returns): an inactive one cannot log in, its sessions end at once.
     Nobody disables themselves or the last active administrator. False if it was so already."""
-    from backoffice.services.staff import check_may_disable
+    from backoffice.services.staff import check_may_disable, lock_for_change
 
+    lock_for_change(session, login)
     if login.active == active:
         return False
     if not active:

@@ -38,7 +38,11 @@ def create_staff_user(
     user = StaffUser(username=username, display_name=display_name or username, password_hash=hash_password(password), role=role)
     if must_change:
         user.must_change_password = True
-    session.add(user)
+    try:
+        with session.begin_nested():  # the same name made meanwhile (a double click): refused, not a 500
+            session.add(user)
+    except sa.exc.IntegrityError:
+        raise Conflict(f"用户名已存在：{username}") from None
     audit.record(session, actor, "create_staff_user", "staff_user", username, role=role)
     return user
 
@@ -58,20 +62,34 @@ def list_staff(session: Session) -> list[StaffUser]:
     return list(session.scalars(query.order_by(StaffUser.active.desc(), order, StaffUser.username)))
 
 
-def get_staff(session: Session, ident: int | str, *, lock: bool = False) -> StaffUser:
+def get_staff(session: Session, ident: int | str) -> StaffUser:
     """A staff user by id or username; NotFound if there is none."""
-    query = sa.select(StaffUser).where(StaffUser.id == ident if isinstance(ident, int) else StaffUser.username == ident.strip())
-    user = session.scalar(query.with_for_update() if lock else query)
+    user = session.scalar(
+        sa.select(StaffUser).where(StaffUser.id == ident if isinstance(ident, int) else StaffUser.username == ident.strip())
+    )
     if user is None:
         raise NotFound(f"员工账号不存在：{ident}")
     return user
 
 
+def lock_for_change(session: Session, user: StaffUser) -> None:
+    """Before a change that may leave no administrator: lock the user's row and every active
+    administrator's, in the order of their ids (PostgreSQL: two administrators acting on each
+    other queue, not deadlock), or take the write lock (SQLite: one writer; what this transaction
+    reads afterwards is the latest), then read the user again."""
+    table = StaffUser.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        which = sa.or_(table.c.id == user.id, sa.and_(table.c.role == "admin", table.c.active.is_(True)))
+        session.execute(sa.select(table.c.id).where(which).order_by(table.c.id).with_for_update()).all()
+    else:
+        session.execute(sa.update(table).where(table.c.id == user.id).values(role=table.c.role))
+    session.refresh(user)
+
+
 def _keeps_an_admin(session: Session, user: StaffUser) -> None:
     """Refuse a change that would leave no active administrator (nobody could then manage users,
-    keywords or the provider's identity from the web). Every active admin row is locked, so two
-    administrators disabling each other at once cannot both pass."""
-    admins = session.scalars(sa.select(StaffUser.id).where(StaffUser.role == "admin", StaffUser.active.is_(True)).with_for_update()).all()
+    keywords or the provider's identity from the web); the rows are locked (`lock_for_change`)."""
+    admins = session.scalars(sa.select(StaffUser.id).where(StaffUser.role == "admin", StaffUser.active.is_(True))).all()
     if user.role == "admin" and user.active and set(admins) <= {user.id}:
         raise Conflict(f"{user.username} 是唯一启用的管理员：请先另设一名管理员")
 
@@ -80,12 +98,12 @@ def set_role(session: Session, user: StaffUser, role: str, *, actor: str, by: St
     """Give a staff user another role (it applies from their next request). False if unchanged."""
     if role not in ROLES:
         raise ValidationFailed({"role": "角色应为 " + "/".join(f"{code}（{name}）" for code, name in ROLES.items())})
+    lock_for_change(session, user)
     if role == user.role:
         return False
     if by is not None and by.id == user.id:
         raise Conflict("不能修改自己的角色：请另一名管理员操作")
-    if user.role == "admin":
-        _keeps_an_admin(session, user)
+    _keeps_an_admin(session, user)
     audit.record(session, actor, "set_staff_role", "staff_user", user.username, old=user.role, new=role)
     user.role = role
     return True

@@ -210,3 +210,93 @@ def test_every_form_of_the_users_page_carries_the_csrf_token_and_a_forged_post_c
         assert made.status_code == 200 and user("real").must_change_password
         db.session.remove()
         db.engine.dispose()
+
+
+def test_two_administrators_demoting_each_other_at_once_leave_one(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: SQLite ignores FOR UPDATE, so both counted two administrators and both
+    went ahead (none left); on PostgreSQL the two locks were taken in opposite orders (a deadlock).
+    The audit write is slowed so the two transactions overlap."""
+    import threading
+    import time
+
+    from backoffice.services import audit
+    from backoffice.services.staff import create_staff_user
+
+    for name in ("a", "b"):
+        create_staff_user(db.session, name, name, f"{name}-pass-word-1", "admin", actor="test")
+    db.session.commit()
+    ids = {name: user(name).id for name in ("a", "b")}
+    clients = {name: app.test_client() for name in ids}
+    for name, client in clients.items():
+        login(client, name, f"{name}-pass-word-1")
+    db.session.remove()
+    record = audit.record
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.2)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "record", slow)
+    barrier = threading.Barrier(2)
+    pages: dict[str, str] = {}
+
+    def demote(who: str, target: str) -> None:
+        barrier.wait()
+        pages[who] = (
+            clients[who].post(f"/admin/users/{ids[target]}/role", data={"role": "sales"}, follow_redirects=True).get_data(as_text=True)
+        )
+
+    threads = [threading.Thread(target=demote, args=pair) for pair in (("a", "b"), ("b", "a"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    monkeypatch.undo()
+    outcomes = sorted("改为" if "角色改为销售" in page else "refused" if "唯一启用的管理员" in page else page for page in pages.values())
+    assert outcomes == ["refused", "改为"], outcomes
+    assert db.session.scalars(sa.select(StaffUser.username).where(StaffUser.role == "admin", StaffUser.active.is_(True))).all() != []
+
+
+def test_a_double_clicked_new_user_is_made_once_and_the_second_click_is_told_so(app: Flask, staff: dict) -> None:
+    """Found by a review: the second request hit the unique name at commit (a 500), and the page
+    with the first one's password was lost behind it."""
+    import threading
+
+    clients = [app.test_client(), app.test_client()]
+    for client in clients:
+        login(client, "admin", staff["admin"])
+    db.session.remove()
+    barrier = threading.Barrier(2)
+    answers: list[tuple[int, str]] = []
+
+    def create(client: FlaskClient) -> None:
+        barrier.wait()
+        response = client.post("/admin/users", data={"username": "twice", "name": "", "role": "sales"})
+        answers.append((response.status_code, response.get_data(as_text=True)))
+
+    threads = [threading.Thread(target=create, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(code for code, _ in answers) == [200, 422]
+    assert any("用户名已存在：twice" in page for _, page in answers)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StaffUser).where(StaffUser.username == "twice")) == 1
+
+
+def test_a_status_change_says_what_it_did_and_refuses_what_it_does_not_know(app: Flask, client: FlaskClient, staff: dict) -> None:
+    login(client, "admin", staff["admin"])
+    finance = user("finance")
+    before = staff_rows()
+    for data in ({}, {"action": "delete"}):
+        page = client.post(f"/admin/users/{finance.id}/status", data=data, follow_redirects=True).get_data(as_text=True)
+        assert "应为启用或停用" in page and staff_rows() == before
+    page = client.post(f"/admin/users/{finance.id}/status", data={"action": "enable"}, follow_redirects=True).get_data(as_text=True)
+    assert "本来就是启用的，未做更改" in page and staff_rows() == before
+    page = client.post(f"/admin/users/{finance.id}/role", data={"role": "finance"}, follow_redirects=True).get_data(as_text=True)
+    assert "角色本来就是财务，未做更改" in page and staff_rows() == before
+
+    runner = app.test_cli_runner()
+    assert "没有命令 nosuch" in runner.invoke(args=["user", "nosuch"]).output
+    made = runner.invoke(args=["user", "create", "temp", "--role", "sales", "--must-change", "--password", "temp-pass-word-1"])
+    assert made.exit_code == 0 and user("temp").must_change_password
