@@ -155,6 +155,11 @@ def with_udh(parts: Sequence[bytes], reference: int) -> list[bytes]:
     return [bytes([0x05, 0x00, 0x03, reference, total, seq]) + part for seq, part in enumerate(parts, start=1)]
 
 
+def encode_gsm7(text: str) -> bytes:
+    """Unpacked GSM 7-bit septets of a text `is_gsm7` accepts (KeyError otherwise), as submit_sm carries them."""
+    return b"".join(_GSM7_ENCODE[ch] for ch in text)
+
+
 def decode_gsm7(data: bytes) -> str:
     """Text of unpacked GSM 7-bit septets (one byte each, escapes as 0x1B xx), as encode_segments makes.
 

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final, Literal, NamedTuple
 
+from dispatch.segments import encode_gsm7, is_gsm7
 from dispatch.smpp_link import (
     BIND_RECEIVER,
     BIND_TRANSCEIVER,
@@ -356,12 +357,13 @@ class SMSCSimulator:
     def send_mo(self, source: str, destination: str, text: str) -> None:
         """Deliver a mobile-originated message (a handset's reply) to a bound receiver.
 
-        ASCII goes as data_coding 0, anything else as UCS-2 (8); over 140 bytes it travels in
-        message_payload. Held until a receiver binds if none is bound.
+        Text in the GSM 7-bit alphabet goes as data_coding 0 (unpacked septets, as submit_sm
+        carries them), anything else as UCS-2 (8); over 140 bytes it travels in message_payload.
+        Held until a receiver binds if none is bound.
         """
-        try:
-            data, coding = text.encode("ascii"), 0
-        except UnicodeEncodeError:
+        if is_gsm7(text):
+            data, coding = encode_gsm7(text), 0
+        else:
             data, coding = text.encode("utf-16-be"), DATA_CODING_UCS2
         sm = ShortMessagePdu(source_addr=source, destination_addr=destination, data_coding=coding, source_addr_ton=1, source_addr_npi=1)
         if len(data) > 140:
@@ -376,6 +378,17 @@ class SMSCSimulator:
         now = time.time()
         delivery = self._make_receipt(message_id, stat, err, source, destination, now, now, "", origin=0)
         self._call(lambda: self._send_delivery(delivery))
+
+    def send_deliveries(self, bodies: list[bytes], *, receipts: bool = False) -> None:
+        """Deliver deliver_sm bodies made elsewhere, as they are, in one write (tests of what an
+        odd or hostile SMSC may send: malformed headers, NULs, unknown codings …)."""
+        deliveries = [_Delivery(body, is_receipt=receipts, origin=0) for body in bodies]
+
+        def send_all() -> None:
+            for delivery in deliveries:
+                self._send_delivery(delivery)
+
+        self._call(send_all)
 
     def drop_connections(self) -> None:
         """Reset every TCP connection at once, as a network failure would; returns when done."""

@@ -87,6 +87,7 @@ TAG_MESSAGE_STATE: Final[int] = smpp_consts.OPTIONAL_PARAMS["message_state"]
 ESM_UDHI: Final = 0x40
 ESM_TYPE_MASK: Final = 0x3C
 ESM_DELIVERY_RECEIPT: Final = 0x04
+ESM_INTERMEDIATE_NOTIFICATION: Final = 0x20
 DATA_CODING_DEFAULT: Final = 0
 DATA_CODING_UCS2: Final = 8
 
@@ -342,6 +343,8 @@ def parse_concatenation(esm_class: int, payload: bytes) -> tuple[tuple[int, int,
     while pos + 2 <= len(header):
         element, length = header[pos], header[pos + 1]
         value = header[pos + 2 : pos + 2 + length]
+        if len(value) < length:  # an element cut short by the header's end: no concatenation read from it
+            break
         if element == 0x00 and length == 3:
             concat = (value[0], value[1], value[2])
         elif element == 0x08 and length == 4:
@@ -350,13 +353,51 @@ def parse_concatenation(esm_class: int, payload: bytes) -> tuple[tuple[int, int,
     return concat, text
 
 
+# What a reply's text may not carry to the people who read it: C0 and C1 controls (but line
+# breaks and tabs), and the invisible format characters that reorder or hide text (direction
+# overrides and isolates, zero-width characters, the BOM). Outgoing content refuses the same.
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def decode_text(data_coding: int, data: bytes) -> str:
-    """Message text from its bytes: UCS-2 for 8, GBK for 15 (what Chinese gateways mean by it), else Latin-1."""
+    """A reply's text from its bytes, fit to store and show (never a NUL, a control character or a
+    direction override: those become U+FFFD or go).
+
+    UCS-2 for 8, GBK for 15 (what Chinese gateways mean by it), Latin-1 for 3, ASCII for 1. The
+    SMSC default alphabet (0) is read as the GSM 7-bit septets submit_sm sends in it ("@" is 0x00
+    there); bytes that cannot be septets are read as UTF-8 when they are (some gateways send it so),
+    else Latin-1. Other codings are read as UTF-8 or Latin-1 the same way.
+    """
+    data = data.rstrip(b"\0") if data_coding != DATA_CODING_UCS2 and data_coding != DATA_CODING_DEFAULT else data
     if data_coding == DATA_CODING_UCS2:
-        return data.decode("utf-16-be", errors="replace")
-    if data_coding == 0x0F:
-        return data.decode("gbk", errors="replace")
-    return data.decode("latin-1")
+        text = data.decode("utf-16-be", errors="replace")
+    elif data_coding == 0x0F:
+        text = data.decode("gbk", errors="replace")
+    elif data_coding == 0x03:
+        text = data.decode("latin-1")
+    elif data_coding == 0x01:
+        text = data.decode("ascii", errors="replace")
+    else:
+        text = _gsm7_or_utf8(data) if data_coding == DATA_CODING_DEFAULT else _utf8_or_latin1(data)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _UNSHOWABLE.sub("\ufffd", _INVISIBLE.sub("", text))
+
+
+def _gsm7_or_utf8(data: bytes) -> str:
+    from dispatch.segments import decode_gsm7
+
+    try:
+        return decode_gsm7(data)
+    except ValueError:
+        return _utf8_or_latin1(data.rstrip(b"\0"))
+
+
+def _utf8_or_latin1(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 # =================================================================================================
@@ -364,6 +405,7 @@ def decode_text(data_coding: int, data: bytes) -> str:
 # =================================================================================================
 
 _HEX = re.compile(r"[0-9a-f]+")
+MAX_MESSAGE_ID_LENGTH: Final = 64  # SMPP 3.4 allows 65 octets with the NUL; the database keeps 64
 
 
 def normalise_message_id(message_id: str) -> str:
@@ -386,7 +428,7 @@ def message_id_keys(message_id: str) -> tuple[str, ...]:
     """
     key = normalise_message_id(message_id)
     keys = [key]
-    if key and _HEX.fullmatch(key):
+    if key and len(key) <= MAX_MESSAGE_ID_LENGTH and _HEX.fullmatch(key):  # a longer one was never stored (nor read as a number)
         if key.isdigit():
             keys.append(format(int(key), "x"))
         keys.append(str(int(key, 16)))
@@ -491,11 +533,14 @@ _RECEIPT_ERR = re.compile(r"\berr:(\S+)", re.IGNORECASE)
 
 
 def parse_delivery(sm: ShortMessagePdu) -> Receipt | MobileOriginated:
-    """A deliver_sm as a Receipt (esm_class message type 0x04) or a MobileOriginated.
+    """A deliver_sm as a Receipt (esm_class message type 0x04, or 0x20, an intermediate
+    notification) or a MobileOriginated (type 0); PduError for an SME acknowledgement (0x08,
+    0x10), which is neither.
 
-    For receipts the receipted_message_id / message_state TLVs win when present (they are
-    structured); otherwise the `id:… stat:… err:…` text is parsed. A field that cannot be found
-    is "" rather than an error: an odd receipt is still acknowledged and passed on.
+    For receipts the receipted_message_id / message_state TLVs win when present and meaningful
+    (an empty id, a state SMPP 3.4 does not define, is ignored); otherwise the `id:… stat:… err:…`
+    text is parsed. A field that cannot be found is "" rather than an error: an odd receipt is
+    still acknowledged and passed on ("" is no final state).
     """
     tlv_id = sm.tlvs.get(TAG_RECEIPTED_MESSAGE_ID)
     tlv_state = sm.tlvs.get(TAG_MESSAGE_STATE)
@@ -508,20 +553,22 @@ def _delivery(
     esm_class: int, payload: bytes, data_coding: int, source: str, destination: str, receipted_id: str | None, state: int | None
 ) -> Receipt | MobileOriginated:
     """parse_delivery on the fields of a deliver_sm, whoever parsed it (the link: smpplib)."""
-    if esm_class & ESM_TYPE_MASK == ESM_DELIVERY_RECEIPT:
-        raw = payload.decode("latin-1")
-        if receipted_id is not None:
-            message_id = receipted_id
-        else:
+    kind = esm_class & ESM_TYPE_MASK
+    if kind in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION):
+        raw = _UNSHOWABLE.sub(" ", payload.decode("latin-1"))  # a NUL or control splits fields, never enters one
+        message_id = _UNSHOWABLE.sub("", receipted_id or "").strip()
+        if not message_id:
             found = _RECEIPT_ID.search(raw)
             message_id = found.group(1) if found else ""
-        if state is not None:
-            stat = MESSAGE_STATES.get(state, "UNKNOWN")
+        if state in MESSAGE_STATES:
+            stat = MESSAGE_STATES[state]
         else:
             found = _RECEIPT_STAT.search(raw)
             stat = found.group(1).upper() if found else ""
         found = _RECEIPT_ERR.search(raw)
         return Receipt(message_id=message_id, stat=stat, err=found.group(1) if found else "", raw=raw)
+    if kind != 0:
+        raise PduError(f"deliver_sm of message type {kind:#04x} (an SME acknowledgement) is neither a receipt nor a reply")
     concat, text = parse_concatenation(esm_class, payload)
     return MobileOriginated(source, destination, decode_text(data_coding, text), data_coding, concat)
 
@@ -684,15 +731,20 @@ class _DeliverSM(_ReadPdu, smpp_command.DeliverSM):
         state = self.message_state
         if state is None and (raw_state := self.other_tlvs.get(TAG_MESSAGE_STATE)):  # a message_state not one octet long
             state = raw_state[0]
-        return _delivery(
-            self.esm_class,
-            self.short_message or self.message_payload or b"",
-            self.data_coding,
-            self.source_addr.decode("latin-1"),
-            self.destination_addr.decode("latin-1"),
-            None if receipted_id is None else receipted_id.split(b"\0", 1)[0].decode("latin-1"),
-            state,
-        )
+        try:
+            return _delivery(
+                self.esm_class,
+                self.short_message or self.message_payload or b"",
+                self.data_coding,
+                self.source_addr.decode("latin-1"),
+                self.destination_addr.decode("latin-1"),
+                None if receipted_id is None else receipted_id.split(b"\0", 1)[0].decode("latin-1"),
+                state,
+            )
+        except PduError:
+            raise
+        except _PARSE_ERRORS as exc:  # whatever a malformed one trips over: it is dropped, never fails the read
+            raise PduError(f"deliver_sm unreadable: {exc!r}") from exc
 
     def decode(self, body: bytes) -> ShortMessagePdu:
         """A deliver_sm body parsed by smpplib, as a ShortMessagePdu; raises PduError on a malformed one."""

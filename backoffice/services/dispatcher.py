@@ -278,11 +278,18 @@ _SUBMITTED = Prepared(
     .where(_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in CLAIMABLE)))
     .values(status="submitted", submitted_at=sa.bindparam("at"), updated_at=sa.bindparam("at"), claimed_by=None, claimed_at=None)
 )
+# A part's first final receipt stays: a duplicate, or a stale or contradicting one after it (an
+# UNDELIV after DELIVRD, an ENROUTE arriving late), changes nothing.
+_FINAL_KEPT = sa.and_(_PARTS.c.receipt_stat.is_not(None), *(_PARTS.c.receipt_stat != stat for stat in sorted(INTERMEDIATE_STATS)))
 _RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused after a while)
     sa.update(_PARTS)
     .where(_PARTS.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery())
-    .values(receipt_stat=sa.bindparam("stat"), receipt_err=sa.bindparam("err"), receipt_at=sa.bindparam("at"))
-    .returning(_PARTS.c.message_id, _PARTS.c.total)
+    .values(
+        receipt_stat=sa.case((_FINAL_KEPT, _PARTS.c.receipt_stat), else_=sa.bindparam("stat")),
+        receipt_err=sa.case((_FINAL_KEPT, _PARTS.c.receipt_err), else_=sa.bindparam("err")),
+        receipt_at=sa.case((_FINAL_KEPT, _PARTS.c.receipt_at), else_=sa.bindparam("at")),
+    )
+    .returning(_PARTS.c.message_id, _PARTS.c.total, _PARTS.c.receipt_stat)
 )
 _STATUS = Prepared(sa.select(_MESSAGES.c.status).where(_MESSAGES.c.id == sa.bindparam("mid")))
 _ACCEPTED_PARTS = Prepared(
@@ -290,9 +297,9 @@ _ACCEPTED_PARTS = Prepared(
 )
 _PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid")))
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
-_FINISHED = Prepared(
+_FINISHED = Prepared(  # once: a message settled stays settled
     sa.update(_MESSAGES)
-    .where(*_SENT_MESSAGE)
+    .where(_MESSAGES.c.id == sa.bindparam("mid"), _MESSAGES.c.status == "submitted")
     .values(
         status=sa.bindparam("b_status"),
         done_at=sa.bindparam("at"),
@@ -1109,7 +1116,7 @@ class Dispatcher:
     def _apply_receipt(self, receipt: Receipt, now: datetime) -> bool:
         """Record a receipt on its part (found under the first of its id's readings that was stored)
         and settle the message once every part has a final one; False if no part has that id."""
-        stat = (receipt.stat or "UNKNOWN").upper()[:16]
+        stat = receipt.stat.upper()[:16]  # "" (a receipt that does not say) is no final state
         values = {"stat": stat, "err": receipt.err[:16] or None, "at": now}
         part = None
         for key in message_id_keys(receipt.message_id):
@@ -1117,7 +1124,7 @@ class Dispatcher:
                 break
         if part is None:
             return False
-        message_id, total = part
+        message_id, total, stat = part  # the part's stat now: its first final one, if it had one
         if total == 1:
             status = message_status_of([stat])
         else:

@@ -1,0 +1,153 @@
+"""What an odd or hostile SMSC may deliver, over real TCP from the simulator: malformed headers,
+NULs, control characters, huge ids, unknown states, acknowledgements that are not replies. None
+stops the worker (a failure there made it restart, resend its window and fail again on the same
+PDU, for ever: found by a fuzzing helper); what is stored is what a person can read, and a
+message's first final receipt stays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.extensions import db
+from backoffice.models import Message, MessagePart, MobileOriginated, Unsubscribe
+from backoffice.services.dispatcher import Dispatcher
+from dispatch.simulator import SMSCSimulator
+from dispatch.smpp_link import (
+    ESM_DELIVERY_RECEIPT,
+    ESM_UDHI,
+    TAG_MESSAGE_STATE,
+    TAG_RECEIPTED_MESSAGE_ID,
+    ShortMessagePdu,
+    encode_short_message,
+)
+from tests.backoffice import test_dispatcher
+from tests.backoffice.test_dispatcher import all_in, drive, statuses
+from tests.backoffice.test_messaging import active_sender, send
+
+smsc = test_dispatcher.smsc  # the dispatcher tests' fixtures: a seeded simulator, workers closed after the test
+worker = test_dispatcher.worker
+
+SERVICE = "106575000123"
+
+
+def deliver_sm(
+    esm_class: int = 0, text: bytes = b"", *, tlvs: dict[int, bytes] | None = None, source: str = "13800138000", coding: int = 0
+) -> bytes:
+    sm = ShortMessagePdu(source_addr=source, destination_addr=SERVICE, esm_class=esm_class, short_message=text, data_coding=coding)
+    sm.tlvs.update(tlvs or {})
+    return encode_short_message(sm)
+
+
+def taken_without_failing(dispatcher: Dispatcher, simulator: SMSCSimulator, bodies: list[bytes], *, receipts: bool = False) -> None:
+    """Deliver `bodies` in one write; the worker takes them all (acknowledged, none to come again) and goes on."""
+    dispatcher.run_until(lambda: dispatcher.link.bound)
+    before = simulator.stats().deliveries_acked
+    simulator.send_deliveries(bodies, receipts=receipts)
+    dispatcher.run_until(lambda: simulator.stats().deliveries_acked == before + len(bodies), timeout=10)
+    assert dispatcher._failure is None and simulator.stats().deliveries_unacked == 0
+
+
+def replies() -> list[str]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(MobileOriginated.content).order_by(MobileOriginated.id)))
+
+
+def test_malformed_and_hostile_replies_are_acknowledged_and_never_stop_the_worker(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    good = [deliver_sm(text=f"reply {i}".encode(), source=str(13800000000 + i)) for i in range(200)]
+    hostile = [
+        deliver_sm(ESM_UDHI, b"\x03\x00\x03\x01hi"),  # a concatenation element cut short (was an IndexError out of step)
+        deliver_sm(ESM_UDHI, b"\x04\x08\x04\x00\x01hi"),  # the same, 16-bit reference
+        deliver_sm(text=b"a\x00b.cn"),  # GSM 7-bit "a@b.cn": "@" is 0x00 (PostgreSQL refused the NUL)
+        deliver_sm(text=b"x\x00y", coding=0xF0),  # a NUL in a coding read as bytes
+        deliver_sm(text=b"\x00\x00", coding=8),  # U+0000 in UCS-2
+        deliver_sm(text="‮gnp.exe 退\x07订".encode("utf-16-be"), coding=8),  # a direction override and a BEL
+        deliver_sm(0x08, b"ack"),  # an SME delivery acknowledgement: not a reply
+        deliver_sm(0x10, b"manual ack"),
+    ]
+    taken_without_failing(dispatcher, simulator, [*good[:100], *hostile, *good[100:]])
+    stored = replies()
+    assert len(stored) == 200 + 6 and stored.count("reply 7") == 1  # the good ones of the same read are kept
+    assert "a@b.cn" in stored and "x\ufffdy" in stored and "\ufffd" in stored and stored.count("hi") == 2
+    assert "gnp.exe 退\ufffd订" in stored  # shown as it is: no override, the control marked
+    assert not any(c in text for text in stored for c in "\x00\x07\u202e") and "ack" not in stored and "manual ack" not in stored
+
+
+def test_a_reply_in_utf8_or_the_gsm_alphabet_reads_as_the_handset_wrote_it(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """data_coding 0 is the GSM 7-bit alphabet submit_sm sends in; bytes that are not septets are
+    read as UTF-8 where they are (some gateways send 退订 so): it was Latin-1, and the TD was missed."""
+    sender = active_sender(app)
+    send(sender, ["13800138000"])
+    simulator = smsc(receipt_delay=0.05)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered"), sender)
+    destination = simulator.received[0].source
+    simulator.send_mo("13900139000", destination, "$5 @ noon_ok?")  # GSM: $ is 0x02, @ 0x00, _ 0x11
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 1)
+    simulator.send_deliveries([deliver_sm(text="退订".encode(), source="13800138000").replace(SERVICE.encode(), destination.encode())])
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 2)
+    assert replies() == ["$5 @ noon_ok?", "退订"]
+    assert db.session.scalar(sa.select(Unsubscribe.number).where(Unsubscribe.account_id == sender.account.id)) == "13800138000"
+
+
+def test_odd_receipts_are_acknowledged_and_settle_nothing_they_do_not_say(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    send(sender, ["13800138000", "13900139000", "13700137000"])
+    simulator = smsc(receipt_delay=3600)  # the receipts are ours to send
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    ids = {s.destination[2:]: s.message_id for s in simulator.received}
+    first, second, third = ids["13800138000"], ids["13900139000"], ids["13700137000"]
+    odd = [
+        deliver_sm(ESM_DELIVERY_RECEIPT, b"stat:DELIVRD err:000", tlvs={TAG_RECEIPTED_MESSAGE_ID: b"7" * 4301 + b"\0"}),  # int() refused it
+        deliver_sm(ESM_DELIVERY_RECEIPT, f"id:{first[:2]}\x00{first[2:]} stat:DELIVRD err:000".encode()),  # a NUL splits the id
+        deliver_sm(ESM_DELIVERY_RECEIPT, f"id:{first} stat:DELIV\x00RD err:0\x000".encode()),  # and the stat: not a known one
+        deliver_sm(ESM_DELIVERY_RECEIPT, f"id:{second} err:000".encode()),  # no stat at all: nothing final
+        deliver_sm(ESM_DELIVERY_RECEIPT, f"id:{second} stat: err:000".encode()),
+        deliver_sm(  # an empty receipted_message_id and a state SMPP 3.4 lacks: the text says it
+            ESM_DELIVERY_RECEIPT,
+            f"id:{third} stat:DELIVRD err:000".encode(),
+            tlvs={TAG_RECEIPTED_MESSAGE_ID: b"\0", TAG_MESSAGE_STATE: b"\x00"},
+        ),
+    ]
+    taken_without_failing(dispatcher, simulator, odd, receipts=True)
+    db.session.expire_all()
+    by_number = {m.recipient: m for m in db.session.scalars(sa.select(Message))}
+    assert by_number["13900139000"].status == "submitted"  # a receipt that does not say settles nothing
+    assert by_number["13700137000"].status == "delivered"
+    assert by_number["13800138000"].status == "undeliverable"  # "DELIV RD" is no DELIVRD: a gateway's own code, as before
+    assert dispatcher.stats.receipts_unknown >= 2
+
+
+def test_a_messages_first_final_receipt_stays(app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]) -> None:
+    """Found by a fuzzing helper: a later receipt, stale or contradicting, replaced the status."""
+    sender = active_sender(app)
+    send(sender, ["13800138000"])
+    simulator = smsc(receipt_delay=3600)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    smsc_id = simulator.received[0].message_id
+
+    def receipt(stat: str, esm_class: int = ESM_DELIVERY_RECEIPT) -> bytes:
+        return deliver_sm(esm_class, f"id:{smsc_id} stat:{stat} err:000".encode())
+
+    taken_without_failing(dispatcher, simulator, [receipt("ENROUTE", 0x20)], receipts=True)  # an intermediate notification
+    assert statuses() == {"submitted": 1} and replies() == []
+    taken_without_failing(dispatcher, simulator, [receipt("DELIVRD"), receipt("DELIVRD")], receipts=True)
+    finished = dispatcher.stats.finished
+    done_at = db.session.scalar(sa.select(Message.done_at))
+    taken_without_failing(dispatcher, simulator, [receipt("UNDELIV"), receipt("ENROUTE", 0x20)], receipts=True)
+    part: Any = db.session.scalar(sa.select(MessagePart))
+    assert statuses() == {"delivered": 1} and part.receipt_stat == "DELIVRD"
+    assert dispatcher.stats.finished == finished == 1 and db.session.scalar(sa.select(Message.done_at)) == done_at
