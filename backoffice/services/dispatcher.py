@@ -280,7 +280,9 @@ _SUBMITTED = Prepared(
 )
 # A part's first final receipt stays: a duplicate, or a stale or contradicting one after it (an
 # UNDELIV after DELIVRD, an ENROUTE arriving late), changes nothing.
-_FINAL_KEPT = sa.and_(_PARTS.c.receipt_stat.is_not(None), *(_PARTS.c.receipt_stat != stat for stat in sorted(INTERMEDIATE_STATS)))
+_FINAL_KEPT = sa.and_(  # constants in the text: the statement's only parameters are the receipt's
+    _PARTS.c.receipt_stat.is_not(None), *(_PARTS.c.receipt_stat != sa.literal_column(f"'{stat}'") for stat in sorted(INTERMEDIATE_STATS))
+)
 _RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused after a while)
     sa.update(_PARTS)
     .where(_PARTS.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery())
