@@ -124,6 +124,10 @@ class PduError(ValueError):
     """A PDU that cannot be decoded (bad length, missing NUL, truncated body)."""
 
 
+class NotADelivery(PduError):
+    """A deliver_sm that is neither a receipt nor a reply (an SME acknowledgement): acknowledged and dropped."""
+
+
 @dataclass(slots=True)
 class ShortMessagePdu:
     """The body of submit_sm and deliver_sm, which share one layout (SMPP 3.4, 4.4.1 and 4.6.1)."""
@@ -369,7 +373,7 @@ def decode_text(data_coding: int, data: bytes) -> str:
     there); bytes that cannot be septets are read as UTF-8 when they are (some gateways send it so),
     else Latin-1. Other codings are read as UTF-8 or Latin-1 the same way.
     """
-    data = data.rstrip(b"\0") if data_coding != DATA_CODING_UCS2 and data_coding != DATA_CODING_DEFAULT else data
+    data = data.rstrip(b"\0") if data_coding != DATA_CODING_UCS2 else data  # a C string's NUL (in GSM an "@": rarely last)
     if data_coding == DATA_CODING_UCS2:
         text = data.decode("utf-16-be", errors="replace")
     elif data_coding == 0x0F:
@@ -390,7 +394,7 @@ def _gsm7_or_utf8(data: bytes) -> str:
     try:
         return decode_gsm7(data)
     except ValueError:
-        return _utf8_or_latin1(data.rstrip(b"\0"))
+        return _utf8_or_latin1(data)
 
 
 def _utf8_or_latin1(data: bytes) -> str:
@@ -528,7 +532,9 @@ class MobileOriginated:
 
 
 _RECEIPT_ID = re.compile(r"\bid:(\S+)", re.IGNORECASE)
-_RECEIPT_STAT = re.compile(r"\bstat:(\S+)", re.IGNORECASE)
+_RECEIPT_STAT = re.compile(
+    r"\bstat\s*[:=]\s*(?!(?:err|text|id|sub|dlvrd|submit|done)\s*[:=])(\S+)", re.IGNORECASE
+)  # "stat: DELIVRD", "Stat=DELIVRD"
 _RECEIPT_ERR = re.compile(r"\berr:(\S+)", re.IGNORECASE)
 
 
@@ -554,21 +560,25 @@ def _delivery(
 ) -> Receipt | MobileOriginated:
     """parse_delivery on the fields of a deliver_sm, whoever parsed it (the link: smpplib)."""
     kind = esm_class & ESM_TYPE_MASK
-    if kind in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION):
+    if kind:
         raw = _UNSHOWABLE.sub(" ", payload.decode("latin-1"))  # a NUL or control splits fields, never enters one
         message_id = _UNSHOWABLE.sub("", receipted_id or "").strip()
         if not message_id:
             found = _RECEIPT_ID.search(raw)
             message_id = found.group(1) if found else ""
+        if kind not in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION) and not (message_id and _RECEIPT_STAT.search(raw)):
+            # An SME acknowledgement (0x08, 0x10) that does not read as a receipt (some SMSCs send
+            # receipts so, as Kannel knows): neither a receipt nor a reply.
+            raise NotADelivery(f"deliver_sm of message type {kind:#04x} (an SME acknowledgement) is neither a receipt nor a reply")
         if state in MESSAGE_STATES:
             stat = MESSAGE_STATES[state]
         else:
             found = _RECEIPT_STAT.search(raw)
             stat = found.group(1).upper() if found else ""
+        if kind == ESM_INTERMEDIATE_NOTIFICATION and stat not in ("ACCEPTD", "SCHEDULED"):
+            stat = "ENROUTE"  # interim (a failed attempt the SMSC retries, say), never the result; its text is kept
         found = _RECEIPT_ERR.search(raw)
         return Receipt(message_id=message_id, stat=stat, err=found.group(1) if found else "", raw=raw)
-    if kind != 0:
-        raise PduError(f"deliver_sm of message type {kind:#04x} (an SME acknowledgement) is neither a receipt nor a reply")
     concat, text = parse_concatenation(esm_class, payload)
     return MobileOriginated(source, destination, decode_text(data_coding, text), data_coding, concat)
 
@@ -1307,6 +1317,9 @@ class SmppLink:
         anyway: refusing would make the SMSC deliver the same bad PDU again forever)."""
         try:
             delivery = self._deliver_pdu.delivery(body)
+        except NotADelivery as exc:
+            logger.info("SMPP deliver_sm acknowledged and dropped: %s", exc)
+            return None
         except PduError as exc:
             logger.warning("SMPP undecodable deliver_sm acknowledged and dropped: %s", exc)
             return None

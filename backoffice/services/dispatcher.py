@@ -287,9 +287,9 @@ _RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused afte
     sa.update(_PARTS)
     .where(_PARTS.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery())
     .values(
-        receipt_stat=sa.case((_FINAL_KEPT, _PARTS.c.receipt_stat), else_=sa.bindparam("stat")),
-        receipt_err=sa.case((_FINAL_KEPT, _PARTS.c.receipt_err), else_=sa.bindparam("err")),
-        receipt_at=sa.case((_FINAL_KEPT, _PARTS.c.receipt_at), else_=sa.bindparam("at")),
+        receipt_stat=sa.case((_FINAL_KEPT, _PARTS.c.receipt_stat), else_=sa.bindparam("stat", type_=_PARTS.c.receipt_stat.type)),
+        receipt_err=sa.case((_FINAL_KEPT, _PARTS.c.receipt_err), else_=sa.bindparam("err", type_=_PARTS.c.receipt_err.type)),
+        receipt_at=sa.case((_FINAL_KEPT, _PARTS.c.receipt_at), else_=sa.bindparam("at", type_=_PARTS.c.receipt_at.type)),
     )
     .returning(_PARTS.c.message_id, _PARTS.c.total, _PARTS.c.receipt_stat)
 )
@@ -298,6 +298,10 @@ _ACCEPTED_PARTS = Prepared(
     sa.select(sa.func.count()).select_from(_PARTS).where(_PARTS.c.message_id == sa.bindparam("mid"), _PARTS.c.submit_status == ESME_ROK)
 )
 _PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid")))
+# Before reading a long message's part stats (PostgreSQL; SQLite has one writer): two parts' final
+# receipts taken at once on two binds would each miss the other's and leave the message unsettled;
+# the second now waits for the first's commit and reads its part (READ COMMITTED: a fresh snapshot).
+_LOCK_MESSAGE = Prepared(sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid")).with_for_update())
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
 _FINISHED = Prepared(  # once: a message settled stays settled
     sa.update(_MESSAGES)
@@ -1130,6 +1134,7 @@ class Dispatcher:
         if total == 1:
             status = message_status_of([stat])
         else:
+            _LOCK_MESSAGE.scalar(self._session, {"mid": message_id})
             stats = dict(_PART_STATS.rows(self._session, {"mid": message_id}))
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)
@@ -1147,8 +1152,6 @@ class Dispatcher:
                 # statements (each sees the latest commits): settle it now.
                 if current in SENT and _FINISHED.rowcount(self._session, finished):
                     self.stats.finished += 1
-        elif carrier is not None:
-            _CARRIER_REPORTED.rowcount(self._session, {"mid": message_id, "b_carrier": carrier})
         return True
 
     def _carrier_reported(self, receipt: Receipt, message_id: int, total: int, carrier: str) -> None:
@@ -1162,7 +1165,12 @@ class Dispatcher:
         if row.status in CLAIMABLE and _ACCEPTED_PARTS.scalar(self._session, {"mid": message_id}) == total:
             raise _not_marked_yet(receipt, message_id)  # complete, its mark to come: the move needs it
         record_reported_carrier(self._session, row.recipient, carrier, message_id=message_id, now=utcnow())  # its next messages start there
-        if row.status not in SENT or row.carrier == carrier:
+        if row.status not in SENT:
+            return
+        # Claimed by one guarded UPDATE (settled or not), so its charge moves once: a duplicate
+        # receipt, or another bind's at the same moment (PostgreSQL: it waits for this row), finds
+        # the carrier reported already.
+        if not _CARRIER_REPORTED.rowcount(self._session, {"mid": message_id, "b_carrier": carrier}) or row.carrier == carrier:
             return
         if row.charge <= 0 or row.charge_kind != "usage" or row.charged_on is None:
             return
