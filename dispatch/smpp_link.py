@@ -314,13 +314,17 @@ def split_pdus(buffer: bytearray) -> list[tuple[int, int, int, bytes]]:
     """Take every complete PDU off the front of `buffer` as (command_id, status, sequence, body).
 
     A partial PDU stays in the buffer for the next read; a length outside 16..64 KiB raises
-    PduError, after which the connection cannot be resynchronised and must be closed.
+    PduError, after which the connection cannot be resynchronised and must be closed. The PDUs
+    before such a header are returned first (acted on: a response the SMSC sent is not lost with
+    the garbage after it); the next call raises.
     """
     pdus: list[tuple[int, int, int, bytes]] = []
     pos, size = 0, len(buffer)
     while size - pos >= 16:
         length, command_id, status, sequence = _HEADER.unpack_from(buffer, pos)
         if length < 16 or length > MAX_PDU_LENGTH:
+            if pdus:
+                break
             raise PduError(f"command_length {length} out of range")
         if size - pos < length:
             break
@@ -413,13 +417,14 @@ MAX_MESSAGE_ID_LENGTH: Final = 64  # SMPP 3.4 allows 65 octets with the NUL; the
 
 
 def normalise_message_id(message_id: str) -> str:
-    """The form submit ids are stored and compared in: trimmed, lower case, no leading zeros.
+    """The form submit ids are stored and compared in: trimmed, lower case, no leading zeros, no
+    control characters, at most 64 characters (the column; SMPP 3.4 allows 64 and its NUL).
 
     SMSCs are inconsistent about case and zero-padding between submit_sm_resp and the receipt.
     """
-    text = message_id.strip().strip("\0").lower()
+    text = _UNSHOWABLE.sub("", message_id).strip().lower()
     stripped = text.lstrip("0")
-    return stripped or ("0" if text else "")
+    return (stripped or ("0" if text else ""))[:MAX_MESSAGE_ID_LENGTH]  # longer: the same 64 on both sides
 
 
 def message_id_keys(message_id: str) -> tuple[str, ...]:
@@ -432,7 +437,7 @@ def message_id_keys(message_id: str) -> tuple[str, ...]:
     """
     key = normalise_message_id(message_id)
     keys = [key]
-    if key and len(key) <= MAX_MESSAGE_ID_LENGTH and _HEX.fullmatch(key):  # a longer one was never stored (nor read as a number)
+    if key and _HEX.fullmatch(key):
         if key.isdigit():
             keys.append(format(int(key), "x"))
         keys.append(str(int(key, 16)))
@@ -907,6 +912,7 @@ def _ignore(_: object) -> None:
 
 PartsProvider = Callable[[int], Iterable[OutgoingPart]]
 _BIND_COMMANDS: Final = {"transceiver": "bind_transceiver", "transmitter": "bind_transmitter", "receiver": "bind_receiver"}
+_BIND_RESP_IDS: Final = {mode: smpp_command_codes.get_command_code(f"{name}_resp") for mode, name in _BIND_COMMANDS.items()}
 _RETRYABLE: Final = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
 
 
@@ -1013,10 +1019,14 @@ class SmppLink:
                 while status is None and (pdu := take_pdu(inbuf)) is not None:
                     command_id, pdu_status, pdu_sequence, body = pdu
                     if command_id & RESPONSE_BIT and pdu_sequence == sequence:  # the bind response or a generic_nack
-                        status = pdu_status
-                        if status == ESME_ROK and command_id != GENERIC_NACK and body:
+                        # Anything but the bind's own response (a generic_nack, another command's
+                        # response) is no bind, whatever its status says.
+                        status = pdu_status if command_id == _BIND_RESP_IDS[config.bind_mode] else (pdu_status or ESME_RBINDFAIL)
+                        if status == ESME_ROK and body:
                             smsc_id = _bind_resp_system_id(body)
                 if status is None:
+                    if self._clock() >= deadline:  # an SMSC that keeps talking but never answers the bind
+                        raise TimeoutError(f"no bind response within {config.connect_timeout} s")
                     sock.settimeout(max(0.01, deadline - self._clock()))
                     data = sock.recv(65536)
                     if not data:
@@ -1290,6 +1300,8 @@ class SmppLink:
             if self._sock is None:  # a callback closed the link (what was collected is delivered again)
                 return False
         self._deliver_batch(batch)
+        if self._sock is not None and len(self._inbuf) >= 16 and not 16 <= _HEADER.unpack_from(self._inbuf)[0] <= MAX_PDU_LENGTH:
+            return self._dispatch(now)  # garbage after what was read: the link goes (split_pdus raises)
         return self._sock is not None
 
     def _submit_answered(self, sequence: int, status: int, message_id: str, now: float) -> None:

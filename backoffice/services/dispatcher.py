@@ -741,7 +741,9 @@ class Dispatcher:
             message_id, seq = result.part.key  # type: ignore[misc]
             status = result.command_status
             smsc_id = normalise_message_id(result.message_id) if status == ESME_ROK and result.message_id else None
-            rows.append({"m": message_id, "q": seq, "status": status, "smsc": smsc_id, "at": now})
+            # The column is a signed 32-bit integer: a status past 0x7FFFFFFF (reserved, or an SMSC's
+            # own) is kept as its two's-complement reading rather than failing the turn for ever.
+            rows.append({"m": message_id, "q": seq, "status": status if status < 2**31 else status - 2**32, "smsc": smsc_id, "at": now})
             self._open -= 1
             work = self._works.get(message_id)
             if work is not None:

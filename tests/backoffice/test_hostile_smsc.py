@@ -1,0 +1,323 @@
+"""The dispatcher against a hostile SMSC (raw TCP, scripted; written by a fuzzing helper): odd
+submit_sm_resp ids and statuses, responses out of order or for nothing, links broken in every way,
+odd binds. None fails the worker (on PostgreSQL a 65-character id or a status past 0x7FFFFFFF did,
+on every restart: a crash loop resending its window), loses or doubles a charge, or resends a
+part unflagged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.extensions import db
+from backoffice.models import Message, MessagePart, SendLog
+from backoffice.services.dispatcher import Dispatcher, DispatchSettings
+from backoffice.services.messaging import message_counts
+from dispatch.smpp_link import SUBMIT_SM_RESP, LinkConfig, encode_pdu
+from tests.backoffice.hostile_smsc import Conn, HostileSmsc, receipt
+from tests.backoffice.test_dispatcher import FAST, FAST_LINK, statuses
+from tests.backoffice.test_messaging import active_sender, numbers, send
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., HostileSmsc]]:
+    made: list[HostileSmsc] = []
+
+    def make(script: Callable[[Conn], None]) -> HostileSmsc:
+        made.append(HostileSmsc(script))
+        return made[-1]
+
+    yield make
+    for smsc in made:
+        smsc.stop()
+
+
+@pytest.fixture
+def make_worker(app: Flask) -> Iterator[Callable[..., Dispatcher]]:
+    made: list[Dispatcher] = []
+
+    def make(smsc: HostileSmsc, window: int = 10, link: dict[str, Any] | None = None, **settings: Any) -> Dispatcher:
+        config = LinkConfig(port=smsc.port, window=window, **{**FAST_LINK, **(link or {})})
+        dispatcher = Dispatcher(app, config, "hostile-worker", settings=DispatchSettings(**{**vars(FAST), **settings}))
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for dispatcher in made:
+        dispatcher.close()
+
+
+def pump(dispatcher: Dispatcher, done: Callable[[], bool], sender: Any, timeout: float = 10.0) -> None:
+    def check() -> bool:
+        assert dispatcher.open_parts <= dispatcher.window
+        assert message_counts(db.session, sender.account.id).balanced
+        return done()
+
+    dispatcher.run_until(check, timeout=timeout)
+
+
+def parts() -> list[MessagePart]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(MessagePart).order_by(MessagePart.message_id, MessagePart.seq)))
+
+
+def log_results() -> list[str]:
+    return list(db.session.scalars(sa.select(SendLog.result).order_by(SendLog.seq)))
+
+
+MESSAGE_IDS = {
+    "empty-with-nul": b"\0",
+    "empty-body": b"",
+    "64-chars": b"a" * 64 + b"\0",
+    "65-chars": b"b" * 65 + b"\0",
+    "65-chars-no-nul": b"c" * 65,
+    "200-chars": b"d" * 200 + b"\0",
+    "60k-chars": b"e" * 60000 + b"\0",
+    "nul-inside": b"ab\0cd\0",
+    "non-ascii": b"\xe9\xff\xfeX\0",
+    "missing-nul": b"abc123",
+    "spaces": b"   \0",
+    "controls": b"\x01\x02\x7f\0",
+    "bad-tlv-tail": b"abc\0\x00",
+    "tlv-tail": b"abc\0\x04\x25\x00\x01\x01",
+    "zeros": b"0000\0",
+}
+
+
+@pytest.mark.parametrize("body", list(MESSAGE_IDS.values()), ids=list(MESSAGE_IDS))
+def test_submit_resp_message_ids(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher], body: bytes
+) -> None:
+    sender = active_sender(app)
+    send(sender, numbers(1))
+    before = sender.balance()
+    text_id = body.split(b"\0", 1)[0].decode("latin-1")
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        conn.serve(lambda conn, sequence, _, n: encode_pdu(SUBMIT_SM_RESP, sequence, body) + receipt(1000 + n, text_id))
+
+    smsc = hostile(script)
+    dispatcher = make_worker(smsc)
+    pump(dispatcher, lambda: set(statuses()) <= {"submitted", "delivered"}, sender)
+    dispatcher.run_until(lambda: len(smsc.seen) >= 3, timeout=3)  # deliver_sm_resp back
+    for _ in range(10):
+        dispatcher.step(timeout=0.02)
+    print(body[:80], dict(statuses()), [(p.smsc_message_id and p.smsc_message_id[:80], p.submit_status, p.receipt_stat) for p in parts()])
+    print(log_results())
+    assert len(smsc.submits) == 1
+    assert sender.balance() == before
+    assert dispatcher._failure is None
+    assert smsc.errors == []
+
+
+CRASHERS = {
+    "id-65-chars": lambda conn, seq, body, n: encode_pdu(SUBMIT_SM_RESP, seq, b"F" * 65 + b"\0"),
+    "status-0x80000000": lambda conn, seq, body, n: encode_pdu(SUBMIT_SM_RESP, seq, b"", 0x80000000),
+    "nack-0xFFFFFFFF": lambda conn, seq, body, n: encode_pdu(0x80000000, seq, b"", 0xFFFFFFFF),
+}
+
+
+@pytest.mark.parametrize("answer", list(CRASHERS.values()), ids=list(CRASHERS))
+def test_a_crash_loop(app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher], answer: Any) -> None:
+    """What run_worker does: a failed Dispatcher is closed and a fresh one takes over."""
+    sender = active_sender(app)
+    send(sender, numbers(3))
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(answer)))
+    failures = []
+    for generation in range(3):
+        dispatcher = make_worker(smsc)
+        try:
+            pump(dispatcher, lambda: set(statuses()) <= {"submitted", "refunded"}, sender, timeout=5)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(exc)
+        dispatcher.close()
+    print("failures:", [type(f).__name__ + ": " + str(f)[:120] for f in failures])
+    print("submits:", len(smsc.submits), "statuses:", dict(statuses()))
+    print([(p.message_id, p.seq, p.submit_status, p.resent) for p in parts()])
+    print(log_results())
+    assert failures == []
+    assert len(smsc.submits) == 3
+
+
+from dispatch.smpp_link import GENERIC_NACK  # noqa: E402
+
+STATUSES = {
+    "not-in-table-0x400": (SUBMIT_SM_RESP, 0x400, b""),
+    "0xFFFFFFFF": (SUBMIT_SM_RESP, 0xFFFFFFFF, b""),
+    "sys-err-with-id": (SUBMIT_SM_RESP, 0x08, b"123\0"),
+    "invbndsts": (SUBMIT_SM_RESP, 0x04, b""),
+    "nack-0": (GENERIC_NACK, 0, b""),
+    "nack-3": (GENERIC_NACK, 3, b""),
+    "nack-throttled": (GENERIC_NACK, 0x58, b""),
+}
+
+
+@pytest.mark.parametrize("answer", list(STATUSES.values()), ids=list(STATUSES))
+def test_submit_resp_statuses(app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher], answer: Any) -> None:
+    command_id, status, body = answer
+    sender = active_sender(app)
+    funded = sender.balance()
+    send(sender, numbers(2))
+    throttled = status == 0x58
+
+    def respond(conn: Conn, sequence: int, _: bytes, n: int) -> bytes:
+        if throttled and n >= 3:
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"ok%d\0" % n)
+        return encode_pdu(command_id, sequence, body, status)
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(respond)))
+    dispatcher = make_worker(smsc)
+    pump(dispatcher, lambda: set(statuses()) <= {"refunded", "submitted"}, sender)
+    print(dict(statuses()), sender.balance(), funded, log_results())
+    assert dispatcher._failure is None
+    if throttled:
+        assert len(smsc.submits) >= 4 and statuses() == {"submitted": 2}
+    else:
+        assert len(smsc.submits) == 2 and sender.balance() == funded
+
+
+def test_responses_out_of_order_duplicated_and_for_unknown_sequences(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    funded = sender.balance()
+    send(sender, numbers(10))
+    charged = sender.balance()
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        pending: list[int] = []
+        count = 0
+
+        def collect(conn: Conn, sequence: int, _: bytes, n: int) -> bytes | None:
+            nonlocal count
+            pending.append(sequence)
+            if len(pending) < 10:
+                return None
+            out = encode_pdu(SUBMIT_SM_RESP, 999999, b"x\0")  # never sent
+            out += encode_pdu(SUBMIT_SM_RESP, max(pending) + 1, b"", 0x45)  # not sent yet
+            out += encode_pdu(SUBMIT_SM_RESP, 0, b"zero\0")
+            out += encode_pdu(GENERIC_NACK, 777777, b"", 3)
+            for seq in reversed(pending):
+                count += 1
+                out += encode_pdu(SUBMIT_SM_RESP, seq, b"id%d\0" % count)
+                out += encode_pdu(SUBMIT_SM_RESP, seq, b"", 0x45)  # a duplicate refusing it
+                out += encode_pdu(GENERIC_NACK, seq, b"", 3)  # and a nack
+            pending.clear()
+            return out
+
+        conn.serve(collect)
+
+    smsc = hostile(script)
+    dispatcher = make_worker(smsc)
+    pump(dispatcher, lambda: statuses() == {"submitted": 10}, sender)
+    for _ in range(20):
+        dispatcher.step(timeout=0.02)
+    print(dict(statuses()), dispatcher.stats, dispatcher.link.stats)
+    assert len(smsc.submits) == 10 and sender.balance() == charged < funded
+    assert statuses() == {"submitted": 10}
+    assert sorted(p.smsc_message_id for p in parts()) == sorted(f"id{n}" for n in range(1, 11))
+
+
+import struct  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from dispatch.smpp_link import UNBIND  # noqa: E402
+
+
+def _unbind(conn: Conn, sequence: int) -> bytes:
+    return encode_pdu(UNBIND, 5000)
+
+
+def _half(conn: Conn, sequence: int) -> bytes:
+    conn.send(encode_pdu(SUBMIT_SM_RESP, sequence, b"half\0")[:10])
+    time.sleep(0.05)
+    raise OSError("closed mid-PDU")
+
+
+def _silent(conn: Conn, sequence: int) -> None:
+    return None
+
+
+LINK_BREAKERS: dict[str, Callable[[Conn, int], bytes | None]] = {
+    "unbind": _unbind,
+    "close-mid-pdu": _half,
+    "http": lambda conn, seq: b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    "length-0": lambda conn, seq: struct.pack(">IIII", 0, SUBMIT_SM_RESP, 0, seq),
+    "length-15": lambda conn, seq: struct.pack(">IIII", 15, SUBMIT_SM_RESP, 0, seq) + b"x" * 20,
+    "length-huge": lambda conn, seq: struct.pack(">IIII", 70000, SUBMIT_SM_RESP, 0, seq) + b"x" * 70000,
+    "length-short-of-body": lambda conn, seq: (
+        struct.pack(">IIII", 16, SUBMIT_SM_RESP, 0, seq) + b"abc\0" + encode_pdu(SUBMIT_SM_RESP, seq, b"abc\0")
+    ),
+    "length-past-body": lambda conn, seq: struct.pack(">IIII", 16 + 4 + 16, SUBMIT_SM_RESP, 0, seq) + b"abc\0",
+    "silent": _silent,
+}
+
+
+@pytest.mark.parametrize("breaker", list(LINK_BREAKERS.values()), ids=list(LINK_BREAKERS))
+def test_link_breakers(app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher], breaker: Any) -> None:
+    sender = active_sender(app)
+    send(sender, numbers(5))
+    charged = sender.balance()
+
+    def respond(conn: Conn, sequence: int, body: bytes, n: int) -> bytes | None:
+        if conn.index <= 2:
+            return breaker(conn, sequence)
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"id%d\0" % n)
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(respond, idle=5)))
+    dispatcher = make_worker(smsc, window=3, link={"response_timeout": 0.5})
+    pump(dispatcher, lambda: statuses() == {"submitted": 5}, sender, timeout=15)
+    per_destination = Counter(sm.destination_addr for _, _, sm in smsc.submits)
+    flagged = [r for r in log_results() if r.startswith("resent")]
+    print(
+        breaker,
+        "connections",
+        smsc.connections,
+        "submits",
+        len(smsc.submits),
+        dict(per_destination),
+        "flagged lines",
+        len(flagged),
+        [(p.seq, p.resent, p.smsc_message_id) for p in parts()],
+        dispatcher.link.stats,
+    )
+    assert sender.balance() == charged
+    assert dispatcher.link.stats.submits_sent - 5 == len(flagged) == dispatcher.stats.resent  # (the SMSC may close before reading all)
+    assert all(p.resent for p in parts() if per_destination["86" + db.session.get(Message, p.message_id).recipient] > 1)
+
+
+@pytest.mark.parametrize("first", ["refused", "never-answers", "garbage", "nack-0"])
+def test_odd_binds_then_a_good_one(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher], first: str
+) -> None:
+    sender = active_sender(app)
+    send(sender, numbers(4))
+
+    def script(conn: Conn) -> None:
+        if conn.index <= 2:
+            _, _, seq, _ = conn.read()
+            if first == "refused":
+                conn.send(encode_pdu(0x80000009, seq, b"", 0x0D))
+            elif first == "garbage":
+                conn.send(b"SSH-2.0-OpenSSH_9.6\r\n" + b"\0" * 64)
+            elif first == "nack-0":  # "bound"; then every submit: not bound
+                conn.send(encode_pdu(0x80000000, seq))
+                conn.serve(lambda c, s, b, n: encode_pdu(SUBMIT_SM_RESP, s, b"", 0x04), idle=3)
+                return
+            time.sleep(1.5)
+            return
+        conn.bind()
+        conn.serve(lambda c, s, b, n: encode_pdu(SUBMIT_SM_RESP, s, b"id%d\0" % n))
+
+    smsc = hostile(script)
+    dispatcher = make_worker(smsc, window=2, link={"connect_timeout": 0.5})
+    pump(dispatcher, lambda: set(statuses()) <= {"submitted", "refunded"}, sender, timeout=15)
+    print(first, dict(statuses()), "connections", smsc.connections, "submits", len(smsc.submits), log_results())
+    assert statuses() == {"submitted": 4}

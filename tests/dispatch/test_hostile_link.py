@@ -1,0 +1,230 @@
+"""SmppLink against a hostile SMSC (raw TCP, scripted)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from dispatch.smpp_link import (
+    BIND_TRANSCEIVER_RESP,
+    ENQUIRE_LINK,
+    GENERIC_NACK,
+    SUBMIT_SM_RESP,
+    LinkConfig,
+    OutgoingPart,
+    SmppLink,
+    cstring,
+    encode_pdu,
+)
+from tests.backoffice.hostile_smsc import Conn, HostileSmsc
+from tests.dispatch.test_smpp_link import FAST, Recorder, sms
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., HostileSmsc]]:
+    made: list[HostileSmsc] = []
+
+    def make(script: Callable[[Conn], None]) -> HostileSmsc:
+        made.append(HostileSmsc(script))
+        return made[-1]
+
+    yield make
+    for smsc in made:
+        smsc.stop()
+
+
+def new_link(smsc: HostileSmsc, **config: Any) -> tuple[SmppLink, Recorder]:
+    recorder = Recorder()
+    link = SmppLink(LinkConfig(port=smsc.port, **{**FAST, **config}), on_resp=recorder.results.append, on_link_down=recorder.link_down)
+    return link, recorder
+
+
+def feeder(parts: list[OutgoingPart]) -> Callable[[int], list[OutgoingPart]]:
+    def give(n: int) -> list[OutgoingPart]:
+        out = parts[:n]
+        del parts[:n]
+        return out
+
+    return give
+
+
+def test_a_good_response_followed_by_garbage_in_the_same_read(hostile: Callable[..., HostileSmsc]) -> None:
+    def script(conn: Conn) -> None:
+        conn.bind()
+        if conn.index == 1:
+            conn.serve(lambda c, seq, body, n: encode_pdu(SUBMIT_SM_RESP, seq, b"GOOD\0") + b"\xff" * 16 if n == 0 else None)
+        conn.serve(lambda c, seq, body, n: encode_pdu(SUBMIT_SM_RESP, seq, b"AGAIN%d\0" % n))
+
+    smsc = hostile(script)
+    link, seen = new_link(smsc, window=1)
+    give = feeder([sms("only")])
+    deadline = time.monotonic() + 5
+    while not seen.results and time.monotonic() < deadline:
+        link.run_once(give, timeout=0.02)
+    link.close()
+    print(seen.results, seen.lost, seen.downs, len(smsc.submits))
+    assert [r.message_id for r in seen.results] == ["GOOD"] and seen.lost == []
+
+
+def _trickle(conn: Conn) -> None:
+    conn.read()
+    while True:  # an enquire_link every 5 ms, never the bind response
+        conn.send(encode_pdu(ENQUIRE_LINK, 9))
+        time.sleep(0.005)
+
+
+def _slow_bytes(conn: Conn) -> None:
+    _, _, seq, _ = conn.read()
+    resp = encode_pdu(BIND_TRANSCEIVER_RESP, seq, cstring("SLOW"))
+    for byte in resp:  # one byte every 0.4 s: 6+ s for a connect_timeout of 1 s
+        conn.send(bytes((byte,)))
+        time.sleep(0.4)
+    conn.serve(lambda c, s, b, n: encode_pdu(SUBMIT_SM_RESP, s, b"ok\0"))
+
+
+def _bind_then(body: bytes, status: int = 0, command_id: int = BIND_TRANSCEIVER_RESP, extra: bytes = b"") -> Callable[[Conn], None]:
+    def script(conn: Conn) -> None:
+        _, _, seq, _ = conn.read()
+        conn.send(encode_pdu(command_id, seq, body, status) + extra)
+        conn.serve(lambda c, s, b, n: encode_pdu(SUBMIT_SM_RESP, s, b"ok\0"))
+
+    return script
+
+
+def _never(conn: Conn) -> None:
+    conn.read()
+    time.sleep(30)
+
+
+BINDS: dict[str, Callable[[Conn], None]] = {
+    "refused-0x0d": _bind_then(b"", 0x0D),
+    "refused-unknown-status": _bind_then(b"", 0x12345),
+    "refused-with-body": _bind_then(cstring("X"), 0x0D),
+    "system-id-non-ascii": _bind_then(b"\xe9\xff\x80\0"),
+    "system-id-no-nul": _bind_then(b"NONUL"),
+    "system-id-60k": _bind_then(b"S" * 60000 + b"\0"),
+    "body-cut-in-tlv": _bind_then(b"X\0\x02\x10\x00"),
+    "tlv-overrun": _bind_then(b"X\0\x02\x10\x00\x09\x34"),
+    "second-bind-resp": _bind_then(cstring("A"), extra=encode_pdu(BIND_TRANSCEIVER_RESP, 1, cstring("B"), 0x0D)),
+    "enquire-link-right-after": _bind_then(cstring("A"), extra=encode_pdu(ENQUIRE_LINK, 77)),
+    "nack-status-0-as-bind-resp": _bind_then(b"", 0, GENERIC_NACK),
+    "nack-status-3-as-bind-resp": _bind_then(b"", 3, GENERIC_NACK),
+    "bind-receiver-resp": _bind_then(cstring("R"), 0, 0x80000001),
+    "submit-sm-resp-as-bind-resp": _bind_then(b"", 0, SUBMIT_SM_RESP),
+    "outbind-first": _bind_then(cstring("A"), 0, 0x0000000B),  # an outbind with the bind's sequence: no response bit
+    "never-answers": _never,
+    "trickle-enquire-links": _trickle,
+    "slow-bytes": _slow_bytes,
+}
+
+
+@pytest.mark.parametrize("script", list(BINDS.values()), ids=list(BINDS))
+def test_odd_binds(hostile: Callable[..., HostileSmsc], script: Callable[[Conn], None]) -> None:
+    smsc = hostile(script)
+    link, seen = new_link(smsc, window=1, connect_timeout=1.0)
+    give = feeder([sms("only")])
+    outcome: list[Any] = []
+
+    def drive() -> None:
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 3 and not seen.results:
+                link.run_once(give, timeout=0.02)
+            outcome.append(("done", round(time.monotonic() - started, 2)))
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append((type(exc).__name__, str(exc)[:100], round(time.monotonic() - started, 2)))
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    hung = thread.is_alive()
+    smsc.stop()
+    thread.join(timeout=5)
+    if link._sock is not None:
+        link._sock.close()
+    print(
+        "\n",
+        [k for k, v in BINDS.items() if v is script],
+        "HUNG" if hung else "",
+        outcome,
+        "bound",
+        link.bound,
+        "results",
+        [(r.command_status, r.message_id) for r in seen.results],
+        "binds",
+        link.stats.binds,
+        "connections",
+        smsc.connections,
+        "seen",
+        [hex(p[1]) for p in smsc.seen],
+    )
+    assert not hung
+
+
+def test_requests_and_odd_responses_from_the_smsc(hostile: Callable[..., HostileSmsc]) -> None:
+    from dispatch.smpp_link import ShortMessagePdu, encode_short_message
+
+    data_sm_body = b"\0\x01\x01138\0\x00\x00\x0010690000\0\x04\x00\x00" + b"\x04\x1e\x00\x04AB1\0" + b"\x04\x27\x00\x01\x02"
+    odd = [
+        encode_pdu(ENQUIRE_LINK, 11),
+        encode_pdu(ENQUIRE_LINK, 12, b"junk body"),
+        encode_pdu(0x0000000B, 13, cstring("SMSC") + cstring("pw")),  # outbind
+        encode_pdu(0x00000102, 14, b"\0\x01\x01138\0\x01\x01139\0"),  # alert_notification
+        encode_pdu(0x00000103, 15, data_sm_body),  # data_sm (a receipt in TLVs)
+        encode_pdu(0x80000003, 16, b"x\0\0\0\0"),  # query_sm_resp
+        encode_pdu(0x80000008, 17),  # cancel_sm_resp
+        encode_pdu(0x00000004, 18, encode_short_message(ShortMessagePdu("1", "2", b"hi"))),  # submit_sm to the ESME
+        encode_pdu(0x00000009, 19, cstring("a") + cstring("b") + cstring("") + b"\x34\0\0\0"),  # bind_transceiver to the ESME
+        encode_pdu(0x12345678, 20),
+        encode_pdu(0x92345678, 21),
+        encode_pdu(0x80000015, 22, status=5),  # enquire_link_resp nobody asked for
+        encode_pdu(0x80000006, 23),  # unbind_resp nobody asked for
+        encode_pdu(0x80000009, 1, cstring("AGAIN"), 0x05),  # bind_resp again, seq of the bind: "already bound"
+        encode_pdu(0x80000000, 24, status=3),  # generic_nack for nothing
+    ]
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        conn.send(b"".join(odd))
+        conn.serve(lambda c, s, b, n: encode_pdu(SUBMIT_SM_RESP, s, b"ok\0"))
+
+    smsc = hostile(script)
+    link, seen = new_link(smsc, window=1)
+    give = feeder([sms("only")])
+    deadline = time.monotonic() + 3
+    while (not seen.results or len(smsc.seen) < 14) and time.monotonic() < deadline:
+        link.run_once(give, timeout=0.02)
+    link.close()
+    answers = [(hex(c), st, sq) for _, c, st, sq, _ in smsc.seen]
+    print("\n", answers, seen.results, seen.downs)
+    assert [r.message_id for r in seen.results] == ["ok"] and seen.lost == []
+
+
+@pytest.mark.parametrize("answer", ["nack", "silence", "resp-wrong-seq"])
+def test_our_enquire_link_answered_oddly(hostile: Callable[..., HostileSmsc], answer: str) -> None:
+    def script(conn: Conn) -> None:
+        conn.bind()
+        while True:
+            command_id, _, seq, _ = conn.read(timeout=10)
+            if command_id == ENQUIRE_LINK:
+                if answer == "nack":
+                    conn.send(encode_pdu(GENERIC_NACK, seq, status=3))
+                elif answer == "resp-wrong-seq":
+                    conn.send(encode_pdu(0x80000015, seq + 1000))
+
+    smsc = hostile(script)
+    link, seen = new_link(smsc, window=1, enquire_link_interval=0.2, response_timeout=0.5)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        link.run_once(None, timeout=0.02)
+    print("\n", answer, "binds", link.stats.binds, "enquire_links", link.stats.enquire_links_sent, seen.downs)
+    link.close()
+    assert link.stats.enquire_links_sent >= 2
+    if answer == "resp-wrong-seq":  # an enquire_link_resp is a sign of life whatever its sequence
+        assert link.stats.binds == 1
+    else:  # no answer to it: the link is taken for dead and bound again
+        assert link.stats.binds >= 2
