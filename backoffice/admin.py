@@ -26,7 +26,7 @@ from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keyw
 from backoffice.services.messaging import add_keywords, remove_keywords
 from backoffice.services.notifications import requeue
 from backoffice.services.passwords import reset_password, set_active
-from backoffice.services.staff import create_staff_user, get_staff, list_staff, set_role
+from backoffice.services.staff import active_message, create_staff_user, get_staff, list_staff, set_role
 from backoffice.services.templates import get_template, list_templates
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -274,14 +274,7 @@ def user_status(user_id: int) -> Any:
         return redirect(url_for("admin.users"))
     active = action == "enable"
     changed, errors = attempt(lambda: set_active(db.session, user, active=active, actor=current_user.actor, by=current_user.record))
-    state = "启用" if active else "停用"
-    if changed:
-        flash(f"员工账号 {user.username} 已{state}", "ok")
-    elif not errors:
-        flash(f"员工账号 {user.username} 本来就是{state}的，未做更改", "info")
-    for message in errors.values():
-        flash(message, "error")
-    return redirect(url_for("admin.users"))
+    return _back_to_users(changed, errors, active_message(user, active=active, changed=bool(changed)))
 
 
 @bp.post("/users/<id32:user_id>/role")
@@ -290,10 +283,17 @@ def user_role(user_id: int) -> Any:
     role = request.form.get("role", "")
     user = get_staff(db.session, user_id)
     changed, errors = attempt(lambda: set_role(db.session, user, role, actor=current_user.actor, by=current_user.record))
+    name = ROLES.get(role, role)  # a role that is none is refused: its message is not shown
+    said = f"的角色改为{name}，下一次操作起生效" if changed else f"的角色本来就是{name}，未做更改"
+    return _back_to_users(changed, errors, f"员工账号 {user.username} {said}")
+
+
+def _back_to_users(changed: bool | None, errors: dict[str, str], message: str) -> Any:
+    """Back to the list, saying what a change did (or that it changed nothing), or why it was refused."""
     if changed:
-        flash(f"员工账号 {user.username} 的角色改为{ROLES[role]}，下一次操作起生效", "ok")
+        flash(message, "ok")
     elif not errors:
-        flash(f"员工账号 {user.username} 的角色本来就是{ROLES[role]}，未做更改", "info")
-    for message in errors.values():
-        flash(message, "error")
+        flash(message, "info")
+    for refusal in errors.values():
+        flash(refusal, "error")
     return redirect(url_for("admin.users"))

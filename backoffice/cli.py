@@ -22,6 +22,7 @@ from flask.cli import AppGroup
 from backoffice.clock import utcnow
 from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
 from backoffice.extensions import db
+from backoffice.models.staff import ROLES
 from ledger import LedgerWriteError
 
 
@@ -568,7 +569,7 @@ def jobs_list(as_json: bool) -> None:
 
 @user_cli.command("create")
 @click.argument("username")
-@click.option("--role", type=click.Choice(["sales", "finance", "admin"]), required=True)
+@click.option("--role", type=click.Choice(list(ROLES)), required=True)
 @click.option("--name", "display_name", default="")
 @click.option("--must-change", is_flag=True, help="the password is set for someone else: changed at the first login")
 @click.password_option()
@@ -632,19 +633,18 @@ def _reset_password(kind: str, name: str, as_json: bool) -> None:
 
 def _staff_active(username: str, *, active: bool) -> None:
     from backoffice.services.passwords import set_active
-    from backoffice.services.staff import get_staff
+    from backoffice.services.staff import active_message, get_staff
 
     with refusals(False):
         user = get_staff(db.session, username)
         changed = set_active(db.session, user, active=active, actor=_actor())
         db.session.commit()
-    state = "启用" if active else "停用"
-    click.echo(f"员工账号 {user.username} 已{state}" if changed else f"员工账号 {user.username} 本来就是{state}的，未做更改")
+    click.echo(active_message(user, active=active, changed=changed))
 
 
 @user_cli.command("role")
 @click.argument("username")
-@click.argument("role", type=click.Choice(["sales", "finance", "admin"]))
+@click.argument("role", type=click.Choice(list(ROLES)))
 def user_role(username: str, role: str) -> None:
     """Give a staff user another role (the last active administrator keeps theirs)."""
     from backoffice.services.staff import get_staff, set_role

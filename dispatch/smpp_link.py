@@ -45,6 +45,8 @@ from smpplib import exceptions as smpp_exceptions
 from smpplib import smpp
 from smpplib.ptypes import ostr as smpp_ostr
 
+from dispatch.segments import decode_gsm7
+
 logger = logging.getLogger(__name__)
 
 # --- command ids (SMPP 3.4, 5.1.2.1), from smpplib's table ---------------------------------------
@@ -363,7 +365,9 @@ def parse_concatenation(esm_class: int, payload: bytes) -> tuple[tuple[int, int,
 
 # What a reply's text may not carry to the people who read it: C0 and C1 controls (but line
 # breaks and tabs), and the invisible format characters that reorder or hide text (direction
-# overrides and isolates, zero-width characters, the BOM). Outgoing content refuses the same.
+# overrides and isolates, zero-width characters, the BOM). Outgoing content is refused for its
+# C0 controls and direction overrides (backoffice.services.messaging), a narrower set: what a
+# customer may write is checked there, what a handset sent is only made safe to show here.
 _UNSHOWABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
@@ -393,8 +397,6 @@ def decode_text(data_coding: int, data: bytes) -> str:
 
 
 def _gsm7_or_utf8(data: bytes) -> str:
-    from dispatch.segments import decode_gsm7
-
     try:
         return decode_gsm7(data)
     except ValueError:

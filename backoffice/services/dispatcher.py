@@ -283,13 +283,21 @@ _SUBMITTED = Prepared(
 _FINAL_KEPT = sa.and_(  # constants in the text: the statement's only parameters are the receipt's
     _PARTS.c.receipt_stat.is_not(None), *(_PARTS.c.receipt_stat != sa.literal_column(f"'{stat}'") for stat in sorted(INTERMEDIATE_STATS))
 )
+
+
+def _unless_final(column: sa.Column[Any], parameter: str) -> sa.Case[Any]:
+    """The receipt's value for `column`, or the one it holds if its part has a final receipt
+    (typed as the column, so a time is stored as every other: in UTC)."""
+    return sa.case((_FINAL_KEPT, column), else_=sa.bindparam(parameter, type_=column.type))
+
+
 _RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused after a while)
     sa.update(_PARTS)
     .where(_PARTS.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery())
     .values(
-        receipt_stat=sa.case((_FINAL_KEPT, _PARTS.c.receipt_stat), else_=sa.bindparam("stat", type_=_PARTS.c.receipt_stat.type)),
-        receipt_err=sa.case((_FINAL_KEPT, _PARTS.c.receipt_err), else_=sa.bindparam("err", type_=_PARTS.c.receipt_err.type)),
-        receipt_at=sa.case((_FINAL_KEPT, _PARTS.c.receipt_at), else_=sa.bindparam("at", type_=_PARTS.c.receipt_at.type)),
+        receipt_stat=_unless_final(_PARTS.c.receipt_stat, "stat"),
+        receipt_err=_unless_final(_PARTS.c.receipt_err, "err"),
+        receipt_at=_unless_final(_PARTS.c.receipt_at, "at"),
     )
     .returning(_PARTS.c.message_id, _PARTS.c.total, _PARTS.c.receipt_stat)
 )

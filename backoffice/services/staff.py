@@ -109,6 +109,12 @@ def set_role(session: Session, user: StaffUser, role: str, *, actor: str, by: St
     return True
 
 
+def active_message(user: StaffUser, *, active: bool, changed: bool) -> str:
+    """What enabling or disabling a staff user did, as the web and the command line say it."""
+    state = "启用" if active else "停用"
+    return f"员工账号 {user.username} 已{state}" if changed else f"员工账号 {user.username} 本来就是{state}的，未做更改"
+
+
 def check_may_disable(session: Session, user: StaffUser, *, by: StaffUser | None = None) -> None:
     """Refuse disabling oneself (the session would end mid-click) or the last active administrator."""
     if by is not None and by.id == user.id:
