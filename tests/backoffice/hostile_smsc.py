@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 from dispatch.smpp_link import (
     BIND_TRANSCEIVER_RESP,
@@ -136,3 +138,17 @@ def receipt(sequence: int, message_id: str, stat: str = "DELIVRD") -> bytes:
     if len(text) > 254:
         sm.short_message, sm.tlvs = b"", {TAG_MESSAGE_PAYLOAD: text}
     return encode_pdu(DELIVER_SM, sequence, encode_short_message(sm))
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., HostileSmsc]]:
+    """Hostile SMSCs made by a test, stopped after it."""
+    made: list[HostileSmsc] = []
+
+    def make(script: Callable[[Conn], None]) -> HostileSmsc:
+        made.append(HostileSmsc(script))
+        return made[-1]
+
+    yield make
+    for smsc in made:
+        smsc.stop()

@@ -18,22 +18,12 @@ from backoffice.models import Message, MessagePart, SendLog
 from backoffice.services.dispatcher import Dispatcher, DispatchSettings
 from backoffice.services.messaging import message_counts
 from dispatch.smpp_link import SUBMIT_SM_RESP, LinkConfig, encode_pdu
+from tests.backoffice import hostile_smsc
 from tests.backoffice.hostile_smsc import Conn, HostileSmsc, receipt
 from tests.backoffice.test_dispatcher import FAST, FAST_LINK, statuses
 from tests.backoffice.test_messaging import active_sender, numbers, send
 
-
-@pytest.fixture
-def hostile() -> Iterator[Callable[..., HostileSmsc]]:
-    made: list[HostileSmsc] = []
-
-    def make(script: Callable[[Conn], None]) -> HostileSmsc:
-        made.append(HostileSmsc(script))
-        return made[-1]
-
-    yield make
-    for smsc in made:
-        smsc.stop()
+hostile = hostile_smsc.hostile  # its fixture: scripted SMSCs, stopped after the test
 
 
 @pytest.fixture

@@ -42,6 +42,19 @@ def deliver_sm(
     return encode_short_message(sm)
 
 
+def submitted(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], recipients: list[str]
+) -> tuple[SMSCSimulator, Dispatcher]:
+    """A message sent to each of `recipients` and submitted; their receipts are the test's to send
+    (the simulator's come an hour later)."""
+    sender = active_sender(app)
+    send(sender, recipients)
+    simulator = smsc(receipt_delay=3600)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    return simulator, dispatcher
+
+
 def taken_without_failing(dispatcher: Dispatcher, simulator: SMSCSimulator, bodies: list[bytes], *, receipts: bool = False) -> None:
     """Deliver `bodies` in one write; the worker takes them all (acknowledged, none to come again) and goes on."""
     dispatcher.run_until(lambda: dispatcher.link.bound)
@@ -102,11 +115,7 @@ def test_a_reply_in_utf8_or_the_gsm_alphabet_reads_as_the_handset_wrote_it(
 def test_odd_receipts_are_acknowledged_and_settle_nothing_they_do_not_say(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
-    sender = active_sender(app)
-    send(sender, ["13800138000", "13900139000", "13700137000"])
-    simulator = smsc(receipt_delay=3600)  # the receipts are ours to send
-    dispatcher = worker(simulator)
-    drive(dispatcher, all_in("submitted"), sender)
+    simulator, dispatcher = submitted(app, smsc, worker, ["13800138000", "13900139000", "13700137000"])
     ids = {s.destination[2:]: s.message_id for s in simulator.received}
     first, second, third = ids["13800138000"], ids["13900139000"], ids["13700137000"]
     odd = [
@@ -132,11 +141,7 @@ def test_odd_receipts_are_acknowledged_and_settle_nothing_they_do_not_say(
 
 def test_a_messages_first_final_receipt_stays(app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]) -> None:
     """Found by a fuzzing helper: a later receipt, stale or contradicting, replaced the status."""
-    sender = active_sender(app)
-    send(sender, ["13800138000"])
-    simulator = smsc(receipt_delay=3600)
-    dispatcher = worker(simulator)
-    drive(dispatcher, all_in("submitted"), sender)
+    simulator, dispatcher = submitted(app, smsc, worker, ["13800138000"])
     smsc_id = simulator.received[0].message_id
 
     def receipt(stat: str, esm_class: int = ESM_DELIVERY_RECEIPT) -> bytes:
@@ -163,11 +168,7 @@ def test_intermediate_notifications_and_receipts_sent_as_acknowledgements_are_re
     """Found by a review: an intermediate notification (0x20) saying UNDELIV (a failed attempt the
     SMSC retries) became the result; receipts some SMSCs send as 0x08 were dropped, so their
     messages stayed submitted for ever; "stat: DELIVRD" and "Stat=DELIVRD" were not read."""
-    sender = active_sender(app)
-    send(sender, ["13800138000", "13900139000", "13700137000", "13600136000"])
-    simulator = smsc(receipt_delay=3600)
-    dispatcher = worker(simulator)
-    drive(dispatcher, all_in("submitted"), sender)
+    simulator, dispatcher = submitted(app, smsc, worker, ["13800138000", "13900139000", "13700137000", "13600136000"])
     ids = {s.destination[2:]: s.message_id for s in simulator.received}
     bodies = [
         receipt_sm(ids["13800138000"], "UNDELIV", 0x20),
@@ -191,11 +192,7 @@ def test_a_carrier_named_after_the_message_settled_moves_its_charge_once(
     every further receipt naming it moved the same charge again."""
     from backoffice.models import UsageDay
 
-    sender = active_sender(app)
-    send(sender, ["13800138000", "13900139000", "13700137000"])
-    simulator = smsc(receipt_delay=3600)
-    dispatcher = worker(simulator)
-    drive(dispatcher, all_in("submitted"), sender)
+    simulator, dispatcher = submitted(app, smsc, worker, ["13800138000", "13900139000", "13700137000"])
     smsc_id = next(s.message_id for s in simulator.received if s.destination == "8613800138000")
     taken_without_failing(dispatcher, simulator, [receipt_sm(smsc_id, "DELIVRD")], receipts=True)
     for _ in range(3):  # the carrier comes with the duplicates only
@@ -212,11 +209,7 @@ def test_a_receipts_time_is_stored_as_every_other_time(
 ) -> None:
     """Found by a review: the receipt's time went to the database without its column's type (no
     UTC conversion: 8 hours off on a PostgreSQL server in Asia/Shanghai)."""
-    sender = active_sender(app)
-    send(sender, ["13800138000"])
-    simulator = smsc(receipt_delay=3600)
-    dispatcher = worker(simulator)
-    drive(dispatcher, all_in("submitted"), sender)
+    simulator, dispatcher = submitted(app, smsc, worker, ["13800138000"])
     if db.engine.dialect.name == "postgresql":
         dispatcher._session.execute(sa.text("SET TIME ZONE 'Asia/Shanghai'"))  # the worker's session, as on such a server
     taken_without_failing(dispatcher, simulator, [receipt_sm(simulator.received[0].message_id, "DELIVRD")], receipts=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,21 +20,11 @@ from dispatch.smpp_link import (
     cstring,
     encode_pdu,
 )
+from tests.backoffice import hostile_smsc
 from tests.backoffice.hostile_smsc import Conn, HostileSmsc
 from tests.dispatch.test_smpp_link import FAST, Recorder, sms
 
-
-@pytest.fixture
-def hostile() -> Iterator[Callable[..., HostileSmsc]]:
-    made: list[HostileSmsc] = []
-
-    def make(script: Callable[[Conn], None]) -> HostileSmsc:
-        made.append(HostileSmsc(script))
-        return made[-1]
-
-    yield make
-    for smsc in made:
-        smsc.stop()
+hostile = hostile_smsc.hostile  # its fixture: scripted SMSCs, stopped after the test
 
 
 def new_link(smsc: HostileSmsc, **config: Any) -> tuple[SmppLink, Recorder]:
