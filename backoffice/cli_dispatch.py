@@ -293,6 +293,7 @@ def dispatch_worker(window: int | None, batch: int | None, worker_name: str | No
 @click.option("--message-id-format", type=click.Choice(["hex", "decimal"]), default="hex", show_default=True)
 @click.option("--receipt-id-format", type=click.Choice(["same", "hex", "decimal"]), default="same", show_default=True)
 @click.option("--no-receipt-tlvs", is_flag=True, help="receipts as text only (no receipted_message_id / message_state)")
+@click.option("--receipts-as", type=click.Choice(["deliver_sm", "data_sm"]), default="deliver_sm", show_default=True)
 @click.option("--seed", type=int, default=None, help="seed for the injected faults")
 def smsc_simulate(
     host: str,
@@ -307,6 +308,7 @@ def smsc_simulate(
     message_id_format: str,
     receipt_id_format: str,
     no_receipt_tlvs: bool,
+    receipts_as: str,
     seed: int | None,
 ) -> None:
     """Run the SMPP 3.4 SMSC simulator (credentials SMSC_SYSTEM_ID / SMSC_PASSWORD) until SIGTERM or Ctrl-C."""
@@ -318,7 +320,7 @@ def smsc_simulate(
     c = current_app.config
     config = SimulatorConfig(
         system_id=c["SMSC_SYSTEM_ID"], password=c["SMSC_PASSWORD"], receipt_delay=receipt_delay, receipt_tlvs=not no_receipt_tlvs,
-        message_id_format=message_id_format, receipt_id_format=receipt_id_format,  # type: ignore[arg-type]
+        message_id_format=message_id_format, receipt_id_format=receipt_id_format, receipts_as=receipts_as,  # type: ignore[arg-type]
         fail_rate=fail_rate, reject_rate=reject_rate, max_tps=max_tps or None, disconnect_after=disconnect_after or None,
         disconnect_repeat=disconnect_repeat, response_delay=response_delay, seed=seed,
     )  # fmt: skip

@@ -37,6 +37,8 @@ from dispatch.smpp_link import (
     BIND_TRANSCEIVER,
     BIND_TRANSMITTER,
     DATA_CODING_UCS2,
+    DATA_SM,
+    DATA_SM_RESP,
     DELIVER_SM,
     DELIVER_SM_RESP,
     ENQUIRE_LINK,
@@ -68,6 +70,7 @@ from dispatch.smpp_link import (
     decode_bind,
     decode_short_message,
     decode_text,
+    encode_data_sm,
     encode_pdu,
     encode_short_message,
     encode_tlv,
@@ -111,6 +114,7 @@ class SimulatorConfig:
     - `idle_timeout`: drop a connection that sent nothing for this long (enquire_link prevents it);
     - `carrier_report(submit) -> (stat, err) | None`: the carrier's verdict for a submit,
       overriding fail_rate (e.g. one destination always `EXPIRED`/`MK:0005`);
+    - `receipts_as`: "data_sm" sends receipts as data_sm (text in message_payload), as some SMSCs do;
     - `message_id_format`: "hex" ("1a2b3c") or "decimal"; `receipt_id_format` "same" or the other
       base, to mimic SMSCs that report receipts in decimal for hex submit ids;
     - `keep_received`: how many ReceivedSubmit to keep (oldest dropped), so a long run stays bounded.
@@ -120,6 +124,7 @@ class SimulatorConfig:
     password: str = "secret"
     receipt_delay: float = 0.5
     receipt_tlvs: bool = True
+    receipts_as: Literal["deliver_sm", "data_sm"] = "deliver_sm"
     message_id_format: Literal["hex", "decimal"] = "hex"
     receipt_id_format: Literal["same", "hex", "decimal"] = "same"
     message_id_start: int | None = None
@@ -196,6 +201,7 @@ class _Delivery:
     body: bytes
     is_receipt: bool
     origin: int  # connection the submit came on; receipts go back there when it can receive
+    command: int = DELIVER_SM  # or DATA_SM
 
 
 class _Session:
@@ -379,10 +385,10 @@ class SMSCSimulator:
         delivery = self._make_receipt(message_id, stat, err, source, destination, now, now, "", origin=0)
         self._call(lambda: self._send_delivery(delivery))
 
-    def send_deliveries(self, bodies: list[bytes], *, receipts: bool = False) -> None:
-        """Deliver deliver_sm bodies made elsewhere, as they are, in one write (tests of what an
-        odd or hostile SMSC may send: malformed headers, NULs, unknown codings …)."""
-        deliveries = [_Delivery(body, is_receipt=receipts, origin=0) for body in bodies]
+    def send_deliveries(self, bodies: list[bytes], *, receipts: bool = False, command: int = DELIVER_SM) -> None:
+        """Deliver deliver_sm (or data_sm) bodies made elsewhere, as they are, in one write (tests
+        of what an odd or hostile SMSC may send: malformed headers, NULs, unknown codings …)."""
+        deliveries = [_Delivery(body, is_receipt=receipts, origin=0, command=command) for body in bodies]
 
         def send_all() -> None:
             for delivery in deliveries:
@@ -581,7 +587,7 @@ class SMSCSimulator:
     def _handle(self, session: _Session, command_id: int, status: int, sequence: int, body: bytes, now: float) -> None:
         if command_id == SUBMIT_SM:
             self._submit(session, sequence, body, now)
-        elif command_id == DELIVER_SM_RESP:
+        elif command_id in (DELIVER_SM_RESP, DATA_SM_RESP):
             delivery = session.unacked.pop(sequence, None)
             if delivery is not None:
                 with self._lock:
@@ -744,6 +750,8 @@ class SMSCSimulator:
         if self.config.receipt_tlvs:
             sm.tlvs[TAG_RECEIPTED_MESSAGE_ID] = cstring(message_id)
             sm.tlvs[TAG_MESSAGE_STATE] = bytes((STATE_OF_STAT.get(stat, 5),))
+        if self.config.receipts_as == "data_sm":
+            return _Delivery(encode_data_sm(sm), is_receipt=True, origin=origin, command=DATA_SM)
         return _Delivery(encode_short_message(sm), is_receipt=True, origin=origin)
 
     def _send_delivery(self, delivery: _Delivery) -> None:
@@ -756,7 +764,7 @@ class SMSCSimulator:
             return
         sequence = target.next_sequence()
         target.unacked[sequence] = delivery
-        self._write(target, encode_pdu(DELIVER_SM, sequence, delivery.body))
+        self._write(target, encode_pdu(delivery.command, sequence, delivery.body))
         with self._lock:
             self._stats.deliveries_unacked += 1
             if delivery.is_receipt:

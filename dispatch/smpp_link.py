@@ -59,6 +59,8 @@ SUBMIT_SM: Final[int] = smpp_command_codes.get_command_code("submit_sm")
 SUBMIT_SM_RESP: Final[int] = smpp_command_codes.get_command_code("submit_sm_resp")
 DELIVER_SM: Final[int] = smpp_command_codes.get_command_code("deliver_sm")
 DELIVER_SM_RESP: Final[int] = smpp_command_codes.get_command_code("deliver_sm_resp")
+DATA_SM: Final[int] = smpp_command_codes.get_command_code("data_sm")
+DATA_SM_RESP: Final[int] = smpp_command_codes.get_command_code("data_sm_resp")
 UNBIND: Final[int] = smpp_command_codes.get_command_code("unbind")
 UNBIND_RESP: Final[int] = smpp_command_codes.get_command_code("unbind_resp")
 BIND_TRANSCEIVER: Final[int] = smpp_command_codes.get_command_code("bind_transceiver")
@@ -230,6 +232,24 @@ def encode_short_message(sm: ShortMessagePdu) -> bytes:
         sm.short_message,
     ]
     parts += [encode_tlv(tag, value) for tag, value in sm.tlvs.items()]
+    return b"".join(parts)
+
+
+def encode_data_sm(sm: ShortMessagePdu) -> bytes:
+    """A data_sm body with the fields of `sm`: its text (short_message or message_payload) goes in
+    message_payload, data_sm having no short_message field."""
+    tlvs = dict(sm.tlvs)
+    if sm.short_message:
+        tlvs[TAG_MESSAGE_PAYLOAD] = sm.short_message
+    parts = [
+        cstring(sm.service_type),
+        bytes((sm.source_addr_ton, sm.source_addr_npi)),
+        cstring(sm.source_addr),
+        bytes((sm.dest_addr_ton, sm.dest_addr_npi)),
+        cstring(sm.destination_addr),
+        bytes((sm.esm_class, sm.registered_delivery, sm.data_coding)),
+    ]
+    parts += [encode_tlv(tag, value) for tag, value in tlvs.items()]
     return b"".join(parts)
 
 
@@ -744,24 +764,7 @@ class _DeliverSM(_ReadPdu, smpp_command.DeliverSM):
         """A deliver_sm body parsed by smpplib, read as parse_delivery reads a ShortMessagePdu (its
         receipted_message_id and message_state from smpplib's TLV fields); raises PduError."""
         self.read(body)
-        receipted_id = self.receipted_message_id
-        state = self.message_state
-        if state is None and (raw_state := self.other_tlvs.get(TAG_MESSAGE_STATE)):  # a message_state not one octet long
-            state = raw_state[0]
-        try:
-            return _delivery(
-                self.esm_class,
-                self.short_message or self.message_payload or b"",
-                self.data_coding,
-                self.source_addr.decode("latin-1"),
-                self.destination_addr.decode("latin-1"),
-                None if receipted_id is None else receipted_id.split(b"\0", 1)[0].decode("latin-1"),
-                state,
-            )
-        except PduError:
-            raise
-        except _PARSE_ERRORS as exc:  # whatever a malformed one trips over: it is dropped, never fails the read
-            raise PduError(f"deliver_sm unreadable: {exc!r}") from exc
+        return _read_delivery(self, self.short_message or self.message_payload or b"")
 
     def decode(self, body: bytes) -> ShortMessagePdu:
         """A deliver_sm body parsed by smpplib, as a ShortMessagePdu; raises PduError on a malformed one."""
@@ -798,6 +801,38 @@ class _DeliverSM(_ReadPdu, smpp_command.DeliverSM):
             sm_default_msg_id=self.sm_default_msg_id,
             tlvs=tlvs,
         )
+
+
+class _DataSM(_ReadPdu, smpp_command.DataSM):
+    """data_sm: the other PDU an SMSC may deliver a receipt or a reply in (its text, if any, in message_payload)."""
+
+    def delivery(self, body: bytes) -> Receipt | MobileOriginated:
+        """Read as a deliver_sm is (`_DeliverSM.delivery`); raises PduError."""
+        self.read(body)
+        if self.data_coding is None:
+            raise PduError("data_sm truncated before its data_coding")
+        return _read_delivery(self, self.message_payload or b"")
+
+
+def _read_delivery(pdu: _DeliverSM | _DataSM, payload: bytes) -> Receipt | MobileOriginated:
+    receipted_id = pdu.receipted_message_id
+    state = pdu.message_state
+    if state is None and (raw_state := pdu.other_tlvs.get(TAG_MESSAGE_STATE)):  # a message_state not one octet long
+        state = raw_state[0]
+    try:
+        return _delivery(
+            pdu.esm_class,
+            payload,
+            pdu.data_coding,
+            pdu.source_addr.decode("latin-1"),
+            pdu.destination_addr.decode("latin-1"),
+            None if receipted_id is None else receipted_id.split(b"\0", 1)[0].decode("latin-1"),
+            state,
+        )
+    except PduError:
+        raise
+    except _PARSE_ERRORS as exc:  # whatever a malformed one trips over: it is dropped, never fails the read
+        raise PduError(f"{pdu.command} unreadable: {exc!r}") from exc
 
 
 def _bind_resp_system_id(body: bytes) -> str:
@@ -931,7 +966,9 @@ class SmppLink:
       whether it was taken (acknowledged) or is to be delivered again (ESME_RX_T_APPN), and if it
       raises, none is acknowledged. A caller that stores them pays one commit per read;
     - `on_link_down(parts, reason)`: the link dropped; `parts` were sent but never answered, so
-      the SMSC may or may not have them (mark them possibly-sent; resending risks a duplicate).
+      the SMSC may or may not have them (mark them possibly-sent; resending risks a duplicate);
+    - `wanted(part)`: asked before a throttled part is tried again; False gives it up (its
+      caller gave its message up meanwhile): it goes to on_resp with its throttling status.
     """
 
     def __init__(
@@ -943,6 +980,7 @@ class SmppLink:
         on_mo: Callable[[MobileOriginated], object] = _ignore,
         on_deliveries: Callable[[list[Receipt | MobileOriginated]], Sequence[bool]] | None = None,
         on_link_down: Callable[[list[OutgoingPart], str], object] | None = None,
+        wanted: Callable[[OutgoingPart], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -952,6 +990,7 @@ class SmppLink:
         self._on_mo = on_mo
         self._on_deliveries = on_deliveries
         self._on_link_down = on_link_down
+        self._wanted = wanted
         self._clock = clock
         self._sock: socket.socket | None = None
         self._inbuf = bytearray()
@@ -960,7 +999,9 @@ class SmppLink:
         # smpplib PDU objects reused for the per-message PDUs (one set per link: never shared between threads)
         self._submit_resp = _SubmitSMResp("submit_sm_resp", allow_unknown_opt_params=True)
         self._deliver_pdu = _DeliverSM("deliver_sm", sequence=0, allow_unknown_opt_params=True)
+        self._data_pdu = _DataSM("data_sm", sequence=0, allow_unknown_opt_params=True)
         self._deliver_resp = smpp_command.DeliverSMResp("deliver_sm_resp", allow_unknown_opt_params=True)
+        self._data_resp = smpp_command.DataSMResp("data_sm_resp", sequence=0, allow_unknown_opt_params=True)
         self._ordinal = 0
         self._outstanding: dict[int, _InFlight] = {}
         self._retry: list[tuple[int, int, OutgoingPart]] = []  # (ordinal, attempts, part), a heap
@@ -1201,6 +1242,9 @@ class SmppLink:
         batch: list[tuple[OutgoingPart, int, int]] = []
         while self._retry and len(batch) < room:
             ordinal, attempts, part = heapq.heappop(self._retry)
+            if self._wanted is not None and not self._wanted(part):  # given up meanwhile: not sent again
+                self._on_resp(SubmitResult(part, ESME_RTHROTTLED, "", attempts))
+                continue
             batch.append((part, ordinal, attempts))
         if len(batch) < room and next_parts is not None:
             for part in next_parts(room - len(batch)):
@@ -1268,15 +1312,15 @@ class SmppLink:
         except PduError as exc:
             self._lose_link(f"unreadable PDU from the SMSC: {exc}")
             return False
-        batch: list[tuple[int, Receipt | MobileOriginated | None]] | None = None if self._on_deliveries is None else []
+        batch: list[tuple[int, int, Receipt | MobileOriginated | None]] | None = None if self._on_deliveries is None else []
         for command_id, status, sequence, body in pdus:
             if command_id == SUBMIT_SM_RESP:
                 self._submit_answered(sequence, status, self._submit_resp.message_id_of(body), now)
-            elif command_id == DELIVER_SM:
+            elif command_id in (DELIVER_SM, DATA_SM):
                 if batch is None:
-                    self._deliver(sequence, body)
+                    self._deliver(command_id, sequence, body)
                 else:
-                    batch.append((sequence, self._decode_delivery(body)))
+                    batch.append((command_id, sequence, self._decode_delivery(command_id, body)))
             elif command_id == ENQUIRE_LINK:
                 self._outbuf += build_pdu("enquire_link_resp", sequence)
             elif command_id == ENQUIRE_LINK_RESP:
@@ -1326,16 +1370,17 @@ class SmppLink:
             self._throttle_streak = 0
         self._on_resp(SubmitResult(in_flight.part, status, message_id, in_flight.attempts))
 
-    def _decode_delivery(self, body: bytes) -> Receipt | MobileOriginated | None:
-        """A deliver_sm's receipt or message, counted; None if it cannot be read (it is acknowledged
-        anyway: refusing would make the SMSC deliver the same bad PDU again forever)."""
+    def _decode_delivery(self, command_id: int, body: bytes) -> Receipt | MobileOriginated | None:
+        """A deliver_sm's (or data_sm's) receipt or message, counted; None if it cannot be read (it
+        is acknowledged anyway: refusing would make the SMSC deliver the same bad PDU again forever)."""
+        pdu = self._deliver_pdu if command_id == DELIVER_SM else self._data_pdu
         try:
-            delivery = self._deliver_pdu.delivery(body)
+            delivery = pdu.delivery(body)
         except NotADelivery as exc:
-            logger.info("SMPP deliver_sm acknowledged and dropped: %s", exc)
+            logger.info("SMPP %s acknowledged and dropped: %s", pdu.command, exc)
             return None
         except PduError as exc:
-            logger.warning("SMPP undecodable deliver_sm acknowledged and dropped: %s", exc)
+            logger.warning("SMPP undecodable %s acknowledged and dropped: %s", pdu.command, exc)
             return None
         if isinstance(delivery, Receipt):
             self.stats.receipts += 1
@@ -1343,9 +1388,9 @@ class SmppLink:
             self.stats.mobile_originated += 1
         return delivery
 
-    def _deliver(self, sequence: int, body: bytes) -> None:
+    def _deliver(self, command_id: int, sequence: int, body: bytes) -> None:
         status = ESME_ROK
-        delivery = self._decode_delivery(body)
+        delivery = self._decode_delivery(command_id, body)
         if delivery is not None:
             try:
                 if isinstance(delivery, Receipt):
@@ -1355,14 +1400,14 @@ class SmppLink:
             except Exception:
                 logger.exception("SMPP deliver_sm handler failed; asking the SMSC to redeliver")
                 status = ESME_RX_T_APPN
-        self._answer_delivery(sequence, status)
+        self._answer_delivery(command_id, sequence, status)
 
-    def _deliver_batch(self, batch: list[tuple[int, Receipt | MobileOriginated | None]] | None) -> None:
+    def _deliver_batch(self, batch: list[tuple[int, int, Receipt | MobileOriginated | None]] | None) -> None:
         """Hand the deliveries collected from one read to `on_deliveries` and answer each."""
         if not batch or self._on_deliveries is None:
             return
         collected, batch[:] = list(batch), []
-        deliveries = [delivery for _, delivery in collected if delivery is not None]
+        deliveries = [delivery for _, _, delivery in collected if delivery is not None]
         try:
             taken = list(self._on_deliveries(deliveries)) if deliveries else []
             if len(taken) != len(deliveries):
@@ -1371,11 +1416,11 @@ class SmppLink:
             logger.exception("SMPP deliver_sm handler failed; asking the SMSC to redeliver %d", len(deliveries))
             taken = [False] * len(deliveries)
         answers = iter(taken)
-        for sequence, delivery in collected:
-            self._answer_delivery(sequence, ESME_ROK if delivery is None or next(answers) else ESME_RX_T_APPN)
+        for command_id, sequence, delivery in collected:
+            self._answer_delivery(command_id, sequence, ESME_ROK if delivery is None or next(answers) else ESME_RX_T_APPN)
 
-    def _answer_delivery(self, sequence: int, status: int) -> None:
-        resp = self._deliver_resp
+    def _answer_delivery(self, command_id: int, sequence: int, status: int) -> None:
+        resp = self._deliver_resp if command_id == DELIVER_SM else self._data_resp
         resp.sequence, resp.status = sequence, status
         self._outbuf += resp.generate()
 
@@ -1446,6 +1491,7 @@ __all__: Sequence[str] = [
     "decode_text",
     "describe_status",
     "encode_bind",
+    "encode_data_sm",
     "encode_pdu",
     "encode_short_message",
     "encode_submit",

@@ -13,6 +13,10 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   moment — prepared, on the wire, or answered but not yet committed — because new parts are
   prepared only when earlier ones are recorded. After a crash or a dropped link, exactly those
   parts are sent again, each flagged `resent = True` with a send-log line: never more than the window.
+  A part lost in flight more than `resend_limit` times is not sent again: its message is refunded.
+- Leases are renewed before the link sends more; one found taken (this worker stalled past the
+  lease and another claimed the message) stops the worker (`LeaseLost`), whose restart goes by
+  the database.
 - Money moves only at the end of a transaction (`_log`: refunds of parts the SMSC refused, of
   validity passed before submission and of TD-cancelled messages, and charges moved to a
   reported carrier), every account it changes locked first in the order of their ids, the
@@ -126,6 +130,7 @@ _CARRIER_ALIASES: Final[Mapping[str, str]] = {
 }
 NOTICE_SIGNATURE: Final = "短信平台"
 UNSUBSCRIBED_REFUSAL: Final = "对方已回复退订，未发送，已退款"
+LOST_TOO_OFTEN: Final = "第 {seq}/{total} 条提交时与运营商网关的连接已中断 {times} 次，始终未得到应答，不再重发，已退款"
 
 
 def _usage_stays(message_id: int, carrier: str, day: date, charged_to: str) -> None:
@@ -150,6 +155,10 @@ def message_status_of(stats: Sequence[str | None]) -> str | None:
         if stat != "DELIVRD":
             return FINAL_STATS.get(stat, "undeliverable")  # a gateway's own code (MK:0005, DB:0008 …)
     return "delivered"
+
+
+class LeaseLost(RuntimeError):
+    """Messages this worker holds were taken over by another (its lease ran out while it stalled)."""
 
 
 class RedeliverLater(Exception):
@@ -179,6 +188,7 @@ class DispatchSettings:
     idle_poll: float = 0.25  # how often an idle worker looks for due messages
     throttle_requeue: float = 5.0  # a part out of throttling retries waits this long before the next try
     receipt_grace: float = 5.0  # how long a receipt for an unknown id may wait for its submit_sm_resp
+    resend_limit: int = 3  # a part lost in flight more often than this: its message is refunded (DISPATCH_RESEND_LIMIT)
     sqlite_synchronous: str | None = "NORMAL"  # (DISPATCH_SQLITE_SYNCHRONOUS; empty: SQLite's default)
     pg_synchronous_commit: str | None = "off"  # PostgreSQL (DISPATCH_PG_SYNCHRONOUS_COMMIT; empty: the server's setting)
     unsubscribe_words: tuple[str, ...] = UNSUBSCRIBE_WORDS  # (UNSUBSCRIBE_WORDS)
@@ -190,6 +200,7 @@ class DispatchSettings:
             "batch": int(config.get("DISPATCH_BATCH", cls.batch)),
             "default_source": str(config.get("SMSC_DEFAULT_SOURCE", cls.default_source)),
             "lease_seconds": int(config.get("DISPATCH_LEASE_SECONDS", cls.lease_seconds)),
+            "resend_limit": int(config.get("DISPATCH_RESEND_LIMIT", cls.resend_limit)),
             "sqlite_synchronous": str(config.get("DISPATCH_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous) or "") or None,
             "pg_synchronous_commit": synchronous_commit_level(config.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", cls.pg_synchronous_commit)),
             "unsubscribe_words": sending.unsubscribe_words,
@@ -374,6 +385,7 @@ class _Work:
     done: bool = False  # submitted or refunded: nothing more to send
     started: bool = False  # a part was prepared (now or by an earlier attempt): past the account's rate
     notice: bool = False  # a free platform notice to the customer: the customer's recipients' unsubscribes do not stop it
+    lost: dict[int, int] | None = None  # seq -> times the part was on the wire when the link dropped
 
 
 Factory = Callable[[], Session]
@@ -452,7 +464,9 @@ class Dispatcher:
         make_session, self._dispose = _session_factory(source, settings.sqlite_synchronous, settings.pg_synchronous_commit)
         try:
             self._session = make_session()
-            self.link = link_factory(link_config, on_resp=self._on_resp, on_deliveries=self._on_deliveries, on_link_down=self._on_link_down)
+            self.link = link_factory(
+                link_config, on_resp=self._on_resp, on_deliveries=self._on_deliveries, on_link_down=self._on_link_down, wanted=self._wanted
+            )
         except BaseException:
             self._dispose()
             raise
@@ -515,6 +529,8 @@ class Dispatcher:
     def step(self, timeout: float | None = None) -> None:
         """One turn: let the link send, wait and read (up to `timeout`), then one transaction."""
         self.start()
+        if time.monotonic() >= self._next_renewal:  # before the link sends anything more
+            self._renew_leases()
         if timeout is None:
             timeout = 0.05 if (self._ready or self._on_wire or self._fresh) else self.settings.idle_poll
         if self._resps:  # answers are waiting to be recorded: come back for them soon
@@ -597,6 +613,12 @@ class Dispatcher:
             self._finish(now, lines)
             self._log(lines, now)
             self._commit()
+
+    def _wanted(self, part: OutgoingPart) -> bool:
+        """Whether the link is to try a throttled part again: not if its message was refunded
+        meanwhile (the SMSC did not take the part; its throttling is recorded, it is not sent)."""
+        work = self._works.get(part.key[0])  # type: ignore[index]
+        return work is not None and work.refusal is None
 
     def _on_resp(self, result: SubmitResult) -> None:
         self._on_wire -= 1
@@ -694,10 +716,6 @@ class Dispatcher:
         if not self._stopping and self._wants_claim(mono):
             wrote |= self._claim(now, mono)
         wrote |= self._prepare(now, mono, lines)
-        if mono >= self._next_renewal:
-            self._next_renewal = mono + self.settings.lease_seconds / 3
-            renew_leases(self._session, [w.id for w in self._works.values() if not w.done], worker=self.worker, now=now)
-            wrote = True
         wrote |= self._expire_mo_parts(now, mono)
         if self._touched or self._complete:
             wrote |= self._finish(now, lines, hold=True)  # loaded complete, refused at load, validity passed; complete ones due
@@ -708,6 +726,21 @@ class Dispatcher:
             self._commit()
         else:
             self._session.rollback()  # end the read transaction, if any
+
+    def _renew_leases(self) -> None:
+        """Renew the leases of the messages this worker holds, in a transaction of its own; if one
+        was lost (the worker stalled past the lease and another took the message over), stop
+        before sending anything more: the restart (`run_worker`) goes by what the database says."""
+        with self._failure_stops():
+            self._next_renewal = time.monotonic() + self.settings.lease_seconds / 3
+            held = [w.id for w in self._works.values() if not w.done]
+            renewed = renew_leases(self._session, held, worker=self.worker, now=utcnow())
+            if renewed < len(held):
+                raise LeaseLost(
+                    f"dispatcher {self.worker}: the leases of {len(held) - renewed} of the {len(held)} messages it holds "
+                    f"ran out and another worker took them; stopping before sending more"
+                )
+            self._commit()
 
     def _commit(self) -> None:
         self._session.commit()
@@ -817,7 +850,8 @@ class Dispatcher:
         return len(self._complete) < SUBMITTED_BATCH and time.monotonic() < self._complete_since + SUBMITTED_DELAY
 
     def _drop_unsent(self, work: _Work) -> None:
-        """A refunded message's parts not yet handed to the link are not sent; rows made for them go."""
+        """A refunded message's parts not yet handed to the link are not sent; rows made for them go
+        (its throttled parts waiting in the link for a retry are given up there: `_wanted`)."""
         work.todo.clear()
         kept: deque[tuple[OutgoingPart, str]] = deque()
         dropped = []
@@ -842,11 +876,24 @@ class Dispatcher:
             _RESTORE_THROTTLED.executemany(self._session, retried)
 
     def _requeue_lost(self, lines: list[LogEntry]) -> bool:
-        """Parts on the wire when the link dropped go out again, first, flagged as resends."""
+        """Parts on the wire when the link dropped go out again, first, flagged as resends; a
+        message with a part lost more than `resend_limit` times is refunded instead (an SMSC
+        that drops the link on it would otherwise have it resent without end)."""
         if not self._lost:
             return False
         lost, self._lost = self._lost, []
-        flagged = []
+        for part in lost:
+            message_id, seq = part.key  # type: ignore[misc]
+            work = self._works.get(message_id)
+            if work is None or work.refusal is not None:
+                continue
+            if work.lost is None:
+                work.lost = {}
+            times = work.lost[seq] = work.lost.get(seq, 0) + 1
+            if times > self.settings.resend_limit:
+                log.error("dispatcher %s: message %d part %d lost in flight %d times: refunded", self.worker, message_id, seq, times)
+                work.refusal = LOST_TOO_OFTEN.format(seq=seq, total=work.total, times=times)
+        flagged, again = [], []
         for part in lost:
             message_id, seq = part.key  # type: ignore[misc]
             work = self._works.get(message_id)
@@ -858,8 +905,9 @@ class Dispatcher:
                 continue
             flagged.append({"m": message_id, "q": seq})
             lines.append(self._entry(work, f"resent: part {seq}/{work.total}, no submit_sm_resp before the link dropped"))
-            self._ready.appendleft((part, _RESEND))
+            again.append((part, _RESEND))
             self.stats.resent += 1
+        self._ready.extendleft(reversed(again))  # first, in the order they went before
         if flagged:
             _FLAG_RESENT.executemany(self._session, flagged)
         return True
@@ -1048,8 +1096,12 @@ class Dispatcher:
             if not work.todo or work.done:
                 self._fresh.popleft()
                 continue
-            if work.live == 0 and not work.accepted and work.valid_until <= now:
-                work.refusal = "超过有效期仍未能提交给运营商，已退款"
+            if work.live == 0 and work.valid_until <= now:  # (with parts accepted: refunded in full, as a refused part is)
+                work.refusal = (
+                    f"超过有效期仍未能提交全部 {work.total} 条（运营商已接收 {len(work.accepted)} 条），已退款"
+                    if work.accepted
+                    else "超过有效期仍未能提交给运营商，已退款"
+                )
                 work.todo.clear()
                 self._fresh.popleft()
                 self._touched[work.id] = work
@@ -1377,6 +1429,7 @@ __all__: Sequence[str] = [
     "DispatchSettings",
     "DispatchStats",
     "Dispatcher",
+    "LeaseLost",
     "message_status_of",
     "notification_sender",
     "reported_carrier",

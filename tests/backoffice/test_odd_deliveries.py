@@ -17,11 +17,13 @@ from backoffice.models import Message, MessagePart, MobileOriginated, Unsubscrib
 from backoffice.services.dispatcher import Dispatcher
 from dispatch.simulator import SMSCSimulator
 from dispatch.smpp_link import (
+    DATA_SM,
     ESM_DELIVERY_RECEIPT,
     ESM_UDHI,
     TAG_MESSAGE_STATE,
     TAG_RECEIPTED_MESSAGE_ID,
     ShortMessagePdu,
+    encode_data_sm,
     encode_short_message,
 )
 from tests.backoffice import test_dispatcher
@@ -109,6 +111,29 @@ def test_a_reply_in_utf8_or_the_gsm_alphabet_reads_as_the_handset_wrote_it(
     simulator.send_deliveries([deliver_sm(text="退订".encode(), source="13800138000").replace(SERVICE.encode(), destination.encode())])
     dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 2)
     assert replies() == ["$5 @ noon_ok?", "退订"]
+    assert db.session.scalar(sa.select(Unsubscribe.number).where(Unsubscribe.account_id == sender.account.id)) == "13800138000"
+
+
+def test_receipts_and_replies_an_smsc_sends_as_data_sm_are_read_and_acknowledged(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Some SMSCs deliver receipts (and replies) as data_sm: the link answered it with a
+    generic_nack, so those messages stayed submitted for ever and the SMSC kept trying."""
+    sender = active_sender(app)
+    send(sender, ["13800138000", "13900139000"])
+    simulator = smsc(receipt_delay=0.05, receipts_as="data_sm", fail_rate=0.5, seed=3)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered", "undeliverable"), sender)
+    destination = simulator.received[0].source
+    reply = ShortMessagePdu(source_addr="13800138000", destination_addr=destination, short_message="退订".encode("utf-16-be"), data_coding=8)
+    simulator.send_deliveries([encode_data_sm(reply)], command=DATA_SM)
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 1)
+    dispatcher.run_until(lambda: simulator.stats().deliveries_acked == 3)
+    stats = simulator.stats()
+    assert stats.receipts_sent == 2 and stats.deliveries_unacked == 0 and stats.generic_nacks == 0
+    assert dispatcher.stats.receipts == 2 and dispatcher.stats.receipts_unknown == 0
+    assert statuses() == {"delivered": 1, "undeliverable": 1}  # (the seed fails one: the state came through)
+    assert replies() == ["退订"]
     assert db.session.scalar(sa.select(Unsubscribe.number).where(Unsubscribe.account_id == sender.account.id)) == "13800138000"
 
 

@@ -1,0 +1,147 @@
+"""When the worker stops trying (scripted SMSCs over real TCP): a throttled part of a message
+refunded meanwhile is taken back from the link, not sent; a part the link keeps dropping on is
+resent a bounded number of times, then its message is refunded; a message whose validity runs out
+with only some parts accepted is refunded in full; a worker whose leases ran out while it stalled
+stops before it sends anything more, and the worker that took its messages over finishes them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.clock import set_clock
+from backoffice.extensions import db
+from backoffice.models import Message
+from backoffice.models.messaging import CLAIMABLE
+from backoffice.services.dispatcher import Dispatcher, LeaseLost
+from dispatch.smpp_link import ESME_RSUBMITFAIL, ESME_RTHROTTLED, SUBMIT_SM_RESP, decode_short_message, encode_pdu
+from tests.backoffice import hostile_smsc, test_hostile_smsc
+from tests.backoffice.hostile_smsc import Conn, HostileSmsc
+from tests.backoffice.test_dispatcher import statuses
+from tests.backoffice.test_hostile_smsc import log_results, parts, pump
+from tests.backoffice.test_messaging import SIGNED, active_sender, numbers, send
+from tests.conftest import FIXED_NOW
+
+hostile = hostile_smsc.hostile
+make_worker = test_hostile_smsc.make_worker
+
+TWO_PARTS = SIGNED + "会员积分将于本月底清零，请及时登录小程序兑换礼品，详情请咨询门店客服或拨打热线。本短信由系统自动发送，请勿直接回复。"
+
+
+def part_number(body: bytes) -> int:
+    """The part number in a concatenated submit_sm's UDH (05 00 03 ref total seq)."""
+    return decode_short_message(body).short_message[5]
+
+
+def test_a_throttled_part_of_a_message_refunded_meanwhile_is_taken_back_not_sent(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Part 1 refused, part 2 throttled (the SMSC would take it at the next try): the message is
+    refunded, and part 2 does not go out again from the link's retry queue."""
+    sender = active_sender(app)
+    funded = sender.balance()
+    send(sender, numbers(1), content=TWO_PARTS)
+    tries = Counter[int]()
+
+    def respond(conn: Conn, sequence: int, body: bytes, n: int) -> bytes:
+        seq = part_number(body)
+        tries[seq] += 1
+        if seq == 1:
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"", ESME_RSUBMITFAIL)
+        if tries[seq] == 1:
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"", ESME_RTHROTTLED)
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"part2\0")
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(respond)))
+    dispatcher = make_worker(smsc, link={"throttle_backoff": 0.3, "throttle_backoff_max": 0.3})
+    pump(dispatcher, lambda: statuses() == {"refunded": 1}, sender)
+    dispatcher.run_until(lambda: dispatcher.open_parts == 0, timeout=2)
+    for _ in range(30):  # 0.6 s: well past the link's backoff
+        dispatcher.step(timeout=0.02)
+
+    assert tries == {1: 1, 2: 1}
+    assert dispatcher.link.waiting_retry == 0 and dispatcher.open_parts == 0
+    assert [(p.seq, p.submit_status, p.smsc_message_id) for p in parts()] == [(1, ESME_RSUBMITFAIL, None), (2, ESME_RTHROTTLED, None)]
+    assert sender.balance() == funded
+
+
+def test_a_part_the_link_keeps_dropping_on_is_resent_at_most_the_limit_then_refunded(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    funded = sender.balance()
+    send(sender, numbers(2))
+
+    def drop(conn: Conn, sequence: int, body: bytes, n: int) -> bytes:
+        raise ConnectionResetError("the SMSC drops the link on every submit")
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(drop)))
+    dispatcher = make_worker(smsc, resend_limit=3)
+    pump(dispatcher, lambda: statuses() == {"refunded": 2}, sender, timeout=15)
+
+    assert dispatcher.link.stats.submits_sent == 2 * 4 and dispatcher.stats.resent == 2 * 3
+    assert sum(line.startswith("resent: ") for line in log_results()) == 2 * 3
+    errors = set(db.session.scalars(sa.select(Message.error)))
+    assert errors == {"第 1/1 条提交时与运营商网关的连接已中断 4 次，始终未得到应答，不再重发，已退款"}
+    assert all(p.resent and p.submit_status is None for p in parts())  # possibly sent: left as they are
+    assert sender.balance() == funded and dispatcher.open_parts == 0
+
+
+def test_a_message_whose_validity_ran_out_with_some_parts_accepted_is_refunded_in_full(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    funded = sender.balance()
+    send(sender, numbers(1), content=TWO_PARTS)
+
+    def respond(conn: Conn, sequence: int, body: bytes, n: int) -> bytes:
+        if part_number(body) == 1:
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"part1\0")
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"", ESME_RTHROTTLED)  # for ever
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(respond)))
+    dispatcher = make_worker(smsc, link={"throttle_retry_limit": 0})
+    pump(dispatcher, lambda: dispatcher.stats.parts_throttled_out >= 2, sender)
+    set_clock(lambda: FIXED_NOW + timedelta(hours=49))
+    pump(dispatcher, lambda: statuses() == {"refunded": 1}, sender)
+
+    message = db.session.scalars(sa.select(Message)).one()
+    assert message.error == "超过有效期仍未能提交全部 2 条（运营商已接收 1 条），已退款"
+    assert sender.balance() == funded
+
+
+def test_a_worker_whose_leases_ran_out_stops_before_sending_more_and_the_new_holder_finishes(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    sender = active_sender(app)
+    send(sender, numbers(40))
+
+    smsc = hostile(
+        lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: encode_pdu(SUBMIT_SM_RESP, sequence, b"m%d\0" % n)))
+    )
+    stalled = make_worker(smsc, batch=40)
+    stalled.run_until(lambda: stalled.link.stats.submits_sent > 0, timeout=5)
+    # It stalled past its lease; another worker took its messages over.
+    db.session.execute(sa.update(Message).where(Message.status.in_(CLAIMABLE)).values(claimed_by="other-worker"))
+    db.session.commit()
+    sent = stalled.link.stats.submits_sent
+    stalled._next_renewal = 0.0  # its renewal is due
+    with pytest.raises(LeaseLost):
+        stalled.step(timeout=0.02)
+    with pytest.raises(LeaseLost):
+        stalled.step(timeout=0.02)
+    assert stalled.link.stats.submits_sent == sent < 40
+    stalled.close()
+
+    other = make_worker(smsc)
+    other.worker = "other-worker"  # (restarted under its name: it takes its leases back at once)
+    pump(other, lambda: statuses() == {"submitted": 40}, sender)
+    per_destination = Counter(sm.destination_addr for _, _, sm in smsc.submits)
+    assert len(per_destination) == 40
+    flagged = {"86" + db.session.get(Message, p.message_id).recipient for p in parts() if p.resent}
+    assert {d for d, n in per_destination.items() if n > 1} <= flagged
