@@ -1015,6 +1015,7 @@ class SmppLink:
         self._enquire_sequence = 0
         self._unbind_sequence = -1
         self._unbound = False
+        self._rebind: str | None = None  # why this session is to be bound again once its window has answered
 
     # --- public --------------------------------------------------------------------------------
 
@@ -1229,7 +1230,7 @@ class SmppLink:
         Returns when sending could resume if it is held back by time (pause, rate), else None.
         """
         room = self.config.window - len(self._outstanding)
-        if room <= 0 or self._sock is None:
+        if room <= 0 or self._sock is None or self._rebind is not None:
             return None
         if now < self._paused_until:
             return self._paused_until
@@ -1348,6 +1349,9 @@ class SmppLink:
         self._deliver_batch(batch)
         if self._sock is not None and len(self._inbuf) >= 16 and not 16 <= _HEADER.unpack_from(self._inbuf)[0] <= MAX_PDU_LENGTH:
             return self._dispatch(now)  # garbage after what was read: the link goes (split_pdus raises)
+        if self._sock is not None and self._rebind is not None and not self._outstanding:
+            self._flush()  # (the deliveries' answers)
+            self._lose_link(self._rebind)
         return self._sock is not None
 
     def _submit_answered(self, sequence: int, status: int, message_id: str, now: float) -> None:
@@ -1368,6 +1372,11 @@ class SmppLink:
             return
         if status == ESME_ROK and in_flight.sent_at >= self._paused_until:
             self._throttle_streak = 0
+        elif status == ESME_RINVBNDSTS and self._rebind is None:
+            # The SMSC takes this session for unbound (it restarted, say): the part was not taken.
+            # Nothing more is sent on it; once the window has answered, the link binds again.
+            self._rebind = "the SMSC answered as if the session were not bound (ESME_RINVBNDSTS): binding again"
+            logger.warning("SMPP submit_sm refused with ESME_RINVBNDSTS: binding again once the window has answered")
         self._on_resp(SubmitResult(in_flight.part, status, message_id, in_flight.attempts))
 
     def _decode_delivery(self, command_id: int, body: bytes) -> Receipt | MobileOriginated | None:
@@ -1452,6 +1461,7 @@ class SmppLink:
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        self._rebind = None
         self._inbuf.clear()
         self._outbuf.clear()
         self._enquire_sent_at = None

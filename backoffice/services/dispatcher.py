@@ -91,6 +91,7 @@ from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobi
 from dispatch.rules import UNSUBSCRIBE_WORDS, signature_of
 from dispatch.segments import MAX_PARTS_IN_UDH, Segmentation, encode_segments
 from dispatch.smpp_link import (
+    ESME_RINVBNDSTS,
     ESME_RMSGQFUL,
     ESME_ROK,
     ESME_RTHROTTLED,
@@ -108,7 +109,8 @@ from dispatch.smpp_link import (
 
 log = logging.getLogger(__name__)
 
-RETRYABLE: Final = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
+#: A part answered so was not taken and goes again later (ESME_RINVBNDSTS: after the link binds again).
+RETRYABLE: Final = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RINVBNDSTS})
 #: Final receipt states and the message status each gives; ENROUTE / ACCEPTD are not final.
 FINAL_STATS: Final[Mapping[str, str]] = {
     "DELIVRD": "delivered",

@@ -6,6 +6,9 @@ part unflagged."""
 
 from __future__ import annotations
 
+import struct
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +20,7 @@ from backoffice.extensions import db
 from backoffice.models import Message, MessagePart, SendLog
 from backoffice.services.dispatcher import Dispatcher, DispatchSettings
 from backoffice.services.messaging import message_counts
-from dispatch.smpp_link import SUBMIT_SM_RESP, LinkConfig, encode_pdu
+from dispatch.smpp_link import GENERIC_NACK, SUBMIT_SM_RESP, UNBIND, LinkConfig, encode_pdu
 from tests.backoffice import hostile_smsc
 from tests.backoffice.hostile_smsc import Conn, HostileSmsc, receipt
 from tests.backoffice.test_dispatcher import FAST, FAST_LINK, statuses
@@ -134,13 +137,10 @@ def test_a_crash_loop(app: Flask, hostile: Callable[..., HostileSmsc], make_work
     assert len(smsc.submits) == 3
 
 
-from dispatch.smpp_link import GENERIC_NACK  # noqa: E402
-
 STATUSES = {
     "not-in-table-0x400": (SUBMIT_SM_RESP, 0x400, b""),
     "0xFFFFFFFF": (SUBMIT_SM_RESP, 0xFFFFFFFF, b""),
     "sys-err-with-id": (SUBMIT_SM_RESP, 0x08, b"123\0"),
-    "invbndsts": (SUBMIT_SM_RESP, 0x04, b""),
     "nack-0": (GENERIC_NACK, 0, b""),
     "nack-3": (GENERIC_NACK, 3, b""),
     "nack-throttled": (GENERIC_NACK, 0x58, b""),
@@ -169,6 +169,30 @@ def test_submit_resp_statuses(app: Flask, hostile: Callable[..., HostileSmsc], m
         assert len(smsc.submits) >= 4 and statuses() == {"submitted": 2}
     else:
         assert len(smsc.submits) == 2 and sender.balance() == funded
+
+
+def test_an_smsc_that_takes_the_session_for_unbound_is_bound_again_and_nothing_is_refunded(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """ESME_RINVBNDSTS on submit (an SMSC that restarted behind a live TCP session, say) refunded
+    every message it answered so, a whole queue's worth; now the link binds again and the parts,
+    which the SMSC did not take, go again unflagged."""
+    sender = active_sender(app)
+    send(sender, numbers(6))
+    charged = sender.balance()
+
+    def respond(conn: Conn, sequence: int, _: bytes, n: int) -> bytes:
+        if conn.index == 1:
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"", 0x04)
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"id%d\0" % n)
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(respond)))
+    dispatcher = make_worker(smsc)
+    pump(dispatcher, lambda: statuses() == {"submitted": 6}, sender)
+    assert smsc.connections == 2 and sender.balance() == charged
+    assert Counter(index for index, _, _ in smsc.submits) == {1: 6, 2: 6}
+    assert dispatcher.stats.resent == 0 and not any(p.resent for p in parts())
+    assert all(p.submit_status == 0 and p.smsc_message_id for p in parts())
 
 
 def test_responses_out_of_order_duplicated_and_for_unknown_sequences(
@@ -212,13 +236,6 @@ def test_responses_out_of_order_duplicated_and_for_unknown_sequences(
     assert len(smsc.submits) == 10 and sender.balance() == charged < funded
     assert statuses() == {"submitted": 10}
     assert sorted(p.smsc_message_id for p in parts()) == sorted(f"id{n}" for n in range(1, 11))
-
-
-import struct  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-
-from dispatch.smpp_link import UNBIND  # noqa: E402
 
 
 def _unbind(conn: Conn, sequence: int) -> bytes:
