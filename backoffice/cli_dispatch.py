@@ -265,17 +265,22 @@ def dispatch_worker(window: int | None, batch: int | None, worker_name: str | No
     until SIGTERM or Ctrl-C, then drains the window, records the answers and releases the rest."""
     from flask import current_app
 
-    from backoffice.services.dispatcher import run_worker
+    from backoffice.services.dispatcher import DispatchSettings, run_worker
     from dispatch.smpp_link import LinkConfig
 
     _log_to_stderr()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     c = app.config
     tps = c["SMSC_MAX_TPS"] if max_tps is None else max_tps
-    link = LinkConfig(
-        host=c["SMSC_HOST"], port=int(c["SMSC_PORT"]), system_id=c["SMSC_SYSTEM_ID"], password=c["SMSC_PASSWORD"],
-        window=window or int(c["DISPATCH_WINDOW"]), max_tps=tps or None,
-    )  # fmt: skip
+    try:
+        link = LinkConfig(
+            host=c["SMSC_HOST"], port=int(c["SMSC_PORT"]), system_id=c["SMSC_SYSTEM_ID"], password=c["SMSC_PASSWORD"],
+            window=window or int(c["DISPATCH_WINDOW"]), max_tps=tps or None,
+        )  # fmt: skip
+        DispatchSettings.from_config(c)  # refused here, not by every restart of the worker
+    except ValueError as exc:
+        click.echo(f"错误：配置有误：{exc}", err=True)
+        sys.exit(1)
     name = worker_name or f"dispatch@{socket.gethostname()}"
     run_worker(app, link, name, _stop_on_signals(), batch=batch)
 

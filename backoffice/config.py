@@ -44,6 +44,9 @@ class Config:
         # the signature of the provider's own SMS notices.
         self.SMSC_DEFAULT_SOURCE = env.get("SMSC_DEFAULT_SOURCE", "10690000")
         self.SMSC_MAX_TPS = float(env.get("SMSC_MAX_TPS", "0"))
+        # How the SMSC's receipt ids relate to its submit_sm_resp ids: auto (the same, else a
+        # hex/decimal reading once the receipt cannot be early), same, decimal or hex (README).
+        self.SMSC_RECEIPT_ID_FORMAT = env.get("SMSC_RECEIPT_ID_FORMAT", "auto")
         self.DISPATCH_WINDOW = int(env.get("DISPATCH_WINDOW", "10"))
         self.DISPATCH_BATCH = int(env.get("DISPATCH_BATCH", "200"))
         self.DISPATCH_LEASE_SECONDS = int(env.get("DISPATCH_LEASE_SECONDS", "300"))

@@ -466,6 +466,28 @@ def message_id_keys(message_id: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+#: How a receipt's id relates to the submit_sm_resp id (SMSC_RECEIPT_ID_FORMAT): "auto" tries the
+#: id itself first and its other-base readings only as guesses; "same" never guesses; "decimal"
+#: (receipts in decimal for hex submit ids) and "hex" (the other way round) convert, never guess.
+RECEIPT_ID_FORMATS: Final = ("auto", "same", "decimal", "hex")
+
+
+def receipt_id_keys(message_id: str, receipt_format: str = "auto") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(sure, guessed): the keys to look a receipt's id up under, and, with "auto", the keys of
+    its other readings, which are guesses: with dense numeric ids one of them can be another
+    message's id (decimal "291" is hex "123"), so a caller tries them only once the receipt's own
+    submit_sm_resp cannot still be on its way."""
+    key = normalise_message_id(message_id)
+    if receipt_format == "auto":
+        keys = message_id_keys(message_id)
+        return keys[:1], keys[1:]
+    if receipt_format == "decimal" and key.isdigit():
+        return (format(int(key), "x"),), ()
+    if receipt_format == "hex" and _HEX.fullmatch(key):
+        return (str(int(key, 16)),), ()
+    return (key,), ()
+
+
 def message_ids_match(submit_id: str, receipt_id: str) -> bool:
     """Whether a receipt id may refer to a submit id, tolerating case, zero-padding and hex/decimal."""
     return bool(set(message_id_keys(submit_id)) & set(message_id_keys(receipt_id)))
@@ -1510,6 +1532,7 @@ __all__: Sequence[str] = [
     "normalise_message_id",
     "parse_concatenation",
     "parse_delivery",
+    "receipt_id_keys",
     "split_pdus",
     "take_pdu",
 ]

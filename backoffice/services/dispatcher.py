@@ -95,6 +95,7 @@ from dispatch.smpp_link import (
     ESME_RMSGQFUL,
     ESME_ROK,
     ESME_RTHROTTLED,
+    RECEIPT_ID_FORMATS,
     BindRefused,
     LinkConfig,
     MobileOriginated,
@@ -103,8 +104,8 @@ from dispatch.smpp_link import (
     SmppLink,
     SubmitResult,
     describe_status,
-    message_id_keys,
     normalise_message_id,
+    receipt_id_keys,
 )
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ class DispatchSettings:
     idle_poll: float = 0.25  # how often an idle worker looks for due messages
     throttle_requeue: float = 5.0  # a part out of throttling retries waits this long before the next try
     receipt_grace: float = 5.0  # how long a receipt for an unknown id may wait for its submit_sm_resp
+    receipt_id_format: str = "auto"  # how receipt ids relate to submit ids (SMSC_RECEIPT_ID_FORMAT; smpp_link.RECEIPT_ID_FORMATS)
     resend_limit: int = 3  # a part lost in flight more often than this: its message is refunded (DISPATCH_RESEND_LIMIT)
     sqlite_synchronous: str | None = "NORMAL"  # (DISPATCH_SQLITE_SYNCHRONOUS; empty: SQLite's default)
     pg_synchronous_commit: str | None = "off"  # PostgreSQL (DISPATCH_PG_SYNCHRONOUS_COMMIT; empty: the server's setting)
@@ -203,11 +205,14 @@ class DispatchSettings:
             "default_source": str(config.get("SMSC_DEFAULT_SOURCE", cls.default_source)),
             "lease_seconds": int(config.get("DISPATCH_LEASE_SECONDS", cls.lease_seconds)),
             "resend_limit": int(config.get("DISPATCH_RESEND_LIMIT", cls.resend_limit)),
+            "receipt_id_format": str(config.get("SMSC_RECEIPT_ID_FORMAT", cls.receipt_id_format) or cls.receipt_id_format).lower(),
             "sqlite_synchronous": str(config.get("DISPATCH_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous) or "") or None,
             "pg_synchronous_commit": synchronous_commit_level(config.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", cls.pg_synchronous_commit)),
             "unsubscribe_words": sending.unsubscribe_words,
         }
         values.update(overrides)
+        if values["receipt_id_format"] not in RECEIPT_ID_FORMATS:
+            raise ValueError(f"SMSC_RECEIPT_ID_FORMAT 只能是 {'、'.join(RECEIPT_ID_FORMATS)} 之一（现为 {values['receipt_id_format']!r}）")
         return cls(**values)
 
 
@@ -1164,7 +1169,8 @@ class Dispatcher:
         beaten its submit_sm_resp: the SMSC is asked to deliver it again (nothing acknowledged is
         held only in memory); after `receipt_grace`, or with nothing on the wire, it is logged and
         counted as unknown, and acknowledged."""
-        if self._apply_receipt(receipt, now):
+        sure, guessed = receipt_id_keys(receipt.message_id, self.settings.receipt_id_format)
+        if self._apply_receipt(receipt, now, sure):
             self.stats.receipts += 1
             self._early.pop(receipt.message_id, None)
             return
@@ -1174,6 +1180,10 @@ class Dispatcher:
                 self._early.clear()
             raise RedeliverLater(f"receipt {receipt.message_id!r} before its submit_sm_resp: please deliver it again")
         self._early.pop(receipt.message_id, None)
+        # Its own submit_sm_resp is no longer on its way: the id's other readings (hex/decimal).
+        if guessed and self._apply_receipt(receipt, now, guessed):
+            self.stats.receipts += 1
+            return
         self.stats.receipts_unknown += 1
         log.warning(
             "dispatcher %s: receipt for unknown SMSC message id %r (stat %s): %s",
@@ -1183,13 +1193,13 @@ class Dispatcher:
             receipt.raw[:200],
         )
 
-    def _apply_receipt(self, receipt: Receipt, now: datetime) -> bool:
-        """Record a receipt on its part (found under the first of its id's readings that was stored)
-        and settle the message once every part has a final one; False if no part has that id."""
+    def _apply_receipt(self, receipt: Receipt, now: datetime, keys: Sequence[str]) -> bool:
+        """Record a receipt on its part (found under the first of `keys` that was stored) and
+        settle the message once every part has a final one; False if no part has one of them."""
         stat = receipt.stat.upper()[:16]  # "" (a receipt that does not say) is no final state
         values = {"stat": stat, "err": receipt.err[:16] or None, "at": now}
         part = None
-        for key in message_id_keys(receipt.message_id):
+        for key in keys:
             if key and (part := _RECEIPTED.first(self._session, {**values, "key": key})) is not None:
                 break
         if part is None:

@@ -311,6 +311,12 @@ def test_the_simulator_and_the_worker_refuse_impossible_numbers(app: Flask, runn
         assert result.exit_code == 2 and not isinstance(result.exception, (ValueError, OverflowError)), (args, result.output)
 
 
+def test_the_worker_refuses_a_receipt_id_format_it_does_not_know(app: Flask, runner: FlaskCliRunner) -> None:
+    app.config["SMSC_RECEIPT_ID_FORMAT"] = "octal"
+    result = runner.invoke(args=["dispatch", "worker"])
+    assert result.exit_code == 1 and "SMSC_RECEIPT_ID_FORMAT 只能是 auto、same、decimal、hex 之一" in result.output
+
+
 def test_web_fuzzing_findings_stay_fixed(app: Flask, client: FlaskClient, staff: dict, tmp_path: Path) -> None:
     """Found by a fuzzing helper, each a 500 (or worse) before."""
     from backoffice.money import MoneyFormatError, parse_decimal

@@ -20,7 +20,7 @@ from backoffice.extensions import db
 from backoffice.models import Message, MessagePart, SendLog
 from backoffice.services.dispatcher import Dispatcher, DispatchSettings
 from backoffice.services.messaging import message_counts
-from dispatch.smpp_link import GENERIC_NACK, SUBMIT_SM_RESP, UNBIND, LinkConfig, encode_pdu
+from dispatch.smpp_link import DELIVER_SM_RESP, ESME_RX_T_APPN, GENERIC_NACK, SUBMIT_SM_RESP, UNBIND, LinkConfig, encode_pdu
 from tests.backoffice import hostile_smsc
 from tests.backoffice.hostile_smsc import Conn, HostileSmsc, receipt
 from tests.backoffice.test_dispatcher import FAST, FAST_LINK, statuses
@@ -193,6 +193,34 @@ def test_an_smsc_that_takes_the_session_for_unbound_is_bound_again_and_nothing_i
     assert Counter(index for index, _, _ in smsc.submits) == {1: 6, 2: 6}
     assert dispatcher.stats.resent == 0 and not any(p.resent for p in parts())
     assert all(p.submit_status == 0 and p.smsc_message_id for p in parts())
+
+
+def test_an_early_receipt_is_not_taken_for_another_message_whose_id_is_its_other_reading(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """An SMSC with dense decimal ids: the receipt of "291" comes before its submit_sm_resp. Its
+    hex reading, "123", is another message's id: it settled that one before, UNDELIV for a
+    message nobody had a receipt for; now the receipt waits (redelivered) for its own part."""
+    sender = active_sender(app)
+    send(sender, numbers(2))
+
+    def respond(conn: Conn, sequence: int, _: bytes, n: int) -> bytes:
+        if n == 0:
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"123\0")
+        conn.send(receipt(7000, "291", "UNDELIV"))  # before its response
+        conn.read()  # the worker's answer: deliver it again later
+        time.sleep(0.05)
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"291\0") + receipt(7001, "291", "UNDELIV")
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(respond)))
+    dispatcher = make_worker(smsc, window=1)
+    pump(dispatcher, lambda: set(statuses()) == {"submitted", "undeliverable"}, sender)
+    for _ in range(10):
+        dispatcher.step(timeout=0.02)
+    db.session.expire_all()
+    assert {p.smsc_message_id: p.receipt_stat for p in parts()} == {"123": None, "291": "UNDELIV"}
+    answers = [(status, sequence) for _, command_id, status, sequence, _ in smsc.seen if command_id == DELIVER_SM_RESP]
+    assert answers == [(ESME_RX_T_APPN, 7000), (0, 7001)]
 
 
 def test_responses_out_of_order_duplicated_and_for_unknown_sequences(

@@ -125,7 +125,9 @@ def test_receipts_and_replies_an_smsc_sends_as_data_sm_are_read_and_acknowledged
     dispatcher = worker(simulator)
     drive(dispatcher, all_in("delivered", "undeliverable"), sender)
     destination = simulator.received[0].source
-    reply = ShortMessagePdu(source_addr="13800138000", destination_addr=destination, short_message="退订".encode("utf-16-be"), data_coding=8)
+    reply = ShortMessagePdu(
+        source_addr="13800138000", destination_addr=destination, short_message="退订".encode("utf-16-be"), data_coding=8
+    )
     simulator.send_deliveries([encode_data_sm(reply)], command=DATA_SM)
     dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 1)
     dispatcher.run_until(lambda: simulator.stats().deliveries_acked == 3)
@@ -267,7 +269,7 @@ def test_two_parts_final_receipts_taken_at_once_on_two_binds_settle_the_message(
     from backoffice.clock import utcnow
 
     def take(dispatcher: Dispatcher, smsc_id: str, hold: float) -> None:
-        dispatcher._apply_receipt(Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000"), utcnow())
+        dispatcher._apply_receipt(Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000"), utcnow(), [smsc_id])
         time.sleep(hold)  # not committed yet while the other bind takes its receipt
         dispatcher._session.commit()
 

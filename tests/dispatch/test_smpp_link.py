@@ -54,6 +54,7 @@ from dispatch.smpp_link import (
     encode_tlv,
     message_id_keys,
     message_ids_match,
+    receipt_id_keys,
     normalise_message_id,
     parse_delivery,
     take_pdu,
@@ -282,6 +283,15 @@ def test_message_ids_are_compared_without_case_padding_or_base() -> None:
     assert message_id_keys("msg-01") == ("msg-01",)
     assert message_ids_match("7b", "123") and message_ids_match("0007B", "7b")
     assert not message_ids_match("7c", "123")
+
+
+def test_a_receipt_ids_other_readings_are_guesses_unless_the_smscs_format_is_set() -> None:
+    assert receipt_id_keys("0123") == (("123",), ("7b", "291"))
+    assert receipt_id_keys("7B") == (("7b",), ("123",))
+    assert receipt_id_keys("291", "same") == (("291",), ())
+    assert receipt_id_keys("291", "decimal") == (("123",), ())  # receipts in decimal, submit ids in hex
+    assert receipt_id_keys("7B", "hex") == (("123",), ())  # receipts in hex, submit ids in decimal
+    assert receipt_id_keys("msg-01", "decimal") == (("msg-01",), ())  # not a number: as it is
 
 
 def test_an_odd_receipt_is_parsed_as_far_as_it_goes() -> None:
