@@ -54,9 +54,9 @@ from dispatch.smpp_link import (
     encode_tlv,
     message_id_keys,
     message_ids_match,
-    receipt_id_keys,
     normalise_message_id,
     parse_delivery,
+    receipt_id_keys,
     take_pdu,
 )
 
