@@ -380,6 +380,10 @@ def parse_concatenation(esm_class: int, payload: bytes) -> tuple[tuple[int, int,
         elif element == 0x08 and length == 4:
             concat = ((value[0] << 8) | value[1], value[2], value[3])
         pos += 2 + length
+    if concat is not None and not 1 <= concat[2] <= concat[1]:  # no such part (3GPP 23.040: the element is ignored)
+        concat = None
+    if concat is not None and concat[1] == 1:  # a reply of one part: nothing to wait for
+        concat = None
     return concat, text
 
 

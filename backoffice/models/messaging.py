@@ -222,6 +222,29 @@ class MobileOriginated(Base):
     __table_args__ = (sa.Index("ix_mobile_originated_account_id_id", "account_id", "id"),)
 
 
+class ReplyFragment(Base):
+    """A part of a long reply (concatenated MO) while the rest has not come: kept here, not in a
+    worker's memory, so a restart loses none and the parts of one reply that come on different
+    binds meet. The part that completes a reply stores it (`MobileOriginated`) and marks its
+    fragments `stored`, so a part the SMSC delivers again is not taken for a new reply; a while
+    after a reply's first part, its fragments go, and a reply still incomplete is stored as far as
+    it came."""
+
+    __tablename__ = "reply_fragments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    sender: Mapped[str] = mapped_column(sa.String(24))
+    destination: Mapped[str] = mapped_column(sa.String(24))
+    reference: Mapped[int] = mapped_column(sa.Integer)
+    total: Mapped[int] = mapped_column(sa.SmallInteger)
+    seq: Mapped[int] = mapped_column(sa.SmallInteger)
+    content: Mapped[str] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    stored: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (sa.UniqueConstraint("sender", "destination", "reference", "total", "seq", name="uq_reply_fragments_part"),)
+
+
 class SendLog(Base):
     """The send log for the authorities (000 §6(6)): append-only and hash-chained; row `seq`
     carries SHA-256(previous hash + its own canonical content)."""

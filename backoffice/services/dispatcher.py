@@ -56,10 +56,12 @@ from decimal import Decimal
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from backoffice.clock import local_today, utcnow
-from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, SendRequest, SubAccount, Unsubscribe
+from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, ReplyFragment, SendRequest, SubAccount, Unsubscribe
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import lock_accounts
@@ -276,6 +278,10 @@ ACCOUNTS_REFRESH = 30.0
 UNSUBSCRIBE_POLL = 0.1
 #: … including entries made up to this long before its last look (transactions that committed late).
 UNSUBSCRIBE_LAG = timedelta(seconds=30)
+#: A long reply whose other parts have not come this long after a part is stored as far as it
+#: arrived; workers look for such fragments this often.
+REPLY_PARTS_WAIT = timedelta(seconds=60)
+REPLY_PARTS_SWEEP = 5.0
 
 # The statements of the hot path, built once (building them costs more than running them).
 _PARTS = MessagePart.__table__
@@ -370,6 +376,14 @@ _NUMBERS_MESSAGES = (
     .subquery()
 )
 _LAST_SENDER = sa.select(_NUMBERS_MESSAGES.c.account_id).order_by(_NUMBERS_MESSAGES.c.id.desc()).limit(1)
+_FRAGMENTS = ReplyFragment.__table__
+_FRAGMENT_KEY = (
+    _FRAGMENTS.c.sender == sa.bindparam("b_sender"),
+    _FRAGMENTS.c.destination == sa.bindparam("b_destination"),
+    _FRAGMENTS.c.reference == sa.bindparam("b_reference"),
+    _FRAGMENTS.c.total == sa.bindparam("b_total"),
+)
+_FRAGMENT_COLUMNS = (_FRAGMENTS.c.sender, _FRAGMENTS.c.destination, _FRAGMENTS.c.reference, _FRAGMENTS.c.total)
 _CARRIER_REPORTED = Prepared(
     sa.update(_MESSAGES).where(*_SENT_MESSAGE, _MESSAGES.c.reported_carrier.is_(None)).values(reported_carrier=sa.bindparam("b_carrier"))
 )
@@ -493,7 +507,8 @@ class Dispatcher:
         self._refusals: dict[str, list[int]] = {}  # message ids to refund, by reason
         self._cancelled: list[Any] = []  # messages a TD reply cancelled (marked; their money not yet given back)
         self._carrier_moves: list[tuple[int, int, date, str, str, Decimal]] = []  # (message, account, day, old, new, charge)
-        self._mo_parts: dict[tuple[str, str, int, int], tuple[float, dict[int, str]]] = {}
+        self._postgresql = self._session.get_bind().dialect.name == "postgresql"
+        self._next_fragment_sweep = 0.0
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
         self._rates: dict[int, int] = {}  # account id -> messages a second
         self._granted: dict[int, int] = {}  # account id -> starts taken from its rate in this turn, not used yet
@@ -1259,32 +1274,62 @@ class Dispatcher:
     def _reply(self, mo: MobileOriginated, now: datetime) -> None:
         text: str | None = mo.text
         if mo.concat is not None:
-            text = self._assemble(mo, time.monotonic())
+            text = self._assemble(mo, now)
             if text is None:
                 return
         self._store_reply(mo.source, mo.destination, text, now)
 
-    def _assemble(self, mo: MobileOriginated, mono: float) -> str | None:
+    def _assemble(self, mo: MobileOriginated, now: datetime) -> str | None:
+        """Keep a part of a long reply (`ReplyFragment`, in the delivery's transaction); the whole
+        reply once this part completes it, else None (a part delivered again is kept once, and
+        one of a reply already stored is dropped)."""
         assert mo.concat is not None
         reference, total, seq = mo.concat
-        key = (mo.source, mo.destination, reference, total)
-        first, pieces = self._mo_parts.get(key, (mono, {}))
-        pieces[seq] = mo.text
-        if len(pieces) < total:
-            self._mo_parts[key] = (first, pieces)
+        values = {"sender": mo.source[:24], "destination": mo.destination[:24], "reference": reference, "total": total}
+        key = {f"b_{name}": value for name, value in values.items()}
+        if self._postgresql:  # two binds' parts of one reply at once: the second sees the first's
+            name = "reply:{sender}:{destination}:{reference}:{total}".format(**values)
+            self._session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name})
+        insert = (pg_insert if self._postgresql else sqlite_insert)(_FRAGMENTS).on_conflict_do_nothing()
+        self._session.execute(insert, {**values, "seq": seq, "content": mo.text, "received_at": now, "stored": False})
+        rows = self._session.execute(
+            sa.select(_FRAGMENTS.c.seq, _FRAGMENTS.c.content, _FRAGMENTS.c.stored).where(*_FRAGMENT_KEY), key
+        ).all()
+        if len(rows) < total or any(stored for _, _, stored in rows):
             return None
-        self._mo_parts.pop(key, None)
-        return "".join(pieces[n] for n in sorted(pieces))
+        self._session.execute(sa.update(_FRAGMENTS).where(*_FRAGMENT_KEY).values(stored=True), key)
+        return "".join(content for _, content, _ in sorted(rows))
 
     def _expire_mo_parts(self, now: datetime, mono: float) -> bool:
-        """A long reply whose other parts never came is stored as far as it arrived, after a minute."""
-        stored = False
-        for key, (first, pieces) in list(self._mo_parts.items()):
-            if mono - first > 60.0:
-                del self._mo_parts[key]
+        """The fragments of replies whose first part came REPLY_PARTS_WAIT ago go; a reply still
+        incomplete is stored as far as it came (each taken by one worker: DELETE … RETURNING)."""
+        if mono < self._next_fragment_sweep:
+            return False
+        self._next_fragment_sweep = mono + REPLY_PARTS_SWEEP
+        old = (
+            sa.select(*_FRAGMENT_COLUMNS)
+            .group_by(*_FRAGMENT_COLUMNS)
+            .having(sa.func.min(_FRAGMENTS.c.received_at) < sa.bindparam("cutoff", type_=_FRAGMENTS.c.received_at.type))
+        )
+        rows = self._session.execute(
+            sa.delete(_FRAGMENTS)
+            .where(sa.tuple_(*_FRAGMENT_COLUMNS).in_(old))
+            .returning(*_FRAGMENT_COLUMNS, _FRAGMENTS.c.seq, _FRAGMENTS.c.content, _FRAGMENTS.c.stored),
+            {"cutoff": now - REPLY_PARTS_WAIT},
+        ).all()
+        replies: dict[tuple[str, str, int, int], dict[int, str]] = {}
+        stored = set()
+        for sender, destination, reference, total, seq, content, done in rows:
+            replies.setdefault((sender, destination, reference, total), {})[seq] = content
+            if done:
+                stored.add((sender, destination, reference, total))
+        for key, pieces in replies.items():
+            if key not in stored:
+                log.info(
+                    "dispatcher %s: a long reply from %s came in part (%d of %d): stored as it is", self.worker, key[0], len(pieces), key[3]
+                )
                 self._store_reply(key[0], key[1], "".join(pieces[n] for n in sorted(pieces)), now)
-                stored = True
-        return stored
+        return bool(rows)
 
     def _store_reply(self, sender: str, destination: str, text: str, now: datetime) -> None:
         """Store a reply under the account its service code names, else the account that last sent

@@ -7,13 +7,15 @@ message's first final receipt stays."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
 
+from backoffice.clock import set_clock
 from backoffice.extensions import db
-from backoffice.models import Message, MessagePart, MobileOriginated, Unsubscribe
+from backoffice.models import Message, MessagePart, MobileOriginated, ReplyFragment, Unsubscribe
 from backoffice.services.dispatcher import Dispatcher
 from dispatch.simulator import SMSCSimulator
 from dispatch.smpp_link import (
@@ -29,6 +31,7 @@ from dispatch.smpp_link import (
 from tests.backoffice import test_dispatcher
 from tests.backoffice.test_dispatcher import all_in, drive, statuses
 from tests.backoffice.test_messaging import active_sender, send
+from tests.conftest import FIXED_NOW
 
 smsc = test_dispatcher.smsc  # the dispatcher tests' fixtures: a seeded simulator, workers closed after the test
 worker = test_dispatcher.worker
@@ -137,6 +140,50 @@ def test_receipts_and_replies_an_smsc_sends_as_data_sm_are_read_and_acknowledged
     assert statuses() == {"delivered": 1, "undeliverable": 1}  # (the seed fails one: the state came through)
     assert replies() == ["退订"]
     assert db.session.scalar(sa.select(Unsubscribe.number).where(Unsubscribe.account_id == sender.account.id)) == "13800138000"
+
+
+def long_reply_part(reference: int, total: int, seq: int, text: str, destination: str) -> bytes:
+    udh = bytes((5, 0, 3, reference, total, seq))
+    return deliver_sm(ESM_UDHI, udh + text.encode("utf-16-be"), coding=8).replace(SERVICE.encode(), destination.encode())
+
+
+def test_a_long_reply_is_stored_whole_once_though_the_worker_restarted_between_its_parts(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """The parts of a long reply waited in the worker's memory: a restart lost those that had come."""
+    simulator, first = submitted(app, smsc, worker, ["13800138000"])
+    destination = simulator.received[0].source
+    taken_without_failing(first, simulator, [long_reply_part(9, 3, 3, "谢谢。", destination)])
+    taken_without_failing(first, simulator, [long_reply_part(9, 3, 2, "明天下午到店，", destination)])
+    first.close()
+    assert replies() == [] and db.session.scalar(sa.select(sa.func.count()).select_from(ReplyFragment)) == 2
+
+    second = worker(simulator, "restarted")
+    parts = [long_reply_part(9, 3, 1, "收到，", destination), long_reply_part(9, 3, 2, "明天下午到店，", destination)]
+    taken_without_failing(second, simulator, parts)  # the first part, and the second delivered again
+    assert replies() == ["收到，明天下午到店，谢谢。"]
+    taken_without_failing(second, simulator, [long_reply_part(9, 3, 3, "谢谢。", destination)])  # once more, after it was stored
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=2))
+    second._next_fragment_sweep = 0.0
+    second.run_until(lambda: db.session.scalar(sa.select(sa.func.count()).select_from(ReplyFragment)) == 0)
+    assert replies() == ["收到，明天下午到店，谢谢。"]  # the parts delivered again made no second reply
+
+
+def test_a_long_reply_whose_other_parts_never_come_is_stored_as_far_as_it_came(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    simulator, dispatcher = submitted(app, smsc, worker, ["13800138000"])
+    destination = simulator.received[0].source
+    taken_without_failing(dispatcher, simulator, [long_reply_part(7, 3, 1, "退订", destination)])
+    dispatcher._next_fragment_sweep = 0.0
+    for _ in range(3):
+        dispatcher.step(timeout=0.02)
+    assert replies() == []  # not a minute yet
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=61))
+    dispatcher._next_fragment_sweep = 0.0
+    dispatcher.run_until(lambda: replies() == ["退订"])
+    assert db.session.scalar(sa.select(Unsubscribe.number)) == "13800138000"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ReplyFragment)) == 0
 
 
 def test_odd_receipts_are_acknowledged_and_settle_nothing_they_do_not_say(
@@ -280,3 +327,36 @@ def test_two_parts_final_receipts_taken_at_once_on_two_binds_settle_the_message(
     for thread in threads:
         thread.join(30)
     assert statuses() == {"delivered": 1}
+
+
+def test_two_parts_of_a_long_reply_taken_at_once_on_two_binds_make_one_reply(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Each part's transaction must see the other's, or neither stores the reply (PostgreSQL:
+    the second waits for the first's lock on that reply)."""
+    import threading
+    import time
+
+    from backoffice.clock import utcnow
+    from dispatch.smpp_link import MobileOriginated as Reply
+
+    simulator, first = submitted(app, smsc, worker, ["13800138000"])
+    destination = simulator.received[0].source
+    second = worker(simulator, "worker-b")
+    second.start()
+
+    def take(dispatcher: Dispatcher, seq: int, text: str, hold: float) -> None:
+        dispatcher._reply(Reply("8613800138000", destination, text, 8, (5, 2, seq)), utcnow())
+        time.sleep(hold)  # not committed yet while the other bind takes its part
+        dispatcher._session.commit()
+
+    threads = [
+        threading.Thread(target=take, args=(first, 1, "好的，", 0.5)),
+        threading.Thread(target=take, args=(second, 2, "周六见。", 0.0)),
+    ]
+    threads[0].start()
+    time.sleep(0.2)
+    threads[1].start()
+    for thread in threads:
+        thread.join(30)
+    assert replies() == ["好的，周六见。"]
