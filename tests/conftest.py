@@ -4,6 +4,7 @@ session-wide signing identity (key generation is the slow part), and contract fa
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,6 +29,55 @@ def signing_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 
     identity = ensure_signing_identity(tmp_path_factory.mktemp("keys"), common_name="测试签章", organization="Test Provider")
     return identity.key_path, identity.cert_path
+
+
+# A contract's PDF (WeasyPrint, then the PAdES signature) and DOCX, by what they were made from.
+_DOCUMENTS: dict[tuple[Any, ...], bytes] = {}
+DOCUMENT_CACHE_STATS = {"rendered": 0, "reused": 0}
+
+
+@pytest.fixture(autouse=True)
+def contract_documents_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Render each distinct contract document once in the session. A test's first contract is
+    the same HTML test after test (a fresh database, the fixed clock), and rendering it cost ~0.6 s
+    of each of the hundreds of tests that issue a contract only to have an account to work with.
+    What a test gets is what the real renderer made of that very HTML; the tests of the documents
+    themselves read it back (tests/backoffice/test_issue_contract.py). A test that replaces a
+    renderer (to make it fail) replaces this too."""
+    from backoffice.services import documents
+
+    real_pdf, real_docx = documents.render_contract_pdf, documents.render_contract_docx
+
+    def once(key: tuple[Any, ...], render: Callable[[], bytes]) -> bytes:
+        if key in _DOCUMENTS:
+            DOCUMENT_CACHE_STATS["reused"] += 1
+        else:
+            if len(_DOCUMENTS) >= 256:
+                _DOCUMENTS.clear()
+            _DOCUMENTS[key] = render()
+            DOCUMENT_CACHE_STATS["rendered"] += 1
+        return _DOCUMENTS[key]
+
+    def pdf(template: Any, html: str, *, title: str, identity: Any, location: str) -> bytes:
+        key = ("pdf", template.id, hashlib.sha256(html.encode()).digest(), title, identity, location)
+        return once(key, lambda: real_pdf(template, html, title=title, identity=identity, location=location))
+
+    def docx(template: Any, html: str, *, header: str) -> bytes:
+        return once(("docx", template.id, hashlib.sha256(html.encode()).digest(), header), lambda: real_docx(template, html, header=header))
+
+    monkeypatch.setattr(documents, "render_contract_pdf", pdf)
+    monkeypatch.setattr(documents, "render_contract_docx", docx)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scrypt at a sixteenth of production's cost (N=1024, not 16384: ~2 ms, not ~37 ms a hash):
+    every contract opens logins and every web test logs staff in, a few thousand hashes a run.
+    The stored format, the check and the timing-safe path are the same; production's cost is
+    tested apart (test_invariants)."""
+    from backoffice.services import accounts
+
+    monkeypatch.setattr(accounts, "PASSWORD_HASH", "scrypt:1024:8:1")
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +239,10 @@ def smsc() -> Iterator[Callable[..., Any]]:
     yield start
     for simulator in started:
         simulator.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if DOCUMENT_CACHE_STATS["rendered"]:
+        terminalreporter.write_line(
+            f"contract documents: {DOCUMENT_CACHE_STATS['rendered']} rendered, {DOCUMENT_CACHE_STATS['reused']} reused"
+        )

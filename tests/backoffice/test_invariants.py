@@ -89,3 +89,18 @@ def test_markup_reaching_the_renderer_prints_as_text_and_fetches_nothing(app: Fl
     text = "".join(p.extract_text() or "" for p in PdfReader(pdf).pages)
     assert "<script>alert(1)</script>" in text and '<img src="http://127.0.0.1:9/x.png">' in text
     assert fetcher.refused == []  # escaped: there was nothing to fetch
+
+
+def test_passwords_are_stored_at_production_cost() -> None:
+    """The tests hash at a lower cost (conftest: cheap_password_hashes); the code as it runs
+    elsewhere hashes with scrypt at N=16384, and checks a stored hash at the cost it names."""
+    import subprocess
+    import sys
+
+    program = (
+        "from werkzeug.security import check_password_hash\n"
+        "from backoffice.services.accounts import hash_password\n"
+        "stored = hash_password('s3cret-pass'); print(stored.split('$')[0], check_password_hash(stored, 's3cret-pass'))"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    assert out.stdout.split() == ["scrypt:16384:8:1", "True"]
