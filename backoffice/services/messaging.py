@@ -1289,7 +1289,9 @@ def record_reply(
     ).all()
     matching = sorted(((len(code), account_id) for account_id, code in codes if code and destination.startswith(code)), reverse=True)
     account_id = matching[0][1] if matching else None
-    unsubscribe = is_unsubscribe(content, settings.unsubscribe_words)
+    # Only a mobile number can be on an unsubscribe list (nothing is sent to any other): a TD
+    # from a landline or a short code is stored as a reply, not marked as an unsubscribe.
+    unsubscribe = number is not None and is_unsubscribe(content, settings.unsubscribe_words)
     reply = MobileOriginated(
         account_id=account_id, sender=number or sender[:24], destination=destination[:24], content=content,
         received_at=received_at or utcnow(), smsc_message_id=smsc_message_id, unsubscribe=unsubscribe,

@@ -303,6 +303,9 @@ def test_a_chatty_reply_is_stored_but_does_not_unsubscribe(app: Flask, sender: S
     db.session.commit()
     assert not reply.unsubscribe
     assert send(sender, "13900139000").messages[0]["status"] == "queued"
+    landline = record_reply(db.session, sender="02886001234", destination="106575000123", content="TD")
+    db.session.commit()
+    assert not landline.unsubscribe  # it put nothing on the list, and says so
 
 
 def test_a_message_longer_than_the_maximum_parts_is_refused_never_cut(app: Flask, sender: Sender) -> None:
