@@ -58,10 +58,10 @@ def test_a_throttled_part_of_a_message_refunded_meanwhile_is_taken_back_not_sent
         return encode_pdu(SUBMIT_SM_RESP, sequence, b"part2\0")
 
     smsc = hostile(lambda conn: (conn.bind(), conn.serve(respond)))
-    dispatcher = make_worker(smsc, link={"throttle_backoff": 0.3, "throttle_backoff_max": 0.3})
+    dispatcher = make_worker(smsc, link={"throttle_backoff": 1.0, "throttle_backoff_max": 1.0})  # (the refusal is recorded long before)
     pump(dispatcher, lambda: statuses() == {"refunded": 1}, sender)
-    dispatcher.run_until(lambda: dispatcher.open_parts == 0, timeout=2)
-    for _ in range(30):  # 0.6 s: well past the link's backoff
+    dispatcher.run_until(lambda: dispatcher.open_parts == 0, timeout=3)
+    for _ in range(60):  # 1.2 s: past the link's backoff
         dispatcher.step(timeout=0.02)
 
     assert tries == {1: 1, 2: 1}
