@@ -1042,6 +1042,7 @@ class SmppLink:
         self._unbind_sequence = -1
         self._unbound = False
         self._rebind: str | None = None  # why this session is to be bound again once its window has answered
+        self._rebinds = 0  # sessions in a row the SMSC took for unbound: the wait before the next bind doubles
 
     # --- public --------------------------------------------------------------------------------
 
@@ -1377,7 +1378,11 @@ class SmppLink:
             return self._dispatch(now)  # garbage after what was read: the link goes (split_pdus raises)
         if self._sock is not None and self._rebind is not None and not self._outstanding:
             self._flush()  # (the deliveries' answers)
+            self._rebinds += 1
             self._lose_link(self._rebind)
+            delay = min(self.config.reconnect_backoff_max, self.config.reconnect_backoff * 2 ** (self._rebinds - 1))
+            self._reconnect_at = self._clock() + delay  # (a bind that succeeds would reset the backoff)
+            logger.error("SMPP session %d in a row taken for unbound by the SMSC: binding again in %.1f s", self._rebinds, delay)
         return self._sock is not None
 
     def _submit_answered(self, sequence: int, status: int, message_id: str, now: float) -> None:
@@ -1396,6 +1401,8 @@ class SmppLink:
                 self._paused_until = now + delay
                 logger.info("SMPP throttled (%s): pausing %.2f s", describe_status(status), delay)
             return
+        if status == ESME_ROK:
+            self._rebinds = 0
         if status == ESME_ROK and in_flight.sent_at >= self._paused_until:
             self._throttle_streak = 0
         elif status == ESME_RINVBNDSTS and self._rebind is None:

@@ -331,9 +331,11 @@ _ACCEPTED_PARTS = Prepared(
 )
 _PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid")))
 # Before reading a long message's part stats (PostgreSQL; SQLite has one writer): two parts' final
-# receipts taken at once on two binds would each miss the other's and leave the message unsettled;
-# the second now waits for the first's commit and reads its part (READ COMMITTED: a fresh snapshot).
-_LOCK_MESSAGE = Prepared(sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid")).with_for_update())
+# receipts taken at once on two binds would each miss the other's and leave the message unsettled.
+# The second finds the row locked and is delivered again (its part's receipt, recorded, is read
+# then), rather than waiting: two binds taking two long messages' receipts in opposite orders
+# would wait for each other (a deadlock, and a worker restarted).
+_LOCK_MESSAGE = Prepared(sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid")).with_for_update(skip_locked=True))
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
 _FINISHED = Prepared(  # once: a message settled stays settled
     sa.update(_MESSAGES)
@@ -566,6 +568,8 @@ class Dispatcher:
         mono = time.monotonic()
         if self._resps and self._on_wire and mono < self._resps_since + RECORD_DELAY and self.link.bound:
             return  # the rest of the window is about to answer: record them together
+        if mono >= self._next_renewal:  # (the link's wait or a callback took that long) before preparing more
+            self._renew_leases()
         with self._failure_stops():
             self._flush(mono)
         self._report()
@@ -615,8 +619,8 @@ class Dispatcher:
     # --- link callbacks (inside link.run_once) -------------------------------------------------
 
     def _provide(self, count: int) -> list[OutgoingPart]:
-        if self._stopping or self._failure is not None:
-            return []
+        if self._stopping or self._failure is not None or time.monotonic() >= self._next_renewal:
+            return []  # (a renewal due: nothing more goes out before `step` has renewed the leases)
         out: list[OutgoingPart] = []
         while self._ready and len(out) < count:
             out.append(self._ready.popleft()[0])
@@ -637,8 +641,11 @@ class Dispatcher:
             self._commit()
 
     def _wanted(self, part: OutgoingPart) -> bool:
-        """Whether the link is to try a throttled part again: not if its message was refunded
-        meanwhile (the SMSC did not take the part; its throttling is recorded, it is not sent)."""
+        """Whether the link is to try a throttled part again now: not if its message was refunded
+        meanwhile, nor while the leases are due for renewal (the SMSC did not take the part; its
+        throttling is recorded, and it goes again later unless refunded)."""
+        if time.monotonic() >= self._next_renewal:  # not before the leases are renewed: it goes back to the queue
+            return False
         work = self._works.get(part.key[0])  # type: ignore[index]
         return work is not None and work.refusal is None
 
@@ -1223,7 +1230,8 @@ class Dispatcher:
         if total == 1:
             status = message_status_of([stat])
         else:
-            _LOCK_MESSAGE.scalar(self._session, {"mid": message_id})
+            if _LOCK_MESSAGE.scalar(self._session, {"mid": message_id}) is None:
+                raise RedeliverLater(f"receipt {receipt.message_id!r}: message {message_id} is being settled by another receipt just now")
             stats = dict(_PART_STATS.rows(self._session, {"mid": message_id}))
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)
@@ -1281,24 +1289,37 @@ class Dispatcher:
 
     def _assemble(self, mo: MobileOriginated, now: datetime) -> str | None:
         """Keep a part of a long reply (`ReplyFragment`, in the delivery's transaction); the whole
-        reply once this part completes it, else None (a part delivered again is kept once, and
-        one of a reply already stored is dropped)."""
+        reply once this part completes it, else None. A part delivered again (the same text) is
+        kept once, and makes no second reply once its reply was stored."""
         assert mo.concat is not None
         reference, total, seq = mo.concat
         values = {"sender": mo.source[:24], "destination": mo.destination[:24], "reference": reference, "total": total}
         key = {f"b_{name}": value for name, value in values.items()}
-        if self._postgresql:  # two binds' parts of one reply at once: the second sees the first's
+        if self._postgresql:  # two binds' parts of one reply at once: the second comes again and sees the first's
             name = "reply:{sender}:{destination}:{reference}:{total}".format(**values)
-            self._session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name})
-        insert = (pg_insert if self._postgresql else sqlite_insert)(_FRAGMENTS).on_conflict_do_nothing()
-        self._session.execute(insert, {**values, "seq": seq, "content": mo.text, "received_at": now, "stored": False})
-        rows = self._session.execute(
-            sa.select(_FRAGMENTS.c.seq, _FRAGMENTS.c.content, _FRAGMENTS.c.stored).where(*_FRAGMENT_KEY), key
-        ).all()
-        if len(rows) < total or any(stored for _, _, stored in rows):
+            if not self._session.scalar(sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}):
+                raise RedeliverLater(f"a part of a long reply from {mo.source!r} while another part of it is being taken")
+        row = {**values, "seq": seq, "content": mo.text, "received_at": now, "stored": False}
+        insert = (pg_insert if self._postgresql else sqlite_insert)(_FRAGMENTS)
+        self._session.execute(insert.on_conflict_do_nothing(), row)  # (on SQLite, the write lock first)
+        held = {
+            n: (content, stored)
+            for n, content, stored in self._session.execute(
+                sa.select(_FRAGMENTS.c.seq, _FRAGMENTS.c.content, _FRAGMENTS.c.stored).where(*_FRAGMENT_KEY), key
+            )
+        }
+        if held[seq][0] != mo.text:
+            # Another text under a part number already held: a new reply (handsets reuse the 8-bit
+            # reference; some send 0 every time). What the earlier one left is stored first.
+            self._session.execute(sa.delete(_FRAGMENTS).where(*_FRAGMENT_KEY), key)
+            if not any(stored for _, stored in held.values()):
+                self._store_reply(mo.source, mo.destination, "".join(held[n][0] for n in sorted(held)), now)
+            self._session.execute(sa.insert(_FRAGMENTS), row)
+            held = {seq: (mo.text, False)}
+        if len(held) < total or any(stored for _, stored in held.values()):  # (stored: this part came again)
             return None
         self._session.execute(sa.update(_FRAGMENTS).where(*_FRAGMENT_KEY).values(stored=True), key)
-        return "".join(content for _, content, _ in sorted(rows))
+        return "".join(held[n][0] for n in sorted(held))
 
     def _expire_mo_parts(self, now: datetime, mono: float) -> bool:
         """The fragments of replies whose first part came REPLY_PARTS_WAIT ago go; a reply still

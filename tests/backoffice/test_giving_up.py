@@ -6,6 +6,7 @@ stops before it sends anything more, and the worker that took its messages over 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -145,3 +146,51 @@ def test_a_worker_whose_leases_ran_out_stops_before_sending_more_and_the_new_hol
     assert len(per_destination) == 40
     flagged = {"86" + db.session.get(Message, p.message_id).recipient for p in parts() if p.resent}
     assert {d for d, n in per_destination.items() if n > 1} <= flagged
+
+
+def test_a_worker_that_stalls_inside_the_links_wait_sends_nothing_more_once_its_renewal_is_due(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: the renewal ran only at the top of a turn, and a stall inside the
+    link's wait (where a worker spends its time) was followed by more parts before it."""
+    sender = active_sender(app)
+    send(sender, numbers(40))
+    smsc = hostile(
+        lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: encode_pdu(SUBMIT_SM_RESP, sequence, b"m%d\0" % n)))
+    )
+    stalled = make_worker(smsc, batch=40, link={"max_tps": 400})  # (parts wait in the worker for the rate: some are ready)
+    stalled.run_until(lambda: stalled.link.stats.submits_sent >= 3, timeout=5)
+    at_takeover: list[int] = []
+    real_meanwhile = stalled._meanwhile
+
+    def stall() -> None:  # the link calls it right before it waits for the SMSC
+        if not at_takeover and stalled._ready:
+            db.session.execute(sa.update(Message).where(Message.status.in_(CLAIMABLE)).values(claimed_by="other-worker"))
+            db.session.commit()
+            stalled._next_renewal = 0.0  # (as if the wait had outlasted a third of the lease)
+            at_takeover.append(stalled.link.stats.submits_sent)
+        real_meanwhile()
+
+    stalled._meanwhile = stall  # type: ignore[method-assign]
+    with pytest.raises(LeaseLost):
+        for _ in range(200):
+            stalled.step(timeout=0.05)
+    assert at_takeover and stalled.link.stats.submits_sent == at_takeover[0] < 40
+
+
+def test_an_smsc_that_takes_every_session_for_unbound_is_bound_again_ever_more_slowly(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: each bind reset the wait, so a worker bound again every half second for
+    as long as the SMSC answered ESME_RINVBNDSTS (nothing is refunded: the parts wait in the queue)."""
+    sender = active_sender(app)
+    send(sender, numbers(2))
+    charged = sender.balance()
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: encode_pdu(SUBMIT_SM_RESP, sequence, b"", 0x04))))
+    dispatcher = make_worker(smsc, link={"reconnect_backoff": 0.1, "reconnect_backoff_max": 30.0})
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        dispatcher.step(timeout=0.02)
+    # Binds at about 0, 0.1, 0.3, 0.7, 1.5 s (each wait twice the last); it was one every 0.1 s.
+    assert 3 <= smsc.connections <= 6
+    assert statuses() == {"queued": 2} and sender.balance() == charged

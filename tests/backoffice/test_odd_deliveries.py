@@ -6,6 +6,7 @@ message's first final receipt stays."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -295,14 +296,61 @@ def test_a_receipts_time_is_stored_as_every_other_time(
         assert raw[0] == raw[1]
 
 
+def at_once(first: tuple[Dispatcher, list[Any]], second: tuple[Dispatcher, list[Any]], *, interleaved: bool = False) -> None:
+    """Two binds' reads taken at the same time: the first's transaction stays open half a second
+    while the second takes its deliveries (`interleaved`: each takes its first delivery, then both
+    go on together, so each holds what its first took while it takes its second). What either
+    refused (to be delivered again) is then delivered again, as the SMSC does. Neither fails."""
+    import threading
+    import time
+
+    holding, _ = first
+    real_commit = holding._commit
+
+    def slow_commit() -> None:
+        time.sleep(0.5)  # not committed yet while the other bind takes its deliveries
+        real_commit()
+
+    holding._commit = slow_commit  # type: ignore[method-assign]
+    together = threading.Barrier(2)
+    for dispatcher, _ in (first, second) if interleaved else ():
+        for name in ("_receipt", "_reply"):
+            real = getattr(dispatcher, name)
+
+            def then_wait(*args: Any, real: Any = real, seen: list[int] = [0]) -> Any:  # noqa: B006 (a counter per dispatcher)
+                try:
+                    return real(*args)
+                finally:
+                    seen[0] += 1
+                    if seen[0] == 1:
+                        with contextlib.suppress(threading.BrokenBarrierError):
+                            together.wait(timeout=2)  # (SQLite: the other waits for the write lock; it breaks)
+
+            setattr(dispatcher, name, then_wait)
+    taken: dict[int, list[bool]] = {}
+    threads = [
+        threading.Thread(target=lambda n=n, d=d, b=b: taken.__setitem__(n, d._on_deliveries(b))) for n, (d, b) in enumerate((first, second))
+    ]
+    threads[0].start()
+    time.sleep(0.0 if interleaved else 0.2)
+    threads[1].start()
+    for thread in threads:
+        thread.join(30)
+    holding._commit = real_commit  # type: ignore[method-assign]
+    for dispatcher, _ in (first, second):
+        for name in ("_receipt", "_reply"):
+            dispatcher.__dict__.pop(name, None)
+    for n, (dispatcher, batch) in enumerate((first, second)):
+        assert dispatcher._failure is None, dispatcher._failure
+        again = [delivery for delivery, took in zip(batch, taken[n], strict=True) if not took]
+        assert not again or dispatcher._on_deliveries(again) == [True] * len(again)
+
+
 def test_two_parts_final_receipts_taken_at_once_on_two_binds_settle_the_message(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
     """Found by a review (PostgreSQL): each transaction missed the other's part, and the message
-    stayed submitted for ever. The second now waits for the first and reads its part."""
-    import threading
-    import time
-
+    stayed submitted for ever. The second now finds the message locked and is delivered again."""
     from dispatch.smpp_link import Receipt
 
     sender = active_sender(app)
@@ -312,32 +360,46 @@ def test_two_parts_final_receipts_taken_at_once_on_two_binds_settle_the_message(
     drive(first, all_in("submitted"), sender)
     ids = [s.message_id for s in simulator.received]
     second = worker(simulator, "worker-b")
+    second.start()
     assert len(ids) == 2
-    from backoffice.clock import utcnow
 
-    def take(dispatcher: Dispatcher, smsc_id: str, hold: float) -> None:
-        dispatcher._apply_receipt(Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000"), utcnow(), [smsc_id])
-        time.sleep(hold)  # not committed yet while the other bind takes its receipt
-        dispatcher._session.commit()
+    def receipt(smsc_id: str) -> Receipt:
+        return Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000")
 
-    threads = [threading.Thread(target=take, args=(first, ids[0], 0.5)), threading.Thread(target=take, args=(second, ids[1], 0.0))]
-    threads[0].start()
-    time.sleep(0.2)
-    threads[1].start()
-    for thread in threads:
-        thread.join(30)
+    at_once((first, [receipt(ids[0])]), (second, [receipt(ids[1])]))
     assert statuses() == {"delivered": 1}
+
+
+def test_two_long_messages_receipts_taken_in_opposite_orders_on_two_binds_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): each bind waited for the message row the other held."""
+    from dispatch.smpp_link import Receipt
+
+    sender = active_sender(app)
+    send(sender, ["13800138000", "13900139000"], "【学府教育】" + "明天上午九点开课，请准时到达教室。" * 6)
+    simulator = smsc(receipt_delay=3600)
+    first = worker(simulator, "worker-a")
+    drive(first, all_in("submitted"), sender)
+    second = worker(simulator, "worker-b")
+    second.start()
+    ids: dict[str, list[str]] = {}
+    for submit in simulator.received:
+        ids.setdefault(submit.destination, []).append(submit.message_id)
+    (m1, m2), (n1, n2) = ids.values()
+
+    def receipt(smsc_id: str) -> Receipt:
+        return Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000")
+
+    at_once((first, [receipt(m1), receipt(n1)]), (second, [receipt(n2), receipt(m2)]), interleaved=True)
+    assert statuses() == {"delivered": 2}
 
 
 def test_two_parts_of_a_long_reply_taken_at_once_on_two_binds_make_one_reply(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
     """Each part's transaction must see the other's, or neither stores the reply (PostgreSQL:
-    the second waits for the first's lock on that reply)."""
-    import threading
-    import time
-
-    from backoffice.clock import utcnow
+    the second finds the reply's lock taken and is delivered again)."""
     from dispatch.smpp_link import MobileOriginated as Reply
 
     simulator, first = submitted(app, smsc, worker, ["13800138000"])
@@ -345,18 +407,45 @@ def test_two_parts_of_a_long_reply_taken_at_once_on_two_binds_make_one_reply(
     second = worker(simulator, "worker-b")
     second.start()
 
-    def take(dispatcher: Dispatcher, seq: int, text: str, hold: float) -> None:
-        dispatcher._reply(Reply("8613800138000", destination, text, 8, (5, 2, seq)), utcnow())
-        time.sleep(hold)  # not committed yet while the other bind takes its part
-        dispatcher._session.commit()
+    def part(seq: int, text: str) -> Reply:
+        return Reply("8613800138000", destination, text, 8, (5, 2, seq))
 
-    threads = [
-        threading.Thread(target=take, args=(first, 1, "好的，", 0.5)),
-        threading.Thread(target=take, args=(second, 2, "周六见。", 0.0)),
-    ]
-    threads[0].start()
-    time.sleep(0.2)
-    threads[1].start()
-    for thread in threads:
-        thread.join(30)
+    at_once((first, [part(1, "好的，")]), (second, [part(2, "周六见。")]))
     assert replies() == ["好的，周六见。"]
+
+
+def test_two_long_replies_parts_taken_in_opposite_orders_on_two_binds_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): each bind waited for the lock of the reply the other held."""
+    from dispatch.smpp_link import MobileOriginated as Reply
+
+    simulator, first = submitted(app, smsc, worker, ["13800138000", "13900139000"])
+    destination = simulator.received[0].source
+    second = worker(simulator, "worker-b")
+    second.start()
+
+    def x(seq: int, text: str) -> Reply:
+        return Reply("8613800138000", destination, text, 8, (11, 2, seq))
+
+    def y(seq: int, text: str) -> Reply:
+        return Reply("8613900139000", destination, text, 8, (12, 2, seq))
+
+    at_once((first, [x(1, "甲一"), y(2, "乙二")]), (second, [y(1, "乙一"), x(2, "甲二")]), interleaved=True)
+    assert sorted(replies()) == ["乙一乙二", "甲一甲二"]
+
+
+def test_a_new_long_reply_under_a_reference_just_used_is_its_own_reply(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: a handset reusing its 8-bit reference within the minute lost its second
+    reply (a TD included), taken for the first one's parts delivered again."""
+    simulator, dispatcher = submitted(app, smsc, worker, ["13800138000"])
+    destination = simulator.received[0].source
+    first = [long_reply_part(5, 2, 1, "第一条，", destination), long_reply_part(5, 2, 2, "完。", destination)]
+    taken_without_failing(dispatcher, simulator, first)
+    taken_without_failing(dispatcher, simulator, [long_reply_part(5, 2, 2, "完。", destination)])  # delivered again
+    taken_without_failing(dispatcher, simulator, [long_reply_part(5, 2, 1, "退", destination)])
+    taken_without_failing(dispatcher, simulator, [long_reply_part(5, 2, 2, "订", destination)])
+    assert replies() == ["第一条，完。", "退订"]
+    assert db.session.scalar(sa.select(Unsubscribe.number)) == "13800138000"
