@@ -58,12 +58,25 @@ def contract_documents_rendered_once(monkeypatch: pytest.MonkeyPatch) -> None:
             DOCUMENT_CACHE_STATS["rendered"] += 1
         return _DOCUMENTS[key]
 
+    def files(*paths: Path) -> tuple[tuple[str, int, int], ...]:
+        """What the renderer may read besides the HTML (the templates' folder: CSS, fonts,
+        images; the signing key and certificate), by name, size and time: a change renders anew."""
+        found = []
+        for path in paths:
+            for item in [path] if path.is_file() else sorted(path.rglob("*")):
+                if item.is_file():
+                    stat = item.stat()
+                    found.append((str(item), stat.st_size, stat.st_mtime_ns))
+        return tuple(found)
+
     def pdf(template: Any, html: str, *, title: str, identity: Any, location: str) -> bytes:
-        key = ("pdf", template.id, hashlib.sha256(html.encode()).digest(), title, identity, location)
+        signer = files(identity.key_path, identity.cert_path) if identity is not None else ()
+        key = ("pdf", template.id, hashlib.sha256(html.encode()).digest(), title, location, files(template.folder.parent), signer)
         return once(key, lambda: real_pdf(template, html, title=title, identity=identity, location=location))
 
     def docx(template: Any, html: str, *, header: str) -> bytes:
-        return once(("docx", template.id, hashlib.sha256(html.encode()).digest(), header), lambda: real_docx(template, html, header=header))
+        key = ("docx", template.id, hashlib.sha256(html.encode()).digest(), header, repr(sorted(template.docx.items())))
+        return once(key, lambda: real_docx(template, html, header=header))
 
     monkeypatch.setattr(documents, "render_contract_pdf", pdf)
     monkeypatch.setattr(documents, "render_contract_docx", docx)
