@@ -1380,7 +1380,7 @@ class SmppLink:
             self._flush()  # (the deliveries' answers)
             self._rebinds += 1
             self._lose_link(self._rebind)
-            delay = min(self.config.reconnect_backoff_max, self.config.reconnect_backoff * 2 ** (self._rebinds - 1))
+            delay = min(self.config.reconnect_backoff_max, self.config.reconnect_backoff * 2 ** min(self._rebinds - 1, 30))
             self._reconnect_at = self._clock() + delay  # (a bind that succeeds would reset the backoff)
             logger.error("SMPP session %d in a row taken for unbound by the SMSC: binding again in %.1f s", self._rebinds, delay)
         return self._sock is not None
@@ -1397,7 +1397,7 @@ class SmppLink:
             heapq.heappush(self._retry, (in_flight.ordinal, in_flight.attempts, in_flight.part))
             if now >= self._paused_until:  # one step of backoff per pause, not one per part in the window
                 self._throttle_streak += 1
-                delay = min(self.config.throttle_backoff_max, self.config.throttle_backoff * 2 ** (self._throttle_streak - 1))
+                delay = min(self.config.throttle_backoff_max, self.config.throttle_backoff * 2 ** min(self._throttle_streak - 1, 30))
                 self._paused_until = now + delay
                 logger.info("SMPP throttled (%s): pausing %.2f s", describe_status(status), delay)
             return

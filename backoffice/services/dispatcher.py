@@ -331,11 +331,11 @@ _ACCEPTED_PARTS = Prepared(
 )
 _PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PARTS.c.message_id == sa.bindparam("mid")))
 # Before reading a long message's part stats (PostgreSQL; SQLite has one writer): two parts' final
-# receipts taken at once on two binds would each miss the other's and leave the message unsettled.
-# The second finds the row locked and is delivered again (its part's receipt, recorded, is read
-# then), rather than waiting: two binds taking two long messages' receipts in opposite orders
-# would wait for each other (a deadlock, and a worker restarted).
+# receipts taken at once on two binds would each miss the other's and leave the message unsettled,
+# so the second waits for the first's commit and reads its part (READ COMMITTED: a fresh snapshot).
+# It waits holding nothing (`_commit_so_far`), after the row was found taken.
 _LOCK_MESSAGE = Prepared(sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid")).with_for_update(skip_locked=True))
+_WAIT_FOR_MESSAGE = Prepared(sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid")).with_for_update())
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
 _FINISHED = Prepared(  # once: a message settled stays settled
     sa.update(_MESSAGES)
@@ -510,6 +510,8 @@ class Dispatcher:
         self._cancelled: list[Any] = []  # messages a TD reply cancelled (marked; their money not yet given back)
         self._carrier_moves: list[tuple[int, int, date, str, str, Decimal]] = []  # (message, account, day, old, new, charge)
         self._postgresql = self._session.get_bind().dialect.name == "postgresql"
+        self._batch_lines: list[LogEntry] | None = None  # the send-log lines of the delivery batch under way
+        self._ported: dict[str, tuple[int, str]] = {}  # number -> (message, carrier) a receipt reported: by _log
         self._next_fragment_sweep = 0.0
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
         self._rates: dict[int, int] = {}  # account id -> messages a second
@@ -705,15 +707,29 @@ class Dispatcher:
             lines: list[LogEntry] = []
             self._record_responses(now, lines)
             self._finish(now, lines)
+            self._batch_lines = lines
             try:
                 work(now)
             except RedeliverLater as wait:
                 later = wait
+            finally:
+                self._batch_lines = None
             self._finish(now, lines)  # what the work settled (a TD reply's held messages) is settled in its transaction
             self._log(lines, now)
             self._commit()
         if later is not None:
             raise later
+
+    def _commit_so_far(self, now: datetime) -> None:
+        """(PostgreSQL) End the delivery batch's transaction here, everything it did so far
+        settled and committed as at its end, so that the lock the worker is about to wait for is
+        the only one its transaction holds: a waiter holding nothing is in no cycle (two binds
+        taking two long messages' receipts, or two long replies' parts, in opposite orders
+        deadlocked). The batch goes on in a new transaction; the link acknowledges it at the end."""
+        lines = self._batch_lines if self._batch_lines is not None else []
+        self._finish(now, lines)
+        self._log(lines, now)
+        self._commit()
 
     @contextmanager
     def _failure_stops(self) -> Iterator[None]:
@@ -748,7 +764,7 @@ class Dispatcher:
         wrote |= self._expire_mo_parts(now, mono)
         if self._touched or self._complete:
             wrote |= self._finish(now, lines, hold=True)  # loaded complete, refused at load, validity passed; complete ones due
-        if lines or self._refusals or self._cancelled or self._carrier_moves:
+        if lines or self._refusals or self._cancelled or self._carrier_moves or self._ported:
             self._log(lines, now)
             wrote = True
         if wrote:
@@ -793,6 +809,11 @@ class Dispatcher:
         for message_id, account_id, day, old, new, charge in moves:
             if not move_usage_carrier(self._session, account_id, day, old, new, charge):
                 _usage_stays(message_id, new, day, old)
+        if self._ported:  # numbers in order: two binds' receipts for two ported numbers do not wait for each other
+            ported, self._ported = self._ported, {}
+            for number in sorted(ported):
+                message_id, carrier = ported[number]
+                record_reported_carrier(self._session, number, carrier, message_id=message_id, now=now)
         if lines:
             append_send_log(self._session, lines, at=now)
             lines.clear()
@@ -1231,7 +1252,8 @@ class Dispatcher:
             status = message_status_of([stat])
         else:
             if _LOCK_MESSAGE.scalar(self._session, {"mid": message_id}) is None:
-                raise RedeliverLater(f"receipt {receipt.message_id!r}: message {message_id} is being settled by another receipt just now")
+                self._commit_so_far(now)  # (its part's receipt included)
+                _WAIT_FOR_MESSAGE.scalar(self._session, {"mid": message_id})
             stats = dict(_PART_STATS.rows(self._session, {"mid": message_id}))
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)
@@ -1261,7 +1283,8 @@ class Dispatcher:
             return
         if row.status in CLAIMABLE and _ACCEPTED_PARTS.scalar(self._session, {"mid": message_id}) == total:
             raise _not_marked_yet(receipt, message_id)  # complete, its mark to come: the move needs it
-        record_reported_carrier(self._session, row.recipient, carrier, message_id=message_id, now=utcnow())  # its next messages start there
+        if message_id >= self._ported.get(row.recipient, (0, ""))[0]:  # its next messages start there (by _log, in number order)
+            self._ported[row.recipient] = (message_id, carrier)
         if row.status not in SENT:
             return
         # Claimed by one guarded UPDATE (settled or not), so its charge moves once: a duplicate
@@ -1295,10 +1318,12 @@ class Dispatcher:
         reference, total, seq = mo.concat
         values = {"sender": mo.source[:24], "destination": mo.destination[:24], "reference": reference, "total": total}
         key = {f"b_{name}": value for name, value in values.items()}
-        if self._postgresql:  # two binds' parts of one reply at once: the second comes again and sees the first's
-            name = "reply:{sender}:{destination}:{reference}:{total}".format(**values)
-            if not self._session.scalar(sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}):
-                raise RedeliverLater(f"a part of a long reply from {mo.source!r} while another part of it is being taken")
+        if self._postgresql:  # two binds' parts of one reply at once: the second waits for the first's, holding nothing
+            lock = sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))")
+            name = {"name": "reply:{sender}:{destination}:{reference}:{total}".format(**values)}
+            if not self._session.scalar(lock, name):
+                self._commit_so_far(now)
+                self._session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), name)
         row = {**values, "seq": seq, "content": mo.text, "received_at": now, "stored": False}
         insert = (pg_insert if self._postgresql else sqlite_insert)(_FRAGMENTS)
         self._session.execute(insert.on_conflict_do_nothing(), row)  # (on SQLite, the write lock first)

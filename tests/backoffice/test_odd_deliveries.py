@@ -449,3 +449,66 @@ def test_a_new_long_reply_under_a_reference_just_used_is_its_own_reply(
     taken_without_failing(dispatcher, simulator, [long_reply_part(5, 2, 2, "订", destination)])
     assert replies() == ["第一条，完。", "退订"]
     assert db.session.scalar(sa.select(Unsubscribe.number)) == "13800138000"
+
+
+def test_receipts_for_a_long_message_whose_row_another_transaction_holds_wait_for_it_and_settle_it(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: handing such receipts back to the SMSC left the message submitted for
+    ever if the SMSC did not deliver them again. Now the worker commits what its batch did and
+    waits for the row, holding nothing else."""
+    import threading
+    import time
+
+    from dispatch.smpp_link import Receipt
+
+    sender = active_sender(app)
+    send(sender, ["13800138000"], "【学府教育】" + "明天上午九点开课，请准时到达教室。" * 6)
+    simulator = smsc(receipt_delay=3600)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    ids = [s.message_id for s in simulator.received]
+    other = db.engine.connect()
+    holding = other.begin()
+    other.execute(sa.update(Message).values(updated_at=Message.updated_at))  # another transaction holds the row
+    releaser = threading.Timer(0.5, holding.commit)
+    releaser.start()
+    try:
+        started = time.monotonic()
+        taken = dispatcher._on_deliveries([Receipt(i, "DELIVRD", "000", f"id:{i} stat:DELIVRD err:000") for i in ids])
+        assert taken == [True, True] and time.monotonic() - started >= 0.4
+    finally:
+        releaser.join()
+        other.close()
+    assert statuses() == {"delivered": 1}
+
+
+def test_receipts_naming_the_carriers_of_two_ported_numbers_in_opposite_orders_on_two_binds_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): each bind waited for the ported number the other had written."""
+    from backoffice.models import PortedNumber
+    from dispatch.smpp_link import Receipt
+
+    sender = active_sender(app)
+    send(sender, ["13800138000", "13900139000"], "【学府教育】明天上午九点开课。")
+    send(sender, ["13800138000", "13900139000"], "【学府教育】后天上午九点开课。")
+    simulator = smsc(receipt_delay=3600)
+    first = worker(simulator, "worker-a")
+    drive(first, all_in("submitted"), sender)
+    second = worker(simulator, "worker-b")
+    second.start()
+    ids: dict[str, list[str]] = {}
+    for submit in simulator.received:
+        ids.setdefault(submit.destination, []).append(submit.message_id)
+    (a1, a2), (b1, b2) = ids.values()
+
+    def ported(smsc_id: str) -> Receipt:
+        return Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000 carrier:ctcc")
+
+    at_once((first, [ported(a1), ported(b1)]), (second, [ported(b2), ported(a2)]), interleaved=True)
+    assert statuses() == {"delivered": 4}
+    assert dict(db.session.execute(sa.select(PortedNumber.number, PortedNumber.carrier)).all()) == {
+        "13800138000": "ctcc",
+        "13900139000": "ctcc",
+    }

@@ -611,3 +611,24 @@ def test_the_link_reads_odd_pdus_as_far_as_they_go(caplog: pytest.LogCaptureFixt
     ]
     assert smsc.seen[-1][0] == UNBIND and not link.bound
     assert [r.getMessage() for r in caplog.records if r.name.startswith("smpplib")] == []
+
+
+def test_backoffs_stay_finite_however_long_the_smsc_keeps_refusing() -> None:
+    """Found by a review: 2 ** n overflowed a float after ~1,024 throttled pauses or rebinds in a
+    row (85 minutes of throttling), and the error escaped the link."""
+    from dispatch.smpp_link import ESME_RINVBNDSTS, ESME_RTHROTTLED, _InFlight
+
+    link = SmppLink(LinkConfig(port=1))
+    part = OutgoingPart(("m", 1), "10690000", "8613800138000", b"hi")
+    link._outstanding[7] = _InFlight(part, 1, 1, 0.0)
+    link._throttle_streak = 5000
+    link._submit_answered(7, ESME_RTHROTTLED, "", 100.0)
+    assert link._paused_until == 100.0 + link.config.throttle_backoff_max
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        link._sock = ours
+        link._outstanding[8] = _InFlight(part, 1, 1, 0.0)
+        link._rebinds = 5000
+        link._submit_answered(8, ESME_RINVBNDSTS, "", 100.0)
+        assert link._dispatch(100.0) is False  # bound again later
+        assert link._reconnect_at <= time.monotonic() + link.config.reconnect_backoff_max
