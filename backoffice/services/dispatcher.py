@@ -22,6 +22,11 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   reported carrier), every account it changes locked first in the order of their ids, the
   send log last; every status is one of accepted = sent + queued + refused + refunded at every
   commit.
+- Several workers (PostgreSQL): a delivery that has to wait for a lock another worker holds (a
+  long message's row, to read its parts' receipts; a long reply's lock, to see its other parts)
+  first commits what its batch did so far (`_commit_so_far`), so it waits holding nothing and is
+  in no lock cycle; rows every receipt may touch (accounts, usage, ported numbers, the send-log
+  head) are written at the end of the transaction, each kind in a fixed order.
 
 Database writes are grouped, on one connection held for the worker's life: one transaction per
 turn of the link loop records every response that arrived, refunds messages, claims more and
