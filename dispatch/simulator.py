@@ -24,7 +24,7 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -282,6 +282,9 @@ class SMSCSimulator:
         self._timers: list[tuple[float, int, _HeldResponse | _ReceiptJob | _Delivery]] = []  # (due, tie-break, what)
         self._timer_numbers = itertools.count()
         self._held: deque[_Delivery] = deque()
+        #: Bodies of replies (MO) that were unacknowledged when their connection closed, and so are
+        #: delivered again (SMPP delivers at least once: the ESME may have stored one already).
+        self.unacked_at_close: Counter[bytes] = Counter()
         self._commands: deque[tuple[Callable[[], object], threading.Event]] = deque()
         self._dirty: set[_Session] = set()
         self._submit_count = 0
@@ -385,16 +388,32 @@ class SMSCSimulator:
         delivery = self._make_receipt(message_id, stat, err, source, destination, now, now, "", origin=0)
         self._call(lambda: self._send_delivery(delivery))
 
-    def send_deliveries(self, bodies: list[bytes], *, receipts: bool = False, command: int = DELIVER_SM) -> None:
+    def send_deliveries(
+        self, bodies: list[bytes], *, receipts: bool = False, command: int = DELIVER_SM, spread: random.Random | None = None
+    ) -> None:
         """Deliver deliver_sm (or data_sm) bodies made elsewhere, as they are, in one write (tests
-        of what an odd or hostile SMSC may send: malformed headers, NULs, unknown codings …)."""
-        deliveries = [_Delivery(body, is_receipt=receipts, origin=0, command=command) for body in bodies]
+        of what an odd or hostile SMSC may send: malformed headers, NULs, unknown codings …).
+        With `spread`, each goes to a bound receiver drawn with it (parts of one reply on several binds)."""
 
         def send_all() -> None:
-            for delivery in deliveries:
-                self._send_delivery(delivery)
+            receivers = [s.id for s in self._sessions.values() if s.can_receive and not s.closing]
+            for body in bodies:
+                origin = spread.choice(receivers) if spread is not None and receivers else 0
+                self._send_delivery(_Delivery(body, is_receipt=receipts, origin=origin, command=command))
 
         self._call(send_all)
+
+    def deliveries_pending(self, *, receipts: bool = False) -> int:
+        """Replies (or receipts) not acknowledged yet: on the wire, held for a receiver, or due to be delivered again."""
+        found = [0]
+
+        def count() -> None:
+            kind = [d for s in self._sessions.values() for d in s.unacked.values()] + list(self._held)
+            kind += [t[2] for t in self._timers if isinstance(t[2], _Delivery)]
+            found[0] = sum(d.is_receipt == receipts for d in kind)
+
+        self._call(count)
+        return found[0]
 
     def drop_connections(self) -> None:
         """Reset every TCP connection at once, as a network failure would; returns when done."""
@@ -520,6 +539,7 @@ class SMSCSimulator:
             self._stats.deliveries_unacked -= len(session.unacked)
         logger.info("SMSC simulator: connection %d closed (%s)", session.id, reason)
         if redeliver and self.config.redeliver_unacked and session.unacked:
+            self.unacked_at_close.update(d.body for d in session.unacked.values() if not d.is_receipt)
             self._held.extend(session.unacked.values())
             self._drain_held()
         session.unacked.clear()
