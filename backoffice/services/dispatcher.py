@@ -24,9 +24,11 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   commit.
 - Several workers (PostgreSQL): a delivery that has to wait for a lock another worker holds (a
   long message's row, to read its parts' receipts; a long reply's lock, to see its other parts)
-  first commits what its batch did so far (`_commit_so_far`), so it waits holding nothing and is
-  in no lock cycle; rows every receipt may touch (accounts, usage, ported numbers, the send-log
-  head) are written at the end of the transaction, each kind in a fixed order.
+  first commits what its batch did so far (`_commit_so_far`), so it waits holding nothing; a TD's
+  refund of waiting messages skips rows another transaction holds (`cancel_waiting`); rows every
+  receipt may touch (accounts, usage, ported numbers, the send-log head) are written at the end
+  of the transaction, each kind in a fixed order. What remains: duplicate receipts of the same
+  parts taken on two binds in opposite orders could still wait for each other (not seen).
 
 Database writes are grouped, on one connection held for the worker's life: one transaction per
 turn of the link loop records every response that arrived, refunds messages, claims more and
@@ -707,6 +709,8 @@ class Dispatcher:
         acknowledges the deliver_sm. A failure is re-raised (the SMSC will deliver it again) and
         stops the worker after this turn: its memory may no longer match the database."""
         later = None
+        if self._failure is not None:  # (another read of the same turn, after a failure: delivered again)
+            raise self._failure
         with self._failure_stops():
             now = utcnow()
             lines: list[LogEntry] = []
@@ -745,6 +749,8 @@ class Dispatcher:
         except BaseException as exc:
             self._session.rollback()
             self._failure = exc
+            # What the transaction left to its end is gone with it: never applied by a later one.
+            self._refusals, self._cancelled, self._carrier_moves, self._ported = {}, [], [], {}
             raise
 
     # --- the turn's transaction ---------------------------------------------------------------

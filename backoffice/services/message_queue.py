@@ -194,7 +194,7 @@ def renew_leases(session: Session, message_ids: Sequence[int], *, worker: str, n
 def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason: str, pending: list[Any] | None = None) -> int:
     """Refund the account's messages to `recipient` that no worker has taken yet and no part of
     which went out (a message released after a crash with parts sent goes in full), in one
-    conditional UPDATE: a message a worker claims meanwhile is left to it. Returns how many. The platform's
+    conditional UPDATE: a message a worker claims (or holds the row of) meanwhile is left to it. Returns how many. The platform's
     free notices to the customer (charge 0) stay: they are not the customer's sends. With
     `pending`, the messages are only marked and added to it: the caller gives the money back
     (`give_back`) at the end of its transaction, with its other refunds."""
@@ -206,7 +206,11 @@ def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason:
         _M.c.charge > 0,
         ~sa.exists().where(_PARTS.c.message_id == _M.c.id),  # none of its parts went out (before a crash, say): it goes in full
     )
-    rows = _mark_refunded(session, which, reason)
+    # A row another transaction holds (a worker claiming it just now) is skipped, not waited for:
+    # the worker's own look at the list (at the claim, and every 0.1 s) refunds it. Waiting could
+    # close a lock cycle with a worker whose turn goes on to a message this transaction holds.
+    free = sa.select(_M.c.id).where(which).with_for_update(skip_locked=True)
+    rows = _mark_refunded(session, sa.and_(_M.c.id.in_(free.scalar_subquery()), which), reason)
     if pending is not None:
         pending.extend(rows)
     elif rows:

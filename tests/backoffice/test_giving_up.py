@@ -194,3 +194,28 @@ def test_an_smsc_that_takes_every_session_for_unbound_is_bound_again_ever_more_s
     # Binds at about 0, 0.1, 0.3, 0.7, 1.5 s (each wait twice the last); it was one every 0.1 s.
     assert 3 <= smsc.connections <= 6
     assert statuses() == {"queued": 2} and sender.balance() == charged
+
+
+def test_a_failed_transaction_leaves_nothing_for_a_later_one_to_apply(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: a rolled-back transaction's refunds (money moves at a transaction's end)
+    stayed pending, and a second read of the same turn could give the money back of a message
+    whose refund mark was rolled back. Its pending work goes with it, and the worker takes no
+    more deliveries (they are delivered again to its successor)."""
+    from dispatch.smpp_link import Receipt
+
+    sender = active_sender(app)
+    send(sender, numbers(1))
+    charged = sender.balance()
+    (message_id,) = db.session.scalars(sa.select(Message.id))
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: None)))
+    dispatcher = make_worker(smsc)
+    with pytest.raises(RuntimeError), dispatcher._failure_stops():
+        dispatcher._refusals = {"运营商网关拒绝": [message_id]}  # as a turn leaves them to its end
+        dispatcher._ported = {"13800138000": (message_id, "ctcc")}
+        raise RuntimeError("the database went away")
+    assert dispatcher._refusals == {} and dispatcher._ported == {} and dispatcher._cancelled == []
+    with pytest.raises(RuntimeError):
+        dispatcher._on_deliveries([Receipt("abc", "DELIVRD", "000", "id:abc stat:DELIVRD err:000")])
+    assert sender.balance() == charged and statuses() == {"queued": 1}

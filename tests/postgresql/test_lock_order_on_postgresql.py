@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from backoffice.clock import utcnow
 from backoffice.extensions import db
-from backoffice.models import Message, SubAccount
+from backoffice.models import Message, MessagePart, SubAccount
 from backoffice.services.message_queue import refund_messages_failed
 from backoffice.services.messaging import accept_messages, message_counts
 from backoffice.services.send_log import append_send_log, verify_chain
@@ -109,3 +109,61 @@ def test_a_turn_that_takes_a_td_reply_and_refunds_another_account_does_not_deadl
     for sender in (first, second):
         assert message_counts(db.session, sender.account.id).balanced
     assert verify_chain(db.session) == []
+
+
+def test_a_batch_holding_a_long_message_and_taking_a_td_does_not_deadlock_with_a_claiming_turn(app: Flask) -> None:
+    """Found by a review: a delivery batch keeps a long message's row to its end; a TD later in
+    the batch waited (cancel_waiting) for a message another worker's turn was claiming, and that
+    turn went on to refund the long message: a lock cycle. The TD now skips the claimed message."""
+    from backoffice.services.dispatcher import Dispatcher
+    from backoffice.services.message_queue import claim_due, mark_failed
+    from dispatch.smpp_link import LinkConfig, Receipt, normalise_message_id
+    from dispatch.smpp_link import MobileOriginated as MobileOriginatedPdu
+
+    first = active_sender(app, "sms_business_service")
+    td_number = numbers(1, start=13600100000)[0]
+    (long_id,) = (m["id"] for m in send(first, numbers(1, start=13900100000)).messages)
+    now = utcnow()
+    db.session.execute(sa.update(Message).where(Message.id == long_id).values(claimed_by="b", claimed_at=now))
+    smsc_id = normalise_message_id("abc123")
+    db.session.add(
+        MessagePart(message_id=long_id, seq=1, total=2, resent=False, submit_status=0, smsc_message_id=smsc_id, submitted_at=now)
+    )
+    db.session.add(MessagePart(message_id=long_id, seq=2, total=2, resent=False))
+    db.session.commit()
+    (waiting,) = (m["id"] for m in send(first, [td_number]).messages)  # queued, unclaimed: the TD cancels it
+
+    turn_b = _session()
+    assert [m.id for m in claim_due(turn_b, worker="b", limit=10, now=utcnow())] == [waiting]  # B's turn claims it
+
+    batch_a = _session()
+    dispatcher = Dispatcher(lambda: batch_a, LinkConfig(port=1), "a")
+    errors: list[BaseException] = []
+
+    def deliveries() -> None:
+        with app.app_context():
+            try:
+                dispatcher._on_deliveries(
+                    [
+                        Receipt("abc123", "DELIVRD", "000", "id:abc123 stat:DELIVRD err:000"),  # locks the long message
+                        MobileOriginatedPdu(td_number, first.account.service_code or "", "TD"),  # waits for B's claim
+                    ]
+                )
+            except BaseException as error:  # noqa: BLE001
+                errors.append(error)
+
+    thread = threading.Thread(target=deliveries)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        mark_failed(turn_b, {"运营商网关拒绝": [long_id]}, worker="b")  # B's _log: waits for A
+        turn_b.commit()
+    except BaseException as error:  # noqa: BLE001
+        turn_b.rollback()
+        errors.append(error)
+    thread.join(20)
+    turn_b.close()
+    batch_a.close()
+    assert errors == [] and dispatcher._failure is None
+    db.session.expire_all()
+    assert db.session.get(Message, waiting).status == "queued"  # left to the worker that claimed it (its own look refunds it)
