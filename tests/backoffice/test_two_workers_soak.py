@@ -7,7 +7,8 @@ reconciles the books at teardown). Written by a testing helper; run on PostgreSQ
 (tests/postgresql), where the workers' transactions really run at once.
 
 Knobs (environment) for longer runs: SOAK_MESSAGES (default 120), SOAK_ROUNDS (6), SOAK_SEED (11),
-SOAK_TIMEOUT (s, 90), SOAK_TPS (250), SOAK_DISCONNECT (every Nth submit drops the link, 131). The
+SOAK_TIMEOUT (s, 90), SOAK_TPS (250), SOAK_DISCONNECT (every Nth submit drops the link, 131),
+SOAK_RECEIPTS_AS (deliver_sm or data_sm). The
 helper's runs: 15 on PostgreSQL and 3 on SQLite of 120-600 messages and 20-40 rounds, some with
 the other core kept busy, all passing."""
 
@@ -49,6 +50,7 @@ TIMEOUT = float(os.environ.get("SOAK_TIMEOUT", "90"))
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", "6"))
 TPS = float(os.environ.get("SOAK_TPS", "250"))
 DISCONNECT = int(os.environ.get("SOAK_DISCONNECT", "131"))
+RECEIPTS_AS = os.environ.get("SOAK_RECEIPTS_AS", "deliver_sm")  # or data_sm
 SETTLED = {"delivered", "undeliverable", "refunded"}
 
 SHORT = "【蓉城会员】您的验证码是 {n}，5 分钟内有效。"
@@ -99,7 +101,14 @@ def test_two_workers_on_one_database_lose_nothing_and_send_nothing_twice_unflagg
 
     queue(MESSAGES // 6)  # the rest while the workers run
     simulator = smsc(
-        seed=SEED, receipt_delay=0.05, fail_rate=0.1, max_tps=TPS, disconnect_after=DISCONNECT, disconnect_repeat=True, keep_received=None
+        seed=SEED,
+        receipt_delay=0.05,
+        fail_rate=0.1,
+        max_tps=TPS,
+        disconnect_after=DISCONNECT,
+        disconnect_repeat=True,
+        keep_received=None,
+        receipts_as=RECEIPTS_AS,
     )
     workers = [worker(simulator, "soak-a", window=16, batch=60), worker(simulator, "soak-b", window=16, batch=60)]
     stop = threading.Event()
