@@ -282,9 +282,9 @@ class SMSCSimulator:
         self._timers: list[tuple[float, int, _HeldResponse | _ReceiptJob | _Delivery]] = []  # (due, tie-break, what)
         self._timer_numbers = itertools.count()
         self._held: deque[_Delivery] = deque()
-        #: Bodies of replies (MO) that were unacknowledged when their connection closed, and so are
-        #: delivered again (SMPP delivers at least once: the ESME may have stored one already).
-        self.unacked_at_close: Counter[bytes] = Counter()
+        # Bodies of replies (MO) that were unacknowledged when their connection closed, and so are
+        # delivered again (SMPP delivers at least once: the ESME may have stored one already).
+        self._unacked_at_close: Counter[bytes] = Counter()
         self._commands: deque[tuple[Callable[[], object], threading.Event]] = deque()
         self._dirty: set[_Session] = set()
         self._submit_count = 0
@@ -402,6 +402,13 @@ class SMSCSimulator:
                 self._send_delivery(_Delivery(body, is_receipt=receipts, origin=origin, command=command))
 
         self._call(send_all)
+
+    def replies_unacked_at_close(self) -> Counter[bytes]:
+        """Bodies of replies that were unacknowledged when their connection closed, and so were
+        delivered again (SMPP delivers at least once: the ESME may have stored one already)."""
+        found: list[Counter[bytes]] = []
+        self._call(lambda: found.append(Counter(self._unacked_at_close)))
+        return found[0]
 
     def deliveries_pending(self, *, receipts: bool = False) -> int:
         """Replies (or receipts) not acknowledged yet: on the wire, held for a receiver, or due to be delivered again."""
@@ -539,7 +546,7 @@ class SMSCSimulator:
             self._stats.deliveries_unacked -= len(session.unacked)
         logger.info("SMSC simulator: connection %d closed (%s)", session.id, reason)
         if redeliver and self.config.redeliver_unacked and session.unacked:
-            self.unacked_at_close.update(d.body for d in session.unacked.values() if not d.is_receipt)
+            self._unacked_at_close.update(d.body for d in session.unacked.values() if not d.is_receipt)
             self._held.extend(session.unacked.values())
             self._drain_held()
         session.unacked.clear()
@@ -608,7 +615,12 @@ class SMSCSimulator:
         if command_id == SUBMIT_SM:
             self._submit(session, sequence, body, now)
         elif command_id in (DELIVER_SM_RESP, DATA_SM_RESP):
-            delivery = session.unacked.pop(sequence, None)
+            delivery = session.unacked.get(sequence)
+            if delivery is not None and command_id != delivery.command | RESPONSE_BIT:
+                logger.warning("SMSC simulator: delivery %d answered with command 0x%08X, which does not answer it", sequence, command_id)
+                delivery = None  # (a real SMSC would deliver it again)
+            elif delivery is not None:
+                del session.unacked[sequence]
             if delivery is not None:
                 with self._lock:
                     self._stats.deliveries_unacked -= 1

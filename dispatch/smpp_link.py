@@ -485,7 +485,7 @@ def receipt_id_keys(message_id: str, receipt_format: str = "auto") -> tuple[tupl
     if receipt_format == "auto":
         keys = message_id_keys(message_id)
         return keys[:1], keys[1:]
-    if receipt_format == "decimal" and key.isdigit():
+    if receipt_format == "decimal" and key.isascii() and key.isdigit():  # (not "²": int() refuses it)
         return (format(int(key), "x"),), ()
     if receipt_format == "hex" and _HEX.fullmatch(key):
         return (str(int(key, 16)),), ()
@@ -1043,6 +1043,7 @@ class SmppLink:
         self._unbound = False
         self._rebind: str | None = None  # why this session is to be bound again once its window has answered
         self._rebinds = 0  # sessions in a row the SMSC took for unbound: the wait before the next bind doubles
+        self._closing = False  # close() is draining the window
 
     # --- public --------------------------------------------------------------------------------
 
@@ -1218,6 +1219,7 @@ class SmppLink:
         Parts still unanswered go to on_link_down; throttled parts still waiting for a retry go to
         on_resp with their last (throttling) status, so the caller can queue them again.
         """
+        self._closing = True  # nothing more goes out: not even a throttled part's retry
         if self._sock is not None:
             deadline = self._clock() + self.config.drain_timeout
             while self._sock is not None and self._outstanding and self._clock() < deadline:
@@ -1235,6 +1237,7 @@ class SmppLink:
         while self._retry:
             _, attempts, part = heapq.heappop(self._retry)
             self._on_resp(SubmitResult(part, ESME_RTHROTTLED, "", attempts))
+        self._closing = False
 
     def __enter__(self) -> SmppLink:
         return self
@@ -1257,7 +1260,7 @@ class SmppLink:
         Returns when sending could resume if it is held back by time (pause, rate), else None.
         """
         room = self.config.window - len(self._outstanding)
-        if room <= 0 or self._sock is None or self._rebind is not None:
+        if room <= 0 or self._sock is None or self._rebind is not None or self._closing:
             return None
         if now < self._paused_until:
             return self._paused_until

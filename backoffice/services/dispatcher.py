@@ -653,8 +653,8 @@ class Dispatcher:
         """Whether the link is to try a throttled part again now: not if its message was refunded
         meanwhile, nor while the leases are due for renewal (the SMSC did not take the part; its
         throttling is recorded, and it goes again later unless refunded)."""
-        if time.monotonic() >= self._next_renewal:  # not before the leases are renewed: it goes back to the queue
-            return False
+        if self._stopping or time.monotonic() >= self._next_renewal:  # (closing; or not before the leases are renewed)
+            return False  # it goes back to the queue
         work = self._works.get(part.key[0])  # type: ignore[index]
         return work is not None and work.refusal is None
 

@@ -512,3 +512,16 @@ def test_receipts_naming_the_carriers_of_two_ported_numbers_in_opposite_orders_o
         "13800138000": "ctcc",
         "13900139000": "ctcc",
     }
+
+
+def test_a_receipt_id_with_a_digit_that_is_not_ascii_is_unknown_not_a_crash(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: with SMSC_RECEIPT_ID_FORMAT=decimal, "12²" passed str.isdigit() and
+    int() refused it, failing the worker on every redelivery."""
+    simulator = smsc()
+    dispatcher = worker(simulator, receipt_id_format="decimal")
+    dispatcher.run_until(lambda: dispatcher.link.bound)
+    simulator.send_receipt("12\xb2", "DELIVRD")
+    dispatcher.run_until(lambda: dispatcher.stats.receipts_unknown == 1 or dispatcher._failure is not None, timeout=5)
+    assert dispatcher._failure is None

@@ -11,13 +11,22 @@ import pytest
 
 from dispatch.smpp_link import (
     BIND_TRANSCEIVER_RESP,
+    DATA_SM,
+    DATA_SM_RESP,
+    DELIVER_SM,
+    DELIVER_SM_RESP,
     ENQUIRE_LINK,
+    ESM_DELIVERY_RECEIPT,
+    ESME_RTHROTTLED,
     GENERIC_NACK,
     SUBMIT_SM_RESP,
+    TAG_RECEIPTED_MESSAGE_ID,
     LinkConfig,
     OutgoingPart,
+    ShortMessagePdu,
     SmppLink,
     cstring,
+    encode_data_sm,
     encode_pdu,
 )
 from tests.backoffice import hostile_smsc
@@ -218,3 +227,57 @@ def test_our_enquire_link_answered_oddly(hostile: Callable[..., HostileSmsc], an
         assert link.stats.binds == 1
     else:  # no answer to it: the link is taken for dead and bound again
         assert link.stats.binds >= 2
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batched"])
+def test_each_delivery_is_answered_with_its_own_response(hostile: Callable[..., HostileSmsc], batch: bool) -> None:
+    """data_sm with data_sm_resp, deliver_sm with deliver_sm_resp, readable or not (a review
+    found the simulator took either answer for either, so only a scripted SMSC can tell)."""
+    receipt = ShortMessagePdu(source_addr="8613800138000", destination_addr="10690000", esm_class=ESM_DELIVERY_RECEIPT)
+    receipt.tlvs[TAG_RECEIPTED_MESSAGE_ID] = cstring("ab12")
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        bodies = encode_pdu(DATA_SM, 50, encode_data_sm(receipt)) + encode_pdu(DATA_SM, 51, b"\0\0\0")  # the second unreadable
+        conn.send(bodies + encode_pdu(DELIVER_SM, 52, b"\0"))
+        conn.serve(lambda conn, sequence, body, n: None)
+
+    smsc = hostile(script)
+    recorder = Recorder()
+    callbacks: dict[str, Any] = (
+        {"on_deliveries": lambda deliveries: [True] * len(deliveries)} if batch else {"on_receipt": recorder.receipts.append}
+    )
+    link = SmppLink(LinkConfig(port=smsc.port, **FAST), on_link_down=recorder.link_down, **callbacks)
+
+    def answers() -> list[tuple[int, int, int]]:
+        return [(command, status, sequence) for _, command, status, sequence, _ in smsc.seen if command in (DATA_SM_RESP, DELIVER_SM_RESP)]
+
+    deadline = time.monotonic() + 3
+    while len(answers()) < 3 and time.monotonic() < deadline:
+        link.run_once(None, timeout=0.02)
+    link.close()
+    assert answers() == [(DATA_SM_RESP, 0, 50), (DATA_SM_RESP, 0, 51), (DELIVER_SM_RESP, 0, 52)]
+
+
+def test_closing_sends_no_throttled_part_again(hostile: Callable[..., HostileSmsc]) -> None:
+    """Found by a review: while close() drained the window it retried throttled parts; they now
+    go to on_resp with their throttling status, as its docstring says."""
+
+    def answer(conn: Conn, sequence: int, body: bytes, n: int) -> bytes:
+        if n == 0:
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"", ESME_RTHROTTLED)
+        if n == 1:
+            time.sleep(0.3)  # the second answered late: close() drains meanwhile
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"ok%d\0" % n)
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(answer)))
+    recorder = Recorder()
+    link = SmppLink(LinkConfig(port=smsc.port, **{**FAST, "window": 2}), on_resp=recorder.results.append, on_link_down=recorder.link_down)
+    give = feeder([sms("A"), sms("B")])
+    deadline = time.monotonic() + 3
+    while (link.waiting_retry == 0 or link.outstanding == 0) and time.monotonic() < deadline:
+        link.run_once(give, timeout=0.02)
+    assert link.waiting_retry == 1 and link.outstanding == 1
+    link.close()
+    assert len(smsc.submits) == 2
+    assert sorted((r.part.key, r.command_status) for r in recorder.results) == [("A", ESME_RTHROTTLED), ("B", 0)]
