@@ -215,16 +215,23 @@ def decode_tlvs(body: bytes, pos: int = 0) -> dict[int, bytes]:
     return tlvs
 
 
-def encode_short_message(sm: ShortMessagePdu) -> bytes:
-    """A submit_sm / deliver_sm body; more than 254 bytes must travel in message_payload."""
-    if len(sm.short_message) > 254:
-        raise ValueError("short_message longer than 254 bytes: use the message_payload TLV")
-    parts = [
+def _addresses(sm: ShortMessagePdu) -> list[bytes]:
+    """The fields submit_sm, deliver_sm and data_sm begin with: service type, source, destination."""
+    return [
         cstring(sm.service_type),
         bytes((sm.source_addr_ton, sm.source_addr_npi)),
         cstring(sm.source_addr),
         bytes((sm.dest_addr_ton, sm.dest_addr_npi)),
         cstring(sm.destination_addr),
+    ]
+
+
+def encode_short_message(sm: ShortMessagePdu) -> bytes:
+    """A submit_sm / deliver_sm body; more than 254 bytes must travel in message_payload."""
+    if len(sm.short_message) > 254:
+        raise ValueError("short_message longer than 254 bytes: use the message_payload TLV")
+    parts = [
+        *_addresses(sm),
         bytes((sm.esm_class, sm.protocol_id, sm.priority_flag)),
         cstring(sm.schedule_delivery_time),
         cstring(sm.validity_period),
@@ -242,11 +249,7 @@ def encode_data_sm(sm: ShortMessagePdu) -> bytes:
     if sm.short_message:
         tlvs[TAG_MESSAGE_PAYLOAD] = sm.short_message
     parts = [
-        cstring(sm.service_type),
-        bytes((sm.source_addr_ton, sm.source_addr_npi)),
-        cstring(sm.source_addr),
-        bytes((sm.dest_addr_ton, sm.dest_addr_npi)),
-        cstring(sm.destination_addr),
+        *_addresses(sm),
         bytes((sm.esm_class, sm.registered_delivery, sm.data_coding)),
     ]
     parts += [encode_tlv(tag, value) for tag, value in tlvs.items()]

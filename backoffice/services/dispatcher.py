@@ -341,8 +341,9 @@ _PART_STATS = Prepared(sa.select(_PARTS.c.seq, _PARTS.c.receipt_stat).where(_PAR
 # receipts taken at once on two binds would each miss the other's and leave the message unsettled,
 # so the second waits for the first's commit and reads its part (READ COMMITTED: a fresh snapshot).
 # It waits holding nothing (`_commit_so_far`), after the row was found taken.
-_LOCK_MESSAGE = Prepared(sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid")).with_for_update(skip_locked=True))
-_WAIT_FOR_MESSAGE = Prepared(sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid")).with_for_update())
+_THE_MESSAGE = sa.select(_MESSAGES.c.id).where(_MESSAGES.c.id == sa.bindparam("mid"))
+_LOCK_MESSAGE = Prepared(_THE_MESSAGE.with_for_update(skip_locked=True))
+_WAIT_FOR_MESSAGE = Prepared(_THE_MESSAGE.with_for_update())
 _SENT_MESSAGE = (_MESSAGES.c.id == sa.bindparam("mid"), sa.or_(*(_MESSAGES.c.status == status for status in SENT)))
 _FINISHED = Prepared(  # once: a message settled stays settled
     sa.update(_MESSAGES)
@@ -386,13 +387,8 @@ _NUMBERS_MESSAGES = (
 )
 _LAST_SENDER = sa.select(_NUMBERS_MESSAGES.c.account_id).order_by(_NUMBERS_MESSAGES.c.id.desc()).limit(1)
 _FRAGMENTS = ReplyFragment.__table__
-_FRAGMENT_KEY = (
-    _FRAGMENTS.c.sender == sa.bindparam("b_sender"),
-    _FRAGMENTS.c.destination == sa.bindparam("b_destination"),
-    _FRAGMENTS.c.reference == sa.bindparam("b_reference"),
-    _FRAGMENTS.c.total == sa.bindparam("b_total"),
-)
-_FRAGMENT_COLUMNS = (_FRAGMENTS.c.sender, _FRAGMENTS.c.destination, _FRAGMENTS.c.reference, _FRAGMENTS.c.total)
+_FRAGMENT_COLUMNS = (_FRAGMENTS.c.sender, _FRAGMENTS.c.destination, _FRAGMENTS.c.reference, _FRAGMENTS.c.total)  # a reply's key
+_FRAGMENT_KEY = tuple(column == sa.bindparam(f"b_{column.name}") for column in _FRAGMENT_COLUMNS)
 _CARRIER_REPORTED = Prepared(
     sa.update(_MESSAGES).where(*_SENT_MESSAGE, _MESSAGES.c.reported_carrier.is_(None)).values(reported_carrier=sa.bindparam("b_carrier"))
 )
@@ -643,11 +639,7 @@ class Dispatcher:
         if not self._complete or self._stopping or self._failure is not None:
             return
         with self._failure_stops():
-            now = utcnow()
-            lines: list[LogEntry] = []
-            self._finish(now, lines)
-            self._log(lines, now)
-            self._commit()
+            self._end_transaction(utcnow(), [])
 
     def _wanted(self, part: OutgoingPart) -> bool:
         """Whether the link is to try a throttled part again now: not if its message was refunded
@@ -723,9 +715,7 @@ class Dispatcher:
                 later = wait
             finally:
                 self._batch_lines = None
-            self._finish(now, lines)  # what the work settled (a TD reply's held messages) is settled in its transaction
-            self._log(lines, now)
-            self._commit()
+            self._end_transaction(now, lines)  # what the work settled (a TD reply's held messages) is settled in its transaction
         if later is not None:
             raise later
 
@@ -735,7 +725,10 @@ class Dispatcher:
         the only one its transaction holds: a waiter holding nothing is in no cycle (two binds
         taking two long messages' receipts, or two long replies' parts, in opposite orders
         deadlocked). The batch goes on in a new transaction; the link acknowledges it at the end."""
-        lines = self._batch_lines if self._batch_lines is not None else []
+        self._end_transaction(now, self._batch_lines if self._batch_lines is not None else [])
+
+    def _end_transaction(self, now: datetime, lines: list[LogEntry]) -> None:
+        """Settle what the transaction completed or refused, write its money and send-log lines, commit."""
         self._finish(now, lines)
         self._log(lines, now)
         self._commit()

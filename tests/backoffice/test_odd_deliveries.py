@@ -346,38 +346,17 @@ def at_once(first: tuple[Dispatcher, list[Any]], second: tuple[Dispatcher, list[
         assert not again or dispatcher._on_deliveries(again) == [True] * len(again)
 
 
-def test_two_parts_final_receipts_taken_at_once_on_two_binds_settle_the_message(
-    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
-) -> None:
-    """Found by a review (PostgreSQL): each transaction missed the other's part, and the message
-    stayed submitted for ever. The second now finds the message locked and is delivered again."""
-    from dispatch.smpp_link import Receipt
+LONG = "【学府教育】" + "明天上午九点开课，请准时到达教室。" * 6  # two parts
 
+
+def submitted_on_two_binds(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], sends: list[tuple[list[str], str]]
+) -> tuple[Dispatcher, Dispatcher, list[list[str]]]:
+    """Each (recipients, content) sent and submitted by one worker, a second worker bound to the
+    same SMSC; the SMSC ids of each recipient's parts (their receipts are the test's to send)."""
     sender = active_sender(app)
-    send(sender, ["13800138000"], "【学府教育】" + "明天上午九点开课，请准时到达教室。" * 6)
-    simulator = smsc(receipt_delay=3600)
-    first = worker(simulator, "worker-a")
-    drive(first, all_in("submitted"), sender)
-    ids = [s.message_id for s in simulator.received]
-    second = worker(simulator, "worker-b")
-    second.start()
-    assert len(ids) == 2
-
-    def receipt(smsc_id: str) -> Receipt:
-        return Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000")
-
-    at_once((first, [receipt(ids[0])]), (second, [receipt(ids[1])]))
-    assert statuses() == {"delivered": 1}
-
-
-def test_two_long_messages_receipts_taken_in_opposite_orders_on_two_binds_do_not_deadlock(
-    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
-) -> None:
-    """Found by a review (PostgreSQL): each bind waited for the message row the other held."""
-    from dispatch.smpp_link import Receipt
-
-    sender = active_sender(app)
-    send(sender, ["13800138000", "13900139000"], "【学府教育】" + "明天上午九点开课，请准时到达教室。" * 6)
+    for recipients, content in sends:
+        send(sender, recipients, content)
     simulator = smsc(receipt_delay=3600)
     first = worker(simulator, "worker-a")
     drive(first, all_in("submitted"), sender)
@@ -386,12 +365,32 @@ def test_two_long_messages_receipts_taken_in_opposite_orders_on_two_binds_do_not
     ids: dict[str, list[str]] = {}
     for submit in simulator.received:
         ids.setdefault(submit.destination, []).append(submit.message_id)
-    (m1, m2), (n1, n2) = ids.values()
+    return first, second, list(ids.values())
 
-    def receipt(smsc_id: str) -> Receipt:
-        return Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000")
 
-    at_once((first, [receipt(m1), receipt(n1)]), (second, [receipt(n2), receipt(m2)]), interleaved=True)
+def delivered(smsc_id: str, extra: str = "") -> Any:
+    from dispatch.smpp_link import Receipt
+
+    return Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000{extra}")
+
+
+def test_two_parts_final_receipts_taken_at_once_on_two_binds_settle_the_message(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): each transaction missed the other's part, and the message
+    stayed submitted for ever. The second now waits for the first's commit and reads its part."""
+    first, second, (ids,) = submitted_on_two_binds(app, smsc, worker, [(["13800138000"], LONG)])
+    assert len(ids) == 2
+    at_once((first, [delivered(ids[0])]), (second, [delivered(ids[1])]))
+    assert statuses() == {"delivered": 1}
+
+
+def test_two_long_messages_receipts_taken_in_opposite_orders_on_two_binds_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): each bind waited for the message row the other held."""
+    first, second, ((m1, m2), (n1, n2)) = submitted_on_two_binds(app, smsc, worker, [(["13800138000", "13900139000"], LONG)])
+    at_once((first, [delivered(m1), delivered(n1)]), (second, [delivered(n2), delivered(m2)]), interleaved=True)
     assert statuses() == {"delivered": 2}
 
 
@@ -460,10 +459,8 @@ def test_receipts_for_a_long_message_whose_row_another_transaction_holds_wait_fo
     import threading
     import time
 
-    from dispatch.smpp_link import Receipt
-
     sender = active_sender(app)
-    send(sender, ["13800138000"], "【学府教育】" + "明天上午九点开课，请准时到达教室。" * 6)
+    send(sender, ["13800138000"], LONG)
     simulator = smsc(receipt_delay=3600)
     dispatcher = worker(simulator)
     drive(dispatcher, all_in("submitted"), sender)
@@ -475,7 +472,7 @@ def test_receipts_for_a_long_message_whose_row_another_transaction_holds_wait_fo
     releaser.start()
     try:
         started = time.monotonic()
-        taken = dispatcher._on_deliveries([Receipt(i, "DELIVRD", "000", f"id:{i} stat:DELIVRD err:000") for i in ids])
+        taken = dispatcher._on_deliveries([delivered(i) for i in ids])
         assert taken == [True, True] and time.monotonic() - started >= 0.4
     finally:
         releaser.join()
@@ -488,25 +485,14 @@ def test_receipts_naming_the_carriers_of_two_ported_numbers_in_opposite_orders_o
 ) -> None:
     """Found by a review (PostgreSQL): each bind waited for the ported number the other had written."""
     from backoffice.models import PortedNumber
-    from dispatch.smpp_link import Receipt
 
-    sender = active_sender(app)
-    send(sender, ["13800138000", "13900139000"], "【学府教育】明天上午九点开课。")
-    send(sender, ["13800138000", "13900139000"], "【学府教育】后天上午九点开课。")
-    simulator = smsc(receipt_delay=3600)
-    first = worker(simulator, "worker-a")
-    drive(first, all_in("submitted"), sender)
-    second = worker(simulator, "worker-b")
-    second.start()
-    ids: dict[str, list[str]] = {}
-    for submit in simulator.received:
-        ids.setdefault(submit.destination, []).append(submit.message_id)
-    (a1, a2), (b1, b2) = ids.values()
-
-    def ported(smsc_id: str) -> Receipt:
-        return Receipt(smsc_id, "DELIVRD", "000", f"id:{smsc_id} stat:DELIVRD err:000 carrier:ctcc")
-
-    at_once((first, [ported(a1), ported(b1)]), (second, [ported(b2), ported(a2)]), interleaved=True)
+    numbers = ["13800138000", "13900139000"]
+    sends = [(numbers, "【学府教育】明天上午九点开课。"), (numbers, "【学府教育】后天上午九点开课。")]
+    first, second, ((a1, a2), (b1, b2)) = submitted_on_two_binds(app, smsc, worker, sends)
+    ported = " carrier:ctcc"
+    at_once(
+        (first, [delivered(a1, ported), delivered(b1, ported)]), (second, [delivered(b2, ported), delivered(a2, ported)]), interleaved=True
+    )
     assert statuses() == {"delivered": 4}
     assert dict(db.session.execute(sa.select(PortedNumber.number, PortedNumber.carrier)).all()) == {
         "13800138000": "ctcc",
