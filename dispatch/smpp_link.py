@@ -484,10 +484,10 @@ def receipt_id_keys(message_id: str, receipt_format: str = "auto") -> tuple[tupl
     its other readings, which are guesses: with dense numeric ids one of them can be another
     message's id (decimal "291" is hex "123"), so a caller tries them only once the receipt's own
     submit_sm_resp cannot still be on its way."""
-    key = normalise_message_id(message_id)
     if receipt_format == "auto":
         keys = message_id_keys(message_id)
         return keys[:1], keys[1:]
+    key = normalise_message_id(message_id)
     if receipt_format == "decimal" and key.isascii() and key.isdigit():  # (not "²": int() refuses it)
         return (format(int(key), "x"),), ()
     if receipt_format == "hex" and _HEX.fullmatch(key):
