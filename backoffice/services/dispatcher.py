@@ -514,6 +514,7 @@ class Dispatcher:
         self._carrier_moves: list[tuple[int, int, date, str, str, Decimal]] = []  # (message, account, day, old, new, charge)
         self._postgresql = self._session.get_bind().dialect.name == "postgresql"
         self._batch_lines: list[LogEntry] | None = None  # the send-log lines of the delivery batch under way
+        self._holds_message = False  # (PostgreSQL) the batch's transaction holds a long message's row: see _on_deliveries
         self._ported: dict[str, tuple[int, str]] = {}  # number -> (message, carrier) a receipt reported: by _log
         self._next_fragment_sweep = 0.0
         self._accounts: dict[int, tuple[str, str | None]] = {}  # id -> (code, service_code)
@@ -665,12 +666,27 @@ class Dispatcher:
 
     def _on_deliveries(self, deliveries: list[Receipt | MobileOriginated]) -> list[bool]:
         """The receipts and replies of one read of the link, in one transaction committed before
-        the link acknowledges them; one the SMSC is to deliver again (RedeliverLater) is refused alone."""
-        taken: list[bool] = []
+        the link acknowledges them; one the SMSC is to deliver again (RedeliverLater) is refused alone.
+
+        Receipts are taken in the order of their ids, then replies as they came: every bind locks
+        the parts it updates in one order (PostgreSQL: an SMSC delivering the same receipts again
+        on another bind, in another order, had each bind wait for the row the other held). A
+        part's own receipts keep their order. A long message's row, locked to read its parts'
+        receipts (`_apply_receipt`), is let go before the next delivery: the batch would otherwise
+        hold it while waiting for a row another worker's transaction holds (a message it is
+        marking), and that transaction could come to the long message next."""
+        taken = [True] * len(deliveries)
+
+        def order(n: int) -> tuple[int, str, int]:
+            delivery = deliveries[n]
+            return (0, normalise_message_id(delivery.message_id), n) if isinstance(delivery, Receipt) else (1, "", n)
 
         def work(now: datetime) -> None:
             mono = time.monotonic()
-            for delivery in deliveries:
+            for n in sorted(range(len(deliveries)), key=order):
+                delivery = deliveries[n]
+                if self._holds_message:  # let it go before anything can wait: a waiter holding it closed a circle
+                    self._commit_so_far(now)
                 try:
                     if isinstance(delivery, Receipt):
                         self._receipt(delivery, now, mono)
@@ -679,9 +695,7 @@ class Dispatcher:
                         self._reply(delivery, now)
                 except RedeliverLater as wait:
                     log.info("dispatcher %s: %s", self.worker, wait)
-                    taken.append(False)
-                else:
-                    taken.append(True)
+                    taken[n] = False
 
         self._guarded(work)
         return taken
@@ -741,6 +755,7 @@ class Dispatcher:
             yield
         except BaseException as exc:
             self._session.rollback()
+            self._holds_message = False
             self._failure = exc
             # What the transaction left to its end is gone with it: never applied by a later one.
             self._refusals, self._cancelled, self._carrier_moves, self._ported = {}, [], [], {}
@@ -793,6 +808,7 @@ class Dispatcher:
 
     def _commit(self) -> None:
         self._session.commit()
+        self._holds_message = False
         self.stats.commits += 1
 
     def _log(self, lines: list[LogEntry], now: datetime) -> None:
@@ -1258,6 +1274,7 @@ class Dispatcher:
             if _LOCK_MESSAGE.scalar(self._session, {"mid": message_id}) is None:
                 self._commit_so_far(now)  # (its part's receipt included)
                 _WAIT_FOR_MESSAGE.scalar(self._session, {"mid": message_id})
+            self._holds_message = self._postgresql
             stats = dict(_PART_STATS.rows(self._session, {"mid": message_id}))
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
         carrier = reported_carrier(receipt.raw)

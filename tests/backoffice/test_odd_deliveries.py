@@ -394,6 +394,17 @@ def test_two_long_messages_receipts_taken_in_opposite_orders_on_two_binds_do_not
     assert statuses() == {"delivered": 2}
 
 
+def test_duplicate_receipts_taken_in_opposite_orders_on_two_binds_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): an SMSC delivering the same receipts again on another bind,
+    in another order, had each bind wait for the part row the other held. A batch now takes its
+    receipts in the order of their ids, so every bind locks parts in one order."""
+    first, second, ((a,), (b,)) = submitted_on_two_binds(app, smsc, worker, [(["13800138000", "13900139000"], "【学府教育】明天开课。")])
+    at_once((first, [delivered(a), delivered(b)]), (second, [delivered(b), delivered(a)]), interleaved=True)
+    assert statuses() == {"delivered": 2}
+
+
 def test_two_parts_of_a_long_reply_taken_at_once_on_two_binds_make_one_reply(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
@@ -478,6 +489,48 @@ def test_receipts_for_a_long_message_whose_row_another_transaction_holds_wait_fo
         releaser.join()
         other.close()
     assert statuses() == {"delivered": 1}
+
+
+def test_a_batch_that_settled_a_long_message_does_not_hold_its_row_while_it_waits_for_another(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): a batch kept a long message's row locked to its end, so a
+    later receipt that waited for a row another transaction held (another worker marking
+    messages, here N) closed a circle when that transaction came to the long message's row (M)."""
+    import threading
+    import time
+
+    from dispatch.smpp_link import normalise_message_id
+
+    sender = active_sender(app)
+    send(sender, ["13800138000"], LONG)
+    send(sender, ["13900139000"], "【学府教育】明天开课。")
+    simulator = smsc(receipt_delay=3600)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    by_number: dict[str, list[str]] = {}
+    for submit in simulator.received:
+        by_number.setdefault(submit.destination, []).append(submit.message_id)
+    (m1, m2), (n,) = by_number.values()
+    assert max(map(normalise_message_id, (m1, m2))) < normalise_message_id(n)  # the batch takes M before N
+    ids = dict(db.session.execute(sa.select(Message.recipient, Message.id)).all())
+    db.session.commit()
+    other = db.engine.connect()
+    holding = other.begin()
+    other.execute(sa.update(Message).where(Message.id == ids["13900139000"]).values(updated_at=Message.updated_at))  # N
+    taken: list[list[bool]] = []
+    batch = threading.Thread(target=lambda: taken.append(dispatcher._on_deliveries([delivered(n), delivered(m2), delivered(m1)])))
+    batch.start()
+    try:
+        time.sleep(0.5)  # the batch has settled M and waits for N
+        other.execute(sa.update(Message).where(Message.id == ids["13800138000"]).values(updated_at=Message.updated_at))  # then M
+        holding.commit()
+    finally:
+        batch.join(30)
+        other.close()
+    assert dispatcher._failure is None, dispatcher._failure
+    assert taken == [[True, True, True]]
+    assert statuses() == {"delivered": 2}
 
 
 def test_receipts_naming_the_carriers_of_two_ported_numbers_in_opposite_orders_on_two_binds_do_not_deadlock(
