@@ -1,4 +1,4 @@
-"""Administration: the outbox of notifications (what was sent, written to the outbox folder,
+"""Administration: the health of the message path (queue, dispatcher workers, problems); the outbox of notifications (what was sent, written to the outbox folder,
 is waiting or failed), with the written e-mails readable and failed ones sent again; the
 forbidden keyword list; each account's sending settings (rate, signature, blacklist); the
 provider's identity and seal each template's contracts print."""
@@ -22,6 +22,7 @@ from backoffice.models.staff import ROLES
 from backoffice.services import provider as provider_service
 from backoffice.services import sending_settings as settings_service
 from backoffice.services.accounts import get_account, new_password
+from backoffice.services.dispatch_status import DispatchThresholds, dispatch_status
 from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
 from backoffice.services.messaging import add_keywords, remove_keywords
 from backoffice.services.notifications import requeue
@@ -64,6 +65,20 @@ def outbox_retry(note_id: int) -> Any:
         db.session.rollback()
         flash(error.message, "error")
     return redirect(url_for("admin.outbox"))
+
+
+# --- the message path's health ----------------------------------------------------------------
+
+
+@bp.route("/dispatch")
+@roles_required("admin")
+def dispatch() -> Any:
+    """The queue, each dispatcher worker as it last said it was, and what needs someone."""
+    config = current_app.config
+    status = dispatch_status(
+        db.session, thresholds=DispatchThresholds.from_config(config), lease_seconds=int(config.get("DISPATCH_LEASE_SECONDS", 300))
+    )
+    return render_template("admin/dispatch.html", status=status)
 
 
 # --- forbidden keywords ---------------------------------------------------------------------------

@@ -157,6 +157,34 @@ def verify_log(as_json: bool) -> None:
     sys.exit(1 if problems else 0)
 
 
+@dispatch_cli.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def dispatch_status_command(as_json: bool) -> None:
+    """The queue, each worker as it last said it was, and the problems that need someone (the
+    operations page's figures); exit 1 if there is a problem, for a monitoring system to call."""
+    from flask import current_app
+
+    from backoffice.services.dispatch_status import DispatchThresholds, dispatch_status
+
+    config = current_app.config
+    status = dispatch_status(
+        db.session, thresholds=DispatchThresholds.from_config(config), lease_seconds=int(config.get("DISPATCH_LEASE_SECONDS", 300))
+    )
+    db.session.rollback()
+    lines = [
+        f"待发 {status.due} 条，发送中 {status.held} 条，定时/稍后 {status.later} 条，待回执 {status.awaiting_receipt} 条"
+        + (f"；最早的待发短信已等待 {status.oldest_due_minutes} 分钟" if status.oldest_due_minutes is not None else ""),
+    ]
+    for worker in status.workers:
+        row = worker.row
+        link = "已绑定" if row.bound else f"未绑定（{worker.down_seconds} 秒）"
+        state = {"running": "运行中" if worker.alive else "无消息", "stopped": "已停止", "failed": "出错停止"}.get(row.state, row.state)
+        lines.append(f"发送进程 {row.name}（{row.host}，进程号 {row.pid}）：{state}，{link}，{worker.silent_seconds} 秒前，{row.smsc}")
+    lines += [f"问题：{problem}" for problem in status.problems] or ["正常"]
+    _emit(status.as_dict(), as_json, "\n".join(lines))
+    sys.exit(0 if status.healthy else 1)
+
+
 def _local_day(value: str, field: str) -> datetime:
     """A day of the log (YYYY-MM-DD, Beijing) as the start of that day, or a refusal naming the option."""
     try:

@@ -57,6 +57,10 @@ class Config:
         # PostgreSQL: how the worker's and the API intake's commits wait for the disk (README)
         self.DISPATCH_PG_SYNCHRONOUS_COMMIT = env.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", "off")
         self.INTAKE_PG_SYNCHRONOUS_COMMIT = env.get("INTAKE_PG_SYNCHRONOUS_COMMIT", "off")
+        # When the operations page and `dispatch status` call something a problem (README)
+        self.DISPATCH_ALERT_SILENT_SECONDS = int(env.get("DISPATCH_ALERT_SILENT_SECONDS", "60"))
+        self.DISPATCH_ALERT_LINK_DOWN_SECONDS = int(env.get("DISPATCH_ALERT_LINK_DOWN_SECONDS", "120"))
+        self.DISPATCH_ALERT_QUEUE_MINUTES = int(env.get("DISPATCH_ALERT_QUEUE_MINUTES", "10"))
         self.NOTICE_SMS_SIGNATURE = env.get("NOTICE_SMS_SIGNATURE", "短信平台")
         # Status reports list a change once it is this old: a change stamped before its transaction
         # committed (a turn waiting for the write lock) is never behind a client's cursor.

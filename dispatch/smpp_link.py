@@ -1047,6 +1047,8 @@ class SmppLink:
         self._rebind: str | None = None  # why this session is to be bound again once its window has answered
         self._rebinds = 0  # sessions in a row the SMSC took for unbound: the wait before the next bind doubles
         self._closing = False  # close() is draining the window
+        self.problem: str | None = None  # the latest thing that went wrong with the link (for the operations page)
+        self.problems = 0  # how many went wrong: a caller tells a new one by this count
 
     # --- public --------------------------------------------------------------------------------
 
@@ -1054,6 +1056,20 @@ class SmppLink:
     def bound(self) -> bool:
         """Connected and bound."""
         return self._sock is not None
+
+    @property
+    def rebinds_in_a_row(self) -> int:
+        """Sessions in a row the SMSC took for unbound (ESME_RINVBNDSTS); 0 after an accepted submit."""
+        return self._rebinds
+
+    @property
+    def throttled_in_a_row(self) -> int:
+        """Throttled pauses in a row; 0 after a submit accepted outside a pause."""
+        return self._throttle_streak
+
+    def _note_problem(self, text: str) -> None:
+        self.problem = text
+        self.problems += 1
 
     @property
     def outstanding(self) -> int:
@@ -1140,10 +1156,12 @@ class SmppLink:
                 return
             try:
                 self.connect()
-            except BindRefused:
+            except BindRefused as refused:
+                self._note_problem(str(refused))
                 self._schedule_reconnect(self._clock(), self.config.reconnect_backoff_max)
                 raise
             except (OSError, PduError) as exc:
+                self._note_problem(f"connect to {self.config.host}:{self.config.port} failed: {exc}")
                 logger.warning("SMPP connect to %s:%s failed: %s", self.config.host, self.config.port, exc)
                 self._schedule_reconnect(self._clock(), self._reconnect_delay)
                 return
@@ -1389,6 +1407,7 @@ class SmppLink:
             delay = min(self.config.reconnect_backoff_max, self.config.reconnect_backoff * 2 ** min(self._rebinds - 1, 30))
             self._reconnect_at = self._clock() + delay  # (a bind that succeeds would reset the backoff)
             logger.error("SMPP session %d in a row taken for unbound by the SMSC: binding again in %.1f s", self._rebinds, delay)
+            self._note_problem(f"session {self._rebinds} in a row taken for unbound by the SMSC (ESME_RINVBNDSTS)")
         return self._sock is not None
 
     def _submit_answered(self, sequence: int, status: int, message_id: str, now: float) -> None:
@@ -1509,6 +1528,7 @@ class SmppLink:
         self.stats.lost_in_flight += len(in_flight)
         now = self._clock()
         if reconnect:
+            self._note_problem(f"link down: {reason}")
             self._schedule_reconnect(now, self._reconnect_delay)
             logger.warning(
                 "SMPP link down (%s), %d parts in flight; reconnecting in %.2f s", reason, len(in_flight), self._reconnect_at - now

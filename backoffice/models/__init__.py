@@ -15,6 +15,7 @@ from backoffice.models.ledger import LedgerEvent
 from backoffice.models.messaging import (
     ApiKey,
     DispatchRate,
+    DispatchWorker,
     ForbiddenKeyword,
     Message,
     MessagePart,
@@ -54,6 +55,7 @@ __all__ = [
     "SendLog",
     "SendLogHead",
     "DispatchRate",
+    "DispatchWorker",
     "SendRate",
     "SendRequest",
     "StaffUser",

@@ -338,3 +338,27 @@ class SendRate(Base):
 
     account_id: Mapped[int] = mapped_column(sa.ForeignKey("enterprise_accounts.id"), primary_key=True, autoincrement=False)
     tat_us: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class DispatchWorker(Base):
+    """A dispatcher worker as it last said it was (`Dispatcher._heartbeat`, every few seconds):
+    what the operations page and `dispatch status` read to tell a stopped worker, a link that
+    stays down or an SMSC that keeps refusing from a working one."""
+
+    __tablename__ = "dispatch_workers"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(128))
+    pid: Mapped[int] = mapped_column()
+    smsc: Mapped[str] = mapped_column(sa.String(200))  # host:port, system id, bind mode
+    state: Mapped[str] = mapped_column(sa.String(16))  # running / stopped / failed
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    bound: Mapped[bool] = mapped_column(default=False)
+    down_since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # not bound since (None while bound)
+    problem: Mapped[str | None] = mapped_column(sa.Text)  # the latest thing that went wrong with the link or the worker
+    problem_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rebinds: Mapped[int] = mapped_column(default=0)  # sessions in a row the SMSC took for unbound
+    throttled_pauses: Mapped[int] = mapped_column(default=0)  # throttled pauses in a row
+    held: Mapped[int] = mapped_column(default=0)  # messages the worker holds (claimed, not yet submitted)
+    counters: Mapped[dict[str, int]] = mapped_column(sa.JSON, default=dict)  # DispatchStats since it started

@@ -51,13 +51,15 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import re
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -68,7 +70,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from backoffice.clock import local_today, utcnow
-from backoffice.models import EnterpriseAccount, Message, MessagePart, Notification, ReplyFragment, SendRequest, SubAccount, Unsubscribe
+from backoffice.models import (
+    DispatchWorker,
+    EnterpriseAccount,
+    Message,
+    MessagePart,
+    Notification,
+    ReplyFragment,
+    SendRequest,
+    SubAccount,
+    Unsubscribe,
+)
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import lock_accounts
@@ -287,6 +299,8 @@ UNSUBSCRIBE_POLL = 0.1
 UNSUBSCRIBE_LAG = timedelta(seconds=30)
 #: A long reply whose other parts have not come this long after a part is stored as far as it
 #: arrived; workers look for such fragments this often.
+#: Seconds between the worker's rows in `dispatch_workers` (the operations page, `dispatch status`).
+HEARTBEAT = 10.0
 REPLY_PARTS_WAIT = timedelta(seconds=60)
 REPLY_PARTS_SWEEP = 5.0
 
@@ -366,6 +380,7 @@ _CARRIER_OF = sa.select(
     _MESSAGES.c.charged_on,
 ).where(_MESSAGES.c.id == sa.bindparam("mid"))
 _UNSUBSCRIBES = Unsubscribe.__table__
+_WORKERS = DispatchWorker.__table__
 # Entries by when they were made, looking back UNSUBSCRIBE_LAG: on PostgreSQL ids are taken when a
 # row is inserted and transactions commit in any order, so "ids above the last seen" could skip a
 # row a slower transaction commits later.
@@ -536,6 +551,10 @@ class Dispatcher:
         self._next_unsubscribe_poll = 0.0
         self._next_renewal = time.monotonic() + settings.lease_seconds / 3
         self._next_report = time.monotonic() + 60.0
+        self._next_heartbeat = 0.0
+        self._started_at = utcnow()
+        self._down_since: datetime | None = self._started_at  # not bound since (None while bound)
+        self._problems_seen = 0  # link.problems when the last heartbeat was written
         self._started = False
 
     # --- public -----------------------------------------------------------------------------
@@ -555,6 +574,7 @@ class Dispatcher:
         if released:
             log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
         self._started = True
+        self._heartbeat()
 
     def step(self, timeout: float | None = None) -> None:
         """One turn: let the link send, wait and read (up to `timeout`), then one transaction."""
@@ -579,6 +599,8 @@ class Dispatcher:
         with self._failure_stops():
             self._flush(mono)
         self._report()
+        if mono >= self._next_heartbeat:
+            self._heartbeat()
 
     def run(self, stop: threading.Event) -> None:
         """Work until `stop` is set, then drain the window, record everything and release the rest."""
@@ -611,6 +633,8 @@ class Dispatcher:
                 self.link.__exit__(type(self._failure), self._failure, None)
         finally:
             try:
+                if self._started:
+                    self._last_heartbeat()
                 self._session.close()
             finally:
                 self._dispose()
@@ -658,6 +682,8 @@ class Dispatcher:
         self._resps.append(result)
 
     def _on_link_down(self, parts: list[OutgoingPart], reason: str) -> None:
+        if self._down_since is None:
+            self._down_since = utcnow()
         self.stats.links_down += 1
         self._on_wire -= len(parts)
         self._lost.extend(parts)
@@ -1460,6 +1486,53 @@ class Dispatcher:
                 self._touched[work.id] = work
 
     # --- housekeeping ------------------------------------------------------------------------------
+
+    def _heartbeat(self, state: str = "running", problem: str | None = None) -> None:
+        """Write this worker's row in `dispatch_workers`, in a transaction of its own between turns:
+        alive, bound or since when not, the link's latest problem, its counters."""
+        self._next_heartbeat = time.monotonic() + HEARTBEAT
+        now = utcnow()
+        link = self.link
+        if link.bound:
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = now
+        if problem is None and link.problems != self._problems_seen and link.problem:
+            problem = link.problem
+        self._problems_seen = link.problems
+        config = link.config
+        values: dict[str, Any] = {
+            "host": socket.gethostname()[:128],
+            "pid": os.getpid(),
+            "smsc": f"{config.host}:{config.port} {config.system_id} ({config.bind_mode})"[:200],
+            "state": state,
+            "started_at": self._started_at,
+            "seen_at": now,
+            "bound": link.bound,
+            "down_since": self._down_since,
+            "rebinds": link.rebinds_in_a_row,
+            "throttled_pauses": link.throttled_in_a_row,
+            "held": sum(1 for work in self._works.values() if not work.done),
+            "counters": {**asdict(self.stats), **{f"link_{k}": v for k, v in asdict(link.stats).items()}},
+        }
+        if problem is not None:  # an earlier problem stays shown until there is a newer one (a restart keeps its cause)
+            values |= {"problem": problem[:2000], "problem_at": now}
+        insert = (pg_insert if self._postgresql else sqlite_insert)(_WORKERS).values(name=self.worker, **values)
+        self._session.execute(insert.on_conflict_do_update(index_elements=[_WORKERS.c.name], set_=values))
+        self._commit()
+
+    def _last_heartbeat(self) -> None:
+        """The worker's row at its end: stopped, or failed and why (never hides the failure itself)."""
+        failure = self._failure
+        try:
+            self._session.rollback()
+            if failure is None:
+                self._heartbeat("stopped")
+            else:
+                self._heartbeat("failed", f"worker failed: {type(failure).__name__}: {failure}")
+        except Exception:  # the database may be what failed
+            self._session.rollback()
+            log.exception("dispatcher %s: could not record that it stopped", self.worker)
 
     def _report(self) -> None:
         mono = time.monotonic()

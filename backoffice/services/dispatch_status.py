@@ -1,0 +1,183 @@
+"""How the message path is doing, for the people who run it: the queue (what waits, what a worker
+holds, what waits for its receipt), each dispatcher worker as it last said it was
+(`dispatch_workers`, written by `Dispatcher._heartbeat`), and the problems that need someone,
+named in Chinese: no worker running, a worker silent, a link down or refused for long, an SMSC
+taking every session for unbound or throttling without end, messages waiting too long.
+
+The operations page (/admin/dispatch) and `flask --app wsgi dispatch status` (exit status 1 when
+there is a problem, for a monitoring system to call) read the same `dispatch_status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from backoffice.clock import utcnow
+from backoffice.models import DispatchWorker, Message
+from backoffice.models.messaging import CLAIMABLE
+
+# The thresholds, each configurable (`DispatchThresholds.from_config`).
+SILENT_SECONDS = 60  # a running worker writes its row every 10 s (dispatcher.HEARTBEAT)
+LINK_DOWN_SECONDS = 120  # the link reconnects with a backoff of up to a minute
+QUEUE_MINUTES = 10  # the oldest message due and not yet submitted
+REBINDS = 3  # sessions in a row the SMSC took for unbound (ESME_RINVBNDSTS)
+THROTTLED_PAUSES = 20  # throttled pauses in a row (the pause doubles up to its maximum)
+
+
+@dataclass(frozen=True)
+class DispatchThresholds:
+    silent: timedelta = timedelta(seconds=SILENT_SECONDS)
+    link_down: timedelta = timedelta(seconds=LINK_DOWN_SECONDS)
+    queue_age: timedelta = timedelta(minutes=QUEUE_MINUTES)
+    rebinds: int = REBINDS
+    throttled_pauses: int = THROTTLED_PAUSES
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DispatchThresholds:
+        return cls(
+            silent=timedelta(seconds=int(config.get("DISPATCH_ALERT_SILENT_SECONDS", SILENT_SECONDS))),
+            link_down=timedelta(seconds=int(config.get("DISPATCH_ALERT_LINK_DOWN_SECONDS", LINK_DOWN_SECONDS))),
+            queue_age=timedelta(minutes=int(config.get("DISPATCH_ALERT_QUEUE_MINUTES", QUEUE_MINUTES))),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    row: DispatchWorker
+    alive: bool  # running and heard from within the threshold
+    silent_seconds: int  # since its last row
+    down_seconds: int | None  # not bound for that long (None while bound)
+
+    def as_dict(self) -> dict[str, Any]:
+        row = self.row
+        return {
+            "name": row.name,
+            "host": row.host,
+            "pid": row.pid,
+            "smsc": row.smsc,
+            "state": row.state,
+            "alive": self.alive,
+            "started_at": row.started_at.isoformat(),
+            "seen_at": row.seen_at.isoformat(),
+            "silent_seconds": self.silent_seconds,
+            "bound": row.bound,
+            "down_seconds": self.down_seconds,
+            "problem": row.problem,
+            "problem_at": row.problem_at.isoformat() if row.problem_at else None,
+            "rebinds_in_a_row": row.rebinds,
+            "throttled_pauses_in_a_row": row.throttled_pauses,
+            "held": row.held,
+            "counters": dict(row.counters or {}),
+        }
+
+
+@dataclass(frozen=True)
+class DispatchStatus:
+    now: datetime
+    due: int  # waiting for a worker: due now, not held by a live lease
+    held: int  # leased by a worker, not yet submitted
+    later: int  # scheduled for later (send_at, the sending window, a retry or the account's rate)
+    awaiting_receipt: int  # submitted, no final receipt yet
+    oldest_due_at: datetime | None  # the oldest message due and not yet submitted (held or not)
+    workers: list[WorkerStatus]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    @property
+    def oldest_due_minutes(self) -> int | None:
+        return None if self.oldest_due_at is None else int((self.now - self.oldest_due_at).total_seconds() // 60)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(),
+            "healthy": self.healthy,
+            "problems": list(self.problems),
+            "queue": {
+                "due": self.due,
+                "held": self.held,
+                "later": self.later,
+                "awaiting_receipt": self.awaiting_receipt,
+                "oldest_due_at": self.oldest_due_at.isoformat() if self.oldest_due_at else None,
+                "oldest_due_minutes": self.oldest_due_minutes,
+            },
+            "workers": [worker.as_dict() for worker in self.workers],
+        }
+
+
+def _seconds(span: timedelta) -> int:
+    return max(0, int(span.total_seconds()))
+
+
+def dispatch_status(
+    session: Session, *, now: datetime | None = None, thresholds: DispatchThresholds | None = None, lease_seconds: int = 300
+) -> DispatchStatus:
+    """The queue, the workers and what needs someone, as of `now` (read only)."""
+    now = now or utcnow()
+    limits = thresholds or DispatchThresholds()
+    lease_from = now - timedelta(seconds=lease_seconds)
+    m = Message.__table__.c
+    waiting = sa.and_(m.status.in_(CLAIMABLE))
+    is_due = sa.or_(m.next_attempt_at.is_(None), m.next_attempt_at <= now)
+    is_held = sa.and_(m.claimed_by.is_not(None), m.claimed_at > lease_from)
+    row = session.execute(
+        sa.select(
+            sa.func.count().filter(is_due, sa.not_(is_held)),
+            sa.func.count().filter(is_held),
+            sa.func.count().filter(sa.not_(is_due), sa.not_(is_held)),
+            sa.func.min(sa.case((sa.or_(is_due, is_held), sa.func.coalesce(m.next_attempt_at, m.send_at)))),
+        ).where(waiting)
+    ).one()
+    due, held, later, oldest = int(row[0]), int(row[1]), int(row[2]), row[3]
+    if isinstance(oldest, str):  # SQLite hands an aggregate of a typed column back as text
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=now.tzinfo)
+    awaiting = session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.status == "submitted")) or 0
+
+    workers = []
+    for worker in session.scalars(sa.select(DispatchWorker).order_by(DispatchWorker.name)):
+        silent = now - worker.seen_at
+        alive = worker.state == "running" and silent <= limits.silent
+        down = None if worker.bound or worker.down_since is None else _seconds(now - worker.down_since)
+        workers.append(WorkerStatus(worker, alive, _seconds(silent), down))
+    status = DispatchStatus(now, due, held, later, int(awaiting), oldest, workers)
+    status.problems.extend(_problems(status, limits))
+    return status
+
+
+def _problems(status: DispatchStatus, limits: DispatchThresholds) -> list[str]:
+    problems = []
+    if not any(worker.alive for worker in status.workers):
+        waiting = f"：{status.due + status.held} 条短信待发，回执也无人接收" if status.due + status.held else "：回执无人接收"
+        problems.append("没有正在运行的发送进程" + waiting)
+    for worker in status.workers:
+        row, name = worker.row, f"发送进程 {worker.row.name}（{worker.row.host}，进程号 {worker.row.pid}）"
+        cause = f"：{row.problem}" if row.problem else ""
+        if row.state == "running" and not worker.alive:
+            problems.append(f"{name}已 {worker.silent_seconds} 秒没有消息，可能已停止")
+        elif row.state == "failed":
+            problems.append(f"{name}出错后停止{cause}")
+        if not worker.alive:
+            continue
+        if worker.down_seconds is not None and worker.down_seconds >= _seconds(limits.link_down):
+            problems.append(f"{name}与短信中心（{row.smsc}）断开已 {worker.down_seconds} 秒{cause}")
+        if row.rebinds >= limits.rebinds:
+            problems.append(f"短信中心连续 {row.rebinds} 次把{name}的会话当作未绑定（ESME_RINVBNDSTS），短信暂停提交")
+        if row.throttled_pauses >= limits.throttled_pauses:
+            problems.append(f"短信中心持续限流{name}（连续 {row.throttled_pauses} 次暂停）")
+    minutes = status.oldest_due_minutes
+    if minutes is not None and status.oldest_due_at is not None and status.now - status.oldest_due_at >= limits.queue_age:
+        problems.append(f"最早的待发短信已等待 {minutes} 分钟（{status.due} 条待发，{status.held} 条发送中）")
+    return problems
+
+
+__all__ = ["DispatchStatus", "DispatchThresholds", "WorkerStatus", "dispatch_status"]

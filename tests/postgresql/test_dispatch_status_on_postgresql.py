@@ -1,0 +1,3 @@
+"""Every test of tests/backoffice/test_dispatch_status.py, on PostgreSQL (see conftest)."""
+
+from tests.backoffice.test_dispatch_status import *  # noqa: F403
