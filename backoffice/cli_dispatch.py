@@ -196,6 +196,20 @@ def _local_day(value: str, field: str) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=SHANGHAI)
 
 
+def _export_account(value: str) -> str:
+    """The code of an existing account (case aside), or a refusal naming --account."""
+    import sqlalchemy as sa
+
+    from backoffice.models import EnterpriseAccount
+
+    code = value.strip().upper()
+    if not code:
+        raise ValidationFailed({"--account": "--account 不能为空（导出全部账户时不要给出 --account）"})
+    if db.session.scalar(sa.select(EnterpriseAccount.id).where(EnterpriseAccount.code == code)) is None:
+        raise ValidationFailed({"--account": f"没有这个账户：{value.strip()[:40]}"})
+    return code
+
+
 @dispatch_cli.command("export-log")
 @click.option("--from", "start", required=True, help="first day, YYYY-MM-DD (Beijing)")
 @click.option("--to", "end", required=True, help="last day, YYYY-MM-DD (Beijing), included")
@@ -212,6 +226,8 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
         first, last = _local_day(start, "--from"), _local_day(end, "--to") + timedelta(days=1)
         if last <= first:
             raise ValidationFailed({"--to": f"--to（{end}）早于 --from（{start}）"})
+        if account_code is not None:  # an empty or unknown one would export every account's lines, or none "verified"
+            account_code = _export_account(account_code)
         target = Path(out_path) if out_path else None
         if target is not None and not target.parent.is_dir():
             raise ValidationFailed({"--out": f"目录不存在：{target.parent}"})

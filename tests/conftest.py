@@ -216,9 +216,9 @@ def drop_send_log_guard() -> None:
     for tests of what the hash chain still reveals when the database did not stop a change."""
     from sqlalchemy import text
 
-    from backoffice.models.messaging import SEND_LOG_UNGUARD
+    from backoffice.models.messaging import SEND_LOG_HEAD_UNGUARD, SEND_LOG_UNGUARD
 
-    for statement in SEND_LOG_UNGUARD[db.engine.dialect.name]:
+    for statement in SEND_LOG_UNGUARD[db.engine.dialect.name] + SEND_LOG_HEAD_UNGUARD[db.engine.dialect.name]:
         db.session.execute(text(statement))
 
 

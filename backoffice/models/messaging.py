@@ -306,6 +306,42 @@ class SendLogHead(Base):
     last_hash: Mapped[str] = mapped_column(sa.String(64))
 
 
+# The head row only moves forward: deleting it (the log's length with it) would hide rows cut off
+# the end, and the next append would reuse their numbers and fail every send.
+SEND_LOG_HEAD_GUARD: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        "CREATE TRIGGER send_log_head_no_delete BEFORE DELETE ON send_log_head "
+        "BEGIN SELECT RAISE(ABORT, 'send_log_head only moves forward'); END",
+        "CREATE TRIGGER send_log_head_forward BEFORE UPDATE ON send_log_head "
+        "WHEN NEW.last_seq < OLD.last_seq OR NEW.id <> OLD.id BEGIN SELECT RAISE(ABORT, 'send_log_head only moves forward'); END",
+    ),
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION send_log_head_forward() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF TG_OP IN ('DELETE', 'TRUNCATE') THEN "
+        "RAISE EXCEPTION 'send_log_head only moves forward' USING ERRCODE = 'restrict_violation'; END IF; "
+        "IF NEW.last_seq < OLD.last_seq OR NEW.id <> OLD.id THEN "
+        "RAISE EXCEPTION 'send_log_head only moves forward' USING ERRCODE = 'restrict_violation'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER send_log_head_forward BEFORE UPDATE OR DELETE ON send_log_head "
+        "FOR EACH ROW EXECUTE FUNCTION send_log_head_forward()",
+        "CREATE TRIGGER send_log_head_no_truncate BEFORE TRUNCATE ON send_log_head "
+        "FOR EACH STATEMENT EXECUTE FUNCTION send_log_head_forward()",
+    ),
+}
+SEND_LOG_HEAD_UNGUARD: dict[str, tuple[str, ...]] = {
+    "sqlite": ("DROP TRIGGER IF EXISTS send_log_head_no_delete", "DROP TRIGGER IF EXISTS send_log_head_forward"),
+    "postgresql": (
+        "DROP TRIGGER IF EXISTS send_log_head_forward ON send_log_head",
+        "DROP TRIGGER IF EXISTS send_log_head_no_truncate ON send_log_head",
+        "DROP FUNCTION IF EXISTS send_log_head_forward()",
+    ),
+}
+for _dialect, _statements in SEND_LOG_HEAD_GUARD.items():
+    for _statement in _statements:
+        sa.event.listen(SendLogHead.__table__, "after_create", sa.DDL(_statement).execute_if(dialect=_dialect))
+sa.event.listen(SendLogHead.__table__, "after_drop", sa.DDL(SEND_LOG_HEAD_UNGUARD["postgresql"][-1]).execute_if(dialect="postgresql"))
+
+
 class PortedNumber(Base):
     """A number an SMSC reported on another carrier than its prefix names (number portability):
     intake prices, counts and checks the contract's networks by this carrier from then on."""

@@ -152,6 +152,8 @@ def verify_chain(session: Session) -> list[str]:
             problems.append(f"第 {row.seq} 条记录的内容与其哈希不符（记录被修改）")
         prev, expected_seq = row.hash, row.seq + 1
     head = session.get(SendLogHead, HEAD_ID)
+    if head is None and expected_seq > 1:  # it names the log's length: gone, rows cut off the end would not show
+        problems.append(f"发送日志的链头记录缺失（实有 {expected_seq - 1} 条记录）：末尾记录可能已被删除")
     if head is not None and (head.last_seq != expected_seq - 1 or head.last_hash != prev):
         problems.append(f"发送日志应有 {head.last_seq} 条，实有 {expected_seq - 1} 条（末尾记录被删除或链头被改）")
     return problems

@@ -1121,6 +1121,13 @@ def test_the_send_log_exports_with_its_chain_and_a_changed_row_fails_the_check(
         refused = runner.invoke(args=["dispatch", "export-log", "--from", start, "--to", end, "--out", str(out)])
         assert refused.exit_code == 2 and words in refused.output, (start, end, refused.output)  # a refusal, not a traceback
         assert out.read_bytes() == earlier
+    # Found by a review: an empty --account (a script's unset variable) exported every customer's
+    # lines, and an unknown one "verified" an export of none.
+    for account, words in (("", "--account 不能为空"), ("  ", "--account 不能为空"), ("E999999", "没有这个账户：E999999")):
+        refused = runner.invoke(args=["dispatch", "export-log", "--from", "2026-11-23", "--to", "2026-11-23", "--account", account])
+        assert refused.exit_code == 2 and words in refused.output and "seq," not in refused.stdout, (account, refused.output)
+    lower = runner.invoke(args=["dispatch", "export-log", "--from", "2026-11-23", "--to", "2026-11-23", "--account", sender.code.lower()])
+    assert lower.exit_code == 0 and "校验通过：导出 4 条" in lower.stderr  # the code, case aside
     assert list(tmp_path.glob(".*.partial")) == []
 
     drop_send_log_guard()  # the database refuses the change below; the chain must reveal it even so

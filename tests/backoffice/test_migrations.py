@@ -53,7 +53,7 @@ def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files:
 
 def triggers(engine: sa.Engine) -> dict[str, str]:
     with engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'send_log'"))
+        rows = connection.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name LIKE 'send_log%'"))
         return {name: sql for name, sql in rows}
 
 
@@ -67,7 +67,7 @@ def test_upgrade_makes_the_send_log_append_only_as_create_all_does(tmp_path: Pat
         db.create_all()
         expected = triggers(db.engine)
         db.engine.dispose()
-    assert set(expected) == {"send_log_no_update", "send_log_no_delete"}
+    assert set(expected) == {"send_log_no_update", "send_log_no_delete", "send_log_head_no_delete", "send_log_head_forward"}
 
     app = create_app(app_config(tmp_path / "fresh", signing_files))
     runner = app.test_cli_runner()

@@ -1,5 +1,6 @@
 """The send log is append-only in the database itself (DESIGN invariant 6): whatever the client,
-an UPDATE or DELETE of its rows is refused and changes nothing, and appending still works."""
+an UPDATE or DELETE of its rows is refused and changes nothing, and appending still works; the
+head row, which names the log's length, only moves forward."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import sqlalchemy as sa
 from flask import Flask
 
 from backoffice.extensions import db
-from backoffice.models import SendLog
+from backoffice.models import SendLog, SendLogHead
 from backoffice.services.send_log import verify_chain
 from tests.backoffice.test_messaging import Sender, active_sender, numbers, send
+from tests.conftest import drop_send_log_guard
 
 
 @pytest.fixture
@@ -68,3 +70,42 @@ def test_appending_still_works_after_a_refused_change(app: Flask, sender: Sender
     send(sender, "13900139000")
     assert [r.seq for r in db.session.scalars(sa.select(SendLog).order_by(SendLog.seq))] == [1, 2, 3]
     assert verify_chain(db.session) == []
+
+
+def head() -> tuple:
+    db.session.expire_all()
+    return tuple(db.session.execute(sa.select(SendLogHead.__table__)).one())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        sa.delete(SendLogHead),
+        sa.text("DELETE FROM send_log_head"),
+        sa.update(SendLogHead).values(last_seq=SendLogHead.last_seq - 1),
+        sa.update(SendLogHead).values(last_seq=0, last_hash="0" * 64),
+        sa.update(SendLogHead).values(id=2),
+    ],
+    ids=["delete", "sql-delete", "step-back", "reset", "renumber"],
+)
+def test_the_head_row_is_not_deleted_or_moved_back(app: Flask, sender: Sender, change: sa.Executable) -> None:
+    """Found by a review: it had no guard. Deleted with the rows at the end of the log, the chain
+    verified; deleted alone, every later append reused a number and failed, stopping all sends."""
+    send(sender, numbers(3))
+    before = head()
+    with pytest.raises(sa.exc.IntegrityError, match="send_log_head only moves forward"):
+        db.session.execute(change)
+    db.session.rollback()
+    assert head() == before
+    send(sender, "13900139000")
+    assert head()[1] == 4 and verify_chain(db.session) == []
+
+
+def test_rows_cut_off_the_end_with_the_head_row_do_not_verify(app: Flask, sender: Sender) -> None:
+    """What the chain still reveals when the database's owner dropped the guards."""
+    send(sender, numbers(4))
+    drop_send_log_guard()
+    db.session.execute(sa.delete(SendLog).where(SendLog.seq >= 3))
+    db.session.execute(sa.delete(SendLogHead))
+    db.session.commit()
+    assert verify_chain(db.session) == ["发送日志的链头记录缺失（实有 2 条记录）：末尾记录可能已被删除"]
