@@ -6,6 +6,7 @@ Bearer API keys of sub-accounts (stored hashed); JSON in and out; errors are
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,23 @@ def _key() -> ApiCaller:
     return g.api_caller
 
 
+_JSON_KINDS = {list: "数组", str: "字符串", int: "数字", float: "数字", bool: "布尔值", type(None): "null"}
+
+
 def _json_body() -> dict[str, Any]:
+    """The request's JSON object, or a refusal naming what is wrong with the body."""
+    if not request.is_json:
+        raise ValidationFailed({"body": "请求体应为 JSON 对象，Content-Type 应为 application/json"})
     try:
-        payload = request.get_json(silent=True)
+        payload = json.loads(request.get_data(cache=True))
+    except UnicodeDecodeError:
+        raise ValidationFailed({"body": "请求体应为 UTF-8 编码的 JSON（收到的不是 UTF-8，例如 GBK 编码）"}) from None
+    except json.JSONDecodeError as error:
+        raise ValidationFailed({"body": f"请求体不是有效的 JSON：第 {error.lineno} 行第 {error.colno} 列（{error.msg}）"}) from None
     except RecursionError:  # "[[[[…" nested thousands deep
-        payload = None
+        raise ValidationFailed({"body": "请求体的 JSON 嵌套过深"}) from None
     if not isinstance(payload, dict):
-        raise ValidationFailed({"body": "请求体应为 JSON 对象（Content-Type: application/json）"})
+        raise ValidationFailed({"body": f"请求体应为 JSON 对象（{{…}}），收到的是{_JSON_KINDS.get(type(payload), '其他值')}"})
     if _has_non_text(payload):
         raise ValidationFailed({"body": "请求体含有无效的控制字符（NUL）或无效的 Unicode（单独的代理项）"})
     return payload

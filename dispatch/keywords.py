@@ -1,7 +1,9 @@
 """Forbidden-keyword check of message content (003 §3.3, 004 §2.2(3)), one Aho-Corasick pass per text.
 
 Keywords and text are compared after NFKC normalisation and casefolding, so full-width letters and
-upper/lower case do not evade a keyword. It is a plain substring match: a sender who puts spaces or
+upper/lower case do not evade a keyword, and characters a handset shows as nothing (zero-width
+spaces and joiners, soft hyphens, variation selectors) are left out of both, so 代\u200b开发票 is
+代开发票. It is a plain substring match: a sender who puts spaces or
 punctuation between the characters of a keyword (代 开 发 票) is not caught. That is deliberate, to
 keep the check simple and its hits unambiguous; list such spellings as keywords when they appear.
 """
@@ -14,9 +16,15 @@ from typing import Any
 
 import ahocorasick
 
+# Characters a handset shows as nothing: format characters (zero-width space and joiners, soft
+# hyphen, word joiner, BOM; not printable, so a printable text skips the scan) and variation selectors.
+_VARIATION_SELECTORS = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
+
 
 def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold()
+    if not text.isprintable():
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return unicodedata.normalize("NFKC", text.translate(_VARIATION_SELECTORS)).casefold()
 
 
 def _as_bytes(folded: str) -> str:

@@ -89,7 +89,7 @@ from dispatch.rules import (
     next_send_time,
     signature_of,
 )
-from dispatch.segments import TooLong, encode_segments
+from dispatch.segments import GSM7_PART, GSM7_SINGLE, MAX_PARTS_IN_UDH, TooLong, encode_segments
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,20 @@ class SendingSettings:
     validity_hours: int = 48  # MESSAGE_VALIDITY_HOURS
     unsubscribe_words: tuple[str, ...] = UNSUBSCRIBE_WORDS  # UNSUBSCRIBE_WORDS (comma-separated)
     pg_synchronous_commit: str | None = "off"  # PostgreSQL intake commits (INTAKE_PG_SYNCHRONOUS_COMMIT; empty: the server's)
+
+    def __post_init__(self) -> None:
+        """A limit that cannot work stops the start (create_app reads the config once), not every request."""
+        ranges = {
+            "MAX_SEGMENTS": (self.max_segments, 1, MAX_PARTS_IN_UDH),
+            "MAX_RECIPIENTS": (self.max_recipients, 1, 100_000),
+            "MAX_CONSECUTIVE_NUMBERS": (self.max_consecutive_numbers, 1, 100_000),
+            "BLACKLIST_AFTER_VIOLATIONS": (self.blacklist_after_violations, 1, 10_000),
+            "RATE_BURST_SECONDS": (self.rate_burst_seconds, 1, 3_600),
+            "MESSAGE_VALIDITY_HOURS": (self.validity_hours, 1, 24 * 30),
+        }
+        for name, (value, low, high) in ranges.items():
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be within {low}..{high}, got {value}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SendingSettings:
@@ -777,13 +791,21 @@ def read_request(
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
     given = _recipient_list(recipients, settings)
-    if not isinstance(content, str) or not content.strip():
+    if content is not None and not isinstance(content, str):
+        raise ValidationFailed({"content": "短信内容应为文本（JSON 字符串）"})
+    if not content or not content.strip():
         raise ValidationFailed({"content": "短信内容不能为空"})
     content = content.replace("\r\n", "\n").replace("\r", "\n").strip()  # a browser's line breaks are CRLF: one character on a phone
-    if bad := [c for c in content if (ord(c) < 0x20 and c not in "\n\t") or c == "\x7f" or c in _BIDI_CONTROLS]:
+    if bad := [c for c in content if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F or c in _BIDI_CONTROLS]:
         # Control characters show as nothing or garble a handset; direction overrides can disguise a text.
         raise ValidationFailed(
             {"content": f"短信内容含有不可见的控制字符（{'、'.join(f'U+{ord(c):04X}' for c in dict.fromkeys(bad))}），请删除后重新提交"}
+        )
+    longest = max(GSM7_SINGLE, GSM7_PART * settings.max_segments)  # no longer text fits, however it is encoded
+    if len(content) > longest:  # refused here, before the intake's lock, not after splitting megabytes under it
+        raise ContentRefused(
+            "too_long",
+            f"短信内容过长：共 {len(content)} 个字符，超过每次最多 {settings.max_segments} 条的限制（至多 {longest} 个字符），请缩短内容",
         )
     ref = _client_ref(client_ref)
     requested_at = parse_send_at(send_at)
@@ -979,6 +1001,8 @@ def _refuse_content(
     """000 §8, 002 §9: not sent, the fee still deducted where the contract says so, a violation
     counted (the blacklist after BLACKLIST_AFTER_VIOLATIONS), 003 §3.4's penalty booked."""
     shown = "、".join(hits[:5])
+    if len(shown) > KEYWORDS_SHOWN_MAX:  # the reason goes into 300-character columns (the message's error, the send log)
+        shown = shown[: KEYWORDS_SHOWN_MAX - 1] + "…"
     reason = f"内容含违禁词（{shown}），拒绝发送"
     outcome = _Outcome(http_status=422)
     notes = []
@@ -1312,9 +1336,10 @@ class RecipientFile:
 
 
 def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFile:
-    """Numbers from an uploaded list as customers save them: one per line, or a column headed
-    like 手机号码 / 联系电话 / mobile (else the column whose cells are numbers), separated by commas,
-    tabs or semicolons; UTF-8 (with or without BOM) or GB18030 (Excel, WPS). Each bad row is
+    """Numbers from an uploaded list as customers save them: one per line, several to a line when
+    the lines hold nothing else, or a column headed like 手机号码 / 联系电话 / mobile (else the
+    column whose cells are numbers; a mobile number in another column is reported, not sent),
+    separated by commas, tabs or semicolons; UTF-8 (with or without BOM) or GB18030 (Excel, WPS). Each bad row is
     reported by its line number; a number Excel turned into 1.38001E+10 is explained. More
     than `limit` numbers stop the reading at once (the request would be refused anyway)."""
     if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
@@ -1341,31 +1366,39 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
             start = reader.line_num + 1
     except csv.Error:  # the joined lines outgrew csv's field limit
         raise ValidationFailed({"file": f'第 {start} 行的引号（"）不配对，其后各行被并成了一格：请检查该行后重新导出'}) from None
+    rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]  # blank lines, a first one too
     table = default_prefix_table()
-    column, first = _number_column(rows, table)
+    every_cell = _numbers_only(rows[:51], table)  # numbers laid out several to a line: each one is a recipient
+    column, first = (0, 0) if every_cell else _number_column(rows, table)
+    named = rows[0][1][column].strip()[:20] if first and len(rows[0][1]) > column else ""
+    chosen = f"“{named}”列" if named else f"第 {column + 1} 列"
     numbers, problems = [], []
     for line, row in rows[first:]:
-        if not any(cell.strip() for cell in row):
-            continue
-        cell = _number_cell(row[column]) if len(row) > column else ""
-        if not cell:
-            problems.append(f"第 {line} 行：缺少手机号码")
-            continue
-        if _EXCEL_EXPONENT.fullmatch(cell):
-            problems.append(f"第 {line} 行：号码被 Excel 转成了科学计数法（{cell[:20]}），请把号码列设为“文本”格式后重新导出")
-            continue
-        try:
-            numbers.append(normalise_mobile(cell, table))
-        except InvalidNumber as bad:
-            problems.append(f"第 {line} 行：{bad.reason}")
-        if limit is not None and len(numbers) > limit:
-            raise ValidationFailed({"file": f"文件中的号码超过每次最多 {limit} 个的限制，请分成多个文件发送"})
+        for raw in [cell for cell in row if cell.strip()] if every_cell else [row[column] if len(row) > column else ""]:
+            cell = _number_cell(raw)
+            if not cell:
+                problems.append(f"第 {line} 行：缺少手机号码")
+                continue
+            if _EXCEL_EXPONENT.fullmatch(cell):
+                problems.append(f"第 {line} 行：号码被 Excel 转成了科学计数法（{cell[:20]}），请把号码列设为“文本”格式后重新导出")
+                continue
+            try:
+                numbers.append(normalise_mobile(cell, table))
+            except InvalidNumber as bad:
+                problems.append(f"第 {line} 行：{bad.reason}")
+            if limit is not None and len(numbers) > limit:
+                raise ValidationFailed({"file": f"文件中的号码超过每次最多 {limit} 个的限制，请分成多个文件发送"})
+        if not every_cell:  # another column's mobile number (备用手机, say) is not sent, and the customer is told
+            unused = [number for i, cell in enumerate(row) if i != column and (number := _mobile_or_none(cell, table))]
+            if unused:
+                problems.append(f"第 {line} 行：只发送{chosen}的号码，本行其他列的号码未发送：{'、'.join(unused[:5])}")
     if len(problems) > PROBLEMS_SHOWN:  # a file of bad rows made a page of 150 MB
         problems = [*problems[:PROBLEMS_SHOWN], f"另有 {len(problems) - PROBLEMS_SHOWN} 行有问题，未一一列出"]
     return RecipientFile(numbers, problems)
 
 
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+KEYWORDS_SHOWN_MAX = 200  # characters of the matched keywords a refusal names
 PROBLEMS_SHOWN = 100  # bad rows of an uploaded list listed one by one; the rest are counted
 _SWALLOWED_NUMBER = re.compile(r"[\r\n][^\r\n]*1[3-9][0-9]{9}")
 _EXCEL_EXPONENT = re.compile(r"[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+")
@@ -1376,6 +1409,20 @@ def _number_cell(cell: str) -> str:
     """A cell as a number is read from it: 13800138000.0 (a number column from pandas or WPS) is 13800138000."""
     cell = cell.strip()
     return cell.split(".", 1)[0] if _EXCEL_DECIMAL.fullmatch(cell) else cell
+
+
+def _mobile_or_none(cell: str, table: Any) -> str | None:
+    try:
+        return normalise_mobile(_number_cell(cell), table) if cell.strip() else None
+    except InvalidNumber:
+        return None
+
+
+def _numbers_only(sample: list[tuple[int, list[str]]], table: Any) -> bool:
+    """Whether the lines hold nothing but mobile numbers, several to a line somewhere (a pasted
+    list "13800138000,13912345678,…"): then every cell is a recipient, not one column."""
+    cells = [cell for _, row in sample for cell in row if cell.strip()]
+    return len(cells) > len(sample) and all(_mobile_or_none(cell, table) for cell in cells)
 
 
 _HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone")

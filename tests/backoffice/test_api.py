@@ -528,6 +528,28 @@ def test_hostile_api_bodies_are_refused_not_crashed_on(app: Flask, client: Flask
     assert sender.balance() == Decimal("900.00")
 
 
+def test_a_bad_body_is_refused_naming_what_is_wrong_with_it(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: a GBK body or a syntax error was told "the body should be a JSON object",
+    and a number as content "the content must not be empty"."""
+    sender = active_sender(app)
+    secret = api_key(sender)
+    cases = [
+        ('{"to": "13800138000", "content": "【蓉城会员】您好"}'.encode("gbk"), "application/json; charset=gbk", "UTF-8"),
+        (b'{"to": "13800138000", "content": }', "application/json", "不是有效的 JSON：第 1 行第 34 列"),
+        (b'["13800138000"]', "application/json", "收到的是数组"),
+        (b'{"to": "13800138000"}', "text/plain", "Content-Type 应为 application/json"),
+        ("[" * 2000 + "]" * 2000, "application/json", "嵌套过深"),
+    ]
+    for body, kind, words in cases:
+        response = client.post("/api/v1/messages", data=body, headers={**auth(secret), "Content-Type": kind})
+        assert response.status_code == 400 and words in response.json["error"]["message"], (body[:30], response.json)
+    for content in (12345, ["【蓉城会员】您好"], {"text": "【蓉城会员】您好"}):
+        response = post(client, secret, to="13800138000", content=content)
+        assert response.status_code == 400 and response.json["error"]["fields"]["content"] == "短信内容应为文本（JSON 字符串）"
+    assert post(client, secret, to="13800138000", content=" ").json["error"]["fields"]["content"] == "短信内容不能为空"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0 and sender.balance() == Decimal("900.00")
+
+
 def test_nul_in_a_form_or_a_path_is_refused_before_any_query(app: Flask, client: FlaskClient) -> None:
     response = client.post("/login", data={"username": "a\x00", "password": "x"})
     assert response.status_code == 400 and "无效的控制字符" in response.get_data(as_text=True)

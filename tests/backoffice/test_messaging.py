@@ -180,6 +180,33 @@ def test_forbidden_keywords_refuse_the_send_and_still_charge_the_fee(app: Flask,
     assert counts.refused == 2 and counts.accepted == 2 and counts.balanced
 
 
+def test_a_keyword_with_invisible_characters_inside_is_still_refused(app: Flask, sender: Sender) -> None:
+    """Found by a review: 代\u200b开\u200b发票 was sent and charged as clean content."""
+    add_keywords(db.session, ["代开发票"], actor="admin")
+    db.session.commit()
+    for text in ("【蓉城会员】低价代\u200b开\u200b发票", "【蓉城会员】低价代\u00ad开发票"):
+        result = send(sender, "13800138000", text)
+        assert result.http_status == 422 and "代开发票" in result.body["error"]["message"]
+
+
+def test_a_refusal_naming_long_keywords_fits_its_columns(app: Flask, sender: Sender) -> None:
+    """Found by a review (PostgreSQL enforces the 300 characters): three keywords of about 100
+    characters made the refusal a DataError, so no fee, no violation and a generic 400."""
+    words = [f"违规推广链接{i}" + "x" * 90 for i in range(3)]
+    add_keywords(db.session, words, actor="admin")
+    db.session.commit()
+    before = sender.balance()
+    result = send(sender, "13800138000", "【蓉城会员】" + " ".join(words))
+    assert result.http_status == 422 and result.body["error"]["code"] == "content_refused"
+    fee = Decimal(result.messages[0]["charge"])
+    assert fee > 0 and sender.balance() == before - fee
+    message = db.session.scalar(sa.select(Message))
+    assert message.error is not None and len(message.error) <= 300 and message.error.startswith("内容含违禁词（违规推广链接0")
+    assert all(len(r.result) <= 300 for r in db.session.scalars(sa.select(SendLog)))
+    db.session.refresh(sender.account)
+    assert sender.account.violation_count == 1
+
+
 def test_refused_content_is_free_where_the_contract_says_nothing(app: Flask) -> None:
     sender = active_sender(app, "gateway_api_partner")  # refused_content_fee: false
     add_keywords(db.session, ["赌博"], actor="admin")
@@ -314,6 +341,37 @@ def test_a_message_longer_than_the_maximum_parts_is_refused_never_cut(app: Flask
     error = refused(sender, "13800138000", six_parts + "会")
     assert isinstance(error, ContentRefused) and error.code == "too_long" and "7 条" in error.message and "最多 6 条" in error.message
     assert refused(sender, "13800138000", "【蓉城会员】" + "会" * 70, settings=SendingSettings(max_segments=1)).code == "too_long"
+
+
+def test_a_text_too_long_for_any_encoding_is_refused_before_it_is_split(app: Flask, sender: Sender, monkeypatch: Any) -> None:
+    """Found by a review: 15 MB of content was signature-checked and split into parts under the
+    intake's lock (about 5 s, every account's intake waiting) before its refusal."""
+    import backoffice.services.messaging as messaging
+
+    before = sender.balance()
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("split under the lock")
+
+    monkeypatch.setattr(messaging, "encode_segments", never)
+    for text in ("【蓉城会员】" + "a" * 2_000_000, "a" * (153 * 6 + 1)):
+        error = refused(sender, "13800138000", text)
+        assert (
+            isinstance(error, ContentRefused)
+            and error.code == "too_long"
+            and "最多 6 条" in error.message
+            and "至多 918 个字符" in error.message
+        )
+    assert sender.balance() == before and db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    with pytest.raises(AssertionError, match="split under the lock"):  # as long as a GSM-7 text can be: the splitter decides
+        accept_messages(db.session, sub_account=sender.sub, recipients="13800138000", content="【蓉城会员】" + "a" * (153 * 6 - 6))
+    db.session.rollback()
+
+
+def test_c1_control_characters_are_refused_like_c0_ones(app: Flask, sender: Sender) -> None:
+    for hidden in ("\x85", "\x9b", "\x7f"):
+        error = refused(sender, "13800138000", f"【蓉城会员】您{hidden}好")
+        assert error.status == 400 and f"U+{ord(hidden):04X}" in error.message
 
 
 def test_outside_the_sending_window_messages_wait_for_0805(app: Flask) -> None:
@@ -506,6 +564,25 @@ def test_recipients_from_a_csv_with_a_mobile_column_and_bad_rows_by_line(app: Fl
     assert excel.numbers == ["13800138000"]
 
 
+def test_numbers_no_list_drops_without_saying_so(app: Flask) -> None:
+    """Found by a review: of "13800138000,13912345678,18612345678" one number was sent and the
+    others vanished; a backup mobile column was dropped unsaid; a blank first line made the header
+    a bad number."""
+    pasted = read_recipient_file(b"13800138000,13912345678,18612345678\n13700137000\n")
+    assert pasted.numbers == ["13800138000", "13912345678", "18612345678", "13700137000"] and pasted.problems == []
+    grid = read_recipient_file(b"13800138000;13912345678\n18612345678;12345\n")
+    assert grid.numbers == ["13800138000", "18612345678"]  # not all numbers: one column, the rest said
+    assert grid.problems == ["第 1 行：只发送第 1 列的号码，本行其他列的号码未发送：13912345678"]
+    backup = read_recipient_file("姓名,手机,备用手机\n张三,13800138000,13912345678\n李四,18612345678,\n".encode())
+    assert backup.numbers == ["13800138000", "18612345678"]
+    assert backup.problems == ["第 2 行：只发送“手机”列的号码，本行其他列的号码未发送：13912345678"]
+    headless = read_recipient_file("张三,13800138000,13912345678\n李四,18612345678,\n".encode())
+    assert headless.numbers == ["13800138000", "18612345678"]
+    assert headless.problems == ["第 1 行：只发送第 2 列的号码，本行其他列的号码未发送：13912345678"]
+    blank_first = read_recipient_file("\n手机号码\n13800138000\n13900139000\n".encode())
+    assert blank_first.numbers == ["13800138000", "13900139000"] and blank_first.problems == []
+
+
 def test_recipient_lists_as_customers_save_them(app: Flask) -> None:
     """Found by a review: real exports from Excel, WPS and address books."""
     contacts = read_recipient_file("姓名,联系电话,备注\n张三,13800138000,老客户\n李四,13900139000,\n".encode("gb18030"))
@@ -524,7 +601,8 @@ def test_recipient_lists_as_customers_save_them(app: Flask) -> None:
     hotel = read_recipient_file("序号,hotel,mobile\n1,如家,13800138000\n".encode())
     assert hotel.numbers == ["13800138000"] and hotel.problems == []
     pandas = read_recipient_file("姓名,手机号码,联系电话\n甲,13800138000.0,13900139000\n乙,13700137000.0,028-85001234\n".encode())
-    assert pandas.numbers == ["13800138000", "13700137000"] and pandas.problems == []  # the .0 column is the mobile one
+    assert pandas.numbers == ["13800138000", "13700137000"]  # the .0 column is the mobile one
+    assert pandas.problems == ["第 2 行：只发送“手机号码”列的号码，本行其他列的号码未发送：13900139000"]  # said, not dropped
     unnamed = read_recipient_file("客户,号\n张三,13800138000\n".encode())  # a header not recognised: skipped, not a bad row
     assert unnamed.numbers == ["13800138000"] and unnamed.problems == []
 

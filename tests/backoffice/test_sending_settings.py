@@ -346,3 +346,15 @@ def test_the_signature_rule_is_the_contract_forms_rule() -> None:
 
     field = get_template("lingxuntong_service").field("sms_signature")
     assert field is not None and field.pattern == SIGNATURE_PATTERN
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("MAX_SEGMENTS", 0), ("MAX_SEGMENTS", 300), ("MAX_RECIPIENTS", 0), ("BLACKLIST_AFTER_VIOLATIONS", 0), ("MESSAGE_VALIDITY_HOURS", 0)],
+)
+def test_a_sending_limit_that_cannot_work_stops_the_start(tmp_path: Path, signing_files: tuple[Path, Path], name: str, value: int) -> None:
+    """Found by a review: MAX_SEGMENTS=0 or 300, or MAX_RECIPIENTS=0, started, and every send was a 500."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    with pytest.raises(ValueError, match=f"{name} must be within"):
+        create_app(app_config(instance, signing_files, **{name: value}))

@@ -20,6 +20,16 @@ def test_full_width_and_case_do_not_evade_a_keyword() -> None:
     assert matcher.find("加ＱＱ群领取免费ｖｐｎ") == ["ｑｑ群", "VPN"]
 
 
+def test_characters_a_handset_shows_as_nothing_do_not_evade_a_keyword() -> None:
+    """Found by a review: a zero-width space or a soft hyphen inside a keyword got the text past
+    the list, while the phone shows the keyword whole. Visible separators still do (by design)."""
+    matcher = KeywordMatcher(["代开发票", "VPN"])
+    for hidden in ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\ufe0f", "\U000e0100"):
+        assert matcher.find(f"低价代{hidden}开{hidden}发票，V{hidden}PN") == ["代开发票", "VPN"], repr(hidden)
+    assert matcher.find("代 开 发 票") == []
+    assert KeywordMatcher(["代\u200b开发票"]).find("代开发票") == ["代\u200b开发票"]  # the listed spelling is shown
+
+
 def test_keywords_are_reported_as_listed_and_blank_entries_ignored() -> None:
     matcher = KeywordMatcher(["  刷单 ", "", "   ", "\u3000", "刷单", "ＳＨＵＡ"])
     assert len(matcher) == 2
