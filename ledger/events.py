@@ -239,7 +239,10 @@ def _balance(event: Event, meta: dict[str, Any]) -> data.Balance:
         account = chart.prepaid(p["account_code"])
     except (KeyError, ValueError) as bad:
         raise PostingRuleError(f"balance {event.event_id}: {bad}") from None
-    return data.Balance(meta, event.occurred_on, account, Amount(_amount(p, "amount"), chart.CURRENCY), None, None)
+    # Tolerance 0: inferred from 4 decimal places it would be 0.0001, one unit of Money, and a drift
+    # of exactly that would pass.
+    amount = Amount(_amount(p, "amount"), chart.CURRENCY)
+    return data.Balance(meta, event.occurred_on, account, amount, Decimal(0), None)
 
 
 def transaction_for(event: Event) -> data.Transaction:

@@ -151,6 +151,20 @@ def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
     assert any("2026-11.beancount" in p and "balance" in p.lower() for p in problems)
 
 
+def test_a_balance_assertion_catches_a_drift_of_one_unit(tmp_path: Path) -> None:
+    """Found by a review: beancount infers a tolerance of 0.0001 from 4 decimal places, one unit
+    of Money, so a drift of exactly that between the database and the books passed the checker."""
+    from ledger.check import inspect_books
+
+    books = Books(tmp_path)
+    books.post([Event("rc", "receipt", date(2026, 12, 2), {"account_code": "E000001", "customer_name": "x", "amount": "1750.00", "bank": "CMB",
+                                                         "bank_ref": "1", "settles_receivable": "0", "releases_contracted": "0"})])  # fmt: skip
+    books.post([Event("bal-ok", "balance", date(2026, 12, 3), {"account_code": "E000001", "amount": "-1750.0000"})])
+    assert inspect_books(tmp_path / MAIN)[0] == []
+    books.post([Event("bal-drift", "balance", date(2026, 12, 4), {"account_code": "E000001", "amount": "-1749.9999"})])
+    assert any("Balance failed" in p for p in inspect_books(tmp_path / MAIN)[0])
+
+
 def test_a_month_is_checked_again_only_when_it_or_what_it_carries_forward_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Closed months are not reloaded on a routine check; a back-dated event reloads its month
     and every later one (their openings changed); the latest month is always reloaded."""
