@@ -237,7 +237,9 @@ def test_the_sms_genie_penalty_is_booked_per_message_sent_in_violation(app: Flas
     before = sender.balance()
     result = send(sender, ["13800138000", "13900139000"], "【明远商贸】赌博")
     assert result.booked_ledger_events and "违约金 1.00 元" in result.body["error"]["message"]
-    assert sender.balance() == before - Decimal("0.10") - Decimal("1.0")
+    # 003 names the penalty, not the fee of the refused send (000 §8 and 002 §9 do): found by a review.
+    assert [m["charge"] for m in result.messages] == ["0.00", "0.00"] and "仍扣除" not in result.body["error"]["message"]
+    assert sender.balance() == before - Decimal("1.0")
     penalty = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "penalty"))
     assert penalty is not None and Decimal(penalty.payload["amount"]) == Decimal("1.0")
     assert after_commit_catch_up(app) == []
