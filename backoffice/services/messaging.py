@@ -53,7 +53,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.pool import Pool
 
-from backoffice.clock import SHANGHAI, local_today, utcnow
+from backoffice.clock import SHANGHAI, to_local, utcnow
 from backoffice.errors import Conflict, DomainError, ValidationFailed
 from backoffice.models import (
     ApiKey,
@@ -944,7 +944,7 @@ def accept_request(
                         (p.reason + "；") if p.reason else ""
                     ) + f"{window_hours} 小时内向该号码发送过相同内容（重复发送，照常计费）"
             _take_rate(session, account, len(takers), now, settings)
-            result.charged = charge_messages(session, account, local_today(), _charge_lines(takers), kind="usage")
+            result.charged = charge_messages(session, account, to_local(now).date(), _charge_lines(takers), kind="usage")
             result.charge_kind = "usage"
         balance = balance_before - result.charged
 
@@ -1012,7 +1012,7 @@ def _refuse_content(
         for p in takers:
             p.charge = charge_each
         try:
-            outcome.charged = charge_messages(session, account, local_today(), _charge_lines(takers), kind="refused_content_fee")
+            outcome.charged = charge_messages(session, account, to_local(now).date(), _charge_lines(takers), kind="refused_content_fee")
             outcome.charge_kind = "refused_content_fee"
             notes.append(f"按合同约定仍扣除本次发送费用 {format_price(outcome.charged)} 元")
         except InsufficientBalance:  # the debit changed nothing; the refusal and violation stand
@@ -1033,7 +1033,7 @@ def _refuse_content(
     if rate and takers:
         try:
             charge_penalty(
-                session, account_code=account.code, messages=len(takers), rate=Decimal(str(rate)), on=local_today(),
+                session, account_code=account.code, messages=len(takers), rate=Decimal(str(rate)), on=to_local(now).date(),
                 event_id=f"penalty-request-{request_id}", actor="system:intake",
             )  # fmt: skip
             outcome.booked_events = True
@@ -1083,7 +1083,7 @@ def _insert_messages(
     """One multi-row INSERT for the request's messages; each recipient gets its message id."""
     if not stored:
         return
-    today = local_today()
+    today = to_local(now).date()
     common = {
         "request_id": request_id, "account_id": account.id, "sub_account_id": sub_account.id, "content": text,
         "encoding": encoding, "segments": segments, "price_per_message": price, "accepted_at": now, "send_at": send_time,

@@ -376,6 +376,28 @@ def test_c1_control_characters_are_refused_like_c0_ones(app: Flask, sender: Send
         assert error.status == 400 and f"U+{ord(hidden):04X}" in error.message
 
 
+def test_a_request_that_straddles_midnight_is_charged_on_one_day(app: Flask, sender: Sender, monkeypatch: Any) -> None:
+    """Found by a review: the usage total and the message's charged_on read the date apart, so a
+    request across midnight (Beijing) could put them on two days (a carrier move then missed)."""
+    import backoffice.services.messaging as messaging
+
+    before_midnight, after = datetime(2026, 11, 23, 15, 59, 59, tzinfo=UTC), datetime(2026, 11, 23, 16, 0, 0, tzinfo=UTC)
+    moment = [before_midnight]
+    set_clock(lambda: moment[0])
+    real = messaging.charge_messages
+
+    def charge_then_midnight(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(*args, **kwargs)
+        finally:
+            moment[0] = after
+
+    monkeypatch.setattr(messaging, "charge_messages", charge_then_midnight)
+    send(sender, "13800138000")
+    day = db.session.scalar(sa.select(UsageDay.day).where(UsageDay.kind == "usage"))
+    assert day == date(2026, 11, 23) and db.session.scalar(sa.select(Message.charged_on)) == day
+
+
 def test_outside_the_sending_window_messages_wait_for_0805(app: Flask) -> None:
     sender = active_sender(app, "lingxuntong_service")  # 07:00–22:30, deferred to 08:05
     set_clock(lambda: datetime(2026, 11, 23, 15, 0, tzinfo=UTC))  # 23:00 in Beijing
