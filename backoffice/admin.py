@@ -22,7 +22,7 @@ from backoffice.models.staff import ROLES
 from backoffice.services import provider as provider_service
 from backoffice.services import sending_settings as settings_service
 from backoffice.services.accounts import get_account, new_password
-from backoffice.services.dispatch_status import DispatchThresholds, dispatch_status
+from backoffice.services.dispatch_status import DispatchThresholds, dispatch_status, forget_worker
 from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
 from backoffice.services.messaging import add_keywords, remove_keywords
 from backoffice.services.notifications import requeue
@@ -79,6 +79,20 @@ def dispatch() -> Any:
         db.session, thresholds=DispatchThresholds.from_config(config), lease_seconds=int(config.get("DISPATCH_LEASE_SECONDS", 300))
     )
     return render_template("admin/dispatch.html", status=status)
+
+
+@bp.post("/dispatch/workers/<name>/forget")
+@roles_required("admin")
+def dispatch_forget_worker(name: str) -> Any:
+    """Remove the row of a worker gone for good (refused while it runs)."""
+    try:
+        forget_worker(db.session, name, actor=current_user.actor, thresholds=DispatchThresholds.from_config(current_app.config))
+        db.session.commit()
+        flash(f"已移除发送进程 {name} 的记录", "ok")
+    except DomainError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    return redirect(url_for("admin.dispatch"))
 
 
 # --- forbidden keywords ---------------------------------------------------------------------------

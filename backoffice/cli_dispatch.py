@@ -185,6 +185,22 @@ def dispatch_status_command(as_json: bool) -> None:
     sys.exit(0 if status.healthy else 1)
 
 
+@dispatch_cli.command("forget-worker")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def dispatch_forget_worker(name: str, as_json: bool) -> None:
+    """Remove the row of a worker gone for good (it is no longer reported as silent); refused
+    while it runs."""
+    from flask import current_app
+
+    from backoffice.services.dispatch_status import DispatchThresholds, forget_worker
+
+    with refusals(as_json):
+        forget_worker(db.session, name, actor=_actor(), thresholds=DispatchThresholds.from_config(current_app.config))
+        db.session.commit()
+    _emit({"forgotten": name}, as_json, f"已移除发送进程 {name} 的记录")
+
+
 def _local_day(value: str, field: str) -> datetime:
     """A day of the log (YYYY-MM-DD, Beijing) as the start of that day, or a refusal naming the option."""
     try:

@@ -19,8 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.clock import utcnow
+from backoffice.errors import Conflict, NotFound
 from backoffice.models import DispatchWorker, Message
 from backoffice.models.messaging import CLAIMABLE
+from backoffice.services.audit import record
 
 # The thresholds, each configurable (`DispatchThresholds.from_config`).
 SILENT_SECONDS = 60  # a running worker writes its row every 10 s (dispatcher.HEARTBEAT)
@@ -180,4 +182,21 @@ def _problems(status: DispatchStatus, limits: DispatchThresholds) -> list[str]:
     return problems
 
 
-__all__ = ["DispatchStatus", "DispatchThresholds", "WorkerStatus", "dispatch_status"]
+def forget_worker(
+    session: Session, name: str, *, actor: str, now: datetime | None = None, thresholds: DispatchThresholds | None = None
+) -> None:
+    """Remove the row of a worker that is gone for good (a host retired, a worker renamed), so it
+    stops being reported as silent; refused while it is alive. A worker that runs again writes
+    its row again. The caller commits."""
+    now = now or utcnow()
+    limits = thresholds or DispatchThresholds()
+    worker = session.get(DispatchWorker, name)
+    if worker is None:
+        raise NotFound(f"没有这个发送进程：{name[:64]}")
+    if worker.state == "running" and now - worker.seen_at <= limits.silent:
+        raise Conflict(f"发送进程 {name} 正在运行（{_seconds(now - worker.seen_at)} 秒前报告过），不能移除")
+    record(session, actor, "dispatch.forget_worker", "dispatch_worker", name, state=worker.state, seen_at=worker.seen_at.isoformat())
+    session.delete(worker)
+
+
+__all__ = ["DispatchStatus", "DispatchThresholds", "WorkerStatus", "dispatch_status", "forget_worker"]

@@ -207,3 +207,38 @@ def test_the_workers_rows_are_theirs_alone(app: Flask, smsc: Callable[..., SMSCS
         heartbeat(dispatcher)
         dispatcher.close()
     assert db.session.scalars(sa.select(DispatchWorker.name).order_by(DispatchWorker.name)).all() == ["worker-a", "worker-b"]
+
+
+def test_a_worker_gone_for_good_can_be_forgotten_but_not_one_that_runs(
+    app: Flask,
+    runner: FlaskCliRunner,
+    client: FlaskClient,
+    staff: dict[str, str],
+    smsc: Callable[..., SMSCSimulator],
+    worker: Callable[..., Dispatcher],
+) -> None:
+    """A retired host's worker stayed 'silent' for ever: it can be removed, with an audit entry."""
+    from backoffice.models import AuditEntry
+
+    simulator = smsc()
+    retired, running = worker(simulator, "dispatch@old-host"), worker(simulator, "dispatch@new-host")
+    for dispatcher in (retired, running):
+        dispatcher.run_until(lambda d=dispatcher: d.link.bound)  # type: ignore[misc]
+        heartbeat(dispatcher)
+    refused = runner.invoke(args=["dispatch", "forget-worker", "dispatch@new-host"])
+    assert refused.exit_code == 1 and "正在运行" in refused.output and "不能移除" in refused.output
+    assert runner.invoke(args=["dispatch", "forget-worker", "nobody"]).exit_code == 1
+    later = FIXED_NOW + timedelta(minutes=5)
+    from backoffice.clock import set_clock
+
+    set_clock(lambda: later)  # the retired one silent since; the running one writes again
+    heartbeat(running)
+    assert any("dispatch@old-host" in p for p in status().problems)
+    login(client, "admin", staff["admin"])
+    page = client.get("/admin/dispatch").get_data(as_text=True)
+    assert page.count(">移除</button>") == 1
+    client.post("/admin/dispatch/workers/dispatch@old-host/forget")
+    now = status()
+    assert [w.row.name for w in now.workers] == ["dispatch@new-host"] and now.healthy, now.problems
+    entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "dispatch.forget_worker"))
+    assert entry is not None and entry.object_id == "dispatch@old-host" and entry.actor.startswith("staff:")
