@@ -397,4 +397,6 @@ class DispatchWorker(Base):
     rebinds: Mapped[int] = mapped_column(default=0)  # sessions in a row the SMSC took for unbound
     throttled_pauses: Mapped[int] = mapped_column(default=0)  # throttled pauses in a row
     held: Mapped[int] = mapped_column(default=0)  # messages the worker holds (claimed, not yet submitted)
-    counters: Mapped[dict[str, int]] = mapped_column(sa.JSON, default=dict)  # DispatchStats since it started
+    # DispatchStats and the link's counters since it started; refused_in_a_row, last_refusal and
+    # drops_in_a_row since the SMSC last accepted a part
+    counters: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)

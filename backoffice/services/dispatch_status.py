@@ -2,7 +2,8 @@
 holds, what waits for its receipt), each dispatcher worker as it last said it was
 (`dispatch_workers`, written by `Dispatcher._heartbeat`), and the problems that need someone,
 named in Chinese: no worker running, a worker silent, a link down or refused for long, an SMSC
-taking every session for unbound or throttling without end, messages waiting too long.
+taking every session for unbound, refusing every part, dropping the link before accepting any, or
+throttling without end, messages waiting too long.
 
 The operations page (/admin/dispatch) and `flask --app wsgi dispatch status` (exit status 1 when
 there is a problem, for a monitoring system to call) read the same `dispatch_status`.
@@ -30,6 +31,8 @@ LINK_DOWN_SECONDS = 120  # the link reconnects with a backoff of up to a minute
 QUEUE_MINUTES = 10  # the oldest message due and not yet submitted
 REBINDS = 3  # sessions in a row the SMSC took for unbound (ESME_RINVBNDSTS)
 THROTTLED_PAUSES = 20  # throttled pauses in a row (the pause doubles up to its maximum)
+REFUSED = 20  # parts the SMSC refused in a row (each message refunded)
+DROPS = 3  # links dropped in a row without a part accepted in between
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class DispatchThresholds:
     queue_age: timedelta = timedelta(minutes=QUEUE_MINUTES)
     rebinds: int = REBINDS
     throttled_pauses: int = THROTTLED_PAUSES
+    refused: int = REFUSED
+    drops: int = DROPS
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DispatchThresholds:
@@ -176,6 +181,14 @@ def _problems(status: DispatchStatus, limits: DispatchThresholds) -> list[str]:
             problems.append(f"短信中心连续 {row.rebinds} 次把{name}的会话当作未绑定（ESME_RINVBNDSTS），短信暂停提交")
         if row.throttled_pauses >= limits.throttled_pauses:
             problems.append(f"短信中心持续限流{name}（连续 {row.throttled_pauses} 次暂停）")
+        counters = row.counters or {}
+        if int(counters.get("refused_in_a_row", 0)) >= limits.refused:
+            problems.append(
+                f"短信中心连续拒绝了{name}提交的 {counters['refused_in_a_row']} 条短信（最近一次：{counters.get('last_refusal') or '未知'}），"
+                "这些短信已退款：请检查通道配置"
+            )
+        if int(counters.get("drops_in_a_row", 0)) >= limits.drops:
+            problems.append(f"{name}与短信中心的链路连续断开 {counters['drops_in_a_row']} 次，其间没有一条短信提交成功{cause}")
     minutes = status.oldest_due_minutes
     if minutes is not None and status.oldest_due_at is not None and status.now - status.oldest_due_at >= limits.queue_age:
         problems.append(f"最早的待发短信已等待 {minutes} 分钟（{status.due} 条待发，{status.held} 条发送中）")

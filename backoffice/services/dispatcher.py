@@ -555,6 +555,11 @@ class Dispatcher:
         self._started_at = utcnow()
         self._down_since: datetime | None = self._started_at  # not bound since (None while bound)
         self._problems_seen = 0  # link.problems when the last heartbeat was written
+        self._ended_by: BaseException | None = None  # what ended run() or close() outside the worker's transactions
+        # For the operations page: what went wrong since the SMSC last accepted a part.
+        self._refused_in_a_row = 0  # parts the SMSC refused (any error but throttling)
+        self._last_refusal = ""
+        self._drops_in_a_row = 0  # links dropped with parts on the wire
         self._started = False
 
     # --- public -----------------------------------------------------------------------------
@@ -574,7 +579,7 @@ class Dispatcher:
         if released:
             log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
         self._started = True
-        self._heartbeat()
+        self._heartbeat_or_log()
 
     def step(self, timeout: float | None = None) -> None:
         """One turn: let the link send, wait and read (up to `timeout`), then one transaction."""
@@ -600,7 +605,7 @@ class Dispatcher:
             self._flush(mono)
         self._report()
         if mono >= self._next_heartbeat:
-            self._heartbeat()
+            self._heartbeat_or_log()
 
     def run(self, stop: threading.Event) -> None:
         """Work until `stop` is set, then drain the window, record everything and release the rest."""
@@ -608,6 +613,9 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 self.step()
+        except BaseException as exc:
+            self._ended_by = exc  # (a failure outside the worker's transactions too: its row says so)
+            raise
         finally:
             self.close()
 
@@ -631,6 +639,9 @@ class Dispatcher:
                 self._final_flush()
             else:  # memory and database may disagree: drop the link, leave the rest to the restart
                 self.link.__exit__(type(self._failure), self._failure, None)
+        except BaseException as exc:
+            self._ended_by = self._ended_by or exc
+            raise
         finally:
             try:
                 if self._started:
@@ -684,6 +695,8 @@ class Dispatcher:
     def _on_link_down(self, parts: list[OutgoingPart], reason: str) -> None:
         if self._down_since is None:
             self._down_since = utcnow()
+        if parts and not self._stopping:  # (an idle link an SMSC drops now and then is no sign of trouble)
+            self._drops_in_a_row += 1
         self.stats.links_down += 1
         self._on_wire -= len(parts)
         self._lost.extend(parts)
@@ -697,10 +710,11 @@ class Dispatcher:
         Receipts are taken in the order of their ids, then replies as they came: every bind locks
         the parts it updates in one order (PostgreSQL: an SMSC delivering the same receipts again
         on another bind, in another order, had each bind wait for the row the other held). A
-        part's own receipts keep their order. A long message's row, locked to read its parts'
-        receipts (`_apply_receipt`), is let go before the next delivery: the batch would otherwise
-        hold it while waiting for a row another worker's transaction holds (a message it is
-        marking), and that transaction could come to the long message next."""
+        part's own receipts keep their order. Once the batch holds a long message's row (locked
+        to read its parts' receipts, `_apply_receipt`), it waits for no other message's row while
+        holding it: it takes a one-part message's row as a long one's, and commits first if
+        another transaction has it (that transaction, marking messages submitted, could come to
+        the long message next); and it commits before the replies."""
         taken = [True] * len(deliveries)
 
         def order(n: int) -> tuple[int, str, int]:
@@ -711,7 +725,7 @@ class Dispatcher:
             mono = time.monotonic()
             for n in sorted(range(len(deliveries)), key=order):
                 delivery = deliveries[n]
-                if self._holds_message:  # let it go before anything can wait: a waiter holding it closed a circle
+                if self._holds_message and not isinstance(delivery, Receipt):  # (replies: see the docstring)
                     self._commit_so_far(now)
                 try:
                     if isinstance(delivery, Receipt):
@@ -888,6 +902,7 @@ class Dispatcher:
                 self._touched[work.id] = work
             if status == ESME_ROK:
                 self.stats.parts_accepted += 1
+                self._refused_in_a_row = self._drops_in_a_row = 0
                 if work is not None:
                     work.accepted[seq] = smsc_id or ""
             elif status in RETRYABLE:  # out of throttling retries: the SMSC did not take it, send later
@@ -897,6 +912,8 @@ class Dispatcher:
                     heapq.heappush(self._deferred, (time.monotonic() + self.settings.throttle_requeue, self._deferred_count, result.part))
             else:
                 self.stats.parts_refused += 1
+                self._refused_in_a_row += 1
+                self._last_refusal = describe_status(status)
                 if work is not None and work.refusal is None:
                     work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
         _RECORD_RESPONSE.executemany(self._session, rows)
@@ -1295,11 +1312,11 @@ class Dispatcher:
             return False
         message_id, total, stat = part  # the part's stat now: its first final one, if it had one
         if total == 1:
+            if self._holds_message:  # never wait for it holding a long message's row (see _on_deliveries)
+                self._lock_message(message_id, now)
             status = message_status_of([stat])
         else:
-            if _LOCK_MESSAGE.scalar(self._session, {"mid": message_id}) is None:
-                self._commit_so_far(now)  # (its part's receipt included)
-                _WAIT_FOR_MESSAGE.scalar(self._session, {"mid": message_id})
+            self._lock_message(message_id, now)
             self._holds_message = self._postgresql
             stats = dict(_PART_STATS.rows(self._session, {"mid": message_id}))
             status = message_status_of([stats.get(seq) for seq in range(1, total + 1)])
@@ -1319,6 +1336,13 @@ class Dispatcher:
                 if current in SENT and _FINISHED.rowcount(self._session, finished):
                     self.stats.finished += 1
         return True
+
+    def _lock_message(self, message_id: int, now: datetime) -> None:
+        """Lock the message's row; if another transaction has it, commit what the batch did so
+        far and wait for it holding nothing (a waiter holding nothing is in no circle)."""
+        if _LOCK_MESSAGE.scalar(self._session, {"mid": message_id}) is None:
+            self._commit_so_far(now)  # (the part's receipt included)
+            _WAIT_FOR_MESSAGE.scalar(self._session, {"mid": message_id})
 
     def _carrier_reported(self, receipt: Receipt, message_id: int, total: int, carrier: str) -> None:
         """The first carrier an SMSC reports for a message wins over its prefix (number
@@ -1513,7 +1537,13 @@ class Dispatcher:
             "rebinds": link.rebinds_in_a_row,
             "throttled_pauses": link.throttled_in_a_row,
             "held": sum(1 for work in self._works.values() if not work.done),
-            "counters": {**asdict(self.stats), **{f"link_{k}": v for k, v in asdict(link.stats).items()}},
+            "counters": {
+                **asdict(self.stats),
+                **{f"link_{k}": v for k, v in asdict(link.stats).items()},
+                "refused_in_a_row": self._refused_in_a_row,
+                "last_refusal": self._last_refusal,
+                "drops_in_a_row": self._drops_in_a_row,
+            },
         }
         if problem is not None:  # an earlier problem stays shown until there is a newer one (a restart keeps its cause)
             values |= {"problem": problem[:2000], "problem_at": now}
@@ -1521,9 +1551,18 @@ class Dispatcher:
         self._session.execute(insert.on_conflict_do_update(index_elements=[_WORKERS.c.name], set_=values))
         self._commit()
 
+    def _heartbeat_or_log(self) -> None:
+        """The row while the worker runs: a failure to write it is logged, not the worker's end
+        (the next turn finds out whether the database itself is failing)."""
+        try:
+            self._heartbeat()
+        except Exception:
+            self._session.rollback()
+            log.warning("dispatcher %s: could not write its row in dispatch_workers", self.worker, exc_info=True)
+
     def _last_heartbeat(self) -> None:
         """The worker's row at its end: stopped, or failed and why (never hides the failure itself)."""
-        failure = self._failure
+        failure = self._failure or self._ended_by
         try:
             self._session.rollback()
             if failure is None:

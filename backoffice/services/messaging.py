@@ -1374,6 +1374,7 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
     chosen = f"“{named}”列" if named else f"第 {column + 1} 列"
     numbers, problems = [], []
     for line, row in rows[first:]:
+        on_line: set[str] = set()  # (several to a line: a number twice on one line, its 手机 and 电话 say, is one recipient)
         for raw in [cell for cell in row if cell.strip()] if every_cell else [row[column] if len(row) > column else ""]:
             cell = _number_cell(raw)
             if not cell:
@@ -1383,13 +1384,21 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
                 problems.append(f"第 {line} 行：号码被 Excel 转成了科学计数法（{cell[:20]}），请把号码列设为“文本”格式后重新导出")
                 continue
             try:
-                numbers.append(normalise_mobile(cell, table))
+                number = normalise_mobile(cell, table)
             except InvalidNumber as bad:
                 problems.append(f"第 {line} 行：{bad.reason}")
+                continue
+            if number not in on_line:
+                on_line.add(number)
+                numbers.append(number)
             if limit is not None and len(numbers) > limit:
                 raise ValidationFailed({"file": f"文件中的号码超过每次最多 {limit} 个的限制，请分成多个文件发送"})
         if not every_cell:  # another column's mobile number (备用手机, say) is not sent, and the customer is told
-            unused = [number for i, cell in enumerate(row) if i != column and (number := _mobile_or_none(cell, table))]
+            unused = [
+                number
+                for i, cell in enumerate(row)
+                if i != column and _number_like(cell) and (number := _mobile_or_none(cell, table)) and number not in on_line
+            ]
             if unused:
                 problems.append(f"第 {line} 行：只发送{chosen}的号码，本行其他列的号码未发送：{'、'.join(unused[:5])}")
     if len(problems) > PROBLEMS_SHOWN:  # a file of bad rows made a page of 150 MB
@@ -1418,11 +1427,21 @@ def _mobile_or_none(cell: str, table: Any) -> str | None:
         return None
 
 
+def _number_like(cell: str) -> bool:
+    """A cell written as a phone number, good or bad (digits, +, spaces, hyphens, brackets; Excel's
+    1.38001E+10 too), not a name or a header."""
+    cell = cell.strip()
+    return bool(_EXCEL_EXPONENT.fullmatch(cell)) or (
+        sum(c.isdigit() for c in cell) >= 5 and all(c.isdigit() or c in "+-–—() .\u3000（）" for c in cell)
+    )
+
+
 def _numbers_only(sample: list[tuple[int, list[str]]], table: Any) -> bool:
-    """Whether the lines hold nothing but mobile numbers, several to a line somewhere (a pasted
-    list "13800138000,13912345678,…"): then every cell is a recipient, not one column."""
+    """Whether the lines hold nothing but phone numbers, several to a line somewhere (a pasted
+    list "13800138000,13912345678,…"): then every cell is a recipient and a bad one is reported
+    on its own, not one column read and the rest set aside."""
     cells = [cell for _, row in sample for cell in row if cell.strip()]
-    return len(cells) > len(sample) and all(_mobile_or_none(cell, table) for cell in cells)
+    return len(cells) > len(sample) and all(_number_like(cell) for cell in cells)
 
 
 _HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone")

@@ -242,3 +242,76 @@ def test_a_worker_gone_for_good_can_be_forgotten_but_not_one_that_runs(
     assert [w.row.name for w in now.workers] == ["dispatch@new-host"] and now.healthy, now.problems
     entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "dispatch.forget_worker"))
     assert entry is not None and entry.object_id == "dispatch@old-host" and entry.actor.startswith("staff:")
+
+
+def test_an_smsc_refusing_every_part_is_a_problem(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: bound and alive, every message refunded, and the page said 正常."""
+    sender = active_sender(app)
+    send(sender, numbers(20))
+    refusing = hostile(
+        lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: encode_pdu(SUBMIT_SM_RESP, sequence, b"", 0x45)))
+    )
+    dispatcher = make_worker(refusing)
+    drive(dispatcher, all_in("refunded"), sender)
+    heartbeat(dispatcher)
+    now = status()
+    assert now.workers[0].row.counters["refused_in_a_row"] == 20
+    assert any(
+        "短信中心连续拒绝了发送进程 hostile-worker" in p and "提交的 20 条短信" in p and "这些短信已退款" in p for p in now.problems
+    ), now.problems
+
+
+def test_an_smsc_that_drops_the_link_before_accepting_anything_is_a_problem(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: an SMSC that binds and never answers a submit was 正常 between drops."""
+    sender = active_sender(app)
+    send(sender, numbers(2))
+    silent = hostile(lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: None)))
+    dispatcher = make_worker(silent, link={"enquire_link_interval": 0.1, "response_timeout": 0.2})
+    deadline = time.monotonic() + 15
+    while dispatcher._drops_in_a_row < 3 and time.monotonic() < deadline:
+        dispatcher.step(timeout=0.02)
+    heartbeat(dispatcher)
+    now = status()
+    assert any("链路连续断开" in p and "其间没有一条短信提交成功" in p for p in now.problems), now.problems
+
+
+def test_a_worker_whose_end_failed_outside_its_transactions_is_recorded_failed(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: a failure of the final flush left the row 'stopped', as a clean stop."""
+    dispatcher = worker(smsc(), "worker-a")
+    dispatcher.run_until(lambda: dispatcher.link.bound)
+
+    def broken() -> None:
+        raise RuntimeError("disk I/O error")
+
+    dispatcher._final_flush = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        dispatcher.close()
+    row = status().workers[0].row
+    assert row.state == "failed" and row.problem == "worker failed: RuntimeError: disk I/O error"
+
+
+def test_a_row_that_cannot_be_written_does_not_stop_the_worker(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    dispatcher = worker(smsc(), "worker-a")
+    dispatcher.run_until(lambda: dispatcher.link.bound)
+    real = dispatcher._heartbeat
+    calls = [0]
+
+    def flaky(*args: object) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        real(*args)  # type: ignore[arg-type]
+
+    dispatcher._heartbeat = flaky  # type: ignore[method-assign]
+    heartbeat(dispatcher)  # logged, not fatal
+    assert dispatcher._failure is None
+    heartbeat(dispatcher)
+    assert status().workers[0].row.state == "running"

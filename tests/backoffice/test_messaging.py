@@ -594,9 +594,20 @@ def test_numbers_no_list_drops_without_saying_so(app: Flask) -> None:
     a bad number."""
     pasted = read_recipient_file(b"13800138000,13912345678,18612345678\n13700137000\n")
     assert pasted.numbers == ["13800138000", "13912345678", "18612345678", "13700137000"] and pasted.problems == []
-    grid = read_recipient_file(b"13800138000;13912345678\n18612345678;12345\n")
-    assert grid.numbers == ["13800138000", "18612345678"]  # not all numbers: one column, the rest said
-    assert grid.problems == ["第 1 行：只发送第 1 列的号码，本行其他列的号码未发送：13912345678"]
+    # Found by a review of the above: one mistyped number switched the file to one column (two
+    # thirds not sent) and was itself never reported; a number twice on a line went twice.
+    typo = read_recipient_file(b"13800138000,1391234567\n18612345678,13700137000\n")
+    assert typo.numbers == ["13800138000", "18612345678", "13700137000"]
+    assert len(typo.problems) == 1 and typo.problems[0].startswith("第 1 行：") and "1391234567" in typo.problems[0]
+    rows = [f"138{3 * i:08d},139{3 * i + 1:08d},186{3 * i + 2:08d}" for i in range(200)]
+    rows[9] = "13800000027,1390000002,18600000029"
+    assert len(read_recipient_file("\n".join(rows).encode()).numbers) == 599
+    twice = read_recipient_file(b"13800138000,13800138000\n13900139000,+86 139 0013 9000\n")
+    assert twice.numbers == ["13800138000", "13900139000"] and twice.problems == []
+    same = read_recipient_file("姓名,手机,电话\n张三,13800138000,13800138000\n".encode())
+    assert same.numbers == ["13800138000"] and same.problems == []  # sent: nothing to say about it
+    landline = read_recipient_file(b"13800138000,010-62781234\n")
+    assert landline.numbers == ["13800138000"] and "固定电话" in landline.problems[0]
     backup = read_recipient_file("姓名,手机,备用手机\n张三,13800138000,13912345678\n李四,18612345678,\n".encode())
     assert backup.numbers == ["13800138000", "18612345678"]
     assert backup.problems == ["第 2 行：只发送“手机”列的号码，本行其他列的号码未发送：13912345678"]

@@ -31,7 +31,7 @@ from dispatch.smpp_link import (
 )
 from tests.backoffice import test_dispatcher
 from tests.backoffice.test_dispatcher import all_in, drive, statuses
-from tests.backoffice.test_messaging import active_sender, send
+from tests.backoffice.test_messaging import active_sender, numbers, send
 from tests.conftest import FIXED_NOW
 
 smsc = test_dispatcher.smsc  # the dispatcher tests' fixtures: a seeded simulator, workers closed after the test
@@ -531,6 +531,26 @@ def test_a_batch_that_settled_a_long_message_does_not_hold_its_row_while_it_wait
     assert dispatcher._failure is None, dispatcher._failure
     assert taken == [[True, True, True]]
     assert statuses() == {"delivered": 2}
+
+
+def test_a_batch_of_receipts_for_long_and_short_messages_is_one_transaction(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review of the fix above: letting a long message's row go before every next
+    delivery made a batch of N receipts N commits on PostgreSQL. It commits only when another
+    transaction has a row it needs."""
+    sender = active_sender(app)
+    send(sender, numbers(20), LONG)
+    send(sender, numbers(20, start=13900100000), "【学府教育】明天开课。")
+    simulator = smsc(receipt_delay=3600)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    receipts = [delivered(s.message_id) for s in simulator.received]
+    assert len(receipts) == 60
+    before = dispatcher.stats.commits
+    assert dispatcher._on_deliveries(receipts) == [True] * 60
+    assert dispatcher.stats.commits - before == 1
+    assert statuses() == {"delivered": 40}
 
 
 def test_receipts_naming_the_carriers_of_two_ported_numbers_in_opposite_orders_on_two_binds_do_not_deadlock(
