@@ -4,6 +4,7 @@ window (each resend flagged); `flask smsc simulate` and the worker stop cleanly 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from flask import Flask
 
 from backoffice.clock import set_clock
 from backoffice.extensions import db
-from backoffice.models import Message, MessagePart, SendLog
+from backoffice.models import DispatchWorker, Message, MessagePart, SendLog
 from backoffice.services.messaging import message_counts
 from backoffice.services.send_log import verify_chain
 from dispatch.simulator import SimulatorConfig, SMSCSimulator
@@ -146,8 +147,15 @@ def test_the_simulator_and_worker_commands_deliver_and_stop_cleanly_on_sigterm(
     smsc = processes("smsc", "simulate", "--port", port, "--receipt-delay", "0.1", log="smsc.log")
     worker = processes("dispatch", "worker", "--name", "e2e-cli", log="worker.log", SMSC_PORT=port)
     wait_for(lambda: statuses() == Counter(delivered=5), 60, "5 messages delivered")
+    # The operations view, as a monitoring system calls it: the running worker, nothing wrong.
+    status = processes("dispatch", "status", "--json", log="status.log")
+    assert status.wait(60) == 0, (tmp_path / "status.log").read_text(encoding="utf-8")
+    shown = json.loads((tmp_path / "status.log").read_text(encoding="utf-8"))
+    assert shown["healthy"] and [(w["name"], w["state"], w["alive"]) for w in shown["workers"]] == [("e2e-cli", "running", True)]
     for process in (worker, smsc):
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
     assert "SMSC simulator stopped" in (tmp_path / "smsc.log").read_text(encoding="utf-8")
     assert "stopped" in (tmp_path / "worker.log").read_text(encoding="utf-8")
+    db.session.expire_all()
+    assert db.session.get(DispatchWorker, "e2e-cli").state == "stopped"  # its last word, written as it stopped
