@@ -7,6 +7,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from wtforms.validators import DataRequired
 from backoffice.clock import utcnow
 from backoffice.errors import ValidationFailed
 from backoffice.extensions import db, login_manager
-from backoffice.models import EndedSession, StaffUser, SubAccount
+from backoffice.models import EndedSession, LoginFailure, StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import authenticate_sub_account
 from backoffice.services.passwords import change_password
@@ -31,6 +32,7 @@ from backoffice.services.staff import authenticate_staff
 
 bp = Blueprint("auth", __name__)
 login_manager.login_view = "auth.login"
+login_manager.blueprint_login_views = {"portal": "auth.portal_login"}  # customers to their own login, not the staff one
 login_manager.login_message = "请先登录"
 SESSION_TOKEN = "_token"  # this login session's own id: its logout ends it (EndedSession)
 SESSION_STARTED = "_started"  # when it logged in (epoch seconds): PERMANENT_SESSION_LIFETIME counts from here
@@ -70,6 +72,8 @@ def _load(user_id: str) -> Principal | None:
     record = db.session.get(model, int(ident), options=[undefer(model.session_nonce), undefer(model.must_change_password)])
     if record is None or not record.active or not hmac.compare_digest(record.session_nonce or "", nonce):
         return None
+    if isinstance(record, SubAccount) and record.account.status == "closed":
+        return None  # closed: its sessions end at once, as its logins are refused
     token, started = session.get(SESSION_TOKEN), session.get(SESSION_STARTED)
     if not isinstance(token, str) or not isinstance(started, (int, float)):
         return None  # from before session tokens
@@ -114,6 +118,41 @@ def safe_next(target: str | None) -> str | None:
     return target
 
 
+def _login_key(username: str) -> tuple[str, str]:
+    return username.strip().casefold()[:100], (request.remote_addr or "")[:64]
+
+
+def _locked_out(username: str) -> str | None:
+    """Why a login is refused before its password is checked: too many failures lately for this
+    login, or from this address (passwords are not to be guessed without limit)."""
+    config = current_app.config
+    login, address = _login_key(username)
+    since = utcnow() - timedelta(minutes=config["LOGIN_LOCK_MINUTES"])
+    failures = LoginFailure.__table__.c
+    recent = sa.select(sa.func.count()).select_from(LoginFailure).where(failures.failed_at >= since)
+    if (db.session.scalar(recent.where(failures.login == login)) or 0) >= config["LOGIN_MAX_FAILURES"] or (
+        db.session.scalar(recent.where(failures.address == address)) or 0
+    ) >= config["LOGIN_MAX_FAILURES_PER_ADDRESS"]:
+        return f"登录失败次数过多，请 {config['LOGIN_LOCK_MINUTES']} 分钟后再试"
+    return None
+
+
+def _failed(username: str) -> None:
+    """Count a failed login (and forget the ones too old to count)."""
+    now = utcnow()
+    login, address = _login_key(username)
+    failures = LoginFailure.__table__
+    db.session.execute(sa.delete(failures).where(failures.c.failed_at < now - timedelta(minutes=current_app.config["LOGIN_LOCK_MINUTES"])))
+    db.session.execute(sa.insert(failures).values(login=login, address=address, failed_at=now))
+    db.session.commit()
+
+
+def _succeeded(username: str) -> None:
+    """A login that succeeded starts its count again (in the login's transaction)."""
+    failures = LoginFailure.__table__
+    db.session.execute(sa.delete(failures).where(failures.c.login == _login_key(username)[0]))
+
+
 class LoginForm(FlaskForm):
     username = StringField("用户名", validators=[DataRequired("请输入用户名")])
     password = PasswordField("密码", validators=[DataRequired("请输入密码")])
@@ -123,10 +162,16 @@ class LoginForm(FlaskForm):
 def login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate_staff(db.session, form.username.data or "", form.password.data or "")
-        if user is None:
+        username = form.username.data or ""
+        refused = _locked_out(username)
+        user = None if refused else authenticate_staff(db.session, username, form.password.data or "")
+        if refused:
+            flash(refused, "error")
+        elif user is None:
+            _failed(username)
             flash("用户名或密码错误", "error")
         else:
+            _succeeded(username)
             _start_session(Principal("staff", user))
             audit.record(db.session, f"staff:{user.username}", "login", "staff_user", user.username)
             db.session.commit()
@@ -139,20 +184,27 @@ def login() -> Any:
 def portal_login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
-        sub = authenticate_sub_account(db.session, form.username.data or "", form.password.data or "")
-        if sub is None:
+        username = form.username.data or ""
+        refused = _locked_out(username)
+        sub = None if refused else authenticate_sub_account(db.session, username, form.password.data or "")
+        if refused:
+            flash(refused, "error")
+        elif sub is None:
+            _failed(username)
             flash("企业号/子号或密码错误", "error")
         else:
+            _succeeded(username)
             _start_session(Principal("sub", sub))
             audit.record(db.session, f"sub:{sub.login}", "login", "sub_account", sub.login)
             db.session.commit()
-            return redirect(url_for("portal.home"))
+            return redirect(safe_next(request.args.get("next")) or url_for("portal.home"))
     return render_template("login.html", form=form, title="客户登录（企业号 / 子号）", action=url_for("auth.portal_login"))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
     token = session.get(SESSION_TOKEN)
+    customer = current_user.is_authenticated and current_user.kind == "sub"
     if current_user.is_authenticated and isinstance(token, str):
         # This session ends, a copy of its cookie with it; the login's other sessions go on.
         now = utcnow()
@@ -163,7 +215,7 @@ def logout() -> Any:
     logout_user()
     session.pop(SESSION_TOKEN, None)
     session.pop(SESSION_STARTED, None)
-    return redirect(url_for("auth.login"))
+    return redirect(url_for("auth.portal_login" if customer else "auth.login"))
 
 
 class PasswordForm(FlaskForm):

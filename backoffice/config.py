@@ -67,6 +67,11 @@ class Config:
         self.STATUS_REPORT_SETTLE_SECONDS = float(env.get("STATUS_REPORT_SETTLE_SECONDS", "5"))
         # A login session lasts a working day: its cookie is refused after this (a logout ends it sooner).
         self.PERMANENT_SESSION_LIFETIME = timedelta(hours=float(env.get("SESSION_HOURS", "12")))
+        # Failed logins: this many for one login (or LOGIN_MAX_FAILURES_PER_ADDRESS from one address)
+        # within LOGIN_LOCK_MINUTES, and its logins are refused until the oldest of them is that old
+        self.LOGIN_MAX_FAILURES = int(env.get("LOGIN_MAX_FAILURES", "10"))
+        self.LOGIN_MAX_FAILURES_PER_ADDRESS = int(env.get("LOGIN_MAX_FAILURES_PER_ADDRESS", "100"))
+        self.LOGIN_LOCK_MINUTES = int(env.get("LOGIN_LOCK_MINUTES", "15"))
         self.SMTP_HOST = env.get("SMTP_HOST", "")
         self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
         self.SMTP_USER = env.get("SMTP_USER", "")

@@ -13,6 +13,7 @@ from flask_login import current_user
 from backoffice.auth import roles_required
 from backoffice.errors import DomainError, ValidationFailed
 from backoffice.extensions import db
+from backoffice.money import format_price
 from backoffice.portal import bp
 from backoffice.services.api_keys import account_api_keys, create_api_key, revoke_api_key
 from backoffice.services.messaging import (
@@ -94,7 +95,12 @@ def send() -> Any:
         from backoffice.api import _post_ledger
 
         _post_ledger()
-    return render_template("portal/sent.html", result=result, body=result.body, problems=problems), 200
+    balance = result.body.get("balance")
+    if result.replayed:  # the stored answer's balance is the first submission's: show the account's now
+        account = current_user.record.account
+        db.session.refresh(account)
+        balance = format_price(account.balance)
+    return render_template("portal/sent.html", result=result, body=result.body, balance=balance, problems=problems), 200
 
 
 def _scope() -> int | None:
@@ -111,16 +117,21 @@ def messages() -> Any:
     before = request.args.get("before", type=int)
     if before is not None and not 0 < before <= MAX_ID:
         before = None  # the first page
-    rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE, sub_account_id=_scope())
-    older = rows[-1].id if len(rows) == PAGE else None
-    return render_template("portal/messages.html", account=account, messages=rows, older=older)
+    rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE + 1, sub_account_id=_scope())
+    older = rows[PAGE - 1].id if len(rows) > PAGE else None  # (one more read: no link to an empty page)
+    return render_template("portal/messages.html", account=account, messages=rows[:PAGE], older=older, paged=before is not None)
 
 
 @bp.route("/replies")
 @roles_required("customer")
 def replies() -> Any:
     account = current_user.record.account
-    return render_template("portal/replies.html", account=account, replies=recent_replies(db.session, account.id, sub_account_id=_scope()))
+    before = request.args.get("before", type=int)
+    if before is not None and not 0 < before <= MAX_ID:
+        before = None  # the first page
+    rows = recent_replies(db.session, account.id, before_id=before, limit=PAGE + 1, sub_account_id=_scope())
+    older = rows[PAGE - 1].id if len(rows) > PAGE else None
+    return render_template("portal/replies.html", account=account, replies=rows[:PAGE], older=older, paged=before is not None)
 
 
 @bp.route("/api-keys", methods=["GET", "POST"])

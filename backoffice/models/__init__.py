@@ -29,13 +29,14 @@ from backoffice.models.messaging import (
     Unsubscribe,
 )
 from backoffice.models.provider import ProviderProfile
-from backoffice.models.staff import AuditEntry, EndedSession, StaffUser
+from backoffice.models.staff import AuditEntry, EndedSession, LoginFailure, StaffUser
 from backoffice.models.usage import UsageDay
 
 __all__ = [
     "ApiKey",
     "AuditEntry",
     "EndedSession",
+    "LoginFailure",
     "Base",
     "Contract",
     "ContractJob",

@@ -134,6 +134,10 @@ class Message(Base):
         # time, an unsubscribe's refunds) and every account's, for the account that last sent to
         # the number a reply comes from.
         sa.Index("ix_messages_recipient_account", "recipient", "account_id", "accepted_at"),
+        # The portal's pages of an account's (or a 子号's) messages, newest first: one index walk
+        # of a page, not a sort of every message the account ever sent.
+        sa.Index("ix_messages_account_id_id", "account_id", "id"),
+        sa.Index("ix_messages_sub_account_id_id", "sub_account_id", "id"),
         sa.CheckConstraint("charge >= 0 and segments >= 1", name="charge_segments"),
         sa.CheckConstraint(f"status in ({', '.join(repr(s) for s in MESSAGE_STATUSES)})", name="status"),
     )

@@ -61,3 +61,20 @@ class EndedSession(Base):
 
     token: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class LoginFailure(Base):
+    """A failed login (staff or customer), kept while it counts against that login and that
+    address (backoffice.auth: too many within the window and logins are refused for a while)."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(sa.String(100))  # as typed, case folded
+    address: Mapped[str] = mapped_column(sa.String(64))  # the client's IP address
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+    __table_args__ = (
+        sa.Index("ix_login_failures_login_failed_at", "login", "failed_at"),
+        sa.Index("ix_login_failures_address_failed_at", "address", "failed_at"),
+    )

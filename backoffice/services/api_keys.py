@@ -130,9 +130,10 @@ _cache_lock = threading.Lock()
 _LIVE_KEY = (
     sa.select(ApiKey.__table__.c.id, SubAccount.__table__.c.id, SubAccount.__table__.c.account_id, SubAccount.__table__.c.login,
               ApiKey.__table__.c.last_used_at, SubAccount.__table__.c.is_primary)
-    .select_from(ApiKey.__table__.join(SubAccount.__table__, SubAccount.__table__.c.id == ApiKey.__table__.c.sub_account_id))
+    .select_from(ApiKey.__table__.join(SubAccount.__table__, SubAccount.__table__.c.id == ApiKey.__table__.c.sub_account_id)
+                 .join(EnterpriseAccount.__table__, EnterpriseAccount.__table__.c.id == SubAccount.__table__.c.account_id))
     .where(ApiKey.__table__.c.key_hash == sa.bindparam("key_hash"), ApiKey.__table__.c.revoked_at.is_(None),
-           SubAccount.__table__.c.active.is_(True))
+           SubAccount.__table__.c.active.is_(True), EnterpriseAccount.__table__.c.status != "closed")  # a closed account's keys are dead
 )  # fmt: skip
 _TOUCH = (
     sa.update(ApiKey.__table__)

@@ -1234,10 +1234,15 @@ def recent_messages(
     return list(session.scalars(query.order_by(Message.id.desc()).limit(limit)))
 
 
-def recent_replies(session: Session, account_id: int, *, limit: int = 100, sub_account_id: int | None = None) -> list[MobileOriginated]:
-    """The account's latest replies; with `sub_account_id` (a 子号), only those from numbers that
-    sub-account has sent to: the others' recipients and what they answered are not its to read."""
+def recent_replies(
+    session: Session, account_id: int, *, before_id: int | None = None, limit: int = 100, sub_account_id: int | None = None
+) -> list[MobileOriginated]:
+    """The account's latest replies (before `before_id`, for the next page); with
+    `sub_account_id` (a 子号), only those from numbers that sub-account has sent to: the others'
+    recipients and what they answered are not its to read."""
     query = sa.select(MobileOriginated).where(MobileOriginated.account_id == account_id)
+    if before_id:
+        query = query.where(MobileOriginated.id < before_id)
     if sub_account_id is not None:
         sent_to = sa.select(Message.id).where(
             Message.recipient == MobileOriginated.sender, Message.account_id == account_id, Message.sub_account_id == sub_account_id

@@ -186,7 +186,11 @@ def record_receipt(
     elif (
         live := session.scalar(sa.select(Receipt).where(Receipt.bank_reference == reference, Receipt.status.in_(LIVE_RECEIPT)))
     ) is not None:
-        errors["bank_reference"] = f"银行流水号 {reference} 已登记过（到账记录 {live.id}，{live.status_name}），不能重复登记"
+        if recorded_by.startswith("sub:") and (account is None or live.account_id != account.id):
+            # A customer learns nothing of another customer's transfer (its record, its state).
+            errors["bank_reference"] = f"银行流水号 {reference} 已登记过，不能重复登记；如确为本账户的汇款，请联系财务"
+        else:
+            errors["bank_reference"] = f"银行流水号 {reference} 已登记过（到账记录 {live.id}，{live.status_name}），不能重复登记"
     payer = (payer_name or "").strip() or (account.customer_name if account else "")
     if len(payer) > 200 or any(unicodedata.category(c).startswith("C") for c in payer):
         errors["payer_name"] = "付款人名称过长或含有控制字符"

@@ -441,6 +441,26 @@ def test_a_customer_records_a_transfer_with_a_voucher_and_sees_the_rejection_rea
     assert "已驳回" in page and "金额与银行入账不符" in page
 
 
+def test_the_portal_receipt_form_tells_nothing_of_another_customers_transfer(app: Flask, client: Any) -> None:
+    """Found by a review: a customer typing another's bank reference learnt that transfer's
+    record number and state. Its own duplicate is still named in full, as for finance."""
+    other = make_contract(app, "enterprise_sms_center").logins[0]
+    mine = make_contract(app, "enterprise_sms_center", customer__name="乙公司").logins[0]
+    customer_login(client, other.login, other.password)
+    form = {"amount": "900.00", "paid_on": "2026-11-21", "bank_reference": "HX-1"}
+    assert client.post("/portal/receipts", data=form).status_code == 302
+    client.post("/logout")
+    customer_login(client, mine.login, mine.password)
+    before = snapshot(app)
+    page = client.post("/portal/receipts", data={**form, "amount": "1.00"}).get_data(as_text=True)
+    assert "银行流水号 HX-1 已登记过，不能重复登记；如确为本账户的汇款，请联系财务" in page
+    assert "到账记录" not in page.split("<h2")[0] and "待确认" not in page.split("<h2")[0] and snapshot(app) == before
+    client.post("/logout")
+    customer_login(client, other.login, other.password)
+    own = client.post("/portal/receipts", data=form).get_data(as_text=True)
+    assert "已登记过（到账记录" in own
+
+
 # --- concurrency: one credit, gapless numbers ----------------------------------------------------
 
 

@@ -323,3 +323,36 @@ def test_forgotten_passwords_are_reset_and_leavers_disabled_from_the_command_lin
     assert runner.invoke(args=["user", "disable", "finance"]).exit_code == 0
     assert other.get("/finance/receipts").status_code == 302
     assert login(app.test_client(), "finance", staff["finance"]).status_code == 200  # refused
+
+
+def test_passwords_cannot_be_guessed_without_limit(app: Flask, client: FlaskClient, staff: dict[str, str]) -> None:
+    """Found by a review: 200 wrong guesses, then the right password logged in at once."""
+    from datetime import timedelta
+
+    from backoffice.clock import set_clock
+    from tests.backoffice.test_api import portal_login
+    from tests.conftest import FIXED_NOW
+
+    sender = portal_login(client, app)
+    client.post("/logout")
+    for i in range(10):
+        assert "企业号/子号或密码错误" in client.post(
+            "/portal/login", data={"username": sender.sub.login, "password": f"guess{i:04d}"}
+        ).get_data(as_text=True)
+    right = client.post("/portal/login", data={"username": sender.sub.login.upper() + " ", "password": "portal-pass-1"})
+    assert right.status_code == 200 and "登录失败次数过多，请 15 分钟后再试" in right.get_data(as_text=True)
+    assert login(client, "admin", staff["admin"]).status_code == 302  # another login is not locked
+    client.post("/logout")
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=16))
+    assert client.post("/portal/login", data={"username": sender.sub.login, "password": "portal-pass-1"}).status_code == 302
+    client.post("/logout")
+    for i in range(9):  # a success starts the count again
+        client.post("/login", data={"username": "sales", "password": f"guess{i}"})
+    assert login(client, "sales", staff["sales"]).status_code == 302
+
+
+def test_one_address_cannot_try_many_logins_without_limit(app: Flask, client: FlaskClient, staff: dict[str, str]) -> None:
+    app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"] = 5
+    for i in range(5):
+        client.post("/portal/login", data={"username": f"E00000{i}", "password": "guess"})
+    assert "登录失败次数过多" in client.post("/login", data={"username": "admin", "password": staff["admin"]}).get_data(as_text=True)

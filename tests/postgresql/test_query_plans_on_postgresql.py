@@ -28,3 +28,27 @@ def test_a_receipt_finds_its_part_through_the_smsc_id_index(app: Flask) -> None:
     assert "ix_message_parts_smsc_message_id_id" in plan, plan
     assert "Rows Removed by Filter" not in plan, plan
     db.session.rollback()
+
+
+def test_a_page_of_an_accounts_messages_reads_that_page_only(app: Flask) -> None:
+    """The portal's pages, newest first (found by a review sorting every message of the account):
+    an account that sent long ago, with everyone else's newer messages above its own, is read
+    through its index, not by walking the newer ones backwards."""
+    from backoffice.models import Message
+
+    sender, other = active_sender(app), active_sender(app, customer__name="乙公司")
+    sender.account.rate_limit_per_second = other.account.rate_limit_per_second = 10_000
+    db.session.commit()
+    send(sender, numbers(500))
+    for start in range(0, 5000, 1000):
+        send(other, numbers(1000, start=13900100000 + start * 7))
+    db.session.execute(sa.text("ANALYZE messages"))
+    for scope in (None, sender.sub.id):
+        query = sa.select(Message.id).where(Message.account_id == sender.account.id)
+        if scope is not None:
+            query = query.where(Message.sub_account_id == scope)
+        query = query.where(Message.id < 10**9).order_by(Message.id.desc()).limit(51)
+        statement = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
+        plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, COSTS OFF) {statement}"))
+        assert "Rows Removed by Filter" not in plan and "pk_messages" not in plan, plan
+    db.session.rollback()
