@@ -31,7 +31,8 @@ LINK_DOWN_SECONDS = 120  # the link reconnects with a backoff of up to a minute
 QUEUE_MINUTES = 10  # the oldest message due and not yet submitted
 REBINDS = 3  # sessions in a row the SMSC took for unbound (ESME_RINVBNDSTS)
 THROTTLED_PAUSES = 20  # throttled pauses in a row (the pause doubles up to its maximum)
-REFUSED = 20  # parts the SMSC refused in a row (each message refunded)
+REFUSED = 20  # messages the SMSC refused in a row (each refunded), of at least REFUSED_TEXTS different texts
+REFUSED_TEXTS = 3  # (an SMSC's content filter refusing one request's text is routine, not a broken channel)
 DROPS = 3  # links dropped in a row without a part accepted in between
 
 
@@ -43,6 +44,7 @@ class DispatchThresholds:
     rebinds: int = REBINDS
     throttled_pauses: int = THROTTLED_PAUSES
     refused: int = REFUSED
+    refused_texts: int = REFUSED_TEXTS
     drops: int = DROPS
 
     @classmethod
@@ -182,10 +184,11 @@ def _problems(status: DispatchStatus, limits: DispatchThresholds) -> list[str]:
         if row.throttled_pauses >= limits.throttled_pauses:
             problems.append(f"短信中心持续限流{name}（连续 {row.throttled_pauses} 次暂停）")
         counters = row.counters or {}
-        if int(counters.get("refused_in_a_row", 0)) >= limits.refused:
+        texts = int(counters.get("refused_texts", 0))
+        if int(counters.get("refused_in_a_row", 0)) >= limits.refused and texts >= limits.refused_texts:
             problems.append(
-                f"短信中心连续拒绝了{name}提交的 {counters['refused_in_a_row']} 条短信（最近一次：{counters.get('last_refusal') or '未知'}），"
-                "这些短信已退款：请检查通道配置"
+                f"短信中心连续拒绝了{name}提交的 {counters['refused_in_a_row']} 条短信（{texts} 种以上不同内容；"
+                f"最近一次：{counters.get('last_refusal') or '未知'}），这些短信已退款：请检查通道配置"
             )
         if int(counters.get("drops_in_a_row", 0)) >= limits.drops:
             problems.append(f"{name}与短信中心的链路连续断开 {counters['drops_in_a_row']} 次，其间没有一条短信提交成功{cause}")

@@ -557,7 +557,8 @@ class Dispatcher:
         self._problems_seen = 0  # link.problems when the last heartbeat was written
         self._ended_by: BaseException | None = None  # what ended run() or close() outside the worker's transactions
         # For the operations page: what went wrong since the SMSC last accepted a part.
-        self._refused_in_a_row = 0  # parts the SMSC refused (any error but throttling)
+        self._refused_in_a_row = 0  # messages the SMSC refused a part of (any error but throttling)
+        self._refused_texts: set[int] = set()  # their different texts (a content filter refuses one; a broken channel all)
         self._last_refusal = ""
         self._drops_in_a_row = 0  # links dropped with parts on the wire
         self._started = False
@@ -707,8 +708,9 @@ class Dispatcher:
         """The receipts and replies of one read of the link, in one transaction committed before
         the link acknowledges them; one the SMSC is to deliver again (RedeliverLater) is refused alone.
 
-        Receipts are taken in the order of their ids, then replies as they came: every bind locks
-        the parts it updates in one order (PostgreSQL: an SMSC delivering the same receipts again
+        Receipts are taken in the order of their ids, then replies by their senders (a sender's in
+        the order they came): every bind locks the parts it updates, and the unsubscribes a TD
+        makes, in one order (PostgreSQL: an SMSC delivering the same receipts again
         on another bind, in another order, had each bind wait for the row the other held). A
         part's own receipts keep their order. Once the batch holds a long message's row (locked
         to read its parts' receipts, `_apply_receipt`), it waits for no other message's row while
@@ -719,7 +721,7 @@ class Dispatcher:
 
         def order(n: int) -> tuple[int, str, int]:
             delivery = deliveries[n]
-            return (0, normalise_message_id(delivery.message_id), n) if isinstance(delivery, Receipt) else (1, "", n)
+            return (0, normalise_message_id(delivery.message_id), n) if isinstance(delivery, Receipt) else (1, delivery.source, n)
 
         def work(now: datetime) -> None:
             mono = time.monotonic()
@@ -761,7 +763,9 @@ class Dispatcher:
             now = utcnow()
             lines: list[LogEntry] = []
             self._record_responses(now, lines)
-            self._finish(now, lines)
+            if self._finish(now, lines):  # messages marked or refused: committed before any delivery, not held
+                self._end_transaction(now, lines)  # through the batch's waits (two binds' batches waited in a circle)
+                lines = []
             self._batch_lines = lines
             try:
                 work(now)
@@ -903,6 +907,7 @@ class Dispatcher:
             if status == ESME_ROK:
                 self.stats.parts_accepted += 1
                 self._refused_in_a_row = self._drops_in_a_row = 0
+                self._refused_texts.clear()
                 if work is not None:
                     work.accepted[seq] = smsc_id or ""
             elif status in RETRYABLE:  # out of throttling retries: the SMSC did not take it, send later
@@ -912,8 +917,11 @@ class Dispatcher:
                     heapq.heappush(self._deferred, (time.monotonic() + self.settings.throttle_requeue, self._deferred_count, result.part))
             else:
                 self.stats.parts_refused += 1
-                self._refused_in_a_row += 1
-                self._last_refusal = describe_status(status)
+                if work is not None and work.refusal is None:  # (a message counts once, however many parts)
+                    self._refused_in_a_row += 1
+                    self._last_refusal = describe_status(status)
+                    if len(self._refused_texts) < 16:
+                        self._refused_texts.add(hash(work.content))
                 if work is not None and work.refusal is None:
                     work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
         _RECORD_RESPONSE.executemany(self._session, rows)
@@ -1541,6 +1549,7 @@ class Dispatcher:
                 **asdict(self.stats),
                 **{f"link_{k}": v for k, v in asdict(link.stats).items()},
                 "refused_in_a_row": self._refused_in_a_row,
+                "refused_texts": len(self._refused_texts),
                 "last_refusal": self._last_refusal,
                 "drops_in_a_row": self._drops_in_a_row,
             },

@@ -1444,9 +1444,18 @@ def _number_like(cell: str) -> bool:
 def _numbers_only(sample: list[tuple[int, list[str]]], table: Any) -> bool:
     """Whether the lines hold nothing but phone numbers, several to a line somewhere (a pasted
     list "13800138000,13912345678,…"): then every cell is a recipient and a bad one is reported
-    on its own, not one column read and the rest set aside."""
+    on its own, not one column read and the rest set aside. Every cell looks like a number and
+    at least half of every column's are mobile numbers: a column of staff numbers, dates or amounts
+    (digits too) makes it a file to read by its mobile column."""
     cells = [cell for _, row in sample for cell in row if cell.strip()]
-    return len(cells) > len(sample) and all(_number_like(cell) for cell in cells)
+    if len(cells) <= len(sample) or not all(_number_like(cell) for cell in cells):
+        return False
+    columns: dict[int, list[bool]] = {}
+    for _, row in sample:
+        for i, cell in enumerate(row):
+            if cell.strip():
+                columns.setdefault(i, []).append(_mobile_or_none(cell, table) is not None)
+    return all(2 * sum(valid) >= len(valid) for valid in columns.values())
 
 
 _HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone")

@@ -249,18 +249,34 @@ def test_an_smsc_refusing_every_part_is_a_problem(
 ) -> None:
     """Found by a review: bound and alive, every message refunded, and the page said 正常."""
     sender = active_sender(app)
-    send(sender, numbers(20))
-    refusing = hostile(
-        lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: encode_pdu(SUBMIT_SM_RESP, sequence, b"", 0x45)))
-    )
-    dispatcher = make_worker(refusing)
+    for i in range(4):  # four requests, four texts
+        send(sender, numbers(5, start=13800100000 + i * 100), f"【蓉城会员】第 {i} 批通知")
+    dispatcher = make_worker(hostile(lambda conn: (conn.bind(), conn.serve(REFUSE))))
     drive(dispatcher, all_in("refunded"), sender)
     heartbeat(dispatcher)
     now = status()
-    assert now.workers[0].row.counters["refused_in_a_row"] == 20
-    assert any(
-        "短信中心连续拒绝了发送进程 hostile-worker" in p and "提交的 20 条短信" in p and "这些短信已退款" in p for p in now.problems
-    ), now.problems
+    assert now.workers[0].row.counters["refused_in_a_row"] == 20 and now.workers[0].row.counters["refused_texts"] == 4
+    assert any("短信中心连续拒绝了发送进程 hostile-worker" in p and "提交的 20 条短信（4 种以上不同内容" in p for p in now.problems), (
+        now.problems
+    )
+
+
+def test_one_request_an_smsc_refuses_for_its_content_is_not_a_channel_problem(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: a content filter refusing one request's six-part text to four numbers
+    was "20 条短信 … 请检查通道配置" (it counted parts) until the next accepted part."""
+    sender = active_sender(app)
+    send(sender, numbers(25), "【学府教育】" + "贷款优惠，详情请咨询。" * 36)
+    dispatcher = make_worker(hostile(lambda conn: (conn.bind(), conn.serve(REFUSE))))
+    drive(dispatcher, all_in("refunded"), sender)
+    heartbeat(dispatcher)
+    now = status()
+    assert now.workers[0].row.counters["refused_in_a_row"] == 25 and now.healthy, now.problems
+
+
+def REFUSE(conn: object, sequence: int, body: bytes, n: int) -> bytes:  # noqa: N802 (a constant answer)
+    return encode_pdu(SUBMIT_SM_RESP, sequence, b"", 0x45)
 
 
 def test_an_smsc_that_drops_the_link_before_accepting_anything_is_a_problem(

@@ -606,8 +606,17 @@ def test_numbers_no_list_drops_without_saying_so(app: Flask) -> None:
     assert twice.numbers == ["13800138000", "13900139000"] and twice.problems == []
     same = read_recipient_file("姓名,手机,电话\n张三,13800138000,13800138000\n".encode())
     assert same.numbers == ["13800138000"] and same.problems == []  # sent: nothing to say about it
-    landline = read_recipient_file(b"13800138000,010-62781234\n")
-    assert landline.numbers == ["13800138000"] and "固定电话" in landline.problems[0]
+    landline = read_recipient_file(b"13800138000,010-62781234\n13900139000,010-62781235\n")
+    assert landline.numbers == ["13800138000", "13900139000"] and landline.problems == []  # an office phone column
+    # Found by a review of the above: a headerless column of staff numbers, dates or amounts
+    # (digits too) made every row a bad number, and a second mobile column was sent.
+    ids = read_recipient_file(b"100234,13800138000\n100235,13912345678\n100236,18612345678\n")
+    assert ids.numbers == ["13800138000", "13912345678", "18612345678"] and ids.problems == []
+    assert read_recipient_file(b"13800138000,2026-12-07\n13912345678,2026-12-08\n").problems == []
+    assert read_recipient_file(b"13800138000,12000.50\n13912345678,8000.00\n").problems == []
+    backup = read_recipient_file(b"100234,13800138000,13700137000\n100235,13912345678,\n")
+    assert backup.numbers == ["13800138000", "13912345678"]
+    assert backup.problems == ["第 1 行：只发送第 2 列的号码，本行其他列的号码未发送：13700137000"]
     backup = read_recipient_file("姓名,手机,备用手机\n张三,13800138000,13912345678\n李四,18612345678,\n".encode())
     assert backup.numbers == ["13800138000", "18612345678"]
     assert backup.problems == ["第 2 行：只发送“手机”列的号码，本行其他列的号码未发送：13912345678"]

@@ -553,6 +553,80 @@ def test_a_batch_of_receipts_for_long_and_short_messages_is_one_transaction(
     assert statuses() == {"delivered": 40}
 
 
+def _second_part_refused_while_held(dispatcher: Dispatcher, recipient: str) -> str:
+    """The long message to `recipient` back in `dispatcher`'s hands as when its first part was
+    accepted (recorded, committed) and the SMSC's refusal of its second part has just come in,
+    to be recorded by the worker's next transaction. Returns the SMSC id of part 1. (A review's
+    reproduction, shared by the two tests below.)"""
+    from collections import deque
+
+    from backoffice.clock import utcnow
+    from backoffice.services.dispatcher import _Work
+    from dispatch.smpp_link import ESME_RSUBMITFAIL, OutgoingPart, SubmitResult
+
+    message = db.session.execute(sa.select(Message).where(Message.recipient == recipient, Message.segments == 2)).scalar_one()
+    first = db.session.execute(sa.select(MessagePart).where(MessagePart.message_id == message.id, MessagePart.seq == 1)).scalar_one()
+    db.session.execute(
+        sa.update(Message).where(Message.id == message.id)
+        .values(status="queued", claimed_by=dispatcher.worker, claimed_at=utcnow(), submitted_at=None)
+    )  # fmt: skip
+    db.session.execute(
+        sa.update(MessagePart).where(MessagePart.message_id == message.id, MessagePart.seq == 2)
+        .values(submit_status=None, smsc_message_id=None, submitted_at=None)
+    )  # fmt: skip
+    db.session.commit()
+    work = _Work(message.id, message.account_id, message.recipient, message.content, 2, message.valid_until, deque())
+    work.accepted[1] = first.smsc_message_id or ""
+    work.live, work.started = 1, True
+    dispatcher._works[message.id] = work
+    dispatcher._open += 1
+    dispatcher._resps.append(SubmitResult(OutgoingPart((message.id, 2), "106", "86" + recipient, b"x"), ESME_RSUBMITFAIL, "", 1))
+    return first.smsc_message_id or ""
+
+
+def test_a_batch_refunding_a_long_message_and_a_batch_holding_it_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): a batch recorded a refusal first and refunded its message
+    at its end, so it waited for that message's row while holding the part rows of its receipts;
+    another bind's batch held the message's row (a receipt of its first part) and waited for one
+    of those parts (the same receipt delivered again). The refusals are now committed first."""
+    first, second, ids = submitted_on_two_binds(app, smsc, worker, [(["13800138000"], LONG), (["13900139000"], "【学府教育】明天开课。")])
+    (s,) = next(i for i in ids if len(i) == 1)
+    c1 = _second_part_refused_while_held(first, "13800138000")
+    at_once((first, [delivered(s)]), (second, [delivered(c1), delivered(s)]), interleaved=True)
+    assert statuses() == {"refunded": 1, "delivered": 1}
+
+
+def test_two_batches_each_refunding_the_long_message_the_other_holds_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    first, second, _ = submitted_on_two_binds(app, smsc, worker, [(["13800138000", "13900139000"], LONG)])
+    a1 = _second_part_refused_while_held(first, "13800138000")
+    b1 = _second_part_refused_while_held(second, "13900139000")
+    at_once((first, [delivered(b1)]), (second, [delivered(a1)]), interleaved=True)
+    assert statuses() == {"refunded": 2}
+
+
+def test_the_same_td_replies_taken_in_opposite_orders_on_two_binds_do_not_deadlock(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review (PostgreSQL): each bind waited for the unsubscribe the other had made.
+    Replies are now taken by sender."""
+    from dispatch.smpp_link import MobileOriginated as Reply
+
+    simulator, first = submitted(app, smsc, worker, ["13800138000", "13900139000"])
+    destination = simulator.received[0].source
+    second = worker(simulator, "worker-b")
+    second.start()
+
+    def td(number: str) -> Reply:
+        return Reply("86" + number, destination, "TD", 0, None)
+
+    at_once((first, [td("13800138000"), td("13900139000")]), (second, [td("13900139000"), td("13800138000")]), interleaved=True)
+    assert set(db.session.scalars(sa.select(Unsubscribe.number))) == {"13800138000", "13900139000"}
+
+
 def test_receipts_naming_the_carriers_of_two_ported_numbers_in_opposite_orders_on_two_binds_do_not_deadlock(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
