@@ -72,6 +72,10 @@ class Config:
         self.LOGIN_MAX_FAILURES = int(env.get("LOGIN_MAX_FAILURES", "10"))
         self.LOGIN_MAX_FAILURES_PER_ADDRESS = int(env.get("LOGIN_MAX_FAILURES_PER_ADDRESS", "100"))
         self.LOGIN_LOCK_MINUTES = int(env.get("LOGIN_LOCK_MINUTES", "15"))
+        # Behind HTTPS (production): the session cookie is only sent over TLS. `make run` serves
+        # plain HTTP on loopback, so it is off unless set.
+        self.SESSION_COOKIE_SECURE = env.get("SESSION_COOKIE_SECURE", "").strip().lower() in ("1", "true", "yes", "on")
+        self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SMTP_HOST = env.get("SMTP_HOST", "")
         self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
         self.SMTP_USER = env.get("SMTP_USER", "")

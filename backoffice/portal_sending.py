@@ -100,7 +100,10 @@ def send() -> Any:
         account = current_user.record.account
         db.session.refresh(account)
         balance = format_price(account.balance)
-    return render_template("portal/sent.html", result=result, body=result.body, balance=balance, problems=problems), 200
+    page = render_template("portal/sent.html", result=result, body=result.body, balance=balance, problems=problems)
+    return page, (
+        200 if result.http_status < 300 else result.http_status
+    )  # 422: content refused (its fee charged where the contract says so)
 
 
 def _scope() -> int | None:

@@ -662,3 +662,36 @@ def test_a_page_of_messages_walks_an_index_not_every_message_of_the_account(app:
             assert "TEMP B-TREE" not in plan and ("ix_messages_account_id_id" in plan or "ix_messages_sub_account_id_id" in plan), plan
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", capture)
+
+
+def test_portal_form_details_a_review_found(app: Flask, client: FlaskClient) -> None:
+    """A refusal of the hidden client_ref was a 422 with nothing shown; a key label took control
+    and direction characters; a send refused for its content answered 200."""
+    from backoffice.models import ApiKey, ForbiddenKeyword
+
+    portal_login(client, app)
+    bad_ref = client.post("/portal/send", data={"recipients": "13800138000", "content": SIGNED, "client_ref": "x" * 200})
+    assert bad_ref.status_code in (400, 422) and "client_ref 应为 1–" in bad_ref.get_data(as_text=True)
+    for label in ("测试\u202e", "a\x01b"):
+        refused = client.post("/portal/api-keys", data={"label": label})
+        assert "不可见的控制字符" in refused.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiKey)) == 0
+    db.session.add(ForbiddenKeyword(word="代开发票", created_by="admin"))
+    db.session.commit()
+    refused = client.post("/portal/send", data={"recipients": "13800138000", "content": "【蓉城会员】代开发票", "client_ref": "k-1"})
+    assert refused.status_code == 422 and "违禁词" in refused.get_data(as_text=True)
+
+
+def test_the_session_cookie_is_secure_when_configured(
+    tmp_path: Path, signing_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backoffice import create_app
+    from backoffice.config import Config
+    from tests.conftest import app_config
+
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", "true")
+    assert Config().SESSION_COOKIE_SECURE is True
+    monkeypatch.delenv("SESSION_COOKIE_SECURE")
+    assert Config().SESSION_COOKIE_SECURE is False
+    app = create_app(app_config(tmp_path, signing_files, SESSION_COOKIE_SECURE=True))
+    assert app.config["SESSION_COOKIE_SECURE"] is True and app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
