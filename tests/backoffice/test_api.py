@@ -638,32 +638,6 @@ def test_every_reply_and_message_can_be_read_page_by_page(app: Flask, client: Fl
     assert "更早的记录" not in last and "最新的记录" in last  # exactly 50 left: no link to an empty page
 
 
-def test_a_page_of_messages_walks_an_index_not_every_message_of_the_account(app: Flask) -> None:
-    """Found by a review: each page sorted every message of the account (0.3 s at 200,000)."""
-    from backoffice.services.messaging import recent_messages
-
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("read with SQLite's EXPLAIN QUERY PLAN")
-    sender = active_sender(app)
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM messages" in statement:
-            seen.append((statement, params))
-
-    sa.event.listen(db.engine, "before_cursor_execute", capture)
-    try:
-        for scope in (None, sender.sub.id):
-            seen.clear()
-            recent_messages(db.session, sender.account.id, before_id=10**6, limit=51, sub_account_id=scope)
-            ((statement, params),) = seen
-            with db.engine.connect() as connection:
-                plan = " / ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all())
-            assert "TEMP B-TREE" not in plan and ("ix_messages_account_id_id" in plan or "ix_messages_sub_account_id_id" in plan), plan
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", capture)
-
-
 def test_portal_form_details_a_review_found(app: Flask, client: FlaskClient) -> None:
     """A refusal of the hidden client_ref was a 422 with nothing shown; a key label took control
     and direction characters; a send refused for its content answered 200."""
