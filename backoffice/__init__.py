@@ -62,6 +62,12 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(config.as_mapping())
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = _secret_key(config.INSTANCE_PATH)
+    if hops := int(
+        app.config.get("PROXY_HOPS") or 0
+    ):  # behind that many reverse proxies: the client's address and scheme are theirs to say
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}, **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
 

@@ -76,6 +76,9 @@ class Config:
         # plain HTTP on loopback, so it is off unless set.
         self.SESSION_COOKIE_SECURE = env.get("SESSION_COOKIE_SECURE", "").strip().lower() in ("1", "true", "yes", "on")
         self.SESSION_COOKIE_SAMESITE = "Lax"
+        # Reverse proxies in front of gunicorn (nginx: 1) whose X-Forwarded-For/-Proto are trusted:
+        # the client's own address then counts failed logins, not the proxy's (0: none trusted)
+        self.PROXY_HOPS = int(env.get("PROXY_HOPS", "0"))
         self.SMTP_HOST = env.get("SMTP_HOST", "")
         self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
         self.SMTP_USER = env.get("SMTP_USER", "")

@@ -356,3 +356,22 @@ def test_one_address_cannot_try_many_logins_without_limit(app: Flask, client: Fl
     for i in range(5):
         client.post("/portal/login", data={"username": f"E00000{i}", "password": "guess"})
     assert "登录失败次数过多" in client.post("/login", data={"username": "admin", "password": staff["admin"]}).get_data(as_text=True)
+
+
+def test_behind_a_proxy_each_client_has_its_own_address(tmp_path: Path, signing_files: tuple[Path, Path]) -> None:
+    """With PROXY_HOPS the failed-login limit per address counts the client's address, not the
+    proxy's (every customer would share the proxy's)."""
+    from backoffice.extensions import db as database
+
+    app = create_app(app_config(tmp_path, signing_files, PROXY_HOPS=1, LOGIN_MAX_FAILURES_PER_ADDRESS=3))
+    with app.app_context():
+        database.create_all()
+        client = app.test_client()
+        for i in range(3):
+            client.post("/login", data={"username": f"nobody{i}", "password": "x"}, headers={"X-Forwarded-For": "203.0.113.7"})
+        blocked = client.post("/login", data={"username": "other", "password": "x"}, headers={"X-Forwarded-For": "203.0.113.7"})
+        assert "登录失败次数过多" in blocked.get_data(as_text=True)
+        other = client.post("/login", data={"username": "other", "password": "x"}, headers={"X-Forwarded-For": "198.51.100.9"})
+        assert "用户名或密码错误" in other.get_data(as_text=True)
+        database.session.remove()
+        database.engine.dispose()
