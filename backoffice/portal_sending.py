@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from backoffice.auth import roles_required
@@ -28,6 +28,7 @@ from backoffice.services.messaging import (
 from backoffice.services.sql import MAX_ID
 
 PAGE = 50
+KEY_FORM_USED = "_key_form"  # the token of the last API key form that made a key (session)
 
 
 def _form_again(errors: dict[str, str], status: int, *, fresh_ref: bool = False, **extra: Any) -> Any:
@@ -145,14 +146,22 @@ def api_keys() -> Any:
     secret = None
     errors: dict[str, str] = {}
     if request.method == "POST":
-        try:
-            key, secret = create_api_key(db.session, current_user.record, label=request.form.get("label", ""), actor=current_user.actor)
-            db.session.commit()
-        except ValidationFailed as failed:
-            db.session.rollback()
-            errors = failed.errors
+        # The form's one-time token: a reload of the page that showed a new key (the browser
+        # posting the form again) makes no second key that nobody saw.
+        token = request.form.get("form_token", "")
+        if token and token == session.get(KEY_FORM_USED):
+            errors = {"_form": "这张表单已经提交过：密钥已创建，且只显示那一次。如未保存，请吊销该密钥后重新创建"}
+        else:
+            try:
+                key, secret = create_api_key(db.session, current_user.record, label=request.form.get("label", ""), actor=current_user.actor)
+                db.session.commit()
+                session[KEY_FORM_USED] = token
+            except ValidationFailed as failed:
+                db.session.rollback()
+                errors = failed.errors
     keys = account_api_keys(db.session, account.id, sub_account_id=_scope())
-    return render_template("portal/api_keys.html", account=account, keys=keys, secret=secret, errors=errors), (422 if errors else 200)
+    page = render_template("portal/api_keys.html", account=account, keys=keys, secret=secret, errors=errors, form_token=uuid.uuid4().hex)
+    return page, (422 if errors else 200)
 
 
 @bp.post("/api-keys/<id32:key_id>/revoke")

@@ -669,3 +669,28 @@ def test_the_session_cookie_is_secure_when_configured(
     assert Config().SESSION_COOKIE_SECURE is False
     app = create_app(app_config(tmp_path, signing_files, SESSION_COOKIE_SECURE=True))
     assert app.config["SESSION_COOKIE_SECURE"] is True and app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def test_reloading_the_page_that_showed_a_new_key_makes_no_second_key(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: the browser posting the form again made a second live key nobody saw."""
+    import re
+
+    from backoffice.models import ApiKey
+
+    portal_login(client, app)
+    form = client.get("/portal/api-keys").get_data(as_text=True)
+    token = re.search(r'name="form_token" value="([0-9a-f]+)"', form)
+    assert token is not None
+    data = {"label": "ERP", "form_token": token.group(1)}
+    made = client.post("/portal/api-keys", data=data).get_data(as_text=True)
+    assert 'id="secret"' in made
+    again = client.post("/portal/api-keys", data=data)
+    assert (
+        again.status_code == 422
+        and "这张表单已经提交过" in again.get_data(as_text=True)
+        and 'id="secret"' not in again.get_data(as_text=True)
+    )
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiKey)) == 1
+    fresh = re.search(r'name="form_token" value="([0-9a-f]+)"', made)
+    assert fresh is not None and fresh.group(1) != token.group(1)
+    assert 'id="secret"' in client.post("/portal/api-keys", data={"label": "CRM", "form_token": fresh.group(1)}).get_data(as_text=True)
