@@ -122,35 +122,31 @@ def _login_key(username: str) -> tuple[str, str]:
     return username.strip().casefold()[:100], (request.remote_addr or "")[:64]
 
 
-def _locked_out(username: str) -> str | None:
-    """Why a login is refused before its password is checked: too many failures lately for this
-    login, or from this address (passwords are not to be guessed without limit)."""
+def _attempt(username: str) -> str | None:
+    """Count this attempt before its password is checked (simultaneous guesses all count), and
+    say why it is refused: too many failures lately for this login from this address, or from
+    this address for any login. Another address's failures never lock a login's owner out."""
     config = current_app.config
+    now = utcnow()
     login, address = _login_key(username)
-    since = utcnow() - timedelta(minutes=config["LOGIN_LOCK_MINUTES"])
-    failures = LoginFailure.__table__.c
-    recent = sa.select(sa.func.count()).select_from(LoginFailure).where(failures.failed_at >= since)
-    if (db.session.scalar(recent.where(failures.login == login)) or 0) >= config["LOGIN_MAX_FAILURES"] or (
-        db.session.scalar(recent.where(failures.address == address)) or 0
-    ) >= config["LOGIN_MAX_FAILURES_PER_ADDRESS"]:
+    failures = LoginFailure.__table__
+    since = now - timedelta(minutes=config["LOGIN_LOCK_MINUTES"])
+    db.session.execute(sa.delete(failures).where(failures.c.failed_at < since))
+    db.session.execute(sa.insert(failures).values(login=login, address=address, failed_at=now))
+    db.session.commit()  # (an attempt that succeeds takes its row away again)
+    recent = sa.select(sa.func.count()).select_from(failures).where(failures.c.failed_at >= since, failures.c.address == address)
+    if (db.session.scalar(recent.where(failures.c.login == login)) or 0) > config["LOGIN_MAX_FAILURES"] or (
+        db.session.scalar(recent) or 0
+    ) > config["LOGIN_MAX_FAILURES_PER_ADDRESS"]:
         return f"登录失败次数过多，请 {config['LOGIN_LOCK_MINUTES']} 分钟后再试"
     return None
 
 
-def _failed(username: str) -> None:
-    """Count a failed login (and forget the ones too old to count)."""
-    now = utcnow()
+def _succeeded(username: str) -> None:
+    """A login that succeeded starts its count from this address again (in the login's transaction)."""
     login, address = _login_key(username)
     failures = LoginFailure.__table__
-    db.session.execute(sa.delete(failures).where(failures.c.failed_at < now - timedelta(minutes=current_app.config["LOGIN_LOCK_MINUTES"])))
-    db.session.execute(sa.insert(failures).values(login=login, address=address, failed_at=now))
-    db.session.commit()
-
-
-def _succeeded(username: str) -> None:
-    """A login that succeeded starts its count again (in the login's transaction)."""
-    failures = LoginFailure.__table__
-    db.session.execute(sa.delete(failures).where(failures.c.login == _login_key(username)[0]))
+    db.session.execute(sa.delete(failures).where(failures.c.login == login, failures.c.address == address))
 
 
 class LoginForm(FlaskForm):
@@ -163,12 +159,11 @@ def login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
         username = form.username.data or ""
-        refused = _locked_out(username)
+        refused = _attempt(username)
         user = None if refused else authenticate_staff(db.session, username, form.password.data or "")
         if refused:
             flash(refused, "error")
         elif user is None:
-            _failed(username)
             flash("用户名或密码错误", "error")
         else:
             _succeeded(username)
@@ -185,12 +180,11 @@ def portal_login() -> Any:
     form = LoginForm()
     if form.validate_on_submit():
         username = form.username.data or ""
-        refused = _locked_out(username)
+        refused = _attempt(username)
         sub = None if refused else authenticate_sub_account(db.session, username, form.password.data or "")
         if refused:
             flash(refused, "error")
         elif sub is None:
-            _failed(username)
             flash("企业号/子号或密码错误", "error")
         else:
             _succeeded(username)

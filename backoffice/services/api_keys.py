@@ -156,6 +156,7 @@ def forget_api_keys() -> None:
 
 @event.listens_for(ApiKey, "after_update")
 @event.listens_for(SubAccount, "after_update")
+@event.listens_for(EnterpriseAccount, "after_update")  # (closed: its keys are dead)
 def _key_or_sub_account_changed(_mapper: Any, _connection: Any, _target: Any) -> None:
     forget_api_keys()
 

@@ -33,6 +33,7 @@ REBINDS = 3  # sessions in a row the SMSC took for unbound (ESME_RINVBNDSTS)
 THROTTLED_PAUSES = 20  # throttled pauses in a row (the pause doubles up to its maximum)
 REFUSED = 20  # messages the SMSC refused in a row (each refunded), of at least REFUSED_TEXTS different texts
 REFUSED_TEXTS = 3  # (an SMSC's content filter refusing one request's text is routine, not a broken channel)
+REFUSED_ALL = 50  # messages refused in a row, whatever their texts: a channel failing a whole campaign, or a filter refusing it
 DROPS = 3  # links dropped in a row without a part accepted in between
 
 
@@ -45,6 +46,7 @@ class DispatchThresholds:
     throttled_pauses: int = THROTTLED_PAUSES
     refused: int = REFUSED
     refused_texts: int = REFUSED_TEXTS
+    refused_all: int = REFUSED_ALL
     drops: int = DROPS
 
     @classmethod
@@ -184,11 +186,16 @@ def _problems(status: DispatchStatus, limits: DispatchThresholds) -> list[str]:
         if row.throttled_pauses >= limits.throttled_pauses:
             problems.append(f"短信中心持续限流{name}（连续 {row.throttled_pauses} 次暂停）")
         counters = row.counters or {}
-        texts = int(counters.get("refused_texts", 0))
-        if int(counters.get("refused_in_a_row", 0)) >= limits.refused and texts >= limits.refused_texts:
+        texts, refused = int(counters.get("refused_texts", 0)), int(counters.get("refused_in_a_row", 0))
+        last = counters.get("last_refusal") or "未知"
+        if refused >= limits.refused and texts >= limits.refused_texts:
             problems.append(
-                f"短信中心连续拒绝了{name}提交的 {counters['refused_in_a_row']} 条短信（{texts} 种以上不同内容；"
-                f"最近一次：{counters.get('last_refusal') or '未知'}），这些短信已退款：请检查通道配置"
+                f"短信中心连续拒绝了{name}提交的 {refused} 条短信（{texts} 种以上不同内容；最近一次：{last}），这些短信已退款：请检查通道配置"
+            )
+        elif refused >= limits.refused_all:
+            problems.append(
+                f"短信中心连续拒绝了{name}提交的 {refused} 条短信（最近一次：{last}），这些短信已退款："
+                "可能是通道故障，也可能是短信中心拦截了这批内容，请核查"
             )
         if int(counters.get("drops_in_a_row", 0)) >= limits.drops:
             problems.append(f"{name}与短信中心的链路连续断开 {counters['drops_in_a_row']} 次，其间没有一条短信提交成功{cause}")

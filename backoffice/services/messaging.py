@@ -1450,6 +1450,8 @@ def _numbers_only(sample: list[tuple[int, list[str]]], table: Any) -> bool:
     cells = [cell for _, row in sample for cell in row if cell.strip()]
     if len(cells) <= len(sample) or not all(_number_like(cell) for cell in cells):
         return False
+    if len(sample) < 3:  # a line or two pasted: too few to tell a column of other numbers from a typo
+        return True
     columns: dict[int, list[bool]] = {}
     for _, row in sample:
         for i, cell in enumerate(row):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import secrets
 import unicodedata
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
 from backoffice.errors import ValidationFailed
-from backoffice.models import StaffUser, SubAccount
+from backoffice.models import LoginFailure, StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import hash_password, new_password
 
@@ -70,8 +71,16 @@ def reset_password(session: Session, login: StaffUser | SubAccount, *, actor: st
     login.password_hash = hash_password(password)
     login.must_change_password = True
     renew_session_nonce(login)
+    forget_failed_logins(session, login)
     audit.record(session, actor, "reset_password", *_named(login))
     return password
+
+
+def forget_failed_logins(session: Session, login: StaffUser | SubAccount) -> None:
+    """An administrator's reset (or re-enabling) lets the login in at once, wherever it failed from."""
+    failures = LoginFailure.__table__
+    name = login.username if isinstance(login, StaffUser) else login.login
+    session.execute(sa.delete(failures).where(failures.c.login == name.strip().casefold()[:100]))
 
 
 def set_active(session: Session, login: StaffUser, *, active: bool, actor: str, by: StaffUser | None = None) -> bool:
@@ -86,5 +95,7 @@ def set_active(session: Session, login: StaffUser, *, active: bool, actor: str, 
         check_may_disable(session, login, by=by)
     login.active = active
     renew_session_nonce(login)
+    if active:
+        forget_failed_logins(session, login)
     audit.record(session, actor, "enable_staff_user" if active else "disable_staff_user", "staff_user", login.username)
     return True

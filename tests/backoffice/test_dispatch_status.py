@@ -275,6 +275,21 @@ def test_one_request_an_smsc_refuses_for_its_content_is_not_a_channel_problem(
     assert now.workers[0].row.counters["refused_in_a_row"] == 25 and now.healthy, now.problems
 
 
+def test_a_channel_refusing_a_whole_one_text_campaign_is_a_problem(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review of the rule above: 60 of 60 messages of one campaign refunded for a
+    system error, and the page said 正常."""
+    sender = active_sender(app)
+    send(sender, numbers(60), "【蓉城会员】本周六会员日全场八折")
+    dispatcher = make_worker(hostile(lambda conn: (conn.bind(), conn.serve(REFUSE))))
+    drive(dispatcher, all_in("refunded"), sender)
+    heartbeat(dispatcher)
+    now = status()
+    assert now.workers[0].row.counters["refused_in_a_row"] == 60
+    assert any("提交的 60 条短信" in p and "可能是通道故障，也可能是短信中心拦截了这批内容" in p for p in now.problems), now.problems
+
+
 def REFUSE(conn: object, sequence: int, body: bytes, n: int) -> bytes:  # noqa: N802 (a constant answer)
     return encode_pdu(SUBMIT_SM_RESP, sequence, b"", 0x45)
 

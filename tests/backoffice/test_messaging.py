@@ -602,20 +602,22 @@ def test_numbers_no_list_drops_without_saying_so(app: Flask) -> None:
     rows = [f"138{3 * i:08d},139{3 * i + 1:08d},186{3 * i + 2:08d}" for i in range(200)]
     rows[9] = "13800000027,1390000002,18600000029"
     assert len(read_recipient_file("\n".join(rows).encode()).numbers) == 599
+    one_line = read_recipient_file(b"13800138000,13912345678,1861234567,13700137000,15012345678\n")  # (a review's)
+    assert one_line.numbers == ["13800138000", "13912345678", "13700137000", "15012345678"] and len(one_line.problems) == 1
     twice = read_recipient_file(b"13800138000,13800138000\n13900139000,+86 139 0013 9000\n")
     assert twice.numbers == ["13800138000", "13900139000"] and twice.problems == []
     same = read_recipient_file("姓名,手机,电话\n张三,13800138000,13800138000\n".encode())
     assert same.numbers == ["13800138000"] and same.problems == []  # sent: nothing to say about it
-    landline = read_recipient_file(b"13800138000,010-62781234\n13900139000,010-62781235\n")
-    assert landline.numbers == ["13800138000", "13900139000"] and landline.problems == []  # an office phone column
+    landline = read_recipient_file(b"13800138000,010-62781234\n13900139000,010-62781235\n13700137000,010-62781236\n")
+    assert landline.numbers == ["13800138000", "13900139000", "13700137000"] and landline.problems == []  # an office phone column
     # Found by a review of the above: a headerless column of staff numbers, dates or amounts
     # (digits too) made every row a bad number, and a second mobile column was sent.
     ids = read_recipient_file(b"100234,13800138000\n100235,13912345678\n100236,18612345678\n")
     assert ids.numbers == ["13800138000", "13912345678", "18612345678"] and ids.problems == []
-    assert read_recipient_file(b"13800138000,2026-12-07\n13912345678,2026-12-08\n").problems == []
-    assert read_recipient_file(b"13800138000,12000.50\n13912345678,8000.00\n").problems == []
-    backup = read_recipient_file(b"100234,13800138000,13700137000\n100235,13912345678,\n")
-    assert backup.numbers == ["13800138000", "13912345678"]
+    assert read_recipient_file(b"13800138000,2026-12-07\n13912345678,2026-12-08\n18612345678,2026-12-09\n").problems == []
+    assert read_recipient_file(b"13800138000,12000.50\n13912345678,8000.00\n18612345678,100.00\n").problems == []
+    backup = read_recipient_file(b"100234,13800138000,13700137000\n100235,13912345678,\n100236,18612345678,\n")
+    assert backup.numbers == ["13800138000", "13912345678", "18612345678"]
     assert backup.problems == ["第 1 行：只发送第 2 列的号码，本行其他列的号码未发送：13700137000"]
     backup = read_recipient_file("姓名,手机,备用手机\n张三,13800138000,13912345678\n李四,18612345678,\n".encode())
     assert backup.numbers == ["13800138000", "18612345678"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 
 from backoffice import create_app
 from backoffice.extensions import db
@@ -375,3 +375,51 @@ def test_behind_a_proxy_each_client_has_its_own_address(tmp_path: Path, signing_
         assert "用户名或密码错误" in other.get_data(as_text=True)
         database.session.remove()
         database.engine.dispose()
+
+
+ATTACKER = {"REMOTE_ADDR": "203.0.113.7"}
+OWNER = {"REMOTE_ADDR": "198.51.100.9"}
+
+
+def test_someone_elses_guesses_do_not_lock_the_owner_out(client: FlaskClient, staff: dict[str, str]) -> None:
+    """Found by a review: ten wrong guesses from anywhere refused the right password from
+    everywhere, and nothing let the login in again. The count is per login and address."""
+    for i in range(11):
+        client.post("/login", data={"username": "admin", "password": f"guess{i}"}, environ_base=ATTACKER)
+    assert "登录失败次数过多" in client.post(
+        "/login", data={"username": "admin", "password": staff["admin"]}, environ_base=ATTACKER
+    ).get_data(as_text=True)
+    assert client.post("/login", data={"username": "admin", "password": staff["admin"]}, environ_base=OWNER).status_code == 302
+
+
+def test_a_password_reset_lets_a_locked_out_login_in(client: FlaskClient, runner: FlaskCliRunner, staff: dict[str, str]) -> None:
+    import json
+
+    for i in range(11):
+        client.post("/login", data={"username": "finance", "password": f"guess{i}"}, environ_base=OWNER)
+    result = runner.invoke(args=["user", "reset-password", "finance", "--json"])
+    assert result.exit_code == 0, result.output
+    page = client.post("/login", data={"username": "finance", "password": json.loads(result.output)["password"]}, environ_base=OWNER)
+    assert page.status_code == 302
+
+
+def test_simultaneous_guesses_are_held_to_the_limit(app: Flask, staff: dict[str, str]) -> None:
+    """Found by a review: each guess was checked against a count read before the others were
+    recorded (24 of 40 simultaneous guesses had their password compared, against a limit of 10)."""
+    import threading
+
+    checked: list[bool] = []
+    start = threading.Barrier(30)
+
+    def guess(i: int) -> None:
+        client = app.test_client()
+        start.wait()
+        page = client.post("/login", data={"username": "admin", "password": f"guess{i}"}, environ_base=ATTACKER)
+        checked.append("用户名或密码错误" in page.get_data(as_text=True))
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(checked) == 30 and sum(checked) <= app.config["LOGIN_MAX_FAILURES"]

@@ -9,6 +9,7 @@ On PostgreSQL the indexes are built CONCURRENTLY (outside the migration's transa
 and the dispatcher keep writing messages meanwhile.
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
@@ -24,6 +25,16 @@ def upgrade():
     if op.get_context().dialect.name == "postgresql":
         with op.get_context().autocommit_block():
             for name, columns in INDEXES.items():
+                # A concurrent build that was interrupted leaves the index INVALID (kept up to date,
+                # never read): build it again rather than take it for done.
+                invalid = op.get_bind().execute(
+                    sa.text(
+                        "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name AND NOT i.indisvalid"
+                    ),
+                    {"name": name},
+                )
+                if invalid.first() is not None:
+                    op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
                 op.create_index(name, "messages", columns, postgresql_concurrently=True, if_not_exists=True)
     else:
         for name, columns in INDEXES.items():
