@@ -705,8 +705,9 @@ class Dispatcher:
             log.warning("dispatcher %s: link down (%s) with %d parts in flight: they will be resent", self.worker, reason, len(parts))
 
     def _on_deliveries(self, deliveries: list[Receipt | MobileOriginated]) -> list[bool]:
-        """The receipts and replies of one read of the link, in one transaction committed before
-        the link acknowledges them; one the SMSC is to deliver again (RedeliverLater) is refused alone.
+        """The receipts and replies of one read of the link, committed before the link
+        acknowledges them (in one transaction unless a wait cuts it, see `_guarded`); one the
+        SMSC is to deliver again (RedeliverLater) is refused alone.
 
         Receipts are taken in the order of their ids, then replies by their senders (a sender's in
         the order they came): every bind locks the parts it updates, and the unsubscribes a TD
@@ -753,9 +754,12 @@ class Dispatcher:
         self._guarded(lambda now: self._reply(mo, now))
 
     def _guarded(self, work: Callable[[datetime], object]) -> None:
-        """Record pending responses and do `work` in one transaction, committed before the link
-        acknowledges the deliver_sm. A failure is re-raised (the SMSC will deliver it again) and
-        stops the worker after this turn: its memory may no longer match the database."""
+        """Record pending responses, then do `work`, committed before the link acknowledges the
+        deliver_sm. Messages the responses complete or refuse are marked or refunded in a
+        transaction of their own first (not held through the work's waits); the work's own
+        transaction may be cut short by `_commit_so_far`. A failure is re-raised (the SMSC will
+        deliver it again) and stops the worker after this turn: its memory may no longer match
+        the database."""
         later = None
         if self._failure is not None:  # (another read of the same turn, after a failure: delivered again)
             raise self._failure
