@@ -22,7 +22,7 @@ from backoffice.models.staff import ROLES
 from backoffice.services import provider as provider_service
 from backoffice.services import sending_settings as settings_service
 from backoffice.services.accounts import get_account, new_password
-from backoffice.services.dispatch_status import DispatchThresholds, dispatch_status, forget_worker
+from backoffice.services.dispatch_status import DispatchThresholds, forget_worker, status_from_config
 from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
 from backoffice.services.messaging import add_keywords, remove_keywords
 from backoffice.services.notifications import requeue
@@ -74,11 +74,7 @@ def outbox_retry(note_id: int) -> Any:
 @roles_required("admin")
 def dispatch() -> Any:
     """The queue, each dispatcher worker as it last said it was, and what needs someone."""
-    config = current_app.config
-    status = dispatch_status(
-        db.session, thresholds=DispatchThresholds.from_config(config), lease_seconds=int(config.get("DISPATCH_LEASE_SECONDS", 300))
-    )
-    return render_template("admin/dispatch.html", status=status)
+    return render_template("admin/dispatch.html", status=status_from_config(db.session, current_app.config))
 
 
 @bp.post("/dispatch/workers/<name>/forget")

@@ -26,7 +26,7 @@ from backoffice.extensions import db, login_manager
 from backoffice.models import EndedSession, LoginFailure, StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import authenticate_sub_account
-from backoffice.services.passwords import change_password
+from backoffice.services.passwords import change_password, failed_login_key
 from backoffice.services.sql import insert_ignoring_conflict
 from backoffice.services.staff import authenticate_staff
 
@@ -119,7 +119,7 @@ def safe_next(target: str | None) -> str | None:
 
 
 def _login_key(username: str) -> tuple[str, str]:
-    return username.strip().casefold()[:100], (request.remote_addr or "")[:64]
+    return failed_login_key(username), (request.remote_addr or "")[:64]
 
 
 def _attempt(username: str) -> str | None:
@@ -154,44 +154,38 @@ class LoginForm(FlaskForm):
     password = PasswordField("密码", validators=[DataRequired("请输入密码")])
 
 
+def _log_in(form: LoginForm, kind: str, authenticate: Callable[[Any, str, str], Any], wrong: str) -> Principal | None:
+    """A submitted login form of either kind: the attempt counted, the password checked, the
+    session started and audited; None (with the reason flashed) if refused."""
+    username = form.username.data or ""
+    refused = _attempt(username)
+    record = None if refused else authenticate(db.session, username, form.password.data or "")
+    if refused or record is None:
+        flash(refused or wrong, "error")
+        return None
+    _succeeded(username)
+    principal = Principal(kind, record)
+    _start_session(principal)
+    name = record.username if isinstance(record, StaffUser) else record.login
+    audit.record(db.session, principal.actor, "login", "staff_user" if kind == "staff" else "sub_account", name)
+    db.session.commit()
+    return principal
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     form = LoginForm()
-    if form.validate_on_submit():
-        username = form.username.data or ""
-        refused = _attempt(username)
-        user = None if refused else authenticate_staff(db.session, username, form.password.data or "")
-        if refused:
-            flash(refused, "error")
-        elif user is None:
-            flash("用户名或密码错误", "error")
-        else:
-            _succeeded(username)
-            _start_session(Principal("staff", user))
-            audit.record(db.session, f"staff:{user.username}", "login", "staff_user", user.username)
-            db.session.commit()
-            home = url_for("finance.books") if user.role == "finance" else url_for("sales.index")
-            return redirect(safe_next(request.args.get("next")) or home)
+    if form.validate_on_submit() and (user := _log_in(form, "staff", authenticate_staff, "用户名或密码错误")) is not None:
+        home = url_for("finance.books") if user.role == "finance" else url_for("sales.index")
+        return redirect(safe_next(request.args.get("next")) or home)
     return render_template("login.html", form=form, title="员工登录", action=url_for("auth.login"))
 
 
 @bp.route("/portal/login", methods=["GET", "POST"])
 def portal_login() -> Any:
     form = LoginForm()
-    if form.validate_on_submit():
-        username = form.username.data or ""
-        refused = _attempt(username)
-        sub = None if refused else authenticate_sub_account(db.session, username, form.password.data or "")
-        if refused:
-            flash(refused, "error")
-        elif sub is None:
-            flash("企业号/子号或密码错误", "error")
-        else:
-            _succeeded(username)
-            _start_session(Principal("sub", sub))
-            audit.record(db.session, f"sub:{sub.login}", "login", "sub_account", sub.login)
-            db.session.commit()
-            return redirect(safe_next(request.args.get("next")) or url_for("portal.home"))
+    if form.validate_on_submit() and _log_in(form, "sub", authenticate_sub_account, "企业号/子号或密码错误") is not None:
+        return redirect(safe_next(request.args.get("next")) or url_for("portal.home"))
     return render_template("login.html", form=form, title="客户登录（企业号 / 子号）", action=url_for("auth.portal_login"))
 
 

@@ -164,12 +164,9 @@ def dispatch_status_command(as_json: bool) -> None:
     operations page's figures); exit 1 if there is a problem, for a monitoring system to call."""
     from flask import current_app
 
-    from backoffice.services.dispatch_status import DispatchThresholds, dispatch_status
+    from backoffice.services.dispatch_status import status_from_config
 
-    config = current_app.config
-    status = dispatch_status(
-        db.session, thresholds=DispatchThresholds.from_config(config), lease_seconds=int(config.get("DISPATCH_LEASE_SECONDS", 300))
-    )
+    status = status_from_config(db.session, current_app.config)
     db.session.rollback()
     lines = [
         f"待发 {status.due} 条，发送中 {status.held} 条，定时/稍后 {status.later} 条，待回执 {status.awaiting_receipt} 条"
@@ -178,8 +175,9 @@ def dispatch_status_command(as_json: bool) -> None:
     for worker in status.workers:
         row = worker.row
         link = "已绑定" if row.bound else f"未绑定（{worker.down_seconds} 秒）"
-        state = {"running": "运行中" if worker.alive else "无消息", "stopped": "已停止", "failed": "出错停止"}.get(row.state, row.state)
-        lines.append(f"发送进程 {row.name}（{row.host}，进程号 {row.pid}）：{state}，{link}，{worker.silent_seconds} 秒前，{row.smsc}")
+        lines.append(
+            f"发送进程 {row.name}（{row.host}，进程号 {row.pid}）：{worker.state_name}，{link}，{worker.silent_seconds} 秒前，{row.smsc}"
+        )
     lines += [f"问题：{problem}" for problem in status.problems] or ["正常"]
     _emit(status.as_dict(), as_json, "\n".join(lines))
     sys.exit(0 if status.healthy else 1)

@@ -293,11 +293,18 @@ SEND_LOG_UNGUARD: dict[str, tuple[str, ...]] = {
         "DROP FUNCTION IF EXISTS send_log_append_only()",
     ),
 }
-for _dialect, _statements in SEND_LOG_GUARD.items():
-    for _statement in _statements:
-        sa.event.listen(SendLog.__table__, "after_create", sa.DDL(_statement).execute_if(dialect=_dialect))
-# The function outlives the table in PostgreSQL; drop_all takes it away too.
-sa.event.listen(SendLog.__table__, "after_drop", sa.DDL(SEND_LOG_UNGUARD["postgresql"][-1]).execute_if(dialect="postgresql"))
+
+
+def _guarded_by(table: sa.Table, guard: dict[str, tuple[str, ...]], unguard: dict[str, tuple[str, ...]]) -> None:
+    """`create_all` makes a table's triggers as its migration does; `drop_all` takes away the
+    PostgreSQL trigger function too (the last statement of `unguard`: it outlives the table)."""
+    for dialect, statements in guard.items():
+        for statement in statements:
+            sa.event.listen(table, "after_create", sa.DDL(statement).execute_if(dialect=dialect))
+    sa.event.listen(table, "after_drop", sa.DDL(unguard["postgresql"][-1]).execute_if(dialect="postgresql"))
+
+
+_guarded_by(SendLog.__table__, SEND_LOG_GUARD, SEND_LOG_UNGUARD)
 
 
 class SendLogHead(Base):
@@ -340,10 +347,7 @@ SEND_LOG_HEAD_UNGUARD: dict[str, tuple[str, ...]] = {
         "DROP FUNCTION IF EXISTS send_log_head_forward()",
     ),
 }
-for _dialect, _statements in SEND_LOG_HEAD_GUARD.items():
-    for _statement in _statements:
-        sa.event.listen(SendLogHead.__table__, "after_create", sa.DDL(_statement).execute_if(dialect=_dialect))
-sa.event.listen(SendLogHead.__table__, "after_drop", sa.DDL(SEND_LOG_HEAD_UNGUARD["postgresql"][-1]).execute_if(dialect="postgresql"))
+_guarded_by(SendLogHead.__table__, SEND_LOG_HEAD_GUARD, SEND_LOG_HEAD_UNGUARD)
 
 
 class PortedNumber(Base):

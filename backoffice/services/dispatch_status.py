@@ -65,6 +65,12 @@ class WorkerStatus:
     silent_seconds: int  # since its last row
     down_seconds: int | None  # not bound for that long (None while bound)
 
+    @property
+    def state_name(self) -> str:
+        if self.row.state == "running":
+            return "运行中" if self.alive else "无消息"
+        return {"stopped": "已停止", "failed": "出错停止"}.get(self.row.state, self.row.state)
+
     def as_dict(self) -> dict[str, Any]:
         row = self.row
         return {
@@ -165,6 +171,13 @@ def dispatch_status(
     return status
 
 
+def status_from_config(session: Session, config: Mapping[str, Any]) -> DispatchStatus:
+    """`dispatch_status` with the installation's thresholds and lease (the page and the command)."""
+    return dispatch_status(
+        session, thresholds=DispatchThresholds.from_config(config), lease_seconds=int(config.get("DISPATCH_LEASE_SECONDS", 300))
+    )
+
+
 def _problems(status: DispatchStatus, limits: DispatchThresholds) -> list[str]:
     problems = []
     if not any(worker.alive for worker in status.workers):
@@ -222,4 +235,4 @@ def forget_worker(
     session.delete(worker)
 
 
-__all__ = ["DispatchStatus", "DispatchThresholds", "WorkerStatus", "dispatch_status", "forget_worker"]
+__all__ = ["DispatchStatus", "DispatchThresholds", "WorkerStatus", "dispatch_status", "forget_worker", "status_from_config"]

@@ -926,7 +926,6 @@ class Dispatcher:
                     self._last_refusal = describe_status(status)
                     if len(self._refused_texts) < 16:
                         self._refused_texts.add(hash(work.content))
-                if work is not None and work.refusal is None:
                     work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
         _RECORD_RESPONSE.executemany(self._session, rows)
 

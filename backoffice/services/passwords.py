@@ -76,11 +76,16 @@ def reset_password(session: Session, login: StaffUser | SubAccount, *, actor: st
     return password
 
 
+def failed_login_key(username: str) -> str:
+    """The name failed logins are counted under (`login_failures.login`): as typed, case folded."""
+    return username.strip().casefold()[:100]
+
+
 def forget_failed_logins(session: Session, login: StaffUser | SubAccount) -> None:
     """An administrator's reset (or re-enabling) lets the login in at once, wherever it failed from."""
     failures = LoginFailure.__table__
     name = login.username if isinstance(login, StaffUser) else login.login
-    session.execute(sa.delete(failures).where(failures.c.login == name.strip().casefold()[:100]))
+    session.execute(sa.delete(failures).where(failures.c.login == failed_login_key(name)))
 
 
 def set_active(session: Session, login: StaffUser, *, active: bool, actor: str, by: StaffUser | None = None) -> bool:
