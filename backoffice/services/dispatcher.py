@@ -24,11 +24,12 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   commit.
 - Several workers (PostgreSQL): a delivery that has to wait for a lock another worker holds (a
   long message's row, to read its parts' receipts; a long reply's lock, to see its other parts)
-  first commits what its batch did so far (`_commit_so_far`), so it waits holding nothing; a TD's
-  refund of waiting messages skips rows another transaction holds (`cancel_waiting`); rows every
-  receipt may touch (accounts, usage, ported numbers, the send-log head) are written at the end
-  of the transaction, each kind in a fixed order. What remains: duplicate receipts of the same
-  parts taken on two binds in opposite orders could still wait for each other (not seen).
+  first commits what its batch did so far (`_commit_so_far`), so it waits holding nothing, and
+  for at most `LOCK_WAIT_SECONDS` (then the SMSC delivers it again); a batch takes its receipts in
+  the order of their ids and its replies by sender, so two binds lock parts and unsubscribe rows
+  in one order; a TD's refund of waiting messages skips rows another transaction holds
+  (`cancel_waiting`); rows every receipt may touch (accounts, usage, ported numbers, the send-log
+  head) are written at the end of the transaction, each kind in a fixed order.
 
 Database writes are grouped, on one connection held for the worker's life: one transaction per
 turn of the link loop records every response that arrived, refunds messages, claims more and
@@ -257,6 +258,7 @@ class DispatchStats:
     unsubscribes: int = 0
     links_down: int = 0
     commits: int = 0
+    lock_waits_given_up: int = 0  # deliveries handed back to the SMSC after LOCK_WAIT_SECONDS
 
 
 # =================================================================================================
@@ -297,12 +299,17 @@ ACCOUNTS_REFRESH = 30.0
 UNSUBSCRIBE_POLL = 0.1
 #: … including entries made up to this long before its last look (transactions that committed late).
 UNSUBSCRIBE_LAG = timedelta(seconds=30)
-#: A long reply whose other parts have not come this long after a part is stored as far as it
-#: arrived; workers look for such fragments this often.
 #: Seconds between the worker's rows in `dispatch_workers` (the operations page, `dispatch status`).
 HEARTBEAT = 10.0
+#: A long reply whose other parts have not come this long after a part is stored as far as it
+#: arrived; workers look for such fragments this often.
 REPLY_PARTS_WAIT = timedelta(seconds=60)
 REPLY_PARTS_SWEEP = 5.0
+#: (PostgreSQL) A delivery waits at most this long for a lock another transaction holds (a long
+#: message's row, a long reply's lock); past it, the deliver_sm is handed back to the SMSC to be
+#: delivered again (`RedeliverLater`), so a transaction that never ends (a stopped process, a
+#: forgotten psql session) cannot stop the worker's link: it goes on sending and acknowledging.
+LOCK_WAIT_SECONDS = 5.0
 
 # The statements of the hot path, built once (building them costs more than running them).
 _PARTS = MessagePart.__table__
@@ -1353,7 +1360,24 @@ class Dispatcher:
         far and wait for it holding nothing (a waiter holding nothing is in no circle)."""
         if _LOCK_MESSAGE.scalar(self._session, {"mid": message_id}) is None:
             self._commit_so_far(now)  # (the part's receipt included)
-            _WAIT_FOR_MESSAGE.scalar(self._session, {"mid": message_id})
+            self._wait_for(lambda: _WAIT_FOR_MESSAGE.scalar(self._session, {"mid": message_id}), f"message {message_id}")
+
+    def _wait_for(self, lock: Callable[[], object], what: str) -> None:
+        """(PostgreSQL) Take a lock another transaction holds, waiting at most `LOCK_WAIT_SECONDS`,
+        in a transaction that holds nothing yet (`_commit_so_far` came first); past that it is
+        rolled back, nothing lost, and the delivery refused for the SMSC to deliver again."""
+        timeout = sa.text("SELECT set_config('lock_timeout', :timeout, true)")
+        self._session.execute(timeout, {"timeout": f"{round(LOCK_WAIT_SECONDS * 1000)}ms"})
+        try:
+            lock()
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            self._session.rollback()
+            self._holds_message = False
+            self.stats.lock_waits_given_up += 1
+            raise RedeliverLater(f"{what} held by another transaction for {LOCK_WAIT_SECONDS:g} s: please deliver it again") from None
+        self._session.execute(timeout, {"timeout": "0"})  # (the session's own setting: none)
 
     def _carrier_reported(self, receipt: Receipt, message_id: int, total: int, carrier: str) -> None:
         """The first carrier an SMSC reports for a message wins over its prefix (number
@@ -1405,7 +1429,8 @@ class Dispatcher:
             name = {"name": "reply:{sender}:{destination}:{reference}:{total}".format(**values)}
             if not self._session.scalar(lock, name):
                 self._commit_so_far(now)
-                self._session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), name)
+                wait = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
+                self._wait_for(lambda: self._session.execute(wait, name), f"long reply {name['name']}")
         row = {**values, "seq": seq, "content": mo.text, "received_at": now, "stored": False}
         insert = (pg_insert if self._postgresql else sqlite_insert)(_FRAGMENTS)
         self._session.execute(insert.on_conflict_do_nothing(), row)  # (on SQLite, the write lock first)
