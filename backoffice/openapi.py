@@ -39,7 +39,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
         "400": _error("请求格式有误（字段缺失、号码超过上限、时间格式不对等），fields 说明各字段的问题"),
         "401": _error("缺少 API 密钥，或密钥无效、已吊销"),
         "403": _error("账户未开通、已暂停、已关闭或已被列入黑名单，不能发送"),
-        "409": _error("client_ref 已用于另一个内容不同的请求"),
+        "409": _error("client_ref 已用于另一个内容不同的请求，或已被本账户的另一个子号使用"),
         "503": _error("数据库繁忙：本次请求未做任何处理（未发送、未扣费），请按 Retry-After 稍后重试"),
     }
     return {
@@ -222,7 +222,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "client_ref": {"type": ["string", "null"]},
                         "messages": {"type": "array", "items": {"$ref": "#/components/schemas/Recipient"}},
                         "balance": {**_DECIMAL, "description": "受理后的余额（元）"},
-                        "charged": {**_DECIMAL, "description": "本次扣费合计（元）"},
+                        "charged": {**_DECIMAL, "description": "本次扣费合计（元），含违约金"},
+                        "penalty": {**_DECIMAL, "description": "其中按合同收取的违约金（元）：内容含违禁词且合同有此约定时才有"},
                         "send_at": {**_TIME, "description": "计划发送时间（UTC）"},
                         "error": {"$ref": "#/components/schemas/ErrorBody"},
                     },

@@ -1,8 +1,9 @@
 """Forbidden-keyword check of message content (003 §3.3, 004 §2.2(3)), one Aho-Corasick pass per text.
 
 Keywords and text are compared after NFKC normalisation and casefolding, so full-width letters and
-upper/lower case do not evade a keyword, and characters a handset shows as nothing (zero-width
-spaces and joiners, soft hyphens, variation selectors) are left out of both, so 代\u200b开发票 is
+upper/lower case do not evade a keyword, and characters a handset shows as nothing (Unicode's
+default-ignorable code points: zero-width spaces and joiners, soft hyphens, fillers, variation
+selectors) are left out of both, so 代\u200b开发票 is
 代开发票. It is a plain substring match: a sender who puts spaces or
 punctuation between the characters of a keyword (代 开 发 票) is not caught. That is deliberate, to
 keep the check simple and its hits unambiguous; list such spellings as keywords when they appear.
@@ -16,15 +17,25 @@ from typing import Any
 
 import ahocorasick
 
-# Characters a handset shows as nothing: format characters (zero-width space and joiners, soft
-# hyphen, word joiner, BOM; not printable, so a printable text skips the scan) and variation selectors.
-_VARIATION_SELECTORS = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)])
+# Characters a handset shows as nothing: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties
+# 15.1, which Python's unicodedata does not expose): the format characters (zero-width space and
+# joiners, soft hyphen, word joiner, BOM, bidi controls), the combining grapheme joiner, the Hangul and
+# Mongolian fillers and free variation selectors, variation selectors and tags. A reviewer hid a
+# keyword behind each of U+034F, U+180B, U+3164, U+FFA0, U+115F and U+17B4, which are printable.
+_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+_IGNORABLE = dict.fromkeys(n for first, last in _IGNORABLE_RANGES for n in range(first, last + 1))
 
 
 def _fold(text: str) -> str:
-    if not text.isprintable():
+    if not text.isprintable():  # other format characters (category Cf) too
         text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-    return unicodedata.normalize("NFKC", text.translate(_VARIATION_SELECTORS)).casefold()
+    # Again after NFKC, which makes some of them of others (U+FFA0 is U+3164).
+    return unicodedata.normalize("NFKC", text.translate(_IGNORABLE)).translate(_IGNORABLE).casefold()
 
 
 def _as_bytes(folded: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
@@ -24,6 +23,9 @@ DEFAULT_PREFIX_FILE: Final = Path(__file__).with_name("data") / "mobile_prefixes
 
 _NATIONAL_LENGTH: Final = 11
 _SEPARATORS: Final = frozenset(" -")
+# What a Chinese input method types in full width (digits, ＋, －, the ideographic space), read as
+# ASCII. Only these: NFKC would also read circled and superscript digits (①, ¹) as digits.
+_FULL_WIDTH: Final[dict[int, str | int]] = {0x3000: " ", **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}}
 _SHOWN_INPUT: Final = 30  # characters of the customer's input echoed back in a reason
 
 
@@ -99,12 +101,12 @@ def default_prefix_table() -> PrefixTable:
 def normalise_mobile(raw: str, table: PrefixTable | None = None) -> str:
     """The 11-digit national number for `raw`, or InvalidNumber saying in Chinese what is wrong.
 
-    Input is NFKC-normalised first, so full-width digits, ＋ and ideographic spaces typed with a
-    Chinese input method are accepted. Then spaces and hyphens are dropped and a +86 / 0086 / 86
+    Full-width digits, ＋, － and ideographic spaces typed with a Chinese input method are read as
+    their ASCII forms (no other look-alike digit is). Then spaces and hyphens are dropped and a +86 / 0086 / 86
     country prefix removed. Landlines, foreign numbers and blocks no carrier holds are refused.
     """
     shown = raw.strip()[:_SHOWN_INPUT]
-    text = unicodedata.normalize("NFKC", raw).strip()
+    text = raw.translate(_FULL_WIDTH).strip()
     compact = "".join(ch for ch in text if ch not in _SEPARATORS and not ch.isspace())
     if compact.startswith("+"):
         if not compact.startswith("+86"):

@@ -113,6 +113,14 @@ def signatures_in(text: str) -> list[str]:
     return [s for s in (m.group(1).strip() for m in (leading, trailing) if m) if s]
 
 
+def without_signatures(text: str) -> str:
+    """`text` without its leading and trailing 【…】 signatures: what it says."""
+    leading = _LEADING.search(text)
+    body = text[leading.end() :] if leading else text
+    trailing = _TRAILING.search(body)
+    return body[: trailing.start()] if trailing else body
+
+
 def signature_of(text: str) -> str | None:
     """The signature a text carries, leading 【…】 first, then trailing; None when it has none."""
     found = signatures_in(text)

@@ -88,6 +88,7 @@ from dispatch.rules import (
     is_unsubscribe,
     next_send_time,
     signature_of,
+    without_signatures,
 )
 from dispatch.segments import GSM7_PART, GSM7_SINGLE, MAX_PARTS_IN_UDH, TooLong, encode_segments
 
@@ -646,7 +647,12 @@ def intake_turn(session: Session, *, pg_synchronous_commit: str | None = None) -
 # --- the intake ---------------------------------------------------------------------------------
 
 
-def _replay(existing: SendRequest, fingerprint: str) -> AcceptResult:
+def _replay(existing: SendRequest, fingerprint: str, sub_account_id: int) -> AcceptResult:
+    if existing.sub_account_id != sub_account_id:
+        # client_ref is unique within the account (openapi); the first answer is not this 子号's to read.
+        raise ClientRefConflict(
+            f"client_ref {existing.client_ref} 已被本账户的另一个子号使用（同一账户内唯一），本次未发送也未扣费，请换一个 client_ref"
+        )
     if existing.fingerprint != fingerprint:
         raise ClientRefConflict(f"client_ref {existing.client_ref} 已用于另一个内容不同的请求，请换一个 client_ref")
     return AcceptResult(existing.id, existing.http_status, dict(existing.response or {}), replayed=True)
@@ -801,6 +807,8 @@ def read_request(
         raise ValidationFailed(
             {"content": f"短信内容含有不可见的控制字符（{'、'.join(f'U+{ord(c):04X}' for c in dict.fromkeys(bad))}），请删除后重新提交"}
         )
+    if not without_signatures(content).strip():  # sent, it would be charged for saying nothing
+        raise ValidationFailed({"content": "短信内容只有签名【…】，没有正文，请填写要发送的内容"})
     longest = max(GSM7_SINGLE, GSM7_PART * settings.max_segments)  # no longer text fits, however it is encoded
     if len(content) > longest:  # refused here, before the intake's lock, not after splitting megabytes under it
         raise ContentRefused(
@@ -868,7 +876,7 @@ def accept_request(
     if request_id is None:  # a retry: this client_ref was used before (or a concurrent request committed first)
         existing = _find_request(session, sub_account.account_id, ref or "")
         assert existing is not None
-        return _replay(existing, fingerprint)
+        return _replay(existing, fingerprint, sub_account.id)
     state = _sender_state(session, sub_account.id, api_key_id)
     if api_key_id is not None and not state.key_live:
         raise Unauthorized(KEY_REFUSED)
@@ -966,14 +974,16 @@ def accept_request(
         "client_ref": ref,
         "messages": _entries_json(people, parts.parts),
         "balance": format_price(balance or Decimal(0)),
-        "charged": format_price(result.charged),
+        "charged": format_price(result.charged + result.penalty),  # what left the balance
         "send_at": send_time.isoformat(),
     }
+    if result.penalty:
+        body["penalty"] = format_price(result.penalty)
     if result.error is not None:
         body["error"] = {"code": result.error[0], "message": result.error[1]}
     accepted = sum(1 for p in stored if p.status in (*CLAIMABLE, "refused"))
     closing = {"request_id": request_id, "response": body, "http_status": result.http_status, "accepted_count": accepted}
-    _CLOSE_REQUEST.rowcount(session, {**closing, "charged": result.charged})
+    _CLOSE_REQUEST.rowcount(session, {**closing, "charged": result.charged + result.penalty})
     return AcceptResult(request_id, result.http_status, body, booked_ledger_events=result.booked_events)
 
 
@@ -985,6 +995,7 @@ class _Outcome:
     error: tuple[str, str] | None = None
     booked_events: bool = False
     balance_after: Decimal | None = None  # read again after a refusal's fee and penalty
+    penalty: Decimal = Decimal(0)  # 003 §3.4, taken from the balance with the fee (if any)
 
 
 def _refuse_content(
@@ -1037,6 +1048,7 @@ def _refuse_content(
                 event_id=f"penalty-request-{request_id}", actor="system:intake",
             )  # fmt: skip
             outcome.booked_events = True
+            outcome.penalty = Decimal(str(rate)) * len(takers)
             notes.append(f"按合同收取违约金 {format_price(Decimal(str(rate)) * len(takers))} 元（每条 {rate} 元）")
         except InsufficientBalance:
             notes.append("余额不足，违约金未能扣除")
@@ -1359,7 +1371,7 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
         raise ValidationFailed({"file": "无法识别文件编码，请保存为 UTF-8 或 GBK 编码的 CSV"})
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = max(",\t;", key=first_line.count) if any(d in first_line for d in ",\t;") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # (lines ended by CR alone too: Excel for Mac)
     rows: list[tuple[int, list[str]]] = []  # (line number in the file, cells)
     start = 1  # where the row being read begins
     try:
@@ -1462,12 +1474,13 @@ def _numbers_only(sample: list[tuple[int, list[str]]], table: Any) -> bool:
 
 _HEADER_WORDS = ("手机", "电话", "号码", "mobile", "phone")
 _TEL = re.compile(r"\btel\b")  # a word of its own: not "hotel"
+_SPARE_WORDS = ("备用", "其他", "其它", "紧急", "第二", "backup", "other", "alt", "secondary", "emergency")  # lose a tie
 
 
 def _number_column(rows: list[tuple[int, list[str]]], table: Any) -> tuple[int, int]:
     """(column, first data row). Columns whose header names a phone (手机号码, 联系电话, mobile…)
     are candidates, the one with the most valid mobile numbers below wins (办公电话 beside 手机号码:
-    the mobile one), 手机/mobile on a tie. With no such header: the column with the most valid
+    the mobile one); on a tie not a spare one (备用手机, 紧急联系电话…), then 手机/mobile, then the first. With no such header: the column with the most valid
     numbers, its first row skipped when it holds no digit at all (a header not recognised)."""
     if not rows:
         return 0, 0
@@ -1489,8 +1502,9 @@ def _number_column(rows: list[tuple[int, list[str]]], table: Any) -> tuple[int, 
         i for i, cell in enumerate(header) if cell in MOBILE_HEADERS or any(word in cell for word in _HEADER_WORDS) or _TEL.search(cell)
     ]
     if named:
+        spare = {i: any(word in header[i] for word in _SPARE_WORDS) for i in named}
         mobile_first = {i: not ("手机" in header[i] or "mobile" in header[i]) for i in named}
-        return min(named, key=lambda i: (-numbers_in(i, sample[1:]), mobile_first[i], i)), 1
+        return min(named, key=lambda i: (-numbers_in(i, sample[1:]), spare[i], mobile_first[i], i)), 1
     width = max(len(row) for _, row in sample)
     column = min(range(width), key=lambda i: (-numbers_in(i, sample), i)) if width > 1 else 0
     first_cell = rows[0][1][column] if len(rows[0][1]) > column else ""

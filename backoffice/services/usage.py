@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from backoffice.errors import ValidationFailed
 from backoffice.models import EnterpriseAccount, LedgerEvent, UsageDay
 from backoffice.models.base import Money
-from backoffice.money import format_money
+from backoffice.money import format_price
 from backoffice.services.bookkeeping import record_event
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import InsufficientBalance, _adjust, lock_accounts
@@ -94,7 +94,9 @@ def charge_messages(
     total = sum((amount for _, _, amount in clean), Decimal(0))
     if total > 0 and not _DEBIT.rowcount(session, {"d_account": account.id, "d_amount": total}):
         balance = session.scalar(sa.select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.id == account.id)) or Decimal(0)
-        raise InsufficientBalance(f"余额不足：本次需 {format_money(total)} 元，可用余额 {format_money(balance)} 元，未发送也未扣费")
+        raise InsufficientBalance(
+            f"余额不足：本次需 {format_price(total)} 元，可用余额 {format_price(balance)} 元，未发送也未扣费"
+        )  # (not rounded: 0.0451 > 0.0450)
     for carrier, messages, amount in clean:
         if messages or amount:
             _accumulate(session, account.id, day, carrier, kind, messages, amount)

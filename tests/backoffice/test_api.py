@@ -67,6 +67,27 @@ def test_a_sub_accounts_key_reads_its_own_messages_and_the_enterprises_key_reads
     assert client.get(f"/api/v1/messages/{sent[second.id]}", headers=auth(keys[primary.id])).status_code == 200
 
 
+def test_a_client_ref_another_sub_account_used_is_refused_not_answered_with_its_request(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: 子号 B's first request under a client_ref 子号 A had used got A's answer
+    (202, replayed): nothing sent for B, and B could not read the message id it was given."""
+    from backoffice.models import SubAccount
+
+    sender = active_sender(app, "lingxuntong_service")
+    first, second = [
+        s for s in db.session.scalars(sa.select(SubAccount).where(SubAccount.account_id == sender.account.id)) if not s.is_primary
+    ][:2]
+    keys = [create_api_key(db.session, sub, label=sub.login, actor="test")[1] for sub in (first, second)]
+    db.session.commit()
+    body = {"to": "13800138000", "content": "【学府教育】明天上午九点开课", "client_ref": "1"}
+    assert post(client, keys[0], **body).status_code == 202
+    before = sender.balance()
+    other = post(client, keys[1], **body)
+    assert other.status_code == 409 and "另一个子号" in other.json["error"]["message"]
+    assert "Idempotent-Replayed" not in other.headers and sender.balance() == before
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+    assert post(client, keys[1], **{**body, "client_ref": "b-1"}).status_code == 202
+
+
 def test_requests_without_a_valid_key_get_401(app: Flask, client: FlaskClient) -> None:
     sender = active_sender(app)
     secret = api_key(sender)

@@ -189,6 +189,25 @@ def test_a_keyword_with_invisible_characters_inside_is_still_refused(app: Flask,
         assert result.http_status == 422 and "代开发票" in result.body["error"]["message"]
 
 
+def test_a_keyword_hidden_by_a_printable_invisible_character_is_still_refused(app: Flask, sender: Sender) -> None:
+    """Found by a review: the combining grapheme joiner (U+034F), Mongolian and Hangul fillers
+    show as nothing but are printable, so the scan for format characters skipped them."""
+    add_keywords(db.session, ["代开发票"], actor="admin")
+    db.session.commit()
+    for hidden in ("\u034f", "\u180b", "\u3164", "\uffa0", "\u115f", "\u17b4"):
+        result = send(sender, "13800138000", f"【蓉城会员】专业代{hidden}开发票", settings=SendingSettings(blacklist_after_violations=10))
+        assert result.http_status == 422 and "代开发票" in result.body["error"]["message"], repr(hidden)
+
+
+def test_a_text_that_is_only_the_signature_is_not_sent(app: Flask, sender: Sender) -> None:
+    """Found by a review: 【蓉城会员】 alone was sent and charged as a message."""
+    before = sender.balance()
+    for text in ("【蓉城会员】", " 【蓉城会员】 ", "【蓉城会员】【蓉城会员】"):
+        error = refused(sender, "13800138000", text)
+        assert isinstance(error, ValidationFailed) and "只有签名" in error.errors["content"]
+    assert sender.balance() == before
+
+
 def test_a_refusal_naming_long_keywords_fits_its_columns(app: Flask, sender: Sender) -> None:
     """Found by a review (PostgreSQL enforces the 300 characters): three keywords of about 100
     characters made the refusal a DataError, so no fee, no violation and a generic 400."""
@@ -243,6 +262,23 @@ def test_the_sms_genie_penalty_is_booked_per_message_sent_in_violation(app: Flas
     penalty = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "penalty"))
     assert penalty is not None and Decimal(penalty.payload["amount"]) == Decimal("1.0")
     assert after_commit_catch_up(app) == []
+
+
+def test_a_refusals_charged_total_includes_the_penalty_taken_from_the_balance(app: Flask) -> None:
+    """Found by a review: 003's answer said charged 0.00 while the penalty took 1.00 from the balance."""
+    sender = active_sender(app, "sms_genie_user")  # penalty 0.5 元/条
+    add_keywords(db.session, ["赌博"], actor="admin")
+    db.session.commit()
+    before = sender.balance()
+    result = send(sender, ["13800138000", "13900139000"], "【明远商贸】赌博")
+    assert result.http_status == 422
+    assert result.body["charged"] == "1.00" and result.body["penalty"] == "1.00"
+    assert Decimal(result.body["charged"]) == before - sender.balance()
+    assert db.session.scalar(sa.select(SendRequest.charged)) == Decimal("1.00")
+    assert "penalty" not in send(sender, "13800138000", "【明远商贸】明天见").body
+    from backoffice.cli import after_commit_catch_up
+
+    assert after_commit_catch_up(app) == []  # the penalty's posting, into the books
 
 
 def test_the_keyword_matcher_is_built_once_and_rebuilt_when_the_list_changes(app: Flask, sender: Sender) -> None:
@@ -443,6 +479,14 @@ def test_402_when_the_balance_does_not_cover_the_whole_request_changes_nothing(a
     assert sender.balance() == 0
 
 
+def test_the_402_message_shows_the_amounts_unrounded(app: Flask) -> None:
+    """Found by a review: a need of 0.0451 against 0.0450 read "本次需 0.05 元，可用余额 0.05 元"."""
+    sender = active_sender(app, "enterprise_sms_center", price_per_message="0.0451", initial_messages=100, initial_amount="4.51")
+    db.session.execute(sa.update(EnterpriseAccount).where(EnterpriseAccount.id == sender.account.id).values(balance=Decimal("0.0450")))
+    error = refused(sender, "13900139000")
+    assert isinstance(error, InsufficientBalance) and "本次需 0.0451 元，可用余额 0.045 元" in error.message
+
+
 def test_a_retried_client_ref_gets_the_first_answer_and_is_not_charged_again(app: Flask, sender: Sender) -> None:
     first = send(sender, ["13800138000", "13900139000"], client_ref="order-42")
     balance = sender.balance()
@@ -586,6 +630,15 @@ def test_recipients_from_a_csv_with_a_mobile_column_and_bad_rows_by_line(app: Fl
     assert plain.numbers == ["13800138000", "18912345678"] and plain.problems == []
     excel = read_recipient_file("mobile,备注\n13800138000,老客户\n".encode("gb18030"))
     assert excel.numbers == ["13800138000"]
+
+
+def test_a_csv_from_excel_for_mac_and_a_spare_mobile_column(app: Flask) -> None:
+    """Found by a review: lines ended by CR alone (Excel for Mac's "CSV (Macintosh)") were
+    refused as an unbalanced quote; of 联系电话 and 备用手机, the spare column was sent."""
+    assert read_recipient_file(b"13800138000\r13900139000\r").numbers == ["13800138000", "13900139000"]
+    assert read_recipient_file("姓名,手机号码\r张三,13800138000\r".encode("gb18030")).numbers == ["13800138000"]
+    spare = read_recipient_file("姓名,联系电话,备用手机\n张三,13800138000,13900139000\n李四,18612345678,18712345678\n".encode())
+    assert spare.numbers == ["13800138000", "18612345678"] and "备用手机" not in spare.problems[0]
 
 
 def test_numbers_no_list_drops_without_saying_so(app: Flask) -> None:

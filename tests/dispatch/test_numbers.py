@@ -47,6 +47,8 @@ def test_accepted_spellings_give_the_national_number(raw: str) -> None:
         ("138001380001", "应为 11 位，这里是 12 位"),
         ("1380013800O", "只能包含数字"),
         ("138.0013.8000", "只能包含数字"),
+        ("①3800138000", "只能包含数字"),  # circled and superscript digits are not typed as numbers (NFKC read them: a review)
+        ("¹³⁸⁰⁰¹³⁸⁰⁰⁰", "只能包含数字"),
         ("23800138000", "不是中国大陆手机号码"),
         ("14012345678", "号段 140 未分配"),
         ("12345678901", "不是中国大陆手机号码"),
