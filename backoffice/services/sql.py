@@ -75,12 +75,20 @@ def epoch_us(moment: datetime) -> int:
 
 def begin_snapshot(session: Session) -> None:
     """Begin the session's next transaction as one snapshot of the database: every statement in
-    it sees the same commits (PostgreSQL: REPEATABLE READ; SQLite's WAL transactions already do).
-    For work that reads several tables and must see them as of one moment (the nightly balance
-    assertions); it must come before the transaction's first statement."""
-    if session.get_bind().dialect.name != "postgresql":
+    it sees the same commits. For work that reads several tables and must see them as of one
+    moment (the nightly balance assertions); it must come before the transaction's first statement.
+
+    PostgreSQL: REPEATABLE READ. SQLite: BEGIN IMMEDIATE, the write lock from the start (other
+    writers wait for its commit). pysqlite begins no transaction before a SELECT, so each read was
+    a snapshot of its own, and a charge committed between two made a balance assertion wrong for
+    good (found by a review); a deferred BEGIN would fail its first write after any other commit."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
         return
     current = session() if isinstance(session, scoped_session) else session  # Flask-SQLAlchemy's db.session
     if current.in_transaction():
         raise RuntimeError("begin_snapshot: the session's transaction has already begun")
-    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    if dialect == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        session.execute(sa.text("BEGIN IMMEDIATE"))  # (pysqlite then begins nothing itself; commit ends it)

@@ -252,6 +252,56 @@ def test_receipts_confirmed_in_one_transaction_each_read_what_the_one_before_lef
     assert sorted(Decimal(x) for x in settled) == [Decimal("0"), Decimal("750.00"), Decimal("1000.00")]
 
 
+def test_balance_assertions_read_one_moment_while_a_charge_commits(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review (SQLite): pysqlite begins no transaction before a SELECT, so the
+    assertions' reads were snapshots of their own, and a charge committed between two made a
+    balance assertion wrong for good. Now the charge waits for them (SQLite) or is not seen by
+    them (PostgreSQL); either way the books check."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from backoffice.services import usage
+
+    code = contract.contract.account.code
+    credit_receipt(db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="S1", received_on=DAY, actor="finance")
+    settle(app)
+    account_id = account(code).id
+    db.session.commit()
+    real = usage.unbooked_effect
+    charged = threading.Event()
+    errors: list[BaseException] = []
+
+    def another_process_charges() -> None:
+        with app.app_context(), Session(db.engine) as other:
+            try:
+                payer = other.get(EnterpriseAccount, account_id)
+                usage.charge_messages(other, payer, DAY, [("cmcc", 1, Decimal("0.035"))])
+                other.commit()
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                charged.set()
+
+    intake = threading.Thread(target=another_process_charges)
+
+    def then_a_charge_commits(session):  # type: ignore[no-untyped-def]
+        effect = real(session)
+        intake.start()
+        charged.wait(1.0)  # PostgreSQL: committed meanwhile; SQLite: waits for the assertions' lock
+        return effect
+
+    usage.unbooked_effect = then_a_charge_commits  # type: ignore[assignment]
+    try:
+        assert record_balance_assertions(db.session, DAY) == 1
+        db.session.commit()
+    finally:
+        usage.unbooked_effect = real  # type: ignore[assignment]
+        intake.join(30)
+    assert errors == [] and charged.is_set()
+    settle(app)
+
+
 @pytest.mark.parametrize("day", ["1900-01-01", "2000-01-01", "2026-11-24", "2027-06-01"])
 def test_balance_assertions_outside_the_books_life_are_refused(app: Flask, runner: FlaskCliRunner, contract, day: str) -> None:  # type: ignore[no-untyped-def]
     """Found by a review: an assertion before the chart opened, or after today (a charge dated
