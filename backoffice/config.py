@@ -53,6 +53,7 @@ class Config:
         # A part on the wire when the link dropped is resent at most this many times; then its
         # message is refunded (an SMSC that drops the link on one message would get it for ever).
         self.DISPATCH_RESEND_LIMIT = int(env.get("DISPATCH_RESEND_LIMIT", "3"))
+        self.DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS = float(env.get("DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS", "60"))
         self.DISPATCH_SQLITE_SYNCHRONOUS = env.get("DISPATCH_SQLITE_SYNCHRONOUS", "NORMAL")
         # PostgreSQL: how the worker's and the API intake's commits wait for the disk (README)
         self.DISPATCH_PG_SYNCHRONOUS_COMMIT = env.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", "off")

@@ -186,6 +186,12 @@ class LeaseLost(RuntimeError):
     """Messages this worker holds were taken over by another (its lease ran out while it stalled)."""
 
 
+class LinkDownTooLong(RuntimeError):
+    """The link stayed down `release_after_link_down` seconds while the worker held messages: it
+    stops as on SIGTERM (the held messages go back to the queue) and `run_worker` starts afresh,
+    claiming nothing until it is bound again."""
+
+
 class RedeliverLater(Exception):
     """Raised from a deliver_sm callback: the link answers ESME_RX_T_APPN and the SMSC delivers it again."""
 
@@ -215,6 +221,10 @@ class DispatchSettings:
     receipt_grace: float = 5.0  # how long a receipt for an unknown id may wait for its submit_sm_resp
     receipt_id_format: str = "auto"  # how receipt ids relate to submit ids (SMSC_RECEIPT_ID_FORMAT; smpp_link.RECEIPT_ID_FORMATS)
     resend_limit: int = 3  # a part lost in flight more often than this: its message is refunded (DISPATCH_RESEND_LIMIT)
+    # A worker whose link stays down this long gives the messages it holds back to the queue
+    # (DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS): workers with a link send them, and a message
+    # whose validity passes meanwhile is refunded by whoever claims it, never sent late.
+    release_after_link_down: float = 60.0
     sqlite_synchronous: str | None = "NORMAL"  # (DISPATCH_SQLITE_SYNCHRONOUS; empty: SQLite's default)
     pg_synchronous_commit: str | None = "off"  # PostgreSQL (DISPATCH_PG_SYNCHRONOUS_COMMIT; empty: the server's setting)
     unsubscribe_words: tuple[str, ...] = UNSUBSCRIBE_WORDS  # (UNSUBSCRIBE_WORDS)
@@ -227,6 +237,7 @@ class DispatchSettings:
             "default_source": str(config.get("SMSC_DEFAULT_SOURCE", cls.default_source)),
             "lease_seconds": int(config.get("DISPATCH_LEASE_SECONDS", cls.lease_seconds)),
             "resend_limit": int(config.get("DISPATCH_RESEND_LIMIT", cls.resend_limit)),
+            "release_after_link_down": float(config.get("DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS", cls.release_after_link_down)),
             "receipt_id_format": str(config.get("SMSC_RECEIPT_ID_FORMAT", cls.receipt_id_format) or cls.receipt_id_format).lower(),
             "sqlite_synchronous": str(config.get("DISPATCH_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous) or "") or None,
             "pg_synchronous_commit": synchronous_commit_level(config.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", cls.pg_synchronous_commit)),
@@ -569,6 +580,7 @@ class Dispatcher:
         self._last_refusal = ""
         self._drops_in_a_row = 0  # links dropped with parts on the wire
         self._started = False
+        self._unbound_since: float | None = None  # (monotonic) the link not bound since, seen by `step`
 
     # --- public -----------------------------------------------------------------------------
 
@@ -605,6 +617,7 @@ class Dispatcher:
         if self._failure is not None:
             raise self._failure
         mono = time.monotonic()
+        self._give_back_if_down(mono)
         if self._resps and self._on_wire and mono < self._resps_since + RECORD_DELAY and self.link.bound:
             return  # the rest of the window is about to answer: record them together
         if mono >= self._next_renewal:  # (the link's wait or a callback took that long) before preparing more
@@ -626,6 +639,22 @@ class Dispatcher:
             raise
         finally:
             self.close()
+
+    def _give_back_if_down(self, mono: float) -> None:
+        """Found by a review: a worker whose link went down kept its messages leased (renewed
+        every lease/3) and its window prepared, so no other worker could send them and none was
+        refunded when its validity passed; back up two days later, it sent them late."""
+        if self.link.bound:
+            self._unbound_since = None
+        elif self._unbound_since is None:
+            self._unbound_since = mono
+        elif mono - self._unbound_since >= self.settings.release_after_link_down and any(not w.done for w in self._works.values()):
+            gave_back = LinkDownTooLong(
+                f"dispatcher {self.worker}: the link has been down {mono - self._unbound_since:.0f} s; "
+                "giving the messages it holds back to the queue"
+            )
+            self._ended_by = gave_back  # (close() then releases them, and its row says why it stopped)
+            raise gave_back
 
     def run_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
         """Step until `done()` (tests and tools); TimeoutError after `timeout` seconds."""
@@ -1066,6 +1095,8 @@ class Dispatcher:
     def _wants_claim(self, mono: float) -> bool:
         if self.link.config.bind_mode == "receiver":  # a receipts-only bind sends nothing
             return False
+        if not self.link.bound:  # nothing held where it cannot go out (see _give_back_if_down)
+            return False
         return self._claim_room() > self.settings.batch // 2 and mono >= self._next_claim
 
     def _claim(self, now: datetime, mono: float) -> bool:
@@ -1289,17 +1320,20 @@ class Dispatcher:
     # --- receipts ---------------------------------------------------------------------------------
 
     def _receipt(self, receipt: Receipt, now: datetime, mono: float) -> None:
-        """Record a receipt. One whose id is not recorded while parts are still on the wire may have
-        beaten its submit_sm_resp: the SMSC is asked to deliver it again (nothing acknowledged is
-        held only in memory); after `receipt_grace`, or with nothing on the wire, it is logged and
-        counted as unknown, and acknowledged."""
+        """Record a receipt. One whose id is not recorded may have beaten its submit_sm_resp (on
+        this bind or another worker's): the SMSC is asked to deliver it again (nothing
+        acknowledged is held only in memory); after `receipt_grace` it is logged and counted as
+        unknown, and acknowledged."""
         sure, guessed = receipt_id_keys(receipt.message_id, self.settings.receipt_id_format)
         if self._apply_receipt(receipt, now, sure):
             self.stats.receipts += 1
             self._early.pop(receipt.message_id, None)
             return
         first = self._early.setdefault(receipt.message_id, mono)
-        if self._on_wire > 0 and mono - first < self.settings.receipt_grace:
+        # Whatever this worker has on the wire: the SMSC may deliver a receipt on any bind of the
+        # account, another worker's response not yet recorded (found by a review: an idle bind
+        # took such a receipt for unknown, and its message stayed submitted for ever).
+        if mono - first < self.settings.receipt_grace:
             if len(self._early) > 100_000:  # ids the SMSC stopped redelivering
                 self._early.clear()
             raise RedeliverLater(f"receipt {receipt.message_id!r} before its submit_sm_resp: please deliver it again")
@@ -1604,6 +1638,8 @@ class Dispatcher:
             self._session.rollback()
             if failure is None:
                 self._heartbeat("stopped")
+            elif isinstance(failure, LinkDownTooLong):  # not a failure of the worker: the link's problem stays shown
+                self._heartbeat("stopped", str(failure))
             else:
                 self._heartbeat("failed", f"worker failed: {type(failure).__name__}: {failure}")
         except Exception:  # the database may be what failed
@@ -1693,6 +1729,8 @@ def run_worker(
     while not stop.is_set():
         try:
             Dispatcher(app, link_config, worker_name, batch).run(stop)  # connects first: the database may be down too
+        except LinkDownTooLong as gave_back:  # its messages are back in the queue; the next binds again at once
+            log.warning("%s; starting afresh", gave_back)
         except Exception:
             log.exception("dispatcher %s failed; starting again in %.0f s", worker_name, restart_after)
             stop.wait(restart_after)
@@ -1703,6 +1741,7 @@ __all__: Sequence[str] = [
     "DispatchStats",
     "Dispatcher",
     "LeaseLost",
+    "LinkDownTooLong",
     "message_status_of",
     "notification_sender",
     "reported_carrier",

@@ -24,6 +24,7 @@ from backoffice.clock import set_clock, utcnow
 from backoffice.errors import ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import (
+    DispatchWorker,
     Message,
     MessagePart,
     MobileOriginated,
@@ -764,6 +765,99 @@ def test_a_graceful_stop_records_the_window_and_releases_the_rest(
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.claimed_by.is_not(None))) == 0
     drive(worker(simulator, name="another-worker"), all_in("delivered"), sender)
     assert len(simulator.received) == 60 and not db.session.scalar(sa.select(sa.func.count()).where(MessagePart.resent))
+
+
+def _unused_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_worker_whose_link_is_down_claims_nothing_and_sends_nothing_past_its_validity(app: Flask) -> None:
+    """Found by a review: with the SMSC unreachable the worker claimed a batch and prepared its
+    window, renewed the leases (no other worker could send them) and never refunded them; the
+    SMSC back two days later, it sent ten of them, 49 h after their validity ran out."""
+    from dispatch.simulator import SimulatorConfig
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, numbers(30))
+    port = _unused_port()  # nothing listens there yet
+    dispatcher = Dispatcher(app, LinkConfig(port=port, window=WINDOW, **FAST_LINK), "down-worker", settings=FAST)
+    simulator = None
+    try:
+        for _ in range(20):
+            dispatcher.step(timeout=0.01)
+        assert dispatcher.open_parts == 0 and not dispatcher._works
+        db.session.expire_all()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.claimed_by.is_not(None))) == 0
+        set_clock(lambda: FIXED_NOW + timedelta(hours=49))
+        simulator = SMSCSimulator(SimulatorConfig(receipt_delay=0.0), port=port).start()
+        drive(dispatcher, all_in("refunded"), sender)
+        assert simulator.received == [] and sender.balance() == before
+    finally:
+        dispatcher.close()
+        if simulator is not None:
+            simulator.stop()
+
+
+def test_a_worker_whose_link_stays_down_gives_its_messages_back_to_the_queue(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """(Same review.) After DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS it stops as on SIGTERM:
+    another worker sends its messages at once, the window it had on the wire resent, flagged."""
+    from backoffice.services.dispatcher import LinkDownTooLong, run_worker
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(30))
+    silent = smsc(response_delay=30)  # takes the window and answers nothing
+    first = worker(silent, "worker-a", release_after_link_down=0.3)
+    first.run_until(lambda: first._on_wire == WINDOW)
+    silent.stop()
+    with pytest.raises(LinkDownTooLong):
+        first.run_until(lambda: False, timeout=10)
+    first.close()
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.claimed_by.is_not(None))) == 0
+    row = db.session.get(DispatchWorker, "worker-a")
+    assert row is not None and row.state == "stopped" and "giving the messages it holds back" in (row.problem or "")
+    simulator = smsc()
+    drive(worker(simulator, "worker-b"), all_in("delivered"), sender)
+    assert len(simulator.received) == 30
+    assert db.session.scalar(sa.select(sa.func.count()).where(MessagePart.resent)) == WINDOW  # what was on the wire, flagged
+    # run_worker starts afresh after it (no traceback, no pause): here it stops at once.
+    stop = threading.Event()
+    stop.set()
+    run_worker(app, LinkConfig(port=simulator.port), "worker-c", stop)
+
+
+def test_a_receipt_on_an_idle_bind_before_the_other_worker_records_the_response_waits_for_it(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: two workers on one SMSC account; a fast receipt came on the bind of the
+    one with nothing on the wire, which took it for unknown and acknowledged it: the message
+    stayed submitted for ever. Now any bind asks for it again within the grace."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(1))
+    simulator = smsc(receipt_delay=30, response_delay=0.5)
+    idle = worker(simulator, "worker-b", receipt_grace=5.0)
+    idle._wants_claim = lambda mono: False  # type: ignore[method-assign]  # (the queue is the other's now)
+    idle.run_until(lambda: idle.link.bound)  # bound first: the simulator's receipts go to it
+    busy = worker(simulator, "worker-a")
+    busy.run_until(lambda: len(simulator.received) == 1, timeout=5)
+    simulator.send_receipt(simulator.received[0].message_id, "UNDELIV", "001")  # before the response is recorded
+    for _ in range(60):
+        busy.step(timeout=0.02)
+        idle.step(timeout=0.02)
+        if statuses() == {"undeliverable": 1}:
+            break
+    assert statuses() == {"undeliverable": 1} and idle.stats.receipts_unknown == 0
 
 
 def test_a_delivery_that_fails_while_the_link_drains_at_stop_leaves_the_rest_to_the_restart(
