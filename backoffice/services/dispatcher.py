@@ -192,6 +192,26 @@ class LinkDownTooLong(RuntimeError):
     claiming nothing until it is bound again."""
 
 
+class WorkerNameInUse(RuntimeError):
+    """Another live process runs a worker under this name: two would take each other's leases
+    (they are by name) and send the same messages, unflagged. `run_worker` tries again later."""
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 class RedeliverLater(Exception):
     """Raised from a deliver_sm callback: the link answers ESME_RX_T_APPN and the SMSC delivers it again."""
 
@@ -312,6 +332,8 @@ UNSUBSCRIBE_POLL = 0.1
 UNSUBSCRIBE_LAG = timedelta(seconds=30)
 #: Seconds between the worker's rows in `dispatch_workers` (the operations page, `dispatch status`).
 HEARTBEAT = 10.0
+#: A row of another host not written for this long is a stopped worker's: its name may be taken.
+NAME_IN_USE_SECONDS = 3 * HEARTBEAT
 #: A long reply whose other parts have not come this long after a part is stored as far as it
 #: arrived; workers look for such fragments this often.
 REPLY_PARTS_WAIT = timedelta(seconds=60)
@@ -590,9 +612,11 @@ class Dispatcher:
         return self._open
 
     def start(self) -> None:
-        """Take back this worker's own leases (a restart under the same name resumes at once)."""
+        """Take back this worker's own leases (a restart under the same name resumes at once),
+        unless another live process runs a worker under the name (`WorkerNameInUse`)."""
         if self._started:
             return
+        self._take_name()
         released = release_worker(self._session, worker=self.worker)
         self._unsubscribes_since = utcnow()  # earlier entries: the claims check them
         self._commit()
@@ -600,6 +624,29 @@ class Dispatcher:
             log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
         self._started = True
         self._heartbeat_or_log()
+
+    def _take_name(self) -> None:
+        """Found by a review: a second process started under a running worker's name (the default
+        `dispatch@<host>` makes it easy) released that worker's leases and claimed its messages;
+        leases are by name, so neither noticed, and both sent them. The name is taken by writing
+        the worker's row, after a look at who wrote it last: a process of this host still alive,
+        or a row of another host written in the last NAME_IN_USE_SECONDS, refuses the start.
+        (PostgreSQL: a lock on the name makes two starts at once take turns.)"""
+        if self._postgresql:
+            self._session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": f"worker:{self.worker}"})
+        row = self._session.execute(
+            sa.select(_WORKERS.c.host, _WORKERS.c.pid, _WORKERS.c.state, _WORKERS.c.seen_at).where(_WORKERS.c.name == self.worker)
+        ).first()
+        host, pid = socket.gethostname()[:128], os.getpid()
+        if row is not None and row.state == "running" and (row.host, row.pid) != (host, pid):
+            alive = _process_alive(row.pid) if row.host == host else utcnow() - row.seen_at < timedelta(seconds=NAME_IN_USE_SECONDS)
+            if alive:
+                self._session.rollback()
+                raise WorkerNameInUse(
+                    f"dispatcher {self.worker}: process {row.pid} on {row.host} runs a worker under this name "
+                    f"(seen {row.seen_at:%Y-%m-%d %H:%M:%S} UTC); give each worker its own --name"
+                )
+        self._heartbeat()  # (commits: the name is this process's from now on)
 
     def step(self, timeout: float | None = None) -> None:
         """One turn: let the link send, wait and read (up to `timeout`), then one transaction."""
@@ -1731,6 +1778,9 @@ def run_worker(
             Dispatcher(app, link_config, worker_name, batch).run(stop)  # connects first: the database may be down too
         except LinkDownTooLong as gave_back:  # its messages are back in the queue; the next binds again at once
             log.warning("%s; starting afresh", gave_back)
+        except WorkerNameInUse as taken:  # (it takes over once that process stops)
+            log.error("%s; trying again in %.0f s", taken, restart_after)
+            stop.wait(restart_after)
         except Exception:
             log.exception("dispatcher %s failed; starting again in %.0f s", worker_name, restart_after)
             stop.wait(restart_after)
@@ -1742,6 +1792,7 @@ __all__: Sequence[str] = [
     "Dispatcher",
     "LeaseLost",
     "LinkDownTooLong",
+    "WorkerNameInUse",
     "message_status_of",
     "notification_sender",
     "reported_carrier",

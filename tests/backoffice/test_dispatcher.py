@@ -860,6 +860,43 @@ def test_a_receipt_on_an_idle_bind_before_the_other_worker_records_the_response_
     assert statuses() == {"undeliverable": 1} and idle.stats.receipts_unknown == 0
 
 
+def test_a_second_live_process_under_a_running_workers_name_is_refused(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: a process started under a running worker's name released that worker's
+    leases and claimed its messages; leases are by name, so both sent them, unflagged."""
+    import socket
+    import subprocess
+
+    from backoffice.services.dispatcher import WorkerNameInUse
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(3))
+    running = subprocess.Popen(["sleep", "60"])  # the other worker's process, alive on this host
+    try:
+        db.session.add(
+            DispatchWorker(
+                name="dispatch@here", host=socket.gethostname()[:128], pid=running.pid, smsc="127.0.0.1:2775 (transceiver)",
+                state="running", started_at=FIXED_NOW, seen_at=FIXED_NOW, counters={},
+            )
+        )  # fmt: skip
+        db.session.execute(sa.update(Message).values(claimed_by="dispatch@here", claimed_at=FIXED_NOW))  # its messages
+        db.session.commit()
+        simulator = smsc()
+        with pytest.raises(WorkerNameInUse, match=f"process {running.pid} on"):
+            worker(simulator, "dispatch@here").step()
+        db.session.expire_all()
+        assert set(db.session.scalars(sa.select(Message.claimed_by))) == {"dispatch@here"}
+        assert db.session.get(DispatchWorker, "dispatch@here").pid == running.pid  # type: ignore[union-attr]
+        running.kill()  # killed and not yet reaped (a zombie): not a live worker; its restart takes over
+        drive(worker(simulator, "dispatch@here"), all_in("delivered"), sender)
+        assert len(simulator.received) == 3
+    finally:
+        running.kill()
+        running.wait()
+
+
 def test_a_delivery_that_fails_while_the_link_drains_at_stop_leaves_the_rest_to_the_restart(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher], monkeypatch: pytest.MonkeyPatch
 ) -> None:
