@@ -156,26 +156,41 @@ def unbooked_effect(session: Session) -> dict[str, Decimal]:
 
 def book_usage(session: Session, before: date) -> list[LedgerEvent]:
     """Book every open running total of days before `before`: one ledger event per day and
-    kind (usage, refund, refused_content_fee), a line per account and carrier."""
-    rows = list(
-        session.scalars(sa.select(UsageDay).where(UsageDay.event_id.is_(None), UsageDay.day < before).order_by(UsageDay.day, UsageDay.id))
-    )
-    groups: dict[tuple[date, str], list[UsageDay]] = defaultdict(list)
-    for row in rows:
-        groups[(row.day, row.kind)].append(row)
-    codes = dict(session.execute(sa.select(EnterpriseAccount.id, EnterpriseAccount.code)).all())
+    kind (usage, refund, refused_content_fee), a line per account and carrier.
+
+    A day's rows are taken by one UPDATE that requires them still open and returns them as it
+    took them, never from an earlier read: a booking that overlaps (`ledger assert-balances` while
+    the 00:10 job runs) takes each row once, and the other books only what is left, if anything
+    (found by a review: both booked the same rows, as 'usage-day-D' and 'usage-day-D-2')."""
+    groups = session.execute(
+        sa.select(_USAGE.c.day, _USAGE.c.kind)
+        .distinct()
+        .where(_USAGE.c.event_id.is_(None), _USAGE.c.day < before)
+        .order_by(_USAGE.c.day, _USAGE.c.kind)
+    ).all()
     events = []
-    for (day, kind), members in sorted(groups.items()):
-        lines = [
-            {"account_code": codes[r.account_id], "carrier": r.carrier, "messages": r.messages, "amount": r.amount}
-            for r in sorted(members, key=lambda r: (codes[r.account_id], r.carrier))
-            if r.amount > 0
-        ]
+    for day, kind in groups:
         prefix = f"{kind}-day-{day.isoformat()}"
         taken = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.event_id.like(f"{prefix}%")))
         event_id = prefix if not taken else f"{prefix}-{taken + 1}"
+        # PostgreSQL: a row another booking took but has not committed yet is waited for, then
+        # left out (in assert-balances' snapshot the UPDATE is refused instead: nothing is booked,
+        # the command can run again); SQLite: this statement takes the one write lock first.
+        took = session.execute(
+            sa.update(_USAGE)
+            .where(_USAGE.c.day == day, _USAGE.c.kind == kind, _USAGE.c.event_id.is_(None))
+            .values(event_id=event_id)
+            .returning(_USAGE.c.account_id, _USAGE.c.carrier, _USAGE.c.messages, _USAGE.c.amount)
+        ).all()
+        if not took:
+            continue  # another booking took the day's rows since they were listed
+        accounts = sa.select(_ACCOUNTS.c.id, _ACCOUNTS.c.code).where(_ACCOUNTS.c.id.in_({r.account_id for r in took}))
+        codes = dict(session.execute(accounts).all())
+        lines = [
+            {"account_code": codes[r.account_id], "carrier": r.carrier, "messages": r.messages, "amount": r.amount}
+            for r in sorted(took, key=lambda r: (codes[r.account_id], r.carrier))
+            if r.amount > 0
+        ]
         if lines:
             events.append(record_event(session, kind, day, {"lines": lines}, event_id=event_id))
-        for r in members:
-            r.event_id = event_id
     return events

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from backoffice.extensions import db
 from backoffice.models import LedgerEvent, UsageDay
@@ -71,6 +72,35 @@ def test_a_charge_for_a_day_already_booked_is_booked_by_a_second_event(app: Flas
         assert db.session.scalar(sa.select(sa.func.count()).select_from(UsageDay).where(UsageDay.event_id.is_(None))) == 0
         ids = set(db.session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.kind.in_(("usage", "refund")))))
         assert ids == {"usage-day-2026-11-22", "usage-day-2026-11-22-2", "refund-day-2026-11-23"}
+        _books_ok(app)
+
+
+def test_two_overlapping_bookings_of_a_day_book_its_rows_once(app: Flask) -> None:
+    """The 00:10 job lists the open rows; `ledger assert-balances` books them and commits; the
+    job must not book them again as 'usage-day-D-2' (found by a review)."""
+    with app.app_context():
+        code = _funded(app)
+        charge_messages(db.session, get_account(db.session, code), date(2026, 11, 22), [("cmcc", 10, Decimal("0.35"))])
+        db.session.commit()
+        fired = []
+
+        def assert_balances_meanwhile(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+            if fired or not statement.lstrip().upper().startswith("SELECT") or "usage_days" not in statement:
+                return
+            fired.append(statement)  # once, after the job's first read of the usage rows
+            with Session(db.engine) as other:
+                record_balance_assertions(other, date(2026, 11, 23))
+                other.commit()
+
+        sa.event.listen(db.engine, "after_cursor_execute", assert_balances_meanwhile)
+        try:
+            book_usage(db.session, before=date(2026, 11, 23))
+        finally:
+            sa.event.remove(db.engine, "after_cursor_execute", assert_balances_meanwhile)
+        db.session.commit()
+        assert fired
+        ids = list(db.session.scalars(sa.select(LedgerEvent.event_id).where(LedgerEvent.kind == "usage")))
+        assert ids == ["usage-day-2026-11-22"]
         _books_ok(app)
 
 
