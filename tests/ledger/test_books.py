@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import ledger
+import ledger.books as books_module
 from ledger import Books, Event, PostingRuleError, check_books, ledger_balances
 from ledger.books import MAIN
 
@@ -117,6 +119,33 @@ def test_books_that_no_longer_parse_are_reported_and_never_appended_to(tmp_path:
     with pytest.raises(ledger.LedgerWriteError, match="2026/2026-11.beancount"):
         books.post([credit("second", code="E000002")])
     assert month.read_bytes() == before
+
+
+@pytest.mark.parametrize("day", [date(2026, 11, 24), date(2026, 12, 1)], ids=["month-file-on-disk", "month-file-not-yet-written"])
+def test_failed_writes_of_a_month_leave_books_that_take_the_next_posting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, day: date
+) -> None:
+    """A month file that cannot be written twice in a row (disk full when posted, full again at
+    the retry) is still the writer's own once the disk has room: it is not called edited by
+    hand, and posting goes on (found by a review)."""
+    books = Books(tmp_path)
+    books.post([credit("first")])
+    month = tmp_path / f"{day:%Y}" / f"{day:%Y-%m}.beancount"
+    write = books_module._atomic_write
+
+    def disk_full_for_the_month(path: Path, text: str) -> None:
+        if path == month:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, text)
+
+    monkeypatch.setattr(books_module, "_atomic_write", disk_full_for_the_month)
+    for _ in range(2):
+        with pytest.raises(OSError):
+            books.post([credit("second", code="E000002", day=day)])
+    monkeypatch.setattr(books_module, "_atomic_write", write)
+    assert check_books(tmp_path / MAIN) == []
+    assert books.post([credit("second", code="E000002", day=day)]) == ["second"]
+    assert check_books(tmp_path / MAIN) == []
 
 
 def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
