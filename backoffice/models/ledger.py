@@ -12,6 +12,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from backoffice.clock import utcnow
 from backoffice.models.base import EVENT_ID_LENGTH, Base, UTCDateTime
 
+#: The longest reason a reversal's ledger event keeps (the receipt's own column takes 500): the
+#: services refuse a longer one before anything changes, rather than PostgreSQL at the flush.
+REVERSAL_REASON_LENGTH = 200
+
 
 class LedgerEvent(Base):
     __tablename__ = "ledger_events"
@@ -27,5 +31,5 @@ class LedgerEvent(Base):
     posted_seq: Mapped[int | None] = mapped_column(unique=True)
     # A reversal names the event it reverses; an event can be reversed once.
     reverses: Mapped[str | None] = mapped_column(sa.String(EVENT_ID_LENGTH), unique=True)
-    reason: Mapped[str | None] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.String(REVERSAL_REASON_LENGTH))
     actor: Mapped[str | None] = mapped_column(sa.String(80))

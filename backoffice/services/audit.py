@@ -15,12 +15,19 @@ def record(session: Session, actor: str, action: str, object_type: str, object_i
     session.add(AuditEntry(actor=actor, action=action, object_type=object_type, object_id=str(object_id), detail=detail))
 
 
-def reason_text(reason: str | None) -> str:
+#: The longest reason the columns that keep one take (a receipt's rejection or reversal).
+REASON_LENGTH = 500
+
+
+def reason_text(reason: str | None, *, limit: int = REASON_LENGTH) -> str:
     """A reason a person gives for an action the audit log keeps (a rejection, a reversal, a
-    suspension): required, at most 500 characters, no control characters."""
+    suspension): required, at most `limit` characters (the shortest column that will keep it),
+    no control characters."""
     text = (reason or "").strip()
     if not text:
         raise ValidationFailed({"reason": "请填写原因"})
-    if len(text) > 500 or any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
-        raise ValidationFailed({"reason": "原因过长（最多 500 字）或含有控制字符"})
+    if len(text) > limit:
+        raise ValidationFailed({"reason": f"原因过长：最多 {limit} 字，现为 {len(text)} 字"})
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
+        raise ValidationFailed({"reason": "原因含有控制字符"})
     return text

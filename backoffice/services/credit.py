@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 import ledger
 from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, LedgerEvent
+from backoffice.models.ledger import REVERSAL_REASON_LENGTH
 from backoffice.money import format_money
 from backoffice.services import audit
 from backoffice.services.bookkeeping import as_ledger_event, record_event
@@ -192,6 +193,7 @@ def reverse_event(session: Session, event_id: str, *, reason: str, on: date, act
     zero (the credit was already spent) is refused."""
     if not reason.strip():
         raise ValidationFailed({"reason": "请填写冲销原因"})
+    reason = audit.reason_text(reason, limit=REVERSAL_REASON_LENGTH)  # what ledger_events.reason keeps
     original = _existing(session, event_id)
     if original is None:
         raise NotFound(f"记账事件不存在：{event_id}")

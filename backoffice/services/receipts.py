@@ -25,6 +25,7 @@ from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Invoice, Receipt, StatementLine
 from backoffice.models.finance import LIVE_RECEIPT
+from backoffice.models.ledger import REVERSAL_REASON_LENGTH
 from backoffice.money import MoneyFormatError, format_money, parse_decimal
 from backoffice.services import audit
 from backoffice.services.accounts import get_account
@@ -349,7 +350,9 @@ def reverse_receipt(session: Session, receipt_id: int | str, *, reason: str | No
     the customer has already spent part of the credit (the balance never goes below zero)."""
     from backoffice.services import invoices
 
-    text = audit.reason_text(reason)
+    # Checked against the reversal's ledger event (it keeps fewer characters than the receipt)
+    # before anything changes: PostgreSQL refused a longer one only at the flush (found by a review).
+    text = audit.reason_text(reason, limit=REVERSAL_REASON_LENGTH)
     receipt = get_receipt(session, receipt_id)
     if not _move(session, receipt, ("confirmed",), status="reversed", reversed_by=actor, reversed_at=utcnow(), reversal_reason=text):
         if receipt.status in ("pending", "approved"):

@@ -327,6 +327,31 @@ def test_rejected_and_reversed_receipts(app: Flask, runner: FlaskCliRunner, clie
     assert exit_code == 0 and retyped["status"] == "pending"
 
 
+def test_a_reversal_reason_longer_than_its_ledger_event_keeps_is_refused_and_changes_nothing(
+    app: Flask, runner: FlaskCliRunner, client: Any, staff: dict[str, str]
+) -> None:
+    """Found by a review: a reason of 201 to 500 characters passed the check, then PostgreSQL
+    refused it at the flush with a generic length error (ledger_events.reason keeps 200) while
+    SQLite kept it. Now both refuse it first, naming the limit, from the CLI and the web form."""
+    issued = make_contract(app, "gateway_api_partner")
+    code, amount = issued.contract.account.code, f"{issued.contract.initial_amount:.2f}"
+    _, good = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "LONG-1", "--date", "2026-11-22", "--json"
+    )
+    assert run(runner, "finance", "confirm", str(good["id"]), "--json")[0] == 0
+    before = snapshot(app)
+    exit_code, refused = run(runner, "finance", "reverse", str(good["id"]), "--reason", "误" * 201, "--json")
+    assert exit_code != 0 and refused["error"]["fields"]["reason"] == "原因过长：最多 200 字，现为 201 字"
+    login(client, "finance", staff["finance"])
+    page = client.post(f"/finance/receipts/{good['id']}/reverse", data={"reason": "误" * 201}, follow_redirects=True)
+    assert "原因过长：最多 200 字" in page.get_data(as_text=True)
+    db.session.expire_all()
+    assert snapshot(app) == before and db.session.get(Receipt, good["id"]).status == "confirmed"
+    exit_code, reversed_ = run(runner, "finance", "reverse", str(good["id"]), "--reason", "误" * 200, "--json")
+    assert exit_code == 0 and reversed_["status"] == "reversed"
+    assert db.session.scalar(sa.select(LedgerEvent.reason).where(LedgerEvent.kind == "reversal")) == "误" * 200
+
+
 def test_one_transfer_is_live_in_one_receipt_whatever_bank_the_account_assumes(app: Flask, runner: FlaskCliRunner) -> None:
     """Found by a review: the form takes the receiving bank from the account's contract, so the
     same transfer entered for a second account got another bank and was accepted while the first
