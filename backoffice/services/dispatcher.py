@@ -376,9 +376,17 @@ def _unless_final(column: sa.Column[Any], parameter: str) -> sa.Case[Any]:
     return sa.case((_FINAL_KEPT, column), else_=sa.bindparam(parameter, type_=column.type))
 
 
-_RECEIPTED = Prepared(  # the latest part with that SMSC id (ids are reused after a while)
+# The parts with that SMSC id of the latest message that has it (ids are reused after a while).
+# Usually one part; every part of a long message where the SMSC answers all its parts with one id
+# (some gateways do, and send one receipt for the whole, or one per part): found by a review, only
+# the last part took the receipts, and the message never settled.
+_LATEST = _PARTS.alias("latest")
+_LATEST_WITH_ID = sa.select(_LATEST.c.message_id).where(
+    _LATEST.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery()
+)
+_RECEIPTED = Prepared(
     sa.update(_PARTS)
-    .where(_PARTS.c.id == sa.select(sa.func.max(_PARTS.c.id)).where(_PARTS.c.smsc_message_id == sa.bindparam("key")).scalar_subquery())
+    .where(_PARTS.c.smsc_message_id == sa.bindparam("key"), _PARTS.c.message_id == _LATEST_WITH_ID.scalar_subquery())
     .values(
         receipt_stat=_unless_final(_PARTS.c.receipt_stat, "stat"),
         receipt_err=_unless_final(_PARTS.c.receipt_err, "err"),

@@ -658,3 +658,27 @@ def test_a_receipt_id_with_a_digit_that_is_not_ascii_is_unknown_not_a_crash(
     simulator.send_receipt("12\xb2", "DELIVRD")
     dispatcher.run_until(lambda: dispatcher.stats.receipts_unknown == 1 or dispatcher._failure is not None, timeout=5)
     assert dispatcher._failure is None
+
+
+def test_a_long_message_whose_parts_the_smsc_answered_with_one_id_settles(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: some gateways answer every part of a long message with one message id,
+    and send a receipt per part or one for the whole; only the last part took them, and the
+    message stayed submitted for ever. Now each receipt goes to every part under the id (of the
+    latest message that has it: ids are reused), its first final one kept."""
+    sender = active_sender(app)
+    send(sender, ["13800138000"], LONG)
+    send(sender, ["13900139000"], LONG)
+    simulator = smsc(receipt_delay=3600)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    ids = dict(db.session.execute(sa.select(Message.recipient, Message.id)).all())
+    db.session.execute(sa.update(MessagePart).where(MessagePart.message_id == ids["13800138000"]).values(smsc_message_id="abc123"))
+    db.session.execute(sa.update(MessagePart).where(MessagePart.message_id == ids["13900139000"]).values(smsc_message_id="def456"))
+    db.session.commit()
+    assert dispatcher._on_deliveries([delivered("ABC123")]) == [True]  # one receipt for the whole message
+    assert dispatcher._on_deliveries([delivered("def456"), delivered("def456")]) == [True, True]  # one per part
+    db.session.expire_all()
+    assert statuses() == {"delivered": 2}
+    assert set(db.session.scalars(sa.select(MessagePart.receipt_stat))) == {"DELIVRD"}
