@@ -50,8 +50,11 @@ from smpplib import smpp  # noqa: E402
 from dispatch import smpp_link  # noqa: E402
 from dispatch.simulator import SimulatorConfig, SMSCSimulator  # noqa: E402
 from dispatch.smpp_link import (  # noqa: E402
+    BIND_RECEIVER,
     BIND_TRANSCEIVER,
+    BIND_TRANSMITTER,
     DELIVER_SM,
+    DELIVER_SM_RESP,
     ESM_DELIVERY_RECEIPT,
     SUBMIT_SM,
     SUBMIT_SM_RESP,
@@ -97,20 +100,25 @@ def serve(port_out: Any, stop: EventType) -> None:
     simulator.stop()
 
 
-def raw_ceiling(port: int, messages: int, chunk: int = WINDOW) -> float:
+def raw_ceiling(port: int, messages: int, chunk: int = WINDOW, *, receipts: bool = False) -> float:
     """Submits per second from a client that does nothing but write pre-encoded PDUs and count answers.
 
     `chunk`: PDUs per write. A whole window per write leaves the two processes taking turns; half
     a window lets the simulator work on one half while the client writes the other, as the link does.
+    `receipts`: each submit asks for a receipt (registered_delivery 1) over a transmitter bind, so
+    the simulator makes and holds one per submit, as it does for the dispatcher; `drain_raw`
+    takes them off afterwards. Without, the simulator has less to do per submit (a review found
+    the ceiling measured so, against a dispatcher whose submits ask for receipts).
     """
     sock = socket.create_connection(("127.0.0.1", port))
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(encode_pdu(BIND_TRANSCEIVER, 1, encode_bind(BindRequest("backoffice", "secret"))))
+        bind = BIND_TRANSMITTER if receipts else BIND_TRANSCEIVER
+        sock.sendall(encode_pdu(bind, 1, encode_bind(BindRequest("backoffice", "secret"))))
         buffer = bytearray()
         while take_pdu(buffer) is None:
             buffer += sock.recv(65536)
-        body = encode_short_message(ShortMessagePdu("10690001", "13800138000", TEXT, data_coding=8, registered_delivery=0))
+        body = encode_short_message(ShortMessagePdu("10690001", "13800138000", TEXT, data_coding=8, registered_delivery=int(receipts)))
         pdus = [encode_pdu(SUBMIT_SM, n, body) for n in range(2, messages + 2)]
         sock.setblocking(False)
         sent = answered = 0
@@ -131,6 +139,35 @@ def raw_ceiling(port: int, messages: int, chunk: int = WINDOW) -> float:
                 assert command_id == SUBMIT_SM_RESP and status == 0, (hex(command_id), status)
                 answered += 1
         return messages / (time.perf_counter() - started)
+    finally:
+        sock.close()
+
+
+def drain_raw(port: int, count: int) -> None:
+    """Take `count` held receipts off the simulator over a receiver bind, acknowledging each
+    (after `raw_ceiling(receipts=True)`: untimed, so they are not left for the next measurement)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(encode_pdu(BIND_RECEIVER, 1, encode_bind(BindRequest("backoffice", "secret"))))
+        buffer = bytearray()
+        taken = 0
+        bound = False
+        while taken < count:
+            data = sock.recv(262144)
+            if not data:
+                raise ConnectionError(f"the simulator closed the receiver bind after {taken} of {count} receipts")
+            buffer += data
+            answers = []
+            for command_id, _, sequence, _ in split_pdus(buffer):
+                if command_id == DELIVER_SM:
+                    answers.append(encode_pdu(DELIVER_SM_RESP, sequence, b"\x00"))
+                    taken += 1
+                else:
+                    bound = True
+            if answers:
+                sock.sendall(b"".join(answers))
+        assert bound
     finally:
         sock.close()
 
