@@ -153,8 +153,12 @@ def drain_raw(port: int, count: int) -> None:
         buffer = bytearray()
         taken = 0
         bound = False
+        sock.settimeout(30)  # (fewer held than expected would otherwise wait for ever: found by a review)
         while taken < count:
-            data = sock.recv(262144)
+            try:
+                data = sock.recv(262144)
+            except TimeoutError:
+                raise TimeoutError(f"only {taken} of {count} receipts came in 30 s") from None
             if not data:
                 raise ConnectionError(f"the simulator closed the receiver bind after {taken} of {count} receipts")
             buffer += data

@@ -197,19 +197,28 @@ class WorkerNameInUse(RuntimeError):
     (they are by name) and send the same messages, unflagged. `run_worker` tries again later."""
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether process `pid` of this host runs (a zombie, killed and not yet reaped, does not)."""
+def _process_alive(pid: int, since: datetime) -> bool:
+    """Whether process `pid` of this host runs and has run since `since` (the worker row's start):
+    a zombie (killed, not yet reaped) does not, nor a process that started later with the dead
+    worker's pid (pids are reused: after a reboot, or in a container, where `make run` starts its
+    processes in the same order each time; found by a review)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's
-        return True
+    except PermissionError:  # another user's: its /proc entry is still readable
+        pass
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+            fields = stat.read().rpartition(")")[2].split()  # (the name before it may hold spaces)
+        if fields[0] == "Z":
+            return False
+        with open("/proc/stat", encoding="ascii") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith("btime "))
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start, in ticks since boot
+    except (OSError, IndexError, ValueError, StopIteration):
+        return True  # cannot tell: taken for alive (the start is refused, and tried again)
+    return started <= since.timestamp() + 2.0  # (ticks and clocks: a little slack)
 
 
 class RedeliverLater(Exception):
@@ -343,6 +352,8 @@ REPLY_PARTS_SWEEP = 5.0
 #: delivered again (`RedeliverLater`), so a transaction that never ends (a stopped process, a
 #: forgotten psql session) cannot stop the worker's link: it goes on sending and acknowledging.
 LOCK_WAIT_SECONDS = 5.0
+#: … and a lock it gave up on is not waited for again this long (its deliveries handed back at once).
+LOCK_GIVEN_UP_SECONDS = 60.0
 
 # The statements of the hot path, built once (building them costs more than running them).
 _PARTS = MessagePart.__table__
@@ -394,6 +405,8 @@ _RECEIPTED = Prepared(
     )
     .returning(_PARTS.c.message_id, _PARTS.c.total, _PARTS.c.receipt_stat)
 )
+# A part prepared or on the wire, its response not recorded (by the smsc_message_id index: its NULLs first).
+_ANY_UNANSWERED = sa.select(_PARTS.c.id).where(_PARTS.c.smsc_message_id.is_(None), _PARTS.c.submit_status.is_(None)).limit(1)
 _STATUS = Prepared(sa.select(_MESSAGES.c.status).where(_MESSAGES.c.id == sa.bindparam("mid")))
 _ACCEPTED_PARTS = Prepared(
     sa.select(sa.func.count()).select_from(_PARTS).where(_PARTS.c.message_id == sa.bindparam("mid"), _PARTS.c.submit_status == ESME_ROK)
@@ -568,6 +581,9 @@ class Dispatcher:
         self._deferred: list[tuple[float, int, OutgoingPart]] = []  # out of throttling retries: (due, n, part)
         self._deferred_count = 0
         self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
+        self._unanswered, self._unanswered_read = False, -math.inf  # (`_unanswered_anywhere`, read at most once a second)
+        self._held_elsewhere: dict[str, float] = {}  # (`_wait_for`) lock -> until when it is not waited for again
+        self._batch_gave_up = False  # (`_wait_for`) this delivery batch already waited LOCK_WAIT_SECONDS once
         self._touched: dict[int, _Work] = {}  # works whose outcome may have changed since the last _finish
         self._complete: dict[int, _Work] = {}  # every part accepted and recorded, not yet marked submitted
         self._complete_since = 0.0
@@ -643,11 +659,16 @@ class Dispatcher:
         if self._postgresql:
             self._session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": f"worker:{self.worker}"})
         row = self._session.execute(
-            sa.select(_WORKERS.c.host, _WORKERS.c.pid, _WORKERS.c.state, _WORKERS.c.seen_at).where(_WORKERS.c.name == self.worker)
+            sa.select(_WORKERS.c.host, _WORKERS.c.pid, _WORKERS.c.state, _WORKERS.c.started_at, _WORKERS.c.seen_at).where(
+                _WORKERS.c.name == self.worker
+            )
         ).first()
         host, pid = socket.gethostname()[:128], os.getpid()
         if row is not None and row.state == "running" and (row.host, row.pid) != (host, pid):
-            alive = _process_alive(row.pid) if row.host == host else utcnow() - row.seen_at < timedelta(seconds=NAME_IN_USE_SECONDS)
+            if row.host == host:
+                alive = _process_alive(row.pid, row.started_at)
+            else:
+                alive = utcnow() - row.seen_at < timedelta(seconds=NAME_IN_USE_SECONDS)
             if alive:
                 self._session.rollback()
                 raise WorkerNameInUse(
@@ -854,6 +875,7 @@ class Dispatcher:
         later = None
         if self._failure is not None:  # (another read of the same turn, after a failure: delivered again)
             raise self._failure
+        self._batch_gave_up = False
         with self._failure_stops():
             now = utcnow()
             lines: list[LogEntry] = []
@@ -1375,20 +1397,22 @@ class Dispatcher:
     # --- receipts ---------------------------------------------------------------------------------
 
     def _receipt(self, receipt: Receipt, now: datetime, mono: float) -> None:
-        """Record a receipt. One whose id is not recorded may have beaten its submit_sm_resp (on
-        this bind or another worker's): the SMSC is asked to deliver it again (nothing
-        acknowledged is held only in memory); after `receipt_grace` it is logged and counted as
-        unknown, and acknowledged."""
+        """Record a receipt. One whose id is not recorded while parts are on the wire (this bind's,
+        or any worker's) may have beaten its submit_sm_resp: the SMSC is asked to deliver it again
+        (nothing acknowledged is held only in memory); after `receipt_grace`, or with nothing in
+        flight, it is logged and counted as unknown, and acknowledged."""
         sure, guessed = receipt_id_keys(receipt.message_id, self.settings.receipt_id_format)
         if self._apply_receipt(receipt, now, sure):
             self.stats.receipts += 1
             self._early.pop(receipt.message_id, None)
             return
         first = self._early.setdefault(receipt.message_id, mono)
-        # Whatever this worker has on the wire: the SMSC may deliver a receipt on any bind of the
-        # account, another worker's response not yet recorded (found by a review: an idle bind
-        # took such a receipt for unknown, and its message stayed submitted for ever).
-        if mono - first < self.settings.receipt_grace:
+        # With parts on this bind's wire, or any worker's part without a recorded response: the
+        # SMSC may deliver a receipt on any bind of the account (found by a review: an idle bind
+        # took another worker's early receipt for unknown, and its message stayed submitted for
+        # ever). Not when nothing is in flight anywhere: a receipt in the other base (`auto`) is
+        # then read at once, and an unknown one is not bounced for the whole grace.
+        if mono - first < self.settings.receipt_grace and (self._on_wire > 0 or self._unanswered_anywhere(mono)):
             if len(self._early) > 100_000:  # ids the SMSC stopped redelivering
                 self._early.clear()
             raise RedeliverLater(f"receipt {receipt.message_id!r} before its submit_sm_resp: please deliver it again")
@@ -1405,6 +1429,14 @@ class Dispatcher:
             receipt.stat,
             receipt.raw[:200],
         )
+
+    def _unanswered_anywhere(self, mono: float) -> bool:
+        """Whether some worker has a part on the wire without a recorded response (read at most
+        once a second: it is asked only for receipts not found)."""
+        if mono - self._unanswered_read >= 1.0:
+            self._unanswered = self._session.execute(_ANY_UNANSWERED).first() is not None
+            self._unanswered_read = mono
+        return self._unanswered
 
     def _apply_receipt(self, receipt: Receipt, now: datetime, keys: Sequence[str]) -> bool:
         """Record a receipt on its part (found under the first of `keys` that was stored) and
@@ -1454,9 +1486,16 @@ class Dispatcher:
     def _wait_for(self, lock: Callable[[], object], what: str) -> None:
         """(PostgreSQL) Take a lock another transaction holds, waiting at most `LOCK_WAIT_SECONDS`,
         in a transaction that holds nothing yet (`_commit_so_far` came first); past that it is
-        rolled back, nothing lost, and the delivery refused for the SMSC to deliver again."""
+        rolled back, nothing lost, and the delivery refused for the SMSC to deliver again.
+
+        The link waits with it, so it waits so long once per delivery batch, and for a lock it
+        gave up on, not again for LOCK_GIVEN_UP_SECONDS: then it only tries (1 ms). A review found
+        a transaction left open holding ten long messages' rows stall the link 5 s per receipt,
+        50 s per read, again at every redelivery."""
+        mono = time.monotonic()
+        quick = self._batch_gave_up or self._held_elsewhere.get(what, -math.inf) > mono
         timeout = sa.text("SELECT set_config('lock_timeout', :timeout, true)")
-        self._session.execute(timeout, {"timeout": f"{round(LOCK_WAIT_SECONDS * 1000)}ms"})
+        self._session.execute(timeout, {"timeout": "1ms" if quick else f"{round(LOCK_WAIT_SECONDS * 1000)}ms"})
         try:
             lock()
         except sa.exc.OperationalError as exc:
@@ -1465,7 +1504,13 @@ class Dispatcher:
             self._session.rollback()
             self._holds_message = False
             self.stats.lock_waits_given_up += 1
-            raise RedeliverLater(f"{what} held by another transaction for {LOCK_WAIT_SECONDS:g} s: please deliver it again") from None
+            self._batch_gave_up = True
+            if not quick:
+                if len(self._held_elsewhere) > 10_000:
+                    self._held_elsewhere.clear()
+                self._held_elsewhere[what] = mono + LOCK_GIVEN_UP_SECONDS
+            raise RedeliverLater(f"{what} held by another transaction: please deliver it again") from None
+        self._held_elsewhere.pop(what, None)
         self._session.execute(timeout, {"timeout": "0"})  # (the session's own setting: none)
 
     def _carrier_reported(self, receipt: Receipt, message_id: int, total: int, carrier: str) -> None:
