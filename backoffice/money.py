@@ -63,5 +63,9 @@ def format_price(price: Decimal) -> str:
 
 
 def capitals(amount: Decimal) -> str:
-    """The amount in Chinese capital numerals, as written on contracts and invoices: 壹仟柒佰伍拾元整."""
-    return str(cn2an.an2cn(format_money(amount), "rmb"))
+    """The amount in Chinese capital numerals, as written on contracts and invoices: 壹仟柒佰伍拾元整.
+
+    会计基础工作规范 §52(2): an amount that ends in 元 or 角 takes 整 after it (壹拾元壹角整); cn2an
+    writes it after 元 only (found by a review). One that ends in 分 takes none."""
+    text = str(cn2an.an2cn(format_money(amount), "rmb"))
+    return text + "整" if text.endswith("角") else text

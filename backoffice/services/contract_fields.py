@@ -68,6 +68,16 @@ def add_months(day: date, months: int) -> date:
     return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def term_end(start: date, months: int) -> date:
+    """The last day of a term of `months` from `start`: the day before the same day that many
+    months on, or that month's last day when it has no such day (a year from 2028-02-29 ends on
+    2029-02-28, not 02-27: found by a review; 民法典 §203 takes the month's end likewise)."""
+    month = start.month - 1 + months
+    year, month = start.year + month // 12, month % 12 + 1
+    last = calendar.monthrange(year, month)[1]
+    return date(year, month, last) if start.day > last else date(year, month, start.day) - timedelta(days=1)
+
+
 def _clean_text(spec: FieldSpec, value: Any) -> str:
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise ValueError("应为文字")
@@ -264,7 +274,7 @@ def _check_term(template: ContractTemplate, values: dict[str, Any], errors: dict
     years, months = values.get("term_years"), template.terms.get("term_months")
     # The printed term ("有效期限为N年" / "有效期12个月") and the dates must agree.
     length = 12 * years if years else int(months) if months else None
-    expected = add_months(start, length) - timedelta(days=1) if length else None
+    expected = term_end(start, length) if length else None
     if end is None:
         values["term_end"] = expected
     elif end < start:

@@ -260,12 +260,17 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
     """Send what is due; returns counts by outcome. Safe to run in several processes at once."""
     now = utcnow()
     counts = {"sent": 0, "written": 0, "retry": 0, "failed": 0}
+    stalled = (Notification.status == "sending", Notification.next_attempt_at < now - STALE_SENDING)
     stale = session.execute(
         sa.update(Notification)
-        .where(Notification.status == "sending", Notification.next_attempt_at < now - STALE_SENDING)
+        .where(*stalled, Notification.channel != "sms")
         .values(status="failed", last_error="发送过程中断，无法确定是否已送达：请管理员核实后重新发送")
     )
     counts["failed"] += stale.rowcount or 0
+    # An SMS notice is queued and marked sent in one transaction, and queued once however often it
+    # is sent (`send_notification_sms`): one whose run died before its commit was certainly not
+    # sent, and goes again (found by a review: it was marked failed, never to be sent).
+    session.execute(sa.update(Notification).where(*stalled, Notification.channel == "sms").values(status="pending", next_attempt_at=now))
     session.commit()
     channels = ["email"] + (["sms"] if send_sms is not None else [])
     due = session.scalars(
@@ -292,7 +297,7 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
         except Exception as exc:  # network, server refusal, missing attachment: retry later
             session.rollback()
             log.warning("notification %s failed (attempt %s): %s", note.key, note.attempts, exc)
-            final = note.attempts >= len(RETRY_DELAYS)
+            final = note.attempts > len(RETRY_DELAYS)  # (every delay used: found by a review, the last was not)
             note.status = "failed" if final else "pending"
             note.last_error = f"{type(exc).__name__}: {exc}"[:500]
             if not final:

@@ -11,7 +11,7 @@ from backoffice.clock import utcnow
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.models import Contract, ContractJob
 from backoffice.services import audit, notifications
-from backoffice.services.contract_fields import add_months
+from backoffice.services.contract_fields import term_end
 
 
 def renewal_rule_for(terms: dict, auto_renew: bool | None) -> str:
@@ -95,7 +95,7 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
     elif job.kind == "auto_extend":
         assert contract.term_end is not None
         old_end = contract.term_end
-        contract.term_end = add_months(old_end + timedelta(days=1), 12) - timedelta(days=1)
+        contract.term_end = term_end(old_end + timedelta(days=1), 12)
         outcome = f"无书面异议，自动顺延一年至 {contract.term_end}"
         audit.record(
             session, "scheduler", "auto_extend", "contract", contract.contract_no, old_end=str(old_end), new_end=str(contract.term_end)

@@ -37,6 +37,38 @@ def test_money_is_decimal_never_float() -> None:
     assert values["initial_amount"] == Decimal("1750.00")
 
 
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [
+        ("1750.00", "壹仟柒佰伍拾元整"),
+        ("10.10", "壹拾元壹角整"),  # 整 after 角 too (会计基础工作规范 §52(2); found by a review)
+        ("0.10", "壹角整"),
+        ("1000.50", "壹仟元伍角整"),
+        ("1000.05", "壹仟元零伍分"),  # none after 分
+        ("0.01", "壹分"),
+        ("1.23", "壹元贰角叁分"),
+        ("100000000", "壹亿元整"),
+    ],
+)
+def test_amounts_in_chinese_capitals(amount: str, written: str) -> None:
+    from backoffice.money import capitals
+
+    assert capitals(Decimal(amount)) == written
+
+
+def test_a_term_from_the_29th_of_february_ends_on_the_28th_a_year_later() -> None:
+    """Found by a review: a year from 2028-02-29 was computed to end 2029-02-27, and the right
+    end typed in was refused."""
+    from backoffice.services.contract_fields import term_end
+
+    values = validate_contract_fields(
+        get_template("enterprise_sms_center"), sample("enterprise_sms_center", term_start="2028-02-29", term_years=1, term_end="2029-02-28")
+    )
+    assert values["term_end"] == date(2029, 2, 28)
+    assert term_end(date(2026, 12, 1), 12) == date(2027, 11, 30) and term_end(date(2026, 1, 31), 1) == date(2026, 2, 28)
+    assert term_end(date(2027, 3, 1), 12) == date(2028, 2, 29)
+
+
 def test_initial_amount_is_derived_when_left_blank() -> None:
     values = validate_contract_fields(
         get_template("sms_business_service"),

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
@@ -28,7 +28,7 @@ from backoffice.extensions import db
 from backoffice.models import AuditEntry, EnterpriseAccount, Invoice, LedgerEvent, Notification, Receipt, StatementLine
 from backoffice.services.staff import create_staff_user
 from backoffice.services.statements import proposals, receipt_from_line
-from tests.conftest import customer_login, login, make_contract
+from tests.conftest import FIXED_NOW, customer_login, login, make_contract
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -849,6 +849,43 @@ def test_an_unreachable_smtp_server_is_retried_later(app: Flask, runner: FlaskCl
     note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
     assert note.status == "pending" and note.attempts == 1 and "ConnectionRefused" in note.last_error
     assert run(runner, "finance", "notify", "--json")[1]["retry"] == 0  # not due yet
+
+
+def test_an_unreachable_smtp_server_is_retried_after_every_delay(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: the last delay (6 h) was never waited, so an outage of 2 h 36 min lost
+    every notice queued in it."""
+    from backoffice.services.notifications import RETRY_DELAYS
+
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())
+    make_contract(app, "sms_business_service")
+    now, waits = FIXED_NOW, []
+    while True:
+        set_clock(lambda at=now: at)
+        run(runner, "finance", "notify", "--json")
+        db.session.expire_all()
+        note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+        if note.status != "pending":
+            break
+        waits.append(note.next_attempt_at - now)
+        now = note.next_attempt_at
+    assert waits == list(RETRY_DELAYS) and note.status == "failed" and note.attempts == len(RETRY_DELAYS) + 1
+
+
+def test_an_sms_notice_whose_run_died_before_its_commit_is_sent_later(app: Flask) -> None:
+    """Found by a review: it was marked failed ("cannot tell whether it was delivered") though
+    an SMS notice is queued and marked sent in one transaction: it was certainly not sent."""
+    from backoffice.jobs import deliver_notifications_now
+    from backoffice.models import Message
+    from backoffice.services import notifications
+
+    make_contract(app, "sms_business_service")  # an invoice notice by e-mail and by SMS
+    sms = db.session.scalar(sa.select(Notification).where(Notification.channel == "sms"))
+    assert notifications._claim(db.session, sms.id, FIXED_NOW)  # claimed, and the run dies here
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=31))
+    deliver_notifications_now(app)
+    db.session.expire_all()
+    assert db.session.get(Notification, sms.id).status == "sent"  # type: ignore[union-attr]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
 
 
 # --- web ----------------------------------------------------------------------------------------
