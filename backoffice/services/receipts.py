@@ -146,6 +146,18 @@ def check_voucher(voucher: Voucher, max_bytes: int, errors: dict[str, str]) -> t
     return None
 
 
+def _matched_under(session: Session, reference: str) -> Receipt | None:
+    """The live receipt a bank statement line with this reference was matched to, if any."""
+    from backoffice.models import StatementLine
+
+    return session.scalar(
+        sa.select(Receipt)
+        .join(StatementLine, StatementLine.receipt_id == Receipt.id)
+        .where(StatementLine.reference == reference, Receipt.status.in_(LIVE_RECEIPT))
+        .limit(1)
+    )
+
+
 def record_receipt(
     session: Session,
     *,
@@ -192,6 +204,15 @@ def record_receipt(
             errors["bank_reference"] = f"银行流水号 {reference} 已登记过，不能重复登记；如确为本账户的汇款，请联系财务"
         else:
             errors["bank_reference"] = f"银行流水号 {reference} 已登记过（到账记录 {live.id}，{live.status_name}），不能重复登记"
+    elif (matched := _matched_under(session, reference)) is not None:
+        # The bank's number of a transfer already matched to a receipt recorded under the
+        # customer's own number (found by a review: recording it again credited it twice).
+        if recorded_by.startswith("sub:") and (account is None or matched.account_id != account.id):
+            errors["bank_reference"] = f"银行流水号 {reference} 已登记过，不能重复登记；如确为本账户的汇款，请联系财务"
+        else:
+            errors["bank_reference"] = (
+                f"银行流水号 {reference} 的汇款已与到账记录 {matched.id}（{matched.status_name}）对账匹配，不能重复登记"
+            )
     payer = (payer_name or "").strip() or (account.customer_name if account else "")
     if len(payer) > 200 or any(unicodedata.category(c).startswith("C") for c in payer):
         errors["payer_name"] = "付款人名称过长或含有控制字符"

@@ -638,6 +638,44 @@ def test_statement_import_proposes_matches_and_confirming_one_credits(app: Flask
     assert exit_code == 0 and credited["credited"] and credited["balance"] == amount
 
 
+def test_a_transfer_matched_under_the_customers_number_cannot_be_recorded_again_under_the_banks(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    """Found by a review: the customer recorded its own number, finance matched the statement's
+    line K100 to it and confirmed; a colleague later recorded K100 and confirmed it too: one
+    transfer credited twice. Both orders are refused now."""
+    issued = make_contract(app, "enterprise_sms_center")
+    account = issued.contract.account
+    code, amount = account.code, f"{issued.contract.initial_amount:.2f}"
+    _, typed = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "CUST-1", "--date", "2026-11-20", "--json"
+    )
+    statement = tmp_path / "statement.csv"
+    statement.write_text(
+        "date,amount,payer_name,payer_account,reference,memo\n"
+        f"2026-11-20,{amount},{account.customer_name},6222,K100,充值\n2026-11-21,{amount},{account.customer_name},6222,K200,充值\n",
+        encoding="utf-8",
+    )
+    _, imported = run(runner, "finance", "import-statement", str(statement), "--json")
+    first, second = imported["proposals"]
+    assert run(runner, "finance", "match", str(first["line_id"]), str(typed["id"]), "--json")[0] == 0
+    exit_code, again = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "K100", "--date", "2026-11-20", "--json"
+    )
+    assert exit_code == 2 and "已与到账记录" in again["error"]["fields"]["bank_reference"]
+    # The other order: K200 recorded under the bank's number, then its line matched to another receipt.
+    _, banks = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "K200", "--date", "2026-11-21", "--json"
+    )
+    _, typed2 = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "CUST-2", "--date", "2026-11-21", "--json"
+    )
+    exit_code, refused = run(runner, "finance", "match", str(second["line_id"]), str(typed2["id"]), "--json")
+    assert exit_code != 0 and f"已登记为到账记录 {banks['id']}" in json.dumps(refused, ensure_ascii=False)
+    db.session.expire_all()
+    assert db.session.get(EnterpriseAccount, account.id).balance == Decimal(amount)  # the first transfer, once
+
+
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     statement = tmp_path / "bad.csv"
     statement.write_text(
