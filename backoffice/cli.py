@@ -404,6 +404,29 @@ def _sending_status(account_code: str, reason: str, as_json: bool, *, suspend: b
     _emit({"account": account.code, "status": account.status}, as_json, f"账户 {account.code}：{account.status_name}")
 
 
+@account_cli.command("contact")
+@click.argument("account_code")
+@click.option("--email", default=None, help="where notices and invoices go by e-mail ('' clears it)")
+@click.option("--mobile", default=None, help="the mobile number notices go to by SMS ('' clears it)")
+@click.option("--json", "as_json", is_flag=True)
+def account_contact(account_code: str, email: str | None, mobile: str | None, as_json: bool) -> None:
+    """Show or set where an account's notices go (a contract that gave a landline only gives none)."""
+    from backoffice.services.accounts import get_account, update_contact
+
+    with refusals(as_json):
+        if email is None and mobile is None:
+            account = get_account(db.session, account_code)
+        else:
+            account = update_contact(db.session, account_code, email=email, mobile=mobile, actor=_actor())
+            db.session.commit()
+    payload = {"account": account.code, "email": account.contact_email, "mobile": account.reserved_mobile, "phone": account.contact_phone}
+    _emit(
+        payload,
+        as_json,
+        f"账户 {account.code}：电子邮箱 {account.contact_email or '（无）'}，手机 {account.reserved_mobile or '（无）'}，电话 {account.contact_phone or '（无）'}",
+    )
+
+
 @account_cli.command("show")
 @click.argument("account_code")
 @click.option("--json", "as_json", is_flag=True)

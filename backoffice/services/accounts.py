@@ -91,3 +91,37 @@ def authenticate_sub_account(session: Session, login: str, password: str) -> Sub
     if sub.account.status == "closed" or not check_password_hash(sub.password_hash, password):
         return None
     return sub
+
+
+def update_contact(
+    session: Session, account_code: str, *, email: str | None = None, mobile: str | None = None, actor: str
+) -> EnterpriseAccount:
+    """Set the e-mail and the mobile number notices go to (all or nothing; "" clears one). For
+    customers whose contract gave a landline only (000/001 ask for one phone and no e-mail):
+    without either, their invoices, renewal and expiry notices can reach nobody."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from backoffice.errors import ValidationFailed
+    from backoffice.services import audit
+    from dispatch.numbers import InvalidNumber, normalise_mobile
+
+    account = get_account(session, account_code)
+    errors: dict[str, str] = {}
+    changes: dict[str, str | None] = {}
+    if email is not None:
+        try:
+            changes["contact_email"] = validate_email(email.strip(), check_deliverability=False).normalized if email.strip() else None
+        except EmailNotValidError:
+            errors["email"] = f"电子邮箱格式不正确：{email.strip()[:60]}"
+    if mobile is not None:
+        try:
+            changes["reserved_mobile"] = normalise_mobile(mobile) if mobile.strip() else None
+        except InvalidNumber as bad:
+            errors["mobile"] = bad.reason
+    if errors:
+        raise ValidationFailed(errors)
+    for name, value in changes.items():
+        setattr(account, name, value)
+    if changes:
+        audit.record(session, actor, "update_contact", "account", account.code, **{k: v or "" for k, v in changes.items()})
+    return account

@@ -83,14 +83,22 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
     if contract.status in ("terminated", "expired"):
         outcome = f"合同已{contract.status_name}，跳过"
     elif job.kind == "renewal_notice":
-        notifications.renewal_notice(session, contract, object_by=objection_deadline(contract))
-        outcome = f"续约提醒已发给客户：合同 {contract.contract_no} 将于 {contract.term_end} 到期"
+        if notifications.renewal_notice(session, contract, object_by=objection_deadline(contract)):
+            outcome = f"续约提醒已发给客户：合同 {contract.contract_no} 将于 {contract.term_end} 到期"
+        else:
+            outcome = (
+                f"续约提醒未能发出：客户没有电子邮箱或手机号码，请人工通知（合同 {contract.contract_no} 将于 {contract.term_end} 到期）"
+            )
         audit.record(session, "scheduler", "renewal_notice", "contract", contract.contract_no, term_end=str(contract.term_end))
     elif job.kind == "expire":
         contract.status = "expired"
         suspended = _suspend_without_contract(session, contract)
-        notifications.contract_expired(session, contract, suspended=suspended)
-        outcome = "合同到期终止" + ("，账户已暂停发送（余额保留）" if suspended else "")
+        told = notifications.contract_expired(session, contract, suspended=suspended)
+        outcome = (
+            "合同到期终止"
+            + ("，账户已暂停发送（余额保留）" if suspended else "")
+            + ("" if told else "；客户没有电子邮箱或手机号码，未能通知，请人工通知")
+        )
         audit.record(session, "scheduler", "expire", "contract", contract.contract_no, account_suspended=suspended)
     elif job.kind == "auto_extend":
         assert contract.term_end is not None

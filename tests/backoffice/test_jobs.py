@@ -273,3 +273,35 @@ def test_the_nightly_books_job_asserts_posts_and_checks(app: Flask) -> None:
     assert [(e.event_id, e.posted_at is not None) for e in assertions] == [(f"balance-{code}-2026-11-23", True)]
     month = Path(app.config["LEDGER_PATH"]) / "2026" / "2026-11.beancount"
     assert f"2026-11-23 balance Liabilities:Prepaid:{code}" in month.read_text(encoding="utf-8")
+
+
+def test_a_customer_with_a_landline_only_is_not_left_untold(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: 000/001 ask for one phone (their example is a landline) and no e-mail;
+    the renewal and expiry notices went nowhere while the job said they were sent, and nothing
+    let staff add an address. The notice now waits in the outbox as failed, saying why; once an
+    e-mail is added (`account contact`), it can be sent again."""
+    from backoffice.errors import Conflict
+    from backoffice.services.notifications import UNREACHABLE, requeue
+
+    issued = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None)
+    account = issued.contract.account
+    assert account.contact_email is None and account.reserved_mobile is None and account.contact_phone.startswith("0")
+    db.session.execute(sa.delete(Notification))  # (the invoice's notices, queued for nobody too)
+    outcome = run_contract_job(db.session, job("renewal_notice"))
+    db.session.commit()
+    assert outcome.startswith("续约提醒未能发出")
+    (note,) = db.session.scalars(sa.select(Notification)).all()
+    assert (note.status, note.recipient, note.last_error) == ("failed", "", UNREACHABLE)
+    with pytest.raises(Conflict, match="account contact"):
+        requeue(db.session, note.id)
+    db.session.rollback()
+    bad = runner.invoke(args=["account", "contact", account.code, "--email", "不是邮箱", "--json"])
+    assert bad.exit_code != 0 and "电子邮箱格式不正确" in bad.output
+    good = runner.invoke(
+        args=["account", "contact", account.code, "--email", "Finance@Example.cn", "--mobile", "+86 139 0013 9000", "--json"]
+    )
+    assert good.exit_code == 0, good.output
+    assert json.loads(good.output)["mobile"] == "13900139000"
+    assert requeue(db.session, note.id).recipient == "Finance@example.cn"
+    db.session.commit()
+    assert "未能通知" not in run_contract_job(db.session, job("expire"))  # told, now
