@@ -129,6 +129,14 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
         )
     if received_on > today:
         raise ValidationFailed({"received_on": "收到书面异议的日期不能晚于今天"})
+    extended = [job for job in contract.jobs if job.kind == "auto_extend" and job.done_at is not None and job.due_on > received_on]
+    if any((job.outcome or "").startswith("无书面异议，自动顺延") for job in extended):
+        # An objection to a term the contract has been extended past since (found by a review:
+        # checked against the new term, it was taken and bound the customer for another year).
+        raise Conflict(
+            f"该异议于 {received_on} 收到，针对的是此前的合同期；合同已于 {max(j.due_on for j in extended)} 自动顺延至 {contract.term_end}。"
+            "异议若在当时的期限内收到，请与客户协商后按终止合同处理"
+        )
     end = contract.term_end
     assert end is not None
     now = utcnow()

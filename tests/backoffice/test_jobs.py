@@ -305,3 +305,26 @@ def test_a_customer_with_a_landline_only_is_not_left_untold(app: Flask, runner: 
     assert requeue(db.session, note.id).recipient == "Finance@example.cn"
     db.session.commit()
     assert "未能通知" not in run_contract_job(db.session, job("expire"))  # told, now
+
+
+def test_an_objection_received_before_an_extension_that_has_run_is_sent_to_a_person(app: Flask) -> None:
+    """Found by a review: 004 from 2026-12-01 to 2027-11-30, the letter received 2027-10-20 (in
+    time), entered on 2027-12-05 after the extension ran: it was checked against the new term and
+    taken, binding the customer until 2028-11-30. It is refused now, saying what happened."""
+    from backoffice.clock import set_clock
+    from backoffice.errors import Conflict
+    from backoffice.services.renewal import stop_renewal
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("auto_extend"))
+    db.session.commit()
+    assert contract.term_end == date(2028, 11, 30)
+    set_clock(lambda: datetime(2027, 12, 5, 2, 0, tzinfo=UTC))
+    with pytest.raises(Conflict, match="自动顺延至 2028-11-30"):
+        stop_renewal(db.session, contract, received_on=date(2027, 10, 20), actor="staff:sales", today=date(2027, 12, 5))
+    db.session.rollback()
+    # One received after the extension is for the new term, as before.
+    expire = stop_renewal(db.session, contract, received_on=date(2027, 12, 3), actor="staff:sales", today=date(2027, 12, 5))
+    assert expire.due_on == date(2028, 12, 1)
+    db.session.commit()
