@@ -66,6 +66,13 @@ def capitals(amount: Decimal) -> str:
     """The amount in Chinese capital numerals, as written on contracts and invoices: 壹仟柒佰伍拾元整.
 
     会计基础工作规范 §52(2): an amount that ends in 元 or 角 takes 整 after it (壹拾元壹角整); cn2an
-    writes it after 元 only (found by a review). One that ends in 分 takes none."""
+    writes it after 元 only (found by a review). One that ends in 分 takes none.
+
+    A zero where a 万 or 元 digit is may be written 零 or left out (正确填写票据和结算凭证的基本规定:
+    壹拾万柒仟元 or 壹拾万零柒仟元), as cn2an does; but with the whole 万 group zero after 亿,
+    壹亿壹仟元 reads like 壹亿壹仟万, so 100,001,000 is written 壹亿零壹仟元 (found by a review)."""
     text = str(cn2an.an2cn(format_money(amount), "rmb"))
+    yuan = int(quantize_money(amount))
+    if yuan >= 10**8 and yuan // 10**4 % 10**4 == 0 and yuan % 10**4 >= 1000:
+        text = text.replace("亿", "亿零", 1)
     return text + "整" if text.endswith("角") else text

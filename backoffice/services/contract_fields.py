@@ -193,6 +193,9 @@ def _clean(spec: FieldSpec, value: Any) -> Any:
     raise ValueError(f"未知的字段类型 {kind}")
 
 
+_DERIVED_FROM = {"initial_messages": "initial_amount"}  # a required field left blank, worked out from the other
+
+
 def validate_contract_fields(template: ContractTemplate, raw: Mapping[str, Any]) -> dict[str, Any]:
     """Clean values keyed by dotted field name, defaults applied and derived amounts/dates filled
     in; raises ValidationFailed with one Chinese message per bad field."""
@@ -206,6 +209,15 @@ def validate_contract_fields(template: ContractTemplate, raw: Mapping[str, Any])
         value = given.get(spec.name)
         if spec.type == "networks" and spec.name in given and value == []:
             errors[spec.name] = f"{spec.label}：请至少选择一个运营商"  # every box unticked is not "the default"
+            continue
+        if spec.required and spec.default is not None and spec.type != "bool" and spec.name in given and _is_blank(value):
+            # Cleared on the form: not the template's default in its place (found by a review: a
+            # cleared price issued the contract at 0.035). Left out altogether, the default applies.
+            source = _DERIVED_FROM.get(spec.name)
+            if source is None or _is_blank(given.get(source)):
+                errors[spec.name] = f"{spec.label}不能为空"
+            else:
+                values[spec.name] = None  # worked out from the other (`_check_amounts`)
             continue
         if _is_blank(value) and not (spec.type == "bool" and value == ""):
             value = spec.default  # a bool sent as "" is an unticked box, not a missing value

@@ -48,6 +48,11 @@ def test_money_is_decimal_never_float() -> None:
         ("0.01", "壹分"),
         ("1.23", "壹元贰角叁分"),
         ("100000000", "壹亿元整"),
+        ("100001000", "壹亿零壹仟元整"),  # not 壹亿壹仟元整, read like 壹亿壹仟万 (found by a review)
+        ("700006069.87", "柒亿零陆仟零陆拾玖元捌角柒分"),
+        ("110000000", "壹亿壹仟万元整"),
+        ("100010000", "壹亿零壹万元整"),
+        ("107000.53", "壹拾万柒仟元伍角叁分"),  # the rules' own example: 零 after 万 may be left out
     ],
 )
 def test_amounts_in_chinese_capitals(amount: str, written: str) -> None:
@@ -67,6 +72,22 @@ def test_a_term_from_the_29th_of_february_ends_on_the_28th_a_year_later() -> Non
     assert values["term_end"] == date(2029, 2, 28)
     assert term_end(date(2026, 12, 1), 12) == date(2027, 11, 30) and term_end(date(2026, 1, 31), 1) == date(2026, 2, 28)
     assert term_end(date(2027, 3, 1), 12) == date(2028, 2, 29)
+
+
+def test_a_required_field_cleared_on_the_form_is_refused_not_replaced_by_its_default() -> None:
+    """Found by a review: a cleared price issued the 004 contract at 0.035 元/条, a cleared count at
+    50,000 messages, a cleared term at one year. Left out altogether (API, CLI), the default applies."""
+    assert errors_for("sms_business_service", price_per_message="", initial_amount="")["price_per_message"].endswith("不能为空")
+    assert "initial_messages" in errors_for("sms_business_service", initial_messages="", initial_amount="")
+    assert "term_years" in errors_for("enterprise_sms_center", term_years="")
+    assert "sub_accounts" in errors_for("lingxuntong_service", sub_accounts="")
+    # A cleared count with the amount given is worked out from it, as before.
+    derived = validate_contract_fields(
+        get_template("sms_business_service"), sample("sms_business_service", initial_messages="", initial_amount="1400.00")
+    )
+    assert derived["initial_messages"] == 40000
+    left_out = {k: v for k, v in sample("sms_business_service").items() if k != "price_per_message"}
+    assert validate_contract_fields(get_template("sms_business_service"), left_out)["price_per_message"] == Decimal("0.035")
 
 
 def test_initial_amount_is_derived_when_left_blank() -> None:

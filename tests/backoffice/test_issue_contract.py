@@ -175,6 +175,20 @@ def test_a_long_unbroken_customer_name_keeps_the_signature_block_on_the_page(app
     assert right_edges and max(right_edges) <= width - 20, (max(right_edges), width)  # inside the page and its margin
 
 
+def test_a_long_unbroken_token_in_additional_terms_wraps_inside_the_page(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: a 152-character token (a link) in 003's 附加信息 ran off the page: the
+    signed PDF lost part of a clause the DOCX showed whole."""
+    import subprocess
+
+    token = "Contract" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" * 4
+    out = issue(runner, tmp_path, "sms_genie_user", sample("sms_genie_user", additional_terms=f"代发信息见：{token}"))
+    bbox = subprocess.run(["pdftotext", "-bbox", out["pdf"], "-"], capture_output=True, text=True, check=True).stdout
+    width = float(re.search(r'<page width="([0-9.]+)"', bbox).group(1))  # type: ignore[union-attr]
+    assert max(float(x) for x in re.findall(r'xMax="([0-9.]+)"', bbox)) <= width - 20
+    shown = subprocess.run(["pdftotext", out["pdf"], "-"], capture_output=True, text=True, check=True).stdout
+    assert token in re.sub(r"\s", "", shown)  # all of it on the page
+
+
 def test_sales_is_told_when_the_customer_already_has_an_account(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     """Found by a review: a second contract of a customer silently opened a second account, its balance apart."""
     first = issue(runner, tmp_path, "enterprise_sms_center", sample("enterprise_sms_center"))
