@@ -5,6 +5,7 @@ issued before keeps what it printed (its PDF and hash are fixed)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from backoffice.errors import ValidationFailed
 from backoffice.models import ProviderProfile
 from backoffice.services import audit
 from backoffice.services.contract_fields import _clean
-from backoffice.services.contracts import provider_identity
+from backoffice.services.contracts import PAYMENT_FIELDS, provider_identity
 from backoffice.services.receipts import BANK_CODE, BANK_CODES, bank_code_for
 from backoffice.services.templates import FieldSpec, get_template
 from reports import images
@@ -70,7 +71,11 @@ def provider_of(session: Session, template_id: str) -> Provider:
     template = get_template(template_id)
     profile = session.get(ProviderProfile, template.id)
     identity = provider_identity(template, profile)
-    fields = tuple(f for f in FIELDS if f.name in template.provider or f.name in NOT_PRINTED)
+    fields = tuple(
+        dataclasses.replace(f, required=True) if template.prints_payment_account and f.name in PAYMENT_FIELDS else f  # where to pay
+        for f in FIELDS
+        if f.name in template.provider or f.name in NOT_PRINTED
+    )
     return Provider(template.id, identity, fields, profile is not None, profile.seal_png if profile else None)
 
 

@@ -45,6 +45,7 @@ class ContractTemplate:
     summary: str
     prints_contract_no: bool
     provider: dict[str, str]
+    prints_payment_account: bool  # its text tells the customer to pay into the provider's account (001, 004)
     terms: dict[str, Any]
     fields: tuple[FieldSpec, ...]
     require_one_of: tuple[tuple[str, ...], ...]
@@ -87,6 +88,7 @@ def _load(folder: Path) -> ContractTemplate:
         summary=spec.get("summary", ""),
         prints_contract_no=bool(spec.get("prints_contract_no")),
         provider=dict(spec.get("provider", {})),
+        prints_payment_account=bool(spec.get("prints_payment_account")),
         terms=dict(spec.get("terms", {})),
         fields=tuple(fields),
         require_one_of=tuple(tuple(group) for group in spec.get("require_one_of", [])),

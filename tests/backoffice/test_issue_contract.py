@@ -289,3 +289,24 @@ def test_concurrent_issuing_is_gapless_and_the_books_reconcile(app: Flask, tmp_p
     numbers = sorted(db.session.scalars(sa.select(Contract.contract_no)))
     assert numbers == [f"HT-2026-{i:06d}" for i in range(1, 7)]
     assert len(list(Path(app.config["DOCUMENTS_PATH"]).rglob("*.pdf"))) == 6
+
+
+def test_a_contract_never_tells_the_customer_to_pay_into_a_blank_account(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: an administrator could save 004's bank details blank, and its contracts
+    then printed 账号：开户行： with nothing. Saving them blank is refused; a profile saved blank
+    before refuses the issue, naming what is missing."""
+    from backoffice.errors import ValidationFailed
+    from backoffice.models import ProviderProfile
+    from backoffice.services.provider import provider_of, save_provider
+
+    with pytest.raises(ValidationFailed) as refused:
+        save_provider(db.session, "sms_business_service", {"bank_account": "", "bank_name": ""}, actor="admin")
+    assert set(refused.value.errors) == {"bank_account", "bank_name"}
+    db.session.rollback()
+    identity = {**provider_of(db.session, "sms_business_service").identity, "bank_account": "", "contact_name": ""}
+    db.session.add(ProviderProfile(template_id="sms_business_service", identity=identity))  # as saved before the check
+    db.session.commit()
+    data = write_json(tmp_path / "c.json", sample("sms_business_service"))
+    result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data), "--json"])
+    assert result.exit_code != 0 and "银行账号为空" in result.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 0
