@@ -16,10 +16,15 @@ _KEY = "staged_files"
 def stage_file(session: Session, path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pending = path.with_name(f".{path.name}.pending")
-    with open(pending, "wb") as out:
-        out.write(content)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(pending, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:  # a full disk: no half-written file left behind (found by a review)
+        with contextlib.suppress(OSError):
+            pending.unlink()
+        raise
     session.info.setdefault(_KEY, []).append((pending, path))
 
 

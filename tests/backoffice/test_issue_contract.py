@@ -310,3 +310,27 @@ def test_a_contract_never_tells_the_customer_to_pay_into_a_blank_account(app: Fl
     result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data), "--json"])
     assert result.exit_code != 0 and "银行账号为空" in result.output
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 0
+
+
+def test_a_full_disk_while_staging_the_documents_leaves_no_file(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: everything rolled back but a half-written .pending DOCX."""
+    import errno
+
+    from backoffice.services import staged_files
+
+    real_fsync, calls = staged_files.os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the DOCX, after the PDF was staged
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(staged_files.os, "fsync", fsync)
+    data = write_json(tmp_path / "c.json", sample("sms_business_service"))
+    result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data)])
+    assert result.exit_code != 0
+    assert [p.name for p in Path(app.config["DOCUMENTS_PATH"]).rglob("*") if p.is_file()] == []
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 0
