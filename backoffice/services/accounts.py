@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -21,6 +22,11 @@ PASSWORD_HASH = "scrypt:16384:8:1"
 
 def new_password(length: int = 12) -> str:
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(length))
+
+
+def new_passwords(count: int) -> list[tuple[str, str]]:
+    """`count` fresh initial passwords with their hashes."""
+    return [(password, hash_password(password)) for password in (new_password() for _ in range(count))]
 
 
 def hash_password(password: str) -> str:
@@ -50,9 +56,14 @@ def open_account(
     reserved_mobile: str | None = None,
     contact_email: str | None = None,
     contact_phone: str | None = None,
+    passwords: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[EnterpriseAccount, list[OpenedLogin]]:
     """The enterprise number with its own login plus `sub_account_count` sub-numbers, each with a
-    fresh initial password returned once; only hashes are stored."""
+    fresh initial password returned once; only hashes are stored. `passwords`: (password, hash)
+    made beforehand by `new_passwords`, outside the write lock (hashing is slow by design)."""
+    made = list(passwords) if passwords is not None else new_passwords(sub_account_count + 1)
+    if len(made) != sub_account_count + 1:
+        raise ValueError(f"{len(made)} passwords for {sub_account_count + 1} logins")
     account = EnterpriseAccount(
         code=code,
         customer_name=customer_name,
@@ -65,12 +76,10 @@ def open_account(
         contact_email=contact_email,
         contact_phone=contact_phone,
     )
-    logins = [OpenedLogin(code, new_password(), True)]
-    logins += [OpenedLogin(f"{code}-{i:02d}", new_password(), False) for i in range(1, sub_account_count + 1)]
-    for opened in logins:
-        account.sub_accounts.append(
-            SubAccount(login=opened.login, password_hash=hash_password(opened.password), is_primary=opened.is_primary)
-        )
+    names = [code] + [f"{code}-{i:02d}" for i in range(1, sub_account_count + 1)]
+    logins = [OpenedLogin(name, password, n == 0) for n, (name, (password, _)) in enumerate(zip(names, made, strict=True))]
+    for opened, (_, digest) in zip(logins, made, strict=True):
+        account.sub_accounts.append(SubAccount(login=opened.login, password_hash=digest, is_primary=opened.is_primary))
     session.add(account)
     return account, logins
 

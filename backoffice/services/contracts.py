@@ -20,7 +20,7 @@ from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import Contract, EnterpriseAccount, ProviderProfile
 from backoffice.money import format_price
 from backoffice.services import audit, documents
-from backoffice.services.accounts import OpenedLogin, allocate_account_code, open_account
+from backoffice.services.accounts import OpenedLogin, allocate_account_code, new_passwords, open_account
 from backoffice.services.bookkeeping import record_event
 from backoffice.services.contract_fields import validate_contract_fields
 from backoffice.services.numbering import next_number
@@ -172,6 +172,8 @@ def issue_contract(
         raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")
     provider, seal = provider_settings(session, template)
     initial, fee = values["initial_amount"], values.get("opening_fee") or Decimal(0)
+    # Hashed before the lock: 50 sub-accounts' hashes held it 2.3 s (found by a review).
+    passwords = new_passwords((values.get("sub_accounts") or 0) + 1)
 
     # From here on the database write lock is held until the caller commits: keep it short.
     today = local_today()
@@ -188,6 +190,7 @@ def issue_contract(
         reserved_mobile=values.get("reserved_mobile"),
         contact_email=values.get("customer.email"),
         contact_phone=values.get("customer.contact_phone") or values.get("customer.phone"),
+        passwords=passwords,
     )
     account.contracted_credit, account.receivable = initial, initial + fee
 
