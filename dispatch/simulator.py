@@ -14,6 +14,7 @@ gives the same rejects and failures on every run with the same traffic.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import hmac
 import itertools
@@ -83,6 +84,10 @@ logger = logging.getLogger(__name__)
 BEIJING_OFFSET: Final = 8 * 3600
 _BIND_MODES: Final = {BIND_TRANSCEIVER: "transceiver", BIND_TRANSMITTER: "transmitter", BIND_RECEIVER: "receiver"}
 _WAKE: Final = "wake"
+# accept() errors that say the process or the system is out of descriptors or memory: retrying at
+# once fails again and spins, so the listening socket rests this long while existing links go on.
+_ACCEPT_SHORTAGES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_PAUSE: Final = 0.2
 
 
 class ReceivedSubmit(NamedTuple):
@@ -158,7 +163,8 @@ class SimulatorStats:
 
     `deliveries_unacked`: deliver_sm sent and not answered yet; `deliveries_held`: receipts and
     MOs waiting for a receiver to bind; `max_outstanding`: the most submit_sm one connection had
-    sent that the simulator had not answered yet (the client's window, seen from this side).
+    sent that the simulator had not answered yet (the client's window, seen from this side);
+    `accept_pauses`: times accepting rested because the process ran out of descriptors.
     """
 
     connections: int = 0
@@ -178,6 +184,7 @@ class SimulatorStats:
     generic_nacks: int = 0
     disconnects_injected: int = 0
     max_outstanding: int = 0
+    accept_pauses: int = 0
 
 
 class _ReceiptJob(NamedTuple):
@@ -293,6 +300,8 @@ class SMSCSimulator:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
+        self._accept_resumes_at: float | None = None  # set while accepting rests after a shortage
+        self._accept_short = False  # the last accept failed for a shortage: warn once, not every pause
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
@@ -458,6 +467,8 @@ class SMSCSimulator:
                 timeout = 1.0 if idle_timeout is None else min(1.0, idle_timeout / 4)
                 if self._timers:
                     timeout = max(0.0, min(timeout, self._timers[0][0] - time.monotonic()))
+                if self._accept_resumes_at is not None:
+                    timeout = max(0.0, min(timeout, self._accept_resumes_at - time.monotonic()))
                 for key, mask in selector.select(timeout):
                     target = key.data
                     if target is None:
@@ -473,6 +484,8 @@ class SMSCSimulator:
                         if mask & selectors.EVENT_WRITE and not target.closed:
                             self._dirty.add(target)
                 now = time.monotonic()
+                if self._accept_resumes_at is not None and now >= self._accept_resumes_at:
+                    self._resume_accepting()
                 if self._timers and self._timers[0][0] <= now:
                     self._fire_timers(now)
                 if idle_timeout is not None:
@@ -522,13 +535,45 @@ class SMSCSimulator:
                 sock, address = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            session = _Session(next(self._session_numbers), sock, f"{address[0]}:{address[1]}", time.monotonic())
+            except OSError as exc:
+                if exc.errno in _ACCEPT_SHORTAGES:
+                    self._pause_accepting(exc)
+                else:  # e.g. ECONNABORTED: that one connection is gone; select reports any other
+                    logger.info("SMSC simulator: accept failed: %s", exc)
+                return
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                session = _Session(next(self._session_numbers), sock, f"{address[0]}:{address[1]}", time.monotonic())
+                self._selector.register(sock, selectors.EVENT_READ, session)
+            except OSError as exc:  # reset before we got to it, or the selector is out of memory
+                logger.warning("SMSC simulator: connection from %s not set up: %s", address, exc)
+                sock.close()
+                continue
+            if self._accept_short:
+                self._accept_short = False
+                logger.warning("SMSC simulator: accepting connections again")
             self._sessions[session.id] = session
-            self._selector.register(sock, selectors.EVENT_READ, session)
             self._stats.connections += 1
             logger.info("SMSC simulator: connection %d from %s", session.id, session.peer)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors: keep serving the links we have and try accepting again shortly.
+
+        Raising would end the I/O thread and close every link, bound clients included, because
+        one client opened too many; pending connections wait in the listen backlog meanwhile."""
+        assert self._listener is not None and self._selector is not None
+        log = logger.debug if self._accept_short else logger.warning
+        log("SMSC simulator: cannot accept connections (%s); trying again every %.1f s", exc, _ACCEPT_PAUSE)
+        self._accept_short = True
+        self._stats.accept_pauses += 1
+        self._selector.unregister(self._listener)
+        self._accept_resumes_at = time.monotonic() + _ACCEPT_PAUSE
+
+    def _resume_accepting(self) -> None:
+        self._accept_resumes_at = None
+        if self._listener is not None and self._selector is not None:
+            self._selector.register(self._listener, selectors.EVENT_READ, None)
 
     def _close(self, session: _Session, reason: str, abrupt: bool = False, redeliver: bool = True) -> None:
         if session.closed:
@@ -835,6 +880,8 @@ def serve_forever(
                 stats.deliveries_unacked,
             )
             last, last_at = stats.submits, now
+        if not stop.is_set() and not simulator.running:  # not an exit status of 0 for a crash
+            raise RuntimeError("SMSC simulator I/O thread ended unexpectedly (see the log above)")
     except KeyboardInterrupt:
         logger.info("SMSC simulator: interrupted")
     finally:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -350,3 +355,45 @@ def test_a_third_party_client_can_bind_submit_and_get_its_receipt(smsc: Callable
         client.unbind()
     finally:
         client.disconnect()
+
+
+OUT_OF_DESCRIPTORS_SERVER = """
+import resource, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+from dispatch.simulator import SMSCSimulator
+simulator = SMSCSimulator().start()
+print(simulator.port, flush=True)
+while simulator.running:
+    time.sleep(0.1)
+print("I/O thread ended", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE is POSIX")
+def test_running_out_of_descriptors_keeps_the_bound_links_and_accepts_again_later() -> None:
+    """A client opening more connections than the process has descriptors for must not end the
+    I/O thread (and with it every bound link); once descriptors are free, binds work again."""
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-c", OUT_OF_DESCRIPTORS_SERVER]
+    clients: list[RawEsme] = []
+    flood: list[socket.socket] = []
+    with subprocess.Popen(command, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            clients.append(RawEsme(port))
+            assert clients[0].bind() == ESME_ROK
+            for _ in range(100):  # more than the 64 descriptors the server may open; the rest wait in the backlog
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=3))
+            time.sleep(0.5)
+            sequence = clients[0].send(ENQUIRE_LINK)
+            assert clients[0].read()[:3] == (ENQUIRE_LINK_RESP, ESME_ROK, sequence)
+            for sock in flood:
+                sock.close()
+            clients.append(RawEsme(port))
+            assert clients[1].bind() == ESME_ROK  # accepting resumed
+            assert server.poll() is None
+        finally:
+            for closable in [*flood, *clients]:
+                closable.close()
+            server.kill()
