@@ -88,6 +88,10 @@ _WAKE: Final = "wake"
 # once fails again and spins, so the listening socket rests this long while existing links go on.
 _ACCEPT_SHORTAGES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_PAUSE: Final = 0.2
+# Unsent output one connection may pile up (a client that sends but does not read) before the
+# simulator stops reading from it; one read's answers can go past it (reads take up to 256 KiB).
+OUTPUT_LIMIT: Final = 512 * 1024
+_READ_WRITE: Final = selectors.EVENT_READ | selectors.EVENT_WRITE
 
 
 class ReceivedSubmit(NamedTuple):
@@ -122,7 +126,15 @@ class SimulatorConfig:
     - `receipts_as`: "data_sm" sends receipts as data_sm (text in message_payload), as some SMSCs do;
     - `message_id_format`: "hex" ("1a2b3c") or "decimal"; `receipt_id_format` "same" or the other
       base, to mimic SMSCs that report receipts in decimal for hex submit ids;
-    - `keep_received`: how many ReceivedSubmit to keep (oldest dropped), so a long run stays bounded.
+    - `delivery_window`: deliver_sm/data_sm sent to one connection and not answered yet, at most;
+      the rest wait until answers come, as a real SMSC's window does (100 costs the benchmark's
+      receipt backlog drain about a tenth of its rate, 1,000 nothing);
+    - `keep_held`: receipts and MOs waiting for a receiver (none bound, or every window full) kept
+      at most (oldest dropped, counted in `deliveries_dropped`): a transmitter-only client's receipts;
+    - `keep_received`: how many ReceivedSubmit `received` keeps (oldest dropped).
+
+    With these and OUTPUT_LIMIT a long run's memory stays bounded, apart from what the delays
+    hold (submits per second times `receipt_delay` or `response_delay`).
     """
 
     system_id: str = "backoffice"
@@ -144,6 +156,8 @@ class SimulatorConfig:
     seed: int | None = None
     carrier_report: Callable[[ReceivedSubmit], tuple[str, str] | None] | None = None
     keep_received: int | None = 200_000
+    delivery_window: int = 1000
+    keep_held: int | None = 100_000
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "reject_rate"):
@@ -155,6 +169,10 @@ class SimulatorConfig:
             raise ValueError("max_tps must be positive (or None)")
         if self.disconnect_after is not None and self.disconnect_after < 1:
             raise ValueError("disconnect_after must be at least 1 (or None)")
+        if self.delivery_window < 1:
+            raise ValueError("delivery_window must be at least 1")
+        if self.keep_held is not None and self.keep_held < 0:
+            raise ValueError("keep_held cannot be negative (or None)")
 
 
 @dataclass
@@ -162,7 +180,9 @@ class SimulatorStats:
     """Counters since start.
 
     `deliveries_unacked`: deliver_sm sent and not answered yet; `deliveries_held`: receipts and
-    MOs waiting for a receiver to bind; `max_outstanding`: the most submit_sm one connection had
+    MOs waiting for a receiver to bind or for room in one's window; `deliveries_dropped`: held ones
+    dropped beyond `keep_held`; `output_buffered`: bytes answered and not yet taken by the clients
+    (a snapshot, all connections); `max_outstanding`: the most submit_sm one connection had
     sent that the simulator had not answered yet (the client's window, seen from this side);
     `accept_pauses`: times accepting rested because the process ran out of descriptors.
     """
@@ -179,6 +199,8 @@ class SimulatorStats:
     deliveries_acked: int = 0
     deliveries_unacked: int = 0
     deliveries_held: int = 0
+    deliveries_dropped: int = 0
+    output_buffered: int = 0
     receipts_scheduled: int = 0
     enquire_links: int = 0
     generic_nacks: int = 0
@@ -216,6 +238,7 @@ class _Session:
         "awaiting_resp",
         "closed",
         "closing",
+        "events",
         "id",
         "inbuf",
         "last_rx",
@@ -226,7 +249,6 @@ class _Session:
         "sequence",
         "sock",
         "unacked",
-        "want_write",
     )
 
     def __init__(self, number: int, sock: socket.socket, peer: str, now: float) -> None:
@@ -243,7 +265,7 @@ class _Session:
         self.last_rx = now
         self.closing = False
         self.closed = False
-        self.want_write = False
+        self.events = selectors.EVENT_READ  # as registered with the selector
 
     @property
     def can_receive(self) -> bool:
@@ -288,7 +310,7 @@ class SMSCSimulator:
         self._session_numbers = itertools.count(1)
         self._timers: list[tuple[float, int, _HeldResponse | _ReceiptJob | _Delivery]] = []  # (due, tie-break, what)
         self._timer_numbers = itertools.count()
-        self._held: deque[_Delivery] = deque()
+        self._held: deque[_Delivery] = deque(maxlen=self.config.keep_held)
         # Bodies of replies (MO) that were unacknowledged when their connection closed, and so are
         # delivered again (SMPP delivers at least once: the ESME may have stored one already).
         self._unacked_at_close: Counter[bytes] = Counter()
@@ -370,6 +392,7 @@ class SMSCSimulator:
         with self._lock:
             snapshot = SimulatorStats(**{f.name: getattr(self._stats, f.name) for f in fields(SimulatorStats)})
         snapshot.deliveries_held = len(self._held)
+        snapshot.output_buffered = sum(len(s.outbuf) for s in list(self._sessions.values()))
         return snapshot
 
     def send_mo(self, source: str, destination: str, text: str) -> None:
@@ -592,7 +615,8 @@ class SMSCSimulator:
         logger.info("SMSC simulator: connection %d closed (%s)", session.id, reason)
         if redeliver and self.config.redeliver_unacked and session.unacked:
             self._unacked_at_close.update(d.body for d in session.unacked.values() if not d.is_receipt)
-            self._held.extend(session.unacked.values())
+            for delivery in session.unacked.values():
+                self._hold(delivery)
             self._drain_held()
         session.unacked.clear()
 
@@ -645,12 +669,14 @@ class SMSCSimulator:
                 self._close(session, f"send failed: {exc}")
                 return
             del session.outbuf[:sent]
-        want_write = bool(session.outbuf)
-        if want_write != session.want_write and self._selector is not None:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+        unsent = len(session.outbuf)
+        # Over the limit the client is not reading its answers: stop reading its requests until
+        # they drain, or a client that only sends grows our buffer without end.
+        events = selectors.EVENT_READ if not unsent else _READ_WRITE if unsent < OUTPUT_LIMIT else selectors.EVENT_WRITE
+        if events != session.events and self._selector is not None:
             self._selector.modify(session.sock, events, session)
-            session.want_write = want_write
-        if not want_write:
+            session.events = events
+        if not unsent:
             session.awaiting_resp -= session.resp_in_outbuf
             session.resp_in_outbuf = 0
             if session.closing:
@@ -673,6 +699,8 @@ class SMSCSimulator:
                         self._stats.deliveries_acked += 1
                 if status != ESME_ROK:  # the ESME could not take it now: try again in a second
                     self._schedule(now + 1.0, delivery)
+                if self._held:  # room in this window for what waited
+                    self._drain_held()
         elif command_id == ENQUIRE_LINK:
             self._stats.enquire_links += 1
             self._write(session, encode_pdu(ENQUIRE_LINK_RESP, sequence))
@@ -832,13 +860,22 @@ class SMSCSimulator:
         return _Delivery(encode_short_message(sm), is_receipt=True, origin=origin)
 
     def _send_delivery(self, delivery: _Delivery) -> None:
-        """Send a deliver_sm to the connection the submit came on if it can receive, else any receiver."""
-        target = self._sessions.get(delivery.origin)
-        if target is None or not target.can_receive or target.closing:
-            target = next((s for s in self._sessions.values() if s.can_receive and not s.closing), None)
+        """Send a deliver_sm to the connection the submit came on if it can receive, else any
+        receiver; hold it while none can take it (not bound, or its window full)."""
+        target = self._receiver_for(delivery.origin)
         if target is None:
-            self._held.append(delivery)
-            return
+            self._hold(delivery)
+        else:
+            self._deliver(target, delivery)
+
+    def _receiver_for(self, origin: int) -> _Session | None:
+        window = self.config.delivery_window
+        target = self._sessions.get(origin)
+        if target is not None and target.can_receive and not target.closing and len(target.unacked) < window:
+            return target
+        return next((s for s in self._sessions.values() if s.can_receive and not s.closing and len(s.unacked) < window), None)
+
+    def _deliver(self, target: _Session, delivery: _Delivery) -> None:
         sequence = target.next_sequence()
         target.unacked[sequence] = delivery
         self._write(target, encode_pdu(delivery.command, sequence, delivery.body))
@@ -849,12 +886,21 @@ class SMSCSimulator:
             else:
                 self._stats.mo_sent += 1
 
+    def _hold(self, delivery: _Delivery) -> None:
+        held = self._held
+        if len(held) == held.maxlen:  # the deque drops the oldest; say so in the counters
+            with self._lock:
+                self._stats.deliveries_dropped += 1
+        held.append(delivery)
+
     def _drain_held(self) -> None:
-        if not any(s.can_receive and not s.closing for s in self._sessions.values()):
-            return
-        held, self._held = self._held, deque()
-        for delivery in held:
-            self._send_delivery(delivery)
+        """Send held deliveries, oldest first, while a receiver has room in its window."""
+        held = self._held
+        while held:
+            target = self._receiver_for(held[0].origin)
+            if target is None:
+                return
+            self._deliver(target, held.popleft())
 
 
 def serve_forever(
@@ -862,7 +908,8 @@ def serve_forever(
 ) -> None:
     """Run the simulator until Ctrl-C (or `stop` is set), logging throughput once a minute.
 
-    For `flask smsc simulate --port 2775`; a long run keeps only the latest `keep_received` submits.
+    For `flask smsc simulate --port 2775`; memory stays bounded on a long run as SimulatorConfig
+    describes (`keep_received`, `keep_held`, `delivery_window`, OUTPUT_LIMIT).
     """
     simulator = SMSCSimulator(config or SimulatorConfig(), host, port).start()
     stop = stop or threading.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dispatch.simulator import ReceivedSubmit, SMSCSimulator
+from dispatch.simulator import OUTPUT_LIMIT, ReceivedSubmit, SMSCSimulator
 from dispatch.smpp_link import (
     BIND_RECEIVER,
     BIND_TRANSCEIVER,
@@ -397,3 +398,73 @@ def test_running_out_of_descriptors_keeps_the_bound_links_and_accepts_again_late
             for closable in [*flood, *clients]:
                 closable.close()
             server.kill()
+
+
+def test_a_client_that_sends_without_reading_is_not_read_until_its_answers_drain(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """Back-pressure: the answers waiting for a client that does not read stay under a limit (the
+    simulator stops reading its requests) instead of growing with all it sends; none is lost."""
+    simulator = smsc()
+    client = esme(simulator)
+    client.bind()
+    burst = encode_pdu(ENQUIRE_LINK, 7) * 4096  # 64 KiB; each answer is as long as its request
+    client.sock.setblocking(False)
+    sent = 0
+    while sent < 24 << 20 and select.select([], [client.sock], [], 0.5)[1]:  # until the simulator stops taking them
+        sent += client.sock.send(burst)
+    time.sleep(0.3)
+    assert sent > 2 * OUTPUT_LIMIT  # (enough sent to matter)
+    assert simulator.stats().output_buffered < 2 * OUTPUT_LIMIT  # one read's answers may go past the limit
+
+    client.sock.settimeout(5)
+    received = 0
+    while received < sent:  # reading the answers lets the simulator read the rest of the requests
+        received += len(client.sock.recv(1 << 20))
+    assert received == sent and simulator.stats().enquire_links == sent // 16
+
+
+def test_deliveries_beyond_the_window_wait_for_answers(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """A receiver that does not answer gets `delivery_window` deliver_sm, not all there are."""
+    simulator = smsc(delivery_window=3)
+    client = esme(simulator)
+    client.bind(BIND_RECEIVER)
+    for n in range(5):
+        simulator.send_mo("13800138000", "10690001", f"reply {n}")
+    first = [client.read() for _ in range(3)]
+    client.sock.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        client.read()
+    stats = simulator.stats()
+    assert (stats.deliveries_unacked, stats.deliveries_held) == (3, 2)
+
+    client.sock.settimeout(3)
+    for _, _, sequence, _ in first:
+        client.send(DELIVER_SM_RESP, b"\0", sequence=sequence)
+    rest = [client.read() for _ in range(2)]
+    texts = [decode_short_message(body).short_message for _, _, _, body in first + rest]
+    assert texts == [f"reply {n}".encode() for n in range(5)]
+    assert simulator.stats().deliveries_held == 0
+
+
+def test_receipts_held_for_a_transmitter_are_capped_and_the_dropped_ones_counted(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """Receipts nobody can receive are held up to `keep_held`; beyond it the oldest go, and say so."""
+    simulator = smsc(keep_held=3)
+    transmitter = esme(simulator)
+    transmitter.bind(BIND_TRANSMITTER)
+    for _ in range(5):
+        transmitter.submit()
+    ids = [read_cstring(transmitter.read()[3]) for _ in range(5)]
+    transmitter.send(ENQUIRE_LINK)
+    assert transmitter.read()[0] == ENQUIRE_LINK_RESP
+    stats = simulator.stats()
+    assert (stats.deliveries_held, stats.deliveries_dropped) == (3, 2)
+
+    receiver = esme(simulator)
+    receiver.bind(BIND_RECEIVER)
+    receipts = [decode_short_message(receiver.read()[3]) for _ in range(3)]
+    assert [read_cstring(r.tlvs[TAG_RECEIPTED_MESSAGE_ID]) for r in receipts] == ids[2:]  # the oldest went
