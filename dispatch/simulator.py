@@ -8,7 +8,8 @@ client machinery); the link itself builds and parses PDUs with smpplib, and a te
 smpplib's own Client against this server.
 
 Faults are drawn from one seeded random generator, in the order submits arrive, so a seed
-gives the same rejects and failures on every run with the same traffic.
+gives the same rejects and failures on every run with the same traffic; message ids start at
+an unseeded random number, so they differ from run to run all the same.
 """
 
 from __future__ import annotations
@@ -302,7 +303,12 @@ class SMSCSimulator:
         self.port = port
         self._rng = random.Random(self.config.seed)
         start = self.config.message_id_start
-        self._next_id = start if start is not None else self._rng.randrange(0x100000, 0x7FFFFFFF)
+        if start is None:
+            # Not from the seeded generator: a restart with the same seed must not hand out the ids of
+            # the last run again (the back office would match receipts to the wrong messages).
+            start = random.SystemRandom().randrange(0x100000, 0x7FFFFFFF)
+            self._rng.randrange(0x100000, 0x7FFFFFFF)  # the draw the id start took: a seed keeps giving the faults it gave
+        self._next_id = start
         self._lock = threading.Lock()
         self._received: deque[ReceivedSubmit] = deque(maxlen=self.config.keep_received)
         self._stats = SimulatorStats()

@@ -468,3 +468,17 @@ def test_receipts_held_for_a_transmitter_are_capped_and_the_dropped_ones_counted
     receiver.bind(BIND_RECEIVER)
     receipts = [decode_short_message(receiver.read()[3]) for _ in range(3)]
     assert [read_cstring(r.tlvs[TAG_RECEIPTED_MESSAGE_ID]) for r in receipts] == ids[2:]  # the oldest went
+
+
+def test_a_restart_with_the_same_seed_hands_out_new_message_ids(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """The seed repeats the faults, not the ids: a restarted simulator must not reuse the ids of
+    messages whose receipts may still be expected."""
+    ids = []
+    for _ in range(2):
+        client = esme(smsc(seed=42))
+        client.bind()
+        client.submit(registered_delivery=0)
+        ids.append(read_cstring(client.read()[3]))
+    assert ids[0] != ids[1]
