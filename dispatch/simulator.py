@@ -93,6 +93,9 @@ _ACCEPT_PAUSE: Final = 0.2
 # simulator stops reading from it; one read's answers can go past it (reads take up to 256 KiB).
 OUTPUT_LIMIT: Final = 512 * 1024
 _READ_WRITE: Final = selectors.EVENT_READ | selectors.EVENT_WRITE
+# Answers with nothing to do; any other response (bit 31 set) gets generic_nack like an unknown
+# request, and a generic_nack is never answered, or two peers could nack each other for ever.
+_RESPONSES_TO_IGNORE: Final = frozenset({ENQUIRE_LINK_RESP, UNBIND_RESP, GENERIC_NACK})
 
 
 class ReceivedSubmit(NamedTuple):
@@ -639,23 +642,29 @@ class SMSCSimulator:
             return
         now = time.monotonic()
         session.last_rx = now
-        session.inbuf += data
-        try:
-            pdus = split_pdus(session.inbuf)
-        except PduError as exc:
-            self._write(session, encode_pdu(GENERIC_NACK, 0, status=ESME_RINVCMDLEN))
-            session.inbuf.clear()
-            session.closing = True
-            logger.warning("SMSC simulator: connection %d sent garbage (%s)", session.id, exc)
-            return
-        for command_id, status, sequence, body in pdus:
+        inbuf = session.inbuf
+        inbuf += data
+        while True:
             try:
-                self._handle(session, command_id, status, sequence, body, now)
-            except Exception:
-                logger.exception("SMSC simulator: connection %d, PDU 0x%08X failed", session.id, command_id)
-                self._close(session, "internal error", abrupt=True)
-            if session.closed or session.closing:
-                break
+                pdus = split_pdus(inbuf)
+            except PduError as exc:
+                self._write(session, encode_pdu(GENERIC_NACK, 0, status=ESME_RINVCMDLEN))
+                inbuf.clear()
+                session.closing = True
+                logger.warning("SMSC simulator: connection %d sent garbage (%s)", session.id, exc)
+                return
+            for command_id, status, sequence, body in pdus:
+                try:
+                    self._handle(session, command_id, status, sequence, body, now)
+                except Exception:
+                    logger.exception("SMSC simulator: connection %d, PDU 0x%08X failed", session.id, command_id)
+                    self._close(session, "internal error", abrupt=True)
+                if session.closed or session.closing:
+                    return
+            # split_pdus returns the PDUs before a bad header and raises only on the next call:
+            # make that call now, or the garbage waits unanswered until the client sends more.
+            if not pdus or len(inbuf) < 16:
+                return
 
     def _write(self, session: _Session, data: bytes) -> None:
         session.outbuf += data
@@ -713,11 +722,14 @@ class SMSCSimulator:
         elif command_id in _BIND_MODES:
             self._bind(session, command_id, sequence, body)
         elif command_id == UNBIND:
+            if session.mode is None:  # nothing to unbind; the connection stays open for a bind
+                self._write(session, encode_pdu(UNBIND_RESP, sequence, status=ESME_RINVBNDSTS))
+                return
             self._write(session, encode_pdu(UNBIND_RESP, sequence))
             session.closing = True
-        elif command_id & RESPONSE_BIT:
-            pass  # enquire_link_resp, unbind_resp, generic_nack: nothing to do
-        else:
+        elif command_id in _RESPONSES_TO_IGNORE:
+            pass
+        else:  # an unknown request, or a response to nothing this SMSC sends
             self._stats.generic_nacks += 1
             self._write(session, encode_pdu(GENERIC_NACK, sequence, status=ESME_RINVCMDID))
 

@@ -28,6 +28,7 @@ from dispatch.smpp_link import (
     ESME_RBINDFAIL,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
     ESME_ROK,
     ESME_RSUBMITFAIL,
     ESME_RTHROTTLED,
@@ -482,3 +483,36 @@ def test_a_restart_with_the_same_seed_hands_out_new_message_ids(
         client.submit(registered_delivery=0)
         ids.append(read_cstring(client.read()[3]))
     assert ids[0] != ids[1]
+
+
+def test_an_unknown_command_with_the_response_bit_gets_a_generic_nack(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """SMPP answers an invalid command id with generic_nack whether or not bit 31 is set; it was
+    dropped without a word. A generic_nack itself is not answered (no nack loop)."""
+    client = esme(smsc())
+    client.bind()
+    client.send(GENERIC_NACK, sequence=4)
+    client.send(0x80000999, sequence=5)
+    assert client.read()[:3] == (GENERIC_NACK, ESME_RINVCMDID, 5)
+
+
+def test_unbind_before_bind_is_refused_and_the_connection_stays_open(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    client = esme(smsc())
+    sequence = client.send(UNBIND)
+    assert client.read()[:3] == (UNBIND_RESP, ESME_RINVBNDSTS, sequence)
+    assert client.bind() == ESME_ROK
+
+
+def test_a_bad_command_length_behind_a_good_pdu_is_answered_at_once(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """Both in one write: the garbage was answered only when the client sent something more."""
+    client = esme(smsc())
+    client.bind()
+    client.sock.sendall(encode_pdu(ENQUIRE_LINK, 9) + bytes.fromhex("00000005 00000015 00000000 0000000a"))
+    assert client.read()[:3] == (ENQUIRE_LINK_RESP, ESME_ROK, 9)
+    assert client.read()[:2] == (GENERIC_NACK, ESME_RINVCMDLEN)
+    assert client.sock.recv(1) == b""  # and the connection closed: it cannot be resynchronised
