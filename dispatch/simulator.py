@@ -122,7 +122,8 @@ class SimulatorConfig:
     - `max_tps`: above it (token bucket, one second of burst) submit_sm_resp is ESME_RTHROTTLED;
     - `disconnect_after`: on the Nth submit (every Nth with `disconnect_repeat`) the simulator
       accepts that submit (receipt and all) and drops the TCP link with a reset before answering
-      it: the client cannot know whether it was taken, as with a real link failure;
+      it: the client cannot know whether it was taken, as with a real link failure; the answers
+      to earlier submits go out before the reset (with `response_delay`, earlier than due);
     - `response_delay`: hold each submit_sm_resp this long (to see the client's window);
     - `idle_timeout`: drop a connection that sent nothing for this long (enquire_link prevents it);
     - `carrier_report(submit) -> (stat, err) | None`: the carrier's verdict for a submit,
@@ -523,9 +524,8 @@ class SMSCSimulator:
                 if idle_timeout is not None:
                     for session in [s for s in self._sessions.values() if now - s.last_rx > idle_timeout]:
                         self._close(session, f"idle for {idle_timeout} s")
-                if self._dirty:
-                    for session in list(self._dirty):
-                        self._flush(session)
+                while self._dirty:  # a flush can dirty another session (an unbind redelivers its receipts)
+                    self._flush(self._dirty.pop())
         except Exception:
             logger.exception("SMSC simulator I/O thread failed")
         finally:
@@ -832,6 +832,12 @@ class SMSCSimulator:
             self._schedule(now + config.receipt_delay, job)
         if drop:
             self._stats.disconnects_injected += 1
+            if config.response_delay:  # answers held for the delay go out early rather than never
+                held = sorted(
+                    (due, n, what.pdu) for due, n, what in self._timers if isinstance(what, _HeldResponse) and what.session is session
+                )
+                for *_, pdu in held:
+                    self._write(session, pdu)
             self._flush(session)  # the answers to earlier submits went out; this one's never does
             self._close(session, f"fault injected after submit {self._submit_count}", abrupt=True)
             return

@@ -516,3 +516,37 @@ def test_a_bad_command_length_behind_a_good_pdu_is_answered_at_once(
     assert client.read()[:3] == (ENQUIRE_LINK_RESP, ESME_ROK, 9)
     assert client.read()[:2] == (GENERIC_NACK, ESME_RINVCMDLEN)
     assert client.sock.recv(1) == b""  # and the connection closed: it cannot be resynchronised
+
+
+def test_with_response_delay_the_answers_before_an_injected_disconnect_still_go_out(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """The held answers died with the link, so the client saw none of the three accepted submits answered."""
+    simulator = smsc(response_delay=0.2, disconnect_after=3)
+    client = esme(simulator)
+    client.bind()
+    sm = encode_short_message(ShortMessagePdu("10690001", "13800138000", b"hi", registered_delivery=0))
+    client.sock.sendall(b"".join(encode_pdu(SUBMIT_SM, n, sm) for n in (10, 11, 12)))
+    answers = []
+    with pytest.raises(OSError):  # reset by peer, or end of stream
+        while True:
+            answers.append(client.read()[:3])
+    assert answers == [(SUBMIT_SM_RESP, ESME_ROK, 10), (SUBMIT_SM_RESP, ESME_ROK, 11)]
+    assert len(simulator.received) == 3
+
+
+def test_receipts_redelivered_when_a_receiver_unbinds_go_out_at_once(
+    smsc: Callable[..., SMSCSimulator], esme: Callable[[SMSCSimulator], RawEsme]
+) -> None:
+    """The other receiver was written to while the loop flushed the unbinding one, and waited for
+    the next turn: up to the one-second select timeout."""
+    simulator = smsc()
+    first, second = esme(simulator), esme(simulator)
+    first.bind()
+    first.submit()
+    assert sorted(first.read()[0] for _ in range(2)) == [DELIVER_SM, SUBMIT_SM_RESP]  # the receipt, not answered
+    second.bind(BIND_RECEIVER)
+    first.send(UNBIND)
+    started = time.monotonic()
+    assert second.read()[0] == DELIVER_SM
+    assert time.monotonic() - started < 0.5
