@@ -407,7 +407,7 @@ def _sending_status(account_code: str, reason: str, as_json: bool, *, suspend: b
 @account_cli.command("contact")
 @click.argument("account_code")
 @click.option("--email", default=None, help="where notices and invoices go by e-mail ('' clears it)")
-@click.option("--mobile", default=None, help="the mobile number notices go to by SMS ('' clears it)")
+@click.option("--mobile", default=None, help="the mobile number SMS notices go to ('' clears it: then the contract's phone, if a mobile)")
 @click.option("--json", "as_json", is_flag=True)
 def account_contact(account_code: str, email: str | None, mobile: str | None, as_json: bool) -> None:
     """Show or set where an account's notices go (a contract that gave a landline only gives none)."""
@@ -419,11 +419,17 @@ def account_contact(account_code: str, email: str | None, mobile: str | None, as
         else:
             account = update_contact(db.session, account_code, email=email, mobile=mobile, actor=_actor())
             db.session.commit()
-    payload = {"account": account.code, "email": account.contact_email, "mobile": account.reserved_mobile, "phone": account.contact_phone}
+    from backoffice.services.notifications import mobile_of
+
+    sms_to = mobile_of(account.reserved_mobile, account.contact_phone)  # where SMS notices go: the phone when no mobile is set
+    payload = {
+        "account": account.code, "email": account.contact_email, "mobile": account.reserved_mobile, "phone": account.contact_phone,
+        "sms_notices_to": sms_to,
+    }  # fmt: skip
     _emit(
         payload,
         as_json,
-        f"账户 {account.code}：电子邮箱 {account.contact_email or '（无）'}，手机 {account.reserved_mobile or '（无）'}，电话 {account.contact_phone or '（无）'}",
+        f"账户 {account.code}：电子邮箱 {account.contact_email or '（无）'}，手机 {account.reserved_mobile or '（无）'}，电话 {account.contact_phone or '（无）'}，短信通知发往 {sms_to or '（无）'}",
     )
 
 

@@ -94,7 +94,8 @@ def environment() -> dict[str, str]:
 
 def serve(port_out: Any, stop: EventType) -> None:
     """The simulator process: receipts at once, no faults, keeps nothing it does not need."""
-    simulator = SMSCSimulator(SimulatorConfig(receipt_delay=0.0, keep_received=1000)).start()
+    # keep_held=None: the runs hold every receipt for a later drain (ceiling, (b)), whatever --messages.
+    simulator = SMSCSimulator(SimulatorConfig(receipt_delay=0.0, keep_received=1000, keep_held=None)).start()
     port_out.put(simulator.port)
     stop.wait()
     simulator.stop()

@@ -91,7 +91,7 @@ def queue(
 
 
 #: The outbox's error for a notice nobody could be sent (`_both`).
-UNREACHABLE = "客户没有电子邮箱，也没有手机号码（合同只留了固定电话）：请人工通知客户，用 account contact 补充电子邮箱后可重发"
+UNREACHABLE = "客户没有电子邮箱，也没有手机号码（合同只留了固定电话）：请人工通知客户，用 account contact 补充电子邮箱或手机号码后可重发"
 
 
 def _both(
@@ -103,13 +103,16 @@ def _both(
     their renewal and expiry notices went nowhere while the job said they were sent)."""
     mobile = mobile_of(account.reserved_mobile, account.contact_phone)
     if not account.contact_email and not mobile:
-        if session.scalar(sa.select(Notification.id).where(Notification.key == f"{key}:email")) is None:
-            session.add(
-                Notification(
-                    key=f"{key}:email", channel="email", recipient="", subject=subject, body=body, attachments=list(attachments),
-                    account=account, status="failed", last_error=UNREACHABLE,
-                )
-            )  # fmt: skip
+        # Both kept, so that whichever address staff add (`account contact`), that one's resend goes out.
+        for channel, text in (("email", body), ("sms", sms)):
+            if session.scalar(sa.select(Notification.id).where(Notification.key == f"{key}:{channel}")) is None:
+                session.add(
+                    Notification(
+                        key=f"{key}:{channel}", channel=channel, recipient="", subject=subject if channel == "email" else "",
+                        body=text, attachments=list(attachments) if channel == "email" else [], account=account,
+                        status="failed", last_error=UNREACHABLE,
+                    )
+                )  # fmt: skip
         return False
     queue(
         session,
@@ -343,8 +346,12 @@ def requeue(session: Session, note_id: int) -> Notification:
         raise Conflict(f"通知 {note_id} 的状态是 {note.status}，只有发送失败的通知可以重发")
     if not note.recipient:  # kept for want of an address (`_both`): the one the account has now
         account = note.account
-        if note.channel != "email" or account is None or not account.contact_email:
-            raise Conflict(f"通知 {note_id} 没有收件人：客户仍没有电子邮箱，请先用 account contact 补充")
-        note.recipient = account.contact_email
+        address = None
+        if account is not None:
+            address = account.contact_email if note.channel == "email" else mobile_of(account.reserved_mobile, account.contact_phone)
+        if not address:
+            what = "电子邮箱" if note.channel == "email" else "手机号码"
+            raise Conflict(f"通知 {note_id} 没有收件人：客户仍没有{what}，请先用 account contact 补充")
+        note.recipient = address
     note.status, note.attempts, note.next_attempt_at = "pending", 0, utcnow()
     return note

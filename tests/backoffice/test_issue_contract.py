@@ -303,13 +303,20 @@ def test_a_contract_never_tells_the_customer_to_pay_into_a_blank_account(app: Fl
         save_provider(db.session, "sms_business_service", {"bank_account": "", "bank_name": ""}, actor="admin")
     assert set(refused.value.errors) == {"bank_account", "bank_name"}
     db.session.rollback()
+    signed = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service"))  # a customer of before
     identity = {**provider_of(db.session, "sms_business_service").identity, "bank_account": "", "contact_name": ""}
     db.session.add(ProviderProfile(template_id="sms_business_service", identity=identity))  # as saved before the check
     db.session.commit()
-    data = write_json(tmp_path / "c.json", sample("sms_business_service"))
+    data = write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="另一家公司"))
     result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data), "--json"])
     assert result.exit_code != 0 and "银行账号为空" in result.output
-    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 1
+    # The earlier customer's payment is still confirmed, its invoice made (a review of the first
+    # version: the check sat where invoices read the provider too, and refused every confirmation).
+    paid = ["--account", signed["account_code"], "--amount", "1750.00", "--bank-ref", "LEGACY-1", "--date", "2026-11-22", "--json"]
+    recorded = json.loads(runner.invoke(args=["finance", "receipt", *paid]).output)
+    confirmed = runner.invoke(args=["finance", "confirm", str(recorded["id"]), "--json"])
+    assert confirmed.exit_code == 0 and json.loads(confirmed.output)["credited"], confirmed.output
 
 
 def test_a_full_disk_while_staging_the_documents_leaves_no_file(

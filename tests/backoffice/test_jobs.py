@@ -290,19 +290,27 @@ def test_a_customer_with_a_landline_only_is_not_left_untold(app: Flask, runner: 
     outcome = run_contract_job(db.session, job("renewal_notice"))
     db.session.commit()
     assert outcome.startswith("续约提醒未能发出")
-    (note,) = db.session.scalars(sa.select(Notification)).all()
-    assert (note.status, note.recipient, note.last_error) == ("failed", "", UNREACHABLE)
+    notes = {n.channel: n for n in db.session.scalars(sa.select(Notification))}
+    assert {c: (n.status, n.recipient, n.last_error) for c, n in notes.items()} == {
+        "email": ("failed", "", UNREACHABLE),
+        "sms": ("failed", "", UNREACHABLE),
+    }
     with pytest.raises(Conflict, match="account contact"):
-        requeue(db.session, note.id)
+        requeue(db.session, notes["email"].id)
     db.session.rollback()
     bad = runner.invoke(args=["account", "contact", account.code, "--email", "不是邮箱", "--json"])
     assert bad.exit_code != 0 and "电子邮箱格式不正确" in bad.output
-    good = runner.invoke(
-        args=["account", "contact", account.code, "--email", "Finance@Example.cn", "--mobile", "+86 139 0013 9000", "--json"]
-    )
+    # A mobile added: the SMS goes out on resend (a review found only the e-mail could be resent).
+    mobile = runner.invoke(args=["account", "contact", account.code, "--mobile", "+86 139 0013 9000", "--json"])
+    assert mobile.exit_code == 0 and json.loads(mobile.output)["sms_notices_to"] == "13900139000"
+    assert requeue(db.session, notes["sms"].id).recipient == "13900139000"
+    db.session.commit()
+    with pytest.raises(Conflict, match="电子邮箱"):
+        requeue(db.session, notes["email"].id)
+    db.session.rollback()
+    good = runner.invoke(args=["account", "contact", account.code, "--email", "Finance@Example.cn", "--json"])
     assert good.exit_code == 0, good.output
-    assert json.loads(good.output)["mobile"] == "13900139000"
-    assert requeue(db.session, note.id).recipient == "Finance@example.cn"
+    assert requeue(db.session, notes["email"].id).recipient == "Finance@example.cn"
     db.session.commit()
     assert "未能通知" not in run_contract_job(db.session, job("expire"))  # told, now
 
