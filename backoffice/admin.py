@@ -218,7 +218,11 @@ def provider_seal(template_id: str) -> Any:
 @roles_required("admin")
 def account_status(code: str) -> Any:
     """Suspend an account's sending, or resume it (an expired contract renewed, a dispute settled)."""
-    suspend = request.form.get("action") == "suspend"
+    action = request.form.get("action")
+    if action not in ("suspend", "resume"):  # (found by a review: anything but "suspend" resumed the account)
+        flash("请选择暂停发送或恢复", "error")
+        return redirect(url_for("admin.account_settings", code=code))
+    suspend = action == "suspend"
     account, errors = attempt(
         lambda: settings_service.set_sending_status(
             db.session, code, suspend=suspend, reason=request.form.get("reason", ""), actor=current_user.actor

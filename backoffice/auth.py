@@ -178,7 +178,9 @@ def login() -> Any:
     if form.validate_on_submit() and (user := _log_in(form, "staff", authenticate_staff, "用户名或密码错误")) is not None:
         home = url_for("finance.books") if user.role == "finance" else url_for("sales.index")
         return redirect(safe_next(request.args.get("next")) or home)
-    return render_template("login.html", form=form, title="员工登录", action=url_for("auth.login"))
+    return render_template(
+        "login.html", form=form, title="员工登录", action=url_for("auth.login", next=safe_next(request.args.get("next")))
+    )
 
 
 @bp.route("/portal/login", methods=["GET", "POST"])
@@ -186,7 +188,9 @@ def portal_login() -> Any:
     form = LoginForm()
     if form.validate_on_submit() and _log_in(form, "sub", authenticate_sub_account, "企业号/子号或密码错误") is not None:
         return redirect(safe_next(request.args.get("next")) or url_for("portal.home"))
-    return render_template("login.html", form=form, title="客户登录（企业号 / 子号）", action=url_for("auth.portal_login"))
+    # The form posts back with `next` (found by a review: a browser landed on the home page, not the page it asked for).
+    action = url_for("auth.portal_login", next=safe_next(request.args.get("next")))
+    return render_template("login.html", form=form, title="客户登录（企业号 / 子号）", action=action)
 
 
 @bp.route("/logout", methods=["POST"])

@@ -102,6 +102,44 @@ def test_login_never_redirects_off_site(client: FlaskClient, staff: dict) -> Non
     assert response.headers["Location"] == "/sales/contracts/HT-2026-000001"
 
 
+def test_the_login_page_sends_a_browser_back_to_the_page_it_asked_for(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: the form posted to /login without `next`, so a browser (which posts to
+    the form's action) always landed on the home page; only a test posting to /login?next= worked."""
+    import html
+    import re
+
+    def form_action(page: str) -> str:
+        found = re.search(r'<form method="post" action="([^"]*)"', page)
+        assert found is not None
+        return html.unescape(found.group(1))
+
+    asked = client.get("/sales/contracts/HT-2026-000001")
+    action = form_action(client.get(asked.headers["Location"]).get_data(as_text=True))
+    response = client.post(action, data={"username": "sales", "password": staff["sales"]})
+    assert response.status_code == 302 and response.headers["Location"] == "/sales/contracts/HT-2026-000001"
+    client.post("/logout")
+    evil = form_action(client.get("/login?next=//evil.example/x").get_data(as_text=True))
+    assert evil == "/login"  # an unsafe target is not carried
+    asked = client.get("/portal/send")
+    action = form_action(client.get(asked.headers["Location"]).get_data(as_text=True))
+    assert action.startswith("/portal/login?next=") and "/portal/send" in action
+
+
+def test_an_account_status_form_without_a_known_action_changes_nothing(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: anything but action=suspend resumed a suspended account."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "admin", staff["admin"])
+    account.status = "suspended"
+    db.session.commit()
+    for data in ({"reason": "x"}, {"action": "suspendd", "reason": "typo"}):
+        client.post(f"/admin/accounts/{account.code}/status", data=data)
+        db.session.expire_all()
+        assert account.status == "suspended", data
+    client.post(f"/admin/accounts/{account.code}/status", data={"action": "resume", "reason": "续约"})
+    db.session.expire_all()
+    assert account.status != "suspended"
+
+
 def test_pages_with_initial_passwords_are_not_cached(client: FlaskClient, staff: dict) -> None:
     login(client, "sales", staff["sales"])
     data = form_data("enterprise_sms_center")
