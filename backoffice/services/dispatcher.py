@@ -405,6 +405,9 @@ _RECEIPTED = Prepared(
     )
     .returning(_PARTS.c.message_id, _PARTS.c.total, _PARTS.c.receipt_stat)
 )
+# Transaction-level advisory locks on a name (PostgreSQL): a worker's name at its start, a long reply's parts.
+_TRY_NAME_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))")
+_NAME_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
 # A part prepared or on the wire, its response not recorded (by the smsc_message_id index: its NULLs first).
 _ANY_UNANSWERED = sa.select(_PARTS.c.id).where(_PARTS.c.smsc_message_id.is_(None), _PARTS.c.submit_status.is_(None)).limit(1)
 _STATUS = Prepared(sa.select(_MESSAGES.c.status).where(_MESSAGES.c.id == sa.bindparam("mid")))
@@ -646,8 +649,7 @@ class Dispatcher:
         self._commit()
         if released:
             log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
-        self._started = True
-        self._heartbeat_or_log()
+        self._started = True  # (its row was written by `_take_name`)
 
     def _take_name(self) -> None:
         """Found by a review: a second process started under a running worker's name (the default
@@ -657,7 +659,7 @@ class Dispatcher:
         or a row of another host written in the last NAME_IN_USE_SECONDS, refuses the start.
         (PostgreSQL: a lock on the name makes two starts at once take turns.)"""
         if self._postgresql:
-            self._session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": f"worker:{self.worker}"})
+            self._session.execute(_NAME_LOCK, {"name": f"worker:{self.worker}"})
         row = self._session.execute(
             sa.select(_WORKERS.c.host, _WORKERS.c.pid, _WORKERS.c.state, _WORKERS.c.started_at, _WORKERS.c.seen_at).where(
                 _WORKERS.c.name == self.worker
@@ -1559,12 +1561,10 @@ class Dispatcher:
         values = {"sender": mo.source[:24], "destination": mo.destination[:24], "reference": reference, "total": total}
         key = {f"b_{name}": value for name, value in values.items()}
         if self._postgresql:  # two binds' parts of one reply at once: the second waits for the first's, holding nothing
-            lock = sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0))")
             name = {"name": "reply:{sender}:{destination}:{reference}:{total}".format(**values)}
-            if not self._session.scalar(lock, name):
+            if not self._session.scalar(_TRY_NAME_LOCK, name):
                 self._commit_so_far(now)
-                wait = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
-                self._wait_for(lambda: self._session.execute(wait, name), f"long reply {name['name']}")
+                self._wait_for(lambda: self._session.execute(_NAME_LOCK, name), f"long reply {name['name']}")
         row = {**values, "seq": seq, "content": mo.text, "received_at": now, "stored": False}
         insert = (pg_insert if self._postgresql else sqlite_insert)(_FRAGMENTS)
         self._session.execute(insert.on_conflict_do_nothing(), row)  # (on SQLite, the write lock first)
