@@ -419,9 +419,9 @@ def account_contact(account_code: str, email: str | None, mobile: str | None, as
         else:
             account = update_contact(db.session, account_code, email=email, mobile=mobile, actor=_actor())
             db.session.commit()
-    from backoffice.services.notifications import mobile_of
+    from backoffice.services.notifications import sms_address
 
-    sms_to = mobile_of(account.reserved_mobile, account.contact_phone)  # where SMS notices go: the phone when no mobile is set
+    sms_to = sms_address(account)
     payload = {
         "account": account.code, "email": account.contact_email, "mobile": account.reserved_mobile, "phone": account.contact_phone,
         "sms_notices_to": sms_to,

@@ -65,6 +65,11 @@ def mobile_of(*candidates: str | None) -> str | None:
     return None
 
 
+def sms_address(account: EnterpriseAccount) -> str | None:
+    """Where the account's SMS notices go: its mobile, else the contract's phone if a mobile."""
+    return mobile_of(account.reserved_mobile, account.contact_phone)
+
+
 def queue(
     session: Session,
     *,
@@ -75,17 +80,20 @@ def queue(
     subject: str = "",
     account: EnterpriseAccount | None = None,
     attachments: Iterable[str] = (),
+    unreachable: str | None = None,
 ) -> Notification | None:
     """Queue one notification, once per key (None when the key is already queued or there is
-    nobody to send it to)."""
-    if not recipient:
+    nobody to send it to). `unreachable`: with no recipient, keep it as failed for this reason."""
+    if not recipient and unreachable is None:
         return None
     existing = session.scalar(sa.select(Notification).where(Notification.key == key))
     if existing is not None:
         return existing
     note = Notification(
-        key=key, channel=channel, recipient=recipient, subject=subject, body=body, attachments=list(attachments), account=account
+        key=key, channel=channel, recipient=recipient or "", subject=subject, body=body, attachments=list(attachments), account=account
     )
+    if not recipient:
+        note.status, note.last_error = "failed", unreachable
     session.add(note)
     return note
 
@@ -101,19 +109,9 @@ def _both(
     Then the notice is kept in the outbox as failed, naming why, for staff to tell the customer
     (found by a review: 000/001 contracts ask for one phone, often a landline, and no e-mail, so
     their renewal and expiry notices went nowhere while the job said they were sent)."""
-    mobile = mobile_of(account.reserved_mobile, account.contact_phone)
-    if not account.contact_email and not mobile:
-        # Both kept, so that whichever address staff add (`account contact`), that one's resend goes out.
-        for channel, text in (("email", body), ("sms", sms)):
-            if session.scalar(sa.select(Notification.id).where(Notification.key == f"{key}:{channel}")) is None:
-                session.add(
-                    Notification(
-                        key=f"{key}:{channel}", channel=channel, recipient="", subject=subject if channel == "email" else "",
-                        body=text, attachments=list(attachments) if channel == "email" else [], account=account,
-                        status="failed", last_error=UNREACHABLE,
-                    )
-                )  # fmt: skip
-        return False
+    mobile = sms_address(account)
+    # With neither, both are kept (failed), so that whichever address staff add (`account contact`), that one's resend goes out.
+    unreachable = UNREACHABLE if not account.contact_email and not mobile else None
     queue(
         session,
         key=f"{key}:email",
@@ -123,16 +121,10 @@ def _both(
         body=body,
         account=account,
         attachments=attachments,
+        unreachable=unreachable,
     )
-    queue(
-        session,
-        key=f"{key}:sms",
-        channel="sms",
-        recipient=mobile,
-        body=sms,
-        account=account,
-    )
-    return True
+    queue(session, key=f"{key}:sms", channel="sms", recipient=mobile, body=sms, account=account, unreachable=unreachable)
+    return unreachable is None
 
 
 def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, activated: bool) -> None:
@@ -348,7 +340,7 @@ def requeue(session: Session, note_id: int) -> Notification:
         account = note.account
         address = None
         if account is not None:
-            address = account.contact_email if note.channel == "email" else mobile_of(account.reserved_mobile, account.contact_phone)
+            address = account.contact_email if note.channel == "email" else sms_address(account)
         if not address:
             what = "电子邮箱" if note.channel == "email" else "手机号码"
             raise Conflict(f"通知 {note_id} 没有收件人：客户仍没有{what}，请先用 account contact 补充")
