@@ -146,10 +146,16 @@ def check_voucher(voucher: Voucher, max_bytes: int, errors: dict[str, str]) -> t
     return None
 
 
+def live_receipt_with(session: Session, reference: str, *, other_than: int | None = None) -> Receipt | None:
+    """A live receipt recorded under this bank reference (other than `other_than`), if any."""
+    query = sa.select(Receipt).where(Receipt.bank_reference == reference, Receipt.status.in_(LIVE_RECEIPT))
+    if other_than is not None:
+        query = query.where(Receipt.id != other_than)
+    return session.scalar(query.limit(1))
+
+
 def _matched_under(session: Session, reference: str) -> Receipt | None:
     """The live receipt a bank statement line with this reference was matched to, if any."""
-    from backoffice.models import StatementLine
-
     return session.scalar(
         sa.select(Receipt)
         .join(StatementLine, StatementLine.receipt_id == Receipt.id)
@@ -196,23 +202,19 @@ def record_receipt(
     reference = (bank_reference or "").strip()
     if not _BANK_REFERENCE.fullmatch(reference):
         errors["bank_reference"] = "银行流水号无效：1–64 位字母、数字或 - _ / ."
-    elif (
-        live := session.scalar(sa.select(Receipt).where(Receipt.bank_reference == reference, Receipt.status.in_(LIVE_RECEIPT)))
-    ) is not None:
-        if recorded_by.startswith("sub:") and (account is None or live.account_id != account.id):
+    else:
+        # Under this number: a live receipt, or the bank's number of a transfer already matched to
+        # a receipt recorded under the customer's own (found by a review: recording it again
+        # credited it twice).
+        live = live_receipt_with(session, reference)
+        clash = live or _matched_under(session, reference)
+        if clash is not None and recorded_by.startswith("sub:") and (account is None or clash.account_id != account.id):
             # A customer learns nothing of another customer's transfer (its record, its state).
             errors["bank_reference"] = f"银行流水号 {reference} 已登记过，不能重复登记；如确为本账户的汇款，请联系财务"
-        else:
+        elif live is not None:
             errors["bank_reference"] = f"银行流水号 {reference} 已登记过（到账记录 {live.id}，{live.status_name}），不能重复登记"
-    elif (matched := _matched_under(session, reference)) is not None:
-        # The bank's number of a transfer already matched to a receipt recorded under the
-        # customer's own number (found by a review: recording it again credited it twice).
-        if recorded_by.startswith("sub:") and (account is None or matched.account_id != account.id):
-            errors["bank_reference"] = f"银行流水号 {reference} 已登记过，不能重复登记；如确为本账户的汇款，请联系财务"
-        else:
-            errors["bank_reference"] = (
-                f"银行流水号 {reference} 的汇款已与到账记录 {matched.id}（{matched.status_name}）对账匹配，不能重复登记"
-            )
+        elif clash is not None:
+            errors["bank_reference"] = f"银行流水号 {reference} 的汇款已与到账记录 {clash.id}（{clash.status_name}）对账匹配，不能重复登记"
     payer = (payer_name or "").strip() or (account.customer_name if account else "")
     if len(payer) > 200 or any(unicodedata.category(c).startswith("C") for c in payer):
         errors["payer_name"] = "付款人名称过长或含有控制字符"

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
-from backoffice.models.finance import LIVE_RECEIPT
 from backoffice.services import audit
 from backoffice.services.sql import MAX_INT_ID
 from reports import bank_statements, matching
@@ -145,7 +144,7 @@ def get_line(session: Session, line_id: int | str) -> StatementLine:
 def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, actor: str) -> Receipt:
     """Tie a statement line to a recorded receipt (the bank saw the money the customer
     reported). The caller then confirms the receipt, in the same transaction."""
-    from backoffice.services.receipts import get_receipt
+    from backoffice.services.receipts import get_receipt, live_receipt_with
 
     line = get_line(session, line_id)
     receipt = get_receipt(session, receipt_id)
@@ -155,9 +154,7 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
         raise Conflict(f"到账记录 {receipt.id} 已匹配其他对账单明细")
     if line.amount != receipt.amount:
         raise ValidationFailed({"amount": f"金额不一致：对账单 {line.amount} 元，登记 {receipt.amount} 元"})
-    other = session.scalar(
-        sa.select(Receipt).where(Receipt.bank_reference == line.reference, Receipt.status.in_(LIVE_RECEIPT), Receipt.id != receipt.id)
-    )
+    other = live_receipt_with(session, line.reference, other_than=receipt.id)
     if other is not None:  # the same transfer recorded under the bank's number: matching it here would credit it twice
         raise Conflict(f"该对账单明细的流水号 {line.reference} 已登记为到账记录 {other.id}（{other.status_name}），请匹配那一条")
     line.receipt_id, receipt.statement_line_id = receipt.id, line.id
