@@ -104,21 +104,24 @@ _LEADING: Final = re.compile(r"^\s*【([^【】]+)】")
 _TRAILING: Final = re.compile(r"【([^【】]+)】\s*$")
 
 
-def signatures_in(text: str) -> list[str]:
-    """The leading and trailing 【…】 signatures of `text` (without brackets), leading first."""
+def _signature_matches(text: str) -> tuple[re.Match[str] | None, re.Match[str] | None]:
+    """The leading and the trailing 【…】 of `text`; one that is nothing but a signature has only the leading."""
     leading = _LEADING.search(text)
     trailing = _TRAILING.search(text)
     if trailing and leading and trailing.start() < leading.end():
         trailing = None  # the text is nothing but one signature
-    return [s for s in (m.group(1).strip() for m in (leading, trailing) if m) if s]
+    return leading, trailing
+
+
+def signatures_in(text: str) -> list[str]:
+    """The leading and trailing 【…】 signatures of `text` (without brackets), leading first."""
+    return [s for s in (m.group(1).strip() for m in _signature_matches(text) if m) if s]
 
 
 def without_signatures(text: str) -> str:
     """`text` without its leading and trailing 【…】 signatures: what it says."""
-    leading = _LEADING.search(text)
-    body = text[leading.end() :] if leading else text
-    trailing = _TRAILING.search(body)
-    return body[: trailing.start()] if trailing else body
+    leading, trailing = _signature_matches(text)
+    return text[leading.end() if leading else 0 : trailing.start() if trailing else len(text)]
 
 
 def signature_of(text: str) -> str | None:

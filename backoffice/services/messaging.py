@@ -1049,7 +1049,7 @@ def _refuse_content(
             )  # fmt: skip
             outcome.booked_events = True
             outcome.penalty = Decimal(str(rate)) * len(takers)
-            notes.append(f"按合同收取违约金 {format_price(Decimal(str(rate)) * len(takers))} 元（每条 {rate} 元）")
+            notes.append(f"按合同收取违约金 {format_price(outcome.penalty)} 元（每条 {rate} 元）")
         except InsufficientBalance:
             notes.append("余额不足，违约金未能扣除")
     outcome.balance_after = session.scalar(sa.select(table.c.balance).where(table.c.id == account.id))

@@ -26,6 +26,10 @@ def renewal_rule_for(terms: dict, auto_renew: bool | None) -> str:
 OBJECTION_LEAD_DAYS = 15
 
 
+#: The outcome of an extension that ran (an auto_extend job cancelled by an objection has another).
+EXTENDED = "无书面异议，自动顺延一年至 "
+
+
 def objection_deadline(contract: Contract) -> date | None:
     """The last day the customer can object in writing to the yearly extension (None: no extension)."""
     if contract.renewal_rule != "yearly_auto_extend" or contract.term_end is None:
@@ -104,7 +108,7 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
         assert contract.term_end is not None
         old_end = contract.term_end
         contract.term_end = term_end(old_end + timedelta(days=1), 12)
-        outcome = f"无书面异议，自动顺延一年至 {contract.term_end}"
+        outcome = f"{EXTENDED}{contract.term_end}"
         audit.record(
             session, "scheduler", "auto_extend", "contract", contract.contract_no, old_end=str(old_end), new_end=str(contract.term_end)
         )
@@ -130,7 +134,7 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
     if received_on > today:
         raise ValidationFailed({"received_on": "收到书面异议的日期不能晚于今天"})
     extended = [job for job in contract.jobs if job.kind == "auto_extend" and job.done_at is not None and job.due_on > received_on]
-    if any((job.outcome or "").startswith("无书面异议，自动顺延") for job in extended):
+    if any((job.outcome or "").startswith(EXTENDED) for job in extended):
         # An objection to a term the contract has been extended past since (found by a review:
         # checked against the new term, it was taken and bound the customer for another year).
         raise Conflict(
