@@ -368,6 +368,20 @@ def submitted_on_two_binds(
     return first, second, list(ids.values())
 
 
+def long_and_short_submitted(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> tuple[SMSCSimulator, Dispatcher]:
+    """A two-part message to 13800138000 and a one-part one to 13900139000, submitted; their
+    receipts are the test's to send (the simulator's come an hour later)."""
+    sender = active_sender(app)
+    send(sender, ["13800138000"], LONG)
+    send(sender, ["13900139000"], "【学府教育】明天开课。")
+    simulator = smsc(receipt_delay=3600)
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("submitted"), sender)
+    return simulator, dispatcher
+
+
 def delivered(smsc_id: str, extra: str = "") -> Any:
     from dispatch.smpp_link import Receipt
 
@@ -502,12 +516,7 @@ def test_a_batch_that_settled_a_long_message_does_not_hold_its_row_while_it_wait
 
     from dispatch.smpp_link import normalise_message_id
 
-    sender = active_sender(app)
-    send(sender, ["13800138000"], LONG)
-    send(sender, ["13900139000"], "【学府教育】明天开课。")
-    simulator = smsc(receipt_delay=3600)
-    dispatcher = worker(simulator)
-    drive(dispatcher, all_in("submitted"), sender)
+    simulator, dispatcher = long_and_short_submitted(app, smsc, worker)
     by_number: dict[str, list[str]] = {}
     for submit in simulator.received:
         by_number.setdefault(submit.destination, []).append(submit.message_id)

@@ -20,9 +20,8 @@ from backoffice.services.dispatcher import Dispatcher
 from dispatch.simulator import SMSCSimulator
 from dispatch.smpp_link import MobileOriginated as Reply
 from tests.backoffice import test_dispatcher
-from tests.backoffice.test_dispatcher import all_in, drive, statuses
-from tests.backoffice.test_messaging import active_sender, send
-from tests.backoffice.test_odd_deliveries import LONG, delivered, replies, submitted
+from tests.backoffice.test_dispatcher import statuses
+from tests.backoffice.test_odd_deliveries import delivered, long_and_short_submitted, replies, submitted
 
 smsc = test_dispatcher.smsc
 worker = test_dispatcher.worker
@@ -36,12 +35,7 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_receipts_for_a_long_message_held_by_a_transaction_that_does_not_end_are_handed_back(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
-    sender = active_sender(app)
-    send(sender, ["13800138000"], LONG)
-    send(sender, ["13900139000"], "【学府教育】明天开课。")
-    simulator = smsc(receipt_delay=3600)
-    dispatcher = worker(simulator)
-    drive(dispatcher, all_in("submitted"), sender)
+    simulator, dispatcher = long_and_short_submitted(app, smsc, worker)
     batch = [delivered(s.message_id) for s in simulator.received]
     long_id = db.session.scalar(sa.select(Message.id).where(Message.recipient == "13800138000"))
     db.session.commit()
