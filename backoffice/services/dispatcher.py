@@ -1259,7 +1259,7 @@ class Dispatcher:
                 del self._works[message_id]
             self.stats.deferred += len(released)
 
-    def _admit(self, account_id: int, now: datetime, mono: float, room: int) -> bool:
+    def _admit(self, account_id: int, mono: float, room: int) -> bool:
         """Take one message's start from the account's rate (shared by every worker), or False.
         Starts are taken from the database in one grant per account and turn, of at most what the
         turn can still send of that account's messages; `_give_back` returns the rest."""
@@ -1270,7 +1270,9 @@ class Dispatcher:
             rate = self._rates.get(account_id, 1)
             waiting = (w for w in self._fresh if w.account_id == account_id and not w.started and w.refusal is None)
             want = sum(1 for _ in itertools.islice(waiting, room))  # up to the room left: _fresh holds several batches
-            count = take_starts(self._session, account_id, rate=rate, want=want, now=now, hold=RATE_HOLD_SECONDS)
+            # The clock read now, not the turn's `now`: a turn slowed by its claim (a lock wait)
+            # would date the grant back and let a second bucket out behind the first.
+            count = take_starts(self._session, account_id, rate=rate, want=want, now=utcnow(), hold=RATE_HOLD_SECONDS)
             if count <= 0:
                 self._rate_full[account_id] = mono + min(max(1.0 / rate, RATE_POLL_SECONDS), 0.1)  # (or another worker held its row)
                 return False
@@ -1349,7 +1351,7 @@ class Dispatcher:
                 expired = True
                 continue
             if not work.started:
-                if not self._admit(work.account_id, now, mono, room):
+                if not self._admit(work.account_id, mono, room):
                     over_rate.append(self._fresh.popleft())
                     continue
                 work.started = True

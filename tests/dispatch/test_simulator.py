@@ -549,4 +549,4 @@ def test_receipts_redelivered_when_a_receiver_unbinds_go_out_at_once(
     first.send(UNBIND)
     started = time.monotonic()
     assert second.read()[0] == DELIVER_SM
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 0.8  # (not the 1 s select timeout; room for a loaded machine)
