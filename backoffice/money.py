@@ -14,6 +14,9 @@ MONEY_PLACES = 2
 
 
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+#: Commas only as thousands separators: "1,750.00". Found by a review: every comma was dropped,
+#: so "1750,00" (a decimal comma) was read as 175000.
+_GROUPED_DECIMAL = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 
 
 class MoneyFormatError(ValueError):
@@ -26,7 +29,11 @@ def parse_decimal(value: object, *, places: int) -> Decimal:
         raise MoneyFormatError("不是数字")
     if isinstance(value, float):
         value = repr(value)
-    text = format(value, "f") if isinstance(value, Decimal) and value.is_finite() else str(value).strip().replace(",", "")
+    text = format(value, "f") if isinstance(value, Decimal) and value.is_finite() else str(value).strip()
+    if "," in text:
+        if not _GROUPED_DECIMAL.fullmatch(text):
+            raise MoneyFormatError("千位分隔符（逗号）位置不对")
+        text = text.replace(",", "")
     # Plain ASCII digits only: no exponent, no underscores, no full-width or other-script digits.
     if not _PLAIN_DECIMAL.fullmatch(text):
         raise MoneyFormatError("不是数字")

@@ -22,8 +22,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "服务费发票"
 FEN = Decimal("0.01")
 PRICE_PLACES = 4
-STATUS_CLASSES = {"已付款": "paid", "待付款": "open", "已逾期": "overdue", "已冲销": "void"}
-NOT_PAYABLE = ("已付款", "已冲销")  # no payment request on these
+STATUS_CLASSES = {"已付款": "paid", "待付款": "open", "已逾期": "overdue", "已作废": "void"}
+NOT_PAYABLE = ("已付款", "已作废")  # no payment request on these
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class InvoiceLine:
 
 @dataclass(frozen=True)
 class InvoiceData:
-    """Everything printed on an invoice; `status` is shown as given (已付款, 待付款, 已逾期, 已冲销 …)."""
+    """Everything printed on an invoice; `status` is shown as given (已付款, 待付款, 已逾期, 已作废 …)."""
 
     number: str
     issued_on: date
@@ -121,7 +121,7 @@ def _context(data: InvoiceData) -> dict[str, Any]:
         "due_on": format_date(data.due_on) if data.due_on else None,
         "status": data.status,
         "status_class": STATUS_CLASSES.get(data.status, "other"),
-        "void": data.status == "已冲销",
+        "void": data.status == "已作废",
         "payable": data.status not in NOT_PAYABLE,
         "provider": data.provider,
         "customer": data.customer,

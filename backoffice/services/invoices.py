@@ -200,7 +200,10 @@ def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal,
             paid, rest = open_invoice, receipt.amount - settled
             if account.receivable <= 0:
                 open_invoice.status, open_invoice.paid_on, open_invoice.receipt_id = "paid", today, receipt.id
-                _render(session, open_invoice, documents_root, today=today, contract=contract, receipt=receipt, suffix="-paid")
+                # (named by the receipt: paid again after a reversal, the first paid file stays as sent)
+                _render(
+                    session, open_invoice, documents_root, today=today, contract=contract, receipt=receipt, suffix=f"-paid-{receipt.id}"
+                )
         elif contract is not None and settled == contract.initial_amount + contract.opening_fee:
             lines, rest = _contract_lines(contract), receipt.amount - settled
         else:
@@ -226,15 +229,19 @@ def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal,
     return invoice
 
 
-def void_for_receipt(session: Session, receipt: Receipt) -> None:
+def void_for_receipt(session: Session, receipt: Receipt, *, documents_root: Path, today: date) -> None:
     """A reversed receipt: the invoice issued for it is void (the number stays used, never
     reissued); a contract's invoice is owed again when anything is owed again, whichever of its
-    instalments was reversed (`receipt.account` as the reversal left it)."""
+    instalments was reversed (`receipt.account` as the reversal left it). Each is rendered again
+    beside the file the customer had (found by a review: the portal kept serving 已付款)."""
+    changed: list[tuple[Invoice, str]] = []
     for invoice in session.scalars(sa.select(Invoice).where(Invoice.receipt_id == receipt.id)):
         if invoice.contract_id is not None and invoice.due_on is not None:
             invoice.status, invoice.paid_on, invoice.receipt_id = "unpaid", None, None  # the contract is owed again
+            changed.append((invoice, f"-reopened-{receipt.id}"))
         else:
             invoice.status = "void"
+            changed.append((invoice, "-void"))
     if receipt.account.receivable > 0:  # an earlier instalment reversed: the invoice the last one paid is open again
         paid_contract_invoices = sa.select(Invoice).where(
             Invoice.account_id == receipt.account_id,
@@ -244,6 +251,18 @@ def void_for_receipt(session: Session, receipt: Receipt) -> None:
         )
         for invoice in session.scalars(paid_contract_invoices):
             invoice.status, invoice.paid_on, invoice.receipt_id = "unpaid", None, None
+            changed.append((invoice, f"-reopened-{receipt.id}"))
+    for invoice, suffix in changed:
+        contract = session.get(Contract, invoice.contract_id) if invoice.contract_id is not None else None
+        _render(
+            session,
+            invoice,
+            documents_root,
+            today=today,
+            contract=contract,
+            receipt=receipt if invoice.status == "void" else None,
+            suffix=suffix,
+        )
 
 
 def get_invoice(session: Session, number: str) -> Invoice:

@@ -147,8 +147,10 @@ def check_voucher(voucher: Voucher, max_bytes: int, errors: dict[str, str]) -> t
 
 
 def live_receipt_with(session: Session, reference: str, *, other_than: int | None = None) -> Receipt | None:
-    """A live receipt recorded under this bank reference (other than `other_than`), if any."""
-    query = sa.select(Receipt).where(Receipt.bank_reference == reference, Receipt.status.in_(LIVE_RECEIPT))
+    """A live receipt recorded under this bank reference (other than `other_than`), if any: in
+    any letter case (found by a review: "cmb2026…" and "CMB2026…" were two receipts, credited
+    twice; references are stored upper-case since, older rows may not be)."""
+    query = sa.select(Receipt).where(sa.func.upper(Receipt.bank_reference) == reference.upper(), Receipt.status.in_(LIVE_RECEIPT))
     if other_than is not None:
         query = query.where(Receipt.id != other_than)
     return session.scalar(query.limit(1))
@@ -159,7 +161,7 @@ def _matched_under(session: Session, reference: str) -> Receipt | None:
     return session.scalar(
         sa.select(Receipt)
         .join(StatementLine, StatementLine.receipt_id == Receipt.id)
-        .where(StatementLine.reference == reference, Receipt.status.in_(LIVE_RECEIPT))
+        .where(sa.func.upper(StatementLine.reference) == reference.upper(), Receipt.status.in_(LIVE_RECEIPT))
         .limit(1)
     )
 
@@ -199,7 +201,7 @@ def record_receipt(
     if not isinstance(bank, str) or not BANK_CODE.fullmatch(bank):
         # The books' Assets:Bank:<code>: a code beancount refuses would fail at confirmation, later.
         errors["bank"] = f"收款银行代码应为 2–16 位大写字母或数字、以字母开头（如 CMB、ICBC）：{str(bank)[:20]}"
-    reference = (bank_reference or "").strip()
+    reference = (bank_reference or "").strip().upper()  # one transfer, however its number was typed
     if not _BANK_REFERENCE.fullmatch(reference):
         errors["bank_reference"] = "银行流水号无效：1–64 位字母、数字或 - _ / ."
     else:
@@ -368,7 +370,9 @@ def reject_receipt(session: Session, receipt_id: int | str, *, reason: str | Non
     return receipt
 
 
-def reverse_receipt(session: Session, receipt_id: int | str, *, reason: str | None, actor: str, today: date | None = None) -> Receipt:
+def reverse_receipt(
+    session: Session, receipt_id: int | str, *, reason: str | None, actor: str, documents_root: Path, today: date | None = None
+) -> Receipt:
     """Undo a confirmed receipt by a reversing entry (nothing is edited or deleted). Refused when
     the customer has already spent part of the credit (the balance never goes below zero)."""
     from backoffice.services import invoices
@@ -382,13 +386,14 @@ def reverse_receipt(session: Session, receipt_id: int | str, *, reason: str | No
             raise Conflict(f"到账记录 {receipt.id} 尚未确认入账，无需冲销；如款项未到，请驳回")
         _refuse_state(receipt, "冲销")
     assert receipt.ledger_event_id is not None
-    reverse_event(session, receipt.ledger_event_id, reason=text, on=today or local_today(), actor=actor)
+    today = today or local_today()
+    reverse_event(session, receipt.ledger_event_id, reason=text, on=today, actor=actor)
     session.flush()
     account = receipt.account
     session.refresh(account)
     if account.status == "active" and account.balance == 0 and account.contracted_credit > 0:
         account.status = "awaiting_payment"  # the payment that opened it is undone
-    invoices.void_for_receipt(session, receipt)
+    invoices.void_for_receipt(session, receipt, documents_root=documents_root, today=today)
     _free_statement_line(session, receipt)
     audit.record(session, actor, "reverse_receipt", "receipt", str(receipt.id), reason=text)
     return receipt

@@ -157,9 +157,32 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
     other = live_receipt_with(session, line.reference, other_than=receipt.id)
     if other is not None:  # the same transfer recorded under the bank's number: matching it here would credit it twice
         raise Conflict(f"该对账单明细的流水号 {line.reference} 已登记为到账记录 {other.id}（{other.status_name}），请匹配那一条")
-    line.receipt_id, receipt.statement_line_id = receipt.id, line.id
-    audit.record(session, actor, "match_statement_line", "receipt", str(receipt.id), line=line.id)
+    # The statement shows where the money arrived (found by a review: a CMB line matched to a
+    # receipt recorded for the contract's ICBC account was booked to Assets:Bank:ICBC).
+    bank = bank_of(line, receipt.bank)
+    if bank != receipt.bank:
+        if receipt.status == "confirmed":
+            raise Conflict(f"到账记录 {receipt.id} 已按 {receipt.bank} 入账，该对账单明细是 {bank} 的流水，不能匹配")
+        receipt.bank = bank
+    _claim_line(session, line, receipt)
+    audit.record(session, actor, "match_statement_line", "receipt", str(receipt.id), line=line.id, bank=bank)
     return receipt
+
+
+def _claim_line(session: Session, line: StatementLine, receipt: Receipt) -> None:
+    """Tie `line` to `receipt` unless another transaction tied it to another receipt meanwhile.
+    Found by a review: two finance users matching one line to two receipts at once (a transfer
+    the customer had recorded twice) both read it free, and both receipts were credited."""
+    claimed = session.execute(
+        sa.update(StatementLine)
+        .where(StatementLine.id == line.id, sa.or_(StatementLine.receipt_id.is_(None), StatementLine.receipt_id == receipt.id))
+        .values(receipt_id=receipt.id)
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    if not claimed:
+        session.refresh(line)
+        raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}")
+    receipt.statement_line_id = line.id
 
 
 def receipt_from_line(
@@ -177,5 +200,5 @@ def receipt_from_line(
         bank_reference=line.reference, bank=bank_of(line, default_bank), voucher=None, recorded_by=actor,
         documents_root=documents_root, max_voucher_bytes=max_voucher_bytes,
     )  # fmt: skip
-    line.receipt_id, receipt.statement_line_id = receipt.id, line.id
+    _claim_line(session, line, receipt)
     return receipt

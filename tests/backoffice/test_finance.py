@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from pypdf import PdfReader
+from sqlalchemy.orm import Session
 
 from backoffice.cli import after_commit_catch_up
 from backoffice.clock import set_clock
@@ -171,6 +172,21 @@ def test_invoice_first_cycle_due_in_five_working_days_overdue_then_paid(app: Fla
     assert paid.status == "paid" and paid.paid_on == date(2026, 12, 1)
     assert "已付款" in pdf_text(Path(app.config["DOCUMENTS_PATH"]) / paid.pdf_file)
     assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []
+    # Found by a review: reversed, the invoice was unpaid again in the database while its PDF
+    # (what the portal serves) still said 已付款; paid again, the first paid file was overwritten.
+    first_paid = Path(app.config["DOCUMENTS_PATH"]) / paid.pdf_file
+    assert run(runner, "finance", "reverse", str(recorded["id"]), "--reason", "款项退回", "--json")[0] == 0
+    db.session.expire_all()
+    reopened = db.session.get(Invoice, invoice.id)
+    text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / reopened.pdf_file)
+    assert reopened.status == "unpaid" and "已逾期" in text and "已付款" not in text
+    _, again = run(
+        runner, "finance", "receipt", "--account", code, "--amount", "1750.00", "--bank-ref", "CMB-004-2", "--date", "2026-12-01", "--json"
+    )
+    assert run(runner, "finance", "confirm", str(again["id"]), "--json")[0] == 0
+    db.session.expire_all()
+    repaid = Path(app.config["DOCUMENTS_PATH"]) / db.session.get(Invoice, invoice.id).pdf_file
+    assert repaid != first_paid and first_paid.exists() and "已付款" in pdf_text(repaid)
 
 
 def test_an_invoice_paid_in_instalments_is_invoiced_once_and_paid_with_the_last(app: Flask, runner: FlaskCliRunner) -> None:
@@ -296,7 +312,9 @@ def test_rejected_and_reversed_receipts(app: Flask, runner: FlaskCliRunner, clie
     db.session.expire_all()
     account = db.session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code))
     assert account.balance == 0 and account.contracted_credit == issued.contract.initial_amount and account.status == "awaiting_payment"
-    assert db.session.scalar(sa.select(Invoice).where(Invoice.number == confirmed["invoice_number"])).status == "void"
+    voided = db.session.scalar(sa.select(Invoice).where(Invoice.number == confirmed["invoice_number"]))
+    text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / voided.pdf_file)  # what the portal serves (found by a review)
+    assert voided.status == "void" and "已作废" in text and "已付款" not in text
     reversal = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "reversal"))
     assert reversal.reason == "误入他人款项"
     for args in (("confirm", str(good["id"])), ("reverse", str(good["id"]), "--reason", "again")):
@@ -392,8 +410,11 @@ def test_one_transfer_is_live_in_one_receipt_whatever_bank_the_account_assumes(a
         (("--amount", "12.345"), "amount", "2 位小数"),
         (("--amount", "abc"), "amount", "不是数字"),
         (("--amount", "1e3"), "amount", "不是数字"),
+        (("--amount", "1750,00"), "amount", "千位分隔符"),  # a decimal comma was read as 175000 (a review)
+        (("--amount", "1,7,5,0"), "amount", "千位分隔符"),
         (("--account", "E999999"), "account", "账户不存在"),
         (("--bank-ref", "DUP-1"), "bank_reference", "已登记过"),
+        (("--bank-ref", " dup-1 "), "bank_reference", "已登记过"),  # one transfer in another case was credited twice (a review)
         (("--bank-ref", "含中文"), "bank_reference", "流水号无效"),
         (("--date", "2026-13-01"), "paid_on", "日期无效"),
         (("--date", "2026-12-24"), "paid_on", "不能晚于今天"),
@@ -663,6 +684,10 @@ def test_a_transfer_matched_under_the_customers_number_cannot_be_recorded_again_
         runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "K100", "--date", "2026-11-20", "--json"
     )
     assert exit_code == 2 and "已与到账记录" in again["error"]["fields"]["bank_reference"]
+    exit_code, again = run(
+        runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "k100", "--date", "2026-11-20", "--json"
+    )
+    assert exit_code == 2 and "已与到账记录" in again["error"]["fields"]["bank_reference"]  # in any letter case
     # The other order: K200 recorded under the bank's number, then its line matched to another receipt.
     _, banks = run(
         runner, "finance", "receipt", "--account", code, "--amount", amount, "--bank-ref", "K200", "--date", "2026-11-21", "--json"
@@ -674,6 +699,65 @@ def test_a_transfer_matched_under_the_customers_number_cannot_be_recorded_again_
     assert exit_code != 0 and f"已登记为到账记录 {banks['id']}" in json.dumps(refused, ensure_ascii=False)
     db.session.expire_all()
     assert db.session.get(EnterpriseAccount, account.id).balance == Decimal(amount)  # the first transfer, once
+
+
+def test_a_line_of_a_banks_own_statement_books_the_money_in_that_bank(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: a CMB statement's line matched to a receipt recorded for the contract's
+    ICBC account booked the money to Assets:Bank:ICBC; the statement says where it arrived."""
+    issued = make_contract(app, "gateway_api_partner")  # its contract prints the provider's ICBC account
+    account, amount = issued.contract.account, f"{issued.contract.initial_amount:.2f}"
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", amount, "--bank-ref", "K0212800000012",
+        "--date", "2026-11-20", "--json",
+    )  # fmt: skip
+    assert recorded["bank"] == "ICBC"
+    statement = tmp_path / "cmb.csv"
+    statement.write_bytes(
+        (
+            "账号：,755912345610801\n币种：,人民币\n\n交易日,交易时间,借方金额,贷方金额,余额,摘要,流水号,收(付)方名称,收(付)方账号\n"
+            f"20261120,10:12:00,,{amount},99999.00,汇入汇款,K0212800000012,{account.customer_name},110912345678901\n"
+        ).encode("gbk")
+    )
+    _, imported = run(runner, "finance", "import-statement", str(statement), "--json")
+    assert imported["layout"] == "cmb"
+    exit_code, matched = run(runner, "finance", "match", str(imported["proposals"][0]["line_id"]), str(recorded["id"]), "--json")
+    assert exit_code == 0 and matched["credited"]
+    db.session.expire_all()
+    receipt = db.session.get(Receipt, recorded["id"])
+    event = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.event_id == receipt.ledger_event_id))
+    assert receipt.bank == event.payload["bank"] == "CMB"
+
+
+def test_a_line_another_session_matched_meanwhile_is_not_matched_again(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: two finance users matched one line to two receipts of one transfer (the
+    customer had recorded it twice) at once; both read the line free and both were credited.
+    Here the other user's match lands between this session's read of the line and its match."""
+    from backoffice.errors import Conflict
+    from backoffice.services.statements import get_line, match_line
+
+    issued = make_contract(app, "enterprise_sms_center")
+    account, amount = issued.contract.account, f"{issued.contract.initial_amount:.2f}"
+    ids = []
+    for reference in ("CUST-1", "CUST-2"):
+        _, recorded = run(
+            runner, "finance", "receipt", "--account", account.code, "--amount", amount, "--bank-ref", reference,
+            "--date", "2026-11-20", "--json",
+        )  # fmt: skip
+        ids.append(recorded["id"])
+    statement = tmp_path / "statement.csv"
+    statement.write_text(f"date,amount,payer_name,payer_account,reference,memo\n2026-11-20,{amount},甲,,K777,\n", encoding="utf-8")
+    line_id = run(runner, "finance", "import-statement", str(statement), "--json")[1]["proposals"][0]["line_id"]
+    seen = get_line(db.session, line_id)  # read by this session (and kept: it stays in its identity map): free
+    assert seen.receipt_id is None
+    with Session(db.engine) as other:  # the other user, committed
+        match_line(other, line_id, ids[0], actor="staff:finance-b")
+        other.commit()
+    with pytest.raises(Conflict, match=f"已匹配到账记录 {ids[0]}"):
+        match_line(db.session, line_id, ids[1], actor="staff:finance")
+    db.session.rollback()
+    db.session.expire_all()
+    assert db.session.get(StatementLine, line_id).receipt_id == ids[0]
+    assert db.session.get(Receipt, ids[1]).statement_line_id is None
 
 
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:

@@ -67,3 +67,62 @@ def test_two_receipts_of_one_account_confirmed_at_once_are_both_credited(app: Fl
     account = db.session.scalars(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code)).one()
     assert (account.balance, account.contracted_credit, account.receivable) == (Decimal("2000.00"), 0, 0)
     settle(app)  # the books agree with the database to the fen
+
+
+def test_one_statement_line_matched_to_two_receipts_at_once_credits_once(app: Flask, contract, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: the customer recorded one transfer twice (two numbers); two finance users
+    matched the statement's one line to each at the same moment, both read the line free, and both
+    receipts were credited. The second match now waits for the first and is refused."""
+    from pathlib import Path
+
+    from backoffice.errors import Conflict
+    from backoffice.models import Receipt
+    from backoffice.services.receipts import confirm_receipt, record_receipt
+    from backoffice.services.statements import import_statement, match_line
+
+    code, documents = contract.contract.account.code, Path(app.config["DOCUMENTS_PATH"])
+    ids = []
+    for reference in ("CUST-1", "CUST-2"):
+        receipt = record_receipt(
+            db.session, account_code=code, amount="1750.00", paid_on="2026-11-23", payer_name=None, bank_reference=reference,
+            bank="CMB", voucher=None, recorded_by="staff:clerk", documents_root=documents, max_voucher_bytes=10**6,
+        )  # fmt: skip
+        db.session.flush()
+        ids.append(receipt.id)
+    content = b"date,amount,payer_name,payer_account,reference,memo\n2026-11-23,1750.00,X,,K777,\n"
+    line_id = import_statement(db.session, filename="s.csv", actor="staff:clerk", content=content).lines[0].id
+    db.session.commit()
+
+    def match_and_confirm(session: Session, receipt_id: int, actor: str) -> None:
+        match_line(session, line_id, receipt_id, actor=actor)
+        confirm_receipt(session, receipt_id, actor=actor, four_eyes_threshold=Decimal("50000"), documents_root=documents)
+
+    first, second = _session(), _session()
+    match_and_confirm(first, ids[0], "staff:finance-a")
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def other_finance_user() -> None:
+        with app.app_context():
+            try:
+                match_and_confirm(second, ids[1], "staff:finance-b")
+                second.commit()
+            except BaseException as error:  # noqa: BLE001 - asserted below
+                second.rollback()
+                errors.append(error)
+            finally:
+                done.set()
+
+    thread = threading.Thread(target=other_finance_user)
+    thread.start()
+    time.sleep(0.5)
+    assert not done.is_set()  # it waits for the first match's lock on the line
+    first.commit()
+    thread.join(20)
+    first.close()
+    second.close()
+    assert len(errors) == 1 and isinstance(errors[0], Conflict) and f"已匹配到账记录 {ids[0]}" in str(errors[0])
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(EnterpriseAccount.balance).where(EnterpriseAccount.code == code)) == Decimal("1750.00")
+    assert [db.session.get(Receipt, i).status for i in ids] == ["confirmed", "pending"]
+    settle(app)

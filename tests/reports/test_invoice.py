@@ -87,10 +87,10 @@ def test_a_paid_invoice_asks_for_no_payment_and_shows_the_receipt() -> None:
 
 def test_a_voided_invoice_is_marked_on_every_page() -> None:
     many = [InvoiceLine(f"短信服务费 第{i}批", 1000, "条", Decimal("0.04"), Decimal("40")) for i in range(60)]
-    pdf = render_invoice_pdf(invoice(status="已冲销", lines=many, total=Decimal("2400"), total_in_capitals="贰仟肆佰元整"))
+    pdf = render_invoice_pdf(invoice(status="已作废", lines=many, total=Decimal("2400"), total_in_capitals="贰仟肆佰元整"))
     pages = [page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages]
     assert len(pages) >= 2
-    assert all("已冲销" in page and "INV-2026-0007" in page for page in pages)  # mark and header
+    assert all("已作废" in page and "INV-2026-0007" in page for page in pages)  # mark and header
     assert "贰仟肆佰元整" in pages[-1]
 
 
