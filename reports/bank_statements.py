@@ -15,7 +15,7 @@ and then one transaction per line:
 ============== ======== ===============================================================
 column         required content
 ============== ======== ===============================================================
-date           yes      booking date: ``2026-11-20``, ``20261120`` or ``2026/11/20``
+date           yes      booking date: ``2026-11-20``, ``20261120`` or ``2026/11/20`` (``2026/11/5``)
 amount         yes      yuan, a plain number with at most 2 decimals, no thousands
                         separator: ``1750`` or ``1750.00``. Positive = money received;
                         negative = money paid out (skipped, only counted); never 0
@@ -70,7 +70,8 @@ REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_/.]{0,63}")
 HEADER_SEARCH_LINES = 30  # bank preambles are a handful of lines; do not scan a whole file
 
 # [0-9], not \d: \d also matches full-width and other scripts' digits.
-_DATE = re.compile(r"([0-9]{4})(?:-([0-9]{2})-([0-9]{2})|([0-9]{2})([0-9]{2})|/([0-9]{2})/([0-9]{2}))")
+# Month and day may be one digit with a separator: Excel writes 2026/11/5 when it saves a CSV again.
+_DATE = re.compile(r"([0-9]{4})(?:-([0-9]{1,2})-([0-9]{1,2})|([0-9]{2})([0-9]{2})|/([0-9]{1,2})/([0-9]{1,2}))")
 _PLAIN_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _BANK_AMOUNT = re.compile(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")
 _EXCEL_TEXT = re.compile(r'="(.*)"', re.DOTALL)  # banks write ="0123" so Excel keeps leading zeros

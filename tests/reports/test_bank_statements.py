@@ -144,3 +144,9 @@ def test_an_excel_formatted_account_number_and_trailing_comma_are_accepted() -> 
 
 def test_statement_error_is_a_value_error() -> None:
     assert issubclass(StatementError, ValueError)
+
+
+def test_dates_as_excel_writes_them_when_it_saves_a_csv_again_are_read() -> None:
+    """A review: 2026/11/5 (Excel re-saving the export) was refused as not a date."""
+    statement = parse_statement(generic("2026/11/5,100.00,甲,,K1,", "2026-1-9,200.00,乙,,K2,"))
+    assert [line.booked_on for line in statement.lines] == [date(2026, 11, 5), date(2026, 1, 9)]
