@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
-import time as time_module
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
@@ -261,32 +260,62 @@ class SchedulerLock:
             self._file = None
 
 
-def run_scheduler(app: Flask, *, standby_poll: float = 10.0) -> None:
+def run_scheduler(app: Flask, *, standby_poll: float = 10.0, stop: threading.Event | None = None) -> None:
     """The scheduler process: waits for the installation's scheduler lock (a second process is a
-    standby), arms anything pending, then runs due jobs (missed ones included)."""
+    standby), arms anything pending, then runs due jobs (missed ones included). A lock lost with
+    its database session stops the jobs at once and the process stands by to take it again: it
+    used to exit, and after one database restart nothing ran renewals, notices or the books until
+    someone started it by hand (found by a review). `stop` ends it (tests); so do SIGTERM and ^C."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    stop = stop or threading.Event()
     lock = SchedulerLock(app)
-    if not lock.acquire():
-        app.logger.warning("another scheduler process holds the lock: standing by")
-        while not lock.acquire():
-            time_module.sleep(standby_poll)
-    lost = threading.Event()
-    try:
-        scheduler = scheduler_for(app, BlockingScheduler)
+    while not stop.is_set():
+        if not _take_lock(app, lock, standby_poll, stop):
+            return
+        lost = threading.Event()
+        try:
+            scheduler = scheduler_for(app, BlockingScheduler)
 
-        def still_ours() -> None:
-            if not lock.held():  # a standby may run jobs now: this one stops at once
-                app.logger.critical("the scheduler lock was lost (database session ended): stopping")
-                lost.set()
-                scheduler.shutdown(wait=False)
+            def still_ours(scheduler: BaseScheduler = scheduler, lost: threading.Event = lost) -> None:
+                if stop.is_set():
+                    scheduler.shutdown(wait=False)
+                elif not lock.held():  # a standby may run jobs now: this one stops at once
+                    app.logger.critical("the scheduler lock was lost (database session ended): stopping the jobs, standing by")
+                    lost.set()
+                    scheduler.shutdown(wait=False)
 
-        scheduler.add_job(still_ours, "interval", seconds=LOCK_CHECK_SECONDS, id="lock-check", replace_existing=True, jobstore="memory")
-        scheduler.start()
-    finally:
-        lock.release()
-    if lost.is_set():
-        raise SystemExit(1)  # the process manager starts it again, as a standby
+            scheduler.add_job(still_ours, "interval", seconds=LOCK_CHECK_SECONDS, id="lock-check", replace_existing=True, jobstore="memory")
+            scheduler.start()
+        except sa.exc.DBAPIError as error:  # the database went away while the jobs were armed
+            app.logger.error("the scheduler could not start its jobs (%s): standing by", error.__class__.__name__)
+            lost.set()
+        finally:
+            lock.release()
+        if not lost.is_set():
+            return  # shut down on purpose
+        stop.wait(standby_poll)
+
+
+def _take_lock(app: Flask, lock: SchedulerLock, poll: float, stop: threading.Event) -> bool:
+    """Wait until this process holds the scheduler lock (True), or `stop` is set (False); a
+    database that cannot be reached is waited for too."""
+    waiting = False
+    while not stop.is_set():
+        try:
+            if lock.acquire():
+                if waiting:
+                    app.logger.warning("the scheduler lock is taken: starting the jobs")
+                return True
+            reason = "another scheduler process holds the lock"
+        except sa.exc.DBAPIError as error:
+            lock.release()
+            reason = f"the database cannot be reached ({error.__class__.__name__})"
+        if not waiting:
+            app.logger.warning("%s: standing by", reason)
+            waiting = True
+        stop.wait(poll)
+    return False
 
 
 def scheduler_for(app: Flask, scheduler_class: type[BaseScheduler]) -> BaseScheduler:

@@ -336,3 +336,27 @@ def test_an_objection_received_before_an_extension_that_has_run_is_sent_to_a_per
     expire = stop_renewal(db.session, contract, received_on=date(2027, 12, 3), actor="staff:sales", today=date(2027, 12, 5))
     assert expire.due_on == date(2028, 12, 1)
     db.session.commit()
+
+
+def test_a_scheduler_waits_for_a_database_it_cannot_reach_before_taking_its_lock(app: Flask) -> None:
+    """With the database down at start (or after losing its lock), the scheduler stands by and
+    tries again instead of ending with a traceback."""
+    import threading
+
+    class Flaky:
+        tries = 0
+
+        def acquire(self) -> bool:
+            self.tries += 1
+            if self.tries < 3:
+                raise sa.exc.OperationalError("connect", {}, Exception("connection refused"))
+            return True
+
+        def release(self) -> None:
+            pass
+
+    lock = Flaky()
+    assert jobs._take_lock(app, lock, 0.01, threading.Event()) is True and lock.tries == 3  # type: ignore[arg-type]
+    stopped = threading.Event()
+    stopped.set()
+    assert jobs._take_lock(app, Flaky(), 0.01, stopped) is False  # type: ignore[arg-type]
