@@ -45,8 +45,8 @@ migrate: install
 demo: migrate
 	$(BIN)/flask demo load
 
-# One process group: Ctrl-C (or the end of any one) stops them all; the trap clears itself
-# first, since `kill 0` signals this shell too.
+# One process group: Ctrl-C (or the end of any one: `wait -n`) stops them all; the trap clears
+# itself first, since `kill 0` signals this shell too.
 run: demo
 	@echo "web: http://$(HOST):$(PORT)/  (staff: admin/sales/finance, password <name>-demo-2026)"
 	@echo "SMSC simulator: 127.0.0.1:$(SMSC_SIMULATOR_PORT); dispatcher worker bound to it"
@@ -55,7 +55,7 @@ run: demo
 	SMSC_PORT=$${SMSC_PORT:-$(SMSC_SIMULATOR_PORT)} $(BIN)/flask dispatch worker & \
 	$(BIN)/flask jobs run & \
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers 2 --preload wsgi:app & \
-	wait
+	wait -n
 
 lint: venv
 	$(BIN)/ruff check .

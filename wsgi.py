@@ -1,5 +1,11 @@
 """WSGI entry point: `flask --app wsgi …` and `gunicorn wsgi:app`."""
 
-from backoffice import create_app
+import sys
 
-app = create_app()
+from backoffice import create_app
+from backoffice.config import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as error:  # a setting named with what it should be, not a traceback
+    sys.exit(f"配置有误：{error}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +27,36 @@ log = logging.getLogger(__name__)
 
 
 def _secret_key(instance: Path) -> str:
-    """SECRET_KEY from the environment, else the key `demo load`/`make run` wrote to the instance."""
+    """SECRET_KEY from the environment, else the instance's stored key, made by the first process
+    that needs one (O_EXCL: the others read it). Found by a review: a process that found none used
+    a key of its own, so with two gunicorn workers most logins failed (each worker refused the
+    other's session and CSRF token). Several hosts need SECRET_KEY set (README)."""
     stored = instance / "secret_key"
-    if stored.exists():
-        return stored.read_text().strip()
-    log.warning("SECRET_KEY not set and %s missing: using a per-process key", stored)
-    return secrets.token_hex(32)
+    for _ in range(50):
+        try:
+            key = stored.read_text().strip()
+        except FileNotFoundError:
+            key = ""
+        except OSError as unreadable:
+            log.warning("SECRET_KEY not set and %s unreadable (%s): using a per-process key", stored, unreadable)
+            return secrets.token_hex(32)
+        if key:
+            return key
+        try:
+            instance.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process is writing it: read it in a moment
+            time.sleep(0.02)
+            continue
+        except OSError as unwritable:
+            log.warning("SECRET_KEY not set and %s cannot be written (%s): using a per-process key", stored, unwritable)
+            return secrets.token_hex(32)
+        key = secrets.token_hex(32)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key + "\n")
+        log.warning("SECRET_KEY not set: made %s (set SECRET_KEY when several hosts serve the site)", stored)
+        return key
+    raise RuntimeError(f"{stored} stays empty: remove it, or set SECRET_KEY")
 
 
 def not_text(value: str) -> bool:

@@ -2,14 +2,69 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TypeVar
 
 
 def _instance_path() -> Path:
     return Path(os.environ.get("BACKOFFICE_INSTANCE_PATH", "instance")).resolve()
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work, named with what it should be: the process does not start.
+    Found by a review: `SMTP_PORT=` (empty, common in an EnvironmentFile) or
+    `FOUR_EYES_THRESHOLD=50,000.00` stopped every process with a 46-line traceback, and a typo in
+    LEDGER_BALANCE_ASSERTIONS only failed the nightly books job, every night."""
+
+
+T = TypeVar("T")
+
+
+def _setting(name: str, default: T, parse: Callable[[str], T], should_be: str, valid: Callable[[T], bool] = lambda _: True) -> T:
+    """The environment's `name` parsed, or `default` when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except (ValueError, ArithmeticError):
+        raise ConfigError(f"{name}={raw!r}：{should_be}") from None
+    if not valid(value):
+        raise ConfigError(f"{name}={raw!r}：{should_be}")
+    return value
+
+
+def _int(name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    span = f"{low} 到 {high} 之间的整数" if high is not None else f"不小于 {low} 的整数"
+    return _setting(name, default, int, f"应为{span}", lambda v: v >= low and (high is None or v <= high))
+
+
+def _float(name: str, default: float) -> float:
+    return _setting(name, default, float, "应为不小于 0 的数（秒、小时等）", lambda v: math.isfinite(v) and v >= 0)
+
+
+def _decimal(name: str, default: str) -> Decimal:
+    return _setting(
+        name, Decimal(default), Decimal, "应为不小于 0 的金额（元），如 50000.00，不带千位分隔符", lambda v: v.is_finite() and v >= 0
+    )
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    shown = "、".join(c or "（空）" for c in choices)
+    return _setting(name, default, str.lower, f"只能是 {shown} 之一", lambda v: v in choices)
+
+
+def _database_url(default: str) -> str:
+    url = os.environ.get("DATABASE_URL", "").strip() or default
+    if url.startswith("postgres://"):  # Heroku's and libpq's spelling, which SQLAlchemy refuses
+        url = "postgresql://" + url.removeprefix("postgres://")
+    return url
 
 
 class Config:
@@ -19,7 +74,7 @@ class Config:
         env = os.environ
         self.INSTANCE_PATH = Path(str(overrides.pop("INSTANCE_PATH", _instance_path()))).resolve()
         default_db = f"sqlite:///{self.INSTANCE_PATH / 'backoffice.sqlite3'}"
-        self.SQLALCHEMY_DATABASE_URI = env.get("DATABASE_URL", default_db)
+        self.SQLALCHEMY_DATABASE_URI = _database_url(default_db)
         self.SECRET_KEY = env.get("SECRET_KEY", "")
         self.LEDGER_PATH = self.INSTANCE_PATH / "ledger"
         self.DOCUMENTS_PATH = self.INSTANCE_PATH / "documents"
@@ -31,9 +86,9 @@ class Config:
         # How often the books get a balance assertion per customer: daily (default), weekly
         # (Mondays) or monthly (the 1st). Daily costs ~10 s a year of load time for 1,000
         # accounts (benchmarks/README.md); reconciliation with the database runs on every check.
-        self.LEDGER_BALANCE_ASSERTIONS = env.get("LEDGER_BALANCE_ASSERTIONS", "daily")
+        self.LEDGER_BALANCE_ASSERTIONS = _choice("LEDGER_BALANCE_ASSERTIONS", "daily", ("daily", "weekly", "monthly"))
         self.SMSC_HOST = env.get("SMSC_HOST", "127.0.0.1")
-        self.SMSC_PORT = int(env.get("SMSC_PORT", "2775"))
+        self.SMSC_PORT = _int("SMSC_PORT", 2775, 1, 65535)
         self.SMSC_SYSTEM_ID = env.get("SMSC_SYSTEM_ID", "backoffice")
         self.SMSC_PASSWORD = env.get("SMSC_PASSWORD", "secret")
         # The dispatcher worker (issue #5): source address of accounts without a service code,
@@ -43,68 +98,76 @@ class Config:
         # SQLite durability of the worker's commits (NORMAL in WAL survives a process crash), and
         # the signature of the provider's own SMS notices.
         self.SMSC_DEFAULT_SOURCE = env.get("SMSC_DEFAULT_SOURCE", "10690000")
-        self.SMSC_MAX_TPS = float(env.get("SMSC_MAX_TPS", "0"))
+        self.SMSC_MAX_TPS = _float("SMSC_MAX_TPS", 0.0)
         # How the SMSC's receipt ids relate to its submit_sm_resp ids: auto (the same, else a
         # hex/decimal reading once the receipt cannot be early), same, decimal or hex (README).
         self.SMSC_RECEIPT_ID_FORMAT = env.get("SMSC_RECEIPT_ID_FORMAT", "auto")
-        self.DISPATCH_WINDOW = int(env.get("DISPATCH_WINDOW", "10"))
-        self.DISPATCH_BATCH = int(env.get("DISPATCH_BATCH", "200"))
-        self.DISPATCH_LEASE_SECONDS = int(env.get("DISPATCH_LEASE_SECONDS", "300"))
+        self.DISPATCH_WINDOW = _int("DISPATCH_WINDOW", 10, 1)
+        self.DISPATCH_BATCH = _int("DISPATCH_BATCH", 200, 1)
+        self.DISPATCH_LEASE_SECONDS = _int("DISPATCH_LEASE_SECONDS", 300, 1)
         # A part on the wire when the link dropped is resent at most this many times; then its
         # message is refunded (an SMSC that drops the link on one message would get it for ever).
-        self.DISPATCH_RESEND_LIMIT = int(env.get("DISPATCH_RESEND_LIMIT", "3"))
-        self.DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS = float(env.get("DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS", "60"))
+        self.DISPATCH_RESEND_LIMIT = _int("DISPATCH_RESEND_LIMIT", 3)
+        self.DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS = _float("DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS", 60.0)
         self.DISPATCH_SQLITE_SYNCHRONOUS = env.get("DISPATCH_SQLITE_SYNCHRONOUS", "NORMAL")
         # PostgreSQL: how the worker's and the API intake's commits wait for the disk (README)
         self.DISPATCH_PG_SYNCHRONOUS_COMMIT = env.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", "off")
         self.INTAKE_PG_SYNCHRONOUS_COMMIT = env.get("INTAKE_PG_SYNCHRONOUS_COMMIT", "off")
         # When the operations page and `dispatch status` call something a problem (README)
-        self.DISPATCH_ALERT_SILENT_SECONDS = int(env.get("DISPATCH_ALERT_SILENT_SECONDS", "60"))
-        self.DISPATCH_ALERT_LINK_DOWN_SECONDS = int(env.get("DISPATCH_ALERT_LINK_DOWN_SECONDS", "120"))
-        self.DISPATCH_ALERT_QUEUE_MINUTES = int(env.get("DISPATCH_ALERT_QUEUE_MINUTES", "10"))
+        self.DISPATCH_ALERT_SILENT_SECONDS = _int("DISPATCH_ALERT_SILENT_SECONDS", 60)
+        self.DISPATCH_ALERT_LINK_DOWN_SECONDS = _int("DISPATCH_ALERT_LINK_DOWN_SECONDS", 120)
+        self.DISPATCH_ALERT_QUEUE_MINUTES = _int("DISPATCH_ALERT_QUEUE_MINUTES", 10)
         self.NOTICE_SMS_SIGNATURE = env.get("NOTICE_SMS_SIGNATURE", "短信平台")
         # Status reports list a change once it is this old: a change stamped before its transaction
         # committed (a turn waiting for the write lock) is never behind a client's cursor.
-        self.STATUS_REPORT_SETTLE_SECONDS = float(env.get("STATUS_REPORT_SETTLE_SECONDS", "5"))
+        self.STATUS_REPORT_SETTLE_SECONDS = _float("STATUS_REPORT_SETTLE_SECONDS", 5.0)
         # A login session lasts a working day: its cookie is refused after this (a logout ends it sooner).
-        self.PERMANENT_SESSION_LIFETIME = timedelta(hours=float(env.get("SESSION_HOURS", "12")))
+        self.PERMANENT_SESSION_LIFETIME = timedelta(hours=_float("SESSION_HOURS", 12.0))
         # Failed logins: this many for one login (or LOGIN_MAX_FAILURES_PER_ADDRESS from one address)
         # within LOGIN_LOCK_MINUTES, and its logins are refused until the oldest of them is that old
-        self.LOGIN_MAX_FAILURES = int(env.get("LOGIN_MAX_FAILURES", "10"))
-        self.LOGIN_MAX_FAILURES_PER_ADDRESS = int(env.get("LOGIN_MAX_FAILURES_PER_ADDRESS", "100"))
-        self.LOGIN_LOCK_MINUTES = int(env.get("LOGIN_LOCK_MINUTES", "15"))
+        self.LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 10, 1)
+        self.LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 100, 1)
+        self.LOGIN_LOCK_MINUTES = _int("LOGIN_LOCK_MINUTES", 15)
         # Behind HTTPS (production): the session cookie is only sent over TLS. `make run` serves
         # plain HTTP on loopback, so it is off unless set.
         self.SESSION_COOKIE_SECURE = env.get("SESSION_COOKIE_SECURE", "").strip().lower() in ("1", "true", "yes", "on")
         self.SESSION_COOKIE_SAMESITE = "Lax"
         # Reverse proxies in front of gunicorn (nginx: 1) whose X-Forwarded-For/-Proto are trusted:
         # the client's own address then counts failed logins, not the proxy's (0: none trusted)
-        self.PROXY_HOPS = int(env.get("PROXY_HOPS", "0"))
+        self.PROXY_HOPS = _int("PROXY_HOPS", 0)
         self.SMTP_HOST = env.get("SMTP_HOST", "")
-        self.SMTP_PORT = int(env.get("SMTP_PORT", "25"))
+        self.SMTP_PORT = _int("SMTP_PORT", 25, 1, 65535)
         self.SMTP_USER = env.get("SMTP_USER", "")
         self.SMTP_PASSWORD = env.get("SMTP_PASSWORD", "")
         # ssl (implicit TLS, port 465), starttls (TLS when offered; a password only over TLS),
         # none (plain; a password in clear, for a server on loopback). Default: ssl on 465.
-        self.SMTP_SECURITY = env.get("SMTP_SECURITY", "")
+        self.SMTP_SECURITY = _choice("SMTP_SECURITY", "", ("", "ssl", "starttls", "none"))
         self.MAIL_FROM = env.get("MAIL_FROM", "noreply@localhost")
         # Receipts above this amount (元) need two different finance users (four-eyes).
-        self.FOUR_EYES_THRESHOLD = Decimal(env.get("FOUR_EYES_THRESHOLD", "50000.00"))
-        self.VOUCHER_MAX_BYTES = int(env.get("VOUCHER_MAX_BYTES", str(5 * 1024 * 1024)))
+        self.FOUR_EYES_THRESHOLD = _decimal("FOUR_EYES_THRESHOLD", "50000.00")
+        self.VOUCHER_MAX_BYTES = _int("VOUCHER_MAX_BYTES", 5 * 1024 * 1024, 1)
         # The provider's receiving bank when a contract does not name one (books: Assets:Bank:<code>).
-        self.RECEIVING_BANK = env.get("RECEIVING_BANK", "CMB")
+        self.RECEIVING_BANK = _setting(
+            "RECEIVING_BANK",
+            "CMB",
+            str.upper,
+            "应为 2–16 位大写字母或数字、以字母开头的银行代码（如 CMB）",
+            re.compile(r"[A-Z][A-Z0-9]{1,15}").fullmatch,
+        )
         # Intake of messages (issue 5): parts per message, recipients per request, longest run of
         # consecutive numbers (号码段群发), violations before the blacklist, burst the rate limiter
         # tolerates (seconds of the account's rate), how long a queued message stays valid, and
         # the replies that unsubscribe a number.
-        self.MAX_SEGMENTS = int(env.get("MAX_SEGMENTS", "6"))
-        self.MAX_RECIPIENTS = int(env.get("MAX_RECIPIENTS", "1000"))
-        self.MAX_CONSECUTIVE_NUMBERS = int(env.get("MAX_CONSECUTIVE_NUMBERS", "10"))
-        self.BLACKLIST_AFTER_VIOLATIONS = int(env.get("BLACKLIST_AFTER_VIOLATIONS", "3"))
-        self.RATE_BURST_SECONDS = int(env.get("RATE_BURST_SECONDS", "10"))
-        self.MESSAGE_VALIDITY_HOURS = int(env.get("MESSAGE_VALIDITY_HOURS", "48"))
+        self.MAX_SEGMENTS = _int("MAX_SEGMENTS", 6, 1)
+        self.MAX_RECIPIENTS = _int("MAX_RECIPIENTS", 1000, 1)
+        self.MAX_CONSECUTIVE_NUMBERS = _int("MAX_CONSECUTIVE_NUMBERS", 10, 1)
+        self.BLACKLIST_AFTER_VIOLATIONS = _int("BLACKLIST_AFTER_VIOLATIONS", 3)
+        self.RATE_BURST_SECONDS = _int("RATE_BURST_SECONDS", 10)
+        self.MESSAGE_VALIDITY_HOURS = _int("MESSAGE_VALIDITY_HOURS", 48, 1)
         self.UNSUBSCRIBE_WORDS = env.get("UNSUBSCRIBE_WORDS", "TD,退订,R,拒收")
-        self.MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+        # Room for the largest voucher and the form around it (a review: a fixed 16 MiB refused
+        # a 17 MiB voucher VOUCHER_MAX_BYTES allowed).
+        self.MAX_CONTENT_LENGTH = max(16 * 1024 * 1024, self.VOUCHER_MAX_BYTES + 1024 * 1024)
         self.WTF_CSRF_TIME_LIMIT = None
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {}
         self.BABEL_DEFAULT_LOCALE = "zh_CN"

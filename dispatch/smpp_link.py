@@ -920,6 +920,8 @@ class LinkConfig:
     drain_timeout: float = 5.0
 
     def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:  # a socket takes 99999 as 99999 % 65536 (found by a review)
+            raise ValueError(f"port must be 1–65535, not {self.port}")
         if self.window < 1:
             raise ValueError("window must be at least 1")
         if self.max_tps is not None and self.max_tps <= 0:
