@@ -1,5 +1,6 @@
-"""Migrations on PostgreSQL: the concurrent index build of f1d7c3a9e5b2 (found by a review: an
-interrupted build left an INVALID index that the re-run took for done)."""
+"""Migrations on PostgreSQL: the concurrent index builds of f2b7d9e1c3a4, b9d3f5a7c1e8 and
+f1d7c3a9e5b2 (found by reviews: an interrupted build left an INVALID index that the re-run took
+for done, or failed on for good)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,38 @@ import sqlalchemy as sa
 
 from backoffice import create_app
 from backoffice.extensions import db
+from tests.backoffice.test_migrations import schema_differences
 from tests.conftest import app_config
 
 pytestmark = pytest.mark.postgresql
 
+#: Every revision that builds an index CONCURRENTLY, by the revision before it and the index.
+CONCURRENT_BUILDS = [
+    ("e6a2c4d8f0b1", "ix_message_parts_smsc_message_id_id"),  # f2b7d9e1c3a4
+    ("a7c1e9f3b5d2", "ix_messages_recipient_account"),  # b9d3f5a7c1e8
+    ("e9c5a1d7b3f8", "ix_messages_account_id_id"),  # f1d7c3a9e5b2
+]
 
+
+def index_valid(connection: sa.Connection, name: str) -> bool | None:
+    """Whether the index is valid (None: there is none)."""
+    return connection.exec_driver_sql(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %(name)s", {"name": name}
+    ).scalar()
+
+
+@pytest.mark.parametrize(("before", "index"), CONCURRENT_BUILDS)
 def test_an_index_left_invalid_by_an_interrupted_concurrent_build_is_built_again(
-    tmp_path: Path, signing_files: tuple, postgresql_url: str
+    tmp_path: Path, signing_files: tuple, postgresql_url: str, before: str, index: str
 ) -> None:
     """CREATE INDEX CONCURRENTLY that fails (cancelled, lock_timeout, deadlock, the deploy killed)
-    leaves an INVALID index behind and the revision unrecorded; the re-run's IF NOT EXISTS skips it,
-    records the revision, and the index stays invalid for good (never used, still written)."""
+    leaves an INVALID index behind and the revision unrecorded; the re-run's IF NOT EXISTS skipped it,
+    recorded the revision, and the index stayed invalid for good (never used, still written); the
+    re-run of f2b7d9e1c3a4 and b9d3f5a7c1e8, without IF NOT EXISTS, failed with DuplicateTable for
+    good (found by a review)."""
     app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
     runner = app.test_cli_runner()
-    assert runner.invoke(args=["db", "upgrade", "e9c5a1d7b3f8"]).exit_code == 0
+    assert runner.invoke(args=["db", "upgrade", before]).exit_code == 0
     blocking = sa.create_engine(postgresql_url)
     blocker = blocking.connect()  # a long report: REPEATABLE READ, a snapshot held
     blocker.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -51,12 +70,45 @@ def test_an_index_left_invalid_by_an_interrupted_concurrent_build_is_built_again
     blocker.rollback()
     blocker.close()
     blocking.dispose()
+    with app.app_context():
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == before
+            assert index_valid(connection, index) is False  # what the cancelled build left
+        db.engine.dispose()
     result = runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, (result.output, result.exception)
     with app.app_context():
         with db.engine.connect() as connection:
-            valid = connection.exec_driver_sql(
-                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_messages_account_id_id'::regclass"
-            ).scalar()
+            valid = index_valid(connection, index)
+        assert schema_differences(db.engine) == []
         db.engine.dispose()
-    assert valid, "the upgrade succeeded and left ix_messages_account_id_id INVALID"
+    assert valid, f"the upgrade succeeded and left {index} INVALID"
+
+
+@pytest.mark.parametrize(
+    ("before", "table", "new", "columns", "old"),
+    [
+        ("e6a2c4d8f0b1", "message_parts", "ix_message_parts_smsc_message_id_id", "smsc_message_id, id", "ix_message_parts_smsc_message_id"),
+        ("a7c1e9f3b5d2", "messages", "ix_messages_recipient_account", "recipient, account_id, accepted_at", "ix_messages_recipient"),
+    ],
+)
+def test_a_run_stopped_after_an_index_replaced_another_finishes_when_run_again(
+    tmp_path: Path, signing_files: tuple, postgresql_url: str, before: str, table: str, new: str, columns: str, old: str
+) -> None:
+    """The concurrent build and drop commit one by one, outside the transaction that records the
+    revision: a run killed after the drop left the new index and no old one, and the re-run failed
+    for good on the drop (found by a review)."""
+    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", before]).exit_code == 0
+    with app.app_context():
+        with db.engine.connect() as connection:  # what the killed run had done
+            connection.exec_driver_sql(f"CREATE INDEX {new} ON {table} ({columns})")
+            connection.exec_driver_sql(f"DROP INDEX {old}")
+            connection.commit()
+        db.engine.dispose()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    with app.app_context():
+        assert schema_differences(db.engine) == []
+        db.engine.dispose()

@@ -8,6 +8,7 @@ Revises: a7c1e9f3b5d2
 Create Date: 2026-12-06 20:40:00.000000
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 # revision identifiers, used by Alembic.
@@ -24,8 +25,18 @@ def upgrade():
         # Without blocking intake's inserts while it builds (a large table): CONCURRENTLY runs
         # outside a transaction.
         with op.get_context().autocommit_block():
-            op.create_index(NEW, "messages", ["recipient", "account_id", "accepted_at"], postgresql_concurrently=True)
-            op.drop_index(OLD, table_name="messages", postgresql_concurrently=True)
+            # A concurrent build that was interrupted leaves the index INVALID (kept up to date,
+            # never read) and the revision unrecorded: build it again rather than fail on it or
+            # take it for done (as f1d7c3a9e5b2). The old index may be gone already if the run was
+            # stopped between the drop and the revision's record.
+            invalid = op.get_bind().execute(
+                sa.text("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name AND NOT i.indisvalid"),
+                {"name": NEW},
+            )
+            if invalid.first() is not None:
+                op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {NEW}")
+            op.create_index(NEW, "messages", ["recipient", "account_id", "accepted_at"], postgresql_concurrently=True, if_not_exists=True)
+            op.drop_index(OLD, table_name="messages", postgresql_concurrently=True, if_exists=True)
         return
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index(NEW, ["recipient", "account_id", "accepted_at"], unique=False)
