@@ -105,7 +105,15 @@ def run_migrations_online():
             connection.commit()
             if broken_before:
                 logger.warning("foreign keys already broken before the migrations: %s", sorted(broken_before)[:10])
+            # One transaction for the whole run, so that a failed check undoes every migration and
+            # its record: Alembic takes SQLite's DDL for non-transactional and commits after each
+            # migration unless the transaction is the caller's, and pysqlite begins none before
+            # DDL. SQLite's DDL is transactional; IMMEDIATE takes the write lock at once, as
+            # services.sql.begin_snapshot does (pysqlite then begins nothing itself).
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
+            if sqlite:  # (what the log says; the transaction being ours, Alembic begins and commits none)
+                conf_args = {**conf_args, "transactional_ddl": True}
             context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
             with context.begin_transaction():
@@ -114,6 +122,8 @@ def run_migrations_online():
                     broken = {tuple(row) for row in connection.exec_driver_sql("PRAGMA foreign_key_check")} - broken_before
                     if broken:
                         raise RuntimeError(f"the migrations broke foreign keys: {sorted(broken)[:10]}")
+            if sqlite:
+                connection.commit()
         finally:
             if sqlite:
                 connection.rollback()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from backoffice import create_app
+from backoffice import MIGRATIONS, create_app
 from backoffice.models import Base, SendLog
 from tests.conftest import FIXED_NOW, app_config, sample, write_json
 
@@ -20,6 +21,18 @@ def schema_differences(engine: sa.Engine) -> list:
     """How the database's schema differs from the models (Alembic's autogenerate comparison)."""
     with engine.connect() as connection:
         return compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+
+
+def head_revision() -> str:
+    """The revision `flask db upgrade` ends at."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    scripts = AlembicConfig()
+    scripts.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(scripts).get_current_head()
+    assert head is not None
+    return head
 
 
 def test_upgrade_then_issue_from_the_command_line(tmp_path: Path, signing_files: tuple) -> None:
@@ -170,14 +183,49 @@ def test_a_reference_broken_before_the_migrations_does_not_fail_them(tmp_path: P
         result = runner.invoke(args=["db", "upgrade"])
         assert result.exit_code == 0, (result.output, result.exception)
     with app.app_context():
-        from alembic.config import Config as AlembicConfig
-        from alembic.script import ScriptDirectory
-
-        from backoffice import MIGRATIONS
-
-        scripts = AlembicConfig()
-        scripts.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(scripts).get_current_head()
-        assert db.session.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head
+        assert db.session.connection().exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
         db.session.remove()
+        db.engine.dispose()
+
+
+BREAKS_A_REFERENCE = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0bad0bad0bad"
+down_revision = "{head}"
+
+
+def upgrade():
+    op.add_column("login_failures", sa.Column("probe", sa.Integer()))
+    op.execute("INSERT INTO message_parts (message_id, seq, total, resent) VALUES (999999, 1, 1, 0)")
+
+
+def downgrade():
+    pass
+"""
+
+
+def test_migrations_that_break_a_reference_leave_the_database_as_it_was(tmp_path: Path, signing_files: tuple) -> None:
+    """The check of foreign keys after the migrations fails the run and undoes all of it: on SQLite
+    Alembic committed each migration as it ran, so the failed run stayed applied and recorded, and
+    the next `db upgrade` passed with a warning (found by a review). A revision added after the
+    head adds a column and a message part of no message."""
+    from backoffice.extensions import db
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
+    (migrations / "versions" / "0bad0bad0bad_breaks_a_reference.py").write_text(BREAKS_A_REFERENCE.format(head=head_revision()))
+    app = create_app(app_config(tmp_path / "instance", signing_files))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    for _ in range(2):  # and again: still nothing applied
+        result = runner.invoke(args=["db", "upgrade", "--directory", str(migrations)])
+        assert result.exit_code != 0 and "Error: the migrations broke foreign keys" in result.output, result.output
+        with app.app_context(), db.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+            assert "probe" not in {column["name"] for column in sa.inspect(connection).get_columns("login_failures")}
+            assert connection.exec_driver_sql("SELECT count(*) FROM message_parts").scalar() == 0
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with app.app_context():
         db.engine.dispose()
