@@ -31,8 +31,10 @@ class EnterpriseAccount(Base):
     # Spendable prepaid credit; equals Liabilities:Prepaid:<code> in the books.
     balance: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     # Credit contracted but not yet paid (not spendable) and what the customer owes for it.
-    contracted_credit: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
-    receivable: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    # The database's default of 0 dates from 1af4d809f59b, which added them to existing rows; the
+    # model says it too, so that create_all builds what the migrations do (a raw INSERT owes nothing).
+    contracted_credit: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
+    receivable: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
     price_per_message: Mapped[Decimal] = mapped_column(Money)
     sms_signature: Mapped[str | None] = mapped_column(sa.String(32))
     service_code: Mapped[str | None] = mapped_column(sa.String(32))
