@@ -4,6 +4,7 @@ from logging.config import fileConfig
 from flask import current_app
 
 from alembic import context
+from alembic.util import CommandError
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -60,6 +61,13 @@ def run_migrations_offline():
     script output.
 
     """
+    if get_engine().dialect.name == "sqlite":
+        # Alembic's batch mode rebuilds a SQLite table from the table it reads in the database,
+        # which a script cannot do: say so before any SQL, rather than fail at the first rebuild.
+        raise CommandError(
+            "--sql (offline) works on PostgreSQL only: on SQLite the migrations rebuild tables from the "
+            "database itself. Run `flask db upgrade` (on a copy of the database, to try it first)."
+        )
     url = config.get_main_option("sqlalchemy.url")
     context.configure(url=url, target_metadata=get_metadata(), literal_binds=True)
 

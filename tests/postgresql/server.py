@@ -117,3 +117,17 @@ def create_database(server_url: str, name: str) -> str:
 def drop_database(server_url: str, name: str) -> None:
     with psycopg.connect(_admin(server_url), autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_script(database_url: str, script: str) -> subprocess.CompletedProcess[str]:
+    """Run an SQL script on a database (a URL of `create_database`) as an operator would, with
+    psql, stopping at its first error: a script of `flask db upgrade --sql` builds indexes
+    CONCURRENTLY, each a statement of its own outside a transaction, as psql sends them."""
+    return subprocess.run(
+        [str(_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", database_url.replace("postgresql+psycopg://", "postgresql://")],
+        input=script,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PGCLIENTENCODING": "UTF8"},
+    )

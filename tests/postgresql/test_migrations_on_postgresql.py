@@ -5,15 +5,20 @@ for done, or failed on for good)."""
 from __future__ import annotations
 
 import threading
+from datetime import date
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from flask.testing import FlaskCliRunner
 
 from backoffice import create_app
 from backoffice.extensions import db
-from tests.backoffice.test_migrations import schema_differences
-from tests.conftest import app_config
+from backoffice.models import Contract, Receipt
+from backoffice.services.templates import get_template
+from tests.backoffice.test_migrations import head_revision, schema_differences
+from tests.conftest import app_config, make_contract
+from tests.postgresql.server import run_script
 
 pytestmark = pytest.mark.postgresql
 
@@ -111,4 +116,85 @@ def test_a_run_stopped_after_an_index_replaced_another_finishes_when_run_again(
     assert result.exit_code == 0, (result.output, result.exception)
     with app.app_context():
         assert schema_differences(db.engine) == []
+        db.engine.dispose()
+
+
+def upgrade_script(runner: FlaskCliRunner, *revisions: str) -> str:
+    """The SQL of `flask db upgrade --sql [revisions]`, which must succeed."""
+    result = runner.invoke(args=["db", "upgrade", "--sql", *revisions])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def downgrade_script(runner: FlaskCliRunner, revisions: str) -> str:
+    """The SQL of `flask db downgrade --sql revisions`, which must succeed."""
+    result = runner.invoke(args=["db", "downgrade", "--sql", revisions])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def test_the_sql_of_an_offline_upgrade_builds_the_models(tmp_path: Path, signing_files: tuple, postgresql_url: str) -> None:
+    """`flask db upgrade --sql` writes the script through to the head, and psql running it on an
+    empty database builds what the models declare (and the downgrade's script takes it all down
+    again). From a review: the migrations that read the database (a check, a backfill, the state
+    of an index) failed offline with a traceback."""
+    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
+    script = upgrade_script(app.test_cli_runner())
+    assert f"UPDATE alembic_version SET version_num='{head_revision()}'" in script
+    ran = run_script(postgresql_url, script)
+    assert ran.returncode == 0, ran.stderr
+    with app.app_context():
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+        assert schema_differences(db.engine) == []
+        db.engine.dispose()
+    ran = run_script(postgresql_url, downgrade_script(app.test_cli_runner(), f"{head_revision()}:base"))
+    assert ran.returncode == 0, ran.stderr
+    with app.app_context():
+        assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        db.engine.dispose()
+
+
+def test_an_offline_upgrade_gives_contracts_the_bank_they_printed(tmp_path: Path, signing_files: tuple, postgresql_url: str) -> None:
+    """The backfill of e8c2a4b6d1f3, offline: the script gives a contract issued before it the bank
+    of its template's details, as the online upgrade does."""
+    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "d5f1b3a7c9e2"]).exit_code == 0
+    with app.app_context():
+        issued = make_contract(app, "gateway_api_partner")
+        issued.contract.terms = {k: v for k, v in issued.contract.terms.items() if not k.startswith("provider_bank")}
+        db.session.commit()
+        db.session.remove()
+    ran = run_script(postgresql_url, upgrade_script(runner, "d5f1b3a7c9e2:e8c2a4b6d1f3"))
+    assert ran.returncode == 0, ran.stderr
+    with app.app_context():
+        terms = db.session.scalar(sa.select(Contract.terms))
+        provider = get_template("gateway_api_partner").provider
+        assert (terms["provider_bank_name"], terms["provider_bank_account"]) == (provider["bank_name"], provider["bank_account"])
+        assert terms["provider_bank_name"]  # a real bank, not the empty one of a template without details
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_an_offline_upgrade_refuses_a_bank_reference_live_twice(tmp_path: Path, signing_files: tuple, postgresql_url: str) -> None:
+    """The check of a7c1e9f3b5d2, offline: the script stops before the unique index, naming the
+    reference, as the online upgrade does."""
+    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "f2b7d9e1c3a4"]).exit_code == 0
+    with app.app_context():
+        account_id = make_contract(app, "gateway_api_partner").contract.account_id
+        receipt = {"account_id": account_id, "amount": 100, "paid_on": date(2026, 11, 20), "payer_name": "付款人",
+                   "bank_reference": "TWICE-1", "status": "pending", "recorded_by": "finance"}  # fmt: skip
+        db.session.execute(sa.insert(Receipt.__table__), [{**receipt, "bank": "icbc"}, {**receipt, "bank": "cmb"}])
+        db.session.commit()
+        db.session.remove()
+    ran = run_script(postgresql_url, upgrade_script(runner, "f2b7d9e1c3a4:a7c1e9f3b5d2"))
+    assert (
+        ran.returncode != 0 and "bank references live in more than one receipt (reject or reverse all but one first): TWICE-1" in ran.stderr
+    )
+    with app.app_context():
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "f2b7d9e1c3a4"
         db.engine.dispose()

@@ -9,7 +9,7 @@ Create Date: 2026-12-06 20:40:00.000000
 """
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 # revision identifiers, used by Alembic.
 revision = "b9d3f5a7c1e8"
@@ -18,6 +18,19 @@ branch_labels = None
 depends_on = None
 
 NEW, OLD = "ix_messages_recipient_account", "ix_messages_recipient"
+
+
+def _invalid(index: str) -> bool:
+    """Whether the index is there INVALID (what an interrupted concurrent build leaves)."""
+    return (
+        op.get_bind()
+        .execute(
+            sa.text("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name AND NOT i.indisvalid"),
+            {"name": index},
+        )
+        .first()
+        is not None
+    )
 
 
 def upgrade():
@@ -29,11 +42,8 @@ def upgrade():
             # never read) and the revision unrecorded: build it again rather than fail on it or
             # take it for done (as f1d7c3a9e5b2). The old index may be gone already if the run was
             # stopped between the drop and the revision's record.
-            invalid = op.get_bind().execute(
-                sa.text("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name AND NOT i.indisvalid"),
-                {"name": NEW},
-            )
-            if invalid.first() is not None:
+            # (`--sql` has no database to ask: the script drops whatever an interrupted run left.)
+            if context.is_offline_mode() or _invalid(NEW):
                 op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {NEW}")
             op.create_index(NEW, "messages", ["recipient", "account_id", "accepted_at"], postgresql_concurrently=True, if_not_exists=True)
             op.drop_index(OLD, table_name="messages", postgresql_concurrently=True, if_exists=True)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 # revision identifiers, used by Alembic.
 revision = "e8c2a4b6d1f3"
@@ -32,6 +32,19 @@ def _template_bank(template_id: str) -> dict[str, str]:
 
 
 def upgrade():
+    if context.is_offline_mode():
+        # `--sql` (PostgreSQL only, see env.py) has no rows to read: the script gives each
+        # template's contracts that bank itself, as below (terms are json, edited as jsonb).
+        for template in sorted(path.parent.name for path in TEMPLATES.glob("*/template.json")):
+            if bank := _template_bank(template):
+                op.execute(
+                    sa.text(
+                        "UPDATE contracts SET terms = (CASE WHEN json_typeof(terms) = 'object' THEN terms::jsonb ELSE '{}'::jsonb END"
+                        " || CAST(:bank AS jsonb))::json"
+                        " WHERE template_id = :template AND NOT (json_typeof(terms) = 'object' AND terms::jsonb ? 'provider_bank_name')"
+                    ).bindparams(bank=json.dumps(bank, ensure_ascii=False), template=template)
+                )
+        return
     bind = op.get_bind()
     banks: dict[str, dict[str, str]] = {}
     for row in bind.execute(sa.select(CONTRACTS.c.id, CONTRACTS.c.template_id, CONTRACTS.c.terms)).all():
