@@ -26,6 +26,7 @@ MANIFEST = ".manifest.json"
 OPENING = date.fromisoformat(chart.OPENING_DATE)
 _EVENT_ID = re.compile(r'^\s+event_id: "([^"]+)"', re.MULTILINE)
 _OPEN = re.compile(r"^\d{4}-\d\d-\d\d open (\S+)", re.MULTILINE)
+_MONTH_NAME = re.compile(r"\d{4}/\d{4}-\d\d\.beancount")
 
 
 class LedgerWriteError(RuntimeError):
@@ -128,6 +129,13 @@ class Books:
     def included_months(self) -> list[str]:
         return re.findall(r'^include "(\d{4}/[^"]+)"', self._read(MAIN), re.MULTILINE)
 
+    def _months_left_out(self) -> set[str]:
+        """Month files this writer wrote that `main.beancount` does not include: a write that
+        died between a new month's file and main's include. The ids in them count as posted (a
+        retry skips them), so they must be included, or their events are lost from the books."""
+        included = set(self.included_months())
+        return {name for name in self.manifest() if _MONTH_NAME.fullmatch(name) and name not in included and (self.root / name).exists()}
+
     def posted_event_ids(self) -> set[str]:
         """Every event id already in the books (scans the month files)."""
         ids: set[str] = set()
@@ -176,9 +184,8 @@ class Books:
                         new_opens.append(data.Open(meta, OPENING, account, [chart.CURRENCY], None))
             months.setdefault(name, []).extend(entries)
             posted.append(event.event_id)
-        if not posted:
-            return []
-        self._write(months, new_opens)
+        if posted or self._months_left_out():
+            self._write(months, new_opens)
         return posted
 
     def _write(self, months: dict[str, list[data.Directive]], opens: list[data.Open]) -> None:
@@ -195,12 +202,14 @@ class Books:
         for name, chunk in chunks.items():
             new_text[name] = self._read(name) + chunk
         included = set(self.included_months())
-        if set(chunks) - included:
+        if wanted := (set(chunks) | self._months_left_out()) - included:
             header = self._read(MAIN).split('include "', 1)[0]
-            all_months = sorted(included | set(chunks))
+            all_months = sorted(included | wanted)
             new_text[MAIN] = header + f'include "{ACCOUNTS}"\n' + "".join(f'include "{m}"\n' for m in all_months)
         # Order matters for a crash: accounts first, then months, then the includes in main.
-        # A crash in between leaves opened-but-unused accounts or an un-included file: both valid.
+        # A crash in between leaves opened-but-unused accounts (valid) or a month file main does
+        # not include yet: valid too, but its ids already count as posted, so the next write
+        # (the retry, even with nothing new) includes it; see `_months_left_out`.
         manifest = self.manifest()
         digests = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in new_text.items()}
         for name, digest in digests.items():

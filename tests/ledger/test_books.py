@@ -148,6 +148,29 @@ def test_failed_writes_of_a_month_leave_books_that_take_the_next_posting(
     assert check_books(tmp_path / MAIN) == []
 
 
+def test_a_new_month_written_without_its_include_in_main_is_included_by_the_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the disk filled up after December's file was written but before main
+    included it; the retry found the id in that file, skipped it and wrote nothing, so the event
+    was called posted and missing from the books while the checker passed."""
+    books = Books(tmp_path)
+    books.post([credit("nov", day=date(2026, 11, 30))])
+    write = books_module._atomic_write
+
+    def disk_full_for_main(path: Path, text: str) -> None:
+        if path.name == MAIN:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, text)
+
+    monkeypatch.setattr(books_module, "_atomic_write", disk_full_for_main)
+    with pytest.raises(OSError):
+        books.post([credit("dec", code="E000002", day=date(2026, 12, 1))])
+    monkeypatch.setattr(books_module, "_atomic_write", write)
+    assert books.post([credit("dec", code="E000002", day=date(2026, 12, 1))]) == []  # already in December's file
+    assert books.included_months() == ["2026/2026-11.beancount", "2026/2026-12.beancount"]
+    assert check_books(tmp_path / MAIN) == []
+    assert ledger_balances(tmp_path / MAIN)["Assets:Receivable:E000002"] == Decimal("1750.00")
+
+
 def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
     """Closed months (cached) + the latest month (carried forward) find what one load finds."""
     from beancount import loader
