@@ -495,32 +495,41 @@ def ledger_rebuild(replace: bool) -> None:
     import shutil
     import tempfile
 
+    import ledger
     from backoffice.services.bookkeeping import rebuild_books
 
     root = Path(current_app.config["LEDGER_PATH"])
     staging = Path(tempfile.mkdtemp(prefix="ledger-rebuild-", dir=root.parent))
-    count = rebuild_books(db.session, staging)
-    differing = []
-    names = {
-        p.relative_to(d).as_posix()
-        for d in (root, staging)
-        if d.exists()
-        for p in d.rglob("*.beancount")
-        if not any(part.startswith(".") for part in p.relative_to(d).parts)  # the checker's work files
-    }
-    for name in sorted(names):
-        a, b = root / name, staging / name
-        if not (a.exists() and b.exists() and filecmp.cmp(a, b, shallow=False)):
-            differing.append(name)
+    replaced = False
+    # The books' lock from reading the events to the swap: an event posted in between went into
+    # the old folder (the backup) and was missing from the new books, called posted by the
+    # database (found by a review). A poster waiting for the lock writes into the new folder.
+    with ledger.Books(root).locked():
+        db.session.rollback()  # read the events in a snapshot taken under the lock
+        count = rebuild_books(db.session, staging)
+        differing = []
+        names = {
+            p.relative_to(d).as_posix()
+            for d in (root, staging)
+            if d.exists()
+            for p in d.rglob("*.beancount")
+            if not any(part.startswith(".") for part in p.relative_to(d).parts)  # the checker's work files
+        }
+        for name in sorted(names):
+            a, b = root / name, staging / name
+            if not (a.exists() and b.exists() and filecmp.cmp(a, b, shallow=False)):
+                differing.append(name)
+        if replace and differing:
+            backup = root.with_name(f"{root.name}.replaced-{utcnow():%Y%m%dT%H%M%S}")
+            if root.exists():
+                root.rename(backup)
+            staging.rename(root)
+            replaced = True
     click.echo(
         f"从 {count} 笔记账事件重建账簿："
         + ("与现有账簿完全一致" if not differing else f"{len(differing)} 个文件不同：{', '.join(differing)}")
     )
-    if replace and differing:
-        backup = root.with_name(f"{root.name}.replaced-{utcnow():%Y%m%dT%H%M%S}")
-        if root.exists():
-            root.rename(backup)
-        staging.rename(root)
+    if replaced:
         click.echo(f"已用重建的账簿替换；原账簿保存在 {backup}")
         # Check the new books at once: this also stores the month summaries, so the next check
         # (finance's, or the nightly one) does not pay for loading the whole year again.

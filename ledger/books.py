@@ -69,11 +69,18 @@ class Books:
         self.root = Path(root)
         self.main = self.root / MAIN
 
+    @property
+    def lock_file(self) -> Path:
+        """`.ledger.lock` beside the folder `ledger`, not in it: `ledger rebuild --replace`
+        renames the folder under the lock, and a writer waiting on a lock file inside the old
+        folder would hold a lock no later writer takes (found by a review)."""
+        return self.root.with_name(f".{self.root.name}.lock")
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Serialise writers across processes (flock on a lock file beside the books)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as lock:
+        with open(self.lock_file, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 # A temp file present while we hold the lock belongs to a writer that died.

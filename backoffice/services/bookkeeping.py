@@ -73,9 +73,11 @@ def post_pending(session: Session, books_root: Path) -> int:
 
 
 def rebuild_books(session: Session, target: Path) -> int:
-    """Write the books afresh under `target` from every posted event, in posting order."""
+    """Write the books afresh under `target`, a new folder of the caller's own, from every posted
+    event, in posting order. To replace the live books, hold their lock around this and the swap."""
     events = session.scalars(sa.select(LedgerEvent).where(LedgerEvent.posted_seq.is_not(None)).order_by(LedgerEvent.posted_seq)).all()
-    ledger.Books(target).post([as_ledger_event(e) for e in events])
+    # No writer but this one knows the folder: its lock would only leave a lock file behind.
+    ledger.Books(target).post_locked([as_ledger_event(e) for e in events])
     return len(events)
 
 

@@ -54,7 +54,7 @@ def snapshot(app: Flask) -> dict[str, Any]:
         and p.suffix not in (".sqlite3", ".sqlite3-wal", ".sqlite3-shm")
         and "-wal" not in p.name
         and "-shm" not in p.name
-        and p.name != ".lock"
+        and p.suffix != ".lock"
     }
     return {"counts": counts, "sequences": sequences, "files": files}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from sqlalchemy.orm import Session
 
+import backoffice.services.bookkeeping as bookkeeping
 import ledger.query
 from backoffice.clock import set_clock
 from backoffice.errors import Conflict, NotFound, ValidationFailed
@@ -200,6 +203,52 @@ def test_rebuild_reproduces_the_books_byte_for_byte(app: Flask, runner: FlaskCli
     assert result.exit_code == 1 and "2026/2026-12.beancount" in result.output
     assert runner.invoke(args=["ledger", "rebuild", "--replace"]).exit_code == 0
     assert runner.invoke(args=["ledger", "check"]).exit_code == 0
+
+
+def test_a_receipt_posted_while_the_books_are_rebuilt_and_replaced_is_in_the_new_books(
+    app: Flask, runner: FlaskCliRunner, contract, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: `ledger rebuild --replace` took no lock, so a receipt posted between its
+    read of the events and the swap went into the old folder, kept as the backup: missing from
+    the new books, posted according to the database."""
+    code = contract.contract.account.code
+    settle(app)
+    # Books to replace: an event marked posted that they lack (a write lost to a crash).
+    db.session.execute(sa.update(LedgerEvent).values(posted_seq=LedgerEvent.posted_seq + 100))
+    credit_receipt(db.session, account_code=code, amount=Decimal("100.00"), bank="CMB", bank_ref="LOST", received_on=DAY, actor="finance")
+    db.session.flush()
+    db.session.execute(
+        sa.update(LedgerEvent).where(LedgerEvent.event_id == "receipt-CMB-LOST").values(posted_seq=1, posted_at=sa.func.current_timestamp())
+    )
+    db.session.commit()
+    engine, receipt_committed = db.engine, threading.Event()
+
+    def finance_confirms_a_receipt() -> None:  # in the web app, another process in production
+        with app.app_context(), Session(engine) as other:
+            credit_receipt(
+                other, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="MEANWHILE", received_on=DAY, actor="f"
+            )
+            other.commit()
+            receipt_committed.set()
+            post_pending(other, books(app))
+
+    finance = threading.Thread(target=finance_confirms_a_receipt)
+    real = bookkeeping.rebuild_books
+
+    def rebuild_while_finance_confirms_a_receipt(session: Session, target: Path) -> int:
+        count = real(session, target)
+        finance.start()
+        assert receipt_committed.wait(30)
+        finance.join(timeout=1)  # posted at once without the lock; with it, it waits for the swap
+        return count
+
+    monkeypatch.setattr(bookkeeping, "rebuild_books", rebuild_while_finance_confirms_a_receipt)
+    result = runner.invoke(args=["ledger", "rebuild", "--replace"])
+    finance.join(timeout=60)
+    assert result.exit_code == 0 and "已用重建的账簿替换" in result.output, result.output
+    db.session.expire_all()
+    report = check_and_reconcile(db.session, books(app))
+    assert report.ok, report
 
 
 def test_writer_refuses_books_edited_by_hand(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import threading
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -169,6 +170,25 @@ def test_a_new_month_written_without_its_include_in_main_is_included_by_the_retr
     assert books.included_months() == ["2026/2026-11.beancount", "2026/2026-12.beancount"]
     assert check_books(tmp_path / MAIN) == []
     assert ledger_balances(tmp_path / MAIN)["Assets:Receivable:E000002"] == Decimal("1750.00")
+
+
+def test_the_lock_still_holds_when_the_books_folder_is_replaced_under_it(tmp_path: Path) -> None:
+    """Found by a review: the lock file was inside the folder `ledger rebuild --replace` swaps for
+    the rebuilt one, so a writer coming after the swap took the new folder's lock file and wrote
+    while the rebuild still held the old one."""
+    root, rebuilt = tmp_path / "ledger", tmp_path / "rebuilt"
+    Books(root).post([credit("old")])
+    Books(rebuilt).post([credit("old")])
+    writer = threading.Thread(target=lambda: Books(root).post([credit("new", code="E000002")]))
+    with Books(root).locked():
+        root.rename(tmp_path / "backup")
+        rebuilt.rename(root)
+        writer.start()
+        writer.join(timeout=1)
+        assert writer.is_alive(), "wrote while the books were locked"
+    writer.join(timeout=30)
+    assert Books(root).posted_event_ids() == {"old", "new"}
+    assert Books(tmp_path / "backup").posted_event_ids() == {"old"}
 
 
 def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
