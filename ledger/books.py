@@ -77,14 +77,16 @@ class Books:
         return self.root.with_name(f".{self.root.name}.lock")
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Serialise writers across processes (flock on a lock file beside the books)."""
+    def locked(self, shared: bool = False) -> Iterator[None]:
+        """Serialise writers across processes (flock on a lock file beside the books); `shared`
+        for a reader that must see no write half done, alongside other readers. Blocks while
+        this process holds it already: flock counts each open of the file on its own."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.lock_file, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
-                # A temp file present while we hold the lock belongs to a writer that died.
-                for stale in self.root.rglob(".*.tmp"):
+                # A temp file present while we hold the lock alone belongs to a writer that died.
+                for stale in () if shared else self.root.rglob(".*.tmp"):
                     stale.unlink(missing_ok=True)
                 yield
             finally:

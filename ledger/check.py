@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beancount import loader
 from beancount.core import data
 
 from ledger.chart import CURRENCY, OPENING_DATE
 from ledger.events import posting_totals
+
+if TYPE_CHECKING:
+    from ledger.books import Books
 
 CHECK_DIR = ".check"  # generated load files and the month summaries; never part of the books
 SUMMARIES = "months.json"
@@ -81,13 +84,23 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
     the options and its opening balances: a month is checked again only when one of those
     changed (a back-dated event changes its month and the openings of all later ones). The
     latest month is always checked afresh. So a year costs one month's load on a routine day,
-    two after the month turns over, and the whole year only once, after a rebuild."""
+    two after the month turns over, and the whole year only once, after a rebuild.
+
+    Holds the books' lock shared: a write half done (the manifest read before it, a file hashed
+    after it) was reported as a file edited by hand (found by a review). Writers wait for it."""
     main = Path(main)
     if not main.exists():
         return [f"账簿文件不存在：{main}"], {}
-    from ledger.books import ACCOUNTS, Books
+    from ledger.books import Books
 
     books = Books(main.parent)
+    with books.locked(shared=True):
+        return _inspect(main, books)
+
+
+def _inspect(main: Path, books: Books) -> tuple[list[str], dict[str, Decimal]]:
+    from ledger.books import ACCOUNTS
+
     problems = books.tampered()
     months = books.included_months()
     if not months:

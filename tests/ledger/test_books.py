@@ -223,6 +223,29 @@ def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
     assert any("2026-11.beancount" in p and "balance" in p.lower() for p in problems)
 
 
+def test_a_check_running_while_the_writer_appends_reports_no_edit_by_hand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: the check read the manifest, a writer appended, and the check then hashed
+    the new file against the old manifest: "在记账程序之外被修改或删除", `ledger check` exit 1."""
+    from ledger.check import inspect_books
+
+    books = Books(tmp_path)
+    books.post([credit("nov", day=date(2026, 11, 2))])
+    real = books_module._digest
+    writer = threading.Thread(target=lambda: Books(tmp_path).post([credit("nov-2", code="E000002", day=date(2026, 11, 3))]))
+
+    def digest(path: Path) -> str:
+        if writer.ident is None:  # the check has read the manifest: a writer starts
+            writer.start()
+            writer.join(timeout=2)  # done at once without the lock; with it, waits for the check
+        return real(path)
+
+    monkeypatch.setattr(books_module, "_digest", digest)
+    problems, _ = inspect_books(tmp_path / MAIN)
+    writer.join(timeout=30)
+    assert problems == []
+    assert books.posted_event_ids() == {"nov", "nov-2"} and check_books(tmp_path / MAIN) == []
+
+
 def test_a_balance_assertion_catches_a_drift_of_one_unit(tmp_path: Path) -> None:
     """Found by a review: beancount infers a tolerance of 0.0001 from 4 decimal places, one unit
     of Money, so a drift of exactly that between the database and the books passed the checker."""
