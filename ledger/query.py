@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import beanquery
+from beancount import loader
 from beancount.core.inventory import Inventory
 
 
@@ -30,6 +31,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _connect(main: Path) -> beanquery.Connection:
+    """beanquery on the books as beancount's loader reads them; refused when they do not load.
+
+    Loaded here and handed over, not named in the DSN: beanquery parses `beancount:<path>` as a
+    URL, so a path with '#' or '?' was cut short and the query ran on no books at all, and
+    what the loader reported was dropped (found by a review)."""
+    # positional: (log_timings, extra_validations, encoding); no pickle cache, ever
+    entries, errors, options = loader._uncached_load_file(str(main), None, None, None)
+    if errors:
+        first = errors[0]
+        where = f"{first.source.get('filename', '?')}:{first.source.get('lineno', '?')}: " if first.source else ""
+        raise QueryError(f"账簿载入有 {len(errors)} 处错误，先用 ledger check 核对：{where}{first.message}")
+    return beanquery.connect("beancount:", entries=entries, errors=errors, options=options)
+
+
 #: The statements a finance user may run: reads of the books. beanquery also has CREATE TABLE …
 #: USING 'csv:<path>', which opens any file the server can read.
 READ_STATEMENTS = ("select", "balances", "journal", "print")
@@ -42,8 +58,9 @@ def run_query(main: Path, bql: str) -> QueryResult:
         raise QueryError("查询为空")
     if not re.match(rf"(?i)({'|'.join(READ_STATEMENTS)})\b", text):
         raise QueryError("只能运行查询语句：" + "、".join(s.upper() for s in READ_STATEMENTS))
+    connection = _connect(main)
     try:
-        cursor = beanquery.connect(f"beancount:{main}").execute(text)
+        cursor = connection.execute(text)
         columns = [c.name for c in cursor.description]
         rows = cursor.fetchall()
     except (beanquery.Error, beanquery.CompilationError, beanquery.ParseError) as exc:
@@ -54,8 +71,9 @@ def run_query(main: Path, bql: str) -> QueryResult:
 
 
 def account_totals(main: Path) -> dict[str, Decimal]:
-    """Balance of every account (CNY) from beanquery: the trial balance."""
-    cursor = beanquery.connect(f"beancount:{main}").execute("SELECT account, sum(number) AS total GROUP BY account ORDER BY account")
+    """Balance of every account (CNY) from beanquery: the trial balance; QueryError when the
+    books do not load."""
+    cursor = _connect(main).execute("SELECT account, sum(number) AS total GROUP BY account ORDER BY account")
     return {account: Decimal(total or 0) for account, total in cursor.fetchall()}
 
 

@@ -101,6 +101,32 @@ def test_checker_reports_a_hand_edited_file(tmp_path: Path) -> None:
     assert problems and any("balance" in p.lower() for p in problems)
 
 
+@pytest.mark.parametrize("folder", ["sms#2", "books?old"])
+def test_a_query_runs_on_books_whose_path_has_a_hash_or_a_question_mark(tmp_path: Path, folder: str) -> None:
+    """Found by a review: beanquery read `beancount:<path>` as a URL, cut the path at '#' or '?',
+    and answered every query with no rows (and a trial balance of nothing)."""
+    from ledger.query import account_totals, run_query
+
+    root = tmp_path / folder / "ledger"
+    Books(root).post([credit()])
+    rows = run_query(root / MAIN, "SELECT account, sum(number) AS total GROUP BY account ORDER BY account").rows
+    assert rows == [["Assets:Receivable:E000001", Decimal("1750.00")], ["Liabilities:Contracted:E000001", Decimal("-1750.00")]]
+    assert account_totals(root / MAIN)["Assets:Receivable:E000001"] == Decimal("1750.00")
+
+
+def test_a_query_on_books_that_do_not_load_is_refused_with_the_loaders_error(tmp_path: Path) -> None:
+    """Found by a review: what beancount's loader reported was dropped, and the query answered on
+    whatever part of the books it did read."""
+    from ledger.query import QueryError, account_totals, run_query
+
+    Books(tmp_path).post([credit()])
+    month = tmp_path / "2026" / "2026-11.beancount"
+    month.write_text(month.read_text(encoding="utf-8") + '\ninclude "2026-12.beancount"\n', encoding="utf-8")
+    for query in (lambda: run_query(tmp_path / MAIN, "SELECT account"), lambda: account_totals(tmp_path / MAIN)):
+        with pytest.raises(QueryError, match="账簿载入有 1 处错误.*2026-12.beancount"):
+            query()
+
+
 def test_reconcile_names_the_differing_account() -> None:
     diffs = ledger.reconcile(
         {"Liabilities:Prepaid:E1": Decimal("-10"), "Liabilities:Prepaid:E2": Decimal("0")}, {"Liabilities:Prepaid:E1": Decimal("-9.99")}
