@@ -230,7 +230,10 @@ def record_balance_assertions(session: Session, day: date) -> int:
         raise ValidationFailed({"date": f"余额断言的日期应在 {OPENING + timedelta(days=1)} 至今天（{local_today()}）之间：{day}"})
     # Balances, open running totals and later events as of one moment: a charge committed
     # between two of these reads would make the assertion wrong for good (found by a review).
-    begin_snapshot(session)
+    # A request reads the clock for its charge's day once it holds the write lock (SQLite) or
+    # its account's row (PostgreSQL): one that held it before midnight may charge the day
+    # before, so it must commit before the snapshot, which waits for it (found by a review).
+    begin_snapshot(session, after_row_locks_on=EnterpriseAccount.__table__)
     book_usage, unbooked_effect = usage.book_usage, usage.unbooked_effect
     book_usage(session, before=day)  # an assertion must never precede a charge booked later
     pending = unbooked_effect(session)  # what is left is dated `day` or later

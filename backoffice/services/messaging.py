@@ -12,7 +12,8 @@ Order of the work in `accept_messages`, and why:
    back, whatever happened since (not charged again);
 3. one read of what may have changed since the last request: the account (status, settings,
    balance), the sub-account, the API key (so a revoked key cannot send, whatever the API's key
-   cache says), the latest contract's id and the version of the keyword list;
+   cache says), the latest contract's id and the version of the keyword list; then the clock,
+   under the lock, for the time and the day of every charge;
 4. the account may send (403), signature (422), parts (422), forbidden keywords (422, with the
    contracts' fee, violation count, blacklist and penalty), unsubscribed recipients (skipped,
    free), 10-hour duplicates (flagged), the sending window (deferred), the account's rate (429);
@@ -871,13 +872,19 @@ def accept_request(
     checked again under the write lock. The caller commits."""
     settings = settings or SendingSettings()
     ref, requested_at, fingerprint = request.client_ref, request.requested_at, request.fingerprint
-    now = utcnow()
-    request_id = _open_request(session, sub_account, ref, fingerprint, request.source, now)
+    request_id = _open_request(session, sub_account, ref, fingerprint, request.source, utcnow())
     if request_id is None:  # a retry: this client_ref was used before (or a concurrent request committed first)
         existing = _find_request(session, sub_account.account_id, ref or "")
         assert existing is not None
         return _replay(existing, fingerprint, sub_account.id)
     state = _sender_state(session, sub_account.id, api_key_id)
+    # The clock is read once the request holds the write lock (SQLite: since the request row's
+    # INSERT; PostgreSQL: the account's row lock just taken), and the charge's day comes from it.
+    # Read before, a request that waited at midnight for `ledger assert-balances` of the new day
+    # charged the day before after that day's usage was booked and the assertion written: booked
+    # later, before the assertion's date, bean-check failed it for good (found by a review).
+    # `record_balance_assertions` waits for the requests holding a lock, which then commit first.
+    now = utcnow()
     if api_key_id is not None and not state.key_live:
         raise Unauthorized(KEY_REFUSED)
     account = state.account

@@ -73,10 +73,12 @@ def epoch_us(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
-def begin_snapshot(session: Session) -> None:
+def begin_snapshot(session: Session, *, after_row_locks_on: sa.Table | None = None) -> None:
     """Begin the session's next transaction as one snapshot of the database: every statement in
     it sees the same commits. For work that reads several tables and must see them as of one
     moment (the nightly balance assertions); it must come before the transaction's first statement.
+    `after_row_locks_on`: a table whose row locks (PostgreSQL) are waited for first, every row
+    locked FOR SHARE in id order and given back, so the transactions that held one commit first.
 
     PostgreSQL: REPEATABLE READ. SQLite: BEGIN IMMEDIATE, the write lock from the start (other
     writers wait for its commit). pysqlite begins no transaction before a SELECT, so each read was
@@ -89,6 +91,9 @@ def begin_snapshot(session: Session) -> None:
     if current.in_transaction():
         raise RuntimeError("begin_snapshot: the session's transaction has already begun")
     if dialect == "postgresql":
+        if after_row_locks_on is not None:
+            session.execute(sa.select(after_row_locks_on.c.id).order_by(after_row_locks_on.c.id).with_for_update(read=True)).all()
+            session.rollback()  # wrote nothing: gives the locks back
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     else:
         session.execute(sa.text("BEGIN IMMEDIATE"))  # (pysqlite then begins nothing itself; commit ends it)

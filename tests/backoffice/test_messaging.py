@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from backoffice.clock import set_clock
 from backoffice.errors import ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import EnterpriseAccount, LedgerEvent, Message, SendLog, SendRequest, SubAccount, UsageDay
-from backoffice.services.credit import InsufficientBalance, credit_receipt
+from backoffice.services.bookkeeping import check_and_reconcile, post_pending
+from backoffice.services.credit import InsufficientBalance, credit_receipt, record_balance_assertions
 from backoffice.services.message_queue import claim_batch, refund_messages_failed, release
 from backoffice.services.messaging import (
     ClientRefConflict,
@@ -35,6 +39,7 @@ from backoffice.services.messaging import (
     split_recipients,
 )
 from backoffice.services.send_log import verify_chain
+from backoffice.services.usage import book_usage
 from tests.conftest import FIXED_NOW, drop_send_log_guard, make_contract
 
 SIGNED = "【蓉城会员】您的验证码是 1234，5 分钟内有效。"
@@ -432,6 +437,76 @@ def test_a_request_that_straddles_midnight_is_charged_on_one_day(app: Flask, sen
     send(sender, "13800138000")
     day = db.session.scalar(sa.select(UsageDay.day).where(UsageDay.kind == "usage"))
     assert day == date(2026, 11, 23) and db.session.scalar(sa.select(Message.charged_on)) == day
+
+
+def test_a_request_that_waited_at_midnight_for_the_balance_assertions_charges_the_new_day(
+    app: Flask, sender: Sender, monkeypatch: Any
+) -> None:
+    """Found by a review: the request read the clock (23:59:59.9) before its first write, and
+    `ledger assert-balances` for the new day took the write lock first; the charge then went to
+    the day before, booked after the assertion as of midnight, which bean-check failed for good."""
+    import backoffice.services.messaging as messaging
+
+    moment = [datetime(2026, 11, 23, 15, 59, 59, 900000, tzinfo=UTC)]  # 23:59:59.9 in Beijing
+    set_clock(lambda: moment[0])
+    real = messaging._open_request
+
+    def assertions_of_the_new_day_first(*args: Any, **kwargs: Any) -> Any:
+        moment[0] = datetime(2026, 11, 23, 16, 0, 0, 50000, tzinfo=UTC)
+        with Session(db.engine) as finance:
+            record_balance_assertions(finance, date(2026, 11, 24))
+            finance.commit()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(messaging, "_open_request", assertions_of_the_new_day_first)
+    send(sender, "13800138000")
+    assert db.session.scalar(sa.select(UsageDay.day).where(UsageDay.kind == "usage")) == date(2026, 11, 24)
+    check_the_books_the_next_night(app)
+
+
+def test_the_balance_assertions_wait_for_a_request_that_read_the_clock_before_midnight(
+    app: Flask, sender: Sender, monkeypatch: Any
+) -> None:
+    """Found by a review, on PostgreSQL: a request holding its account's row lock since 23:59:59.9
+    charges that day; the assertions of the new day, begun meanwhile, did not see the charge,
+    booked afterwards before their date. They wait for the request now (on SQLite they always
+    did: their snapshot begins by taking the write lock)."""
+    import backoffice.services.messaging as messaging
+
+    moment = [datetime(2026, 11, 23, 15, 59, 59, 900000, tzinfo=UTC)]
+    set_clock(lambda: moment[0])
+    engine, real = db.engine, messaging._check_may_send
+
+    def assert_balances() -> None:
+        with app.app_context(), Session(engine) as finance:
+            record_balance_assertions(finance, date(2026, 11, 24))
+            finance.commit()
+
+    finance = threading.Thread(target=assert_balances)
+
+    def midnight_strikes(*args: Any) -> None:  # the request holds its lock and has read the clock
+        if finance.ident is None:
+            moment[0] = datetime(2026, 11, 23, 16, 0, 0, 50000, tzinfo=UTC)
+            finance.start()
+            finance.join(timeout=1)  # written at once if it does not wait for the request
+        real(*args)
+
+    monkeypatch.setattr(messaging, "_check_may_send", midnight_strikes)
+    send(sender, "13800138000")
+    finance.join(timeout=60)
+    assert not finance.is_alive()
+    assert db.session.scalar(sa.select(UsageDay.day).where(UsageDay.kind == "usage")) == date(2026, 11, 23)
+    check_the_books_the_next_night(app)
+
+
+def check_the_books_the_next_night(app: Flask) -> None:
+    """The next night's job books the usage; the books (with the midnight assertion) check."""
+    set_clock(lambda: datetime(2026, 11, 24, 16, 10, tzinfo=UTC))
+    book_usage(db.session, before=date(2026, 11, 25))
+    db.session.commit()
+    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+    report = check_and_reconcile(db.session, Path(app.config["LEDGER_PATH"]))
+    assert report.ok, report
 
 
 def test_outside_the_sending_window_messages_wait_for_0805(app: Flask) -> None:
