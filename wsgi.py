@@ -8,4 +8,5 @@ from backoffice.config import ConfigError
 try:
     app = create_app()
 except ConfigError as error:  # a setting named with what it should be, not a traceback
-    sys.exit(f"配置有误：{error}")
+    print(f"配置有误：{error}", file=sys.stderr)
+    sys.exit(4)  # gunicorn's "the application failed to load": it stops instead of booting workers for ever

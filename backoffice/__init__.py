@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, Map
 
-from backoffice.config import Config
+from backoffice.config import Config, ConfigError
 from backoffice.errors import DomainError
 from backoffice.extensions import csrf, db, login_manager, migrate
 from backoffice.services.sql import MAX_ID, MAX_INT_ID
@@ -28,35 +28,40 @@ log = logging.getLogger(__name__)
 
 def _secret_key(instance: Path) -> str:
     """SECRET_KEY from the environment, else the instance's stored key, made by the first process
-    that needs one (O_EXCL: the others read it). Found by a review: a process that found none used
-    a key of its own, so with two gunicorn workers most logins failed (each worker refused the
-    other's session and CSRF token). Several hosts need SECRET_KEY set (README)."""
+    that needs one. Found by a review: a process that found none used a key of its own, so with
+    two gunicorn workers most logins failed (each worker refused the other's session and CSRF
+    token). Several hosts need SECRET_KEY set (README). Written whole to a file of its own and
+    linked into place: the link fails if another process got there first, and no process ever
+    reads a key half written (a second review: one that died mid-write stopped every start)."""
     stored = instance / "secret_key"
-    for _ in range(50):
-        try:
-            key = stored.read_text().strip()
-        except FileNotFoundError:
-            key = ""
-        except OSError as unreadable:
-            log.warning("SECRET_KEY not set and %s unreadable (%s): using a per-process key", stored, unreadable)
-            return secrets.token_hex(32)
-        if key:
-            return key
-        try:
-            instance.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process is writing it: read it in a moment
-            time.sleep(0.02)
-            continue
-        except OSError as unwritable:
-            log.warning("SECRET_KEY not set and %s cannot be written (%s): using a per-process key", stored, unwritable)
-            return secrets.token_hex(32)
-        key = secrets.token_hex(32)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(key + "\n")
-        log.warning("SECRET_KEY not set: made %s (set SECRET_KEY when several hosts serve the site)", stored)
+    try:
+        key = stored.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    except OSError as unreadable:
+        raise ConfigError(f"SECRET_KEY 未设置，且 {stored} 无法读取（{unreadable}）") from None
+    if key:
         return key
-    raise RuntimeError(f"{stored} stays empty: remove it, or set SECRET_KEY")
+    if stored.exists():
+        raise ConfigError(f"SECRET_KEY 未设置，且 {stored} 是空文件：删除它（将自动重新生成），或设置 SECRET_KEY")
+    key = secrets.token_hex(32)
+    try:
+        instance.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=instance, prefix=".secret_key.", delete=False) as handle:  # mode 0600
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(handle.name, stored)
+        except FileExistsError:  # another process made it first: theirs
+            return stored.read_text().strip()
+        finally:
+            os.unlink(handle.name)
+    except OSError as unwritable:
+        log.warning("SECRET_KEY not set and %s cannot be written (%s): using a per-process key", stored, unwritable)
+        return key
+    log.warning("SECRET_KEY not set: made %s (set SECRET_KEY when several hosts serve the site)", stored)
+    return key
 
 
 def not_text(value: str) -> bool:

@@ -553,6 +553,8 @@ def ledger_query(bql: str, as_json: bool) -> None:
         result = run_query(Path(current_app.config["LEDGER_PATH"]) / "main.beancount", bql)
     except QueryError as exc:
         _fail(ValidationFailed({"bql": f"查询有误：{exc}"}), as_json)
+    for warning in result.warnings:
+        click.echo(f"警告：{warning}", err=True)
     rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
     text = "\n".join(["\t".join(result.columns)] + ["\t".join(str(v) for v in row) for row in result.rows])
     _emit(rows, as_json, text)

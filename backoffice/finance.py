@@ -162,7 +162,7 @@ def _act(receipt_id: int, action: str) -> Any:
                 db.session, receipt_id, reason=request.form.get("reason"), actor=current_user.actor,
                 documents_root=Path(app.config["DOCUMENTS_PATH"]),
             )  # fmt: skip
-            message = "已冲销（冲销分录已入账，发票已作废）"
+            message = "已冲销（冲销分录已入账；该笔到账开具的发票已作废，合同发票改为待付款）"
         db.session.commit()
     except DomainError as error:
         db.session.rollback()

@@ -62,6 +62,9 @@ def _month_file(day: date) -> str:
     return f"{day:%Y}/{day:%Y-%m}.beancount"
 
 
+LEGACY_LOCK = ".lock"  # the lock file inside the books folder, before .ledger.lock beside it
+
+
 class Books:
     """The books under one folder: `main.beancount` includes the chart and one file per month."""
 
@@ -82,9 +85,15 @@ class Books:
         for a reader that must see no write half done, alongside other readers. Blocks while
         this process holds it already: flock counts each open of the file on its own."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_file, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        # Also the lock file earlier versions took inside the folder, second: while an upgrade
+        # replaces the processes one by one, an old one still writing takes only that one, and
+        # the two wrote the books at once (found by a review). Kept for a release or two.
+        with open(self.lock_file, "a+") as lock, contextlib.ExitStack() as legacy:
+            fcntl.flock(lock, mode)
             try:
+                old = legacy.enter_context(open(self.root / LEGACY_LOCK, "a+"))
+                fcntl.flock(old, mode)
                 # A temp file present while we hold the lock alone belongs to a writer that died.
                 for stale in () if shared else self.root.rglob(".*.tmp"):
                     stale.unlink(missing_ok=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ class QueryError(ValueError):
 class QueryResult:
     columns: list[str]
     rows: list[list[Any]]
+    warnings: list[str] = field(default_factory=list)  # the books did not load cleanly: the rows may be incomplete
 
 
 def _plain(value: Any) -> Any:
@@ -31,19 +32,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _connect(main: Path) -> beanquery.Connection:
-    """beanquery on the books as beancount's loader reads them; refused when they do not load.
+def _connect(main: Path) -> tuple[beanquery.Connection, list[str]]:
+    """beanquery on the books as beancount's loader reads them, and what the loader reported.
 
     Loaded here and handed over, not named in the DSN: beanquery parses `beancount:<path>` as a
     URL, so a path with '#' or '?' was cut short and the query ran on no books at all, and
-    what the loader reported was dropped (found by a review)."""
+    what the loader reported was dropped (found by a review). Books with errors (a failed
+    balance assertion, say) are still queried: that is when finance needs to look (a review)."""
     # positional: (log_timings, extra_validations, encoding); no pickle cache, ever
     entries, errors, options = loader._uncached_load_file(str(main), None, None, None)
+    warnings = []
     if errors:
         first = errors[0]
         where = f"{first.source.get('filename', '?')}:{first.source.get('lineno', '?')}: " if first.source else ""
-        raise QueryError(f"账簿载入有 {len(errors)} 处错误，先用 ledger check 核对：{where}{first.message}")
-    return beanquery.connect("beancount:", entries=entries, errors=errors, options=options)
+        warnings.append(f"账簿载入有 {len(errors)} 处错误，结果可能不全，请用 ledger check 核对：{where}{first.message}")
+    return beanquery.connect("beancount:", entries=entries, errors=errors, options=options), warnings
 
 
 #: The statements a finance user may run: reads of the books. beanquery also has CREATE TABLE …
@@ -58,7 +61,7 @@ def run_query(main: Path, bql: str) -> QueryResult:
         raise QueryError("查询为空")
     if not re.match(rf"(?i)({'|'.join(READ_STATEMENTS)})\b", text):
         raise QueryError("只能运行查询语句：" + "、".join(s.upper() for s in READ_STATEMENTS))
-    connection = _connect(main)
+    connection, warnings = _connect(main)
     try:
         cursor = connection.execute(text)
         columns = [c.name for c in cursor.description]
@@ -67,13 +70,16 @@ def run_query(main: Path, bql: str) -> QueryResult:
         raise QueryError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - raised while evaluating it (a bad regex, a date, an overflow): the query's fault
         raise QueryError(f"{type(exc).__name__}: {exc}") from None
-    return QueryResult(columns, [[_plain(v) for v in row] for row in rows])
+    return QueryResult(columns, [[_plain(v) for v in row] for row in rows], warnings)
 
 
 def account_totals(main: Path) -> dict[str, Decimal]:
     """Balance of every account (CNY) from beanquery: the trial balance; QueryError when the
     books do not load."""
-    cursor = _connect(main).execute("SELECT account, sum(number) AS total GROUP BY account ORDER BY account")
+    connection, warnings = _connect(main)
+    if warnings:
+        raise QueryError(warnings[0])
+    cursor = connection.execute("SELECT account, sum(number) AS total GROUP BY account ORDER BY account")
     return {account: Decimal(total or 0) for account, total in cursor.fetchall()}
 
 

@@ -55,6 +55,7 @@ from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.pool import Pool
 
 from backoffice.clock import SHANGHAI, to_local, utcnow
+from backoffice.config import ConfigError
 from backoffice.errors import Conflict, DomainError, ValidationFailed
 from backoffice.models import (
     ApiKey,
@@ -136,6 +137,13 @@ class ClientRefConflict(Conflict):
     code = "client_ref_conflict"
 
 
+def _commit_level(name: str, value: str | None) -> str | None:
+    try:
+        return synchronous_commit_level(value)
+    except ValueError as refused:
+        raise ConfigError(f"{name}={value!r}：{refused}") from None
+
+
 @dataclass(frozen=True)
 class SendingSettings:
     """The configurable limits of intake (config names in brackets)."""
@@ -161,7 +169,7 @@ class SendingSettings:
         }
         for name, (value, low, high) in ranges.items():
             if not low <= value <= high:
-                raise ValueError(f"{name} must be within {low}..{high}, got {value}")
+                raise ConfigError(f"{name}={value!r}：应为 {low} 到 {high} 之间的整数")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SendingSettings:
@@ -174,7 +182,9 @@ class SendingSettings:
             rate_burst_seconds=int(config.get("RATE_BURST_SECONDS", cls.rate_burst_seconds)),
             validity_hours=int(config.get("MESSAGE_VALIDITY_HOURS", cls.validity_hours)),
             unsubscribe_words=tuple(w.strip() for w in str(words).split(",") if w.strip()) if words else UNSUBSCRIBE_WORDS,
-            pg_synchronous_commit=synchronous_commit_level(config.get("INTAKE_PG_SYNCHRONOUS_COMMIT", cls.pg_synchronous_commit)),
+            pg_synchronous_commit=_commit_level(
+                "INTAKE_PG_SYNCHRONOUS_COMMIT", config.get("INTAKE_PG_SYNCHRONOUS_COMMIT", cls.pg_synchronous_commit)
+            ),
         )
 
 

@@ -5,6 +5,7 @@ receipt) or records a receipt straight from a statement line."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from backoffice.models import EnterpriseAccount, Receipt, StatementImport, State
 from backoffice.services import audit
 from backoffice.services.sql import MAX_INT_ID
 from reports import bank_statements, matching
+
+log = logging.getLogger(__name__)
 
 MAX_STATEMENT_BYTES = 10 * 1024 * 1024
 # The layouts the parser knows, and the receiving bank each export comes from.
@@ -159,13 +162,19 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
         raise Conflict(f"该对账单明细的流水号 {line.reference} 已登记为到账记录 {other.id}（{other.status_name}），请匹配那一条")
     # The statement shows where the money arrived (found by a review: a CMB line matched to a
     # receipt recorded for the contract's ICBC account was booked to Assets:Bank:ICBC).
+    # A receipt confirmed already stays booked where it was (moving money between the provider's
+    # bank accounts is not built): the match is made, as before, and the audit log names both
+    # banks; refusing it left the line unmatched for good (a second review).
     bank = bank_of(line, receipt.bank)
-    if bank != receipt.bank:
-        if receipt.status == "confirmed":
-            raise Conflict(f"到账记录 {receipt.id} 已按 {receipt.bank} 入账，该对账单明细是 {bank} 的流水，不能匹配")
+    booked = receipt.bank
+    if bank != receipt.bank and receipt.status != "confirmed":
         receipt.bank = bank
     _claim_line(session, line, receipt)
-    audit.record(session, actor, "match_statement_line", "receipt", str(receipt.id), line=line.id, bank=bank)
+    details: dict[str, object] = {"line": line.id, "bank": receipt.bank}
+    if bank != receipt.bank:
+        details["statement_bank"] = bank
+        log.warning("receipt %s booked at %s matched to a line of %s's statement", receipt.id, booked, bank)
+    audit.record(session, actor, "match_statement_line", "receipt", str(receipt.id), **details)
     return receipt
 
 

@@ -81,3 +81,32 @@ def test_processes_without_secret_key_share_the_one_the_first_made(tmp_path: Pat
     stored = tmp_path / "secret_key"
     assert stored.read_text().strip() == keys[0] and stored.stat().st_mode & 0o777 == 0o600
     assert _secret_key(tmp_path) == keys[0]  # a restart keeps the sessions
+
+
+def test_an_empty_stored_key_is_named_and_no_key_is_ever_read_half_written(tmp_path: Path) -> None:
+    """A second review: the key file was created empty and then written, so a process that died
+    in between left a file that stopped every start with a traceback. The key is now written to a
+    file of its own and linked into place whole; an empty file (made by hand) is named."""
+    (tmp_path / "secret_key").write_text("")
+    with pytest.raises(ConfigError, match="是空文件：删除它"):
+        _secret_key(tmp_path)
+    (tmp_path / "secret_key").unlink()
+    key = _secret_key(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]  # no temporary file left
+    assert (tmp_path / "secret_key").read_text().strip() == key
+
+
+def test_gunicorn_stops_on_a_bad_setting_instead_of_booting_workers_for_ever(tmp_path: Path) -> None:
+    """A second review: exit code 1 from a worker made gunicorn boot new ones for ever; 4 is its
+    'the application failed to load', on which it stops."""
+    env = {**os.environ, "BACKOFFICE_INSTANCE_PATH": str(tmp_path), "SMTP_PORT": "25x", "SECRET_KEY": "x"}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    done = subprocess.run(
+        [str(gunicorn), "--bind", "127.0.0.1:0", "--workers", "1", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 4 and "配置有误：SMTP_PORT='25x'" in done.stderr and done.stderr.count("Booting worker") == 1

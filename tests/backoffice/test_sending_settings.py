@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from backoffice import create_app
+from backoffice.config import ConfigError
 from backoffice.extensions import db
 from backoffice.models import AuditEntry, EnterpriseAccount, ForbiddenKeyword
 from backoffice.services.sending_settings import SIGNATURE_PATTERN, sending_settings
@@ -356,5 +357,5 @@ def test_a_sending_limit_that_cannot_work_stops_the_start(tmp_path: Path, signin
     """Found by a review: MAX_SEGMENTS=0 or 300, or MAX_RECIPIENTS=0, started, and every send was a 500."""
     instance = tmp_path / "instance"
     instance.mkdir()
-    with pytest.raises(ValueError, match=f"{name} must be within"):
+    with pytest.raises(ConfigError, match=f"{name}={value}：应为 .* 之间的整数"):
         create_app(app_config(instance, signing_files, **{name: value}))
