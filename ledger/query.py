@@ -40,7 +40,7 @@ def _connect(main: Path) -> tuple[beanquery.Connection, list[str]]:
     what the loader reported was dropped (found by a review). Books with errors (a failed
     balance assertion, say) are still queried: that is when finance needs to look (a review)."""
     # positional: (log_timings, extra_validations, encoding); no pickle cache, ever
-    entries, errors, options = loader._uncached_load_file(str(main), None, None, None)
+    entries, errors, options = loader._uncached_load_file(str(Path(main).resolve()), None, None, None)  # (it asserts an absolute path)
     warnings = []
     if errors:
         first = errors[0]

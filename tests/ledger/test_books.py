@@ -342,3 +342,13 @@ def test_a_writer_of_an_earlier_version_holding_the_lock_inside_the_folder_is_wa
     posting.join(10)
     assert not posting.is_alive() and check_books(books.main) == []
     assert "second" in (tmp_path / "ledger" / "2026" / "2026-11.beancount").read_text(encoding="utf-8")
+
+
+def test_a_query_on_books_named_by_a_relative_path_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: beancount's loader asserts an absolute path, so a relative one failed with an
+    AssertionError instead of running (or a QueryError)."""
+    from ledger.query import run_query
+
+    Books(tmp_path / "books").post([credit()])
+    monkeypatch.chdir(tmp_path)
+    assert run_query(Path("books") / MAIN, "SELECT account, sum(number) GROUP BY account").rows
