@@ -60,7 +60,7 @@ def synchronous_commit_level(value: str | None) -> str | None:
     """A configured synchronous_commit level, checked; None (empty): the server's own setting."""
     level = (value or "").strip().lower() or None
     if level is not None and level not in SYNCHRONOUS_COMMIT:
-        raise ValueError(f"只能是 PostgreSQL 的 synchronous_commit 级别 {'、'.join(SYNCHRONOUS_COMMIT)} 之一，或留空")
+        raise ValueError(f"PostgreSQL 没有 synchronous_commit 级别 {value!r}（只能是 {'、'.join(SYNCHRONOUS_COMMIT)} 之一，或留空）")
     return level
 
 
