@@ -26,17 +26,25 @@ def covered_by_library(year: int) -> bool:
     return True
 
 
+#: The statutory holidays on fixed dates (全国年节及纪念日放假办法, as revised in 2024): 元旦,
+#: 劳动节 and 国庆节. For a year chinese-calendar does not cover yet these at least are never
+#: working days (found by a review: an invoice issued on 25 December fell due on 1 January); the
+#: lunar ones and the make-up days come from the admin's override table.
+FIXED_HOLIDAYS = frozenset({(1, 1), (5, 1), (5, 2), (10, 1), (10, 2), (10, 3)})
+
+
 def is_working_day(day: date, overrides: Mapping[date, bool] | None = None) -> bool:
     """Whether `day` is a working day in mainland China.
 
     `overrides` (date → True for a make-up working day, False for a holiday) wins; then the
-    official schedule when chinese-calendar covers the year; else Monday to Friday.
+    official schedule when chinese-calendar covers the year; else Monday to Friday, less the
+    statutory holidays on fixed dates.
     """
     if overrides is not None and day in overrides:
         return bool(overrides[day])
     if covered_by_library(day.year):
         return bool(chinese_calendar.is_workday(day))
-    return day.weekday() < 5
+    return day.weekday() < 5 and (day.month, day.day) not in FIXED_HOLIDAYS
 
 
 def add_working_days(start: date, n: int, overrides: Mapping[date, bool] | None = None) -> date:

@@ -130,6 +130,8 @@ def _both(
 def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, activated: bool) -> None:
     account = receipt.account
     opened = "您的账户已开通，可以开始发送短信。\n" if activated else ""
+    if account.status == "suspended":  # an expired contract's account: the money is kept, sending is not (a review)
+        opened = f"请注意：账户当前已暂停发送短信（{account.status_name}），余额保留；如需恢复发送，请与我方联系续约。\n"
     body = (
         f"尊敬的{account.customer_name}：\n\n"
         f"我们已确认收到您于 {receipt.paid_on:%Y年%m月%d日} 的汇款 {format_money(receipt.amount)} 元"
@@ -138,18 +140,24 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, a
         f"发票号码：{invoice.number}，发票见附件。\n"
     )
     sms = f"您的汇款{format_money(receipt.amount)}元已到账，账户{account.code}可用余额{format_money(account.balance)}元，发票{invoice.number}已发至邮箱。"
+    if account.status == "suspended":
+        sms += "账户当前暂停发送，如需恢复请联系我方。"
     _both(session, f"receipt-confirmed-{receipt.id}", account, f"到账确认及发票 {invoice.number}", body, sms, [invoice.pdf_file])
 
 
-def renewal_notice(session: Session, contract: Contract, *, object_by: date | None) -> bool:
+def renewal_notice(session: Session, contract: Contract, *, object_by: date | None, extends: bool = False) -> bool:
     """The contract's term is ending: what happens then, and (yearly extension) until when the
-    customer can object in writing. False: the customer has no address to send it to (`_both`)."""
+    customer can object in writing; `extends` without `object_by`: that day has passed. False:
+    the customer has no address to send it to (`_both`)."""
     account = contract.account
     end = contract.term_end
     assert end is not None
     if object_by is not None:
         then = f"如双方均无书面异议，合同将自动顺延一年。如不再续约，请于 {object_by:%Y年%m月%d日} 前书面通知我方。"
         sms_then = f"如无书面异议将自动顺延一年；如不续约，请于{object_by:%Y年%m月%d日}前书面通知。"
+    elif extends:
+        then = "提出书面异议的期限已过，合同将按约定自动顺延一年。如有疑问，请与我方销售人员联系。"
+        sms_then = "书面异议期限已过，合同将自动顺延一年。"
     else:
         then = "到期后合同终止，账户将暂停发送短信（余额保留）。如需续约，请在到期前与我方销售人员联系。"
         sms_then = "到期后账户将暂停发送，如需续约请联系我方销售人员。"

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backoffice.clock import utcnow
+from backoffice.clock import to_local, utcnow
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.models import Contract, ContractJob
 from backoffice.services import audit, notifications
@@ -51,6 +51,17 @@ def planned_jobs(contract: Contract) -> list[tuple[str, date]]:
     return []
 
 
+def _notice_days_of_this_term(contract: Contract) -> set[date]:
+    """The days a renewal notice of the contract's current term was planned for, under either
+    rule (an objection turns a yearly extension into a fixed term, its notice stays due)."""
+    end = contract.term_end
+    if end is None:
+        return set()
+    notice = int(contract.terms.get("objection_notice_days") or contract.terms.get("renewal_notice_days") or 30)
+    objection = int(contract.terms.get("objection_notice_days") or 30)
+    return {end - timedelta(days=notice), end - timedelta(days=objection + OBJECTION_LEAD_DAYS)}
+
+
 def plan_jobs(session: Session, contract: Contract) -> list[ContractJob]:
     jobs = []
     for kind, due in planned_jobs(contract):
@@ -86,8 +97,15 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
     contract = job.contract
     if contract.status in ("terminated", "expired"):
         outcome = f"合同已{contract.status_name}，跳过"
+    elif job.kind == "renewal_notice" and job.due_on not in _notice_days_of_this_term(contract):
+        # Planned for a term the contract has moved past (extended since, the scheduler down): a
+        # notice now would announce the wrong end and take the real notice's key (a review).
+        outcome = f"合同期已变更（现至 {contract.term_end}），本次提醒已过时，跳过"
     elif job.kind == "renewal_notice":
-        if notifications.renewal_notice(session, contract, object_by=objection_deadline(contract)):
+        deadline = objection_deadline(contract)
+        if deadline is not None and to_local(utcnow()).date() > deadline:
+            deadline = None  # too late to object (a notice run late, a contract issued late): say so, name no past day
+        if notifications.renewal_notice(session, contract, object_by=deadline, extends=contract.renewal_rule == "yearly_auto_extend"):
             outcome = f"续约提醒已发给客户：合同 {contract.contract_no} 将于 {contract.term_end} 到期"
         else:
             outcome = (
@@ -133,6 +151,9 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
         )
     if received_on > today:
         raise ValidationFailed({"received_on": "收到书面异议的日期不能晚于今天"})
+    signed = max(contract.customer_signed_on, contract.provider_signed_on)
+    if received_on < signed:  # a mistyped year silently ended the contract (found by a review)
+        raise ValidationFailed({"received_on": f"收到书面异议的日期 {received_on} 早于合同签订日期 {signed}，请核对"})
     extended = [job for job in contract.jobs if job.kind == "auto_extend" and job.done_at is not None and job.due_on > received_on]
     if any((job.outcome or "").startswith(EXTENDED) for job in extended):
         # An objection to a term the contract has been extended past since (found by a review:

@@ -1043,11 +1043,13 @@ def test_finance_pages_and_roles(app: Flask, client: Any, staff: dict[str, str],
 
 
 def test_due_dates_in_a_year_the_calendar_library_does_not_cover_use_the_admin_table(app: Flask, runner: FlaskCliRunner) -> None:
-    """An invoice issued just before the New Year 2027: without the table only weekends are
-    skipped; with the State Council's holidays entered, they are skipped too."""
+    """An invoice issued just before the New Year 2027: without the table weekends and the
+    statutory holidays on fixed dates (元旦) are skipped (a review: 25 December fell due on New
+    Year's Day); with the State Council's holidays entered, they are skipped too."""
     from backoffice.services.invoices import due_date
 
-    assert due_date(db.session, date(2026, 12, 29), 5) == date(2027, 1, 5)  # Tue 29th: 30, 31, 1, 4, 5
+    assert due_date(db.session, date(2026, 12, 29), 5) == date(2027, 1, 6)  # Tue 29th: 30, 31, 4, 5, 6
+    assert due_date(db.session, date(2026, 12, 25), 5) == date(2027, 1, 4)  # Fri 25th: 28, 29, 30, 31, 4
     for day in ("2027-01-01", "2027-01-04"):
         assert run(runner, "finance", "holiday", day, "--note", "元旦（示例）", "--json")[0] == 0
     exit_code, rows = run(runner, "finance", "holiday", "2027-01-09", "--working", "--note", "调休", "--json")

@@ -360,3 +360,91 @@ def test_a_scheduler_waits_for_a_database_it_cannot_reach_before_taking_its_lock
     stopped = threading.Event()
     stopped.set()
     assert jobs._take_lock(app, Flaky(), 0.01, stopped) is False  # type: ignore[arg-type]
+
+
+# --- found by a review of a contract's life over the years ----------------------------------------
+
+
+def renewal_emails() -> list[Notification]:
+    return list(
+        db.session.scalars(
+            sa.select(Notification)
+            .where(Notification.channel == "email", Notification.key.like("renewal-notice-%"))
+            .order_by(Notification.id)
+        )
+    )
+
+
+def test_a_renewal_notice_run_after_the_objection_deadline_names_no_day_already_past(app: Flask) -> None:
+    """The scheduler back on 10 November sent "please object in writing before 31 October"."""
+    from backoffice.clock import set_clock
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    reachable(contract.account)
+    set_clock(lambda: datetime(2027, 11, 10, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("renewal_notice"))
+    db.session.commit()
+    (email,) = renewal_emails()
+    assert "2027年10月31日" not in email.body and "书面异议的期限已过，合同将按约定自动顺延一年" in email.body
+
+
+def test_a_renewal_notice_of_a_term_extended_since_is_skipped_and_leaves_next_years_notice_its_key(app: Flask) -> None:
+    """With the scheduler down over the end of the term, the extension ran before the old notice,
+    which then announced the new term's end and took its key: next year's notice queued nothing."""
+    from backoffice.clock import set_clock
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    reachable(contract.account)
+    old_notice, extension = job("renewal_notice"), job("auto_extend")
+    set_clock(lambda: datetime(2027, 12, 3, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, extension)
+    assert "已过时" in run_contract_job(db.session, old_notice)
+    db.session.commit()
+    assert renewal_emails() == []
+    set_clock(lambda: datetime(2028, 10, 16, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("renewal_notice"))
+    db.session.commit()
+    (email,) = renewal_emails()
+    assert "2028年11月30日" in email.body and "2028年10月31日 前书面通知" in email.body
+
+
+def test_an_objection_dated_before_the_contract_was_signed_is_refused(app: Flask) -> None:
+    """A mistyped year (2025 for 2026) was taken and silently ended the contract."""
+    from backoffice.errors import ValidationFailed
+    from backoffice.services.renewal import stop_renewal
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    with pytest.raises(ValidationFailed) as refused:
+        stop_renewal(db.session, contract, received_on=date(2025, 11, 20), actor="staff:sales", today=date(2026, 11, 23))
+    assert "早于合同签订日期" in refused.value.errors["received_on"]
+    db.session.rollback()
+    assert job("auto_extend") is not None  # the extension still stands
+
+
+def test_a_payment_to_an_expired_contracts_account_tells_the_customer_sending_is_suspended(app: Flask) -> None:
+    """The recharge notice said the balance could be spent; the account, suspended, cannot send."""
+    from decimal import Decimal
+
+    from backoffice.clock import set_clock
+    from backoffice.services.bookkeeping import post_pending
+    from backoffice.services.receipts import confirm_receipt, record_receipt
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "P1")
+    set_clock(lambda: datetime(2027, 12, 2, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    documents = Path(app.config["DOCUMENTS_PATH"])
+    receipt = record_receipt(
+        db.session, account_code=contract.account.code, amount="500.00", paid_on="2027-12-02", payer_name=None, bank_reference="P2",
+        bank="CMB", voucher=None, recorded_by="staff:clerk", documents_root=documents, max_voucher_bytes=10**6,
+    )  # fmt: skip
+    db.session.commit()
+    confirm_receipt(db.session, receipt.id, actor="staff:finance", four_eyes_threshold=Decimal("1e9"), documents_root=documents)
+    db.session.commit()
+    post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+    assert contract.account.status == "suspended"
+    for channel in ("email", "sms"):
+        note = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-confirmed-{receipt.id}:{channel}"))
+        assert "暂停发送" in note.body, channel

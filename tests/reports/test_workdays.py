@@ -46,15 +46,17 @@ def test_negative_counts_back_over_the_holiday() -> None:
     assert add_working_days(date(2026, 10, 8), -1) == date(2026, 9, 30)
 
 
-def test_2027_falls_back_to_weekends() -> None:
-    assert is_working_day(date(2027, 1, 1))  # a Friday; the library cannot say it is New Year
+def test_2027_falls_back_to_weekends_and_the_fixed_date_holidays() -> None:
+    assert not is_working_day(date(2027, 1, 1))  # a Friday, 元旦: a holiday by law whatever the schedule (a review)
+    assert is_working_day(date(2027, 5, 3))  # a Monday: 劳动节 beyond its two statutory days is the schedule's to give
+    assert not is_working_day(date(2027, 10, 1)) and not is_working_day(date(2027, 10, 2))
     assert not is_working_day(date(2027, 1, 2))  # Saturday
-    assert add_working_days(date(2027, 2, 5), 1) == date(2027, 2, 8)  # Fri -> Mon
+    assert add_working_days(date(2027, 2, 5), 1) == date(2027, 2, 8)  # Fri -> Mon (春节 needs the overrides)
 
 
 def test_crossing_into_an_uncovered_year_uses_the_overrides() -> None:
-    assert add_working_days(date(2026, 12, 31), 1) == date(2027, 1, 1)
-    assert add_working_days(date(2026, 12, 31), 1, {date(2027, 1, 1): False}) == date(2027, 1, 4)
+    assert add_working_days(date(2026, 12, 31), 1) == date(2027, 1, 4)
+    assert add_working_days(date(2026, 12, 31), 1, {date(2027, 1, 1): True}) == date(2027, 1, 1)  # an override wins
 
 
 def test_2027_spring_festival_overrides_are_respected() -> None:
