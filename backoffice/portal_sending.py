@@ -26,6 +26,7 @@ from backoffice.services.messaging import (
     split_recipients,
 )
 from backoffice.services.sql import MAX_ID
+from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobile
 
 PAGE = 50
 KEY_FORM_USED = "_key_form"  # the token of the last API key form that made a key (session)
@@ -44,6 +45,13 @@ def _form_again(errors: dict[str, str], status: int, *, fresh_ref: bool = False,
     return render_template("portal/send.html", account=account, form=form, errors=errors, settings=settings, **extra), status
 
 
+def _mobile_or_none(raw: str) -> str | None:
+    try:
+        return normalise_mobile(raw, default_prefix_table())
+    except InvalidNumber:
+        return None
+
+
 @bp.route("/send", methods=["GET", "POST"])
 @roles_required("customer")
 def send() -> Any:
@@ -60,8 +68,13 @@ def send() -> Any:
             parsed = read_recipient_file(upload.read(), limit=SendingSettings.from_config(current_app.config).max_recipients)
         except ValidationFailed as failed:
             return _form_again(failed.errors, 422)
-        numbers += parsed.numbers
         problems = parsed.problems
+        typed = {number for raw in numbers if (number := _mobile_or_none(raw))}
+        for number in parsed.numbers:  # a number both typed and in the file is sent once (a review)
+            if number in typed:
+                problems.append(f"文件中的号码 {number} 已在收件人中填写，只发送一次")
+            else:
+                numbers.append(number)
         source = "csv"
         if not parsed.numbers and not numbers:
             return _form_again({"file": "文件中没有有效的手机号码"}, 422, problems=problems)

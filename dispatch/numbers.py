@@ -25,7 +25,14 @@ _NATIONAL_LENGTH: Final = 11
 _SEPARATORS: Final = frozenset(" -")
 # What a Chinese input method types in full width (digits, ＋, －, the ideographic space), read as
 # ASCII. Only these: NFKC would also read circled and superscript digits (①, ¹) as digits.
-_FULL_WIDTH: Final[dict[int, str | int]] = {0x3000: " ", **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}}
+# Invisible format marks a copied number carries (found by a review): Windows' LRE/PDF around a
+# contact's number, zero-width spaces from web pages, a BOM, a soft hyphen. They are dropped.
+_INVISIBLE: Final = (0x00AD, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF)
+_FULL_WIDTH: Final[dict[int, str | int | None]] = {
+    0x3000: " ",
+    **{code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)},
+    **dict.fromkeys(_INVISIBLE),
+}
 _SHOWN_INPUT: Final = 30  # characters of the customer's input echoed back in a reason
 
 
@@ -102,7 +109,7 @@ def normalise_mobile(raw: str, table: PrefixTable | None = None) -> str:
     """The 11-digit national number for `raw`, or InvalidNumber saying in Chinese what is wrong.
 
     Full-width digits, ＋, － and ideographic spaces typed with a Chinese input method are read as
-    their ASCII forms (no other look-alike digit is). Then spaces and hyphens are dropped and a +86 / 0086 / 86
+    their ASCII forms (no other look-alike digit is); invisible marks of a copied number are dropped. Then spaces and hyphens are dropped and a +86 / 0086 / 86
     country prefix removed. Landlines, foreign numbers and blocks no carrier holds are refused.
     """
     shown = raw.strip()[:_SHOWN_INPUT]

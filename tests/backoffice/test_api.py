@@ -383,6 +383,11 @@ def test_a_sub_account_in_the_portal_sees_only_its_own_messages_and_keys(app: Fl
     db.session.commit()
     replies = client.get("/portal/replies").get_data(as_text=True)  # found by a review: a 子号 read every reply
     assert "给子号的回复" in replies and "给企业的回复" not in replies and "13800138000" not in replies
+    # A later review: writing to the number afterwards showed the 子号 what it had answered the enterprise before.
+    set_clock(lambda: FIXED_NOW + timedelta(days=7))
+    accept_messages(db.session, sub_account=sub, recipients="13800138000", content="明天上午九点开课【学府教育】")
+    db.session.commit()
+    assert "给企业的回复" not in client.get("/portal/replies").get_data(as_text=True)
     keys = client.get("/portal/api-keys").get_data(as_text=True)
     assert own_key.prefix in keys and enterprise_key.prefix not in keys
     assert client.post(f"/portal/api-keys/{enterprise_key.id}/revoke").status_code == 404
@@ -420,6 +425,15 @@ def test_the_portal_takes_a_csv_and_reports_bad_rows_by_line(app: Flask, client:
     assert "第 3 行：" in page and "固定电话" in page and "本次扣费 0.09 元" in page
     request = db.session.scalar(sa.select(SendRequest))
     assert request.source == "csv" and request.accepted_count == 2
+    # A review: a number typed and also in the file (or pasted with Windows' invisible marks) was
+    # sent twice, or refused as 号码无效 though it looked right.
+    csv_file = (io.BytesIO("手机号码\n13800138000\n13900139000\n".encode()), "list.csv")
+    page = client.post(
+        "/portal/send",
+        data={"recipients": "\u202a138 0013 8000\u202c", "content": SIGNED, "client_ref": "csv-2", "file": csv_file},
+        content_type="multipart/form-data",
+    ).get_data(as_text=True)
+    assert "文件中的号码 13800138000 已在收件人中填写，只发送一次" in page and "本次扣费 0.09 元" in page
 
 
 def test_the_portal_shows_a_new_key_once_and_revokes_it(app: Flask, client: FlaskClient) -> None:
@@ -464,6 +478,9 @@ def test_ids_and_times_out_of_the_databases_range_are_refused_not_crashed_on(app
     for send_at in ("0001-01-01T00:00:00", "9999-12-31T23:00:00-10:00"):
         bad = post(client, secret, to="13800138000", content=SIGNED, send_at=send_at)
         assert bad.status_code == 400 and "超出范围" in bad.json["error"]["fields"]["send_at"], send_at
+    # A review: a mistyped year (2025 for 2026) was sent at once, silently. Minutes late is now.
+    bad = post(client, secret, to="13800138000", content=SIGNED, send_at="2025-11-23T10:00:00")
+    assert bad.status_code == 400 and "定时发送时间已过（2025-11-23 10:00 北京时间）" in bad.json["error"]["fields"]["send_at"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
 
 

@@ -264,6 +264,9 @@ def test_the_sms_genie_penalty_is_booked_per_message_sent_in_violation(app: Flas
     # 003 names the penalty, not the fee of the refused send (000 §8 and 002 §9 do): found by a review.
     assert [m["charge"] for m in result.messages] == ["0.00", "0.00"] and "仍扣除" not in result.body["error"]["message"]
     assert sender.balance() == before - Decimal("1.0")
+    # A later review: each message, as the portal and GET /messages/{id} show it later, said nothing of the penalty.
+    stored = db.session.scalars(sa.select(Message.error).order_by(Message.id)).all()
+    assert stored == ["内容含违禁词（赌博），拒绝发送；按合同收取违约金 0.50 元"] * 2
     penalty = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "penalty"))
     assert penalty is not None and Decimal(penalty.payload["amount"]) == Decimal("1.0")
     assert after_commit_catch_up(app) == []
@@ -820,3 +823,19 @@ def test_a_reply_td_cancels_and_refunds_what_still_waits_for_that_number(app: Fl
     assert sender.balance() == before - Decimal("0.045")
     assert message_counts(db.session, sender.account.id).balanced
     assert "退订" in db.session.scalar(sa.select(Message.error).where(Message.recipient == "13900139000"))
+
+
+def test_a_number_on_two_lines_of_a_file_is_sent_once_and_the_customer_is_told(app: Flask) -> None:
+    """Found by a review: a member listed twice was sent and charged twice, silently."""
+    parsed = read_recipient_file("姓名,手机号码\r\n张三,13800138000\r\n李四,13900139000\r\n张三,138-0013-8000\r\n".encode("gbk"))
+    assert parsed.numbers == ["13800138000", "13900139000"]
+    assert parsed.problems == ["第 4 行：号码 13800138000 与第 2 行重复，只发送一次"]
+
+
+def test_invisible_marks_of_a_copied_number_are_dropped() -> None:
+    """Found by a review: Windows' LRE/PDF around a copied contact, a zero-width space from a web
+    page or a BOM made a valid number 号码无效, with a reason showing a number that looked right."""
+    from dispatch.numbers import normalise_mobile
+
+    for pasted in ("\u202a13800138000\u202c", "\u200b13800138000", "\ufeff138\u00ad0013\u20608000"):
+        assert normalise_mobile(pasted) == "13800138000", repr(pasted)
