@@ -26,7 +26,11 @@ from backoffice.extensions import db
 from backoffice.models import Contract, ContractJob
 from backoffice.services.renewal import run_contract_job
 
-JOB_HOUR = time(9, 0)
+JOB_HOUR = time(9, 0)  # notices go out in working hours
+#: A contract's term ends with its last day (自…起至…止): its expiry or extension takes effect at
+#: the first moment of the next (found by a review: at 09:00 the account sent and was charged for
+#: nine hours past its contract).
+AT_TERM_END = {"expire": time(0, 0), "auto_extend": time(0, 0)}
 # A run missed while the scheduler was down still runs once when it returns, however late
 # (misfire_grace_time None); coalesce folds several missed runs into one.
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
@@ -90,7 +94,8 @@ def arm_pending(app: Flask) -> int:
         for row_id, job_id, kind, due_on, contract_no in pending:
             if job_id in stored:
                 continue
-            trigger = DateTrigger(run_date=datetime.combine(due_on, JOB_HOUR, tzinfo=SHANGHAI), timezone=SHANGHAI)
+            at = AT_TERM_END.get(kind, JOB_HOUR)
+            trigger = DateTrigger(run_date=datetime.combine(due_on, at, tzinfo=SHANGHAI), timezone=SHANGHAI)
             job = Job(
                 scheduler,
                 id=job_id,

@@ -448,3 +448,19 @@ def test_a_payment_to_an_expired_contracts_account_tells_the_customer_sending_is
     for channel in ("email", "sms"):
         note = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-confirmed-{receipt.id}:{channel}"))
         assert "暂停发送" in note.body, channel
+
+
+def test_a_terms_expiry_and_extension_take_effect_at_the_first_moment_after_its_last_day(app: Flask) -> None:
+    """Found by a review: the expiry ran at 09:00 the day after the term, and the account sent
+    and was charged for nine hours past its contract. Notices still go out at 09:00."""
+    fixed = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    yearly = make_contract(app, "sms_business_service", customer__name="乙公司", term_start="2026-12-01", term_end="2027-11-30").contract
+    jobs.arm_pending(app)
+    runs = {
+        job.id.split(":")[2] + ":" + job.id.split(":")[1]: job.next_run_time
+        for job in jobs.stored_jobs(app)
+        if job.id.startswith("contract:")
+    }
+    midnight = datetime(2027, 12, 1, 0, 0, tzinfo=SHANGHAI)
+    assert runs[f"expire:{fixed.contract_no}"] == midnight and runs[f"auto_extend:{yearly.contract_no}"] == midnight
+    assert runs[f"renewal_notice:{yearly.contract_no}"].astimezone(SHANGHAI).hour == 9
