@@ -448,6 +448,16 @@ def test_the_portal_shows_a_new_key_once_and_revokes_it(app: Flask, client: Flas
     assert client.get("/api/v1/balance", headers=auth(secret)).status_code == 401
 
 
+def test_the_portal_home_says_a_blacklisted_account_cannot_send(app: Flask, client: FlaskClient) -> None:
+    """A review: the home page said 正常 for an account on the blacklist."""
+    from backoffice.clock import utcnow
+
+    sender = portal_login(client, app)
+    sender.account.blacklisted_at = utcnow()
+    db.session.commit()
+    assert "已列入黑名单，停止发送" in client.get("/portal/").get_data(as_text=True)
+
+
 def test_the_portal_shows_replies(app: Flask, client: FlaskClient) -> None:
     from backoffice.services.messaging import record_reply
 
@@ -472,6 +482,9 @@ def test_ids_and_times_out_of_the_databases_range_are_refused_not_crashed_on(app
     for big in (huge, str(2**31)):  # 2**31: past PostgreSQL's integer ids, no such key (was a 400 there)
         assert client.post(f"/portal/api-keys/{big}/revoke").status_code == 404, big
         assert client.get(f"/portal/receipts/{big}/voucher").status_code == 404, big
+    # A review: "+08:00" typed into a URL arrives as " 08:00" and was refused, though it is the refusal's own example.
+    typed = client.get("/api/v1/messages?since=2026-12-01T09:30:00+08:00", headers=auth(secret))
+    assert typed.status_code == 200, typed.json
     for since in ("0001-01-01", "9999-12-31T23:00:00-10:00", "yesterday"):
         bad = client.get(f"/api/v1/messages?since={since}", headers=auth(secret))
         assert bad.status_code == 400 and list(bad.json["error"]["fields"]) == ["since"], since
