@@ -9,8 +9,9 @@ On PostgreSQL the indexes are built CONCURRENTLY (outside the migration's transa
 and the dispatcher keep writing messages meanwhile.
 """
 
-import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
+
+from backoffice.migrations.concurrent_index import build_index_concurrently
 
 # revision identifiers, used by Alembic.
 revision = "f1d7c3a9e5b2"
@@ -21,29 +22,11 @@ depends_on = None
 INDEXES = {"ix_messages_account_id_id": ["account_id", "id"], "ix_messages_sub_account_id_id": ["sub_account_id", "id"]}
 
 
-def _invalid(index: str) -> bool:
-    """Whether the index is there INVALID (what an interrupted concurrent build leaves)."""
-    return (
-        op.get_bind()
-        .execute(
-            sa.text("SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = :name AND NOT i.indisvalid"),
-            {"name": index},
-        )
-        .first()
-        is not None
-    )
-
-
 def upgrade():
     if op.get_context().dialect.name == "postgresql":
         with op.get_context().autocommit_block():
             for name, columns in INDEXES.items():
-                # A concurrent build that was interrupted leaves the index INVALID (kept up to date,
-                # never read): build it again rather than take it for done.
-                # (`--sql` has no database to ask: the script drops whatever an interrupted run left.)
-                if context.is_offline_mode() or _invalid(name):
-                    op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-                op.create_index(name, "messages", columns, postgresql_concurrently=True, if_not_exists=True)
+                build_index_concurrently(name, "messages", columns)
     else:
         for name, columns in INDEXES.items():
             op.create_index(name, "messages", columns)
