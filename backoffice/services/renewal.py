@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backoffice.clock import to_local, utcnow
+from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.models import Contract, ContractJob
 from backoffice.services import audit, notifications
@@ -30,19 +30,27 @@ OBJECTION_LEAD_DAYS = 15
 EXTENDED = "无书面异议，自动顺延一年至 "
 
 
+def _objection_days(contract: Contract) -> int:
+    return int(contract.terms.get("objection_notice_days") or 30)
+
+
+def _notice_days(contract: Contract) -> int:
+    """How long before a fixed term's end its notice goes."""
+    return int(contract.terms.get("objection_notice_days") or contract.terms.get("renewal_notice_days") or 30)
+
+
 def objection_deadline(contract: Contract) -> date | None:
     """The last day the customer can object in writing to the yearly extension (None: no extension)."""
     if contract.renewal_rule != "yearly_auto_extend" or contract.term_end is None:
         return None
-    return contract.term_end - timedelta(days=int(contract.terms.get("objection_notice_days") or 30))
+    return contract.term_end - timedelta(days=_objection_days(contract))
 
 
 def planned_jobs(contract: Contract) -> list[tuple[str, date]]:
     """(kind, due date) for the contract's current term."""
     end = contract.term_end
-    notice = int(contract.terms.get("objection_notice_days") or contract.terms.get("renewal_notice_days") or 30)
     if contract.renewal_rule == "fixed_term" and end:
-        return [("renewal_notice", end - timedelta(days=notice)), ("expire", end + timedelta(days=1))]
+        return [("renewal_notice", end - timedelta(days=_notice_days(contract))), ("expire", end + timedelta(days=1))]
     if contract.renewal_rule == "yearly_auto_extend" and end:
         deadline = objection_deadline(contract)
         assert deadline is not None
@@ -57,9 +65,7 @@ def _notice_days_of_this_term(contract: Contract) -> set[date]:
     end = contract.term_end
     if end is None:
         return set()
-    notice = int(contract.terms.get("objection_notice_days") or contract.terms.get("renewal_notice_days") or 30)
-    objection = int(contract.terms.get("objection_notice_days") or 30)
-    return {end - timedelta(days=notice), end - timedelta(days=objection + OBJECTION_LEAD_DAYS)}
+    return {end - timedelta(days=_notice_days(contract)), end - timedelta(days=_objection_days(contract) + OBJECTION_LEAD_DAYS)}
 
 
 def plan_jobs(session: Session, contract: Contract) -> list[ContractJob]:
@@ -103,7 +109,7 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
         outcome = f"合同期已变更（现至 {contract.term_end}），本次提醒已过时，跳过"
     elif job.kind == "renewal_notice":
         deadline = objection_deadline(contract)
-        if deadline is not None and to_local(utcnow()).date() > deadline:
+        if deadline is not None and local_today() > deadline:
             deadline = None  # too late to object (a notice run late, a contract issued late): say so, name no past day
         if notifications.renewal_notice(session, contract, object_by=deadline, extends=contract.renewal_rule == "yearly_auto_extend"):
             outcome = f"续约提醒已发给客户：合同 {contract.contract_no} 将于 {contract.term_end} 到期"
