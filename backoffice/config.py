@@ -16,6 +16,11 @@ def _instance_path() -> Path:
     return Path(os.environ.get("BACKOFFICE_INSTANCE_PATH", "instance")).resolve()
 
 
+#: A bank's code, as Assets:Bank:<code> in the books takes it: the RECEIVING_BANK setting, a
+#: receipt's bank and a provider profile's bank all have this form.
+BANK_CODE = re.compile(r"[A-Z][A-Z0-9]{1,15}")
+
+
 class ConfigError(ValueError):
     """A setting that cannot work, named with what it should be: the process does not start.
     Found by a review: `SMTP_PORT=` (empty, common in an EnvironmentFile) or
@@ -152,7 +157,7 @@ class Config:
             "CMB",
             str.upper,
             "应为 2–16 位大写字母或数字、以字母开头的银行代码（如 CMB）",
-            re.compile(r"[A-Z][A-Z0-9]{1,15}").fullmatch,
+            BANK_CODE.fullmatch,
         )
         # Intake of messages (issue 5): parts per message, recipients per request, longest run of
         # consecutive numbers (号码段群发), violations before the blacklist, burst the rate limiter

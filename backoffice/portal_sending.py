@@ -26,7 +26,7 @@ from backoffice.services.messaging import (
     split_recipients,
 )
 from backoffice.services.sql import MAX_ID
-from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobile
+from dispatch.numbers import mobile_or_none
 
 PAGE = 50
 KEY_FORM_USED = "_key_form"  # the token of the last API key form that made a key (session)
@@ -43,13 +43,6 @@ def _form_again(errors: dict[str, str], status: int, *, fresh_ref: bool = False,
     form.setdefault("client_ref", uuid.uuid4().hex)
     settings = SendingSettings.from_config(current_app.config)
     return render_template("portal/send.html", account=account, form=form, errors=errors, settings=settings, **extra), status
-
-
-def _mobile_or_none(raw: str) -> str | None:
-    try:
-        return normalise_mobile(raw, default_prefix_table())
-    except InvalidNumber:
-        return None
 
 
 @bp.route("/send", methods=["GET", "POST"])
@@ -69,7 +62,7 @@ def send() -> Any:
         except ValidationFailed as failed:
             return _form_again(failed.errors, 422)
         problems = parsed.problems
-        typed = {number for raw in numbers if (number := _mobile_or_none(raw))}
+        typed = {number for raw in numbers if (number := mobile_or_none(raw))}
         for number in parsed.numbers:  # a number both typed and in the file is sent once (a review)
             if number in typed:
                 problems.append(f"文件中的号码 {number} 已在收件人中填写，只发送一次")

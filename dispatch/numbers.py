@@ -140,6 +140,14 @@ def normalise_mobile(raw: str, table: PrefixTable | None = None) -> str:
     return compact
 
 
+def mobile_or_none(raw: str, table: PrefixTable | None = None) -> str | None:
+    """`normalise_mobile`, or None where it refuses (the caller needs no reason)."""
+    try:
+        return normalise_mobile(raw, table)
+    except InvalidNumber:
+        return None
+
+
 def carrier_of(number: str, table: PrefixTable | None = None) -> str:
     """The carrier code (cmcc/cucc/ctcc/cbn) of a mobile number, normalising it first."""
     table = table if table is not None else default_prefix_table()

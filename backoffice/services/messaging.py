@@ -81,7 +81,7 @@ from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_conflict, synchronous_commit_level, upsert
 from backoffice.services.usage import charge_messages
 from dispatch.keywords import KeywordMatcher
-from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, normalise_mobile
+from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, mobile_or_none, normalise_mobile
 from dispatch.rules import (
     UNSUBSCRIBE_WORDS,
     MissingSignature,
@@ -1482,10 +1482,7 @@ def _number_cell(cell: str) -> str:
 
 
 def _mobile_or_none(cell: str, table: Any) -> str | None:
-    try:
-        return normalise_mobile(_number_cell(cell), table) if cell.strip() else None
-    except InvalidNumber:
-        return None
+    return mobile_or_none(_number_cell(cell), table) if cell.strip() else None
 
 
 def _number_like(cell: str) -> bool:

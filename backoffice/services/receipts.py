@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
@@ -22,6 +21,7 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
+from backoffice.config import BANK_CODE
 from backoffice.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Invoice, Receipt, StatementLine
 from backoffice.models.finance import LIVE_RECEIPT
@@ -35,7 +35,6 @@ from backoffice.services.staged_files import stage_file
 from reports.bank_statements import REFERENCE
 
 VOUCHER_TYPES = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
-BANK_CODE = re.compile(r"[A-Z][A-Z0-9]{1,15}")
 _BANK_REFERENCE = REFERENCE  # one pattern for a receipt and a statement line
 # The provider's receiving banks, by the name printed in its contracts; the code names the
 # books account Assets:Bank:<code>.
