@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -28,6 +29,34 @@ def _session() -> Session:
     return session
 
 
+def while_the_first_waits(app: Flask, first: Session, second: Session, work: Callable[[Session], object]) -> list[BaseException]:
+    """Run `work` in `second` (another finance user, its own thread) while `first` holds what it
+    took uncommitted; assert it waits for `first`'s commit; the errors it ended with."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def other_finance_user() -> None:
+        with app.app_context():
+            try:
+                work(second)
+                second.commit()
+            except BaseException as error:  # noqa: BLE001 - the caller asserts on them
+                second.rollback()
+                errors.append(error)
+            finally:
+                done.set()
+
+    thread = threading.Thread(target=other_finance_user)
+    thread.start()
+    time.sleep(0.5)
+    assert not done.is_set()  # it waits for the first one's locks
+    first.commit()
+    thread.join(20)
+    first.close()
+    second.close()
+    return errors
+
+
 @pytest.fixture
 def contract(app: Flask):  # type: ignore[no-untyped-def]
     """004: 50,000 messages at 0.035 = 1,750.00 元, unpaid."""
@@ -38,30 +67,12 @@ def test_two_receipts_of_one_account_confirmed_at_once_are_both_credited(app: Fl
     code = contract.contract.account.code  # 1,750.00 owed under the contract
     first, second = _session(), _session()
     credit_receipt(first, account_code=code, amount=Decimal("1000.00"), bank="CMB", bank_ref="P1", received_on=DAY, actor="finance:a")
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def other_finance_user() -> None:
-        with app.app_context():
-            try:
-                credit_receipt(
-                    second, account_code=code, amount=Decimal("1000.00"), bank="CMB", bank_ref="P2", received_on=DAY, actor="finance:b"
-                )
-                second.commit()
-            except BaseException as error:  # noqa: BLE001 - reported below
-                second.rollback()
-                errors.append(error)
-            finally:
-                done.set()
-
-    thread = threading.Thread(target=other_finance_user)
-    thread.start()
-    time.sleep(0.5)
-    assert not done.is_set()  # it waits for the first confirmation's lock on the account
-    first.commit()
-    thread.join(20)
-    first.close()
-    second.close()
+    errors = while_the_first_waits(  # for the first confirmation's lock on the account
+        app, first, second,
+        lambda session: credit_receipt(
+            session, account_code=code, amount=Decimal("1000.00"), bank="CMB", bank_ref="P2", received_on=DAY, actor="finance:b"
+        ),
+    )  # fmt: skip
     assert errors == []
     db.session.expire_all()
     account = db.session.scalars(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code)).one()
@@ -99,28 +110,9 @@ def test_one_statement_line_matched_to_two_receipts_at_once_credits_once(app: Fl
 
     first, second = _session(), _session()
     match_and_confirm(first, ids[0], "staff:finance-a")
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def other_finance_user() -> None:
-        with app.app_context():
-            try:
-                match_and_confirm(second, ids[1], "staff:finance-b")
-                second.commit()
-            except BaseException as error:  # noqa: BLE001 - asserted below
-                second.rollback()
-                errors.append(error)
-            finally:
-                done.set()
-
-    thread = threading.Thread(target=other_finance_user)
-    thread.start()
-    time.sleep(0.5)
-    assert not done.is_set()  # it waits for the first match's lock on the line
-    first.commit()
-    thread.join(20)
-    first.close()
-    second.close()
+    errors = while_the_first_waits(
+        app, first, second, lambda session: match_and_confirm(session, ids[1], "staff:finance-b")
+    )  # the line's lock
     assert len(errors) == 1 and isinstance(errors[0], Conflict) and f"已匹配到账记录 {ids[0]}" in str(errors[0])
     db.session.expire_all()
     assert db.session.scalar(sa.select(EnterpriseAccount.balance).where(EnterpriseAccount.code == code)) == Decimal("1750.00")
