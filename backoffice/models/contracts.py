@@ -22,6 +22,9 @@ CONTRACT_STATUSES = {
     "terminated": "已终止",
 }
 
+#: A contract in one of these has ended: it no longer lets its account send.
+ENDED_CONTRACT_STATUSES = ("expired", "terminated")
+
 RENEWAL_RULES = {
     "fixed_term": "固定期限",
     "long_term": "长期有效",

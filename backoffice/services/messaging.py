@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from time import monotonic
 from types import MappingProxyType
@@ -71,6 +71,7 @@ from backoffice.models import (
     Unsubscribe,
 )
 from backoffice.models.accounts import ACCOUNT_STATUSES
+from backoffice.models.contracts import ENDED_CONTRACT_STATUSES
 from backoffice.models.messaging import CLAIMABLE, SENT
 from backoffice.money import format_price
 from backoffice.services import audit
@@ -329,6 +330,8 @@ class _SenderState:
     sub_active: bool
     sub_login: str
     contract_id: int | None  # the account's latest contract
+    open_ended: bool  # a live contract has no fixed end (extends yearly, long term, until used up)
+    last_day: date | None  # else the last day of the live fixed-term contracts (None: no contract)
     keywords_version: tuple[int, int]  # (count, max id) of the forbidden keywords
     key_live: bool  # the API key (if any) is unrevoked and belongs to this sub-account
 
@@ -339,12 +342,20 @@ _SENDER_COLUMNS = tuple(_ACCOUNTS.c[name] for name in SenderAccount.__slots__)  
 
 def _sender_state_query() -> sa.Select:
     latest_contract = sa.select(sa.func.max(Contract.id)).where(Contract.account_id == _ACCOUNTS.c.id).scalar_subquery()
+    contracts = Contract.__table__
+    # Spelt out: a prepared statement takes no IN list.
+    live = sa.and_(contracts.c.account_id == _ACCOUNTS.c.id, *(contracts.c.status != ended for ended in ENDED_CONTRACT_STATUSES))
+    fixed = sa.and_(contracts.c.renewal_rule == "fixed_term", contracts.c.term_end.is_not(None))
+    open_ended = sa.exists().where(live, sa.not_(fixed))
+    last_day = sa.select(sa.func.max(contracts.c.term_end)).where(live, fixed).scalar_subquery()
     keyword_count = sa.select(sa.func.count(ForbiddenKeyword.id)).scalar_subquery()
     keyword_top = sa.select(sa.func.max(ForbiddenKeyword.id)).scalar_subquery()
     subs = SubAccount.__table__
     key_live = sa.exists().where(ApiKey.id == sa.bindparam("key_id"), ApiKey.sub_account_id == subs.c.id, ApiKey.revoked_at.is_(None))
     return (
-        sa.select(*_SENDER_COLUMNS, subs.c.active, subs.c.login, latest_contract, keyword_count, keyword_top, key_live)
+        sa.select(
+            *_SENDER_COLUMNS, subs.c.active, subs.c.login, latest_contract, open_ended, last_day, keyword_count, keyword_top, key_live
+        )
         .join(subs, subs.c.account_id == _ACCOUNTS.c.id)
         .where(subs.c.id == sa.bindparam("sub_account_id"))
         # PostgreSQL (SQLite holds the write lock already). NO KEY UPDATE, as the debit's own
@@ -363,9 +374,20 @@ def _sender_state(session: Session, sub_account_id: int, api_key_id: int | None)
     row = _SENDER_STATE.first(session, {"sub_account_id": sub_account_id, "key_id": api_key_id or 0})
     if row is None:
         raise Unauthorized(KEY_REFUSED)  # the sub-account is gone
-    active, login, contract_id, keyword_count, keyword_top, key_live = row[_SENDER_FIELDS:]
+    active, login, contract_id, open_ended, last_day, keyword_count, keyword_top, key_live = row[_SENDER_FIELDS:]
     account = SenderAccount(*row[:_SENDER_FIELDS])
-    return _SenderState(account, bool(active), login, contract_id, (int(keyword_count), int(keyword_top or 0)), bool(key_live))
+    if isinstance(last_day, str):  # SQLite hands back a subquery's date as text
+        last_day = date.fromisoformat(last_day)
+    return _SenderState(
+        account,
+        bool(active),
+        login,
+        contract_id,
+        bool(open_ended),
+        last_day,
+        (int(keyword_count), int(keyword_top or 0)),
+        bool(key_live),
+    )
 
 
 @dataclass(frozen=True)
@@ -402,6 +424,7 @@ def network_not_opened(carrier: str) -> str:
 
 
 def _check_may_send(account: SenderAccount, sub_active: bool, sub_login: str) -> None:
+    """The account and the sub-account may send (the contract's term is checked apart)."""
     if not sub_active:
         raise SendingForbidden(f"子号 {sub_login} 已停用，不能发送短信")
     if account.blacklisted_at is not None:
@@ -908,6 +931,10 @@ def accept_request(
         raise Unauthorized(KEY_REFUSED)
     account = state.account
     _check_may_send(account, state.sub_active, state.sub_login)
+    if not state.open_ended and state.last_day is not None and to_local(now).date() > state.last_day:
+        # The expiry job suspends the account at 00:00 after the last day; until it has run (the
+        # scheduler down or late) the account would go on sending past its contract (a review).
+        raise SendingForbidden(f"合同已于 {state.last_day:%Y-%m-%d} 到期，不能再发送短信；续签合同后即可继续发送，请联系客服")
     if requested_at is not None and requested_at > now + MAX_SCHEDULE_AHEAD:
         raise ValidationFailed({"send_at": f"定时发送时间最多为 {MAX_SCHEDULE_AHEAD.days} 天之后"})
     if requested_at is not None and requested_at < now - MAX_SCHEDULE_BEHIND:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.models import Contract, ContractJob
+from backoffice.models.contracts import ENDED_CONTRACT_STATUSES
 from backoffice.services import audit, notifications
 from backoffice.services.contract_fields import term_end
 
@@ -88,7 +89,7 @@ def _suspend_without_contract(session: Session, contract: Contract) -> bool:
     others = session.scalar(
         sa.select(sa.func.count())
         .select_from(Contract)
-        .where(Contract.account_id == account.id, Contract.id != contract.id, Contract.status.not_in(("expired", "terminated")))
+        .where(Contract.account_id == account.id, Contract.id != contract.id, Contract.status.not_in(ENDED_CONTRACT_STATUSES))
     )
     if others or account.status not in ("active", "awaiting_payment"):  # unpaid too: a late payment must not open it
         return False
@@ -101,7 +102,7 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
     if job.done_at is not None:
         return job.outcome or "done"
     contract = job.contract
-    if contract.status in ("terminated", "expired"):
+    if contract.status in ENDED_CONTRACT_STATUSES:
         outcome = f"合同已{contract.status_name}，跳过"
     elif job.kind == "renewal_notice" and job.due_on not in _notice_days_of_this_term(contract):
         # Planned for a term the contract has moved past (extended since, the scheduler down): a
@@ -149,7 +150,7 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
     ends at the end of its current term instead (its pending extension is cancelled, an expiry
     planned). An objection received after the deadline (30 days before the end) is refused."""
     deadline = objection_deadline(contract)
-    if deadline is None or contract.status in ("expired", "terminated"):
+    if deadline is None or contract.status in ENDED_CONTRACT_STATUSES:
         raise Conflict(f"合同 {contract.contract_no} 不是自动顺延的合同，或已到期、已终止，无需登记异议")
     if received_on > deadline:
         raise ValidationFailed(

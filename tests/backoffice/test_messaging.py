@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from backoffice.clock import set_clock
 from backoffice.errors import ValidationFailed
 from backoffice.extensions import db
-from backoffice.models import EnterpriseAccount, LedgerEvent, Message, SendLog, SendRequest, SubAccount, UsageDay
+from backoffice.models import Contract, EnterpriseAccount, LedgerEvent, Message, SendLog, SendRequest, SubAccount, UsageDay
 from backoffice.services.bookkeeping import check_and_reconcile, post_pending
 from backoffice.services.credit import InsufficientBalance, credit_receipt, record_balance_assertions
 from backoffice.services.message_queue import claim_batch, refund_messages_failed, release
@@ -540,6 +540,42 @@ def test_accounts_that_may_not_send_get_403(app: Flask, sender: Sender, status: 
     db.session.commit()
     error = refused(sender, "13800138000")
     assert isinstance(error, SendingForbidden) and error.status == 403 and words in error.message
+
+
+def test_a_fixed_term_contract_past_its_last_day_stops_sending_before_the_expiry_job_runs(app: Flask) -> None:
+    """Found by a review: with the scheduler down (or late) at the end of a fixed term, the
+    account went on sending, and being charged, past its contract."""
+    sender = active_sender(app, "enterprise_sms_center", term_start="2026-11-01", term_years=1, term_end=None)
+    assert db.session.scalar(sa.select(Contract.term_end).where(Contract.account_id == sender.account.id)) == date(2027, 10, 31)
+    set_clock(lambda: datetime(2027, 10, 31, 15, 59, 59, tzinfo=UTC))  # 23:59:59 Beijing, the last day
+    assert send(sender, "13800138000").http_status == 202
+    set_clock(lambda: datetime(2027, 10, 31, 16, 0, tzinfo=UTC))  # 00:00 the day after, no job run yet
+    before, messages = sender.balance(), db.session.scalar(sa.select(sa.func.count()).select_from(Message))
+    error = refused(sender, "13900139000")
+    assert isinstance(error, SendingForbidden) and error.status == 403 and "合同已于 2027-10-31 到期" in error.message
+    assert sender.balance() == before and db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == messages
+
+
+def test_an_extending_or_renewed_on_paper_contract_past_its_term_end_still_sends(app: Flask) -> None:
+    """A yearly extension the scheduler has not run yet extends the term: the account may send.
+    An account an administrator resumed after its contract expired (renewed on paper) sends too."""
+    from backoffice.models import ContractJob
+    from backoffice.services.renewal import run_contract_job
+    from backoffice.services.sending_settings import set_sending_status
+
+    yearly = active_sender(app, "sms_business_service", term_start="2026-11-01", term_end="2027-10-31")
+    fixed = active_sender(app, "enterprise_sms_center", customer__name="另一家公司", term_start="2026-11-01", term_years=1, term_end=None)
+    set_clock(lambda: datetime(2027, 11, 1, 2, 0, tzinfo=UTC))
+    assert send(yearly, "13800138000", "【蓉城会员】年度顺延").http_status == 202
+    expire = db.session.scalar(
+        sa.select(ContractJob).where(
+            ContractJob.kind == "expire", ContractJob.contract_id == Contract.id, Contract.account_id == fixed.account.id
+        )
+    )
+    run_contract_job(db.session, expire)
+    set_sending_status(db.session, fixed.code, suspend=False, reason="续签合同已线下签署", actor="test")
+    db.session.commit()
+    assert send(fixed, "13800138000").http_status == 202
 
 
 def test_402_when_the_balance_does_not_cover_the_whole_request_changes_nothing(app: Flask) -> None:
