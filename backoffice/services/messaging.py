@@ -1500,11 +1500,18 @@ PROBLEMS_SHOWN = 100  # bad rows of an uploaded list listed one by one; the rest
 _SWALLOWED_NUMBER = re.compile(r"[\r\n][^\r\n]*1[3-9][0-9]{9}")
 _EXCEL_EXPONENT = re.compile(r"[0-9](?:\.[0-9]+)?[eE]\+?[0-9]+")
 _EXCEL_DECIMAL = re.compile(r"[0-9]{11}\.0+")
+_EXCEL_TEXT_FORMULA = re.compile(r'=\s*"([^"]*)"')
 
 
 def _number_cell(cell: str) -> str:
-    """A cell as a number is read from it: 13800138000.0 (a number column from pandas or WPS) is 13800138000."""
+    """A cell as a number is read from it: 13800138000.0 (a number column from pandas or WPS) is
+    13800138000; so are ="13800138000" (the formula exports use to keep Excel from turning a
+    number into 1.38001E+10) and '13800138000 (a number typed as text in Excel)."""
     cell = cell.strip()
+    if formula := _EXCEL_TEXT_FORMULA.fullmatch(cell):
+        cell = formula[1].strip()
+    elif cell.startswith(("'", "’")):
+        cell = cell[1:].strip()
     return cell.split(".", 1)[0] if _EXCEL_DECIMAL.fullmatch(cell) else cell
 
 
@@ -1515,7 +1522,7 @@ def _mobile_or_none(cell: str, table: Any) -> str | None:
 def _number_like(cell: str) -> bool:
     """A cell written as a phone number, good or bad (digits, +, spaces, hyphens, brackets; Excel's
     1.38001E+10 too), not a name or a header."""
-    cell = cell.strip()
+    cell = _number_cell(cell)
     return bool(_EXCEL_EXPONENT.fullmatch(cell)) or (
         sum(c.isdigit() for c in cell) >= 5 and all(c.isdigit() or c in "+-–—() .\u3000（）" for c in cell)
     )

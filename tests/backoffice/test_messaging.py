@@ -807,6 +807,10 @@ def test_recipient_lists_as_customers_save_them(app: Flask) -> None:
     excel = read_recipient_file("手机号码\n1.38001E+10\n13900139000.0\n".encode())
     assert excel.numbers == ["13900139000"]
     assert excel.problems == ["第 2 行：号码被 Excel 转成了科学计数法（1.38001E+10），请把号码列设为“文本”格式后重新导出"]
+    # Exports that keep Excel from the above write the number as a text formula or with an apostrophe.
+    formula = read_recipient_file('姓名,手机号码\n张三,="13800138000"\n李四,"=""13900139000"""\n王五,\'18912345678\n'.encode())
+    assert formula.numbers == ["13800138000", "13900139000", "18912345678"] and formula.problems == []
+    assert read_recipient_file(b'="13800138000"\n="13900139000"\n').numbers == ["13800138000", "13900139000"]
     assert split_recipients("13800138000、13900139000") == ["13800138000", "13900139000"]
     # Found by a review of the above: the first header naming a phone won, 办公电话 before 手机号码.
     office = read_recipient_file("姓名,办公电话,手机号码\n张三,028-85001234,13800138000\n李四,028-85001235,13900139000\n".encode())
