@@ -54,3 +54,32 @@ def test_an_administrator_makes_a_seller_who_sets_a_password_and_is_disabled_lat
     page.wait_for_selector("text=员工账号 zhou.min 已停用")
     newcomer.goto(f"{live_server}/sales/")
     assert "/login" in newcomer.url  # the open session ended at once
+
+
+def test_a_double_click_on_a_form_sends_it_once(app: Flask, staff: dict, live_server: str, browser_page: Any) -> None:
+    """Found by a review: a double click made the user twice; the second answer, "already
+    exists", replaced the page showing the new password, which was then lost."""
+    page = browser_page
+    page.goto(f"{live_server}/login")
+    page.fill('[name="username"]', "admin")
+    page.fill('[name="password"]', staff["admin"])
+    page.click('button[type="submit"]')
+    page.goto(f"{live_server}/admin/users")
+    page.fill("#f-username", "wu.fang")
+    page.fill("#f-name", "吴芳")
+    page.select_option("#f-role", "finance")
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    # Two clicks 15 ms apart, as a hurried double click lands: the first POST is on its way.
+    page.evaluate(
+        """() => { const b = document.querySelector('#user-form button[type=submit]');
+                   b.click(); setTimeout(() => b.click(), 15); }"""
+    )
+    page.wait_for_timeout(300)
+    page.wait_for_load_state()
+    password = page.inner_text("#new-password").strip()
+    assert len(password) >= 12 and "已存在" not in page.content()
+    assert len(posts) == 1, posts
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(StaffUser).where(StaffUser.username == "wu.fang")) == 1
+        db.session.remove()
