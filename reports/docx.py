@@ -197,9 +197,12 @@ class _Converter:
         if self.page_break_pending and isinstance(target, DocxDocument):
             self.paragraph_in(target).paragraph_format.page_break_before = True
             self.page_break_pending = False
+        keep_together = "signatures" in _classes(element)
+        if keep_together and isinstance(target, DocxDocument) and target.paragraphs:
+            # like `break-before: avoid`: the last clause comes to the signatures' page, never a page of signatures alone
+            target.paragraphs[-1].paragraph_format.keep_with_next = True
         table = target.add_table(rows=len(rows), cols=columns)
         table.alignment = WD_TABLE_ALIGNMENT.CENTER
-        keep_together = "signatures" in _classes(element)
         for row, html_cells in zip(table.rows, cells, strict=False):
             if keep_together:  # like `page-break-inside: avoid`: signer and seal stay on one page
                 row._tr.get_or_add_trPr().append(OxmlElement("w:cantSplit"))

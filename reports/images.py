@@ -6,6 +6,8 @@ import base64
 import binascii
 import math
 import re
+import shutil
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from io import BytesIO
 
+from fontTools.ttLib import TTCollection, TTFont
 from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageFont, ImageOps, features
 
 from reports.fonts import find_cjk_font
@@ -108,8 +111,58 @@ def to_data_uri(png: bytes) -> str:
 
 
 @lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(find_cjk_font()), size, index=0)
+def _font(size: int, path: str | None = None) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path or str(find_cjk_font()), size, index=0)
+
+
+@lru_cache(maxsize=1)
+def _cjk_code_points() -> frozenset[int]:
+    path = find_cjk_font()
+    with open(path, "rb") as file:
+        data = BytesIO(file.read())
+    font = TTCollection(data).fonts[0] if path.suffix.lower() in (".ttc", ".otc") else TTFont(data)
+    return frozenset(font.getBestCmap() or {})
+
+
+@lru_cache(maxsize=512)
+def _fallback_font(char: str) -> str | None:
+    """An installed font that has `char`, as fontconfig picks one (as Pango does for the PDF's
+    text), when the CJK font has none; None when no font has it."""
+    fc_match = shutil.which("fc-match")
+    if fc_match is None:
+        return None
+    found = subprocess.run(  # noqa: S603
+        [fc_match, "--format", "%{file}", f"sans-serif:charset={ord(char):x}"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    if not found:
+        return None
+    try:
+        with open(found, "rb") as file:
+            data = BytesIO(file.read())
+        fonts = TTCollection(data).fonts if found.lower().endswith((".ttc", ".otc")) else [TTFont(data)]
+    except Exception:  # noqa: BLE001 - a font fontTools cannot read draws nothing either
+        return None
+    return found if ord(char) in (fonts[0].getBestCmap() or {}) else None
+
+
+def _font_for(char: str, size: int) -> ImageFont.FreeTypeFont:
+    """The CJK font, or for a character it lacks (•, ő, ư: a name the PDF's text prints through
+    another font) one that has it: the images showed an empty box where the text did not."""
+    if ord(char) in _cjk_code_points() or char.isspace():
+        return _font(size)
+    return _font(size, _fallback_font(char))
+
+
+def _runs(text: str, size: int) -> list[tuple[str, ImageFont.FreeTypeFont]]:
+    """`text` cut into runs drawn with one font each."""
+    runs: list[tuple[str, ImageFont.FreeTypeFont]] = []
+    for char in text:
+        font = _font_for(char, size)
+        if runs and runs[-1][1] is font:
+            runs[-1] = (runs[-1][0] + char, font)
+        else:
+            runs.append((char, font))
+    return runs
 
 
 def _png(image: Image.Image) -> bytes:
@@ -156,10 +209,9 @@ def render_seal(name: str, *, size_px: int = 600, caption: str = "合同专用�
         text_radius = outer - ring - side * 0.1
         step = span / max(len(chars) - 1, 1)
         size = int(min(side * 0.13, math.radians(step) * text_radius * 0.9))
-        font = _font(size)
         for index, char in enumerate(chars):
             angle = -span / 2 + index * step if len(chars) > 1 else 0.0
-            glyph = _glyph(char, font, SEAL_RED).rotate(-angle, resample=Image.Resampling.BICUBIC)
+            glyph = _glyph(char, _font_for(char, size), SEAL_RED).rotate(-angle, resample=Image.Resampling.BICUBIC)
             x = c + text_radius * math.sin(math.radians(angle))
             y = c - text_radius * math.cos(math.radians(angle))
             seal.alpha_composite(glyph, (round(x - glyph.width / 2), round(y - glyph.height / 2)))
@@ -182,13 +234,19 @@ def render_typed_signature(name: str, *, height_px: int = 120) -> bytes:
 
     Used when a contract is issued without a drawn signature (e.g. from the CLI).
     """
-    font = _font(int(height_px * 0.7))
-    text = name.strip() or "—"
-    left, top, right, bottom = font.getbbox(text)
+    size = int(height_px * 0.7)
+    runs = _runs(name.strip() or "—", size)
+    main = _font(size)
+    ascent = main.getmetrics()[0]
     pad = height_px * 0.15
-    width = int(right - left + 2 * pad + height_px * 0.25)  # room for the slant
+    width = int(sum(font.getlength(text) for text, font in runs) + 2 * pad + height_px * 0.25)  # room for the slant
     image = Image.new("RGBA", (width, height_px), (0, 0, 0, 0))
-    ImageDraw.Draw(image).text((pad - left, (height_px - (bottom - top)) / 2 - top), text, font=font, fill=INK_BLUE)
+    draw = ImageDraw.Draw(image)
+    baseline = (height_px + ascent - main.getmetrics()[1]) / 2
+    x = pad
+    for text, font in runs:  # on one baseline, each run in a font that has its characters
+        draw.text((x, baseline), text, font=font, fill=INK_BLUE, anchor="ls")
+        x += font.getlength(text)
     slant = 0.2
     image = image.transform(image.size, Image.Transform.AFFINE, (1, slant, -slant * height_px, 0, 1, 0), resample=Image.Resampling.BICUBIC)
     return _png(image)

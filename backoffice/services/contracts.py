@@ -144,7 +144,9 @@ def preview_contract(
     context = documents.build_context(
         template,
         values,
-        contract_no="（签发时生成）" if template.prints_contract_no else None,
+        # Every issued contract carries its number in the page header (and, where the original
+        # has a line for it, in the text): the preview shows where it goes.
+        contract_no="（签发时生成）",
         provider=provider,
         account_code=None,
         sub_logins=[f"（子号{i}）" for i in range(1, subs + 1)],

@@ -173,7 +173,48 @@ def test_a_long_unbroken_customer_name_keeps_the_signature_block_on_the_page(app
     bbox = subprocess.run(["pdftotext", "-bbox", out["pdf"], "-"], capture_output=True, text=True, check=True).stdout
     width = float(re.search(r'<page width="([0-9.]+)"', bbox).group(1))  # type: ignore[union-attr]
     right_edges = [float(x) for x in re.findall(r'xMax="([0-9.]+)"', bbox)]
-    assert right_edges and max(right_edges) <= width - 20, (max(right_edges), width)  # inside the page and its margin
+    margin = 20 / 25.4 * 72  # the template's 20 mm; the tables' cells once reached 3 pt into it (a review: padding outside 50 %)
+    assert right_edges and max(right_edges) <= width - margin + 0.5, (max(right_edges), width - margin)  # inside the text column
+
+
+@pytest.mark.parametrize(
+    ("template_id", "last_clause"), [("gateway_api_partner", "本协议一式二份"), ("sms_business_service", "本协议一式贰份")]
+)
+def test_the_signatures_share_a_page_with_the_last_clause_and_are_not_stretched(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, template_id: str, last_clause: str
+) -> None:
+    """Found by a review: the signature table began a page of its own (a page of signatures alone
+    can be put after other clauses), and a typed signature wider than 4:1 was squeezed to 14 mm x
+    55 mm in the PDF while the DOCX kept its shape."""
+    import subprocess
+
+    out = issue(runner, tmp_path, template_id, sample(template_id, customer_signer="Alexander Schmidt"))
+    reader = PdfReader(out["pdf"])
+    signed_on = [i for i, page in enumerate(reader.pages) if "Alexander" in (page.extract_text() or "")]
+    assert signed_on, "no page shows the signer"
+    assert last_clause in re.sub(r"\s+", "", reader.pages[signed_on[0]].extract_text() or "")
+    listed = subprocess.run(["pdfimages", "-list", out["pdf"]], capture_output=True, text=True, check=True).stdout.splitlines()[2:]
+    ppi = [(int(row.split()[12]), int(row.split()[13])) for row in listed if row.split()[2] == "image"]
+    assert len(ppi) >= 3 and all(abs(x - y) <= 0.02 * y for x, y in ppi), ppi  # scaled alike both ways
+    paragraphs = Document(out["docx"]).paragraphs
+    clause = next(p for p in reversed(paragraphs) if last_clause in re.sub(r"\s+", "", p.text))
+    assert clause.paragraph_format.keep_with_next
+
+
+def test_a_long_provider_name_stays_inside_the_text_column(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by a review: the signature and party cells' padding came on top of their 50 %, so
+    the right-hand cell ran 3 pt into the page's 20 mm margin with a long provider name."""
+    import subprocess
+
+    from backoffice.services.provider import save_provider
+
+    save_provider(db.session, "sms_business_service", {"name": "北京英格密科技发展有限公司" + "国际控股集团" * 12}, actor="test")
+    db.session.commit()
+    out = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service"))
+    bbox = subprocess.run(["pdftotext", "-bbox", out["pdf"], "-"], capture_output=True, text=True, check=True).stdout
+    width = float(re.search(r'<page width="([0-9.]+)"', bbox).group(1))  # type: ignore[union-attr]
+    right_edges = [float(x) for x in re.findall(r'xMax="([0-9.]+)"', bbox)]
+    assert max(right_edges) <= width - 20 / 25.4 * 72 + 0.5, max(right_edges)
 
 
 def test_a_long_unbroken_token_in_additional_terms_wraps_inside_the_page(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:

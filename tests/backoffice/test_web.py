@@ -13,7 +13,7 @@ from backoffice import create_app
 from backoffice.extensions import db
 from backoffice.models import AuditEntry, ProviderProfile
 from tests.backoffice.test_bad_input import form_data
-from tests.conftest import app_config, customer_login, login, make_contract
+from tests.conftest import app_config, customer_login, login, make_contract, sample
 from tests.e2e.signature import SIGNATURE_DATA_URI
 
 
@@ -66,6 +66,16 @@ def test_preview_renders_the_contract_without_issuing(app: Flask, client: FlaskC
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and "合同预览" in page and "预览测试有限公司" in page
     assert not (Path(app.config["INSTANCE_PATH"]) / "ledger").exists()
+
+
+def test_the_preview_shows_the_contract_number_where_the_issued_contract_prints_it(app: Flask) -> None:
+    """Found by a review: the issued PDF of 000-002 printed 合同编号 in every page header, the
+    preview (said to be "exactly as it will print") did not."""
+    from backoffice.services.contracts import preview_contract
+
+    for template_id in ("enterprise_sms_center", "sms_business_service"):
+        html = preview_contract(db.session, template_id, sample(template_id))
+        assert "合同编号：（签发时生成）" in html, template_id
 
 
 def test_issue_through_the_form_then_download(app: Flask, client: FlaskClient, staff: dict) -> None:

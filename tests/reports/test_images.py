@@ -54,6 +54,16 @@ def test_typed_signature_is_dark_blue_ink_on_transparent_png() -> None:
     assert signature.width > signature.height  # three characters side by side
 
 
+@pytest.mark.parametrize("char", ["•", "ő"])
+def test_a_character_the_cjk_font_lacks_is_drawn_from_another_font_not_as_an_empty_box(char: str) -> None:
+    """Found by a review: the contract's text printed 买买提•艾力 (Pango takes the bullet from
+    another font), the signature image drew 买买提□艾力 with WenQuanYi alone; the seal too."""
+    no_font_has = "\u0378"  # unassigned: every renderer draws its empty box
+    assert render_typed_signature(f"买买提{char}艾力") != render_typed_signature(f"买买提{no_font_has}艾力")
+    assert render_seal(f"创信{char}公司", size_px=300) != render_seal(f"创信{no_font_has}公司", size_px=300)
+    assert count(open_png(render_typed_signature(char)), is_blue) > 100
+
+
 def test_a_png_is_accepted_and_comes_back_as_a_png_without_metadata_or_trailing_data() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", "secret-metadata")
