@@ -20,9 +20,13 @@ from backoffice.money import FEN, MoneyFormatError, format_money, parse_decimal
 from backoffice.services.templates import NETWORKS, ContractTemplate, FieldSpec
 from reports.glyphs import unprintable
 
-MOBILE = re.compile(r"^(?:\+?86|0086)?[-\s]?(1[3-9]\d{9})$")
-LANDLINE = re.compile(r"^(0\d{2,3})[-\s]?(\d{7,8})(?:[-\s转](\d{1,6}))?$")
-POSTCODE = re.compile(r"^\d{6}$")
+# ASCII digits only (re.ASCII): `\d` took every script's digits, and a reserved mobile typed in
+# Arabic-Indic digits was issued, stored as typed and refused by the dispatcher (a review).
+MOBILE = re.compile(r"^(?:\+?86|0086)?[-\s]?(1[3-9]\d{9})$", re.ASCII)
+LANDLINE = re.compile(r"^(0\d{2,3})[-\s]?(\d{7,8})(?:[-\s转](\d{1,6}))?$", re.ASCII)
+POSTCODE = re.compile(r"^\d{6}$", re.ASCII)
+#: A Chinese input method's full-width digits and signs, read as the ASCII ones they stand for.
+_FULL_WIDTH = str.maketrans({**{0xFF10 + i: str(i) for i in range(10)}, 0xFF0B: "+", 0xFF0D: "-", 0x3000: " "})
 MARKUP = re.compile(r"<\s*[A-Za-z/!?]|javascript:", re.IGNORECASE)
 # C0 controls but tab/newline, DEL, surrogates and non-characters: never valid in a document.
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
@@ -107,12 +111,12 @@ def _clean(spec: FieldSpec, value: Any) -> Any:
     if kind in ("text", "textarea"):
         return _clean_text(spec, value)
     if kind == "mobile":
-        match = MOBILE.match(_clean_text(spec, value).replace(" ", ""))
+        match = MOBILE.match(_clean_text(spec, value).translate(_FULL_WIDTH).replace(" ", ""))
         if not match:
             raise ValueError("不是有效的中国大陆手机号码（11位，以1开头）")
         return match.group(1)
     if kind == "phone":
-        text = _clean_text(spec, value)
+        text = _clean_text(spec, value).translate(_FULL_WIDTH)
         if m := MOBILE.match(text.replace(" ", "")):
             return m.group(1)
         if m := LANDLINE.match(text):
@@ -126,7 +130,7 @@ def _clean(spec: FieldSpec, value: Any) -> Any:
         except EmailNotValidError:
             raise ValueError("不是有效的电子邮箱地址") from None
     if kind == "postcode":
-        text = _clean_text(spec, value)
+        text = _clean_text(spec, value).translate(_FULL_WIDTH)
         if not POSTCODE.match(text):
             raise ValueError("邮编应为6位数字")
         return text

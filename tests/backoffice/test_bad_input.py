@@ -34,7 +34,21 @@ BAD_CASES = [
     pytest.param({"customer_signed_on": "2000-01-01"}, "customer_signed_on", "早于一年前", id="signed-long-ago"),
     pytest.param({"customer__name": "𠮷野家餐饮有限公司"}, "customer.name", "无法打印的字：𠮷", id="glyph-no-font-has"),
     pytest.param({"term_start": "2099-12-01", "term_end": None}, "term_start", "晚于一年后", id="starts-far-ahead"),
+    # Found by a review: `\d` took every script's digits; stored as typed, no SMS could reach them.
+    pytest.param(
+        {"customer__phone": "010-\u0668\u0662\u0667\u0664\u0666\u0669\u0665\u0662"}, "customer.phone", "电话号码", id="arabic-indic-phone"
+    ),
+    pytest.param(
+        {"customer__postcode": "\u0661\u0660\u0660\u0660\u0668\u0660"}, "customer.postcode", "6位数字", id="arabic-indic-postcode"
+    ),
 ]
+
+
+def test_full_width_digits_of_a_chinese_input_method_are_stored_as_ascii(app: Flask) -> None:
+    """Found by a review with the Arabic-Indic cases above: what was typed was stored as typed."""
+    issued = make_contract(app, "lingxuntong_service", reserved_mobile="１３９００１３９０００", customer__phone="０１０－８２７４６９５２")
+    assert issued.contract.account.reserved_mobile == "13900139000"
+    assert issued.contract.fields["customer.phone"] == "010-82746952"
 
 
 def snapshot(app: Flask) -> dict[str, Any]:
