@@ -184,6 +184,7 @@ _CLICK_DETAILS = [  # click's own wording of a bad value (click 8), and ours
     (re.compile(r"^(.*) is not in the range (.*)\.$", re.S), "{0} 超出范围 {1}"),
     (re.compile(r"^'(.*)' is not one of (.*)\.$", re.S), "{0} 不在可选值 {1} 之中"),
     (re.compile(r"^Got unexpected extra arguments? \((.*)\)$", re.S), "多余的参数：{0}"),
+    (re.compile(r"^'(.*)' does not match the formats? (.*)\.$", re.S), "不是有效的日期（格式 YYYY-MM-DD）：{0}"),
     (re.compile(r"^No such command '(.*)'\.$", re.S), "没有命令 {0}"),
     (re.compile(r"^Option '(.*)' requires an argument\.$", re.S), "选项 {0} 需要一个值"),
     (re.compile(r"^Option '(.*)' does not take a value\.$", re.S), "选项 {0} 不带值"),
@@ -236,7 +237,9 @@ def _load_signature(value: Any, base: Path) -> bytes | str | None:
         return None
     if isinstance(value, str) and value.startswith("data:"):
         return value
-    path = (base / str(value)).resolve()
+    if not isinstance(value, str) or "\x00" in value:  # (a NUL made resolve() raise: a traceback, found by a review)
+        raise ValidationFailed({"signature": "签名图片应为图片文件的路径或 data: URI"})
+    path = (base / value).resolve()
     if not path.is_file():
         raise ValidationFailed({"signature": f"签名图片文件不存在：{value}"})
     return read_file(path, field="signature", limit=IMAGE_FILE_LIMIT)  # an empty one is refused, not typed instead

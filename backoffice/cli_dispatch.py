@@ -245,12 +245,15 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
         target = Path(out_path) if out_path else None
         if target is not None and not target.parent.is_dir():
             raise ValidationFailed({"--out": f"目录不存在：{target.parent}"})
+        # Written next to the target and renamed over it only when complete: an export that fails
+        # leaves an earlier file as it was.
+        partial = target.with_name(f".{target.name}.partial") if target is not None else None
+        try:
+            out = open(partial, "w", encoding="utf-8", newline="") if partial is not None else sys.stdout  # noqa: SIM115 (closed below)
+        except OSError as error:  # a folder that cannot take the file: read-only, /proc (found by a review)
+            raise ValidationFailed({"--out": f"无法在 {target.parent if target else ''} 写入文件：{error.strerror or error}"}) from None
     problems: list[str] = []
     count, seqs = 0, []
-    # Written next to the target and renamed over it only when complete: an export that fails
-    # leaves an earlier file as it was.
-    partial = target.with_name(f".{target.name}.partial") if target is not None else None
-    out = open(partial, "w", encoding="utf-8", newline="") if partial is not None else sys.stdout  # noqa: SIM115 (closed below)
     done = False
     try:
         writer = csv.writer(out)
@@ -295,6 +298,9 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
             count += 1
             seqs.append(r.seq)
         done = True
+    except OSError as error:  # the disk filled up, say: the partial file goes, an earlier export stays
+        with refusals(False):
+            raise ValidationFailed({"--out": f"写入导出文件失败：{error.strerror or error}"}) from None
     finally:
         if out is not sys.stdout:
             out.close()

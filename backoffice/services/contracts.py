@@ -107,6 +107,20 @@ def submission_key_for(template_id: str, raw: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+#: The length of `contracts.submission_key`.
+SUBMISSION_KEY_MAX = 64
+
+
+def _storable_key(key: str) -> str:
+    """A submission key the column holds: a longer or unprintable one (a form's hidden field and a
+    data file's `submission_id` are the client's) stands as its hash, equal for equal keys. Found
+    by a review: past 64 characters PostgreSQL refused it after the PDF was rendered, and sales
+    saw a generic error naming no field."""
+    if len(key) <= SUBMISSION_KEY_MAX and key.isprintable():
+        return key
+    return "h:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[: SUBMISSION_KEY_MAX - 2]
+
+
 def _validate(
     session: Session, template: ContractTemplate, raw: dict[str, Any], customer_signature: Any, provider_signature: Any
 ) -> tuple[dict[str, Any], str, str]:
@@ -173,7 +187,7 @@ def issue_contract(
     NotFound (template) or Conflict (same submission twice); the caller commits."""
     template = get_template(template_id)
     values, cust_sig, prov_sig = _validate(session, template, raw, customer_signature, provider_signature)
-    key = submission_key or submission_key_for(template_id, raw)
+    key = _storable_key(submission_key or submission_key_for(template_id, raw))
     existing = session.scalar(sa.select(Contract).where(Contract.submission_key == key))
     if existing is not None:
         raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")

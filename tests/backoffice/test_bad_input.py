@@ -377,3 +377,36 @@ def test_the_command_lines_own_argument_checks_answer_in_the_same_shape(app: Fla
     ):
         result = runner.invoke(args=args)
         assert result.exit_code == 2 and detail in result.output and "Error" not in result.output, (args, result.output)
+
+
+def test_a_submission_id_longer_than_its_column_issues_once_under_its_hash(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: past 64 characters PostgreSQL refused the key after the PDF was
+    rendered, and sales saw a generic error naming no field (SQLite stored it whole)."""
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    login(client, "sales", staff["sales"])
+    data = form_data("sms_business_service")
+    data.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI, submission_id="表单" * 100)
+    assert "已签发" in client.post("/sales/new/sms_business_service", data=data).get_data(as_text=True)
+    key = db.session.scalar(sa.select(Contract.submission_key))
+    assert key is not None and len(key) <= 64
+    again = client.post("/sales/new/sms_business_service", data=data)
+    assert "已提交过" in again.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 1
+
+
+def test_command_line_mistakes_found_by_a_review_are_refused_in_chinese(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """A NUL in a signature path, an export into a folder that cannot take a file and an impossible
+    date ended in a traceback or in click's English."""
+    data = sample("sms_business_service")
+    data["customer_signature"] = "sign\u0000.png"
+    before = snapshot(app)
+    signed = runner.invoke(
+        args=["contract", "issue", "sms_business_service", "--data", str(write_json(tmp_path / "c.json", data)), "--json"]
+    )
+    assert signed.exit_code == 2 and "signature" in json.loads(signed.stdout)["error"]["fields"], signed.output
+    assert snapshot(app) == before
+    export = runner.invoke(args=["dispatch", "export-log", "--from", "2026-11-01", "--to", "2026-11-30", "--out", "/proc/self/log.csv"])
+    assert export.exit_code == 2 and "--out" in export.output and "无法在" in export.output, export.output
+    day = runner.invoke(args=["ledger", "assert-balances", "--date", "2026-02-30"])
+    assert day.exit_code == 2 and "不是有效的日期" in day.output and "does not match" not in day.output, day.output
