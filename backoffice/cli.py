@@ -890,7 +890,8 @@ def finance_import_statement(statement_file: Path, username: str | None, as_json
         "proposals": [
             {"line_id": p.line.id, "line_no": p.line.line_no, "booked_on": p.line.booked_on.isoformat(), "amount": format_money(p.line.amount),
              "payer_name": p.line.payer_name, "reference": p.line.reference, "receipt_id": p.receipt.id if p.receipt else None,
-             "account_code": p.account.code if p.account else None, "score": p.score, "reasons": p.reasons}
+             "account_code": p.account.code if p.account else None, "customer_name": p.account.customer_name if p.account else None,
+             "score": p.score, "reasons": p.reasons, "conflicts": p.conflicts}
             for p in found
         ],
     }  # fmt: skip
@@ -899,9 +900,12 @@ def finance_import_statement(statement_file: Path, username: str | None, as_json
     ]
     for p in payload["proposals"]:
         target = (
-            f"到账记录 {p['receipt_id']}" if p["receipt_id"] else (f"账户 {p['account_code']}（未登记）" if p["account_code"] else "无匹配")
+            f"到账记录 {p['receipt_id']}（账户 {p['account_code']} {p['customer_name']}）"
+            if p["receipt_id"]
+            else (f"账户 {p['account_code']} {p['customer_name']}（未登记）" if p["account_code"] else "无匹配")
         )
         lines.append(f"  第 {p['line_no']} 行 {p['amount']} 元 {p['payer_name']} → {target}：{'、'.join(p['reasons'])}")
+        lines.extend(f"    {conflict}" for conflict in p["conflicts"])
     _emit(payload, as_json, "\n".join(lines))
 
 

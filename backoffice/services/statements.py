@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -33,6 +33,7 @@ class Proposal:
     account: EnterpriseAccount | None  # for a line with no receipt: the account whose name is the payer's
     score: int
     reasons: list[str]
+    conflicts: list[str] = field(default_factory=list)  # receipts not proposed: the memo names another account
 
 
 def import_statement(session: Session, *, filename: str, content: bytes, actor: str) -> StatementImport:
@@ -89,7 +90,9 @@ def bank_of(line: StatementLine, default: str) -> str:
 
 def proposals(session: Session) -> list[Proposal]:
     """For every statement line not yet matched: the recorded receipt it most likely is (or,
-    failing that, the account whose customer name is the payer's), best first."""
+    failing that, the account whose customer name is the payer's, or the one account its memo
+    names), best first. A receipt (or account) of another account than the memo names is not
+    proposed: the line's `conflicts` say so."""
     lines = list(session.scalars(sa.select(StatementLine).where(StatementLine.receipt_id.is_(None)).order_by(StatementLine.id)))
     if not lines:
         return []
@@ -116,20 +119,34 @@ def proposals(session: Session) -> list[Proposal]:
             id=r.id,
             account_code=r.account.code,
             amount=r.amount,
-            payer_name=r.payer_name,
+            holder_name=r.account.customer_name,  # not r.payer_name: whoever recorded it typed that
             bank_reference=r.bank_reference,
             paid_on=r.paid_on,
         )
         for r in receipts.values()
     ]
-    names = {matching.normalise(a.customer_name): a for a in session.scalars(sa.select(EnterpriseAccount))}
+    accounts = list(session.scalars(sa.select(EnterpriseAccount).order_by(EnterpriseAccount.id)))
+    names: dict[str, EnterpriseAccount] = {}
+    for a in accounts:
+        names.setdefault(matching.normalise(a.customer_name), a)
+    by_code = {a.code: a for a in accounts}
+    holders = [matching.Holder(a.code, a.customer_name) for a in accounts]
+    directory = matching.Directory(holders)
     result = []
-    for match in matching.propose_matches(parsed, open_receipts):
+    for match in matching.propose_matches(parsed, open_receipts, holders):
         line = by_id[match.line_no]
         receipt = receipts.get(match.receipt_id) if match.receipt_id is not None else None
         account = receipt.account if receipt else names.get(matching.normalise(line.payer_name))
-        reasons = match.reasons if receipt else (["付款人与客户名称一致，尚无登记的汇款"] if account else ["未找到对应的汇款登记或客户"])
-        result.append(Proposal(line, receipt, account, match.score if receipt else 0, reasons))
+        reasons = match.reasons if receipt else ["付款人与客户名称一致，尚无登记的汇款"]
+        conflicts = list(match.conflicts)
+        if receipt is None and account is not None and (conflict := matching.memo_conflict(line.memo, account.code, directory)):
+            conflicts.append(f"付款人是账户 {account.code}（{account.customer_name}）的客户名称，但{conflict}，请人工核实")
+            account = None  # not offered for 按此登记: the payer said whose money it is
+        elif receipt is None and account is None and len(named := directory.named_in(line.memo)) == 1:
+            account, reasons = by_code[named[0].code], [f"附言含账户编号 {named[0].code}，尚无登记的汇款"]
+        if account is None:
+            reasons = ["未找到对应的汇款登记或客户"]
+        result.append(Proposal(line, receipt, account, match.score if receipt else 0, reasons, conflicts))
     return result
 
 
@@ -157,6 +174,18 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
         raise Conflict(f"到账记录 {receipt.id} 已匹配其他对账单明细")
     if line.amount != receipt.amount:
         raise ValidationFailed({"amount": f"金额不一致：对账单 {line.amount} 元，登记 {receipt.amount} 元"})
+    # Found by a review: a customer recorded another's transfer (its amount, its date, that
+    # customer's name as payer) and the bank's line, its memo naming the other account, was
+    # proposed for it and confirmed with one click. The payer's own words say whose money it is.
+    account = receipt.account
+    holders = [
+        matching.Holder(code, name) for code, name in session.execute(sa.select(EnterpriseAccount.code, EnterpriseAccount.customer_name))
+    ]
+    if conflict := matching.memo_conflict(line.memo, account.code, matching.Directory(holders)):
+        raise Conflict(
+            f"不能匹配：对账单明细（流水号 {line.reference}）的{conflict}，而到账记录 {receipt.id} 属于账户 {account.code}"
+            f"（{account.customer_name}）；请核实这笔汇款是哪个账户的，必要时驳回该到账记录，再按对账单为附言中的账户登记"
+        )
     other = live_receipt_with(session, line.reference, other_than=receipt.id)
     if other is not None:  # the same transfer recorded under the bank's number: matching it here would credit it twice
         raise Conflict(f"该对账单明细的流水号 {line.reference} 已登记为到账记录 {other.id}（{other.status_name}），请匹配那一条")

@@ -760,6 +760,108 @@ def test_a_line_another_session_matched_meanwhile_is_not_matched_again(app: Flas
     assert db.session.get(Receipt, ids[1]).statement_line_id is None
 
 
+def _import_in_browser(client: Any, csv: str) -> Any:
+    return client.post("/finance/statements", data={"statement": (BytesIO(csv.encode()), "s.csv")}, content_type="multipart/form-data")
+
+
+def test_a_customer_cannot_capture_another_customers_transfer_through_a_proposed_match(
+    app: Flask, client: Any, staff: dict[str, str]
+) -> None:
+    """Found by a review: customer B recorded a portal receipt with A's usual amount and date and
+    typed A's company as the payer. When A's real transfer (its memo naming A's account) was
+    imported, the page proposed B's receipt for it, "金额一致、付款人一致、日期一致" (the payer was
+    compared with what B typed), and one click on 确认匹配并入账 credited A's money to B.
+    The payer is now compared with the account's holder, a line whose memo names another account
+    is not proposed for the receipt, and a confirmation of that pair is refused."""
+    victim = make_contract(app, "enterprise_sms_center", customer__name="甲科技有限公司").contract.account
+    attacker = make_contract(app, "enterprise_sms_center", customer__name="乙商贸有限公司")
+    amount = f"{attacker.contract.initial_amount:.2f}"
+    primary = next(o for o in attacker.logins if o.is_primary)
+    customer_login(client, primary.login, primary.password)
+    form = {"amount": amount, "paid_on": "2026-11-23", "payer_name": "甲科技有限公司", "bank_reference": "MY-OWN-1"}
+    assert client.post("/portal/receipts", data=form).status_code == 302
+    client.post("/logout")
+    claimed = db.session.scalar(sa.select(Receipt).where(Receipt.bank_reference == "MY-OWN-1"))
+
+    login(client, "finance", staff["finance"])
+    csv = f"date,amount,payer_name,payer_account,reference,memo\n2026-11-23,{amount},甲科技有限公司,6222000011112222,K2026112300001,充值 {victim.code}\n"
+    assert _import_in_browser(client, csv).status_code == 302
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert "付款人一致" not in page and 'name="line_id"' not in page  # no one-click confirmation offered
+    assert (
+        f"到账记录 {claimed.id}（{attacker.contract.account.code} 乙商贸有限公司）未建议匹配：附言写明账户 {victim.code}（甲科技有限公司）"
+        in page
+    )
+    assert f"账户 {victim.code} 甲科技有限公司（未登记汇款）" in page  # the line is offered to the account it names instead
+    line = db.session.scalar(sa.select(StatementLine))
+
+    # A confirmation of that pair all the same (a page from before, a hand-made form) is refused.
+    response = client.post(f"/finance/receipts/{claimed.id}/confirm", data={"line_id": line.id, "back": "/finance/statements"})
+    assert response.status_code == 302
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert (
+        f"不能匹配：对账单明细（流水号 K2026112300001）的附言写明账户 {victim.code}（甲科技有限公司），而到账记录 {claimed.id} 属于账户"
+        in page
+    )
+    db.session.expire_all()
+    assert db.session.get(EnterpriseAccount, attacker.contract.account.id).balance == 0
+    assert db.session.get(Receipt, claimed.id).status == "pending" and db.session.get(StatementLine, line.id).receipt_id is None
+
+    # The transfer goes to the account its memo and payer name: 按此登记, then confirm.
+    client.post(f"/finance/statements/lines/{line.id}/record", data={"account": victim.code})
+    recorded = db.session.scalar(sa.select(Receipt).where(Receipt.bank_reference == "K2026112300001"))
+    assert recorded.account_id == victim.id
+    client.post(f"/finance/receipts/{recorded.id}/confirm")
+    db.session.expire_all()
+    assert db.session.get(EnterpriseAccount, victim.id).balance == Decimal(amount)
+    assert db.session.get(EnterpriseAccount, attacker.contract.account.id).balance == 0
+
+
+def test_the_payer_a_customer_types_is_not_a_payer_match_but_amount_and_date_still_propose(
+    app: Flask, client: Any, staff: dict[str, str]
+) -> None:
+    """Found by a review (the capture above): "付款人一致" was scored on the payer typed on the
+    receipt. It is scored on the account's holder now; a receipt finance typed for a third party
+    who pays for the customer is still proposed, on amount and date, and confirmed with one
+    click; the proposal names the account's customer next to its code."""
+    issued = make_contract(app, "enterprise_sms_center", customer__name="丙网络有限公司")
+    account, amount = issued.contract.account, f"{issued.contract.initial_amount:.2f}"
+    other = make_contract(app, "enterprise_sms_center", customer__name="丁贸易有限公司").contract.account
+    from backoffice.services.receipts import record_receipt
+
+    login(client, "finance", staff["finance"])
+    third_party = record_receipt(
+        db.session, account_code=account.code, amount=amount, paid_on="2026-11-21", payer_name="张三", bank_reference="TP-1",
+        bank="CMB", voucher=None, recorded_by="staff:finance", documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=10**6,
+    )  # fmt: skip
+    typed_as_other = record_receipt(
+        db.session, account_code=account.code, amount="123.00", paid_on="2026-11-22", payer_name=other.customer_name,
+        bank_reference="TP-2", bank="CMB", voucher=None, recorded_by="staff:finance",
+        documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=10**6,
+    )  # fmt: skip
+    db.session.commit()
+    csv = (
+        "date,amount,payer_name,payer_account,reference,memo\n"
+        f"2026-11-22,{amount},张三,6222,K1,\n"
+        f"2026-11-22,123.00,{other.customer_name},6223,K2,\n"
+    )
+    assert _import_in_browser(client, csv).status_code == 302
+    by_line = {p.line.reference: p for p in proposals(db.session)}
+    assert by_line["K1"].receipt.id == third_party.id and by_line["K1"].reasons == ["金额一致", "日期相差1天"]
+    # The payer is another customer: proposed on amount and date, and said so (not 付款人一致).
+    assert by_line["K2"].receipt.id == typed_as_other.id
+    assert by_line["K2"].reasons == ["金额一致", f"注意：付款人是其他客户（{other.code} 丁贸易有限公司），不是本账户户名", "日期一致"]
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert "付款人一致" not in page and f"到账记录 {third_party.id}</a>（账户 {account.code} 丙网络有限公司）" in page
+    response = client.post(
+        f"/finance/receipts/{third_party.id}/confirm", data={"line_id": by_line["K1"].line.id, "back": "/finance/statements"}
+    )
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Receipt, third_party.id).status == "confirmed"
+    assert db.session.get(EnterpriseAccount, account.id).balance == Decimal(amount)
+
+
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     statement = tmp_path / "bad.csv"
     statement.write_text(

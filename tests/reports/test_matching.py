@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 
 from reports.bank_statements import StatementLine
-from reports.matching import Match, OpenReceipt, normalise, propose_matches
+from reports.matching import Holder, Match, OpenReceipt, normalise, propose_matches
 
 PAYER = "北京创联致信科技有限公司"
 
@@ -15,8 +15,9 @@ def line(line_no: int, amount: str, *, payer: str = PAYER, day: int = 20, refere
     return StatementLine(line_no, date(2026, 11, day), Decimal(amount), payer, None, reference or f"K{line_no:04d}", memo)
 
 
-def receipt(id: int, amount: str, *, payer: str = PAYER, day: int = 20, reference: str = "", code: str = "AC1001") -> OpenReceipt:
-    return OpenReceipt(id, code, Decimal(amount), payer, reference, date(2026, 11, day))
+def receipt(id: int, amount: str, *, holder: str = PAYER, day: int = 20, reference: str = "", code: str = "AC1001") -> OpenReceipt:
+    """An open receipt of account `code`, whose customer is `holder`."""
+    return OpenReceipt(id, code, Decimal(amount), holder, reference, date(2026, 11, day))
 
 
 def only(matches: list[Match]) -> Match:
@@ -32,7 +33,7 @@ def test_same_amount_payer_and_day() -> None:
 
 def test_reference_is_decisive_even_against_a_closer_amount_match() -> None:
     lines = [line(2, "1750.00", reference="K0212800000012", payer="张三")]
-    receipts = [receipt(1, "1750.00", payer="张三"), receipt(2, "1700.00", payer="别人", day=1, reference=" k0212800000012 ")]
+    receipts = [receipt(1, "1750.00", holder="张三"), receipt(2, "1700.00", holder="别人", day=1, reference=" k0212800000012 ")]
     match = only(propose_matches(lines, receipts))
     assert match.receipt_id == 2
     assert match.reasons[0] == "银行流水号一致"
@@ -43,7 +44,7 @@ def test_payer_name_compared_without_spaces_and_full_width_forms() -> None:
     assert normalise("北京创联致信（北京）科技 有限公司\u3000") == normalise("北京创联致信(北京)科技有限公司")
     match = only(
         propose_matches(
-            [line(2, "99.00", payer="ＡＢＣ 科技（北京）有限公司", day=1)], [receipt(3, "99.00", payer="abc科技(北京)有限公司", day=20)]
+            [line(2, "99.00", payer="ＡＢＣ 科技（北京）有限公司", day=1)], [receipt(3, "99.00", holder="abc科技(北京)有限公司", day=20)]
         )
     )
     assert match.receipt_id == 3
@@ -100,3 +101,37 @@ def test_matches_come_in_line_order_one_per_line() -> None:
     lines = [line(9, "1.00"), line(3, "2.00"), line(6, "3.00")]
     assert [m.line_no for m in propose_matches(lines, [receipt(1, "2.00")])] == [9, 3, 6]
     assert propose_matches([], [receipt(1, "2.00")]) == []
+
+
+def test_the_payer_is_compared_with_the_accounts_holder_not_with_what_was_typed() -> None:
+    """Found by a review: the payer typed on a receipt (a customer types anything in the portal)
+    made "付款人一致"; a customer typing another's company as payer was proposed that one's
+    transfer. Only the account's holder counts; a payer who is another account's holder is said."""
+    accounts = [Holder("AC1001", "甲科技有限公司"), Holder("AC1002", "乙商贸有限公司")]
+    lines = [line(2, "900.00", payer="甲科技有限公司")]
+    match = only(propose_matches(lines, [receipt(5, "900.00", holder="乙商贸有限公司", code="AC1002")], accounts))
+    assert match.receipt_id == 5  # amount and date
+    assert match.reasons == ["金额一致", "注意：付款人是其他客户（AC1001 甲科技有限公司），不是本账户户名", "日期一致"]
+    # Four days apart, only the payer could have tied them: not proposed.
+    late = only(propose_matches([line(2, "900.00", payer="甲科技有限公司", day=24)], [receipt(5, "900.00", holder="乙商贸有限公司")]))
+    assert late.receipt_id is None
+
+
+def test_a_line_whose_memo_names_another_account_is_not_proposed_for_a_receipt() -> None:
+    """Found by a review: the memo of the victim's transfer named its account, and the transfer
+    was proposed for the receipt of another. It is not proposed; the line says why."""
+    accounts = [Holder("E000001", "甲科技有限公司"), Holder("E000002", "乙商贸有限公司")]
+    for memo in ("充值 E000001", "Ｅ０００００１-01 短信费", "e000001"):
+        lines = [line(2, "900.00", payer="甲科技有限公司", memo=memo, reference="K1")]
+        match = only(propose_matches(lines, [receipt(5, "900.00", holder="乙商贸有限公司", code="E000002", reference="K1")], accounts))
+        assert match.receipt_id is None, memo  # not even on the same bank reference
+        assert match.conflicts == ["到账记录 5（E000002 乙商贸有限公司）未建议匹配：附言写明账户 E000001（甲科技有限公司）"]
+    # A code that is only part of a word, or of no known account, is no conflict.
+    for memo in ("E0000010", "充值 E999999"):
+        lines = [line(2, "900.00", payer="乙商贸有限公司", memo=memo)]
+        assert only(propose_matches(lines, [receipt(5, "900.00", holder="乙商贸有限公司", code="E000002")], accounts)).receipt_id == 5
+
+
+def test_a_third_party_payer_is_proposed_on_amount_and_date() -> None:
+    match = only(propose_matches([line(2, "900.00", payer="张三", day=21)], [receipt(5, "900.00")], [Holder("AC1001", PAYER)]))
+    assert (match.receipt_id, match.reasons) == (5, ["金额一致", "日期相差1天"])
