@@ -118,3 +118,63 @@ def test_one_statement_line_matched_to_two_receipts_at_once_credits_once(app: Fl
     assert db.session.scalar(sa.select(EnterpriseAccount.balance).where(EnterpriseAccount.code == code)) == Decimal("1750.00")
     assert [db.session.get(Receipt, i).status for i in ids] == ["confirmed", "pending"]
     settle(app)
+
+
+def test_one_statement_imported_by_two_finance_users_at_once_is_imported_once(app: Flask) -> None:
+    """Found by a review: import_statement looked for each line among the stored ones, then
+    inserted; the second of two imports of one file at the same moment (a double click on 导入,
+    two finance users) found nothing stored yet, and its insert then hit the unique index when the
+    first committed: an IntegrityError, 系统内部错误 (500). It now waits for the first and counts
+    the lines as duplicates."""
+    from backoffice.models import StatementLine
+    from backoffice.services.statements import import_statement
+
+    content = b"date,amount,payer_name,payer_account,reference,memo\n2026-11-20,100.00,X,,R1,\n2026-11-21,200.00,Y,,R2,\n"
+    first, second = _session(), _session()
+    counts: list[tuple[int, int]] = []
+
+    def import_it(session: Session) -> None:
+        record = import_statement(session, filename="s.csv", content=content, actor="staff:finance-b")
+        counts.append((record.line_count, record.duplicate_lines))
+
+    assert import_statement(first, filename="s.csv", content=content, actor="staff:finance-a").line_count == 2
+    errors = while_the_first_waits(app, first, second, import_it)  # for the first's lines
+    assert errors == []
+    assert counts == [(0, 2)]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 2
+
+
+def test_the_same_statement_posted_twice_at_once_is_never_a_500(app: Flask, staff: dict[str, str]) -> None:
+    """The review's own test: ten rounds of two finance users posting one file to /finance/statements
+    at the same moment (threads, a connection each); every answer is an import, never a 500."""
+    from io import BytesIO
+
+    from backoffice.models import StatementLine
+    from backoffice.services.staff import create_staff_user
+    from tests.conftest import login
+
+    create_staff_user(db.session, "fin2", "fin2", "fin2-pass-12", "finance", actor="test")
+    db.session.commit()
+    first, second = app.test_client(), app.test_client()
+    login(first, "finance", staff["finance"])
+    login(second, "fin2", "fin2-pass-12")
+    codes: list[int] = []
+    for i in range(10):
+        content = f"date,amount,payer_name,payer_account,reference,memo\n2026-11-20,{100 + i}.00,甲,,R{i},\n".encode()
+        barrier = threading.Barrier(2)
+
+        def post(client, content: bytes = content, barrier: threading.Barrier = barrier) -> None:  # type: ignore[no-untyped-def]
+            with app.app_context():
+                barrier.wait()
+                response = client.post(
+                    "/finance/statements", data={"statement": (BytesIO(content), "s.csv")}, content_type="multipart/form-data"
+                )
+                codes.append(response.status_code)
+
+        threads = [threading.Thread(target=post, args=(c,)) for c in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert codes == [302] * 20
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 10
