@@ -45,6 +45,25 @@ BANK_CODES = {
 }  # fmt: skip
 
 
+#: How far back a transfer may be recorded (older ones are for finance to handle by hand).
+MAX_DAYS_AGO = 366
+
+
+def day_out_of_range(day: date, today: date) -> str | None:
+    """Why a transfer of `day` cannot be recorded as a receipt: "future", "too_old", or None.
+    (A bank statement's lines are checked the same way at import: services.statements.)"""
+    if day > today:
+        return "future"
+    if (today - day).days > MAX_DAYS_AGO:
+        return "too_old"
+    return None
+
+
+def unprintable(text: str) -> str | None:
+    """The first control, format (zero-width) or other unprintable character of `text`, if any."""
+    return next((c for c in text if unicodedata.category(c).startswith("C")), None)
+
+
 @dataclass(frozen=True)
 class Voucher:
     """A remittance voucher as uploaded: its name on the customer's disk and its bytes."""
@@ -193,10 +212,8 @@ def record_receipt(
         day = paid_on if isinstance(paid_on, date) else date.fromisoformat(str(paid_on).strip())
     except ValueError:
         errors["paid_on"] = "汇款日期无效，格式应为 YYYY-MM-DD"
-    if day is not None and day > today:
-        errors["paid_on"] = "汇款日期不能晚于今天"
-    elif day is not None and (today - day).days > 366:
-        errors["paid_on"] = "汇款日期早于一年前，请联系财务人工处理"
+    if day is not None and (problem := day_out_of_range(day, today)):
+        errors["paid_on"] = "汇款日期不能晚于今天" if problem == "future" else "汇款日期早于一年前，请联系财务人工处理"
     if not isinstance(bank, str) or not BANK_CODE.fullmatch(bank):
         # The books' Assets:Bank:<code>: a code beancount refuses would fail at confirmation, later.
         errors["bank"] = f"收款银行代码应为 2–16 位大写字母或数字、以字母开头（如 CMB、ICBC）：{str(bank)[:20]}"
@@ -217,7 +234,7 @@ def record_receipt(
         elif clash is not None:
             errors["bank_reference"] = f"银行流水号 {reference} 的汇款已与到账记录 {clash.id}（{clash.status_name}）对账匹配，不能重复登记"
     payer = (payer_name or "").strip() or (account.customer_name if account else "")
-    if len(payer) > 200 or any(unicodedata.category(c).startswith("C") for c in payer):
+    if len(payer) > 200 or unprintable(payer) is not None:
         errors["payer_name"] = "付款人名称过长或含有控制字符"
     kind = check_voucher(voucher, max_voucher_bytes, errors) if voucher is not None else None
     if errors:

@@ -8,11 +8,13 @@ import hashlib
 import logging
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from backoffice.clock import local_today
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
 from backoffice.services import audit
@@ -37,10 +39,10 @@ class Proposal:
     conflicts: list[str] = field(default_factory=list)  # receipts not proposed: the memo names another account
 
 
-def import_statement(session: Session, *, filename: str, content: bytes, actor: str) -> StatementImport:
-    """Parse and store a statement. A file with a wrong layout is refused with the line number
-    and the reason, and nothing is imported; lines already imported from an overlapping export
-    are skipped and counted."""
+def import_statement(session: Session, *, filename: str, content: bytes, actor: str, today: date | None = None) -> StatementImport:
+    """Parse and store a statement. A file with a wrong layout, or a credit that could never be
+    entered as a receipt, is refused with the line number and the reason, and nothing is
+    imported; lines already imported from an overlapping export are skipped and counted."""
     name = (filename or "").strip()
     if not name or any(c in name for c in "/\\") or ".." in name or any(unicodedata.category(c).startswith("C") for c in name):
         raise ValidationFailed({"file": "文件名不能包含路径（/、\\ 或 ..）或控制字符"})
@@ -51,9 +53,11 @@ def import_statement(session: Session, *, filename: str, content: bytes, actor: 
     try:
         statement = bank_statements.parse_statement(content)
     except bank_statements.StatementError as exc:
-        raise ValidationFailed(
-            {"file": f"第 {exc.line_no} 行：{exc.reason}"}, message=f"对账单未导入：第 {exc.line_no} 行：{exc.reason}"
-        ) from None
+        raise _refused(exc.line_no, exc.reason) from None
+    today = today or local_today()
+    for line in statement.lines:
+        if reason := _never_a_receipt(line, today):
+            raise _refused(line.line_no, reason)
     record = StatementImport(
         file_name=name[:200], file_sha256=hashlib.sha256(content).hexdigest(), layout=statement.layout, imported_by=actor,
         skipped_debits=statement.skipped_debits,
@@ -83,6 +87,26 @@ def import_statement(session: Session, *, filename: str, content: bytes, actor: 
         session, actor, "import_statement", "statement", str(record.id), file=name, lines=record.line_count, layout=statement.layout
     )
     return record
+
+
+def _refused(line_no: int, reason: str) -> ValidationFailed:
+    return ValidationFailed({"file": f"第 {line_no} 行：{reason}"}, message=f"对账单未导入：第 {line_no} 行：{reason}")
+
+
+def _never_a_receipt(line: bank_statements.StatementLine, today: date) -> str | None:
+    """Why a credit could never be entered as a receipt (record_receipt's date and payer checks),
+    if so. Found by a review: such lines were imported and offered with 按此登记, which
+    record_receipt then refused every time."""
+    from backoffice.services.receipts import MAX_DAYS_AGO, day_out_of_range, unprintable
+
+    problem = day_out_of_range(line.booked_on, today)
+    if problem == "future":
+        return f"入账日期 {line.booked_on} 晚于今天（{today}），无法据此登记到账，请检查导出的文件"
+    if problem == "too_old":
+        return f"入账日期 {line.booked_on} 早于一年前（超过 {MAX_DAYS_AGO} 天），无法据此登记到账：请只导出一年内的交易明细，更早的到账请人工处理"
+    if (bad := unprintable(line.payer_name.strip())) is not None:
+        return f"付款人名称含有控制字符或不可见字符（U+{ord(bad):04X}），无法据此登记到账：请在文件中改正后重新导入"
+    return None
 
 
 def bank_of(line: StatementLine, default: str) -> str:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from backoffice.cli import after_commit_catch_up
 from backoffice.clock import set_clock
 from backoffice.extensions import db
-from backoffice.models import AuditEntry, EnterpriseAccount, Invoice, LedgerEvent, Notification, Receipt, StatementLine
+from backoffice.models import AuditEntry, EnterpriseAccount, Invoice, LedgerEvent, Notification, Receipt, StatementImport, StatementLine
 from backoffice.services.staff import create_staff_user
 from backoffice.services.statements import proposals, receipt_from_line
 from tests.conftest import FIXED_NOW, customer_login, login, make_contract
@@ -893,6 +893,55 @@ def test_a_statement_line_that_could_never_be_used_is_refused_at_import(
     exit_code, out = run(runner, "finance", "import-statement", str(statement), "--json")
     assert exit_code == 2 and out["error"]["fields"]["file"].startswith("第 2 行") and words in out["error"]["fields"]["file"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
+
+
+@pytest.mark.parametrize(
+    "booked_on, payer, words",
+    [
+        pytest.param("2026-12-05", "{name}", "入账日期 2026-12-05 晚于今天", id="booked-in-the-future"),  # today is 2026-11-23
+        pytest.param("2025-11-21", "{name}", "入账日期 2025-11-21 早于一年前", id="booked-over-366-days-ago"),
+        pytest.param("2026-11-20", "{head}\t{tail}", "付款人名称含有控制字符或不可见字符（U+0009）", id="payer-with-a-tab"),
+        pytest.param("2026-11-20", "\u200b{name}", "付款人名称含有控制字符或不可见字符（U+200B）", id="payer-with-a-zero-width-space"),
+    ],
+)
+def test_a_statement_line_no_receipt_could_be_recorded_from_is_refused_at_import(
+    app: Flask, client: Any, staff: dict[str, str], booked_on: str, payer: str, words: str
+) -> None:
+    """Found by a review: a line booked in the future or more than 366 days ago, or whose payer
+    name holds a control or zero-width character, was imported and shown with 按此登记 (the payer
+    is the customer), and record_receipt refused that button every time. The import is refused
+    now, naming the line, and nothing is imported."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    name = account.customer_name
+    filled = payer.format(name=name, head=name[:4], tail=name[4:])
+    csv = f'date,amount,payer_name,payer_account,reference,memo\n2026-11-21,50.00,{name},,R776,\n{booked_on},100.00,"{filled}",,R777,\n'
+    login(client, "finance", staff["finance"])
+    response = client.post("/finance/statements", data={"statement": (BytesIO(csv.encode()), "s.csv")}, content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and "第 3 行：" + words in page, page[-600:]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementImport)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 0
+
+
+def test_a_statement_line_of_today_or_366_days_ago_is_imported_and_recorded(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """The dates a receipt takes are the dates the import takes (the review's refusal above, not more)."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    statement = tmp_path / "edges.csv"
+    statement.write_text(
+        "date,amount,payer_name,payer_account,reference,memo\n"
+        f"2026-11-23,100.00,{account.customer_name},,R1,\n2025-11-22,200.00,{account.customer_name},,R2,\n",
+        encoding="utf-8",
+    )
+    exit_code, imported = run(runner, "finance", "import-statement", str(statement), "--json")
+    assert exit_code == 0 and imported["lines"] == 2
+    for proposal in imported["proposals"]:
+        assert proposal["account_code"] == account.code
+        receipt_from_line(
+            db.session, proposal["line_id"], account_code=account.code, actor="staff:finance", default_bank="CMB",
+            documents_root=Path(app.config["DOCUMENTS_PATH"]), max_voucher_bytes=1_000_000,
+        )  # fmt: skip
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Receipt)) == 2
 
 
 def test_a_spaced_out_bank_number_is_imported_as_finance_types_it(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
