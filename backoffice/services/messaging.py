@@ -1364,9 +1364,11 @@ def add_unsubscribe(session: Session, account_id: int, number: str, *, source: s
     from backoffice.services.message_queue import cancel_waiting
 
     values = {"account_id": account_id, "number": normalise_mobile(number), "source": source, "created_at": utcnow()}
-    inserted = session.execute(insert_ignoring_conflict(session, Unsubscribe.__table__, values, ["account_id", "number"]))
+    table = Unsubscribe.__table__
+    # RETURNING, not the row count: psycopg's comes back -1 here, so "already listed" read as new (a review).
+    inserted = session.execute(insert_ignoring_conflict(session, table, values, ["account_id", "number"]).returning(table.c.id)).first()
     cancel_waiting(session, account_id, values["number"], reason="收件人已回复退订：未发送，已退款", pending=pending)
-    return bool(inserted.rowcount)
+    return inserted is not None
 
 
 def record_reply(

@@ -1142,6 +1142,7 @@ def test_an_unsubscribe_leaves_a_platform_notice_already_queued(
     account = make_contract(app, "sms_business_service").contract.account
     assert deliver_notifications_now(app)["sent"] == 1  # the invoice notice to 18910448682, queued
     assert add_unsubscribe(db.session, account.id, "18910448682", source="mo")  # then the number replied TD
+    assert not add_unsubscribe(db.session, account.id, "18910448682", source="mo")  # (listed already: psycopg's -1 read as new)
     db.session.commit()
     assert db.session.scalar(sa.select(Message.status).where(Message.recipient == "18910448682")) == "queued"
     simulator = smsc()
