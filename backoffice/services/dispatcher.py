@@ -453,18 +453,27 @@ _NEW_UNSUBSCRIBES = Prepared(
     .where(_UNSUBSCRIBES.c.created_at >= sa.bindparam("since", type_=_UNSUBSCRIBES.c.created_at.type))
     .order_by(_UNSUBSCRIBES.c.id)
 )
-# A reply to a shared source address belongs to the account that last sent to the number: the
-# newest of the number's messages, whichever account sent them, found through
-# ix_messages_recipient_account. OFFSET 0 keeps the number's rows a subquery of their own, so
-# PostgreSQL does not walk the primary key backwards for the first match instead (it did, on a
-# small table, for the ORDER BY … LIMIT 1).
+# A reply to the shared source address (SMSC_DEFAULT_SOURCE) belongs to the account that last
+# sent to the number from that address: the newest of the number's messages sent by an account
+# without a service code of its own, found through ix_messages_recipient_account. An account with
+# its own code never sends from the shared address, so a reply there is not its (found by a review:
+# a competitor that texted the number later got the reply and the TD). OFFSET 0 keeps the number's
+# rows a subquery of their own, so PostgreSQL does not walk the primary key backwards for the first
+# match instead (it did, on a small table, for the ORDER BY … LIMIT 1).
+_ACCOUNTS = EnterpriseAccount.__table__
 _NUMBERS_MESSAGES = (
     sa.select(_MESSAGES.c.account_id, _MESSAGES.c.id)
     .where(_MESSAGES.c.recipient == sa.bindparam("number"), _MESSAGES.c.status.in_(SENT))
     .offset(0)
     .subquery()
 )
-_LAST_SENDER = sa.select(_NUMBERS_MESSAGES.c.account_id).order_by(_NUMBERS_MESSAGES.c.id.desc()).limit(1)
+_LAST_SENDER = (
+    sa.select(_NUMBERS_MESSAGES.c.account_id)
+    .join(_ACCOUNTS, _ACCOUNTS.c.id == _NUMBERS_MESSAGES.c.account_id)
+    .where(sa.func.coalesce(_ACCOUNTS.c.service_code, "") == "")  # sends from the shared address
+    .order_by(_NUMBERS_MESSAGES.c.id.desc())
+    .limit(1)
+)
 _FRAGMENTS = ReplyFragment.__table__
 _FRAGMENT_COLUMNS = (_FRAGMENTS.c.sender, _FRAGMENTS.c.destination, _FRAGMENTS.c.reference, _FRAGMENTS.c.total)  # a reply's key
 _FRAGMENT_KEY = tuple(column == sa.bindparam(f"b_{column.name}") for column in _FRAGMENT_COLUMNS)
@@ -1621,13 +1630,15 @@ class Dispatcher:
         return bool(rows)
 
     def _store_reply(self, sender: str, destination: str, text: str, now: datetime) -> None:
-        """Store a reply under the account its service code names, else the account that last sent
-        to that number; TD/退订/… puts the number on that account's unsubscribe list."""
+        """Store a reply under the account its service code names, else, when it went to the shared
+        source address (or an extension of it), the account without a code of its own that last
+        sent to that number; TD/退订/… puts the number on that account's unsubscribe list. A reply
+        to an address nobody sends from is kept under no account."""
         reply = record_reply(
             self._session, sender=sender, destination=destination, content=text, received_at=now, settings=self._reply_settings,
             pending=self._cancelled,
         )  # fmt: skip
-        if reply.account_id is None:
+        if reply.account_id is None and destination.startswith(self.settings.default_source):
             try:
                 number = normalise_mobile(sender)
             except InvalidNumber:

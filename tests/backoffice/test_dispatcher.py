@@ -1195,7 +1195,7 @@ def test_a_reply_to_a_shared_address_goes_to_the_account_that_last_sent_to_the_n
     that leads with the recipient, not by scanning the latest messages."""
     from tests.backoffice.test_messaging import send
 
-    first, second = active_sender(app), active_sender(app, "sms_business_service")
+    first, second = active_sender(app), active_sender(app, customer__name="乙公司")  # both send from the shared address
     send(first, ["13800138000", *numbers(100)])
     send(second, ["13800138000"])
     send(first, numbers(100, start=13900100000))
@@ -1232,6 +1232,35 @@ def test_a_reply_to_a_shared_address_goes_to_the_account_that_last_sent_to_the_n
     reply = db.session.scalar(sa.select(MobileOriginated))
     assert reply is not None and reply.account_id == second.account.id and reply.unsubscribe
     assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [second.account.id]
+
+
+def test_a_reply_to_the_shared_address_is_never_given_to_an_account_with_a_service_code_of_its_own(app: Flask) -> None:
+    """Found by a review: a reply to the shared source address went to whichever account last
+    texted the number, also one with a service code of its own, which never sends from there: a
+    competitor that texted the number after the customer got the person's reply to the customer,
+    and their TD put the number on the competitor's list. Only accounts sending from the shared
+    address are candidates; a reply to an address nobody sends from stays with no account."""
+    from tests.backoffice.test_messaging import send
+
+    victim = active_sender(app, customer__name="甲银行股份有限公司")  # no service code: sends from SMSC_DEFAULT_SOURCE
+    other = active_sender(app, "sms_business_service", customer__name="乙营销有限公司")
+    assert victim.account.service_code is None and other.account.service_code
+    number = "13800138000"
+    send(victim, [number])
+    send(other, [number], "【乙营销】双十一大促，全场五折")  # later: the newest message to the number
+    db.session.execute(sa.update(Message).values(status="delivered"))
+    db.session.commit()
+    shared = app.config["SMSC_DEFAULT_SOURCE"]
+    dispatcher = Dispatcher(app, LinkConfig(port=1), "replies", settings=DispatchSettings(**{**vars(FAST), "default_source": shared}))
+    try:
+        dispatcher._on_mo(MobileOriginatedPdu(number, shared, "我的验证码不是我申请的"))
+        dispatcher._on_mo(MobileOriginatedPdu(number, shared + "1", "TD"))  # an extension of the shared address
+        dispatcher._on_mo(MobileOriginatedPdu(number, "10699999", "这是谁的号码？"))  # nobody sends from it
+    finally:
+        dispatcher.close()
+    replies = db.session.execute(sa.select(MobileOriginated.content, MobileOriginated.account_id).order_by(MobileOriginated.id)).all()
+    assert replies == [("我的验证码不是我申请的", victim.account.id), ("TD", victim.account.id), ("这是谁的号码？", None)]
+    assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [victim.account.id]
 
 
 # --- notifications ---------------------------------------------------------------------------------
