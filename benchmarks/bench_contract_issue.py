@@ -58,6 +58,8 @@ def main() -> None:
                 for i in range(args.runs + 1):
                     data = flatten(template.sample)
                     data["customer.name"] = f"{data['customer.name']}{i}"
+                    if data.get("service_code"):  # a live account's code is not given twice: one of the same length each
+                        data["service_code"] = f"{data['service_code'][:-4]}{i:04d}"
                     for signed in ("customer_signed_on", "provider_signed_on"):  # the samples' dates age; signing is today
                         data[signed] = local_today().isoformat()
                     start = time.perf_counter()

@@ -84,6 +84,38 @@ def _payment_details_given(template: ContractTemplate, identity: dict[str, str])
         raise ValidationFailed({"_form": f"乙方的{'、'.join(blank)}为空，合同无法告诉客户向哪里付款：请管理员先在“乙方信息”中补充"})
 
 
+def service_code_clash(session: Session, service_code: str | None) -> str | None:
+    """Why `service_code` cannot be a new account's, or None. Replies are filed under the account
+    whose service code is the longest prefix of the address they were sent to
+    (`messaging.record_reply`): a code another live (not closed) account has, or one that is a
+    prefix of another's or has another's as its prefix, would take that customer's replies and
+    unsubscribes (found by a review: the same code given twice sent every reply to the second)."""
+    if not service_code:
+        return None
+    column = EnterpriseAccount.service_code
+    clash = session.execute(
+        sa.select(EnterpriseAccount.code, EnterpriseAccount.customer_name, column)
+        .where(
+            column.is_not(None),
+            column != "",
+            EnterpriseAccount.status != "closed",
+            sa.or_(
+                column == service_code,
+                sa.func.substr(sa.literal(service_code), 1, sa.func.length(column)) == column,  # theirs begins mine
+                sa.func.substr(column, 1, len(service_code)) == service_code,  # mine begins theirs
+            ),
+        )
+        .order_by(EnterpriseAccount.id)
+        .limit(1)
+    ).first()
+    if clash is None:
+        return None
+    code, name, taken = clash
+    if taken == service_code:
+        return f"服务代码：{service_code} 已由账户 {code}（{name}）使用，请分配另一个服务代码"
+    return f"服务代码：{service_code} 与账户 {code}（{name}）的服务代码 {taken} 前缀重叠，回复短信将无法分清归属，请分配另一个服务代码"
+
+
 def _signature(field: str, supplied: bytes | str | None, signer: str, errors: dict[str, str]) -> str:
     """A validated signature image as a data URI; a typed one from the name when none was drawn."""
     if supplied is None or supplied == "" or supplied == b"":
@@ -139,6 +171,8 @@ def _validate(
         errors["term_start"] = f"合同开始日期 {values['term_start'].isoformat()} 晚于一年后：请核对"
     if values.get("term_end") and values["term_end"] < today and "term_end" not in errors:
         errors["term_end"] = f"合同期限已于 {values['term_end'].isoformat()} 结束，不能签发已到期的合同"
+    if clash := service_code_clash(session, values.get("service_code")):
+        errors["service_code"] = clash
     cust = _signature("customer_signature", customer_signature, values.get("customer_signer", ""), errors) if values else ""
     prov = _signature("provider_signature", provider_signature, values.get("provider_signer", ""), errors) if values else ""
     if errors:
@@ -186,11 +220,12 @@ def issue_contract(
     """Issue a contract from a filled-in template. Raises ValidationFailed (per field),
     NotFound (template) or Conflict (same submission twice); the caller commits."""
     template = get_template(template_id)
-    values, cust_sig, prov_sig = _validate(session, template, raw, customer_signature, provider_signature)
+    # The same form again is told so first: its own account now has the service code it gives.
     key = _storable_key(submission_key or submission_key_for(template_id, raw))
     existing = session.scalar(sa.select(Contract).where(Contract.submission_key == key))
     if existing is not None:
         raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")
+    values, cust_sig, prov_sig = _validate(session, template, raw, customer_signature, provider_signature)
     provider, seal = provider_settings(session, template)
     _payment_details_given(template, provider)
     initial, fee = values["initial_amount"], values.get("opening_fee") or Decimal(0)
@@ -201,6 +236,11 @@ def issue_contract(
     today = local_today()
     contract_no = f"HT-{today.year}-{next_number(session, 'contract', today.year):06d}"
     code = allocate_account_code(session)
+    # Asked again under the account counter's lock, which every account opening takes: two
+    # contracts given the same code at once cannot both pass (the first had not committed when
+    # the second was validated above).
+    if clash := service_code_clash(session, values.get("service_code")):
+        raise ValidationFailed({"service_code": clash})
     account, logins = open_account(
         session,
         code=code,

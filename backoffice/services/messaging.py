@@ -1391,10 +1391,17 @@ def record_reply(
     except InvalidNumber:
         number = None
     codes = session.execute(
-        sa.select(EnterpriseAccount.id, EnterpriseAccount.service_code).where(EnterpriseAccount.service_code.is_not(None))
+        sa.select(EnterpriseAccount.id, EnterpriseAccount.service_code, EnterpriseAccount.status).where(
+            EnterpriseAccount.service_code.is_not(None)
+        )
     ).all()
-    matching = sorted(((len(code), account_id) for account_id, code in codes if code and destination.startswith(code)), reverse=True)
-    account_id = matching[0][1] if matching else None
+    # The longest code wins; a live account over a closed one whose code was given out again
+    # (`contracts.service_code_clash` lets no two live accounts share or nest their codes).
+    matching = sorted(
+        ((len(code), status != "closed", account_id) for account_id, code, status in codes if code and destination.startswith(code)),
+        reverse=True,
+    )
+    account_id = matching[0][2] if matching else None
     # Only a mobile number can be on an unsubscribe list (nothing is sent to any other): a TD
     # from a landline or a short code is stored as a reply, not marked as an unsubscribe.
     unsubscribe = number is not None and is_unsubscribe(content, settings.unsubscribe_words)

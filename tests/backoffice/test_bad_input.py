@@ -142,7 +142,7 @@ def test_a_crash_midway_leaves_nothing(
             "issue",
             "sms_business_service",
             "--data",
-            str(write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="新客户"))),
+            str(write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="新客户", service_code="106575000124"))),
         ]
     )
     assert result.exit_code != 0 and isinstance(result.exception, OSError)

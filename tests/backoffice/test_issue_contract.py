@@ -349,7 +349,7 @@ def test_a_contract_never_tells_the_customer_to_pay_into_a_blank_account(app: Fl
     identity = {**provider_of(db.session, "sms_business_service").identity, "bank_account": "", "contact_name": ""}
     db.session.add(ProviderProfile(template_id="sms_business_service", identity=identity))  # as saved before the check
     db.session.commit()
-    data = write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="另一家公司"))
+    data = write_json(tmp_path / "c.json", sample("sms_business_service", customer__name="另一家公司", service_code="106575000124"))
     result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data), "--json"])
     assert result.exit_code != 0 and "银行账号为空" in result.output
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 1
@@ -403,3 +403,90 @@ def test_the_logins_passwords_are_hashed_before_the_write_lock_is_taken(
 
     assert len(out["sub_accounts"]) == 6  # and each password opens its own login
     assert all(authenticate_sub_account(db.session, o["login"], o["password"]) is not None for o in out["sub_accounts"])
+
+
+def test_a_service_code_a_live_account_has_or_nests_with_is_not_given_again(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, staff: dict
+) -> None:
+    """Found by a review: two accounts could be given the same service code, and replies (found
+    by the longest code their address begins with) then all went to the later account: the first
+    customer's replies and unsubscribes shown to and kept by the second. A code another live
+    account has, or one nesting with it (a prefix of it or it a prefix of the new one), is refused
+    with the account named, from the command line and the form alike, and nothing is opened; a
+    closed account's code may be given again, and its replies go to the live account."""
+    from backoffice.services.messaging import record_reply
+    from tests.backoffice.test_bad_input import form_data
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    first = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service"))
+    taken = sample("sms_business_service")["service_code"]
+    tries = {
+        taken: f"服务代码：{taken} 已由账户 {first['account_code']}（北京创联致信科技有限公司）使用",
+        taken[:-2]: f"服务代码：{taken[:-2]} 与账户 {first['account_code']}（北京创联致信科技有限公司）的服务代码 {taken} 前缀重叠",
+        taken + "01": f"服务代码：{taken}01 与账户 {first['account_code']}（北京创联致信科技有限公司）的服务代码 {taken} 前缀重叠",
+    }
+    for n, (code, said) in enumerate(tries.items()):
+        data = write_json(tmp_path / f"{n}.json", sample("sms_business_service", customer__name=f"乙营销{n}有限公司", service_code=code))
+        result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data)])
+        assert result.exit_code != 0 and said in result.output, result.output
+    client = app.test_client()
+    login(client, "sales", staff["sales"])
+    form = form_data("sms_business_service", customer__name="乙营销有限公司")
+    form.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI)
+    for action in ("preview", "issue"):
+        response = client.post("/sales/new/sms_business_service", data={**form, "action": action})
+        assert response.status_code == 422 and tries[taken] in response.get_data(as_text=True), action
+    assert db.session.scalars(sa.select(EnterpriseAccount.code)).all() == [first["account_code"]]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 1
+
+    db.session.execute(sa.update(EnterpriseAccount).values(status="closed"))  # the first customer leaves
+    db.session.commit()
+    second = issue(runner, tmp_path, "sms_business_service", sample("sms_business_service", customer__name="乙营销有限公司"))
+    reply = record_reply(db.session, sender="13800138000", destination=taken, content="TD")
+    db.session.commit()
+    assert reply.account_id == db.session.scalar(sa.select(EnterpriseAccount.id).where(EnterpriseAccount.code == second["account_code"]))
+
+
+def test_two_contracts_given_the_same_service_code_at_once_open_one_account(app: Flask, tmp_path: Path) -> None:
+    """Found by a review (service codes given twice): the check and the new account are in one
+    transaction, but two issued at the same moment both passed the check. Asked again under the
+    account counter's lock, the second is refused. Real threads, real database."""
+    import threading
+
+    from backoffice.cli import after_commit_catch_up, signing_identity
+    from backoffice.errors import ValidationFailed
+    from backoffice.services.contracts import issue_contract
+
+    outcomes: list[str] = []
+    for round_ in range(3):
+        barrier = threading.Barrier(2)
+
+        def sales_person(n: int, round_: int = round_) -> None:
+            with app.app_context():
+                try:
+                    data = sample("sms_business_service", customer__name=f"并发客户{round_}-{n}", service_code=f"10657500{round_}")
+                    barrier.wait()
+                    issue_contract(
+                        db.session, "sms_business_service", data, issued_by=f"t{n}", documents_root=Path(app.config["DOCUMENTS_PATH"]),
+                        signing_identity=signing_identity(app),
+                    )  # fmt: skip
+                    db.session.commit()
+                    after_commit_catch_up(app)
+                    outcomes.append("issued")
+                except ValidationFailed as refused:
+                    db.session.rollback()
+                    outcomes.append(refused.errors.get("service_code", repr(refused.errors)))
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    outcomes.append(repr(exc))
+                finally:
+                    db.session.remove()
+
+        threads = [threading.Thread(target=sales_person, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert outcomes.count("issued") == 3, outcomes
+    assert sorted(o.split(" 已由账户")[0] for o in outcomes if o != "issued") == [f"服务代码：10657500{r}" for r in range(3)], outcomes
+    codes = db.session.scalars(sa.select(EnterpriseAccount.service_code).order_by(EnterpriseAccount.service_code)).all()
+    assert codes == [f"10657500{r}" for r in range(3)]

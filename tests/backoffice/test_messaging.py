@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from backoffice.clock import set_clock
 from backoffice.errors import ValidationFailed
 from backoffice.extensions import db
-from backoffice.models import Contract, EnterpriseAccount, LedgerEvent, Message, SendLog, SendRequest, SubAccount, UsageDay
+from backoffice.models import Contract, EnterpriseAccount, LedgerEvent, Message, SendLog, SendRequest, SubAccount, Unsubscribe, UsageDay
 from backoffice.services.bookkeeping import check_and_reconcile, post_pending
 from backoffice.services.credit import InsufficientBalance, credit_receipt, record_balance_assertions
 from backoffice.services.message_queue import claim_batch, refund_messages_failed, release
@@ -379,6 +379,20 @@ def test_a_chatty_reply_is_stored_but_does_not_unsubscribe(app: Flask, sender: S
     landline = record_reply(db.session, sender="02886001234", destination="106575000123", content="TD")
     db.session.commit()
     assert not landline.unsubscribe  # it put nothing on the list, and says so
+
+
+def test_a_reply_to_a_code_a_closed_account_shares_with_a_live_one_goes_to_the_live_one(app: Flask, sender: Sender) -> None:
+    """Found by a review: two accounts given the same service code (possible before issuing
+    refused it, and a closed account's code may be given again) split their replies by the
+    higher account id, so a closed account opened later took the live customer's TD."""
+    later = active_sender(app, customer__name="乙营销有限公司")
+    sender.account.service_code = later.account.service_code = "106575000123"
+    later.account.status = "closed"
+    db.session.commit()
+    reply = record_reply(db.session, sender="13900139000", destination="10657500012301", content="TD")
+    db.session.commit()
+    assert reply.account_id == sender.account.id
+    assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [sender.account.id]
 
 
 def test_a_message_longer_than_the_maximum_parts_is_refused_never_cut(app: Flask, sender: Sender) -> None:
