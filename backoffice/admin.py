@@ -193,16 +193,28 @@ def provider(template_id: str) -> Any:
         values = {spec.name: request.form.get(spec.name, "") for spec in provider_service.provider_of(db.session, template_id).fields}
         saved, errors = attempt(
             lambda: provider_service.save_provider(
-                db.session, template_id, values, seal=seal, drop_seal="drop_seal" in request.form, actor=current_user.actor
+                db.session, template_id, values, seal=seal, drop_seal="drop_seal" in request.form, actor=current_user.actor,
+                version=request.form.get("version", ""),
             )
-        )
+        )  # fmt: skip
         if saved is not None:
             flash("乙方信息已保存：此后签发的合同使用新的信息（已签发的合同不变）", "ok")
             return redirect(url_for("admin.provider", template_id=template_id))
     current = provider_service.provider_of(db.session, template_id)
-    form = request.form if errors else current.identity
-    page = render_template("admin/provider.html", template=get_template(template_id), provider=current, form=form, errors=errors)
-    return page, (422 if errors else 200)
+    # A form opened before another administrator saved: shown again with the saved values (a
+    # second click then cannot put the old ones back), what was typed beside the fields it differs in.
+    stale = "version" in errors
+    typed = {
+        spec.name: request.form.get(spec.name, "")
+        for spec in current.fields
+        if stale and request.form.get(spec.name, "").strip() != str(current.identity.get(spec.name) or "").strip()
+    }
+    form = current.identity if stale or not errors else request.form
+    page = render_template(
+        "admin/provider.html", template=get_template(template_id), provider=current, form=form, errors=errors, typed=typed,
+        version=provider_service.provider_version(current),
+    )  # fmt: skip
+    return page, (409 if stale else 422 if errors else 200)
 
 
 @bp.route("/provider/<template_id>/seal.png")

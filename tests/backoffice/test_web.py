@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,15 @@ def test_staff_users_get_the_same_password_policy_and_unique_names(app: Flask) -
         db.session.rollback()
 
 
+PROVIDER_FORM = "/admin/provider/sms_business_service"
+
+
+def version(client: FlaskClient, path: str = PROVIDER_FORM) -> str:
+    """The version a form carries as the page is opened now ("" when it carries none)."""
+    found = re.search(r'name="version" value="([0-9a-f]+)"', client.get(path).get_data(as_text=True))
+    return found.group(1) if found else ""
+
+
 def test_an_administrator_sets_the_provider_identity_contracts_print(app: Flask, client: FlaskClient, staff: dict) -> None:
     """Found by a review: every contract printed the template's demo bank account and seal, and nothing could change them."""
     from io import BytesIO
@@ -267,18 +277,18 @@ def test_an_administrator_sets_the_provider_identity_contracts_print(app: Flask,
         ("name", "", "不能为空"), ("postcode", "61004", "6 位数字"), ("bank_account", "12-34", "银行账号"),
         ("email", "finance@@x", "邮箱"), ("name", "<b>x</b>", "HTML"),
     ):  # fmt: skip
-        refused = client.post("/admin/provider/sms_business_service", data={**good, field: value})
+        refused = client.post("/admin/provider/sms_business_service", data={**good, field: value, "version": version(client)})
         assert refused.status_code == 422 and words in refused.get_data(as_text=True), field
     not_an_image = client.post(
         "/admin/provider/sms_business_service",
-        data={**good, "seal": (BytesIO(b"just text"), "seal.png")},
+        data={**good, "seal": (BytesIO(b"just text"), "seal.png"), "version": version(client)},
         content_type="multipart/form-data",
     )
     assert not_an_image.status_code == 422 and "公章图片" in not_an_image.get_data(as_text=True)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ProviderProfile)) == 0  # nothing saved by a refusal
     saved = client.post(
         "/admin/provider/sms_business_service",
-        data={**good, "seal": (BytesIO(png_bytes()), "seal.png")},
+        data={**good, "seal": (BytesIO(png_bytes()), "seal.png"), "version": version(client)},
         content_type="multipart/form-data",
     )
     assert saved.status_code == 302
@@ -294,13 +304,103 @@ def test_an_administrator_sets_the_provider_identity_contracts_print(app: Flask,
 
     assert receiving_bank(db.session, before.contract.account.code, default="X") == "CMB"
     assert receiving_bank(db.session, after.contract.account.code, default="X") == "ICBC"
-    unknown = client.post("/admin/provider/sms_business_service", data={**good, "bank_name": "成都银行高新支行"})
+    unknown = client.post(
+        "/admin/provider/sms_business_service", data={**good, "bank_name": "成都银行高新支行", "version": version(client)}
+    )
     assert unknown.status_code == 422 and "请填写记账代码" in unknown.get_data(as_text=True)
-    coded = client.post("/admin/provider/sms_business_service", data={**good, "bank_name": "成都银行高新支行", "bank_code": "CDCB"})
+    coded = client.post(
+        "/admin/provider/sms_business_service",
+        data={**good, "bank_name": "成都银行高新支行", "bank_code": "CDCB", "version": version(client)},
+    )
     assert coded.status_code == 302  # a bank the application does not know, with its books code
     later = make_contract(app, "sms_business_service", customer__name="丙公司")
     assert receiving_bank(db.session, later.contract.account.code, default="X") == "CDCB"
     assert receiving_bank(db.session, after.contract.account.code, default="X") == "ICBC"  # still what it printed
+
+
+GOOD_PROVIDER = {
+    "name": "成都云讯通信技术有限公司", "address": "成都市高新区天府大道中段1号", "postcode": "610041", "phone": "028-85001234",
+    "fax": "", "email": "finance@yunxun.example.cn", "contact_name": "周敏", "contact_phone": "13980001234",
+    "bank_name": "中国工商银行成都高新支行", "bank_account_name": "成都云讯通信技术有限公司", "bank_account": "4402 2010 0900 1234 567",
+    "product_name": "企信通", "website": "",
+}  # fmt: skip
+
+
+def second_admin(app: Flask) -> FlaskClient:
+    from backoffice.services.staff import create_staff_user
+
+    create_staff_user(db.session, "admin2", "admin2", "admin2-pass-1", "admin", actor="test")
+    db.session.commit()
+    other = app.test_client()
+    login(other, "admin2", "admin2-pass-1")
+    return other
+
+
+def test_a_stale_provider_form_does_not_put_back_another_admins_bank_account(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: the provider form posted the whole identity and it was saved over what
+    was there, with no version: a form opened before another administrator moved the bank
+    account put the old account back when only the phone was changed, and every contract issued
+    after told customers to pay into it. The form now carries the version of what it showed; a
+    stale one is refused (409), nothing changes, and the page shows the saved values (a second
+    click cannot put the old ones back) with what was typed beside the fields it differs in."""
+    login(client, "admin", staff["admin"])
+    other = second_admin(app)
+    assert client.post(PROVIDER_FORM, data={**GOOD_PROVIDER, "version": version(client)}).status_code == 302
+    opened = version(client)  # the first admin's browser: the form as it was loaded
+    moved = {**GOOD_PROVIDER, "bank_name": "招商银行成都分行", "bank_account": "1289 0012 3456 789"}
+    assert other.post(PROVIDER_FORM, data={**moved, "version": version(other)}).status_code == 302
+    response = client.post(PROVIDER_FORM, data={**GOOD_PROVIDER, "phone": "028-85009999", "version": opened})  # only the phone
+    shown = response.get_data(as_text=True)
+    db.session.expire_all()
+    identity = db.session.get(ProviderProfile, "sms_business_service").identity
+    assert response.status_code == 409 and "乙方信息已被他人修改，请刷新后再改" in shown
+    assert identity["bank_account"] == "1289 0012 3456 789" and identity["phone"] == "028-85001234"
+    assert 'value="1289 0012 3456 789"' in shown and 'value="028-85001234"' in shown  # the saved values
+    assert "您填写的：028-85009999" in shown and "您填写的：4402 2010 0900 1234 567" in shown  # and what was typed
+    again = client.post(PROVIDER_FORM, data={**moved, "phone": "028-85009999", "version": version(client)})
+    assert again.status_code == 302  # made on the saved values
+    db.session.expire_all()
+    identity = db.session.get(ProviderProfile, "sms_business_service").identity
+    assert identity["bank_account"] == "1289 0012 3456 789" and identity["phone"] == "028-85009999"
+    unversioned = client.post(PROVIDER_FORM, data=GOOD_PROVIDER)
+    assert unversioned.status_code == 409 and "表单缺少版本信息" in unversioned.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(ProviderProfile, "sms_business_service").identity["bank_account"] == "1289 0012 3456 789"
+
+
+def test_two_admins_saving_the_provider_identity_for_the_first_time_at_once_is_not_a_500(
+    app: Flask, client: FlaskClient, staff: dict
+) -> None:
+    """Found by a review: save_provider read the profile, found none, and added one; two first
+    saves at once both added it, and the second failed on the primary key (系统内部错误, 500).
+    The row is now inserted ignoring a clash, then locked: the second waits for the first and is
+    then told the identity was changed by someone else. Real threads."""
+    import threading
+
+    login(client, "admin", staff["admin"])
+    other = second_admin(app)
+    codes: list[list[int]] = []
+    for round_ in range(8):
+        db.session.execute(sa.delete(ProviderProfile))
+        db.session.commit()
+        shown = {c: version(c) for c in (client, other)}  # both opened the form on the demo values
+        db.session.remove()
+        barrier = threading.Barrier(2)
+        answered: list[int] = []
+
+        def save(admin: FlaskClient, round_: int = round_) -> None:
+            with app.app_context():
+                barrier.wait()
+                data = {**GOOD_PROVIDER, "contact_name": f"周敏{round_}", "version": shown[admin]}
+                answered.append(admin.post(PROVIDER_FORM, data=data).status_code)
+
+        threads = [threading.Thread(target=save, args=(admin,)) for admin in (client, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        codes.append(sorted(answered))
+    assert codes == [[302, 409]] * 8, codes
 
 
 def test_the_command_line_shows_and_saves_the_provider_identity(app: Flask, tmp_path: Path) -> None:
