@@ -144,7 +144,7 @@ def account_settings(code: str) -> Any:
         update, errors = attempt(
             lambda: settings_service.update_sending_settings(
                 db.session, code, rate_limit_per_second=form.get("rate_limit_per_second", ""), sms_signature=form.get("sms_signature", ""),
-                add_signature="add_signature" in form, actor=current_user.actor,
+                add_signature="add_signature" in form, actor=current_user.actor, version=form.get("version", ""),
             )
         )  # fmt: skip
         if update is not None:
@@ -153,12 +153,19 @@ def account_settings(code: str) -> Any:
         for message in errors.values():
             flash(message, "error")
     account = get_account(db.session, code)
-    shown = form if errors else {
+    saved = {
         "rate_limit_per_second": str(account.rate_limit_per_second), "sms_signature": account.sms_signature or "",
         "add_signature": "on" if account.add_signature else None,
     }  # fmt: skip
-    page = render_template("admin/account.html", account=account, form=shown, errors=errors, settings=settings_service)
-    return page, (422 if errors else 200)
+    # A form opened before another administrator saved: shown again with the saved settings (a
+    # second click then cannot put the old ones back), what was typed beside the fields it differs in.
+    stale = "version" in errors
+    typed = {name: form.get(name) for name in saved if stale and form.get(name) != saved[name]}
+    page = render_template(
+        "admin/account.html", account=account, form=saved if stale or not errors else form, errors=errors, typed=typed,
+        version=settings_service.settings_version(account), settings=settings_service,
+    )  # fmt: skip
+    return page, (409 if stale else 422 if errors else 200)
 
 
 @bp.post("/accounts/<code>/lift-blacklist")

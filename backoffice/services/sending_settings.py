@@ -7,6 +7,8 @@ so a committed change applies to the next request in every process."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,6 +97,18 @@ def parse_signature(value: str) -> str:
     return text
 
 
+def settings_version(account: EnterpriseAccount) -> str:
+    """A fingerprint of the settings the form shows (rate, signature, whether it is added),
+    carried by the form so that a save made on values another administrator has since changed
+    is refused."""
+    shown = [account.rate_limit_per_second, account.sms_signature or "", bool(account.add_signature)]
+    return hashlib.sha256(json.dumps(shown, ensure_ascii=False).encode()).hexdigest()[:32]
+
+
+def stale_message(account_code: str) -> str:
+    return f"账户 {account_code} 的发送设置已被他人修改，请刷新后再改"
+
+
 def update_sending_settings(
     session: Session,
     account_code: str,
@@ -104,12 +118,22 @@ def update_sending_settings(
     add_signature: bool | None = None,
     lift_blacklist: bool = False,
     actor: str,
+    version: str | None = None,
 ) -> SettingsUpdate:
     """Change what is given (None: leave as is), all or nothing, with one audit line; the caller
     commits. A registered signature can be replaced but not removed: an empty signature is
     refused when the account has one and changes nothing when it has none. Lifting the blacklist
-    also clears the violation count, so the next violation does not blacklist again at once."""
+    also clears the violation count, so the next violation does not blacklist again at once.
+
+    `version`: the `settings_version` the form was opened with; when the settings are no longer
+    those, nothing changes (error "version"). Found by a review: a form opened before another
+    administrator raised the rate put the old rate back with a new signature, unsaid. None (the
+    command line, the blacklist button, which name only what they change): no check."""
     account = account_for_settings(session, account_code)
+    if version is not None and version != settings_version(account):
+        raise ValidationFailed(
+            {"version": stale_message(account.code) if version else "表单缺少版本信息（可能是更新前打开的页面），请刷新后再改"}
+        )
     wanted: dict[str, Any] = {}
     if rate_limit_per_second is not None:
         wanted["rate_limit_per_second"] = parse_rate_limit(rate_limit_per_second)

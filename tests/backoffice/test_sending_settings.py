@@ -40,10 +40,16 @@ def page(response: Any) -> str:
     return response.get_data(as_text=True)
 
 
-def form(sender: Sender, **fields: str) -> dict[str, str]:
-    """The settings form as the browser sends it for the account, with `fields` changed."""
+def form(sender: Sender, **fields: str | None) -> dict[str, str]:
+    """The settings form as the browser sends it for the account as saved now, with `fields` changed."""
+    from backoffice.services.sending_settings import settings_version
+
     account = sender.account
-    data = {"rate_limit_per_second": str(account.rate_limit_per_second), "sms_signature": account.sms_signature or ""}
+    db.session.expire(account)
+    data = {
+        "rate_limit_per_second": str(account.rate_limit_per_second), "sms_signature": account.sms_signature or "",
+        "version": settings_version(account),
+    }  # fmt: skip
     if account.add_signature:
         data["add_signature"] = "on"
     data.update(fields)
@@ -251,6 +257,41 @@ def test_adding_a_signature_needs_one_registered(app: Flask, admin: FlaskClient)
     assert settings_of(sender.code) == before
     unchanged = admin.post(f"/admin/accounts/{sender.code}", data=form(sender), follow_redirects=True)
     assert "发送设置没有变化" in page(unchanged) and settings_of(sender.code) == before
+
+
+def test_a_stale_settings_form_does_not_put_back_another_admins_rate(app: Flask, admin: FlaskClient, staff: dict[str, str]) -> None:
+    """Found by a review: the settings form carried no version, so a form opened before another
+    administrator raised the rate to 500 put it back to 100 when its signature was changed, with
+    "已更新". The form now carries the version of what it showed: a stale one is refused (409),
+    nothing changes, and the page shows the saved settings with what was typed beside them."""
+    from backoffice.services.staff import create_staff_user
+
+    create_staff_user(db.session, "admin2", "admin2", "admin2-pass-1", "admin", actor="test")
+    db.session.commit()
+    other = app.test_client()
+    login(other, "admin2", "admin2-pass-1")
+    sender = active_sender(app, "lingxuntong_service")
+    opened = page(admin.get(f"/admin/accounts/{sender.code}"))  # what the first admin's browser holds
+    found = re.search(r'name="version" value="([0-9a-f]+)"', opened)
+    assert 'value="100"' in opened
+    stale = {"rate_limit_per_second": "100", "sms_signature": "学府教育", "version": found.group(1) if found else ""}  # the box unticked
+    assert other.post(f"/admin/accounts/{sender.code}", data={**stale, "rate_limit_per_second": "500"}).status_code == 302
+    response = admin.post(f"/admin/accounts/{sender.code}", data={**stale, "sms_signature": "学府教育集团"})
+    shown = page(response)
+    assert response.status_code == 409 and f"账户 {sender.code} 的发送设置已被他人修改，请刷新后再改" in shown
+    assert settings_of(sender.code)["rate_limit_per_second"] == 500 and settings_of(sender.code)["sms_signature"] == "学府教育"
+    assert 'value="500"' in shown and "您填写的：100" in shown and "您填写的：学府教育集团" in shown
+    fresh = re.search(r'name="version" value="([0-9a-f]+)"', shown)
+    assert fresh is not None and fresh.group(1) != stale["version"]
+    again = {**stale, "rate_limit_per_second": "500", "sms_signature": "学府教育集团", "version": fresh.group(1)}
+    assert admin.post(f"/admin/accounts/{sender.code}", data=again).status_code == 302  # made on the saved settings
+    assert settings_of(sender.code)["rate_limit_per_second"] == 500 and settings_of(sender.code)["sms_signature"] == "学府教育集团"
+    unversioned = admin.post(f"/admin/accounts/{sender.code}", data={k: v for k, v in again.items() if k != "version"})
+    assert unversioned.status_code == 409 and "表单缺少版本信息" in page(unversioned)
+    assert [e.detail for e in db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "update_sending_settings"))] == [
+        {"rate_limit_per_second": {"from": 100, "to": 500}},
+        {"sms_signature": {"from": "学府教育", "to": "学府教育集团"}},
+    ]
 
 
 def blacklist(app: Flask, admin: FlaskClient, sender: Sender, secret: str) -> None:
