@@ -479,18 +479,30 @@ def _matcher(session: Session, database: str, version: tuple[int, int]) -> Keywo
         return matcher
 
 
+_KEYWORDS_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended('forbidden_keywords', 0))")
+
+
 def add_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[str]:
-    """Add words to the forbidden list; returns the ones that were new."""
-    existing = set(session.scalars(sa.select(ForbiddenKeyword.word)))
-    added = []
+    """Add words to the forbidden list; returns the ones that were new. A word another
+    administrator adds at the same moment counts as already listed (INSERT … ON CONFLICT DO
+    NOTHING: found by a review, the unique index's error was a 500)."""
     for word in (w.strip() for w in words):
-        if not word or word in existing:
-            continue
         if len(word) > 100:
             raise ValidationFailed({"word": f"关键词最多 100 个字符：{word[:20]}…"})
-        session.add(ForbiddenKeyword(word=word, created_by=actor))
-        existing.add(word)
-        added.append(word)
+    wanted = list(dict.fromkeys(w.strip() for w in words if w.strip()))
+    if not wanted:
+        return []
+    if session.get_bind().dialect.name == "postgresql":  # one list change at a time: two lists in other orders cannot deadlock
+        session.execute(_KEYWORDS_LOCK)
+    existing = set(session.scalars(sa.select(ForbiddenKeyword.word).where(ForbiddenKeyword.word.in_(wanted))))
+    table = ForbiddenKeyword.__table__
+    added = []
+    for word in wanted:
+        if word in existing:
+            continue
+        inserted = session.execute(insert_ignoring_conflict(session, table, {"word": word, "created_by": actor}, ["word"]))
+        if inserted.rowcount:
+            added.append(word)
     if added:
         audit.record(session, actor, "add_keywords", "forbidden_keywords", "-", words=added)
     return added

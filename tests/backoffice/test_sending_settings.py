@@ -97,6 +97,42 @@ def test_bad_keyword_input_is_flashed_and_adds_nothing(admin: FlaskClient, words
     assert db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "add_keywords")) is None
 
 
+def test_the_same_keyword_added_by_two_admins_at_the_same_moment_is_listed_once_without_an_error(
+    app: Flask, admin: FlaskClient, staff: dict[str, str]
+) -> None:
+    """Found by a review: add_keywords read the list, then inserted; two administrators (or a
+    double click served by two workers) adding the same new word at once hit the unique index,
+    and the second got 系统内部错误 (500). A clash now counts as already listed. Real threads."""
+    import threading
+
+    from backoffice.services.staff import create_staff_user
+
+    create_staff_user(db.session, "admin2", "admin2", "admin2-pass-1", "admin", actor="test")
+    db.session.commit()
+    other = app.test_client()
+    login(other, "admin2", "admin2-pass-1")
+    db.session.remove()
+    answers: list[tuple[int, str]] = []
+    for i in range(15):
+        barrier = threading.Barrier(2)
+
+        def add(client: FlaskClient, word: str = f"违禁词{i}") -> None:
+            with app.app_context():
+                barrier.wait()
+                response = client.post("/admin/keywords", data={"words": f"{word}\n共同词"}, follow_redirects=True)
+                answers.append((response.status_code, page(response)))
+
+        threads = [threading.Thread(target=add, args=(client,)) for client in (admin, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert [code for code, _ in answers] == [200] * 30, [text[-300:] for code, text in answers if code != 200][:1]
+    said = [("新增 2 个" in text, "新增 1 个" in text or "均已在列表中" in text) for _, text in answers]
+    assert all(first or second for first, second in said)
+    assert sorted(keywords()) == sorted(["共同词", *(f"违禁词{i}" for i in range(15))])
+
+
 def test_a_keyword_of_exactly_the_column_length_is_accepted(admin: FlaskClient) -> None:
     assert admin.post("/admin/keywords", data={"words": "长" * 100}).status_code == 302
     assert keywords() == ["长" * 100]
