@@ -38,6 +38,11 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text.translate(_IGNORABLE)).translate(_IGNORABLE).casefold()
 
 
+def fold_keyword(word: str) -> str:
+    """What a keyword is matched as: an empty result can never match a message."""
+    return _fold(word).strip()
+
+
 def _as_bytes(folded: str) -> str:
     """UTF-8 bytes spelled as a latin-1 string, the form the automaton holds.
 

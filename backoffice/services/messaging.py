@@ -39,6 +39,7 @@ import math
 import os
 import re
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -81,7 +82,7 @@ from backoffice.services.credit import InsufficientBalance, charge_penalty
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_conflict, synchronous_commit_level, upsert
 from backoffice.services.usage import charge_messages
-from dispatch.keywords import KeywordMatcher
+from dispatch.keywords import KeywordMatcher, fold_keyword
 from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, mobile_or_none, normalise_mobile
 from dispatch.rules import (
     UNSUBSCRIBE_WORDS,
@@ -482,13 +483,39 @@ def _matcher(session: Session, database: str, version: tuple[int, int]) -> Keywo
 _KEYWORDS_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended('forbidden_keywords', 0))")
 
 
+def keyword_problem(word: str) -> str | None:
+    """Why `word` (stripped) cannot be a forbidden keyword, or None. Found by a review: control
+    and format characters (a tab inside, DEL, a zero-width space, a right-to-left override) were
+    listed; the list then showed a blank or a reversed word, and the matcher, which leaves format
+    characters out, never matched what the list showed (or matched nothing at all)."""
+    hidden = list(dict.fromkeys(c for c in word if unicodedata.category(c) in ("Cc", "Cf")))
+    if hidden:
+        return f"包含控制字符或不可见字符（{'、'.join(f'U+{ord(c):04X}' for c in hidden)}）"
+    if not fold_keyword(word):
+        return "只含手机上不显示的字符，无法匹配任何短信"
+    if len(word) > 100:
+        return f"超过 100 个字符（{len(word)} 个）"
+    return None
+
+
+def _shown_word(word: str) -> str:
+    """A word as a message can show it: control and format characters as [U+XXXX], cut at 20."""
+    shown = "".join(f"[U+{ord(c):04X}]" if unicodedata.category(c) in ("Cc", "Cf") else c for c in word)
+    return shown if len(shown) <= 20 else shown[:20] + "…"
+
+
 def add_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[str]:
-    """Add words to the forbidden list; returns the ones that were new. A word another
+    """Add words to the forbidden list; returns the ones that were new. All or nothing: a word
+    that cannot be one (`keyword_problem`) refuses the list, naming its position. A word another
     administrator adds at the same moment counts as already listed (INSERT … ON CONFLICT DO
     NOTHING: found by a review, the unique index's error was a 500)."""
-    for word in (w.strip() for w in words):
-        if len(word) > 100:
-            raise ValidationFailed({"word": f"关键词最多 100 个字符：{word[:20]}…"})
+    problems = [
+        f"第 {n} 个违禁词“{_shown_word(word)}”{problem}"
+        for n, word in enumerate((w.strip() for w in words), start=1)
+        if word and (problem := keyword_problem(word))
+    ]
+    if problems:
+        raise ValidationFailed({"words": "；".join(problems[:5]) + "。未添加任何违禁词，请修改后重新提交"})
     wanted = list(dict.fromkeys(w.strip() for w in words if w.strip()))
     if not wanted:
         return []

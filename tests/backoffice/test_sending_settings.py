@@ -97,6 +97,32 @@ def test_bad_keyword_input_is_flashed_and_adds_nothing(admin: FlaskClient, words
     assert db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "add_keywords")) is None
 
 
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        ("\u200b", "第 1 个违禁词“[U+200B]”包含控制字符或不可见字符（U+200B）"),  # listed as a blank, matched nothing
+        ("赌博\n\x7f", "第 2 个违禁词“[U+007F]”包含控制字符或不可见字符（U+007F）"),
+        ("\u202e票发开代", "第 1 个违禁词“[U+202E]票发开代”包含控制字符或不可见字符（U+202E）"),  # shown as 代开发票
+        ("刷单，代开\t发票", "第 2 个违禁词“代开[U+0009]发票”包含控制字符或不可见字符（U+0009）"),  # never matched 代开 发票
+        ("刷单、\u3164", "第 2 个违禁词“\u3164”只含手机上不显示的字符，无法匹配任何短信"),  # a Hangul filler: printable, ignored
+    ],
+)
+def test_a_keyword_with_control_or_invisible_characters_is_refused_by_its_position(
+    runner: FlaskCliRunner, admin: FlaskClient, words: str, message: str
+) -> None:
+    """Found by a review: the keyword list took control and format characters (zero-width space,
+    DEL, a right-to-left override, a tab inside a word) and words the matcher folds to nothing:
+    listed as blanks or as another word, removable only by their raw text, matching nothing. The
+    word is named by its position, the list refused as a whole; the command line alike."""
+    response = admin.post("/admin/keywords", data={"words": words})
+    assert response.status_code == 422 and message in page(response) and "未添加任何违禁词" in page(response)
+    assert keywords() == []
+    result = runner.invoke(args=["dispatch", "keywords", "add", *re.split(r"[\n，、]", words)])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert keywords() == []
+    assert db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "add_keywords")) is None
+
+
 def test_the_same_keyword_added_by_two_admins_at_the_same_moment_is_listed_once_without_an_error(
     app: Flask, admin: FlaskClient, staff: dict[str, str]
 ) -> None:
