@@ -64,6 +64,15 @@ def _secret_key(instance: Path) -> str:
     return key
 
 
+def database_error(error: sa.exc.DBAPIError, *, detail: bool = True) -> str:
+    """What a log says of a database error: the driver's error class and (with `detail`) the
+    first line of its message ("database is locked", "deadlock detected"), never the statement's
+    parameters nor the lines of detail that may quote a row's values."""
+    orig = error.orig
+    first = str(orig).strip().splitlines()[0][:200] if detail and str(orig).strip() else ""
+    return f"{type(orig).__module__}.{type(orig).__name__}" + (f": {first}" if first else "")
+
+
 def not_text(value: str) -> bool:
     """A NUL, or a lone surrogate (bytes that were not UTF-8): neither belongs in any input."""
     return "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value)
@@ -99,8 +108,13 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+    # A failed statement's parameters stay out of its error, and so out of the log (found by a
+    # review: a locked database logged the new password's hash, a message's text, a session
+    # nonce); options set explicitly in the configuration are kept, and win.
+    engine_options = {"hide_parameters": True, **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}, **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
+        engine_options = {"connect_args": {"timeout": 30}, **engine_options}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
 
     from backoffice.services.messaging import SendingSettings
 
@@ -216,7 +230,7 @@ def _error_handlers(app: Flask) -> None:
         # A value the database refuses as data (a number past its column's range, a text longer
         # than its column) that no check caught first: the request is refused, nothing written.
         db.session.rollback()
-        app.logger.warning("value refused by the database: %s", error.orig)
+        app.logger.warning("value refused by the database: %s", database_error(error, detail=False))
         message = "输入的值超出允许的范围或长度，未做任何更改"
         if _wants_json():
             return jsonify(error={"code": "invalid", "message": message}), 400

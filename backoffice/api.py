@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
-from backoffice import not_text
+from backoffice import database_error, not_text
 from backoffice.clock import utcnow
 from backoffice.errors import DomainError, NotFound, ValidationFailed
 from backoffice.extensions import csrf, db
@@ -75,7 +75,7 @@ def _domain_error(error: DomainError) -> Response:
 @bp.errorhandler(sa.exc.OperationalError)
 def _busy(error: sa.exc.OperationalError) -> Response:
     db.session.rollback()
-    current_app.logger.warning("database busy: %s", error)
+    current_app.logger.warning("database busy: %s", database_error(error))  # never the statement's parameters
     response = jsonify(error={"code": "busy", "message": "系统繁忙，本次请求未做任何处理，请稍后重试"})
     response.status_code = 503
     response.headers["Retry-After"] = "1"

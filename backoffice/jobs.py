@@ -41,7 +41,7 @@ def _persistent_store(app: Flask) -> SQLAlchemyJobStore:
     """The job store in the application's database. No pool: APScheduler shuts its stores down
     before its own thread has stopped, and a pooled connection that thread opens after the
     engine's disposal would be left open; unpooled, each is closed when given back."""
-    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=sa.pool.NullPool, hide_parameters=True)
     return SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")
 
 
@@ -217,7 +217,7 @@ class SchedulerLock:
         if self.url.startswith("postgresql"):
             # Keepalives: a connection dropped on the way (a NAT, a failover) is noticed, and `held` says so.
             keepalive = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
-            engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool, connect_args=keepalive)
+            engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool, connect_args=keepalive, hide_parameters=True)
             connection = engine.connect()
             if connection.execute(sa.select(sa.func.pg_try_advisory_lock(SCHEDULER_LOCK_KEY))).scalar():
                 connection.commit()  # the lock is the session's; nothing else is held open

@@ -152,12 +152,14 @@ def _convert(values: list[Any], typed: _Typed) -> None:
 @contextmanager
 def _as_sqlalchemy_errors(connection: sa.Connection, sql: str, values: Any) -> Iterator[None]:
     """The driver's errors as SQLAlchemy raises them (sa.exc.OperationalError for "database is
-    locked", sa.exc.IntegrityError …), so callers and error handlers see what they would have."""
+    locked", sa.exc.IntegrityError …), so callers and error handlers see what they would have:
+    without the parameters when the engine hides them (a review found messages' texts in the log)."""
     dbapi = connection.dialect.loaded_dbapi
     try:
         yield
     except dbapi.Error as error:
-        raise sa.exc.DBAPIError.instance(sql, values, error, dbapi.Error, dialect=connection.dialect) from error
+        hide = connection.engine.hide_parameters
+        raise sa.exc.DBAPIError.instance(sql, values, error, dbapi.Error, hide_parameters=hide, dialect=connection.dialect) from error
 
 
 _UNSET = object()

@@ -212,6 +212,34 @@ def test_the_rate_holds_across_processes_because_it_lives_in_the_database(app: F
         db.engine.dispose()
 
 
+def test_a_busy_database_is_503_and_the_log_keeps_no_parameters(app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Found by a review: the API's busy handler logged the whole error, the statement's
+    parameters with it (here the digest of the caller's key; elsewhere messages' texts)."""
+    import logging
+
+    from sqlalchemy import event
+
+    from backoffice.services.api_keys import key_digest
+
+    secret = api_key(active_sender(app))
+    digest = key_digest(secret)
+    busy = db.engine.dialect.loaded_dbapi.OperationalError
+
+    def locked(cursor: object, statement: str, parameters: object, context: object) -> None:
+        if digest in str(parameters):
+            raise busy("database is locked")
+
+    event.listen(db.engine, "do_execute", locked)
+    try:
+        with caplog.at_level(logging.WARNING):
+            response = post(client, secret, to="13800138000", content=SIGNED)
+    finally:
+        event.remove(db.engine, "do_execute", locked)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert response.status_code == 503 and response.json["error"]["code"] == "busy"
+    assert "database is locked" in logged and digest not in logged, logged
+
+
 def test_a_retried_client_ref_is_answered_again_not_charged_again(app: Flask, client: FlaskClient) -> None:
     sender = active_sender(app)
     secret = api_key(sender)

@@ -289,6 +289,20 @@ def test_a_prepared_statement_raises_what_sqlalchemy_would(app: Flask) -> None:
     db.session.rollback()
 
 
+def test_a_prepared_statements_error_keeps_its_parameters_out_of_its_message(app: Flask) -> None:
+    """Found by a review: the driver's errors, raised as SQLAlchemy's, carried the statement's
+    parameters (a message's text, its numbers) into the error and so into the log."""
+    missing = sa.select(sa.table("nowhere", sa.column("x"))).where(sa.column("x") == sa.bindparam("x"))
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        Prepared(missing).rows(db.session, {"x": "您的验证码是 482913"})
+    db.session.rollback()
+    assert "nowhere" in str(caught.value) and "482913" not in str(caught.value)
+    with pytest.raises(sa.exc.DBAPIError) as caught:
+        Prepared(missing).executemany(db.session, [{"x": "您的验证码是 482913"}])
+    db.session.rollback()
+    assert "nowhere" in str(caught.value) and "482913" not in str(caught.value)
+
+
 def test_a_prepared_statement_refuses_what_it_cannot_run_as_sqlalchemy_would(app: Flask) -> None:
     messages = Message.__table__
     expanding = Prepared(sa.select(messages.c.id).where(messages.c.recipient.in_(sa.bindparam("numbers", expanding=True))))

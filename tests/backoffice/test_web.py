@@ -192,6 +192,43 @@ def test_everyone_changes_their_own_password_and_bad_ones_are_refused(app: Flask
     assert login(app.test_client(), "sales", "new-pass-2026").status_code == 302
 
 
+def logged_text(caplog: pytest.LogCaptureFixture) -> str:
+    """Everything the log got: messages and the tracebacks formatted as a handler would."""
+    import logging
+
+    formatter = logging.Formatter()
+    return "\n".join(r.getMessage() + "\n" + (formatter.formatException(r.exc_info) if r.exc_info else "") for r in caplog.records)
+
+
+def test_a_database_error_does_not_write_the_statements_parameters_to_the_log(
+    app: Flask, client: FlaskClient, staff: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: a failed statement's error carries its parameters, and the log got
+    them (here the new password's hash; elsewhere session nonces, messages' texts)."""
+    import logging
+
+    from sqlalchemy import event
+
+    login(client, "finance", staff["finance"])
+    busy = db.engine.dialect.loaded_dbapi.OperationalError
+
+    def locked(cursor: object, statement: str, parameters: object, context: object) -> None:
+        if statement.startswith("UPDATE staff_users SET password_hash"):
+            raise busy("database is locked")
+
+    event.listen(db.engine, "do_execute", locked)
+    try:
+        with caplog.at_level(logging.WARNING):
+            response = client.post(
+                "/password", data={"current": staff["finance"], "new": "Brand-new-pass-9", "confirm": "Brand-new-pass-9"}
+            )
+    finally:
+        event.remove(db.engine, "do_execute", locked)
+    logged = logged_text(caplog)
+    assert response.status_code >= 500 and "database is locked" in logged  # the error itself is logged
+    assert "scrypt:" not in logged and "parameters hidden" in logged, logged[-600:]
+
+
 def test_a_copy_of_a_session_cookie_opens_nothing_after_logout(app: Flask, client: FlaskClient, staff: dict) -> None:
     """Found by a review: the session lives in a signed cookie; a copy taken before logout still worked."""
     login(client, "finance", staff["finance"])
