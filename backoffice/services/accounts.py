@@ -33,6 +33,23 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password, method=PASSWORD_HASH)
 
 
+_NO_LOGIN_HASHES: dict[str, str] = {}  # PASSWORD_HASH -> the hash of a random password at that cost
+
+
+def check_no_login(password: str) -> None:
+    """Spend on a login that does not exist (or may not log in) what checking a password against
+    a login's hash costs: one scrypt, so the time of the answer does not tell which logins
+    exist. Found by a review: hashing a dummy password and checking against it ran scrypt twice.
+    The dummy hash is made once per cost setting, by the first such call, which spends its
+    one scrypt on making it."""
+    method = PASSWORD_HASH
+    dummy = _NO_LOGIN_HASHES.get(method)
+    if dummy is None:
+        _NO_LOGIN_HASHES[method] = hash_password(secrets.token_hex(16))
+        return
+    check_password_hash(dummy, password)
+
+
 @dataclass(frozen=True)
 class OpenedLogin:
     login: str
@@ -95,9 +112,10 @@ def authenticate_sub_account(session: Session, login: str, password: str) -> Sub
     """The sub-account these credentials open, or None (same answer for unknown login and bad password)."""
     sub = session.scalar(sa.select(SubAccount).where(SubAccount.login == login.strip()))
     if sub is None or not sub.active:
-        check_password_hash(hash_password("x"), password)  # same cost either way
+        check_no_login(password)  # the same cost either way
         return None
-    if sub.account.status == "closed" or not check_password_hash(sub.password_hash, password):
+    # The password is checked for a closed account's login too: the same cost again.
+    if not check_password_hash(sub.password_hash, password) or sub.account.status == "closed":
         return None
     return sub
 

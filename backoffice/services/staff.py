@@ -11,7 +11,7 @@ from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import StaffUser
 from backoffice.models.staff import ROLES
 from backoffice.services import audit
-from backoffice.services.accounts import hash_password
+from backoffice.services.accounts import check_no_login, hash_password
 
 
 def create_staff_user(
@@ -50,7 +50,7 @@ def create_staff_user(
 def authenticate_staff(session: Session, username: str, password: str) -> StaffUser | None:
     user = session.scalar(sa.select(StaffUser).where(StaffUser.username == username.strip()))
     if user is None or not user.active:
-        check_password_hash(hash_password("x"), password)
+        check_no_login(password)  # the same cost as a wrong password of a real login
         return None
     return user if check_password_hash(user.password_hash, password) else None
 

@@ -536,6 +536,52 @@ def test_passwords_cannot_be_guessed_without_limit(app: Flask, client: FlaskClie
     assert login(client, "sales", staff["sales"]).status_code == 302
 
 
+def test_a_refused_login_costs_the_same_whether_or_not_it_exists(
+    app: Flask, staff: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: an unknown (or disabled) login hashed a dummy password and checked it,
+    two runs of scrypt against one for a wrong password of a real login (and none for a closed
+    account's): the time of the answer told which logins exist."""
+    import hashlib
+
+    from backoffice.models import StaffUser
+    from backoffice.services import accounts
+    from backoffice.services.accounts import authenticate_sub_account
+    from backoffice.services.staff import authenticate_staff
+
+    issued = make_contract(app, "sms_business_service")
+    customer = issued.logins[0]
+    db.session.scalars(sa.select(StaffUser).where(StaffUser.username == "sales")).one().active = False
+    db.session.commit()
+    runs = [0]
+    real = hashlib.scrypt
+
+    def counted(*args: object, **kwargs: object) -> bytes:
+        runs[0] += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hashlib, "scrypt", counted)
+    monkeypatch.setattr(accounts, "_NO_LOGIN_HASHES", {}, raising=False)  # as in a fresh process: the first unknown login too
+
+    def cost(authenticate: object, name: str, password: str = "wrong-password-1") -> int:
+        runs[0] = 0
+        assert authenticate(db.session, name, password) is None  # type: ignore[operator]
+        return runs[0]
+
+    costs = {
+        "unknown staff": cost(authenticate_staff, "nobody-here"),
+        "unknown staff again": cost(authenticate_staff, "nobody-here"),
+        "wrong password": cost(authenticate_staff, "finance"),
+        "disabled": cost(authenticate_staff, "sales", staff["sales"]),
+        "unknown customer": cost(authenticate_sub_account, "E999999"),
+        "customer, wrong password": cost(authenticate_sub_account, customer.login),
+    }
+    issued.contract.account.status = "closed"
+    db.session.commit()
+    costs["closed account"] = cost(authenticate_sub_account, customer.login, customer.password)
+    assert set(costs.values()) == {1}, costs
+
+
 def test_one_address_cannot_try_many_logins_without_limit(app: Flask, client: FlaskClient, staff: dict[str, str]) -> None:
     app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"] = 5
     for i in range(5):
