@@ -160,6 +160,26 @@ def test_pages_with_initial_passwords_are_not_cached(client: FlaskClient, staff:
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_no_page_can_be_framed_by_another_site_and_no_answer_is_sniffed(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: another site could show the pages in a frame of its own, and so have
+    finance click the one-click 确认匹配并入账 of the statements page through it (clickjacking);
+    no answer said nosniff either."""
+    answers = {
+        "login": client.get("/login"),
+        "not found": client.get("/nowhere"),
+        "api": client.get("/api/v1/balance"),
+        "static": client.get("/static/forms.js"),
+    }
+    login(client, "finance", staff["finance"])
+    answers["statements"] = client.get("/finance/statements")
+    for name, answer in answers.items():
+        headers = answer.headers
+        assert headers.get("X-Frame-Options") == "DENY", name
+        assert headers.get("Content-Security-Policy") == "frame-ancestors 'none'", name
+        assert headers.get("X-Content-Type-Options") == "nosniff", name
+        answer.close()
+
+
 def test_everyone_changes_their_own_password_and_bad_ones_are_refused(app: Flask, client: FlaskClient, staff: dict) -> None:
     """Found by a review: no one could change a password (the README's demo passwords only by SQL)."""
     from backoffice.models import StaffUser

@@ -60,6 +60,13 @@ def test_sales_issues_a_contract_in_the_browser(app: Flask, staff: dict, live_se
     draw_signature(page, "provider-pad")
     assert page.locator("#customer-signature").input_value().startswith("data:image/png;base64,")
 
+    # The preview is an iframe of the page's own (srcdoc): the page's frame-ancestors 'none' and
+    # X-Frame-Options DENY, which keep other sites from framing it, leave it shown.
+    page.click('button[value="preview"]')
+    page.wait_for_selector("iframe.preview")
+    previewed = page.frame_locator("iframe.preview").locator("body").inner_text()
+    assert "浏览器测试科技有限公司" in re.sub(r"\s+", "", previewed)
+
     page.click("#issue-button")
     page.wait_for_selector("#contract-no")
     contract_no = page.inner_text("#contract-no")
