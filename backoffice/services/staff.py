@@ -3,6 +3,8 @@ an active administrator: the last one cannot be disabled or given another role."
 
 from __future__ import annotations
 
+import unicodedata
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, undefer
 from werkzeug.security import check_password_hash
@@ -35,6 +37,10 @@ def create_staff_user(
         raise ValidationFailed(errors)
     if session.scalar(sa.select(StaffUser).where(StaffUser.username == username)):
         raise Conflict(f"用户名已存在：{username}")
+    folded = folded_username(username)
+    for other in session.scalars(sa.select(StaffUser.username)):
+        if folded_username(other) == folded:
+            raise ValidationFailed({"username": f"用户名与已有的 {other} 只有大小写或全角/半角之差，容易混淆：请另取一个"})
     user = StaffUser(username=username, display_name=display_name or username, password_hash=hash_password(password), role=role)
     if must_change:
         user.must_change_password = True
@@ -45,6 +51,15 @@ def create_staff_user(
         raise Conflict(f"用户名已存在：{username}") from None
     audit.record(session, actor, "create_staff_user", "staff_user", username, role=role)
     return user
+
+
+def folded_username(username: str) -> str:
+    """What a username reads as: NFKC with case folded ("Admin", "ADMIN" and full-width
+    "ａｄｍｉｎ" are all "admin"). Found by a review: such look-alikes could be made beside
+    "admin", each its own login with its own role, and the audit log's actors (and the
+    four-eyes check) showed names a reader takes for the same person. New usernames are
+    refused when they fold to an existing one's; logging in stays exact."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
 
 
 def authenticate_staff(session: Session, username: str, password: str) -> StaffUser | None:

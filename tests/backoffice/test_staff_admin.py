@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask.testing import FlaskClient
+from flask.testing import FlaskClient, FlaskCliRunner
 
 from backoffice.extensions import db
 from backoffice.models import AuditEntry, StaffUser
@@ -88,6 +88,25 @@ def test_a_refused_new_user_names_what_is_wrong_and_changes_nothing(
     if field != "_form":
         assert 'class="field has-error"' in page and f'name="{field}"' in page
     assert staff_rows() == before
+
+
+@pytest.mark.parametrize("lookalike", ["Admin", "ADMIN", " ａｄｍｉｎ", "ＡＤＭＩＮ"])
+def test_a_username_that_differs_from_another_only_by_case_or_width_is_refused(
+    client: FlaskClient, runner: FlaskCliRunner, staff: dict, lookalike: str
+) -> None:
+    """Found by a review: "Admin", "ADMIN" or full-width "ａｄｍｉｎ" could be made beside "admin",
+    each a login of its own with its own role, while the audit log (and the four-eyes check
+    that compares its actors) showed names a reader takes for the same person."""
+    login(client, "admin", staff["admin"])
+    before = staff_rows()
+    response = client.post("/admin/users", data={"username": lookalike, "name": "x", "role": "finance"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and "与已有的 admin 只有大小写或全角/半角之差" in page and 'id="new-password"' not in page
+    assert staff_rows() == before
+    made = runner.invoke(args=["user", "create", lookalike, "--role", "finance"], input="a-long-pass-2026\na-long-pass-2026\n")
+    assert made.exit_code != 0 and "容易混淆" in made.output and staff_rows() == before
+    refused = login(client.application.test_client(), lookalike.strip(), staff["admin"])  # logging in stays exact
+    assert refused.status_code == 200 and "用户名或密码错误" in refused.get_data(as_text=True)
 
 
 def test_a_reset_password_ends_the_users_sessions_and_is_changed_at_the_next_login(app: Flask, client: FlaskClient, staff: dict) -> None:
