@@ -26,7 +26,7 @@ from backoffice.extensions import db, login_manager
 from backoffice.models import EndedSession, LoginFailure, StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import authenticate_sub_account
-from backoffice.services.passwords import change_password, failed_login_key
+from backoffice.services.passwords import MIN_LENGTH, STAFF_MIN_LENGTH, change_password, failed_login_key
 from backoffice.services.sql import insert_ignoring_conflict
 from backoffice.services.staff import authenticate_staff
 
@@ -237,7 +237,8 @@ def password() -> Any:
             flash("密码已修改；其他已登录的会话需要重新登录", "ok")
             return redirect(url_for("auth.root"))
     first = current_user.record.must_change_password and current_user.role
-    return render_template("password.html", form=form, errors=errors, first=first), (422 if errors else 200)
+    min_length = STAFF_MIN_LENGTH if current_user.kind == "staff" else MIN_LENGTH
+    return render_template("password.html", form=form, errors=errors, first=first, min_length=min_length), (422 if errors else 200)
 
 
 @bp.before_app_request

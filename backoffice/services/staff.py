@@ -29,7 +29,7 @@ def create_staff_user(
         errors["username"] = "用户名应为 1–64 个可打印字符"
     if len(display_name or "") > 64 or not (display_name or "x").isprintable():
         errors["name"] = "姓名最多 64 个可打印字符"
-    if problem := password_problem(password, login=username):
+    if problem := password_problem(password, login=username, staff=True):
         errors["password"] = problem
     if role not in ROLES:
         errors["role"] = "角色应为 " + "/".join(ROLES)
