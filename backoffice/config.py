@@ -128,11 +128,16 @@ class Config:
         self.STATUS_REPORT_SETTLE_SECONDS = _float("STATUS_REPORT_SETTLE_SECONDS", 5.0)
         # A login session lasts a working day: its cookie is refused after this (a logout ends it sooner).
         self.PERMANENT_SESSION_LIFETIME = timedelta(hours=_float("SESSION_HOURS", 12.0))
-        # Failed logins: this many for one login (or LOGIN_MAX_FAILURES_PER_ADDRESS from one address)
-        # within LOGIN_LOCK_MINUTES, and its logins are refused until the oldest of them is that old
+        # Failed logins: this many for one login from one address (an IPv6 address counts by its
+        # /64), or LOGIN_MAX_FAILURES_PER_ADDRESS from one address, within LOGIN_LOCK_MINUTES, and
+        # that address's logins are refused until the oldest of them is that old; and
+        # LOGIN_MAX_FAILURES_PER_LOGIN for one login from anywhere: that login is refused for a
+        # while, except in a browser it logged in from within LOGIN_KNOWN_BROWSER_DAYS (README)
         self.LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 10, 1)
         self.LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 100, 1)
+        self.LOGIN_MAX_FAILURES_PER_LOGIN = _int("LOGIN_MAX_FAILURES_PER_LOGIN", 30, 1)
         self.LOGIN_LOCK_MINUTES = _int("LOGIN_LOCK_MINUTES", 15)
+        self.LOGIN_KNOWN_BROWSER_DAYS = _int("LOGIN_KNOWN_BROWSER_DAYS", 90)
         # Behind HTTPS (production): the session cookie is only sent over TLS. `make run` serves
         # plain HTTP on loopback, so it is off unless set.
         self.SESSION_COOKIE_SECURE = env.get("SESSION_COOKIE_SECURE", "").strip().lower() in ("1", "true", "yes", "on")

@@ -699,6 +699,59 @@ def test_someone_elses_guesses_do_not_lock_the_owner_out(client: FlaskClient, st
     assert client.post("/login", data={"username": "admin", "password": staff["admin"]}, environ_base=OWNER).status_code == 302
 
 
+def test_the_addresses_of_one_ipv6_network_count_as_one_address(client: FlaskClient, staff: dict[str, str]) -> None:
+    """Found by a review: failures were counted per full address, and one subscriber has a whole
+    IPv6 /64: 40 of its addresses made 400 guesses at one login in 15 minutes. An IPv6 address
+    counts by its /64 (IPv4 by itself)."""
+    for host in range(1, 11):
+        guess = client.post(
+            "/login", data={"username": "finance", "password": f"guess-{host}"}, environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{host:x}"}
+        )
+        assert "用户名或密码错误" in guess.get_data(as_text=True)
+    same_network = {"REMOTE_ADDR": "2001:db8:1:2:ffff:ffff:ffff:fffe"}
+    refused = client.post("/login", data={"username": "finance", "password": staff["finance"]}, environ_base=same_network)
+    assert "登录失败次数过多，请 15 分钟后再试" in refused.get_data(as_text=True)
+    other_network = {"REMOTE_ADDR": "2001:db8:1:3::1"}  # the owner's: not locked out
+    assert client.post("/login", data={"username": "finance", "password": staff["finance"]}, environ_base=other_network).status_code == 302
+    from backoffice.auth import address_key
+
+    assert address_key("2001:DB8:1:2:aaaa::7") == "2001:db8:1:2::/64" and address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key("::ffff:203.0.113.7") == address_key("203.0.113.7") == "203.0.113.7" and address_key("") == ""
+
+
+def test_guesses_at_one_login_from_many_addresses_are_limited_but_not_in_the_owners_browser(app: Flask, staff: dict[str, str]) -> None:
+    """Found by a review: failures were only counted per login and address and per address, so
+    guesses at one login spread over many addresses were never limited. Past
+    LOGIN_MAX_FAILURES_PER_LOGIN from everywhere, the login is refused for LOGIN_LOCK_MINUTES,
+    except in a browser it logged in from before: the owner is not locked out."""
+    from datetime import timedelta
+
+    from backoffice.clock import set_clock
+    from tests.conftest import FIXED_NOW
+
+    owner = app.test_client()
+    assert owner.post("/login", data={"username": "finance", "password": staff["finance"]}, environ_base=OWNER).status_code == 302
+    owner.post("/logout")
+    attacker = app.test_client()
+    for i in range(app.config.get("LOGIN_MAX_FAILURES_PER_LOGIN", 30)):
+        guess = attacker.post(
+            "/login", data={"username": "finance", "password": f"guess{i}"}, environ_base={"REMOTE_ADDR": f"203.0.113.{i + 1}"}
+        )
+        assert "用户名或密码错误" in guess.get_data(as_text=True), i
+    right = {"username": "finance", "password": staff["finance"]}
+    typed_otherwise = {"username": "Finance ", "password": staff["finance"]}  # counted as the same login
+    refused = app.test_client().post("/login", data=typed_otherwise, environ_base={"REMOTE_ADDR": "192.0.2.1"})  # a browser never used
+    assert refused.status_code == 200 and "该账号近期在多处登录失败次数过多，已暂时锁定，请 15 分钟后再试" in refused.get_data(as_text=True)
+    known = owner.get_cookie("known_logins")
+    assert known is not None and "finance" not in known.value  # signed, and names no login
+    forged = app.test_client()
+    forged.set_cookie("known_logins", known.value[:-4] + ("AAAA" if not known.value.endswith("AAAA") else "BBBB"))
+    assert "已暂时锁定" in forged.post("/login", data=right, environ_base={"REMOTE_ADDR": "192.0.2.3"}).get_data(as_text=True)
+    assert owner.post("/login", data=right, environ_base={"REMOTE_ADDR": "192.0.2.2"}).status_code == 302  # the owner's browser
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=16))
+    assert app.test_client().post("/login", data=right, environ_base={"REMOTE_ADDR": "192.0.2.1"}).status_code == 302
+
+
 def test_a_password_reset_lets_a_locked_out_login_in(client: FlaskClient, runner: FlaskCliRunner, staff: dict[str, str]) -> None:
     import json
 
