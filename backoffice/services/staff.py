@@ -39,6 +39,8 @@ def create_staff_user(
         raise Conflict(f"用户名已存在：{username}")
     folded = folded_username(username)
     for other in session.scalars(sa.select(StaffUser.username)):
+        if other == username:  # made since the check above (a double click)
+            raise Conflict(f"用户名已存在：{username}")
         if folded_username(other) == folded:
             raise ValidationFailed({"username": f"用户名与已有的 {other} 只有大小写或全角/半角之差，容易混淆：请另取一个"})
     user = StaffUser(username=username, display_name=display_name or username, password_hash=hash_password(password), role=role)

@@ -303,6 +303,35 @@ def test_a_double_clicked_new_user_is_made_once_and_the_second_click_is_told_so(
     assert db.session.scalar(sa.select(sa.func.count()).select_from(StaffUser).where(StaffUser.username == "twice")) == 1
 
 
+def test_a_name_committed_meanwhile_is_already_taken_not_a_look_alike(app: Flask, staff: dict) -> None:
+    """Found by a review (of the look-alike check): on PostgreSQL a name another request committed
+    between the exact check and the reading of every name was refused as differing from itself
+    only by case or width; the double click's second request must say it already exists."""
+    from sqlalchemy import event
+
+    from backoffice.errors import Conflict
+    from backoffice.services.accounts import hash_password
+    from backoffice.services.staff import create_staff_user
+
+    done: list[bool] = []
+
+    def meanwhile(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("SELECT staff_users.username") and "WHERE" not in statement and not done:
+            done.append(True)
+            with db.engine.begin() as other:  # the first click, committed now
+                values = {"username": "twice", "display_name": "twice", "password_hash": hash_password("x"), "role": "sales"}
+                other.execute(sa.insert(StaffUser), values)
+
+    event.listen(db.engine, "before_cursor_execute", meanwhile)
+    try:
+        with pytest.raises(Conflict, match="用户名已存在：twice"):
+            create_staff_user(db.session, "twice", "", "twice-pass-2026", "sales", actor="test")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", meanwhile)
+    assert done
+    db.session.rollback()
+
+
 def test_a_status_change_says_what_it_did_and_refuses_what_it_does_not_know(app: Flask, client: FlaskClient, staff: dict) -> None:
     login(client, "admin", staff["admin"])
     finance = user("finance")
