@@ -9,7 +9,7 @@ import ipaddress
 import secrets
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
@@ -181,6 +181,25 @@ def _remember_browser(username: str) -> None:
         return response
 
 
+# LoginFailure.address of a wrong current password on the change-password page: counted per
+# session (SESSION_FAILURES + a digest of its token), kept as long as a session lasts.
+SESSION_FAILURES = "session:"
+CURRENT_PASSWORD_MAX_FAILURES = 5
+
+
+def _forget_old_failures(now: datetime) -> datetime:
+    """Delete the failures that no longer count; the start of the window that does."""
+    failures = LoginFailure.__table__
+    since = now - timedelta(minutes=current_app.config["LOGIN_LOCK_MINUTES"])
+    of_a_session = failures.c.address.startswith(SESSION_FAILURES, autoescape=True)
+    done = sa.or_(
+        sa.and_(~of_a_session, failures.c.failed_at < since),
+        sa.and_(of_a_session, failures.c.failed_at < now - current_app.permanent_session_lifetime),
+    )
+    db.session.execute(sa.delete(failures).where(done))
+    return since
+
+
 def _count_attempt(username: str) -> tuple[int, int, int]:
     """Count this attempt before its password is checked (simultaneous guesses all count): the
     failures within LOGIN_LOCK_MINUTES, this one included, of this login from this address, from
@@ -188,8 +207,7 @@ def _count_attempt(username: str) -> tuple[int, int, int]:
     now = utcnow()
     login, address = _login_key(username)
     failures = LoginFailure.__table__
-    since = now - timedelta(minutes=current_app.config["LOGIN_LOCK_MINUTES"])
-    db.session.execute(sa.delete(failures).where(failures.c.failed_at < since))
+    since = _forget_old_failures(now)
     db.session.execute(sa.insert(failures).values(login=login, address=address, failed_at=now))
     db.session.commit()  # (an attempt that succeeds takes its row away again)
     recent = sa.select(sa.func.count()).select_from(failures).where(failures.c.failed_at >= since)
@@ -268,21 +286,26 @@ def portal_login() -> Any:
     return render_template("login.html", form=form, title="客户登录（企业号 / 子号）", action=action)
 
 
-@bp.route("/logout", methods=["POST"])
-def logout() -> Any:
+def _end_session() -> str:
+    """End this session, a copy of its cookie with it (the login's other sessions go on), and
+    commit; the login page to go to."""
     token = session.get(SESSION_TOKEN)
     customer = current_user.is_authenticated and current_user.kind == "sub"
     if current_user.is_authenticated and isinstance(token, str):
-        # This session ends, a copy of its cookie with it; the login's other sessions go on.
         now = utcnow()
         db.session.execute(sa.delete(EndedSession).where(EndedSession.ended_at < now - current_app.permanent_session_lifetime))
         ended = {"token": token, "ended_at": now}
         db.session.execute(insert_ignoring_conflict(db.session, EndedSession.__table__, ended, ["token"]))  # a double click
-        db.session.commit()
+    db.session.commit()
     logout_user()
     session.pop(SESSION_TOKEN, None)
     session.pop(SESSION_STARTED, None)
-    return redirect(url_for("auth.portal_login" if customer else "auth.login"))
+    return url_for("auth.portal_login" if customer else "auth.login")
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    return redirect(_end_session())
 
 
 class PasswordForm(FlaskForm):
@@ -298,6 +321,9 @@ def password() -> Any:
     form = PasswordForm()
     errors: dict[str, str] = {}
     if form.validate_on_submit():
+        wrong_so_far = _count_current_password_attempt()
+        if wrong_so_far > CURRENT_PASSWORD_MAX_FAILURES:  # (simultaneous guesses: not checked)
+            return _ended_for_wrong_current_passwords()
         try:
             change_password(
                 db.session, current_user.record, current=form.current.data or "", new=form.new.data or "",
@@ -306,7 +332,13 @@ def password() -> Any:
         except ValidationFailed as failed:
             db.session.rollback()
             errors = failed.errors
+            if "current" in errors and wrong_so_far >= CURRENT_PASSWORD_MAX_FAILURES:
+                return _ended_for_wrong_current_passwords()
+            if "current" not in errors:
+                _current_password_right()
+                db.session.commit()
         else:
+            _current_password_right()
             db.session.commit()
             login_user(Principal(current_user.kind, current_user.record))  # this session goes on under the new nonce (same token)
             flash("密码已修改；其他已登录的会话需要重新登录", "ok")
@@ -314,6 +346,50 @@ def password() -> Any:
     first = current_user.record.must_change_password and current_user.role
     min_length = STAFF_MIN_LENGTH if current_user.kind == "staff" else MIN_LENGTH
     return render_template("password.html", form=form, errors=errors, first=first, min_length=min_length), (422 if errors else 200)
+
+
+def _session_failures() -> tuple[str, str]:
+    """(login, address) under which this session's wrong current passwords are counted."""
+    record = current_user.record
+    token = session.get(SESSION_TOKEN)
+    digest = hashlib.sha256(str(token).encode()).hexdigest()[:32]
+    return failed_login_key(record.username if isinstance(record, StaffUser) else record.login), SESSION_FAILURES + digest
+
+
+def _count_current_password_attempt() -> int:
+    """Count this session's attempt before its current password is checked (as a login attempt
+    is); the attempts of this session that were not (yet) found right, this one included. They
+    count against the login's failures from everywhere (LOGIN_MAX_FAILURES_PER_LOGIN) too."""
+    login, address = _session_failures()
+    failures = LoginFailure.__table__
+    now = utcnow()
+    _forget_old_failures(now)
+    db.session.execute(sa.insert(failures).values(login=login, address=address, failed_at=now))
+    db.session.commit()
+    count = sa.select(sa.func.count()).select_from(failures).where(failures.c.login == login, failures.c.address == address)
+    return db.session.scalar(count) or 0
+
+
+def _current_password_right() -> None:
+    """The current password was right: this session's count starts again (in the caller's transaction)."""
+    login, address = _session_failures()
+    failures = LoginFailure.__table__
+    db.session.execute(sa.delete(failures).where(failures.c.login == login, failures.c.address == address))
+
+
+def _ended_for_wrong_current_passwords() -> Any:
+    """Found by a review: someone holding a session (a PC left unlocked) could guess the current
+    password on the change-password page without limit, then change it, locking the owner out.
+    After CURRENT_PASSWORD_MAX_FAILURES wrong ones the session ends; logging in again is held
+    to the login limits, which these attempts count against too."""
+    kind = "staff_user" if current_user.kind == "staff" else "sub_account"
+    record = current_user.record
+    audit.record(
+        db.session, current_user.actor, "end_session_wrong_password", kind, record.username if kind == "staff_user" else record.login
+    )
+    page = _end_session()
+    flash(f"修改密码时当前密码连续输错 {CURRENT_PASSWORD_MAX_FAILURES} 次，为安全起见已退出登录，请重新登录", "error")
+    return redirect(page)
 
 
 @bp.before_app_request

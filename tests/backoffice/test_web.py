@@ -305,6 +305,51 @@ def test_passwords_that_are_not_common_are_taken_and_generated_ones_always_pass(
     assert [p for p in generated if password_problem(p, login="E000001", staff=True)] == []
 
 
+def test_wrong_current_passwords_on_the_change_form_end_the_session(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: someone holding a session (a PC left unlocked, a copied cookie) could
+    guess the current password on the change-password page without limit, then change it: the
+    owner locked out and their other sessions ended. The fifth wrong one ends the session, from
+    whatever addresses they came; a right one starts the count again."""
+    from werkzeug.test import TestResponse
+
+    from backoffice.models import AuditEntry
+    from tests.backoffice.test_api import portal_login
+
+    def change(current: str, address: int, new: str = "Brand-new-pass-9") -> TestResponse:
+        return client.post(
+            "/password", data={"current": current, "new": new, "confirm": new}, environ_base={"REMOTE_ADDR": f"203.0.113.{address}"}
+        )
+
+    login(client, "finance", staff["finance"])
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    for i in range(4):
+        wrong = change(f"guess{i}", i)
+        assert wrong.status_code == 422 and "当前密码不正确" in wrong.get_data(as_text=True)
+    right = change(staff["finance"], 9, new="12345678")  # right, but the new one is refused: the count starts again
+    assert right.status_code == 422 and "当前密码不正确" not in right.get_data(as_text=True)
+    for i in range(4):
+        assert change(f"guess{i}", 10 + i).status_code == 422
+    ended = change("guess-5", 20)
+    assert ended.status_code == 302 and ended.headers["Location"].endswith("/login")
+    assert "当前密码连续输错 5 次，为安全起见已退出登录" in client.get("/login").get_data(as_text=True)
+    assert client.get("/finance/receipts").status_code == 302
+    thief = app.test_client()  # a copy of the session's cookie is ended with it
+    thief.set_cookie("session", cookie.value)
+    assert (
+        thief.post("/password", data={"current": staff["finance"], "new": "Brand-new-pass-9", "confirm": "Brand-new-pass-9"}).status_code
+        == 302
+    )
+    assert login(app.test_client(), "finance", staff["finance"]).status_code == 302  # the password is unchanged
+    assert db.session.scalar(sa.select(AuditEntry.actor).where(AuditEntry.action == "end_session_wrong_password")) == "staff:finance"
+
+    customer = app.test_client()
+    portal_login(customer, app)
+    for i in range(5):
+        answer = customer.post("/password", data={"current": f"guess{i}", "new": "Brand-new-pass-9", "confirm": "Brand-new-pass-9"})
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/portal/login")
+
+
 def test_a_copy_of_a_session_cookie_opens_nothing_after_logout(app: Flask, client: FlaskClient, staff: dict) -> None:
     """Found by a review: the session lives in a signed cookie; a copy taken before logout still worked."""
     login(client, "finance", staff["finance"])
