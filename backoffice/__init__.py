@@ -248,6 +248,30 @@ def _error_handlers(app: Flask) -> None:
             return jsonify(error={"code": "invalid", "message": message}), 400
         return render_template("error.html", status=400, message=message), 400
 
+    @app.errorhandler(sa.exc.OperationalError)
+    def _database_unavailable(error: sa.exc.OperationalError) -> Any:
+        # Busy (SQLite's lock, a PostgreSQL lock timeout or deadlock) or out of reach (the server
+        # restarting): nothing was written, and the user is told to try again, not shown a
+        # "系统内部错误" (found by a review: a locked database during a password change).
+        try:
+            db.session.rollback()
+        except sa.exc.SQLAlchemyError:  # a connection gone: the pool drops it
+            db.session.remove()
+        busy = any(word in str(error.orig).lower() for word in ("locked", "busy", "could not obtain lock", "deadlock"))
+        if busy:
+            app.logger.warning("database busy: %s", database_error(error))
+            message = "系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试"
+        else:
+            app.logger.error("database unavailable: %s", database_error(error), exc_info=error)
+            message = "数据库暂时无法使用，未做任何更改，请稍后重试"
+        if _wants_json():
+            response = jsonify(error={"code": "busy" if busy else "unavailable", "message": message})
+        else:
+            response = app.make_response(render_template("error.html", status=503, message=message))
+        response.status_code = 503
+        response.headers["Retry-After"] = "1" if busy else "5"
+        return response
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:
         db.session.rollback()
