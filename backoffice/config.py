@@ -174,7 +174,7 @@ class Config:
         self.BLACKLIST_AFTER_VIOLATIONS = _int("BLACKLIST_AFTER_VIOLATIONS", 3)
         self.RATE_BURST_SECONDS = _int("RATE_BURST_SECONDS", 10)
         self.MESSAGE_VALIDITY_HOURS = _int("MESSAGE_VALIDITY_HOURS", 48, 1)
-        self.UNSUBSCRIBE_WORDS = env.get("UNSUBSCRIBE_WORDS", "TD,退订,R,拒收")
+        self.UNSUBSCRIBE_WORDS = env.get("UNSUBSCRIBE_WORDS", "TD,T,退订,R,拒收")
         # Room for the largest voucher and the form around it (a review: a fixed 16 MiB refused
         # a 17 MiB voucher VOUCHER_MAX_BYTES allowed).
         self.MAX_CONTENT_LENGTH = max(16 * 1024 * 1024, self.VOUCHER_MAX_BYTES + 1024 * 1024)

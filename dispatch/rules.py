@@ -14,7 +14,8 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 SHANGHAI: Final = ZoneInfo("Asia/Shanghai")
-UNSUBSCRIBE_WORDS: Final = ("TD", "退订", "R", "拒收")
+#: Replies that unsubscribe: TD and T (marketing texts end in 回TD退订 or, most often, 回T退订), R, 退订, 拒收.
+UNSUBSCRIBE_WORDS: Final = ("TD", "T", "退订", "R", "拒收")
 
 
 class MissingSignature(ValueError):
@@ -55,7 +56,8 @@ def _is_padding(ch: str) -> bool:
 def is_unsubscribe(text: str, words: Collection[str] = UNSUBSCRIBE_WORDS) -> bool:
     """True when an MO reply is exactly one of `words`, ignoring case, full width and padding around it.
 
-    "退订" and " td！" unsubscribe; "退订了吗" and "TD 123" do not, so a chatty reply is not taken as one.
+    "退订", " td！" and "t" unsubscribe; "退订了吗", "TD 123" and "OK T" do not, so a chatty reply is not
+    taken as one (nor is any text that merely contains a T).
     """
     folded = unicodedata.normalize("NFKC", text).casefold()
     start, end = 0, len(folded)

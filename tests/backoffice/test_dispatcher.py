@@ -1039,6 +1039,28 @@ def test_a_td_reply_unsubscribes_and_the_next_send_is_neither_sent_nor_charged(
     assert message_counts(db.session, sender.account.id).balanced
 
 
+def test_a_t_reply_to_a_message_saying_reply_t_to_unsubscribe_unsubscribes(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: Chinese marketing texts end in 回T退订 (reply T to unsubscribe), and "T"
+    was not an unsubscribe word: the number stayed on the list and the customer kept paying to
+    send to someone who asked to stop (complaints can close the channel, 004 §2.1(2)). A reply
+    that merely contains a T unsubscribes nothing."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, ["13800138000", "13800138001"], content="【蓉城会员】本周会员日全场8折，回T退订")
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    drive(dispatcher, all_in("delivered"), sender)
+    simulator.send_mo("8613800138000", "10690000", "T")
+    simulator.send_mo("8613800138001", "10690000", "Thanks, T恤还有吗")
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 2)
+    replies = db.session.scalars(sa.select(MobileOriginated).order_by(MobileOriginated.id)).all()
+    assert [(r.sender, r.unsubscribe) for r in replies] == [("13800138000", True), ("13800138001", False)]
+    assert db.session.scalars(sa.select(Unsubscribe.number)).all() == ["13800138000"]
+
+
 def test_a_td_reply_cancels_a_message_the_worker_holds_but_has_not_begun_to_send(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:

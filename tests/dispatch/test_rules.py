@@ -61,6 +61,18 @@ def test_replies_that_are_not_unsubscribing(reply: str) -> None:
     assert not is_unsubscribe(reply)
 
 
+@pytest.mark.parametrize("reply", ["T", "t", " T。", "Ｔ", "【T】"])
+def test_a_t_reply_unsubscribes(reply: str) -> None:
+    """Found by a review: 回T退订 (reply T to unsubscribe) is the most common wording of Chinese
+    marketing texts, and "T" was not an unsubscribe word."""
+    assert is_unsubscribe(reply)
+
+
+@pytest.mark.parametrize("reply", ["Thanks", "OK T", "T T", "回T", "TT", "Tue", "T1", "T退订了吗"])
+def test_only_a_t_alone_unsubscribes_not_any_reply_with_a_t(reply: str) -> None:
+    assert not is_unsubscribe(reply)
+
+
 def test_unsubscribe_words_are_configurable() -> None:
     assert is_unsubscribe("stop", words=("STOP", "0000"))
     assert not is_unsubscribe("TD", words=("STOP",))
