@@ -593,7 +593,7 @@ class Dispatcher:
         self._deferred: list[tuple[float, int, OutgoingPart]] = []  # out of throttling retries: (due, n, part)
         self._deferred_count = 0
         self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
-        self._unanswered, self._unanswered_read = False, -math.inf  # (`_unanswered_anywhere`, read at most once a second)
+        self._unanswered, self._unanswered_read = False, -math.inf  # (`_unanswered_anywhere`: a yes kept a second)
         self._held_elsewhere: dict[str, float] = {}  # (`_wait_for`) lock -> until when it is not waited for again
         self._batch_gave_up = False  # (`_wait_for`) this delivery batch already waited LOCK_WAIT_SECONDS once
         self._touched: dict[int, _Work] = {}  # works whose outcome may have changed since the last _finish
@@ -1444,11 +1444,15 @@ class Dispatcher:
         )
 
     def _unanswered_anywhere(self, mono: float) -> bool:
-        """Whether some worker has a part on the wire without a recorded response (read at most
-        once a second: it is asked only for receipts not found)."""
-        if mono - self._unanswered_read >= 1.0:
-            self._unanswered = self._session.execute(_ANY_UNANSWERED).first() is not None
-            self._unanswered_read = mono
+        """Whether some worker has a part on the wire without a recorded response. A "yes" is kept
+        for a second (it is asked only for receipts not found); a "no" is not kept: found by a
+        review, a bind that had just found nothing in flight took the next receipt that beat its
+        submit_sm_resp (another worker's part, sent a moment later) for unknown and acknowledged
+        it, and its message stayed submitted for ever."""
+        if self._unanswered and mono - self._unanswered_read < 1.0:
+            return True
+        self._unanswered = self._session.execute(_ANY_UNANSWERED).first() is not None
+        self._unanswered_read = mono
         return self._unanswered
 
     def _apply_receipt(self, receipt: Receipt, now: datetime, keys: Sequence[str]) -> bool:

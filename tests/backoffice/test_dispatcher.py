@@ -934,6 +934,37 @@ def test_receipts_in_the_other_base_on_a_receiver_bind_with_nothing_in_flight_ar
     assert took < 1.5 and simulator.stats().receipts_sent == 20
 
 
+def test_an_early_receipt_on_another_bind_is_not_lost_after_a_look_that_found_nothing_in_flight(
+    app: Flask, smsc: Callable[..., SMSCSimulator]
+) -> None:
+    """Found by a review: the look for parts in flight anywhere kept its answer for a second, a
+    "no" included. A receiver bind that had just found nothing in flight (for an unknown receipt,
+    say the first copy of a part resent after a drop) took the next receipt that beat its
+    submit_sm_resp on the other bind (an immediate REJECTD, say) for unknown and acknowledged it:
+    the message stayed submitted for ever."""
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    simulator = smsc(receipt_delay=0.0, response_delay=0.3)
+    settings = DispatchSettings(**{**vars(FAST), "receipt_grace": 5.0})  # the production grace
+    rx = Dispatcher(app, LinkConfig(port=simulator.port, window=WINDOW, bind_mode="receiver", **FAST_LINK), "rx", settings=settings)
+    tx = Dispatcher(app, LinkConfig(port=simulator.port, window=WINDOW, bind_mode="transmitter", **FAST_LINK), "tx", settings=settings)
+    try:
+        rx.run_until(lambda: rx.link.bound)
+        tx.run_until(lambda: tx.link.bound)
+        simulator.send_receipt("feedface", "DELIVRD")  # nothing in flight anywhere: unknown at once
+        rx.run_until(lambda: rx.stats.receipts_unknown == 1)
+        send(sender, numbers(1))
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and statuses() != {"delivered": 1}:
+            tx.step(timeout=0.01)
+            rx.step(timeout=0.01)
+    finally:
+        rx.close()
+        tx.close()
+    assert statuses() == {"delivered": 1} and rx.stats.receipts_unknown == 1
+
+
 def test_a_second_live_process_under_a_running_workers_name_is_refused(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
