@@ -16,7 +16,7 @@ def _invalid(index: str) -> bool:
     return found.first() is not None
 
 
-def build_index_concurrently(name: str, table: str, columns: list[str]) -> None:
+def build_index_concurrently(name: str, table: str, columns: list[str], where: str | None = None) -> None:
     """PostgreSQL, inside `op.get_context().autocommit_block()`: build the index CONCURRENTLY, so
     intake and the workers go on writing the table meanwhile. A concurrent build that was
     interrupted leaves the index INVALID (kept up to date, never read) and its revision
@@ -24,4 +24,5 @@ def build_index_concurrently(name: str, table: str, columns: list[str]) -> None:
     database to ask: the script drops whatever an interrupted run left.)"""
     if context.is_offline_mode() or _invalid(name):
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
-    op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True)
+    partial = {} if where is None else {"postgresql_where": sa.text(where)}  # (a partial index: only rows where `where` holds)
+    op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True, **partial)

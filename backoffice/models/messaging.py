@@ -172,6 +172,15 @@ class MessagePart(Base):
         # max(id) for one smsc_message_id is the index's last entry for it. With the id column
         # alone, PostgreSQL walked the primary key backwards through every newer part instead.
         sa.Index("ix_message_parts_smsc_message_id_id", "smsc_message_id", "id"),
+        # Parts whose submit_sm_resp is not recorded (prepared, on the wire, or left so by a
+        # refunded message): the few rows the workers' look for anything in flight reads
+        # (`dispatcher._ANY_UNANSWERED`), not every part an SMSC ever refused.
+        sa.Index(
+            "ix_message_parts_unanswered",
+            "message_id",
+            sqlite_where=sa.text("submit_status IS NULL"),
+            postgresql_where=sa.text("submit_status IS NULL"),
+        ),
     )
 
 

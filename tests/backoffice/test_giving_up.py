@@ -19,11 +19,12 @@ from backoffice.clock import set_clock
 from backoffice.extensions import db
 from backoffice.models import Message
 from backoffice.models.messaging import CLAIMABLE
-from backoffice.services.dispatcher import Dispatcher, LeaseLost
-from dispatch.smpp_link import ESME_RSUBMITFAIL, ESME_RTHROTTLED, SUBMIT_SM_RESP, decode_short_message, encode_pdu
+from backoffice.services.dispatcher import Dispatcher, DispatchSettings, LeaseLost
+from dispatch.simulator import SMSCSimulator
+from dispatch.smpp_link import ESME_RSUBMITFAIL, ESME_RTHROTTLED, SUBMIT_SM_RESP, LinkConfig, decode_short_message, encode_pdu
 from tests.backoffice import hostile_smsc, test_hostile_smsc
 from tests.backoffice.hostile_smsc import Conn, HostileSmsc
-from tests.backoffice.test_dispatcher import statuses
+from tests.backoffice.test_dispatcher import FAST, FAST_LINK, statuses
 from tests.backoffice.test_hostile_smsc import log_results, parts, pump
 from tests.backoffice.test_messaging import SIGNED, active_sender, numbers, send
 from tests.conftest import FIXED_NOW
@@ -91,6 +92,43 @@ def test_a_part_the_link_keeps_dropping_on_is_resent_at_most_the_limit_then_refu
     assert errors == {"第 1/1 条提交时与运营商网关的连接已中断 4 次，始终未得到应答，不再重发，已退款"}
     assert all(p.resent and p.submit_status is None for p in parts())  # possibly sent: left as they are
     assert sender.balance() == funded and dispatcher.open_parts == 0
+
+
+def test_parts_a_refunded_message_left_without_a_response_do_not_count_as_in_flight_for_ever(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher], smsc: Callable[..., SMSCSimulator]
+) -> None:
+    """Found by a review: the part a message refunded as lost in flight too often leaves without a
+    response (possibly sent: kept so) counted as a part in flight for every worker, for ever, so
+    every bind bounced (ESME_RX_T_APPN) each receipt in the other base and each unknown one for
+    the whole receipt_grace, with nothing in flight. Only parts of messages still to be sent count."""
+    sender = active_sender(app)
+    send(sender, numbers(1, start=13900000000))
+
+    def drop(conn: Conn, sequence: int, body: bytes, n: int) -> bytes:
+        raise ConnectionResetError("the SMSC drops the link on every submit")
+
+    bad = hostile(lambda conn: (conn.bind(), conn.serve(drop)))
+    first = make_worker(bad)
+    pump(first, lambda: statuses() == {"refunded": 1}, sender, timeout=15)
+    first.close()
+    assert [p.submit_status for p in parts()] == [None]
+
+    send(sender, numbers(20))
+    simulator = smsc(receipt_delay=0.0, receipt_id_format="decimal", seed=7)
+    sending = Dispatcher(app, LinkConfig(port=simulator.port, window=10, bind_mode="transmitter", **FAST_LINK), "tx", settings=FAST)
+    try:
+        pump(sending, lambda: statuses()["submitted"] == 20, sender)
+    finally:
+        sending.close()
+    settings = DispatchSettings(**{**vars(FAST), "receipt_grace": 2.0})
+    receiving = Dispatcher(app, LinkConfig(port=simulator.port, window=10, bind_mode="receiver", **FAST_LINK), "rx", settings=settings)
+    try:
+        started = time.monotonic()
+        pump(receiving, lambda: statuses()["delivered"] == 20, sender)
+        took = time.monotonic() - started
+    finally:
+        receiving.close()
+    assert took < 1.5 and simulator.stats().receipts_sent == 20  # each read at once, none bounced
 
 
 def test_a_message_whose_validity_ran_out_with_some_parts_accepted_is_refunded_in_full(

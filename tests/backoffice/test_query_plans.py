@@ -34,3 +34,19 @@ def test_a_page_of_messages_walks_an_index_not_every_message_of_the_account(app:
             assert "TEMP B-TREE" not in plan and ("ix_messages_account_id_id" in plan or "ix_messages_sub_account_id_id" in plan), plan
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", capture)
+
+
+def test_the_look_for_parts_in_flight_reads_only_parts_without_a_response(app: Flask) -> None:
+    """Found by a review: the look for parts in flight anywhere (asked for each receipt not found)
+    counted the parts a refunded message left without a response, for ever; it now asks for each
+    such part whether its message is still to be sent. It reads the partial index of parts
+    without a response (in flight, or left by refunded messages: a few rows), each one's message
+    by its key: neither every part an SMSC ever refused (the smsc_message_id index's NULLs) nor
+    the messages waiting in the queue."""
+    from backoffice.services.dispatcher import _ANY_UNANSWERED
+
+    statement = str(_ANY_UNANSWERED.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    with db.engine.connect() as connection:
+        plan = " / ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all())
+    assert "message_parts USING INDEX ix_message_parts_unanswered" in plan, plan
+    assert "SEARCH messages USING INTEGER PRIMARY KEY" in plan and "ix_messages_queue" not in plan, plan

@@ -1,6 +1,6 @@
-"""Migrations on PostgreSQL: the concurrent index builds of f2b7d9e1c3a4, b9d3f5a7c1e8 and
-f1d7c3a9e5b2 (found by reviews: an interrupted build left an INVALID index that the re-run took
-for done, or failed on for good)."""
+"""Migrations on PostgreSQL: the concurrent index builds of f2b7d9e1c3a4, b9d3f5a7c1e8,
+f1d7c3a9e5b2 and c4e6a8b0d2f5 (found by reviews: an interrupted build left an INVALID index that
+the re-run took for done, or failed on for good)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ CONCURRENT_BUILDS = [
     ("e6a2c4d8f0b1", "ix_message_parts_smsc_message_id_id"),  # f2b7d9e1c3a4
     ("a7c1e9f3b5d2", "ix_messages_recipient_account"),  # b9d3f5a7c1e8
     ("e9c5a1d7b3f8", "ix_messages_account_id_id"),  # f1d7c3a9e5b2
+    ("a3c9e5f1b7d4", "ix_message_parts_unanswered"),  # c4e6a8b0d2f5
 ]
 
 

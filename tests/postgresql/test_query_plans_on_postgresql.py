@@ -52,3 +52,35 @@ def test_a_page_of_an_accounts_messages_reads_that_page_only(app: Flask) -> None
         plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, COSTS OFF) {statement}"))
         assert "Rows Removed by Filter" not in plan and "pk_messages" not in plan, plan
     db.session.rollback()
+
+
+def test_the_look_for_parts_in_flight_reads_only_parts_without_a_response(app: Flask) -> None:
+    """The look for parts in flight anywhere (see the SQLite suite's test of the same name), on a
+    table of parts mostly answered or refused, a few left without a response by refunded
+    messages, and a queue of messages not begun: through the partial index, each part's message
+    by its key."""
+    from backoffice.models import Message
+    from backoffice.services.dispatcher import _ANY_UNANSWERED
+
+    sender = active_sender(app)
+    sender.account.rate_limit_per_second = 10_000
+    db.session.commit()
+    message_ids = [m["id"] for m in send(sender, numbers(1000)).messages]
+    send(sender, numbers(1000, start=13900100000))  # waiting in the queue, no part yet
+    parts = MessagePart.__table__
+    rows = []
+    for i, mid in enumerate(message_ids):
+        refunded = i % 100 == 0  # lost in flight too often: its part left without a response
+        status = None if refunded else (0 if i % 3 else 0x45)
+        rows.append({"message_id": mid, "seq": 1, "total": 1, "resent": refunded, "submit_status": status,
+                     "smsc_message_id": f"{i:08x}" if status == 0 else None})  # fmt: skip
+    db.session.execute(sa.insert(parts), rows)
+    db.session.execute(sa.update(Message).where(Message.id.in_(message_ids[::100])).values(status="refunded"))
+    db.session.execute(sa.text("ANALYZE message_parts"))
+    db.session.execute(sa.text("ANALYZE messages"))
+    statement = str(_ANY_UNANSWERED.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    plan = "\n".join(row[0] for row in db.session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, COSTS OFF) {statement}"))
+    assert "ix_message_parts_unanswered" in plan and "pk_messages" in plan, plan
+    assert "Seq Scan" not in plan and "ix_messages_queue" not in plan, plan
+    assert db.session.execute(_ANY_UNANSWERED).first() is None  # what is left belongs to refunded messages
+    db.session.rollback()
