@@ -981,15 +981,21 @@ def _ignore(_: object) -> None:
 PartsProvider = Callable[[int], Iterable[OutgoingPart]]
 _BIND_COMMANDS: Final = {"transceiver": "bind_transceiver", "transmitter": "bind_transmitter", "receiver": "bind_receiver"}
 _BIND_RESP_IDS: Final = {mode: smpp_command_codes.get_command_code(f"{name}_resp") for mode, name in _BIND_COMMANDS.items()}
-_RETRYABLE: Final = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL})
+# Retried by the link after a pause of the whole link. Only the SMSC's throttling: found by a
+# review, ESME_RMSGQFUL (one destination's queue full) paused everything too, and a single
+# recipient whose handset was off slowed every customer's traffic to a crawl for the message's
+# whole validity. It goes to the caller at once, like any other refusal.
+_RETRYABLE: Final = frozenset({ESME_RTHROTTLED})
 
 
 class SmppLink:
     """One bind to an SMSC, driven by `run_once` from a single thread (the socket is never shared).
 
     Callbacks, all called from inside `run_once`/`close`:
-    - `on_resp(SubmitResult)`: the final submit_sm_resp of a part; throttled parts are retried
-      here first and reach the caller only when accepted, refused, or out of retries;
+    - `on_resp(SubmitResult)`: the final submit_sm_resp of a part; throttled parts
+      (ESME_RTHROTTLED, which pauses the whole link) are retried here first and reach the caller
+      only when accepted, refused, or out of retries; every other status (ESME_RMSGQFUL, about one
+      destination, included) goes to the caller at once;
     - `on_receipt(Receipt)` / `on_mo(MobileOriginated)`: a deliver_sm; it is acknowledged after the
       callback returns, or with ESME_RX_T_APPN (the SMSC will redeliver) if the callback raised;
     - or `on_deliveries([Receipt | MobileOriginated, ...])` instead of those two: every deliver_sm
@@ -1080,7 +1086,7 @@ class SmppLink:
 
     @property
     def waiting_retry(self) -> int:
-        """Parts refused with a throttling status, waiting for the backoff to pass."""
+        """Parts refused with ESME_RTHROTTLED, waiting for the backoff to pass."""
         return len(self._retry)
 
     def connect(self) -> None:

@@ -17,6 +17,7 @@ from dispatch.smpp_link import (
     DELIVER_SM_RESP,
     ENQUIRE_LINK,
     ESM_DELIVERY_RECEIPT,
+    ESME_RMSGQFUL,
     ESME_RTHROTTLED,
     GENERIC_NACK,
     SUBMIT_SM_RESP,
@@ -26,6 +27,7 @@ from dispatch.smpp_link import (
     ShortMessagePdu,
     SmppLink,
     cstring,
+    decode_short_message,
     encode_data_sm,
     encode_pdu,
 )
@@ -281,3 +283,29 @@ def test_closing_sends_no_throttled_part_again(hostile: Callable[..., HostileSms
     link.close()
     assert len(smsc.submits) == 2
     assert sorted((r.part.key, r.command_status) for r in recorder.results) == [("A", ESME_RTHROTTLED), ("B", 0)]
+
+
+def test_one_destinations_full_queue_goes_to_the_caller_and_does_not_pause_the_link(hostile: Callable[..., HostileSmsc]) -> None:
+    """Found by a review: ESME_RMSGQFUL (one destination's queue full at the SMSC: a handset off
+    for days) was taken for the SMSC's throttling: every answer paused the whole link, the
+    refused part went first in each window so its refusal came before the others' OKs, and the
+    pause doubled to 5 s and never came back down: one recipient slowed every customer to ~2
+    messages a second. It goes to the caller at once, tried once; only ESME_RTHROTTLED pauses."""
+
+    def answer(conn: Conn, sequence: int, body: bytes, n: int) -> bytes:
+        if decode_short_message(body).destination_addr == "13900000001":
+            return encode_pdu(SUBMIT_SM_RESP, sequence, b"", ESME_RMSGQFUL)
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"ok%d\0" % n)
+
+    smsc = hostile(lambda conn: (conn.bind(), conn.serve(answer)))
+    link, recorder = new_link(smsc, throttle_backoff=1.0, throttle_backoff_max=5.0)  # a pause would show
+    give = feeder([sms("full", destination="13900000001"), *(sms(n, destination=f"138{n:08d}") for n in range(200))])
+    started = time.monotonic()
+    while len(recorder.results) < 201 and time.monotonic() - started < 5:
+        link.run_once(give, timeout=0.02)
+    took = time.monotonic() - started
+    link.close()
+    full = [r for r in recorder.results if r.part.key == "full"]
+    assert [(r.command_status, r.attempts) for r in full] == [(ESME_RMSGQFUL, 1)]
+    assert len(recorder.results) == 201 and took < 1.0, f"{len(recorder.results)} answers in {took:.2f} s"
+    assert link.throttled_in_a_row == 0 and link.stats.throttled == 0 and len(smsc.submits) == 201
