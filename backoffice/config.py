@@ -11,6 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
+from dispatch.smpp_link import TEMPORARY_STATUSES, parse_command_statuses
+
 
 def _instance_path() -> Path:
     return Path(os.environ.get("BACKOFFICE_INSTANCE_PATH", "instance")).resolve()
@@ -65,6 +67,17 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return _setting(name, default, str.lower, f"只能是 {shown} 之一", lambda v: v in choices)
 
 
+def _statuses(name: str, default: frozenset[int]) -> frozenset[int]:
+    """SMPP command statuses, comma-separated (hex, decimal or names), or `default` when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return parse_command_statuses(raw)
+    except ValueError as refused:  # (names the entry that is wrong, in Chinese)
+        raise ConfigError(f"{name}={raw!r}：{refused}") from None
+
+
 def _database_url(default: str) -> str:
     url = os.environ.get("DATABASE_URL", "").strip() or default
     if url.startswith("postgres://"):  # Heroku's and libpq's spelling, which SQLAlchemy refuses
@@ -113,6 +126,11 @@ class Config:
         # A part on the wire when the link dropped is resent at most this many times; then its
         # message is refunded (an SMSC that drops the link on one message would get it for ever).
         self.DISPATCH_RESEND_LIMIT = _int("DISPATCH_RESEND_LIMIT", 3)
+        # submit_sm_resp statuses after which a part goes again later instead of its message
+        # being refunded (the SMSC's own failure, one destination's queue full, a temporary
+        # application error), each part waiting longer after each, at most the maximum.
+        self.DISPATCH_TEMPORARY_STATUSES = _statuses("DISPATCH_TEMPORARY_STATUSES", TEMPORARY_STATUSES)
+        self.DISPATCH_TEMPORARY_RETRY_MAX_SECONDS = _float("DISPATCH_TEMPORARY_RETRY_MAX_SECONDS", 600.0)
         self.DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS = _float("DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS", 60.0)
         self.DISPATCH_SQLITE_SYNCHRONOUS = env.get("DISPATCH_SQLITE_SYNCHRONOUS", "NORMAL")
         # PostgreSQL: how the worker's and the API intake's commits wait for the disk (README)

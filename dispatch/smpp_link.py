@@ -119,6 +119,48 @@ def describe_status(status: int) -> str:
     return f"0x{status:08X} {text}"
 
 
+#: submit_sm_resp statuses that say the SMSC did not take a part this time, for a reason that
+#: passes, about that part and not the link: its own failure (ESME_RSYSERR, a database blink or a
+#: failover; also what a generic_nack without a status is taken for), one destination's queue
+#: full (ESME_RMSGQFUL: a handset off for days) and a temporary application error
+#: (ESME_RX_T_APPN). The part goes again later rather than its message being refunded
+#: (`backoffice.services.dispatcher`, DISPATCH_TEMPORARY_STATUSES). ESME_RTHROTTLED, the SMSC's
+#: limit on the whole link, is the link's own business: it pauses the link (see SmppLink).
+TEMPORARY_STATUSES: Final = frozenset({ESME_RSYSERR, ESME_RMSGQFUL, ESME_RX_T_APPN})
+
+
+def parse_command_statuses(text: str) -> frozenset[int]:
+    """Command statuses from a comma-separated list of hex (0x08), decimal (8) or names
+    (ESME_RSYSERR, or RSYSERR); "none" is the empty set. ValueError (in Chinese, naming the
+    entry) for anything else, and for 0 (ESME_ROK, which is no error)."""
+    if text.strip().lower() == "none":
+        return frozenset()
+    statuses = set()
+    for entry in (item.strip() for item in text.split(",")):
+        if not entry:
+            continue
+        name = entry.upper().removeprefix("SMPP_").removeprefix("ESME_")
+        try:
+            if entry[:2].lower() == "0x":
+                status = int(entry[2:], 16)
+            elif entry.isascii() and entry.isdigit():
+                status = int(entry, 10)
+            else:
+                status = int(getattr(smpp_consts, f"SMPP_ESME_{name}"))
+        except (ValueError, AttributeError):
+            raise ValueError(
+                f"“{entry}” 不是 SMPP 错误码：应为十六进制（如 0x08）、十进制（如 8）或名称（如 ESME_RSYSERR），以逗号分隔"
+            ) from None
+        if status == ESME_ROK:
+            raise ValueError(f"“{entry}” 是 ESME_ROK（提交成功），不是错误码")
+        if not 0 < status <= 0xFFFFFFFF:
+            raise ValueError(f"“{entry}” 超出 SMPP 错误码的范围（0x00000001–0xFFFFFFFF）")
+        statuses.add(status)
+    if not statuses:
+        raise ValueError("没有列出任何 SMPP 错误码（不要任何临时错误码时写 none）")
+    return frozenset(statuses)
+
+
 # =================================================================================================
 # Wire helpers: the simulator's codec (server side), the raw-wire tests' client, and the framing
 # =================================================================================================
@@ -984,7 +1026,7 @@ _BIND_RESP_IDS: Final = {mode: smpp_command_codes.get_command_code(f"{name}_resp
 # Retried by the link after a pause of the whole link. Only the SMSC's throttling: found by a
 # review, ESME_RMSGQFUL (one destination's queue full) paused everything too, and a single
 # recipient whose handset was off slowed every customer's traffic to a crawl for the message's
-# whole validity. It goes to the caller at once, like any other refusal.
+# whole validity. It goes to the caller at once, like any other refusal (TEMPORARY_STATUSES).
 _RETRYABLE: Final = frozenset({ESME_RTHROTTLED})
 
 

@@ -71,6 +71,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from backoffice.clock import local_today, utcnow
+from backoffice.config import ConfigError
 from backoffice.models import (
     DispatchWorker,
     EnterpriseAccount,
@@ -114,10 +115,10 @@ from dispatch.rules import UNSUBSCRIBE_WORDS, signature_of
 from dispatch.segments import MAX_PARTS_IN_UDH, Segmentation, encode_segments
 from dispatch.smpp_link import (
     ESME_RINVBNDSTS,
-    ESME_RMSGQFUL,
     ESME_ROK,
     ESME_RTHROTTLED,
     RECEIPT_ID_FORMATS,
+    TEMPORARY_STATUSES,
     BindRefused,
     LinkConfig,
     MobileOriginated,
@@ -127,13 +128,17 @@ from dispatch.smpp_link import (
     SubmitResult,
     describe_status,
     normalise_message_id,
+    parse_command_statuses,
     receipt_id_keys,
 )
 
 log = logging.getLogger(__name__)
 
-#: A part answered so was not taken and goes again later (ESME_RINVBNDSTS: after the link binds again).
-RETRYABLE: Final = frozenset({ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RINVBNDSTS})
+#: A part answered so was not taken and goes again later, after `throttle_requeue` (ESME_RTHROTTLED:
+#: out of the link's retries; ESME_RINVBNDSTS: after the link binds again). A part answered with
+#: one of the temporary statuses (`DispatchSettings.temporary_statuses`) goes again too, after a
+#: wait of its own that grows with each such answer.
+RETRYABLE: Final = frozenset({ESME_RTHROTTLED, ESME_RINVBNDSTS})
 #: Final receipt states and the message status each gives; ENROUTE / ACCEPTD are not final.
 FINAL_STATS: Final[Mapping[str, str]] = {
     "DELIVRD": "delivered",
@@ -257,6 +262,12 @@ class DispatchSettings:
     sqlite_synchronous: str | None = "NORMAL"  # (DISPATCH_SQLITE_SYNCHRONOUS; empty: SQLite's default)
     pg_synchronous_commit: str | None = "off"  # PostgreSQL (DISPATCH_PG_SYNCHRONOUS_COMMIT; empty: the server's setting)
     unsubscribe_words: tuple[str, ...] = UNSUBSCRIBE_WORDS  # (UNSUBSCRIBE_WORDS)
+    # submit_sm_resp statuses after which a part goes again later rather than its message being
+    # refunded (DISPATCH_TEMPORARY_STATUSES; smpp_link.TEMPORARY_STATUSES): the first wait is
+    # throttle_requeue, each next one twice the last, at most temporary_retry_max
+    # (DISPATCH_TEMPORARY_RETRY_MAX_SECONDS), never past the message's validity (then it is refunded).
+    temporary_statuses: frozenset[int] = TEMPORARY_STATUSES
+    temporary_retry_max: float = 600.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> DispatchSettings:
@@ -271,11 +282,25 @@ class DispatchSettings:
             "sqlite_synchronous": str(config.get("DISPATCH_SQLITE_SYNCHRONOUS", cls.sqlite_synchronous) or "") or None,
             "pg_synchronous_commit": synchronous_commit_level(config.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", cls.pg_synchronous_commit)),
             "unsubscribe_words": sending.unsubscribe_words,
+            "temporary_statuses": _temporary_statuses(config.get("DISPATCH_TEMPORARY_STATUSES", cls.temporary_statuses)),
+            "temporary_retry_max": float(config.get("DISPATCH_TEMPORARY_RETRY_MAX_SECONDS", cls.temporary_retry_max)),
         }
         values.update(overrides)
         if values["receipt_id_format"] not in RECEIPT_ID_FORMATS:
             raise ValueError(f"SMSC_RECEIPT_ID_FORMAT 只能是 {'、'.join(RECEIPT_ID_FORMATS)} 之一（现为 {values['receipt_id_format']!r}）")
         return cls(**values)
+
+
+def _temporary_statuses(value: Any) -> frozenset[int]:
+    """DISPATCH_TEMPORARY_STATUSES as the config holds it: parsed (Config) or text (an override)."""
+    if not isinstance(value, str):
+        return frozenset(int(status) for status in value)
+    if not value.strip():
+        return TEMPORARY_STATUSES
+    try:
+        return parse_command_statuses(value)
+    except ValueError as refused:
+        raise ConfigError(f"DISPATCH_TEMPORARY_STATUSES={value!r}：{refused}") from None
 
 
 @dataclass
@@ -288,6 +313,7 @@ class DispatchStats:
     parts_accepted: int = 0
     parts_refused: int = 0
     parts_throttled_out: int = 0
+    parts_deferred: int = 0  # answered with a temporary status: sent again after a wait of their own
     submitted: int = 0
     refunded: int = 0
     resent: int = 0
@@ -506,6 +532,7 @@ class _Work:
     started: bool = False  # a part was prepared (now or by an earlier attempt): past the account's rate
     notice: bool = False  # a free platform notice to the customer: the customer's recipients' unsubscribes do not stop it
     lost: dict[int, int] | None = None  # seq -> times the part was on the wire when the link dropped
+    deferred: dict[int, int] | None = None  # seq -> temporary statuses the part was answered with
 
 
 Factory = Callable[[], Session]
@@ -578,6 +605,7 @@ class Dispatcher:
         if batch is not None:
             settings = DispatchSettings(**{**vars(settings), "batch": batch})
         self.settings = settings
+        self._temporary = settings.temporary_statuses
         self.worker = worker_name[:64]
         self.window = link_config.window
         self.stats = DispatchStats()
@@ -596,7 +624,7 @@ class Dispatcher:
         self._ready: deque[tuple[OutgoingPart, str]] = deque()  # rows committed, not yet handed to the link
         self._resps: list[SubmitResult] = []  # answered, not yet recorded
         self._lost: list[OutgoingPart] = []  # on the wire when the link dropped: resend, flagged
-        self._deferred: list[tuple[float, int, OutgoingPart]] = []  # out of throttling retries: (due, n, part)
+        self._deferred: list[tuple[float, int, OutgoingPart]] = []  # throttled out or temporary status: (due, n, part)
         self._deferred_count = 0
         self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
         self._unanswered, self._unanswered_read = False, -math.inf  # (`_unanswered_anywhere`: a yes kept a second)
@@ -1047,8 +1075,11 @@ class Dispatcher:
             elif status in RETRYABLE:  # out of throttling retries: the SMSC did not take it, send later
                 self.stats.parts_throttled_out += 1
                 if work is not None and work.refusal is None:
-                    self._deferred_count += 1
-                    heapq.heappush(self._deferred, (time.monotonic() + self.settings.throttle_requeue, self._deferred_count, result.part))
+                    self._defer(result.part, self.settings.throttle_requeue)
+            elif status in self._temporary:  # not taken this time, for a reason that passes: later
+                self.stats.parts_deferred += 1
+                if work is not None and work.refusal is None:
+                    self._defer_temporary(work, result.part, status, now)
             else:
                 self.stats.parts_refused += 1
                 if work is not None and work.refusal is None:  # (a message counts once, however many parts)
@@ -1058,6 +1089,31 @@ class Dispatcher:
                         self._refused_texts.add(hash(work.content))
                     work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"
         _RECORD_RESPONSE.executemany(self._session, rows)
+
+    def _defer(self, part: OutgoingPart, delay: float) -> None:
+        """The part goes again in `delay` seconds (`_requeue_deferred`), unflagged: the SMSC did not take it."""
+        self._deferred_count += 1
+        heapq.heappush(self._deferred, (time.monotonic() + delay, self._deferred_count, part))
+
+    def _defer_temporary(self, work: _Work, part: OutgoingPart, status: int, now: datetime) -> None:
+        """A part answered with a temporary status (found by a review: ESME_RSYSERR and
+        ESME_RX_T_APPN refunded the message, though the next try would have gone through, and
+        ESME_RMSGQFUL paused the whole link). It waits throttle_requeue, twice as long after
+        each such answer, at most temporary_retry_max, and never past its message's validity:
+        then `_prepare` refunds the message. No resend flag, no loss counted, no pause for the
+        others."""
+        message_id, seq = part.key  # type: ignore[misc]
+        if work.deferred is None:
+            work.deferred = {}
+        times = work.deferred[seq] = work.deferred.get(seq, 0) + 1
+        settings = self.settings
+        delay = min(settings.temporary_retry_max, settings.throttle_requeue * 2 ** min(times - 1, 30))
+        delay = max(0.0, min(delay, (work.valid_until - now).total_seconds()))
+        log.info(
+            "dispatcher %s: message %d part %d answered %s (%d in a row): sent again in %.1f s",
+            self.worker, message_id, seq, describe_status(status), times, delay,
+        )  # fmt: skip
+        self._defer(part, delay)
 
     def _finish(self, now: datetime, lines: list[LogEntry], *, hold: bool = False) -> bool:
         """Refund refused messages and mark complete ones submitted (in the current transaction;
@@ -1167,7 +1223,8 @@ class Dispatcher:
         return True
 
     def _requeue_deferred(self, mono: float) -> bool:
-        """Throttled-out parts whose wait is over go back to the front of their message's parts."""
+        """Deferred parts (throttled out, or answered with a temporary status) whose wait is over
+        go back to the front of their message's parts."""
         moved = False
         while self._deferred and self._deferred[0][0] <= mono:
             part = heapq.heappop(self._deferred)[2]
@@ -1334,7 +1391,7 @@ class Dispatcher:
                 work.todo.append((part, _RESEND))  # sent before a crash, its response never recorded
             elif status == ESME_ROK:
                 work.accepted[seq] = smsc_id or ""
-            elif status in RETRYABLE:
+            elif status in RETRYABLE or status % 2**32 in self._temporary:  # (stored as a signed 32-bit integer)
                 work.todo.append((part, _RETRY))
             elif work.refusal is None:
                 work.refusal = f"运营商网关拒绝提交第 {seq}/{work.total} 条（{describe_status(status)}），已退款"

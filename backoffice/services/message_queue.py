@@ -9,8 +9,9 @@ Contract (see also `backoffice.models.messaging`):
   sent; `submit_status` (the submit_sm_resp command_status) and `smsc_message_id` when its
   response arrives. A part with a recorded OK `submit_status` is never sent again; one resent after
   a crash without a recorded response gets `resent = True` (and a send-log line). A recorded
-  throttling status (ESME_RTHROTTLED / ESME_RMSGQFUL after the link's retries) means the SMSC did
-  not take the part: it is sent again later, not flagged.
+  throttling status (ESME_RTHROTTLED after the link's retries) or temporary one (the dispatcher's
+  `temporary_statuses`: ESME_RSYSERR, ESME_RMSGQFUL, ESME_RX_T_APPN) means the SMSC did not take
+  the part: it is sent again later, not flagged.
 - outcome: `status = 'submitted'` (+ `submitted_at`) when every part has an OK response;
   delivery receipts then set delivered / undeliverable / expired / rejected (+ `done_at`).
   Every status change sets `updated_at` (the customers' status reports read it) and clears

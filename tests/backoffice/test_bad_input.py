@@ -331,6 +331,12 @@ def test_the_worker_refuses_a_receipt_id_format_it_does_not_know(app: Flask, run
     assert result.exit_code == 1 and "SMSC_RECEIPT_ID_FORMAT 只能是 auto、same、decimal、hex 之一" in result.output
 
 
+def test_the_worker_refuses_temporary_statuses_it_cannot_read(app: Flask, runner: FlaskCliRunner) -> None:
+    app.config["DISPATCH_TEMPORARY_STATUSES"] = "0x08,sysfail"
+    result = runner.invoke(args=["dispatch", "worker"])
+    assert result.exit_code == 1 and "DISPATCH_TEMPORARY_STATUSES='0x08,sysfail'：“sysfail” 不是 SMPP 错误码" in result.output
+
+
 def test_web_fuzzing_findings_stay_fixed(app: Flask, client: FlaskClient, staff: dict, tmp_path: Path) -> None:
     """Found by a fuzzing helper, each a 500 (or worse) before."""
     from backoffice.money import MoneyFormatError, parse_decimal

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
         ("RECEIVING_BANK", "招商银行", "银行代码"),
         ("DISPATCH_WINDOW", "0", "不小于 1 的整数"),
         ("SESSION_HOURS", "nan", "不小于 0 的数"),
+        ("DISPATCH_TEMPORARY_STATUSES", "0x08,sysfail", "“sysfail” 不是 SMPP 错误码"),
+        ("DISPATCH_TEMPORARY_STATUSES", "0x08,0", "是 ESME_ROK"),
+        ("DISPATCH_TEMPORARY_RETRY_MAX_SECONDS", "-60", "不小于 0 的数"),
     ],
 )
 def test_a_setting_that_cannot_work_is_named_with_what_it_should_be(
@@ -52,6 +55,20 @@ def test_empty_settings_are_the_defaults_and_spellings_are_forgiven(monkeypatch:
     assert (config.LEDGER_BALANCE_ASSERTIONS, config.RECEIVING_BANK) == ("weekly", "ICBC")
     assert config.SQLALCHEMY_DATABASE_URI == "postgresql://sms@db/backoffice"  # SQLAlchemy refuses postgres://
     assert config.MAX_CONTENT_LENGTH > 20 * 1024 * 1024  # a voucher the setting allows is not refused as too large
+
+
+def test_the_temporary_smsc_statuses_read_as_hex_decimal_or_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from dispatch.smpp_link import ESME_RMSGQFUL, ESME_RSYSERR, ESME_RX_T_APPN
+
+    def statuses() -> frozenset[int]:
+        found: frozenset[int] = Config(INSTANCE_PATH=tmp_path).DISPATCH_TEMPORARY_STATUSES
+        return found
+
+    assert statuses() == {ESME_RSYSERR, ESME_RMSGQFUL, ESME_RX_T_APPN}
+    monkeypatch.setenv("DISPATCH_TEMPORARY_STATUSES", " 0x08, 20,ESME_RX_T_APPN , rsyserr")
+    assert statuses() == {ESME_RSYSERR, ESME_RMSGQFUL, ESME_RX_T_APPN}
+    monkeypatch.setenv("DISPATCH_TEMPORARY_STATUSES", "none")  # every error refunds, as before
+    assert statuses() == set()
 
 
 def test_a_process_with_a_bad_setting_says_which_and_shows_no_traceback(tmp_path: Path) -> None:

@@ -21,7 +21,15 @@ from backoffice.models import Message
 from backoffice.models.messaging import CLAIMABLE
 from backoffice.services.dispatcher import Dispatcher, DispatchSettings, LeaseLost
 from dispatch.simulator import SMSCSimulator
-from dispatch.smpp_link import ESME_RSUBMITFAIL, ESME_RTHROTTLED, SUBMIT_SM_RESP, LinkConfig, decode_short_message, encode_pdu
+from dispatch.smpp_link import (
+    ESME_RMSGQFUL,
+    ESME_RSUBMITFAIL,
+    ESME_RTHROTTLED,
+    SUBMIT_SM_RESP,
+    LinkConfig,
+    decode_short_message,
+    encode_pdu,
+)
 from tests.backoffice import hostile_smsc, test_hostile_smsc
 from tests.backoffice.hostile_smsc import Conn, HostileSmsc
 from tests.backoffice.test_dispatcher import FAST, FAST_LINK, statuses
@@ -152,6 +160,28 @@ def test_a_message_whose_validity_ran_out_with_some_parts_accepted_is_refunded_i
     message = db.session.scalars(sa.select(Message)).one()
     assert message.error == "超过有效期仍未能提交全部 2 条（运营商已接收 1 条），已退款"
     assert sender.balance() == funded
+
+
+def test_a_part_whose_destinations_queue_stays_full_is_tried_until_its_validity_then_refunded(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """A part answered ESME_RMSGQFUL (a temporary status) for ever waits ever longer between its
+    tries, but never past its message's validity: the message is refunded when it passes, not
+    sent late nor held a wait longer (here the first wait alone, 100 s, would outlast it)."""
+    sender = active_sender(app)
+    funded = sender.balance()
+    send(sender, numbers(1))
+    valid_until = db.session.scalars(sa.select(Message.valid_until)).one()
+    started = time.monotonic()
+    set_clock(lambda: valid_until - timedelta(seconds=0.5) + timedelta(seconds=time.monotonic() - started))
+    smsc = hostile(
+        lambda conn: (conn.bind(), conn.serve(lambda conn, sequence, body, n: encode_pdu(SUBMIT_SM_RESP, sequence, b"", ESME_RMSGQFUL)))
+    )
+    dispatcher = make_worker(smsc, throttle_requeue=100.0, temporary_retry_max=3600.0)
+    pump(dispatcher, lambda: statuses() == {"refunded": 1}, sender, timeout=5)
+    assert time.monotonic() - started < 2.0 and len(smsc.submits) == 1
+    assert db.session.scalars(sa.select(Message.error)).one() == "超过有效期仍未能提交给运营商，已退款"
+    assert sender.balance() == funded and not any(p.resent for p in parts())
 
 
 def test_a_worker_whose_leases_ran_out_stops_before_sending_more_and_the_new_holder_finishes(
