@@ -123,8 +123,9 @@ class Config:
         self.DISPATCH_WINDOW = _int("DISPATCH_WINDOW", 10, 1)
         self.DISPATCH_BATCH = _int("DISPATCH_BATCH", 200, 1)
         self.DISPATCH_LEASE_SECONDS = _int("DISPATCH_LEASE_SECONDS", 300, 1)
-        # A part on the wire when the link dropped is resent at most this many times; then its
-        # message is refunded (an SMSC that drops the link on one message would get it for ever).
+        # A part on the wire when the link dropped (in a session that answered something) is resent
+        # at most this many times; then its message is refunded (an SMSC that drops the link on one
+        # message would get it for ever).
         self.DISPATCH_RESEND_LIMIT = _int("DISPATCH_RESEND_LIMIT", 3)
         # submit_sm_resp statuses after which a part goes again later instead of its message
         # being refunded (the SMSC's own failure, one destination's queue full, a temporary

@@ -959,6 +959,9 @@ class LinkConfig:
     throttle_retry_limit: int | None = 50
     reconnect_backoff: float = 0.5
     reconnect_backoff_max: float = 30.0
+    # A session proves itself by its first accepted submit or by staying up this long (a receiver
+    # sends none); only then is the reconnect backoff back at its start.
+    stable_after: float = 10.0
     drain_timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -1089,6 +1092,10 @@ class SmppLink:
         self._bucket = _TokenBucket(config.max_tps, max(1.0, min(config.max_tps, config.window)), clock()) if config.max_tps else None
         self._reconnect_at = 0.0
         self._reconnect_delay = config.reconnect_backoff
+        self._bound_at = 0.0
+        self._answered = False  # the SMSC answered one of this session's requests (a submit_sm or an enquire_link)
+        self._submits_answered = False  # … a submit_sm of this session
+        self._cautious = False  # parts were lost in a session that answered no submit_sm: see _fill_window
         self._last_rx = 0.0
         self._enquire_sent_at: float | None = None
         self._enquire_sequence = 0
@@ -1111,6 +1118,13 @@ class SmppLink:
     def rebinds_in_a_row(self) -> int:
         """Sessions in a row the SMSC took for unbound (ESME_RINVBNDSTS); 0 after an accepted submit."""
         return self._rebinds
+
+    @property
+    def session_answered(self) -> bool:
+        """Whether the SMSC answered any request of this session (a submit_sm, an enquire_link);
+        inside `on_link_down`, of the session that was lost. Parts lost in a session that
+        answered nothing tell nothing about themselves: the SMSC cut it, whatever was sent."""
+        return self._answered
 
     @property
     def throttled_in_a_row(self) -> int:
@@ -1182,9 +1196,14 @@ class SmppLink:
             raise
         self._sock = sock
         self._outbuf.clear()
-        self._last_rx = self._clock()
+        self._last_rx = self._bound_at = self._clock()
         self._enquire_sent_at = None
-        self._reconnect_delay = config.reconnect_backoff
+        # Not the reconnect backoff back at its start: found by a review, an SMSC that accepts the
+        # bind and unbinds or closes at once was bound again every 0.5 s for ever. A session that
+        # proves itself resets it (`_submit_answered`, `_keep_alive`).
+        self._answered = self._submits_answered = False
+        if self._cautious:  # a sign of life first (see _fill_window)
+            self._send_enquire_link(self._bound_at)
         self.stats.binds += 1
         logger.info("SMPP bound as %s to %s:%s (%s), SMSC %r", config.system_id, config.host, config.port, config.bind_mode, smsc_id)
 
@@ -1333,6 +1352,15 @@ class SmppLink:
         room = self.config.window - len(self._outstanding)
         if room <= 0 or self._sock is None or self._rebind is not None or self._closing:
             return None
+        if self._cautious:
+            # The last session lost parts and answered no submit_sm: the SMSC cut it right after
+            # the bind, or it drops the link on one of those parts. Nothing goes out before it
+            # has answered this session's enquire_link, then one part at a time until a submit_sm
+            # is answered: a part lost alone in a session that answered is that part's loss (the
+            # caller counts it), and the parts behind it are not lost with it.
+            if not self._answered or self._outstanding:
+                return None
+            room = 1
         if now < self._paused_until:
             return self._paused_until
         bucket = self._bucket
@@ -1427,6 +1455,7 @@ class SmppLink:
                 self._outbuf += build_pdu("enquire_link_resp", sequence)
             elif command_id == ENQUIRE_LINK_RESP:
                 self._enquire_sent_at = None
+                self._answered = True
             elif command_id == UNBIND:
                 self._deliver_batch(batch)  # answered before the link goes
                 self._outbuf += build_pdu("unbind_resp", sequence)
@@ -1455,7 +1484,7 @@ class SmppLink:
             self._rebinds += 1
             self._lose_link(self._rebind)
             delay = min(self.config.reconnect_backoff_max, self.config.reconnect_backoff * 2 ** min(self._rebinds - 1, 30))
-            self._reconnect_at = self._clock() + delay  # (a bind that succeeds would reset the backoff)
+            self._reconnect_at = self._clock() + delay
             logger.error("SMPP session %d in a row taken for unbound by the SMSC: binding again in %.1f s", self._rebinds, delay)
             self._note_problem(f"session {self._rebinds} in a row taken for unbound by the SMSC (ESME_RINVBNDSTS)")
         return self._sock is not None
@@ -1466,6 +1495,9 @@ class SmppLink:
             logger.warning("SMPP submit_sm_resp for unknown sequence %d (%s)", sequence, describe_status(status))
             return
         self.stats.responses += 1
+        if not self._submits_answered:
+            self._answered = self._submits_answered = True
+            self._cautious = False
         limit = self.config.throttle_retry_limit
         if status in _RETRYABLE and (limit is None or in_flight.attempts <= limit):
             self.stats.throttled += 1
@@ -1476,8 +1508,9 @@ class SmppLink:
                 self._paused_until = now + delay
                 logger.info("SMPP throttled (%s): pausing %.2f s", describe_status(status), delay)
             return
-        if status == ESME_ROK:
+        if status == ESME_ROK:  # the session has proved itself
             self._rebinds = 0
+            self._reconnect_delay = self.config.reconnect_backoff
         if status == ESME_ROK and in_flight.sent_at >= self._paused_until:
             self._throttle_streak = 0
         elif status == ESME_RINVBNDSTS and self._rebind is None:
@@ -1553,12 +1586,17 @@ class SmppLink:
             if now - oldest.sent_at > config.response_timeout:
                 self._lose_link(f"no submit_sm_resp within {config.response_timeout} s")
                 return
+        if now - self._bound_at >= config.stable_after:  # up long enough: it has proved itself
+            self._reconnect_delay = config.reconnect_backoff
         if self._enquire_sent_at is None and now - self._last_rx >= config.enquire_link_interval:
-            self._enquire_sequence = self._next_sequence()
-            self._enquire_sent_at = now
-            self._outbuf += build_pdu("enquire_link", self._enquire_sequence)
-            self.stats.enquire_links_sent += 1
+            self._send_enquire_link(now)
             self._flush()
+
+    def _send_enquire_link(self, now: float) -> None:
+        self._enquire_sequence = self._next_sequence()
+        self._enquire_sent_at = now
+        self._outbuf += build_pdu("enquire_link", self._enquire_sequence)
+        self.stats.enquire_links_sent += 1
 
     def _schedule_reconnect(self, now: float, delay: float) -> None:
         self._reconnect_at = now + delay
@@ -1576,6 +1614,8 @@ class SmppLink:
         in_flight = [entry.part for entry in self._outstanding.values()]
         self._outstanding.clear()
         self.stats.lost_in_flight += len(in_flight)
+        if in_flight and not self._submits_answered and reconnect:
+            self._cautious = True  # (see _fill_window)
         now = self._clock()
         if reconnect:
             self._note_problem(f"link down: {reason}")

@@ -13,7 +13,8 @@ What a crash (kill -9 at any instant) can and cannot do, and why (DESIGN.md inva
   moment — prepared, on the wire, or answered but not yet committed — because new parts are
   prepared only when earlier ones are recorded. After a crash or a dropped link, exactly those
   parts are sent again, each flagged `resent = True` with a send-log line: never more than the window.
-  A part lost in flight more than `resend_limit` times is not sent again: its message is refunded.
+  A part lost in flight more than `resend_limit` times (in sessions that answered something) is not
+  sent again: its message is refunded.
 - Leases are renewed before the link sends more; one found taken (this worker stalled past the
   lease and another claimed the message) stops the worker (`LeaseLost`), whose restart goes by
   the database.
@@ -623,7 +624,7 @@ class Dispatcher:
         self._fresh: deque[_Work] = deque()  # held messages with parts still to prepare, in claim order
         self._ready: deque[tuple[OutgoingPart, str]] = deque()  # rows committed, not yet handed to the link
         self._resps: list[SubmitResult] = []  # answered, not yet recorded
-        self._lost: list[OutgoingPart] = []  # on the wire when the link dropped: resend, flagged
+        self._lost: list[tuple[OutgoingPart, bool]] = []  # on the wire when the link dropped (counted?): resend, flagged
         self._deferred: list[tuple[float, int, OutgoingPart]] = []  # throttled out or temporary status: (due, n, part)
         self._deferred_count = 0
         self._early: dict[str, float] = {}  # receipt id -> first seen, for receipts that beat their response
@@ -857,7 +858,13 @@ class Dispatcher:
             self._drops_in_a_row += 1
         self.stats.links_down += 1
         self._on_wire -= len(parts)
-        self._lost.extend(parts)
+        # A loss counts against the part's resend_limit only if the session answered something:
+        # found by a review, an SMSC that unbinds or closes right after each bind had every
+        # session's window "lost in flight", and the messages refunded as lost too often,
+        # though the fault was the link's. (The link then sends one part at a time, after a sign
+        # of life, until a submit_sm is answered: a part it drops the link on is still found out.)
+        counted = self.link.session_answered
+        self._lost.extend((part, counted) for part in parts)
         if parts:
             log.warning("dispatcher %s: link down (%s) with %d parts in flight: they will be resent", self.worker, reason, len(parts))
 
@@ -1187,15 +1194,16 @@ class Dispatcher:
 
     def _requeue_lost(self, lines: list[LogEntry]) -> bool:
         """Parts on the wire when the link dropped go out again, first, flagged as resends; a
-        message with a part lost more than `resend_limit` times is refunded instead (an SMSC
-        that drops the link on it would otherwise have it resent without end)."""
+        message with a part lost more than `resend_limit` times (in sessions that answered
+        something: see `_on_link_down`) is refunded instead (an SMSC that drops the link on it
+        would otherwise have it resent without end)."""
         if not self._lost:
             return False
         lost, self._lost = self._lost, []
-        for part in lost:
+        for part, counted in lost:
             message_id, seq = part.key  # type: ignore[misc]
             work = self._works.get(message_id)
-            if work is None or work.refusal is not None:
+            if not counted or work is None or work.refusal is not None:
                 continue
             if work.lost is None:
                 work.lost = {}
@@ -1204,7 +1212,7 @@ class Dispatcher:
                 log.error("dispatcher %s: message %d part %d lost in flight %d times: refunded", self.worker, message_id, seq, times)
                 work.refusal = LOST_TOO_OFTEN.format(seq=seq, total=work.total, times=times)
         flagged, again = [], []
-        for part in lost:
+        for part, _ in lost:
             message_id, seq = part.key  # type: ignore[misc]
             work = self._works.get(message_id)
             if work is None or work.refusal is not None:

@@ -236,6 +236,37 @@ def test_one_destination_answered_msgqful_does_not_throttle_every_other_message(
     assert len(full) == 1 and not full[0].resent  # waiting for its next try, unflagged
 
 
+def test_messages_are_not_refunded_because_every_session_is_cut_right_after_the_bind(
+    app: Flask, hostile: Callable[..., HostileSmsc], running_clock: None
+) -> None:
+    """Found by a review: an SMSC that unbinds right after each bind (maintenance, a session
+    limit) was bound again every 0.5 s, each short session took the window's parts, never
+    answered, and each part "lost in flight" once per session was refunded after resend_limit
+    (3) as lost too often, though the fault was the link's: 40 of 200 refunded in 10 s, 19
+    binds. A loss counts only in a session that answered something, and the binds slow down."""
+    sender = active_sender(app)
+    send(sender, numbers(200))
+    charged = sender.balance()
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        time.sleep(0.05)
+        conn.send(encode_pdu(UNBIND, 9))
+        time.sleep(0.2)
+
+    smsc = hostile(script)
+    dispatcher = _production_worker(app, smsc.port)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            dispatcher.step()
+    finally:
+        dispatcher.close()
+    found = statuses()
+    assert found == {"queued": 200} and smsc.connections <= 6, f"{dict(found)}, {smsc.connections} binds in 10 s"
+    assert sender.balance() == charged and dispatcher.link.stats.submits_sent == 10  # the first window; none more before a sign of life
+
+
 TEMPORARY = {
     "sys-err": (SUBMIT_SM_RESP, ESME_RSYSERR),
     "nack-without-status": (GENERIC_NACK, 0),  # taken for ESME_RSYSERR

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from dispatch.smpp_link import (
     ESME_RMSGQFUL,
     ESME_RTHROTTLED,
     GENERIC_NACK,
+    SUBMIT_SM,
     SUBMIT_SM_RESP,
     TAG_RECEIPTED_MESSAGE_ID,
+    UNBIND,
     LinkConfig,
     OutgoingPart,
     ShortMessagePdu,
@@ -309,3 +312,89 @@ def test_one_destinations_full_queue_goes_to_the_caller_and_does_not_pause_the_l
     assert [(r.command_status, r.attempts) for r in full] == [(ESME_RMSGQFUL, 1)]
     assert len(recorder.results) == 201 and took < 1.0, f"{len(recorder.results)} answers in {took:.2f} s"
     assert link.throttled_in_a_row == 0 and link.stats.throttled == 0 and len(smsc.submits) == 201
+
+
+def test_an_smsc_that_unbinds_right_after_each_bind_is_not_hammered(hostile: Callable[..., HostileSmsc]) -> None:
+    """Found by a review: a successful bind reset the reconnect backoff to 0.5 s, so an SMSC that
+    accepts the bind and then unbinds (maintenance, a session limit) was bound again twice a
+    second, for ever. The backoff goes back to its start only once a session proves itself."""
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        conn.send(encode_pdu(UNBIND, 77))
+        time.sleep(0.2)
+
+    smsc = hostile(script)
+    link = SmppLink(LinkConfig(port=smsc.port))  # production defaults: reconnect backoff 0.5 s .. 30 s
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        link.run_once(None, timeout=0.05)
+    link.close()
+    assert 3 <= link.stats.binds <= 5, f"{link.stats.binds} binds in 6 s (a doubling backoff from 0.5 s allows 4-5)"
+
+
+def test_a_session_proves_itself_by_an_accepted_submit_or_by_staying_up(hostile: Callable[..., HostileSmsc]) -> None:
+    """The reconnect backoff goes back to its start after a session's first accepted submit_sm,
+    or once it has been up `stable_after` (a receiver sends none); not after a bare bind."""
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        if conn.index in (3, 4):  # proves itself: by an accepted submit (3), by staying up (4)
+            conn.serve(lambda c, seq, body, n: encode_pdu(SUBMIT_SM_RESP, seq, b"ok\0"), idle=0.5)
+        conn.send(encode_pdu(UNBIND, 77))
+        time.sleep(0.1)
+
+    smsc = hostile(script)
+    waits: list[float] = []
+    link = SmppLink(
+        LinkConfig(port=smsc.port, **{**FAST, "reconnect_backoff": 0.1, "reconnect_backoff_max": 10.0, "stable_after": 0.3}),
+        on_link_down=lambda parts, reason: waits.append(round(link._reconnect_at - time.monotonic(), 2)),
+    )
+    give = feeder([sms("proof")])
+    deadline = time.monotonic() + 5
+    while len(waits) < 5 and time.monotonic() < deadline:
+        link.run_once(give if smsc.connections == 3 else None, timeout=0.01)
+    link.close()
+    # Cut at once: 0.1, 0.2, 0.4 s ...; after 3 (accepted a submit) and 4 (up 0.5 s): 0.1 s again.
+    assert waits[:4] == [0.1, 0.2, 0.1, 0.1] and waits[4] == 0.2, waits
+
+
+def test_after_a_session_that_answered_nothing_parts_go_one_at_a_time_after_a_sign_of_life(hostile: Callable[..., HostileSmsc]) -> None:
+    """Parts lost in a session that answered nothing say nothing about themselves: the SMSC cut
+    the session (the caller does not count such a loss against the part). So that a part the SMSC
+    drops the link on is still found out, the next session sends nothing before its enquire_link
+    is answered, then one part at a time until a submit_sm is answered; then the whole window."""
+    alone: list[bool] = []
+
+    def answer(conn: Conn, sequence: int, body: bytes, n: int) -> bytes:
+        if not alone:  # the probe: does another part come while it waits for its answer?
+            time.sleep(0.3)
+            alone.append(not conn.buf and not select.select([conn.sock], [], [], 0)[0])
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"ok%d\0" % n)
+
+    def script(conn: Conn) -> None:
+        conn.bind()
+        if conn.index == 1:
+            conn.read()  # the first submit, and the session is cut: nothing answered
+            return
+        conn.serve(answer)
+
+    smsc = hostile(script)
+    downs: list[bool] = []
+    recorder = Recorder()
+    link = SmppLink(
+        LinkConfig(port=smsc.port, **{**FAST, "window": 5}),
+        on_resp=recorder.results.append,
+        on_link_down=lambda parts, reason: (downs.append(link.session_answered), recorder.link_down(parts, reason)),
+    )
+    give = feeder([sms(n) for n in range(12)])
+    deadline = time.monotonic() + 5
+    while len(recorder.results) < 7 and time.monotonic() < deadline:
+        link.run_once(give, timeout=0.01)
+    cautious = link._cautious
+    link.close()
+    assert not cautious  # (a submit answered: the whole window again)
+    assert downs[0] is False and len(recorder.lost) == 5  # (the caller does not count these losses)
+    assert len(recorder.results) == 7 and smsc.connections == 2 and alone == [True]
+    second = [command_id for index, command_id, _, _, _ in smsc.seen if index == 2]
+    assert second[1:3] == [ENQUIRE_LINK, SUBMIT_SM]  # (after the bind)
