@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today
@@ -92,6 +93,11 @@ def service_code_clash(session: Session, service_code: str | None) -> str | None
     unsubscribes (found by a review: the same code given twice sent every reply to the second)."""
     if not service_code:
         return None
+    # The platform's shared source address (SMSC_DEFAULT_SOURCE): a code it begins with would take
+    # the replies to every account sending from it (the fixer of the above left it: no config here).
+    shared = str(current_app.config.get("SMSC_DEFAULT_SOURCE") or "") if has_app_context() else ""
+    if shared and shared.startswith(service_code):
+        return f"服务代码：{service_code} 是平台共用发送号码 {shared} 的开头部分，回复共用号码的短信会被误归入该账户，请分配另一个服务代码"
     column = EnterpriseAccount.service_code
     clash = session.execute(
         sa.select(EnterpriseAccount.code, EnterpriseAccount.customer_name, column)

@@ -425,6 +425,9 @@ def test_a_service_code_a_live_account_has_or_nests_with_is_not_given_again(
         taken[:-2]: f"服务代码：{taken[:-2]} 与账户 {first['account_code']}（北京创联致信科技有限公司）的服务代码 {taken} 前缀重叠",
         taken + "01": f"服务代码：{taken}01 与账户 {first['account_code']}（北京创联致信科技有限公司）的服务代码 {taken} 前缀重叠",
     }
+    shared = app.config["SMSC_DEFAULT_SOURCE"]  # the platform's own address: its replies are no one account's
+    tries[shared[:4]] = f"服务代码：{shared[:4]} 是平台共用发送号码 {shared} 的开头部分"
+    tries[shared] = f"服务代码：{shared} 是平台共用发送号码 {shared} 的开头部分"
     for n, (code, said) in enumerate(tries.items()):
         data = write_json(tmp_path / f"{n}.json", sample("sms_business_service", customer__name=f"乙营销{n}有限公司", service_code=code))
         result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data)])
