@@ -119,6 +119,12 @@ def describe_status(status: int) -> str:
     return f"0x{status:08X} {text}"
 
 
+def doubling_delay(first: float, times: int, most: float) -> float:
+    """The wait before try `times` + 1 of something that failed `times` (≥ 1) times in a row:
+    `first`, twice as long after each further failure, at most `most`."""
+    return min(most, first * 2 ** min(times - 1, 30))
+
+
 #: submit_sm_resp statuses that say the SMSC did not take a part this time, for a reason that
 #: passes, about that part and not the link: its own failure (ESME_RSYSERR, a database blink or a
 #: failover; also what a generic_nack without a status is taken for), one destination's queue
@@ -1483,7 +1489,7 @@ class SmppLink:
             self._flush()  # (the deliveries' answers)
             self._rebinds += 1
             self._lose_link(self._rebind)
-            delay = min(self.config.reconnect_backoff_max, self.config.reconnect_backoff * 2 ** min(self._rebinds - 1, 30))
+            delay = doubling_delay(self.config.reconnect_backoff, self._rebinds, self.config.reconnect_backoff_max)
             self._reconnect_at = self._clock() + delay
             logger.error("SMPP session %d in a row taken for unbound by the SMSC: binding again in %.1f s", self._rebinds, delay)
             self._note_problem(f"session {self._rebinds} in a row taken for unbound by the SMSC (ESME_RINVBNDSTS)")
@@ -1504,7 +1510,7 @@ class SmppLink:
             heapq.heappush(self._retry, (in_flight.ordinal, in_flight.attempts, in_flight.part))
             if now >= self._paused_until:  # one step of backoff per pause, not one per part in the window
                 self._throttle_streak += 1
-                delay = min(self.config.throttle_backoff_max, self.config.throttle_backoff * 2 ** min(self._throttle_streak - 1, 30))
+                delay = doubling_delay(self.config.throttle_backoff, self._throttle_streak, self.config.throttle_backoff_max)
                 self._paused_until = now + delay
                 logger.info("SMPP throttled (%s): pausing %.2f s", describe_status(status), delay)
             return

@@ -128,6 +128,7 @@ from dispatch.smpp_link import (
     SmppLink,
     SubmitResult,
     describe_status,
+    doubling_delay,
     normalise_message_id,
     parse_command_statuses,
     receipt_id_keys,
@@ -1114,7 +1115,7 @@ class Dispatcher:
             work.deferred = {}
         times = work.deferred[seq] = work.deferred.get(seq, 0) + 1
         settings = self.settings
-        delay = min(settings.temporary_retry_max, settings.throttle_requeue * 2 ** min(times - 1, 30))
+        delay = doubling_delay(settings.throttle_requeue, times, settings.temporary_retry_max)
         delay = max(0.0, min(delay, (work.valid_until - now).total_seconds()))
         log.info(
             "dispatcher %s: message %d part %d answered %s (%d in a row): sent again in %.1f s",
