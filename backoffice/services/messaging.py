@@ -80,7 +80,14 @@ from backoffice.services.api_keys import KEY_REFUSED, Unauthorized
 from backoffice.services.bulk import Prepared, insert_rows
 from backoffice.services.credit import InsufficientBalance, charge_penalty
 from backoffice.services.send_log import LogEntry, append_send_log
-from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_conflict, synchronous_commit_level, upsert
+from backoffice.services.sql import (
+    CLOCK_STEP_US,
+    epoch_us,
+    insert_ignoring_conflict,
+    inserted_if_absent,
+    synchronous_commit_level,
+    upsert,
+)
 from backoffice.services.usage import charge_messages
 from dispatch.keywords import KeywordMatcher, fold_keyword
 from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, mobile_or_none, normalise_mobile
@@ -527,8 +534,7 @@ def add_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[
     for word in wanted:
         if word in existing:
             continue
-        inserted = session.execute(insert_ignoring_conflict(session, table, {"word": word, "created_by": actor}, ["word"]))
-        if inserted.rowcount:
+        if inserted_if_absent(session, table, {"word": word, "created_by": actor}, ["word"]):
             added.append(word)
     if added:
         audit.record(session, actor, "add_keywords", "forbidden_keywords", "-", words=added)
@@ -1403,11 +1409,9 @@ def add_unsubscribe(session: Session, account_id: int, number: str, *, source: s
     from backoffice.services.message_queue import cancel_waiting
 
     values = {"account_id": account_id, "number": normalise_mobile(number), "source": source, "created_at": utcnow()}
-    table = Unsubscribe.__table__
-    # RETURNING, not the row count: psycopg's comes back -1 here, so "already listed" read as new (a review).
-    inserted = session.execute(insert_ignoring_conflict(session, table, values, ["account_id", "number"]).returning(table.c.id)).first()
+    inserted = inserted_if_absent(session, Unsubscribe.__table__, values, ["account_id", "number"])
     cancel_waiting(session, account_id, values["number"], reason="收件人已回复退订：未发送，已退款", pending=pending)
-    return inserted is not None
+    return inserted
 
 
 def record_reply(

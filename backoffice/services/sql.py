@@ -39,6 +39,15 @@ def insert_ignoring_conflict(session: Session, table: sa.Table, values: dict[str
     return _insert_with_conflicts(session, table, values).on_conflict_do_nothing(index_elements=conflict_columns)  # type: ignore[no-any-return]
 
 
+def inserted_if_absent(session: Session, table: sa.Table, values: dict[str, Any], conflict_columns: list[str]) -> bool:
+    """`insert_ignoring_conflict`, run: True when the row went in, False when one with the same
+    key was there (or a concurrent insert of it committed first). Told by RETURNING, not the row
+    count: psycopg's is -1 for this statement, which read "already there" as inserted."""
+    key = next(iter(table.primary_key.columns))
+    statement = insert_ignoring_conflict(session, table, values, conflict_columns).returning(key)
+    return session.execute(statement).first() is not None
+
+
 def upsert(
     session: Session, table: sa.Table, values: dict[str, Any], conflict_columns: list[str], *, newer_by: str | None = None
 ) -> sa.Insert:

@@ -18,7 +18,7 @@ from backoffice.clock import local_today
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
 from backoffice.services import audit
-from backoffice.services.sql import MAX_INT_ID, insert_ignoring_conflict
+from backoffice.services.sql import MAX_INT_ID, inserted_if_absent
 from reports import bank_statements, matching
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,7 @@ def import_statement(session: Session, *, filename: str, content: bytes, actor: 
             "payer_name": line.payer_name[:200], "payer_account": line.payer_account, "reference": line.reference[:64],
             "memo": line.memo[:500],
         }  # fmt: skip
-        inserting = insert_ignoring_conflict(session, _LINES, values, ["reference", "booked_on", "amount"]).returning(_LINES.c.id)
-        if session.execute(inserting).first() is not None:  # (rowcount: -1 here, the ORM adds its own RETURNING)
+        if inserted_if_absent(session, _LINES, values, ["reference", "booked_on", "amount"]):
             record.line_count += 1
         else:
             record.duplicate_lines += 1

@@ -893,3 +893,15 @@ def test_invisible_marks_of_a_copied_number_are_dropped() -> None:
 
     for pasted in ("\u202a13800138000\u202c", "\u200b13800138000", "\ufeff138\u00ad0013\u20608000"):
         assert normalise_mobile(pasted) == "13800138000", repr(pasted)
+
+
+def test_inserted_if_absent_tells_a_row_already_there_on_either_database(app: Flask) -> None:
+    """psycopg's row count of INSERT … ON CONFLICT DO NOTHING is -1: an unsubscribe, a keyword
+    or a statement line already there read as new on PostgreSQL. The shared helper tells by RETURNING."""
+    from backoffice.models import ForbiddenKeyword
+    from backoffice.services.sql import inserted_if_absent
+
+    row = {"word": "测试违禁词", "created_by": "test"}
+    assert inserted_if_absent(db.session, ForbiddenKeyword.__table__, row, ["word"])
+    assert not inserted_if_absent(db.session, ForbiddenKeyword.__table__, row, ["word"])
+    db.session.rollback()
