@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from backoffice.models import ProviderProfile
 from backoffice.services import audit
 from backoffice.services.contract_fields import _clean
 from backoffice.services.contracts import PAYMENT_FIELDS, provider_identity
+from backoffice.services.form_version import check_version, form_version
 from backoffice.services.receipts import BANK_CODE, BANK_CODES, bank_code_for
 from backoffice.services.sql import insert_ignoring_conflict
 from backoffice.services.templates import FieldSpec, get_template
@@ -82,17 +82,15 @@ def provider_of(session: Session, template_id: str) -> Provider:
     return Provider(template.id, identity, fields, profile is not None, profile.seal_png if profile else None)
 
 
-#: Refusals of a form opened before another administrator saved (the view answers 409).
+#: The refusal of a form opened before another administrator saved (the view answers 409).
 STALE = "乙方信息已被他人修改，请刷新后再改"
-NO_VERSION = "表单缺少版本信息（可能是更新前打开的页面），请刷新后再改"
 
 
 def provider_version(provider: Provider) -> str:
     """A fingerprint of what the form shows (identity and seal), carried by the form so that a
     save made on values another administrator has since changed is refused."""
     seal = hashlib.sha256(provider.seal_png).hexdigest() if provider.seal_png is not None else None
-    canonical = json.dumps({"identity": provider.identity, "seal": seal}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return form_version({"identity": provider.identity, "seal": seal})
 
 
 def save_provider(
@@ -121,8 +119,7 @@ def save_provider(
     session.execute(insert_ignoring_conflict(session, table, {"template_id": template.id, "identity": {}}, ["template_id"]))
     session.get(ProviderProfile, template.id, with_for_update=True, populate_existing=True)
     current = provider_of(session, template.id)
-    if version is not None and version != provider_version(current):
-        raise ValidationFailed({"version": STALE if version else NO_VERSION})
+    check_version(version, provider_version(current), STALE)
     identity: dict[str, str] = {}
     errors: dict[str, str] = {}
     for spec in current.fields:

@@ -7,8 +7,6 @@ so a committed change applies to the next request in every process."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +19,7 @@ from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount
 from backoffice.money import format_price
 from backoffice.services import audit
+from backoffice.services.form_version import check_version, form_version
 
 # 1 message a second is the least that still lets an account send; 10 000 is far above what one
 # SMPP link to a carrier carries (hundreds a second), so a higher figure would only be a typo.
@@ -101,12 +100,7 @@ def settings_version(account: EnterpriseAccount) -> str:
     """A fingerprint of the settings the form shows (rate, signature, whether it is added),
     carried by the form so that a save made on values another administrator has since changed
     is refused."""
-    shown = [account.rate_limit_per_second, account.sms_signature or "", bool(account.add_signature)]
-    return hashlib.sha256(json.dumps(shown, ensure_ascii=False).encode()).hexdigest()[:32]
-
-
-def stale_message(account_code: str) -> str:
-    return f"账户 {account_code} 的发送设置已被他人修改，请刷新后再改"
+    return form_version([account.rate_limit_per_second, account.sms_signature or "", bool(account.add_signature)])
 
 
 def update_sending_settings(
@@ -130,10 +124,7 @@ def update_sending_settings(
     administrator raised the rate put the old rate back with a new signature, unsaid. None (the
     command line, the blacklist button, which name only what they change): no check."""
     account = account_for_settings(session, account_code)
-    if version is not None and version != settings_version(account):
-        raise ValidationFailed(
-            {"version": stale_message(account.code) if version else "表单缺少版本信息（可能是更新前打开的页面），请刷新后再改"}
-        )
+    check_version(version, settings_version(account), f"账户 {account.code} 的发送设置已被他人修改，请刷新后再改")
     wanted: dict[str, Any] = {}
     if rate_limit_per_second is not None:
         wanted["rate_limit_per_second"] = parse_rate_limit(rate_limit_per_second)
