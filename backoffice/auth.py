@@ -200,16 +200,23 @@ def _forget_old_failures(now: datetime) -> datetime:
     return since
 
 
+def _record_attempt(login: str, address: str) -> datetime:
+    """Count an attempt before its password is checked (simultaneous guesses all count), in a
+    transaction of its own; the start of the window of failures that count."""
+    now = utcnow()
+    since = _forget_old_failures(now)
+    db.session.execute(sa.insert(LoginFailure.__table__).values(login=login, address=address, failed_at=now))
+    db.session.commit()
+    return since
+
+
 def _count_attempt(username: str) -> tuple[int, int, int]:
     """Count this attempt before its password is checked (simultaneous guesses all count): the
     failures within LOGIN_LOCK_MINUTES, this one included, of this login from this address, from
     this address for any login, and of this login from anywhere."""
-    now = utcnow()
     login, address = _login_key(username)
     failures = LoginFailure.__table__
-    since = _forget_old_failures(now)
-    db.session.execute(sa.insert(failures).values(login=login, address=address, failed_at=now))
-    db.session.commit()  # (an attempt that succeeds takes its row away again)
+    since = _record_attempt(login, address)  # (an attempt that succeeds takes its row away again)
     recent = sa.select(sa.func.count()).select_from(failures).where(failures.c.failed_at >= since)
     here = recent.where(failures.c.address == address)
     counts = (here.where(failures.c.login == login), here, recent.where(failures.c.login == login))
@@ -362,10 +369,7 @@ def _count_current_password_attempt() -> int:
     count against the login's failures from everywhere (LOGIN_MAX_FAILURES_PER_LOGIN) too."""
     login, address = _session_failures()
     failures = LoginFailure.__table__
-    now = utcnow()
-    _forget_old_failures(now)
-    db.session.execute(sa.insert(failures).values(login=login, address=address, failed_at=now))
-    db.session.commit()
+    _record_attempt(login, address)
     count = sa.select(sa.func.count()).select_from(failures).where(failures.c.login == login, failures.c.address == address)
     return db.session.scalar(count) or 0
 
