@@ -23,14 +23,23 @@ def printable_code_points() -> frozenset[int] | None:
     points: set[int] = set()
     for path in sorted(set(filter(None, listed.stdout.splitlines()))):
         try:
-            with open(path, "rb") as file:  # closed here: fontTools' lazy reading would keep it open
-                data = io.BytesIO(file.read())
-            fonts = TTCollection(data).fonts if path.lower().endswith((".ttc", ".otc")) else [TTFont(data)]
-            for font in fonts:
-                points.update(font.getBestCmap() or {})
+            points.update(code_points(path))
         except Exception:  # noqa: BLE001, S112 - a font fontTools cannot read prints nothing either
             continue
     return frozenset(points) if points else None
+
+
+@lru_cache(maxsize=32)
+def code_points(path: str, *, first_face: bool = False) -> frozenset[int]:
+    """The code points a font file maps to glyphs: every face of a collection (.ttc), or with
+    `first_face` only face 0 (the one Pillow draws with). fontTools' errors pass through."""
+    with open(path, "rb") as file:  # closed here: fontTools' lazy reading would keep it open
+        data = io.BytesIO(file.read())
+    fonts = TTCollection(data).fonts if path.lower().endswith((".ttc", ".otc")) else [TTFont(data)]
+    points: set[int] = set()
+    for font in fonts[:1] if first_face else fonts:
+        points.update(font.getBestCmap() or {})
+    return frozenset(points)
 
 
 def unprintable(text: str) -> list[str]:

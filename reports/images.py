@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from functools import lru_cache
 from io import BytesIO
 
-from fontTools.ttLib import TTCollection, TTFont
 from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageFont, ImageOps, features
 
 from reports.fonts import find_cjk_font
+from reports.glyphs import code_points
 
 SEAL_RED = (218, 37, 29, 255)
 INK_BLUE = (20, 36, 110, 255)
@@ -117,11 +117,7 @@ def _font(size: int, path: str | None = None) -> ImageFont.FreeTypeFont:
 
 @lru_cache(maxsize=1)
 def _cjk_code_points() -> frozenset[int]:
-    path = find_cjk_font()
-    with open(path, "rb") as file:
-        data = BytesIO(file.read())
-    font = TTCollection(data).fonts[0] if path.suffix.lower() in (".ttc", ".otc") else TTFont(data)
-    return frozenset(font.getBestCmap() or {})
+    return code_points(str(find_cjk_font()), first_face=True)  # (looked for once: find_cjk_font walks the font folders)
 
 
 @lru_cache(maxsize=512)
@@ -137,12 +133,9 @@ def _fallback_font(char: str) -> str | None:
     if not found:
         return None
     try:
-        with open(found, "rb") as file:
-            data = BytesIO(file.read())
-        fonts = TTCollection(data).fonts if found.lower().endswith((".ttc", ".otc")) else [TTFont(data)]
+        return found if ord(char) in code_points(found, first_face=True) else None
     except Exception:  # noqa: BLE001 - a font fontTools cannot read draws nothing either
         return None
-    return found if ord(char) in (fonts[0].getBestCmap() or {}) else None
 
 
 def _font_for(char: str, size: int) -> ImageFont.FreeTypeFont:
