@@ -64,6 +64,12 @@ def _secret_key(instance: Path) -> str:
     return key
 
 
+def database_busy(error: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused for other writers (SQLite's lock, a PostgreSQL lock timeout or
+    deadlock), so that the same request may go through a moment later."""
+    return any(word in str(error.orig).lower() for word in ("locked", "busy", "could not obtain lock", "deadlock"))
+
+
 def database_error(error: sa.exc.DBAPIError, *, detail: bool = True) -> str:
     """What a log says of a database error: the driver's error class and (with `detail`) the
     first line of its message ("database is locked", "deadlock detected"), never the statement's
@@ -257,7 +263,7 @@ def _error_handlers(app: Flask) -> None:
             db.session.rollback()
         except sa.exc.SQLAlchemyError:  # a connection gone: the pool drops it
             db.session.remove()
-        busy = any(word in str(error.orig).lower() for word in ("locked", "busy", "could not obtain lock", "deadlock"))
+        busy = database_busy(error)
         if busy:
             app.logger.warning("database busy: %s", database_error(error))
             message = "系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试"

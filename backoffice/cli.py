@@ -90,8 +90,10 @@ def read_json_object(path: Path) -> dict[str, Any]:
 def busy_error(exc: Exception) -> DomainError:
     """The database is locked by other writers: nothing was changed, try again. Any other
     operational error (a missing table, a lost connection) is not "busy" and is raised."""
+    from backoffice import database_busy
+
     db.session.rollback()
-    if not any(word in str(exc).lower() for word in ("locked", "busy", "could not obtain lock", "deadlock")):
+    if not isinstance(exc, sa.exc.DBAPIError) or not database_busy(exc):
         raise exc
     error = DomainError("系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试")
     error.status, error.code = 503, "busy"
