@@ -25,8 +25,17 @@ from reports.glyphs import unprintable
 MOBILE = re.compile(r"^(?:\+?86|0086)?[-\s]?(1[3-9]\d{9})$", re.ASCII)
 LANDLINE = re.compile(r"^(0\d{2,3})[-\s]?(\d{7,8})(?:[-\s转](\d{1,6}))?$", re.ASCII)
 POSTCODE = re.compile(r"^\d{6}$", re.ASCII)
-#: A Chinese input method's full-width digits and signs, read as the ASCII ones they stand for.
-_FULL_WIDTH = str.maketrans({**{0xFF10 + i: str(i) for i in range(10)}, 0xFF0B: "+", 0xFF0D: "-", 0x3000: " "})
+#: A Chinese input method's full-width digits and signs, and the no-break and thin spaces and
+#: dashes of a number copied from a web page or a Word document, read as the ASCII ones they stand for.
+_FULL_WIDTH = str.maketrans(
+    {
+        **{0xFF10 + i: str(i) for i in range(10)},
+        0xFF0B: "+",
+        0xFF0D: "-",
+        **dict.fromkeys((0x3000, 0x00A0, 0x2007, 0x2009, 0x202F), " "),
+        **dict.fromkeys((0x2010, 0x2011, 0x2012, 0x2013, 0x2212), "-"),
+    }
+)
 MARKUP = re.compile(r"<\s*[A-Za-z/!?]|javascript:", re.IGNORECASE)
 # C0 controls but tab/newline, DEL, surrogates and non-characters: never valid in a document.
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")

@@ -202,3 +202,22 @@ def test_a_missing_bool_takes_the_template_default() -> None:
 def test_term_years_and_end_date_must_agree() -> None:
     errors = errors_for("enterprise_sms_center", term_years=1, term_start="2026-12-01", term_end="2036-11-30")
     assert "2027-11-30" in errors["term_end"]
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "stored"),
+    [
+        ("customer.phone", "010\u00a062345678", "010-62345678"),
+        ("customer.phone", "+86\u00a013800138000", "13800138000"),
+        ("customer.phone", "010\u201362345678", "010-62345678"),
+        ("customer.phone", "138\u20090013\u20098000", "13800138000"),
+        ("customer.postcode", "100080\u00a0", "100080"),
+    ],
+)
+def test_numbers_copied_from_a_web_page_or_word_keep_their_no_break_spaces_and_dashes_out(field: str, typed: str, stored: str) -> None:
+    """Found by a review: reading only ASCII digits (right) also stopped `\\s` matching the
+    no-break space of a number copied from a web page or a Word document, so it was refused."""
+    values = validate_contract_fields(
+        get_template("lingxuntong_service"), sample("lingxuntong_service", **{field.replace(".", "__"): typed})
+    )
+    assert values[field] == stored
