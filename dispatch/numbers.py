@@ -148,6 +148,16 @@ def mobile_or_none(raw: str, table: PrefixTable | None = None) -> str | None:
         return None
 
 
+def national_address(address: str) -> str:
+    """An address an SMSC reports in international form (+86…, 0086…, 86… before a 1: a mobile
+    number or a 106 service code) without its country prefix; any other address as it is."""
+    text = address.strip()
+    for prefix in ("+86", "0086", "86"):
+        if text.startswith(prefix) and text[len(prefix) : len(prefix) + 1] == "1":
+            return text[len(prefix) :]
+    return text
+
+
 def carrier_of(number: str, table: PrefixTable | None = None) -> str:
     """The carrier code (cmcc/cucc/ctcc/cbn) of a mobile number, normalising it first."""
     table = table if table is not None else default_prefix_table()

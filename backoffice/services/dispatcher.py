@@ -111,7 +111,7 @@ from backoffice.services.messaging import (
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.sql import synchronous_commit_level
 from backoffice.services.usage import move_usage_carrier
-from dispatch.numbers import InvalidNumber, default_prefix_table, normalise_mobile
+from dispatch.numbers import InvalidNumber, default_prefix_table, national_address, normalise_mobile
 from dispatch.rules import UNSUBSCRIBE_WORDS, signature_of
 from dispatch.segments import MAX_PARTS_IN_UDH, Segmentation, encode_segments
 from dispatch.smpp_link import (
@@ -1714,7 +1714,7 @@ class Dispatcher:
             self._session, sender=sender, destination=destination, content=text, received_at=now, settings=self._reply_settings,
             pending=self._cancelled,
         )  # fmt: skip
-        if reply.account_id is None and destination.startswith(self.settings.default_source):
+        if reply.account_id is None and national_address(destination).startswith(self.settings.default_source):
             try:
                 number = normalise_mobile(sender)
             except InvalidNumber:

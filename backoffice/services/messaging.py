@@ -90,7 +90,7 @@ from backoffice.services.sql import (
 )
 from backoffice.services.usage import charge_messages
 from dispatch.keywords import KeywordMatcher, fold_keyword
-from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, mobile_or_none, normalise_mobile
+from dispatch.numbers import CARRIER_NAMES, InvalidNumber, default_prefix_table, mobile_or_none, national_address, normalise_mobile
 from dispatch.rules import (
     UNSUBSCRIBE_WORDS,
     MissingSignature,
@@ -1429,6 +1429,7 @@ def record_reply(
     with, and put the sender on that account's unsubscribe list when the reply is TD/退订/…
     (`pending`: see `add_unsubscribe`)."""
     settings = settings or SendingSettings()
+    destination = national_address(destination)  # 8610657500012301 is the code 10657500012301
     try:
         number: str | None = normalise_mobile(sender)
     except InvalidNumber:

@@ -1309,10 +1309,16 @@ def test_a_reply_to_the_shared_address_is_never_given_to_an_account_with_a_servi
         dispatcher._on_mo(MobileOriginatedPdu(number, shared, "我的验证码不是我申请的"))
         dispatcher._on_mo(MobileOriginatedPdu(number, shared + "1", "TD"))  # an extension of the shared address
         dispatcher._on_mo(MobileOriginatedPdu(number, "10699999", "这是谁的号码？"))  # nobody sends from it
+        dispatcher._on_mo(MobileOriginatedPdu(number, "86" + shared, "退订"))  # as an SMSC reporting 86… may put it
     finally:
         dispatcher.close()
     replies = db.session.execute(sa.select(MobileOriginated.content, MobileOriginated.account_id).order_by(MobileOriginated.id)).all()
-    assert replies == [("我的验证码不是我申请的", victim.account.id), ("TD", victim.account.id), ("这是谁的号码？", None)]
+    assert replies == [
+        ("我的验证码不是我申请的", victim.account.id),
+        ("TD", victim.account.id),
+        ("这是谁的号码？", None),
+        ("退订", victim.account.id),
+    ]
     assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [victim.account.id]
 
 

@@ -395,6 +395,19 @@ def test_a_reply_to_a_code_a_closed_account_shares_with_a_live_one_goes_to_the_l
     assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [sender.account.id]
 
 
+@pytest.mark.parametrize("destination", ["8610657500012301", "+8610657500012301", "008610657500012301"])
+def test_a_reply_to_a_service_code_in_international_form_finds_its_account(app: Flask, sender: Sender, destination: str) -> None:
+    """Found by a review: this platform submits to 86… numbers, and an SMSC may report a reply's
+    destination the same way; 8610657500012301 matched no code, so a TD was kept under no account
+    and the number went on receiving the account's messages."""
+    sender.account.service_code = "106575000123"
+    db.session.commit()
+    reply = record_reply(db.session, sender="13900139000", destination=destination, content="TD")
+    db.session.commit()
+    assert reply.account_id == sender.account.id and reply.destination == "10657500012301"
+    assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [sender.account.id]
+
+
 def test_a_message_longer_than_the_maximum_parts_is_refused_never_cut(app: Flask, sender: Sender) -> None:
     six_parts = "【蓉城会员】" + "会" * (67 * 6 - 6)
     assert send(sender, "13800138000", six_parts).messages[0]["segments"] == 6
