@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import re
 import shutil
@@ -19,6 +20,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageFile, ImageFont, ImageOps, fe
 
 from reports.fonts import find_cjk_font
 from reports.glyphs import code_points
+
+log = logging.getLogger(__name__)
 
 SEAL_RED = (218, 37, 29, 255)
 INK_BLUE = (20, 36, 110, 255)
@@ -121,15 +124,22 @@ def _cjk_code_points() -> frozenset[int]:
 
 
 @lru_cache(maxsize=512)
+@lru_cache(maxsize=1024)
 def _fallback_font(char: str) -> str | None:
     """An installed font that has `char`, as fontconfig picks one (as Pango does for the PDF's
-    text), when the CJK font has none; None when no font has it."""
+    text), when the CJK font has none; None when no font has it, or fontconfig cannot say in
+    time (the image then shows the CJK font's empty box; the document is still made). Asked
+    once a character per process."""
     fc_match = shutil.which("fc-match")
     if fc_match is None:
         return None
-    found = subprocess.run(  # noqa: S603
-        [fc_match, "--format", "%{file}", f"sans-serif:charset={ord(char):x}"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout.strip()
+    try:
+        found = subprocess.run(  # noqa: S603
+            [fc_match, "--format", "%{file}", f"sans-serif:charset={ord(char):x}"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except (subprocess.TimeoutExpired, OSError):
+        log.warning("fc-match gave no font for U+%04X in time", ord(char))
+        return None
     if not found:
         return None
     try:

@@ -64,6 +64,24 @@ def test_a_character_the_cjk_font_lacks_is_drawn_from_another_font_not_as_an_emp
     assert count(open_png(render_typed_signature(char)), is_blue) > 100
 
 
+def test_fontconfig_not_answering_in_time_still_draws_the_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: fc-match timing out raised out of the image, and so out of issuing the
+    contract; the character is drawn as the CJK font's empty box instead (as with no fallback)."""
+    import subprocess
+
+    from reports import images
+
+    def hangs(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout", 0))
+
+    images._fallback_font.cache_clear()
+    monkeypatch.setattr(images.subprocess, "run", hangs)
+    try:
+        assert count(open_png(render_typed_signature("Kovács Bő")), is_blue) > 500
+    finally:
+        images._fallback_font.cache_clear()
+
+
 def test_a_png_is_accepted_and_comes_back_as_a_png_without_metadata_or_trailing_data() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", "secret-metadata")
