@@ -64,10 +64,18 @@ def _secret_key(instance: Path) -> str:
     return key
 
 
+#: PostgreSQL's serialization failure, deadlock, and lock not available (lock_timeout, NOWAIT).
+_BUSY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+
 def database_busy(error: sa.exc.DBAPIError) -> bool:
-    """Whether the database refused for other writers (SQLite's lock, a PostgreSQL lock timeout or
-    deadlock), so that the same request may go through a moment later."""
-    return any(word in str(error.orig).lower() for word in ("locked", "busy", "could not obtain lock", "deadlock"))
+    """Whether the database refused for other writers (SQLite's lock, a PostgreSQL lock timeout,
+    deadlock or serialization failure), so that the same request may go through a moment later;
+    the transaction was rolled back, nothing of it written."""
+    if getattr(error.orig, "sqlstate", None) in _BUSY_SQLSTATES:
+        return True
+    words = ("locked", "busy", "could not obtain lock", "lock timeout", "deadlock", "could not serialize")
+    return any(word in str(error.orig).lower() for word in words)
 
 
 def database_error(error: sa.exc.DBAPIError, *, detail: bool = True) -> str:
@@ -256,9 +264,11 @@ def _error_handlers(app: Flask) -> None:
 
     @app.errorhandler(sa.exc.OperationalError)
     def _database_unavailable(error: sa.exc.OperationalError) -> Any:
-        # Busy (SQLite's lock, a PostgreSQL lock timeout or deadlock) or out of reach (the server
-        # restarting): nothing was written, and the user is told to try again, not shown a
-        # "系统内部错误" (found by a review: a locked database during a password change).
+        # Busy (SQLite's lock, a PostgreSQL lock timeout or deadlock): nothing was written, and
+        # the user is told to try again, not shown a "系统内部错误" (found by a review: a locked
+        # database during a password change). Out of reach (the server restarting): the
+        # connection may have gone while the commit was on its way, so whether it was written
+        # is not known, and the user is told to look before doing it again.
         try:
             db.session.rollback()
         except sa.exc.SQLAlchemyError:  # a connection gone: the pool drops it
@@ -269,7 +279,7 @@ def _error_handlers(app: Flask) -> None:
             message = "系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试"
         else:
             app.logger.error("database unavailable: %s", database_error(error), exc_info=error)
-            message = "数据库暂时无法使用，未做任何更改，请稍后重试"
+            message = "数据库暂时无法使用，本次操作可能未完成：请稍后刷新页面，核对结果后再决定是否重试"
         if _wants_json():
             response = jsonify(error={"code": "busy" if busy else "unavailable", "message": message})
         else:

@@ -255,6 +255,55 @@ def test_a_database_error_does_not_write_the_statements_parameters_to_the_log(
     assert login(client, "finance", staff["finance"]).status_code == 302
 
 
+@pytest.mark.parametrize(
+    ("raised", "busy"),
+    [
+        ("database is locked", True),
+        ("canceling statement due to lock timeout", True),  # PostgreSQL's lock_timeout
+        ("could not serialize access due to concurrent update", True),
+        ("deadlock detected", True),
+        ("server closed the connection unexpectedly", False),
+    ],
+)
+def test_a_database_that_cannot_answer_is_503_saying_whether_anything_may_have_changed(
+    app: Flask, client: FlaskClient, staff: dict[str, str], raised: str, busy: bool
+) -> None:
+    """Found by a review: PostgreSQL's lock timeout and serialization failure were taken for an
+    unreachable database, and that page said 未做任何更改, which a connection lost during the
+    commit cannot promise: the user is now told to look before doing it again."""
+    from sqlalchemy import event
+
+    login(client, "finance", staff["finance"])
+    error = db.engine.dialect.loaded_dbapi.OperationalError
+
+    def fails(cursor: object, statement: str, parameters: object, context: object) -> None:
+        if statement.startswith("UPDATE staff_users SET password_hash"):
+            raise error(raised)
+
+    event.listen(db.engine, "do_execute", fails)
+    try:
+        response = client.post("/password", data={"current": staff["finance"], "new": "Brand-new-pass-9", "confirm": "Brand-new-pass-9"})
+    finally:
+        event.remove(db.engine, "do_execute", fails)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 503
+    if busy:
+        assert "系统繁忙" in page and "未做任何更改" in page and response.headers["Retry-After"] == "1"
+    else:
+        assert "可能未完成" in page and "核对" in page and "未做任何更改" not in page
+
+
+def test_postgresql_refusals_for_other_writers_are_known_by_their_sqlstate() -> None:
+    import psycopg
+    import sqlalchemy as sa
+
+    from backoffice import database_busy
+
+    for cls in (psycopg.errors.LockNotAvailable, psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+        assert database_busy(sa.exc.OperationalError("UPDATE …", {}, cls("（消息因语言设置而不同）")))
+    assert not database_busy(sa.exc.OperationalError("SELECT 1", {}, psycopg.errors.AdminShutdown("terminating connection")))
+
+
 WEAK_PASSWORDS = [
     ("staff", "12345678", "员工账号的密码应为 10–128 个字符"),  # a customer's may be 8 long, not a staff user's
     ("staff", "woaini1314", "太常见"),
