@@ -149,8 +149,8 @@ def _known_browser_serializer() -> URLSafeTimedSerializer:
 
 
 def _known_logins() -> list[str]:
-    """The logins this browser logged in as within LOGIN_KNOWN_BROWSER_DAYS (as digests of
-    their failure keys, from a cookie this site signed)."""
+    """The logins this browser logged in as within LOGIN_KNOWN_BROWSER_DAYS, with the password
+    they have now (as `_browser_token`s, from a cookie this site signed)."""
     cookie = request.cookies.get(KNOWN_BROWSER_COOKIE)
     if not cookie:
         return []
@@ -161,14 +161,28 @@ def _known_logins() -> list[str]:
     return [item for item in known if isinstance(item, str)][:10] if isinstance(known, list) else []
 
 
-def _login_digest(login: str) -> str:
-    return hashlib.sha256(login.encode()).hexdigest()[:32]
+def _browser_token(kind: str, record: StaffUser | SubAccount) -> str:
+    """What the known-logins cookie holds for a login: its kind, id and password hash, so a
+    password reset (the owner's or an administrator's) ends every browser's exemption, and a
+    staff user and a customer login that read alike are never each other's (found by a review:
+    a digest of the name alone outlived a reset after a compromise, for 90 days)."""
+    return hashlib.sha256(f"{kind}\0{record.id}\0{record.password_hash}".encode()).hexdigest()[:32]
 
 
-def _remember_browser(username: str) -> None:
-    """This browser logged in as `username`: the limit on a login's failures from everywhere
-    does not keep it out (the owner, however many guesses others make)."""
-    digest = _login_digest(failed_login_key(username))
+def _known_browser(kind: str, username: str) -> bool:
+    """Whether this browser logged in as `username` (of `kind`) with its present password."""
+    known = _known_logins()
+    if not known:
+        return False
+    model, column = (StaffUser, StaffUser.username) if kind == "staff" else (SubAccount, SubAccount.login)
+    record = db.session.scalar(sa.select(model).where(column == username.strip()))
+    return record is not None and _browser_token(kind, record) in known
+
+
+def _remember_browser(kind: str, record: StaffUser | SubAccount) -> None:
+    """This browser logged in as `record`: the limit on a login's failures from everywhere does
+    not keep it out (the owner, however many guesses others make) while its password stays."""
+    digest = _browser_token(kind, record)
     known = [digest, *(item for item in _known_logins() if item != digest)][:10]
     config = current_app.config
 
@@ -223,7 +237,7 @@ def _count_attempt(username: str) -> tuple[int, int, int]:
     return tuple(db.session.scalar(count) or 0 for count in counts)  # type: ignore[return-value]
 
 
-def _attempt(username: str) -> str | None:
+def _attempt(kind: str, username: str) -> str | None:
     """Count this attempt, and say why it is refused: too many failures lately for this login
     from this address, or from this address for any login; or for this login from everywhere
     (guesses spread over many addresses), unless this browser logged in as it before. Another
@@ -233,7 +247,7 @@ def _attempt(username: str) -> str | None:
     login_here, address, login_everywhere = _count_attempt(username)
     if login_here > config["LOGIN_MAX_FAILURES"] or address > config["LOGIN_MAX_FAILURES_PER_ADDRESS"]:
         return f"登录失败次数过多，请 {minutes} 分钟后再试"
-    if login_everywhere > config["LOGIN_MAX_FAILURES_PER_LOGIN"] and _login_digest(failed_login_key(username)) not in _known_logins():
+    if login_everywhere > config["LOGIN_MAX_FAILURES_PER_LOGIN"] and not _known_browser(kind, username):
         return (
             f"该账号近期在多处登录失败次数过多，已暂时锁定，请 {minutes} 分钟后再试"
             "（在以前成功登录过的浏览器上仍可登录；急需时请联系管理员重置密码）"
@@ -257,13 +271,13 @@ def _log_in(form: LoginForm, kind: str, authenticate: Callable[[Any, str, str], 
     """A submitted login form of either kind: the attempt counted, the password checked, the
     session started and audited; None (with the reason flashed) if refused."""
     username = form.username.data or ""
-    refused = _attempt(username)
+    refused = _attempt(kind, username)
     record = None if refused else authenticate(db.session, username, form.password.data or "")
     if refused or record is None:
         flash(refused or wrong, "error")
         return None
     _succeeded(username)
-    _remember_browser(username)
+    _remember_browser(kind, record)
     principal = Principal(kind, record)
     _start_session(principal)
     name = record.username if isinstance(record, StaffUser) else record.login

@@ -852,6 +852,29 @@ def test_guesses_at_one_login_from_many_addresses_are_limited_but_not_in_the_own
     assert app.test_client().post("/login", data=right, environ_base={"REMOTE_ADDR": "192.0.2.1"}).status_code == 302
 
 
+def test_a_browser_known_before_a_password_reset_is_no_longer_exempt(app: Flask, runner: FlaskCliRunner, staff: dict[str, str]) -> None:
+    """Found by a review: the known-logins cookie named the login alone, so a browser that once
+    logged in (a compromise, a shared computer) kept its exemption from the limit on guesses
+    from everywhere for 90 days after an administrator reset the password."""
+    import json
+
+    compromised = app.test_client()
+    assert compromised.post("/login", data={"username": "finance", "password": staff["finance"]}, environ_base=OWNER).status_code == 302
+    compromised.post("/logout")
+    result = runner.invoke(args=["user", "reset-password", "finance", "--json"])
+    assert result.exit_code == 0, result.output
+    new_password = json.loads(result.output)["password"]
+    for i in range(app.config["LOGIN_MAX_FAILURES_PER_LOGIN"]):
+        app.test_client().post(
+            "/login", data={"username": "finance", "password": f"guess{i}"}, environ_base={"REMOTE_ADDR": f"203.0.113.{i + 1}"}
+        )
+    guess = compromised.post("/login", data={"username": "finance", "password": "guess-again"}, environ_base=OWNER)
+    assert "已暂时锁定" in guess.get_data(as_text=True)  # its guesses are not checked any more
+    assert "已暂时锁定" in compromised.post("/login", data={"username": "finance", "password": new_password}, environ_base=OWNER).get_data(
+        as_text=True
+    )
+
+
 def test_a_password_reset_lets_a_locked_out_login_in(client: FlaskClient, runner: FlaskCliRunner, staff: dict[str, str]) -> None:
     import json
 
