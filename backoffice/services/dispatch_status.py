@@ -35,6 +35,7 @@ REFUSED = 20  # messages the SMSC refused in a row (each refunded), of at least 
 REFUSED_TEXTS = 3  # (an SMSC's content filter refusing one request's text is routine, not a broken channel)
 REFUSED_ALL = 50  # messages refused in a row, whatever their texts: a channel failing a whole campaign, or a filter refusing it
 DROPS = 3  # links dropped in a row without a part accepted in between
+TEMPORARY = 50  # parts answered with a temporary status (ESME_RSYSERR, …) in a row: sent again later, refunded past validity
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class DispatchThresholds:
     refused_texts: int = REFUSED_TEXTS
     refused_all: int = REFUSED_ALL
     drops: int = DROPS
+    temporary: int = TEMPORARY
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> DispatchThresholds:
@@ -209,6 +211,12 @@ def _problems(status: DispatchStatus, limits: DispatchThresholds) -> list[str]:
             problems.append(
                 f"短信中心连续拒绝了{name}提交的 {refused} 条短信（最近一次：{last}），这些短信已退款："
                 "可能是通道故障，也可能是短信中心拦截了这批内容，请核查"
+            )
+        temporary = int(counters.get("temporary_in_a_row", 0))
+        if temporary >= limits.temporary:
+            problems.append(
+                f"短信中心连续 {temporary} 次以临时错误（最近一次：{counters.get('last_temporary') or '未知'}）拒收{name}提交的短信，"
+                "没有一条提交成功：这些短信稍后重发，超过有效期仍未提交的将退款，请检查通道"
             )
         if int(counters.get("drops_in_a_row", 0)) >= limits.drops:
             problems.append(f"{name}与短信中心的链路连续断开 {counters['drops_in_a_row']} 次，其间没有一条短信提交成功{cause}")

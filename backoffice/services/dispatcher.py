@@ -670,6 +670,8 @@ class Dispatcher:
         self._ended_by: BaseException | None = None  # what ended run() or close() outside the worker's transactions
         # For the operations page: what went wrong since the SMSC last accepted a part.
         self._refused_in_a_row = 0  # messages the SMSC refused a part of (any error but throttling)
+        self._temporary_in_a_row = 0  # parts answered with a temporary status since one was accepted
+        self._last_temporary: str | None = None
         self._refused_texts: set[int] = set()  # their different texts (a content filter refuses one; a broken channel all)
         self._last_refusal = ""
         self._drops_in_a_row = 0  # links dropped with parts on the wire
@@ -1076,7 +1078,7 @@ class Dispatcher:
                 self._touched[work.id] = work
             if status == ESME_ROK:
                 self.stats.parts_accepted += 1
-                self._refused_in_a_row = self._drops_in_a_row = 0
+                self._refused_in_a_row = self._drops_in_a_row = self._temporary_in_a_row = 0
                 self._refused_texts.clear()
                 if work is not None:
                     work.accepted[seq] = smsc_id or ""
@@ -1086,6 +1088,8 @@ class Dispatcher:
                     self._defer(result.part, self.settings.throttle_requeue)
             elif status in self._temporary:  # not taken this time, for a reason that passes: later
                 self.stats.parts_deferred += 1
+                self._temporary_in_a_row += 1
+                self._last_temporary = describe_status(status)
                 if work is not None and work.refusal is None:
                     self._defer_temporary(work, result.part, status, now)
             else:
@@ -1802,6 +1806,8 @@ class Dispatcher:
                 "refused_in_a_row": self._refused_in_a_row,
                 "refused_texts": len(self._refused_texts),
                 "last_refusal": self._last_refusal,
+                "temporary_in_a_row": self._temporary_in_a_row,
+                "last_temporary": self._last_temporary,
                 "drops_in_a_row": self._drops_in_a_row,
             },
         }

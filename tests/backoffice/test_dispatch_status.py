@@ -290,6 +290,27 @@ def test_a_channel_refusing_a_whole_one_text_campaign_is_a_problem(
     assert any("提交的 60 条短信" in p and "可能是通道故障，也可能是短信中心拦截了这批内容" in p for p in now.problems), now.problems
 
 
+def test_an_smsc_answering_every_part_with_a_temporary_error_is_a_problem(
+    app: Flask, hostile: Callable[..., HostileSmsc], make_worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: an SMSC answering ESME_RSYSERR to every submit has its parts sent
+    again and again until their validity (nothing refunded meanwhile), and the page said 正常."""
+    from dispatch.smpp_link import ESME_RSYSERR
+
+    sender = active_sender(app)
+    send(sender, numbers(50), "【蓉城会员】本周六会员日全场八折")
+
+    def fails(conn: object, sequence: int, body: bytes, n: int) -> bytes:
+        return encode_pdu(SUBMIT_SM_RESP, sequence, b"", ESME_RSYSERR)
+
+    dispatcher = make_worker(hostile(lambda conn: (conn.bind(), conn.serve(fails))))
+    drive(dispatcher, lambda: dispatcher.stats.parts_deferred >= 50, sender)
+    heartbeat(dispatcher)
+    now = status()
+    assert now.workers[0].row.counters["temporary_in_a_row"] >= 50
+    assert any("以临时错误（最近一次：0x00000008" in p and "稍后重发" in p for p in now.problems), now.problems
+
+
 def REFUSE(conn: object, sequence: int, body: bytes, n: int) -> bytes:  # noqa: N802 (a constant answer)
     return encode_pdu(SUBMIT_SM_RESP, sequence, b"", 0x45)
 
