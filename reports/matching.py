@@ -10,7 +10,10 @@ like there. Found by a review: customer B recorded A's usual amount and date wit
 the payer; A's transfer, its memo naming A's account, was proposed for B's receipt as "金额一致、
 付款人一致、日期一致", and one click credited A's money to B. A line whose memo names another known
 account than the receipt's is not proposed for it at all (`conflicts` says why); a payer who is
-another account's holder is said so in the reasons.
+another account's holder is said so in the reasons. A second review: the same capture worked with a
+memo that names no account ("货款"), proposed on amount and date with only that warning. A receipt
+the customer recorded (in the portal) is not proposed for a line whose payer is another customer
+(`payer_conflict`); one finance recorded is (a parent company paying for its subsidiary).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ _WORD = re.compile(r"[0-9a-z]+")  # a code stands alone: no letter or digit eith
 @dataclass(frozen=True)
 class OpenReceipt:
     """A receipt recorded by finance or a customer and not yet confirmed against the bank.
-    `holder_name`: the customer name of its account (not the payer typed on the receipt)."""
+    `holder_name`: the customer name of its account (not the payer typed on the receipt);
+    `payer_name`: the payer typed on it; `by_customer`: recorded by the customer (the portal)."""
 
     id: int
     account_code: str
@@ -45,6 +49,8 @@ class OpenReceipt:
     holder_name: str
     bank_reference: str
     paid_on: date
+    payer_name: str = ""
+    by_customer: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,8 @@ class Holder:
 @dataclass(frozen=True)
 class Match:
     """The proposal for one statement line: a receipt, or None with the reason there is none.
-    `conflicts`: receipts that agreed otherwise but that the line's memo names another account for."""
+    `conflicts`: receipts that agreed otherwise but that the line's memo (or, for a receipt the
+    customer recorded, its payer) names another account for."""
 
     line_no: int
     receipt_id: int | None
@@ -73,7 +80,7 @@ class _Candidate:
     receipt: OpenReceipt
     score: int
     reasons: list[str]
-    conflict: str | None = None  # why it must not be proposed (the memo names another account)
+    conflict: str | None = None  # why it must not be proposed (the memo or the payer names another account)
 
 
 class Directory:
@@ -108,6 +115,21 @@ def memo_conflict(memo: str, account_code: str, directory: Directory) -> str | N
     account (the payer said whose money it is), as "附言写明账户 …". None when it names no other."""
     others = [h for h in directory.named_in(memo) if normalise(h.code) != normalise(account_code)]
     return f"附言写明账户 {'、'.join(f'{h.code}（{h.name}）' for h in others)}" if others else None
+
+
+def payer_conflict(line_payer: str, typed_payer: str, account_code: str, holder_name: str, directory: Directory) -> str | None:
+    """Why a statement line cannot be money for a receipt a customer recorded on `account_code`
+    (whose customer is `holder_name`): the line's payer, or the payer typed on the receipt, is
+    another known customer, as "付款人是其他客户 …". None when the line's payer is this customer
+    (the bank's word decides), or neither payer is another customer."""
+    if normalise(line_payer) and normalise(line_payer) == normalise(holder_name):
+        return None
+    for payer, who in ((line_payer, "付款人"), (typed_payer, "到账记录上填写的付款人")):
+        if normalise(payer) == normalise(holder_name):
+            continue
+        if others := [h for h in directory.holders_named(payer) if normalise(h.code) != normalise(account_code)]:
+            return f"{who}是其他客户 {'、'.join(f'{h.code}（{h.name}）' for h in others)}"
+    return None
 
 
 def normalise(text: str) -> str:
@@ -197,7 +219,15 @@ def _assess(line: StatementLine, receipt: OpenReceipt, directory: Directory) -> 
         reasons.append(f"附言含账户编号 {receipt.account_code}")
     score += SCORE_DATE.get(days_apart, 0)
     reasons.append("日期一致" if days_apart == 0 else f"日期相差{days_apart}天")
-    return _Candidate(line, receipt, score, reasons, memo_conflict(line.memo, receipt.account_code, directory))
+    conflict = memo_conflict(line.memo, receipt.account_code, directory)
+    # Found by a second review: what a customer records is not proposed for another customer's transfer.
+    if (
+        conflict is None
+        and receipt.by_customer
+        and (paid_by := payer_conflict(line.payer_name, receipt.payer_name, receipt.account_code, receipt.holder_name, directory))
+    ):
+        conflict = f"{paid_by}，而该到账记录是客户在门户登记的；如确是代付，请与客户核实后驳回该记录，由财务代为登记"
+    return _Candidate(line, receipt, score, reasons, conflict)
 
 
 def _mentions(memo: str, code: str) -> bool:

@@ -86,6 +86,11 @@ class Receipt(Base):
     def status_name(self) -> str:
         return RECEIPT_STATUSES.get(self.status, self.status)
 
+    @property
+    def by_customer(self) -> bool:
+        """Recorded by the customer in the portal (a sub-account's login), not by finance."""
+        return self.recorded_by.startswith("sub:")
+
 
 class StatementImport(Base):
     """One bank statement file imported by finance (all its lines, or none)."""

@@ -153,6 +153,8 @@ def proposals(session: Session) -> list[Proposal]:
             holder_name=r.account.customer_name,  # not r.payer_name: whoever recorded it typed that
             bank_reference=r.bank_reference,
             paid_on=r.paid_on,
+            payer_name=r.payer_name,
+            by_customer=r.by_customer,
         )
         for r in receipts.values()
     ]
@@ -212,10 +214,22 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
     holders = [
         matching.Holder(code, name) for code, name in session.execute(sa.select(EnterpriseAccount.code, EnterpriseAccount.customer_name))
     ]
-    if conflict := matching.memo_conflict(line.memo, account.code, matching.Directory(holders)):
+    directory = matching.Directory(holders)
+    if conflict := matching.memo_conflict(line.memo, account.code, directory):
         raise Conflict(
             f"不能匹配：对账单明细（流水号 {line.reference}）的{conflict}，而到账记录 {receipt.id} 属于账户 {account.code}"
             f"（{account.customer_name}）；请核实这笔汇款是哪个账户的，必要时驳回该到账记录，再按对账单为附言中的账户登记"
+        )
+    # A second review: with no account in the memo ("货款"), the same capture went through on
+    # amount and date. What the customer recorded is not matched to another customer's transfer;
+    # a real third-party payment (a parent company paying for its subsidiary) finance records.
+    if receipt.by_customer and (
+        conflict := matching.payer_conflict(line.payer_name, receipt.payer_name, account.code, account.customer_name, directory)
+    ):
+        raise Conflict(
+            f"不能匹配：对账单明细（流水号 {line.reference}）的{conflict}，而到账记录 {receipt.id} 是账户 {account.code}"
+            f"（{account.customer_name}）在客户门户登记的，不能用于其他客户的汇款；如确是代付（如母公司替子公司付款），"
+            f"请先与客户核实，驳回该到账记录，再由财务在“代客户登记汇款”中为账户 {account.code} 登记流水号 {line.reference} 的汇款后匹配"
         )
     other = live_receipt_with(session, line.reference, other_than=receipt.id)
     if other is not None:  # the same transfer recorded under the bank's number: matching it here would credit it twice

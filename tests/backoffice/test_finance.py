@@ -862,6 +862,69 @@ def test_the_payer_a_customer_types_is_not_a_payer_match_but_amount_and_date_sti
     assert db.session.get(EnterpriseAccount, account.id).balance == Decimal(amount)
 
 
+@pytest.mark.parametrize("typed_payer", ["甲科技有限公司", "随便写的付款人"])
+def test_a_customer_cannot_capture_another_customers_transfer_whose_memo_names_no_account(
+    app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str], typed_payer: str
+) -> None:
+    """Found by a second review: the fix above only held when the memo of A's transfer named A's
+    account. With a memo of "货款", customer B's portal receipt (A's amount, today, any payer typed)
+    was proposed for A's transfer on amount and date, with only "注意：付款人是其他客户…", and one
+    click credited A's money to B. A receipt the customer recorded is not proposed for a line whose
+    payer is another customer, its confirmation is refused (the page, a hand-made form, the command
+    line) changing nothing, and finance can still enter a real third-party payment itself."""
+    victim = make_contract(app, "enterprise_sms_center", customer__name="甲科技有限公司").contract.account
+    issued = make_contract(app, "enterprise_sms_center", customer__name="乙商贸有限公司")
+    attacker, primary = issued.contract.account, next(o for o in issued.logins if o.is_primary)
+    customer_login(client, primary.login, primary.password)
+    form = {"amount": "900.00", "paid_on": "2026-11-23", "payer_name": typed_payer, "bank_reference": "MY-OWN-2"}
+    assert client.post("/portal/receipts", data=form).status_code == 302
+    client.post("/logout")
+    claimed = db.session.scalar(sa.select(Receipt).where(Receipt.bank_reference == "MY-OWN-2"))
+
+    login(client, "finance", staff["finance"])
+    csv = "date,amount,payer_name,payer_account,reference,memo\n2026-11-23,900.00,甲科技有限公司,6222000011112222,K2026112300002,货款\n"
+    assert _import_in_browser(client, csv).status_code == 302
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert 'name="line_id"' not in page  # no one-click confirmation offered
+    assert (
+        f"到账记录 {claimed.id}（{attacker.code} 乙商贸有限公司）未建议匹配：付款人是其他客户 {victim.code}（甲科技有限公司），"
+        "而该到账记录是客户在门户登记的；如确是代付，请与客户核实后驳回该记录，由财务代为登记" in page
+    )
+    assert f"账户 {victim.code} 甲科技有限公司（未登记汇款）" in page  # offered to the payer's account instead
+    line = db.session.scalar(sa.select(StatementLine))
+    before = snapshot(app)
+
+    # A confirmation of that pair all the same (a page from before, a hand-made form) is refused.
+    response = client.post(f"/finance/receipts/{claimed.id}/confirm", data={"line_id": line.id, "back": "/finance/statements"})
+    assert response.status_code == 302
+    page = client.get("/finance/statements").get_data(as_text=True)
+    refusal = (
+        f"不能匹配：对账单明细（流水号 K2026112300002）的付款人是其他客户 {victim.code}（甲科技有限公司），而到账记录 {claimed.id} 是账户 "
+        f"{attacker.code}（乙商贸有限公司）在客户门户登记的，不能用于其他客户的汇款；如确是代付（如母公司替子公司付款），请先与客户核实，"
+        f"驳回该到账记录，再由财务在“代客户登记汇款”中为账户 {attacker.code} 登记流水号 K2026112300002 的汇款后匹配"
+    )
+    assert refusal in page
+    exit_code, out = run(runner, "finance", "match", str(line.id), str(claimed.id), "--json")
+    assert exit_code != 0 and out["error"]["message"] == refusal
+    db.session.expire_all()
+    assert snapshot(app) == before
+    assert db.session.get(Receipt, claimed.id).status == "pending" and db.session.get(StatementLine, line.id).receipt_id is None
+    assert db.session.scalar(sa.select(sa.func.count()).where(AuditEntry.action == "match_statement_line")) == 0
+
+    # A real payment by A for B (checked with the customer): finance rejects the customer's
+    # record, enters the transfer itself, and matches it with one click.
+    client.post(f"/finance/receipts/{claimed.id}/reject", data={"reason": "付款人是其他客户，已与客户核实后由财务登记"})
+    form = {"account": attacker.code, "amount": "900.00", "paid_on": "2026-11-23", "payer_name": "甲科技有限公司"}
+    assert client.post("/finance/receipts", data={**form, "bank_reference": "K2026112300002"}).status_code == 302
+    (proposal,) = proposals(db.session)
+    assert proposal.receipt is not None and proposal.receipt.recorded_by == "staff:finance"
+    client.post(f"/finance/receipts/{proposal.receipt.id}/confirm", data={"line_id": line.id})
+    db.session.expire_all()
+    assert db.session.get(Receipt, proposal.receipt.id).status == "confirmed"
+    assert db.session.get(EnterpriseAccount, attacker.id).balance == Decimal("900.00")
+    assert db.session.get(EnterpriseAccount, victim.id).balance == 0
+
+
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     statement = tmp_path / "bad.csv"
     statement.write_text(

@@ -15,9 +15,12 @@ def line(line_no: int, amount: str, *, payer: str = PAYER, day: int = 20, refere
     return StatementLine(line_no, date(2026, 11, day), Decimal(amount), payer, None, reference or f"K{line_no:04d}", memo)
 
 
-def receipt(id: int, amount: str, *, holder: str = PAYER, day: int = 20, reference: str = "", code: str = "AC1001") -> OpenReceipt:
-    """An open receipt of account `code`, whose customer is `holder`."""
-    return OpenReceipt(id, code, Decimal(amount), holder, reference, date(2026, 11, day))
+def receipt(
+    id: int, amount: str, *, holder: str = PAYER, day: int = 20, reference: str = "", code: str = "AC1001", payer: str = "",
+    by_customer: bool = False,
+) -> OpenReceipt:  # fmt: skip
+    """An open receipt of account `code`, whose customer is `holder`; `payer` as typed on it."""
+    return OpenReceipt(id, code, Decimal(amount), holder, reference, date(2026, 11, day), payer or holder, by_customer)
 
 
 def only(matches: list[Match]) -> Match:
@@ -135,3 +138,40 @@ def test_a_line_whose_memo_names_another_account_is_not_proposed_for_a_receipt()
 def test_a_third_party_payer_is_proposed_on_amount_and_date() -> None:
     match = only(propose_matches([line(2, "900.00", payer="张三", day=21)], [receipt(5, "900.00")], [Holder("AC1001", PAYER)]))
     assert (match.receipt_id, match.reasons) == (5, ["金额一致", "日期相差1天"])
+
+
+def test_a_receipt_the_customer_recorded_is_not_proposed_for_another_customers_transfer() -> None:
+    """Found by a second review: customer B recorded A's amount and date in the portal; A's transfer,
+    its memo naming no account ("货款"), was proposed for B's receipt on amount and date with only
+    a warning, and one click credited A's money to B. A receipt the customer recorded is not
+    proposed for a line whose payer (or, failing the bank's word for this customer, the payer typed
+    on the receipt) is another customer; one finance recorded still is (a parent company paying)."""
+    accounts = [Holder("E000001", "甲科技有限公司"), Holder("E000002", "乙商贸有限公司")]
+    said = "到账记录 5（E000002 乙商贸有限公司）未建议匹配：{}是其他客户 E000001（甲科技有限公司），而该到账记录是客户在门户登记的"
+
+    def proposed(payer: str, typed: str, *, by_customer: bool = True, reference: str = "") -> Match:
+        lines = [line(2, "900.00", payer=payer, memo="货款", reference=reference or "K1")]
+        mine = receipt(5, "900.00", holder="乙商贸有限公司", code="E000002", payer=typed, by_customer=by_customer, reference=reference)
+        return only(propose_matches(lines, [mine], accounts))
+
+    # The bank's payer is another customer, whatever the customer typed, in any spacing or width.
+    for payer, typed in [
+        ("甲科技有限公司", "甲科技有限公司"),
+        ("甲科技有限公司", "张三"),
+        ("甲科技 有限公司", "乙商贸有限公司"),
+        ("甲科技有限公司", ""),
+    ]:
+        match = proposed(payer, typed)
+        assert match.receipt_id is None, (payer, typed)
+        assert len(match.conflicts) == 1 and match.conflicts[0].startswith(said.format("付款人")), match.conflicts
+        assert "请与客户核实后驳回该记录，由财务代为登记" in match.conflicts[0]
+    assert proposed("甲科技有限公司", "张三", reference="K1").receipt_id is None  # not even on the same bank reference
+    # The bank names no customer: the payer the customer typed is another customer's name.
+    match = proposed("张三", "甲科技有限公司")
+    assert match.receipt_id is None and match.conflicts[0].startswith(said.format("到账记录上填写的付款人"))
+    # The bank's payer is this account's customer, or a stranger the customer typed: proposed.
+    assert proposed("乙商贸有限公司", "甲科技有限公司").receipt_id == 5
+    assert proposed("张三", "张三").receipt_id == 5
+    # What finance recorded is proposed, with the warning: finance checked who paid.
+    match = proposed("甲科技有限公司", "甲科技有限公司", by_customer=False)
+    assert match.receipt_id == 5 and "注意：付款人是其他客户（E000001 甲科技有限公司），不是本账户户名" in match.reasons
