@@ -19,6 +19,9 @@ ACCOUNT_STATUSES = {
     "suspended": "暂停",
     "closed": "已关闭",
 }
+#: An account in one of these has ended for good: no receipt is recorded on it. (A suspended
+#: account keeps its balance for a renewal, which the customer pays: it is not ended.)
+ENDED_ACCOUNT_STATUSES = ("closed",)
 
 
 class EnterpriseAccount(Base):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import unicodedata
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from backoffice.clock import local_today
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
+from backoffice.models.accounts import ENDED_ACCOUNT_STATUSES
 from backoffice.services import audit
 from backoffice.services.sql import MAX_INT_ID, inserted_if_absent
 from reports import bank_statements, matching
@@ -36,7 +38,8 @@ class Proposal:
     account: EnterpriseAccount | None  # for a line with no receipt: the account whose name is the payer's
     score: int
     reasons: list[str]
-    conflicts: list[str] = field(default_factory=list)  # receipts not proposed: the memo names another account
+    # Receipts not proposed (the memo or the payer names another account), or why no account is offered.
+    conflicts: list[str] = field(default_factory=list)
 
 
 def import_statement(session: Session, *, filename: str, content: bytes, actor: str, today: date | None = None) -> StatementImport:
@@ -114,9 +117,10 @@ def bank_of(line: StatementLine, default: str) -> str:
 
 def proposals(session: Session) -> list[Proposal]:
     """For every statement line not yet matched: the recorded receipt it most likely is (or,
-    failing that, the account whose customer name is the payer's, or the one account its memo
-    names), best first. A receipt (or account) of another account than the memo names is not
-    proposed: the line's `conflicts` say so."""
+    failing that, the one live account whose customer name is the payer's, or the one account its
+    memo names), best first. A receipt (or account) of another account than the memo names is not
+    proposed, nor a closed account, nor one of two live accounts of the payer's name: the line's
+    `conflicts` say so."""
     # In the order of the files (a file's lines are not inserted in its order: see import_statement).
     lines = list(
         session.scalars(
@@ -159,9 +163,9 @@ def proposals(session: Session) -> list[Proposal]:
         for r in receipts.values()
     ]
     accounts = list(session.scalars(sa.select(EnterpriseAccount).order_by(EnterpriseAccount.id)))
-    names: dict[str, EnterpriseAccount] = {}
+    by_name: dict[str, list[EnterpriseAccount]] = defaultdict(list)
     for a in accounts:
-        names.setdefault(matching.normalise(a.customer_name), a)
+        by_name[matching.normalise(a.customer_name)].append(a)
     by_code = {a.code: a for a in accounts}
     holders = [matching.Holder(a.code, a.customer_name) for a in accounts]
     directory = matching.Directory(holders)
@@ -169,18 +173,44 @@ def proposals(session: Session) -> list[Proposal]:
     for match in matching.propose_matches(parsed, open_receipts, holders):
         line = by_position[match.line_no]
         receipt = receipts.get(match.receipt_id) if match.receipt_id is not None else None
-        account = receipt.account if receipt else names.get(matching.normalise(line.payer_name))
-        reasons = match.reasons if receipt else ["付款人与客户名称一致，尚无登记的汇款"]
-        conflicts = list(match.conflicts)
+        reasons, conflicts = match.reasons, list(match.conflicts)
+        account, not_offered = receipt.account if receipt else None, list[str]()
+        if receipt is None:
+            account, not_offered = _payer_account(by_name, line.payer_name)
+            reasons = ["付款人与客户名称一致，尚无登记的汇款"]
         if receipt is None and account is not None and (conflict := matching.memo_conflict(line.memo, account.code, directory)):
             conflicts.append(f"付款人是账户 {account.code}（{account.customer_name}）的客户名称，但{conflict}，请人工核实")
             account = None  # not offered for 按此登记: the payer said whose money it is
         elif receipt is None and account is None and len(named := directory.named_in(line.memo)) == 1:
-            account, reasons = by_code[named[0].code], [f"附言含账户编号 {named[0].code}，尚无登记的汇款"]
+            if (memo_account := by_code[named[0].code]).status in ENDED_ACCOUNT_STATUSES:
+                not_offered.append(
+                    f"附言写明的账户 {memo_account.code}（{memo_account.customer_name}）{memo_account.status_name}，不能再登记到账，请人工核实"
+                )
+            else:
+                account, reasons, not_offered = memo_account, [f"附言含账户编号 {named[0].code}，尚无登记的汇款"], []
         if account is None:
             reasons = ["未找到对应的汇款登记或客户"]
+            conflicts.extend(not_offered)
         result.append(Proposal(line, receipt, account, match.score if receipt else 0, reasons, conflicts))
     return result
+
+
+def _payer_account(by_name: dict[str, list[EnterpriseAccount]], payer: str) -> tuple[EnterpriseAccount | None, list[str]]:
+    """The one live account whose customer name is `payer`, or None and why none is offered.
+    Found by a review: the oldest account of the name was offered, a closed one too (its balance
+    forfeited before the customer opened a new account), and 按此登记 recorded the transfer there."""
+    namesakes = by_name.get(matching.normalise(payer), []) if matching.normalise(payer) else []
+    live = [a for a in namesakes if a.status not in ENDED_ACCOUNT_STATUSES]
+    if len(live) == 1:
+        return live[0], []
+    codes = "、".join(a.code for a in (live or namesakes))
+    if len(live) > 1:
+        return None, [
+            f"付款人与 {len(live)} 个在用账户 {codes} 的客户名称相同，无法确定是哪个账户的汇款：请与客户核实后在“代客户登记汇款”中登记"
+        ]
+    if namesakes:
+        return None, [f"付款人是已关闭账户 {codes}（{namesakes[0].customer_name}）的客户名称，已关闭的账户不能再登记到账，请人工核实"]
+    return None, []
 
 
 def get_line(session: Session, line_id: int | str) -> StatementLine:

@@ -925,6 +925,53 @@ def test_a_customer_cannot_capture_another_customers_transfer_whose_memo_names_n
     assert db.session.get(EnterpriseAccount, victim.id).balance == 0
 
 
+def test_a_statement_line_is_offered_to_the_payers_one_live_account_never_a_closed_one(
+    app: Flask, client: Any, staff: dict[str, str]
+) -> None:
+    """Found by a review: 按此登记 offered the oldest account of the payer's name, a closed one too
+    (its balance forfeited before the customer opened a new account), and the transfer was
+    recorded there. A closed account is never offered (by the payer's name or the memo's code),
+    the live one is, and of two live accounts of the name none is: the page says why."""
+    from backoffice.services.credit import forfeit_balance
+
+    closed = make_contract(app, "enterprise_sms_center", customer__name="甲科技有限公司").contract.account
+    forfeit_balance(db.session, account_code=closed.code, reason="运营商因投诉关停通道", on=date(2026, 11, 23), actor="test")
+    db.session.commit()
+    login(client, "finance", staff["finance"])
+    csv = (
+        "date,amount,payer_name,payer_account,reference,memo\n"
+        "2026-11-23,900.00,甲科技 有限公司,6222,K1,货款\n"
+        f"2026-11-23,800.00,张三,6223,K2,充值 {closed.code}\n"
+    )
+    assert _import_in_browser(client, csv).status_code == 302
+
+    def offered() -> tuple[list[EnterpriseAccount | None], list[list[str]], str]:
+        found = proposals(db.session)
+        return [p.account for p in found], [p.conflicts for p in found], client.get("/finance/statements").get_data(as_text=True)
+
+    accounts, conflicts, page = offered()
+    assert accounts == [None, None] and "按此登记" not in page
+    assert conflicts == [
+        [f"付款人是已关闭账户 {closed.code}（甲科技有限公司）的客户名称，已关闭的账户不能再登记到账，请人工核实"],
+        [f"附言写明的账户 {closed.code}（甲科技有限公司）已关闭，不能再登记到账，请人工核实"],
+    ]
+    assert all(c in page for c in conflicts[0] + conflicts[1])
+
+    def reopened(phone: str) -> EnterpriseAccount:  # the same customer's next contract (not the same form again)
+        return make_contract(app, "enterprise_sms_center", customer__name="甲科技有限公司", customer__phone=phone).contract.account
+
+    live = reopened("028-86001235")
+    accounts, conflicts, page = offered()
+    assert accounts == [live, None] and conflicts[0] == []
+    assert f'name="account" value="{live.code}"' in page and f'value="{closed.code}"' not in page
+
+    another = reopened("028-86001236")
+    accounts, conflicts, page = offered()
+    assert accounts == [None, None] and "按此登记" not in page
+    said = f"付款人与 2 个在用账户 {live.code}、{another.code} 的客户名称相同，无法确定是哪个账户的汇款：请与客户核实后在“代客户登记汇款”中登记"
+    assert conflicts[0] == [said] and said in page
+
+
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     statement = tmp_path / "bad.csv"
     statement.write_text(
