@@ -24,6 +24,7 @@ from backoffice.clock import local_today, utcnow
 from backoffice.config import BANK_CODE
 from backoffice.errors import Conflict, DomainError, Forbidden, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Invoice, Receipt, StatementLine
+from backoffice.models.accounts import ENDED_ACCOUNT_STATUSES
 from backoffice.models.finance import LIVE_RECEIPT
 from backoffice.models.ledger import REVERSAL_REASON_LENGTH
 from backoffice.money import MoneyFormatError, format_money, parse_decimal
@@ -199,12 +200,20 @@ def record_receipt(
     max_voucher_bytes: int,
     today: date | None = None,
 ) -> Receipt:
-    """Record a transfer the customer made. Every problem with the input is reported at once
-    (ValidationFailed per field); nothing is written unless all is well. The caller commits."""
+    """Record a transfer the customer made, on an account that is not closed. Every problem with
+    the input is reported at once (ValidationFailed per field); nothing is written unless all is
+    well. The caller commits."""
     errors: dict[str, str] = {}
     account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == (account_code or "").strip()))
     if account is None:
         errors["account"] = f"账户不存在：{account_code}"
+    elif account.status in ENDED_ACCOUNT_STATUSES:
+        # Found by a review: 按此登记 offered a closed account of the payer's name, and the credit
+        # went to an account that can never send (nothing in the lifecycle reopens one).
+        errors["account"] = (
+            f"账户 {account.code}（{account.customer_name}）{account.status_name}，不能再登记到账："
+            "如客户已开新账户，请登记到新账户；否则请与客户联系，人工处理这笔汇款"
+        )
     value = parse_amount(amount, errors)
     day: date | None = None
     today = today or local_today()

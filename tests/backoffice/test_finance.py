@@ -972,6 +972,52 @@ def test_a_statement_line_is_offered_to_the_payers_one_live_account_never_a_clos
     assert conflicts[0] == [said] and said in page
 
 
+def test_no_receipt_is_recorded_on_a_closed_account_by_any_path(
+    app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str]
+) -> None:
+    """Found by a review: record_receipt took a closed account (one whose balance was forfeited:
+    nothing reopens it, it can never send), so a stale 按此登记, finance's form or the command line
+    put a transfer there, to be credited on confirmation. Every path is refused, naming the
+    account and what to do, and nothing is written."""
+    from backoffice.errors import ValidationFailed
+    from backoffice.services.credit import forfeit_balance
+    from backoffice.services.receipts import record_receipt
+
+    closed = make_contract(app, "enterprise_sms_center", customer__name="甲科技有限公司").contract.account
+    login(client, "finance", staff["finance"])
+    csv = "date,amount,payer_name,payer_account,reference,memo\n2026-11-23,900.00,甲科技有限公司,6222,K1,货款\n"
+    assert _import_in_browser(client, csv).status_code == 302
+    line = db.session.scalar(sa.select(StatementLine))
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert f'name="account" value="{closed.code}"' in page  # the page finance keeps open …
+    forfeit_balance(db.session, account_code=closed.code, reason="运营商因投诉关停通道", on=date(2026, 11, 23), actor="test")
+    db.session.commit()  # … while the account is closed
+    said = (
+        f"账户 {closed.code}（甲科技有限公司）已关闭，不能再登记到账：如客户已开新账户，请登记到新账户；否则请与客户联系，人工处理这笔汇款"
+    )
+    before = snapshot(app)
+
+    client.post(f"/finance/statements/lines/{line.id}/record", data={"account": closed.code})
+    assert said in client.get("/finance/statements").get_data(as_text=True)
+    form = {"account": closed.code, "amount": "900.00", "paid_on": "2026-11-23", "payer_name": "甲科技有限公司", "bank_reference": "K2"}
+    response = client.post("/finance/receipts", data=form)
+    assert response.status_code == 422 and said in response.get_data(as_text=True)
+    exit_code, out = run(
+        runner, "finance", "receipt", "--account", closed.code, "--amount", "900.00", "--bank-ref", "K3", "--date", "2026-11-23", "--json"
+    )
+    assert exit_code == 2 and out["error"]["fields"]["account"] == said
+    with pytest.raises(ValidationFailed) as refused:  # the portal's call (a closed account's logins are refused before)
+        record_receipt(
+            db.session, account_code=closed.code, amount="900.00", paid_on="2026-11-23", payer_name=None, bank_reference="K4",
+            bank="CMB", voucher=None, recorded_by="sub:E000001", documents_root=Path(app.config["DOCUMENTS_PATH"]),
+            max_voucher_bytes=10**6,
+        )  # fmt: skip
+    assert refused.value.errors == {"account": said}
+    db.session.rollback()
+    assert snapshot(app) == before
+    assert db.session.get(StatementLine, line.id).receipt_id is None
+
+
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     statement = tmp_path / "bad.csv"
     statement.write_text(
