@@ -1018,6 +1018,35 @@ def test_no_receipt_is_recorded_on_a_closed_account_by_any_path(
     assert db.session.get(StatementLine, line.id).receipt_id is None
 
 
+def test_a_receipt_recorded_before_its_account_was_closed_is_not_confirmed(
+    app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str]
+) -> None:
+    """Found by a review: closing an account left its pending receipt confirmable, which put the
+    money on an account that can never send. The confirmation is refused on the web and the
+    command line, nothing changes, and the receipt can still be rejected."""
+    from backoffice.models import Receipt
+    from backoffice.services.credit import forfeit_balance
+
+    account = make_contract(app, "enterprise_sms_center", customer__name="甲科技有限公司").contract.account
+    exit_code, out = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", "900.00", "--bank-ref", "K1", "--date", "2026-11-23", "--json"
+    )
+    assert exit_code == 0, out
+    receipt_id = out["id"]
+    forfeit_balance(db.session, account_code=account.code, reason="运营商因投诉关停通道", on=date(2026, 11, 23), actor="test")
+    db.session.commit()
+    said = f"账户 {account.code}（甲科技有限公司）已关闭，不能确认入账"
+    before = snapshot(app)
+    exit_code, out = run(runner, "finance", "confirm", str(receipt_id), "--json")
+    assert exit_code != 0 and said in out["error"]["message"], out
+    login(client, "finance", staff["finance"])
+    response = client.post(f"/finance/receipts/{receipt_id}/confirm", follow_redirects=True)
+    assert said in response.get_data(as_text=True)
+    db.session.rollback()
+    assert snapshot(app) == before
+    assert db.session.get(Receipt, receipt_id).status == "pending"
+
+
 def test_a_statement_with_a_wrong_layout_names_the_line_and_imports_nothing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     statement = tmp_path / "bad.csv"
     statement.write_text(
