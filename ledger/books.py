@@ -58,6 +58,13 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
 
 
+def _damaged(path: Path, what: str) -> LedgerWriteError:
+    return LedgerWriteError(
+        f"账簿清单 {path} 已损坏（{what}），无法确认账簿文件是否由记账程序写入。"
+        "已停止记账：请用 ledger rebuild --replace 从记账事件重建账簿"
+    )
+
+
 def _month_file(day: date) -> str:
     return f"{day:%Y}/{day:%Y-%m}.beancount"
 
@@ -129,9 +136,23 @@ class Books:
     # hand is noticed before anything is appended to it. While a write is under way a file's
     # entry lists both the old and the new hash: a crash in between leaves either, both valid.
     def manifest(self) -> dict[str, list[str]]:
-        """File name -> the SHA-256 hashes the writer accepts for it."""
+        """File name -> the SHA-256 hashes the writer accepts for it. A damaged manifest raises
+        LedgerWriteError: it vouches for no file then, and `ledger sync` cannot mend it (found by
+        a review: a JSONDecodeError reached the web's warning and the check as a traceback)."""
         path = self.root / MANIFEST
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if not path.exists():
+            return {}
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise _damaged(path, f"第 {error.lineno} 行第 {error.colno} 列起不是有效的 JSON") from None
+        except UnicodeDecodeError:
+            raise _damaged(path, "不是 UTF-8 文本") from None
+        if not isinstance(manifest, dict) or not all(
+            isinstance(hashes, list) and all(isinstance(h, str) for h in hashes) for hashes in manifest.values()
+        ):
+            raise _damaged(path, "内容不是文件名到哈希值的对照")
+        return manifest
 
     def _save_manifest(self, manifest: dict[str, list[str]]) -> None:
         _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))

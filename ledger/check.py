@@ -99,9 +99,12 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
 
 
 def _inspect(main: Path, books: Books) -> tuple[list[str], dict[str, Decimal]]:
-    from ledger.books import ACCOUNTS
+    from ledger.books import ACCOUNTS, LedgerWriteError
 
-    problems = books.tampered()
+    try:
+        problems = books.tampered()
+    except LedgerWriteError as damaged:  # the manifest: a finding, and beancount still checks the books
+        problems = [str(damaged)]
     months = books.included_months()
     if not months:
         entries, found = _load(main)

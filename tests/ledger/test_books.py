@@ -352,3 +352,21 @@ def test_a_query_on_books_named_by_a_relative_path_runs(tmp_path: Path, monkeypa
     Books(tmp_path / "books").post([credit()])
     monkeypatch.chdir(tmp_path)
     assert run_query(Path("books") / MAIN, "SELECT account, sum(number) GROUP BY account").rows
+
+
+@pytest.mark.parametrize(
+    "damage", ['{"main.beancount": ["abc', "\xff\xfe", '["main.beancount"]'], ids=["cut-short", "not-utf8", "wrong-shape"]
+)
+def test_a_damaged_manifest_stops_posting_and_is_a_finding_of_the_check(tmp_path: Path, damage: str) -> None:
+    """Found by a review: a manifest that is not JSON raised a bare JSONDecodeError when posting
+    (the web showed "稍后 ledger sync 会补记：Unterminated string…", which sync cannot mend) and
+    when checking (a traceback instead of a report)."""
+    books = Books(tmp_path)
+    books.post([credit("first")])
+    (tmp_path / ".manifest.json").write_bytes(damage.encode("latin-1"))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.beancount")}
+    with pytest.raises(ledger.LedgerWriteError, match=r"账簿清单 .*\.manifest\.json 已损坏.*ledger rebuild --replace"):
+        books.post([credit("second", code="E000002")])
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.beancount")} == before
+    problems = check_books(tmp_path / MAIN)
+    assert len(problems) == 1 and "已损坏" in problems[0] and "ledger rebuild" in problems[0]
