@@ -496,7 +496,6 @@ def ledger_reconcile(as_json: bool) -> None:
 @click.option("--replace", is_flag=True, help="replace the books with the rebuilt ones (the old ones are kept aside)")
 def ledger_rebuild(replace: bool) -> None:
     """Regenerate the books from the recorded events and compare them with the books on disk."""
-    import filecmp
     import shutil
     import tempfile
 
@@ -512,18 +511,7 @@ def ledger_rebuild(replace: bool) -> None:
     with ledger.Books(root).locked():
         db.session.rollback()  # read the events in a snapshot taken under the lock
         count = rebuild_books(db.session, staging)
-        differing = []
-        names = {
-            p.relative_to(d).as_posix()
-            for d in (root, staging)
-            if d.exists()
-            for p in d.rglob("*.beancount")
-            if not any(part.startswith(".") for part in p.relative_to(d).parts)  # the checker's work files
-        }
-        for name in sorted(names):
-            a, b = root / name, staging / name
-            if not (a.exists() and b.exists() and filecmp.cmp(a, b, shallow=False)):
-                differing.append(name)
+        differing = ledger.books.differing_files(root, staging)
         if replace and differing:
             backup = root.with_name(f"{root.name}.replaced-{utcnow():%Y%m%dT%H%M%S}")
             if root.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import filecmp
 import hashlib
 import json
 import os
@@ -67,6 +68,30 @@ def _damaged(path: Path, what: str) -> LedgerWriteError:
 
 def _month_file(day: date) -> str:
     return f"{day:%Y}/{day:%Y-%m}.beancount"
+
+
+def differing_files(live: Path, rebuilt: Path) -> list[str]:
+    """The files of the books at `live` that differ from `rebuilt` (the same events written
+    afresh), and the manifest when it does not vouch for the live books (damaged, or a file
+    changed outside the writer): a rebuild that compared the `.beancount` files alone called
+    books with a damaged manifest identical, and `--replace` left them refusing every posting."""
+    names = {
+        p.relative_to(d).as_posix()
+        for d in (live, rebuilt)
+        if d.exists()
+        for p in d.rglob("*.beancount")
+        if not any(part.startswith(".") for part in p.relative_to(d).parts)  # the checker's work files
+    }
+    differing = [
+        n
+        for n in sorted(names)
+        if not ((live / n).exists() and (rebuilt / n).exists() and filecmp.cmp(live / n, rebuilt / n, shallow=False))
+    ]
+    try:
+        vouched = not Books(live).tampered()
+    except LedgerWriteError:
+        vouched = False
+    return differing if vouched else [*differing, MANIFEST]
 
 
 LEGACY_LOCK = ".lock"  # the lock file inside the books folder, before .ledger.lock beside it

@@ -268,6 +268,25 @@ def test_writer_refuses_books_edited_by_hand(app: Flask, contract) -> None:  # t
     settle(app)
 
 
+def test_rebuild_mends_books_whose_manifest_is_damaged(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: `ledger rebuild` compared the .beancount files alone, so books whose
+    manifest was damaged were "与现有账簿完全一致" and `--replace` left them refusing every posting."""
+    code = contract.contract.account.code
+    settle(app)
+    (books(app) / ".manifest.json").write_text('{"main.beancount": ["abc', encoding="utf-8")
+    credit_receipt(db.session, account_code=code, amount=Decimal("10.00"), bank="CMB", bank_ref="M1", received_on=DAY, actor="finance")
+    db.session.commit()
+    synced = runner.invoke(args=["ledger", "sync"])
+    assert synced.exit_code == 1 and "已损坏" in synced.output and "ledger rebuild --replace" in synced.output, synced.output
+    checked = runner.invoke(args=["ledger", "check"])
+    assert checked.exit_code == 1 and ".manifest.json 已损坏" in checked.output, checked.output
+    rebuilt = runner.invoke(args=["ledger", "rebuild"])
+    assert rebuilt.exit_code == 1 and ".manifest.json" in rebuilt.output, rebuilt.output
+    replaced = runner.invoke(args=["ledger", "rebuild", "--replace"])
+    assert replaced.exit_code == 0 and "已用重建的账簿替换" in replaced.output, replaced.output
+    settle(app)  # posting resumes; the receipt is in the books
+
+
 def test_query_and_reconcile_commands(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
     code = contract.contract.account.code
     rows = json.loads(
