@@ -183,12 +183,23 @@ class Books:
         _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
     def tampered(self) -> list[str]:
-        """Files changed outside this writer since it last wrote them."""
+        """Files changed outside this writer since it last wrote them, and month files it never
+        wrote: the writer lists a month in the manifest before it writes the file, so a month
+        file the manifest lacks (a partial restore, a copy from other books) is no write of its
+        own cut short. Trusted, its ids skipped real events and its entries joined the books
+        (found by a review)."""
+        manifest = self.manifest()
         problems = []
-        for name, hashes in sorted(self.manifest().items()):
+        for name, hashes in sorted(manifest.items()):
             if _digest(self.root / name) not in hashes:
                 problems.append(f"账簿文件 {name} 在记账程序之外被修改或删除")
+        for name in sorted(self._month_files_on_disk() - manifest.keys()):
+            problems.append(f"账簿文件 {name} 不在账簿清单中，不是记账程序写的（可能来自不完整的恢复或另一套账簿）")
         return problems
+
+    def _month_files_on_disk(self) -> set[str]:
+        found = (p.relative_to(self.root).as_posix() for p in self.root.glob("*/*.beancount"))
+        return {name for name in found if _MONTH_NAME.fullmatch(name)}
 
     def included_months(self) -> list[str]:
         return re.findall(r'^include "(\d{4}/[^"]+)"', self._read(MAIN), re.MULTILINE)

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy.orm import Session
 
 import backoffice.services.bookkeeping as bookkeeping
+import ledger
 import ledger.query
 from backoffice.clock import set_clock
 from backoffice.errors import Conflict, NotFound, ValidationFailed
@@ -285,6 +286,29 @@ def test_rebuild_mends_books_whose_manifest_is_damaged(app: Flask, runner: Flask
     replaced = runner.invoke(args=["ledger", "rebuild", "--replace"])
     assert replaced.exit_code == 0 and "已用重建的账簿替换" in replaced.output, replaced.output
     settle(app)  # posting resumes; the receipt is in the books
+
+
+def test_a_month_file_from_elsewhere_keeps_its_events_pending(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: a month file the manifest lacks (a partial restore) was trusted, so a
+    receipt whose id it held was skipped, called posted by the database and missing from the books."""
+    code = contract.contract.account.code
+    settle(app)
+    elsewhere = books(app).with_name("elsewhere")
+    payload = {"account_code": code, "customer_name": "x", "amount": "1750.00", "bank": "CMB", "bank_ref": "R12"}
+    ledger.Books(elsewhere).post([ledger.Event("receipt-CMB-R12", "receipt", date(2026, 12, 5), payload)])
+    stray = books(app) / "2026" / "2026-12.beancount"
+    stray.write_bytes((elsewhere / "2026" / "2026-12.beancount").read_bytes())
+    credit_receipt(
+        db.session, account_code=code, amount=Decimal("1750.00"), bank="CMB", bank_ref="R12", received_on=date(2026, 12, 5), actor="f"
+    )
+    db.session.commit()
+    with pytest.raises(LedgerWriteError, match="2026/2026-12.beancount 不在账簿清单中"):
+        post_pending(db.session, books(app))
+    assert db.session.scalar(sa.select(LedgerEvent.posted_at).where(LedgerEvent.event_id == "receipt-CMB-R12")) is None
+    checked = runner.invoke(args=["ledger", "check"])
+    assert checked.exit_code == 1 and "2026/2026-12.beancount 不在账簿清单中" in checked.output, checked.output
+    stray.unlink()
+    settle(app)  # the receipt is posted into the books' own December
 
 
 def test_query_and_reconcile_commands(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]

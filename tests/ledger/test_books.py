@@ -370,3 +370,49 @@ def test_a_damaged_manifest_stops_posting_and_is_a_finding_of_the_check(tmp_path
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.beancount")} == before
     problems = check_books(tmp_path / MAIN)
     assert len(problems) == 1 and "已损坏" in problems[0] and "ledger rebuild" in problems[0]
+
+
+def test_a_month_file_the_writer_never_wrote_stops_posting_and_is_reported(tmp_path: Path) -> None:
+    """Found by a review: a month file missing from the manifest (left by a partial restore, copied
+    from other books) was trusted: its ids made real events be skipped as posted, its entries
+    joined the books at the next posting of that month, and the check passed."""
+    live, other = tmp_path / "ledger", tmp_path / "other"
+    Books(other).post([credit("dec", day=date(2026, 12, 5))])
+    books = Books(live)
+    books.post([credit("nov")])
+    (live / "2026" / "2026-12.beancount").write_bytes((other / "2026" / "2026-12.beancount").read_bytes())
+    before = {p: p.read_bytes() for p in live.rglob("*") if p.is_file()}
+    for event in (credit("dec", code="E000002", day=date(2026, 12, 5)), credit("dec-2", code="E000003", day=date(2026, 12, 6))):
+        with pytest.raises(ledger.LedgerWriteError, match="2026/2026-12.beancount 不在账簿清单中.*ledger rebuild"):
+            books.post([event])
+    assert {p: p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
+    assert check_books(live / MAIN) == [
+        "账簿文件 2026/2026-12.beancount 不在账簿清单中，不是记账程序写的（可能来自不完整的恢复或另一套账簿）"
+    ]
+
+
+def test_a_month_file_written_by_a_write_that_died_before_its_end_is_the_writers_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest lists a month before the month is written (its old and new hash), so a new
+    month's file left by a writer that died before noting the write done is not taken for a
+    file from elsewhere: the retry includes it and posting goes on."""
+    books = Books(tmp_path)
+    books.post([credit("nov")])
+    save = Books._save_manifest
+    saves: list[int] = []
+
+    def disk_full_at_the_second_save(self: Books, manifest: dict[str, list[str]]) -> None:
+        saves.append(1)
+        if len(saves) == 2:  # every file written, the manifest not yet told
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(self, manifest)
+
+    monkeypatch.setattr(Books, "_save_manifest", disk_full_at_the_second_save)
+    with pytest.raises(OSError):
+        books.post([credit("dec", code="E000002", day=date(2026, 12, 1))])
+    monkeypatch.setattr(Books, "_save_manifest", save)
+    assert (tmp_path / "2026" / "2026-12.beancount").exists()
+    assert books.tampered() == [] and check_books(tmp_path / MAIN) == []
+    assert books.post([credit("dec-2", code="E000003", day=date(2026, 12, 2))]) == ["dec-2"]
+    assert books.posted_event_ids() == {"nov", "dec", "dec-2"} and check_books(tmp_path / MAIN) == []
