@@ -4,6 +4,7 @@ replacement (a crash mid-write leaves the previous, valid file) and a re-parse o
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import filecmp
 import hashlib
@@ -14,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import IO, Any
 
 from beancount.core import data
 from beancount.parser import parser, printer
@@ -94,6 +96,34 @@ def differing_files(live: Path, rebuilt: Path) -> list[str]:
     return differing if vouched else [*differing, MANIFEST]
 
 
+def write_failure(error: OSError) -> str:
+    """Why a file of the books could not be written, in words for the operator."""
+    reasons = {
+        errno.ENOSPC: "磁盘已满",
+        errno.EDQUOT: "磁盘配额已用完",
+        errno.EROFS: "磁盘只读",
+        errno.EACCES: "没有写权限",
+        errno.EPERM: "没有写权限",
+    }
+    return reasons.get(error.errno or 0, error.strerror or str(error))
+
+
+def _open_lock(path: Path, shared: bool, notes: list[str]) -> IO[Any] | None:
+    """The lock file open for `flock`; for a reader on a disk that takes no writes, open for
+    reading (a shared flock needs no more), or None and a note when it does not exist."""
+    try:
+        return open(path, "a+")
+    except OSError as error:
+        if not shared:
+            raise
+        why = write_failure(error)
+    try:
+        return open(path, "rb")
+    except OSError:
+        notes.append(f"锁文件 {path} 无法创建（{why}），本次检查未加锁")
+        return None
+
+
 LEGACY_LOCK = ".lock"  # the lock file inside the books folder, before .ledger.lock beside it
 
 
@@ -112,26 +142,32 @@ class Books:
         return self.root.with_name(f".{self.root.name}.lock")
 
     @contextlib.contextmanager
-    def locked(self, shared: bool = False) -> Iterator[None]:
+    def locked(self, shared: bool = False) -> Iterator[list[str]]:
         """Serialise writers across processes (flock on a lock file beside the books); `shared`
         for a reader that must see no write half done, alongside other readers. Blocks while
-        this process holds it already: flock counts each open of the file on its own."""
+        this process holds it already: flock counts each open of the file on its own.
+
+        A reader also reads a disk that takes no writes (full, read-only; found by a review: the
+        check died there with a traceback): it locks a lock file it cannot open for writing
+        through a read-only open, and goes on without one that does not exist (no writer could
+        create it either). It gets a note, in Chinese, for each lock it went without."""
         self.root.mkdir(parents=True, exist_ok=True)
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        # Also the lock file earlier versions took inside the folder, second: while an upgrade
-        # replaces the processes one by one, an old one still writing takes only that one, and
-        # the two wrote the books at once (found by a review). Kept for a release or two.
-        with open(self.lock_file, "a+") as lock, contextlib.ExitStack() as legacy:
-            fcntl.flock(lock, mode)
-            try:
-                old = legacy.enter_context(open(self.root / LEGACY_LOCK, "a+"))
-                fcntl.flock(old, mode)
-                # A temp file present while we hold the lock alone belongs to a writer that died.
-                for stale in () if shared else self.root.rglob(".*.tmp"):
-                    stale.unlink(missing_ok=True)
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        notes: list[str] = []
+        with contextlib.ExitStack() as held:
+            # Also the lock file earlier versions took inside the folder, second: while an upgrade
+            # replaces the processes one by one, an old one still writing takes only that one, and
+            # the two wrote the books at once (found by a review). Kept for a release or two.
+            for path in (self.lock_file, self.root / LEGACY_LOCK):
+                lock = _open_lock(path, shared, notes)
+                if lock is not None:
+                    held.enter_context(lock)
+                    fcntl.flock(lock, mode)
+                    held.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+            # A temp file present while we hold the lock alone belongs to a writer that died.
+            for stale in () if shared else self.root.rglob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            yield notes
 
     def _read(self, name: str) -> str:
         path = self.root / name

@@ -3,6 +3,7 @@ balances the application holds (passed in by the caller: this package knows no d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from beancount import loader
 from beancount.core import data
@@ -23,16 +24,25 @@ from ledger.events import posting_totals
 if TYPE_CHECKING:
     from ledger.books import Books
 
-CHECK_DIR = ".check"  # generated load files and the month summaries; never part of the books
+CHECK_DIR = ".check"  # the month summaries; never part of the books
 SUMMARIES = "months.json"
 CARRIED = "Equity:CarriedForward"
 # Bump when the way a month is checked changes, so stored summaries are not trusted across it.
 SUMMARY_VERSION = "2"
 
 
-def _load(path: Path) -> tuple[list[data.Directive], list[str]]:
+class Inspection(NamedTuple):
+    """What a check of the books found."""
+
+    problems: list[str]  # what is wrong with the books
+    balances: dict[str, Decimal]  # every account's
+    notes: list[str]  # what the check went without (a disk that takes no writes); its result stands
+
+
+def _load(source: Path | str) -> tuple[list[data.Directive], list[str]]:
+    """Load a file, or beancount text (whose includes are absolute paths)."""
     # positional: (log_timings, extra_validations, encoding); no pickle cache, ever
-    entries, errors, _ = loader._uncached_load_file(str(path), None, None, None)
+    entries, errors, _ = loader._load([(str(source), True) if isinstance(source, Path) else (source, False)], None, None, None)
     messages = [f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors]
     return entries, messages
 
@@ -51,32 +61,36 @@ def _month_start(name: str) -> date:
     return date(int(year), int(month), 1)
 
 
-def _check_month(work: Path, header: str, name: str, opening: Mapping[str, Decimal]) -> tuple[list[str], dict[str, Decimal]]:
+def _include(path: Path) -> str:
+    quoted = str(path.absolute()).replace("\\", "\\\\").replace('"', '\\"')
+    return f'include "{quoted}"\n'
+
+
+def _check_month(root: Path, header: str, name: str, opening: Mapping[str, Decimal]) -> tuple[list[str], dict[str, Decimal]]:
     """Load one month file on its own, opened with the balances carried forward from all months
     before it (one transaction, flag "C"), so its balance assertions are checked against the
-    whole history; return beancount's errors and the month's own postings per account."""
+    whole history; return beancount's errors and the month's own postings per account. What
+    opens the month is text in memory, not a probe file beside the books: writing that made the
+    check die on a full or read-only disk (found by a review)."""
     from ledger.books import ACCOUNTS
 
-    lines = [header, f'include "../{ACCOUNTS}"\n', f"{OPENING_DATE} open {CARRIED}\n"]
+    lines = [header, _include(root / ACCOUNTS), f"{OPENING_DATE} open {CARRIED}\n"]
     if any(opening.values()):
         day = _month_start(name) - timedelta(days=1)
         lines.append(f'{day} C "承前页：以前月份余额结转"\n')
         lines += [f"  {account}  {amount} {CURRENCY}\n" for account, amount in sorted(opening.items()) if amount]
         lines.append(f"  {CARRIED}  {-sum(opening.values(), Decimal(0))} {CURRENCY}\n")
-    lines.append(f'include "../{name}"\n')
-    # One probe file per call: a check from the web and the nightly one may run at once.
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=work, prefix="month-", suffix=".beancount") as probe:
-        probe.write("".join(lines))
-        probe.flush()
-        entries, errors = _load(Path(probe.name))
+    lines.append(_include(root / name))
+    entries, errors = _load("".join(lines))
     totals = posting_totals(e for e in entries if getattr(e, "flag", None) != "C")
     totals.pop(CARRIED, None)
     return errors, totals
 
 
-def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
+def inspect_books(main: Path) -> Inspection:
     """Everything beancount's checker (bean-check) reports on the books, plus files changed
-    outside the writer, as readable lines; and the balance of every account.
+    outside the writer, as readable lines; the balance of every account; and notes on what the
+    check went without on a disk that takes no writes (the lock, the stored summaries).
 
     Equivalent to loading `main` once (tested), but month by month, each month opened with the
     balances the months before it carry forward. A month's result (its errors and postings) is
@@ -90,15 +104,16 @@ def inspect_books(main: Path) -> tuple[list[str], dict[str, Decimal]]:
     after it) was reported as a file edited by hand (found by a review). Writers wait for it."""
     main = Path(main)
     if not main.exists():
-        return [f"账簿文件不存在：{main}"], {}
+        return Inspection([f"账簿文件不存在：{main}"], {}, [])
     from ledger.books import Books
 
     books = Books(main.parent)
-    with books.locked(shared=True):
-        return _inspect(main, books)
+    with books.locked(shared=True) as notes:
+        problems, balances, more = _inspect(main, books)
+        return Inspection(problems, balances, notes + more)
 
 
-def _inspect(main: Path, books: Books) -> tuple[list[str], dict[str, Decimal]]:
+def _inspect(main: Path, books: Books) -> Inspection:
     from ledger.books import ACCOUNTS, LedgerWriteError
 
     try:
@@ -108,12 +123,10 @@ def _inspect(main: Path, books: Books) -> tuple[list[str], dict[str, Decimal]]:
     months = books.included_months()
     if not months:
         entries, found = _load(main)
-        return problems + found, posting_totals(entries)
+        return Inspection(problems + found, posting_totals(entries), [])
     header = main.read_text(encoding="utf-8").split('include "', 1)[0]
     chart_text = (main.parent / ACCOUNTS).read_text(encoding="utf-8") if (main.parent / ACCOUNTS).exists() else ""
-    work = main.parent / CHECK_DIR
-    work.mkdir(exist_ok=True)
-    store = work / SUMMARIES
+    store = main.parent / CHECK_DIR / SUMMARIES
     try:
         summaries: dict[str, Any] = json.loads(store.read_text(encoding="utf-8")) if store.exists() else {}
     except ValueError:
@@ -136,7 +149,7 @@ def _inspect(main: Path, books: Books) -> tuple[list[str], dict[str, Decimal]]:
             month_errors = list(known["errors"])
             totals = {a: Decimal(v) for a, v in known["totals"].items()}
         else:
-            month_errors, totals = _check_month(work, header, name, balances)
+            month_errors, totals = _check_month(main.parent, header, name, balances)
             chart_used = chart_text
         kept[name] = {
             "key": key,
@@ -148,10 +161,28 @@ def _inspect(main: Path, books: Books) -> tuple[list[str], dict[str, Decimal]]:
         errors += [e for e in month_errors if e not in errors]
         for account, amount in totals.items():
             balances[account] = balances.get(account, Decimal(0)) + amount
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=work, prefix=".months-", delete=False) as tmp:
-        tmp.write(json.dumps(kept, sort_keys=True))
-    os.replace(tmp.name, store)
-    return problems + errors, {a: v for a, v in balances.items() if a != CARRIED}
+    notes = [] if (unsaved := _save_summaries(store, kept)) is None else [unsaved]
+    return Inspection(problems + errors, {a: v for a, v in balances.items() if a != CARRIED}, notes)
+
+
+def _save_summaries(store: Path, summaries: Mapping[str, Any]) -> str | None:
+    """Keep the month summaries for the next check; a note if the disk takes no writes. They
+    only spare the next check work: this one's result stands without them."""
+    from ledger.books import write_failure
+
+    tmp: str | None = None
+    try:
+        store.parent.mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=store.parent, prefix=".months-", delete=False) as out:
+            tmp = out.name
+            out.write(json.dumps(summaries, sort_keys=True))
+        os.replace(tmp, store)
+    except OSError as error:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return f"月份检查结果无法保存到 {store}（{write_failure(error)}）：本次在内存中逐月检查，结果不受影响"
+    return None
 
 
 def check_books(main: Path) -> list[str]:

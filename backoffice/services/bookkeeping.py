@@ -125,7 +125,7 @@ class LedgerReport:
 
 def check_and_reconcile(session: Session, books_root: Path) -> LedgerReport:
     main = books_root / ledger.books.MAIN
-    errors, balances = ledger.check.inspect_books(main) if main.exists() else ([], {})
+    errors, balances, _ = ledger.check.inspect_books(main) if main.exists() else ([], {}, [])
     pending = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) or 0
     # Reconcile even when the checker complains: the differing accounts point at the problem.
     diffs = ledger.reconcile(expected_balances(session), balances)

@@ -232,7 +232,7 @@ def test_the_split_check_equals_a_full_load(tmp_path: Path) -> None:
     books.post([Event("rc", "receipt", date(2026, 12, 2), {"account_code": "E000001", "customer_name": "x", "amount": "1750.00", "bank": "CMB",
                                                              "bank_ref": "1", "settles_receivable": "1750.00", "releases_contracted": "1750.00"})])  # fmt: skip
     books.post([Event("bal-dec", "balance", date(2026, 12, 3), {"account_code": "E000001", "amount": "-1750.00"})])
-    problems, totals = inspect_books(tmp_path / MAIN)
+    problems, totals, _ = inspect_books(tmp_path / MAIN)
     entries, errors, _ = loader._uncached_load_file(str(tmp_path / MAIN), None, None, None)
     assert problems == [] and errors == []
     full: dict[str, Decimal] = {}
@@ -269,7 +269,7 @@ def test_a_check_running_while_the_writer_appends_reports_no_edit_by_hand(tmp_pa
         return real(path)
 
     monkeypatch.setattr(books_module, "_digest", digest)
-    problems, _ = inspect_books(tmp_path / MAIN)
+    problems, _, _ = inspect_books(tmp_path / MAIN)
     writer.join(timeout=30)
     assert problems == []
     assert books.posted_event_ids() == {"nov", "nov-2"} and check_books(tmp_path / MAIN) == []
@@ -416,3 +416,78 @@ def test_a_month_file_written_by_a_write_that_died_before_its_end_is_the_writers
     assert books.tampered() == [] and check_books(tmp_path / MAIN) == []
     assert books.post([credit("dec-2", code="E000003", day=date(2026, 12, 2))]) == ["dec-2"]
     assert books.posted_event_ids() == {"nov", "dec", "dec-2"} and check_books(tmp_path / MAIN) == []
+
+
+def refuse_writes(monkeypatch: pytest.MonkeyPatch, folders: list[Path], code: int) -> None:
+    """A disk that takes no writes (full: ENOSPC, read-only: EROFS) under `folders`; reads go on.
+    By monkeypatching: the tests run as root, whom a chmod does not stop."""
+    import builtins
+    import os
+
+    def refused(path: object) -> bool:
+        where = os.path.abspath(os.fsdecode(path))  # type: ignore[arg-type]
+        return any(where == str(f) or where.startswith(f"{f}{os.sep}") for f in folders)
+
+    def fail(path: object) -> OSError:
+        return OSError(code, os.strerror(code), os.fsdecode(path))  # type: ignore[arg-type]
+
+    real_open, real_os_open, real_replace, real_mkdir = builtins.open, os.open, os.replace, os.mkdir
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def open_(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if isinstance(file, (str, Path)) and set(mode) & set("wax+") and refused(file):
+            raise fail(file)
+        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    def os_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & writing and refused(path):
+            raise fail(path)
+        return real_os_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    def replace(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        if refused(dst):
+            raise fail(dst)
+        real_replace(src, dst, *args, **kwargs)  # type: ignore[arg-type]
+
+    def mkdir(path: object, *args: object, **kwargs: object) -> None:
+        if refused(path):
+            raise fail(path)
+        real_mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.mark.parametrize("code, why", [(errno.ENOSPC, "磁盘已满"), (errno.EROFS, "磁盘只读")], ids=["full", "read-only"])
+@pytest.mark.parametrize("checked_before", [False, True], ids=["never-checked", "checked-before"])
+def test_the_check_runs_on_a_disk_that_takes_no_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, why: str, checked_before: bool
+) -> None:
+    """Found by a review: the check opened the lock files for writing and wrote a probe file and
+    the month summaries beside the books, so on a full or read-only disk `ledger check`, the books
+    page and the nightly check died with a traceback. It checks in memory and says what it went
+    without; what it finds is what it finds on a writable disk."""
+    from ledger.check import inspect_books
+
+    root = tmp_path / "ledger"
+    books = Books(root)
+    for month in (10, 11, 12):
+        books.post([credit(f"m{month}", code=f"E00000{month - 9}", day=date(2026, month, 2))])
+    books.post([Event("bal-wrong", "balance", date(2026, 11, 4), {"account_code": "E000001", "amount": "-5.00"})])
+    expected = inspect_books(root / MAIN)
+    assert any("Balance failed" in p for p in expected.problems) and expected.notes == []
+    if not checked_before:  # no lock file, no stored summaries: nothing to open but for reading
+        books.lock_file.unlink()
+        (root / ".lock").unlink()
+        for stored in (root / ".check").iterdir():
+            stored.unlink()
+        (root / ".check").rmdir()
+    refuse_writes(monkeypatch, [root, books.lock_file], code)
+    found = inspect_books(root / MAIN)
+    assert (found.problems, found.balances) == (expected.problems, expected.balances)
+    assert any(f"{root / '.check' / 'months.json'}（{why}）" in n and "本次在内存中逐月检查" in n for n in found.notes)
+    lock_notes = [n for n in found.notes if "本次检查未加锁" in n]
+    assert len(lock_notes) == (0 if checked_before else 2)  # an existing lock file is locked through a read-only open
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".months-*"))
