@@ -463,6 +463,7 @@ def ledger_check(as_json: bool) -> None:
     payload = {
         "ok": report.ok,
         "errors": report.errors,
+        "warnings": report.warnings,
         "pending_events": report.pending_events,
         "differences": [{"account": d.account, "database": str(d.database), "books": str(d.books)} for d in report.differences],
     }
@@ -470,6 +471,9 @@ def ledger_check(as_json: bool) -> None:
     lines += [f"不一致：{d.account} 数据库 {d.database} 账簿 {d.books}" for d in report.differences]
     if report.pending_events:
         lines.append(f"有 {report.pending_events} 笔事件尚未记账（运行 ledger sync）")
+    if not as_json:
+        for warning in report.warnings:  # what the check went without: its result stands
+            click.echo(f"警告：{warning}", err=True)
     _emit(payload, as_json, "\n".join(lines))
     sys.exit(0 if report.ok else 1)
 

@@ -117,6 +117,7 @@ class LedgerReport:
     differences: list[ledger.check.Difference]
     pending_events: int
     balances: dict[str, Decimal] = field(default_factory=dict)  # every account's, from the check
+    warnings: list[str] = field(default_factory=list)  # what the check went without (a full or read-only disk); not a failure
 
     @property
     def ok(self) -> bool:
@@ -125,8 +126,8 @@ class LedgerReport:
 
 def check_and_reconcile(session: Session, books_root: Path) -> LedgerReport:
     main = books_root / ledger.books.MAIN
-    errors, balances, _ = ledger.check.inspect_books(main) if main.exists() else ([], {}, [])
+    errors, balances, warnings = ledger.check.inspect_books(main) if main.exists() else ([], {}, [])
     pending = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) or 0
     # Reconcile even when the checker complains: the differing accounts point at the problem.
     diffs = ledger.reconcile(expected_balances(session), balances)
-    return LedgerReport(errors, diffs, int(pending), balances)
+    return LedgerReport(errors, diffs, int(pending), balances, warnings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from datetime import UTC, date, datetime
@@ -34,6 +35,7 @@ from backoffice.services.credit import (
 from ledger import LedgerWriteError, ledger_balances
 from ledger.query import statements, statements_of
 from tests.conftest import login, make_contract
+from tests.ledger.test_books import refuse_writes
 
 DAY = date(2026, 11, 23)
 
@@ -455,6 +457,28 @@ def test_the_books_page_shows_what_a_full_load_gives_without_loading_again(
     assert "账簿检查通过" in page and "2050.15" in page and "Assets:Bank:CMB" in page
     # Exact amounts, so the columns foot (found by a review: '%.2f' showed 0.14 and 2050.02 against 2050.15)
     assert ">0.135<" in page and ">2050.015<" in page and "2050.02" not in page
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["full", "read-only"])
+def test_the_check_and_the_books_page_on_a_disk_that_takes_no_writes(
+    app: Flask, runner: FlaskCliRunner, client: FlaskClient, staff: dict, contract, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:  # type: ignore[no-untyped-def]
+    """Found by a review: on a full or read-only disk `ledger check` and the books page died with a
+    traceback (the check wrote its lock files, a probe and the month summaries); they report, pass,
+    and warn that the summaries could not be kept."""
+    settle(app)
+    root = books(app)
+    for stored in (root / ".check").iterdir():
+        stored.unlink()
+    refuse_writes(monkeypatch, [root, ledger.Books(root).lock_file], code)
+    checked = runner.invoke(args=["ledger", "check"])
+    assert checked.exit_code == 0 and "账簿检查通过" in checked.output, checked.output
+    assert "警告：月份检查结果无法保存" in checked.output
+    as_json = json.loads(runner.invoke(args=["ledger", "check", "--json"]).output)
+    assert as_json["ok"] and as_json["errors"] == [] and "本次在内存中逐月检查" in as_json["warnings"][0]
+    login(client, "finance", staff["finance"])
+    page = client.get("/finance/books").get_data(as_text=True)
+    assert "账簿检查通过" in page and "月份检查结果无法保存" in page and "Liabilities:Contracted" in page
 
 
 def test_a_usage_batch_with_nothing_to_book_is_refused_clearly(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
