@@ -309,8 +309,10 @@ def test_a_month_file_from_elsewhere_keeps_its_events_pending(app: Flask, runner
     assert db.session.scalar(sa.select(LedgerEvent.posted_at).where(LedgerEvent.event_id == "receipt-CMB-R12")) is None
     checked = runner.invoke(args=["ledger", "check"])
     assert checked.exit_code == 1 and "2026/2026-12.beancount 不在账簿清单中" in checked.output, checked.output
-    stray.unlink()
+    replaced = runner.invoke(args=["ledger", "rebuild", "--replace"])  # what the refusal tells the operator to do
+    assert replaced.exit_code == 0 and "2026/2026-12.beancount" in replaced.output, replaced.output
     settle(app)  # the receipt is posted into the books' own December
+    assert "receipt-CMB-R12" in ledger.Books(books(app)).posted_event_ids()
 
 
 def test_query_and_reconcile_commands(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
