@@ -137,11 +137,13 @@ def signing_identity(app: Flask):  # type: ignore[no-untyped-def]
 
 
 def after_commit_catch_up(app: Flask) -> list[str]:
-    """Post pending ledger events and arm pending jobs; both are retried later if this fails."""
+    """Post pending ledger events and arm pending jobs; both are retried later if this fails.
+    Also says which committed files could not be moved into place (the recovery does it later)."""
     from backoffice.jobs import arm_pending
     from backoffice.services.bookkeeping import post_pending
+    from backoffice.services.staged_files import unpromoted
 
-    warnings = []
+    warnings = [f"文件暂未就位（已保存为 .pending，调度进程会自动恢复）：{path}" for path in unpromoted(db.session)]
     try:
         post_pending(db.session, Path(app.config["LEDGER_PATH"]))
         db.session.commit()
