@@ -145,6 +145,7 @@ def daily_books() -> None:
 
     app = _app or current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
+        recover_documents(app)
         book_usage(db.session, before=local_today())  # yesterday's (and any earlier) usage
         db.session.commit()
         if assertion_due(local_today(), app.config["LEDGER_BALANCE_ASSERTIONS"]):
@@ -154,6 +155,21 @@ def daily_books() -> None:
         report = check_and_reconcile(db.session, Path(app.config["LEDGER_PATH"]))
         if not report.ok:
             app.logger.error("nightly ledger check failed: %s", report)
+
+
+def recover_documents(app: Flask) -> None:
+    """Committed documents left `.pending` (their process died between the commit and the
+    rename) put in place, and stale `.pending` files of transactions that never committed
+    removed: at the scheduler's start and every night. A failure is logged, never raised: it
+    must not stop the scheduler from starting nor the books from being checked."""
+    from backoffice.services.staged_files import recover_staged_files
+
+    try:
+        recover_staged_files(db.session, Path(app.config["DOCUMENTS_PATH"]))
+    except Exception:
+        app.logger.exception("recovering the committed documents failed")
+    finally:
+        db.session.rollback()  # (it only read)
 
 
 def mail_settings(app: Flask) -> Any:
@@ -329,6 +345,7 @@ def scheduler_for(app: Flask, scheduler_class: type[BaseScheduler]) -> BaseSched
     _app = app
     with app.app_context():
         arm_pending(app)
+        recover_documents(app)
     scheduler = make_scheduler(app, scheduler_class)
     # Also wakes the loop every minute, so jobs armed by other processes are seen promptly.
     scheduler.add_job(_arm_pending_job, "interval", minutes=1, id="arm-pending", replace_existing=True, jobstore="memory")

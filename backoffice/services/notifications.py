@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from backoffice.clock import to_local, utcnow
 from backoffice.models import Contract, EnterpriseAccount, Invoice, Notification, Receipt
 from backoffice.money import format_money
+from backoffice.services.staged_files import recover_file
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ def _claim(session: Session, note_id: int, now: datetime) -> bool:
     return bool(result.rowcount)
 
 
-def _email(note: Notification, settings: MailSettings) -> EmailMessage:
+def _email(session: Session, note: Notification, settings: MailSettings) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = note.subject
     message["From"] = formataddr(("短信业务", settings.sender))
@@ -236,6 +237,8 @@ def _email(note: Notification, settings: MailSettings) -> EmailMessage:
         path = (settings.documents_root / relative).resolve()
         if not path.is_relative_to(settings.documents_root.resolve()):
             raise ValueError(f"attachment outside the documents folder: {relative}")
+        if not path.is_file():  # committed, but its process died before moving it into place: now, not after every retry
+            recover_file(session, settings.documents_root, relative)
         message.add_attachment(path.read_bytes(), maintype="application", subtype="pdf", filename=path.name)
     return message
 
@@ -313,7 +316,7 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
                 assert send_sms is not None
                 where, status = send_sms(session, note), "sent"
             else:
-                message = _email(note, settings)
+                message = _email(session, note, settings)
                 if settings.host:
                     where, status = _send_smtp(message, settings), "sent"
                 else:

@@ -3,10 +3,15 @@ that fails after the commit, a process that dies in between, a full disk, a dama
 
 from __future__ import annotations
 
+import email
 import errno
+import hashlib
 import json
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +21,10 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from backoffice.extensions import db
-from backoffice.models import LedgerEvent, Receipt
-from tests.conftest import login, make_contract
+from backoffice.models import Contract, Invoice, LedgerEvent, Notification, Receipt
+from tests.conftest import FIXED_NOW, login, make_contract
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def recorded_receipt(app: Flask, runner: FlaskCliRunner, bank_ref: str = "CMB-DISK-1") -> int:
@@ -112,3 +119,112 @@ def test_the_folder_is_synced_after_the_committed_files_are_moved_into_it(
     folder = str(Path(app.config["DOCUMENTS_PATH"]).resolve() / "invoices" / "2026")
     assert ("replace", folder) in events
     assert ("fsync", folder) in events[events.index(("replace", folder)) :]
+
+
+# --- a process that dies between the commit and the rename -------------------------------------
+
+DIE_AT_THE_RENAME = """
+import os, sys
+real = os.replace
+def replace(src, dst, **kwargs):
+    if str(src).endswith(".pending"):
+        os._exit(9)  # committed, not yet moved into place
+    real(src, dst, **kwargs)
+os.replace = replace
+from datetime import datetime
+from backoffice.clock import set_clock
+set_clock(lambda: datetime.fromisoformat(os.environ["TEST_NOW"]))  # the test's fixed clock
+from flask.cli import main
+sys.argv = ["flask", "--app", "wsgi", *sys.argv[1:]]
+main()
+"""
+
+
+def crash_at_the_rename(app: Flask, *args: str) -> None:
+    """Run a command in a process of its own that dies right after its commit."""
+    env = {
+        **os.environ,
+        "BACKOFFICE_INSTANCE_PATH": str(app.config["INSTANCE_PATH"]),
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "SECRET_KEY": "x",
+        "TEST_NOW": FIXED_NOW.isoformat(),
+    }
+    done = subprocess.run([sys.executable, "-c", DIE_AT_THE_RENAME, *args], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 9, done.stderr.decode()
+    db.session.expire_all()
+
+
+def test_a_paid_invoice_whose_process_died_before_the_rename_still_reaches_the_customer(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: the invoice paid in the database, its PDF never moved into place; the
+    customer's e-mail retried with FileNotFoundError until it was marked failed. The sending
+    puts the committed file in place (its content the one recorded) and attaches it."""
+    receipt_id = recorded_receipt(app, runner)
+    crash_at_the_rename(app, "finance", "confirm", str(receipt_id), "--json")
+    invoice = db.session.scalar(sa.select(Invoice).where(Invoice.receipt_id == receipt_id))
+    pdf = Path(app.config["DOCUMENTS_PATH"]) / invoice.pdf_file
+    assert invoice.status == "paid" and not pdf.exists() and pending_files(app) == [f"invoices/2026/.{pdf.name}.pending"]
+
+    result = runner.invoke(args=["finance", "notify", "--json"])
+    assert json.loads(result.stdout)["written"] >= 1 and json.loads(result.stdout)["retry"] == 0, result.output
+    note = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-confirmed-{receipt_id}:email"))
+    assert note.status == "written"
+    message = email.message_from_bytes((Path(app.config["OUTBOX_PATH"]) / note.delivered_to).read_bytes())
+    (attached,) = [part for part in message.walk() if part.get_filename() == pdf.name]
+    assert hashlib.sha256(attached.get_payload(decode=True)).hexdigest() == invoice.pdf_sha256
+    assert hashlib.sha256(pdf.read_bytes()).hexdigest() == invoice.pdf_sha256 and pending_files(app) == []
+    assert runner.invoke(args=["ledger", "sync"]).exit_code == 0  # (its catch-up died with it)
+
+
+def test_the_scheduler_puts_committed_documents_in_place_when_it_starts(app: Flask, runner: FlaskCliRunner) -> None:
+    """A contract issued by a process that died after its commit: its PDF and DOCX were 404s
+    for ever. The scheduler's start (and the nightly job) puts them in place."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from backoffice import jobs
+    from tests.conftest import sample, write_json
+
+    data = write_json(Path(app.config["INSTANCE_PATH"]) / "c.json", sample("sms_business_service"))
+    crash_at_the_rename(app, "contract", "issue", "sms_business_service", "--data", str(data), "--json")
+    contract = db.session.scalar(sa.select(Contract))
+    docs = Path(app.config["DOCUMENTS_PATH"])
+    invoice = db.session.scalar(sa.select(Invoice))  # (invoiced at signing)
+    assert not (docs / contract.pdf_file).exists() and len(pending_files(app)) == 3
+    try:
+        jobs.scheduler_for(app, BackgroundScheduler)  # its start-up work, the scheduler not started
+    finally:
+        jobs._app = None
+    assert hashlib.sha256((docs / contract.pdf_file).read_bytes()).hexdigest() == contract.pdf_sha256
+    assert hashlib.sha256((docs / contract.docx_file).read_bytes()).hexdigest() == contract.docx_sha256
+    assert hashlib.sha256((docs / invoice.pdf_file).read_bytes()).hexdigest() == invoice.pdf_sha256
+    assert pending_files(app) == []
+    assert runner.invoke(args=["ledger", "sync"]).exit_code == 0
+
+
+def test_the_nightly_job_keeps_what_it_cannot_vouch_for_and_removes_stale_leftovers(
+    app: Flask, runner: FlaskCliRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `.pending` file whose content is not the one recorded is left for a person (and said);
+    one no committed row names is removed once it is too old to belong to a transaction in
+    progress, kept while it may."""
+    from backoffice import jobs
+
+    issued = make_contract(app, "sms_business_service")
+    docs = Path(app.config["DOCUMENTS_PATH"])
+    pdf = docs / issued.contract.pdf_file
+    pdf.unlink()
+    damaged = pdf.with_name(f".{pdf.name}.pending")
+    damaged.write_bytes(b"%PDF-1.7 not the signed contract")
+    stale, young = docs / "invoices" / "2026" / ".FP-2026-999998.pdf.pending", docs / "invoices" / "2026" / ".FP-2026-999999.pdf.pending"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in (stale, young):
+        leftover.write_bytes(b"%PDF never committed")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    jobs._app = app
+    try:
+        jobs.daily_books()
+    finally:
+        jobs._app = None
+    assert not stale.exists() and young.exists()
+    assert damaged.exists() and not pdf.exists()
+    assert any(r.levelname == "ERROR" and "does not match the SHA-256" in r.getMessage() for r in caplog.records)
