@@ -21,6 +21,7 @@ from backoffice.config import Config, ConfigError
 from backoffice.errors import DomainError
 from backoffice.extensions import csrf, db, login_manager, migrate
 from backoffice.services.sql import MAX_ID, MAX_INT_ID
+from backoffice.storage import commits, storage_refusal
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
@@ -191,6 +192,10 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
             return render_template("error.html", status=400, message=message), 400
         return None
 
+    @app.before_request
+    def _count_commits_from_here() -> None:
+        g.commits_at_start = commits(db.session)  # (an app context, so its session, may serve several requests)
+
     @app.teardown_request
     def _forget_user(_error: BaseException | None) -> None:
         # Flask-Login keeps the request's user in `g`, which lives as long as the app context: a
@@ -295,3 +300,16 @@ def _error_handlers(app: Flask) -> None:
         if _wants_json():
             return jsonify(error={"code": "internal", "message": "系统内部错误"}), 500
         return render_template("error.html", status=500, message="系统内部错误，请稍后重试或联系管理员"), 500
+
+    @app.errorhandler(OSError)
+    def _storage(error: OSError) -> Any:
+        # The disk full, read-only or not writable: a 503 naming it, not "系统内部错误" (found by
+        # a review), saying whether this request had committed anything before it failed.
+        refusal = storage_refusal(error, changed=commits(db.session) > g.get("commits_at_start", 0))
+        if refusal is None:
+            return _unexpected(error)
+        db.session.rollback()
+        app.logger.error("the disk refused: %s", error)
+        if _wants_json():
+            return jsonify(error={"code": refusal.code, "message": refusal.message}), refusal.status
+        return render_template("error.html", status=refusal.status, message=refusal.message), refusal.status

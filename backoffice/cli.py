@@ -23,6 +23,7 @@ from backoffice.clock import utcnow
 from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models.staff import ROLES
+from backoffice.storage import commits, storage_refusal
 from ledger import LedgerWriteError
 
 
@@ -102,8 +103,10 @@ def busy_error(exc: Exception) -> DomainError:
 
 @contextlib.contextmanager
 def refusals(as_json: bool) -> Iterator[None]:
-    """A command's changes as one transaction: a refusal (DomainError, or the database busy)
-    rolls back and exits with the message; anything else rolls back and propagates."""
+    """A command's changes as one transaction: a refusal (DomainError, the database busy, the
+    disk full or not writable) rolls back and exits with the message; anything else rolls back
+    and propagates."""
+    committed = commits(db.session)
     try:
         yield
     except DomainError as error:
@@ -114,6 +117,12 @@ def refusals(as_json: bool) -> Iterator[None]:
         _fail(ValidationFailed({"_input": "输入的值超出允许的范围或长度，未做任何更改"}), as_json)
     except LedgerWriteError as error:  # the books changed by hand, or locked: nothing of this command was kept
         _fail(Conflict(f"账簿无法写入：{error}"), as_json)
+    except OSError as error:  # was a traceback, even with --json (found by a review)
+        refusal = storage_refusal(error, changed=commits(db.session) > committed)
+        if refusal is None:
+            db.session.rollback()
+            raise
+        _fail(refusal, as_json)
     except BaseException:
         db.session.rollback()
         raise

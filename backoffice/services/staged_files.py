@@ -45,9 +45,11 @@ def stage_file(session: Session, path: Path, content: bytes) -> None:
             out.write(content)
             out.flush()
             os.fsync(out.fileno())
-    except BaseException:  # a full disk: no half-written file left behind (found by a review)
+    except BaseException as exc:  # a full disk: no half-written file left behind (found by a review)
         with contextlib.suppress(OSError):
             pending.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:  # (an fsync's names no file): the refusal names it
+            exc.filename = str(pending)
         raise
     session.info.setdefault(_KEY, []).append((pending, path))
 

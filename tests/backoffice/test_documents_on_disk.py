@@ -228,3 +228,84 @@ def test_the_nightly_job_keeps_what_it_cannot_vouch_for_and_removes_stale_leftov
     assert not stale.exists() and young.exists()
     assert damaged.exists() and not pdf.exists()
     assert any(r.levelname == "ERROR" and "does not match the SHA-256" in r.getMessage() for r in caplog.records)
+
+
+# --- the disk full, read-only or not writable ----------------------------------------------------
+
+
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staging a document finds the disk full (the data cannot be made durable)."""
+    from backoffice.services import staged_files
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(staged_files.os, "fsync", fsync)
+
+
+def test_a_full_disk_during_a_confirmation_is_a_refusal_on_the_command_line_not_a_traceback(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the OSError ended in a traceback, even with --json."""
+    receipt_id = recorded_receipt(app, runner)
+    full_disk(monkeypatch)
+    result = runner.invoke(args=["finance", "confirm", str(receipt_id), "--json"])
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError), result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "storage" and "磁盘空间不足" in error["message"] and "未做任何更改" in error["message"]
+    assert ".FP-2026-000001.pdf.pending" in error["message"]  # where
+    plain = runner.invoke(args=["finance", "confirm", str(receipt_id)])
+    assert plain.exit_code == 1 and plain.stderr.startswith("错误：磁盘空间不足") and "Traceback" not in plain.output
+    db.session.expire_all()
+    assert db.session.get(Receipt, receipt_id).status == "pending" and pending_files(app) == []
+
+
+def test_books_that_cannot_be_written_are_a_refusal_of_ledger_sync(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backoffice.services.credit import record_balance_assertions
+
+    make_contract(app, "sms_business_service")
+    record_balance_assertions(db.session, FIXED_NOW.date())  # an event to post
+    db.session.commit()
+    real = os.replace
+
+    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        if Path(app.config["LEDGER_PATH"]) in Path(dst).parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(dst))
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = runner.invoke(args=["ledger", "sync"])
+    assert result.exit_code == 1 and result.stderr.startswith("错误："), result.output
+    assert not isinstance(result.exception, OSError) and "Traceback" not in result.output
+    monkeypatch.undo()
+    assert runner.invoke(args=["ledger", "sync"]).exit_code == 0
+
+
+def test_a_refusal_after_a_commit_does_not_say_nothing_was_changed(app: Flask, capsys: pytest.CaptureFixture[str]) -> None:
+    from backoffice.cli import refusals
+    from backoffice.models import WorkingDayOverride
+
+    with pytest.raises(SystemExit), refusals(True):
+        db.session.add(WorkingDayOverride(day=FIXED_NOW.date(), is_working_day=True, note=""))
+        db.session.commit()
+        raise OSError(errno.EDQUOT, "Disk quota exceeded", "/srv/backoffice/outbox/x.eml")
+    message = json.loads(capsys.readouterr().out)["error"]["message"]
+    assert message.startswith("磁盘配额已用完（/srv/backoffice/outbox/x.eml）") and "未做任何更改" not in message and "已保存" in message
+
+
+def test_a_full_disk_during_a_confirmation_is_a_503_page_saying_nothing_changed(
+    app: Flask, client: FlaskClient, runner: FlaskCliRunner, staff: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was 500 "系统内部错误…" though nothing had changed."""
+    receipt_id = recorded_receipt(app, runner)
+    login(client, "finance", staff["finance"])
+    full_disk(monkeypatch)
+    response = client.post(f"/finance/receipts/{receipt_id}/confirm")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 503 and "磁盘空间不足" in page and "未做任何更改" in page, page
+    api = client.post(f"/finance/receipts/{receipt_id}/confirm", headers={"Accept": "application/json"})
+    assert api.status_code == 503 and api.json["error"]["code"] == "storage"
+    db.session.expire_all()
+    assert db.session.get(Receipt, receipt_id).status == "pending"
