@@ -146,12 +146,18 @@ def daily_books() -> None:
     app = _app or current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
         recover_documents(app)
-        book_usage(db.session, before=local_today())  # yesterday's (and any earlier) usage
-        db.session.commit()
-        if assertion_due(local_today(), app.config["LEDGER_BALANCE_ASSERTIONS"]):
-            record_balance_assertions(db.session, local_today())
+        # The check runs whatever happened before it: a failed posting (a full disk) stopped the
+        # job, and no "nightly ledger check failed" was logged (found by a review).
+        try:
+            book_usage(db.session, before=local_today())  # yesterday's (and any earlier) usage
             db.session.commit()
-        post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+            if assertion_due(local_today(), app.config["LEDGER_BALANCE_ASSERTIONS"]):
+                record_balance_assertions(db.session, local_today())
+                db.session.commit()
+            post_pending(db.session, Path(app.config["LEDGER_PATH"]))
+        except Exception:
+            db.session.rollback()
+            app.logger.exception("nightly posting to the books failed: checking them all the same")
         report = check_and_reconcile(db.session, Path(app.config["LEDGER_PATH"]))
         if not report.ok:
             app.logger.error("nightly ledger check failed: %s", report)
@@ -204,6 +210,33 @@ def deliver_notifications_now(app: Flask) -> dict[str, int]:
 
 def _deliver_notifications_job() -> None:
     deliver_notifications_now(_app or current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+POST_PENDING_MINUTES = 5  # how long a book event a money action could not post waits at most
+
+
+def post_pending_now(app: Flask) -> int:
+    """Post the book events still pending (a money action whose own catch-up failed, a process
+    that died after its commit): at the scheduler's start and every few minutes, not only at the
+    next money action or 00:10. Nothing pending, the usual case, is one indexed read: no lock,
+    no file. Otherwise `post_pending` reads the queue again under the books' lock, which the
+    web's posting takes too, so an event is never posted twice."""
+    from backoffice.models import LedgerEvent
+    from backoffice.services.bookkeeping import post_pending
+
+    with app.app_context():
+        try:
+            waiting = db.session.scalar(sa.select(LedgerEvent.id).where(LedgerEvent.posted_at.is_(None)).limit(1))
+            db.session.rollback()  # (the queue is read afresh under the lock)
+            return post_pending(db.session, Path(app.config["LEDGER_PATH"])) if waiting is not None else 0
+        except Exception:
+            db.session.rollback()
+            app.logger.exception("posting the pending book events failed (tried again in %s minutes)", POST_PENDING_MINUTES)
+            return 0
+
+
+def _post_pending_job() -> None:
+    post_pending_now(_app or current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 def _arm_pending_job() -> None:
@@ -346,6 +379,7 @@ def scheduler_for(app: Flask, scheduler_class: type[BaseScheduler]) -> BaseSched
     with app.app_context():
         arm_pending(app)
         recover_documents(app)
+    post_pending_now(app)
     scheduler = make_scheduler(app, scheduler_class)
     # Also wakes the loop every minute, so jobs armed by other processes are seen promptly.
     scheduler.add_job(_arm_pending_job, "interval", minutes=1, id="arm-pending", replace_existing=True, jobstore="memory")
@@ -354,4 +388,7 @@ def scheduler_for(app: Flask, scheduler_class: type[BaseScheduler]) -> BaseSched
     if not any(job.id == "daily-books" for job in stored_jobs(app)):
         scheduler.add_job("backoffice.jobs:daily_books", "cron", hour=0, minute=10, id="daily-books")
     scheduler.add_job(_deliver_notifications_job, "interval", seconds=30, id="notifications", replace_existing=True, jobstore="memory")
+    scheduler.add_job(
+        _post_pending_job, "interval", minutes=POST_PENDING_MINUTES, id="post-pending", replace_existing=True, jobstore="memory"
+    )
     return scheduler

@@ -464,3 +464,78 @@ def test_a_terms_expiry_and_extension_take_effect_at_the_first_moment_after_its_
     midnight = datetime(2027, 12, 1, 0, 0, tzinfo=SHANGHAI)
     assert runs[f"expire:{fixed.contract_no}"] == midnight and runs[f"auto_extend:{yearly.contract_no}"] == midnight
     assert runs[f"renewal_notice:{yearly.contract_no}"].astimezone(SHANGHAI).hour == 9
+
+
+def unposted() -> int:
+    from backoffice.models import LedgerEvent
+
+    return db.session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) or 0
+
+
+def test_the_scheduler_posts_pending_book_events_at_its_start_and_every_few_minutes(app: Flask) -> None:
+    """Found by a review: an event a money action could not post waited for the next money
+    action, `ledger sync` or 00:10; the books stayed behind all day."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from backoffice.services.credit import record_balance_assertions
+
+    make_contract(app, "sms_business_service")
+    record_balance_assertions(db.session, date(2026, 11, 22))
+    db.session.commit()
+    assert unposted() == 1
+    jobs._app = app
+    try:
+        scheduler = jobs.scheduler_for(app, BackgroundScheduler)  # its start-up work, not started
+        db.session.expire_all()
+        assert unposted() == 0
+        (posting,) = [j for j in scheduler.get_jobs() if j.id == "post-pending"]
+        assert posting.trigger.interval <= timedelta(minutes=10)
+        db.session.rollback()
+        record_balance_assertions(db.session, date(2026, 11, 23))
+        db.session.commit()
+        posting.func()
+    finally:
+        jobs._app = None
+    db.session.expire_all()
+    assert unposted() == 0
+
+
+def test_the_timed_posting_takes_no_lock_when_nothing_is_pending(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It runs every few minutes all day: nothing pending is one read, not the books' lock."""
+    import ledger
+
+    make_contract(app, "sms_business_service")
+
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the books' lock was taken with nothing to post")
+
+    monkeypatch.setattr(ledger.Books, "locked", locked)
+    assert jobs.post_pending_now(app) == 0
+    monkeypatch.undo()  # (the books are checked after the test)
+
+
+def test_the_nightly_check_runs_and_says_so_when_posting_failed(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: a full disk stopped the job before the check, and no "nightly ledger
+    check failed" was logged."""
+    import errno
+
+    from backoffice.services import bookkeeping
+
+    make_contract(app, "sms_business_service")
+
+    def full(*args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bookkeeping, "post_pending", full)
+    jobs._app = app
+    try:
+        jobs.daily_books()  # the day's balance assertion is pending: it could not be posted
+    finally:
+        jobs._app = None
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(m.startswith("nightly posting to the books failed") for m in errors), errors
+    assert any(m.startswith("nightly ledger check failed") and "pending_events=1" in m for m in errors), errors
+    monkeypatch.undo()
+    assert jobs.post_pending_now(app) == 1
