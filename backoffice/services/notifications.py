@@ -10,11 +10,9 @@ that was interrupted is not retried blindly but marked for an administrator to l
 from __future__ import annotations
 
 import logging
-import os
 import re
 import smtplib
 import ssl
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,7 +26,7 @@ from sqlalchemy.orm import Session
 from backoffice.clock import to_local, utcnow
 from backoffice.models import Contract, EnterpriseAccount, Invoice, Notification, Receipt
 from backoffice.money import format_money
-from backoffice.services.staged_files import recover_file
+from backoffice.services.staged_files import recover_file, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -271,12 +269,11 @@ def _send_smtp(message: EmailMessage, settings: MailSettings) -> str:
 
 
 def _write_outbox(note: Notification, message: EmailMessage, settings: MailSettings) -> str:
-    settings.outbox.mkdir(parents=True, exist_ok=True)
+    """Into the outbox folder, whole or not at all (found by a review: not synced, and each
+    retry on a full disk left another half-written temporary file)."""
     stamp = to_local(note.created_at).strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{note.id:06d}-{note.channel}.eml"
-    with tempfile.NamedTemporaryFile("wb", dir=settings.outbox, prefix=".", suffix=".tmp", delete=False) as out:
-        out.write(bytes(message))
-    os.replace(out.name, settings.outbox / name)
+    write_atomically(settings.outbox / name, bytes(message))
     return name
 
 

@@ -309,3 +309,42 @@ def test_a_full_disk_during_a_confirmation_is_a_503_page_saying_nothing_changed(
     assert api.status_code == 503 and api.json["error"]["code"] == "storage"
     db.session.expire_all()
     assert db.session.get(Receipt, receipt_id).status == "pending"
+
+
+# --- the outbox ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_an_outbox_write_that_fails_leaves_no_file_and_is_retried(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Found by a review: the e-mail was not synced (a power cut could lose one marked written),
+    and each retry on a full disk left another half-written temporary file in the outbox."""
+    from backoffice.clock import set_clock
+    from backoffice.services.notifications import RETRY_DELAYS
+
+    make_contract(app, "sms_business_service")  # its invoice, by e-mail
+    outbox = Path(app.config["OUTBOX_PATH"]).resolve()
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        if outbox in Path(os.readlink(f"/proc/self/fd/{fd}")).parents:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        if outbox in Path(dst).resolve().parents:
+            raise OSError(errno.EIO, "Input/output error", str(src))
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, failing, fsync if failing == "fsync" else replace)
+    for attempt in range(2):
+        set_clock(lambda attempt=attempt: FIXED_NOW + RETRY_DELAYS[0] * attempt)
+        assert json.loads(runner.invoke(args=["finance", "notify", "--json"]).stdout)["retry"] == 1
+    assert [p.name for p in outbox.iterdir()] == []
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status == "pending" and note.attempts == 2 and "Errno" in note.last_error
+    monkeypatch.undo()
+    set_clock(lambda: FIXED_NOW + RETRY_DELAYS[0] + RETRY_DELAYS[1])
+    assert json.loads(runner.invoke(args=["finance", "notify", "--json"]).stdout)["written"] == 1
+    assert [p.suffix for p in outbox.iterdir()] == [".eml"]
