@@ -37,3 +37,10 @@ class Conflict(DomainError):
 class Forbidden(DomainError):
     status = 403
     code = "forbidden"
+
+
+class DamagedDocument(DomainError):
+    """A stored document that is not the file the database recorded: not served as valid."""
+
+    status = 500
+    code = "damaged_document"

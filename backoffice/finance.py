@@ -4,6 +4,8 @@ income statement, balance sheet, BQL) with the reconciliation of books and datab
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from werkzeug.datastructures import FileStorage
 from backoffice.auth import roles_required, safe_next
 from backoffice.cli import after_commit_catch_up, busy_error
 from backoffice.clock import local_today
-from backoffice.errors import DomainError, ValidationFailed
+from backoffice.errors import DamagedDocument, DomainError, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models import Invoice, Receipt
 from backoffice.models.finance import RECEIPT_STATUSES
@@ -25,6 +27,7 @@ from backoffice.services import invoices as invoice_service
 from backoffice.services import receipts as receipt_service
 from backoffice.services import statements as statement_service
 from backoffice.services.bookkeeping import check_and_reconcile
+from backoffice.services.staged_files import recover_file
 from ledger.query import QueryError, QueryResult, run_query, statements_of
 
 bp = Blueprint("finance", __name__, url_prefix="/finance")
@@ -90,12 +93,22 @@ def receiving_bank(account_code: str) -> str:
     return receipt_service.receiving_bank(db.session, account_code, default=current_app.config["RECEIVING_BANK"])
 
 
-def send_document(relative: str | None, mimetype: str | None = None, *, download: bool = False) -> Any:
-    root = Path(current_app.config["DOCUMENTS_PATH"]).resolve()
+def send_document(relative: str | None, mimetype: str | None = None, *, sha256: str | None, download: bool = False) -> Any:
+    """A stored document, served only if it is the file the database recorded (its SHA-256):
+    a damaged one was served as valid (found by a review); now it is refused, and logged. One
+    committed but left `.pending` by a process that died before the rename is put in place."""
+    documents = Path(current_app.config["DOCUMENTS_PATH"])
+    root = documents.resolve()
     path = (root / (relative or "")).resolve()
-    if not relative or not path.is_relative_to(root) or not path.is_file():
+    if not relative or not path.is_relative_to(root):
         abort(404)
-    return send_file(path, mimetype=mimetype, download_name=path.name, as_attachment=download)
+    if not path.is_file() and not recover_file(db.session, documents, relative):
+        abort(404)
+    content = path.read_bytes()  # (small files: a contract, an invoice, a voucher)
+    if sha256 and hashlib.sha256(content).hexdigest() != sha256:
+        current_app.logger.error("document %s does not match the SHA-256 recorded for it: not served", relative)
+        raise DamagedDocument(f"文件 {path.name} 已损坏（与签发时记录的校验值不符），未提供下载：请联系管理员从备份恢复")
+    return send_file(io.BytesIO(content), mimetype=mimetype, download_name=path.name, as_attachment=download)
 
 
 @bp.route("/receipts", methods=["GET", "POST"])
@@ -132,7 +145,7 @@ def receipt_detail(receipt_id: int) -> Any:
 @roles_required("finance", "admin")
 def receipt_voucher(receipt_id: int) -> Any:
     receipt = receipt_service.get_receipt(db.session, receipt_id)
-    return send_document(receipt.voucher_file, receipt.voucher_type)
+    return send_document(receipt.voucher_file, receipt.voucher_type, sha256=receipt.voucher_sha256)
 
 
 def _act(receipt_id: int, action: str) -> Any:
@@ -251,4 +264,4 @@ def invoices() -> Any:
 @roles_required("finance", "admin")
 def invoice_pdf(number: str) -> Any:
     invoice = invoice_service.get_invoice(db.session, number)
-    return send_document(invoice.pdf_file, "application/pdf")
+    return send_document(invoice.pdf_file, "application/pdf", sha256=invoice.pdf_sha256)

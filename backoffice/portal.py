@@ -68,7 +68,7 @@ def invoice_pdf(number: str) -> Any:
     invoice = get_invoice(db.session, number)
     if invoice.account_id != current_user.record.account_id:
         abort(404)
-    return send_document(invoice.pdf_file, "application/pdf")
+    return send_document(invoice.pdf_file, "application/pdf", sha256=invoice.pdf_sha256)
 
 
 @bp.route("/receipts/<id32:receipt_id>/voucher")
@@ -80,4 +80,4 @@ def receipt_voucher(receipt_id: int) -> Any:
     receipt = db.session.get(Receipt, receipt_id)
     if receipt is None or receipt.account_id != current_user.record.account_id:
         abort(404)
-    return send_document(receipt.voucher_file, receipt.voucher_type)
+    return send_document(receipt.voucher_file, receipt.voucher_type, sha256=receipt.voucher_sha256)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from backoffice.auth import roles_required
@@ -15,6 +15,7 @@ from backoffice.cli import after_commit_catch_up, busy_error, signing_identity
 from backoffice.clock import local_today
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.extensions import db
+from backoffice.finance import send_document
 from backoffice.models import Contract
 from backoffice.services.contracts import existing_customer_warning, get_contract, issue_contract, preview_contract
 from backoffice.services.renewal import objection_deadline, parse_received_on, stop_renewal
@@ -144,13 +145,11 @@ def contract_stop_renewal(contract_no: str) -> Any:
 
 
 def send_contract_file(contract: Contract, kind: str) -> Any:
-    root = Path(current_app.config["DOCUMENTS_PATH"]).resolve()
-    rel = contract.pdf_file if kind == "pdf" else contract.docx_file
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        abort(404)
-    mimetype = "application/pdf" if kind == "pdf" else "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-    return send_file(path, mimetype=mimetype, download_name=path.name, as_attachment=kind != "pdf")
+    """The contract's PDF or DOCX, checked against the SHA-256 recorded when it was issued."""
+    if kind == "pdf":
+        return send_document(contract.pdf_file, "application/pdf", sha256=contract.pdf_sha256)
+    mimetype = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    return send_document(contract.docx_file, mimetype, sha256=contract.docx_sha256, download=True)
 
 
 @bp.route("/contracts/<contract_no>.<kind>")

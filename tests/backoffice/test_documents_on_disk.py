@@ -348,3 +348,42 @@ def test_an_outbox_write_that_fails_leaves_no_file_and_is_retried(
     set_clock(lambda: FIXED_NOW + RETRY_DELAYS[0] + RETRY_DELAYS[1])
     assert json.loads(runner.invoke(args=["finance", "notify", "--json"]).stdout)["written"] == 1
     assert [p.suffix for p in outbox.iterdir()] == [".eml"]
+
+
+# --- serving documents -----------------------------------------------------------------------------
+
+
+def test_a_damaged_document_is_refused_and_logged_not_served_as_valid(
+    app: Flask, client: FlaskClient, staff: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: the files were sent without a look at the SHA-256 recorded when they
+    were issued, so a damaged contract or invoice went to staff and customers as valid."""
+    issued = make_contract(app, "sms_business_service")  # a contract and its invoice (invoiced at signing)
+    invoice = db.session.scalar(sa.select(Invoice))
+    docs = Path(app.config["DOCUMENTS_PATH"])
+    login(client, "finance", staff["finance"])
+    urls = {
+        issued.contract.pdf_file: f"/sales/contracts/{issued.contract.contract_no}.pdf",
+        issued.contract.docx_file: f"/sales/contracts/{issued.contract.contract_no}.docx",
+        invoice.pdf_file: f"/finance/invoices/{invoice.number}.pdf",
+    }
+    for relative, url in urls.items():
+        intact = client.get(url)
+        assert intact.status_code == 200 and intact.data == (docs / relative).read_bytes(), url
+        damaged = bytearray((docs / relative).read_bytes())
+        damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte
+        (docs / relative).write_bytes(bytes(damaged))
+        refused = client.get(url)
+        assert refused.status_code == 500 and "已损坏" in refused.get_data(as_text=True), url
+        assert any(r.levelname == "ERROR" and relative in r.getMessage() for r in caplog.records), url
+
+
+def test_a_committed_document_left_pending_is_put_in_place_when_asked_for(app: Flask, client: FlaskClient, staff: dict[str, str]) -> None:
+    """Its process died between the commit and the rename: the download recovers it, not a 404."""
+    issued = make_contract(app, "sms_business_service")
+    pdf = Path(app.config["DOCUMENTS_PATH"]) / issued.contract.pdf_file
+    pdf.rename(pdf.with_name(f".{pdf.name}.pending"))
+    login(client, "sales", staff["sales"])
+    response = client.get(f"/sales/contracts/{issued.contract.contract_no}.pdf")
+    assert response.status_code == 200 and hashlib.sha256(response.data).hexdigest() == issued.contract.pdf_sha256
+    assert pdf.is_file() and pending_files(app) == []
