@@ -88,6 +88,13 @@ def unpromoted(session: Session) -> list[Path]:
     return session.info.pop(_UNPROMOTED, [])
 
 
+def _in_place(pending: Path, final: Path) -> bool:
+    try:
+        return final.is_file() and not pending.exists()
+    except OSError:
+        return False
+
+
 @event.listens_for(Session, "after_commit")
 def _promote(session: Session) -> None:
     """Move the committed transaction's files into place. Never raises: the transaction is
@@ -102,7 +109,7 @@ def _promote(session: Session) -> None:
             os.replace(pending, final)
             folders.add(final.parent)
         except Exception:
-            if final.exists() and not pending.exists():  # put in place by a recovery meanwhile
+            if _in_place(pending, final):  # by a recovery in another process, meanwhile
                 continue
             log.exception("committed file not moved into place (left as %s for the recovery)", pending)
             session.info.setdefault(_UNPROMOTED, []).append(final)
@@ -184,6 +191,8 @@ def recover_staged_files(session: Session, documents_root: Path, *, stale_after:
     for pending in sorted(documents_root.rglob(".*.pending")) if documents_root.is_dir() else []:
         try:
             _recover(session, documents_root, pending, recovery, stale_after)
+        except FileNotFoundError:  # gone meanwhile: moved into place, or discarded by its own process
+            continue
         except OSError as exc:
             recovery.problems.append(f"{pending.relative_to(documents_root).as_posix()}：{exc}")
             log.error("could not recover %s: %s", pending, exc)
@@ -202,6 +211,8 @@ def recover_file(session: Session, documents_root: Path, relative: str) -> bool:
     recovery = Recovery()
     try:
         _recover(session, documents_root, pending, recovery, STALE_PENDING_SECONDS)
+    except FileNotFoundError:  # moved into place by another process meanwhile
+        pass
     except OSError as exc:
         log.error("could not recover %s: %s", pending, exc)
     return final.is_file()

@@ -230,6 +230,31 @@ def test_the_nightly_job_keeps_what_it_cannot_vouch_for_and_removes_stale_leftov
     assert any(r.levelname == "ERROR" and "does not match the SHA-256" in r.getMessage() for r in caplog.records)
 
 
+def test_a_document_another_process_recovers_at_the_same_moment_is_no_problem(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler's recovery and a download (or a late rename of the committing process) may
+    both move the same file: the one that finds it gone finds it in place, and says nothing."""
+    from backoffice.services.staged_files import recover_staged_files
+
+    issued = make_contract(app, "sms_business_service")
+    docs = Path(app.config["DOCUMENTS_PATH"])
+    pdf = docs / issued.contract.pdf_file
+    pdf.rename(pdf.with_name(f".{pdf.name}.pending"))
+    real = os.replace
+
+    def beaten_to_it(src: Any, dst: Any, **kwargs: Any) -> None:
+        real(src, dst, **kwargs)  # the other process
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(src))
+
+    monkeypatch.setattr(os, "replace", beaten_to_it)
+    recovery = recover_staged_files(db.session, docs)
+    db.session.rollback()
+    monkeypatch.undo()  # (the books are checked after the test)
+    assert recovery.problems == [] and pdf.is_file() and pending_files(app) == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 # --- the disk full, read-only or not writable ----------------------------------------------------
 
 
