@@ -306,7 +306,12 @@ class SchedulerLock:
 
     def release(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(sa.exc.DBAPIError):  # already gone with its session
+            # Unlocked before the session ends: a closed connection's server process lets go of
+            # the lock only once it has exited, later on a busy server, and a standby waited.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):  # already gone with its session
+                self._connection.execute(sa.select(sa.func.pg_advisory_unlock(SCHEDULER_LOCK_KEY)))
+                self._connection.commit()
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 self._connection.close()  # ends the session, and its lock
             self._connection = None
         if self._file is not None:
