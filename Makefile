@@ -62,8 +62,11 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite in two processes (pytest-xdist), one a core of the 2-core machine CI runs on: each has
+# its own app, databases, PostgreSQL server and simulators; TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
