@@ -4,22 +4,13 @@ that "未做任何更改" is only said when it is true."""
 
 from __future__ import annotations
 
-import errno
-
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from backoffice.errors import DomainError
+from ledger.books import DISK_PROBLEMS
 
 _COMMITS = "commits"
-_PROBLEMS = {
-    errno.ENOSPC: "磁盘空间不足",
-    errno.EDQUOT: "磁盘配额已用完",
-    errno.EROFS: "目录不可写（文件系统为只读）",
-    errno.EACCES: "目录不可写（没有写入权限）",
-    errno.EPERM: "目录不可写（没有写入权限）",
-    errno.EIO: "磁盘读写出错",
-}
 
 
 class StorageUnavailable(DomainError):
@@ -32,7 +23,7 @@ class StorageUnavailable(DomainError):
 def storage_refusal(error: OSError, *, changed: bool) -> StorageUnavailable | None:
     """The refusal for a disk that refused, or None for another OSError (a bug: raised as it is).
     `changed`: the command or request had committed before the failure."""
-    problem = _PROBLEMS.get(error.errno or 0)
+    problem = DISK_PROBLEMS.get(error.errno or 0)
     if problem is None:
         return None
     where = f"（{error.filename}）" if error.filename else ""

@@ -96,16 +96,20 @@ def differing_files(live: Path, rebuilt: Path) -> list[str]:
     return differing if vouched else [*differing, MANIFEST]
 
 
+#: A disk refusing a write, in words for the operator (the books', and the backoffice's files: `backoffice.storage`).
+DISK_PROBLEMS = {
+    errno.ENOSPC: "磁盘空间不足",
+    errno.EDQUOT: "磁盘配额已用完",
+    errno.EROFS: "目录不可写（文件系统为只读）",
+    errno.EACCES: "目录不可写（没有写入权限）",
+    errno.EPERM: "目录不可写（没有写入权限）",
+    errno.EIO: "磁盘读写出错",
+}
+
+
 def write_failure(error: OSError) -> str:
     """Why a file of the books could not be written, in words for the operator."""
-    reasons = {
-        errno.ENOSPC: "磁盘已满",
-        errno.EDQUOT: "磁盘配额已用完",
-        errno.EROFS: "磁盘只读",
-        errno.EACCES: "没有写权限",
-        errno.EPERM: "没有写权限",
-    }
-    return reasons.get(error.errno or 0, error.strerror or str(error))
+    return DISK_PROBLEMS.get(error.errno or 0, error.strerror or str(error))
 
 
 def _open_lock(path: Path, shared: bool, notes: list[str]) -> IO[Any] | None:

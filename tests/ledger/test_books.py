@@ -460,7 +460,9 @@ def refuse_writes(monkeypatch: pytest.MonkeyPatch, folders: list[Path], code: in
     monkeypatch.setattr(os, "mkdir", mkdir)
 
 
-@pytest.mark.parametrize("code, why", [(errno.ENOSPC, "磁盘已满"), (errno.EROFS, "磁盘只读")], ids=["full", "read-only"])
+@pytest.mark.parametrize(
+    "code, why", [(errno.ENOSPC, "磁盘空间不足"), (errno.EROFS, "目录不可写（文件系统为只读）")], ids=["full", "read-only"]
+)
 @pytest.mark.parametrize("checked_before", [False, True], ids=["never-checked", "checked-before"])
 def test_the_check_runs_on_a_disk_that_takes_no_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, why: str, checked_before: bool
