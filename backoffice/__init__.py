@@ -79,6 +79,17 @@ def database_busy(error: sa.exc.DBAPIError) -> bool:
     return any(word in str(error.orig).lower() for word in words)
 
 
+def database_full(error: sa.exc.DBAPIError) -> bool:
+    """Whether the database could not write for want of disk space (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full): the statement's transaction was rolled back, nothing of it written."""
+    if getattr(error.orig, "sqlstate", None) == "53100":
+        return True
+    return any(words in str(error.orig).lower() for words in ("database or disk is full", "no space left on device"))
+
+
+DATABASE_FULL = "磁盘空间不足，数据库无法写入，未做任何更改：请管理员清理磁盘后重试"
+
+
 def database_error(error: sa.exc.DBAPIError, *, detail: bool = True) -> str:
     """What a log says of a database error: the driver's error class and (with `detail`) the
     first line of its message ("database is locked", "deadlock detected"), never the statement's
@@ -278,15 +289,18 @@ def _error_handlers(app: Flask) -> None:
             db.session.rollback()
         except sa.exc.SQLAlchemyError:  # a connection gone: the pool drops it
             db.session.remove()
-        busy = database_busy(error)
+        busy, full = database_busy(error), database_full(error)
         if busy:
             app.logger.warning("database busy: %s", database_error(error))
             message = "系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试"
+        elif full:  # was "数据库暂时无法使用": the administrator is told what to mend
+            app.logger.error("database cannot write, its disk is full: %s", database_error(error))
+            message = DATABASE_FULL
         else:
             app.logger.error("database unavailable: %s", database_error(error), exc_info=error)
             message = "数据库暂时无法使用，本次操作可能未完成：请稍后刷新页面，核对结果后再决定是否重试"
         if _wants_json():
-            response = jsonify(error={"code": "busy" if busy else "unavailable", "message": message})
+            response = jsonify(error={"code": "busy" if busy else "storage" if full else "unavailable", "message": message})
         else:
             response = app.make_response(render_template("error.html", status=503, message=message))
         response.status_code = 503

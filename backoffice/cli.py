@@ -23,7 +23,7 @@ from backoffice.clock import utcnow
 from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
 from backoffice.extensions import db
 from backoffice.models.staff import ROLES
-from backoffice.storage import commits, storage_refusal
+from backoffice.storage import StorageUnavailable, commits, storage_refusal
 from ledger import LedgerWriteError
 
 
@@ -89,16 +89,18 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 
 def busy_error(exc: Exception) -> DomainError:
-    """The database is locked by other writers: nothing was changed, try again. Any other
-    operational error (a missing table, a lost connection) is not "busy" and is raised."""
-    from backoffice import database_busy
+    """The database is locked by other writers (nothing was changed, try again), or its disk is
+    full. Any other operational error (a missing table, a lost connection) is raised."""
+    from backoffice import DATABASE_FULL, database_busy, database_full
 
     db.session.rollback()
-    if not isinstance(exc, sa.exc.DBAPIError) or not database_busy(exc):
-        raise exc
-    error = DomainError("系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试")
-    error.status, error.code = 503, "busy"
-    return error
+    if isinstance(exc, sa.exc.DBAPIError) and database_busy(exc):
+        error = DomainError("系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试")
+        error.status, error.code = 503, "busy"
+        return error
+    if isinstance(exc, sa.exc.DBAPIError) and database_full(exc):  # was a traceback (found by a review)
+        return StorageUnavailable(DATABASE_FULL)
+    raise exc
 
 
 @contextlib.contextmanager

@@ -336,6 +336,38 @@ def test_a_full_disk_during_a_confirmation_is_a_503_page_saying_nothing_changed(
     assert db.session.get(Receipt, receipt_id).status == "pending"
 
 
+def test_the_databases_own_disk_full_is_a_refusal_naming_it_on_the_web_and_the_command_line(
+    app: Flask, client: FlaskClient, runner: FlaskCliRunner, staff: dict[str, str]
+) -> None:
+    """Noticed by the review fixer: SQLite's "database or disk is full" (PostgreSQL's disk_full)
+    was a traceback on the command line and "数据库暂时无法使用" on the web, which tells the
+    administrator nothing of what to mend."""
+    from sqlalchemy import event
+
+    receipt_id = recorded_receipt(app, runner)
+    login(client, "finance", staff["finance"])
+    error = db.engine.dialect.loaded_dbapi.OperationalError
+
+    def full(cursor: object, statement: str, parameters: object, context: object) -> None:
+        if statement.startswith(("UPDATE receipts", "UPDATE staff_users SET password_hash")):
+            raise error("database or disk is full")
+
+    event.listen(db.engine, "do_execute", full)
+    try:
+        page = client.post(f"/finance/receipts/{receipt_id}/confirm", follow_redirects=True)
+        password = client.post("/password", data={"current": staff["finance"], "new": "Brand-new-pass-9", "confirm": "Brand-new-pass-9"})
+        result = runner.invoke(args=["finance", "confirm", str(receipt_id), "--json"])
+    finally:
+        event.remove(db.engine, "do_execute", full)
+    assert "磁盘空间不足，数据库无法写入，未做任何更改" in page.get_data(as_text=True)  # flashed on the receipt's page
+    assert password.status_code == 503 and "磁盘空间不足，数据库无法写入" in password.get_data(as_text=True)  # any other page
+    assert result.exit_code == 1 and not isinstance(result.exception, sa.exc.OperationalError), result.output
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "storage" and error["message"] == "磁盘空间不足，数据库无法写入，未做任何更改：请管理员清理磁盘后重试"
+    db.session.expire_all()
+    assert db.session.get(Receipt, receipt_id).status == "pending"
+
+
 # --- the outbox ------------------------------------------------------------------------------------
 
 
