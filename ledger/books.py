@@ -191,7 +191,21 @@ class Books:
             f'include "{ACCOUNTS}"\n'
         )
         opens = "".join(f"{chart.OPENING_DATE} open {a} {chart.CURRENCY}\n" for a in chart.STATIC_ACCOUNTS)
-        _atomic_write(self.root / ACCOUNTS, opens)
+        # New books only in a folder that holds none: with main.beancount gone (deleted, left out
+        # of a restore) the others were overwritten, every account opened since lost (found by a
+        # review). An accounts file as this very code writes it is a first start cut short.
+        accounts = self.root / ACCOUNTS
+        left = [MANIFEST] if (self.root / MANIFEST).exists() else []
+        if accounts.exists() and accounts.read_text(encoding="utf-8", errors="replace") != opens:
+            left.append(ACCOUNTS)
+        left += sorted(self._month_files_on_disk())
+        if left:
+            shown = "、".join(left[:4]) + (" 等" if len(left) > 4 else "")
+            raise LedgerWriteError(
+                f"账簿主文件 {self.main} 不存在，但账簿目录中还有 {shown}：不能另起一套账簿覆盖它们。"
+                "请找回该文件，或用 ledger rebuild --replace 从记账事件重建账簿"
+            )
+        _atomic_write(accounts, opens)
         _atomic_write(self.main, header)
         self._save_manifest(
             {name: [hashlib.sha256(text.encode("utf-8")).hexdigest()] for name, text in ((ACCOUNTS, opens), (MAIN, header))}

@@ -290,6 +290,21 @@ def test_rebuild_mends_books_whose_manifest_is_damaged(app: Flask, runner: Flask
     settle(app)  # posting resumes; the receipt is in the books
 
 
+def test_rebuild_mends_books_whose_main_file_is_gone(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
+    """The refusal of books without main.beancount names `ledger rebuild --replace`: it works."""
+    code = contract.contract.account.code
+    settle(app)
+    (books(app) / "main.beancount").unlink()
+    credit_receipt(db.session, account_code=code, amount=Decimal("10.00"), bank="CMB", bank_ref="M2", received_on=DAY, actor="finance")
+    db.session.commit()
+    synced = runner.invoke(args=["ledger", "sync"])
+    assert synced.exit_code == 1 and "不存在" in synced.output and "ledger rebuild --replace" in synced.output, synced.output
+    replaced = runner.invoke(args=["ledger", "rebuild", "--replace"])
+    assert replaced.exit_code == 0 and "已用重建的账簿替换" in replaced.output, replaced.output
+    settle(app)
+    assert code in (books(app) / "accounts.beancount").read_text(encoding="utf-8")
+
+
 def test_a_month_file_from_elsewhere_keeps_its_events_pending(app: Flask, runner: FlaskCliRunner, contract) -> None:  # type: ignore[no-untyped-def]
     """Found by a review: a month file the manifest lacks (a partial restore) was trusted, so a
     receipt whose id it held was skipped, called posted by the database and missing from the books."""

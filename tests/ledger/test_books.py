@@ -391,6 +391,38 @@ def test_a_month_file_the_writer_never_wrote_stops_posting_and_is_reported(tmp_p
     ]
 
 
+def test_books_whose_main_file_is_gone_are_not_started_again_over_the_others(tmp_path: Path) -> None:
+    """Found by a review: with main.beancount gone (deleted, left out of a restore), the next
+    posting wrote a fresh accounts file and manifest over the old ones, every account opened
+    since lost; the books are now refused as they are, naming what to do."""
+    books = Books(tmp_path)
+    books.post([credit("nov")])
+    (tmp_path / MAIN).unlink()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(ledger.LedgerWriteError, match=r"main.beancount 不存在.*accounts.beancount.*ledger rebuild --replace"):
+        books.post([credit("nov-2", code="E000002")])
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_first_start_cut_short_after_the_accounts_file_starts_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger import books as module
+
+    real = module._atomic_write
+
+    def full_at_main(path: Path, text: str) -> None:
+        if path.name == MAIN:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(module, "_atomic_write", full_at_main)
+    with pytest.raises(OSError):
+        Books(tmp_path).post([credit("nov")])
+    assert (tmp_path / "accounts.beancount").exists() and not (tmp_path / MAIN).exists()
+    monkeypatch.undo()
+    Books(tmp_path).post([credit("nov")])  # the accounts file is the one a first start writes first
+    assert check_books(tmp_path / MAIN) == []
+
+
 def test_a_month_file_written_by_a_write_that_died_before_its_end_is_the_writers_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
