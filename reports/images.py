@@ -123,13 +123,25 @@ def _cjk_code_points() -> frozenset[int]:
     return code_points(str(find_cjk_font()), first_face=True)  # (looked for once: find_cjk_font walks the font folders)
 
 
-@lru_cache(maxsize=512)
-@lru_cache(maxsize=1024)
+class _NoAnswer(Exception):
+    """fontconfig did not answer in time: not a verdict to remember."""
+
+
 def _fallback_font(char: str) -> str | None:
     """An installed font that has `char`, as fontconfig picks one (as Pango does for the PDF's
     text), when the CJK font has none; None when no font has it, or fontconfig cannot say in
-    time (the image then shows the CJK font's empty box; the document is still made). Asked
-    once a character per process."""
+    time (the image then shows the CJK font's empty box; the document is still made, and the
+    next image asks again: fontconfig building its cache on a new server can take that long)."""
+    try:
+        return _fallback_font_of(char)
+    except _NoAnswer:
+        log.warning("fc-match gave no font for U+%04X in time", ord(char))
+        return None
+
+
+@lru_cache(maxsize=512)
+def _fallback_font_of(char: str) -> str | None:
+    """`_fallback_font`, asked once a character per process; _NoAnswer when fontconfig is late."""
     fc_match = shutil.which("fc-match")
     if fc_match is None:
         return None
@@ -138,8 +150,7 @@ def _fallback_font(char: str) -> str | None:
             [fc_match, "--format", "%{file}", f"sans-serif:charset={ord(char):x}"], capture_output=True, text=True, timeout=10, check=False
         ).stdout.strip()
     except (subprocess.TimeoutExpired, OSError):
-        log.warning("fc-match gave no font for U+%04X in time", ord(char))
-        return None
+        raise _NoAnswer from None
     if not found:
         return None
     try:
