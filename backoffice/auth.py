@@ -362,6 +362,7 @@ def password() -> Any:
             _current_password_right()
             db.session.commit()
             login_user(Principal(current_user.kind, current_user.record))  # this session goes on under the new nonce (same token)
+            _remember_browser(current_user.kind, current_user.record)  # (the cookie holds the password's hash: found by a review)
             flash("密码已修改；其他已登录的会话需要重新登录", "ok")
             return redirect(url_for("auth.root"))
     first = current_user.record.must_change_password and current_user.role

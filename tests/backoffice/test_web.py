@@ -875,6 +875,24 @@ def test_a_browser_known_before_a_password_reset_is_no_longer_exempt(app: Flask,
     )
 
 
+def test_the_owner_who_changed_the_password_in_this_browser_stays_exempt(app: Flask, staff: dict[str, str]) -> None:
+    """Found by a review of the fix above: a change of one's own password (every customer's first
+    login) left the browser's cookie holding the old password's token, and guesses from
+    elsewhere locked the owner out of it, the page saying that browser could still log in."""
+    owner = app.test_client()
+    assert owner.post("/login", data={"username": "finance", "password": staff["finance"]}, environ_base=OWNER).status_code == 302
+    new = "Brand-new-pass-9x"
+    changed = owner.post("/password", data={"current": staff["finance"], "new": new, "confirm": new}, environ_base=OWNER)
+    assert changed.status_code == 302, changed.get_data(as_text=True)
+    owner.post("/logout")
+    for i in range(app.config["LOGIN_MAX_FAILURES_PER_LOGIN"] + 1):
+        app.test_client().post(
+            "/login", data={"username": "finance", "password": f"g{i}"}, environ_base={"REMOTE_ADDR": f"203.0.113.{i + 1}"}
+        )
+    back = owner.post("/login", data={"username": "finance", "password": new}, environ_base=OWNER)
+    assert back.status_code == 302, back.get_data(as_text=True)[-600:]
+
+
 def test_a_password_reset_lets_a_locked_out_login_in(client: FlaskClient, runner: FlaskCliRunner, staff: dict[str, str]) -> None:
     import json
 
