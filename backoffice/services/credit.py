@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 import ledger
 from backoffice.errors import Conflict, DomainError, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, LedgerEvent
+from backoffice.models.accounts import ENDED_ACCOUNT_STATUSES
 from backoffice.models.ledger import REVERSAL_REASON_LENGTH
 from backoffice.money import format_money
 from backoffice.services import audit
@@ -37,6 +38,14 @@ class UsageLine:
     carrier: str
     messages: int
     amount: Decimal
+
+
+def closed_account(account: EnterpriseAccount, action: str) -> Conflict:
+    """The refusal of money put on an account that has ended for good."""
+    return Conflict(
+        f"账户 {account.code}（{account.customer_name}）已关闭，不能{action}：请驳回该到账记录，"
+        "如客户已开新账户，再为新账户登记这笔汇款；否则请与客户联系，人工处理"
+    )
 
 
 def _account(session: Session, code: str, *, lock: bool = False) -> EnterpriseAccount:
@@ -113,6 +122,8 @@ def credit_receipt(
             raise Conflict(f"银行流水号 {bank_ref} 已用于另一笔到账，不能重复入账")
         return existing
     account = _account(session, account_code, lock=True)  # what it settles is read from the row it changes
+    if account.status in ENDED_ACCOUNT_STATUSES:  # read under the lock: closed by a forfeit that committed meanwhile
+        raise closed_account(account, "入账")
     settles = min(amount, account.receivable)
     releases = min(settles, account.contracted_credit)
     credit = releases + (amount - settles)
@@ -286,7 +297,10 @@ def forfeit_balance(session: Session, *, account_code: str, reason: str, on: dat
     remaining balance is not refunded. Closes the account; nothing to book if it was empty."""
     if not reason.strip():
         raise ValidationFailed({"reason": "请填写原因"})
-    account = _account(session, account_code)
+    # Locked: a confirmation crediting the account meanwhile either lands first (and is
+    # forfeited with the rest) or waits and is refused (found by a review: read unlocked, a
+    # credit committed in between stayed on the closed account).
+    account = _account(session, account_code, lock=True)
     amount = account.balance
     account.status = "closed"
     audit.record(session, actor, "forfeit_balance", "account", account_code, amount=str(amount), reason=reason)

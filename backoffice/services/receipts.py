@@ -30,7 +30,7 @@ from backoffice.models.ledger import REVERSAL_REASON_LENGTH
 from backoffice.money import MoneyFormatError, format_money, parse_decimal
 from backoffice.services import audit
 from backoffice.services.accounts import get_account
-from backoffice.services.credit import credit_receipt, reverse_event
+from backoffice.services.credit import closed_account, credit_receipt, reverse_event
 from backoffice.services.sql import MAX_INT_ID
 from backoffice.services.staged_files import stage_file
 from reports.bank_statements import REFERENCE
@@ -331,13 +331,10 @@ def confirm_receipt(
         return Confirmation(receipt, credited=False, already=True, invoice=invoice, balance=receipt.account.balance)
     if receipt.status not in ("pending", "approved"):
         _refuse_state(receipt, "确认入账")
-    if (account := receipt.account).status in ENDED_ACCOUNT_STATUSES:
+    if receipt.account.status in ENDED_ACCOUNT_STATUSES:
         # Found by a review: a receipt recorded before its account was closed was still credited,
-        # money on an account that can never send again.
-        raise Conflict(
-            f"账户 {account.code}（{account.customer_name}）已关闭，不能确认入账：请驳回该到账记录，"
-            "如客户已开新账户，再为新账户登记这笔汇款；否则请与客户联系，人工处理"
-        )
+        # money on an account that can never send again (credit_receipt checks again under its lock).
+        raise closed_account(receipt.account, "确认入账")
     now = utcnow()
     if receipt.amount > four_eyes_threshold:
         if actor == receipt.recorded_by:
