@@ -154,7 +154,12 @@ def after_commit_catch_up(app: Flask) -> list[str]:
     from backoffice.services.bookkeeping import post_pending
     from backoffice.services.staged_files import unpromoted
 
-    warnings = [f"文件暂未就位（已保存为 .pending，调度进程会自动恢复）：{path}" for path in unpromoted(db.session)]
+    warnings = [
+        f"文件暂未就位（已保存为 .pending，调度进程会自动恢复）：{path}"
+        if kept
+        else f"文件丢失（未能放到位，也没有 .pending 副本），请联系管理员：{path}"
+        for path, kept in unpromoted(db.session)
+    ]
     try:
         post_pending(db.session, Path(app.config["LEDGER_PATH"]))
         db.session.commit()

@@ -82,9 +82,10 @@ def discard_staged(session: Session) -> None:
             pending.unlink()
 
 
-def unpromoted(session: Session) -> list[Path]:
-    """The files of the session's last commits that could not be moved into place (and are
-    left for `recover_staged_files`); asking forgets them."""
+def unpromoted(session: Session) -> list[tuple[Path, bool]]:
+    """The files of the session's last commits that could not be moved into place, each with
+    whether its `.pending` copy is there for `recover_staged_files` (else it is lost: removed
+    meanwhile as stale, found by a review); asking forgets them."""
     return session.info.pop(_UNPROMOTED, [])
 
 
@@ -111,8 +112,12 @@ def _promote(session: Session) -> None:
         except Exception:
             if _in_place(pending, final):  # by a recovery in another process, meanwhile
                 continue
-            log.exception("committed file not moved into place (left as %s for the recovery)", pending)
-            session.info.setdefault(_UNPROMOTED, []).append(final)
+            kept = pending.exists()
+            if kept:
+                log.exception("committed file not moved into place (left as %s for the recovery)", pending)
+            else:
+                log.exception("committed file %s lost: neither it nor %s is there", final, pending)
+            session.info.setdefault(_UNPROMOTED, []).append((final, kept))
     for folder in sorted(folders):
         try:
             fsync_folder(folder)

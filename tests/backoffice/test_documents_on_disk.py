@@ -83,6 +83,26 @@ def test_a_rename_failing_after_the_commit_still_answers_posts_the_books_and_war
     assert db.session.get(Receipt, receipt_id).status == "confirmed"
 
 
+def test_a_staged_file_removed_before_its_commit_is_said_lost_not_left_for_the_recovery(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a transaction open longer than the recovery's hour (or a file server's
+    clock ahead) had its `.pending` file removed as stale; the commit then warned that the
+    scheduler would put the file in place, though nothing was left to put there."""
+    receipt_id = recorded_receipt(app, runner)
+    real = os.replace
+
+    def removed_meanwhile(src: Any, dst: Any, **kwargs: Any) -> None:
+        if str(src).endswith(".pending"):
+            os.unlink(src)  # the recovery in another process took it for a dead transaction's
+        real(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "replace", removed_meanwhile)
+    result = runner.invoke(args=["finance", "confirm", str(receipt_id), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "文件丢失" in result.stderr and "FP-2026-000001.pdf" in result.stderr and "自动恢复" not in result.stderr
+
+
 def test_a_rename_failing_after_the_commit_is_not_an_error_page_on_the_web(
     app: Flask, client: FlaskClient, runner: FlaskCliRunner, staff: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
