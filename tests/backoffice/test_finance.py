@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import BytesIO
@@ -1168,6 +1169,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound, never listening, so
+    no other test process (the suite runs in two) can start a server on it meanwhile."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
 def test_email_with_the_invoice_reaches_a_real_smtp_server_once(app: Flask, runner: FlaskCliRunner) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Message as MessageHandler
@@ -1300,8 +1312,8 @@ def test_a_password_is_not_sent_to_a_server_without_tls(app: Flask, runner: Flas
     assert note.status in ("pending", "failed") and "STARTTLS" in (note.last_error or "")
 
 
-def test_an_unreachable_smtp_server_is_retried_later(app: Flask, runner: FlaskCliRunner) -> None:
-    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())  # nothing listens there
+def test_an_unreachable_smtp_server_is_retried_later(app: Flask, runner: FlaskCliRunner, refusing_port: int) -> None:
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=refusing_port)  # nothing listens there
     make_contract(app, "sms_business_service")
     assert run(runner, "finance", "notify", "--json")[1]["retry"] == 1
     note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
@@ -1309,12 +1321,12 @@ def test_an_unreachable_smtp_server_is_retried_later(app: Flask, runner: FlaskCl
     assert run(runner, "finance", "notify", "--json")[1]["retry"] == 0  # not due yet
 
 
-def test_an_unreachable_smtp_server_is_retried_after_every_delay(app: Flask, runner: FlaskCliRunner) -> None:
+def test_an_unreachable_smtp_server_is_retried_after_every_delay(app: Flask, runner: FlaskCliRunner, refusing_port: int) -> None:
     """Found by a review: the last delay (6 h) was never waited, so an outage of 2 h 36 min lost
     every notice queued in it."""
     from backoffice.services.notifications import RETRY_DELAYS
 
-    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=refusing_port)
     make_contract(app, "sms_business_service")
     now, waits = FIXED_NOW, []
     while True:
