@@ -240,6 +240,7 @@ jobs_cli = CommandGroup("jobs", help="定时任务")
 demo_cli = CommandGroup("demo", help="演示数据")
 user_cli = CommandGroup("user", help="员工账号")
 finance_cli = CommandGroup("finance", help="财务：到账登记与确认、对账单导入、发票、通知")
+documents_cli = CommandGroup("documents", help="合同、发票、汇款凭证文件")
 
 
 @contract_cli.command("templates")
@@ -599,6 +600,24 @@ def ledger_sync() -> None:
         count = post_pending(db.session, Path(current_app.config["LEDGER_PATH"]))
         db.session.commit()
     click.echo(f"记账 {count} 笔")
+
+
+@documents_cli.command("recover")
+@click.option("--json", "as_json", is_flag=True)
+def documents_recover(as_json: bool) -> None:
+    """Put in place the committed documents left `.pending` (a process that died between its
+    commit and the rename, a rename that failed), as the scheduler does at its start and every
+    night; remove old `.pending` files no committed row names. Exit 1 if a file could not be."""
+    from backoffice.services.staged_files import recover_staged_files
+
+    with refusals(as_json):
+        recovery = recover_staged_files(db.session, Path(current_app.config["DOCUMENTS_PATH"]))
+        db.session.rollback()  # (it only read)
+    lines = [f"放回 {len(recovery.promoted)} 个已提交的文件，清除 {len(recovery.removed)} 个遗留的 .pending 文件"]
+    lines += [f"  放回：{path}" for path in recovery.promoted] + [f"  问题：{problem}" for problem in recovery.problems]
+    _emit({"promoted": recovery.promoted, "removed": recovery.removed, "problems": recovery.problems}, as_json, "\n".join(lines))
+    if recovery.problems:
+        raise SystemExit(1)
 
 
 @jobs_cli.command("run")
@@ -1108,5 +1127,6 @@ def register_cli(app: Flask) -> None:
 
     account_cli.add_command(account_api_key)
     account_cli.add_command(account_settings)
-    for group in (contract_cli, account_cli, ledger_cli, jobs_cli, demo_cli, user_cli, finance_cli, dispatch_cli, smsc_cli):
+    groups = (contract_cli, account_cli, ledger_cli, jobs_cli, demo_cli, user_cli, finance_cli, documents_cli, dispatch_cli, smsc_cli)
+    for group in groups:
         app.cli.add_command(group)
