@@ -36,14 +36,16 @@ def _secret_key(instance: Path) -> str:
     reads a key half written (a second review: one that died mid-write stopped every start)."""
     stored = instance / "secret_key"
     try:
-        key = stored.read_text().strip()
+        key, found = stored.read_text().strip(), True
     except FileNotFoundError:
-        key = ""
+        key, found = "", False
     except OSError as unreadable:
         raise ConfigError(f"SECRET_KEY 未设置，且 {stored} 无法读取（{unreadable}）") from None
     if key:
         return key
-    if stored.exists():
+    # Empty as read, not absent then: another process may have linked its key in since our read
+    # (found by the suite in two processes: a start beside another was refused as "空文件").
+    if found:
         raise ConfigError(f"SECRET_KEY 未设置，且 {stored} 是空文件：删除它（将自动重新生成），或设置 SECRET_KEY")
     key = secrets.token_hex(32)
     try:
