@@ -11,7 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
-from dispatch.smpp_link import TEMPORARY_STATUSES, parse_command_statuses
+from backoffice.services.sql import SYNCHRONOUS_COMMIT
+from dispatch.smpp_link import RECEIPT_ID_FORMATS, TEMPORARY_STATUSES, parse_command_statuses
 
 
 def _instance_path() -> Path:
@@ -67,6 +68,18 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return _setting(name, default, str.lower, f"只能是 {shown} 之一", lambda v: v in choices)
 
 
+def _one_of(name: str, default: str, choices: tuple[str, ...], empty: str) -> str:
+    """The environment's `name` as written when it is one of `choices` (case aside) or empty
+    (which means `empty`: the setting's reader says how); `default` when unset. Found by a review:
+    these were read only by the dispatcher, which failed on a wrong one, or not checked at all."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.strip() and raw.strip().lower() not in choices:
+        raise ConfigError(f"{name}={raw!r}：只能是 {'、'.join(choices)} 之一，或留空（{empty}）")
+    return raw.strip()
+
+
 def _statuses(name: str, default: frozenset[int]) -> frozenset[int]:
     """SMPP command statuses, comma-separated (hex, decimal or names), or `default` when unset or empty."""
     raw = os.environ.get(name, "").strip()
@@ -119,7 +132,7 @@ class Config:
         self.SMSC_MAX_TPS = _float("SMSC_MAX_TPS", 0.0)
         # How the SMSC's receipt ids relate to its submit_sm_resp ids: auto (the same, else a
         # hex/decimal reading once the receipt cannot be early), same, decimal or hex (README).
-        self.SMSC_RECEIPT_ID_FORMAT = env.get("SMSC_RECEIPT_ID_FORMAT", "auto")
+        self.SMSC_RECEIPT_ID_FORMAT = _one_of("SMSC_RECEIPT_ID_FORMAT", "auto", RECEIPT_ID_FORMATS, "auto")
         self.DISPATCH_WINDOW = _int("DISPATCH_WINDOW", 10, 1)
         self.DISPATCH_BATCH = _int("DISPATCH_BATCH", 200, 1)
         self.DISPATCH_LEASE_SECONDS = _int("DISPATCH_LEASE_SECONDS", 300, 1)
@@ -133,10 +146,12 @@ class Config:
         self.DISPATCH_TEMPORARY_STATUSES = _statuses("DISPATCH_TEMPORARY_STATUSES", TEMPORARY_STATUSES)
         self.DISPATCH_TEMPORARY_RETRY_MAX_SECONDS = _float("DISPATCH_TEMPORARY_RETRY_MAX_SECONDS", 600.0)
         self.DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS = _float("DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS", 60.0)
-        self.DISPATCH_SQLITE_SYNCHRONOUS = env.get("DISPATCH_SQLITE_SYNCHRONOUS", "NORMAL")
+        self.DISPATCH_SQLITE_SYNCHRONOUS = _one_of(
+            "DISPATCH_SQLITE_SYNCHRONOUS", "NORMAL", ("off", "normal", "full", "extra"), "SQLite 的默认"
+        )
         # PostgreSQL: how the worker's and the API intake's commits wait for the disk (README)
-        self.DISPATCH_PG_SYNCHRONOUS_COMMIT = env.get("DISPATCH_PG_SYNCHRONOUS_COMMIT", "off")
-        self.INTAKE_PG_SYNCHRONOUS_COMMIT = env.get("INTAKE_PG_SYNCHRONOUS_COMMIT", "off")
+        self.DISPATCH_PG_SYNCHRONOUS_COMMIT = _one_of("DISPATCH_PG_SYNCHRONOUS_COMMIT", "off", SYNCHRONOUS_COMMIT, "服务器自己的设置")
+        self.INTAKE_PG_SYNCHRONOUS_COMMIT = _one_of("INTAKE_PG_SYNCHRONOUS_COMMIT", "off", SYNCHRONOUS_COMMIT, "服务器自己的设置")
         # When the operations page and `dispatch status` call something a problem (README)
         self.DISPATCH_ALERT_SILENT_SECONDS = _int("DISPATCH_ALERT_SILENT_SECONDS", 60)
         self.DISPATCH_ALERT_LINK_DOWN_SECONDS = _int("DISPATCH_ALERT_LINK_DOWN_SECONDS", 120)
@@ -159,7 +174,8 @@ class Config:
         self.LOGIN_KNOWN_BROWSER_DAYS = _int("LOGIN_KNOWN_BROWSER_DAYS", 90)
         # Behind HTTPS (production): the session cookie is only sent over TLS. `make run` serves
         # plain HTTP on loopback, so it is off unless set.
-        self.SESSION_COOKIE_SECURE = env.get("SESSION_COOKIE_SECURE", "").strip().lower() in ("1", "true", "yes", "on")
+        secure = _one_of("SESSION_COOKIE_SECURE", "", ("1", "true", "yes", "on", "0", "false", "no", "off"), "off")
+        self.SESSION_COOKIE_SECURE = secure.lower() in ("1", "true", "yes", "on")
         self.SESSION_COOKIE_SAMESITE = "Lax"
         # Reverse proxies in front of gunicorn (nginx: 1) whose X-Forwarded-For/-Proto are trusted:
         # the client's own address then counts failed logins, not the proxy's (0: none trusted)

@@ -32,6 +32,13 @@ ROOT = Path(__file__).resolve().parents[2]
         ("DISPATCH_TEMPORARY_STATUSES", "0x08,sysfail", "“sysfail” 不是 SMPP 错误码"),
         ("DISPATCH_TEMPORARY_STATUSES", "0x08,0", "是 ESME_ROK"),
         ("DISPATCH_TEMPORARY_RETRY_MAX_SECONDS", "-60", "不小于 0 的数"),
+        # Found by a review: these were read by the dispatcher alone (a worker restarting every
+        # 5 s on a traceback for a wrong SQLite level) or not checked (a typo left cookies unsecured).
+        ("SMSC_RECEIPT_ID_FORMAT", "hexadecimal", "auto、same、decimal、hex"),
+        ("DISPATCH_SQLITE_SYNCHRONOUS", "normall", "off、normal、full、extra"),
+        ("DISPATCH_PG_SYNCHRONOUS_COMMIT", "of", "on、off、local"),
+        ("INTAKE_PG_SYNCHRONOUS_COMMIT", "always", "on、off、local"),
+        ("SESSION_COOKIE_SECURE", "maybe", "1、true、yes、on、0、false"),
     ],
 )
 def test_a_setting_that_cannot_work_is_named_with_what_it_should_be(
