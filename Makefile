@@ -14,8 +14,9 @@ PORT ?= 5000
 SMSC_SIMULATOR_PORT ?= 2775
 # Pango for WeasyPrint, harfbuzz-subset for fast font subsetting (13 s -> 0.2 s a contract),
 # a CJK font, poppler for PDF checks in tests, Chromium for the browser tests, PostgreSQL's
-# server for the tests that run on it (tests/postgresql start their own, on loopback).
-SYSTEM_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-wqy-zenhei fonts-dejavu-core poppler-utils chromium postgresql
+# server for the tests that run on it (tests/postgresql start their own, on a Unix socket), and venv
+# for Debian's own python3.11 (`python3.11 -m venv` needs ensurepip, which Debian ships apart).
+SYSTEM_PACKAGES := python3.11-venv libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-wqy-zenhei fonts-dejavu-core poppler-utils chromium postgresql
 
 .PHONY: run test lint install system-packages venv migrate demo clean
 
