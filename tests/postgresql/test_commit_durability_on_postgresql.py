@@ -78,7 +78,7 @@ def test_the_levels_come_from_the_environment_and_the_urls_own_options_stay(
     config = Config()
     assert (config.DISPATCH_PG_SYNCHRONOUS_COMMIT, config.INTAKE_PG_SYNCHRONOUS_COMMIT) == ("local", "on")
     monkeypatch.setenv("INTAKE_PG_SYNCHRONOUS_COMMIT", "bogus")
-    with pytest.raises(ConfigError, match="没有 synchronous_commit 级别 'bogus'"):
+    with pytest.raises(ConfigError, match="INTAKE_PG_SYNCHRONOUS_COMMIT='bogus'：只能是 on、off、local"):
         create_app(app_config(tmp_path / "bad", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
     monkeypatch.delenv("INTAKE_PG_SYNCHRONOUS_COMMIT")
 
