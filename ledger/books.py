@@ -36,24 +36,33 @@ class LedgerWriteError(RuntimeError):
     """The books could not be written consistently; nothing was changed."""
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new name in `folder` durable: without it a power cut can undo it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, content: bytes | str) -> None:
+    """Write `path` whole or not at all, durably (text as UTF-8): a temporary file in the same
+    folder, synced, renamed into place, the folder synced. A failure (a full disk) removes the
+    temporary file, so retries do not pile up half-written ones. The books' files, and the
+    backoffice's outbox (the one helper of both)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content.encode("utf-8") if isinstance(content, str) else content)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        os.replace(temporary, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_folder(path.parent)
 
 
 def _digest(path: Path) -> str:
@@ -205,8 +214,8 @@ class Books:
                 f"账簿主文件 {self.main} 不存在，但账簿目录中还有 {shown}：不能另起一套账簿覆盖它们。"
                 "请找回该文件，或用 ledger rebuild --replace 从记账事件重建账簿"
             )
-        _atomic_write(accounts, opens)
-        _atomic_write(self.main, header)
+        write_atomically(accounts, opens)
+        write_atomically(self.main, header)
         self._save_manifest(
             {name: [hashlib.sha256(text.encode("utf-8")).hexdigest()] for name, text in ((ACCOUNTS, opens), (MAIN, header))}
         )
@@ -234,7 +243,7 @@ class Books:
         return manifest
 
     def _save_manifest(self, manifest: dict[str, list[str]]) -> None:
-        _atomic_write(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+        write_atomically(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
     def tampered(self) -> list[str]:
         """Files changed outside this writer since it last wrote them, and month files it never
@@ -349,7 +358,7 @@ class Books:
             manifest[name] = [_digest(self.root / name), digest]
         self._save_manifest(manifest)
         for name in sorted(new_text, key=lambda n: (n != ACCOUNTS, n == MAIN, n)):
-            _atomic_write(self.root / name, new_text[name])
+            write_atomically(self.root / name, new_text[name])
         for name, digest in digests.items():
             manifest[name] = [digest]
         self._save_manifest(manifest)

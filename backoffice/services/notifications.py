@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 from backoffice.clock import to_local, utcnow
 from backoffice.models import Contract, EnterpriseAccount, Invoice, Notification, Receipt
 from backoffice.money import format_money
-from backoffice.services.staged_files import recover_file, write_atomically
+from backoffice.services.staged_files import recover_file
+from ledger.books import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +236,8 @@ def _email(session: Session, note: Notification, settings: MailSettings) -> Emai
         path = (settings.documents_root / relative).resolve()
         if not path.is_relative_to(settings.documents_root.resolve()):
             raise ValueError(f"attachment outside the documents folder: {relative}")
-        if not path.is_file():  # committed, but its process died before moving it into place: now, not after every retry
-            recover_file(session, settings.documents_root, relative)
+        # Committed, but its process died before moving it into place: put there now, not after every retry.
+        recover_file(session, settings.documents_root, relative)
         message.add_attachment(path.read_bytes(), maintype="application", subtype="pdf", filename=path.name)
     return message
 

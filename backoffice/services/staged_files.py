@@ -1,7 +1,6 @@
 """Files that belong to a database transaction: written under a temporary name, moved into
 place when the transaction commits, deleted when it rolls back. A failed issue leaves no file;
-a committed one its process could not move into place is recovered later. Also the backoffice's
-one way to write a file whole and durably (`write_atomically`)."""
+a committed one its process could not move into place is recovered later."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,40 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from ledger.books import fsync_folder
+
 log = logging.getLogger(__name__)
 _KEY = "staged_files"
 _UNPROMOTED = "staged_files_unpromoted"
 #: A `.pending` file no committed row names, older than this, belongs to no transaction in
 #: progress (an issue holds its transaction for seconds): a process died before its rollback.
 STALE_PENDING_SECONDS = 3600
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename or a new name in `folder` durable: without it a power cut can undo it."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write `path` whole or not at all, durably: a temporary file in the same folder, synced,
-    renamed into place, the folder synced. A failure (a full disk) removes the temporary file,
-    so retries do not pile up half-written ones."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    fsync_folder(path.parent)
 
 
 def pending_name(path: Path) -> Path:

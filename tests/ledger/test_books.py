@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -151,6 +152,20 @@ def test_books_that_no_longer_parse_are_reported_and_never_appended_to(tmp_path:
     assert month.read_bytes() == before
 
 
+def disk_full_writing(monkeypatch: pytest.MonkeyPatch, full: Callable[[Path], bool]) -> Callable[[], None]:
+    """The books' writes find the disk full for the files `full` picks, every other goes through;
+    what it returns gives the room back."""
+    write = books_module.write_atomically
+
+    def writes(path: Path, content: bytes | str) -> None:
+        if full(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, content)
+
+    monkeypatch.setattr(books_module, "write_atomically", writes)
+    return lambda: monkeypatch.setattr(books_module, "write_atomically", write)
+
+
 @pytest.mark.parametrize("day", [date(2026, 11, 24), date(2026, 12, 1)], ids=["month-file-on-disk", "month-file-not-yet-written"])
 def test_failed_writes_of_a_month_leave_books_that_take_the_next_posting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, day: date
@@ -161,18 +176,11 @@ def test_failed_writes_of_a_month_leave_books_that_take_the_next_posting(
     books = Books(tmp_path)
     books.post([credit("first")])
     month = tmp_path / f"{day:%Y}" / f"{day:%Y-%m}.beancount"
-    write = books_module._atomic_write
-
-    def disk_full_for_the_month(path: Path, text: str) -> None:
-        if path == month:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        write(path, text)
-
-    monkeypatch.setattr(books_module, "_atomic_write", disk_full_for_the_month)
+    room_again = disk_full_writing(monkeypatch, lambda path: path == month)
     for _ in range(2):
         with pytest.raises(OSError):
             books.post([credit("second", code="E000002", day=day)])
-    monkeypatch.setattr(books_module, "_atomic_write", write)
+    room_again()
     assert check_books(tmp_path / MAIN) == []
     assert books.post([credit("second", code="E000002", day=day)]) == ["second"]
     assert check_books(tmp_path / MAIN) == []
@@ -184,17 +192,10 @@ def test_a_new_month_written_without_its_include_in_main_is_included_by_the_retr
     was called posted and missing from the books while the checker passed."""
     books = Books(tmp_path)
     books.post([credit("nov", day=date(2026, 11, 30))])
-    write = books_module._atomic_write
-
-    def disk_full_for_main(path: Path, text: str) -> None:
-        if path.name == MAIN:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        write(path, text)
-
-    monkeypatch.setattr(books_module, "_atomic_write", disk_full_for_main)
+    room_again = disk_full_writing(monkeypatch, lambda path: path.name == MAIN)
     with pytest.raises(OSError):
         books.post([credit("dec", code="E000002", day=date(2026, 12, 1))])
-    monkeypatch.setattr(books_module, "_atomic_write", write)
+    room_again()
     assert books.post([credit("dec", code="E000002", day=date(2026, 12, 1))]) == []  # already in December's file
     assert books.included_months() == ["2026/2026-11.beancount", "2026/2026-12.beancount"]
     assert check_books(tmp_path / MAIN) == []
@@ -405,20 +406,11 @@ def test_books_whose_main_file_is_gone_are_not_started_again_over_the_others(tmp
 
 
 def test_a_first_start_cut_short_after_the_accounts_file_starts_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ledger import books as module
-
-    real = module._atomic_write
-
-    def full_at_main(path: Path, text: str) -> None:
-        if path.name == MAIN:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, text)
-
-    monkeypatch.setattr(module, "_atomic_write", full_at_main)
+    room_again = disk_full_writing(monkeypatch, lambda path: path.name == MAIN)
     with pytest.raises(OSError):
         Books(tmp_path).post([credit("nov")])
     assert (tmp_path / "accounts.beancount").exists() and not (tmp_path / MAIN).exists()
-    monkeypatch.undo()
+    room_again()
     Books(tmp_path).post([credit("nov")])  # the accounts file is the one a first start writes first
     assert check_books(tmp_path / MAIN) == []
 
