@@ -102,7 +102,7 @@ def send_document(relative: str | None, mimetype: str | None = None, *, sha256: 
     path = (root / (relative or "")).resolve()
     if not relative or not path.is_relative_to(root):
         abort(404)
-    if not path.is_file() and not recover_file(db.session, documents, relative):
+    if not recover_file(db.session, documents, relative):  # (in place already: True at once)
         abort(404)
     content = path.read_bytes()  # (small files: a contract, an invoice, a voucher)
     if sha256 and hashlib.sha256(content).hexdigest() != sha256:
