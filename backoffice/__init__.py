@@ -89,6 +89,7 @@ def database_full(error: sa.exc.DBAPIError) -> bool:
     return any(words in str(error.orig).lower() for words in ("database or disk is full", "no space left on device"))
 
 
+DATABASE_BUSY = "系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试"
 DATABASE_FULL = "磁盘空间不足，数据库无法写入，未做任何更改：请管理员清理磁盘后重试"
 
 
@@ -294,7 +295,7 @@ def _error_handlers(app: Flask) -> None:
         busy, full = database_busy(error), database_full(error)
         if busy:
             app.logger.warning("database busy: %s", database_error(error))
-            message = "系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试"
+            message = DATABASE_BUSY
         elif full:  # was "数据库暂时无法使用": the administrator is told what to mend
             app.logger.error("database cannot write, its disk is full: %s", database_error(error))
             message = DATABASE_FULL

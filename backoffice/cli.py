@@ -91,11 +91,11 @@ def read_json_object(path: Path) -> dict[str, Any]:
 def busy_error(exc: Exception) -> DomainError:
     """The database is locked by other writers (nothing was changed, try again), or its disk is
     full. Any other operational error (a missing table, a lost connection) is raised."""
-    from backoffice import DATABASE_FULL, database_busy, database_full
+    from backoffice import DATABASE_BUSY, DATABASE_FULL, database_busy, database_full
 
     db.session.rollback()
     if isinstance(exc, sa.exc.DBAPIError) and database_busy(exc):
-        error = DomainError("系统繁忙（数据库被其他操作占用），未做任何更改，请稍后重试")
+        error = DomainError(DATABASE_BUSY)
         error.status, error.code = 503, "busy"
         return error
     if isinstance(exc, sa.exc.DBAPIError) and database_full(exc):  # was a traceback (found by a review)
