@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -39,11 +39,20 @@ class Inspection(NamedTuple):
     notes: list[str]  # what the check went without (a disk that takes no writes); its result stands
 
 
-def _load(source: Path | str) -> tuple[list[data.Directive], list[str]]:
-    """Load a file, or beancount text (whose includes are absolute paths)."""
+def _load(source: Path | str, where: Callable[[int], tuple[str, int]] | None = None) -> tuple[list[data.Directive], list[str]]:
+    """Load a file, or beancount text (whose includes are absolute paths); `where` turns a line
+    of that text into the file and line it came from."""
     # positional: (log_timings, extra_validations, encoding); no pickle cache, ever
     entries, errors, _ = loader._load([(str(source), True) if isinstance(source, Path) else (source, False)], None, None, None)
-    messages = [f"{e.source.get('filename', '?')}:{e.source.get('lineno', '?')}: {e.message}" if e.source else e.message for e in errors]
+    messages = []
+    for e in errors:
+        if not e.source:
+            messages.append(e.message)
+            continue
+        filename, lineno = e.source.get("filename", "?"), e.source.get("lineno", "?")
+        if where is not None and filename == "<string>" and isinstance(lineno, int):
+            filename, lineno = where(lineno)
+        messages.append(f"{filename}:{lineno}: {e.message}")
     return entries, messages
 
 
@@ -66,22 +75,62 @@ def _include(path: Path) -> str:
     return f'include "{quoted}"\n'
 
 
-def _check_month(root: Path, header: str, name: str, opening: Mapping[str, Decimal]) -> tuple[list[str], dict[str, Decimal]]:
-    """Load one month file on its own, opened with the balances carried forward from all months
-    before it (one transaction, flag "C"), so its balance assertions are checked against the
-    whole history; return beancount's errors and the month's own postings per account. What
-    opens the month is text in memory, not a probe file beside the books: writing that made the
-    check die on a full or read-only disk (found by a review)."""
-    from ledger.books import ACCOUNTS
+class _Piece(NamedTuple):
+    """A file's text as read under the lock, or None for a file that was not there."""
 
-    lines = [header, _include(root / ACCOUNTS), f"{OPENING_DATE} open {CARRIED}\n"]
+    path: Path
+    text: str | None
+
+
+class _Snapshot(NamedTuple):
+    """What a check needs from the books, read under their lock in one go."""
+
+    problems: list[str]  # files changed outside the writer
+    header: str  # main.beancount's options, before its first include
+    chart: _Piece
+    months: list[tuple[str, _Piece]]  # in main's order
+
+
+def _check_month(
+    header: str, chart: _Piece, name: str, month: _Piece, opening: Mapping[str, Decimal]
+) -> tuple[list[str], dict[str, Decimal]]:
+    """Load one month on its own, opened with the balances carried forward from all months
+    before it (one transaction, flag "C"), so its balance assertions are checked against the
+    whole history; return beancount's errors and the month's own postings per account.
+
+    Everything is text in memory, read under the books' lock (`_read_snapshot`): the month and
+    the chart as they were then, whatever a writer appended since (the lock is not held while
+    beancount loads), and no probe file beside the books (writing one made the check die on a
+    full or read-only disk; found by a review). Errors name the files and lines they would have
+    named had the files been included (a file that was not there is included, to be reported as such)."""
+    synthetic = [f"{OPENING_DATE} open {CARRIED}\n"]
     if any(opening.values()):
         day = _month_start(name) - timedelta(days=1)
-        lines.append(f'{day} C "承前页：以前月份余额结转"\n')
-        lines += [f"  {account}  {amount} {CURRENCY}\n" for account, amount in sorted(opening.items()) if amount]
-        lines.append(f"  {CARRIED}  {-sum(opening.values(), Decimal(0))} {CURRENCY}\n")
-    lines.append(_include(root / name))
-    entries, errors = _load("".join(lines))
+        synthetic.append(f'{day} C "承前页：以前月份余额结转"\n')
+        synthetic += [f"  {account}  {amount} {CURRENCY}\n" for account, amount in sorted(opening.items()) if amount]
+        synthetic.append(f"  {CARRIED}  {-sum(opening.values(), Decimal(0))} {CURRENCY}\n")
+    pieces: list[tuple[Path | None, str]] = [(None, header)]
+    for piece in (chart, None, month):
+        if piece is None:
+            pieces.append((None, "".join(synthetic)))
+        elif piece.text is None:
+            pieces.append((None, _include(piece.path)))
+        else:
+            pieces.append((piece.path, piece.text))
+    text, starts = "", []  # starts: (first line of the piece in `text`, its file)
+    line = 1
+    for path, part in pieces:
+        if part and not part.endswith("\n"):
+            part += "\n"
+        starts.append((line, path))
+        text += part
+        line += part.count("\n")
+
+    def where(lineno: int) -> tuple[str, int]:
+        first, path = max((s for s in starts if s[0] <= lineno), key=lambda s: s[0], default=(1, None))
+        return ("<string>", lineno) if path is None else (str(path.absolute()), lineno - first + 1)
+
+    entries, errors = _load(text, where)
     totals = posting_totals(e for e in entries if getattr(e, "flag", None) != "C")
     totals.pop(CARRIED, None)
     return errors, totals
@@ -100,8 +149,11 @@ def inspect_books(main: Path) -> Inspection:
     latest month is always checked afresh. So a year costs one month's load on a routine day,
     two after the month turns over, and the whole year only once, after a rebuild.
 
-    Holds the books' lock shared: a write half done (the manifest read before it, a file hashed
-    after it) was reported as a file edited by hand (found by a review). Writers wait for it."""
+    Holds the books' lock shared while it reads them, and only then: a write half done (the
+    manifest read before it, a file hashed after it) was reported as a file edited by hand
+    (found by a review). Beancount then checks the texts read, with the lock given back, so
+    writers wait for a read of the files, not for the check (which took seconds, and half a
+    minute after a rebuild, with every confirmation and posting waiting)."""
     main = Path(main)
     if not main.exists():
         return Inspection([f"账簿文件不存在：{main}"], {}, [])
@@ -109,23 +161,33 @@ def inspect_books(main: Path) -> Inspection:
 
     books = Books(main.parent)
     with books.locked(shared=True) as notes:
-        problems, balances, more = _inspect(main, books)
-        return Inspection(problems, balances, notes + more)
+        snapshot = _read_snapshot(main, books)
+        if not snapshot.months:  # books with no month yet: nothing worth releasing the lock for
+            entries, found = _load(main)
+            return Inspection(snapshot.problems + found, posting_totals(entries), notes)
+    problems, balances, more = _inspect(main, snapshot)
+    return Inspection(problems, balances, notes + more)
 
 
-def _inspect(main: Path, books: Books) -> Inspection:
+def _read_snapshot(main: Path, books: Books) -> _Snapshot:
     from ledger.books import ACCOUNTS, LedgerWriteError
 
     try:
         problems = books.tampered()
     except LedgerWriteError as damaged:  # the manifest: a finding, and beancount still checks the books
         problems = [str(damaged)]
-    months = books.included_months()
-    if not months:
-        entries, found = _load(main)
-        return Inspection(problems + found, posting_totals(entries), [])
+
+    def piece(path: Path) -> _Piece:
+        return _Piece(path, path.read_text(encoding="utf-8") if path.exists() else None)
+
+    months = [(name, piece(main.parent / name)) for name in books.included_months()]
     header = main.read_text(encoding="utf-8").split('include "', 1)[0]
-    chart_text = (main.parent / ACCOUNTS).read_text(encoding="utf-8") if (main.parent / ACCOUNTS).exists() else ""
+    return _Snapshot(problems, header, piece(main.parent / ACCOUNTS), months)
+
+
+def _inspect(main: Path, snapshot: _Snapshot) -> Inspection:
+    header, months = snapshot.header, snapshot.months
+    chart_text = snapshot.chart.text or ""
     store = main.parent / CHECK_DIR / SUMMARIES
     try:
         summaries: dict[str, Any] = json.loads(store.read_text(encoding="utf-8")) if store.exists() else {}
@@ -134,9 +196,8 @@ def _inspect(main: Path, books: Books) -> Inspection:
     kept: dict[str, Any] = {}
     balances: dict[str, Decimal] = {}
     errors: list[str] = []
-    for index, name in enumerate(months):
-        path = main.parent / name
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
+    for index, (name, month) in enumerate(months):
+        text = month.text or ""
         opening = "".join(f"{a}={v}\n" for a, v in sorted(balances.items()) if v)
         key = _digest(SUMMARY_VERSION, header, name, text, opening)
         known: dict[str, Any] | None = summaries.get(name)
@@ -149,7 +210,7 @@ def _inspect(main: Path, books: Books) -> Inspection:
             month_errors = list(known["errors"])
             totals = {a: Decimal(v) for a, v in known["totals"].items()}
         else:
-            month_errors, totals = _check_month(main.parent, header, name, balances)
+            month_errors, totals = _check_month(header, snapshot.chart, name, month, balances)
             chart_used = chart_text
         kept[name] = {
             "key": key,
@@ -162,7 +223,7 @@ def _inspect(main: Path, books: Books) -> Inspection:
         for account, amount in totals.items():
             balances[account] = balances.get(account, Decimal(0)) + amount
     notes = [] if (unsaved := _save_summaries(store, kept)) is None else [unsaved]
-    return Inspection(problems + errors, {a: v for a, v in balances.items() if a != CARRIED}, notes)
+    return Inspection(snapshot.problems + errors, {a: v for a, v in balances.items() if a != CARRIED}, notes)
 
 
 def _save_summaries(store: Path, summaries: Mapping[str, Any]) -> str | None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -290,6 +291,53 @@ def test_a_balance_assertion_catches_a_drift_of_one_unit(tmp_path: Path) -> None
     assert any("Balance failed" in p for p in inspect_books(tmp_path / MAIN)[0])
 
 
+def test_an_error_names_the_month_file_and_line_it_is_on(tmp_path: Path) -> None:
+    """The check loads texts read under the lock, not the files: its errors still name the file
+    and the line a reader finds them on."""
+    books = Books(tmp_path)
+    books.post([credit("c1", code="E000001", day=date(2026, 12, 1))])
+    books.post([Event("bal-wrong", "balance", date(2026, 12, 3), {"account_code": "E000001", "amount": "-1.00"})])
+    month = tmp_path / "2026" / "2026-12.beancount"
+    line = next(n for n, text in enumerate(month.read_text(encoding="utf-8").splitlines(), 1) if " balance " in text)
+    problems = check_books(tmp_path / MAIN)
+    assert [p for p in problems if "Balance failed" in p] and all(p.startswith(f"{month.absolute()}:{line}: ") for p in problems)
+
+
+def test_a_writer_waits_for_the_check_to_read_the_books_not_for_beancount(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check held the books' lock while beancount loaded them (seconds a day at 1,000
+    accounts, half a minute after a rebuild), and every posting waited: a finance confirmation's
+    request hung that long. Now the lock covers reading the files; the check's result is the
+    books as read, and the next check sees what was posted meanwhile."""
+    import ledger.check as check
+
+    books = Books(tmp_path)
+    books.post([credit("c1", code="E000001", day=date(2026, 12, 1))])
+    loading, posted = threading.Event(), threading.Event()
+    real = check._check_month
+
+    def slow(*args: Any) -> tuple[list[str], dict[str, Decimal]]:
+        loading.set()
+        posted.wait(timeout=10)
+        return real(*args)
+
+    monkeypatch.setattr(check, "_check_month", slow)
+    found: list[check.Inspection] = []
+    checker = threading.Thread(target=lambda: found.append(check.inspect_books(tmp_path / MAIN)))
+    checker.start()
+    assert loading.wait(timeout=10)
+    writer = threading.Thread(target=lambda: books.post([credit("c2", code="E000002", day=date(2026, 12, 2))]))
+    writer.start()
+    writer.join(timeout=5)
+    wrote = not writer.is_alive()
+    posted.set()
+    checker.join(timeout=30)
+    writer.join(timeout=30)
+    assert wrote, "the posting waited for beancount's check"
+    assert found[0].problems == [] and "Assets:Receivable:E000002" not in found[0].balances
+    again = check.inspect_books(tmp_path / MAIN)
+    assert again.problems == [] and again.balances["Assets:Receivable:E000002"] == Decimal("1750.00")
+
+
 def test_a_month_is_checked_again_only_when_it_or_what_it_carries_forward_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Closed months are not reloaded on a routine check; a back-dated event reloads its month
     and every later one (their openings changed); the latest month is always reloaded."""
@@ -298,9 +346,9 @@ def test_a_month_is_checked_again_only_when_it_or_what_it_carries_forward_change
     loaded: list[str] = []
     real = check._check_month
 
-    def counting(work: Path, header: str, name: str, opening: dict[str, Decimal]) -> tuple[list[str], dict[str, Decimal]]:
+    def counting(header: str, chart: Any, name: str, month: Any, opening: dict[str, Decimal]) -> tuple[list[str], dict[str, Decimal]]:
         loaded.append(name)
-        return real(work, header, name, opening)
+        return real(header, chart, name, month, opening)
 
     monkeypatch.setattr(check, "_check_month", counting)
     books = Books(tmp_path)
