@@ -16,7 +16,11 @@ MONEY_PLACES = 2
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 #: Commas only as thousands separators: "1,750.00". Found by a review: every comma was dropped,
 #: so "1750,00" (a decimal comma) was read as 175000.
-_GROUPED_DECIMAL = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+#: The first group has no leading zero: "0,035" is a decimal comma (0.035), not 35 (a review).
+_GROUPED_DECIMAL = re.compile(r"-?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+#: A Chinese input method's full-width digits and signs, read as the ASCII ones (other scripts'
+#: digits stay refused: Decimal would read them, a person would not mean them).
+FULL_WIDTH_NUMBER = str.maketrans({**{0xFF10 + i: str(i) for i in range(10)}, 0xFF0E: ".", 0xFF0C: ",", 0xFF0D: "-", 0xFF0B: "+"})
 
 
 class MoneyFormatError(ValueError):
@@ -29,12 +33,12 @@ def parse_decimal(value: object, *, places: int) -> Decimal:
         raise MoneyFormatError("不是数字")
     if isinstance(value, float):
         value = repr(value)
-    text = format(value, "f") if isinstance(value, Decimal) and value.is_finite() else str(value).strip()
+    text = format(value, "f") if isinstance(value, Decimal) and value.is_finite() else str(value).strip().translate(FULL_WIDTH_NUMBER)
     if "," in text:
         if not _GROUPED_DECIMAL.fullmatch(text):
-            raise MoneyFormatError("千位分隔符（逗号）位置不对")
+            raise MoneyFormatError("千位分隔符（逗号）位置不对；小数请用小数点，如 0.035")
         text = text.replace(",", "")
-    # Plain ASCII digits only: no exponent, no underscores, no full-width or other-script digits.
+    # Plain ASCII digits only (full-width ones read as such above): no exponent, no underscores, no other-script digits.
     if not _PLAIN_DECIMAL.fullmatch(text):
         raise MoneyFormatError("不是数字")
     try:

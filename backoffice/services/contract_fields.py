@@ -23,7 +23,14 @@ from reports.glyphs import unprintable
 # ASCII digits only (re.ASCII): `\d` took every script's digits, and a reserved mobile typed in
 # Arabic-Indic digits was issued, stored as typed and refused by the dispatcher (a review).
 MOBILE = re.compile(r"^(?:\+?86|0086)?[-\s]?(1[3-9]\d{9})$", re.ASCII)
-LANDLINE = re.compile(r"^(0\d{2,3})[-\s]?(\d{7,8})(?:[-\s转](\d{1,6}))?$", re.ASCII)
+#: 400/800 service numbers, as companies list them (400-820-8820).
+SERVICE_NUMBER = re.compile(r"^([48]00)(\d{3})(\d{4})$", re.ASCII)
+#: A landline's digits once its separators are gone: 0 and an area code (3 digits with the 0 for
+#: 010 and 02x, 8-digit numbers; 4 elsewhere, 7 or 8), or +86 and the area code without its 0.
+LANDLINE_DIGITS = re.compile(r"^(?:(?:\+?86|0086)0?|0)([12]\d(?=\d{8}$)|[3-9]\d{2}(?=\d{7,8}$))(\d{7,8})$", re.ASCII)
+#: An extension after the number: 转 123, 分机 123, ext 123, x123, or a last "-123" (below).
+EXTENSION = re.compile(r"\s*(?:转|分机|ext\.?|x)\s*(\d{1,6})\s*$", re.ASCII | re.IGNORECASE)
+_PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
 POSTCODE = re.compile(r"^\d{6}$", re.ASCII)
 #: A Chinese input method's full-width digits and signs, and the no-break and thin spaces and
 #: dashes of a number copied from a web page or a Word document, read as the ASCII ones they stand for.
@@ -34,8 +41,53 @@ _FULL_WIDTH = str.maketrans(
         0xFF0D: "-",
         **dict.fromkeys((0x3000, 0x00A0, 0x2007, 0x2009, 0x202F), " "),
         **dict.fromkeys((0x2010, 0x2011, 0x2012, 0x2013, 0x2212), "-"),
+        0xFF08: "(",
+        0xFF09: ")",
+        0xFF0C: ",",
+        0xFF0E: ".",
     }
 )
+PHONE_MESSAGE = "不是有效的电话号码（手机如 138 0013 8000，固定电话带区号如 028-8600 1234 或 (028) 86001234，或 400-820-8820）"
+
+
+def _phone(text: str) -> str:
+    """A mobile (11 digits), a 400/800 number or a landline with its area code, as people write
+    them: spaces, dashes, dots and brackets anywhere, +86 in front, an extension behind (a
+    review found 028 8600-1234, (028)86001234, 138-0013-8000 and 400 numbers refused). Stored
+    as 13800138000, 400-820-8820, 028-86001234 or 028-86001234-123."""
+    compact = _PHONE_SEPARATORS.sub("", text)
+    if m := MOBILE.match(compact):
+        return m.group(1)
+    if m := SERVICE_NUMBER.match(compact):
+        return "-".join(m.groups())
+    number, extension = text, None
+    if m := EXTENSION.search(text):
+        number, extension = text[: m.start()], m.group(1)
+    candidates = [(number, extension)]
+    if extension is None and (m := re.fullmatch(r"(.*\d)\s*-\s*(\d{1,6})\s*", number)):
+        candidates.append((m.group(1), m.group(2)))  # 010-82746952-123: the whole first, then a last group as the extension
+    for main, ext in candidates:
+        if m := LANDLINE_DIGITS.match(_PHONE_SEPARATORS.sub("", main)):
+            area, local = m.groups()
+            return f"0{area}-{local}" + (f"-{ext}" if ext else "")
+    digits = _PHONE_SEPARATORS.sub("", number)
+    if digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 8:
+        raise ValueError(f"固定电话请带上区号，如 028-{digits}")
+    raise ValueError(PHONE_MESSAGE)
+
+
+def _count(value: Any) -> int:
+    """A whole number as typed: 2000000, 2,000,000, 2 000 000, full-width digits."""
+    if isinstance(value, (bool, float)):
+        raise ValueError("应为整数")
+    text = str(value).strip().translate(_FULL_WIDTH)
+    if re.fullmatch(r"-?[1-9]\d{0,2}(?:([, ])\d{3})(?:\1\d{3})*", text, re.ASCII):
+        text = text.replace(",", "").replace(" ", "")
+    if not re.fullmatch(r"-?\d{1,12}", text, re.ASCII):
+        raise ValueError("应为整数（如 2000000 或 2,000,000）")
+    return int(text)
+
+
 MARKUP = re.compile(r"<\s*[A-Za-z/!?]|javascript:", re.IGNORECASE)
 # C0 controls but tab/newline, DEL, surrogates and non-characters: never valid in a document.
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
@@ -120,18 +172,12 @@ def _clean(spec: FieldSpec, value: Any) -> Any:
     if kind in ("text", "textarea"):
         return _clean_text(spec, value)
     if kind == "mobile":
-        match = MOBILE.match(_clean_text(spec, value).translate(_FULL_WIDTH).replace(" ", ""))
+        match = MOBILE.match(_PHONE_SEPARATORS.sub("", _clean_text(spec, value).translate(_FULL_WIDTH)))
         if not match:
             raise ValueError("不是有效的中国大陆手机号码（11位，以1开头）")
         return match.group(1)
     if kind == "phone":
-        text = _clean_text(spec, value).translate(_FULL_WIDTH)
-        if m := MOBILE.match(text.replace(" ", "")):
-            return m.group(1)
-        if m := LANDLINE.match(text):
-            area, number, ext = m.groups()
-            return f"{area}-{number}" + (f"-{ext}" if ext else "")
-        raise ValueError("不是有效的电话号码（如 010-82746952 或 13800138000）")
+        return _phone(_clean_text(spec, value).translate(_FULL_WIDTH))
     if kind == "email":
         text = _clean_text(spec, value)
         try:
@@ -159,12 +205,7 @@ def _clean(spec: FieldSpec, value: Any) -> Any:
             raise ValueError(f"金额过大（上限 {MAX_AMOUNT} 元）")
         return amount
     if kind == "count":
-        if isinstance(value, (bool, float)):
-            raise ValueError("应为整数")
-        text = str(value).strip().replace(",", "")
-        if not re.fullmatch(r"-?\d{1,12}", text):
-            raise ValueError("应为整数")
-        number = int(text)
+        number = _count(value)
         if spec.min is not None and number < spec.min:
             raise ValueError(f"不能小于 {spec.min}")
         if spec.max is not None and number > spec.max:

@@ -150,7 +150,11 @@ def test_twelve_month_term_end_is_derived() -> None:
         ({"no_such_field": "x"}, "no_such_field", "没有这个字段"),
         ({"initial_amount": "1E+3"}, "initial_amount", "数字"),
         ({"price_per_message": "0.0_35"}, "price_per_message", "数字"),
-        ({"price_per_message": "０.035"}, "price_per_message", "数字"),
+        ({"price_per_message": "٠.035"}, "price_per_message", "数字"),  # Arabic-Indic digits: not what anyone here means
+        ({"price_per_message": "0,035"}, "price_per_message", "小数点"),  # a decimal comma, not 35 (a review)
+        ({"customer__phone": "86001234"}, "customer.phone", "区号"),
+        ({"customer__phone": "010 8274695"}, "customer.phone", "电话号码"),  # 010 numbers have 8 digits
+        ({"initial_messages": "1,0,0"}, "initial_messages", "整数"),
         ({"initial_amount": "1e17"}, "initial_amount", "数字"),
         ({"initial_amount": "100000000000.00", "initial_messages": None}, "initial_amount", "金额过大"),
         ({"customer__name": "北京\n创联"}, "customer.name", "换行"),
@@ -168,6 +172,49 @@ def test_bad_field_gets_a_message_naming_it(overrides: dict[str, Any], field: st
     errors = errors_for("sms_business_service", **overrides)
     assert field in errors, errors
     assert words in errors[field]
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("028 8600-1234", "028-86001234"),
+        ("(028)86001234", "028-86001234"),
+        ("（028）8600－1234", "028-86001234"),
+        ("028-8600 1234", "028-86001234"),
+        ("+86 10 8274 6952", "010-82746952"),
+        ("010-82746952-123", "010-82746952-123"),
+        ("010-82746952 转 123", "010-82746952-123"),
+        ("0571-8888 8888 ext 12", "0571-88888888-12"),
+        ("0755-8888888", "0755-8888888"),
+        ("138-0013-8000", "13800138000"),
+        ("+86-138-0013-8000", "13800138000"),
+        ("400-820-8820", "400-820-8820"),
+        ("800 820 8820", "800-820-8820"),
+    ],
+)
+def test_phone_numbers_are_read_as_people_write_them(typed: str, stored: str) -> None:
+    """Found by an exploratory test: 028 8600-1234, (028)86001234, 138-0013-8000 and every 400
+    number (many companies list no other) were refused on every template."""
+    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", customer__phone=typed))
+    assert values["customer.phone"] == stored
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "stored"),
+    [
+        ("price_per_message", "０.０３５", Decimal("0.035")),  # a Chinese input method's full-width digits
+        ("initial_messages", "５０,０００", 50000),
+        ("initial_messages", "50 000", 50000),
+    ],
+)
+def test_full_width_digits_and_grouped_counts_are_read(field: str, typed: str, stored: Any) -> None:
+    """Found by an exploratory test: 条数 took full-width digits and the price refused them as
+    "不是有效的数字"; 2,000,000 was taken and 2 000 000 refused."""
+    overrides: dict[str, Any] = {field: typed}
+    if field == "initial_messages":
+        overrides["initial_amount"] = None
+    values = validate_contract_fields(get_template("sms_business_service"), sample("sms_business_service", **overrides))
+    assert values[field] == stored
 
 
 def test_reserved_mobile_must_be_a_mobile_number() -> None:
