@@ -301,6 +301,10 @@ def forfeit_balance(session: Session, *, account_code: str, reason: str, on: dat
     # forfeited with the rest) or waits and is refused (found by a review: read unlocked, a
     # credit committed in between stayed on the closed account).
     account = _account(session, account_code, lock=True)
+    from backoffice.services.message_queue import cancel_account_waiting  # (it locks accounts through this module)
+
+    cancel_account_waiting(session, account.id, why="closed")  # their money is forfeited with the rest
+    session.refresh(account, ["balance"])
     amount = account.balance
     account.status = "closed"
     audit.record(session, actor, "forfeit_balance", "account", account_code, amount=str(amount), reason=reason)

@@ -97,6 +97,7 @@ from backoffice.services.message_queue import (
     release,
     release_worker,
     renew_leases,
+    sending_refusals,
     starts_available,
     take_starts,
 )
@@ -1296,17 +1297,19 @@ class Dispatcher:
                 self._accounts[account_id] = (code, service_code)
                 self._rates[account_id] = max(1, int(rate or 1))
         unsubscribed = self._unsubscribed(messages)
+        # Read fresh at every claim: an account suspended, blacklisted or closed refunds what waits
+        # (`cancel_account_waiting`); what a worker held then, or was released after it, is refunded here.
+        stopped = sending_refusals(self._session, {m.account_id for m in messages if m.charge > 0})
         for message in messages:
             work = self._load(message, recorded.get(message.id, {}))
             work.notice = message.charge == 0
-            if (
-                (message.account_id, message.recipient) in unsubscribed
-                and not recorded.get(message.id)
-                and work.refusal is None
-                and not work.notice
-            ):
-                work.refusal = UNSUBSCRIBED_REFUSAL  # a TD that came while another (since dead) worker held it
-                work.todo.clear()
+            if not recorded.get(message.id) and work.refusal is None and not work.notice:
+                if message.account_id in stopped:
+                    work.refusal = stopped[message.account_id]
+                    work.todo.clear()
+                elif (message.account_id, message.recipient) in unsubscribed:
+                    work.refusal = UNSUBSCRIBED_REFUSAL  # a TD that came while another (since dead) worker held it
+                    work.todo.clear()
             self._works[work.id] = work
             if work.todo and work.refusal is None:
                 self._fresh.append(work)

@@ -1231,6 +1231,110 @@ def test_a_message_whose_number_unsubscribed_while_a_dead_worker_held_it_is_refu
     assert sender.balance() == before - charged / 2 and message_counts(db.session, sender.account.id).balanced
 
 
+# --- an account that may not send ----------------------------------------------------------------
+
+
+def test_a_message_scheduled_before_a_suspension_is_refunded_when_due_not_sent(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by an exploratory test: a message scheduled before the account was suspended went
+    out after it, charged. It now waits for its time and is refunded then, with the reason; a
+    message due at once is refunded at once; a free platform notice to the customer still goes."""
+    from backoffice.services.notifications import queue as queue_notification
+    from backoffice.services.sending_settings import set_sending_status
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, ["13800138000"], send_at="2026-11-23T12:00:00")  # Beijing: 04:00 UTC, two hours on
+    send(sender, ["13900139000"])
+    set_sending_status(db.session, sender.code, suspend=True, reason="客户欠款，暂停发送", actor="staff:admin")
+    note = queue_notification(
+        db.session, key="suspended-1", channel="sms", recipient="18910448682", body="您的账户已暂停发送", account=sender.account
+    )
+    assert note is not None
+    send_notification_sms(db.session, note)
+    db.session.commit()
+    simulator = smsc()
+    drive(worker(simulator), lambda: statuses()["refunded"] == 1 and statuses()["delivered"] == 1, sender)
+    assert [s.destination for s in simulator.received] == ["8618910448682"]  # the notice only
+    assert db.session.scalar(sa.select(Message.status).where(Message.recipient == "13800138000")) == "scheduled"
+    set_clock(lambda: FIXED_NOW + timedelta(hours=2, minutes=1))
+    drive(worker(simulator, "later"), all_in("refunded", "delivered"), sender)
+    assert [s.destination for s in simulator.received] == ["8618910448682"]
+    assert sender.balance() == before and message_counts(db.session, sender.account.id).balanced
+    refunded = db.session.scalars(sa.select(Message).where(Message.status == "refunded")).all()
+    assert len(refunded) == 2 and all("账户已暂停发送" in (m.error or "") for m in refunded)
+    assert verify_chain(db.session) == []
+
+
+def test_a_message_of_an_account_let_send_again_before_its_time_goes_out(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from backoffice.services.sending_settings import set_sending_status
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, ["13800138000"], send_at="2026-11-23T12:00:00")
+    set_sending_status(db.session, sender.code, suspend=True, reason="核实投诉", actor="staff:admin")
+    db.session.commit()
+    set_sending_status(db.session, sender.code, suspend=False, reason="投诉已核实无误", actor="staff:admin")
+    db.session.commit()
+    set_clock(lambda: FIXED_NOW + timedelta(hours=2, minutes=1))
+    simulator = smsc()
+    drive(worker(simulator), all_in("delivered"), sender)
+    assert [s.destination for s in simulator.received] == ["8613800138000"]
+
+
+def test_messages_a_dead_worker_held_when_the_account_was_blacklisted_are_refunded_by_its_successor(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.message_queue import claim_due
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, numbers(3))
+    assert len(claim_due(db.session, worker="died", limit=10, now=FIXED_NOW)) == 3
+    db.session.execute(sa.update(EnterpriseAccount).where(EnterpriseAccount.id == sender.account.id).values(blacklisted_at=FIXED_NOW))
+    db.session.commit()
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=DispatchSettings().lease_seconds + 1))
+    simulator = smsc()
+    drive(worker(simulator, "successor"), all_in("refunded"), sender)
+    assert simulator.received == [] and sender.balance() == before
+    assert all("黑名单" in (m.error or "") for m in db.session.scalars(sa.select(Message)))
+
+
+def test_closing_an_account_refunds_its_waiting_messages_before_its_balance_is_forfeited(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Left to the dispatcher, a scheduled message's money would come back onto the closed
+    account on the day it was due, after the balance was forfeited."""
+    from datetime import date
+
+    from backoffice.cli import after_commit_catch_up
+    from backoffice.services.credit import forfeit_balance
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    before = sender.balance()
+    send(sender, numbers(2), send_at="2026-11-25T09:00:00")
+    forfeit_balance(
+        db.session, account_code=sender.code, reason="运营商因投诉关停通道（004 §2.1(2)）", on=date(2026, 11, 23), actor="staff:finance"
+    )
+    db.session.commit()
+    assert after_commit_catch_up(app) == []
+    assert sender.balance() == 0
+    assert statuses() == Counter({"refunded": 2}) and message_counts(db.session, sender.account.id).balanced
+    set_clock(lambda: FIXED_NOW + timedelta(days=3))
+    simulator = smsc()
+    dispatcher = worker(simulator)
+    for _ in range(20):
+        dispatcher.step()
+    assert simulator.received == [] and sender.balance() == 0 and before > 0
+
+
 def test_a_reply_to_an_accounts_service_code_is_its_own(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
