@@ -974,17 +974,20 @@ def finance_invoices(overdue: bool, as_json: bool) -> None:
     """Invoices, newest first, with their payment status (overdue ones marked)."""
     from backoffice.clock import local_today
     from backoffice.money import format_money
-    from backoffice.services.invoices import invoice_list
+    from backoffice.services.invoices import amounts_owed, invoice_list
 
     today = local_today()
+    invoices = invoice_list(db.session, overdue_only=overdue, today=today)
+    owed = amounts_owed(db.session, invoices)  # an invoice paid in part: what is still owed on it
     rows = [
         {"number": i.number, "account_code": i.account.code, "amount": format_money(i.amount), "issued_on": i.issued_on.isoformat(),
          "due_on": i.due_on.isoformat() if i.due_on else None, "status": i.status, "overdue": i.is_overdue(today),
-         "status_name": i.status_name(today), "pdf": i.pdf_file}
-        for i in invoice_list(db.session, overdue_only=overdue, today=today)
+         "status_name": i.status_name(today), "pdf": i.pdf_file,
+         "owed": format_money(owed.get(i.id, i.amount)) if i.status == "unpaid" else "0.00"}
+        for i in invoices
     ]  # fmt: skip
     text = "\n".join(
-        f"{r['number']}  {r['account_code']}  {r['amount']:>12}  {r['issued_on']}  到期 {r['due_on'] or '-'}  {r['status_name']}"
+        f"{r['number']}  {r['account_code']}  {r['amount']:>12}  尚欠 {r['owed']:>12}  {r['issued_on']}  到期 {r['due_on'] or '-'}  {r['status_name']}"
         for r in rows
     )
     _emit(rows, as_json, text or "没有发票")

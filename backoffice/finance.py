@@ -257,7 +257,8 @@ def invoices() -> Any:
     today = local_today()
     overdue = request.args.get("overdue") == "1"
     rows = invoice_service.invoice_list(db.session, overdue_only=overdue, today=today)
-    return render_template("finance/invoices.html", invoices=rows, today=today, overdue=overdue)
+    owed = invoice_service.amounts_owed(db.session, rows)
+    return render_template("finance/invoices.html", invoices=rows, today=today, overdue=overdue, owed=owed)
 
 
 @bp.route("/invoices/<number>.pdf")

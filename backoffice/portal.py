@@ -44,6 +44,7 @@ def receipts() -> Any:
     from backoffice.clock import local_today
     from backoffice.finance import attempt, record_receipt_from_form
     from backoffice.models import Invoice, Receipt
+    from backoffice.services.invoices import amounts_owed
 
     account = current_user.record.account
     errors: dict[str, str] = {}
@@ -53,9 +54,17 @@ def receipts() -> Any:
             flash(f"已提交汇款登记（编号 {receipt.id}），财务确认到账后会充值并通知您", "ok")
             return redirect(url_for("portal.receipts"))
     rows = db.session.scalars(sa.select(Receipt).where(Receipt.account_id == account.id).order_by(Receipt.id.desc())).all()
-    invoices = db.session.scalars(sa.select(Invoice).where(Invoice.account_id == account.id).order_by(Invoice.id.desc())).all()
+    invoices = list(db.session.scalars(sa.select(Invoice).where(Invoice.account_id == account.id).order_by(Invoice.id.desc())))
+    owed = amounts_owed(db.session, invoices)
     return render_template(
-        "portal/receipts.html", account=account, receipts=rows, invoices=invoices, errors=errors, form=request.form, today=local_today()
+        "portal/receipts.html",
+        account=account,
+        receipts=rows,
+        invoices=invoices,
+        owed=owed,
+        errors=errors,
+        form=request.form,
+        today=local_today(),
     ), (422 if errors else 200)
 
 

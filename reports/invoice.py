@@ -65,6 +65,7 @@ class InvoiceData:
     contract_number: str | None
     receipt_reference: str | None
     notes: str | None
+    owed: Decimal | None = None  # part paid (an invoice paid in instalments): what is still owed
 
 
 def format_amount(amount: Decimal) -> str:
@@ -136,6 +137,8 @@ def _context(data: InvoiceData) -> dict[str, Any]:
             for line in data.lines
         ],
         "total": format_amount(data.total),
+        "paid_so_far": format_amount(data.total - data.owed) if data.owed is not None else None,
+        "owed": format_amount(data.owed) if data.owed is not None else None,
         "total_in_capitals": data.total_in_capitals,
         "contract_number": data.contract_number,
         "receipt_reference": data.receipt_reference,

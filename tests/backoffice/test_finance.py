@@ -205,12 +205,20 @@ def test_an_invoice_paid_in_instalments_is_invoiced_once_and_paid_with_the_last(
         numbers.append(confirmed["invoice_number"])
         db.session.expire_all()
         assert db.session.get(Invoice, invoice.id).status == ("unpaid" if n == 0 else "paid")
+        if n == 0:  # what the customer is sent with the first instalment says what is still owed
+            text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / db.session.get(Invoice, invoice.id).pdf_file)
+            assert "已收款¥1,000.00" in text and "尚欠金额¥750.00" in text and "付款¥750.00" in text
+            assert [r["owed"] for r in run(runner, "finance", "invoices", "--json")[1]] == ["750.00"]
     assert numbers == [invoice.number, invoice.number]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Invoice)) == 1
     first = db.session.scalar(sa.select(Receipt).where(Receipt.bank_reference == "PART-0"))
     assert run(runner, "finance", "reverse", str(first.id), "--reason", "入错账户", "--json")[0] == 0  # the first instalment undone
     db.session.expire_all()
     assert db.session.get(Invoice, invoice.id).status == "unpaid"  # 1,000 owed again (found by a review: it stayed paid)
+    # Found by an exploratory test: the reopened invoice, and the overdue list, asked for all 1,750.00.
+    text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / db.session.get(Invoice, invoice.id).pdf_file)
+    assert "尚欠金额¥1,000.00" in text and "已收款¥750.00" in text
+    assert [r["owed"] for r in run(runner, "finance", "invoices", "--json")[1]] == ["1000.00"]
     _, recorded = run(
         runner, "finance", "receipt", "--account", code, "--amount", "1000.00", "--bank-ref", "PART-2", "--date", "2026-11-23", "--json"
     )
