@@ -3,6 +3,7 @@ an active administrator: the last one cannot be disabled or given another role."
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import sqlalchemy as sa
@@ -15,6 +16,8 @@ from backoffice.models.staff import ROLES
 from backoffice.services import audit
 from backoffice.services.accounts import check_no_login, hash_password
 
+USERNAME = re.compile(r"[^\W][\w.@-]{0,63}")  # (\w: letters and digits of any script, and _)
+
 
 def create_staff_user(
     session: Session, username: str, display_name: str, password: str, role: str, *, actor: str, must_change: bool = False
@@ -25,8 +28,10 @@ def create_staff_user(
 
     username = username.strip()
     errors = {}
-    if not username or len(username) > 64 or not username.isprintable():
-        errors["username"] = "用户名应为 1–64 个可打印字符"
+    # Letters of any script, digits and . _ - @: found by an exploratory test, "x y" and
+    # "robert'); DROP TABLE users;--" were taken, names one mistypes at every login.
+    if not USERNAME.fullmatch(username):
+        errors["username"] = "用户名应为 1–64 个字母、汉字、数字或 . _ - @，不能有空格、引号或其他符号"
     if len(display_name or "") > 64 or not (display_name or "x").isprintable():
         errors["name"] = "姓名最多 64 个可打印字符"
     if problem := password_problem(password, login=username, staff=True):

@@ -70,8 +70,11 @@ def test_an_administrator_makes_a_user_whose_first_login_changes_the_generated_p
     ("form", "field", "message"),
     [
         pytest.param({"username": "", "name": "", "role": "sales"}, "username", "用户名应为", id="no-username"),
-        pytest.param({"username": "a\tb", "name": "", "role": "sales"}, "username", "可打印", id="control-character"),
+        pytest.param({"username": "a\tb", "name": "", "role": "sales"}, "username", "不能有空格", id="control-character"),
         pytest.param({"username": "x" * 65, "name": "", "role": "sales"}, "username", "1–64", id="too-long"),
+        # Found by an exploratory test: names one mistypes at every login were taken.
+        pytest.param({"username": "x y", "name": "", "role": "sales"}, "username", "不能有空格", id="space"),
+        pytest.param({"username": "robert'); DROP TABLE users;--", "name": "", "role": "sales"}, "username", "引号", id="quotes"),
         pytest.param({"username": "zhao", "name": "", "role": "root"}, "role", "角色应为", id="unknown-role"),
         pytest.param({"username": "zhao", "name": "名" * 65, "role": "sales"}, "name", "姓名最多", id="long-name"),
         pytest.param({"username": "sales", "name": "", "role": "sales"}, "_form", "用户名已存在", id="taken"),
