@@ -678,6 +678,45 @@ def test_the_send_log_chain_reveals_an_edited_or_removed_row(app: Flask, sender:
     assert verify_chain(db.session) == ["发送日志应有 4 条，实有 3 条（末尾记录被删除或链头被改）"]
 
 
+def test_a_row_forged_with_its_hash_recomputed_breaks_the_next_rows_hash(app: Flask, sender: Sender) -> None:
+    """Found by mutation testing: with a row's hash no longer covering the previous hash, an
+    edited row whose own hash is recomputed and the next row's prev_hash relinked verified
+    clean. Each row's hash covers the one before it, so the forgery shows at the next row."""
+    from backoffice.services.send_log import LogEntry, chain_hash
+
+    send(sender, numbers(3))
+    send(sender, "13900139000")
+    table = SendLog.__table__
+    drop_send_log_guard()
+    row = db.session.execute(sa.select(table).where(table.c.seq == 2)).one()
+    forged = "【蓉城会员】改过的内容"
+    entry = LogEntry(row.account_code, row.service_code, row.recipient, forged, row.result, row.message_id)
+    new_hash = chain_hash(row.prev_hash, 2, row.logged_at, entry)
+    db.session.execute(sa.update(table).where(table.c.seq == 2).values(content=forged, hash=new_hash))
+    db.session.execute(sa.update(table).where(table.c.seq == 3).values(prev_hash=new_hash))
+    db.session.commit()
+    assert verify_chain(db.session) == ["第 3 条记录的内容与其哈希不符（记录被修改）"]
+
+
+def test_a_send_log_rows_hash_is_sha256_of_the_previous_hash_and_its_fields(app: Flask, sender: Sender) -> None:
+    """The formula pinned in the test itself, so the appender and the checker cannot change
+    together unnoticed (mutation testing: changed in both, every test passed)."""
+    import hashlib
+    import json
+
+    send(sender, numbers(2))
+    rows = db.session.execute(sa.select(SendLog.__table__).order_by(SendLog.seq)).all()
+    prev = "0" * 64
+    for row in rows:
+        fields = [
+            row.seq, row.logged_at.isoformat(), row.account_code, row.service_code or "", row.recipient, row.content, row.result,
+            row.message_id,
+        ]  # fmt: skip
+        body = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        assert row.prev_hash == prev and row.hash == hashlib.sha256(prev.encode("ascii") + body).hexdigest()
+        prev = row.hash
+
+
 def test_the_dispatchers_claim_takes_due_messages_oldest_first_across_statuses_and_stale_leases(app: Flask, sender: Sender) -> None:
     from backoffice.services.message_queue import claim_due
 
