@@ -138,3 +138,47 @@ def test_a_ported_number_moves_its_charge_to_the_reported_carrier_while_the_day_
         db.session.commit()
         assert db.session.scalar(sa.select(sa.func.count()).select_from(UsageDay).where(UsageDay.event_id.is_(None))) == 0
         _books_ok(app)
+
+
+def test_a_charge_that_the_balance_covers_only_until_another_commits_waits_and_is_refused(app: Flask) -> None:
+    """DESIGN invariant 3 tested on the debit itself, not through intake (found by mutation
+    testing: the debit made read-then-write in Python passed every test, intake's own locks
+    hiding it). Two transactions each charge 70 of 100: the second waits for the first's lock
+    and, once it commits, is refused; with read-then-write it would have read 100 and written
+    30 over the first's 30, a charge lost."""
+    import threading
+
+    code = _funded(app, "100.00")
+    account = get_account(db.session, code)
+    day = date(2026, 11, 23)
+    first, second = Session(db.engine), Session(db.engine)
+    outcome: list[str] = []
+
+    def other() -> None:
+        try:
+            charge_messages(second, account, day, [("CMCC", 1000, Decimal("70.00"))])
+            second.commit()
+            outcome.append("charged")
+        except InsufficientBalance:
+            second.rollback()
+            outcome.append("refused")
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            second.rollback()
+            outcome.append(repr(error))
+
+    try:
+        assert charge_messages(first, account, day, [("CMCC", 1000, Decimal("70.00"))]) == Decimal("70.00")
+        waiting = threading.Thread(target=other)
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive(), f"the second charge did not wait for the first: {outcome}"
+        first.commit()
+        waiting.join(timeout=30)
+        assert outcome == ["refused"]
+    finally:
+        first.close()
+        second.close()
+    db.session.expire_all()
+    assert get_account(db.session, code).balance == Decimal("30.00")
+    assert db.session.scalar(sa.select(sa.func.sum(UsageDay.messages)).where(UsageDay.account_id == account.id)) == 1000
+    _books_ok(app)
