@@ -178,3 +178,34 @@ def test_the_same_statement_posted_twice_at_once_is_never_a_500(app: Flask, staf
             t.join()
     assert codes == [302] * 20
     assert db.session.scalar(sa.select(sa.func.count()).select_from(StatementLine)) == 10
+
+
+def test_one_transfer_recorded_twice_at_the_same_moment_is_refused_the_second_time(app: Flask, contract) -> None:  # type: ignore[no-untyped-def]
+    """The live-receipt unique index is what refuses a bank reference recorded twice at once
+    (each lookup ran before the other's insert committed); found by mutation testing, nothing
+    tested it but the models-versus-migrations check. Under two bank codes the books' event ids
+    differ, so without it the transfer would be credited twice."""
+    from pathlib import Path
+
+    from backoffice.errors import Conflict
+    from backoffice.models import Receipt
+    from backoffice.services.receipts import confirm_receipt, record_receipt
+
+    code, documents = contract.contract.account.code, Path(app.config["DOCUMENTS_PATH"])
+
+    def record(session: Session, bank: str, actor: str) -> None:
+        record_receipt(
+            session, account_code=code, amount="1750.00", paid_on="2026-11-23", payer_name=None, bank_reference="K-SAME-1",
+            bank=bank, voucher=None, recorded_by=actor, documents_root=documents, max_voucher_bytes=10**6,
+        )  # fmt: skip
+        session.flush()
+
+    first, second = _session(), _session()
+    record(first, "CMB", "staff:finance-a")
+    errors = while_the_first_waits(app, first, second, lambda session: record(session, "ICBC", "staff:finance-b"))  # the index entry
+    assert len(errors) == 1 and isinstance(errors[0], Conflict) and "已登记过" in str(errors[0])
+    (receipt,) = db.session.scalars(sa.select(Receipt)).all()
+    confirm_receipt(db.session, receipt.id, actor="staff:finance-c", four_eyes_threshold=Decimal("50000"), documents_root=documents)
+    db.session.commit()
+    assert db.session.scalar(sa.select(EnterpriseAccount.balance).where(EnterpriseAccount.code == code)) == Decimal("1750.00")
+    settle(app)
