@@ -39,8 +39,9 @@ China Merchants Bank (招商银行)
 The 交易明细 export of CMB enterprise online banking, as saved (GBK): a few lines about the
 account (账号, 币种, 查询日期 …), then a header row with, among others, 交易日, 借方金额, 贷方金额,
 流水号, 摘要, 收(付)方名称 and 收(付)方账号. Columns are found by name, so their order and any
-extra columns do not matter. Amounts may carry thousands separators (``50,000.00``); a row
-fills either 借方金额 (skipped) or 贷方金额. Empty lines and 合计/总计 summary lines are ignored.
+extra columns do not matter. Amounts may carry thousands separators (``50,000.00``) and a
+currency sign (``￥``, ``¥``, ``RMB``); a row fills either 借方金额 (skipped) or 贷方金额. Empty
+lines and summary lines (合计/总计 in one of the first three cells, a 共 N 笔 footer) are ignored.
 
 Errors
 ------
@@ -74,6 +75,11 @@ HEADER_SEARCH_LINES = 30  # bank preambles are a handful of lines; do not scan a
 _DATE = re.compile(r"([0-9]{4})(?:-([0-9]{1,2})-([0-9]{1,2})|([0-9]{2})([0-9]{2})|/([0-9]{1,2})/([0-9]{1,2}))")
 _PLAIN_AMOUNT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _BANK_AMOUNT = re.compile(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")
+#: A bank layout's amount may carry the currency: ¥70,000.00, ￥70,000.00, RMB 70,000.00.
+_CURRENCY = re.compile(r"^(?:[¥￥]|RMB|CNY)\s*", re.IGNORECASE)
+#: A summary line a bank puts at the end: 合计/总计 in one of its first cells, or a lone
+#: "共 5 笔，收入 4 笔…" (found by an exploratory test: refused as a line of the wrong width).
+_FOOTER = re.compile(r"^(?:合计|总计|共\s*\d+\s*笔)")
 _EXCEL_TEXT = re.compile(r'="(.*)"', re.DOTALL)  # banks write ="0123" so Excel keeps leading zeros
 
 
@@ -226,6 +232,8 @@ def _parse_date(text: str, line_no: int, column: str) -> date:
 def _parse_amount(text: str, line_no: int, column: str, *, thousands: bool) -> Decimal:
     """An amount of yuan with at most 2 decimals; the sign is kept (only plain numbers carry one)."""
     pattern = _BANK_AMOUNT if thousands else _PLAIN_AMOUNT
+    if thousands:
+        text = _CURRENCY.sub("", text)
     if not pattern.fullmatch(text):
         hint = "" if thousands or "," not in text else "（不要使用千位分隔符）"
         raise StatementError(line_no, f"{column}“{text}”不是金额{hint}")
@@ -309,7 +317,7 @@ def _parse_bank(layout: _BankLayout, rows: list[_Row], header: _Row) -> Statemen
 
     collector = _Collector()
     for row in rows:
-        if row.line_no <= header.line_no or not any(row.cells) or row.cells[0].startswith(("合计", "总计")):
+        if row.line_no <= header.line_no or not any(row.cells) or any(_FOOTER.match(cell) for cell in row.cells[:3]):
             continue
         cells = _check_width(row, len(columns))
         booked_on = _parse_date(cells[at_date], row.line_no, columns[at_date])

@@ -73,6 +73,25 @@ def test_cmb_columns_are_found_by_name_whatever_their_order() -> None:
     assert [(line.line_no, line.amount, line.reference) for line in statement.lines] == [(4, Decimal("1234567.89"), "K9")]
 
 
+def test_cmb_amounts_with_a_currency_sign_and_summary_lines_anywhere_are_read() -> None:
+    """Found by an exploratory test: ￥70,000.00 was "不是金额", and a 合计 line with its label in
+    the second cell, or a lone 共 N 笔 footer, was refused as a line of the wrong width."""
+    text = (
+        "账号：,755912345610801\n\n交易日,流水号,收(付)方名称,贷方金额,借方金额,摘要\n"
+        '2026-11-20,K1,北京创联致信科技有限公司,"￥70,000.00",,货款\n'
+        "2026-11-21,K2,上海云讯信息技术有限公司,¥1750.00,,货款\n"
+        '2026-11-22,K3,成都蜀信科技有限公司,"RMB 128.50",,货款\n'
+        '"",合计,,"71,878.50",,\n'
+        "共 3 笔，收入 3 笔，支出 0 笔\n"
+    )
+    statement = parse_statement(text.encode("gb18030"))  # (GBK has the full-width ￥, not ¥)
+    assert [(line.reference, line.amount) for line in statement.lines] == [
+        ("K1", Decimal("70000.00")),
+        ("K2", Decimal("1750.00")),
+        ("K3", Decimal("128.50")),
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "line_no", "words"),
     [
