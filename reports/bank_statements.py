@@ -229,6 +229,12 @@ def _parse_date(text: str, line_no: int, column: str) -> date:
         raise StatementError(line_no, f"{column}“{text}”不是有效日期") from None
 
 
+def _is_footer(cells: Sequence[str], at_date: int) -> bool:
+    """A summary line, not a transaction: no date where the transactions have theirs."""
+    dated = at_date < len(cells) and _DATE.fullmatch(cells[at_date]) is not None
+    return not dated and any(_FOOTER.match(cell) for cell in cells[:3])
+
+
 def _parse_amount(text: str, line_no: int, column: str, *, thousands: bool) -> Decimal:
     """An amount of yuan with at most 2 decimals; the sign is kept (only plain numbers carry one)."""
     pattern = _BANK_AMOUNT if thousands else _PLAIN_AMOUNT
@@ -317,7 +323,7 @@ def _parse_bank(layout: _BankLayout, rows: list[_Row], header: _Row) -> Statemen
 
     collector = _Collector()
     for row in rows:
-        if row.line_no <= header.line_no or not any(row.cells) or any(_FOOTER.match(cell) for cell in row.cells[:3]):
+        if row.line_no <= header.line_no or not any(row.cells) or _is_footer(row.cells, at_date):
             continue
         cells = _check_width(row, len(columns))
         booked_on = _parse_date(cells[at_date], row.line_no, columns[at_date])
