@@ -64,7 +64,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "整批一次扣费：余额不足以支付整批时返回 402，什么也不发送、不扣费。每个号码的价格为账户受理时的单价 × 拆分条数。"
                         "内容须带签名【…】（账户设置为自动添加时自动加上）；含违禁词时整批拒发并返回 422，但按合同约定仍扣除发送费用"
                         "（响应体中同时给出每个号码的结果和余额）。号码段群发（连续号码过多）、内容过长、缺少签名时返回 422，不扣费。"
-                        "已退订的号码不发送、不计费；合同约定 10 小时内相同内容重复发送的，照常发送计费并标记 duplicate。"
+                        "已退订的号码不发送、不计费；合同约定 10 小时内相同内容重复发送的，照常发送计费并标记 duplicate"
+                        "（同一请求中重复的号码也是如此）。其他合同下，同一请求中重复的号码（规范化后相同，如 13800138000 与"
+                        " +86 138-0013-8000）只发送、计费一次：响应中每个号码仍各有一条结果，重复的那几条 status 为 repeated，"
+                        "id 为 null，不计费，reason 指出与第几个号码重复。"
                         "合同约定发送时段之外受理的短信顺延至次日（或当日）08:05 发送。带相同 client_ref 的重试返回第一次的结果，"
                         "不会重复发送或扣费（响应头 Idempotent-Replayed: true）。"
                     ),
@@ -198,7 +201,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "type": "object",
                     "required": ["id", "to", "carrier", "segments", "charge", "status", "duplicate", "reason"],
                     "properties": {
-                        "id": {"type": ["integer", "null"], "description": "短信编号；号码无效或合同未开通该运营商网络时为 null"},
+                        "id": {
+                            "type": ["integer", "null"],
+                            "description": "短信编号；号码无效、合同未开通该运营商网络或与前面的号码重复（repeated）时为 null",
+                        },
                         "to": {"type": "string", "description": "规范化后的 11 位号码；无效号码原样返回"},
                         "carrier": {"type": ["string", "null"], "enum": ["cmcc", "cucc", "ctcc", "cbn", None]},
                         "carrier_name": {"type": ["string", "null"]},
@@ -206,9 +212,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "charge": _DECIMAL,
                         "status": {
                             **_STATUS,
-                            "enum": [*_STATUS["enum"], "invalid", "network_not_opened"],
+                            "enum": [*_STATUS["enum"], "invalid", "network_not_opened", "repeated"],
                             "description": _STATUS["description"]
-                            + "；invalid 号码无效；network_not_opened 合同未开通该运营商网络，未发送也未计费",
+                            + "；invalid 号码无效；network_not_opened 合同未开通该运营商网络，未发送也未计费"
+                            + "；repeated 与本请求中前面的号码相同，只发送那一条，本条未发送也未计费",
                         },
                         "duplicate": {"type": "boolean"},
                         "reason": {"type": ["string", "null"], "description": "拒发、跳过、顺延或重复的原因（中文）"},

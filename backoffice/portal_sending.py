@@ -24,9 +24,9 @@ from backoffice.services.messaging import (
     recent_messages,
     recent_replies,
     split_recipients,
+    typed_once,
 )
 from backoffice.services.sql import MAX_ID
-from dispatch.numbers import mobile_or_none
 
 PAGE = 50
 KEY_FORM_USED = "_key_form"  # the token of the last API key form that made a key (session)
@@ -52,19 +52,19 @@ def send() -> Any:
     double submit (or a reload of the result) sends and charges once."""
     if request.method == "GET":
         return _form_again({}, 200)
-    numbers = split_recipients(request.form.get("recipients", ""))
+    typed = typed_once(split_recipients(request.form.get("recipients", "")))
+    numbers, problems = typed.numbers, list(typed.problems)
     upload = request.files.get("file")
-    problems: list[str] = []
     source = "portal"
     if upload is not None and upload.filename:
         try:
             parsed = read_recipient_file(upload.read(), limit=SendingSettings.from_config(current_app.config).max_recipients)
         except ValidationFailed as failed:
             return _form_again(failed.errors, 422)
-        problems = parsed.problems
-        typed = {number for raw in numbers if (number := mobile_or_none(raw))}
+        problems += parsed.problems
+        given = set(numbers)  # typed numbers normalised by typed_once
         for number in parsed.numbers:  # a number both typed and in the file is sent once (a review)
-            if number in typed:
+            if number in given:
                 problems.append(f"文件中的号码 {number} 已在收件人中填写，只发送一次")
             else:
                 numbers.append(number)

@@ -464,6 +464,37 @@ def test_the_portal_takes_a_csv_and_reports_bad_rows_by_line(app: Flask, client:
     assert "文件中的号码 13800138000 已在收件人中填写，只发送一次" in page and "本次扣费 0.09 元" in page
 
 
+def test_a_number_typed_twice_in_the_portal_is_sent_and_charged_once_and_said_so(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: typed repeats were sent and charged once per repeat, silently,
+    while the file's were sent once; 13800138200 typed three ways made three messages."""
+    sender = portal_login(client, app, "lingxuntong_service")  # its 10-hour duplicate rule does not make typed repeats count
+    before = sender.balance()
+    csv_file = (io.BytesIO("手机号码\n13800138900\n13600001900\n".encode()), "list.csv")
+    typed = "+86 138 0013 8900\n13700001900\n13700001900\n13800138200，+86 138-0013-8200；8613800138200"
+    page = client.post(
+        "/portal/send",
+        data={"recipients": typed, "content": "【学府教育】明天上午九点开课", "client_ref": "typed-1", "file": csv_file},
+        content_type="multipart/form-data",
+    ).get_data(as_text=True)
+    assert "收件人中第 3 个号码 13700001900 与第 2 个重复（13700001900），只发送一次" in page
+    assert "收件人中第 5 个号码 +86 138-0013-8200 与第 4 个重复（13800138200），只发送一次" in page
+    assert "收件人中第 6 个号码 8613800138200 与第 4 个重复（13800138200），只发送一次" in page
+    assert "文件中的号码 13800138900 已在收件人中填写，只发送一次" in page
+    recipients = db.session.scalars(sa.select(Message.recipient).order_by(Message.id)).all()
+    assert recipients == ["13800138900", "13700001900", "13800138200", "13600001900"]
+    assert "本次扣费 0.24 元" in page and sender.balance() == before - Decimal("0.24")
+
+
+def test_the_api_answers_a_repeated_number_once_sent_and_the_repeats_not_charged(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: four forms of one number gave four messages charged 0.18, duplicate false, reason null."""
+    secret = api_key(active_sender(app))
+    answer = post(client, secret, to=["13800138006", "13800138006", "+8613800138006", "138-0013-8006"], content=SIGNED)
+    assert answer.status_code == 202 and answer.json["charged"] == "0.045"
+    entries = answer.json["messages"]
+    assert [(m["status"], m["charge"]) for m in entries] == [("queued", "0.045")] + [("repeated", "0.00")] * 3
+    assert all(m["reason"].startswith("与第 1 个收件人的号码相同") and m["id"] is None for m in entries[1:])
+
+
 def test_the_portal_shows_a_new_key_once_and_revokes_it(app: Flask, client: FlaskClient) -> None:
     portal_login(client, app)
     page = client.post("/portal/api-keys", data={"label": "订单系统"}).get_data(as_text=True)

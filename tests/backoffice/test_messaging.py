@@ -333,6 +333,30 @@ def test_other_templates_do_not_flag_repeats(app: Flask, sender: Sender) -> None
     assert send(sender, "13800138000").messages[0]["duplicate"] is False
 
 
+def test_a_number_given_twice_in_a_request_is_sent_and_charged_once_and_each_repeat_answered(app: Flask, sender: Sender) -> None:
+    """Found by an exploratory test: the same number four ways gave 4 messages charged 0.18, none flagged."""
+    before = sender.balance()
+    result = send(sender, ["13800138006", "13800138006", "+8613800138006", "138-0013-8006", "13900139000"])
+    answer = result.messages
+    assert [m["status"] for m in answer] == ["queued", "repeated", "repeated", "repeated", "queued"]
+    assert [m["to"] for m in answer[:4]] == ["13800138006"] * 4
+    assert all(m["id"] is None and m["charge"] == "0.00" and m["segments"] == 0 for m in answer[1:4])
+    assert answer[3]["reason"] == "与第 1 个收件人的号码相同，只发送一次：本条未发送，不计费"
+    assert result.body["charged"] == "0.09" and sender.balance() == before - Decimal("0.09")
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 2
+    assert db.session.scalar(sa.select(SendRequest.accepted_count)) == 2
+    assert message_counts(db.session, sender.account.id).balanced
+
+
+def test_under_the_duplicate_rule_a_number_given_twice_is_sent_charged_and_flagged_each_time(app: Flask) -> None:
+    sender = active_sender(app, "lingxuntong_service")  # 0.06 元/条, 002 §16: repeats within 10 hours sent and charged
+    answer = send(sender, ["13800138006", "+8613800138006", "138-0013-8006"], "【学府教育】明天上午九点开课").messages
+    assert [(m["status"], m["duplicate"], m["charge"]) for m in answer] == [
+        ("queued", False, "0.06"), ("queued", True, "0.06"), ("queued", True, "0.06")
+    ]  # fmt: skip
+    assert all("重复发送，照常计费" in m["reason"] for m in answer[1:])
+
+
 def test_recipients_on_networks_the_contract_did_not_open_are_skipped_and_not_charged(app: Flask) -> None:
     sender = active_sender(app, "lingxuntong_service")  # 开通网络: 移动 and 联通 (the template's default)
     before = sender.balance()
