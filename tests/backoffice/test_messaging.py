@@ -436,7 +436,9 @@ def test_a_message_longer_than_the_maximum_parts_is_refused_never_cut(app: Flask
     six_parts = "【蓉城会员】" + "会" * (67 * 6 - 6)
     assert send(sender, "13800138000", six_parts).messages[0]["segments"] == 6
     error = refused(sender, "13800138000", six_parts + "会")
-    assert isinstance(error, ContentRefused) and error.code == "too_long" and "7 条" in error.message and "最多 6 条" in error.message
+    assert (
+        isinstance(error, ContentRefused) and error.code == "too_long" and "共 403 个字符" in error.message and "最多 6 条" in error.message
+    )
     assert refused(sender, "13800138000", "【蓉城会员】" + "会" * 70, settings=SendingSettings(max_segments=1)).code == "too_long"
 
 
@@ -457,12 +459,28 @@ def test_a_text_too_long_for_any_encoding_is_refused_before_it_is_split(app: Fla
             isinstance(error, ContentRefused)
             and error.code == "too_long"
             and "最多 6 条" in error.message
-            and "至多 918 个字符" in error.message
+            and "含签名至多 402 个字符" in error.message
         )
     assert sender.balance() == before and db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
-    with pytest.raises(AssertionError, match="split under the lock"):  # as long as a GSM-7 text can be: the splitter decides
-        accept_messages(db.session, sub_account=sender.sub, recipients="13800138000", content="【蓉城会员】" + "a" * (153 * 6 - 6))
+    with pytest.raises(AssertionError, match="split under the lock"):  # as long as a text can be: the splitter decides
+        accept_messages(db.session, sub_account=sender.sub, recipients="13800138000", content="【蓉城会员】" + "a" * (67 * 6 - 6))
     db.session.rollback()
+
+
+def test_a_refusal_as_too_long_names_the_maximum_a_signed_text_can_have(app: Flask, sender: Sender) -> None:
+    """Found by an exploratory test: 919 characters were refused as over "至多 918 个字符" (GSM-7's
+    6 parts), and 918 were refused too ("需要拆成 14 条"): the signature 【】 makes every text UCS-2."""
+    for length in (919, 918, 403):
+        error = refused(sender, "13800138000", "【蓉城会员】" + "a" * (length - 6))
+        assert error.code == "too_long" and error.message == (
+            f"短信内容过长：共 {length} 个字符，超过每次最多 6 条的限制（含签名至多 402 个字符：带签名【】的短信按中文编码发送，"
+            "每条 67 个字符），请缩短内容"
+        ), length
+    split = refused(sender, "13800138000", "【蓉城会员】" + "a" * 395 + "😀")  # 402 code points, 403 UTF-16 units
+    assert split.code == "too_long" and "共 403 个字符，需要拆成 7 条" in split.message and "含签名至多 402 个字符" in split.message
+    assert send(sender, "13800138000", "【蓉城会员】" + "a" * 396).messages[0]["segments"] == 6
+    one = refused(sender, "13800138000", "【蓉城会员】" + "a" * 65, settings=SendingSettings(max_segments=1))
+    assert "最多 1 条的限制（含签名至多 70 个字符" in one.message and "每条 70 个字符" in one.message
 
 
 def test_c1_control_characters_are_refused_like_c0_ones(app: Flask, sender: Sender) -> None:
