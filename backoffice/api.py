@@ -133,6 +133,7 @@ def message_json(message: Message, *, parts: bool = False) -> dict[str, Any]:
         "content": message.content,
         "segments": message.segments,
         "charge": format_price(message.charge),
+        "refunded": format_price(message.refunded),
         "status": message.status,
         "status_name": message.status_name,
         "duplicate": message.duplicate,

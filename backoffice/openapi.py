@@ -244,7 +244,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "carrier": {"type": "string", "description": "运营商（携号转网时以运营商回报为准）"},
                         "content": {"type": "string"},
                         "segments": {"type": "integer"},
-                        "charge": _DECIMAL,
+                        "charge": {
+                            **_DECIMAL,
+                            "description": "受理时扣除的费用（元）；退款后仍为原值，实际费用为 charge − refunded",
+                        },
+                        "refunded": {
+                            **_DECIMAL,
+                            "description": "已退回余额的金额（元）：status 为 refunded 时等于 charge，否则为 0.00。"
+                            "统计实际费用时请用 charge − refunded 求和",
+                        },
                         "status": _STATUS,
                         "status_name": {"type": "string"},
                         "duplicate": {"type": "boolean"},

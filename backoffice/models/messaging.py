@@ -146,6 +146,17 @@ class Message(Base):
     def status_name(self) -> str:
         return MESSAGE_STATUSES.get(self.status, self.status)
 
+    @property
+    def refunded(self) -> Decimal:
+        """What was given back: a refunded message's whole charge (`charge` stays what was taken
+        at acceptance, so the books' usage and refund lines both still read from it)."""
+        return self.charge if self.status == "refunded" else Decimal(0)
+
+    @property
+    def net_charge(self) -> Decimal:
+        """What the message costs the customer in the end: its charge less what was given back."""
+        return self.charge - self.refunded
+
 
 class MessagePart(Base):
     """One SMS part as submitted over SMPP, with its submit_sm_resp and delivery receipt."""

@@ -495,6 +495,34 @@ def test_the_api_answers_a_repeated_number_once_sent_and_the_repeats_not_charged
     assert all(m["reason"].startswith("与第 1 个收件人的号码相同") and m["id"] is None for m in entries[1:])
 
 
+def test_a_refunded_message_says_what_was_given_back_and_the_portal_shows_the_net(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: after a TD reply the scheduled message was refunded and the
+    balance given back, but the API and the portal still showed its charge 0.045, nothing more:
+    a customer adding up `charge` over-counted."""
+    from backoffice.services.messaging import record_reply
+
+    sender = portal_login(client, app)
+    secret = api_key(sender)
+    sender.account.service_code = "106575000123"
+    db.session.commit()
+    before = sender.balance()
+    sent = post(client, secret, to=["13900139000", "13800138000"], content=SIGNED, send_at="2026-11-24T09:30:00").json["messages"]
+    record_reply(db.session, sender="13900139000", destination="106575000123", content="TD")
+    db.session.commit()
+    refunded = client.get(f"/api/v1/messages/{sent[0]['id']}", headers=auth(secret)).json
+    waiting = client.get(f"/api/v1/messages/{sent[1]['id']}", headers=auth(secret)).json
+    assert (refunded["status"], refunded["charge"], refunded["refunded"]) == ("refunded", "0.045", "0.045")
+    assert (waiting["status"], waiting["charge"], waiting["refunded"]) == ("scheduled", "0.045", "0.00")
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=10))  # reports list changes once they have settled
+    reports = client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(secret)).json["messages"]
+    paid = sum(Decimal(m["charge"]) - Decimal(m["refunded"]) for m in reports)
+    assert paid == before - sender.balance() == Decimal("0.045")
+    listing = client.get("/portal/messages").get_data(as_text=True)
+    row = next(r for r in listing.split("<tr")[1:] if "13900139000" in r)
+    assert '<td class="num">0.00<br><span class="small refunded">已退 0.045</span></td>' in row
+    assert "已退" not in next(r for r in listing.split("<tr")[1:] if "13800138000" in r)
+
+
 def test_the_portal_shows_a_new_key_once_and_revokes_it(app: Flask, client: FlaskClient) -> None:
     portal_login(client, app)
     page = client.post("/portal/api-keys", data={"label": "订单系统"}).get_data(as_text=True)
