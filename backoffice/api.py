@@ -7,6 +7,7 @@ Bearer API keys of sub-accounts (stored hashed); JSON in and out; errors are
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from backoffice.services.messaging import (
     SendingSettings,
     accept_request,
     get_message,
+    intake_reasons,
     intake_turn,
     parse_send_at,
     read_request,
@@ -124,7 +126,8 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def message_json(message: Message, *, parts: bool = False) -> dict[str, Any]:
+def message_json(message: Message, *, parts: bool = False, reasons: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """A message as the API shows it; `reasons`: what its intake answer said (`intake_reasons`)."""
     body: dict[str, Any] = {
         "id": message.id,
         "request_id": message.request_id,
@@ -137,7 +140,7 @@ def message_json(message: Message, *, parts: bool = False) -> dict[str, Any]:
         "status": message.status,
         "status_name": message.status_name,
         "duplicate": message.duplicate,
-        "reason": message.error,
+        "reason": message.error or (reasons or {}).get(message.id),
         "accepted_at": _iso(message.accepted_at),
         "send_at": _iso(message.send_at),
         "submitted_at": _iso(message.submitted_at),
@@ -201,7 +204,7 @@ def message_status(message_id: int) -> Any:
     message = get_message(db.session, sub.account_id, message_id, sub_account_id=sub.message_scope)
     if message is None:
         raise NotFound(f"短信 {message_id} 不存在")
-    body = message_json(message, parts=True)
+    body = message_json(message, parts=True, reasons=intake_reasons(db.session, [message]))
     db.session.commit()  # the key's last_used_at
     return jsonify(body)
 
@@ -227,12 +230,13 @@ def message_reports() -> Any:
     )
     more = len(rows) > limit
     rows = rows[:limit]
+    reasons = intake_reasons(db.session, rows)
     following = None
     if more:
         last = rows[-1]
         following = {"since": last.updated_at.isoformat(), "after_id": last.id}
     body = {
-        "messages": [message_json(m) for m in rows],
+        "messages": [message_json(m, reasons=reasons) for m in rows],
         "has_more": more,
         "as_of": until.isoformat(),  # complete up to here: later changes come in a later poll
         "next": following,

@@ -256,7 +256,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "status": _STATUS,
                         "status_name": {"type": "string"},
                         "duplicate": {"type": "boolean"},
-                        "reason": {"type": ["string", "null"]},
+                        "reason": {
+                            "type": ["string", "null"],
+                            "description": "拒发、跳过或退款的原因；此外与发送时的响应相同：顺延至合同发送时段、10 小时内重复发送的说明",
+                        },
                         "accepted_at": _TIME,
                         "send_at": _TIME,
                         "submitted_at": _NULLABLE_TIME,

@@ -20,6 +20,7 @@ from backoffice.services.messaging import (
     ClientRefConflict,
     SendingSettings,
     accept_messages,
+    intake_reasons,
     read_recipient_file,
     recent_messages,
     recent_replies,
@@ -129,7 +130,9 @@ def messages() -> Any:
         before = None  # the first page
     rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE + 1, sub_account_id=_scope())
     older = rows[PAGE - 1].id if len(rows) > PAGE else None  # (one more read: no link to an empty page)
-    return render_template("portal/messages.html", account=account, messages=rows[:PAGE], older=older, paged=before is not None)
+    shown = rows[:PAGE]
+    reasons = intake_reasons(db.session, shown)
+    return render_template("portal/messages.html", account=account, messages=shown, reasons=reasons, older=older, paged=before is not None)
 
 
 @bp.route("/replies")

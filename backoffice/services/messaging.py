@@ -1391,6 +1391,29 @@ def recent_messages(
     return list(session.scalars(query.order_by(Message.id.desc()).limit(limit)))
 
 
+_ANSWERS = sa.select(_REQUESTS.c.response).where(_REQUESTS.c.id.in_(sa.bindparam("request_ids", expanding=True)))
+
+
+def intake_reasons(session: Session, messages: Sequence[Message]) -> dict[int, str]:
+    """The reason the intake's answer gave each message whose own `error` says nothing since:
+    deferred to the contract's sending window, a 10-hour duplicate (found by an exploratory
+    test: the 202 said so, GET /messages and the portal's 说明 said nothing afterwards). Read
+    from the answer stored on the request (for `client_ref` retries), nothing stored per message,
+    and only for messages that can have such a reason (flagged duplicate, or sent later than
+    accepted): the columns alone cannot tell a deferral to 08:05 from a send_at the customer chose."""
+    wanted = {m.request_id for m in messages if m.error is None and (m.duplicate or m.send_at > m.accepted_at)}
+    if not wanted:
+        return {}
+    given: dict[int, str] = {}
+    ordered = sorted(wanted)
+    for i in range(0, len(ordered), 500):
+        for answer in session.scalars(_ANSWERS, {"request_ids": ordered[i : i + 500]}):
+            for entry in (answer or {}).get("messages", ()):
+                if entry.get("id") is not None and entry.get("reason"):
+                    given[entry["id"]] = entry["reason"]
+    return {m.id: given[m.id] for m in messages if m.error is None and m.id in given}
+
+
 def recent_replies(
     session: Session, account_id: int, *, before_id: int | None = None, limit: int = 100, sub_account_id: int | None = None
 ) -> list[MobileOriginated]:

@@ -523,6 +523,31 @@ def test_a_refunded_message_says_what_was_given_back_and_the_portal_shows_the_ne
     assert "已退" not in next(r for r in listing.split("<tr")[1:] if "13800138000" in r)
 
 
+def test_the_reasons_of_the_send_answer_are_given_again_by_the_status_views_and_the_portal(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: the 202 said why a message was deferred to 08:05 and that it
+    was a 10-hour duplicate; GET /messages, GET /messages/{id} and the portal's 说明 said nothing."""
+    sender = portal_login(client, app, "lingxuntong_service")  # 07:00–22:30, deferred to 08:05; duplicates within 10 hours
+    secret = api_key(sender)
+    text = "【学府教育】明天上午九点开课"
+    set_clock(lambda: FIXED_NOW + timedelta(hours=12))
+    post(client, secret, to="13800138000", content=text)  # 22:00 Beijing: at once
+    set_clock(lambda: FIXED_NOW + timedelta(hours=13))  # 23:00 Beijing: outside the window
+    answered = post(client, secret, to=["13800138000", "13900139000"], content=text).json["messages"]
+    assert "顺延至 2026-11-24 08:05 发送；10 小时内向该号码发送过相同内容" in answered[0]["reason"]
+    assert answered[1]["reason"].startswith("不在合同约定的发送时段内") and not answered[1]["duplicate"]
+    chosen = post(client, secret, to="13600136000", content=text, send_at="2026-11-24T08:05:00").json["messages"][0]
+    assert chosen["reason"] is None  # the customer's own time, inside the window: nothing to explain
+    set_clock(lambda: FIXED_NOW + timedelta(hours=13, seconds=10))
+    for entry in (*answered, chosen):
+        assert client.get(f"/api/v1/messages/{entry['id']}", headers=auth(secret)).json["reason"] == entry["reason"]
+    reports = client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(secret)).json["messages"]
+    assert {m["id"]: m["reason"] for m in reports} == {
+        **{m["id"]: m["reason"] for m in (*answered, chosen)}, reports[0]["id"]: None
+    }  # fmt: skip
+    listing = client.get("/portal/messages").get_data(as_text=True)
+    assert f"<td>{answered[0]['reason']}</td>" in listing and f"<td>{answered[1]['reason']}</td>" in listing
+
+
 def test_the_portal_shows_a_new_key_once_and_revokes_it(app: Flask, client: FlaskClient) -> None:
     portal_login(client, app)
     page = client.post("/portal/api-keys", data={"label": "订单系统"}).get_data(as_text=True)
