@@ -263,9 +263,12 @@ def _error_handlers(app: Flask) -> None:
             403: "没有权限",
             404: "页面不存在",
             405: "不支持的请求方法",
-            413: "上传的文件过大",
         }
         message = messages.get(error.code or 500, error.description or "")
+        if error.code == 413:  # found by an exploratory test: the API was told of a "file", and no one of the limit
+            limit = f"{app.config['MAX_CONTENT_LENGTH'] / (1024 * 1024):g} MB"
+            what = "请求体过大" if request.path.startswith("/api/") else "上传的文件过大"
+            message = f"{what}：最多 {limit}，本次未做任何处理"
         if _wants_json():
             return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code
         return render_template("error.html", status=error.code, message=message), error.code

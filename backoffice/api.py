@@ -209,16 +209,22 @@ def message_status(message_id: int) -> Any:
     return jsonify(body)
 
 
+def _whole_number(name: str, default: str) -> int:
+    """A query parameter that must be a whole number, refused under its own name (found by an
+    exploratory test: after_id=abc was reported under fields.limit)."""
+    given = request.args.get(name, default)
+    try:
+        return int(given)
+    except ValueError:
+        raise ValidationFailed({name: f"{name} 应为整数，收到的是 {given[:20]!r}"}) from None
+
+
 @bp.get("/messages")
 def message_reports() -> Any:
     since_text = request.args.get("since")
     since = parse_send_at(since_text, field="since") if since_text and since_text.strip() else utcnow() - timedelta(days=1)
     assert since is not None
-    try:
-        after_id = int(request.args.get("after_id", "0"))
-        limit = int(request.args.get("limit", str(PAGE_DEFAULT)))
-    except ValueError:
-        raise ValidationFailed({"limit": "after_id 和 limit 应为整数"}) from None
+    after_id, limit = _whole_number("after_id", "0"), _whole_number("limit", str(PAGE_DEFAULT))
     if not 0 <= after_id <= MAX_ID:
         raise ValidationFailed({"after_id": f"after_id 应在 0–{MAX_ID} 之间"})
     if not 1 <= limit <= PAGE_MAX:

@@ -37,6 +37,7 @@ def _error(description: str) -> dict[str, Any]:
 def openapi_document(server_url: str) -> dict[str, Any]:
     errors = {
         "400": _error("请求格式有误（字段缺失、号码超过上限、时间格式不对等），fields 说明各字段的问题"),
+        "413": _error("请求体过大（上限默认 16 MB，message 中给出）：未做任何处理"),
         "401": _error("缺少 API 密钥，或密钥无效、已吊销"),
         "403": _error("账户未开通、已暂停、已关闭或已被列入黑名单，不能发送"),
         "409": _error("client_ref 已用于另一个内容不同的请求，或已被本账户的另一个子号使用"),
@@ -137,7 +138,9 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                             "description": "按状态变化时间从早到晚排列",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/StatusReports"}}},
                         },
-                        "400": errors["400"],
+                        "400": _error(
+                            "查询参数有误（since 时间格式不对或超出范围、after_id 或 limit 不是整数或超出范围），fields 说明各参数的问题"
+                        ),
                         "401": errors["401"],
                     },
                 },
@@ -208,7 +211,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "to": {"type": "string", "description": "规范化后的 11 位号码；无效号码原样返回"},
                         "carrier": {"type": ["string", "null"], "enum": ["cmcc", "cucc", "ctcc", "cbn", None]},
                         "carrier_name": {"type": ["string", "null"]},
-                        "segments": {"type": "integer", "description": "拆分条数（计费条数）"},
+                        "segments": {
+                            "type": "integer",
+                            "description": "拆分条数（计费条数）；未发送的号码（invalid、network_not_opened、repeated）为 0",
+                        },
                         "charge": _DECIMAL,
                         "status": {
                             **_STATUS,

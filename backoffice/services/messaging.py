@@ -112,7 +112,7 @@ BLOCKED_STATUSES = {
 }
 SOURCES = ("api", "portal", "csv")
 #: Answer statuses of a recipient given a number but not taken on: no message, no charge, no parts.
-NOT_TAKEN = ("repeated",)
+NOT_TAKEN = ("repeated", "network_not_opened")
 CLIENT_REF_MAX = 64
 NOTICE_CLIENT_REF = "platform-notice:"  # the platform's own notices (tariff, renewal, invoice); refused from customers
 MAX_SCHEDULE_AHEAD = timedelta(days=30)

@@ -548,6 +548,28 @@ def test_the_reasons_of_the_send_answer_are_given_again_by_the_status_views_and_
     assert f"<td>{answered[0]['reason']}</td>" in listing and f"<td>{answered[1]['reason']}</td>" in listing
 
 
+def test_an_api_body_over_the_limit_is_refused_as_a_request_body_naming_the_limit(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: 413 said 上传的文件过大 (a file?) and gave no limit."""
+    secret = api_key(active_sender(app))
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    body = b'{"to": "13800138000", "content": "' + b"a" * limit + b'"}'
+    response = client.post("/api/v1/messages", data=body, content_type="application/json", headers=auth(secret))
+    assert response.status_code == 413
+    assert response.json["error"]["message"] == f"请求体过大：最多 {limit // (1024 * 1024)} MB，本次未做任何处理"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
+def test_status_report_parameters_that_are_not_numbers_are_refused_under_their_own_names(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: after_id=abc was reported under fields.limit."""
+    secret = api_key(active_sender(app))
+    for query, field in (("after_id=abc", "after_id"), ("limit=ten", "limit")):
+        refused = client.get(f"/api/v1/messages?{query}", headers=auth(secret))
+        assert refused.status_code == 400 and list(refused.json["error"]["fields"]) == [field], query
+    document = client.get("/api/v1/openapi.json").json
+    reports_400 = document["paths"]["/messages"]["get"]["responses"]["400"]["description"]
+    assert "after_id" in reports_400 and "号码超过上限" not in reports_400
+
+
 def test_the_portal_shows_a_new_key_once_and_revokes_it(app: Flask, client: FlaskClient) -> None:
     portal_login(client, app)
     page = client.post("/portal/api-keys", data={"label": "订单系统"}).get_data(as_text=True)

@@ -367,6 +367,8 @@ def test_recipients_on_networks_the_contract_did_not_open_are_skipped_and_not_ch
     assert result.messages[2]["reason"] == "合同未开通中国电信网络，未发送，不计费" and "中国广电" in result.messages[3]["reason"]
     assert [m["id"] is None for m in result.messages] == [False, False, True, True]
     assert [m["charge"] for m in result.messages] == ["0.06", "0.06", "0.00", "0.00"]
+    # Found by an exploratory test: they said segments 1 (an invalid number says 0): nothing is sent or billed.
+    assert [m["segments"] for m in result.messages] == [1, 1, 0, 0]
     assert sender.balance() == before - Decimal("0.12") and result.body["charged"] == "0.12"
     assert sorted(db.session.scalars(sa.select(Message.recipient))) == ["13800138000", "18612345678"]
     assert sorted(db.session.scalars(sa.select(SendLog.recipient))) == ["13800138000", "18612345678"]
@@ -702,6 +704,18 @@ def test_the_account_rate_is_enforced_with_a_wait_time(app: Flask, sender: Sende
     set_clock(lambda: FIXED_NOW + timedelta(seconds=1))
     send(sender, numbers(5, start=13900100000), settings=settings)
     assert isinstance(refused(sender, "13900139000", settings=settings), RateLimited)
+
+
+def test_a_full_request_is_acceptable_at_any_rate_so_the_burst_is_at_least_one(app: Flask, sender: Sender) -> None:
+    """What README says of RATE_BURST_SECONDS (found by an exploratory test: it claimed 10 s of
+    the rate, while at 1 a second 56 messages in one second were accepted): the tolerance is that
+    or one request of MAX_RECIPIENTS, whichever is more."""
+    sender.account.rate_limit_per_second = 1
+    db.session.commit()
+    settings = SendingSettings(rate_burst_seconds=10, max_recipients=30)  # 30 s at 1 a second, not 10
+    send(sender, numbers(30), settings=settings)
+    error = refused(sender, "13900139000", settings=settings)
+    assert isinstance(error, RateLimited) and error.retry_after == 1
 
 
 def test_the_send_log_chain_reveals_an_edited_or_removed_row(app: Flask, sender: Sender) -> None:
