@@ -169,6 +169,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
 
     app.jinja_env.filters["money"] = format_money  # 1750 -> 1750.00
     app.jinja_env.filters["price"] = format_price  # 1749.965 and 1500 as such, never 1.5E+3
+    from backoffice import display
+
+    display.register(app)  # actors, templates, deliveries in words: |actor, |template_title, |delivery
     _error_handlers(app)
 
     @app.after_request

@@ -32,6 +32,13 @@ RENEWAL_RULES = {
     "yearly_auto_extend": "12个月，无书面异议自动顺延一年",
 }
 
+#: A contract job's kind as staff read it (`ContractJob.kind` keeps the code the scheduler runs by).
+JOB_KINDS = {
+    "renewal_notice": "续约提醒",
+    "expire": "到期（暂停账户发送）",
+    "auto_extend": "自动顺延一年",
+}
+
 
 class DocumentSequence(Base):
     """Last number handed out per series and year. Taken with an atomic UPDATE inside the
@@ -107,3 +114,7 @@ class ContractJob(Base):
     outcome: Mapped[str | None] = mapped_column(sa.String(200))
 
     contract: Mapped[Contract] = relationship(back_populates="jobs")
+
+    @property
+    def kind_name(self) -> str:
+        return JOB_KINDS.get(self.kind, self.kind)

@@ -73,7 +73,7 @@ def test_admins_add_several_keywords_at_once_and_intake_refuses_them(app: Flask,
     assert response.status_code == 200 and "新增 4 个违禁词：赌博、代开发票、刷单、套现" in page(response)
     assert keywords() == ["赌博", "代开发票", "刷单", "套现"]
     listing = page(admin.get("/admin/keywords"))
-    assert "代开发票" in listing and "staff:admin" in listing and "2026-11-23 10:00" in listing
+    assert "代开发票" in listing and "admin（管理员）" in listing and "2026-11-23 10:00" in listing
     refused = post(admin, secret, to="13800138000", content="【蓉城会员】代开发票")
     assert refused.status_code == 422 and refused.json["error"]["code"] == "content_refused"
     again = admin.post("/admin/keywords", data={"words": "赌博"}, follow_redirects=True)

@@ -924,3 +924,60 @@ def test_simultaneous_guesses_are_held_to_the_limit(app: Flask, staff: dict[str,
     for thread in threads:
         thread.join()
     assert len(checked) == 30 and sum(checked) <= app.config["LOGIN_MAX_FAILURES"]
+
+
+def test_staff_pages_name_templates_jobs_people_and_deliveries_in_chinese(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: the register and the contract page showed the template's id
+    (`sms_business_service`) and the jobs' codes (`renewal_notice`), the receipts and keyword
+    pages who acted as `staff:finance` / `sub:E000001` / `cli:root`, the outbox `dispatcher:
+    message 1`. The stored values stay (they are the audit trail); the pages say them in words."""
+    from backoffice.models import ForbiddenKeyword, Notification, Receipt, StaffUser
+
+    issued = make_contract(app, "sms_business_service", customer__name="中文显示有限公司")
+    code, no = issued.contract.account.code, issued.contract.contract_no
+    db.session.scalar(sa.select(StaffUser).where(StaffUser.username == "finance")).display_name = "王芳"
+    for n, by in enumerate((f"sub:{code}", "staff:finance", "cli:root")):
+        db.session.add(
+            Receipt(account_id=issued.contract.account_id, amount=100 + n, paid_on=issued.contract.customer_signed_on,
+                    payer_name="中文显示有限公司", bank_reference=f"REF{n}", bank="CMB", recorded_by=by)
+        )  # fmt: skip
+    db.session.add(ForbiddenKeyword(word="违禁测试", created_by="staff:admin"))
+    db.session.add(
+        Notification(key="n-1", channel="sms", recipient="13800138000", body="通知", status="sent", delivered_to="dispatcher: message 1")
+    )
+    db.session.commit()
+
+    login(client, "sales", staff["sales"])
+    register = client.get("/sales/").get_data(as_text=True)
+    assert "004 短信业务服务合同" in register and ">sms_business_service<" not in register
+    detail = client.get(f"/sales/contracts/{no}").get_data(as_text=True)
+    assert "004 短信业务服务合同" in detail and "续约提醒" in detail
+    assert not re.search(r"<td>(renewal_notice|expire|auto_extend)</td>", detail)
+    client.post("/logout")
+
+    login(client, "finance", staff["finance"])
+    receipts = client.get("/finance/receipts").get_data(as_text=True)
+    assert f"客户 {code}" in receipts and "王芳（finance，财务）" in receipts and "命令行（root）" in receipts
+    assert not re.search(r"staff:|sub:E|cli:", receipts)
+    client.post("/logout")
+
+    login(client, "admin", staff["admin"])
+    keywords = client.get("/admin/keywords").get_data(as_text=True)
+    assert "admin（管理员）" in keywords and "staff:admin" not in keywords
+    outbox = client.get("/admin/outbox").get_data(as_text=True)
+    assert "已交调度程序发送（短信 #1）" in outbox and "dispatcher: message" not in outbox
+    refused = client.post("/admin/users", data={"username": "zhao", "name": "", "role": "superadmin"}).get_data(as_text=True)
+    assert "角色应为销售、财务或管理员" in refused and "sales/finance/admin" not in refused
+    assert db.session.scalar(sa.select(Receipt.recorded_by).where(Receipt.bank_reference == "REF1")) == "staff:finance"  # kept
+
+
+def test_actors_read_as_people_and_processes() -> None:
+    from backoffice.display import actor_name, delivery_name, template_title
+
+    assert actor_name("sub:E000003") == "客户 E000003"
+    assert actor_name("cli:root") == "命令行（root）" and actor_name("cli") == "命令行"
+    assert actor_name("system:intake") == "系统（短信受理）" and actor_name("scheduler") == "系统（定时任务）"
+    assert actor_name("system:other") == "系统（other）" and actor_name(None) == ""
+    assert template_title("enterprise_sms_center") == "000 企业短信中心销售及短信服务合同" and template_title("gone") == "gone"
+    assert delivery_name("smtps://mail.example.cn:465") == "已交邮件服务器 mail.example.cn:465（加密连接）"
+    assert delivery_name("20261120-101010-000001-email.eml") == "已写入发件箱：20261120-101010-000001-email.eml"
