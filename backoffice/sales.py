@@ -67,13 +67,6 @@ def new_contract(template_id: str) -> Any:
         if request.form.get("action") == "preview":
             preview_html = preview_contract(db.session, template.id, values, customer_signature=cust, provider_signature=prov)
         else:
-            if not cust or not prov:
-                missing = {}
-                if not cust:
-                    missing["customer_signature"] = "请甲方签字（在签名框内手写或上传签名图片）"
-                if not prov:
-                    missing["provider_signature"] = "请乙方签字（在签名框内手写或上传签名图片）"
-                raise ValidationFailed(missing)
             app = current_app._get_current_object()  # type: ignore[attr-defined]
             issued = issue_contract(
                 db.session,
@@ -85,6 +78,7 @@ def new_contract(template_id: str) -> Any:
                 customer_signature=cust,
                 provider_signature=prov,
                 submission_key=f"web-{submission_id}",
+                signatures_required=True,
             )
             db.session.commit()
             warnings = [w for w in (existing_customer_warning(db.session, issued.contract),) if w] + after_commit_catch_up(app)

@@ -124,7 +124,7 @@ def service_code_clash(session: Session, service_code: str | None) -> str | None
 
 def _signature(field: str, supplied: bytes | str | None, signer: str, errors: dict[str, str]) -> str:
     """A validated signature image as a data URI; a typed one from the name when none was drawn."""
-    if supplied is None or supplied == "" or supplied == b"":
+    if _unsigned(supplied):
         return documents.typed_signature(signer)
     try:
         raw = images.decode_data_uri(supplied) if isinstance(supplied, str) else supplied
@@ -159,8 +159,25 @@ def _storable_key(key: str) -> str:
     return "h:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[: SUBMISSION_KEY_MAX - 2]
 
 
+#: A side that must sign by hand (the web form) and did not: what it is told.
+SIGNATURE_MISSING = {
+    "customer_signature": "请甲方签字（在签名框内手写或上传签名图片）",
+    "provider_signature": "请乙方签字（在签名框内手写或上传签名图片）",
+}
+
+
+def _unsigned(supplied: Any) -> bool:
+    return supplied is None or supplied == "" or supplied == b""
+
+
 def _validate(
-    session: Session, template: ContractTemplate, raw: dict[str, Any], customer_signature: Any, provider_signature: Any
+    session: Session,
+    template: ContractTemplate,
+    raw: dict[str, Any],
+    customer_signature: Any,
+    provider_signature: Any,
+    *,
+    signatures_required: bool = False,
 ) -> tuple[dict[str, Any], str, str]:
     try:
         values = validate_contract_fields(template, raw)
@@ -179,8 +196,13 @@ def _validate(
         errors["term_end"] = f"合同期限已于 {values['term_end'].isoformat()} 结束，不能签发已到期的合同"
     if clash := service_code_clash(session, values.get("service_code")):
         errors["service_code"] = clash
-    cust = _signature("customer_signature", customer_signature, values.get("customer_signer", ""), errors) if values else ""
-    prov = _signature("provider_signature", provider_signature, values.get("provider_signer", ""), errors) if values else ""
+    # A missing hand signature is told with every other problem, not first and alone (found by an
+    # exploratory test: the phone and price errors only showed in a second round, after signing).
+    supplied = {"customer_signature": customer_signature, "provider_signature": provider_signature}
+    missing = {field: message for field, message in SIGNATURE_MISSING.items() if signatures_required and _unsigned(supplied[field])}
+    errors.update(missing)
+    cust = _signature("customer_signature", customer_signature, values.get("customer_signer", ""), errors) if values and not missing else ""
+    prov = _signature("provider_signature", provider_signature, values.get("provider_signer", ""), errors) if values and not missing else ""
     if errors:
         raise ValidationFailed(errors)
     return values, cust, prov
@@ -222,16 +244,21 @@ def issue_contract(
     customer_signature: bytes | str | None = None,
     provider_signature: bytes | str | None = None,
     submission_key: str | None = None,
+    signatures_required: bool = False,
 ) -> IssuedContract:
     """Issue a contract from a filled-in template. Raises ValidationFailed (per field),
-    NotFound (template) or Conflict (same submission twice); the caller commits."""
+    NotFound (template) or Conflict (same submission twice); the caller commits.
+    `signatures_required`: both sides must have signed by hand (the web form); otherwise a side
+    that did not is signed with its signer's typed name (the command line)."""
     template = get_template(template_id)
     # The same form again is told so first: its own account now has the service code it gives.
     key = _storable_key(submission_key or submission_key_for(template_id, raw))
     existing = session.scalar(sa.select(Contract).where(Contract.submission_key == key))
     if existing is not None:
         raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")
-    values, cust_sig, prov_sig = _validate(session, template, raw, customer_signature, provider_signature)
+    values, cust_sig, prov_sig = _validate(
+        session, template, raw, customer_signature, provider_signature, signatures_required=signatures_required
+    )
     provider, seal = provider_settings(session, template)
     _payment_details_given(template, provider)
     initial, fee = values["initial_amount"], values.get("opening_fee") or Decimal(0)

@@ -205,6 +205,22 @@ def test_web_form_requires_both_signatures(app: Flask, client: FlaskClient, staf
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 0
 
 
+def test_web_form_tells_missing_signatures_and_field_errors_at_once(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: 签署并签发 with no signatures, a bad phone and a 5-decimal
+    price listed only the two signatures; the phone and price errors came in a second round."""
+    login(client, "sales", staff["sales"])
+    before = snapshot(app)
+    data = form_data("enterprise_sms_center", customer__phone="010-123", price_per_message="0.03501")
+    response = client.post("/sales/new/enterprise_sms_center", data=data)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    for field in ("customer_signature", "provider_signature", "customer.phone", "price_per_message"):
+        assert f'data-field="{field}"' in page, field
+    assert "请甲方签字" in page and "请乙方签字" in page and "电话号码" in page and "4 位小数" in page
+    db.session.expire_all()
+    assert snapshot(app) == before
+
+
 def test_web_resubmission_of_the_same_form_issues_once(app: Flask, client: FlaskClient, staff: dict) -> None:
     from tests.e2e.signature import SIGNATURE_DATA_URI
 
