@@ -64,29 +64,31 @@ def _mb(limit: int) -> str:
     return f"{limit / 1_000_000:g} MB"
 
 
-def validate_image(data: bytes, *, max_bytes: int = 2_000_000, max_pixels: int = 4_000_000) -> bytes:
+def validate_image(data: bytes, *, max_bytes: int = 2_000_000, max_pixels: int = 4_000_000, what: str = "签名图片") -> bytes:
     """The image re-encoded as a plain PNG, or ImageError.
 
     Only PNG, JPEG (and WebP when Pillow has it) that actually decode are accepted; re-encoding
-    drops metadata and anything smuggled after the image data (polyglot files).
+    drops metadata and anything smuggled after the image data (polyglot files). `what` the image
+    is, as its refusals name it (a seal is no signature: found by an exploratory test, an upload
+    of the provider's seal was refused as "签名图片格式无效").
     """
     if len(data) > max_bytes:
-        raise ImageError(f"签名图片过大（最大 {_mb(max_bytes)}）")
+        raise ImageError(f"{what}过大（最大 {_mb(max_bytes)}）")
     expected = _format_of(data)
     if expected is None:
-        raise ImageError("签名图片格式无效：仅支持 PNG 或 JPEG")
+        raise ImageError(f"{what}格式无效：仅支持 PNG 或 JPEG")
     try:
         with _strict_decoding():
             image = Image.open(BytesIO(data), formats=[expected])
             if image.width * image.height > max_pixels:
-                raise ImageError(f"签名图片尺寸过大（最多 {max_pixels:,} 像素）")
+                raise ImageError(f"{what}尺寸过大（最多 {max_pixels:,} 像素）")
             image.load()
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageError(f"签名图片尺寸过大（最多 {max_pixels:,} 像素）") from exc
+        raise ImageError(f"{what}尺寸过大（最多 {max_pixels:,} 像素）") from exc
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError… on broken data
-        raise ImageError("签名图片已损坏，无法读取") from exc
+        raise ImageError(f"{what}已损坏，无法读取") from exc
     upright: Image.Image = ImageOps.exif_transpose(image)  # phone photos: keep them upright once EXIF is gone
     if upright.mode not in ("RGB", "RGBA", "L", "LA"):
         upright = upright.convert("RGBA")

@@ -146,9 +146,9 @@ def save_provider(
     png = None
     if seal is not None:  # given, even empty: an empty file is refused, not taken for "keep the seal"
         try:
-            png = images.validate_image(seal)
+            png = images.validate_image(seal, what="公章图片")
         except images.ImageError as bad:
-            errors["seal"] = f"公章图片：{bad}"
+            errors["seal"] = str(bad)
     if errors:
         raise ValidationFailed(errors)
     profile = session.get(ProviderProfile, current.template_id)

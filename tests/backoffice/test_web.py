@@ -539,6 +539,28 @@ GOOD_PROVIDER = {
 }  # fmt: skip
 
 
+def test_a_refused_seal_upload_is_called_a_seal_not_a_signature(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: a non-image or 3 MB seal was refused as
+    "公章图片：签名图片格式无效：仅支持 PNG 或 JPEG" and "公章图片：签名图片过大（最大 2 MB）"."""
+    from io import BytesIO
+
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    from backoffice.services.provider import provider_of
+
+    login(client, "admin", staff["admin"])
+    form = {k: str(v) for k, v in provider_of(db.session, "sms_business_service").identity.items()}
+    too_big = b"\x89PNG\r\n\x1a\n" + b"0" * 3_000_000
+    for upload, words in ((b"just text", "公章图片格式无效：仅支持 PNG 或 JPEG"), (too_big, "公章图片过大（最大 2 MB）")):
+        # Encoded here, in memory: the test client spools a large body to a file it never closes.
+        boundary, body = encode_multipart({**form, "seal": FileStorage(BytesIO(upload), "seal.png"), "version": version(client)})
+        refused = client.post(PROVIDER_FORM, data=body, content_type=f"multipart/form-data; boundary={boundary}")
+        page = refused.get_data(as_text=True)
+        assert refused.status_code == 422 and words in page and "签名" not in page, words
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ProviderProfile)) == 0
+
+
 def second_admin(app: Flask) -> FlaskClient:
     from backoffice.services.staff import create_staff_user
 
