@@ -17,7 +17,13 @@ from backoffice.errors import Conflict, ValidationFailed
 from backoffice.extensions import db
 from backoffice.finance import send_document
 from backoffice.models import Contract
-from backoffice.services.contracts import existing_customer_warning, get_contract, issue_contract, preview_contract
+from backoffice.services.contracts import (
+    CONFIRM_ANOTHER_ACCOUNT,
+    existing_customer_warning,
+    get_contract,
+    issue_contract,
+    preview_contract,
+)
 from backoffice.services.renewal import objection_deadline, parse_received_on, stop_renewal
 from backoffice.services.templates import NETWORKS, ContractTemplate, get_template, list_templates
 
@@ -79,6 +85,7 @@ def new_contract(template_id: str) -> Any:
                 provider_signature=prov,
                 submission_key=f"web-{submission_id}",
                 signatures_required=True,
+                refuse_existing_customer=not request.form.get(CONFIRM_ANOTHER_ACCOUNT),
             )
             db.session.commit()
             warnings = [w for w in (existing_customer_warning(db.session, issued.contract),) if w] + after_commit_catch_up(app)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
-from backoffice.clock import local_today
+from backoffice.clock import local_today, to_local
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import Contract, EnterpriseAccount, ProviderProfile
 from backoffice.money import format_price
@@ -178,6 +178,7 @@ def _validate(
     provider_signature: Any,
     *,
     signatures_required: bool = False,
+    refuse_existing_customer: bool = False,
 ) -> tuple[dict[str, Any], str, str]:
     try:
         values = validate_contract_fields(template, raw)
@@ -196,6 +197,9 @@ def _validate(
         errors["term_end"] = f"合同期限已于 {values['term_end'].isoformat()} 结束，不能签发已到期的合同"
     if clash := service_code_clash(session, values.get("service_code")):
         errors["service_code"] = clash
+    existing = existing_customer_refusal(session, values["customer.name"]) if refuse_existing_customer and values else None
+    if existing:
+        errors[CONFIRM_ANOTHER_ACCOUNT] = existing
     # A missing hand signature is told with every other problem, not first and alone (found by an
     # exploratory test: the phone and price errors only showed in a second round, after signing).
     supplied = {"customer_signature": customer_signature, "provider_signature": provider_signature}
@@ -245,11 +249,14 @@ def issue_contract(
     provider_signature: bytes | str | None = None,
     submission_key: str | None = None,
     signatures_required: bool = False,
+    refuse_existing_customer: bool = False,
 ) -> IssuedContract:
     """Issue a contract from a filled-in template. Raises ValidationFailed (per field),
     NotFound (template) or Conflict (same submission twice); the caller commits.
     `signatures_required`: both sides must have signed by hand (the web form); otherwise a side
-    that did not is signed with its signer's typed name (the command line)."""
+    that did not is signed with its signer's typed name (the command line).
+    `refuse_existing_customer`: a customer who already has a live account is refused (the web
+    form, until its 确认为该客户另开一个账户 box is ticked); otherwise the caller warns after."""
     template = get_template(template_id)
     # The same form again is told so first: its own account now has the service code it gives.
     key = _storable_key(submission_key or submission_key_for(template_id, raw))
@@ -257,7 +264,13 @@ def issue_contract(
     if existing is not None:
         raise Conflict(f"该表单已提交过：合同 {existing.contract_no} 已签发，未重复签发")
     values, cust_sig, prov_sig = _validate(
-        session, template, raw, customer_signature, provider_signature, signatures_required=signatures_required
+        session,
+        template,
+        raw,
+        customer_signature,
+        provider_signature,
+        signatures_required=signatures_required,
+        refuse_existing_customer=refuse_existing_customer,
     )
     provider, seal = provider_settings(session, template)
     _payment_details_given(template, provider)
@@ -430,4 +443,33 @@ def existing_customer_warning(session: Session, contract: Contract) -> str | Non
     return (
         f"{contract.customer_name} 已有企业号 {'、'.join(others)}：本合同开立了新的企业号 {contract.account.code}，"
         "两个账户的余额互不相通（如本应在原账户续约，请联系管理员）"
+    )
+
+
+#: The web form's box that says a second account for a customer who has one is meant.
+CONFIRM_ANOTHER_ACCOUNT = "confirm_another_account"
+
+
+def existing_customer_refusal(session: Session, customer_name: str) -> str | None:
+    """Why a new contract for `customer_name` waits for sales to confirm it, or None: the customer
+    (the same 甲方 name, as `other_accounts_of_customer` compares it) has a live (not closed)
+    account. Found by an exploratory test: Back after issuing showed the filled-in form again
+    with a new submission id, and signing again issued a second contract and account that
+    nothing can void (numbers have no gaps); a warning after the fact came too late."""
+    rows = session.execute(
+        sa.select(EnterpriseAccount.code, sa.func.max(Contract.contract_no), sa.func.max(Contract.issued_at))
+        .outerjoin(Contract, Contract.account_id == EnterpriseAccount.id)
+        .where(EnterpriseAccount.customer_name == customer_name, EnterpriseAccount.status != "closed")
+        .group_by(EnterpriseAccount.id, EnterpriseAccount.code)
+        .order_by(EnterpriseAccount.id)
+    ).all()
+    if not rows:
+        return None
+    held = "、".join(
+        f"企业号 {code}" + (f"（合同 {no}，{to_local(at).strftime('%Y-%m-%d %H:%M')} 签发）" if no else "") for code, no, at in rows
+    )
+    return (
+        f"{customer_name} 已有{held}：再签发将另开一个新的企业号，两个账户的余额互不相通，已签发的合同无法作废。"
+        "如是重复提交（例如签发后按了浏览器的“后退”），请不要再签发，原合同可在合同登记簿中查看；"
+        "如确需为该客户另开一个账户，请勾选“确认为该客户另开一个账户”后再签发"
     )

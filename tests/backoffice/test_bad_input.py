@@ -236,6 +236,34 @@ def test_web_resubmission_of_the_same_form_issues_once(app: Flask, client: Flask
     assert snapshot(app) == before
 
 
+def test_a_second_account_for_a_customer_who_has_one_is_issued_only_when_confirmed(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: Back after issuing showed the filled-in form again with a
+    new submission id, and signing again issued a second contract and account (numbers have no
+    gaps, nothing voids one), with only a warning after the fact."""
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    login(client, "sales", staff["sales"])
+    data = form_data("enterprise_sms_center", customer__name="重复签发测试有限公司")
+    data.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI)
+    first = client.post("/sales/new/enterprise_sms_center", data=data)
+    assert first.status_code == 200 and "已签发" in first.get_data(as_text=True)
+    code = db.session.scalar(sa.select(EnterpriseAccount.code).where(EnterpriseAccount.customer_name == "重复签发测试有限公司"))
+
+    before = snapshot(app)
+    again = client.post("/sales/new/enterprise_sms_center", data={**data, "submission_id": "form-2"})  # the page fetched again
+    page = again.get_data(as_text=True)
+    assert again.status_code == 422 and f"已有企业号 {code}（合同 HT-2026-000001" in page
+    assert "确认为该客户另开一个账户" in page and 'name="confirm_another_account"' in page
+    db.session.expire_all()
+    assert snapshot(app) == before
+
+    confirmed = client.post("/sales/new/enterprise_sms_center", data={**data, "submission_id": "form-2", "confirm_another_account": "true"})
+    issued = confirmed.get_data(as_text=True)
+    assert confirmed.status_code == 200 and "HT-2026-000002" in issued and f"已有企业号 {code}" in issued  # the warning stays
+    names = db.session.scalars(sa.select(EnterpriseAccount.customer_name)).all()
+    assert names.count("重复签发测试有限公司") == 2
+
+
 def test_a_signature_that_is_not_an_image_is_refused(app: Flask, client: FlaskClient, staff: dict) -> None:
     login(client, "sales", staff["sales"])
     data = form_data("sms_business_service")
