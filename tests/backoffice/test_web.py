@@ -1003,3 +1003,22 @@ def test_actors_read_as_people_and_processes() -> None:
     assert template_title("enterprise_sms_center") == "000 企业短信中心销售及短信服务合同" and template_title("gone") == "gone"
     assert delivery_name("smtps://mail.example.cn:465") == "已交邮件服务器 mail.example.cn:465（加密连接）"
     assert delivery_name("20261120-101010-000001-email.eml") == "已写入发件箱：20261120-101010-000001-email.eml"
+
+
+def test_the_admin_account_page_lists_the_accounts_logins(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: E000004 had five 子号, and no staff page listed them."""
+    from backoffice.models import SubAccount
+
+    issued = make_contract(app, "lingxuntong_service", sub_accounts=5)
+    subs = [o.login for o in issued.logins if not o.is_primary]
+    assert len(subs) == 5
+    db.session.scalar(sa.select(SubAccount).where(SubAccount.login == subs[0])).active = False
+    db.session.commit()
+    login(client, "admin", staff["admin"])
+    page = client.get(f"/admin/accounts/{issued.contract.account.code}").get_data(as_text=True)
+    listed = re.search(r'<table class="list" id="sub-accounts">(.*?)</table>', page, re.S)
+    assert listed is not None and "企业号及 5 个子号" in page
+    rows = re.findall(r'<td class="login">([^<]+)</td><td>([^<]+)</td>\s*<td>([^<]+)</td>', listed.group(1))
+    assert rows[0] == (issued.contract.account.code, "企业号", "启用")
+    assert rows[1:] == [(subs[0], "子号", "停用")] + [(login, "子号", "启用") for login in subs[1:]]
+    assert "<form" not in listed.group(1)  # read-only
