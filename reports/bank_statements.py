@@ -83,6 +83,12 @@ _FOOTER = re.compile(r"^(?:合计|总计|共\s*\d+\s*笔)")
 _EXCEL_TEXT = re.compile(r'="(.*)"', re.DOTALL)  # banks write ="0123" so Excel keeps leading zeros
 
 
+def normal_reference(text: str) -> str:
+    """A bank transaction number as stored and compared: without spaces, upper-case (one
+    transfer, however a bank's export or a person spaced or cased it)."""
+    return re.sub(r"\s+", "", text).upper()
+
+
 class StatementError(ValueError):
     """The first line of a statement file that cannot be read, with the reason in Chinese."""
 
@@ -274,8 +280,11 @@ class _Collector:
 
     def add(self, line: StatementLine, reference_label: str) -> None:
         # Some exports space the number out (CMB 2026 1120 0001): the transfer's reference is
-        # the same without the spaces, as finance types it on a receipt.
-        line = dataclasses.replace(line, reference=re.sub(r"\s+", "", line.reference))
+        # the same without the spaces, as finance types it on a receipt. Upper-cased, as a
+        # receipt stores it (found by an exploratory test: k-html-1 in one export and K-HTML-1
+        # in the next were two lines of one transfer, the second never to be cleared; and K1 and
+        # k1 in one file both passed the check for a number seen twice).
+        line = dataclasses.replace(line, reference=normal_reference(line.reference))
         if not line.reference:
             raise StatementError(line.line_no, f"收入记录缺少{reference_label}")
         if not REFERENCE.fullmatch(line.reference):

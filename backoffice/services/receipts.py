@@ -33,7 +33,7 @@ from backoffice.services.accounts import get_account
 from backoffice.services.credit import closed_account, credit_receipt, reverse_event
 from backoffice.services.sql import MAX_INT_ID
 from backoffice.services.staged_files import stage_file
-from reports.bank_statements import REFERENCE
+from reports.bank_statements import REFERENCE, normal_reference
 
 VOUCHER_TYPES = {"application/pdf": "pdf", "image/png": "png", "image/jpeg": "jpg"}
 _BANK_REFERENCE = REFERENCE  # one pattern for a receipt and a statement line
@@ -204,7 +204,9 @@ def record_receipt(
     the input is reported at once (ValidationFailed per field); nothing is written unless all is
     well. The caller commits."""
     errors: dict[str, str] = {}
-    account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == (account_code or "").strip()))
+    # Codes are issued upper-case (E000001); found by an exploratory test: e000002 was 账户不存在.
+    code = (account_code or "").strip().upper()
+    account = session.scalar(sa.select(EnterpriseAccount).where(EnterpriseAccount.code == code))
     if account is None:
         errors["account"] = f"账户不存在：{account_code}"
     elif account.status in ENDED_ACCOUNT_STATUSES:
@@ -226,7 +228,9 @@ def record_receipt(
     if not isinstance(bank, str) or not BANK_CODE.fullmatch(bank):
         # The books' Assets:Bank:<code>: a code beancount refuses would fail at confirmation, later.
         errors["bank"] = f"收款银行代码应为 2–16 位大写字母或数字、以字母开头（如 CMB、ICBC）：{str(bank)[:20]}"
-    reference = (bank_reference or "").strip().upper()  # one transfer, however its number was typed
+    # One transfer, however its number was typed: spaces dropped and upper-cased as the statement
+    # parser does (found by an exploratory test: "K 2026120700001" was 银行流水号无效).
+    reference = normal_reference(bank_reference or "")
     if not _BANK_REFERENCE.fullmatch(reference):
         errors["bank_reference"] = "银行流水号无效：1–64 位字母、数字或 - _ / ."
     else:

@@ -1148,6 +1148,32 @@ def test_a_spaced_out_bank_number_is_imported_as_finance_types_it(app: Flask, ru
     assert db.session.scalar(sa.select(StatementLine.reference)) == "CMB202611200001"
 
 
+def test_a_reference_in_another_letter_case_is_the_same_transfer_in_a_later_export(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    """Found by an exploratory test: k-html-1, then K-HTML-1 in the next export (same date and
+    amount), were two statement lines; the second could never be cleared. One line now, upper-case."""
+    for name, reference in (("a.csv", "k-html-1"), ("b.csv", "K-HTML-1")):
+        statement = tmp_path / name
+        statement.write_text(f"date,amount,payer_name,payer_account,reference,memo\n2026-11-21,100.00,甲,,{reference},\n", encoding="utf-8")
+        exit_code, out = run(runner, "finance", "import-statement", str(statement), "--json")
+        assert exit_code == 0, out
+    assert out["duplicate_lines"] == 1
+    assert db.session.scalars(sa.select(StatementLine.reference)).all() == ["K-HTML-1"]
+
+
+def test_the_receipt_form_takes_a_spaced_reference_and_a_lower_case_account_code(app: Flask, client: Any, staff: dict[str, str]) -> None:
+    """Found by an exploratory test: "K 2026120700001" was 银行流水号无效 (the statement parser drops
+    the spaces) and e000002 was 账户不存在."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "finance", staff["finance"])
+    form = {"account": account.code.lower(), "amount": "100.00", "paid_on": "2026-11-21", "bank_reference": "k 2026 120700001"}
+    response = client.post("/finance/receipts", data=form)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    receipt = db.session.scalar(sa.select(Receipt))
+    assert (receipt.account_id, receipt.bank_reference) == (account.id, "K2026120700001")
+
+
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
     """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
     finance_users()

@@ -169,3 +169,12 @@ def test_dates_as_excel_writes_them_when_it_saves_a_csv_again_are_read() -> None
     """A review: 2026/11/5 (Excel re-saving the export) was refused as not a date."""
     statement = parse_statement(generic("2026/11/5,100.00,甲,,K1,", "2026-1-9,200.00,乙,,K2,"))
     assert [line.booked_on for line in statement.lines] == [date(2026, 11, 5), date(2026, 1, 9)]
+
+
+def test_a_reference_is_upper_cased_and_one_in_another_case_is_the_same_number() -> None:
+    """Found by an exploratory test: references were kept as typed, so K1 and k1 in one file both
+    passed the check for a number seen twice, and k-html-1 in a later export was another line."""
+    (line,) = parse_statement(generic("2026-11-20,100.00,甲,,k-html-1,")).lines
+    assert line.reference == "K-HTML-1"
+    error = parse_error(generic("2026-11-20,100.00,甲,,K1,", "2026-11-21,200.00,乙,,k1,"))
+    assert (error.line_no, error.reason) == (3, "reference（银行流水号）“K1”与第 2 行重复")
