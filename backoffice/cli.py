@@ -922,7 +922,7 @@ def finance_import_statement(statement_file: Path, username: str | None, as_json
             {"line_id": p.line.id, "line_no": p.line.line_no, "booked_on": p.line.booked_on.isoformat(), "amount": format_money(p.line.amount),
              "payer_name": p.line.payer_name, "reference": p.line.reference, "receipt_id": p.receipt.id if p.receipt else None,
              "account_code": p.account.code if p.account else None, "customer_name": p.account.customer_name if p.account else None,
-             "score": p.score, "reasons": p.reasons, "conflicts": p.conflicts}
+             "score": p.score, "reasons": p.reasons, "conflicts": p.conflicts, "hint": p.hint}
             for p in found
         ],
     }  # fmt: skip
@@ -937,6 +937,7 @@ def finance_import_statement(statement_file: Path, username: str | None, as_json
         )
         lines.append(f"  第 {p['line_no']} 行 {p['amount']} 元 {p['payer_name']} → {target}：{'、'.join(p['reasons'])}")
         lines.extend(f"    {conflict}" for conflict in p["conflicts"])
+        lines.extend([f"    {p['hint']}"] if p["hint"] else [])
     _emit(payload, as_json, "\n".join(lines))
 
 

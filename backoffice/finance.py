@@ -116,7 +116,8 @@ def send_document(relative: str | None, mimetype: str | None = None, *, sha256: 
 def receipts() -> Any:
     """The queue of receipts waiting for finance, and a form to record one for a customer."""
     errors: dict[str, str] = {}
-    form = request.form
+    # A GET may carry the fields filled in (from a statement line nobody recorded yet).
+    form = request.form if request.method == "POST" else request.args
     if request.method == "POST":
         receipt, errors = attempt(lambda: record_receipt_from_form(form.get("account", "").strip()))
         if receipt is not None:
@@ -226,9 +227,63 @@ def statements_page() -> Any:
         if record is not None:
             flash(f"已导入对账单：{record.line_count} 笔入账，跳过支出 {record.skipped_debits} 笔、重复 {record.duplicate_lines} 笔", "ok")
             return redirect(url_for("finance.statements_page"))
-    return render_template("finance/statements.html", proposals=statement_service.proposals(db.session), errors=errors), (
-        422 if errors else 200
-    )
+    ignored = statement_service.ignored_lines(db.session)
+    show_ignored = request.args.get("ignored") == "1"
+    return render_template(
+        "finance/statements.html", proposals=statement_service.proposals(db.session), errors=errors, ignored=ignored,
+        show_ignored=show_ignored,
+    ), (422 if errors else 200)  # fmt: skip
+
+
+def _line_action(action: Callable[[], str], back: str | None = None) -> Any:
+    """Run one action on a statement line, commit, and come back to the statements page."""
+    try:
+        message = action()
+        db.session.commit()
+    except DomainError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+        return redirect(back or url_for("finance.statements_page"))
+    except sa.exc.OperationalError as exc:
+        flash(busy_error(exc).message, "error")
+        return redirect(back or url_for("finance.statements_page"))
+    flash(message, "ok")
+    return redirect(back or url_for("finance.statements_page"))
+
+
+@bp.post("/statements/lines/<id32:line_id>/link")
+@roles_required("finance", "admin")
+def statement_line_link(line_id: int) -> Any:
+    """Tie a line to the receipt confirmed before the statement came (nothing credited again)."""
+
+    def link() -> str:
+        receipt = statement_service.link_line(db.session, line_id, request.form.get("receipt_id", ""), actor=current_user.actor)
+        reference = statement_service.get_line(db.session, line_id).reference
+        return f"已将对账单明细（流水号 {reference}）关联到已入账的到账记录 {receipt.id}，未重复入账"
+
+    return _line_action(link)
+
+
+@bp.post("/statements/lines/<id32:line_id>/ignore")
+@roles_required("finance", "admin")
+def statement_line_ignore(line_id: int) -> Any:
+    """Set a line aside with a reason, off the queue of lines to match."""
+
+    def ignore() -> str:
+        line = statement_service.ignore_line(db.session, line_id, reason=request.form.get("reason"), actor=current_user.actor)
+        return f"已忽略对账单明细（流水号 {line.reference}），可在“已忽略的明细”中查看或恢复"
+
+    return _line_action(ignore)
+
+
+@bp.post("/statements/lines/<id32:line_id>/restore")
+@roles_required("finance", "admin")
+def statement_line_restore(line_id: int) -> Any:
+    def restore() -> str:
+        line = statement_service.restore_line(db.session, line_id, actor=current_user.actor)
+        return f"已恢复对账单明细（流水号 {line.reference}），重新列入待匹配"
+
+    return _line_action(restore, url_for("finance.statements_page", ignored=1))
 
 
 @bp.post("/statements/lines/<id32:line_id>/record")

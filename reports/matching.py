@@ -1,4 +1,5 @@
-"""Proposals pairing bank statement credits with receipts waiting for confirmation.
+"""Proposals pairing bank statement credits with receipts waiting for confirmation (or credited
+already but not yet tied to the bank's line).
 
 A proposal is for a person to confirm, never applied on its own: each says why (in Chinese) and
 how strongly. The same bank transaction number on both sides is decisive; otherwise the amount
@@ -51,6 +52,9 @@ class OpenReceipt:
     paid_on: date
     payer_name: str = ""
     by_customer: bool = False
+    # Credited already, with no statement line yet (the customer's voucher came before the
+    # bank's statement): proposed to be tied to its line, which credits nothing again.
+    confirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,10 @@ def propose_matches(lines: Sequence[StatementLine], receipts: Sequence[OpenRecei
             conflicts[candidate.line.line_no].append(
                 f"到账记录 {receipt.id}（{receipt.account_code} {receipt.holder_name}）未建议匹配：{candidate.conflict}"
             )
-    candidates = sorted((c for c in candidates if c.conflict is None), key=lambda c: (-c.score, c.line.line_no, c.receipt.id))
+    # On equal scores a receipt waiting for confirmation goes before one credited already.
+    candidates = sorted(
+        (c for c in candidates if c.conflict is None), key=lambda c: (-c.score, c.receipt.confirmed, c.line.line_no, c.receipt.id)
+    )
 
     chosen: dict[int, _Candidate] = {}
     taken: dict[int, int] = {}  # receipt id -> line_no it went to
@@ -198,6 +205,11 @@ def _assess(line: StatementLine, receipt: OpenReceipt, directory: Directory) -> 
     same_payer = bool(normalise(line.payer_name)) and normalise(line.payer_name) == normalise(receipt.holder_name)
     days_apart = abs((line.booked_on - receipt.paid_on).days)
     if not same_reference and not (same_amount and (same_payer or days_apart <= MAX_DAYS_APART)):
+        return None
+    # A receipt credited already is tied to a line by its number, or by amount and a date within
+    # the window: the same payer paying the same amount every month would otherwise tie this
+    # month's new transfer to last month's receipt, and that money would never be credited.
+    if receipt.confirmed and not same_reference and days_apart > MAX_DAYS_APART:
         return None
 
     score, reasons = 0, []

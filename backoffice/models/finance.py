@@ -125,6 +125,11 @@ class StatementLine(Base):
     reference: Mapped[str] = mapped_column(sa.String(64))
     memo: Mapped[str] = mapped_column(sa.String(500), default="")
     receipt_id: Mapped[int | None] = mapped_column(sa.ForeignKey("receipts.id", use_alter=True), unique=True)
+    # Set aside by finance with a reason (not a customer's money: interest, a refund, a transfer
+    # between the provider's own accounts; or one finance settled by hand): off the queue, kept.
+    ignored_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ignored_by: Mapped[str | None] = mapped_column(sa.String(80))
+    ignore_reason: Mapped[str | None] = mapped_column(sa.String(500))
 
     statement: Mapped[StatementImport] = relationship(back_populates="lines")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backoffice.clock import local_today
+from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
 from backoffice.models.accounts import ENDED_ACCOUNT_STATUSES
@@ -40,6 +40,12 @@ class Proposal:
     reasons: list[str]
     # Receipts not proposed (the memo or the payer names another account), or why no account is offered.
     conflicts: list[str] = field(default_factory=list)
+    hint: str = ""  # what finance can do when nothing is offered
+
+    @property
+    def credited_already(self) -> bool:
+        """The proposed receipt is confirmed: the line is only tied to it, nothing is credited again."""
+        return self.receipt is not None and self.receipt.status == "confirmed"
 
 
 def import_statement(session: Session, *, filename: str, content: bytes, actor: str, today: date | None = None) -> StatementImport:
@@ -125,15 +131,20 @@ def proposals(session: Session) -> list[Proposal]:
     lines = list(
         session.scalars(
             sa.select(StatementLine)
-            .where(StatementLine.receipt_id.is_(None))
+            .where(StatementLine.receipt_id.is_(None), StatementLine.ignored_at.is_(None))
             .order_by(StatementLine.statement_id, StatementLine.line_no, StatementLine.id)
         )
     )
     if not lines:
         return []
+    # Confirmed ones too, while no line is tied to them. Found by an exploratory test: in the
+    # usual order (the customer's voucher, finance confirms, the statement at month end) the
+    # bank's line was offered 按此登记, which the receipt's own number refused, for good.
     receipts = {
         r.id: r
-        for r in session.scalars(sa.select(Receipt).where(Receipt.status.in_(("pending", "approved")), Receipt.statement_line_id.is_(None)))
+        for r in session.scalars(
+            sa.select(Receipt).where(Receipt.status.in_(("pending", "approved", "confirmed")), Receipt.statement_line_id.is_(None))
+        )
     }
     by_position = dict(enumerate(lines, start=1))
     # The matcher works on its own line numbers (the earlier wins a tie): the row on the page stands in for them.
@@ -159,6 +170,7 @@ def proposals(session: Session) -> list[Proposal]:
             paid_on=r.paid_on,
             payer_name=r.payer_name,
             by_customer=r.by_customer,
+            confirmed=r.status == "confirmed",
         )
         for r in receipts.values()
     ]
@@ -188,10 +200,18 @@ def proposals(session: Session) -> list[Proposal]:
                 )
             else:
                 account, reasons, not_offered = memo_account, [f"附言含账户编号 {named[0].code}，尚无登记的汇款"], []
+        hint = ""
+        if receipt is not None and receipt.status == "confirmed":
+            reasons = [*reasons, "该到账记录已确认入账，关联后不会重复入账"]
         if account is None:
             reasons = ["未找到对应的汇款登记或客户"]
             conflicts.extend(not_offered)
-        result.append(Proposal(line, receipt, account, match.score if receipt else 0, reasons, conflicts))
+            # Found by an exploratory test: such a line offered nothing and said nothing.
+            hint = (
+                "请与付款人核实是哪个账户的汇款，在“代客户登记汇款”中为该账户登记（流水号 "
+                f"{line.reference}），再回到此处确认匹配；不是客户的汇款（如利息、退款）请忽略并写明原因"
+            )
+        result.append(Proposal(line, receipt, account, match.score if receipt else 0, reasons, conflicts, hint))
     return result
 
 
@@ -233,6 +253,7 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
     receipt = get_receipt(session, receipt_id)
     if line.receipt_id is not None and line.receipt_id != receipt.id:
         raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}")
+    _refuse_ignored(line)
     if receipt.statement_line_id is not None and receipt.statement_line_id != line.id:
         raise Conflict(f"到账记录 {receipt.id} 已匹配其他对账单明细")
     if line.amount != receipt.amount:
@@ -288,12 +309,17 @@ def _claim_line(session: Session, line: StatementLine, receipt: Receipt) -> None
     the customer had recorded twice) both read it free, and both receipts were credited."""
     claimed = session.execute(
         sa.update(StatementLine)
-        .where(StatementLine.id == line.id, sa.or_(StatementLine.receipt_id.is_(None), StatementLine.receipt_id == receipt.id))
+        .where(
+            StatementLine.id == line.id,
+            sa.or_(StatementLine.receipt_id.is_(None), StatementLine.receipt_id == receipt.id),
+            StatementLine.ignored_at.is_(None),  # set aside meanwhile by another finance user
+        )
         .values(receipt_id=receipt.id)
         .execution_options(synchronize_session="fetch")
     ).rowcount
     if not claimed:
         session.refresh(line)
+        _refuse_ignored(line)
         raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}")
     receipt.statement_line_id = line.id
 
@@ -308,6 +334,7 @@ def receipt_from_line(
     line = get_line(session, line_id)
     if line.receipt_id is not None:
         raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}")
+    _refuse_ignored(line)
     receipt = record_receipt(
         session, account_code=account_code, amount=line.amount, paid_on=line.booked_on, payer_name=line.payer_name,
         bank_reference=line.reference, bank=bank_of(line, default_bank), voucher=None, recorded_by=actor,
@@ -315,3 +342,59 @@ def receipt_from_line(
     )  # fmt: skip
     _claim_line(session, line, receipt)
     return receipt
+
+
+def link_line(session: Session, line_id: int | str, receipt_id: int | str, *, actor: str) -> Receipt:
+    """Tie a statement line to a receipt confirmed before the statement came: the bank saw the
+    money credited already; nothing is credited again (as `finance match` does for it)."""
+    from backoffice.services.receipts import get_receipt
+
+    receipt = get_receipt(session, receipt_id)
+    if receipt.status != "confirmed":
+        raise Conflict(f"到账记录 {receipt.id} 当前状态为“{receipt.status_name}”，不是已入账的到账，请用“确认匹配并入账”")
+    return match_line(session, line_id, receipt.id, actor=actor)
+
+
+def _refuse_ignored(line: StatementLine) -> None:
+    if line.ignored_at is not None:
+        raise Conflict(f"该对账单明细已被忽略（{line.ignore_reason}），如需匹配或登记，请先在“已忽略的明细”中恢复")
+
+
+def ignore_line(session: Session, line_id: int | str, *, reason: str | None, actor: str) -> StatementLine:
+    """Set a line aside with a reason (not a customer's money, or settled by hand), so the queue
+    can be emptied; kept and listed with the reason, and restored with `restore_line`."""
+    text = audit.reason_text(reason)
+    line = get_line(session, line_id)
+    if line.receipt_id is not None:
+        raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}，不能忽略")
+    _refuse_ignored(line)
+    # One conditional UPDATE: a match made meanwhile by another finance user wins.
+    moved = session.execute(
+        sa.update(StatementLine)
+        .where(StatementLine.id == line.id, StatementLine.receipt_id.is_(None), StatementLine.ignored_at.is_(None))
+        .values(ignored_at=utcnow(), ignored_by=actor, ignore_reason=text)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.refresh(line)
+    if not moved:
+        _refuse_ignored(line)
+        raise Conflict(f"该对账单明细已匹配到账记录 {line.receipt_id}，不能忽略")
+    audit.record(session, actor, "ignore_statement_line", "statement_line", str(line.id), reference=line.reference, reason=text)
+    return line
+
+
+def restore_line(session: Session, line_id: int | str, *, actor: str) -> StatementLine:
+    """Put a line set aside back on the queue (its reason stays in the audit log)."""
+    line = get_line(session, line_id)
+    if line.ignored_at is None:
+        raise Conflict("该对账单明细未被忽略，无需恢复")
+    reason = line.ignore_reason
+    line.ignored_at, line.ignored_by, line.ignore_reason = None, None, None
+    audit.record(session, actor, "restore_statement_line", "statement_line", str(line.id), reference=line.reference, was=reason)
+    return line
+
+
+def ignored_lines(session: Session) -> list[StatementLine]:
+    """The lines set aside, latest first."""
+    query = sa.select(StatementLine).where(StatementLine.ignored_at.is_not(None))
+    return list(session.scalars(query.order_by(StatementLine.ignored_at.desc(), StatementLine.id.desc())))

@@ -1174,6 +1174,66 @@ def test_the_receipt_form_takes_a_spaced_reference_and_a_lower_case_account_code
     assert (receipt.account_id, receipt.bank_reference) == (account.id, "K2026120700001")
 
 
+def test_a_line_of_a_receipt_confirmed_before_the_statement_is_tied_to_it_and_others_can_be_set_aside(
+    app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str]
+) -> None:
+    """Found by an exploratory test: in the usual order (the customer's voucher, finance
+    confirms, the statement at month end) the bank's line was shown as unrecorded with 按此登记,
+    which the receipt's own number refused; nothing could clear it in the web, nor a line of an
+    unknown payer (no action, no hint). A line of a confirmed receipt is offered 关联到已入账的到账记录
+    (nothing credited again); any line can be set aside with a reason, seen and restored."""
+    issued = make_contract(app, "enterprise_sms_center")
+    account, amount = issued.contract.account, f"{issued.contract.initial_amount:.2f}"
+    _, by_number = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", amount, "--bank-ref", "K2026112000001",
+        "--date", "2026-11-20", "--json",
+    )  # fmt: skip
+    _, own_number = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", "300.00", "--bank-ref", "CUST-9", "--date", "2026-11-21",
+        "--json",
+    )  # fmt: skip
+    for receipt_id in (by_number["id"], own_number["id"]):
+        assert run(runner, "finance", "confirm", str(receipt_id), "--json")[0] == 0
+    db.session.expire_all()
+    balance = db.session.get(EnterpriseAccount, account.id).balance
+    login(client, "finance", staff["finance"])
+    csv = (
+        "date,amount,payer_name,payer_account,reference,memo\n"
+        f"2026-11-20,{amount},{account.customer_name},6222,K2026112000001,\n"
+        f"2026-11-21,300.00,{account.customer_name},6222,K2026112100002,\n"
+        "2026-11-22,12.34,无名氏,,K2026112200003,\n"
+    )
+    assert _import_in_browser(client, csv).status_code == 302
+    lines = {x.reference: x for x in db.session.scalars(sa.select(StatementLine))}
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert f"关联到已入账的到账记录 {by_number['id']}" in page and f"关联到已入账的到账记录 {own_number['id']}" in page
+    assert "按此登记" not in page and 'name="line_id"' not in page  # neither recorded again nor credited again
+    assert "在“代客户登记汇款”中为该账户登记（流水号 K2026112200003）" in page  # the unknown payer: what to do
+    for reference, receipt_id in (("K2026112000001", by_number["id"]), ("K2026112100002", own_number["id"])):
+        response = client.post(f"/finance/statements/lines/{lines[reference].id}/link", data={"receipt_id": receipt_id})
+        assert response.status_code == 302
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert f"关联到已入账的到账记录 {own_number['id']}，未重复入账" in page
+    db.session.expire_all()
+    assert db.session.get(StatementLine, lines["K2026112000001"].id).receipt_id == by_number["id"]
+    assert db.session.get(Receipt, own_number["id"]).statement_line_id == lines["K2026112100002"].id
+    assert db.session.get(EnterpriseAccount, account.id).balance == balance  # nothing credited twice
+
+    # The unknown payer's line: set aside, with a reason (required), listed, and restored.
+    unknown = lines["K2026112200003"].id
+    client.post(f"/finance/statements/lines/{unknown}/ignore", data={"reason": "  "})
+    assert "请填写原因" in client.get("/finance/statements").get_data(as_text=True)
+    client.post(f"/finance/statements/lines/{unknown}/ignore", data={"reason": "银行结息，不是客户汇款"})
+    assert proposals(db.session) == []
+    page = client.get("/finance/statements?ignored=1").get_data(as_text=True)
+    assert "没有待匹配的入账" in page and "已忽略的明细（1）" in page and "银行结息，不是客户汇款" in page
+    audit = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "ignore_statement_line"))
+    assert audit.object_id == str(unknown) and audit.detail["reason"] == "银行结息，不是客户汇款"
+    client.post(f"/finance/statements/lines/{unknown}/restore")
+    db.session.expire_all()
+    assert [p.line.id for p in proposals(db.session)] == [unknown]
+
+
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
     """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
     finance_users()

@@ -175,3 +175,27 @@ def test_a_receipt_the_customer_recorded_is_not_proposed_for_another_customers_t
     # What finance recorded is proposed, with the warning: finance checked who paid.
     match = proposed("甲科技有限公司", "甲科技有限公司", by_customer=False)
     assert match.receipt_id == 5 and "注意：付款人是其他客户（E000001 甲科技有限公司），不是本账户户名" in match.reasons
+
+
+def test_a_receipt_credited_already_is_proposed_by_number_or_by_amount_within_days_never_by_payer_alone() -> None:
+    """Found by an exploratory test: a receipt confirmed before the statement came was never
+    proposed for its line. It is now; but not on payer and amount alone, a month apart: that is
+    the customer's next transfer, and tying it to last month's receipt would leave it uncredited."""
+    import dataclasses
+
+    def credited(r: OpenReceipt) -> OpenReceipt:
+        return dataclasses.replace(r, confirmed=True)
+
+    by_number = only(propose_matches([line(2, "100.00", reference="K9")], [credited(receipt(7, "100.00", day=1, reference="k9"))]))
+    assert by_number.receipt_id == 7
+    near = only(propose_matches([line(2, "100.00", payer="张三", day=21)], [credited(receipt(7, "100.00", day=20))]))
+    assert near.receipt_id == 7
+    last_month = only(propose_matches([line(2, "100.00", day=30)], [credited(receipt(7, "100.00", day=1))]))
+    assert last_month.receipt_id is None
+    # On equal scores the receipt still waiting for confirmation goes first.
+    tie = only(propose_matches([line(2, "100.00")], [credited(receipt(1, "100.00")), receipt(2, "100.00")]))
+    assert tie.receipt_id == 2
+    # A portal receipt is still not proposed for another known customer's transfer.
+    other = Holder("AC2002", "乙公司")
+    captured = only(propose_matches([line(2, "100.00", payer="乙公司")], [credited(receipt(7, "100.00", by_customer=True))], [other]))
+    assert captured.receipt_id is None and captured.conflicts
