@@ -19,6 +19,7 @@ from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import EnterpriseAccount, Receipt, StatementImport, StatementLine
 from backoffice.models.accounts import ENDED_ACCOUNT_STATUSES
+from backoffice.money import format_money
 from backoffice.services import audit
 from backoffice.services.sql import MAX_INT_ID, inserted_if_absent
 from reports import bank_statements, matching
@@ -46,6 +47,11 @@ class Proposal:
     def credited_already(self) -> bool:
         """The proposed receipt is confirmed: the line is only tied to it, nothing is credited again."""
         return self.receipt is not None and self.receipt.status == "confirmed"
+
+    @property
+    def amounts_differ(self) -> bool:
+        """Proposed on the bank reference alone: the amounts differ, so it cannot be matched as it is."""
+        return self.receipt is not None and self.receipt.amount != self.line.amount
 
 
 def import_statement(session: Session, *, filename: str, content: bytes, actor: str, today: date | None = None) -> StatementImport:
@@ -203,6 +209,10 @@ def proposals(session: Session) -> list[Proposal]:
         hint = ""
         if receipt is not None and receipt.status == "confirmed":
             reasons = [*reasons, "该到账记录已确认入账，关联后不会重复入账"]
+        if receipt is not None and receipt.amount != line.amount:
+            # Found by an exploratory test: 确认匹配并入账 was offered, and refused on click with
+            # no word of what to do instead.
+            hint = amount_mismatch(line, receipt)
         if account is None:
             reasons = ["未找到对应的汇款登记或客户"]
             conflicts.extend(not_offered)
@@ -257,7 +267,8 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
     if receipt.statement_line_id is not None and receipt.statement_line_id != line.id:
         raise Conflict(f"到账记录 {receipt.id} 已匹配其他对账单明细")
     if line.amount != receipt.amount:
-        raise ValidationFailed({"amount": f"金额不一致：对账单 {line.amount} 元，登记 {receipt.amount} 元"})
+        said = amount_mismatch(line, receipt)
+        raise ValidationFailed({"amount": said}, message=said)
     # Found by a review: a customer recorded another's transfer (its amount, its date, that
     # customer's name as payer) and the bank's line, its memo naming the other account, was
     # proposed for it and confirmed with one click. The payer's own words say whose money it is.
@@ -301,6 +312,14 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
         log.warning("receipt %s booked at %s matched to a line of %s's statement", receipt.id, booked, bank)
     audit.record(session, actor, "match_statement_line", "receipt", str(receipt.id), **details)
     return receipt
+
+
+def amount_mismatch(line: StatementLine, receipt: Receipt) -> str:
+    """Why a line and a receipt of different amounts cannot be matched, and what finance does."""
+    said = f"金额不一致，不能匹配：对账单 {format_money(line.amount)} 元，到账记录 {receipt.id} 登记 {format_money(receipt.amount)} 元"
+    if receipt.status == "confirmed":
+        return f"{said}；请核实后冲销到账记录 {receipt.id}（写明实际到账金额），再按对账单登记这笔汇款"
+    return f"{said}；请核实后驳回到账记录 {receipt.id}（写明实际到账金额），再按对账单登记这笔汇款"
 
 
 def _claim_line(session: Session, line: StatementLine, receipt: Receipt) -> None:

@@ -1234,6 +1234,37 @@ def test_a_line_of_a_receipt_confirmed_before_the_statement_is_tied_to_it_and_ot
     assert [p.line.id for p in proposals(db.session)] == [unknown]
 
 
+def test_a_line_whose_amount_differs_from_its_receipt_is_not_offered_for_confirmation_and_says_what_to_do(
+    app: Flask, client: Any, staff: dict[str, str]
+) -> None:
+    """Found by an exploratory test: a line of 1000.00 and a receipt of 999.00 under one bank
+    reference were offered 确认匹配并入账 beside 金额不一致; the click gave "输入有误：amount: 金额不一致：
+    对账单 1000.0000 元，登记 999.0000 元" and nothing said what to do (reject, then 按此登记)."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "finance", staff["finance"])
+    form = {"account": account.code, "amount": "999.00", "paid_on": "2026-11-21", "bank_reference": "K2026112100009"}
+    assert client.post("/finance/receipts", data=form).status_code == 302
+    receipt = db.session.scalar(sa.select(Receipt))
+    csv = f"date,amount,payer_name,payer_account,reference,memo\n2026-11-21,1000.00,{account.customer_name},6222,K2026112100009,\n"
+    assert _import_in_browser(client, csv).status_code == 302
+    said = (
+        f"金额不一致，不能匹配：对账单 1000.00 元，到账记录 {receipt.id} 登记 999.00 元；"
+        f"请核实后驳回到账记录 {receipt.id}（写明实际到账金额），再按对账单登记这笔汇款"
+    )
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert 'name="line_id"' not in page and "确认匹配并入账" not in page and said in page
+    line = db.session.scalar(sa.select(StatementLine))
+    client.post(f"/finance/receipts/{receipt.id}/confirm", data={"line_id": line.id, "back": "/finance/statements"})
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert said in page and "输入有误" not in page and "1000.0000" not in page
+    db.session.expire_all()
+    assert db.session.get(Receipt, receipt.id).status == "pending"
+    # What the page says: reject it, then the line is offered for the account (按此登记).
+    client.post(f"/finance/receipts/{receipt.id}/reject", data={"reason": "实际到账 1000.00 元"})
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert f'name="account" value="{account.code}"' in page and "按此登记" in page
+
+
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
     """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
     finance_users()
