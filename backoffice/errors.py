@@ -20,7 +20,10 @@ class ValidationFailed(DomainError):
 
     def __init__(self, errors: dict[str, str], message: str | None = None) -> None:
         self.errors = dict(errors)
-        summary = "；".join(f"{k}: {v}" for k, v in self.errors.items())
+        # The messages only, not the fields' internal names: pages flash this summary (found by
+        # an exploratory test: finance read "输入有误：bank_reference: …", "reason: 请填写原因").
+        # Each message names what is wrong in words; `errors` keeps the fields for forms and JSON.
+        summary = "；".join(dict.fromkeys(self.errors.values()))
         super().__init__(message or f"输入有误：{summary}")
 
 

@@ -1265,6 +1265,28 @@ def test_a_line_whose_amount_differs_from_its_receipt_is_not_offered_for_confirm
     assert f'name="account" value="{account.code}"' in page and "按此登记" in page
 
 
+def test_refusals_finance_sees_name_no_internal_field(app: Flask, client: Any, staff: dict[str, str]) -> None:
+    """Found by an exploratory test: "输入有误：reason: 请填写原因", "输入有误：bank_reference: …" on
+    the finance pages (the fields' internal names); the message alone says what is wrong."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "finance", staff["finance"])
+    form = {"account": account.code, "amount": "100.00", "paid_on": "2026-11-21", "bank_reference": "K2026112100007"}
+    assert client.post("/finance/receipts", data=form).status_code == 302
+    receipt = db.session.scalar(sa.select(Receipt))
+    client.post(f"/finance/receipts/{receipt.id}/reject", data={"reason": ""})
+    page = client.get(f"/finance/receipts/{receipt.id}").get_data(as_text=True)
+    assert "输入有误：请填写原因" in page and "reason:" not in page
+    client.post(f"/finance/receipts/{receipt.id}/reject", data={"reason": "长" * 501})
+    page = client.get(f"/finance/receipts/{receipt.id}").get_data(as_text=True)
+    assert "输入有误：原因过长：最多 500 字，现为 501 字" in page and "reason:" not in page
+    csv = f"date,amount,payer_name,payer_account,reference,memo\n2026-11-21,200.00,{account.customer_name},6222,K2026112100007,\n"
+    assert _import_in_browser(client, csv).status_code == 302
+    line = db.session.scalar(sa.select(StatementLine))
+    client.post(f"/finance/statements/lines/{line.id}/record", data={"account": account.code})
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert f"输入有误：银行流水号 K2026112100007 已登记过（到账记录 {receipt.id}，待确认）" in page and "bank_reference:" not in page
+
+
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
     """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
     finance_users()
