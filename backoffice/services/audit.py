@@ -19,12 +19,24 @@ def record(session: Session, actor: str, action: str, object_type: str, object_i
 REASON_LENGTH = 500
 
 
+# Characters that draw nothing but are not whitespace or format characters (fillers, blank patterns).
+_BLANKS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def _visible(c: str) -> bool:
+    """Whether `c` puts something on the page: not whitespace, a control, a format (zero-width)
+    or a combining mark on its own, nor a blank filler."""
+    return not (c.isspace() or c in _BLANKS or unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"))
+
+
 def reason_text(reason: str | None, *, limit: int = REASON_LENGTH) -> str:
     """A reason a person gives for an action the audit log keeps (a rejection, a reversal, a
     suspension): required, at most `limit` characters (the shortest column that will keep it),
     no control characters."""
     text = (reason or "").strip()
-    if not text:
+    # Found by an exploratory test: a reason of only U+200B was taken, and the customer read
+    # "原因：" with nothing after it. Nothing visible is no reason.
+    if not any(_visible(c) for c in text):
         raise ValidationFailed({"reason": "请填写原因"})
     if len(text) > limit:
         raise ValidationFailed({"reason": f"原因过长：最多 {limit} 字，现为 {len(text)} 字"})

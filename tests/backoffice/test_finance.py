@@ -1287,6 +1287,23 @@ def test_refusals_finance_sees_name_no_internal_field(app: Flask, client: Any, s
     assert f"输入有误：银行流水号 K2026112100007 已登记过（到账记录 {receipt.id}，待确认）" in page and "bank_reference:" not in page
 
 
+@pytest.mark.parametrize("reason", ["\u200b", " \u200b\u200d\ufeff ", "\u3000", "\u2060\u00ad", "\u3164", "\u0301"])
+def test_a_reason_of_invisible_characters_is_no_reason(app: Flask, client: Any, staff: dict[str, str], reason: str) -> None:
+    """Found by an exploratory test: rejecting a receipt with "\u200b" succeeded, and the customer's
+    e-mail and SMS read "原因：" with nothing after it."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "finance", staff["finance"])
+    form = {"account": account.code, "amount": "100.00", "paid_on": "2026-11-21", "bank_reference": "K2026112100008"}
+    assert client.post("/finance/receipts", data=form).status_code == 302
+    receipt = db.session.scalar(sa.select(Receipt))
+    notices = db.session.scalar(sa.select(sa.func.count()).select_from(Notification))
+    client.post(f"/finance/receipts/{receipt.id}/reject", data={"reason": reason})
+    assert "请填写原因" in client.get(f"/finance/receipts/{receipt.id}").get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Receipt, receipt.id).status == "pending"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == notices
+
+
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
     """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
     finance_users()
