@@ -873,13 +873,14 @@ def finance_reverse(receipt_id: str, reason: str, username: str | None, as_json:
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     with refusals(as_json):
-        receipt = reverse_receipt(
+        reversal = reverse_receipt(
             db.session, receipt_id, reason=reason, actor=_finance_actor(username), documents_root=Path(app.config["DOCUMENTS_PATH"])
         )
         db.session.commit()
     for warning in after_commit_catch_up(app):
         click.echo(f"警告：{warning}", err=True)
-    _emit(_receipt_json(receipt), as_json, f"到账记录 {receipt.id} 已冲销：{receipt.reversal_reason}")
+    receipt = reversal.receipt
+    _emit(_receipt_json(receipt), as_json, f"到账记录 {receipt.id} {reversal.summary()}：{receipt.reversal_reason}")
 
 
 @finance_cli.command("receipts")

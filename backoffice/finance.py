@@ -172,11 +172,11 @@ def _act(receipt_id: int, action: str) -> Any:
             receipt_service.reject_receipt(db.session, receipt_id, reason=request.form.get("reason"), actor=current_user.actor)
             message = "已驳回，客户会看到原因"
         else:
-            receipt_service.reverse_receipt(
+            reversal = receipt_service.reverse_receipt(
                 db.session, receipt_id, reason=request.form.get("reason"), actor=current_user.actor,
                 documents_root=Path(app.config["DOCUMENTS_PATH"]),
             )  # fmt: skip
-            message = "已冲销（冲销分录已入账；该笔到账开具的发票已作废，合同发票改为待付款）"
+            message = reversal.summary()
         db.session.commit()
     except DomainError as error:
         db.session.rollback()

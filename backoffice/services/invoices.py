@@ -265,11 +265,12 @@ def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal,
     return invoice
 
 
-def void_for_receipt(session: Session, receipt: Receipt, *, documents_root: Path, today: date) -> None:
+def void_for_receipt(session: Session, receipt: Receipt, *, documents_root: Path, today: date) -> list[Invoice]:
     """A reversed receipt: the invoice issued for it is void (the number stays used, never
     reissued); a contract's invoice is owed again when anything is owed again, whichever of its
     instalments was reversed (`receipt.account` as the reversal left it). Each is rendered again
-    beside the file the customer had (found by a review: the portal kept serving 已付款)."""
+    beside the file the customer had (found by a review: the portal kept serving 已付款).
+    Returns the invoices changed, in their new status (void, or unpaid: owed again)."""
     changed: list[tuple[Invoice, str]] = []
     for invoice in session.scalars(sa.select(Invoice).where(Invoice.receipt_id == receipt.id)):
         if invoice.contract_id is not None and invoice.due_on is not None:
@@ -299,6 +300,7 @@ def void_for_receipt(session: Session, receipt: Receipt, *, documents_root: Path
             receipt=receipt if invoice.status == "void" else None,
             suffix=suffix,
         )
+    return [invoice for invoice, _ in changed]
 
 
 def get_invoice(session: Session, number: str) -> Invoice:

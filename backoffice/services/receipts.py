@@ -74,6 +74,29 @@ class Voucher:
 
 
 @dataclass(frozen=True)
+class Reversal:
+    """What a reversal did, for the message finance reads: the invoices it voided or made owed
+    again, and whether the account went back to waiting for payment."""
+
+    receipt: Receipt
+    voided: list[str]
+    owed_again: list[str]
+    account_reopened: bool
+
+    def summary(self) -> str:
+        """In Chinese, only what happened (found by an exploratory test: the message always said
+        the contract's invoice was owed again, also when another receipt had paid it)."""
+        done = ["冲销分录已入账"]
+        if self.voided:
+            done.append(f"发票 {'、'.join(self.voided)} 已作废")
+        if self.owed_again:
+            done.append(f"合同发票 {'、'.join(self.owed_again)} 改为待付款")
+        if self.account_reopened:
+            done.append(f"账户 {self.receipt.account.code} 改回待付款开通")
+        return f"已冲销（{'；'.join(done)}）"
+
+
+@dataclass(frozen=True)
 class Confirmation:
     receipt: Receipt
     credited: bool  # False when this call only gave the first of two approvals (four-eyes)
@@ -405,7 +428,7 @@ def reject_receipt(session: Session, receipt_id: int | str, *, reason: str | Non
 
 def reverse_receipt(
     session: Session, receipt_id: int | str, *, reason: str | None, actor: str, documents_root: Path, today: date | None = None
-) -> Receipt:
+) -> Reversal:
     """Undo a confirmed receipt by a reversing entry (nothing is edited or deleted). Refused when
     the customer has already spent part of the credit (the balance never goes below zero)."""
     from backoffice.services import invoices
@@ -424,12 +447,18 @@ def reverse_receipt(
     session.flush()
     account = receipt.account
     session.refresh(account)
-    if account.status == "active" and account.balance == 0 and account.contracted_credit > 0:
+    reopened = account.status == "active" and account.balance == 0 and account.contracted_credit > 0
+    if reopened:
         account.status = "awaiting_payment"  # the payment that opened it is undone
-    invoices.void_for_receipt(session, receipt, documents_root=documents_root, today=today)
+    changed = invoices.void_for_receipt(session, receipt, documents_root=documents_root, today=today)
     _free_statement_line(session, receipt)
     audit.record(session, actor, "reverse_receipt", "receipt", str(receipt.id), reason=text)
-    return receipt
+    return Reversal(
+        receipt,
+        voided=[i.number for i in changed if i.status == "void"],
+        owed_again=[i.number for i in changed if i.status == "unpaid"],
+        account_reopened=reopened,
+    )
 
 
 def _free_statement_line(session: Session, receipt: Receipt) -> None:

@@ -1304,6 +1304,33 @@ def test_a_reason_of_invisible_characters_is_no_reason(app: Flask, client: Any, 
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == notices
 
 
+def test_the_reversal_message_says_only_what_happened(app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str]) -> None:
+    """Found by an exploratory test: reversing a 10.00 recharge said "该笔到账开具的发票已作废，合同发票
+    改为待付款", though the contract's invoice, paid by another receipt, stayed 已付款."""
+    issued = make_contract(app, "sms_business_service")
+    account, amount = issued.contract.account, f"{issued.contract.initial_amount:.2f}"
+    (contract_invoice,) = db.session.scalars(sa.select(Invoice)).all()
+    ids = {}
+    for reference, paid in (("PAY-1", amount), ("PAY-2", "10.00")):
+        _, recorded = run(
+            runner, "finance", "receipt", "--account", account.code, "--amount", paid, "--bank-ref", reference, "--date", "2026-11-23",
+            "--json",
+        )  # fmt: skip
+        _, confirmed = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+        ids[reference] = (recorded["id"], confirmed["invoice_number"])
+    login(client, "finance", staff["finance"])
+    receipt_id, recharge_number = ids["PAY-2"]
+    client.post(f"/finance/receipts/{receipt_id}/reverse", data={"reason": "重复汇款，已退回"})
+    page = client.get(f"/finance/receipts/{receipt_id}").get_data(as_text=True)
+    assert f"已冲销（冲销分录已入账；发票 {recharge_number} 已作废）" in page and "合同发票" not in page
+    db.session.expire_all()
+    assert db.session.get(Invoice, contract_invoice.id).status == "paid"
+    receipt_id, _ = ids["PAY-1"]
+    client.post(f"/finance/receipts/{receipt_id}/reverse", data={"reason": "入错账户"})
+    page = client.get(f"/finance/receipts/{receipt_id}").get_data(as_text=True)
+    assert f"已冲销（冲销分录已入账；合同发票 {contract_invoice.number} 改为待付款；账户 {account.code} 改回待付款开通）" in page
+
+
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
     """Found by a review: a huge receipt or statement line id reached the driver (a 500, a traceback)."""
     finance_users()
