@@ -172,6 +172,10 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     from backoffice import display
 
     display.register(app)  # actors, templates, deliveries in words: |actor, |template_title, |delivery
+
+    from backoffice.services.receipts import size_text
+
+    app.jinja_env.filters["size"] = size_text  # 5242880 -> 5 MB
     _error_handlers(app)
 
     @app.after_request
@@ -268,10 +272,19 @@ def _error_handlers(app: Flask) -> None:
             405: "不支持的请求方法",
         }
         message = messages.get(error.code or 500, error.description or "")
-        if error.code == 413:  # found by an exploratory test: the API was told of a "file", and no one of the limit
-            limit = f"{app.config['MAX_CONTENT_LENGTH'] / (1024 * 1024):g} MB"
-            what = "请求体过大" if request.path.startswith("/api/") else "上传的文件过大"
-            message = f"{what}：最多 {limit}，本次未做任何处理"
+        if error.code == 413:
+            # Found by exploratory tests: a bare "上传的文件过大", no limit, and the API told of a "file".
+            from backoffice.services.receipts import size_text
+            from backoffice.services.statements import MAX_STATEMENT_BYTES
+
+            if request.path.startswith("/api/"):
+                message = f"请求体过大：最多 {size_text(app.config['MAX_CONTENT_LENGTH'])}，本次未做任何处理"
+            else:
+                message = (
+                    f"上传的文件过大：汇款凭证最大 {size_text(app.config['VOUCHER_MAX_BYTES'])}，对账单最大 "
+                    f"{size_text(MAX_STATEMENT_BYTES)}（一次提交最多 {size_text(app.config['MAX_CONTENT_LENGTH'])}）。"
+                    "未保存任何内容：请返回上一页，换用较小的文件后重新填写并提交"
+                )
         if _wants_json():
             return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code
         return render_template("error.html", status=error.code, message=message), error.code

@@ -448,7 +448,7 @@ def test_bad_receipts_are_refused_and_change_nothing(
         ("voucher.txt", b"just some text", "只接受 PDF、PNG 或 JPEG"),
         ("../../etc/voucher.pdf", b"%PDF-1.4\n%%EOF", "不能包含路径"),
         ("scans/2026/voucher.png", b"\x89PNG\r\n\x1a\n", "不能包含路径"),
-        ("big.pdf", b"%PDF-1.4\n" + b"0" * 2048 + b"\n%%EOF", "凭证文件过大"),
+        ("big.pdf", b"%PDF-1.4\n" + b"0" * 2048 + b"\n%%EOF", "凭证文件超过 1 KB 的上限"),
         ("broken.png", b"\x89PNG\r\n\x1a\nnot really", "已损坏"),
         ("fake.pdf", b"%PDF-1.4 but cut short", "不完整"),
     ],
@@ -466,6 +466,29 @@ def test_bad_vouchers_are_refused_in_the_portal_and_change_nothing(
     assert response.status_code == 422
     assert fragment in response.get_data(as_text=True)
     assert snapshot(app) == before
+
+
+def test_an_oversized_voucher_is_refused_naming_the_limit_not_a_wrong_size(app: Flask, client: Any, staff: dict[str, str]) -> None:
+    """Found by an exploratory test: a 6.3 MB PDF gave "凭证文件过大（5.0 MB），最大 5 MB" (the size of
+    what was read, the limit plus a byte), and a 30 MB one a bare 413 "上传的文件过大", no limit stated."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "finance", staff["finance"])
+    form = {"account": account.code, "amount": "100.00", "paid_on": "2026-11-20", "bank_reference": "V-1"}
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    def upload(content: bytes) -> Any:  # encoded in memory: the test client spools a big body to a file it leaves open
+        voucher = FileStorage(BytesIO(content), filename="big.pdf", content_type="application/pdf")
+        boundary, body = encode_multipart({**form, "voucher": voucher})
+        return client.post("/finance/receipts", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+
+    response = upload(b"%PDF-1.4\n" + b"0" * int(6.3 * 1048576) + b"\n%%EOF")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and "凭证文件超过 5 MB 的上限" in page and "5.0 MB" not in page
+    response = upload(b"%PDF-1.4\n" + b"0" * (30 * 1048576))
+    assert response.status_code == 413
+    assert "上传的文件过大：汇款凭证最大 5 MB，对账单最大 10 MB" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Receipt)) == 0
 
 
 def test_a_windows_path_in_a_voucher_name_is_refused_by_the_service() -> None:
