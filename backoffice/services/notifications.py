@@ -186,15 +186,50 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool) -
     return _both(session, f"contract-expired-{contract.contract_no}", account, f"合同已到期 {contract.contract_no}", body, sms)
 
 
+def _whose(receipt: Receipt) -> str:
+    """A transfer the customer recorded in the portal is 您登记的汇款; one finance entered on the
+    customer's behalf is not something the customer did (found by an exploratory test)."""
+    return "您登记的汇款" if (receipt.recorded_by or "").startswith("sub:") else "您的汇款"
+
+
 def receipt_rejected(session: Session, receipt: Receipt) -> None:
     account = receipt.account
+    whose = _whose(receipt)
     body = (
         f"尊敬的{account.customer_name}：\n\n"
-        f"您登记的汇款 {format_money(receipt.amount)} 元（银行流水号 {receipt.bank_reference}）未能确认入账。\n"
+        f"{whose} {format_money(receipt.amount)} 元（银行流水号 {receipt.bank_reference}）未能确认入账。\n"
         f"原因：{receipt.rejection_reason}\n如有疑问，请联系我们的财务人员。\n"
     )
-    sms = f"您登记的汇款{format_money(receipt.amount)}元（流水号{receipt.bank_reference}）未能入账，原因：{receipt.rejection_reason}"
+    sms = f"{whose}{format_money(receipt.amount)}元（流水号{receipt.bank_reference}）未能入账，原因：{receipt.rejection_reason}"
     _both(session, f"receipt-rejected-{receipt.id}", account, "汇款未能确认入账", body, sms)
+
+
+def receipt_reversed(session: Session, receipt: Receipt, changed: list[Invoice], *, account_reopened: bool) -> None:
+    """A confirmed receipt undone: the customer had been told it was credited (and their account
+    opened), so they are told it no longer is, why, and what became of its invoices (found by an
+    exploratory test: nothing was sent). The changed invoices' new files go with the e-mail."""
+    account = receipt.account
+    whose = _whose(receipt)
+    voided = [i.number for i in changed if i.status == "void"]
+    owed = [i.number for i in changed if i.status == "unpaid"]
+    effects = ""
+    if voided:
+        effects += f"为该笔汇款开具的发票 {'、'.join(voided)} 已作废。\n"
+    if owed:
+        effects += f"合同发票 {'、'.join(owed)} 恢复为待付款。\n"
+    if account_reopened:
+        effects += "账户恢复为待付款开通状态，款项到账并经我方确认后重新开通，在此之前不能发送短信。\n"
+    body = (
+        f"尊敬的{account.customer_name}：\n\n"
+        f"{whose} {format_money(receipt.amount)} 元（银行流水号 {receipt.bank_reference}）此前已确认入账，现已冲销，不再计入账户余额。\n"
+        f"原因：{receipt.reversal_reason}\n{effects}"
+        f"当前可用余额：{format_money(account.balance)} 元。如有疑问，请联系我们的财务人员。\n"
+    )
+    sms = (
+        f"{whose}{format_money(receipt.amount)}元（流水号{receipt.bank_reference}）的入账已冲销，原因：{receipt.reversal_reason}。"
+        f"账户{account.code}可用余额{format_money(account.balance)}元，详见邮件。"
+    )
+    _both(session, f"receipt-reversed-{receipt.id}", account, "汇款入账已冲销", body, sms, [i.pdf_file for i in changed])
 
 
 def invoice_issued(session: Session, invoice: Invoice) -> None:

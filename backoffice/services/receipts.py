@@ -440,7 +440,7 @@ def reverse_receipt(
 ) -> Reversal:
     """Undo a confirmed receipt by a reversing entry (nothing is edited or deleted). Refused when
     the customer has already spent part of the credit (the balance never goes below zero)."""
-    from backoffice.services import invoices
+    from backoffice.services import invoices, notifications
 
     # Checked against the reversal's ledger event (it keeps fewer characters than the receipt)
     # before anything changes: PostgreSQL refused a longer one only at the flush (found by a review).
@@ -461,6 +461,7 @@ def reverse_receipt(
         account.status = "awaiting_payment"  # the payment that opened it is undone
     changed = invoices.void_for_receipt(session, receipt, documents_root=documents_root, today=today)
     _free_statement_line(session, receipt)
+    notifications.receipt_reversed(session, receipt, changed, account_reopened=reopened)
     audit.record(session, actor, "reverse_receipt", "receipt", str(receipt.id), reason=text)
     return Reversal(
         receipt,

@@ -326,6 +326,13 @@ def test_rejected_and_reversed_receipts(app: Flask, runner: FlaskCliRunner, clie
     assert voided.status == "void" and "已作废" in text and "已付款" not in text
     reversal = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "reversal"))
     assert reversal.reason == "误入他人款项"
+    # Found by an exploratory test: told its transfer was credited and its account opened, the
+    # customer was not told of the reversal. Finance recorded these two: not "您登记的汇款".
+    told = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-reversed-{good['id']}:email"))
+    assert told is not None and "误入他人款项" in told.body and "现已冲销" in told.body and "您的汇款" in told.body
+    assert f"{confirmed['invoice_number']} 已作废" in told.body and "恢复为待付款开通" in told.body
+    assert told.attachments == [voided.pdf_file]
+    assert "您的汇款" in db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-rejected-{bad['id']}:email")).body
     for args in (("confirm", str(good["id"])), ("reverse", str(good["id"]), "--reason", "again")):
         exit_code, out = run(runner, "finance", *args, "--json")
         assert exit_code != 0 and "已冲销" in out["error"]["message"]
