@@ -251,6 +251,13 @@ def cancel_account_waiting(session: Session, account_id: int, *, why: str) -> in
     return len(rows)
 
 
+_A = EnterpriseAccount.__table__
+_MAY_NOT_SEND = sa.or_(_A.c.status != "active", _A.c.blacklisted_at.is_not(None))
+# On the driver, the ids as a JSON array (as the claim's): run at every claim, SQLAlchemy's own
+# execution of an IN list cost as much as the claim itself (a tenth of the worker's time).
+_SQLITE_STANDING = Prepared(sa.select(_A.c.id, _A.c.status, _A.c.blacklisted_at).where(_A.c.id.in_(_CLAIMED_IDS), _MAY_NOT_SEND))
+
+
 def sending_refusals(session: Session, account_ids: set[int]) -> dict[int, str]:
     """The accounts among `account_ids` that may not send now (suspended, blacklisted, closed,
     not yet paid), each with the reason its messages are refunded for. The dispatcher reads it
@@ -258,12 +265,11 @@ def sending_refusals(session: Session, account_ids: set[int]) -> dict[int, str]:
     went out after it, and stayed charged."""
     if not account_ids:
         return {}
-    table = EnterpriseAccount.__table__
-    rows = session.execute(
-        sa.select(table.c.id, table.c.status, table.c.blacklisted_at).where(
-            table.c.id.in_(sorted(account_ids)), sa.or_(table.c.status != "active", table.c.blacklisted_at.is_not(None))
-        )
-    )
+    if is_postgresql(session):
+        select = sa.select(_A.c.id, _A.c.status, _A.c.blacklisted_at).where(_A.c.id.in_(sorted(account_ids)), _MAY_NOT_SEND)
+        rows: Any = session.execute(select)
+    else:
+        rows = _SQLITE_STANDING.rows(session, {"ids": json.dumps(sorted(account_ids))})
     return {
         account_id: STOPPED_SENDING["blacklisted" if blacklisted_at is not None else status if status in STOPPED_SENDING else "suspended"]
         for account_id, status, blacklisted_at in rows
