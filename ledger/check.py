@@ -136,7 +136,7 @@ def _check_month(
     return errors, totals
 
 
-def inspect_books(main: Path) -> Inspection:
+def inspect_books(main: Path, *, while_locked: Callable[[], object] | None = None) -> Inspection:
     """Everything beancount's checker (bean-check) reports on the books, plus files changed
     outside the writer, as readable lines; the balance of every account; and notes on what the
     check went without on a disk that takes no writes (the lock, the stored summaries).
@@ -153,7 +153,12 @@ def inspect_books(main: Path) -> Inspection:
     manifest read before it, a file hashed after it) was reported as a file edited by hand
     (found by a review). Beancount then checks the texts read, with the lock given back, so
     writers wait for a read of the files, not for the check (which took seconds, and half a
-    minute after a rebuild, with every confirmation and posting waiting)."""
+    minute after a rebuild, with every confirmation and posting waiting).
+
+    `while_locked` runs with the lock still held, after the files are read: what the books are
+    compared with must be read at that moment too (the database's balances and pending events:
+    read after the check, they counted a receipt posted meanwhile that the texts did not have,
+    and the books were reported out of step with nothing pending; found by a review)."""
     main = Path(main)
     if not main.exists():
         return Inspection([f"账簿文件不存在：{main}"], {}, [])
@@ -162,6 +167,8 @@ def inspect_books(main: Path) -> Inspection:
     books = Books(main.parent)
     with books.locked(shared=True) as notes:
         snapshot = _read_snapshot(main, books)
+        if while_locked is not None:
+            while_locked()
         if not snapshot.months:  # books with no month yet: nothing worth releasing the lock for
             entries, found = _load(main)
             return Inspection(snapshot.problems + found, posting_totals(entries), notes)

@@ -126,8 +126,21 @@ class LedgerReport:
 
 def check_and_reconcile(session: Session, books_root: Path) -> LedgerReport:
     main = books_root / ledger.books.MAIN
-    errors, balances, warnings = ledger.check.inspect_books(main) if main.exists() else ([], {}, [])
-    pending = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None))) or 0
+    database: dict[str, Any] = {}
+
+    def read_database() -> None:
+        """The database as the books were read (under their lock): a posting can come between
+        the check's read of the files and its end, and a database read then counted it."""
+        if not (session.new or session.dirty or session.deleted):  # (callers have nothing unsaved; never lose it)
+            session.rollback()  # a fresh read, not a snapshot taken before the lock
+        database["pending"] = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None)))
+        database["expected"] = expected_balances(session)
+        if not (session.new or session.dirty or session.deleted):
+            session.rollback()  # and no read transaction held through beancount's load
+
+    errors, balances, warnings = ledger.check.inspect_books(main, while_locked=read_database) if main.exists() else ([], {}, [])
+    if not database:
+        read_database()
     # Reconcile even when the checker complains: the differing accounts point at the problem.
-    diffs = ledger.reconcile(expected_balances(session), balances)
-    return LedgerReport(errors, diffs, int(pending), balances, warnings)
+    diffs = ledger.reconcile(database["expected"], balances)
+    return LedgerReport(errors, diffs, int(database["pending"] or 0), balances, warnings)

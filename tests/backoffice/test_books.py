@@ -547,3 +547,46 @@ def test_penalty_forfeit_and_carrier_cost(app: Flask, contract) -> None:  # type
     balances = ledger_balances(books(app) / "main.beancount")
     assert balances["Income:Penalty"] == Decimal("-10.00") and balances["Income:Forfeited"] == Decimal("-1740.00")
     assert balances["Expenses:Carrier:CMCC"] == Decimal("12.60") and "Expenses:Carrier:CUCC" not in balances
+
+
+def test_a_receipt_posted_while_beancount_checks_is_no_false_difference(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a review: since the check stopped holding the books' lock while beancount loads,
+    a receipt confirmed and posted meanwhile was in the database read after the check but not in
+    the texts it checked, and the books were reported out of step with nothing pending. The
+    database is now read under the lock, with the files."""
+    import threading
+    from typing import Any
+
+    import ledger.check as check
+    from backoffice.cli import after_commit_catch_up
+    from backoffice.services.bookkeeping import check_and_reconcile
+    from tests.backoffice.test_messaging import active_sender
+
+    sender = active_sender(app)
+    root = Path(app.config["LEDGER_PATH"])
+    assert check_and_reconcile(db.session, root).ok
+    real = check._check_month
+    posted: list[Any] = []
+
+    def confirm_and_post() -> None:
+        with app.app_context():
+            credit_receipt(
+                db.session, account_code=sender.code, amount=Decimal("100.00"), bank="CMB", bank_ref="PAY-2",
+                received_on=date(2026, 11, 23), actor="test",
+            )  # fmt: skip
+            db.session.commit()
+            posted.append(after_commit_catch_up(app))
+
+    def meanwhile(*args: Any) -> Any:
+        if not posted:
+            writer = threading.Thread(target=confirm_and_post)
+            writer.start()
+            writer.join(timeout=20)
+        return real(*args)
+
+    monkeypatch.setattr(check, "_check_month", meanwhile)
+    report = check_and_reconcile(db.session, root)
+    assert posted == [[]]  # the posting went through while beancount checked
+    assert report.ok, report
+    monkeypatch.setattr(check, "_check_month", real)
+    assert check_and_reconcile(db.session, root).ok
