@@ -316,6 +316,25 @@ def forfeit_balance(session: Session, *, account_code: str, reason: str, on: dat
     return record_event(session, "forfeit", on, payload, event_id=f"forfeit-{account_code}-{on.isoformat()}")
 
 
+LATE_REFUND_FORFEITED = "账户关闭后才退回的短信费用，与余额一并不予退还"
+
+
+def forfeit_late_refund(session: Session, account_id: int, amount: Decimal, *, on: date, key: str) -> LedgerEvent | None:
+    """Messages of a closed account refunded after its closing (a worker held them then, or died
+    holding them): their money would sit on an account that can never spend it, never forfeited
+    (found by a review). It is forfeited as the rest of the balance was, in the refund's
+    transaction; `key` (the first message's id) names the event. The caller holds the row lock."""
+    if amount <= 0:
+        return None
+    account = session.get(EnterpriseAccount, account_id)
+    assert account is not None and account.status == "closed"
+    if not _adjust(session, account_id, balance=-amount):
+        raise Conflict("余额在处理期间发生变化，请重试")
+    audit.record(session, "system:dispatcher", "forfeit_balance", "account", account.code, amount=str(amount), reason=LATE_REFUND_FORFEITED)
+    payload = {"account_code": account.code, "customer_name": account.customer_name, "amount": amount, "reason": LATE_REFUND_FORFEITED}
+    return record_event(session, "forfeit", on, payload, event_id=f"forfeit-{account.code}-refund-{key}")
+
+
 def record_carrier_cost(session: Session, day: date, costs: dict[str, Decimal]) -> LedgerEvent:
     """What the carriers charge the provider for a day's messages (per carrier); once a day."""
     lines = [{"carrier": carrier, "amount": amount} for carrier, amount in sorted(costs.items()) if amount > 0]

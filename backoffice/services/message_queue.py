@@ -38,7 +38,7 @@ from backoffice.clock import local_today, utcnow
 from backoffice.models import DispatchRate, EnterpriseAccount, Message, MessagePart
 from backoffice.models.messaging import CLAIMABLE
 from backoffice.services.bulk import Prepared
-from backoffice.services.credit import lock_accounts
+from backoffice.services.credit import forfeit_late_refund, lock_accounts
 from backoffice.services.send_log import LogEntry, append_send_log
 from backoffice.services.sql import CLOCK_STEP_US, epoch_us, insert_ignoring_conflict, is_postgresql
 from backoffice.services.usage import refund_messages
@@ -223,7 +223,7 @@ def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason:
 STOPPED_SENDING = {
     "suspended": "账户已暂停发送：未发送，已退款",
     "blacklisted": "账户已列入黑名单：未发送，已退款",
-    "closed": "账户已关闭：未发送，已退款",
+    "closed": "账户已关闭：未发送，费用退回后与余额一并不予退还",
     "awaiting_payment": "账户未开通（待付款）：未发送，已退款",
 }
 
@@ -335,14 +335,17 @@ def give_back(session: Session, rows: Sequence[Any]) -> list[LogEntry]:
     for row in sorted(rows, key=lambda r: (r.account_id, r.id)):
         if row.charge > 0:
             refund_messages(session, row.account_id, today, row.carrier.upper(), 1, row.charge)
-    codes = {
-        account_id: (code, service_code)
-        for account_id, code, service_code in session.execute(
-            sa.select(EnterpriseAccount.id, EnterpriseAccount.code, EnterpriseAccount.service_code).where(
-                EnterpriseAccount.id.in_({row.account_id for row in rows})
-            )
+    codes: dict[int, tuple[str, str | None]] = {}
+    for account_id, code, service_code, status in session.execute(
+        sa.select(EnterpriseAccount.id, EnterpriseAccount.code, EnterpriseAccount.service_code, EnterpriseAccount.status).where(
+            EnterpriseAccount.id.in_({row.account_id for row in rows})
         )
-    }
+    ):
+        codes[account_id] = (code, service_code)
+        if status == "closed":  # refunded after the closing: forfeited with the rest (a review)
+            mine = [row for row in rows if row.account_id == account_id]
+            total = sum((row.charge for row in mine), Decimal(0))
+            forfeit_late_refund(session, account_id, total, on=today, key=str(min(row.id for row in mine)))
     return [LogEntry(*codes[row.account_id], row.recipient, row.content, f"refunded: {row.error}", row.id) for row in sorted(rows)]
 
 

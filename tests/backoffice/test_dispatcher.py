@@ -1335,6 +1335,39 @@ def test_closing_an_account_refunds_its_waiting_messages_before_its_balance_is_f
     assert simulator.received == [] and sender.balance() == 0 and before > 0
 
 
+def test_a_message_a_dead_worker_held_at_the_closing_is_refunded_and_forfeited_not_left_on_the_closed_account(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: the closing refunds only messages no worker holds; those a worker died
+    holding were refunded by its successor onto the closed account, after its balance was
+    forfeited, where nothing could ever spend or forfeit them."""
+    from datetime import date
+
+    from backoffice.cli import after_commit_catch_up
+    from backoffice.models import EnterpriseAccount, LedgerEvent
+    from backoffice.services.credit import forfeit_balance
+    from backoffice.services.message_queue import claim_due
+    from tests.backoffice.test_messaging import send
+
+    sender = active_sender(app)
+    send(sender, numbers(3))
+    charged = sum(db.session.scalars(sa.select(Message.charge)))
+    assert len(claim_due(db.session, worker="died", limit=10, now=FIXED_NOW)) == 3
+    db.session.commit()
+    forfeit_balance(db.session, account_code=sender.code, reason="运营商因投诉关停通道", on=date(2026, 11, 23), actor="staff:finance")
+    db.session.commit()
+    assert after_commit_catch_up(app) == [] and sender.balance() == 0
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=DispatchSettings().lease_seconds + 1))
+    simulator = smsc()
+    drive(worker(simulator, "successor"), all_in("refunded"), sender)
+    assert after_commit_catch_up(app) == []
+    assert simulator.received == [] and sender.balance() == 0
+    assert db.session.get(EnterpriseAccount, sender.account.id).status == "closed"
+    late = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.event_id.like(f"forfeit-{sender.code}-refund-%")))
+    assert late is not None and Decimal(late.payload["amount"]) == charged
+    assert all("不予退还" in (m.error or "") for m in db.session.scalars(sa.select(Message)))
+
+
 def test_a_reply_to_an_accounts_service_code_is_its_own(
     app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
 ) -> None:
