@@ -9,11 +9,11 @@ import logging
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, NotFound, ValidationFailed
@@ -146,10 +146,22 @@ def proposals(session: Session) -> list[Proposal]:
     # Confirmed ones too, while no line is tied to them. Found by an exploratory test: in the
     # usual order (the customer's voucher, finance confirms, the statement at month end) the
     # bank's line was offered 按此登记, which the receipt's own number refused, for good.
+    # Only the confirmed ones the matcher could propose (the same number, or within its days of
+    # a line): every receipt confirmed before this release has no line, and the page read them
+    # all, each with its account (found by a review).
+    references = sorted({bank_statements.normal_reference(x.reference) for x in lines if x.reference})
+    apart = timedelta(days=matching.MAX_DAYS_APART)
+    first, last = min(x.booked_on for x in lines) - apart, max(x.booked_on for x in lines) + apart
+    could_match = sa.or_(Receipt.bank_reference.in_(references), Receipt.paid_on.between(first, last))
     receipts = {
         r.id: r
         for r in session.scalars(
-            sa.select(Receipt).where(Receipt.status.in_(("pending", "approved", "confirmed")), Receipt.statement_line_id.is_(None))
+            sa.select(Receipt)
+            .where(
+                Receipt.statement_line_id.is_(None),
+                sa.or_(Receipt.status.in_(("pending", "approved")), sa.and_(Receipt.status == "confirmed", could_match)),
+            )
+            .options(selectinload(Receipt.account))
         )
     }
     by_position = dict(enumerate(lines, start=1))

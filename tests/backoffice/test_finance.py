@@ -656,6 +656,41 @@ def test_invoice_numbers_stay_gapless_under_concurrent_confirmations(app: Flask,
 # --- statements ---------------------------------------------------------------------------------
 
 
+def test_the_statements_page_reads_only_confirmed_receipts_a_line_could_be(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: every receipt confirmed before lines could be tied to confirmed ones has
+    no line, and each view of the page read all of them, with their accounts. Only those with a
+    line's number, or within the matcher's days of a line, can be proposed; only they are read."""
+    import backoffice.services.statements as statements
+
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    for n in range(30):  # a year of history, confirmed before today's release
+        db.session.add(Receipt(account=account, amount=Decimal("100.00"), paid_on=date(2025, 1, 1 + n), payer_name="x", bank="CMB",
+                               bank_reference=f"OLD-{n}", recorded_by="staff:finance", status="confirmed"))  # fmt: skip
+    db.session.add(Receipt(account=account, amount=Decimal("300.00"), paid_on=date(2025, 6, 1), payer_name="x", bank="CMB",
+                           bank_reference="B-SAME", recorded_by="staff:finance", status="confirmed"))  # fmt: skip
+    db.session.add(Receipt(account=account, amount=Decimal("300.00"), paid_on=date(2026, 11, 20), payer_name="x", bank="CMB",
+                           bank_reference="B-NEAR", recorded_by="staff:finance", status="confirmed"))  # fmt: skip
+    db.session.commit()
+    statement = tmp_path / "statement.csv"
+    statement.write_text(
+        "date,amount,payer_name,payer_account,reference,memo\n2026-11-22,300.00,无名氏,,b-same,\n2026-11-23,300.00,无名氏,,B-OTHER,\n",
+        encoding="utf-8",
+    )
+    assert run(runner, "finance", "import-statement", str(statement), "--json")[0] == 0
+    seen: list[str] = []
+    real = statements.matching.propose_matches
+
+    def watching(lines: Any, receipts: Any, holders: Any) -> Any:
+        seen.extend(r.bank_reference for r in receipts)
+        return real(lines, receipts, holders)
+
+    monkeypatch.setattr(statements.matching, "propose_matches", watching)
+    statements.proposals(db.session)
+    assert sorted(seen) == ["B-NEAR", "B-SAME"]
+
+
 def test_statement_import_proposes_matches_and_confirming_one_credits(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     issued = make_contract(app, "enterprise_sms_center")
     code, amount = issued.contract.account.code, f"{issued.contract.initial_amount:.2f}"
