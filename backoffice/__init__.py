@@ -277,14 +277,17 @@ def _error_handlers(app: Flask) -> None:
             from backoffice.services.receipts import size_text
             from backoffice.services.statements import MAX_STATEMENT_BYTES
 
+            total = size_text(app.config["MAX_CONTENT_LENGTH"])
             if request.path.startswith("/api/"):
-                message = f"请求体过大：最多 {size_text(app.config['MAX_CONTENT_LENGTH'])}，本次未做任何处理"
-            else:
+                message = f"请求体过大：最多 {total}，本次未做任何处理"
+            elif request.path.startswith(("/finance", "/portal/receipts")):  # vouchers and statements
                 message = (
                     f"上传的文件过大：汇款凭证最大 {size_text(app.config['VOUCHER_MAX_BYTES'])}，对账单最大 "
-                    f"{size_text(MAX_STATEMENT_BYTES)}（一次提交最多 {size_text(app.config['MAX_CONTENT_LENGTH'])}）。"
+                    f"{size_text(MAX_STATEMENT_BYTES)}（一次提交最多 {total}）。"
                     "未保存任何内容：请返回上一页，换用较小的文件后重新填写并提交"
                 )
+            else:  # a recipients' file, a signature, a seal (a review: they were told of vouchers)
+                message = f"上传的文件过大：一次提交最多 {total}。未保存任何内容：请返回上一页，换用较小的文件后重新提交"
         if _wants_json():
             return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code
         return render_template("error.html", status=error.code, message=message), error.code

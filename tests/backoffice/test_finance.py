@@ -475,6 +475,18 @@ def test_bad_vouchers_are_refused_in_the_portal_and_change_nothing(
     assert snapshot(app) == before
 
 
+def test_an_oversized_upload_elsewhere_is_told_the_limit_not_the_vouchers(app: Flask, client: Any) -> None:
+    """Found by a review: every web 413 spoke of 汇款凭证 and 对账单, a recipients' file or a seal too."""
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    big = FileStorage(BytesIO(b"0" * (app.config["MAX_CONTENT_LENGTH"] + 1)), filename="numbers.csv", content_type="text/csv")
+    boundary, body = encode_multipart({"file": big})
+    response = client.post("/login", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 413 and "一次提交最多" in page and "汇款凭证" not in page
+
+
 def test_an_oversized_voucher_is_refused_naming_the_limit_not_a_wrong_size(app: Flask, client: Any, staff: dict[str, str]) -> None:
     """Found by an exploratory test: a 6.3 MB PDF gave "凭证文件过大（5.0 MB），最大 5 MB" (the size of
     what was read, the limit plus a byte), and a 30 MB one a bare 413 "上传的文件过大", no limit stated."""
