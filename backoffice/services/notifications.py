@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from pathlib import Path
@@ -204,19 +205,23 @@ def receipt_rejected(session: Session, receipt: Receipt) -> None:
     _both(session, f"receipt-rejected-{receipt.id}", account, "汇款未能确认入账", body, sms)
 
 
-def receipt_reversed(session: Session, receipt: Receipt, changed: list[Invoice], *, account_reopened: bool) -> None:
+def receipt_reversed(
+    session: Session, receipt: Receipt, changed: list[Invoice], owed: dict[int, Decimal], *, account_reopened: bool
+) -> None:
     """A confirmed receipt undone: the customer had been told it was credited (and their account
     opened), so they are told it no longer is, why, and what became of its invoices (found by an
     exploratory test: nothing was sent). The changed invoices' new files go with the e-mail."""
     account = receipt.account
     whose = _whose(receipt)
     voided = [i.number for i in changed if i.status == "void"]
-    owed = [i.number for i in changed if i.status == "unpaid"]
+    unpaid = [i for i in changed if i.status == "unpaid"]
     effects = ""
     if voided:
         effects += f"为该笔汇款开具的发票 {'、'.join(voided)} 已作废。\n"
-    if owed:
-        effects += f"合同发票 {'、'.join(owed)} 恢复为待付款。\n"
+    for invoice in unpaid:
+        effects += (
+            f"合同发票 {invoice.number} 待付款，尚欠 {format_money(owed.get(invoice.id, invoice.amount))} 元（更新后的发票见附件）。\n"
+        )
     if account_reopened:
         effects += "账户恢复为待付款开通状态，款项到账并经我方确认后重新开通，在此之前不能发送短信。\n"
     body = (

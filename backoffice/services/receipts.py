@@ -80,7 +80,7 @@ class Reversal:
 
     receipt: Receipt
     voided: list[str]
-    owed_again: list[str]
+    owed_again: list[tuple[str, Decimal]]  # contract invoices unpaid after it, and what each owes
     account_reopened: bool
 
     def summary(self) -> str:
@@ -90,7 +90,7 @@ class Reversal:
         if self.voided:
             done.append(f"发票 {'、'.join(self.voided)} 已作废")
         if self.owed_again:
-            done.append(f"合同发票 {'、'.join(self.owed_again)} 改为待付款")
+            done.append("、".join(f"合同发票 {number} 待付款，尚欠 {format_money(owed)} 元" for number, owed in self.owed_again))
         if self.account_reopened:
             done.append(f"账户 {self.receipt.account.code} 改回待付款开通")
         return f"已冲销（{'；'.join(done)}）"
@@ -461,12 +461,13 @@ def reverse_receipt(
         account.status = "awaiting_payment"  # the payment that opened it is undone
     changed = invoices.void_for_receipt(session, receipt, documents_root=documents_root, today=today)
     _free_statement_line(session, receipt)
-    notifications.receipt_reversed(session, receipt, changed, account_reopened=reopened)
+    owed = invoices.amounts_owed(session, changed)
+    notifications.receipt_reversed(session, receipt, changed, owed, account_reopened=reopened)
     audit.record(session, actor, "reverse_receipt", "receipt", str(receipt.id), reason=text)
     return Reversal(
         receipt,
         voided=[i.number for i in changed if i.status == "void"],
-        owed_again=[i.number for i in changed if i.status == "unpaid"],
+        owed_again=[(i.number, owed.get(i.id, i.amount)) for i in changed if i.status == "unpaid"],
         account_reopened=reopened,
     )
 

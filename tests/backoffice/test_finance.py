@@ -1405,7 +1405,40 @@ def test_the_reversal_message_says_only_what_happened(app: Flask, client: Any, r
     receipt_id, _ = ids["PAY-1"]
     client.post(f"/finance/receipts/{receipt_id}/reverse", data={"reason": "入错账户"})
     page = client.get(f"/finance/receipts/{receipt_id}").get_data(as_text=True)
-    assert f"已冲销（冲销分录已入账；合同发票 {contract_invoice.number} 改为待付款；账户 {account.code} 改回待付款开通）" in page
+    owed = f"{issued.contract.initial_amount:,.2f}".replace(",", "")
+    assert (
+        f"已冲销（冲销分录已入账；合同发票 {contract_invoice.number} 待付款，尚欠 {owed} 元；账户 {account.code} 改回待付款开通）" in page
+    )
+
+
+def test_reversing_an_instalment_of_an_invoice_still_part_paid_renders_it_again_and_tells_the_customer(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    """Found by an exploratory test: 300.00 then 100.00 paid of 700.00, the first reversed: the
+    lists said 600.00 owed, but the invoice's file (what the portal serves) still said 300.00,
+    and the customer's notice said nothing of it."""
+    issued = make_contract(app, "sms_business_service")
+    account = issued.contract.account
+    (invoice,) = db.session.scalars(sa.select(Invoice)).all()
+    total = invoice.amount
+    ids = []
+    for reference, paid in (("INST-1", "300.00"), ("INST-2", "100.00")):
+        _, recorded = run(
+            runner, "finance", "receipt", "--account", account.code, "--amount", paid, "--bank-ref", reference, "--date", "2026-11-23",
+            "--json",
+        )  # fmt: skip
+        assert run(runner, "finance", "confirm", str(recorded["id"]), "--json")[0] == 0
+        ids.append(recorded["id"])
+    exit_code, reversed_ = run(runner, "finance", "reverse", str(ids[0]), "--reason", "银行退票", "--json")
+    assert exit_code == 0
+    db.session.expire_all()
+    owed = total - Decimal("100.00")
+    reopened = db.session.get(Invoice, invoice.id)
+    assert reopened.status == "unpaid" and reopened.pdf_file.endswith(f"-reopened-{ids[0]}.pdf")
+    text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / reopened.pdf_file)
+    assert f"尚欠金额¥{owed:,.2f}" in text and "已收款¥100.00" in text
+    told = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-reversed-{ids[0]}:email"))
+    assert f"合同发票 {invoice.number} 待付款，尚欠 {owed:.2f} 元" in told.body and told.attachments == [reopened.pdf_file]
 
 
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
