@@ -264,6 +264,23 @@ def test_a_second_account_for_a_customer_who_has_one_is_issued_only_when_confirm
     assert names.count("重复签发测试有限公司") == 2
 
 
+def test_the_same_customer_written_with_other_brackets_or_spaces_is_the_same_customer(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: 演示客户(成都) with ASCII brackets passed the check for a
+    customer who has an account as 演示客户（成都）, and a second account was one click away."""
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    login(client, "sales", staff["sales"])
+    data = form_data("enterprise_sms_center", customer__name="蓉城（成都）网络科技有限公司")
+    data.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI)
+    assert client.post("/sales/new/enterprise_sms_center", data=data).status_code == 200
+    before = snapshot(app)
+    for name in ("蓉城(成都)网络科技有限公司", "蓉城 (成都) 网络科技有限公司"):
+        again = client.post("/sales/new/enterprise_sms_center", data={**data, "customer.name": name, "submission_id": f"form-{len(name)}"})
+        assert again.status_code == 422 and "已有企业号 E000001" in again.get_data(as_text=True), name
+    db.session.expire_all()
+    assert snapshot(app) == before
+
+
 def test_a_signature_that_is_not_an_image_is_refused(app: Flask, client: FlaskClient, staff: dict) -> None:
     login(client, "sales", staff["sales"])
     data = form_data("sms_business_service")
