@@ -79,7 +79,7 @@ _BANK_AMOUNT = re.compile(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")
 _CURRENCY = re.compile(r"^(?:[¥￥]|RMB|CNY)\s*", re.IGNORECASE)
 #: A summary line a bank puts at the end: 合计/总计 in one of its first cells, or a lone
 #: "共 5 笔，收入 4 笔…" (found by an exploratory test: refused as a line of the wrong width).
-_FOOTER = re.compile(r"^(?:合计|总计|共\s*\d+\s*笔)")
+_FOOTER = re.compile(r"^(?:本页|本期)?(?:合计|总计|小计)|^共计?\s*\d+\s*笔")
 _EXCEL_TEXT = re.compile(r'="(.*)"', re.DOTALL)  # banks write ="0123" so Excel keeps leading zeros
 
 

@@ -131,8 +131,11 @@ def _both(
 def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, activated: bool) -> None:
     account = receipt.account
     opened = "您的账户已开通，可以开始发送短信。\n" if activated else ""
+    expired = _contract_ended(session, account)
     if account.status == "suspended":  # an expired contract's account: the money is kept, sending is not (a review)
-        opened = f"请注意：账户当前已暂停发送短信（{account.status_name}），余额保留；如需恢复发送，请与我方联系续约。\n"
+        # Suspended by an administrator, the contract still running, there is nothing to renew (an exploratory test).
+        ask = "请与我方联系续约" if expired else "请与我方联系"
+        opened = f"请注意：账户当前已暂停发送短信（{account.status_name}），余额保留；如需恢复发送，{ask}。\n"
     body = (
         f"尊敬的{account.customer_name}：\n\n"
         f"我们已确认收到您于 {receipt.paid_on:%Y年%m月%d日} 的汇款 {format_money(receipt.amount)} 元"
@@ -142,8 +145,20 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, a
     )
     sms = f"您的汇款{format_money(receipt.amount)}元已到账，账户{account.code}可用余额{format_money(account.balance)}元，发票{invoice.number}已发至邮箱。"
     if account.status == "suspended":
-        sms += "账户当前暂停发送，如需恢复请联系我方。"
+        sms += "账户当前暂停发送，如需恢复请联系我方" + ("续约。" if expired else "。")
     _both(session, f"receipt-confirmed-{receipt.id}", account, f"到账确认及发票 {invoice.number}", body, sms, [invoice.pdf_file])
+
+
+def _contract_ended(session: Session, account: EnterpriseAccount) -> bool:
+    """The account has no live contract (expired, terminated): sending again needs a renewal."""
+    from backoffice.models.contracts import ENDED_CONTRACT_STATUSES
+
+    live = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Contract)
+        .where(Contract.account_id == account.id, Contract.status.not_in(ENDED_CONTRACT_STATUSES))
+    )
+    return not live
 
 
 def renewal_notice(session: Session, contract: Contract, *, object_by: date | None, extends: bool = False) -> bool:

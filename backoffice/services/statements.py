@@ -383,6 +383,9 @@ def link_line(session: Session, line_id: int | str, receipt_id: int | str, *, ac
     receipt = get_receipt(session, receipt_id)
     if receipt.status != "confirmed":
         raise Conflict(f"到账记录 {receipt.id} 当前状态为“{receipt.status_name}”，不是已入账的到账，请用“确认匹配并入账”")
+    line = get_line(session, line_id)
+    if line.receipt_id == receipt.id:  # a second tab, a second click (found by an exploratory test: "关联成功" again, audited twice)
+        raise Conflict(f"该对账单明细已关联到账记录 {receipt.id}，无需重复操作")
     return match_line(session, line_id, receipt.id, actor=actor)
 
 

@@ -1295,6 +1295,11 @@ def test_a_line_of_a_receipt_confirmed_before_the_statement_is_tied_to_it_and_ot
     assert db.session.get(StatementLine, lines["K2026112000001"].id).receipt_id == by_number["id"]
     assert db.session.get(Receipt, own_number["id"]).statement_line_id == lines["K2026112100002"].id
     assert db.session.get(EnterpriseAccount, account.id).balance == balance  # nothing credited twice
+    # From a second tab: said to be done already, not done (and audited) again (an exploratory test).
+    audited = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry))
+    client.post(f"/finance/statements/lines/{lines['K2026112000001'].id}/link", data={"receipt_id": by_number["id"]})
+    assert "无需重复操作" in client.get("/finance/statements").get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == audited
 
     # The unknown payer's line: set aside, with a reason (required), listed, and restored.
     unknown = lines["K2026112200003"].id
@@ -1306,6 +1311,7 @@ def test_a_line_of_a_receipt_confirmed_before_the_statement_is_tied_to_it_and_ot
     assert "没有待匹配的入账" in page and "已忽略的明细（1）" in page and "银行结息，不是客户汇款" in page
     audit = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "ignore_statement_line"))
     assert audit.object_id == str(unknown) and audit.detail["reason"] == "银行结息，不是客户汇款"
+    assert "finance（财务）" in page and "staff:finance" not in page  # who set it aside, in words
     client.post(f"/finance/statements/lines/{unknown}/restore")
     db.session.expire_all()
     assert [p.line.id for p in proposals(db.session)] == [unknown]
@@ -1707,3 +1713,28 @@ def test_due_dates_in_a_year_the_calendar_library_does_not_cover_use_the_admin_t
     assert due_date(db.session, date(2027, 1, 6), 3) == date(2027, 1, 9)  # 7, 8, make-up Saturday 9
     exit_code, out = run(runner, "finance", "holiday", "2027-02-30", "--json")
     assert exit_code == 2 and "日期格式" in out["error"]["fields"]["day"]
+
+
+def test_a_payment_to_an_account_suspended_by_an_administrator_is_not_told_to_renew(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by an exploratory test: the confirmation told a customer whose running contract's
+    account an administrator had suspended to renew it ("请与我方联系续约"); only an expired
+    contract's account has anything to renew."""
+    from backoffice.services.sending_settings import set_sending_status
+
+    issued = make_contract(app, "gateway_api_partner")
+    account = issued.contract.account
+    account.contact_email = "ops@partner.example.cn"
+    db.session.commit()
+    amount = f"{issued.contract.initial_amount:.2f}"
+    _, first = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", amount, "--bank-ref", "S-1", "--date", "2026-11-22", "--json"
+    )
+    assert run(runner, "finance", "confirm", str(first["id"]), "--json")[0] == 0
+    set_sending_status(db.session, account.code, suspend=True, reason="资质审核中", actor="staff:admin")
+    db.session.commit()
+    _, second = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", "100.00", "--bank-ref", "S-2", "--date", "2026-11-22", "--json"
+    )
+    assert run(runner, "finance", "confirm", str(second["id"]), "--json")[0] == 0
+    told = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-confirmed-{second['id']}:email"))
+    assert "账户当前已暂停发送短信" in told.body and "如需恢复发送，请与我方联系。" in told.body and "续约" not in told.body

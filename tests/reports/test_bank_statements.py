@@ -82,7 +82,9 @@ def test_cmb_amounts_with_a_currency_sign_and_summary_lines_anywhere_are_read() 
         "2026-11-21,K2,上海云讯信息技术有限公司,¥1750.00,,货款\n"
         '2026-11-22,K3,成都蜀信科技有限公司,"RMB 128.50",,货款\n'
         '"",合计,,"71,878.50",,\n'
+        '本页合计,,,"71,878.50",,\n'
         "共 3 笔，收入 3 笔，支出 0 笔\n"
+        "共计3笔\n"
     )
     statement = parse_statement(text.encode("gb18030"))  # (GBK has the full-width ￥, not ¥)
     assert [(line.reference, line.amount) for line in statement.lines] == [
