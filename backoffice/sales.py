@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,28 @@ def new_contract(template_id: str) -> Any:
         errors = {"_form": conflict.message}
     except sa.exc.OperationalError as exc:
         errors = {"_form": busy_error(exc).message}
-    return _render_form(template, values, errors, submission_id, preview_html), 200 if not errors else 422
+    # An uploaded signature goes back in the form as the image (as a drawn one does): found by an
+    # exploratory test, the form refused for another reason came back without them, and the next
+    # submit was refused for missing signatures.
+    kept = {side: uri for side, image in (("customer", cust), ("provider", prov)) if (uri := _kept_upload(image, errors, side))}
+    return _render_form(template, values, errors, submission_id, preview_html, kept), 200 if not errors else 422
+
+
+def _kept_upload(image: bytes | str | None, errors: dict[str, str], side: str) -> str | None:
+    """A data URI of an uploaded PNG or JPEG signature the form did not refuse, or None."""
+    if not isinstance(image, bytes) or errors.get(f"{side}_signature"):
+        return None
+    kind = "png" if image.startswith(b"\x89PNG\r\n\x1a\n") else "jpeg" if image.startswith(b"\xff\xd8\xff") else None
+    return f"data:image/{kind};base64,{base64.b64encode(image).decode('ascii')}" if kind else None
 
 
 def _render_form(
-    template: ContractTemplate, values: dict[str, Any], errors: dict[str, str], submission_id: str, preview_html: str | None = None
+    template: ContractTemplate,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    submission_id: str,
+    preview_html: str | None = None,
+    signatures: dict[str, str] | None = None,
 ) -> str:
     from backoffice.services.provider import provider_of
 
@@ -115,6 +133,7 @@ def _render_form(
         networks=NETWORKS,
         submission_id=submission_id,
         preview_html=preview_html,
+        signatures=signatures or {},
     )
 
 

@@ -4,6 +4,7 @@ leaves no contract, account, file or ledger entry behind."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,32 @@ def test_the_same_customer_written_with_other_brackets_or_spaces_is_the_same_cus
         assert again.status_code == 422 and "已有企业号 E000001" in again.get_data(as_text=True), name
     db.session.expire_all()
     assert snapshot(app) == before
+
+
+def test_uploaded_signatures_come_back_with_a_form_refused_for_another_reason(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: refused (a customer who has an account, unconfirmed), the form
+    came back without the uploaded signature images, and the next submit was refused for missing
+    signatures. They come back as the drawn ones do, and the next submit issues."""
+    import base64
+    from io import BytesIO
+
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    png = base64.b64decode(SIGNATURE_DATA_URI.split(",", 1)[1])
+    login(client, "sales", staff["sales"])
+    data = form_data("enterprise_sms_center", customer__name="上传签名测试有限公司")
+    data.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI)
+    assert client.post("/sales/new/enterprise_sms_center", data=data).status_code == 200
+    uploads = {**data, "customer_signature": "", "provider_signature": "", "submission_id": "form-2"}
+    uploads.update(customer_signature_file=(BytesIO(png), "a.png"), provider_signature_file=(BytesIO(png), "b.png"))
+    refused = client.post("/sales/new/enterprise_sms_center", data=uploads, content_type="multipart/form-data")
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 422 and "确认为该客户另开一个账户" in page
+    kept = re.findall(r'name="(customer|provider)_signature" id="[a-z]+-signature" value="(data:image/png;base64,[^"]+)"', page)
+    assert [side for side, _ in kept] == ["customer", "provider"]
+    again = {**data, "submission_id": "form-2", "confirm_another_account": "true"}
+    again.update(customer_signature=kept[0][1], provider_signature=kept[1][1])
+    assert client.post("/sales/new/enterprise_sms_center", data=again).status_code == 200
 
 
 def test_a_signature_that_is_not_an_image_is_refused(app: Flask, client: FlaskClient, staff: dict) -> None:
