@@ -1297,8 +1297,8 @@ class Dispatcher:
                 self._accounts[account_id] = (code, service_code)
                 self._rates[account_id] = max(1, int(rate or 1))
         unsubscribed = self._unsubscribed(messages)
-        # Read fresh at every claim: an account suspended, blacklisted or closed refunds what waits
-        # (`cancel_account_waiting`); what a worker held then, or was released after it, is refunded here.
+        # Read fresh at every claim: what an account suspended, blacklisted or closed has due is
+        # refunded here (closing refunds what waits at once, `cancel_account_waiting`).
         stopped = sending_refusals(self._session, {m.account_id for m in messages if m.charge > 0})
         for message in messages:
             work = self._load(message, recorded.get(message.id, {}))

@@ -199,9 +199,14 @@ def cancel_waiting(session: Session, account_id: int, recipient: str, *, reason:
     free notices to the customer (charge 0) stay: they are not the customer's sends. With
     `pending`, the messages are only marked and added to it: the caller gives the money back
     (`give_back`) at the end of its transaction, with its other refunds."""
+    return _cancel_unclaimed(session, sa.and_(_M.c.account_id == account_id, _M.c.recipient == recipient), reason, pending)
+
+
+def _cancel_unclaimed(session: Session, which: sa.ColumnElement[bool], reason: str, pending: list[Any] | None = None) -> int:
+    """Refund the messages `which` selects that still wait with no worker holding them, no part
+    sent and a charge (not a free notice); `pending` as for `cancel_waiting`."""
     which = sa.and_(
-        _M.c.account_id == account_id,
-        _M.c.recipient == recipient,
+        which,
         _M.c.status.in_(CLAIMABLE),
         _M.c.claimed_by.is_(None),
         _M.c.charge > 0,
@@ -237,18 +242,7 @@ def cancel_account_waiting(session: Session, account_id: int, *, why: str) -> in
     `sending_refusals`, and sends them if it was let send again meanwhile.) A message a worker
     holds at that moment is the worker's to settle; one with parts already out goes in full.
     The platform's free notices (charge 0) stay. Returns how many."""
-    which = sa.and_(
-        _M.c.account_id == account_id,
-        _M.c.status.in_(CLAIMABLE),
-        _M.c.claimed_by.is_(None),
-        _M.c.charge > 0,
-        ~sa.exists().where(_PARTS.c.message_id == _M.c.id),
-    )
-    free = sa.select(_M.c.id).where(which).with_for_update(skip_locked=True)
-    rows = _mark_refunded(session, sa.and_(_M.c.id.in_(free.scalar_subquery()), which), STOPPED_SENDING[why])
-    if rows:
-        append_send_log(session, give_back(session, rows), at=utcnow())
-    return len(rows)
+    return _cancel_unclaimed(session, _M.c.account_id == account_id, STOPPED_SENDING[why])
 
 
 _A = EnterpriseAccount.__table__
