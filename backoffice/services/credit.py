@@ -308,12 +308,17 @@ def forfeit_balance(session: Session, *, account_code: str, reason: str, on: dat
     amount = account.balance
     account.status = "closed"
     audit.record(session, actor, "forfeit_balance", "account", account_code, amount=str(amount), reason=reason)
+    return _forfeit(session, account, amount, reason=reason, on=on, event_id=f"forfeit-{account_code}-{on.isoformat()}")
+
+
+def _forfeit(session: Session, account: EnterpriseAccount, amount: Decimal, *, reason: str, on: date, event_id: str) -> LedgerEvent | None:
+    """Take `amount` off the (locked) account's balance into the forfeit event; nothing if none."""
     if amount <= 0:
         return None
     if not _adjust(session, account.id, balance=-amount):
         raise Conflict("余额在处理期间发生变化，请重试")
-    payload = {"account_code": account_code, "customer_name": account.customer_name, "amount": amount, "reason": reason}
-    return record_event(session, "forfeit", on, payload, event_id=f"forfeit-{account_code}-{on.isoformat()}")
+    payload = {"account_code": account.code, "customer_name": account.customer_name, "amount": amount, "reason": reason}
+    return record_event(session, "forfeit", on, payload, event_id=event_id)
 
 
 LATE_REFUND_FORFEITED = "账户关闭后才退回的短信费用，与余额一并不予退还"
@@ -328,11 +333,8 @@ def forfeit_late_refund(session: Session, account_id: int, amount: Decimal, *, o
         return None
     account = session.get(EnterpriseAccount, account_id)
     assert account is not None and account.status == "closed"
-    if not _adjust(session, account_id, balance=-amount):
-        raise Conflict("余额在处理期间发生变化，请重试")
     audit.record(session, "system:dispatcher", "forfeit_balance", "account", account.code, amount=str(amount), reason=LATE_REFUND_FORFEITED)
-    payload = {"account_code": account.code, "customer_name": account.customer_name, "amount": amount, "reason": LATE_REFUND_FORFEITED}
-    return record_event(session, "forfeit", on, payload, event_id=f"forfeit-{account.code}-refund-{key}")
+    return _forfeit(session, account, amount, reason=LATE_REFUND_FORFEITED, on=on, event_id=f"forfeit-{account.code}-refund-{key}")
 
 
 def record_carrier_cost(session: Session, day: date, costs: dict[str, Decimal]) -> LedgerEvent:
