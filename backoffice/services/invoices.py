@@ -38,34 +38,35 @@ def latest_contract(session: Session, account: EnterpriseAccount) -> Contract | 
     return session.scalar(sa.select(Contract).where(Contract.account_id == account.id).order_by(Contract.id.desc()).limit(1))
 
 
+def _contract_invoices(account_id: int, status: str) -> sa.Select[tuple[Invoice]]:
+    """The account's invoices issued for a contract at signing (due by a date), in `status`, oldest first."""
+    return (
+        sa.select(Invoice)
+        .where(Invoice.account_id == account_id, Invoice.status == status, Invoice.contract_id.is_not(None), Invoice.due_on.is_not(None))
+        .order_by(Invoice.id)
+    )
+
+
 def amounts_owed(session: Session, invoices: list[Invoice]) -> dict[int, Decimal]:
-    """What is still owed on each unpaid contract invoice among `invoices` (by id).
+    """What is still owed on each of `invoices` (by id): nothing on a paid or void one, the whole
+    amount on another unpaid one, and on an unpaid contract invoice what the account's
+    receivable leaves of it.
 
     A contract's invoice is paid in instalments without a second invoice, so its amount is not
     what the customer still owes: the account's receivable is. Confirmations pay the oldest open
     contract invoice first, so what was paid (their amounts less the receivable) is taken off
     them oldest first. Found by an exploratory test: after an instalment was reversed the
     reopened 1,750.00 invoice, and the overdue list, asked for all of it while 10.00 was owed."""
+    owed = {i.id: i.amount if i.status == "unpaid" else Decimal(0) for i in invoices}
     accounts = {i.account_id for i in invoices if i.status == "unpaid" and i.contract_id is not None and i.due_on is not None}
-    owed: dict[int, Decimal] = {}
     for account_id in sorted(accounts):
         receivable = session.scalar(sa.select(EnterpriseAccount.receivable).where(EnterpriseAccount.id == account_id)) or Decimal(0)
-        open_ones = list(
-            session.scalars(
-                sa.select(Invoice)
-                .where(
-                    Invoice.account_id == account_id,
-                    Invoice.status == "unpaid",
-                    Invoice.contract_id.is_not(None),
-                    Invoice.due_on.is_not(None),
-                )
-                .order_by(Invoice.id)
-            )
-        )
+        open_ones = list(session.scalars(_contract_invoices(account_id, "unpaid")))
         paid = max(Decimal(0), sum((i.amount for i in open_ones), Decimal(0)) - receivable)
         for invoice in open_ones:
             taken = min(paid, invoice.amount)
-            owed[invoice.id] = invoice.amount - taken
+            if invoice.id in owed:
+                owed[invoice.id] = invoice.amount - taken
             paid -= taken
     return owed
 
@@ -168,7 +169,7 @@ def _render(
         contract_number=contract.contract_no if contract else None,
         receipt_reference=receipt.bank_reference if receipt else None,
         notes=f"账户：{invoice.account.code}",
-        owed=owed if (owed := amounts_owed(session, [invoice]).get(invoice.id)) is not None and owed < invoice.amount else None,
+        owed=owed if (owed := amounts_owed(session, [invoice])[invoice.id]) < invoice.amount and invoice.status == "unpaid" else None,
     )
     pdf = invoice_report.render_invoice_pdf(data)
     path = documents_root / "invoices" / str(invoice.issued_on.year) / f"{invoice.number}{suffix}.pdf"
@@ -280,26 +281,15 @@ def void_for_receipt(session: Session, receipt: Receipt, *, documents_root: Path
             invoice.status = "void"
             changed.append((invoice, "-void"))
     if receipt.account.receivable > 0:  # an earlier instalment reversed: the invoice the last one paid is open again
-        paid_contract_invoices = sa.select(Invoice).where(
-            Invoice.account_id == receipt.account_id,
-            Invoice.status == "paid",
-            Invoice.contract_id.is_not(None),
-            Invoice.due_on.is_not(None),
-        )
-        for invoice in session.scalars(paid_contract_invoices):
+        for invoice in session.scalars(_contract_invoices(receipt.account_id, "paid")):
             invoice.status, invoice.paid_on, invoice.receipt_id = "unpaid", None, None
             changed.append((invoice, f"-reopened-{receipt.id}"))
     if _settled_by(session, receipt) > 0:
         # An instalment of an invoice still part paid: it stays unpaid, and owes more now (found
         # by an exploratory test: its last file, and so the portal, kept the smaller figure).
         seen = {invoice.id for invoice, _ in changed}
-        part_paid = sa.select(Invoice).where(
-            Invoice.account_id == receipt.account_id,
-            Invoice.status == "unpaid",
-            Invoice.contract_id.is_not(None),
-            Invoice.due_on.is_not(None),
-        )
-        changed += [(invoice, f"-reopened-{receipt.id}") for invoice in session.scalars(part_paid) if invoice.id not in seen]
+        part_paid = session.scalars(_contract_invoices(receipt.account_id, "unpaid"))
+        changed += [(invoice, f"-reopened-{receipt.id}") for invoice in part_paid if invoice.id not in seen]
     for invoice, suffix in changed:
         contract = session.get(Contract, invoice.contract_id) if invoice.contract_id is not None else None
         _render(

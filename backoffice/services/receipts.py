@@ -467,7 +467,7 @@ def reverse_receipt(
     return Reversal(
         receipt,
         voided=[i.number for i in changed if i.status == "void"],
-        owed_again=[(i.number, owed.get(i.id, i.amount)) for i in changed if i.status == "unpaid"],
+        owed_again=[(i.number, owed[i.id]) for i in changed if i.status == "unpaid"],
         account_reopened=reopened,
     )
 
