@@ -16,7 +16,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 
 from backoffice.errors import ValidationFailed
-from backoffice.money import FEN, MoneyFormatError, format_money, parse_decimal
+from backoffice.money import FEN, FULL_WIDTH_NUMBER, MoneyFormatError, format_money, parse_decimal
 from backoffice.services.templates import NETWORKS, ContractTemplate, FieldSpec
 from reports.glyphs import unprintable
 
@@ -32,21 +32,20 @@ LANDLINE_DIGITS = re.compile(r"^(?:(?:\+?86|0086)0?|0)([12]\d(?=\d{8}$)|[3-9]\d{
 EXTENSION = re.compile(r"\s*(?:转|分机|ext\.?|x)\s*(\d{1,6})\s*$", re.ASCII | re.IGNORECASE)
 _PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
 POSTCODE = re.compile(r"^\d{6}$", re.ASCII)
-#: A Chinese input method's full-width digits and signs, and the no-break and thin spaces and
-#: dashes of a number copied from a web page or a Word document, read as the ASCII ones they stand for.
-_FULL_WIDTH = str.maketrans(
-    {
-        **{0xFF10 + i: str(i) for i in range(10)},
-        0xFF0B: "+",
-        0xFF0D: "-",
-        **dict.fromkeys((0x3000, 0x00A0, 0x2007, 0x2009, 0x202F), " "),
-        **dict.fromkeys((0x2010, 0x2011, 0x2012, 0x2013, 0x2212), "-"),
-        0xFF08: "(",
-        0xFF09: ")",
-        0xFF0C: ",",
-        0xFF0E: ".",
-    }
-)
+#: A Chinese input method's full-width digits and signs (as money reads them), its brackets, and
+#: the no-break and thin spaces and dashes of a number copied from a web page or a Word
+#: document, read as the ASCII ones they stand for.
+_FULL_WIDTH = {
+    **FULL_WIDTH_NUMBER,
+    **str.maketrans(
+        {
+            **dict.fromkeys((0x3000, 0x00A0, 0x2007, 0x2009, 0x202F), " "),
+            **dict.fromkeys((0x2010, 0x2011, 0x2012, 0x2013, 0x2212), "-"),
+            0xFF08: "(",
+            0xFF09: ")",
+        }
+    ),
+}
 PHONE_MESSAGE = "不是有效的电话号码（手机如 138 0013 8000，固定电话带区号如 028-8600 1234 或 (028) 86001234，或 400-820-8820）"
 
 
