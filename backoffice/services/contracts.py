@@ -474,9 +474,7 @@ def existing_customer_refusal(session: Session, customer_name: str) -> str | Non
         .where(EnterpriseAccount.id.in_(named))
         .group_by(EnterpriseAccount.id, EnterpriseAccount.code)
         .order_by(EnterpriseAccount.id)
-    ).all()
-    if not rows:
-        return None
+    ).all()  # (an outer join: a row for every account named)
     held = "、".join(
         f"企业号 {code}" + (f"（合同 {no}，{to_local(at).strftime('%Y-%m-%d %H:%M')} 签发）" if no else "") for code, no, at in rows
     )
