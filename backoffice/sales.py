@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from backoffice.services.contracts import (
 )
 from backoffice.services.renewal import objection_deadline, parse_received_on, stop_renewal
 from backoffice.services.templates import NETWORKS, ContractTemplate, get_template, list_templates
+from reports.images import upload_as_data_uri
 
 bp = Blueprint("sales", __name__, url_prefix="/sales")
 
@@ -107,11 +107,10 @@ def new_contract(template_id: str) -> Any:
 
 
 def _kept_upload(image: bytes | str | None, errors: dict[str, str], side: str) -> str | None:
-    """A data URI of an uploaded PNG or JPEG signature the form did not refuse, or None."""
+    """A data URI of an uploaded signature the form did not refuse, or None."""
     if not isinstance(image, bytes) or errors.get(f"{side}_signature"):
         return None
-    kind = "png" if image.startswith(b"\x89PNG\r\n\x1a\n") else "jpeg" if image.startswith(b"\xff\xd8\xff") else None
-    return f"data:image/{kind};base64,{base64.b64encode(image).decode('ascii')}" if kind else None
+    return upload_as_data_uri(image)
 
 
 def _render_form(

@@ -115,6 +115,13 @@ def to_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def upload_as_data_uri(data: bytes) -> str | None:
+    """An uploaded image as the data URI a signature pad posts (`decode_data_uri` reads it), or
+    None when it is none of the formats taken."""
+    kind = _format_of(data)
+    return None if kind is None else f"data:image/{kind.lower()};base64," + base64.b64encode(data).decode("ascii")
+
+
 @lru_cache(maxsize=16)
 def _font(size: int, path: str | None = None) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path or str(find_cjk_font()), size, index=0)
