@@ -109,14 +109,11 @@ def _check_month(
         synthetic.append(f'{day} C "承前页：以前月份余额结转"\n')
         synthetic += [f"  {account}  {amount} {CURRENCY}\n" for account, amount in sorted(opening.items()) if amount]
         synthetic.append(f"  {CARRIED}  {-sum(opening.values(), Decimal(0))} {CURRENCY}\n")
-    pieces: list[tuple[Path | None, str]] = [(None, header)]
-    for piece in (chart, None, month):
-        if piece is None:
-            pieces.append((None, "".join(synthetic)))
-        elif piece.text is None:
-            pieces.append((None, _include(piece.path)))
-        else:
-            pieces.append((piece.path, piece.text))
+
+    def as_read(piece: _Piece) -> tuple[Path | None, str]:
+        return (None, _include(piece.path)) if piece.text is None else (piece.path, piece.text)
+
+    pieces = [(None, header), as_read(chart), (None, "".join(synthetic)), as_read(month)]
     text, starts = "", []  # starts: (first line of the piece in `text`, its file)
     line = 1
     for path, part in pieces:
