@@ -329,9 +329,8 @@ def match_line(session: Session, line_id: int | str, receipt_id: int | str, *, a
 def amount_mismatch(line: StatementLine, receipt: Receipt) -> str:
     """Why a line and a receipt of different amounts cannot be matched, and what finance does."""
     said = f"金额不一致，不能匹配：对账单 {format_money(line.amount)} 元，到账记录 {receipt.id} 登记 {format_money(receipt.amount)} 元"
-    if receipt.status == "confirmed":
-        return f"{said}；请核实后冲销到账记录 {receipt.id}（写明实际到账金额），再按对账单登记这笔汇款"
-    return f"{said}；请核实后驳回到账记录 {receipt.id}（写明实际到账金额），再按对账单登记这笔汇款"
+    undo = "冲销" if receipt.status == "confirmed" else "驳回"
+    return f"{said}；请核实后{undo}到账记录 {receipt.id}（写明实际到账金额），再按对账单登记这笔汇款"
 
 
 def _claim_line(session: Session, line: StatementLine, receipt: Receipt) -> None:
