@@ -131,11 +131,12 @@ def check_and_reconcile(session: Session, books_root: Path) -> LedgerReport:
     def read_database() -> None:
         """The database as the books were read (under their lock): a posting can come between
         the check's read of the files and its end, and a database read then counted it."""
-        if not (session.new or session.dirty or session.deleted):  # (callers have nothing unsaved; never lose it)
+        unsaved = bool(session.new or session.dirty or session.deleted)  # (callers have none; never lose them)
+        if not unsaved:
             session.rollback()  # a fresh read, not a snapshot taken before the lock
         database["pending"] = session.scalar(sa.select(sa.func.count()).select_from(LedgerEvent).where(LedgerEvent.posted_at.is_(None)))
         database["expected"] = expected_balances(session)
-        if not (session.new or session.dirty or session.deleted):
+        if not unsaved:
             session.rollback()  # and no read transaction held through beancount's load
 
     errors, balances, warnings = ledger.check.inspect_books(main, while_locked=read_database) if main.exists() else ([], {}, [])
