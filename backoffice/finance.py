@@ -238,16 +238,14 @@ def statements_page() -> Any:
 def _line_action(action: Callable[[], str], back: str | None = None) -> Any:
     """Run one action on a statement line, commit, and come back to the statements page."""
     try:
-        message = action()
+        message, category = action(), "ok"
         db.session.commit()
     except DomainError as error:
         db.session.rollback()
-        flash(error.message, "error")
-        return redirect(back or url_for("finance.statements_page"))
+        message, category = error.message, "error"
     except sa.exc.OperationalError as exc:
-        flash(busy_error(exc).message, "error")
-        return redirect(back or url_for("finance.statements_page"))
-    flash(message, "ok")
+        message, category = busy_error(exc).message, "error"
+    flash(message, category)
     return redirect(back or url_for("finance.statements_page"))
 
 
