@@ -98,6 +98,16 @@ class Contract(Base):
         return RENEWAL_RULES.get(self.renewal_rule, self.renewal_rule)
 
 
+def live_contracts_of(account_id: int, *, besides: int | None = None) -> sa.Select[tuple[int]]:
+    """How many of the account's contracts have not ended (expired, terminated), `besides` one."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(Contract)
+        .where(Contract.account_id == account_id, Contract.status.not_in(ENDED_CONTRACT_STATUSES))
+    )
+    return query.where(Contract.id != besides) if besides is not None else query
+
+
 class ContractJob(Base):
     """A dated action the contract's renewal rule requires. Written in the issuing transaction
     (so it cannot be lost), then armed in APScheduler's persistent job store under `job_id`."""

@@ -151,14 +151,9 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, a
 
 def _contract_ended(session: Session, account: EnterpriseAccount) -> bool:
     """The account has no live contract (expired, terminated): sending again needs a renewal."""
-    from backoffice.models.contracts import ENDED_CONTRACT_STATUSES
+    from backoffice.models.contracts import live_contracts_of
 
-    live = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Contract)
-        .where(Contract.account_id == account.id, Contract.status.not_in(ENDED_CONTRACT_STATUSES))
-    )
-    return not live
+    return not session.scalar(live_contracts_of(account.id))
 
 
 def renewal_notice(session: Session, contract: Contract, *, object_by: date | None, extends: bool = False) -> bool:

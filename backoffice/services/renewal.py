@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.models import Contract, ContractJob
-from backoffice.models.contracts import ENDED_CONTRACT_STATUSES
+from backoffice.models.contracts import ENDED_CONTRACT_STATUSES, live_contracts_of
 from backoffice.services import audit, notifications
 from backoffice.services.contract_fields import term_end
 
@@ -86,11 +85,7 @@ def _suspend_without_contract(session: Session, contract: Contract) -> bool:
     """An account whose last live contract ended stops sending (its balance stays, for a
     renewal); True if it was suspended now."""
     account = contract.account
-    others = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Contract)
-        .where(Contract.account_id == account.id, Contract.id != contract.id, Contract.status.not_in(ENDED_CONTRACT_STATUSES))
-    )
+    others = session.scalar(live_contracts_of(account.id, besides=contract.id))
     if others or account.status not in ("active", "awaiting_payment"):  # unpaid too: a late payment must not open it
         return False
     account.status = "suspended"
