@@ -287,6 +287,10 @@ def issue_contract(
     # the second was validated above).
     if clash := service_code_clash(session, values.get("service_code")):
         raise ValidationFailed({"service_code": clash})
+    # So is the customer's live account: two tabs signing the same customer's form at once both
+    # passed the check above, and each opened an account (found by an exploratory test).
+    if refuse_existing_customer and (existing := existing_customer_refusal(session, values["customer.name"])):
+        raise ValidationFailed({CONFIRM_ANOTHER_ACCOUNT: existing})
     account, logins = open_account(
         session,
         code=code,

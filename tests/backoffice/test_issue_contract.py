@@ -493,3 +493,50 @@ def test_two_contracts_given_the_same_service_code_at_once_open_one_account(app:
     assert sorted(o.split(" 已由账户")[0] for o in outcomes if o != "issued") == [f"服务代码：10657500{r}" for r in range(3)], outcomes
     codes = db.session.scalars(sa.select(EnterpriseAccount.service_code).order_by(EnterpriseAccount.service_code)).all()
     assert codes == [f"10657500{r}" for r in range(3)]
+
+
+def test_two_tabs_signing_one_customer_at_once_open_one_account(app: Flask) -> None:
+    """Two sales tabs submitting the same new customer's form at the same moment both passed the
+    existing-customer check (neither had committed), and each opened an account. Asked again
+    under the account counter's lock, the second is refused until the box is ticked. Real
+    threads, real database."""
+    import threading
+
+    from backoffice.cli import after_commit_catch_up, signing_identity
+    from backoffice.errors import ValidationFailed
+    from backoffice.services.contracts import CONFIRM_ANOTHER_ACCOUNT, issue_contract
+
+    outcomes: list[str] = []
+    for round_ in range(3):
+        barrier = threading.Barrier(2)
+
+        def sales_person(n: int, round_: int = round_) -> None:
+            with app.app_context():
+                try:
+                    data = sample("sms_business_service", customer__name=f"两页客户{round_}有限公司", service_code=f"1065750{round_}{n}")
+                    barrier.wait()
+                    issue_contract(
+                        db.session, "sms_business_service", data, issued_by=f"t{n}", documents_root=Path(app.config["DOCUMENTS_PATH"]),
+                        signing_identity=signing_identity(app), submission_key=f"tab-{round_}-{n}", refuse_existing_customer=True,
+                    )  # fmt: skip
+                    db.session.commit()
+                    after_commit_catch_up(app)
+                    outcomes.append("issued")
+                except ValidationFailed as refused:
+                    db.session.rollback()
+                    outcomes.append(refused.errors.get(CONFIRM_ANOTHER_ACCOUNT, repr(refused.errors)))
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    outcomes.append(repr(exc))
+                finally:
+                    db.session.remove()
+
+        threads = [threading.Thread(target=sales_person, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert outcomes.count("issued") == 3, outcomes
+    refused = sorted(o for o in outcomes if o != "issued")
+    assert [o.split(" 已有企业号")[0] for o in refused] == [f"两页客户{r}有限公司" for r in range(3)], outcomes
+    names = db.session.scalars(sa.select(EnterpriseAccount.customer_name).order_by(EnterpriseAccount.customer_name)).all()
+    assert names == [f"两页客户{r}有限公司" for r in range(3)]
