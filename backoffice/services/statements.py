@@ -219,12 +219,14 @@ def proposals(session: Session) -> list[Proposal]:
             else:
                 account, reasons, not_offered = memo_account, [f"附言含账户编号 {named[0].code}，尚无登记的汇款"], []
         hint = ""
-        if receipt is not None and receipt.status == "confirmed":
-            reasons = [*reasons, "该到账记录已确认入账，关联后不会重复入账"]
         if receipt is not None and receipt.amount != line.amount:
             # Found by an exploratory test: 确认匹配并入账 was offered, and refused on click with
             # no word of what to do instead.
             hint = amount_mismatch(line, receipt)
+        elif receipt is not None and receipt.status == "confirmed":
+            # Only beside the link it speaks of: amounts that differ are offered no link (found by
+            # an exploratory test: "关联后不会重复入账" stood beside "金额不一致，不能匹配").
+            reasons = [*reasons, "该到账记录已确认入账，关联后不会重复入账"]
         if account is None:
             reasons = ["未找到对应的汇款登记或客户"]
             conflicts.extend(not_offered)

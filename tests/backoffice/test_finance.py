@@ -1348,6 +1348,29 @@ def test_a_line_whose_amount_differs_from_its_receipt_is_not_offered_for_confirm
     assert f'name="account" value="{account.code}"' in page and "按此登记" in page
 
 
+def test_a_line_whose_amount_differs_from_a_confirmed_receipt_is_not_said_to_be_linkable(
+    app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str]
+) -> None:
+    """Found by an exploratory test: a line of 1000.00 and a receipt of 999.00 confirmed under its
+    bank reference listed "关联后不会重复入账" among its reasons, beside "金额不一致，不能匹配" and
+    with no link offered. The reason is given only where the link is."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", "999.00", "--bank-ref", "K2026112100010",
+        "--date", "2026-11-21", "--json",
+    )  # fmt: skip
+    assert run(runner, "finance", "confirm", str(recorded["id"]), "--json")[0] == 0
+    login(client, "finance", staff["finance"])
+    csv = f"date,amount,payer_name,payer_account,reference,memo\n2026-11-21,1000.00,{account.customer_name},6222,K2026112100010,\n"
+    assert _import_in_browser(client, csv).status_code == 302
+    (proposal,) = proposals(db.session)
+    assert proposal.receipt is not None and proposal.receipt.id == recorded["id"] and proposal.amounts_differ
+    assert not any("关联后不会重复入账" in reason for reason in proposal.reasons), proposal.reasons
+    page = client.get("/finance/statements").get_data(as_text=True)
+    assert f"请核实后冲销到账记录 {recorded['id']}" in page  # what to do instead
+    assert "关联后不会重复入账" not in page and "关联到已入账的到账记录" not in page
+
+
 def test_refusals_finance_sees_name_no_internal_field(app: Flask, client: Any, staff: dict[str, str]) -> None:
     """Found by an exploratory test: "输入有误：reason: 请填写原因", "输入有误：bank_reference: …" on
     the finance pages (the fields' internal names); the message alone says what is wrong."""
