@@ -969,6 +969,54 @@ def finance_match(line_id: str, receipt_id: str, username: str | None, as_json: 
     _emit(_confirmation_json(result), as_json, f"已匹配并确认到账记录 {result.receipt.id}（{result.receipt.status_name}）")
 
 
+statement_line_cli = CommandGroup("statement-line", help="对账单明细：忽略（不是客户的汇款）或恢复")
+finance_cli.add_command(statement_line_cli)
+
+
+def _statement_line_json(line: Any) -> dict[str, Any]:
+    from backoffice.money import format_money
+
+    return {
+        "id": line.id, "statement_id": line.statement_id, "line_no": line.line_no, "booked_on": line.booked_on.isoformat(),
+        "amount": format_money(line.amount), "payer_name": line.payer_name, "reference": line.reference, "memo": line.memo,
+        "receipt_id": line.receipt_id, "ignored": line.ignored_at is not None,
+        "ignored_at": line.ignored_at.isoformat() if line.ignored_at else None, "ignored_by": line.ignored_by,
+        "ignore_reason": line.ignore_reason,
+    }  # fmt: skip
+
+
+@statement_line_cli.command("ignore")
+@click.argument("line_id")
+@click.option("--reason", required=True, help="why it is set aside (not a customer's money: interest, a refund …)")
+@click.option("--by", "username", default=None, help="finance staff user setting it aside")
+@click.option("--json", "as_json", is_flag=True)
+def statement_line_ignore(line_id: str, reason: str, username: str | None, as_json: bool) -> None:
+    """Set a statement line aside with a reason, off the queue of lines to match (as 忽略 on the statements page)."""
+    from backoffice.services.statements import ignore_line
+
+    with refusals(as_json):
+        line = ignore_line(db.session, line_id, reason=reason, actor=_finance_actor(username))
+        db.session.commit()
+    text = (
+        f"已忽略对账单明细 {line.id}（流水号 {line.reference}）：{line.ignore_reason}；可用 finance statement-line restore {line.id} 恢复"
+    )
+    _emit(_statement_line_json(line), as_json, text)
+
+
+@statement_line_cli.command("restore")
+@click.argument("line_id")
+@click.option("--by", "username", default=None, help="finance staff user restoring it")
+@click.option("--json", "as_json", is_flag=True)
+def statement_line_restore(line_id: str, username: str | None, as_json: bool) -> None:
+    """Put a statement line set aside back on the queue of lines to match (as 恢复 on the statements page)."""
+    from backoffice.services.statements import restore_line
+
+    with refusals(as_json):
+        line = restore_line(db.session, line_id, actor=_finance_actor(username))
+        db.session.commit()
+    _emit(_statement_line_json(line), as_json, f"已恢复对账单明细 {line.id}（流水号 {line.reference}），重新列入待匹配")
+
+
 @finance_cli.command("invoices")
 @click.option("--overdue", is_flag=True, help="only unpaid invoices past their due date")
 @click.option("--json", "as_json", is_flag=True)

@@ -1317,6 +1317,50 @@ def test_a_line_of_a_receipt_confirmed_before_the_statement_is_tied_to_it_and_ot
     assert [p.line.id for p in proposals(db.session)] == [unknown]
 
 
+def test_a_statement_line_is_set_aside_and_restored_from_the_command_line(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """The statements page's 忽略 and 恢复 on the command line (there was none), through the same
+    services: the reason required and kept, the named finance user audited, and every refusal a
+    message and a non-zero exit, never a traceback."""
+    finance_users()
+    statement = tmp_path / "interest.csv"
+    statement.write_text("date,amount,payer_name,payer_account,reference,memo\n2026-11-22,12.34,招商银行,,K2026112200003,结息\n", "utf-8")
+    assert run(runner, "finance", "import-statement", str(statement), "--json")[0] == 0
+    line = db.session.scalar(sa.select(StatementLine))
+    ident = str(line.id)
+
+    exit_code, out = run(runner, "finance", "statement-line", "ignore", ident, "--reason", "  ", "--by", "fin-a", "--json")
+    assert exit_code == 2 and out["error"]["fields"] == {"reason": "请填写原因"}, out
+    exit_code, out = run(runner, "finance", "statement-line", "ignore", ident, "--reason", "银行结息", "--by", "nobody", "--json")
+    assert exit_code == 2 and out["error"]["fields"] == {"by": "nobody 不是有效的财务人员账号"}, out
+    result = runner.invoke(args=["finance", "statement-line", "ignore", ident, "--by", "fin-a"])
+    assert result.exit_code == 2 and "缺少选项 '--reason'" in result.output and "Traceback" not in result.output, result.output
+    assert [p.line.id for p in proposals(db.session)] == [line.id]  # none of that set it aside
+
+    exit_code, out = run(
+        runner, "finance", "statement-line", "ignore", ident, "--reason", "银行结息，不是客户汇款", "--by", "fin-a", "--json"
+    )
+    assert exit_code == 0, out
+    assert (out["id"], out["ignored"], out["ignored_by"], out["ignore_reason"]) == (line.id, True, "staff:fin-a", "银行结息，不是客户汇款")
+    assert proposals(db.session) == []
+    audit = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "ignore_statement_line"))
+    assert (audit.actor, audit.object_id, audit.detail["reason"]) == ("staff:fin-a", ident, "银行结息，不是客户汇款")
+    result = runner.invoke(args=["finance", "statement-line", "ignore", ident, "--reason", "再次", "--by", "fin-b"])
+    assert result.exit_code == 1 and "错误：该对账单明细已被忽略（银行结息，不是客户汇款）" in result.output, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+    result = runner.invoke(args=["finance", "statement-line", "restore", ident, "--by", "fin-b"])
+    assert result.exit_code == 0 and f"已恢复对账单明细 {line.id}（流水号 K2026112200003），重新列入待匹配" in result.output, result.output
+    db.session.expire_all()
+    assert [p.line.id for p in proposals(db.session)] == [line.id]
+    restored = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "restore_statement_line"))
+    assert (restored.actor, restored.detail["was"]) == ("staff:fin-b", "银行结息，不是客户汇款")
+    exit_code, out = run(runner, "finance", "statement-line", "restore", ident, "--json")
+    assert exit_code == 1 and out["error"]["message"] == "该对账单明细未被忽略，无需恢复", out
+    for missing in ("999999", "x", "99999999999999999999"):
+        exit_code, out = run(runner, "finance", "statement-line", "restore", missing, "--json")
+        assert exit_code == 1 and out["error"]["message"] == f"对账单明细不存在：{missing}", out
+
+
 def test_a_line_whose_amount_differs_from_its_receipt_is_not_offered_for_confirmation_and_says_what_to_do(
     app: Flask, client: Any, staff: dict[str, str]
 ) -> None:
