@@ -259,3 +259,71 @@ def test_an_offline_upgrade_on_sqlite_says_it_cannot_be_done(tmp_path: Path, sig
     assert result.exit_code != 0
     assert "Error: --sql (offline) works on PostgreSQL only" in result.output
     assert "CREATE TABLE" not in result.stdout
+
+
+#: Statement lines as imported before references were upper-cased (6f437f8), by id: the reference,
+#: the day and the amount as imported, and the reference d8e4a2c6f0b3 leaves each with.
+LINES_BEFORE_UPPER_CASE = {
+    1: ("k-html-1", "2026-11-20", "100.00", "K-HTML-1"),  # upper-cased
+    2: ("K2", "2026-11-21", "100.00", "K2"),  # normal already
+    3: ("k2", "2026-11-21", "100.00", "k2"),  # line 2's transfer imported twice: left, reported
+    4: ("k2", "2026-11-21", "200.00", "K2"),  # another amount: another transfer
+    5: ("ab", "2026-11-22", "100.00", "AB"),
+    6: ("aB", "2026-11-22", "100.00", "aB"),  # line 5's once that is upper-cased, in the same run: left
+    7: ("k 2026\t3", "2026-11-23", "100.00", "K20263"),  # spaced: as the parser reads it now
+    8: ("straße-1", "2026-11-23", "100.00", "STRASSE-1"),  # (from before the import refused non-ASCII)
+    9: ("ß" * 33, "2026-11-23", "100.00", "ß" * 33),  # SS×33: too long for the column, left, reported
+}
+LEFT_AS_THEY_ARE = (3, 6, 9)
+
+
+def import_lines_before_upper_case(engine: sa.Engine) -> None:
+    """LINES_BEFORE_UPPER_CASE in a database at b2d4f6a8c0e3 (before d8e4a2c6f0b3)."""
+    from datetime import date
+    from decimal import Decimal
+
+    from backoffice.models import StatementImport, StatementLine
+
+    statement = {"id": 1, "file_name": "old.csv", "file_sha256": "0" * 64, "layout": "generic", "imported_by": "staff:finance",
+                 "imported_at": FIXED_NOW, "line_count": len(LINES_BEFORE_UPPER_CASE), "skipped_debits": 0, "duplicate_lines": 0}  # fmt: skip
+    lines = [
+        {"id": ident, "statement_id": 1, "line_no": ident + 1, "booked_on": date.fromisoformat(day), "amount": Decimal(amount),
+         "payer_name": "甲", "payer_account": None, "reference": reference, "memo": ""}
+        for ident, (reference, day, amount, _) in LINES_BEFORE_UPPER_CASE.items()
+    ]  # fmt: skip
+    with engine.begin() as connection:
+        connection.execute(sa.insert(StatementImport.__table__), statement)
+        connection.execute(sa.insert(StatementLine.__table__), lines)
+
+
+def statement_references(engine: sa.Engine) -> dict[int, str]:
+    with engine.connect() as connection:
+        return dict(connection.exec_driver_sql("SELECT id, reference FROM statement_lines").all())
+
+
+def test_references_of_lines_imported_before_they_were_upper_cased_are_upper_cased(tmp_path: Path, signing_files: tuple) -> None:
+    """Lines imported before 6f437f8 kept the case of the bank's export, so k-html-1 and K-HTML-1
+    were two lines of one transfer. The migration stores them as normal_reference does; a line
+    whose normal reference another line of the same date and amount holds (the unique
+    bank_transaction: one transfer imported twice) is left as it is and named, the run goes through."""
+    from backoffice.extensions import db
+    from reports.bank_statements import normal_reference
+
+    app = create_app(app_config(tmp_path / "instance", signing_files))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "b2d4f6a8c0e3"]).exit_code == 0
+    with app.app_context():
+        import_lines_before_upper_case(db.engine)
+        db.engine.dispose()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    with app.app_context():
+        after = statement_references(db.engine)
+        db.engine.dispose()
+    assert after == {ident: expected for ident, (*_, expected) in LINES_BEFORE_UPPER_CASE.items()}
+    assert all(after[i] == normal_reference(LINES_BEFORE_UPPER_CASE[i][0]) for i in after if i not in LEFT_AS_THEY_ARE)
+    for ident in LEFT_AS_THEY_ARE:
+        assert f"statement line {ident}: reference {LINES_BEFORE_UPPER_CASE[ident][0]!r} left as it is" in result.stderr, result.stderr
+    assert "line 2 has 'K2' for the same date and amount" in result.stderr and "line 5 has 'AB'" in result.stderr
+    assert "statement line 4:" not in result.stderr
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0  # nothing more to do

@@ -16,7 +16,14 @@ from backoffice import create_app
 from backoffice.extensions import db
 from backoffice.models import Contract, Receipt
 from backoffice.services.templates import get_template
-from tests.backoffice.test_migrations import head_revision, schema_differences
+from tests.backoffice.test_migrations import (
+    LEFT_AS_THEY_ARE,
+    LINES_BEFORE_UPPER_CASE,
+    head_revision,
+    import_lines_before_upper_case,
+    schema_differences,
+    statement_references,
+)
 from tests.conftest import app_config, make_contract
 from tests.postgresql.server import run_script
 
@@ -198,4 +205,52 @@ def test_an_offline_upgrade_refuses_a_bank_reference_live_twice(tmp_path: Path, 
     with app.app_context():
         with db.engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "f2b7d9e1c3a4"
+        db.engine.dispose()
+
+
+def test_references_of_lines_imported_before_they_were_upper_cased_are_upper_cased(
+    tmp_path: Path, signing_files: tuple, postgresql_url: str
+) -> None:
+    """d8e4a2c6f0b3 online on PostgreSQL: as on SQLite (tests/backoffice/test_migrations.py), the
+    unique bank_transaction never hit, every line kept."""
+    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "b2d4f6a8c0e3"]).exit_code == 0
+    with app.app_context():
+        import_lines_before_upper_case(db.engine)
+        db.engine.dispose()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    with app.app_context():
+        assert statement_references(db.engine) == {ident: expected for ident, (*_, expected) in LINES_BEFORE_UPPER_CASE.items()}
+        db.engine.dispose()
+    for ident in LEFT_AS_THEY_ARE:
+        assert f"statement line {ident}: reference {LINES_BEFORE_UPPER_CASE[ident][0]!r} left as it is" in result.stderr, result.stderr
+
+
+def test_an_offline_upgrade_upper_cases_the_references_of_lines_imported_before(
+    tmp_path: Path, signing_files: tuple, postgresql_url: str
+) -> None:
+    """d8e4a2c6f0b3 offline: the script does what the online upgrade does for ASCII references,
+    whatever the server's locale, and leaves (and names) the others."""
+    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "b2d4f6a8c0e3"]).exit_code == 0
+    with app.app_context():
+        import_lines_before_upper_case(db.engine)
+        db.engine.dispose()
+    ran = run_script(postgresql_url, upgrade_script(runner, "b2d4f6a8c0e3:d8e4a2c6f0b3"))
+    assert ran.returncode == 0, ran.stderr
+    with app.app_context():
+        after = statement_references(db.engine)
+        db.engine.dispose()
+    expected = {ident: new if old.isascii() else old for ident, (old, _, _, new) in LINES_BEFORE_UPPER_CASE.items()}
+    assert after == expected
+    assert "statement line 3: reference 'k2' left as it is: line 2 has 'K2' for the same date and amount" in ran.stderr, ran.stderr
+    assert "statement line 6: reference 'aB' left as it is: line 5 has 'AB'" in ran.stderr
+    for ident in (8, 9):  # not ASCII: left, named
+        assert f"statement line {ident}: reference '{LINES_BEFORE_UPPER_CASE[ident][0]}' left as it is: not ASCII" in ran.stderr
+    with app.app_context():
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "d8e4a2c6f0b3"
         db.engine.dispose()
