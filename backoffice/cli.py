@@ -1032,8 +1032,8 @@ def finance_invoices(overdue: bool, as_json: bool) -> None:
     rows = [
         {"number": i.number, "account_code": i.account.code, "amount": format_money(i.amount), "issued_on": i.issued_on.isoformat(),
          "due_on": i.due_on.isoformat() if i.due_on else None, "status": i.status, "overdue": i.is_overdue(today),
-         "status_name": i.status_name(today), "pdf": i.pdf_file,
-         "owed": format_money(owed[i.id])}
+         "status_name": i.status_name(today, owed[i.id]), "pdf": i.pdf_file,
+         "owed": format_money(owed[i.id]), "part_paid": i.is_part_paid(owed[i.id])}
         for i in invoices
     ]  # fmt: skip
     text = "\n".join(

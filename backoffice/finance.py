@@ -136,10 +136,11 @@ def receipts() -> Any:
 @roles_required("finance", "admin")
 def receipt_detail(receipt_id: int) -> Any:
     receipt = receipt_service.get_receipt(db.session, receipt_id)
-    invoices = db.session.scalars(sa.select(Invoice).where(Invoice.receipt_id == receipt.id)).all()
+    invoices = list(db.session.scalars(sa.select(Invoice).where(Invoice.receipt_id == receipt.id)))
     return render_template(
-        "finance/receipt.html", receipt=receipt, invoices=invoices, threshold=current_app.config["FOUR_EYES_THRESHOLD"], today=local_today()
-    )
+        "finance/receipt.html", receipt=receipt, invoices=invoices, owed=invoice_service.amounts_owed(db.session, invoices),
+        threshold=current_app.config["FOUR_EYES_THRESHOLD"], today=local_today(),
+    )  # fmt: skip
 
 
 @bp.route("/receipts/<id32:receipt_id>/voucher")

@@ -22,7 +22,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 TITLE = "服务费发票"
 FEN = Decimal("0.01")
 PRICE_PLACES = 4
-STATUS_CLASSES = {"已付款": "paid", "待付款": "open", "已逾期": "overdue", "已作废": "void"}
+STATUS_CLASSES = {"已付款": "paid", "待付款": "open", "部分付款": "open", "已逾期": "overdue", "已作废": "void"}
 NOT_PAYABLE = ("已付款", "已作废")  # no payment request on these
 
 
@@ -51,7 +51,7 @@ class InvoiceLine:
 
 @dataclass(frozen=True)
 class InvoiceData:
-    """Everything printed on an invoice; `status` is shown as given (已付款, 待付款, 已逾期, 已作废 …)."""
+    """Everything printed on an invoice; `status` is shown as given (已付款, 待付款, 部分付款, 已逾期, 已作废 …)."""
 
     number: str
     issued_on: date

@@ -147,11 +147,12 @@ def _render(
     """Render and stage the invoice's PDF; a re-rendered invoice (now paid) gets a new file
     beside the one the customer already received."""
     seller, buyer = _parties(session, invoice.account, contract)
+    owed = amounts_owed(session, [invoice])[invoice.id]
     data = invoice_report.InvoiceData(
         number=invoice.number,
         issued_on=invoice.issued_on,
         due_on=invoice.due_on,
-        status=invoice.status_name(today),
+        status=invoice.status_name(today, owed),
         provider=seller,
         customer=buyer,
         lines=[
@@ -169,7 +170,7 @@ def _render(
         contract_number=contract.contract_no if contract else None,
         receipt_reference=receipt.bank_reference if receipt else None,
         notes=f"账户：{invoice.account.code}",
-        owed=owed if (owed := amounts_owed(session, [invoice])[invoice.id]) < invoice.amount and invoice.status == "unpaid" else None,
+        owed=owed if invoice.status == "unpaid" and owed < invoice.amount else None,
     )
     pdf = invoice_report.render_invoice_pdf(data)
     path = documents_root / "invoices" / str(invoice.issued_on.year) / f"{invoice.number}{suffix}.pdf"

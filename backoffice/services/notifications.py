@@ -229,7 +229,7 @@ def receipt_reversed(
     if voided:
         effects += f"为该笔汇款开具的发票 {'、'.join(voided)} 已作废。\n"
     for invoice in unpaid:
-        effects += f"合同发票 {invoice.number} 待付款，尚欠 {format_money(owed[invoice.id])} 元（更新后的发票见附件）。\n"
+        effects += f"合同发票 {invoice.number} {invoice.unpaid_name(owed[invoice.id])}，尚欠 {format_money(owed[invoice.id])} 元（更新后的发票见附件）。\n"
     if account_reopened:
         effects += "账户恢复为待付款开通状态，款项到账并经我方确认后重新开通，在此之前不能发送短信。\n"
     body = (

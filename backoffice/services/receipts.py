@@ -80,7 +80,7 @@ class Reversal:
 
     receipt: Receipt
     voided: list[str]
-    owed_again: list[tuple[str, Decimal]]  # contract invoices unpaid after it, and what each owes
+    owed_again: list[tuple[str, str, Decimal]]  # contract invoices unpaid after it: number, 待付款 or 部分付款, what it owes
     account_reopened: bool
 
     def summary(self) -> str:
@@ -90,7 +90,7 @@ class Reversal:
         if self.voided:
             done.append(f"发票 {'、'.join(self.voided)} 已作废")
         if self.owed_again:
-            done.append("、".join(f"合同发票 {number} 待付款，尚欠 {format_money(owed)} 元" for number, owed in self.owed_again))
+            done.append("、".join(f"合同发票 {number} {status}，尚欠 {format_money(owed)} 元" for number, status, owed in self.owed_again))
         if self.account_reopened:
             done.append(f"账户 {self.receipt.account.code} 改回待付款开通")
         return f"已冲销（{'；'.join(done)}）"
@@ -467,7 +467,7 @@ def reverse_receipt(
     return Reversal(
         receipt,
         voided=[i.number for i in changed if i.status == "void"],
-        owed_again=[(i.number, owed[i.id]) for i in changed if i.status == "unpaid"],
+        owed_again=[(i.number, i.unpaid_name(owed[i.id]), owed[i.id]) for i in changed if i.status == "unpaid"],
         account_reopened=reopened,
     )
 

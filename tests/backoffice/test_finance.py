@@ -234,6 +234,44 @@ def test_an_invoice_paid_in_instalments_is_invoiced_once_and_paid_with_the_last(
     assert confirmed["invoice_number"] != invoice.number  # a recharge after it: its own invoice
 
 
+def test_an_invoice_paid_in_part_shows_as_part_paid_wherever_its_status_is_shown(
+    app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str]
+) -> None:
+    """Found by an exploratory test: a contract's invoice paid in instalments showed 待付款 in
+    finance's list, the portal's, the command line and its own file, as if nothing was paid.
+    It shows 部分付款 with what is owed (the stored status stays unpaid; --json adds part_paid);
+    past its due date 已逾期 still comes first."""
+    issued = make_contract(app, "sms_business_service")
+    account, primary = issued.contract.account, issued.logins[0]
+    (invoice,) = db.session.scalars(sa.select(Invoice)).all()
+    (listed,) = run(runner, "finance", "invoices", "--json")[1]
+    assert (listed["status_name"], listed["part_paid"], listed["owed"]) == ("待付款", False, "1750.00")  # nothing paid yet
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", "1000.00", "--bank-ref", "PART-1", "--date", "2026-11-23",
+        "--json",
+    )  # fmt: skip
+    assert run(runner, "finance", "confirm", str(recorded["id"]), "--json")[0] == 0
+
+    (listed,) = run(runner, "finance", "invoices", "--json")[1]
+    assert (listed["status"], listed["status_name"], listed["part_paid"], listed["owed"]) == ("unpaid", "部分付款", True, "750.00")
+    text = runner.invoke(args=["finance", "invoices"]).output
+    assert invoice.number in text and "部分付款" in text and "待付款" not in text
+    login(client, "finance", staff["finance"])
+    row = client.get("/finance/invoices").get_data(as_text=True).split(invoice.number, 2)[2].split("</tr>")[0]
+    assert "<td>部分付款</td>" in row and ">750.00<" in row, row
+    client.post("/logout")
+    customer_login(client, primary.login, primary.password)
+    row = client.get("/portal/receipts").get_data(as_text=True).split(invoice.number, 2)[2].split("</tr>")[0]
+    assert "<td>部分付款</td>" in row and ">750.00<" in row, row
+    db.session.expire_all()
+    sent = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / db.session.get(Invoice, invoice.id).pdf_file)
+    assert "部分付款" in sent and "待付款" not in sent and "尚欠金额¥750.00" in sent  # the file the customer was sent
+
+    set_clock(lambda: datetime(2026, 12, 1, 2, 0, tzinfo=UTC))  # past its due date
+    (listed,) = run(runner, "finance", "invoices", "--overdue", "--json")[1]
+    assert (listed["status_name"], listed["part_paid"], listed["owed"]) == ("已逾期", True, "750.00")
+
+
 def test_a_later_recharge_is_invoiced_as_messages_at_the_contract_price(app: Flask, runner: FlaskCliRunner) -> None:
     issued = make_contract(app, "enterprise_sms_center")
     code, price = issued.contract.account.code, issued.contract.price_per_message
@@ -1511,7 +1549,7 @@ def test_reversing_an_instalment_of_an_invoice_still_part_paid_renders_it_again_
     text = pdf_text(Path(app.config["DOCUMENTS_PATH"]) / reopened.pdf_file)
     assert f"尚欠金额¥{owed:,.2f}" in text and "已收款¥100.00" in text
     told = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-reversed-{ids[0]}:email"))
-    assert f"合同发票 {invoice.number} 待付款，尚欠 {owed:.2f} 元" in told.body and told.attachments == [reopened.pdf_file]
+    assert f"合同发票 {invoice.number} 部分付款，尚欠 {owed:.2f} 元" in told.body and told.attachments == [reopened.pdf_file]
 
 
 def test_ids_past_the_databases_range_are_not_found_not_a_crash(app: Flask, client: Any, runner: FlaskCliRunner) -> None:
