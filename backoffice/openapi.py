@@ -25,7 +25,8 @@ _STATUS = {
     "description": (
         "queued 排队中；scheduled 定时发送（send_at 或合同发送时段）；submitted 已提交运营商；delivered 已送达；"
         "undeliverable 无法送达；expired 已过期；rejected 被运营商拒绝；refused 内容违规拒发；"
-        "refunded 发送失败已退款；unsubscribed 对方已退订，未发送也未计费"
+        "refunded 已退款：发送失败（运营商拒绝、超过有效期等），或未发送（账户停发时 account_stopped 给出原因，"
+        "对方回复退订时见 reason）；unsubscribed 对方已退订，未发送也未计费"
     ),
 }
 
@@ -260,7 +261,17 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                             "统计实际费用时请用 charge − refunded 求和",
                         },
                         "status": _STATUS,
-                        "status_name": {"type": "string"},
+                        "status_name": {
+                            "type": "string",
+                            "description": "状态的中文说明；账户停发而未发送的退款为“未发送，已退款（账户已暂停发送）”等，不是“发送失败，已退款”",
+                        },
+                        "account_stopped": {
+                            "type": ["string", "null"],
+                            "enum": ["suspended", "blacklisted", "closed", "awaiting_payment", None],
+                            "description": "status 为 refunded 且短信因账户停发而未发送时，账户停发的原因：suspended 已暂停发送，"
+                            "blacklisted 已列入黑名单，closed 已关闭（费用退回后随余额不予退还），awaiting_payment 未开通（待付款）；"
+                            "运营商拒绝、未能送达等发送失败的退款，以及其他状态，均为 null",
+                        },
                         "duplicate": {"type": "boolean"},
                         "reason": {
                             "type": ["string", "null"],

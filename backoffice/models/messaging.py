@@ -28,7 +28,8 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # submitted: every part has its submit_sm_resp; delivered / undeliverable / expired / rejected:
 # the delivery receipt's final state (charged); refused: content refused at intake, never sent
 # (the contracts' fee may have been charged); refunded: the SMSC refused it on submit or its
-# validity ran out before it could be submitted, and the charge was given back;
+# validity ran out before it could be submitted, or it was not sent at all (its account stopped
+# sending, STOPPED_SENDING; a TD reply), and the charge was given back;
 # unsubscribed: the recipient unsubscribed, not sent and not charged.
 MESSAGE_STATUSES = {
     "queued": "排队中",
@@ -42,6 +43,27 @@ MESSAGE_STATUSES = {
     "refunded": "发送失败，已退款",
     "unsubscribed": "对方已退订，未发送",
 }
+#: Why a waiting message of an account that may not send (suspended, blacklisted, closed, not yet
+#: paid) was refunded without being sent: its `error`, by what stopped the account. Written by
+#: `services.message_queue` (the dispatcher at the claim, the closing at once).
+STOPPED_SENDING = {
+    "suspended": "账户已暂停发送：未发送，已退款",
+    "blacklisted": "账户已列入黑名单：未发送，已退款",
+    "closed": "账户已关闭：未发送，费用退回后与余额一并不予退还",
+    "awaiting_payment": "账户未开通（待付款）：未发送，已退款",
+}
+#: What such a message's status reads instead of 发送失败，已退款: nothing was attempted (a customer
+#: told 发送失败 looked for a fault with the number or the carrier).
+STOPPED_STATUS_NAMES = {
+    "suspended": "未发送，已退款（账户已暂停发送）",
+    "blacklisted": "未发送，已退款（账户已列入黑名单）",
+    "closed": "未发送（账户已关闭，费用随余额不予退还）",
+    "awaiting_payment": "未发送，已退款（账户未开通，待付款）",
+}
+# Recognised by the words before "：", so a reason worded otherwise before is still recognised
+# (a closed account's read "账户已关闭：未发送，已退款" until 3b2ce53); no other refund's reason
+# starts with them (the dispatcher's speak of the carrier's gateway, the validity, a TD reply).
+_STOPPED_PREFIXES = tuple((why, text.partition("：")[0] + "：") for why, text in STOPPED_SENDING.items())
 CLAIMABLE = ("queued", "scheduled")
 SENT = ("submitted", "delivered", "undeliverable", "expired", "rejected")
 UNSUBSCRIBE_SOURCES = ("mo", "text", "admin")
@@ -143,8 +165,18 @@ class Message(Base):
     )
 
     @property
+    def stopped_reason(self) -> str | None:
+        """Why the message was refunded unsent, when its account may not send (a key of
+        STOPPED_SENDING: suspended, blacklisted, closed, awaiting_payment); None for every other
+        message, a refund after the SMSC refused it or its validity ran out included."""
+        if self.status != "refunded" or not self.error:
+            return None
+        return next((why for why, prefix in _STOPPED_PREFIXES if self.error.startswith(prefix)), None)
+
+    @property
     def status_name(self) -> str:
-        return MESSAGE_STATUSES.get(self.status, self.status)
+        stopped = self.stopped_reason
+        return STOPPED_STATUS_NAMES[stopped] if stopped else MESSAGE_STATUSES.get(self.status, self.status)
 
     @property
     def refunded(self) -> Decimal:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
 from backoffice.models import DispatchRate, EnterpriseAccount, Message, MessagePart
-from backoffice.models.messaging import CLAIMABLE
+from backoffice.models.messaging import CLAIMABLE, STOPPED_SENDING
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import forfeit_late_refund, lock_accounts
 from backoffice.services.send_log import LogEntry, append_send_log
@@ -222,15 +222,6 @@ def _cancel_unclaimed(session: Session, which: sa.ColumnElement[bool], reason: s
     elif rows:
         append_send_log(session, give_back(session, rows), at=utcnow())
     return len(rows)
-
-
-#: Why an account's waiting messages were refunded, by what stopped it sending.
-STOPPED_SENDING = {
-    "suspended": "账户已暂停发送：未发送，已退款",
-    "blacklisted": "账户已列入黑名单：未发送，已退款",
-    "closed": "账户已关闭：未发送，费用退回后与余额一并不予退还",
-    "awaiting_payment": "账户未开通（待付款）：未发送，已退款",
-}
 
 
 def cancel_account_waiting(session: Session, account_id: int, *, why: str) -> int:

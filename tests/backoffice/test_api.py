@@ -523,6 +523,53 @@ def test_a_refunded_message_says_what_was_given_back_and_the_portal_shows_the_ne
     assert "已退" not in next(r for r in listing.split("<tr")[1:] if "13800138000" in r)
 
 
+def test_a_message_not_sent_because_the_account_was_stopped_is_told_apart_from_a_failed_one(app: Flask, client: FlaskClient) -> None:
+    """A suspended account's waiting message is refunded by the dispatcher without being sent;
+    the API (one message and the reports) and the portal said 发送失败，已退款 of it, as of a
+    message the SMSC refused. It now reads 未发送 with the account's reason, in words and in
+    `account_stopped`; `status` stays the documented refunded."""
+    from backoffice.services.message_queue import claim_due, refund_messages_failed, sending_refusals
+    from backoffice.services.sending_settings import set_sending_status
+
+    sender = portal_login(client, app)
+    secret = api_key(sender)
+    stopped, failed = post(client, secret, to=["13800138000", "13900139000"], content=SIGNED).json["messages"]
+    assert len(claim_due(db.session, worker="w1", limit=10)) == 2
+    set_sending_status(db.session, sender.code, suspend=True, reason="客户欠款，暂停发送", actor="staff:admin")
+    db.session.commit()
+    why = sending_refusals(db.session, {sender.account.id})[sender.account.id]  # as the dispatcher reads it at the claim
+    refusals = {why: [stopped["id"]], "运营商网关拒绝提交第 1/1 条（目标号码无效），已退款": [failed["id"]]}
+    assert refund_messages_failed(db.session, refusals, worker="w1") == 2
+    db.session.commit()
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=10))  # reports list changes once they have settled
+
+    reports = client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(secret)).json["messages"]
+    for body in (client.get(f"/api/v1/messages/{stopped['id']}", headers=auth(secret)).json, reports[0]):
+        assert (body["id"], body["status"], body["refunded"]) == (stopped["id"], "refunded", "0.045")
+        assert (body["status_name"], body["account_stopped"]) == ("未发送，已退款（账户已暂停发送）", "suspended")
+        assert body["reason"] == "账户已暂停发送：未发送，已退款"
+    for body in (client.get(f"/api/v1/messages/{failed['id']}", headers=auth(secret)).json, reports[1]):
+        assert (body["id"], body["status"], body["refunded"]) == (failed["id"], "refunded", "0.045")
+        assert (body["status_name"], body["account_stopped"]) == ("发送失败，已退款", None)
+    listing = client.get("/portal/messages").get_data(as_text=True)
+    rows = {number: next(r for r in listing.split("<tr")[1:] if number in r) for number in ("13800138000", "13900139000")}
+    assert "<td>未发送，已退款（账户已暂停发送）</td>" in rows["13800138000"] and "发送失败" not in rows["13800138000"]
+    assert "<td>发送失败，已退款</td>" in rows["13900139000"]
+
+
+def test_every_stopped_accounts_reason_reads_not_sent_the_older_wording_of_a_closing_too() -> None:
+    from backoffice.models.messaging import STOPPED_SENDING
+
+    for why, reason in STOPPED_SENDING.items():
+        message = Message(status="refunded", error=reason)
+        assert message.stopped_reason == why and message.status_name.startswith("未发送") and "失败" not in message.status_name
+    closed_before = Message(status="refunded", error="账户已关闭：未发送，已退款")  # its wording until 3b2ce53
+    assert closed_before.stopped_reason == "closed" and closed_before.status_name == "未发送（账户已关闭，费用随余额不予退还）"
+    for error in ("超过有效期仍未能提交给运营商，已退款", "对方已回复退订，未发送，已退款", None):
+        assert Message(status="refunded", error=error).stopped_reason is None
+    assert Message(status="refused", error="账户已暂停发送：未发送，已退款").stopped_reason is None
+
+
 def test_the_reasons_of_the_send_answer_are_given_again_by_the_status_views_and_the_portal(app: Flask, client: FlaskClient) -> None:
     """Found by an exploratory test: the 202 said why a message was deferred to 08:05 and that it
     was a 10-hour duplicate; GET /messages, GET /messages/{id} and the portal's 说明 said nothing."""

@@ -1265,6 +1265,7 @@ def test_a_message_scheduled_before_a_suspension_is_refunded_when_due_not_sent(
     assert sender.balance() == before and message_counts(db.session, sender.account.id).balanced
     refunded = db.session.scalars(sa.select(Message).where(Message.status == "refunded")).all()
     assert len(refunded) == 2 and all("账户已暂停发送" in (m.error or "") for m in refunded)
+    assert {(m.status_name, m.stopped_reason) for m in refunded} == {("未发送，已退款（账户已暂停发送）", "suspended")}  # not 发送失败
     assert verify_chain(db.session) == []
 
 
