@@ -272,6 +272,7 @@ def _error_handlers(app: Flask) -> None:
             405: "不支持的请求方法",
         }
         message = messages.get(error.code or 500, error.description or "")
+        back = None
         if error.code == 413:
             # Found by exploratory tests: a bare "上传的文件过大", no limit, and the API told of a "file".
             from backoffice.services.receipts import size_text
@@ -286,11 +287,20 @@ def _error_handlers(app: Flask) -> None:
                     f"{size_text(MAX_STATEMENT_BYTES)}（一次提交最多 {total}）。"
                     "未保存任何内容：请返回上一页，换用较小的文件后重新填写并提交"
                 )
+            elif request.path == "/portal/send":  # the page checks the size first; this is for a browser without scripts
+                message = (
+                    f"上传的文件过大：一次提交最多 {total}（收件人文件连同表单）。本次未发送，也未扣费。"
+                    "请用浏览器的“后退”按钮返回上一页：您填写的号码、短信内容和定时时间都还在，换用较小的文件（或分几次上传）后再提交"
+                )
             else:  # a recipients' file, a signature, a seal (a review: they were told of vouchers)
                 message = f"上传的文件过大：一次提交最多 {total}。未保存任何内容：请返回上一页，换用较小的文件后重新提交"
+            # Back to what was typed, not to the home page (found by a customer: the page offered
+            # only 返回首页, and the form came back empty): the browser's history keeps the fields.
+            referrer = request.referrer or ""
+            back = referrer if referrer.startswith(request.host_url) else request.path
         if _wants_json():
             return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code
-        return render_template("error.html", status=error.code, message=message), error.code
+        return render_template("error.html", status=error.code, message=message, back=back), error.code
 
     @app.errorhandler(sa.exc.DataError)
     def _out_of_range(error: sa.exc.DataError) -> Any:

@@ -606,6 +606,38 @@ def test_an_api_body_over_the_limit_is_refused_as_a_request_body_naming_the_limi
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
 
 
+def test_the_send_form_knows_the_request_limit_and_an_oversized_post_is_sent_back_to_what_was_typed(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Found by a customer: a recipients' file over the limit came back as a 413 offering only
+    返回首页, and the form came back empty. The form carries the limit for its own check before
+    sending (tests/e2e drive it in a browser); without scripts, the 413 names the limit, says
+    nothing was sent, and links back through the browser's history, which keeps the fields."""
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    portal_login(client, app)
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    form = client.get("/portal/send").get_data(as_text=True)
+    assert f'data-max-bytes="{limit}"' in form and f"一次最多 {limit // (1024 * 1024)} MB" in form
+    assert 'id="file-size-error" data-size-error' in form
+
+    big = FileStorage(io.BytesIO(b"13800138000\n" * (limit // 12 + 1)), filename="numbers.csv", content_type="text/csv")
+    boundary, body = encode_multipart({"recipients": "13900139000", "content": SIGNED, "file": big})
+    response = client.post(
+        "/portal/send",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+        headers={"Referer": "http://localhost/portal/send"},
+    )
+    page = response.get_data(as_text=True)
+    assert response.status_code == 413
+    assert f"上传的文件过大：一次提交最多 {limit // (1024 * 1024)} MB（收件人文件连同表单）。本次未发送，也未扣费。" in page
+    assert "请用浏览器的“后退”按钮返回上一页：您填写的号码、短信内容和定时时间都还在" in page
+    assert '<a id="go-back" href="http://localhost/portal/send" onclick="history.back(); return false;">' in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
 def test_status_report_parameters_that_are_not_numbers_are_refused_under_their_own_names(app: Flask, client: FlaskClient) -> None:
     """Found by an exploratory test: after_id=abc was reported under fields.limit."""
     secret = api_key(active_sender(app))

@@ -73,3 +73,112 @@ def test_a_customer_sets_a_password_sends_from_the_form_and_a_csv_and_sees_the_m
     assert contents == {"【蓉城会员】您的验证码是 482913，\n5 分钟内有效。"}  # one line break, as on the phone
     balance = db.session.scalar(sa.select(EnterpriseAccount.balance).where(EnterpriseAccount.code == made["code"]))
     assert balance == made["balance"] - Decimal("0.135")
+
+
+def _customer(app: Flask) -> str:
+    """An active, funded account whose login is past its first password change; its login."""
+    made: dict[str, str] = {}
+
+    def prepare() -> None:  # in a thread of its own: the contract's PDF signature needs asyncio.run
+        with app.app_context():
+            from backoffice.services.accounts import hash_password
+
+            sender = active_sender(app)
+            sender.sub.password_hash = hash_password("my-own-pass-2026")
+            sender.sub.must_change_password = False
+            db.session.commit()
+            made["login"] = sender.sub.login
+            db.session.remove()
+
+    worker = threading.Thread(target=prepare)
+    worker.start()
+    worker.join()
+    return made["login"]
+
+
+def _log_in(page: Any, live_server: str, login: str) -> None:
+    page.goto(f"{live_server}/portal/login")
+    page.fill('[name="username"]', login)
+    page.fill('[name="password"]', "my-own-pass-2026")
+    page.click('button[type="submit"]')
+    page.wait_for_url(f"{live_server}/portal/")
+
+
+def _fill_send_form(page: Any, live_server: str, recipients_file: Path) -> None:
+    page.goto(f"{live_server}/portal/send")
+    page.fill("#recipients", "13900139000")
+    page.fill("#content", "【蓉城会员】周六会员日，全场八折。")
+    page.fill("#send_at", "2026-11-25T10:00")
+    page.set_input_files("#file", str(recipients_file))
+
+
+def _typed(page: Any) -> tuple[str, str, str]:
+    return page.input_value("#recipients"), page.input_value("#content"), page.input_value("#send_at")
+
+
+TYPED = ("13900139000", "【蓉城会员】周六会员日，全场八折。", "2026-11-25T10:00")
+
+
+def test_a_recipients_file_over_the_limit_is_caught_before_sending_and_nothing_typed_is_lost(
+    app: Flask, live_server: str, browser_page: Any, tmp_path: Path
+) -> None:
+    """Found by a customer: a recipients' file over the request limit came back as a 413 page
+    offering only 返回首页, and the send form with everything typed gone. The page now knows
+    the limit (from the configuration) and says so when the file is chosen and at the submit,
+    which it does not send."""
+    login = _customer(app)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # read at each request: the page and the server's check alike
+    big, small = tmp_path / "会员名单.csv", tmp_path / "small.csv"
+    big.write_bytes(b"13800138000\n" * 10_000)  # 120,000 bytes
+    small.write_bytes(b"13800138000\n")
+    page = browser_page
+    _log_in(page, live_server, login)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
+    _fill_send_form(page, live_server, big)
+
+    warning = page.locator("#file-size-error")
+    assert warning.is_visible()  # as soon as the file is chosen
+    said = warning.inner_text()
+    assert "“会员名单.csv”有 118 KB" in said and "超过一次提交的上限 64 KB" in said and "未提交" in said
+    page.click("#send-form button[type=submit]")
+    page.wait_for_timeout(500)
+    assert page.url == f"{live_server}/portal/send" and not [r for r in requests if r.startswith("POST")]
+    assert warning.is_visible() and _typed(page) == TYPED
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+    page.set_input_files("#file", str(small))  # a file within the limit: the warning goes, the form sends
+    assert not warning.is_visible()
+    page.click("#send-form button[type=submit]")
+    page.wait_for_selector("#send-ok")
+    assert len([r for r in requests if r.startswith("POST")]) == 1
+    db.session.expire_all()
+    assert set(db.session.scalars(sa.select(Message.recipient))) == {"13800138000", "13900139000"}
+
+
+def test_without_scripts_an_oversized_file_gets_a_page_naming_the_limit_and_back_keeps_the_form(
+    app: Flask, live_server: str, browser_page: Any, tmp_path: Path
+) -> None:
+    """With scripts off the server's 413 is what the customer sees: it names the limit, says
+    nothing was sent, and sends them back (the browser's history) to the form as they filled it."""
+    login = _customer(app)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"13800138000\n" * 100_000)  # 1.1 MB
+    context = browser_page.context.browser.new_context(locale="zh-CN", java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        _log_in(page, live_server, login)
+        _fill_send_form(page, live_server, big)
+        page.click("main form button[type=submit]")  # (not the header's logout)
+        page.wait_for_selector("text=出错了（413）")
+        said = page.inner_text("main")
+        assert "一次提交最多 64 KB" in said and "本次未发送，也未扣费" in said and "后退" in said
+        assert page.get_attribute("#go-back", "href") == f"{live_server}/portal/send"
+        page.go_back()
+        page.wait_for_selector("#content")
+        assert _typed(page) == TYPED
+    finally:
+        context.close()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
