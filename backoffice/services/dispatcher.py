@@ -84,7 +84,7 @@ from backoffice.models import (
     SubAccount,
     Unsubscribe,
 )
-from backoffice.models.messaging import CLAIMABLE, SENT
+from backoffice.models.messaging import CLAIMABLE, SENT, STOPPED_SENDING
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import lock_accounts
 from backoffice.services.message_queue import (
@@ -163,6 +163,7 @@ _CARRIER_ALIASES: Final[Mapping[str, str]] = {
 }
 NOTICE_SIGNATURE: Final = "短信平台"
 UNSUBSCRIBED_REFUSAL: Final = "对方已回复退订，未发送，已退款"
+_STOPPED_REASONS = frozenset(STOPPED_SENDING.values())  # refunds counted apart: nothing was attempted
 LOST_TOO_OFTEN: Final = "第 {seq}/{total} 条提交时与运营商网关的连接已中断 {times} 次，始终未得到应答，不再重发，已退款"
 
 
@@ -319,6 +320,7 @@ class DispatchStats:
     parts_deferred: int = 0  # answered with a temporary status: sent again after a wait of their own
     submitted: int = 0
     refunded: int = 0
+    refunded_unsent: int = 0  # of which not sent at all: the account may not send (STOPPED_SENDING)
     resent: int = 0
     receipts: int = 0
     receipts_unknown: int = 0
@@ -1039,6 +1041,8 @@ class Dispatcher:
             refusals, self._refusals = self._refusals, {}
             failed = mark_failed(self._session, refusals, worker=self.worker)
             self.stats.refunded += len(failed)
+            if not _STOPPED_REASONS.isdisjoint(refusals):  # (refunds only: no cost to a message that is sent)
+                self.stats.refunded_unsent += sum(1 for row in failed if row.error in _STOPPED_REASONS)
             refunds += failed
         if moves:  # with the refunds' accounts (give_back locks those itself when alone)
             lock_accounts(self._session, {row.account_id for row in refunds} | {move[1] for move in moves})

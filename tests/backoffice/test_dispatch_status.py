@@ -198,6 +198,27 @@ def test_the_operations_page_shows_the_workers_and_problems_to_administrators_on
     assert "正常：发送进程在运行" in page and "worker-a" in page and "已绑定" in page and "运行中" in page
 
 
+def test_the_operations_page_tells_refunds_of_a_stopped_account_apart_from_the_smscs_refusals(
+    app: Flask, client: FlaskClient, staff: dict[str, str], smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """A worker's 退款 counted a suspended account's messages, refunded without being sent, with
+    those the SMSC refused: someone reading a surge of refunds looked for a failing channel."""
+    from backoffice.services.sending_settings import set_sending_status
+
+    stopped, refused = active_sender(app), active_sender(app, "lingxuntong_service")
+    send(stopped, numbers(2))
+    send(refused, "13900139000", "【学府教育】明天上午九点开课")
+    set_sending_status(db.session, stopped.code, suspend=True, reason="客户欠款，暂停发送", actor="staff:admin")
+    db.session.commit()
+    dispatcher = worker(smsc(reject_rate=1.0), "worker-a")
+    drive(dispatcher, all_in("refunded"))
+    assert (dispatcher.stats.refunded, dispatcher.stats.refunded_unsent) == (3, 2)
+    heartbeat(dispatcher)
+    login(client, "admin", staff["admin"])
+    page = client.get("/admin/dispatch").get_data(as_text=True)
+    assert "<td>0 / 3（其中账户停发、未发送 2） / 0</td>" in page
+
+
 def test_the_workers_rows_are_theirs_alone(app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]) -> None:
     """Two workers, two rows; a worker restarted under its name updates its own."""
     simulator = smsc()
