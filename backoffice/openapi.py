@@ -263,7 +263,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "status": _STATUS,
                         "status_name": {
                             "type": "string",
-                            "description": "状态的中文说明；账户停发而未发送的退款为“未发送，已退款（账户已暂停发送）”等，不是“发送失败，已退款”",
+                            "description": "状态的中文说明；未发送的退款不是“发送失败，已退款”，而是“未发送，已退款（账户已暂停发送）”等"
+                            "（账户停发）或“未发送，已退款（对方已回复退订）”",
                         },
                         "account_stopped": {
                             "type": ["string", "null"],

@@ -64,6 +64,12 @@ STOPPED_STATUS_NAMES = {
 # (a closed account's read "账户已关闭：未发送，已退款" until 3b2ce53); no other refund's reason
 # starts with them (the dispatcher's speak of the carrier's gateway, the validity, a TD reply).
 _STOPPED_PREFIXES = tuple((why, text.partition("：")[0] + "：") for why, text in STOPPED_SENDING.items())
+#: Why a message to a number that unsubscribed (a TD reply) while it waited was refunded unsent:
+#: the queue's cancel at the reply (`messaging.add_unsubscribe`), and the dispatcher's for one it
+#: held then. Its status reads UNSUBSCRIBED_STATUS_NAME, not 发送失败.
+UNSUBSCRIBED_IN_QUEUE = "收件人已回复退订：未发送，已退款"
+UNSUBSCRIBED_REFUSAL = "对方已回复退订，未发送，已退款"
+UNSUBSCRIBED_STATUS_NAME = "未发送，已退款（对方已回复退订）"
 CLAIMABLE = ("queued", "scheduled")
 SENT = ("submitted", "delivered", "undeliverable", "expired", "rejected")
 UNSUBSCRIBE_SOURCES = ("mo", "text", "admin")
@@ -176,7 +182,11 @@ class Message(Base):
     @property
     def status_name(self) -> str:
         stopped = self.stopped_reason
-        return STOPPED_STATUS_NAMES[stopped] if stopped else MESSAGE_STATUSES.get(self.status, self.status)
+        if stopped:
+            return STOPPED_STATUS_NAMES[stopped]
+        if self.status == "refunded" and self.error in (UNSUBSCRIBED_IN_QUEUE, UNSUBSCRIBED_REFUSAL):
+            return UNSUBSCRIBED_STATUS_NAME
+        return MESSAGE_STATUSES.get(self.status, self.status)
 
     @property
     def refunded(self) -> Decimal:

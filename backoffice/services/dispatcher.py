@@ -84,7 +84,7 @@ from backoffice.models import (
     SubAccount,
     Unsubscribe,
 )
-from backoffice.models.messaging import CLAIMABLE, SENT, STOPPED_SENDING
+from backoffice.models.messaging import CLAIMABLE, SENT, STOPPED_SENDING, UNSUBSCRIBED_REFUSAL
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import lock_accounts
 from backoffice.services.message_queue import (
@@ -162,7 +162,6 @@ _CARRIER_ALIASES: Final[Mapping[str, str]] = {
     **{name: "cbn" for name in ("中国广电", "广电", "46015")},
 }
 NOTICE_SIGNATURE: Final = "短信平台"
-UNSUBSCRIBED_REFUSAL: Final = "对方已回复退订，未发送，已退款"
 _STOPPED_REASONS = frozenset(STOPPED_SENDING.values())  # refunds counted apart: nothing was attempted
 LOST_TOO_OFTEN: Final = "第 {seq}/{total} 条提交时与运营商网关的连接已中断 {times} 次，始终未得到应答，不再重发，已退款"
 

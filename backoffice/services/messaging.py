@@ -73,7 +73,7 @@ from backoffice.models import (
 )
 from backoffice.models.accounts import ACCOUNT_STATUSES
 from backoffice.models.contracts import ENDED_CONTRACT_STATUSES
-from backoffice.models.messaging import CLAIMABLE, SENT
+from backoffice.models.messaging import CLAIMABLE, SENT, UNSUBSCRIBED_IN_QUEUE
 from backoffice.money import format_price
 from backoffice.services import audit
 from backoffice.services.api_keys import KEY_REFUSED, Unauthorized
@@ -1474,7 +1474,7 @@ def add_unsubscribe(session: Session, account_id: int, number: str, *, source: s
 
     values = {"account_id": account_id, "number": normalise_mobile(number), "source": source, "created_at": utcnow()}
     inserted = inserted_if_absent(session, Unsubscribe.__table__, values, ["account_id", "number"])
-    cancel_waiting(session, account_id, values["number"], reason="收件人已回复退订：未发送，已退款", pending=pending)
+    cancel_waiting(session, account_id, values["number"], reason=UNSUBSCRIBED_IN_QUEUE, pending=pending)
     return inserted
 
 

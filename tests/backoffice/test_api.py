@@ -512,6 +512,7 @@ def test_a_refunded_message_says_what_was_given_back_and_the_portal_shows_the_ne
     refunded = client.get(f"/api/v1/messages/{sent[0]['id']}", headers=auth(secret)).json
     waiting = client.get(f"/api/v1/messages/{sent[1]['id']}", headers=auth(secret)).json
     assert (refunded["status"], refunded["charge"], refunded["refunded"]) == ("refunded", "0.045", "0.045")
+    assert (refunded["status_name"], refunded["account_stopped"]) == ("未发送，已退款（对方已回复退订）", None)  # not 发送失败
     assert (waiting["status"], waiting["charge"], waiting["refunded"]) == ("scheduled", "0.045", "0.00")
     set_clock(lambda: FIXED_NOW + timedelta(seconds=10))  # reports list changes once they have settled
     reports = client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(secret)).json["messages"]
@@ -520,6 +521,7 @@ def test_a_refunded_message_says_what_was_given_back_and_the_portal_shows_the_ne
     listing = client.get("/portal/messages").get_data(as_text=True)
     row = next(r for r in listing.split("<tr")[1:] if "13900139000" in r)
     assert '<td class="num">0.00<br><span class="small refunded">已退 0.045</span></td>' in row
+    assert "<td>未发送，已退款（对方已回复退订）</td>" in row and "发送失败" not in row
     assert "已退" not in next(r for r in listing.split("<tr")[1:] if "13800138000" in r)
 
 
@@ -557,7 +559,7 @@ def test_a_message_not_sent_because_the_account_was_stopped_is_told_apart_from_a
     assert "<td>发送失败，已退款</td>" in rows["13900139000"]
 
 
-def test_every_stopped_accounts_reason_reads_not_sent_the_older_wording_of_a_closing_too() -> None:
+def test_every_unsent_refund_reads_not_sent_a_closings_older_wording_too() -> None:
     from backoffice.models.messaging import STOPPED_SENDING
 
     for why, reason in STOPPED_SENDING.items():
@@ -567,6 +569,9 @@ def test_every_stopped_accounts_reason_reads_not_sent_the_older_wording_of_a_clo
     assert closed_before.stopped_reason == "closed" and closed_before.status_name == "未发送（账户已关闭，费用随余额不予退还）"
     for error in ("超过有效期仍未能提交给运营商，已退款", "对方已回复退订，未发送，已退款", None):
         assert Message(status="refunded", error=error).stopped_reason is None
+    # A TD reply that came while a worker held the message (the dispatcher's wording): not sent either.
+    assert Message(status="refunded", error="对方已回复退订，未发送，已退款").status_name == "未发送，已退款（对方已回复退订）"
+    assert Message(status="refunded", error="超过有效期仍未能提交给运营商，已退款").status_name == "发送失败，已退款"
     assert Message(status="refused", error="账户已暂停发送：未发送，已退款").stopped_reason is None
 
 
