@@ -1062,36 +1062,49 @@ def finance_notify(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def finance_holiday(day: str, is_working: bool, note: str, remove: bool, as_json: bool) -> None:
     """Maintain the official calendar for years chinese-calendar does not cover yet (from the
-    State Council's notice): invoice due dates count Chinese working days."""
+    State Council's notice): invoice due dates count Chinese working days, and the unpaid
+    invoices the change falls within are moved (rendered again, the customer told)."""
     from datetime import date as date_type
 
     from backoffice.models import WorkingDayOverride
+    from backoffice.services.working_days import set_working_day
     from reports.workdays import covered_by_library
 
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     with refusals(as_json):
         try:
             when = date_type.fromisoformat(day)
         except ValueError:
             raise ValidationFailed({"day": "日期格式应为 YYYY-MM-DD"}) from None
-        if len(note) > 100:
-            raise ValidationFailed({"note": "备注最多 100 字"})
-        row = db.session.get(WorkingDayOverride, when)
-        if remove:
-            if row is not None:
-                db.session.delete(row)
-        elif row is None:
-            db.session.add(WorkingDayOverride(day=when, is_working_day=is_working, note=note))
-        else:
-            row.is_working_day, row.note = is_working, note
-        from backoffice.services.audit import record
-
-        record(db.session, _actor(), "working_day_override", "calendar", when.isoformat(), working=is_working, removed=remove, note=note)
+        moves = set_working_day(
+            db.session,
+            when,
+            is_working=is_working,
+            note=note,
+            remove=remove,
+            actor=_actor(),
+            documents_root=Path(app.config["DOCUMENTS_PATH"]),
+        )
         db.session.commit()
+    for warning in after_commit_catch_up(app):
+        click.echo(f"警告：{warning}", err=True)
     rows = db.session.scalars(sa.select(WorkingDayOverride).order_by(WorkingDayOverride.day)).all()
-    payload = [{"day": r.day.isoformat(), "working_day": r.is_working_day, "note": r.note} for r in rows]
+    calendar = [{"day": r.day.isoformat(), "working_day": r.is_working_day, "note": r.note} for r in rows]
+    moved = [
+        {"number": m.invoice.number, "account_code": m.invoice.account.code, "old_due_on": m.old.isoformat(),
+         "due_on": m.new.isoformat(), "pdf": m.invoice.pdf_file}
+        for m in moves
+    ]  # fmt: skip
     warning = "" if not covered_by_library(when.year) else f"（注意：{when.year} 年已由 chinese-calendar 覆盖，此条优先于库中的日历）"
-    text = "\n".join(f"{r['day']}  {'调休上班' if r['working_day'] else '休息'}  {r['note']}" for r in payload)
-    _emit(payload, as_json, (text or "没有自定义的节假日") + warning)
+    text = "\n".join(f"{r['day']}  {'调休上班' if r['working_day'] else '休息'}  {r['note']}" for r in calendar)
+    text = (text or "没有自定义的节假日") + warning
+    if moved:
+        text += f"\n已按新的工作日安排调整 {len(moved)} 张未付发票的付款期限（已重新生成发票并通知客户）：\n" + "\n".join(
+            f"  {m['number']}  {m['account_code']}  {m['old_due_on']} → {m['due_on']}" for m in moved
+        )
+    else:
+        text += "\n没有未付发票的付款期限因此改变"
+    _emit({"calendar": calendar, "moved_invoices": moved}, as_json, text)
 
 
 @demo_cli.command("load")

@@ -383,7 +383,7 @@ def issue_contract(
         invoice = invoices.invoice_at_signing(
             session,
             contract,
-            working_days=int(template.terms.get("payment_due_working_days") or 5),
+            working_days=invoices.payment_working_days(template.terms),
             documents_root=documents_root,
             today=today,
         )

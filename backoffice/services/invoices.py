@@ -6,6 +6,8 @@ number of Chinese working days later, and it is marked paid when the money is co
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today
 from backoffice.errors import NotFound
-from backoffice.models import Contract, EnterpriseAccount, Invoice, Receipt, WorkingDayOverride
+from backoffice.models import AuditEntry, Contract, EnterpriseAccount, Invoice, Receipt, WorkingDayOverride
 from backoffice.money import capitals, format_price
 from backoffice.services.numbering import next_number
 from backoffice.services.staged_files import stage_file
@@ -26,6 +28,16 @@ from reports import workdays
 
 def working_day_overrides(session: Session) -> dict[date, bool]:
     return dict(session.execute(sa.select(WorkingDayOverride.day, WorkingDayOverride.is_working_day)).all())
+
+
+#: What a contract's terms give when they name no payment term (004 §3: 5 working days).
+DEFAULT_PAYMENT_WORKING_DAYS = 5
+
+
+def payment_working_days(terms: Mapping[str, Any]) -> int:
+    """The working days a contract gives the customer to pay its invoice (its template's
+    `payment_due_working_days`, as the contract keeps it in its terms)."""
+    return int(terms.get("payment_due_working_days") or DEFAULT_PAYMENT_WORKING_DAYS)
 
 
 def due_date(session: Session, issued_on: date, working_days: int) -> date:
@@ -313,6 +325,81 @@ def _settled_by(session: Session, receipt: Receipt) -> Decimal:
         return Decimal(0)
     payload = session.scalar(sa.select(LedgerEvent.payload).where(LedgerEvent.event_id == receipt.ledger_event_id)) or {}
     return Decimal(str(payload.get("settles_receivable") or 0))
+
+
+@dataclass(frozen=True)
+class DueDateMove:
+    """An unpaid invoice whose due date a change of the working-day calendar moved."""
+
+    invoice: Invoice
+    old: date
+    new: date
+
+
+def recompute_due_dates(
+    session: Session, days: Iterable[date], *, actor: str, documents_root: Path, today: date | None = None
+) -> list[DueDateMove]:
+    """After the working-day calendar changed on `days` (a holiday or a make-up working day
+    entered, changed or removed), count again the due dates of the unpaid invoices due in
+    working days that those days fall within (issued on or before one, due on or after it), and
+    move the ones that changed. A paid or void invoice keeps its date: it is settled.
+
+    A moved invoice is audited, rendered again beside the file the customer has (the PDF prints
+    the due date), and the customer is sent the corrected invoice, as for any other change of
+    an invoice they hold. Found by an exploratory test: the 2027 春节 entered after an invoice
+    was issued left it due on the old date, and it was listed 已逾期 while the contract gave
+    the customer until after the holidays."""
+    from backoffice.services import audit, notifications
+    from backoffice.services.credit import lock_accounts
+
+    days = sorted(set(days))
+    if not days:
+        return []
+    today = today or local_today()
+    contract_invoice = (Invoice.status == "unpaid", Invoice.contract_id.is_not(None), Invoice.due_on.is_not(None))
+    within = sa.or_(*(sa.and_(Invoice.issued_on <= day, Invoice.due_on >= day) for day in days))
+    candidates = session.execute(sa.select(Invoice.id, Invoice.account_id).where(*contract_invoice, within)).all()
+    if not candidates:
+        return []
+    # A confirmation marks an invoice paid holding its account's row: take the same locks first,
+    # then read the invoices again, so one paid meanwhile is seen paid and left alone.
+    lock_accounts(session, {row.account_id for row in candidates})
+    invoices = session.scalars(
+        sa.select(Invoice)
+        .where(Invoice.id.in_([row.id for row in candidates]), *contract_invoice)
+        .order_by(Invoice.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    overrides = working_day_overrides(session)
+    moves: list[DueDateMove] = []
+    for invoice in invoices:
+        contract = session.get(Contract, invoice.contract_id)
+        assert contract is not None and invoice.due_on is not None
+        new = workdays.add_working_days(invoice.issued_on, payment_working_days(contract.terms), overrides)
+        if new == invoice.due_on:
+            continue
+        old, invoice.due_on = invoice.due_on, new
+        earlier = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(AuditEntry)
+            .where(AuditEntry.action == "move_invoice_due_date", AuditEntry.object_id == invoice.number)
+        )
+        sequence = (earlier or 0) + 1  # the file and the notice of each move are new ones
+        audit.record(
+            session,
+            actor,
+            "move_invoice_due_date",
+            "invoice",
+            invoice.number,
+            old=old.isoformat(),
+            new=new.isoformat(),
+            calendar_days=[day.isoformat() for day in days],
+        )
+        session.flush()
+        _render(session, invoice, documents_root, today=today, contract=contract, receipt=None, suffix=f"-due-{sequence}")
+        notifications.invoice_due_moved(session, invoice, old=old, sequence=sequence, today=today)
+        moves.append(DueDateMove(invoice, old, new))
+    return moves
 
 
 def get_invoice(session: Session, number: str) -> Invoice:

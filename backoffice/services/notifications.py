@@ -257,6 +257,35 @@ def invoice_issued(session: Session, invoice: Invoice) -> None:
     _both(session, f"invoice-issued-{invoice.number}", account, f"发票 {invoice.number}", body, sms, [invoice.pdf_file])
 
 
+def invoice_due_moved(session: Session, invoice: Invoice, *, old: date, sequence: int, today: date) -> None:
+    """The working-day calendar changed (official holidays or make-up working days entered
+    after the invoice was issued) and moved the invoice's due date: the customer was told the
+    old date, in the notice and on the invoice, so they get the corrected invoice."""
+    from backoffice.services.invoices import amounts_owed
+
+    account = invoice.account
+    assert invoice.due_on is not None
+    owed = amounts_owed(session, [invoice])[invoice.id]
+    owing = f"尚欠 {format_money(owed)} 元" if invoice.is_part_paid(owed) else f"金额 {format_money(invoice.amount)} 元"
+    late = "该日期已过，请尽快付款。\n" if invoice.is_overdue(today) else ""
+    body = (
+        f"尊敬的{account.customer_name}：\n\n"
+        f"因国家法定节假日（含调休上班日）安排的更新，按合同约定的工作日计算，发票 {invoice.number}（{owing}）"
+        f"的付款期限由 {old:%Y年%m月%d日} 更正为 {invoice.due_on:%Y年%m月%d日}，请于该日前付款。\n{late}"
+        "发票号码和金额不变，更正后的发票见附件，请以此为准。\n"
+    )
+    sms = f"发票{invoice.number}的付款期限由{old:%Y年%m月%d日}更正为{invoice.due_on:%Y年%m月%d日}，详见邮件。"
+    _both(
+        session,
+        f"invoice-due-moved-{invoice.number}-{sequence}",
+        account,
+        f"发票 {invoice.number} 付款期限更正",
+        body,
+        sms,
+        [invoice.pdf_file],
+    )
+
+
 # --- delivery -------------------------------------------------------------------------------
 
 

@@ -1813,11 +1813,68 @@ def test_due_dates_in_a_year_the_calendar_library_does_not_cover_use_the_admin_t
     for day in ("2027-01-01", "2027-01-04"):
         assert run(runner, "finance", "holiday", day, "--note", "元旦（示例）", "--json")[0] == 0
     exit_code, rows = run(runner, "finance", "holiday", "2027-01-09", "--working", "--note", "调休", "--json")
-    assert exit_code == 0 and {"day": "2027-01-09", "working_day": True, "note": "调休"} in rows
+    assert exit_code == 0 and {"day": "2027-01-09", "working_day": True, "note": "调休"} in rows["calendar"]
     assert due_date(db.session, date(2026, 12, 29), 5) == date(2027, 1, 7)  # 30, 31, 5, 6, 7
     assert due_date(db.session, date(2027, 1, 6), 3) == date(2027, 1, 9)  # 7, 8, make-up Saturday 9
     exit_code, out = run(runner, "finance", "holiday", "2027-02-30", "--json")
     assert exit_code == 2 and "日期格式" in out["error"]["fields"]["day"]
+
+
+def test_holidays_entered_after_an_invoice_was_issued_move_its_due_date(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by an exploratory test: issued on 1 February 2027 (a year chinese-calendar does
+    not cover), the 004 invoice fell due on the 8th; the 春节 holidays entered afterwards made
+    the calendar give the 16th, but the invoice kept the 8th and was listed 已逾期 on the 9th.
+    Now a change of the calendar moves the unpaid invoices it falls within, both ways (a
+    removed holiday too), audited, rendered again beside the customer's file, and the customer
+    is sent the corrected invoice; a paid invoice keeps its date."""
+    set_clock(lambda: datetime(2027, 2, 1, 2, 0, tzinfo=UTC))  # Monday 10:00 in Beijing
+    dates = {"term_start": "2027-02-01", "term_end": None, "customer_signed_on": "2027-02-01", "provider_signed_on": "2027-02-01"}
+    unpaid = make_contract(app, "sms_business_service", **dates).contract
+    paid_contract = make_contract(app, "sms_business_service", **dates).contract
+    invoice, paid = (db.session.scalars(sa.select(Invoice).where(Invoice.contract_id == c.id)).one() for c in (unpaid, paid_contract))
+    assert invoice.due_on == paid.due_on == date(2027, 2, 8)
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", paid_contract.account.code, "--amount", "1750.00",
+        "--bank-ref", "CMB-2027-1", "--date", "2027-02-01", "--json",
+    )  # fmt: skip
+    assert run(runner, "finance", "confirm", str(recorded["id"]), "--json")[0] == 0
+    documents = Path(app.config["DOCUMENTS_PATH"])
+    first_file = documents / invoice.pdf_file
+    paid_file = db.session.get(Invoice, paid.id).pdf_file
+
+    for day in ("2027-02-05", "2027-02-08", "2027-02-09", "2027-02-10", "2027-02-11"):
+        assert run(runner, "finance", "holiday", day, "--note", "春节", "--json")[0] == 0
+    result = runner.invoke(args=["finance", "holiday", "2027-02-12", "--note", "春节"])
+    assert result.exit_code == 0, result.output
+    assert f"{invoice.number}  {unpaid.account.code}  2027-02-15 → 2027-02-16" in result.output  # says what moved
+    db.session.expire_all()
+    moved = db.session.get(Invoice, invoice.id)
+    assert moved.due_on == date(2027, 2, 16)  # 2, 3, 4, (5, 8–12 春节), 15, 16
+    assert db.session.get(Invoice, paid.id).due_on == date(2027, 2, 8)  # settled: not moved
+    assert db.session.get(Invoice, paid.id).pdf_file == paid_file
+    text = pdf_text(documents / moved.pdf_file)
+    assert "2027年2月16日" in text and "2027年2月8日" not in text and "待付款" in text
+    assert first_file.exists() and "2027年2月8日" in pdf_text(first_file)  # the file the customer had stays
+    audited = db.session.scalars(
+        sa.select(AuditEntry).where(AuditEntry.action == "move_invoice_due_date", AuditEntry.object_id == invoice.number)
+    ).all()
+    assert [(a.detail["old"], a.detail["new"]) for a in audited][0] == ("2027-02-08", "2027-02-09")
+    assert (audited[-1].detail["old"], audited[-1].detail["new"]) == ("2027-02-15", "2027-02-16")
+    note = db.session.scalar(sa.select(Notification).where(Notification.key == f"invoice-due-moved-{invoice.number}-{len(audited)}:email"))
+    assert note is not None and note.attachments == [moved.pdf_file]
+    assert "由 2027年02月15日 更正为 2027年02月16日" in note.body and "请以此为准" in note.body
+
+    set_clock(lambda: datetime(2027, 2, 9, 2, 0, tzinfo=UTC))
+    assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []  # was 已逾期, due on the 8th
+    # A holiday taken back moves it back (and nothing moves for a day outside every term).
+    exit_code, out = run(runner, "finance", "holiday", "2027-02-12", "--remove", "--json")
+    assert exit_code == 0
+    assert out["moved_invoices"] == [
+        {"number": invoice.number, "account_code": unpaid.account.code, "old_due_on": "2027-02-16", "due_on": "2027-02-15",
+         "pdf": db.session.get(Invoice, invoice.id).pdf_file}
+    ]  # fmt: skip
+    assert run(runner, "finance", "holiday", "2027-03-01", "--json")[1]["moved_invoices"] == []
+    assert "没有未付发票的付款期限因此改变" in runner.invoke(args=["finance", "holiday", "2027-03-02"]).output
 
 
 def test_a_payment_to_an_account_suspended_by_an_administrator_is_not_told_to_renew(app: Flask, runner: FlaskCliRunner) -> None:
