@@ -176,6 +176,12 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     from backoffice.services.receipts import size_text
 
     app.jinja_env.filters["size"] = size_text  # 5242880 -> 5 MB
+    from backoffice.services.statements import MAX_STATEMENT_BYTES
+    from reports.images import MAX_IMAGE_BYTES, size_limit_text
+
+    # The upload forms name their files' limits and check them in the page (forms.js).
+    app.jinja_env.globals.update(MAX_STATEMENT_BYTES=MAX_STATEMENT_BYTES, MAX_IMAGE_BYTES=MAX_IMAGE_BYTES)
+    app.jinja_env.filters["image_size"] = size_limit_text  # 2000000 -> 2 MB, as the images' refusals say it
     _error_handlers(app)
 
     @app.after_request

@@ -29,6 +29,7 @@ from backoffice.services.notifications import requeue
 from backoffice.services.passwords import reset_password, set_active
 from backoffice.services.staff import active_message, create_staff_user, get_staff, list_staff, set_role
 from backoffice.services.templates import get_template, list_templates
+from reports.images import MAX_IMAGE_BYTES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -196,7 +197,7 @@ def provider(template_id: str) -> Any:
     errors: dict[str, str] = {}
     if request.method == "POST":
         upload = request.files.get("seal")
-        seal = upload.read(2_000_001) if upload is not None and upload.filename else None
+        seal = upload.read(MAX_IMAGE_BYTES + 1) if upload is not None and upload.filename else None
         values = {spec.name: request.form.get(spec.name, "") for spec in provider_service.provider_of(db.session, template_id).fields}
         saved, errors = attempt(
             lambda: provider_service.save_provider(

@@ -60,11 +60,16 @@ def _strict_decoding() -> Iterator[None]:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _mb(limit: int) -> str:
+#: The largest signature or seal image accepted (the forms name it and check it in the page).
+MAX_IMAGE_BYTES = 2_000_000
+
+
+def size_limit_text(limit: int) -> str:
+    """An image's size limit as its refusals say it (decimal megabytes: 2 MB)."""
     return f"{limit / 1_000_000:g} MB"
 
 
-def validate_image(data: bytes, *, max_bytes: int = 2_000_000, max_pixels: int = 4_000_000, what: str = "签名图片") -> bytes:
+def validate_image(data: bytes, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = 4_000_000, what: str = "签名图片") -> bytes:
     """The image re-encoded as a plain PNG, or ImageError.
 
     Only PNG, JPEG (and WebP when Pillow has it) that actually decode are accepted; re-encoding
@@ -73,7 +78,7 @@ def validate_image(data: bytes, *, max_bytes: int = 2_000_000, max_pixels: int =
     of the provider's seal was refused as "签名图片格式无效").
     """
     if len(data) > max_bytes:
-        raise ImageError(f"{what}过大（最大 {_mb(max_bytes)}）")
+        raise ImageError(f"{what}过大（最大 {size_limit_text(max_bytes)}）")
     expected = _format_of(data)
     if expected is None:
         raise ImageError(f"{what}格式无效：仅支持 PNG 或 JPEG")
@@ -97,10 +102,10 @@ def validate_image(data: bytes, *, max_bytes: int = 2_000_000, max_pixels: int =
     return out.getvalue()
 
 
-def decode_data_uri(uri: str, *, max_bytes: int = 2_000_000) -> bytes:
+def decode_data_uri(uri: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """The bytes of a base64 `data:image/png|jpeg|webp` URI (what a signature pad posts)."""
     if len(uri) > max_bytes * 4 // 3 + 64:  # refuse before decoding a huge payload
-        raise ImageError(f"签名图片过大（最大 {_mb(max_bytes)}）")
+        raise ImageError(f"签名图片过大（最大 {size_limit_text(max_bytes)}）")
     match = _DATA_URI.match(uri.strip())
     if match is None:
         raise ImageError("签名图片格式无效：应为 PNG 或 JPEG 图片")

@@ -1,19 +1,22 @@
 // A form whose request would be over the server's limit (MAX_CONTENT_LENGTH, rendered into the
 // form as data-max-bytes) is not sent: the server would refuse it with a 413 before reading
 // anything, and the customer who chose too big a recipients' file found the page that came back
-// with none of what they had typed (numbers, text, schedule). The size is checked when the file
-// is chosen and again at the submit, and said in Chinese with the limit, where the form shows
-// its errors (the element marked data-size-error). The server's 413 page stays for browsers
-// without scripts.
+// with none of what they had typed (numbers, text, schedule). A file field may carry its own
+// limit (data-max-bytes on the <input type="file">: a voucher, a statement, a seal or a signature
+// image, which the server refuses past its own limit after the whole upload, the file to be
+// chosen again). The sizes are checked when a file is chosen and again at the submit, and said in
+// Chinese with the limit, where the form shows its errors (the element marked data-size-error
+// nearest the field, else the form's). The server's pages stay for browsers without scripts.
 (function () {
   var PART_BYTES = 200; // a multipart part's boundary and headers, rounded up
   var encoder = new TextEncoder();
 
-  function sizeText(bytes) {
-    // As the server says a limit (services.receipts.size_text), rounded up: a file just over
-    // 16 MB does not read "16 MB".
-    if (bytes < 1048576) return Math.ceil(bytes / 1024) + " KB";
-    return String(Math.ceil((bytes / 1048576) * 10) / 10).replace(/\.0$/, "") + " MB";
+  function sizeText(bytes, base) {
+    // As the server says a limit (services.receipts.size_text; images in decimal MB: data-size-base),
+    // rounded up: a file just over 16 MB does not read "16 MB".
+    base = base || 1048576;
+    if (bytes < base) return Math.ceil(bytes / (base === 1000000 ? 1000 : 1024)) + " KB";
+    return String(Math.ceil((bytes / base) * 10) / 10).replace(/\.0$/, "") + " MB";
   }
 
   function requestBytes(form) {
@@ -34,41 +37,93 @@
     return { total: total, biggest: biggest };
   }
 
+  function checked(form) {
+    // A form checks sizes when it, or one of its file fields, names a limit.
+    return Boolean(form && (form.dataset.maxBytes || form.querySelector('input[type="file"][data-max-bytes]')));
+  }
+
+  function fileTooBig(form) {
+    // A file over its field's own limit: { field, message } of the first one, or null.
+    var outcome = form.dataset.sizeOutcome || "未提交";
+    var kept = form.dataset.sizeKept || "您填写的其他内容都还在";
+    var fields = form.querySelectorAll('input[type="file"][data-max-bytes]');
+    for (var i = 0; i < fields.length; i++) {
+      var field = fields[i];
+      var limit = Number(field.dataset.maxBytes);
+      if (!limit || field.disabled) continue;
+      var files = field.files || [];
+      for (var j = 0; j < files.length; j++) {
+        if (files[j].size <= limit) continue;
+        var base = Number(field.dataset.sizeBase) || 1048576;
+        var max = field.dataset.maxSize || sizeText(limit, base);
+        var what = field.dataset.sizeWhat || "单个文件";
+        return {
+          field: field,
+          message: "所选文件“" + files[j].name + "”有 " + sizeText(files[j].size, base) + "，超过" + what + "的上限 " + max +
+            "：" + outcome + "。请换用较小的文件；" + kept + "。",
+        };
+      }
+    }
+    return null;
+  }
+
   function tooBig(form) {
+    var own = fileTooBig(form);
+    if (own) return own;
     var limit = Number(form.dataset.maxBytes);
     if (!limit) return null;
     var size = requestBytes(form);
     if (size.total <= limit) return null;
     var max = form.dataset.maxSize || sizeText(limit);
+    var outcome = form.dataset.sizeOutcome || "未提交";
     var kept = form.dataset.sizeKept || "您填写的其他内容都还在";
     if (size.biggest !== null && size.biggest.size > limit / 2) {
-      return "所选文件“" + size.biggest.name + "”有 " + sizeText(size.biggest.size) + "，超过一次提交的上限 " + max +
-        "：未提交，也未发送。请换用较小的文件（或分几次上传）；" + kept + "。";
+      return {
+        field: null,
+        message: "所选文件“" + size.biggest.name + "”有 " + sizeText(size.biggest.size) + "，超过一次提交的上限 " + max +
+          "：" + outcome + "。请换用较小的文件（或分几次上传）；" + kept + "。",
+      };
     }
-    return "本次提交的内容共约 " + sizeText(size.total) + "，超过一次提交的上限 " + max + "：未提交，也未发送。请减少内容或换用较小的文件；" + kept + "。";
+    return {
+      field: null,
+      message: "本次提交的内容共约 " + sizeText(size.total) + "，超过一次提交的上限 " + max + "：" + outcome + "。请减少内容或换用较小的文件；" + kept + "。",
+    };
   }
 
-  function show(form, message) {
-    var place = form.querySelector("[data-size-error]");
-    if (!place) return;
-    place.textContent = message || "";
-    place.hidden = !message;
+  function placeFor(form, field) {
+    var near = field && field.closest(".field");
+    return (near && near.querySelector("[data-size-error]")) || form.querySelector("[data-size-error]");
+  }
+
+  function show(form, problem) {
+    // One message at a time, next to the field it is about; the others cleared.
+    var place = problem ? placeFor(form, problem.field) : null;
+    form.querySelectorAll("[data-size-error]").forEach(function (other) {
+      if (other === place) return;
+      other.textContent = "";
+      other.hidden = true;
+      var around = other.closest(".field");
+      if (around && !around.querySelector(".field-error:not([data-size-error]):not([hidden])")) around.classList.remove("has-error");
+    });
+    if (!place) return null;
+    place.textContent = problem.message;
+    place.hidden = false;
     var field = place.closest(".field");
-    if (field) field.classList.toggle("has-error", Boolean(message));
+    if (field) field.classList.add("has-error");
+    return place;
   }
 
   document.addEventListener("change", function (event) {
     var form = event.target.form;
-    if (event.target.type === "file" && form && form.dataset.maxBytes) show(form, tooBig(form));
+    if (event.target.type === "file" && checked(form)) show(form, tooBig(form));
   });
   document.addEventListener("submit", function (event) {
     var form = event.target;
-    if (!form.dataset.maxBytes) return;
-    var message = tooBig(form);
-    show(form, message);
-    if (message) {
+    if (!checked(form)) return;
+    var problem = tooBig(form);
+    var place = show(form, problem);
+    if (problem) {
       event.preventDefault(); // (the guard below sees it and leaves the form free to send again)
-      var place = form.querySelector("[data-size-error]");
       if (place) place.scrollIntoView({ block: "center" });
     }
   });

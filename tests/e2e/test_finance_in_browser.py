@@ -73,3 +73,82 @@ def test_finance_imports_a_statement_confirms_the_match_and_downloads_the_invoic
     db.session.expire_all()
     assert db.session.scalar(sa.select(EnterpriseAccount.status).where(EnterpriseAccount.code == code)) == "active"
     assert db.session.scalar(sa.select(Receipt.status)) == "confirmed"
+
+
+def test_a_voucher_statement_or_seal_over_its_limit_is_caught_in_the_page_and_nothing_typed_is_lost(
+    app: Flask, staff: dict, live_server: str, browser_page: Any, tmp_path: Path
+) -> None:
+    """Found by a review: the page checked only the portal's recipients' file. A voucher (or a
+    statement, a seal) over the server's limit went up whole and came back refused, to be chosen
+    again. The file field now names its limit, and the page says so when the file is chosen
+    and at the submit, which it does not send; a file within the limit goes."""
+    made: dict[str, str] = {}
+
+    def prepare() -> None:  # a thread of its own: the contract's PDF signature needs asyncio.run
+        with app.app_context():
+            made["code"] = make_contract(app, "enterprise_sms_center").contract.account.code
+            db.session.remove()
+
+    worker = threading.Thread(target=prepare)
+    worker.start()
+    worker.join()
+    app.config["VOUCHER_MAX_BYTES"] = 64 * 1024  # read at each request: the page and the server alike
+    big, small = tmp_path / "汇款凭证.pdf", tmp_path / "small.pdf"
+    big.write_bytes(b"%PDF-1.4\n" + b"0" * 100_000 + b"\n%%EOF\n")  # 98 KB
+    small.write_bytes(b"%PDF-1.4\n1 0 obj<<>>endobj\n%%EOF\n")
+    page = browser_page
+    page.goto(f"{live_server}/login")
+    page.fill('[name="username"]', "finance")
+    page.fill('[name="password"]', staff["finance"])
+    page.click('button[type="submit"]')
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+
+    page.goto(f"{live_server}/finance/receipts")
+    typed = {"#f-account": made["code"], "#f-amount": "1750.00", "#f-paid_on": "2026-11-20", "#f-bank_reference": "CMB-V-1"}
+    for selector, value in typed.items():
+        page.fill(selector, value)
+    page.set_input_files("#f-voucher", str(big))
+    warning = page.locator("#voucher-size-error")
+    assert warning.is_visible()  # as soon as the file is chosen
+    said = warning.inner_text()
+    assert "“汇款凭证.pdf”有 98 KB，超过汇款凭证的上限 64 KB：未提交" in said and "您填写的汇款信息都还在" in said
+    page.click("#receipt-form button[type=submit]")
+    page.wait_for_timeout(500)
+    assert posts == [] and warning.is_visible()
+    assert {selector: page.input_value(selector) for selector in typed} == typed
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Receipt)) == 0
+
+    page.set_input_files("#f-voucher", str(small))  # within the limit: the warning goes, the form sends
+    assert not warning.is_visible()
+    page.click("#receipt-form button[type=submit]")
+    page.wait_for_load_state()
+    assert len(posts) == 1
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(Receipt.bank_reference)) == "CMB-V-1"
+
+    statement = tmp_path / "对账单.csv"  # over the 10 MB a statement may have
+    statement.write_bytes(b"date,amount,payer_name,payer_account,reference,memo\n" + b"#" * (10 * 1024 * 1024))
+    page.goto(f"{live_server}/finance/statements")
+    page.set_input_files("#statement", str(statement))
+    said = page.inner_text("#statement-size-error")
+    assert "“对账单.csv”有 10.1 MB，超过对账单文件的上限 10 MB：未提交" in said
+    page.click("#statement-form button[type=submit]")
+    page.wait_for_timeout(500)
+    assert len(posts) == 1
+
+    page.context.clear_cookies()  # the administrator's turn: the provider's seal
+    page.goto(f"{live_server}/login")
+    page.fill('[name="username"]', "admin")
+    page.fill('[name="password"]', staff["admin"])
+    page.click('button[type="submit"]')
+    page.wait_for_load_state()
+    sent = len(posts)
+    seal = tmp_path / "公章.png"
+    seal.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 2_050_000)  # 2.05 MB: over the seal's 2 MB (decimal, as the server says it)
+    page.goto(f"{live_server}/admin/provider/sms_business_service")
+    page.set_input_files("#f-seal", str(seal))
+    assert "“公章.png”有 2.1 MB，超过公章图片的上限 2 MB：未提交" in page.inner_text("#seal-size-error")
+    page.click("#provider-form button[type=submit]")
+    page.wait_for_timeout(500)
+    assert len(posts) == sent
