@@ -969,7 +969,7 @@ def finance_match(line_id: str, receipt_id: str, username: str | None, as_json: 
     _emit(_confirmation_json(result), as_json, f"已匹配并确认到账记录 {result.receipt.id}（{result.receipt.status_name}）")
 
 
-statement_line_cli = CommandGroup("statement-line", help="对账单明细：忽略（不是客户的汇款）或恢复")
+statement_line_cli = CommandGroup("statement-line", help="对账单明细：列出已忽略的明细，忽略（不是客户的汇款）或恢复")
 finance_cli.add_command(statement_line_cli)
 
 
@@ -983,6 +983,29 @@ def _statement_line_json(line: Any) -> dict[str, Any]:
         "ignored_at": line.ignored_at.isoformat() if line.ignored_at else None, "ignored_by": line.ignored_by,
         "ignore_reason": line.ignore_reason,
     }  # fmt: skip
+
+
+@statement_line_cli.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def statement_line_list(as_json: bool) -> None:
+    """The lines set aside (忽略), latest first, with the id `restore` takes (as 已忽略的明细 on
+    the statements page)."""
+    from backoffice.clock import to_local
+    from backoffice.display import actor_name
+    from backoffice.money import format_money
+    from backoffice.services.statements import ignored_lines
+
+    lines = ignored_lines(db.session)
+    text = "\n".join(
+        f"{line.id}  {line.booked_on}  {format_money(line.amount):>12}  {line.payer_name or '-'}  流水号 {line.reference}  "
+        f"原因：{line.ignore_reason}  {actor_name(line.ignored_by)}  {to_local(line.ignored_at):%Y-%m-%d %H:%M}"
+        for line in lines
+        if line.ignored_at is not None
+    )
+    if text:
+        text = "编号  入账日期  金额（元）  付款人  流水号  忽略原因  忽略人  时间\n" + text
+        text += "\n恢复某条明细：finance statement-line restore 编号"
+    _emit([_statement_line_json(line) for line in lines], as_json, text or "没有已忽略的明细")
 
 
 @statement_line_cli.command("ignore")

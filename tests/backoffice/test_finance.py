@@ -1356,9 +1356,9 @@ def test_a_line_of_a_receipt_confirmed_before_the_statement_is_tied_to_it_and_ot
 
 
 def test_a_statement_line_is_set_aside_and_restored_from_the_command_line(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
-    """The statements page's 忽略 and 恢复 on the command line (there was none), through the same
-    services: the reason required and kept, the named finance user audited, and every refusal a
-    message and a non-zero exit, never a traceback."""
+    """The statements page's 忽略 and 恢复 (and its list of the lines set aside) on the command
+    line (there was none), through the same services: the reason required and kept, the named
+    finance user audited, and every refusal a message and a non-zero exit, never a traceback."""
     finance_users()
     statement = tmp_path / "interest.csv"
     statement.write_text("date,amount,payer_name,payer_account,reference,memo\n2026-11-22,12.34,招商银行,,K2026112200003,结息\n", "utf-8")
@@ -1386,8 +1386,19 @@ def test_a_statement_line_is_set_aside_and_restored_from_the_command_line(app: F
     assert result.exit_code == 1 and "错误：该对账单明细已被忽略（银行结息，不是客户汇款）" in result.output, result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
+    # Listed, with the id restore takes (found by a review: only the web page showed it).
+    exit_code, listed = run(runner, "finance", "statement-line", "list", "--json")
+    assert exit_code == 0 and [(x["id"], x["reference"], x["amount"], x["ignore_reason"]) for x in listed] == [
+        (line.id, "K2026112200003", "12.34", "银行结息，不是客户汇款")
+    ]
+    result = runner.invoke(args=["finance", "statement-line", "list"])
+    assert result.exit_code == 0 and f"{line.id}  2026-11-22         12.34  招商银行  流水号 K2026112200003" in result.output
+    assert "原因：银行结息，不是客户汇款" in result.output and "staff:" not in result.output and "restore" in result.output
+
     result = runner.invoke(args=["finance", "statement-line", "restore", ident, "--by", "fin-b"])
     assert result.exit_code == 0 and f"已恢复对账单明细 {line.id}（流水号 K2026112200003），重新列入待匹配" in result.output, result.output
+    assert run(runner, "finance", "statement-line", "list", "--json") == (0, [])
+    assert runner.invoke(args=["finance", "statement-line", "list"]).output.strip() == "没有已忽略的明细"
     db.session.expire_all()
     assert [p.line.id for p in proposals(db.session)] == [line.id]
     restored = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "restore_statement_line"))
