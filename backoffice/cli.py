@@ -1078,15 +1078,17 @@ def finance_notify(as_json: bool) -> None:
 
 @finance_cli.command("holiday")
 @click.argument("day")
+@click.argument("last_day", required=False)
 @click.option("--working", "is_working", flag_value=True, help="a make-up working day (调休上班)")
 @click.option("--rest", "is_working", flag_value=False, default=False, help="an official holiday (default)")
 @click.option("--note", default="", help="e.g. 2027 春节")
 @click.option("--remove", is_flag=True, help="delete the entry")
 @click.option("--json", "as_json", is_flag=True)
-def finance_holiday(day: str, is_working: bool, note: str, remove: bool, as_json: bool) -> None:
+def finance_holiday(day: str, last_day: str | None, is_working: bool, note: str, remove: bool, as_json: bool) -> None:
     """Maintain the official calendar for years chinese-calendar does not cover yet (from the
-    State Council's notice): invoice due dates count Chinese working days, and the unpaid
-    invoices the change falls within are moved (rendered again, the customer told)."""
+    State Council's notice): DAY, or DAY through LAST_DAY (a whole holiday period at once).
+    Invoice due dates count Chinese working days: the unpaid invoices the change makes fall due
+    later are moved (rendered again, the customer told once); none is moved earlier."""
     from datetime import date as date_type
 
     from backoffice.models import WorkingDayOverride
@@ -1099,12 +1101,17 @@ def finance_holiday(day: str, is_working: bool, note: str, remove: bool, as_json
             when = date_type.fromisoformat(day)
         except ValueError:
             raise ValidationFailed({"day": "日期格式应为 YYYY-MM-DD"}) from None
+        try:
+            last = date_type.fromisoformat(last_day) if last_day else None
+        except ValueError:
+            raise ValidationFailed({"last_day": "结束日期格式应为 YYYY-MM-DD"}) from None
         moves = set_working_day(
             db.session,
             when,
             is_working=is_working,
             note=note,
             remove=remove,
+            last_day=last,
             actor=_actor(),
             documents_root=Path(app.config["DOCUMENTS_PATH"]),
         )

@@ -342,7 +342,8 @@ def recompute_due_dates(
     """After the working-day calendar changed on `days` (a holiday or a make-up working day
     entered, changed or removed), count again the due dates of the unpaid invoices due in
     working days that those days fall within (issued on or before one, due on or after it), and
-    move the ones that changed. A paid or void invoice keeps its date: it is settled.
+    move the ones that fall due later now; none is moved earlier than the customer was told. A
+    paid or void invoice keeps its date: it is settled.
 
     A moved invoice is audited, rendered again beside the file the customer has (the PDF prints
     the due date), and the customer is sent the corrected invoice, as for any other change of
@@ -376,7 +377,9 @@ def recompute_due_dates(
         contract = session.get(Contract, invoice.contract_id)
         assert contract is not None and invoice.due_on is not None
         new = workdays.add_working_days(invoice.issued_on, payment_working_days(contract.terms), overrides)
-        if new == invoice.due_on:
+        if new <= invoice.due_on:
+            # A date the customer was given in writing is not shortened: a make-up working day
+            # entered, or a holiday taken back, leaves it (a review of this change).
             continue
         old, invoice.due_on = invoice.due_on, new
         earlier = session.scalar(

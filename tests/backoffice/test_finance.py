@@ -27,7 +27,17 @@ from sqlalchemy.orm import Session
 from backoffice.cli import after_commit_catch_up
 from backoffice.clock import set_clock
 from backoffice.extensions import db
-from backoffice.models import AuditEntry, EnterpriseAccount, Invoice, LedgerEvent, Notification, Receipt, StatementImport, StatementLine
+from backoffice.models import (
+    AuditEntry,
+    EnterpriseAccount,
+    Invoice,
+    LedgerEvent,
+    Notification,
+    Receipt,
+    StatementImport,
+    StatementLine,
+    WorkingDayOverride,
+)
 from backoffice.services.staff import create_staff_user
 from backoffice.services.statements import proposals, receipt_from_line
 from tests.conftest import FIXED_NOW, customer_login, login, make_contract
@@ -1835,9 +1845,9 @@ def test_holidays_entered_after_an_invoice_was_issued_move_its_due_date(app: Fla
     """Found by an exploratory test: issued on 1 February 2027 (a year chinese-calendar does
     not cover), the 004 invoice fell due on the 8th; the 春节 holidays entered afterwards made
     the calendar give the 16th, but the invoice kept the 8th and was listed 已逾期 on the 9th.
-    Now a change of the calendar moves the unpaid invoices it falls within, both ways (a
-    removed holiday too), audited, rendered again beside the customer's file, and the customer
-    is sent the corrected invoice; a paid invoice keeps its date."""
+    Now a change of the calendar moves the unpaid invoices it makes fall due later (never
+    earlier than the customer was told), audited, rendered again beside the customer's file, and
+    the customer is sent the corrected invoice once for the period; a paid invoice keeps its date."""
     set_clock(lambda: datetime(2027, 2, 1, 2, 0, tzinfo=UTC))  # Monday 10:00 in Beijing
     dates = {"term_start": "2027-02-01", "term_end": None, "customer_signed_on": "2027-02-01", "provider_signed_on": "2027-02-01"}
     unpaid = make_contract(app, "sms_business_service", **dates).contract
@@ -1853,11 +1863,13 @@ def test_holidays_entered_after_an_invoice_was_issued_move_its_due_date(app: Fla
     first_file = documents / invoice.pdf_file
     paid_file = db.session.get(Invoice, paid.id).pdf_file
 
-    for day in ("2027-02-05", "2027-02-08", "2027-02-09", "2027-02-10", "2027-02-11"):
-        assert run(runner, "finance", "holiday", day, "--note", "春节", "--json")[0] == 0
-    result = runner.invoke(args=["finance", "holiday", "2027-02-12", "--note", "春节"])
+    # The whole period at once: the customer gets one corrected invoice, not one a day.
+    result = runner.invoke(args=["finance", "holiday", "2027-02-05", "2027-02-12", "--note", "春节"])
     assert result.exit_code == 0, result.output
-    assert f"{invoice.number}  {unpaid.account.code}  2027-02-15 → 2027-02-16" in result.output  # says what moved
+    assert f"{invoice.number}  {unpaid.account.code}  2027-02-08 → 2027-02-16" in result.output  # says what moved
+    assert (
+        db.session.scalar(sa.select(sa.func.count()).select_from(WorkingDayOverride)) == 8
+    )  # 5–12, as the State Council's notice gives it
     db.session.expire_all()
     moved = db.session.get(Invoice, invoice.id)
     assert moved.due_on == date(2027, 2, 16)  # 2, 3, 4, (5, 8–12 春节), 15, 16
@@ -1869,21 +1881,27 @@ def test_holidays_entered_after_an_invoice_was_issued_move_its_due_date(app: Fla
     audited = db.session.scalars(
         sa.select(AuditEntry).where(AuditEntry.action == "move_invoice_due_date", AuditEntry.object_id == invoice.number)
     ).all()
-    assert [(a.detail["old"], a.detail["new"]) for a in audited][0] == ("2027-02-08", "2027-02-09")
-    assert (audited[-1].detail["old"], audited[-1].detail["new"]) == ("2027-02-15", "2027-02-16")
+    assert [(a.detail["old"], a.detail["new"]) for a in audited] == [("2027-02-08", "2027-02-16")]
     note = db.session.scalar(sa.select(Notification).where(Notification.key == f"invoice-due-moved-{invoice.number}-{len(audited)}:email"))
     assert note is not None and note.attachments == [moved.pdf_file]
-    assert "由 2027年02月15日 更正为 2027年02月16日" in note.body and "请以此为准" in note.body
+    assert "由 2027年02月08日 更正为 2027年02月16日" in note.body and "请以此为准" in note.body
 
     set_clock(lambda: datetime(2027, 2, 9, 2, 0, tzinfo=UTC))
     assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []  # was 已逾期, due on the 8th
-    # A holiday taken back moves it back (and nothing moves for a day outside every term).
+    # A holiday taken back does not shorten the date the customer was given in writing, nor does
+    # a make-up working day; nothing moves for a day outside every term.
     exit_code, out = run(runner, "finance", "holiday", "2027-02-12", "--remove", "--json")
-    assert exit_code == 0
-    assert out["moved_invoices"] == [
-        {"number": invoice.number, "account_code": unpaid.account.code, "old_due_on": "2027-02-16", "due_on": "2027-02-15",
-         "pdf": db.session.get(Invoice, invoice.id).pdf_file}
-    ]  # fmt: skip
+    assert exit_code == 0 and out["moved_invoices"] == []
+    assert run(runner, "finance", "holiday", "2027-02-15", "--working", "--json")[1]["moved_invoices"] == []
+    assert db.session.get(Invoice, invoice.id).due_on == date(2027, 2, 16)
+    for bad, said in (
+        (["2027-02-12", "2027-02-05"], "早于开始日期"),
+        (["2027-02-01", "2027-03-15"], "一次最多录入 31 天"),
+        (["2027-02-01", "3月"], "结束日期格式"),
+    ):
+        result = runner.invoke(args=["finance", "holiday", *bad])
+        assert result.exit_code != 0 and said in result.output, result.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(WorkingDayOverride)) == 8  # 12 taken out, 15 in
     assert run(runner, "finance", "holiday", "2027-03-01", "--json")[1]["moved_invoices"] == []
     assert "没有未付发票的付款期限因此改变" in runner.invoke(args=["finance", "holiday", "2027-03-02"]).output
 
