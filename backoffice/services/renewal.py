@@ -98,7 +98,7 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
         return job.outcome or "done"
     contract = job.contract
     if contract.status in ENDED_CONTRACT_STATUSES:
-        outcome = f"合同已{contract.status_name}，跳过"
+        outcome = f"合同{contract.status_name}，跳过"  # (the name says 已到期 / 已终止 itself)
     elif job.kind == "renewal_notice" and job.due_on not in _notice_days_of_this_term(contract):
         # Planned for a term the contract has moved past (extended since, the scheduler down): a
         # notice now would announce the wrong end and take the real notice's key (a review).

@@ -133,6 +133,15 @@ def test_an_expired_contract_stops_its_account_sending(app: Flask) -> None:
     db.session.commit()
 
 
+def test_a_job_of_an_ended_contract_is_skipped_saying_so_in_plain_words(app: Flask) -> None:
+    """Found by an exploratory test: the outcome read "合同已已到期，跳过"."""
+    make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None)
+    notice, expire = job("renewal_notice"), job("expire")
+    run_contract_job(db.session, expire)
+    assert run_contract_job(db.session, notice) == "合同已到期，跳过"
+    db.session.commit()
+
+
 def test_an_unpaid_account_whose_contract_expired_is_not_opened_by_a_late_payment(app: Flask) -> None:
     """Found by a review: an account still awaiting payment at expiry opened when the money came."""
     from backoffice.models import EnterpriseAccount
