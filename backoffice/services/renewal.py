@@ -103,6 +103,16 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
         # Planned for a term the contract has moved past (extended since, the scheduler down): a
         # notice now would announce the wrong end and take the real notice's key (a review).
         outcome = f"合同期已变更（现至 {contract.term_end}），本次提醒已过时，跳过"
+    elif job.kind == "renewal_notice" and contract.term_end is not None and local_today() >= contract.term_end:
+        # Run on the last day or later (the scheduler down): "将于 <that day> 到期，请在到期前联系"
+        # would announce a day already here or past (found by an exploratory test). The expiry's
+        # own notice tells a fixed term's customer; a yearly term extends as agreed.
+        then = "合同将按约定自动顺延" if contract.renewal_rule == "yearly_auto_extend" else "到期时另发到期通知"
+        outcome = f"续约提醒未按时运行（运行日 {local_today()}，合同最后一天 {contract.term_end}），不再预告到期，跳过；{then}"
+        audit.record(
+            session, "scheduler", "renewal_notice_skipped", "contract", contract.contract_no,
+            term_end=str(contract.term_end), ran_on=str(local_today()),
+        )  # fmt: skip
     elif job.kind == "renewal_notice":
         deadline = objection_deadline(contract)
         if deadline is not None and local_today() > deadline:

@@ -417,6 +417,49 @@ def test_a_renewal_notice_of_a_term_extended_since_is_skipped_and_leaves_next_ye
     assert "2028年11月30日" in email.body and "2028年10月31日 前书面通知" in email.body
 
 
+@pytest.mark.parametrize("order", ["notice first", "expiry first"])
+def test_a_renewal_notice_run_on_or_after_the_last_day_announces_no_end_already_here(app: Flask, order: str) -> None:
+    """Found by an exploratory test: with the scheduler down, the notice ran after the term and
+    told the customer the contract "将于 2027年11月30日 到期 … 请在到期前联系". It is skipped,
+    saying why; the expiry's own notice tells the customer."""
+    from backoffice.clock import set_clock
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    reachable(contract.account)
+    notice, expire = job("renewal_notice"), job("expire")
+    set_clock(lambda: datetime(2027, 12, 3, 2, 0, tzinfo=UTC))
+    for each in (notice, expire) if order == "notice first" else (expire, notice):
+        run_contract_job(db.session, each)
+    db.session.commit()
+    assert renewal_emails() == []
+    if order == "notice first":
+        assert "跳过" in notice.outcome and "2027-11-30" in notice.outcome and "到期通知" in notice.outcome
+        assert db.session.scalar(sa.select(AuditEntry.action).where(AuditEntry.action == "renewal_notice_skipped"))
+    (told,) = db.session.scalars(
+        sa.select(Notification).where(Notification.channel == "email", Notification.key.like("contract-expired-%"))
+    )
+    assert "已于 2027年11月30日 到期终止" in told.body
+
+
+def test_a_renewal_notice_run_on_the_last_day_is_skipped_and_the_day_before_is_sent(app: Flask) -> None:
+    from backoffice.clock import set_clock
+
+    fixed = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    yearly = make_contract(app, "sms_business_service", customer__name="乙公司", term_start="2026-12-01", term_end="2027-11-30").contract
+    reachable(fixed.account)
+    reachable(yearly.account)
+    (fixed_notice,) = [j for j in fixed.jobs if j.kind == "renewal_notice"]
+    (yearly_notice,) = [j for j in yearly.jobs if j.kind == "renewal_notice"]
+    set_clock(lambda: datetime(2027, 11, 30, 1, 0, tzinfo=UTC))  # 09:00 on the last day
+    assert "跳过" in run_contract_job(db.session, fixed_notice)
+    assert renewal_emails() == []
+    set_clock(lambda: datetime(2027, 11, 29, 1, 0, tzinfo=UTC))  # the day before: still a day to come
+    run_contract_job(db.session, yearly_notice)
+    db.session.commit()
+    (email,) = renewal_emails()
+    assert "将于 2027年11月30日 到期" in email.body and "自动顺延一年" in email.body
+
+
 def test_an_objection_dated_before_the_contract_was_signed_is_refused(app: Flask) -> None:
     """A mistyped year (2025 for 2026) was taken and silently ended the contract."""
     from backoffice.errors import ValidationFailed
