@@ -198,7 +198,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         },
                         "content": {"type": "string", "minLength": 1, "description": "短信内容，须含签名【…】；签名计入字数"},
                         "client_ref": {"type": "string", "maxLength": 64, "description": "幂等键：同一账户内唯一，重试时带上相同的值"},
-                        "send_at": {**_TIME, "description": "定时发送时间（最多 30 天后；早于当前 10 分钟以上为 400）；不带时区按北京时间"},
+                        "send_at": {
+                            **_TIME,
+                            "description": "定时发送时间（最多 30 天后，且不晚于固定期限合同的最后一天；早于当前 10 分钟以上或超出这些范围为 400）；不带时区按北京时间",
+                        },
                     },
                 },
                 "Recipient": {

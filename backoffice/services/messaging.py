@@ -1021,6 +1021,14 @@ def accept_request(
         raise ValidationFailed(
             {"send_at": f"定时发送时间已过（{to_local(requested_at):%Y-%m-%d %H:%M} 北京时间）：请核对日期；如需立即发送，请留空"}
         )
+    if requested_at is not None and not state.open_ended and state.last_day is not None and to_local(requested_at).date() > state.last_day:
+        # Charged now, it would never be sent: the account stops at the contract's end (found by an exploratory test).
+        raise ValidationFailed(
+            {
+                "send_at": f"定时发送时间（{to_local(requested_at):%Y-%m-%d %H:%M} 北京时间）晚于合同的最后一天 {state.last_day:%Y-%m-%d}，"
+                f"合同到期后不能发送：请选择 {state.last_day:%Y-%m-%d} 及之前的时间，或续签合同后再定时"
+            }
+        )
 
     people = [
         _Recipient(given=given, number=number, carrier=carrier, reason=reason, status="pending" if number else "invalid")

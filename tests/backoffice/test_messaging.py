@@ -627,6 +627,22 @@ def test_a_fixed_term_contract_past_its_last_day_stops_sending_before_the_expiry
     assert sender.balance() == before and db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == messages
 
 
+def test_a_send_at_after_the_contracts_last_day_is_refused_and_nothing_charged(app: Flask) -> None:
+    """Found by an exploratory test: scheduled past a fixed term's last day, the message was
+    charged at once and could never be sent (the account stops at the contract's end)."""
+    sender = active_sender(app, "enterprise_sms_center", term_start="2026-11-01", term_years=1, term_end=None)  # last day 2027-10-31
+    set_clock(lambda: datetime(2027, 10, 28, 2, 0, tzinfo=UTC))
+    before, messages = sender.balance(), db.session.scalar(sa.select(sa.func.count()).select_from(Message))
+    error = refused(sender, "13800138000", send_at="2027-11-01T00:00:00+08:00")
+    assert isinstance(error, ValidationFailed) and error.status == 400
+    assert "晚于合同的最后一天 2027-10-31" in error.errors["send_at"]
+    assert sender.balance() == before and db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == messages
+    assert send(sender, "13800138000", send_at="2027-10-31T23:59:00+08:00").http_status == 202  # the last day itself
+    # A contract without a fixed end (here 004, extending yearly) takes any send_at within 30 days.
+    yearly = active_sender(app, "sms_business_service", term_start="2026-11-01", term_end="2027-10-31")
+    assert send(yearly, "13800138000", "【蓉城会员】年度顺延", send_at="2027-11-05T09:00:00+08:00").http_status == 202
+
+
 def test_an_extending_or_renewed_on_paper_contract_past_its_term_end_still_sends(app: Flask) -> None:
     """A yearly extension the scheduler has not run yet extends the term: the account may send.
     An account an administrator resumed after its contract expired (renewed on paper) sends too."""
