@@ -390,15 +390,38 @@ def contract_stop_renewal(contract_no: str, received_on: str, as_json: bool) -> 
         contract = get_contract(db.session, contract_no)
         expire = stop_renewal(db.session, contract, received_on=parse_received_on(received_on), actor=_actor(), today=local_today())
         db.session.commit()
-    for warning in after_commit_catch_up(app):
+    for warning in after_commit_catch_up(app) + disarm_warnings(app, contract_no):
         click.echo(warning, err=True)
     payload = {
         "contract_no": contract_no,
         "renewal_rule": contract.renewal_rule,
         "term_end": contract.term_end,
         "expires_on": expire.due_on,
+        "status": contract.status,
+        "extension_undone": expire.done_at is not None,
     }
-    _emit(payload, as_json, f"已登记书面异议：合同 {contract_no} 不再顺延，于 {contract.term_end} 到期终止")
+    _emit(payload, as_json, objection_recorded(contract, expire))
+
+
+def objection_recorded(contract: Any, expire: Any) -> str:
+    """What staff are told once a written objection is recorded (command line, contract page)."""
+    if expire.done_at is None:
+        return f"已登记书面异议：合同 {contract.contract_no} 不再顺延，于 {contract.term_end} 到期终止"
+    return (
+        f"已登记书面异议（在期限内收到）：已撤销自动顺延，合同 {contract.contract_no} 已于 {contract.term_end} 到期终止；{expire.outcome}"
+    )
+
+
+def disarm_warnings(app: Flask, contract_no: str) -> list[str]:
+    """Cancelled jobs taken out of the job store; a failure is a warning (they do nothing when run)."""
+    from backoffice.jobs import disarm_done
+
+    try:
+        disarm_done(app, contract_no)
+    except Exception as exc:
+        db.session.rollback()
+        return [f"已取消的定时任务暂未从任务库移除（运行时不会执行任何操作）：{exc}"]
+    return []
 
 
 @account_cli.command("suspend")

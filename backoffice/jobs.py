@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.job import Job
-from apscheduler.jobstores.base import ConflictingIdError
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -119,6 +119,31 @@ def arm_pending(app: Flask) -> int:
         db.session.execute(sa.update(ContractJob).where(ContractJob.id.in_(armed)).values(armed_at=utcnow()))
         db.session.commit()
     return len(armed)
+
+
+def disarm_done(app: Flask, contract_no: str) -> int:
+    """Take the contract's jobs that are done (cancelled by an objection or a renewal) out of the
+    persistent store, so that `jobs list` no longer shows them due; one left there (this failed)
+    does nothing when it runs. Called after the cancelling transaction commits."""
+    done = set(
+        db.session.scalars(
+            sa.select(ContractJob.job_id)
+            .join(Contract, ContractJob.contract_id == Contract.id)
+            .where(Contract.contract_no == contract_no, ContractJob.done_at.is_not(None))
+        )
+    )
+    db.session.commit()  # (end the read before the store's own connection writes: SQLite allows one writer)
+    store = _job_store(app, make_scheduler(app))
+    removed = 0
+    try:
+        for job in store.get_all_jobs():
+            if job.id in done:
+                with contextlib.suppress(JobLookupError):  # (ran meanwhile)
+                    store.remove_job(job.id)
+                    removed += 1
+    finally:
+        store.shutdown()
+    return removed
 
 
 def stored_jobs(app: Flask) -> list[Job]:

@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from backoffice.auth import roles_required
-from backoffice.cli import after_commit_catch_up, busy_error, signing_identity
+from backoffice.cli import after_commit_catch_up, busy_error, disarm_warnings, objection_recorded, signing_identity
 from backoffice.clock import local_today
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.extensions import db
@@ -150,16 +150,17 @@ def contract_stop_renewal(contract_no: str) -> Any:
     contract = get_contract(db.session, contract_no)
     try:
         received_on = parse_received_on(request.form.get("received_on"))
-        stop_renewal(db.session, contract, received_on=received_on, actor=current_user.actor, today=local_today())
+        expire = stop_renewal(db.session, contract, received_on=received_on, actor=current_user.actor, today=local_today())
         db.session.commit()
     except (ValidationFailed, Conflict) as refused:
         db.session.rollback()
         errors = getattr(refused, "errors", None) or {"received_on": refused.message}
         page = render_template("sales/contract.html", contract=contract, objection_deadline=objection_deadline(contract), errors=errors)
         return page, 422
-    for warning in after_commit_catch_up(current_app._get_current_object()):  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    for warning in after_commit_catch_up(app) + disarm_warnings(app, contract_no):
         flash(warning, "error")
-    flash(f"已登记书面异议：合同不再顺延，于 {contract.term_end} 到期终止", "ok")
+    flash(objection_recorded(contract, expire), "ok")
     return redirect(url_for("sales.contract_detail", contract_no=contract_no))
 
 

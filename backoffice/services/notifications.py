@@ -183,17 +183,23 @@ def renewal_notice(session: Session, contract: Contract, *, object_by: date | No
     )
 
 
-def contract_expired(session: Session, contract: Contract, *, suspended: bool) -> bool:
+def contract_expired(session: Session, contract: Contract, *, suspended: bool, objection_received_on: date | None = None) -> bool:
+    """The contract ended with its term. `objection_received_on`: because of the customer's
+    written objection, recorded after an automatic extension that it undid (said, so that the
+    customer is not left believing the contract runs another year)."""
     account = contract.account
+    why = (
+        f"贵方于 {objection_received_on:%Y年%m月%d日} 提出的书面异议已登记，合同不再顺延（此前的自动顺延已撤销）。"
+        if objection_received_on
+        else ""
+    )
     stopped = (
         f"账户 {account.code} 已暂停发送短信，余额 {format_money(account.balance)} 元保留；如需续约或处理余额，请联系我方。"
         if suspended
         else ""
     )
-    body = (
-        f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {contract.term_end:%Y年%m月%d日} 到期终止。\n{stopped}\n"
-    )
-    sms = f"贵方合同{contract.contract_no}已到期终止。{stopped}"
+    body = f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {contract.term_end:%Y年%m月%d日} 到期终止。{why}\n{stopped}\n"
+    sms = f"贵方合同{contract.contract_no}已到期终止。{why}{stopped}"
     return _both(session, f"contract-expired-{contract.contract_no}", account, f"合同已到期 {contract.contract_no}", body, sms)
 
 

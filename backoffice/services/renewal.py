@@ -92,8 +92,9 @@ def _suspend_without_contract(session: Session, contract: Contract) -> bool:
     return True
 
 
-def run_contract_job(session: Session, job: ContractJob) -> str:
-    """Carry out one due action; idempotent (a job already done is not redone)."""
+def run_contract_job(session: Session, job: ContractJob, *, objection_received_on: date | None = None) -> str:
+    """Carry out one due action; idempotent (a job already done is not redone).
+    `objection_received_on`: an expiry a written objection brought (the customer is told so)."""
     if job.done_at is not None:
         return job.outcome or "done"
     contract = job.contract
@@ -127,7 +128,7 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
     elif job.kind == "expire":
         contract.status = "expired"
         suspended = _suspend_without_contract(session, contract)
-        told = notifications.contract_expired(session, contract, suspended=suspended)
+        told = notifications.contract_expired(session, contract, suspended=suspended, objection_received_on=objection_received_on)
         outcome = (
             "合同到期终止"
             + ("，账户已暂停发送（余额保留）" if suspended else "")
@@ -153,7 +154,12 @@ def run_contract_job(session: Session, job: ContractJob) -> str:
 def stop_renewal(session: Session, contract: Contract, *, received_on: date, actor: str, today: date) -> ContractJob:
     """004 §8.5, §8.7: the customer objected in writing to the yearly extension: the contract
     ends at the end of its current term instead (its pending extension is cancelled, an expiry
-    planned). An objection received after the deadline (30 days before the end) is refused."""
+    planned). An objection received after the deadline (30 days before the end) is refused.
+
+    An objection received in time but recorded after the extension ran undoes the extension:
+    the term goes back to its original end and the contract ends as if it had been recorded in
+    time (the expiry runs now: the account stops sending, the customer is told). The returned
+    expiry job is then already done."""
     deadline = objection_deadline(contract)
     if deadline is None or contract.status in ENDED_CONTRACT_STATUSES:
         raise Conflict(f"合同 {contract.contract_no} 不是自动顺延的合同，或已到期、已终止，无需登记异议")
@@ -166,14 +172,21 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
     signed = max(contract.customer_signed_on, contract.provider_signed_on)
     if received_on < signed:  # a mistyped year silently ended the contract (found by a review)
         raise ValidationFailed({"received_on": f"收到书面异议的日期 {received_on} 早于合同签订日期 {signed}，请核对"})
-    extended = [job for job in contract.jobs if job.kind == "auto_extend" and job.done_at is not None and job.due_on > received_on]
-    if any((job.outcome or "").startswith(EXTENDED) for job in extended):
-        # An objection to a term the contract has been extended past since (found by a review:
-        # checked against the new term, it was taken and bound the customer for another year).
-        raise Conflict(
-            f"该异议于 {received_on} 收到，针对的是此前的合同期；合同已于 {max(j.due_on for j in extended)} 自动顺延至 {contract.term_end}。"
-            "异议若在当时的期限内收到，请与客户协商后按终止合同处理"
-        )
+    # Extensions that ran after the letter arrived: it was meant for the term they extended
+    # (found by a review: checked against the new term, it bound the customer for another year).
+    extended = sorted(
+        (
+            job
+            for job in contract.jobs
+            if job.kind == "auto_extend"
+            and job.done_at is not None
+            and job.due_on > received_on
+            and (job.outcome or "").startswith(EXTENDED)
+        ),
+        key=lambda job: job.due_on,
+    )
+    if extended:
+        return _undo_extensions(session, contract, extended, received_on=received_on, actor=actor)
     end = contract.term_end
     assert end is not None
     now = utcnow()
@@ -183,6 +196,40 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
     contract.renewal_rule = "fixed_term"
     expire = _add_job(session, contract, "expire", end + timedelta(days=1))
     audit.record(session, actor, "stop_renewal", "contract", contract.contract_no, received_on=str(received_on), term_end=str(end))
+    return expire
+
+
+def _undo_extensions(session: Session, contract: Contract, extended: list[ContractJob], *, received_on: date, actor: str) -> ContractJob:
+    """A written objection received in time for the term the first of `extended` extended, but
+    recorded after it ran (004 §8.5: no extension when a side objected in writing): the term goes
+    back to its original end and the contract expires at it, now; the jobs of the extended term
+    are cancelled. One received after that term's deadline is refused, as it was in time."""
+    original_end = extended[0].due_on - timedelta(days=1)
+    original_deadline = original_end - timedelta(days=_objection_days(contract))
+    extended_to = contract.term_end
+    if received_on > original_deadline:
+        raise ValidationFailed(
+            {
+                "received_on": f"书面异议须在到期前 {_objection_days(contract)} 天提出（当时的合同期至 {original_end}，截止 {original_deadline}），"
+                f"{received_on} 收到的异议已过期限；合同已于 {extended[0].due_on} 按约定顺延至 {extended_to}"
+            }
+        )
+    now = utcnow()
+    undone = f"；已撤销：客户于 {received_on} 在期限内书面异议"
+    for job in extended:
+        job.outcome = ((job.outcome or "") + undone)[:200]
+    for job in contract.jobs:
+        if job.done_at is None:  # the extended term's notice and next extension
+            job.done_at, job.outcome = now, f"客户于 {received_on} 在期限内书面异议，顺延已撤销，取消"
+    contract.term_end = original_end
+    contract.renewal_rule = "fixed_term"
+    audit.record(
+        session, actor, "stop_renewal", "contract", contract.contract_no, received_on=str(received_on), term_end=str(original_end),
+        undone_extension_to=str(extended_to), reason="在期限内收到的书面异议于顺延后登记：撤销顺延，合同按原期限到期终止",
+    )  # fmt: skip
+    expire = _add_job(session, contract, "expire", original_end + timedelta(days=1))
+    session.flush()
+    run_contract_job(session, expire, objection_received_on=received_on)
     return expire
 
 

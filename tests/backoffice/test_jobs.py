@@ -324,26 +324,85 @@ def test_a_customer_with_a_landline_only_is_not_left_untold(app: Flask, runner: 
     assert "未能通知" not in run_contract_job(db.session, job("expire"))  # told, now
 
 
-def test_an_objection_received_before_an_extension_that_has_run_is_sent_to_a_person(app: Flask) -> None:
-    """Found by a review: 004 from 2026-12-01 to 2027-11-30, the letter received 2027-10-20 (in
-    time), entered on 2027-12-05 after the extension ran: it was checked against the new term and
-    taken, binding the customer until 2028-11-30. It is refused now, saying what happened."""
+def test_an_objection_received_in_time_but_recorded_after_the_extension_undoes_it(
+    app: Flask, runner: FlaskCliRunner, client: FlaskClient, staff: dict
+) -> None:
+    """004 §8.5: no written objection, one more year. Found by a review, then an exploratory test:
+    004 from 2026-12-01 to 2027-11-30, the letter received 2027-10-20 (in time), entered on
+    2027-12-05 after the extension ran, bound the customer until 2028-11-30 (first taken against
+    the new term, then refused with nothing that could end the contract). It now undoes the
+    extension: the contract ends at its original end as if recorded in time."""
     from backoffice.clock import set_clock
-    from backoffice.errors import Conflict
+    from backoffice.errors import ValidationFailed
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.messaging import SendingForbidden, accept_messages
+    from backoffice.services.renewal import stop_renewal
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    number = contract.contract_no
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "OBJ1")
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("auto_extend"))
+    db.session.commit()
+    assert contract.term_end == date(2028, 11, 30)
+    jobs.arm_pending(app)
+    assert {j.id for j in jobs.stored_jobs(app)} >= {
+        f"contract:{number}:auto_extend:2028-12-01",
+        f"contract:{number}:renewal_notice:2028-10-16",
+    }
+    set_clock(lambda: datetime(2027, 12, 5, 2, 0, tzinfo=UTC))
+    # Received after that term's deadline (2027-10-31): refused, as it was in time.
+    with pytest.raises(ValidationFailed) as late:
+        stop_renewal(db.session, contract, received_on=date(2027, 11, 5), actor="staff:sales", today=date(2027, 12, 5))
+    assert "已过期限" in late.value.errors["received_on"] and "顺延至 2028-11-30" in late.value.errors["received_on"]
+    db.session.rollback()
+    # The web page says what a late-recorded objection does.
+    login(client, "sales", staff["sales"])
+    assert 'id="late-objection"' in client.get(f"/sales/contracts/{number}").get_data(as_text=True)
+    client.post("/logout")
+
+    done = runner.invoke(args=["contract", "stop-renewal", number, "--received-on", "2027-10-20", "--json"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.output)
+    assert out["extension_undone"] is True and out["term_end"] == "2027-11-30" and out["status"] == "expired"
+    db.session.expire_all()
+    assert contract.term_end == date(2027, 11, 30) and contract.status == "expired" and contract.renewal_rule == "fixed_term"
+    account = db.session.get(EnterpriseAccount, contract.account_id)
+    assert account.status == "suspended" and account.balance > 0  # as the expiry does: the balance stays
+    assert db.session.scalars(sa.select(ContractJob).where(ContractJob.done_at.is_(None))).all() == []  # the extended term's jobs
+    cancelled = {j.kind: j.outcome for j in contract.jobs if j.due_on > date(2027, 12, 1)}
+    assert set(cancelled) == {"renewal_notice", "auto_extend"} and all("顺延已撤销" in o for o in cancelled.values())
+    assert not any(j.id.startswith(f"contract:{number}:") for j in jobs.stored_jobs(app))
+    (extension,) = [j for j in contract.jobs if j.kind == "auto_extend" and j.due_on == date(2027, 12, 1)]
+    assert "已撤销" in extension.outcome
+    (email,) = db.session.scalars(sa.select(Notification).where(Notification.key == f"contract-expired-{number}:email"))
+    assert "已于 2027年11月30日 到期终止" in email.body and "2027年10月20日 提出的书面异议已登记" in email.body and "暂停发送" in email.body
+    entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "stop_renewal"))
+    assert (
+        entry.actor.startswith("cli")
+        and entry.detail["undone_extension_to"] == "2028-11-30"
+        and entry.detail["received_on"] == "2027-10-20"
+    )
+    assert "撤销顺延" in entry.detail["reason"]
+    with pytest.raises(SendingForbidden):
+        accept_messages(db.session, sub_account=account.sub_accounts[0], recipients="13800138000", content="【蓉城会员】测试")
+    db.session.rollback()
+    again = runner.invoke(args=["contract", "stop-renewal", number, "--received-on", "2027-10-20", "--json"])
+    assert again.exit_code == 1 and "无需登记异议" in json.loads(again.output)["error"]["message"]
+
+
+def test_an_objection_received_after_an_extension_is_for_the_new_term(app: Flask) -> None:
+    from backoffice.clock import set_clock
     from backoffice.services.renewal import stop_renewal
 
     contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
     set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
     run_contract_job(db.session, job("auto_extend"))
     db.session.commit()
-    assert contract.term_end == date(2028, 11, 30)
     set_clock(lambda: datetime(2027, 12, 5, 2, 0, tzinfo=UTC))
-    with pytest.raises(Conflict, match="自动顺延至 2028-11-30"):
-        stop_renewal(db.session, contract, received_on=date(2027, 10, 20), actor="staff:sales", today=date(2027, 12, 5))
-    db.session.rollback()
-    # One received after the extension is for the new term, as before.
     expire = stop_renewal(db.session, contract, received_on=date(2027, 12, 3), actor="staff:sales", today=date(2027, 12, 5))
-    assert expire.due_on == date(2028, 12, 1)
+    assert expire.due_on == date(2028, 12, 1) and expire.done_at is None and contract.status == "issued"  # (never paid)
     db.session.commit()
 
 
