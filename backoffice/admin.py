@@ -237,7 +237,7 @@ def provider_seal(template_id: str) -> Any:
 @bp.post("/accounts/<code>/status")
 @roles_required("admin")
 def account_status(code: str) -> Any:
-    """Suspend an account's sending, or resume it (an expired contract renewed, a dispute settled)."""
+    """Suspend an account's sending, or resume it (a dispute settled; an expired contract is renewed on its page)."""
     action = request.form.get("action")
     if action not in ("suspend", "resume"):  # (found by a review: anything but "suspend" resumed the account)
         flash("请选择暂停发送或恢复", "error")

@@ -424,6 +424,64 @@ def disarm_warnings(app: Flask, contract_no: str) -> list[str]:
     return []
 
 
+@contract_cli.command("renew")
+@click.argument("contract_no")
+@click.option("--until", required=True, help="the renewed term's last day (YYYY-MM-DD)")
+@click.option("--by", "username", required=True, help="the sales or admin staff user who records the renewal")
+@click.option("--reason", default=None, help="a note for the audit log (the paper renewal's number, date)")
+@click.option("--json", "as_json", is_flag=True)
+def contract_renew(contract_no: str, until: str, username: str, reason: str | None, as_json: bool) -> None:
+    """Record a fixed-term contract renewed on paper: a new last day, the renewal jobs armed
+    again, the account sending again if the expiry had stopped it."""
+    from backoffice.clock import local_today
+    from backoffice.services.contracts import get_contract
+    from backoffice.services.renewal import parse_until, renew_contract
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with refusals(as_json):
+        actor = _staff_actor(username, ("sales", "admin"), "销售或管理员")
+        contract = get_contract(db.session, contract_no)
+        renewal = renew_contract(db.session, contract, until=parse_until(until), actor=actor, today=local_today(), reason=reason)
+        db.session.commit()
+    for warning in after_commit_catch_up(app) + disarm_warnings(app, contract_no):
+        click.echo(f"警告：{warning}", err=True)
+    account = contract.account
+    payload = {
+        "contract_no": contract_no,
+        "status": contract.status,
+        "previous_end": renewal.previous_end,
+        "term_end": contract.term_end,
+        "renewal_rule": contract.renewal_rule,
+        "account": account.code,
+        "account_status": account.status,
+        "account_resumed": renewal.account_resumed,
+        "jobs": [{"kind": j.kind, "due_on": j.due_on} for j in renewal.jobs],
+    }
+    _emit(payload, as_json, renewal_recorded(renewal))
+
+
+def renewal_recorded(renewal: Any) -> str:
+    """What staff are told once a renewal is recorded (command line, contract page)."""
+    contract = renewal.contract
+    account = contract.account
+    text = f"合同 {contract.contract_no} 已续签至 {contract.term_end}（原到期日 {renewal.previous_end}）"
+    if renewal.account_resumed:
+        return text + f"；账户 {account.code} 已恢复发送（{account.status_name}）"
+    if account.status == "suspended":
+        return text + f"；账户 {account.code} 仍为暂停状态（系管理员暂停，非合同到期所致），如需恢复请在账户页面操作"
+    return text
+
+
+def _staff_actor(username: str, roles: tuple[str, ...], who: str) -> str:
+    """`staff:<username>` for an active staff user in one of `roles`; refused otherwise."""
+    from backoffice.models import StaffUser
+
+    user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == username.strip()))
+    if user is None or user.role not in roles or not user.active:
+        raise ValidationFailed({"by": f"{username} 不是有效的{who}账号"})
+    return f"staff:{user.username}"
+
+
 @account_cli.command("suspend")
 @click.argument("account_code")
 @click.option("--reason", required=True)
@@ -438,7 +496,7 @@ def account_suspend(account_code: str, reason: str, as_json: bool) -> None:
 @click.option("--reason", required=True)
 @click.option("--json", "as_json", is_flag=True)
 def account_resume(account_code: str, reason: str, as_json: bool) -> None:
-    """Let a suspended account send again (an expired contract renewed, a dispute settled)."""
+    """Let a suspended account send again (a dispute settled); an expired contract is renewed with `contract renew`."""
     _sending_status(account_code, reason, as_json, suspend=False)
 
 

@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from backoffice.auth import roles_required
-from backoffice.cli import after_commit_catch_up, busy_error, disarm_warnings, objection_recorded, signing_identity
+from backoffice.cli import after_commit_catch_up, busy_error, disarm_warnings, objection_recorded, renewal_recorded, signing_identity
 from backoffice.clock import local_today
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.extensions import db
@@ -24,7 +24,7 @@ from backoffice.services.contracts import (
     issue_contract,
     preview_contract,
 )
-from backoffice.services.renewal import objection_deadline, parse_received_on, stop_renewal
+from backoffice.services.renewal import objection_deadline, parse_received_on, parse_until, renew_contract, renewable, stop_renewal
 from backoffice.services.templates import NETWORKS, ContractTemplate, get_template, list_templates
 from reports.images import upload_as_data_uri
 
@@ -139,8 +139,19 @@ def _render_form(
 @bp.route("/contracts/<contract_no>")
 @roles_required("sales", "finance", "admin")
 def contract_detail(contract_no: str) -> Any:
-    contract = get_contract(db.session, contract_no)
-    return render_template("sales/contract.html", contract=contract, objection_deadline=objection_deadline(contract), errors={})
+    return _contract_page(get_contract(db.session, contract_no))
+
+
+def _contract_page(contract: Contract, errors: dict[str, str] | None = None, form: str | None = None) -> str:
+    """The contract's page; `errors` of the form named `form` ("stop-renewal", "renew")."""
+    return render_template(
+        "sales/contract.html",
+        contract=contract,
+        objection_deadline=objection_deadline(contract),
+        renewable=renewable(contract),
+        errors=errors or {},
+        failed_form=form,
+    )
 
 
 @bp.post("/contracts/<contract_no>/stop-renewal")
@@ -155,12 +166,36 @@ def contract_stop_renewal(contract_no: str) -> Any:
     except (ValidationFailed, Conflict) as refused:
         db.session.rollback()
         errors = getattr(refused, "errors", None) or {"received_on": refused.message}
-        page = render_template("sales/contract.html", contract=contract, objection_deadline=objection_deadline(contract), errors=errors)
-        return page, 422
+        return _contract_page(contract, errors, "stop-renewal"), 422
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     for warning in after_commit_catch_up(app) + disarm_warnings(app, contract_no):
         flash(warning, "error")
     flash(objection_recorded(contract, expire), "ok")
+    return redirect(url_for("sales.contract_detail", contract_no=contract_no))
+
+
+@bp.post("/contracts/<contract_no>/renew")
+@roles_required("sales", "admin")
+def contract_renew(contract_no: str) -> Any:
+    """A fixed-term contract renewed on paper: its new last day, as sales recorded it."""
+    contract = get_contract(db.session, contract_no)
+    try:
+        until = parse_until(request.form.get("until"))
+        renewal = renew_contract(
+            db.session, contract, until=until, actor=current_user.actor, today=local_today(), reason=request.form.get("reason")
+        )
+        db.session.commit()
+    except (ValidationFailed, Conflict) as refused:
+        db.session.rollback()
+        errors = getattr(refused, "errors", None) or {"until": refused.message}
+        return _contract_page(contract, errors, "renew"), 422
+    except sa.exc.OperationalError as exc:
+        db.session.rollback()
+        return _contract_page(contract, {"until": busy_error(exc).message}, "renew"), 503
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    for warning in after_commit_catch_up(app) + disarm_warnings(app, contract_no):
+        flash(warning, "error")
+    flash(renewal_recorded(renewal), "ok")
     return redirect(url_for("sales.contract_detail", contract_no=contract_no))
 
 

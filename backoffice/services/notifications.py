@@ -200,7 +200,9 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool, o
     )
     body = f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {contract.term_end:%Y年%m月%d日} 到期终止。{why}\n{stopped}\n"
     sms = f"贵方合同{contract.contract_no}已到期终止。{why}{stopped}"
-    return _both(session, f"contract-expired-{contract.contract_no}", account, f"合同已到期 {contract.contract_no}", body, sms)
+    # Keyed by the term's end: a contract renewed and expired again tells the customer again.
+    key = f"contract-expired-{contract.contract_no}-{contract.term_end}"
+    return _both(session, key, account, f"合同已到期 {contract.contract_no}", body, sms)
 
 
 def _whose(receipt: Receipt) -> str:

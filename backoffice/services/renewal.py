@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.clock import local_today, utcnow
 from backoffice.errors import Conflict, ValidationFailed
-from backoffice.models import Contract, ContractJob
+from backoffice.models import AuditEntry, Contract, ContractJob, EnterpriseAccount
 from backoffice.models.contracts import ENDED_CONTRACT_STATUSES, live_contracts_of
+from backoffice.models.contracts import RENEWAL_RULES as RENEWAL_NAMES
 from backoffice.services import audit, notifications
 from backoffice.services.contract_fields import term_end
 
@@ -76,7 +79,11 @@ def plan_jobs(session: Session, contract: Contract) -> list[ContractJob]:
 
 
 def _add_job(session: Session, contract: Contract, kind: str, due: date) -> ContractJob:
-    job = ContractJob(contract=contract, kind=kind, due_on=due, job_id=f"contract:{contract.contract_no}:{kind}:{due.isoformat()}")
+    job_id = f"contract:{contract.contract_no}:{kind}:{due.isoformat()}"
+    taken = {job.job_id for job in contract.jobs}
+    if job_id in taken:  # a job cancelled for that day (an objection, then a renewal to the same end): its id is kept
+        job_id = next(f"{job_id}~{n}" for n in range(2, 100) if f"{job_id}~{n}" not in taken)
+    job = ContractJob(contract=contract, kind=kind, due_on=due, job_id=job_id)
     session.add(job)
     return job
 
@@ -231,6 +238,100 @@ def _undo_extensions(session: Session, contract: Contract, extended: list[Contra
     session.flush()
     run_contract_job(session, expire, objection_received_on=received_on)
     return expire
+
+
+#: The rules whose contracts run to a date, and can be renewed to a later one.
+DATED_RULES = ("fixed_term", "yearly_auto_extend")
+#: A renewal further than this beyond the old end is taken for a typo (2072 for 2027).
+MAX_RENEWAL_YEARS = 10
+
+
+@dataclass(frozen=True)
+class Renewal:
+    contract: Contract
+    previous_end: date
+    previous_status: str
+    account_resumed: bool  # the expiry had stopped the account; it may send again
+    jobs: list[ContractJob]  # the new term's
+
+
+def renew_contract(session: Session, contract: Contract, *, until: date, actor: str, today: date, reason: str | None = None) -> Renewal:
+    """A dated contract renewed on paper to a later end (DESIGN: active → renewed): the same
+    contract and account, a new last day `until`, the jobs of the old term cancelled and those of
+    the new one planned by the template's rule (a notice; an expiry, or 004's yearly extension).
+    An account the expiry stopped sends again; one an administrator suspended stays so (its
+    reason is not the contract's). Who and why go to the audit log; the caller commits."""
+    from backoffice.services.sending_settings import account_for_settings
+
+    rule = renewal_rule_for(contract.terms, contract.fields.get("auto_renew"))
+    if rule not in DATED_RULES or contract.term_end is None:
+        raise Conflict(f"合同 {contract.contract_no} 为“{RENEWAL_NAMES.get(rule, rule)}”，没有固定的到期日，无需续签")
+    if contract.status == "terminated":
+        raise Conflict(f"合同 {contract.contract_no} 已终止，不能续签；请签发新合同")
+    old_end = contract.term_end
+    if until <= old_end:
+        raise ValidationFailed({"until": f"续签后的到期日须晚于原到期日 {old_end}"})
+    if until <= today:
+        raise ValidationFailed({"until": f"续签后的到期日 {until} 不晚于今天，请核对"})
+    if until > date(old_end.year + MAX_RENEWAL_YEARS, 12, 31):
+        raise ValidationFailed({"until": f"续签后的到期日 {until} 距原到期日超过 {MAX_RENEWAL_YEARS} 年，请核对"})
+    why = audit.reason_text(reason) if reason is not None and reason.strip() else None
+    account = account_for_settings(session, contract.account.code)  # read afresh, locked (as `account resume`)
+    resume = account.status == "suspended" and _stopped_by_expiry(session, account)
+    now = utcnow()
+    for job in contract.jobs:
+        if job.done_at is None:
+            job.done_at, job.outcome = now, f"合同已续签至 {until}，原合同期的任务取消"
+    previous_status = contract.status
+    contract.term_end = until
+    contract.status = "renewed"
+    contract.renewal_rule = rule
+    if resume:  # never paid: it opens when the money arrives, as a new account does (as `account resume`)
+        account.status = "awaiting_payment" if account.receivable > 0 and account.balance <= 0 else "active"
+    audit.record(
+        session, actor, "renew_contract", "contract", contract.contract_no, previous_end=str(old_end), new_end=str(until),
+        previous_status=previous_status, reason=why, account_resumed=resume,
+    )  # fmt: skip
+    return Renewal(contract, old_end, previous_status, resume, plan_jobs(session, contract))
+
+
+def renewable(contract: Contract) -> bool:
+    """Whether the contract runs to a date under its template and can be renewed (its page offers it)."""
+    rule = renewal_rule_for(contract.terms, contract.fields.get("auto_renew"))
+    return rule in DATED_RULES and contract.term_end is not None and contract.status != "terminated"
+
+
+def _stopped_by_expiry(session: Session, account: EnterpriseAccount) -> bool:
+    """Whether the account's suspension is the expiry's (a contract's `expire` that suspended it
+    is the latest of the changes to its sending status), not an administrator's."""
+    numbers = list(session.scalars(sa.select(Contract.contract_no).where(Contract.account_id == account.id)))
+    entries = session.scalars(
+        sa.select(AuditEntry)
+        .where(
+            sa.or_(
+                sa.and_(
+                    AuditEntry.object_type == "account",
+                    AuditEntry.object_id == account.code,
+                    AuditEntry.action.in_(("suspend_account", "resume_account")),
+                ),
+                sa.and_(AuditEntry.object_type == "contract", AuditEntry.object_id.in_(numbers), AuditEntry.action == "expire"),
+            )
+        )
+        .order_by(AuditEntry.id.desc())
+    )
+    for entry in entries:
+        if entry.action == "expire" and not (entry.detail or {}).get("account_suspended"):
+            continue  # an expiry that found the account already stopped changed nothing
+        return entry.action == "expire"
+    return False
+
+
+def parse_until(value: str | None) -> date:
+    """A renewal's new last day, as a form or the command line gives it."""
+    try:
+        return date.fromisoformat((value or "").strip())
+    except ValueError:
+        raise ValidationFailed({"until": "请填写续签后的到期日（YYYY-MM-DD）"}) from None
 
 
 def parse_received_on(value: str | None) -> date:

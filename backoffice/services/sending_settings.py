@@ -176,16 +176,37 @@ def describe_changes(update: SettingsUpdate) -> str:
 
 def set_sending_status(session: Session, account_code: str, *, suspend: bool, reason: str, actor: str) -> EnterpriseAccount:
     """An administrator stops an active account sending (suspended), or lets a suspended one send
-    again (an expired contract renewed on paper, a dispute settled). The reason is kept in the
-    audit log; the balance does not change either way."""
+    again (a dispute settled). The reason is kept in the audit log; the balance does not change
+    either way. An account none of whose contracts is live (all expired or terminated) is not
+    resumed: it sent for ever, with no term, notice or expiry (found by an exploratory test); a
+    contract renewed on paper is recorded as such (`renewal.renew_contract`), which resumes it."""
     account = account_for_settings(session, account_code)
     text = audit.reason_text(reason)
     wanted, allowed = ("suspended", ("active", "awaiting_payment")) if suspend else ("active", ("suspended",))
     if account.status not in allowed:
         raise Conflict(f"账户 {account.code} 当前为“{account.status_name}”，不能{'暂停' if suspend else '恢复'}发送")
+    if not suspend:
+        _refuse_without_live_contract(session, account)
     if not suspend and account.receivable > 0 and account.balance <= 0:
         wanted = "awaiting_payment"  # never paid: it opens when the money arrives, as a new account does
     before = account.status
     account.status = wanted
     audit.record(session, actor, "suspend_account" if suspend else "resume_account", "account", account.code, reason=text, before=before)
     return account
+
+
+def _refuse_without_live_contract(session: Session, account: EnterpriseAccount) -> None:
+    from backoffice.models import Contract
+    from backoffice.models.contracts import live_contracts_of
+
+    if session.scalar(live_contracts_of(account.id)):
+        return
+    ended = session.scalar(sa.select(Contract).where(Contract.account_id == account.id).order_by(Contract.id.desc()))
+    if ended is None:  # (an account with no contract at all: nothing to renew)
+        return
+    when = f"（最后一天 {ended.term_end}）" if ended.term_end else ""
+    raise Conflict(
+        f"账户 {account.code} 的合同 {ended.contract_no} {ended.status_name}{when}，没有有效的合同，不能直接恢复发送。"
+        f"如客户已续签，请在合同页面登记续签（或 flask --app wsgi contract renew {ended.contract_no} --until YYYY-MM-DD --by 用户名），"
+        "登记后账户自动恢复发送"
+    )

@@ -111,18 +111,47 @@ def test_an_expired_contract_stops_its_account_sending(app: Flask) -> None:
     db.session.commit()
     account = db.session.get(EnterpriseAccount, account.id)
     assert account.status == "suspended" and "暂停" in outcome and account.balance > 0  # the balance stays
-    (sms,) = db.session.scalars(sa.select(Notification).where(Notification.key == f"contract-expired-{issued.contract.contract_no}:sms"))
+    (sms,) = db.session.scalars(
+        sa.select(Notification).where(Notification.key == f"contract-expired-{issued.contract.contract_no}-2027-11-30:sms")
+    )
     assert "已到期终止" in sms.body and "余额" in sms.body
     sub = account.sub_accounts[0]
     with pytest.raises(SendingForbidden):
         accept_messages(db.session, sub_account=sub, recipients="13800138000", content="【创联】测试")
     db.session.rollback()
-    # Renewed on paper: an administrator lets it send again (found by a review: nothing could).
+    # Renewed on paper: recorded as a renewal, which lets the account send again (found by a
+    # review: nothing could; then by an exploratory test: `account resume`, the way it was done,
+    # left the account sending for ever, with no term, notice or expiry).
+    from backoffice.services.staff import create_staff_user
+
+    create_staff_user(db.session, "li.ming", "李明", "sales-pass-1", "sales", actor="test")
+    create_staff_user(db.session, "wang.cai", "王财", "finance-pass-1", "finance", actor="test")
+    db.session.commit()
     runner = app.test_cli_runner()
     refused = runner.invoke(args=["account", "resume", account.code, "--reason", " ", "--json"])
     assert refused.exit_code == 2 and "reason" in json.loads(refused.output)["error"]["fields"]
-    resumed = runner.invoke(args=["account", "resume", account.code, "--reason", "已续签 HT-2027-000001", "--json"])
-    assert resumed.exit_code == 0 and json.loads(resumed.output)["status"] == "active", resumed.output
+    refused = runner.invoke(args=["account", "resume", account.code, "--reason", "已续签 HT-2027-000001", "--json"])
+    message = json.loads(refused.output)["error"]["message"]
+    assert refused.exit_code == 1 and f"合同 {issued.contract.contract_no} 已到期" in message and "contract renew" in message, message
+    number = issued.contract.contract_no
+    for args, field in (
+        (["--until", "2028-11-30", "--by", "wang.cai"], "by"),  # finance records no renewal
+        (["--until", "2027-11-30", "--by", "li.ming"], "until"),  # not after the old end
+        (["--until", "30/11/2028", "--by", "li.ming"], "until"),
+    ):
+        bad = runner.invoke(args=["contract", "renew", number, *args, "--json"])
+        assert bad.exit_code == 2 and field in json.loads(bad.output)["error"]["fields"], (args, bad.output)
+    renewed = runner.invoke(
+        args=["contract", "renew", number, "--until", "2028-11-30", "--by", "li.ming", "--reason", "续签协议 2027-11-28", "--json"]
+    )
+    assert renewed.exit_code == 0, renewed.output
+    out = json.loads(renewed.output)
+    assert out["status"] == "renewed" and out["term_end"] == "2028-11-30" and out["previous_end"] == "2027-11-30"
+    assert out["account_resumed"] is True and out["account_status"] == "active"
+    assert out["jobs"] == [{"kind": "renewal_notice", "due_on": "2028-10-31"}, {"kind": "expire", "due_on": "2028-12-01"}]
+    entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "renew_contract"))
+    assert entry.actor == "staff:li.ming" and entry.detail["reason"] == "续签协议 2027-11-28" and entry.detail["new_end"] == "2028-11-30"
+    assert {f"contract:{number}:renewal_notice:2028-10-31", f"contract:{number}:expire:2028-12-01"} <= {j.id for j in jobs.stored_jobs(app)}
     db.session.expire_all()
     assert accept_messages(
         db.session,
@@ -131,6 +160,11 @@ def test_an_expired_contract_stops_its_account_sending(app: Flask) -> None:
         content="【创联】测试",
     )
     db.session.commit()
+    # The renewed term ends as any does: the account stops, the customer is told again.
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    assert issued.contract.status == "expired" and db.session.get(EnterpriseAccount, account.id).status == "suspended"
+    assert db.session.scalar(sa.select(Notification).where(Notification.key == f"contract-expired-{number}-2028-11-30:sms"))
 
 
 def test_a_job_of_an_ended_contract_is_skipped_saying_so_in_plain_words(app: Flask) -> None:
@@ -376,7 +410,7 @@ def test_an_objection_received_in_time_but_recorded_after_the_extension_undoes_i
     assert not any(j.id.startswith(f"contract:{number}:") for j in jobs.stored_jobs(app))
     (extension,) = [j for j in contract.jobs if j.kind == "auto_extend" and j.due_on == date(2027, 12, 1)]
     assert "已撤销" in extension.outcome
-    (email,) = db.session.scalars(sa.select(Notification).where(Notification.key == f"contract-expired-{number}:email"))
+    (email,) = db.session.scalars(sa.select(Notification).where(Notification.key == f"contract-expired-{number}-2027-11-30:email"))
     assert "已于 2027年11月30日 到期终止" in email.body and "2027年10月20日 提出的书面异议已登记" in email.body and "暂停发送" in email.body
     entry = db.session.scalar(sa.select(AuditEntry).where(AuditEntry.action == "stop_renewal"))
     assert (
@@ -650,3 +684,119 @@ def test_the_nightly_check_runs_and_says_so_when_posting_failed(
     assert any(m.startswith("nightly ledger check failed") and "pending_events=1" in m for m in errors), errors
     monkeypatch.undo()
     assert jobs.post_pending_now(app) == 1
+
+
+# --- renewals on paper (found by an exploratory test: `account resume` after an expiry sent for ever) ---
+
+
+def test_a_renewal_leaves_an_account_an_administrator_suspended_as_it_is(app: Flask) -> None:
+    from backoffice.clock import set_clock
+    from backoffice.errors import Conflict
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.messaging import SendingForbidden, accept_messages
+    from backoffice.services.renewal import renew_contract
+    from backoffice.services.sending_settings import set_sending_status
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    account = contract.account
+    pay_what_is_owed(app, account, "ADM1")
+    set_sending_status(db.session, account.code, suspend=True, reason="投诉调查", actor="staff:admin")
+    db.session.commit()
+    set_clock(lambda: datetime(2027, 11, 30, 16, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    set_clock(lambda: datetime(2028, 6, 1, 2, 0, tzinfo=UTC))
+    with pytest.raises(Conflict, match="合同 .* 已到期"):
+        set_sending_status(db.session, account.code, suspend=False, reason="调查结束", actor="staff:admin")
+    db.session.rollback()
+    # An account the old code resumed all the same: intake refuses it, its every contract ended.
+    db.session.execute(sa.update(EnterpriseAccount).where(EnterpriseAccount.id == account.id).values(status="active"))
+    db.session.commit()
+    with pytest.raises(SendingForbidden, match="合同已到期或已终止"):
+        accept_messages(db.session, sub_account=account.sub_accounts[0], recipients="13800138000", content="【创联】测试")
+    db.session.rollback()
+    db.session.execute(sa.update(EnterpriseAccount).where(EnterpriseAccount.id == account.id).values(status="suspended"))
+    db.session.commit()
+    renewal = renew_contract(db.session, contract, until=date(2029, 5, 31), actor="staff:sales", today=date(2028, 6, 1))
+    db.session.commit()
+    assert renewal.account_resumed is False and db.session.get(EnterpriseAccount, account.id).status == "suspended"
+    set_sending_status(db.session, account.code, suspend=False, reason="调查结束", actor="staff:admin")  # a live contract now
+    db.session.commit()
+    assert accept_messages(db.session, sub_account=account.sub_accounts[0], recipients="13800138000", content="【创联】测试")
+    db.session.commit()
+
+
+def test_long_term_and_until_used_up_contracts_stay_live_and_are_not_renewed(app: Flask, runner: FlaskCliRunner, staff: dict) -> None:
+    """002 and 003 have no fixed end: their accounts send years on, resume as before, and have nothing to renew."""
+    from backoffice.clock import set_clock
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.messaging import accept_messages
+    from backoffice.services.sending_settings import set_sending_status
+
+    for template, content in (("lingxuntong_service", "【学府教育】测试"), ("sms_genie_user", "【创联】测试")):
+        contract = make_contract(app, template).contract
+        pay_what_is_owed(app, contract.account, f"LIVE-{template}")
+        set_clock(lambda: datetime(2031, 6, 1, 2, 0, tzinfo=UTC))
+        code = contract.account.code
+        set_sending_status(db.session, code, suspend=True, reason="核实投诉", actor="staff:admin")
+        set_sending_status(db.session, code, suspend=False, reason="已核实", actor="staff:admin")
+        db.session.commit()
+        account = db.session.get(EnterpriseAccount, contract.account_id)
+        assert account.status == "active"
+        result = accept_messages(db.session, sub_account=account.sub_accounts[0], recipients="13800138000", content=content)
+        assert result.http_status == 202, (template, result.body)
+        db.session.commit()
+        refused = runner.invoke(args=["contract", "renew", contract.contract_no, "--until", "2032-01-01", "--by", "sales", "--json"])
+        assert refused.exit_code == 1 and "无需续签" in json.loads(refused.output)["error"]["message"], refused.output
+        set_clock(lambda: datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
+
+
+def test_a_yearly_contract_ended_by_an_objection_renews_under_its_own_rule(app: Flask) -> None:
+    """004 after an objection recorded late, renewed on paper to the day its cancelled extension
+    was for: the yearly extension is planned again, under an id of its own."""
+    from backoffice.clock import set_clock
+    from backoffice.services.renewal import renew_contract, stop_renewal
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("auto_extend"))
+    stop_renewal(db.session, contract, received_on=date(2027, 10, 20), actor="staff:sales", today=date(2027, 12, 2))
+    db.session.commit()
+    assert contract.status == "expired"
+    renewal = renew_contract(db.session, contract, until=date(2028, 11, 30), actor="staff:sales", today=date(2027, 12, 2))
+    db.session.commit()
+    assert contract.renewal_rule == "yearly_auto_extend" and contract.status == "renewed"
+    assert [(j.kind, j.due_on) for j in renewal.jobs] == [("renewal_notice", date(2028, 10, 16)), ("auto_extend", date(2028, 12, 1))]
+    assert renewal.jobs[1].job_id == f"contract:{contract.contract_no}:auto_extend:2028-12-01~2"
+    assert jobs.arm_pending(app) == 2
+
+
+def test_sales_renew_a_contract_on_its_page(app: Flask, client: FlaskClient, staff: dict) -> None:
+    from backoffice.clock import set_clock
+    from backoffice.models import EnterpriseAccount
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    long_term = make_contract(app, "lingxuntong_service").contract
+    number = contract.contract_no
+    pay_what_is_owed(app, contract.account, "WEB1")
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    login(client, "finance", staff["finance"])
+    assert 'id="renew"' not in client.get(f"/sales/contracts/{number}").get_data(as_text=True)
+    assert client.post(f"/sales/contracts/{number}/renew", data={"until": "2028-11-30"}).status_code == 403
+    client.post("/logout")
+    login(client, "sales", staff["sales"])
+    page = client.get(f"/sales/contracts/{number}").get_data(as_text=True)
+    assert 'id="renew"' in page and 'name="csrf_token"' in page.split('id="renew"')[1]
+    assert 'id="renew"' not in client.get(f"/sales/contracts/{long_term.contract_no}").get_data(as_text=True)
+    for bad in ("", "2027-11-30", "2040-01-01"):
+        refused = client.post(f"/sales/contracts/{number}/renew", data={"until": bad})
+        assert refused.status_code == 422 and "到期日" in refused.get_data(as_text=True), bad
+    done = client.post(f"/sales/contracts/{number}/renew", data={"until": "2028-11-30", "reason": "续签协议已签署"})
+    assert done.status_code == 302
+    page = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "已续签至 2028-11-30" in page and "已恢复发送" in page and "已续签" in page
+    db.session.expire_all()
+    assert contract.status == "renewed" and db.session.get(EnterpriseAccount, contract.account_id).status == "active"
+    assert db.session.scalar(sa.select(AuditEntry.actor).where(AuditEntry.action == "renew_contract")) == "staff:sales"

@@ -645,10 +645,9 @@ def test_a_send_at_after_the_contracts_last_day_is_refused_and_nothing_charged(a
 
 def test_an_extending_or_renewed_on_paper_contract_past_its_term_end_still_sends(app: Flask) -> None:
     """A yearly extension the scheduler has not run yet extends the term: the account may send.
-    An account an administrator resumed after its contract expired (renewed on paper) sends too."""
+    An account whose expired contract was renewed on paper (recorded as a renewal) sends too."""
     from backoffice.models import ContractJob
-    from backoffice.services.renewal import run_contract_job
-    from backoffice.services.sending_settings import set_sending_status
+    from backoffice.services.renewal import renew_contract, run_contract_job
 
     yearly = active_sender(app, "sms_business_service", term_start="2026-11-01", term_end="2027-10-31")
     fixed = active_sender(app, "enterprise_sms_center", customer__name="另一家公司", term_start="2026-11-01", term_years=1, term_end=None)
@@ -660,7 +659,9 @@ def test_an_extending_or_renewed_on_paper_contract_past_its_term_end_still_sends
         )
     )
     run_contract_job(db.session, expire)
-    set_sending_status(db.session, fixed.code, suspend=False, reason="续签合同已线下签署", actor="test")
+    renew_contract(
+        db.session, expire.contract, until=date(2028, 10, 31), actor="test", today=date(2027, 11, 1), reason="续签合同已线下签署"
+    )
     db.session.commit()
     assert send(fixed, "13800138000").http_status == 202
 
