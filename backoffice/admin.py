@@ -14,6 +14,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from backoffice.auth import roles_required
+from backoffice.clock import to_local, utcnow
 from backoffice.errors import DomainError
 from backoffice.extensions import db
 from backoffice.finance import attempt
@@ -40,7 +41,10 @@ def outbox() -> Any:
     notes = db.session.scalars(sa.select(Notification).order_by(Notification.id.desc()).limit(200)).all()
     folder = Path(current_app.config["OUTBOX_PATH"])
     files = sorted((p for p in folder.glob("*.eml")), reverse=True)[:200] if folder.is_dir() else []
-    return render_template("admin/outbox.html", notes=notes, files=files, folder=folder)
+    # A pending notice not due yet (made at night, waiting for 09:00; a retry's wait) says from when.
+    now = utcnow()
+    due = {n.id: f"{to_local(n.next_attempt_at):%Y-%m-%d %H:%M} 起" for n in notes if n.status == "pending" and n.next_attempt_at > now}
+    return render_template("admin/outbox.html", notes=notes, files=files, folder=folder, due=due)
 
 
 @bp.route("/outbox/<name>")

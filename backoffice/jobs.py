@@ -24,9 +24,10 @@ from flask import Flask, current_app
 from backoffice.clock import SHANGHAI, utcnow
 from backoffice.extensions import db
 from backoffice.models import Contract, ContractJob
+from backoffice.services.notifications import NOTICE_HOURS
 from backoffice.services.renewal import run_contract_job
 
-JOB_HOUR = time(9, 0)  # notices go out in working hours
+JOB_HOUR = NOTICE_HOURS[0]  # notices go out in working hours (those made at night wait for it)
 #: A contract's term ends with its last day (自…起至…止): its expiry or extension takes effect at
 #: the first moment of the next (found by a review: at 09:00 the account sent and was charged for
 #: nine hours past its contract).

@@ -15,7 +15,7 @@ import smtplib
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
@@ -24,7 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backoffice.clock import to_local, utcnow
+from backoffice.clock import SHANGHAI, to_local, utcnow
 from backoffice.models import Contract, EnterpriseAccount, Invoice, Notification, Receipt
 from backoffice.money import format_money
 from backoffice.services.staged_files import recover_file
@@ -57,6 +57,22 @@ class MailSettings:
         return mode
 
 
+#: When the notices the scheduled jobs make go out (Beijing time): the renewal notice's job runs at
+#: the start (jobs.JOB_HOUR); one made at night (the expiry at 00:00, a job run late after the
+#: scheduler was down) waits for it (found by an exploratory test: the expiry SMS went at midnight).
+NOTICE_HOURS = (time(9, 0), time(21, 0))
+
+
+def in_notice_hours(moment: datetime) -> datetime:
+    """`moment`, or when it is outside NOTICE_HOURS, the next start of them (09:00 Beijing)."""
+    local = to_local(moment)
+    start, end = NOTICE_HOURS
+    if start <= local.time() < end:
+        return moment
+    day = local.date() if local.time() < start else local.date() + timedelta(days=1)
+    return datetime.combine(day, start, tzinfo=SHANGHAI).astimezone(UTC)
+
+
 def mobile_of(*candidates: str | None) -> str | None:
     """The first candidate that is a mainland mobile number, normalised to 11 digits."""
     for raw in candidates:
@@ -82,17 +98,20 @@ def queue(
     account: EnterpriseAccount | None = None,
     attachments: Iterable[str] = (),
     unreachable: str | None = None,
+    not_before: datetime | None = None,
 ) -> Notification | None:
     """Queue one notification, once per key (None when the key is already queued or there is
-    nobody to send it to). `unreachable`: with no recipient, keep it as failed for this reason."""
+    nobody to send it to). `unreachable`: with no recipient, keep it as failed for this reason;
+    `not_before`: not sent before then."""
     if not recipient and unreachable is None:
         return None
     existing = session.scalar(sa.select(Notification).where(Notification.key == key))
     if existing is not None:
         return existing
     note = Notification(
-        key=key, channel=channel, recipient=recipient or "", subject=subject, body=body, attachments=list(attachments), account=account
-    )
+        key=key, channel=channel, recipient=recipient or "", subject=subject, body=body, attachments=list(attachments), account=account,
+        next_attempt_at=not_before or utcnow(),
+    )  # fmt: skip
     if not recipient:
         note.status, note.last_error = "failed", unreachable
     session.add(note)
@@ -104,7 +123,15 @@ UNREACHABLE = "客户没有电子邮箱，也没有手机号码（合同只留�
 
 
 def _both(
-    session: Session, key: str, account: EnterpriseAccount, subject: str, body: str, sms: str, attachments: Iterable[str] = ()
+    session: Session,
+    key: str,
+    account: EnterpriseAccount,
+    subject: str,
+    body: str,
+    sms: str,
+    attachments: Iterable[str] = (),
+    *,
+    not_before: datetime | None = None,
 ) -> bool:
     """Queue the e-mail and the SMS the account has addresses for; False when it has neither.
     Then the notice is kept in the outbox as failed, naming why, for staff to tell the customer
@@ -123,8 +150,18 @@ def _both(
         account=account,
         attachments=attachments,
         unreachable=unreachable,
+        not_before=not_before,
     )
-    queue(session, key=f"{key}:sms", channel="sms", recipient=mobile, body=sms, account=account, unreachable=unreachable)
+    queue(
+        session,
+        key=f"{key}:sms",
+        channel="sms",
+        recipient=mobile,
+        body=sms,
+        account=account,
+        unreachable=unreachable,
+        not_before=not_before,
+    )
     return unreachable is None
 
 
@@ -179,8 +216,9 @@ def renewal_notice(session: Session, contract: Contract, *, object_by: date | No
     )
     sms = f"贵方合同{contract.contract_no}将于{end:%Y年%m月%d日}到期。{sms_then}"
     return _both(
-        session, f"renewal-notice-{contract.contract_no}-{end.isoformat()}", account, f"合同到期提醒 {contract.contract_no}", body, sms
-    )
+        session, f"renewal-notice-{contract.contract_no}-{end.isoformat()}", account, f"合同到期提醒 {contract.contract_no}", body, sms,
+        not_before=in_notice_hours(utcnow()),  # its job runs at 09:00, or late at night after downtime
+    )  # fmt: skip
 
 
 def contract_expired(session: Session, contract: Contract, *, suspended: bool, objection_received_on: date | None = None) -> bool:
@@ -202,7 +240,8 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool, o
     sms = f"贵方合同{contract.contract_no}已到期终止。{why}{stopped}"
     # Keyed by the term's end: a contract renewed and expired again tells the customer again.
     key = f"contract-expired-{contract.contract_no}-{contract.term_end}"
-    return _both(session, key, account, f"合同已到期 {contract.contract_no}", body, sms)
+    # The expiry itself takes effect at 00:00 (jobs.AT_TERM_END); the customer is told at 09:00.
+    return _both(session, key, account, f"合同已到期 {contract.contract_no}", body, sms, not_before=in_notice_hours(utcnow()))
 
 
 def _whose(receipt: Receipt) -> str:

@@ -611,6 +611,68 @@ def test_a_terms_expiry_and_extension_take_effect_at_the_first_moment_after_its_
     assert runs[f"renewal_notice:{yearly.contract_no}"].astimezone(SHANGHAI).hour == 9
 
 
+def test_the_expiry_takes_effect_at_midnight_and_its_notices_wait_for_nine(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: the expiry job runs at 00:00 (on purpose), and its SMS went
+    to the customer's mobile at midnight. The notices wait until 09:00 Beijing that day, as the
+    renewal notice's do; so does a renewal notice whose job ran late in the night after downtime."""
+    from backoffice.clock import set_clock
+    from backoffice.models import Message
+    from backoffice.services.dispatcher import notification_sender
+    from backoffice.services.notifications import deliver_pending
+
+    def at(hour: int, minute: int = 0, day: int = 1) -> datetime:
+        moment = datetime(2027, 12, day, hour, minute, tzinfo=SHANGHAI)
+        set_clock(lambda: moment.astimezone(UTC))
+        return moment
+
+    def deliver() -> dict[str, int]:
+        return deliver_pending(db.session, jobs.mail_settings(app), send_sms=notification_sender(app.config))
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    yearly = make_contract(app, "sms_business_service", customer__name="乙公司", term_start="2026-12-01", term_end="2027-11-30").contract
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "P1")
+    deliver()  # what the payment and the signing sent, out of the way
+    at(0, 0)
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    assert contract.status == "expired" and contract.account.status == "suspended"  # at midnight, as before
+    told = db.session.scalars(sa.select(Notification).where(Notification.key.like("contract-expired-%"))).all()
+    assert {n.channel for n in told} == {"email", "sms"}
+    assert {n.next_attempt_at for n in told} == {datetime(2027, 12, 1, 9, 0, tzinfo=SHANGHAI)}
+    login(client, "admin", staff["admin"])
+    assert client.get("/admin/outbox").get_data(as_text=True).count("2027-12-01 09:00 起") == 2  # the outbox says when
+    at(0, 1)
+    assert deliver() == {"sent": 0, "written": 0, "retry": 0, "failed": 0}
+    at(8, 59)
+    assert deliver()["sent"] == 0
+    nine = at(9, 0)
+    assert deliver() == {"sent": 1, "written": 1, "retry": 0, "failed": 0}
+    (sms,) = db.session.scalars(sa.select(Message).where(Message.content.contains("已到期终止")))
+    assert sms.send_at == nine and sms.recipient == "13912345678"
+
+    at(2, 30, day=2)  # the scheduler came back at 02:30 and ran the missed renewal notice
+    (notice,) = [j for j in yearly.jobs if j.kind == "renewal_notice"]
+    run_contract_job(db.session, notice)
+    db.session.commit()
+    late = db.session.scalars(sa.select(Notification).where(Notification.key.like(f"renewal-notice-{yearly.contract_no}-%"))).all()
+    assert late and {n.next_attempt_at for n in late} == {datetime(2027, 12, 2, 9, 0, tzinfo=SHANGHAI)}
+
+
+def test_notice_hours_keep_the_day_and_move_the_night_to_nine(app: Flask) -> None:
+    from backoffice.services.notifications import in_notice_hours
+
+    def beijing(day: int, hour: int, minute: int = 0) -> datetime:
+        return datetime(2027, 12, day, hour, minute, tzinfo=SHANGHAI)
+
+    assert in_notice_hours(beijing(1, 10)) == beijing(1, 10)
+    assert in_notice_hours(beijing(1, 9)) == beijing(1, 9)
+    assert in_notice_hours(beijing(1, 0)) == beijing(1, 9)
+    assert in_notice_hours(beijing(1, 20, 59)) == beijing(1, 20, 59)
+    assert in_notice_hours(beijing(1, 21)) == beijing(2, 9)
+    assert in_notice_hours(beijing(31, 23, 30).astimezone(UTC)) == datetime(2028, 1, 1, 9, 0, tzinfo=SHANGHAI)
+
+
 def unposted() -> int:
     from backoffice.models import LedgerEvent
 
