@@ -150,5 +150,8 @@ def update_contact(
     for name, value in changes.items():
         setattr(account, name, value)
     if changes:
+        from backoffice.services.notifications import readdress
+
+        readdress(session, account)  # its notices not sent yet go to the new address
         audit.record(session, actor, "update_contact", "account", account.code, **{k: v or "" for k, v in changes.items()})
     return account

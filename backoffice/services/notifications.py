@@ -433,6 +433,7 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
             continue  # another run took it
         note = session.get(Notification, note_id)  # the claim's commit expired it: this loads it afresh
         assert note is not None
+        address = note.recipient = current_address(note) or note.recipient  # corrected since it was queued: the address now
         try:
             if note.channel == "sms":
                 assert send_sms is not None
@@ -446,9 +447,12 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
         except Exception as exc:  # network, server refusal, missing attachment: retry later
             session.rollback()
             log.warning("notification %s failed (attempt %s): %s", note.key, note.attempts, exc)
-            final = note.attempts > len(RETRY_DELAYS)  # (every delay used: found by a review, the last was not)
+            refused = refused_for_good(exc)
+            # (every delay used: found by a review, the last was not)
+            final = refused is not None or note.attempts > len(RETRY_DELAYS)
             note.status = "failed" if final else "pending"
-            note.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            note.last_error = (refused or f"{type(exc).__name__}: {exc}")[:500]
+            note.recipient = address  # (the rollback undid it)
             if not final:
                 note.next_attempt_at = utcnow() + RETRY_DELAYS[note.attempts - 1]
             counts["failed" if final else "retry"] += 1
@@ -460,6 +464,49 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
     return counts
 
 
+def refused_for_good(exc: BaseException) -> str | None:
+    """The outbox's words for an SMTP server's permanent refusal (a 5xx reply) of the recipient or
+    of the message, which no retry changes; None for anything else, retried. A 4xx reply is
+    temporary (greylisting, a full mailbox). Found by an exploratory test: "550 no such user" was
+    retried for about 9 hours before it failed. A refused login or sender is the platform's own
+    setting, not this notice's: retried, so the notices go once an administrator has fixed it."""
+    answers: list[tuple[str, int, bytes | str]] = []
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        answers = [(address, code, text) for address, (code, text) in exc.recipients.items()]
+    elif isinstance(exc, smtplib.SMTPDataError):
+        answers = [("", exc.smtp_code, exc.smtp_error)]
+    if not answers or not all(500 <= code < 600 for _, code, text in answers):
+        return None
+    said = "；".join(
+        f"{address + ' ' if address else ''}{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}".strip()
+        for address, code, text in answers
+    )
+    return f"邮件服务器永久拒收（{said}），不再自动重试：请核对客户的电子邮箱，用 account contact 更正后重发"
+
+
+def current_address(note: Notification) -> str | None:
+    """Where the notice goes now: the account's e-mail or mobile as it is at this moment (found by an
+    exploratory test: a resend after the customer's e-mail was corrected went to the old address)."""
+    account = note.account
+    if account is None:
+        return None
+    return account.contact_email if note.channel == "email" else sms_address(account)
+
+
+def readdress(session: Session, account: EnterpriseAccount) -> int:
+    """The account's contact changed: its notices not sent yet (waiting, or failed for a resend)
+    go to its addresses now, and the outbox shows them. Returns how many were changed."""
+    changed = 0
+    for note in session.scalars(
+        sa.select(Notification).where(Notification.account_id == account.id, Notification.status.in_(("pending", "failed")))
+    ):
+        address = current_address(note)
+        if address and address != note.recipient:
+            note.recipient = address
+            changed += 1
+    return changed
+
+
 def requeue(session: Session, note_id: int) -> Notification:
     """An administrator sends a failed notification again."""
     from backoffice.errors import Conflict, NotFound
@@ -469,14 +516,11 @@ def requeue(session: Session, note_id: int) -> Notification:
         raise NotFound(f"通知不存在：{note_id}")
     if note.status != "failed":
         raise Conflict(f"通知 {note_id} 的状态是 {note.status}，只有发送失败的通知可以重发")
-    if not note.recipient:  # kept for want of an address (`_both`): the one the account has now
-        account = note.account
-        address = None
-        if account is not None:
-            address = account.contact_email if note.channel == "email" else sms_address(account)
-        if not address:
-            what = "电子邮箱" if note.channel == "email" else "手机号码"
-            raise Conflict(f"通知 {note_id} 没有收件人：客户仍没有{what}，请先用 account contact 补充")
-        note.recipient = address
+    # The account's address now (corrected since, or added to one kept for want of an address, `_both`).
+    address = current_address(note) or note.recipient
+    if not address:
+        what = "电子邮箱" if note.channel == "email" else "手机号码"
+        raise Conflict(f"通知 {note_id} 没有收件人：客户仍没有{what}，请先用 account contact 补充")
+    note.recipient = address
     note.status, note.attempts, note.next_attempt_at = "pending", 0, utcnow()
     return note

@@ -1774,6 +1774,95 @@ def test_an_unreachable_smtp_server_is_retried_after_every_delay(app: Flask, run
     assert waits == list(RETRY_DELAYS) and note.status == "failed" and note.attempts == len(RETRY_DELAYS) + 1
 
 
+class _Mailboxes:
+    """An aiosmtpd handler that refuses some addresses (5xx for good, 4xx for now) and keeps
+    what it accepted as (recipients, message)."""
+
+    def __init__(self, refuse: dict[str, str]) -> None:
+        self.refuse = refuse  # local part -> the server's answer
+        self.received: list[tuple[list[str], email.message.Message]] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        answer = self.refuse.get(address.partition("@")[0])
+        if answer:
+            return answer
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append((list(envelope.rcpt_tos), email.message_from_bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture
+def mail_server(app: Flask) -> Iterator[Any]:
+    """A real SMTP server on loopback the app sends to; `.refuse` set per test."""
+    from aiosmtpd.controller import Controller
+
+    boxes = _Mailboxes({"typo": "550 5.1.1 no such user", "busy": "450 4.2.0 mailbox busy, try later"})
+    port = free_port()
+    controller = Controller(boxes, hostname="127.0.0.1", port=port)
+    controller.start()
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port, SMTP_SECURITY="none", MAIL_FROM="billing@provider.example.cn")
+    try:
+        yield boxes
+    finally:
+        controller.stop()
+
+
+def test_a_mailbox_that_does_not_exist_fails_at_once_and_the_resend_goes_to_the_corrected_address(
+    app: Flask, runner: FlaskCliRunner, client: Any, staff: dict[str, str], mail_server: _Mailboxes
+) -> None:
+    """Found by an exploratory test: "550 no such user" was retried as temporary for about 9 hours,
+    and after the e-mail was corrected (`account contact`) the outbox's resend went to the old
+    address again. A 5xx answer fails the notice at once with the server's words; the resend
+    (and the outbox) uses the account's address as it is now."""
+    from backoffice.services.accounts import update_contact
+    from backoffice.services.notifications import requeue
+
+    account = make_contract(app, "sms_business_service", **{"customer.email": "typo@exmaple.cn"}).contract.account
+    assert run(runner, "finance", "notify", "--json")[1] == {"sent": 1, "written": 0, "retry": 0, "failed": 1}  # the SMS went
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status == "failed" and note.attempts == 1
+    assert "550 5.1.1 no such user" in note.last_error and "typo@exmaple.cn" in note.last_error and "不再自动重试" in note.last_error
+    login(client, "admin", staff["admin"])
+    assert "550 5.1.1 no such user" in client.get("/admin/outbox").get_data(as_text=True)
+
+    update_contact(db.session, account.code, email="right@example.cn", actor="staff:admin")
+    db.session.commit()
+    assert note.recipient == "right@example.cn"  # the outbox shows where the resend goes
+    page = client.get("/admin/outbox").get_data(as_text=True)
+    assert "right@example.cn" in page and "typo@exmaple.cn</td>" not in page
+    requeue(db.session, note.id)
+    db.session.commit()
+    assert run(runner, "finance", "notify", "--json")[1]["sent"] == 1
+    db.session.refresh(note)
+    assert note.status == "sent" and note.last_error is None
+    ((to, message),) = mail_server.received
+    assert to == ["right@example.cn"] and message["To"] == "right@example.cn"
+
+
+def test_a_temporary_refusal_is_retried_and_a_waiting_notice_goes_to_the_address_the_account_has_now(
+    app: Flask, runner: FlaskCliRunner, mail_server: _Mailboxes
+) -> None:
+    from backoffice.services.accounts import update_contact
+
+    account = make_contract(app, "sms_business_service", **{"customer.email": "busy@example.cn"}).contract.account
+    assert run(runner, "finance", "notify", "--json")[1]["retry"] == 1  # 450: tried again later
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status == "pending" and note.attempts == 1 and "450" in note.last_error
+    update_contact(db.session, account.code, email="finance@example.cn", actor="staff:admin")
+    db.session.commit()
+    assert note.recipient == "finance@example.cn"
+    account.contact_email = "boss@example.cn"  # changed some other way: the address at the time of sending counts
+    db.session.commit()
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=2))
+    assert run(runner, "finance", "notify", "--json")[1]["sent"] == 1
+    ((to, _),) = mail_server.received
+    db.session.refresh(note)
+    assert to == ["boss@example.cn"] and note.recipient == "boss@example.cn" and note.status == "sent"
+
+
 def test_an_sms_notice_whose_run_died_before_its_commit_is_sent_later(app: Flask) -> None:
     """Found by a review: it was marked failed ("cannot tell whether it was delivered") though
     an SMS notice is queued and marked sent in one transaction: it was certainly not sent."""
