@@ -226,10 +226,18 @@ def invoice_at_signing(
 
 
 def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal, documents_root: Path, today: date) -> Invoice:
-    """The invoice for a confirmed receipt: the part that settled the contract counts towards the
-    contract's invoice (paid once nothing is owed; a part payment gets no second invoice), or is
-    invoiced now, with the contract's lines, if none was issued; the rest is a recharge at the
-    account's price. `receipt.account` is as the credit left it."""
+    """The invoice for a confirmed receipt (`invoices_for_receipt`): the one issued for it, else
+    the contract's invoice it paid towards."""
+    return invoices_for_receipt(session, receipt, settled=settled, documents_root=documents_root, today=today)[-1]
+
+
+def invoices_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal, documents_root: Path, today: date) -> list[Invoice]:
+    """The invoices a confirmed receipt settled or issued, the contract's first: the part that
+    settled the contract counts towards the contract's invoice (paid once nothing is owed; a part
+    payment gets no second invoice), or is invoiced now, with the contract's lines, if none was
+    issued; the rest is a recharge at the account's price, invoiced now. Both, when a receipt paid
+    the contract's invoice and more (found by an exploratory test: the customer was told of the
+    new invoice only, never that the first was paid). `receipt.account` is as the credit left it."""
     account = receipt.account
     contract = latest_contract(session, account)
     paid: Invoice | None = None
@@ -263,7 +271,7 @@ def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal,
         lines.append(_recharge_line(rest, account.price_per_message))
     if not lines:
         assert paid is not None
-        return paid
+        return [paid]
     invoice = _new_invoice(
         session,
         account,
@@ -276,7 +284,7 @@ def invoice_for_receipt(session: Session, receipt: Receipt, *, settled: Decimal,
         contract_id=contract.id if contract else None,
     )
     _render(session, invoice, documents_root, today=today, contract=contract, receipt=receipt)
-    return invoice
+    return [invoice] if paid is None else [paid, invoice]
 
 
 def void_for_receipt(session: Session, receipt: Receipt, *, documents_root: Path, today: date) -> list[Invoice]:

@@ -165,7 +165,11 @@ def _both(
     return unreachable is None
 
 
-def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, activated: bool) -> None:
+def receipt_confirmed(session: Session, receipt: Receipt, invoices: list[Invoice], owed: dict[int, Decimal], *, activated: bool) -> None:
+    """The money arrived: the credit, the balance, and every invoice the receipt settled or issued
+    (`invoices.invoices_for_receipt`), each one's current PDF attached (found by an exploratory
+    test: an overpaid contract invoice was paid and a second issued for the rest, and only the
+    second was named and sent). `owed`: what is still owed on each unpaid one."""
     account = receipt.account
     opened = "您的账户已开通，可以开始发送短信。\n" if activated else ""
     expired = _contract_ended(session, account)
@@ -173,17 +177,37 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoice: Invoice, *, a
         # Suspended by an administrator, the contract still running, there is nothing to renew (an exploratory test).
         ask = "请与我方联系续约" if expired else "请与我方联系"
         opened = f"请注意：账户当前已暂停发送短信（{account.status_name}），余额保留；如需恢复发送，{ask}。\n"
+    said, texted = [], []
+    for invoice in invoices:
+        if invoice.status == "unpaid":  # an instalment: the contract's invoice says what is still owed
+            left = format_money(owed[invoice.id])
+            said.append(
+                f"合同发票 {invoice.number}（{format_money(invoice.amount)} 元）{invoice.unpaid_name(owed[invoice.id])}，尚欠 {left} 元"
+            )
+            texted.append(f"{invoice.number}（尚欠{left}元）")
+        elif invoice.due_on is not None:  # the contract's invoice, issued before: this payment settled it
+            said.append(f"合同发票 {invoice.number}（{format_money(invoice.amount)} 元）已付清")
+            texted.append(f"{invoice.number}（已付清）")
+        else:  # issued now for this payment
+            said.append(f"已开具发票 {invoice.number}（{format_money(invoice.amount)} 元，已付款）")
+            texted.append(invoice.number)
+    numbers = "、".join(i.number for i in invoices)
     body = (
         f"尊敬的{account.customer_name}：\n\n"
         f"我们已确认收到您于 {receipt.paid_on:%Y年%m月%d日} 的汇款 {format_money(receipt.amount)} 元"
         f"（银行流水号 {receipt.bank_reference}），已充值到账户 {account.code}。\n"
         f"{opened}当前可用余额：{format_money(account.balance)} 元。\n"
-        f"发票号码：{invoice.number}，发票见附件。\n"
+        + "".join(f"{line}。\n" for line in said)
+        + ("发票见附件。\n" if len(invoices) == 1 else f"以上 {len(invoices)} 张发票均见附件。\n")
     )
-    sms = f"您的汇款{format_money(receipt.amount)}元已到账，账户{account.code}可用余额{format_money(account.balance)}元，发票{invoice.number}已发至邮箱。"
+    sms = (
+        f"您的汇款{format_money(receipt.amount)}元已到账，账户{account.code}可用余额{format_money(account.balance)}元，"
+        f"发票{'、'.join(texted)}已发至邮箱。"
+    )
     if account.status == "suspended":
         sms += "账户当前暂停发送，如需恢复请联系我方" + ("续约。" if expired else "。")
-    _both(session, f"receipt-confirmed-{receipt.id}", account, f"到账确认及发票 {invoice.number}", body, sms, [invoice.pdf_file])
+    attachments = [i.pdf_file for i in invoices]
+    _both(session, f"receipt-confirmed-{receipt.id}", account, f"到账确认及发票 {numbers}", body, sms, attachments)
 
 
 def _contract_ended(session: Session, account: EnterpriseAccount) -> bool:

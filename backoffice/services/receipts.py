@@ -363,7 +363,8 @@ def confirm_receipt(
 
     receipt = get_receipt(session, receipt_id)
     if receipt.status == "confirmed":
-        invoice = session.scalar(sa.select(Invoice).where(Invoice.receipt_id == receipt.id))
+        # The one issued for it (an overpayment also paid the contract's invoice, an older id).
+        invoice = session.scalar(sa.select(Invoice).where(Invoice.receipt_id == receipt.id).order_by(Invoice.id.desc()).limit(1))
         return Confirmation(receipt, credited=False, already=True, invoice=invoice, balance=receipt.account.balance)
     if receipt.status not in ("pending", "approved"):
         _refuse_state(receipt, "确认入账")
@@ -413,8 +414,10 @@ def confirm_receipt(
     session.flush()  # the status change credit_receipt made, before re-reading the columns it bumped
     session.refresh(account)
     settled = Decimal(event.payload.get("settles_receivable", "0"))  # as credit_receipt read it, under its lock
-    invoice = invoices.invoice_for_receipt(session, receipt, settled=settled, documents_root=documents_root, today=today)
-    notifications.receipt_confirmed(session, receipt, invoice, activated=was_awaiting and account.status == "active")
+    touched = invoices.invoices_for_receipt(session, receipt, settled=settled, documents_root=documents_root, today=today)
+    invoice = touched[-1]  # the one issued for it, else the contract's it paid towards
+    owed = invoices.amounts_owed(session, [i for i in touched if i.status == "unpaid"])
+    notifications.receipt_confirmed(session, receipt, touched, owed, activated=was_awaiting and account.status == "active")
     audit.record(session, actor, "confirm_receipt", "receipt", str(receipt.id), amount=format_money(receipt.amount), invoice=invoice.number)
     return Confirmation(receipt, credited=True, already=False, invoice=invoice, balance=account.balance)
 

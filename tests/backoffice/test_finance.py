@@ -1863,6 +1863,41 @@ def test_a_temporary_refusal_is_retried_and_a_waiting_notice_goes_to_the_address
     assert to == ["boss@example.cn"] and note.recipient == "boss@example.cn" and note.status == "sent"
 
 
+def test_an_overpaid_contract_invoice_is_named_and_sent_paid_with_the_invoice_for_the_rest(
+    app: Flask, runner: FlaskCliRunner, mail_server: _Mailboxes
+) -> None:
+    """Found by an exploratory test: 2,000.00 received for the 004 signing invoice of 1,750.00
+    paid it and issued a new invoice for 250.00, but the e-mail and SMS named and attached only
+    the new one: the customer was never told the first was settled nor sent its paid copy."""
+    issued = make_contract(app, "sms_business_service")
+    run(runner, "finance", "notify", "--json")  # the signing invoice's own notice, out of the way
+    mail_server.received.clear()
+    (first,) = db.session.scalars(sa.select(Invoice)).all()
+    assert first.amount == Decimal("1750.00")
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", issued.contract.account.code, "--amount", "2000.00", "--bank-ref", "OVER1",
+        "--date", "2026-11-23", "--json",
+    )  # fmt: skip
+    _, confirmed = run(runner, "finance", "confirm", str(recorded["id"]), "--json")
+    db.session.expire_all()
+    first, rest = db.session.scalars(sa.select(Invoice).order_by(Invoice.id)).all()
+    assert (first.status, rest.status, rest.amount) == ("paid", "paid", Decimal("250.00"))
+    assert confirmed["invoice_number"] == rest.number
+    notes = {n.channel: n for n in db.session.scalars(sa.select(Notification).where(Notification.key.like("receipt-confirmed-%")))}
+    assert f"合同发票 {first.number}（1750.00 元）已付清" in notes["email"].body
+    assert f"已开具发票 {rest.number}（250.00 元，已付款）" in notes["email"].body and "以上 2 张发票均见附件" in notes["email"].body
+    assert notes["email"].attachments == [first.pdf_file, rest.pdf_file] and first.pdf_file.endswith(f"-paid-{recorded['id']}.pdf")
+    assert f"发票{first.number}（已付清）、{rest.number}已发至邮箱" in notes["sms"].body
+    assert run(runner, "finance", "notify", "--json")[1]["sent"] == 2
+    ((_, message),) = mail_server.received
+    subject = str(email.header.make_header(email.header.decode_header(message["Subject"])))
+    assert first.number in subject and rest.number in subject
+    pdfs = {part.get_filename(): part for part in message.walk() if part.get_filename()}
+    assert list(pdfs) == [Path(first.pdf_file).name, Path(rest.pdf_file).name]
+    paid_copy = "".join(page.extract_text() for page in PdfReader(BytesIO(pdfs[Path(first.pdf_file).name].get_payload(decode=True))).pages)
+    assert first.number in paid_copy and "已付款" in paid_copy
+
+
 def test_an_sms_notice_whose_run_died_before_its_commit_is_sent_later(app: Flask) -> None:
     """Found by a review: it was marked failed ("cannot tell whether it was delivered") though
     an SMS notice is queued and marked sent in one transaction: it was certainly not sent."""
