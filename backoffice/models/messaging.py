@@ -119,6 +119,12 @@ class SendRequest(Base):
     )
 
 
+#: The charge kind of the platform's own free notices to a customer's contact (invoices, renewal,
+#: expiry), kept as messages of the customer's account for the dispatcher: not the customer's
+#: sends, so left out of the customer's lists and of replies' attribution.
+NOTICE_CHARGE_KIND = "notice"
+
+
 class Message(Base):
     """One SMS to one recipient, charged at acceptance; the durable queue the worker drains."""
 
@@ -136,7 +142,7 @@ class Message(Base):
     segments: Mapped[int]
     price_per_message: Mapped[Decimal] = mapped_column(Money)  # the account's price at acceptance
     charge: Mapped[Decimal] = mapped_column(Money)  # segments x price, or 0 when not charged
-    charge_kind: Mapped[str | None] = mapped_column(sa.String(24))  # usage / refused_content_fee
+    charge_kind: Mapped[str | None] = mapped_column(sa.String(24))  # usage / refused_content_fee / notice (NOTICE_CHARGE_KIND)
     charged_on: Mapped[date | None]  # business day (Beijing) of the charge
     status: Mapped[str] = mapped_column(sa.String(16))
     duplicate: Mapped[bool] = mapped_column(default=False)

@@ -84,7 +84,7 @@ from backoffice.models import (
     SubAccount,
     Unsubscribe,
 )
-from backoffice.models.messaging import CLAIMABLE, SENT, STOPPED_SENDING, UNSUBSCRIBED_REFUSAL
+from backoffice.models.messaging import CLAIMABLE, NOTICE_CHARGE_KIND, SENT, STOPPED_SENDING, UNSUBSCRIBED_REFUSAL
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import lock_accounts
 from backoffice.services.message_queue import (
@@ -497,9 +497,15 @@ _NEW_UNSUBSCRIBES = Prepared(
 # rows a subquery of their own, so PostgreSQL does not walk the primary key backwards for the first
 # match instead (it did, on a small table, for the ORDER BY … LIMIT 1).
 _ACCOUNTS = EnterpriseAccount.__table__
+# The platform's own notices (charge_kind notice) go from that address too, but are not the
+# account's sends: a TD to one must not put the customer's contact on the customer's list.
 _NUMBERS_MESSAGES = (
     sa.select(_MESSAGES.c.account_id, _MESSAGES.c.id)
-    .where(_MESSAGES.c.recipient == sa.bindparam("number"), _MESSAGES.c.status.in_(SENT))
+    .where(
+        _MESSAGES.c.recipient == sa.bindparam("number"),
+        _MESSAGES.c.status.in_(SENT),
+        _MESSAGES.c.charge_kind.is_distinct_from(NOTICE_CHARGE_KIND),
+    )
     .offset(0)
     .subquery()
 )
@@ -1045,7 +1051,7 @@ class Dispatcher:
             refunds += failed
         if moves:  # with the refunds' accounts (give_back locks those itself when alone)
             lock_accounts(self._session, {row.account_id for row in refunds} | {move[1] for move in moves})
-        lines.extend(give_back(self._session, refunds))
+        lines.extend(give_back(self._session, refunds, notice_source=self.settings.default_source))
         for message_id, account_id, day, old, new, charge in moves:
             if not move_usage_carrier(self._session, account_id, day, old, new, charge):
                 _usage_stays(message_id, new, day, old)
@@ -1060,7 +1066,8 @@ class Dispatcher:
 
     def _entry(self, work: _Work, result: str) -> LogEntry:
         code, service_code = self._accounts[work.account_id]
-        return LogEntry(code, service_code, work.recipient, work.content, result[:300], work.id)
+        source = self.settings.default_source if work.notice else service_code  # as `_load` sent it
+        return LogEntry(code, source, work.recipient, work.content, result[:300], work.id)
 
     def _record_responses(self, now: datetime, lines: list[LogEntry]) -> None:
         """Write every submit_sm_resp that came in; decide which messages are complete or refused."""
@@ -1305,7 +1312,6 @@ class Dispatcher:
         stopped = sending_refusals(self._session, {m.account_id for m in messages if m.charge > 0})
         for message in messages:
             work = self._load(message, recorded.get(message.id, {}))
-            work.notice = message.charge == 0
             if not recorded.get(message.id) and work.refusal is None and not work.notice:
                 if message.account_id in stopped:
                     work.refusal = stopped[message.account_id]
@@ -1391,13 +1397,17 @@ class Dispatcher:
             log.error("message %s cannot be encoded: %s", message.id, unsendable)
             work = _Work(message.id, message.account_id, message.recipient, message.content, message.segments, message.valid_until, deque())
             work.refusal = "短信内容无法编码发送，已退款"
+            work.notice = message.charge == 0
             return work
         if segmentation.parts != message.segments:
             log.error("message %s: %d parts now, %d charged at intake", message.id, segmentation.parts, message.segments)
-        code_source = self._accounts[message.account_id][1] or self.settings.default_source
+        notice = message.charge == 0  # a free platform notice (`send_notification_sms`)
+        # A notice goes from the platform's own address, never the customer's service code (found by an
+        # exploratory test: a TD to the invoice SMS put the customer's own mobile on its unsubscribe list).
+        code_source = (None if notice else self._accounts[message.account_id][1]) or self.settings.default_source
         source_ton = 5 if not code_source.isdigit() else 0
         work = _Work(message.id, message.account_id, message.recipient, message.content, segmentation.parts, message.valid_until, deque())
-        work.started = bool(recorded)
+        work.started, work.notice = bool(recorded), notice
         for seq, body in enumerate(segmentation.short_messages(message.id & 0xFF), start=1):
             part = OutgoingPart(
                 (message.id, seq), code_source, "86" + message.recipient, body,
@@ -1859,10 +1869,20 @@ class Dispatcher:
 # =================================================================================================
 
 
-def send_notification_sms(session: Session, note: Notification, *, signature: str = NOTICE_SIGNATURE, validity_hours: int = 48) -> str:
-    """Queue a notification as a free message (charge 0) of the customer's account, source
-    'notice', for the dispatcher to send; the provider's 【signature】 is added when the text has
-    none. Sending the same notification twice queues it once. The caller commits."""
+def send_notification_sms(
+    session: Session,
+    note: Notification,
+    *,
+    signature: str = NOTICE_SIGNATURE,
+    validity_hours: int = 48,
+    source: str = DispatchSettings.default_source,
+) -> str:
+    """Queue a notification as a free message (charge 0, charge_kind notice) of the customer's
+    account, request source 'notice', for the dispatcher to send from the platform's own address
+    `source` (SMSC_DEFAULT_SOURCE), not the customer's service code; the provider's 【signature】
+    is added when the text has none. It is not among the customer's messages (`GET /messages`,
+    the portal) and a reply to it unsubscribes nobody from the customer. Sending the same
+    notification twice queues it once. The caller commits."""
     account = note.account if note.account is not None else session.get(EnterpriseAccount, note.account_id)
     if account is None:
         raise ValueError(f"SMS notification {note.key} has no account to send it from")
@@ -1902,12 +1922,12 @@ def send_notification_sms(session: Session, note: Notification, *, signature: st
     message = Message(
         request_id=request.id, account_id=account.id, sub_account_id=sub_account_id, recipient=number,
         carrier=table.carrier_of(number), content=text, encoding=segmentation.encoding, segments=segmentation.parts,
-        price_per_message=account.price_per_message, charge=0, status="queued", accepted_at=now, send_at=now,
+        price_per_message=account.price_per_message, charge=0, charge_kind=NOTICE_CHARGE_KIND, status="queued", accepted_at=now, send_at=now,
         valid_until=now + timedelta(hours=validity_hours), updated_at=now, next_attempt_at=now,
     )  # fmt: skip
     session.add(message)
     session.flush()
-    append_send_log(session, [LogEntry(account.code, account.service_code, number, text, "accepted: notice (free)", message.id)], at=now)
+    append_send_log(session, [LogEntry(account.code, source, number, text, "accepted: notice (free)", message.id)], at=now)
     return f"dispatcher: message {message.id}"
 
 
@@ -1915,9 +1935,10 @@ def notification_sender(config: Mapping[str, Any]) -> Callable[[Session, Notific
     """`send_notification_sms` with the configured signature and validity, for app.extensions."""
     signature = str(config.get("NOTICE_SMS_SIGNATURE") or NOTICE_SIGNATURE)
     validity = int(config.get("MESSAGE_VALIDITY_HOURS", 48))
+    source = str(config.get("SMSC_DEFAULT_SOURCE") or DispatchSettings.default_source)
 
     def send(session: Session, note: Notification) -> str:
-        return send_notification_sms(session, note, signature=signature, validity_hours=validity)
+        return send_notification_sms(session, note, signature=signature, validity_hours=validity, source=source)
 
     return send
 

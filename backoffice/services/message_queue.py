@@ -309,10 +309,11 @@ def _mark_refunded(session: Session, which: sa.ColumnElement[bool], reason: str)
     )
 
 
-def give_back(session: Session, rows: Sequence[Any]) -> list[LogEntry]:
+def give_back(session: Session, rows: Sequence[Any], *, notice_source: str | None = None) -> list[LogEntry]:
     """Give back the charge of messages `_mark_refunded` marked (usage of kind 'refund' on today's
     date), account by account in the order of their ids; their send-log lines, for the caller
-    to append at the end of its transaction."""
+    to append at the end of its transaction. `notice_source`: the platform's address (the
+    dispatcher's SMSC_DEFAULT_SOURCE) its free notices (charge 0) went from, for their lines."""
     if not rows:
         return []
     lock_accounts(session, {row.account_id for row in rows})
@@ -331,7 +332,17 @@ def give_back(session: Session, rows: Sequence[Any]) -> list[LogEntry]:
             mine = [row for row in rows if row.account_id == account_id]
             total = sum((row.charge for row in mine), Decimal(0))
             forfeit_late_refund(session, account_id, total, on=today, key=str(min(row.id for row in mine)))
-    return [LogEntry(*codes[row.account_id], row.recipient, row.content, f"refunded: {row.error}", row.id) for row in sorted(rows)]
+    return [
+        LogEntry(
+            codes[row.account_id][0],
+            notice_source if notice_source is not None and row.charge == 0 else codes[row.account_id][1],
+            row.recipient,
+            row.content,
+            f"refunded: {row.error}",
+            row.id,
+        )
+        for row in sorted(rows)
+    ]
 
 
 # --- each account's rate, shared by every worker ------------------------------------------------

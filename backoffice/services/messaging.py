@@ -73,7 +73,7 @@ from backoffice.models import (
 )
 from backoffice.models.accounts import ACCOUNT_STATUSES
 from backoffice.models.contracts import ENDED_CONTRACT_STATUSES
-from backoffice.models.messaging import CLAIMABLE, SENT, UNSUBSCRIBED_IN_QUEUE
+from backoffice.models.messaging import CLAIMABLE, NOTICE_CHARGE_KIND, SENT, UNSUBSCRIBED_IN_QUEUE
 from backoffice.money import format_price
 from backoffice.services import audit
 from backoffice.services.api_keys import KEY_REFUSED, Unauthorized
@@ -1368,11 +1368,17 @@ def message_counts(session: Session, account_id: int) -> MessageCounts:
 # --- status views -------------------------------------------------------------------------------
 
 
+#: The customer's own messages: the platform's notices to the customer's contact, kept as free
+#: messages of the account for the dispatcher, are left out of what the customer reads as sent
+#: (found by an exploratory test: GET /messages and the portal listed the 【短信平台】 notices).
+_THE_CUSTOMERS = Message.charge_kind.is_distinct_from(NOTICE_CHARGE_KIND)
+
+
 def get_message(session: Session, account_id: int, message_id: int, *, sub_account_id: int | None = None) -> Message | None:
     """The account's message (only the sub-account's, when `sub_account_id` is given), or None."""
     message = session.get(Message, message_id)
-    if message is None or message.account_id != account_id:
-        return None
+    if message is None or message.account_id != account_id or message.charge_kind == NOTICE_CHARGE_KIND:
+        return None  # (the platform's notices to the customer are not the customer's messages)
     return message if sub_account_id is None or message.sub_account_id == sub_account_id else None
 
 
@@ -1395,6 +1401,7 @@ def status_reports(
     query = sa.select(Message).where(
         Message.account_id == account_id,
         sa.or_(Message.updated_at > since, sa.and_(Message.updated_at == since, Message.id > after_id)),
+        _THE_CUSTOMERS,
     )
     if until is not None:
         query = query.where(Message.updated_at <= until)
@@ -1407,7 +1414,7 @@ def recent_messages(
     session: Session, account_id: int, *, before_id: int | None = None, limit: int = 50, sub_account_id: int | None = None
 ) -> list[Message]:
     """The account's latest messages (only the sub-account's, when `sub_account_id` is given)."""
-    query = sa.select(Message).where(Message.account_id == account_id)
+    query = sa.select(Message).where(Message.account_id == account_id, _THE_CUSTOMERS)
     if sub_account_id is not None:
         query = query.where(Message.sub_account_id == sub_account_id)
     if before_id:

@@ -1482,7 +1482,7 @@ def test_an_sms_notification_is_delivered_through_the_dispatcher_free_of_charge(
     simulator = smsc()
     drive(worker(simulator), all_in("delivered"))
     (submit,) = simulator.received
-    assert submit.destination == "8618910448682" and submit.source == "106575000123"
+    assert submit.destination == "8618910448682" and submit.source == "10690000"  # the platform's address, not the customer's code
     text = submit.short_message.decode("utf-16-be")
     assert text.startswith("【短信平台】") and "发票" in text
     (message,) = db.session.scalars(sa.select(Message))
@@ -1490,6 +1490,55 @@ def test_an_sms_notification_is_delivered_through_the_dispatcher_free_of_charge(
     db.session.refresh(account)
     assert account.balance == balance
     assert message_counts(db.session, account.id).balanced
+
+
+def test_a_platform_notice_goes_from_the_platforms_address_and_is_not_among_the_customers_messages(
+    app: Flask, client: FlaskClient, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by an exploratory test: notices went out under the customer's own service code, so
+    the contact's TD to the invoice SMS put the customer's own mobile on the customer's unsubscribe
+    list (the customer's later messages to it were skipped), the customer's GET /messages and
+    portal listed the 【短信平台】 notices as its sends, and the send log filed them under its code.
+    They go from SMSC_DEFAULT_SOURCE now; a reply there unsubscribes nobody from the customer."""
+    from backoffice.jobs import deliver_notifications_now
+    from backoffice.services.accounts import hash_password
+    from tests.conftest import customer_login
+
+    app.config["SMSC_DEFAULT_SOURCE"] = "10690099"
+    sender = active_sender(app, "sms_business_service")  # service code 106575000123; its invoice notice goes to 18910448682
+    contact = "18910448682"
+    assert deliver_notifications_now(app)["sent"] == 1
+    (notice,) = db.session.scalars(sa.select(Message))
+    assert notice.charge == 0 and notice.charge_kind == "notice" and notice.account_id == sender.account.id
+    simulator = smsc()
+    dispatcher = worker(simulator, default_source="10690099")
+    drive(dispatcher, all_in("delivered"), sender)
+    (submit,) = simulator.received
+    assert submit.destination == "86" + contact and submit.source == "10690099"
+    logged = db.session.scalars(sa.select(SendLog).where(SendLog.message_id == notice.id)).all()
+    assert len(logged) >= 2 and {line.service_code for line in logged} == {"10690099"}
+
+    simulator.send_mo("86" + contact, "10690099", "TD")  # the contact answers the notice
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 1)
+    reply = db.session.scalar(sa.select(MobileOriginated))
+    assert reply is not None and reply.unsubscribe and reply.account_id is None
+    assert db.session.scalars(sa.select(Unsubscribe)).all() == []
+    secret = api_key(sender)
+    own = post(client, secret, to=contact, content=SIGNED).json["messages"][0]
+    assert own["status"] == "queued"  # the customer's own message to its own contact still goes
+    drive(dispatcher, all_in("delivered"), sender)
+    assert [s.source for s in simulator.received] == ["10690099", "106575000123"]
+
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=5))
+    listed = client.get("/api/v1/messages?since=2026-11-01T00:00:00Z", headers=auth(secret)).json["messages"]
+    assert [m["id"] for m in listed] == [own["id"]]
+    assert client.get(f"/api/v1/messages/{notice.id}", headers=auth(secret)).status_code == 404
+    sender.sub.password_hash = hash_password("portal-pass-1")
+    db.session.commit()
+    assert customer_login(client, sender.sub.login, "portal-pass-1").status_code == 302
+    page = client.get("/portal/messages").get_data(as_text=True)
+    assert contact in page and "【短信平台】" not in page and f"/portal/messages/{notice.id}" not in page
+    assert message_counts(db.session, sender.account.id).balanced
 
 
 def test_a_customers_client_ref_neither_stands_in_for_a_notice_nor_blocks_it(app: Flask) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,47 @@ def test_references_of_lines_imported_before_they_were_upper_cased_are_upper_cas
     assert "line 2 has 'K2' for the same date and amount" in result.stderr and "line 5 has 'AB'" in result.stderr
     assert "statement line 4:" not in result.stderr
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0  # nothing more to do
+
+
+def test_notices_queued_before_they_were_marked_are_marked_and_left_out_of_the_customers_list(tmp_path: Path, signing_files: tuple) -> None:
+    """Notices were queued as free messages of the customer's account with no charge kind, and
+    listed to the customer as its sends (an exploratory test): a4e8c2f6d0b9 marks those already
+    queued as send_notification_sms marks them since; the customer's own messages, a free refused
+    one included, stay as they were; the downgrade takes the mark off again."""
+    from backoffice.extensions import db
+    from backoffice.jobs import deliver_notifications_now
+    from backoffice.models import Message
+    from backoffice.services.messaging import add_unsubscribe, recent_messages
+    from tests.backoffice.test_messaging import active_sender, send
+
+    app = create_app(app_config(tmp_path / "instance", signing_files))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "d8e4a2c6f0b3"]).exit_code == 0
+    with app.app_context():
+        sender = active_sender(app, "sms_business_service")  # its invoice notice to 18910448682
+        assert deliver_notifications_now(app)["sent"] == 1
+        send(sender, ["13800138000"])  # the customer's own, charged
+        add_unsubscribe(db.session, sender.account.id, "13900139000", source="mo")
+        send(sender, ["13900139000"])  # the customer's too, free: the number had unsubscribed
+        db.session.execute(sa.update(Message).values(charge_kind=None).where(Message.charge == 0))  # as queued before the mark
+        db.session.commit()
+        account_id = sender.account.id
+        before = {m.id: m.charge_kind for m in db.session.scalars(sa.select(Message))}
+        assert sorted(m.charge for m in db.session.scalars(sa.select(Message))) == [0, 0, Decimal("0.035")]
+        assert len(recent_messages(db.session, account_id)) == len(before)  # the notice listed as the customer's
+        notice = db.session.scalar(sa.select(Message.id).where(Message.recipient == "18910448682"))
+        db.session.remove()
+        db.engine.dispose()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    with app.app_context():
+        after = {m.id: m.charge_kind for m in db.session.scalars(sa.select(Message))}
+        assert after == {**before, notice: "notice"}
+        assert notice not in {m.id for m in recent_messages(db.session, account_id)}
+        db.session.remove()
+        db.engine.dispose()
+    assert runner.invoke(args=["db", "downgrade", "d8e4a2c6f0b3"]).exit_code == 0
+    with app.app_context():
+        assert {m.id: m.charge_kind for m in db.session.scalars(sa.select(Message))} == before
+        db.session.remove()
+        db.engine.dispose()
