@@ -1898,6 +1898,41 @@ def test_an_overpaid_contract_invoice_is_named_and_sent_paid_with_the_invoice_fo
     assert first.number in paid_copy and "已付款" in paid_copy
 
 
+def test_notices_write_dates_as_chinese_documents_do_and_are_dated_in_beijing_time(
+    app: Flask, runner: FlaskCliRunner, mail_server: _Mailboxes
+) -> None:
+    """Found by an exploratory test: notices wrote 2028年02月29日 (the contracts print 2028年2月29日),
+    their e-mails' Date header ended in -0000, and the expiry SMS kept the e-mail's spaces around
+    the account code and the balance where the other SMS notices have none."""
+    from backoffice.services.renewal import run_contract_job
+    from tests.backoffice.test_jobs import job, pay_what_is_owed, reachable
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2027-03-01", term_years=1, term_end=None).contract
+    assert contract.term_end == date(2028, 2, 29)
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "P1")
+    invoice = make_contract(app, "sms_business_service", customer__name="乙公司").contract.account
+    issued = db.session.scalar(sa.select(Notification).where(Notification.key.like("invoice-issued-%:sms")))
+    assert issued.account_id == invoice.id and "，请于2026年11月30日前付款，" in issued.body  # (no spaces in an SMS)
+    for kind in ("renewal_notice", "expire"):
+        run_contract_job(db.session, job(kind))
+    db.session.commit()
+    notes = {
+        (n.key.split("-")[0], n.channel): n
+        for n in db.session.scalars(sa.select(Notification).where(Notification.key.like(f"%{contract.contract_no}%")))
+    }
+    assert "将于 2028年2月29日 到期" in notes["renewal", "email"].body and "将于2028年2月29日到期" in notes["renewal", "sms"].body
+    assert "已于 2028年2月29日 到期终止" in notes["contract", "email"].body
+    assert "账户 E000001 已暂停发送短信，余额 900.00 元保留" in notes["contract", "email"].body
+    assert notes["contract", "sms"].body == (
+        f"贵方合同{contract.contract_no}已到期终止。账户E000001已暂停发送短信，余额900.00元保留；如需续约或处理余额，请联系我方。"
+    )
+    assert not any("年0" in n.body or "月0" in n.body for n in notes.values())
+    assert run(runner, "finance", "notify", "--json")[1]["retry"] == 0
+    dates = {message["Date"] for _, message in mail_server.received}
+    assert dates == {"Mon, 23 Nov 2026 10:00:00 +0800"}, dates  # FIXED_NOW in Beijing
+
+
 def test_an_sms_notice_whose_run_died_before_its_commit_is_sent_later(app: Flask) -> None:
     """Found by a review: it was marked failed ("cannot tell whether it was delivered") though
     an SMS notice is queued and marked sent in one transaction: it was certainly not sent."""
@@ -2008,7 +2043,7 @@ def test_holidays_entered_after_an_invoice_was_issued_move_its_due_date(app: Fla
     assert [(a.detail["old"], a.detail["new"]) for a in audited] == [("2027-02-08", "2027-02-16")]
     note = db.session.scalar(sa.select(Notification).where(Notification.key == f"invoice-due-moved-{invoice.number}-{len(audited)}:email"))
     assert note is not None and note.attachments == [moved.pdf_file]
-    assert "由 2027年02月08日 更正为 2027年02月16日" in note.body and "请以此为准" in note.body
+    assert "由 2027年2月8日 更正为 2027年2月16日" in note.body and "请以此为准" in note.body
 
     set_clock(lambda: datetime(2027, 2, 9, 2, 0, tzinfo=UTC))
     assert run(runner, "finance", "invoices", "--overdue", "--json")[1] == []  # was 已逾期, due on the 8th
