@@ -73,6 +73,12 @@ def in_notice_hours(moment: datetime) -> datetime:
     return datetime.combine(day, start, tzinfo=SHANGHAI).astimezone(UTC)
 
 
+def _see_more(account: EnterpriseAccount) -> str:
+    """Where an SMS points for the rest: the e-mail, or the portal when the account has no
+    e-mail address (found by a review: "详见邮件" went to customers with none)."""
+    return "详见邮件" if account.contact_email else "详情及发票请登录客户门户查看"
+
+
 def _day(day: date | None) -> str:
     """A date as Chinese documents write it, 2028年2月29日, as the contracts print theirs
     (documents.cn_date; found by an exploratory test: the notices wrote 2028年02月29日)."""
@@ -209,7 +215,7 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoices: list[Invoice
     )
     sms = (
         f"您的汇款{format_money(receipt.amount)}元已到账，账户{account.code}可用余额{format_money(account.balance)}元，"
-        f"发票{'、'.join(texted)}已发至邮箱。"
+        f"发票{'、'.join(texted)}{'已发至邮箱' if account.contact_email else '可登录客户门户下载'}。"
     )
     if account.status == "suspended":
         sms += "账户当前暂停发送，如需恢复请联系我方" + ("续约。" if expired else "。")
@@ -324,7 +330,7 @@ def receipt_reversed(
     )
     sms = (
         f"{whose}{format_money(receipt.amount)}元（流水号{receipt.bank_reference}）的入账已冲销，原因：{receipt.reversal_reason}。"
-        f"账户{account.code}可用余额{format_money(account.balance)}元，详见邮件。"
+        f"账户{account.code}可用余额{format_money(account.balance)}元，{_see_more(account)}。"
     )
     _both(session, f"receipt-reversed-{receipt.id}", account, "汇款入账已冲销", body, sms, [i.pdf_file for i in changed])
 
@@ -338,7 +344,7 @@ def invoice_issued(session: Session, invoice: Invoice) -> None:
         f"我们已为您开具发票 {invoice.number}，金额 {format_money(invoice.amount)} 元{due}。\n"
         "款项到账并经我方确认后，账户即开通。发票见附件。\n"
     )
-    sms = f"发票{invoice.number}已开具，金额{format_money(invoice.amount)}元{sms_due}，详见邮件。"
+    sms = f"发票{invoice.number}已开具，金额{format_money(invoice.amount)}元{sms_due}，{_see_more(account)}。"
     _both(session, f"invoice-issued-{invoice.number}", account, f"发票 {invoice.number}", body, sms, [invoice.pdf_file])
 
 
@@ -359,7 +365,7 @@ def invoice_due_moved(session: Session, invoice: Invoice, *, old: date, sequence
         f"的付款期限由 {_day(old)} 更正为 {_day(invoice.due_on)}，请于该日前付款。\n{late}"
         "发票号码和金额不变，更正后的发票见附件，请以此为准。\n"
     )
-    sms = f"发票{invoice.number}的付款期限由{_day(old)}更正为{_day(invoice.due_on)}，详见邮件。"
+    sms = f"发票{invoice.number}的付款期限由{_day(old)}更正为{_day(invoice.due_on)}，{_see_more(account)}。"
     _both(
         session,
         f"invoice-due-moved-{invoice.number}-{sequence}",

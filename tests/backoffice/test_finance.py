@@ -2088,3 +2088,24 @@ def test_a_payment_to_an_account_suspended_by_an_administrator_is_not_told_to_re
     assert run(runner, "finance", "confirm", str(second["id"]), "--json")[0] == 0
     told = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-confirmed-{second['id']}:email"))
     assert "账户当前已暂停发送短信" in told.body and "如需恢复发送，请与我方联系。" in told.body and "续约" not in told.body
+
+
+def test_an_sms_notice_to_a_customer_without_e_mail_points_to_the_portal(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: the SMS notices said 详见邮件 / 已发至邮箱 to customers who gave no
+    e-mail address (000 and 001 ask for a phone only), so they waited for a mail that never
+    came; they point to the portal instead."""
+    from backoffice.services.notifications import sms_address
+
+    with_mail = make_contract(app, "sms_business_service")
+    (invoice,) = db.session.scalars(sa.select(Invoice).where(Invoice.contract_id == with_mail.contract.id)).all()
+    sms = db.session.scalar(sa.select(Notification).where(Notification.key == f"invoice-issued-{invoice.number}:sms"))
+    assert sms is not None and sms.body.endswith("详见邮件。"), sms.body
+    account = make_contract(app, "gateway_api_partner", **{"customer.phone": "13912345678"}).contract.account
+    assert not account.contact_email and sms_address(account)
+    _, recorded = run(
+        runner, "finance", "receipt", "--account", account.code, "--amount", "500.00", "--bank-ref", "NOMAIL-1",
+        "--date", "2026-11-23", "--json",
+    )  # fmt: skip
+    assert run(runner, "finance", "confirm", str(recorded["id"]), "--json")[0] == 0
+    sms = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-confirmed-{recorded['id']}:sms"))
+    assert sms is not None and "可登录客户门户下载" in sms.body and "邮箱" not in sms.body, sms.body
