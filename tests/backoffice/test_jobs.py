@@ -629,7 +629,7 @@ def test_the_expiry_takes_effect_at_midnight_and_its_notices_wait_for_nine(app: 
         return deliver_pending(db.session, jobs.mail_settings(app), send_sms=notification_sender(app.config))
 
     contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
-    yearly = make_contract(app, "sms_business_service", customer__name="乙公司", term_start="2026-12-01", term_end="2027-11-30").contract
+    yearly = make_contract(app, "sms_business_service", customer__name="乙公司", term_start="2027-01-01", term_end="2027-12-31").contract
     reachable(contract.account)
     pay_what_is_owed(app, contract.account, "P1")
     deliver()  # what the payment and the signing sent, out of the way
