@@ -160,6 +160,23 @@ def test_the_signature_is_required_checked_and_added_when_the_account_asks(app: 
     assert db.session.get(Message, result.messages[0]["id"]).content == "【学府教育】明天上午九点开课"
 
 
+def test_the_parts_are_counted_on_the_text_with_the_signature_the_account_adds(app: Flask) -> None:
+    """002 §5(6) (短信签名): the signature is part of the message sent, so its parts and charge count
+    it; counted on the customer's text before 【学府教育】 is added, a 71-character message went
+    as 1 part charged 0.06. Found by mutation testing."""
+    sender = active_sender(app, "lingxuntong_service")  # 0.06 元/条, signature 学府教育
+    sender.account.add_signature = True
+    db.session.commit()
+    before = sender.balance()
+    over = send(sender, "13800138000", "会" * 65)  # 6 + 65 = 71 UCS-2 characters: over the 70 of one part
+    assert (over.messages[0]["segments"], over.messages[0]["charge"], over.body["charged"]) == (2, "0.12", "0.12")
+    assert db.session.get(Message, over.messages[0]["id"]).segments == 2
+    assert sender.balance() == before - Decimal("0.12")
+    fits = send(sender, "13900139000", "会" * 64)  # 6 + 64 = 70: exactly one part
+    assert (fits.messages[0]["segments"], fits.messages[0]["charge"]) == (1, "0.06")
+    assert db.session.get(Message, fits.messages[0]["id"]).segments == 1
+
+
 def test_an_account_without_a_registered_signature_must_still_sign(app: Flask, sender: Sender) -> None:
     error = refused(sender, "13800138000", "您的验证码是 1234")
     assert error.code == "missing_signature" and "签名" in error.message
@@ -183,6 +200,22 @@ def test_forbidden_keywords_refuse_the_send_and_still_charge_the_fee(app: Flask,
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.status == "queued")) == 0
     counts = message_counts(db.session, sender.account.id)
     assert counts.refused == 2 and counts.accepted == 2 and counts.balanced
+
+
+def test_the_fee_kept_for_refused_content_counts_every_part(app: Flask, sender: Sender) -> None:
+    """000 §8 / 002 §9: a refused message's sender is charged 「该次短信发送所形成的费用」, the fee
+    that send would have cost: parts × price, not one price per message. Found by mutation testing."""
+    add_keywords(db.session, ["赌博"], actor="admin")
+    db.session.commit()
+    before = sender.balance()
+    result = send(sender, "13800138000", "【蓉城会员】赌博" + "会" * 80)  # 88 UCS-2 characters: 2 parts
+    assert result.http_status == 422
+    assert (result.messages[0]["status"], result.messages[0]["segments"]) == ("refused", 2)
+    assert result.messages[0]["charge"] == "0.09" and result.body["charged"] == "0.09"  # 2 × 0.045
+    assert sender.balance() == before - Decimal("0.09")
+    assert db.session.get(Message, result.messages[0]["id"]).charge == Decimal("0.09")
+    usage = db.session.scalars(sa.select(UsageDay)).all()
+    assert [(u.kind, u.messages, u.amount) for u in usage] == [("refused_content_fee", 1, Decimal("0.09"))]
 
 
 def test_a_keyword_with_invisible_characters_inside_is_still_refused(app: Flask, sender: Sender) -> None:
@@ -272,6 +305,25 @@ def test_the_sms_genie_penalty_is_booked_per_message_sent_in_violation(app: Flas
     assert after_commit_catch_up(app) == []
 
 
+def test_the_sms_genie_penalty_is_booked_for_a_single_recipient_too(app: Flask) -> None:
+    """003 §3.4: the penalty is 「0.5元/条X发送条数」, so one message sent in violation costs 0.50;
+    a refusal to one recipient was let off. Found by mutation testing."""
+    from backoffice.cli import after_commit_catch_up
+
+    sender = active_sender(app, "sms_genie_user")  # 0.05 元/条, penalty 0.5 元/条
+    add_keywords(db.session, ["赌博"], actor="admin")
+    db.session.commit()
+    before = sender.balance()
+    result = send(sender, "13800138000", "【明远商贸】赌博")
+    assert result.http_status == 422 and result.booked_ledger_events
+    assert result.body["penalty"] == "0.50" and result.body["charged"] == "0.50"
+    assert "违约金 0.50 元" in result.body["error"]["message"]
+    assert sender.balance() == before - Decimal("0.5")
+    penalty = db.session.scalar(sa.select(LedgerEvent).where(LedgerEvent.kind == "penalty"))
+    assert penalty is not None and Decimal(penalty.payload["amount"]) == Decimal("0.5") and penalty.payload["messages"] == 1
+    assert after_commit_catch_up(app) == []  # the penalty's posting, into the books
+
+
 def test_a_refusals_charged_total_includes_the_penalty_taken_from_the_balance(app: Flask) -> None:
     """Found by a review: 003's answer said charged 0.00 while the penalty took 1.00 from the balance."""
     sender = active_sender(app, "sms_genie_user")  # penalty 0.5 元/条
@@ -326,6 +378,43 @@ def test_same_content_to_the_same_number_within_10_hours_is_sent_charged_and_fla
     assert log == ["accepted", "duplicate", "accepted"]
     set_clock(lambda: FIXED_NOW + timedelta(hours=10, minutes=1))
     assert send(sender, "13800138000", text).messages[0]["duplicate"] is False
+
+
+def test_other_content_to_the_same_number_within_10_hours_is_not_a_duplicate(app: Flask) -> None:
+    """002 §16 speaks of 「10小时内向同一手机号码重复提交相同短信内容」: a different text to the same
+    number is no repeat. Found by mutation testing (content ignored: every second message was flagged)."""
+    sender = active_sender(app, "lingxuntong_service")  # duplicate_window_hours 10
+    first = send(sender, "13800138000", "【学府教育】明天上午九点开课").messages[0]
+    second = send(sender, "13800138000", "【学府教育】明天下午两点考试").messages[0]
+    assert (first["duplicate"], second["duplicate"]) == (False, False)
+    assert second["status"] == "queued" and second["reason"] is None
+    assert not db.session.get(Message, second["id"]).duplicate
+    assert db.session.scalars(sa.select(SendLog.result).order_by(SendLog.seq)).all() == ["accepted", "accepted"]
+
+
+def test_the_same_content_from_another_account_is_not_a_duplicate(app: Flask) -> None:
+    """002 §16 makes 甲方 bear the cost of its own repeats (「由甲方自行承担」): another customer's
+    identical message to the same number is not one. Found by mutation testing (the check ignored the account)."""
+    text = "【学府教育】明天上午九点开课"
+    one = active_sender(app, "lingxuntong_service")
+    other = active_sender(app, "lingxuntong_service", customer__name="北京学府培训学校")
+    assert send(one, "13800138000", text).messages[0]["duplicate"] is False
+    answer = send(other, "13800138000", text).messages[0]
+    assert answer["duplicate"] is False and answer["reason"] is None
+    assert not db.session.get(Message, answer["id"]).duplicate
+    assert db.session.scalars(sa.select(SendLog.result).order_by(SendLog.seq)).all() == ["accepted", "accepted"]
+
+
+def test_a_repeat_exactly_10_hours_later_is_a_duplicate_and_one_second_after_is_not(app: Flask) -> None:
+    """002 §16 「10小时内」 read inclusively: a repeat 10 h 00 min 00 s after the first is still a
+    duplicate; 10 h 00 min 01 s after it is not. Found by mutation testing (`>=` made `>`)."""
+    sender = active_sender(app, "lingxuntong_service")
+    text = "【学府教育】明天上午九点开课"
+    send(sender, ["13800138000", "13900139000"], text)
+    set_clock(lambda: FIXED_NOW + timedelta(hours=10))  # 20:00 Beijing, inside the sending window
+    assert send(sender, "13800138000", text).messages[0]["duplicate"] is True
+    set_clock(lambda: FIXED_NOW + timedelta(hours=10, seconds=1))
+    assert send(sender, "13900139000", text).messages[0]["duplicate"] is False
 
 
 def test_other_templates_do_not_flag_repeats(app: Flask, sender: Sender) -> None:
@@ -592,6 +681,25 @@ def test_outside_the_sending_window_messages_wait_for_0805(app: Flask) -> None:
     assert message.next_attempt_at == message.send_at and "08:05" in result.messages[0]["reason"]
 
 
+@pytest.mark.parametrize(
+    ("beijing", "send_at"),
+    [
+        ((22, 15, 0), None),  # inside: sent now
+        ((22, 30, 0), None),  # 22:30 itself is inside
+        ((22, 30, 1), datetime(2026, 11, 24, 0, 5, tzinfo=UTC)),  # after it: 08:05 Beijing the next day
+    ],
+)
+def test_the_sending_window_closes_at_2230(app: Flask, beijing: tuple[int, int, int], send_at: datetime | None) -> None:
+    """002 §3, with the real template: 「早上7：00—晚上22：30时段发送……超出此时段……第二天8：05分发送」;
+    22:30 included, 22:30:01 not. Found by mutation testing (the template's end made 22:00)."""
+    sender = active_sender(app, "lingxuntong_service")
+    hour, minute, second = beijing
+    now = datetime(2026, 11, 23, hour - 8, minute, second, tzinfo=UTC)
+    set_clock(lambda: now)
+    message = db.session.get(Message, send(sender, "13800138000", "【学府教育】晚安").messages[0]["id"])
+    assert (message.status, message.send_at) == ("queued" if send_at is None else "scheduled", send_at or now)
+
+
 def test_other_templates_send_around_the_clock(app: Flask, sender: Sender) -> None:
     set_clock(lambda: datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
     assert send(sender, "13800138000").messages[0]["status"] == "queued"
@@ -721,6 +829,25 @@ def test_the_account_rate_is_enforced_with_a_wait_time(app: Flask, sender: Sende
     set_clock(lambda: FIXED_NOW + timedelta(seconds=1))
     send(sender, numbers(5, start=13900100000), settings=settings)
     assert isinstance(refused(sender, "13900139000", settings=settings), RateLimited)
+
+
+def test_each_account_has_its_own_rate(app: Flask, sender: Sender) -> None:
+    """004 §2.2(1): the provider adjusts 「可供甲方使用的短信流量」 per customer: one account's traffic
+    does not use up another's, and an account over its rate is refused (429) while another still has
+    room. Found by mutation testing (the rate's UPDATE not limited to the account)."""
+    other = active_sender(app, customer__name="另一家公司")
+    for account in (sender.account, other.account):
+        account.rate_limit_per_second = 5
+    db.session.commit()
+    settings = SendingSettings(rate_burst_seconds=1, max_recipients=10)  # tolerance: 10 messages each
+    send(other, "13900139000", settings=settings)
+    send(sender, numbers(10), settings=settings)
+    assert isinstance(refused(sender, "13900139001", settings=settings), RateLimited)  # other has room for 9
+    send(other, numbers(9, start=13900100000), settings=settings)
+    assert isinstance(refused(other, "13900139001", settings=settings), RateLimited)
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=10))  # both budgets full again
+    send(sender, numbers(5, start=13700100000), settings=settings)
+    assert send(other, numbers(10, start=13600100000), settings=settings).http_status == 202
 
 
 def test_a_full_request_is_acceptable_at_any_rate_so_the_burst_is_at_least_one(app: Flask, sender: Sender) -> None:
