@@ -509,24 +509,52 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
     return counts
 
 
+#: RCPT replies that are about the recipient's address itself (RFC 5321 §4.2.3, RFC 3463 5.1.x).
+_NO_SUCH_RECIPIENT = (550, 551, 553)
+
+
+def _said(answers: list[tuple[str, int, bytes | str]]) -> str:
+    return "；".join(
+        f"{address + ' ' if address else ''}{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}".strip()
+        for address, code, text in answers
+    )
+
+
 def refused_for_good(exc: BaseException) -> str | None:
-    """The outbox's words for an SMTP server's permanent refusal (a 5xx reply) of the recipient or
-    of the message, which no retry changes; None for anything else, retried. A 4xx reply is
-    temporary (greylisting, a full mailbox). Found by an exploratory test: "550 no such user" was
-    retried for about 9 hours before it failed. A refused login or sender is the platform's own
-    setting, not this notice's: retried, so the notices go once an administrator has fixed it."""
+    """The outbox's words for an SMTP server's permanent refusal of this notice, which no retry
+    changes; None for anything else, retried. Found by an exploratory test: "550 no such user" was
+    retried for about 9 hours before it failed. Only two refusals are this notice's own:
+    - the recipient's address (550/551/553 to RCPT, or an enhanced status 5.1.x), not a policy
+      reply (5.7.x: relaying denied, the sender not allowed), which is the platform's setting;
+    - the message's size (552, or 5.3.4), the attachments too large for the server.
+    Everything else (a 4xx: greylisting, a full mailbox; a refused login, sender or relay; a 554
+    without a reason) is retried, so the notices go once an administrator has fixed the setting
+    (a review: "554 5.7.1 Relay access denied" failed every notice at once, naming the customer's
+    address as the fault)."""
     answers: list[tuple[str, int, bytes | str]] = []
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         answers = [(address, code, text) for address, (code, text) in exc.recipients.items()]
     elif isinstance(exc, smtplib.SMTPDataError):
         answers = [("", exc.smtp_code, exc.smtp_error)]
-    if not answers or not all(500 <= code < 600 for _, code, text in answers):
+    if not answers:
         return None
-    said = "；".join(
-        f"{address + ' ' if address else ''}{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}".strip()
-        for address, code, text in answers
-    )
-    return f"邮件服务器永久拒收（{said}），不再自动重试：请核对客户的电子邮箱，用 account contact 更正后重发"
+
+    def enhanced(text: bytes | str) -> str:
+        words = (text.decode(errors="replace") if isinstance(text, bytes) else text).split()
+        return words[0] if words and words[0][:1] in "245" and words[0].count(".") == 2 else ""
+
+    def too_large(code: int, text: bytes | str) -> bool:
+        return code == 552 or enhanced(text) == "5.3.4"
+
+    def no_such_recipient(address: str, code: int, text: bytes | str) -> bool:
+        status = enhanced(text)
+        return bool(address) and (status.startswith("5.1.") or (code in _NO_SUCH_RECIPIENT and not status.startswith("5.7.")))
+
+    if all(too_large(code, text) for _, code, text in answers):
+        return f"邮件服务器以邮件过大拒收（{_said(answers)}），不再自动重试：请检查附件大小及邮件服务器的大小限制后重发"
+    if all(no_such_recipient(address, code, text) for address, code, text in answers):
+        return f"邮件服务器永久拒收（{_said(answers)}），不再自动重试：请核对客户的电子邮箱，用 account contact 更正后重发"
+    return None
 
 
 def current_address(note: Notification) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import json
 import os
+import smtplib
 import subprocess
 import sys
 import threading
@@ -2109,3 +2110,29 @@ def test_an_sms_notice_to_a_customer_without_e_mail_points_to_the_portal(app: Fl
     assert run(runner, "finance", "confirm", str(recorded["id"]), "--json")[0] == 0
     sms = db.session.scalar(sa.select(Notification).where(Notification.key == f"receipt-confirmed-{recorded['id']}:sms"))
     assert sms is not None and "可登录客户门户下载" in sms.body and "邮箱" not in sms.body, sms.body
+
+
+@pytest.mark.parametrize(
+    ("refusal", "fails_for"),
+    [
+        (smtplib.SMTPRecipientsRefused({"typo@exmaple.cn": (550, b"5.1.1 no such user")}), "请核对客户的电子邮箱"),
+        (smtplib.SMTPRecipientsRefused({"typo@exmaple.cn": (550, b"mailbox unavailable")}), "请核对客户的电子邮箱"),
+        (smtplib.SMTPRecipientsRefused({"x@example.cn": (553, b"5.1.3 bad destination mailbox address syntax")}), "请核对客户的电子邮箱"),
+        (smtplib.SMTPDataError(552, b"5.3.4 message size exceeds fixed limit"), "邮件过大"),
+        (smtplib.SMTPRecipientsRefused({"x@example.cn": (552, b"5.3.4 message too big")}), "邮件过大"),
+        # The platform's own setting: retried until an administrator fixes it, the customer's address not blamed.
+        (smtplib.SMTPRecipientsRefused({"x@example.cn": (554, b"5.7.1 <x@example.cn>: Relay access denied")}), None),
+        (smtplib.SMTPRecipientsRefused({"x@example.cn": (550, b"5.7.1 sender not allowed")}), None),
+        (smtplib.SMTPDataError(554, b"5.7.1 rejected by policy"), None),
+        (smtplib.SMTPRecipientsRefused({"x@example.cn": (450, b"4.2.0 mailbox busy")}), None),
+        (smtplib.SMTPSenderRefused(553, b"5.1.8 sender address rejected", "billing@provider.example.cn"), None),
+    ],
+)
+def test_only_refusals_of_the_address_or_the_size_fail_a_notice_at_once(refusal: Exception, fails_for: str | None) -> None:
+    """Found by a review: every 5xx failed the notice at once and told staff to correct the
+    customer's address, "554 5.7.1 Relay access denied" (the platform's SMTP setting) included,
+    so a wrong setting failed every notice instead of their going once it was fixed."""
+    from backoffice.services.notifications import refused_for_good
+
+    said = refused_for_good(refusal)
+    assert (said is None) if fails_for is None else (said is not None and fails_for in said), said
