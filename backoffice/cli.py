@@ -1201,21 +1201,19 @@ def finance_holiday(day: str, last_day: str | None, is_working: bool, note: str,
         click.echo(f"警告：{warning}", err=True)
     rows = db.session.scalars(sa.select(WorkingDayOverride).order_by(WorkingDayOverride.day)).all()
     calendar = [{"day": r.day.isoformat(), "working_day": r.is_working_day, "note": r.note} for r in rows]
-    moved = [
-        {"number": m.invoice.number, "account_code": m.invoice.account.code, "old_due_on": m.old.isoformat(),
-         "due_on": m.new.isoformat(), "pdf": m.invoice.pdf_file}
-        for m in moves
-    ]  # fmt: skip
     warning = "" if not covered_by_library(when.year) else f"（注意：{when.year} 年已由 chinese-calendar 覆盖，此条优先于库中的日历）"
     text = "\n".join(f"{r['day']}  {'调休上班' if r['working_day'] else '休息'}  {r['note']}" for r in calendar)
-    text = (text or "没有自定义的节假日") + warning
-    if moved:
-        text += f"\n已按新的工作日安排调整 {len(moved)} 张未付发票的付款期限（已重新生成发票并通知客户）：\n" + "\n".join(
-            f"  {m['number']}  {m['account_code']}  {m['old_due_on']} → {m['due_on']}" for m in moved
+    # The invoices moved go to stderr: --json prints the calendar as it always has (a stable
+    # interface, DESIGN), and `finance invoices --json` gives every due date (a review).
+    if moves:
+        click.echo(
+            f"已按新的工作日安排调整 {len(moves)} 张未付发票的付款期限（已重新生成发票并通知客户）：\n"
+            + "\n".join(f"  {m.invoice.number}  {m.invoice.account.code}  {m.old.isoformat()} → {m.new.isoformat()}" for m in moves),
+            err=True,
         )
     else:
-        text += "\n没有未付发票的付款期限因此改变"
-    _emit({"calendar": calendar, "moved_invoices": moved}, as_json, text)
+        click.echo("没有未付发票的付款期限因此改变", err=True)
+    _emit(calendar, as_json, (text or "没有自定义的节假日") + warning)
 
 
 @demo_cli.command("load")
