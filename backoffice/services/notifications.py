@@ -478,7 +478,13 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
             continue  # another run took it
         note = session.get(Notification, note_id)  # the claim's commit expired it: this loads it afresh
         assert note is not None
-        address = note.recipient = current_address(note) or note.recipient  # corrected since it was queued: the address now
+        address = _address_now(note)  # corrected since it was queued: the address now
+        if not address:  # removed since it was queued (a review: it still went to the removed address)
+            note.status, note.last_error = "failed", _removed(note)
+            session.commit()
+            counts["failed"] += 1
+            continue
+        note.recipient = address
         try:
             if note.channel == "sms":
                 assert send_sms is not None
@@ -566,6 +572,17 @@ def current_address(note: Notification) -> str | None:
     return account.contact_email if note.channel == "email" else sms_address(account)
 
 
+def _address_now(note: Notification) -> str | None:
+    """Where the notice goes: an account's notice to the account's address as it is now, None
+    when it has been removed since; another's (staff) to the address it was queued with."""
+    return current_address(note) if note.account_id is not None else note.recipient
+
+
+def _removed(note: Notification) -> str:
+    what = "电子邮箱" if note.channel == "email" else "手机号码"
+    return f"客户的{what}已在通知排队后删除：未发送（不发往已删除的地址），补充后可重发"
+
+
 def readdress(session: Session, account: EnterpriseAccount) -> int:
     """The account's contact changed: its notices not sent yet (waiting, or failed for a resend)
     go to its addresses now, and the outbox shows them. Returns how many were changed."""
@@ -590,7 +607,7 @@ def requeue(session: Session, note_id: int) -> Notification:
     if note.status != "failed":
         raise Conflict(f"通知 {note_id} 的状态是 {note.status}，只有发送失败的通知可以重发")
     # The account's address now (corrected since, or added to one kept for want of an address, `_both`).
-    address = current_address(note) or note.recipient
+    address = _address_now(note)
     if not address:
         what = "电子邮箱" if note.channel == "email" else "手机号码"
         raise Conflict(f"通知 {note_id} 没有收件人：客户仍没有{what}，请先用 account contact 补充")

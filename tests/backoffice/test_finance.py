@@ -2137,3 +2137,29 @@ def test_only_refusals_of_the_address_or_the_size_fail_a_notice_at_once(refusal:
 
     said = refused_for_good(refusal)
     assert (said is None) if fails_for is None else (said is not None and fails_for in said), said
+
+
+def test_a_notice_waiting_when_the_address_is_removed_is_not_sent_to_it(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: a notice queued before the customer's e-mail was removed (`account
+    contact --email ''`: the person left) still went to the removed address, and so did its
+    resend. It fails, saying why, and goes once an address is given again."""
+    from backoffice.services.accounts import update_contact
+    from backoffice.services.notifications import requeue
+
+    account = make_contract(app, "sms_business_service", **{"customer.email": "left@example.cn"}).contract.account
+    update_contact(db.session, account.code, email="", actor="staff:admin")
+    db.session.commit()
+    assert run(runner, "finance", "notify", "--json")[1] == {"sent": 1, "written": 0, "retry": 0, "failed": 1}  # the SMS went
+    note = db.session.scalar(sa.select(Notification).where(Notification.channel == "email"))
+    assert note.status == "failed" and "已在通知排队后删除" in note.last_error
+    assert not list(Path(app.config["OUTBOX_PATH"]).glob("*-email.eml"))  # nothing written for the removed address
+    with pytest.raises(Exception, match="没有收件人"):
+        requeue(db.session, note.id)
+    db.session.rollback()
+    update_contact(db.session, account.code, email="new@example.cn", actor="staff:admin")
+    requeue(db.session, note.id)
+    db.session.commit()
+    assert run(runner, "finance", "notify", "--json")[1]["written"] == 1
+    assert db.session.get(Notification, note.id).recipient == "new@example.cn"
+    (written,) = Path(app.config["OUTBOX_PATH"]).glob("*-email.eml")
+    assert "To: new@example.cn" in written.read_text()
