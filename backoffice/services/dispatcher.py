@@ -497,22 +497,22 @@ _NEW_UNSUBSCRIBES = Prepared(
 # rows a subquery of their own, so PostgreSQL does not walk the primary key backwards for the first
 # match instead (it did, on a small table, for the ORDER BY … LIMIT 1).
 _ACCOUNTS = EnterpriseAccount.__table__
-# The platform's own notices (charge_kind notice) go from that address too, but are not the
-# account's sends: a TD to one must not put the customer's contact on the customer's list.
 _NUMBERS_MESSAGES = (
-    sa.select(_MESSAGES.c.account_id, _MESSAGES.c.id)
-    .where(
-        _MESSAGES.c.recipient == sa.bindparam("number"),
-        _MESSAGES.c.status.in_(SENT),
-        _MESSAGES.c.charge_kind.is_distinct_from(NOTICE_CHARGE_KIND),
-    )
+    sa.select(_MESSAGES.c.account_id, _MESSAGES.c.id, _MESSAGES.c.charge_kind)
+    .where(_MESSAGES.c.recipient == sa.bindparam("number"), _MESSAGES.c.status.in_(SENT))
     .offset(0)
     .subquery()
 )
+# The platform's own notices (charge_kind notice) go from the shared address too, whatever their
+# account's service code, but are not the account's sends: they rank with the customers' messages
+# and, when the newest, give the reply to no account (NULL), so a TD to one puts the contact on
+# nobody's list. Left out of the ranking instead (found by a review), a reply to a customer's
+# invoice went to another customer that texted the number earlier, its TD onto that one's list.
+_NOTICE = _NUMBERS_MESSAGES.c.charge_kind == NOTICE_CHARGE_KIND
 _LAST_SENDER = (
-    sa.select(_NUMBERS_MESSAGES.c.account_id)
+    sa.select(sa.case((_NOTICE, sa.null()), else_=_NUMBERS_MESSAGES.c.account_id))
     .join(_ACCOUNTS, _ACCOUNTS.c.id == _NUMBERS_MESSAGES.c.account_id)
-    .where(sa.func.coalesce(_ACCOUNTS.c.service_code, "") == "")  # sends from the shared address
+    .where(sa.or_(_NOTICE, sa.func.coalesce(_ACCOUNTS.c.service_code, "") == ""))  # sends from the shared address
     .order_by(_NUMBERS_MESSAGES.c.id.desc())
     .limit(1)
 )
@@ -1729,7 +1729,8 @@ class Dispatcher:
         """Store a reply under the account its service code names, else, when it went to the shared
         source address (or an extension of it), the account without a code of its own that last
         sent to that number; TD/退订/… puts the number on that account's unsubscribe list. A reply
-        to an address nobody sends from is kept under no account."""
+        to an address nobody sends from, or to the shared address whose newest message to the
+        number there is a platform notice (`_LAST_SENDER`), is kept under no account."""
         reply = record_reply(
             self._session, sender=sender, destination=destination, content=text, received_at=now, settings=self._reply_settings,
             pending=self._cancelled,

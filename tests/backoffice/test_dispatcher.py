@@ -1462,6 +1462,53 @@ def test_a_reply_to_the_shared_address_is_never_given_to_an_account_with_a_servi
     assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [victim.account.id]
 
 
+def test_a_reply_to_a_platform_notice_from_the_shared_address_goes_to_no_customer(app: Flask) -> None:
+    """Found by a review: platform notices go from the shared address whatever the customer's
+    service code, and were left out of the search for the last sender there; a customer without a
+    code that had texted the number earlier got the contact's reply to another customer's invoice
+    notice, and the contact's TD put the number on its list, skipping its later messages to the
+    person. The notice now counts as the newest message from the shared address, and a reply to
+    it belongs to no account; a customer's message there after it gets the replies again."""
+    from backoffice.jobs import deliver_notifications_now
+    from backoffice.models.messaging import NOTICE_CHARGE_KIND
+    from tests.backoffice.test_messaging import send
+
+    contact = "18910448682"
+    other = active_sender(app, customer__name="乙营销有限公司")  # no service code: sends from the shared address
+    assert other.account.service_code is None
+    send(other, [contact], "【乙营销】双十一大促，全场五折")  # some time ago, B texted this person
+    customer = active_sender(app, "sms_business_service")  # A: a code of its own; its invoice notice goes to `contact`
+    assert customer.account.service_code
+    assert deliver_notifications_now(app)["sent"] == 1
+    notice = db.session.scalar(sa.select(Message).where(Message.charge_kind == NOTICE_CHARGE_KIND))
+    assert notice is not None and notice.recipient == contact and notice.account_id == customer.account.id
+    send(customer, [contact])  # later, A texts its contact under its own code: not from the shared address
+    db.session.execute(sa.update(Message).values(status="delivered"))
+    db.session.commit()
+    shared = app.config["SMSC_DEFAULT_SOURCE"]
+
+    def reply(*texts: str) -> None:
+        dispatcher = Dispatcher(app, LinkConfig(port=1), "replies", settings=DispatchSettings(**{**vars(FAST), "default_source": shared}))
+        try:
+            for text in texts:
+                dispatcher._on_mo(MobileOriginatedPdu(contact, shared, text))
+        finally:
+            dispatcher.close()
+
+    reply("发票收到了，款项明天汇出", "TD")
+    replies = db.session.execute(sa.select(MobileOriginated.content, MobileOriginated.account_id).order_by(MobileOriginated.id)).all()
+    assert replies == [("发票收到了，款项明天汇出", None), ("TD", None)]  # stored under no account: neither B nor A
+    assert db.session.scalars(sa.select(Unsubscribe)).all() == []
+    assert send(other, [contact], "【乙营销】会员日，积分翻倍").messages[0]["status"] == "queued"  # B's message goes
+
+    db.session.execute(sa.update(Message).values(status="delivered"))
+    db.session.commit()
+    reply("不需要了", "TD")  # to B's message, newer than the notice: B's again
+    replies = db.session.execute(sa.select(MobileOriginated.content, MobileOriginated.account_id).order_by(MobileOriginated.id)).all()
+    assert replies[2:] == [("不需要了", other.account.id), ("TD", other.account.id)]
+    assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [other.account.id]
+
+
 # --- notifications ---------------------------------------------------------------------------------
 
 
