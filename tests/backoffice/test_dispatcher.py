@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1009,6 +1010,11 @@ def test_a_second_live_process_under_a_running_workers_name_is_refused(
         db.session.execute(sa.update(Message).values(claimed_by="dispatch@here", claimed_at=FIXED_NOW))
         db.session.commit()
         running.kill()  # killed and not yet reaped (a zombie): not a live worker; its restart takes over
+        # (SIGKILL lands asynchronously: on a busy machine the process still ran for a moment after
+        # kill() returned, and the restart was refused; this flaked once in a full run.)
+        zombie_by = time.monotonic() + 10
+        while Path(f"/proc/{running.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z" and time.monotonic() < zombie_by:
+            time.sleep(0.01)
         drive(worker(simulator, "dispatch@here"), all_in("delivered"), sender)
         assert len(simulator.received) == 3
     finally:
