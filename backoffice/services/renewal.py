@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backoffice.clock import local_today, utcnow
+from backoffice.clock import local_today, to_local, utcnow
 from backoffice.errors import Conflict, ValidationFailed
 from backoffice.models import AuditEntry, Contract, ContractJob, EnterpriseAccount
 from backoffice.models.contracts import ENDED_CONTRACT_STATUSES, live_contracts_of
@@ -31,6 +31,8 @@ OBJECTION_LEAD_DAYS = 15
 
 #: The outcome of an extension that ran (an auto_extend job cancelled by an objection has another).
 EXTENDED = "无书面异议，自动顺延一年至 "
+#: Appended to an extension's outcome when a late-recorded objection undid it.
+UNDONE = "；已撤销："
 
 
 def _objection_days(contract: Contract) -> int:
@@ -179,8 +181,19 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
     signed = max(contract.customer_signed_on, contract.provider_signed_on)
     if received_on < signed:  # a mistyped year silently ended the contract (found by a review)
         raise ValidationFailed({"received_on": f"收到书面异议的日期 {received_on} 早于合同签订日期 {signed}，请核对"})
+    # A paper renewal recorded after the letter arrived is the later agreement: the letter cannot
+    # undo it (found by a review: an old letter entered after a renewal undid the extension it
+    # was about, and with it the renewal; the contract expired, the account stopped).
+    renewal = _renewal_after(session, contract, received_on)
+    if renewal is not None:
+        renewed_on, new_end = renewal
+        raise Conflict(
+            f"合同 {contract.contract_no} 已于 {renewed_on} 续签至 {new_end}，续签晚于 {received_on} 收到的书面异议，以续签为准："
+            "该异议不能撤销此前的顺延，也不能终止续签后的合同；客户如不再续约，须对续签后的合同另行提出书面异议"
+        )
     # Extensions that ran after the letter arrived: it was meant for the term they extended
     # (found by a review: checked against the new term, it bound the customer for another year).
+    # One an objection already undid is not undone again (its term is over).
     extended = sorted(
         (
             job
@@ -189,6 +202,7 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
             and job.done_at is not None
             and job.due_on > received_on
             and (job.outcome or "").startswith(EXTENDED)
+            and UNDONE not in (job.outcome or "")
         ),
         key=lambda job: job.due_on,
     )
@@ -222,7 +236,7 @@ def _undo_extensions(session: Session, contract: Contract, extended: list[Contra
             }
         )
     now = utcnow()
-    undone = f"；已撤销：客户于 {received_on} 在期限内书面异议"
+    undone = f"{UNDONE}客户于 {received_on} 在期限内书面异议"
     for job in extended:
         job.outcome = ((job.outcome or "") + undone)[:200]
     for job in contract.jobs:
@@ -238,6 +252,27 @@ def _undo_extensions(session: Session, contract: Contract, extended: list[Contra
     session.flush()
     run_contract_job(session, expire, objection_received_on=received_on)
     return expire
+
+
+def _renewal_after(session: Session, contract: Contract, received_on: date) -> tuple[date, str] | None:
+    """The contract's latest paper renewal (`renew_contract`) if it was recorded after
+    `received_on`: (the day it was recorded, its new end); else None."""
+    entry = session.scalar(
+        sa.select(AuditEntry)
+        .where(
+            AuditEntry.object_type == "contract",
+            AuditEntry.object_id == contract.contract_no,
+            AuditEntry.action == "renew_contract",
+        )
+        .order_by(AuditEntry.id.desc())
+        .limit(1)
+    )
+    if entry is None:
+        return None
+    detail = entry.detail or {}
+    # `renewed_on`: the business day it was recorded (entries before it have only their time).
+    renewed_on = date.fromisoformat(detail["renewed_on"]) if detail.get("renewed_on") else to_local(entry.at).date()
+    return (renewed_on, str(detail.get("new_end"))) if renewed_on > received_on else None
 
 
 #: The rules whose contracts run to a date, and can be renewed to a later one.
@@ -290,7 +325,7 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
         account.status = "awaiting_payment" if account.receivable > 0 and account.balance <= 0 else "active"
     audit.record(
         session, actor, "renew_contract", "contract", contract.contract_no, previous_end=str(old_end), new_end=str(until),
-        previous_status=previous_status, reason=why, account_resumed=resume,
+        previous_status=previous_status, reason=why, account_resumed=resume, renewed_on=str(today),
     )  # fmt: skip
     return Renewal(contract, old_end, previous_status, resume, plan_jobs(session, contract))
 

@@ -862,3 +862,59 @@ def test_sales_renew_a_contract_on_its_page(app: Flask, client: FlaskClient, sta
     db.session.expire_all()
     assert contract.status == "renewed" and db.session.get(EnterpriseAccount, contract.account_id).status == "active"
     assert db.session.scalar(sa.select(AuditEntry.actor).where(AuditEntry.action == "renew_contract")) == "staff:sales"
+
+
+def test_an_old_objection_entered_after_a_paper_renewal_leaves_the_renewal_standing(app: Flask, runner: FlaskCliRunner) -> None:
+    """Found by a review: 004 extended on 2027-12-01, renewed on paper on 2028-01-10 to
+    2029-11-30; a letter received 2027-10-20 (in time for the extension), entered on 2028-02-01,
+    undid the extension and the renewal with it: the contract expired at 2027-11-30, the account
+    stopped, the customer was told the contract had ended. The renewal is the later agreement:
+    the objection is refused, saying which renewal. So is the same letter entered again after an
+    objection undid the extension and a renewal followed (the undone extension counted again)."""
+    from backoffice.clock import set_clock
+    from backoffice.errors import Conflict
+    from backoffice.models import EnterpriseAccount
+    from backoffice.services.renewal import renew_contract, stop_renewal
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "REN1")
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("auto_extend"))
+    db.session.commit()
+    set_clock(lambda: datetime(2028, 1, 10, 2, 0, tzinfo=UTC))
+    renew_contract(db.session, contract, until=date(2029, 11, 30), actor="staff:sales", today=date(2028, 1, 10))
+    db.session.commit()
+    set_clock(lambda: datetime(2028, 2, 1, 2, 0, tzinfo=UTC))
+    with pytest.raises(Conflict) as refused:
+        stop_renewal(db.session, contract, received_on=date(2027, 10, 20), actor="staff:sales", today=date(2028, 2, 1))
+    assert "已于 2028-01-10 续签至 2029-11-30" in refused.value.message and "以续签为准" in refused.value.message
+    db.session.rollback()
+    done = runner.invoke(args=["contract", "stop-renewal", contract.contract_no, "--received-on", "2027-10-20", "--json"])
+    assert done.exit_code == 1 and "续签至 2029-11-30" in json.loads(done.output)["error"]["message"], done.output
+    db.session.expire_all()
+    assert (contract.status, contract.term_end, contract.renewal_rule) == ("renewed", date(2029, 11, 30), "yearly_auto_extend")
+    assert db.session.get(EnterpriseAccount, contract.account_id).status == "active"
+    assert not db.session.scalar(sa.select(Notification).where(Notification.key.like("contract-expired-%")))
+    assert {j.kind for j in contract.jobs if j.done_at is None} == {"renewal_notice", "auto_extend"}  # the renewed term's
+    # A letter received after the renewal is about the renewed term, as any objection is.
+    expire = stop_renewal(db.session, contract, received_on=date(2028, 1, 20), actor="staff:sales", today=date(2028, 2, 1))
+    assert expire.due_on == date(2029, 12, 1) and expire.done_at is None and contract.term_end == date(2029, 11, 30)
+    db.session.rollback()
+
+    # Undone by the letter, renewed, then the same letter entered again.
+    set_clock(lambda: datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
+    other = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    (extension,) = [j for j in other.jobs if j.kind == "auto_extend"]
+    run_contract_job(db.session, extension)
+    stop_renewal(db.session, other, received_on=date(2027, 10, 20), actor="staff:sales", today=date(2027, 12, 2))
+    db.session.commit()
+    assert (other.status, other.term_end) == ("expired", date(2027, 11, 30)) and "已撤销" in (extension.outcome or "")
+    set_clock(lambda: datetime(2027, 12, 3, 2, 0, tzinfo=UTC))
+    renew_contract(db.session, other, until=date(2028, 11, 30), actor="staff:sales", today=date(2027, 12, 3))
+    db.session.commit()
+    with pytest.raises(Conflict, match="已于 2027-12-03 续签至 2028-11-30"):
+        stop_renewal(db.session, other, received_on=date(2027, 10, 20), actor="staff:sales", today=date(2027, 12, 5))
+    db.session.rollback()
+    assert (other.status, other.term_end) == ("renewed", date(2028, 11, 30))
