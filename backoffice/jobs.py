@@ -55,7 +55,9 @@ def make_scheduler(app: Flask, scheduler_class: type[BaseScheduler] = Background
 
 
 def contract_job(job_row_id: int) -> None:
-    """APScheduler entry point (referenced by name in the job store)."""
+    """APScheduler entry point (referenced by name in the job store). The job loaded here may be
+    stale by the time it runs (a renewal or an objection committing meanwhile, at 00:00 or as the
+    scheduler catches up): run_contract_job locks the contract and reads the job again first."""
     app = _app or current_app._get_current_object()  # type: ignore[attr-defined]
     with app.app_context():
         job = db.session.get(ContractJob, job_row_id)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from backoffice.clock import local_today, to_local, utcnow
 from backoffice.errors import Conflict, ValidationFailed
@@ -15,6 +15,7 @@ from backoffice.models.contracts import ENDED_CONTRACT_STATUSES, live_contracts_
 from backoffice.models.contracts import RENEWAL_RULES as RENEWAL_NAMES
 from backoffice.services import audit, notifications
 from backoffice.services.contract_fields import term_end
+from backoffice.services.sql import begin_writing, is_postgresql
 
 
 def renewal_rule_for(terms: dict, auto_renew: bool | None) -> str:
@@ -90,6 +91,26 @@ def _add_job(session: Session, contract: Contract, kind: str, due: date) -> Cont
     return job
 
 
+def lock_contract(session: Session, contract_id: int) -> Contract:
+    """The contract, read afresh with its jobs and held until the transaction ends: the lock
+    that a job's run, a paper renewal and a written objection each take before they look at the
+    contract, so none decides on a state another is changing (found by a review: an expiry that
+    had read its job before a renewal committed still ended the renewed contract and stopped its
+    account). PostgreSQL: the contract's row, FOR NO KEY UPDATE (rows that merely refer to it,
+    a new job, an invoice, are not kept waiting); SQLite: the database's write lock.
+
+    Lock order: the contract first, then its account (`account_for_settings`, as a renewal and
+    an expiry take it). No other transaction locks a contract's row, so none holds an account
+    and waits for a contract (intake, the dispatcher and finance lock accounts only)."""
+    begin_writing(session)
+    query = (
+        sa.select(Contract).where(Contract.id == contract_id).options(selectinload(Contract.jobs)).execution_options(populate_existing=True)
+    )
+    if is_postgresql(session):
+        query = query.with_for_update(key_share=True)
+    return session.scalars(query).one()
+
+
 def _suspend_without_contract(session: Session, contract: Contract) -> bool:
     """An account whose last live contract ended stops sending (its balance stays, for a
     renewal); True if it was suspended now."""
@@ -103,10 +124,15 @@ def _suspend_without_contract(session: Session, contract: Contract) -> bool:
 
 def run_contract_job(session: Session, job: ContractJob, *, objection_received_on: date | None = None) -> str:
     """Carry out one due action; idempotent (a job already done is not redone).
-    `objection_received_on`: an expiry a written objection brought (the customer is told so)."""
+    `objection_received_on`: an expiry a written objection brought (the customer is told so).
+
+    The contract is locked first and the job read again under the lock: a renewal or an
+    objection that committed after the caller loaded the job has cancelled it (done), or changed
+    the contract it acts on."""
+    contract = lock_contract(session, job.contract_id)
+    session.refresh(job)
     if job.done_at is not None:
         return job.outcome or "done"
-    contract = job.contract
     if contract.status in ENDED_CONTRACT_STATUSES:
         outcome = f"合同{contract.status_name}，跳过"  # (the name says 已到期 / 已终止 itself)
     elif job.kind == "renewal_notice" and job.due_on not in _notice_days_of_this_term(contract):
@@ -135,6 +161,9 @@ def run_contract_job(session: Session, job: ContractJob, *, objection_received_o
             )
         audit.record(session, "scheduler", "renewal_notice", "contract", contract.contract_no, term_end=str(contract.term_end))
     elif job.kind == "expire":
+        from backoffice.services.sending_settings import account_for_settings
+
+        account_for_settings(session, contract.account.code)  # read afresh, locked (after the contract: see lock_contract)
         contract.status = "expired"
         suspended = _suspend_without_contract(session, contract)
         told = notifications.contract_expired(session, contract, suspended=suspended, objection_received_on=objection_received_on)
@@ -169,6 +198,7 @@ def stop_renewal(session: Session, contract: Contract, *, received_on: date, act
     the term goes back to its original end and the contract ends as if it had been recorded in
     time (the expiry runs now: the account stops sending, the customer is told). The returned
     expiry job is then already done."""
+    contract = lock_contract(session, contract.id)  # (a job of the contract running meanwhile: see there)
     deadline = objection_deadline(contract)
     if deadline is None or contract.status in ENDED_CONTRACT_STATUSES:
         raise Conflict(f"合同 {contract.contract_no} 不是自动顺延的合同，或已到期、已终止，无需登记异议")
@@ -298,6 +328,7 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
     reason is not the contract's). Who and why go to the audit log; the caller commits."""
     from backoffice.services.sending_settings import account_for_settings
 
+    contract = lock_contract(session, contract.id)  # (an expiry running meanwhile: see there)
     rule = renewal_rule_for(contract.terms, contract.fields.get("auto_renew"))
     if rule not in DATED_RULES or contract.term_end is None:
         raise Conflict(f"合同 {contract.contract_no} 为“{RENEWAL_NAMES.get(rule, rule)}”，没有固定的到期日，无需续签")

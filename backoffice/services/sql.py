@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, scoped_session
@@ -105,4 +106,18 @@ def begin_snapshot(session: Session, *, after_row_locks_on: sa.Table | None = No
             session.rollback()  # wrote nothing: gives the locks back
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     else:
+        session.execute(sa.text("BEGIN IMMEDIATE"))  # (pysqlite then begins nothing itself; commit ends it)
+
+
+def begin_writing(session: Session) -> None:
+    """SQLite: the database's write lock, taken now (BEGIN IMMEDIATE), so that what the
+    transaction reads from here on is what it writes over: no other writer commits in between.
+    pysqlite begins a transaction only before its first write, so reads before it are each a
+    snapshot of their own, and a decision taken on them could overwrite another's commit. A
+    transaction that has written already holds the lock; PostgreSQL locks rows instead (nothing
+    is done there). May come after reads, unlike `begin_snapshot`."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    raw = cast(sqlite3.Connection, session.connection().connection.dbapi_connection)
+    if not raw.in_transaction:
         session.execute(sa.text("BEGIN IMMEDIATE"))  # (pysqlite then begins nothing itself; commit ends it)

@@ -918,3 +918,126 @@ def test_an_old_objection_entered_after_a_paper_renewal_leaves_the_renewal_stand
         stop_renewal(db.session, other, received_on=date(2027, 10, 20), actor="staff:sales", today=date(2027, 12, 5))
     db.session.rollback()
     assert (other.status, other.term_end) == ("renewed", date(2028, 11, 30))
+
+
+def one_waits_for_the_other(app: Flask, first: Any, second: Any) -> None:
+    """`first(session)` in a session of its own, its transaction held open (flushed, not
+    committed) while `second()` runs in a thread of its own (an app context, its own db.session);
+    then the first commits. The second must have been waiting for it; neither may fail."""
+    from sqlalchemy.orm import Session
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                second()
+            except BaseException as error:  # noqa: BLE001 - reported to the test
+                errors.append(error)
+
+    holder = Session(db.engine)
+    try:
+        first(holder)
+        holder.flush()
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # waits for the first's transaction
+        holder.commit()
+    finally:
+        holder.close()
+    thread.join(30)
+    assert not thread.is_alive() and errors == []
+    db.session.expire_all()
+
+
+@pytest.mark.parametrize("first", ["renewal", "expiry"])
+def test_a_renewal_and_the_expiry_at_the_same_moment_leave_one_consistent_outcome(app: Flask, first: str) -> None:
+    """Found by a review: the expiry job read its job and contract without a lock; a renewal that
+    committed after that read was overwritten: a renewed contract marked expired, its account
+    suspended. Both now lock the contract first and read it again. One side holds its
+    transaction open while the other runs at 00:00, the expiry's moment; the second waits, then
+    sees the first's work: the expiry ran first and the renewal resumed the account, or the
+    renewal first and the expiry is skipped."""
+    from backoffice.clock import set_clock
+    from backoffice.models import Contract, EnterpriseAccount
+    from backoffice.services.contracts import get_contract
+    from backoffice.services.renewal import renew_contract
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    number, contract_id, account_id = contract.contract_no, contract.id, contract.account_id
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "RACE1")
+    expire_id = job("expire").id
+    db.session.commit()
+    set_clock(lambda: datetime(2027, 11, 30, 16, 0, tzinfo=UTC))  # 2027-12-01 00:00 in Beijing
+    until, today = date(2028, 11, 30), date(2027, 12, 1)
+
+    def renewal_now() -> None:
+        renew_contract(db.session, get_contract(db.session, number), until=until, actor="staff:sales", today=today)
+        db.session.commit()
+
+    if first == "renewal":
+        one_waits_for_the_other(
+            app,
+            lambda s: renew_contract(s, s.get(Contract, contract_id), until=until, actor="staff:sales", today=today),
+            lambda: jobs.contract_job(expire_id),  # the scheduler's entry point
+        )
+    else:
+        one_waits_for_the_other(app, lambda s: run_contract_job(s, s.get(ContractJob, expire_id)), renewal_now)
+    contract = db.session.get(Contract, contract_id)
+    assert (contract.status, contract.term_end) == ("renewed", until)
+    assert db.session.get(EnterpriseAccount, account_id).status == "active"
+    expire = db.session.get(ContractJob, expire_id)
+    (renewed,) = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "renew_contract"))
+    expiries = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "expire")).all()
+    told = db.session.scalars(sa.select(Notification.key).where(Notification.key.like(f"contract-expired-{number}-%"))).all()
+    if first == "renewal":
+        assert expire.outcome == f"合同已续签至 {until}，原合同期的任务取消" and expiries == [] and told == []
+        assert renewed.detail["previous_status"] == "issued" and renewed.detail["account_resumed"] is False
+    else:
+        assert (expire.outcome or "").startswith("合同到期终止，账户已暂停发送") and len(expiries) == 1 and told
+        assert renewed.detail["previous_status"] == "expired" and renewed.detail["account_resumed"] is True
+    pending = {(j.kind, j.due_on) for j in contract.jobs if j.done_at is None}
+    assert pending == {("renewal_notice", date(2028, 10, 31)), ("expire", date(2028, 12, 1))}
+
+
+@pytest.mark.parametrize("first", ["objection", "extension"])
+def test_an_objection_and_the_yearly_extension_at_the_same_moment_leave_one_consistent_outcome(app: Flask, first: str) -> None:
+    """As a renewal and the expiry: a written objection received in time, entered at 00:00 on
+    the day the extension runs. The objection first: the extension, cancelled, is skipped; the
+    extension first: the objection undoes it. Either way the contract ends with its first term."""
+    from backoffice.clock import set_clock
+    from backoffice.models import Contract
+    from backoffice.services.contracts import get_contract
+    from backoffice.services.renewal import stop_renewal
+
+    contract = make_contract(app, "sms_business_service", term_start="2026-12-01", term_end="2027-11-30").contract
+    number, contract_id = contract.contract_no, contract.id
+    extend_id = job("auto_extend").id
+    db.session.commit()
+    set_clock(lambda: datetime(2027, 11, 30, 16, 0, tzinfo=UTC))  # 2027-12-01 00:00 in Beijing
+    received_on, today = date(2027, 10, 20), date(2027, 12, 1)
+
+    def objection_now() -> None:
+        stop_renewal(db.session, get_contract(db.session, number), received_on=received_on, actor="staff:sales", today=today)
+        db.session.commit()
+
+    if first == "objection":
+        one_waits_for_the_other(
+            app,
+            lambda s: stop_renewal(s, s.get(Contract, contract_id), received_on=received_on, actor="staff:sales", today=today),
+            lambda: jobs.contract_job(extend_id),
+        )
+    else:
+        one_waits_for_the_other(app, lambda s: run_contract_job(s, s.get(ContractJob, extend_id)), objection_now)
+    contract = db.session.get(Contract, contract_id)
+    assert (contract.term_end, contract.renewal_rule) == (date(2027, 11, 30), "fixed_term")
+    extension = db.session.get(ContractJob, extend_id)
+    if first == "objection":
+        assert extension.outcome == f"客户于 {received_on} 书面异议，不再顺延" and contract.status == "issued"
+        pending = [(j.kind, j.due_on) for j in contract.jobs if j.done_at is None and j.kind != "renewal_notice"]  # (never run here)
+        assert pending == [("expire", date(2027, 12, 1))]
+    else:
+        assert "已撤销" in (extension.outcome or "") and contract.status == "expired"
+        assert [j for j in contract.jobs if j.done_at is None] == []
