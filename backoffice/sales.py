@@ -24,7 +24,15 @@ from backoffice.services.contracts import (
     issue_contract,
     preview_contract,
 )
-from backoffice.services.renewal import objection_deadline, parse_received_on, parse_until, renew_contract, renewable, stop_renewal
+from backoffice.services.renewal import (
+    earliest_renewal_end,
+    objection_deadline,
+    parse_received_on,
+    parse_until,
+    renew_contract,
+    renewable,
+    stop_renewal,
+)
 from backoffice.services.templates import NETWORKS, ContractTemplate, get_template, list_templates
 from reports.images import upload_as_data_uri
 
@@ -148,7 +156,8 @@ def _contract_page(contract: Contract, errors: dict[str, str] | None = None, for
         "sales/contract.html",
         contract=contract,
         objection_deadline=objection_deadline(contract),
-        renewable=renewable(contract),
+        renewable=(can_renew := renewable(contract)),
+        renewal_min=earliest_renewal_end(contract, local_today()) if can_renew else None,
         errors=errors or {},
         failed_form=form,
     )

@@ -334,6 +334,10 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
         raise Conflict(f"合同 {contract.contract_no} 为“{RENEWAL_NAMES.get(rule, rule)}”，没有固定的到期日，无需续签")
     if contract.status == "terminated":
         raise Conflict(f"合同 {contract.contract_no} 已终止，不能续签；请签发新合同")
+    if contract.account.status == "closed":
+        # A closed account's balance was forfeited and it sends no more (a review: the renewal
+        # was offered and recorded, and said nothing of it).
+        raise Conflict(f"合同 {contract.contract_no} 的账户 {contract.account.code} 已关闭（余额已不予退还），不能续签；请签发新合同")
     old_end = contract.term_end
     if until <= old_end:
         raise ValidationFailed({"until": f"续签后的到期日须晚于原到期日 {old_end}"})
@@ -364,7 +368,13 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
 def renewable(contract: Contract) -> bool:
     """Whether the contract runs to a date under its template and can be renewed (its page offers it)."""
     rule = renewal_rule_for(contract.terms, contract.fields.get("auto_renew"))
-    return rule in DATED_RULES and contract.term_end is not None and contract.status != "terminated"
+    return rule in DATED_RULES and contract.term_end is not None and contract.status != "terminated" and contract.account.status != "closed"
+
+
+def earliest_renewal_end(contract: Contract, today: date) -> date:
+    """The first last day a renewal may give (the form's minimum): after the old end and after today."""
+    assert contract.term_end is not None
+    return max(contract.term_end, today) + timedelta(days=1)
 
 
 def _stopped_by_expiry(session: Session, account: EnterpriseAccount) -> bool:

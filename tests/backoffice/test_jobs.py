@@ -851,6 +851,8 @@ def test_sales_renew_a_contract_on_its_page(app: Flask, client: FlaskClient, sta
     login(client, "sales", staff["sales"])
     page = client.get(f"/sales/contracts/{number}").get_data(as_text=True)
     assert 'id="renew"' in page and 'name="csrf_token"' in page.split('id="renew"')[1]
+    # The browser's minimum is the first day the server takes: after the old end and after today.
+    assert 'name="until" required min="2027-12-02"' in page
     assert 'id="renew"' not in client.get(f"/sales/contracts/{long_term.contract_no}").get_data(as_text=True)
     for bad in ("", "2027-11-30", "2040-01-01"):
         refused = client.post(f"/sales/contracts/{number}/renew", data={"until": bad})
@@ -1041,3 +1043,26 @@ def test_an_objection_and_the_yearly_extension_at_the_same_moment_leave_one_cons
     else:
         assert "已撤销" in (extension.outcome or "") and contract.status == "expired"
         assert [j for j in contract.jobs if j.done_at is None] == []
+
+
+def test_a_closed_accounts_contract_is_not_renewed(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a review: a renewal was offered and recorded for the contract of a closed account
+    (its balance forfeited, nothing can send), and said nothing of it."""
+    from backoffice.clock import set_clock
+    from backoffice.errors import Conflict
+    from backoffice.services.renewal import renew_contract
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    run_contract_job(db.session, job("expire"))
+    contract.account.status = "closed"
+    db.session.commit()
+    with pytest.raises(Conflict, match="已关闭"):
+        renew_contract(db.session, contract, until=date(2028, 11, 30), actor="staff:sales", today=date(2027, 12, 1))
+    db.session.rollback()
+    login(client, "sales", staff["sales"])
+    assert 'id="renew"' not in client.get(f"/sales/contracts/{contract.contract_no}").get_data(as_text=True)
+    refused = client.post(f"/sales/contracts/{contract.contract_no}/renew", data={"until": "2028-11-30"})
+    assert refused.status_code == 422 and "已关闭" in refused.get_data(as_text=True)
+    db.session.expire_all()
+    assert contract.status == "expired" and contract.term_end == date(2027, 11, 30)
