@@ -26,7 +26,7 @@ from backoffice.services.accounts import get_account, new_password
 from backoffice.services.dispatch_status import DispatchThresholds, forget_worker, status_from_config
 from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
 from backoffice.services.messaging import add_keywords, remove_keywords
-from backoffice.services.notifications import requeue
+from backoffice.services.notifications import WITHDRAWN, requeue
 from backoffice.services.passwords import reset_password, set_active
 from backoffice.services.staff import active_message, create_staff_user, get_staff, list_staff, set_role
 from backoffice.services.templates import get_template, list_templates
@@ -44,7 +44,7 @@ def outbox() -> Any:
     # A pending notice not due yet (made at night, waiting for 09:00; a retry's wait) says from when.
     now = utcnow()
     due = {n.id: f"{to_local(n.next_attempt_at):%Y-%m-%d %H:%M} 起" for n in notes if n.status == "pending" and n.next_attempt_at > now}
-    return render_template("admin/outbox.html", notes=notes, files=files, folder=folder, due=due)
+    return render_template("admin/outbox.html", notes=notes, files=files, folder=folder, due=due, withdrawn=WITHDRAWN)
 
 
 @bp.route("/outbox/<name>")
@@ -63,9 +63,10 @@ def outbox_file(name: str) -> Any:
 @roles_required("admin")
 def outbox_retry(note_id: int) -> Any:
     try:
-        requeue(db.session, note_id)
+        note = requeue(db.session, note_id)
         db.session.commit()
-        flash(f"通知 {note_id} 将重新发送", "ok")
+        when = "" if note.next_attempt_at <= utcnow() else f"（客户通知只在白天发送：{to_local(note.next_attempt_at):%Y-%m-%d %H:%M} 起）"
+        flash(f"通知 {note_id} 将重新发送{when}", "ok")
     except DomainError as error:
         db.session.rollback()
         flash(error.message, "error")

@@ -597,6 +597,34 @@ def readdress(session: Session, account: EnterpriseAccount) -> int:
     return changed
 
 
+#: The start of `last_error` of a notice withdrawn before it went (what it said is no longer so).
+WITHDRAWN = "已撤回，不再发送"
+
+
+def term_notice_keys(contract_no: str, end: date | None) -> list[str]:
+    """The keys of the notices of a contract's term ending on `end`: its renewal notice and its
+    expiry notice, e-mail and SMS (as `renewal_notice` and `contract_expired` key them)."""
+    if end is None:
+        return []
+    return [
+        f"{kind}-{contract_no}-{end.isoformat()}:{channel}"
+        for kind in ("renewal-notice", "contract-expired")
+        for channel in ("email", "sms")
+    ]
+
+
+def withdraw(session: Session, keys: Iterable[str], *, why: str) -> int:
+    """Withdraw the notices of `keys` not sent yet (waiting, or failed for a resend): they stay in
+    the outbox as failed, saying why, and cannot be resent. Returns how many."""
+    keys = list(keys)
+    if not keys:
+        return 0
+    notes = session.scalars(sa.select(Notification).where(Notification.key.in_(keys), Notification.status.in_(("pending", "failed")))).all()
+    for note in notes:
+        note.status, note.last_error = "failed", f"{WITHDRAWN}：{why}"[:500]
+    return len(notes)
+
+
 def requeue(session: Session, note_id: int) -> Notification:
     """An administrator sends a failed notification again."""
     from backoffice.errors import Conflict, NotFound
@@ -606,11 +634,14 @@ def requeue(session: Session, note_id: int) -> Notification:
         raise NotFound(f"通知不存在：{note_id}")
     if note.status != "failed":
         raise Conflict(f"通知 {note_id} 的状态是 {note.status}，只有发送失败的通知可以重发")
+    if (note.last_error or "").startswith(WITHDRAWN):
+        raise Conflict(f"通知 {note_id} {note.last_error}：其内容已不再属实，不能重发")
     # The account's address now (corrected since, or added to one kept for want of an address, `_both`).
     address = _address_now(note)
     if not address:
         what = "电子邮箱" if note.channel == "email" else "手机号码"
         raise Conflict(f"通知 {note_id} 没有收件人：客户仍没有{what}，请先用 account contact 补充")
     note.recipient = address
-    note.status, note.attempts, note.next_attempt_at = "pending", 0, utcnow()
+    # In the day, as every notice: a resend at 06:00 texted the customer then (an exploratory test).
+    note.status, note.attempts, note.next_attempt_at = "pending", 0, in_notice_hours(utcnow())
     return note

@@ -274,6 +274,10 @@ def _undo_extensions(session: Session, contract: Contract, extended: list[Contra
             job.done_at, job.outcome = now, f"客户于 {received_on} 在期限内书面异议，顺延已撤销，取消"
     contract.term_end = original_end
     contract.renewal_rule = "fixed_term"
+    # The extended term's notice, if one waits, would announce an end that no longer comes.
+    notifications.withdraw(
+        session, notifications.term_notice_keys(contract.contract_no, extended_to), why=f"客户于 {received_on} 在期限内书面异议，顺延已撤销"
+    )
     audit.record(
         session, actor, "stop_renewal", "contract", contract.contract_no, received_on=str(received_on), term_end=str(original_end),
         undone_extension_to=str(extended_to), reason="在期限内收到的书面异议于顺延后登记：撤销顺延，合同按原期限到期终止",
@@ -358,6 +362,10 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
     contract.renewal_rule = rule
     if resume:  # never paid: it opens when the money arrives, as a new account does (as `account resume`)
         account.status = "awaiting_payment" if account.receivable > 0 and account.balance <= 0 else "active"
+    # The old term's notices not sent yet (held until 09:00, or failed) would tell the customer
+    # the contract ends or ended (found by an exploratory test: renewed at 06:28, the customer was
+    # told at 09:00 that it had expired).
+    notifications.withdraw(session, notifications.term_notice_keys(contract.contract_no, old_end), why=f"合同已于 {today} 续签至 {until}")
     audit.record(
         session, actor, "renew_contract", "contract", contract.contract_no, previous_end=str(old_end), new_end=str(until),
         previous_status=previous_status, reason=why, account_resumed=resume, renewed_on=str(today),

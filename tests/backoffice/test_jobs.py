@@ -1066,3 +1066,58 @@ def test_a_closed_accounts_contract_is_not_renewed(app: Flask, client: FlaskClie
     assert refused.status_code == 422 and "已关闭" in refused.get_data(as_text=True)
     db.session.expire_all()
     assert contract.status == "expired" and contract.term_end == date(2027, 11, 30)
+
+
+def test_a_renewal_withdraws_the_old_terms_notices_still_waiting(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: the expiry at 00:00 held its notice until 09:00; sales
+    renewed the contract at 06:28; at 09:00 the customer was still told the contract had ended
+    and sending was stopped, and the outbox's 重发 of such a notice sent it again. A renewal
+    withdraws the old term's notices not sent yet; they cannot be resent. A resend waits for
+    09:00 as every notice does."""
+    from backoffice.clock import set_clock
+    from backoffice.errors import Conflict
+    from backoffice.services.dispatcher import notification_sender
+    from backoffice.services.notifications import deliver_pending, requeue
+    from backoffice.services.renewal import renew_contract
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "WD1")
+    deliver_pending(db.session, jobs.mail_settings(app), send_sms=notification_sender(app.config))  # what payment sent
+    set_clock(lambda: datetime(2027, 11, 30, 16, 0, tzinfo=UTC))  # 00:00 Beijing, 1 December
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    held = db.session.scalars(sa.select(Notification).where(Notification.key.like(f"contract-expired-{contract.contract_no}-%"))).all()
+    assert len(held) == 2 and {n.status for n in held} == {"pending"}
+    set_clock(lambda: datetime(2027, 11, 30, 22, 28, tzinfo=UTC))  # 06:28
+    renew_contract(db.session, contract, until=date(2028, 11, 30), actor="staff:sales", today=date(2027, 12, 1))
+    db.session.commit()
+    set_clock(lambda: datetime(2027, 12, 1, 1, 1, tzinfo=UTC))  # 09:01
+    assert deliver_pending(db.session, jobs.mail_settings(app), send_sms=notification_sender(app.config))["sent"] == 0
+    for note in held:
+        db.session.refresh(note)
+        assert note.status == "failed" and note.last_error.startswith("已撤回，不再发送：合同已于 2027-12-01 续签至 2028-11-30")
+        with pytest.raises(Conflict, match="不能重发"):
+            requeue(db.session, note.id)
+    login(client, "admin", staff["admin"])
+    page = client.get("/admin/outbox").get_data(as_text=True)
+    assert "已撤回" in page and page.count("重发</button>") == 0
+    assert client.post(f"/admin/outbox/{held[0].id}/retry").status_code in (302, 409)
+    db.session.refresh(held[0])
+    assert held[0].status == "failed"
+
+
+def test_a_resend_at_night_waits_for_nine(app: Flask) -> None:
+    """Found by an exploratory test: 重发 at 06:21 Beijing texted the customer at once."""
+    from backoffice.clock import set_clock
+    from backoffice.services.notifications import requeue
+
+    account = make_contract(app, "sms_business_service").contract.account  # its invoice's notices
+    note = db.session.scalars(sa.select(Notification).where(Notification.account_id == account.id)).first()
+    assert note is not None
+    note.status = "failed"
+    db.session.commit()
+    set_clock(lambda: datetime(2026, 11, 23, 22, 21, tzinfo=UTC))  # 06:21 on the 24th
+    requeue(db.session, note.id)
+    db.session.commit()
+    assert note.status == "pending" and note.next_attempt_at == datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # 09:00
