@@ -22,6 +22,7 @@ from backoffice.services.contracts import (
     existing_customer_warning,
     get_contract,
     issue_contract,
+    live_account_codes_named,
     preview_contract,
 )
 from backoffice.services.renewal import (
@@ -94,7 +95,8 @@ def new_contract(template_id: str) -> Any:
                 provider_signature=prov,
                 submission_key=f"web-{submission_id}",
                 signatures_required=True,
-                refuse_existing_customer=not request.form.get(CONFIRM_ANOTHER_ACCOUNT),
+                refuse_existing_customer=True,
+                confirmed_accounts=request.form.get(CONFIRM_ANOTHER_ACCOUNT, "").split(","),
             )
             db.session.commit()
             warnings = [w for w in (existing_customer_warning(db.session, issued.contract),) if w] + after_commit_catch_up(app)
@@ -141,6 +143,10 @@ def _render_form(
         submission_id=submission_id,
         preview_html=preview_html,
         signatures=signatures or {},
+        # The box stands for the accounts it names: ticked, it lets those pass, not others.
+        confirm_for=",".join(live_account_codes_named(db.session, str(values.get("customer.name") or "")))
+        if errors.get(CONFIRM_ANOTHER_ACCOUNT)
+        else request.form.get(CONFIRM_ANOTHER_ACCOUNT, ""),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -179,6 +179,7 @@ def _validate(
     *,
     signatures_required: bool = False,
     refuse_existing_customer: bool = False,
+    confirmed_accounts: Collection[str] = (),
 ) -> tuple[dict[str, Any], str, str]:
     try:
         values = validate_contract_fields(template, raw)
@@ -197,7 +198,9 @@ def _validate(
         errors["term_end"] = f"合同期限已于 {values['term_end'].isoformat()} 结束，不能签发已到期的合同"
     if clash := service_code_clash(session, values.get("service_code")):
         errors["service_code"] = clash
-    existing = existing_customer_refusal(session, values["customer.name"]) if refuse_existing_customer and values else None
+    existing = (
+        existing_customer_refusal(session, values["customer.name"], confirmed_accounts) if refuse_existing_customer and values else None
+    )
     if existing:
         errors[CONFIRM_ANOTHER_ACCOUNT] = existing
     # A missing hand signature is told with every other problem, not first and alone (found by an
@@ -250,13 +253,15 @@ def issue_contract(
     submission_key: str | None = None,
     signatures_required: bool = False,
     refuse_existing_customer: bool = False,
+    confirmed_accounts: Collection[str] = (),
 ) -> IssuedContract:
     """Issue a contract from a filled-in template. Raises ValidationFailed (per field),
     NotFound (template) or Conflict (same submission twice); the caller commits.
     `signatures_required`: both sides must have signed by hand (the web form); otherwise a side
     that did not is signed with its signer's typed name (the command line).
     `refuse_existing_customer`: a customer who already has a live account is refused (the web
-    form, until its 确认为该客户另开一个账户 box is ticked); otherwise the caller warns after."""
+    form), unless every such account is among `confirmed_accounts` (the codes its
+    确认为该客户另开一个账户 box was shown for); otherwise the caller warns after."""
     template = get_template(template_id)
     # The same form again is told so first: its own account now has the service code it gives.
     key = _storable_key(submission_key or submission_key_for(template_id, raw))
@@ -271,6 +276,7 @@ def issue_contract(
         provider_signature,
         signatures_required=signatures_required,
         refuse_existing_customer=refuse_existing_customer,
+        confirmed_accounts=confirmed_accounts,
     )
     provider, seal = provider_settings(session, template)
     _payment_details_given(template, provider)
@@ -289,7 +295,7 @@ def issue_contract(
         raise ValidationFailed({"service_code": clash})
     # So is the customer's live account: two tabs signing the same customer's form at once both
     # passed the check above, and each opened an account (found by an exploratory test).
-    if refuse_existing_customer and (existing := existing_customer_refusal(session, values["customer.name"])):
+    if refuse_existing_customer and (existing := existing_customer_refusal(session, values["customer.name"], confirmed_accounts)):
         raise ValidationFailed({CONFIRM_ANOTHER_ACCOUNT: existing})
     account, logins = open_account(
         session,
@@ -463,15 +469,24 @@ def existing_customer_warning(session: Session, contract: Contract) -> str | Non
 CONFIRM_ANOTHER_ACCOUNT = "confirm_another_account"
 
 
-def existing_customer_refusal(session: Session, customer_name: str) -> str | None:
+def live_account_codes_named(session: Session, customer_name: str) -> list[str]:
+    """The codes of the live accounts of the customer named so: what the confirmation box is for."""
+    return [code for _, code in _accounts_named(session, customer_name, live_only=True)]
+
+
+def existing_customer_refusal(session: Session, customer_name: str, confirmed: Collection[str] = ()) -> str | None:
     """Why a new contract for `customer_name` waits for sales to confirm it, or None: the customer
     (the same 甲方 name, as `other_accounts_of_customer` compares it) has a live (not closed)
     account. Found by an exploratory test: Back after issuing showed the filled-in form again
     with a new submission id, and signing again issued a second contract and account that
     nothing can void (numbers have no gaps); a warning after the fact came too late."""
-    named = [account_id for account_id, _ in _accounts_named(session, customer_name, live_only=True)]
-    if not named:
+    accounts = _accounts_named(session, customer_name, live_only=True)
+    # The box counts for the accounts it was shown for only (found by an exploratory test: ticked
+    # for one customer, then the name changed to another who has an account, it let that pass
+    # unseen).
+    if not accounts or {code for _, code in accounts} <= set(confirmed):
         return None
+    named = [account_id for account_id, _ in accounts]
     rows = session.execute(
         sa.select(EnterpriseAccount.code, sa.func.max(Contract.contract_no), sa.func.max(Contract.issued_at))
         .outerjoin(Contract, Contract.account_id == EnterpriseAccount.id)

@@ -254,13 +254,36 @@ def test_a_second_account_for_a_customer_who_has_one_is_issued_only_when_confirm
     again = client.post("/sales/new/enterprise_sms_center", data={**data, "submission_id": "form-2"})  # the page fetched again
     page = again.get_data(as_text=True)
     assert again.status_code == 422 and f"已有企业号 {code}（合同 HT-2026-000001" in page
-    assert "确认为该客户另开一个账户" in page and 'name="confirm_another_account"' in page
+    # The box stands for the accounts it names, unticked.
+    assert "确认为该客户另开一个账户" in page and f'name="confirm_another_account" value="{code}">' in page
     db.session.expire_all()
     assert snapshot(app) == before
 
-    confirmed = client.post("/sales/new/enterprise_sms_center", data={**data, "submission_id": "form-2", "confirm_another_account": "true"})
+    # Ticked for this customer, then the name changed to another who has an account: refused,
+    # naming that one (found by an exploratory test: it was issued, the account never shown).
+    other = form_data("enterprise_sms_center", customer__name="另一家测试有限公司")
+    other.update(customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI, submission_id="other-1")
+    assert client.post("/sales/new/enterprise_sms_center", data=other).status_code == 200
+    other_code = db.session.scalar(sa.select(EnterpriseAccount.code).where(EnterpriseAccount.customer_name == "另一家测试有限公司"))
+    switched = {**data, "customer.name": "另一家测试有限公司", "submission_id": "form-3", "confirm_another_account": code}
+    before = snapshot(app)
+    refused = client.post("/sales/new/enterprise_sms_center", data=switched)
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 422 and f"已有企业号 {other_code}" in page
+    assert f'name="confirm_another_account" value="{other_code}">' in page  # shown again, for that one, unticked
+    for stale in ("true", ""):  # a page of before (the box said nothing of which account)
+        assert (
+            client.post(
+                "/sales/new/enterprise_sms_center", data={**data, "submission_id": "form-2", "confirm_another_account": stale}
+            ).status_code
+            == 422
+        )
+    db.session.expire_all()
+    assert snapshot(app) == before
+
+    confirmed = client.post("/sales/new/enterprise_sms_center", data={**data, "submission_id": "form-2", "confirm_another_account": code})
     issued = confirmed.get_data(as_text=True)
-    assert confirmed.status_code == 200 and "HT-2026-000002" in issued and f"已有企业号 {code}" in issued  # the warning stays
+    assert confirmed.status_code == 200 and "HT-2026-000003" in issued and f"已有企业号 {code}" in issued  # the warning stays
     names = db.session.scalars(sa.select(EnterpriseAccount.customer_name)).all()
     assert names.count("重复签发测试有限公司") == 2
 
@@ -303,7 +326,7 @@ def test_uploaded_signatures_come_back_with_a_form_refused_for_another_reason(ap
     assert refused.status_code == 422 and "确认为该客户另开一个账户" in page
     kept = re.findall(r'name="(customer|provider)_signature" id="[a-z]+-signature" value="(data:image/png;base64,[^"]+)"', page)
     assert [side for side, _ in kept] == ["customer", "provider"]
-    again = {**data, "submission_id": "form-2", "confirm_another_account": "true"}
+    again = {**data, "submission_id": "form-2", "confirm_another_account": "E000001"}
     again.update(customer_signature=kept[0][1], provider_signature=kept[1][1])
     assert client.post("/sales/new/enterprise_sms_center", data=again).status_code == 200
 
