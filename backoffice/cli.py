@@ -1078,8 +1078,8 @@ def statement_line_list(as_json: bool) -> None:
 
     lines = ignored_lines(db.session)
     text = "\n".join(
-        f"{line.id}  {line.booked_on}  {format_money(line.amount):>12}  {line.payer_name or '-'}  流水号 {line.reference}  "
-        f"原因：{line.ignore_reason}  {actor_name(line.ignored_by)}  {to_local(line.ignored_at):%Y-%m-%d %H:%M}"
+        f"{line.id}  {line.booked_on}  {format_money(line.amount):>12}  {line.payer_name or '-'}  {line.reference}  "
+        f"{line.ignore_reason}  {actor_name(line.ignored_by)}  {to_local(line.ignored_at):%Y-%m-%d %H:%M}"
         for line in lines
         if line.ignored_at is not None
     )

@@ -1403,8 +1403,10 @@ def test_a_statement_line_is_set_aside_and_restored_from_the_command_line(app: F
         (line.id, "K2026112200003", "12.34", "银行结息，不是客户汇款")
     ]
     result = runner.invoke(args=["finance", "statement-line", "list"])
-    assert result.exit_code == 0 and f"{line.id}  2026-11-22         12.34  招商银行  流水号 K2026112200003" in result.output
-    assert "原因：银行结息，不是客户汇款" in result.output and "staff:" not in result.output and "restore" in result.output
+    assert (
+        result.exit_code == 0 and f"{line.id}  2026-11-22         12.34  招商银行  K2026112200003  银行结息，不是客户汇款" in result.output
+    )
+    assert "fin-a（财务）" in result.output and "staff:" not in result.output and "restore" in result.output
 
     result = runner.invoke(args=["finance", "statement-line", "restore", ident, "--by", "fin-b"])
     assert result.exit_code == 0 and f"已恢复对账单明细 {line.id}（流水号 K2026112200003），重新列入待匹配" in result.output, result.output
