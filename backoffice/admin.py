@@ -170,6 +170,7 @@ def account_settings(code: str) -> Any:
     page = render_template(
         "admin/account.html", account=account, form=saved if stale or not errors else form, errors=errors, typed=typed,
         version=settings_service.settings_version(account), settings=settings_service,
+        ended=settings_service.ended_contract(db.session, account) if account.status == "suspended" else None,
     )  # fmt: skip
     return page, (409 if stale else 422 if errors else 200)
 

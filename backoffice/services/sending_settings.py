@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from backoffice.errors import Conflict, NotFound, ValidationFailed
-from backoffice.models import EnterpriseAccount
+from backoffice.models import Contract, EnterpriseAccount
 from backoffice.money import format_price
 from backoffice.services import audit
 from backoffice.services.form_version import check_version, form_version
@@ -195,14 +195,19 @@ def set_sending_status(session: Session, account_code: str, *, suspend: bool, re
     return account
 
 
-def _refuse_without_live_contract(session: Session, account: EnterpriseAccount) -> None:
-    from backoffice.models import Contract
+def ended_contract(session: Session, account: EnterpriseAccount) -> Contract | None:
+    """The account's latest contract when every one of its contracts has ended (expired or
+    terminated): nothing lets it send but a renewal of it. None when one is live, or it has none."""
     from backoffice.models.contracts import live_contracts_of
 
     if session.scalar(live_contracts_of(account.id)):
-        return
-    ended = session.scalar(sa.select(Contract).where(Contract.account_id == account.id).order_by(Contract.id.desc()))
-    if ended is None:  # (an account with no contract at all: nothing to renew)
+        return None
+    return session.scalar(sa.select(Contract).where(Contract.account_id == account.id).order_by(Contract.id.desc()))
+
+
+def _refuse_without_live_contract(session: Session, account: EnterpriseAccount) -> None:
+    ended = ended_contract(session, account)
+    if ended is None:  # (a live contract, or an account with no contract at all: nothing to renew)
         return
     when = f"（最后一天 {ended.term_end}）" if ended.term_end else ""
     raise Conflict(

@@ -1121,3 +1121,25 @@ def test_a_resend_at_night_waits_for_nine(app: Flask) -> None:
     requeue(db.session, note.id)
     db.session.commit()
     assert note.status == "pending" and note.next_attempt_at == datetime(2026, 11, 24, 1, 0, tzinfo=UTC)  # 09:00
+
+
+def test_the_admin_page_of_an_account_whose_contract_ended_points_to_the_renewal(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by an exploratory test: the page still offered 恢复发送 ("如合同已续签…恢复后账户可以再次
+    发送") for an account whose every contract had ended, which only led to the refusal."""
+    from backoffice.clock import set_clock
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    other = make_contract(app, "enterprise_sms_center", customer__name="仍在履行有限公司", term_years=3, term_end=None).contract
+    pay_what_is_owed(app, contract.account, "ADM1")
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))
+    (expire,) = [j for j in contract.jobs if j.kind == "expire"]
+    run_contract_job(db.session, expire)
+    db.session.commit()
+    login(client, "admin", staff["admin"])
+    page = client.get(f"/admin/accounts/{contract.account.code}").get_data(as_text=True)
+    assert 'id="status-ended"' in page and 'id="status-form"' not in page
+    assert f'合同 <a href="/sales/contracts/{contract.contract_no}">{contract.contract_no}</a> 已到期（最后一天 2027-11-30）' in page
+    other.account.status = "suspended"  # an administrator's suspension of a live account: the form stays
+    db.session.commit()
+    page = client.get(f"/admin/accounts/{other.account.code}").get_data(as_text=True)
+    assert 'id="status-form"' in page and 'id="status-ended"' not in page
