@@ -22,14 +22,23 @@
     canvas.addEventListener("pointermove", function (e) {
       if (!drawing) return; var p = point(e); ctx.lineTo(p.x, p.y); ctx.stroke(); drawn = true;
     });
+    // The same side's file field: drawing, or 清除, lets go of a file chosen there, so that one
+    // over the size limit no longer blocks the form (found by an exploratory test).
+    var upload = document.getElementById(canvas.dataset.target + "-file");
+    function dropUpload() {
+      if (upload && upload.value) {
+        upload.value = "";
+        upload.dispatchEvent(new Event("change", { bubbles: true }));  // forms.js checks it again
+      }
+    }
     function finish() {
       if (!drawing) return; drawing = false;
-      if (drawn) target.value = canvas.toDataURL("image/png");
+      if (drawn) { target.value = canvas.toDataURL("image/png"); dropUpload(); }
     }
     canvas.addEventListener("pointerup", finish);
     canvas.addEventListener("pointerleave", finish);
     document.querySelector('[data-clear="' + canvas.id + '"]').addEventListener("click", function () {
-      ctx.clearRect(0, 0, canvas.width, canvas.height); target.value = ""; drawn = false;
+      ctx.clearRect(0, 0, canvas.width, canvas.height); target.value = ""; drawn = false; dropUpload();
     });
   }
   document.querySelectorAll("canvas.signature-pad").forEach(setup);

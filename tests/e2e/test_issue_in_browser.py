@@ -87,3 +87,29 @@ def test_sales_issues_a_contract_in_the_browser(app: Flask, staff: dict, live_se
     db.session.expire_all()
     contract = db.session.scalar(sa.select(Contract).where(Contract.contract_no == contract_no))
     assert contract is not None and contract.issued_by == "staff:sales"
+
+
+def test_drawing_a_signature_lets_go_of_an_upload_over_its_limit(
+    app: Flask, staff: dict, live_server: str, browser_page: Any, tmp_path: Path
+) -> None:
+    """Found by an exploratory test: after a signature image over 2 MB was chosen, drawing the
+    signature instead could not be sent: the big file stayed chosen, and the page kept refusing
+    it. Drawing (or 清除) lets go of the file chosen on that side."""
+    page = browser_page
+    page.goto(f"{live_server}/login")
+    page.fill('[name="username"]', "sales")
+    page.fill('[name="password"]', staff["sales"])
+    page.click('button[type="submit"]')
+    page.wait_for_url(re.compile(r"/sales/$"))
+    page.goto(f"{live_server}/sales/new/sms_business_service")
+    big = tmp_path / "签名.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 2_050_000)
+    page.set_input_files("#customer-signature-file", str(big))
+    assert "超过签名图片的上限 2 MB" in page.inner_text("#customer-signature-size-error")
+    draw_signature(page, "customer-pad")
+    assert page.locator("#customer-signature-size-error").is_hidden()
+    assert page.locator("#customer-signature-file").input_value() == ""
+    assert page.locator("#customer-signature").input_value().startswith("data:image/png;base64,")
+    page.set_input_files("#customer-signature-file", str(big))  # and 清除 does the same
+    page.click('[data-clear="customer-pad"]')
+    assert page.locator("#customer-signature-size-error").is_hidden() and page.locator("#customer-signature-file").input_value() == ""
