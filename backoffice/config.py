@@ -91,6 +91,16 @@ def _statuses(name: str, default: frozenset[int]) -> frozenset[int]:
         raise ConfigError(f"{name}={raw!r}：{refused}") from None
 
 
+def sources_apart(shared: str, notice: str) -> None:
+    """Refuse a notice source address equal to or nesting with the shared one (either a prefix of
+    the other): a reply there could not be told to be the platform's or the customers' (README)."""
+    if shared and notice and (shared.startswith(notice) or notice.startswith(shared)):
+        raise ConfigError(
+            f"SMSC_NOTICE_SOURCE={notice!r}：平台通知发送号码不能与平台共用发送号码 SMSC_DEFAULT_SOURCE={shared!r} 相同或互为开头部分，"
+            "否则回复无法分清是给平台还是给客户的"
+        )
+
+
 def _database_url(default: str) -> str:
     url = os.environ.get("DATABASE_URL", "").strip() or default
     if url.startswith("postgres://"):  # Heroku's and libpq's spelling, which SQLAlchemy refuses
@@ -129,6 +139,11 @@ class Config:
         # SQLite durability of the worker's commits (NORMAL in WAL survives a process crash), and
         # the signature of the provider's own SMS notices.
         self.SMSC_DEFAULT_SOURCE = env.get("SMSC_DEFAULT_SOURCE", "10690000")
+        # The platform's own notices (invoices, renewal and expiry notices) go from an address of
+        # their own, never the shared one: a reply there is the platform's, never a customer's, and
+        # a TD to the shared address is not lost to a notice sent to the number since (an
+        # exploratory test: the customer that texted the number went on texting it, and charging).
+        self.SMSC_NOTICE_SOURCE = env.get("SMSC_NOTICE_SOURCE", "").strip() or "10690001"
         self.SMSC_MAX_TPS = _float("SMSC_MAX_TPS", 0.0)
         # How the SMSC's receipt ids relate to its submit_sm_resp ids: auto (the same, else a
         # hex/decimal reading once the receipt cannot be early), same, decimal or hex (README).
@@ -219,6 +234,7 @@ class Config:
         self.TIMEZONE = "Asia/Shanghai"
         for key, value in overrides.items():
             setattr(self, key, value)
+        sources_apart(str(self.SMSC_DEFAULT_SOURCE), str(self.SMSC_NOTICE_SOURCE))
 
     def as_mapping(self) -> dict[str, object]:
         return {k: v for k, v in vars(self).items() if k.isupper()}

@@ -98,6 +98,13 @@ def service_code_clash(session: Session, service_code: str | None) -> str | None
     shared = str(current_app.config.get("SMSC_DEFAULT_SOURCE") or "") if has_app_context() else ""
     if shared and shared.startswith(service_code):
         return f"服务代码：{service_code} 是平台共用发送号码 {shared} 的开头部分，回复共用号码的短信会被误归入该账户，请分配另一个服务代码"
+    # The platform's notice address (SMSC_NOTICE_SOURCE): a reply to it, or to an extension of it,
+    # is the platform's (`messaging.record_reply`); a code nesting with it either way is refused.
+    notice = str(current_app.config.get("SMSC_NOTICE_SOURCE") or "") if has_app_context() else ""
+    if notice and notice.startswith(service_code):
+        return f"服务代码：{service_code} 是平台通知发送号码 {notice} 的开头部分，回复平台通知的短信会被误归入该账户，请分配另一个服务代码"
+    if notice and service_code.startswith(notice):
+        return f"服务代码：{service_code} 以平台通知发送号码 {notice} 开头，回复该服务代码的短信会与回复平台通知的短信混在一起，请分配另一个服务代码"
     column = EnterpriseAccount.service_code
     clash = session.execute(
         sa.select(EnterpriseAccount.code, EnterpriseAccount.customer_name, column)

@@ -72,7 +72,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from backoffice.clock import local_today, utcnow
-from backoffice.config import ConfigError
+from backoffice.config import ConfigError, sources_apart
 from backoffice.models import (
     DispatchWorker,
     EnterpriseAccount,
@@ -252,6 +252,8 @@ class DispatchSettings:
 
     batch: int = 200  # messages claimed at a time (DISPATCH_BATCH)
     default_source: str = "10690000"  # source address of accounts without a service code (SMSC_DEFAULT_SOURCE)
+    # The platform's own notices go from here (SMSC_NOTICE_SOURCE): a reply to it is no customer's.
+    notice_source: str = "10690001"
     lease_seconds: int = 300  # a dead worker's messages return to the queue after this (DISPATCH_LEASE_SECONDS)
     idle_poll: float = 0.25  # how often an idle worker looks for due messages
     throttle_requeue: float = 5.0  # a part out of throttling retries waits this long before the next try
@@ -278,6 +280,7 @@ class DispatchSettings:
         values: dict[str, Any] = {
             "batch": int(config.get("DISPATCH_BATCH", cls.batch)),
             "default_source": str(config.get("SMSC_DEFAULT_SOURCE", cls.default_source)),
+            "notice_source": str(config.get("SMSC_NOTICE_SOURCE") or cls.notice_source),
             "lease_seconds": int(config.get("DISPATCH_LEASE_SECONDS", cls.lease_seconds)),
             "resend_limit": int(config.get("DISPATCH_RESEND_LIMIT", cls.resend_limit)),
             "release_after_link_down": float(config.get("DISPATCH_RELEASE_AFTER_LINK_DOWN_SECONDS", cls.release_after_link_down)),
@@ -289,6 +292,7 @@ class DispatchSettings:
             "temporary_retry_max": float(config.get("DISPATCH_TEMPORARY_RETRY_MAX_SECONDS", cls.temporary_retry_max)),
         }
         values.update(overrides)
+        sources_apart(values["default_source"], values["notice_source"])  # (also when set after the Config was made)
         if values["receipt_id_format"] not in RECEIPT_ID_FORMATS:
             raise ValueError(f"SMSC_RECEIPT_ID_FORMAT 只能是 {'、'.join(RECEIPT_ID_FORMATS)} 之一（现为 {values['receipt_id_format']!r}）")
         return cls(**values)
@@ -497,22 +501,26 @@ _NEW_UNSUBSCRIBES = Prepared(
 # rows a subquery of their own, so PostgreSQL does not walk the primary key backwards for the first
 # match instead (it did, on a small table, for the ORDER BY … LIMIT 1).
 _ACCOUNTS = EnterpriseAccount.__table__
+# The platform's own notices (charge_kind notice) are not among them: they go from an address of
+# their own (SMSC_NOTICE_SOURCE), whose replies are no account's (`record_reply`). While notices
+# went from the shared address, a notice newer than a customer's message there took the reply from
+# the customer (found by an exploratory test: the TD was kept under no account, and the customer
+# went on texting, and charging, the person); left out of the ranking, its reply went to another
+# customer (a review). Notices sent from the shared address before the change are left out too.
 _NUMBERS_MESSAGES = (
-    sa.select(_MESSAGES.c.account_id, _MESSAGES.c.id, _MESSAGES.c.charge_kind)
-    .where(_MESSAGES.c.recipient == sa.bindparam("number"), _MESSAGES.c.status.in_(SENT))
+    sa.select(_MESSAGES.c.account_id, _MESSAGES.c.id)
+    .where(
+        _MESSAGES.c.recipient == sa.bindparam("number"),
+        _MESSAGES.c.status.in_(SENT),
+        _MESSAGES.c.charge_kind.is_distinct_from(NOTICE_CHARGE_KIND),
+    )
     .offset(0)
     .subquery()
 )
-# The platform's own notices (charge_kind notice) go from the shared address too, whatever their
-# account's service code, but are not the account's sends: they rank with the customers' messages
-# and, when the newest, give the reply to no account (NULL), so a TD to one puts the contact on
-# nobody's list. Left out of the ranking instead (found by a review), a reply to a customer's
-# invoice went to another customer that texted the number earlier, its TD onto that one's list.
-_NOTICE = _NUMBERS_MESSAGES.c.charge_kind == NOTICE_CHARGE_KIND
 _LAST_SENDER = (
-    sa.select(sa.case((_NOTICE, sa.null()), else_=_NUMBERS_MESSAGES.c.account_id))
+    sa.select(_NUMBERS_MESSAGES.c.account_id)
     .join(_ACCOUNTS, _ACCOUNTS.c.id == _NUMBERS_MESSAGES.c.account_id)
-    .where(sa.or_(_NOTICE, sa.func.coalesce(_ACCOUNTS.c.service_code, "") == ""))  # sends from the shared address
+    .where(sa.func.coalesce(_ACCOUNTS.c.service_code, "") == "")  # sends from the shared address
     .order_by(_NUMBERS_MESSAGES.c.id.desc())
     .limit(1)
 )
@@ -1051,7 +1059,7 @@ class Dispatcher:
             refunds += failed
         if moves:  # with the refunds' accounts (give_back locks those itself when alone)
             lock_accounts(self._session, {row.account_id for row in refunds} | {move[1] for move in moves})
-        lines.extend(give_back(self._session, refunds, notice_source=self.settings.default_source))
+        lines.extend(give_back(self._session, refunds, notice_source=self.settings.notice_source))
         for message_id, account_id, day, old, new, charge in moves:
             if not move_usage_carrier(self._session, account_id, day, old, new, charge):
                 _usage_stays(message_id, new, day, old)
@@ -1066,7 +1074,7 @@ class Dispatcher:
 
     def _entry(self, work: _Work, result: str) -> LogEntry:
         code, service_code = self._accounts[work.account_id]
-        source = self.settings.default_source if work.notice else service_code  # as `_load` sent it
+        source = self.settings.notice_source if work.notice else service_code  # as `_load` sent it
         return LogEntry(code, source, work.recipient, work.content, result[:300], work.id)
 
     def _record_responses(self, now: datetime, lines: list[LogEntry]) -> None:
@@ -1402,9 +1410,12 @@ class Dispatcher:
         if segmentation.parts != message.segments:
             log.error("message %s: %d parts now, %d charged at intake", message.id, segmentation.parts, message.segments)
         notice = message.charge == 0  # a free platform notice (`send_notification_sms`)
-        # A notice goes from the platform's own address, never the customer's service code (found by an
-        # exploratory test: a TD to the invoice SMS put the customer's own mobile on its unsubscribe list).
-        code_source = (None if notice else self._accounts[message.account_id][1]) or self.settings.default_source
+        # A notice goes from the platform's own notice address (SMSC_NOTICE_SOURCE), never the
+        # customer's service code (found by an exploratory test: a TD to the invoice SMS put the
+        # customer's own mobile on its unsubscribe list) nor the address customers without a code
+        # share (another: the reply and TD of a number a customer had texted from there were lost
+        # to a notice sent to it since). Chosen here, at sending: notices queued before go from it too.
+        code_source = self.settings.notice_source if notice else (self._accounts[message.account_id][1] or self.settings.default_source)
         source_ton = 5 if not code_source.isdigit() else 0
         work = _Work(message.id, message.account_id, message.recipient, message.content, segmentation.parts, message.valid_until, deque())
         work.started, work.notice = bool(recorded), notice
@@ -1729,11 +1740,11 @@ class Dispatcher:
         """Store a reply under the account its service code names, else, when it went to the shared
         source address (or an extension of it), the account without a code of its own that last
         sent to that number; TD/退订/… puts the number on that account's unsubscribe list. A reply
-        to an address nobody sends from, or to the shared address whose newest message to the
-        number there is a platform notice (`_LAST_SENDER`), is kept under no account."""
+        to an address nobody sends from, or to the platform's notice address (or an extension of
+        it), is kept under no account and unsubscribes the number from nobody."""
         reply = record_reply(
             self._session, sender=sender, destination=destination, content=text, received_at=now, settings=self._reply_settings,
-            pending=self._cancelled,
+            pending=self._cancelled, platform_source=self.settings.notice_source,
         )  # fmt: skip
         if reply.account_id is None and national_address(destination).startswith(self.settings.default_source):
             try:
@@ -1876,11 +1887,12 @@ def send_notification_sms(
     *,
     signature: str = NOTICE_SIGNATURE,
     validity_hours: int = 48,
-    source: str = DispatchSettings.default_source,
+    source: str = DispatchSettings.notice_source,
 ) -> str:
     """Queue a notification as a free message (charge 0, charge_kind notice) of the customer's
     account, request source 'notice', for the dispatcher to send from the platform's own address
-    `source` (SMSC_DEFAULT_SOURCE), not the customer's service code; the provider's 【signature】
+    `source` (SMSC_NOTICE_SOURCE, logged as such: the dispatcher sends it from its own setting), not
+    the customer's service code nor the customers' shared address; the provider's 【signature】
     is added when the text has none. It is not among the customer's messages (`GET /messages`,
     the portal) and a reply to it unsubscribes nobody from the customer. Sending the same
     notification twice queues it once. The caller commits."""
@@ -1936,7 +1948,7 @@ def notification_sender(config: Mapping[str, Any]) -> Callable[[Session, Notific
     """`send_notification_sms` with the configured signature and validity, for app.extensions."""
     signature = str(config.get("NOTICE_SMS_SIGNATURE") or NOTICE_SIGNATURE)
     validity = int(config.get("MESSAGE_VALIDITY_HOURS", 48))
-    source = str(config.get("SMSC_DEFAULT_SOURCE") or DispatchSettings.default_source)
+    source = str(config.get("SMSC_NOTICE_SOURCE") or DispatchSettings.notice_source)
 
     def send(session: Session, note: Notification) -> str:
         return send_notification_sms(session, note, signature=signature, validity_hours=validity, source=source)

@@ -313,7 +313,7 @@ def give_back(session: Session, rows: Sequence[Any], *, notice_source: str | Non
     """Give back the charge of messages `_mark_refunded` marked (usage of kind 'refund' on today's
     date), account by account in the order of their ids; their send-log lines, for the caller
     to append at the end of its transaction. `notice_source`: the platform's address (the
-    dispatcher's SMSC_DEFAULT_SOURCE) its free notices (charge 0) went from, for their lines."""
+    dispatcher's SMSC_NOTICE_SOURCE) its free notices (charge 0) went from, for their lines."""
     if not rows:
         return []
     lock_accounts(session, {row.account_id for row in rows})

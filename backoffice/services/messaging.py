@@ -1519,10 +1519,13 @@ def record_reply(
     smsc_message_id: str | None = None,
     settings: SendingSettings | None = None,
     pending: list[Any] | None = None,
+    platform_source: str | None = None,
 ) -> MobileOriginated:
     """Store an MO reply, find the account by the longest service code `destination` starts
     with, and put the sender on that account's unsubscribe list when the reply is TD/退订/…
-    (`pending`: see `add_unsubscribe`)."""
+    (`pending`: see `add_unsubscribe`). `platform_source`: the platform's notice address
+    (SMSC_NOTICE_SOURCE), matched like a code of its own: a reply to it, or to an extension of it
+    no longer code matches, is the platform's, kept under no account and unsubscribing nobody."""
     settings = settings or SendingSettings()
     destination = national_address(destination)  # 8610657500012301 is the code 10657500012301
     try:
@@ -1541,6 +1544,10 @@ def record_reply(
         reverse=True,
     )
     account_id = matching[0][2] if matching else None
+    # No code may be the notice address or nest with it (`contracts.service_code_clash`); one
+    # given before the setting that is as long or shorter still does not take the platform's replies.
+    if platform_source and destination.startswith(platform_source) and (not matching or matching[0][0] <= len(platform_source)):
+        account_id = None
     # Only a mobile number can be on an unsubscribe list (nothing is sent to any other): a TD
     # from a landline or a short code is stored as a reply, not marked as an unsubscribe.
     unsubscribe = number is not None and is_unsubscribe(content, settings.unsubscribe_words)

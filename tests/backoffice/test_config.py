@@ -39,6 +39,10 @@ ROOT = Path(__file__).resolve().parents[2]
         ("DISPATCH_PG_SYNCHRONOUS_COMMIT", "of", "on、off、local"),
         ("INTAKE_PG_SYNCHRONOUS_COMMIT", "always", "on、off、local"),
         ("SESSION_COOKIE_SECURE", "maybe", "1、true、yes、on、0、false"),
+        # Notices from the shared address took the replies of a customer that texted the number there
+        ("SMSC_NOTICE_SOURCE", "10690000", "SMSC_DEFAULT_SOURCE='10690000'"),
+        ("SMSC_NOTICE_SOURCE", "1069000", "相同或互为开头部分"),
+        ("SMSC_NOTICE_SOURCE", "106900001", "相同或互为开头部分"),
     ],
 )
 def test_a_setting_that_cannot_work_is_named_with_what_it_should_be(

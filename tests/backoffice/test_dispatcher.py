@@ -1468,51 +1468,94 @@ def test_a_reply_to_the_shared_address_is_never_given_to_an_account_with_a_servi
     assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [victim.account.id]
 
 
-def test_a_reply_to_a_platform_notice_from_the_shared_address_goes_to_no_customer(app: Flask) -> None:
-    """Found by a review: platform notices go from the shared address whatever the customer's
-    service code, and were left out of the search for the last sender there; a customer without a
-    code that had texted the number earlier got the contact's reply to another customer's invoice
-    notice, and the contact's TD put the number on its list, skipping its later messages to the
-    person. The notice now counts as the newest message from the shared address, and a reply to
-    it belongs to no account; a customer's message there after it gets the replies again."""
+def test_a_platform_notice_goes_from_its_own_address_and_a_reply_there_is_no_customers(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Platform notices go from SMSC_NOTICE_SOURCE, an address no customer sends from: not the
+    shared SMSC_DEFAULT_SOURCE, where a notice newer than a customer's message took the number's
+    reply and TD from that customer (an exploratory test), nor the customer's own code. A reply to
+    the notice address (an extension, an 86… form) is kept under no account and unsubscribes the
+    number from nobody; a customer with a code of its own is not concerned at all."""
     from backoffice.jobs import deliver_notifications_now
-    from backoffice.models.messaging import NOTICE_CHARGE_KIND
     from tests.backoffice.test_messaging import send
 
     contact = "18910448682"
-    other = active_sender(app, customer__name="乙营销有限公司")  # no service code: sends from the shared address
-    assert other.account.service_code is None
-    send(other, [contact], "【乙营销】双十一大促，全场五折")  # some time ago, B texted this person
-    customer = active_sender(app, "sms_business_service")  # A: a code of its own; its invoice notice goes to `contact`
-    assert customer.account.service_code
+    shared, notice_source = app.config["SMSC_DEFAULT_SOURCE"], app.config["SMSC_NOTICE_SOURCE"]
+    assert (shared, notice_source) == ("10690000", "10690001")
+    other = active_sender(app, customer__name="乙营销有限公司")  # B: no service code, sends from the shared address
+    customer = active_sender(app, "sms_business_service")  # A: code 106575000123; its invoice notice goes to `contact`
+    assert other.account.service_code is None and customer.account.service_code == "106575000123"
+    send(other, [contact], "【乙营销】双十一大促，全场五折")
+    simulator = smsc()
+    dispatcher = worker(simulator)  # FAST: the settings' defaults, as the configuration's
+    drive(dispatcher, all_in("delivered"))
     assert deliver_notifications_now(app)["sent"] == 1
-    notice = db.session.scalar(sa.select(Message).where(Message.charge_kind == NOTICE_CHARGE_KIND))
-    assert notice is not None and notice.recipient == contact and notice.account_id == customer.account.id
-    send(customer, [contact])  # later, A texts its contact under its own code: not from the shared address
-    db.session.execute(sa.update(Message).values(status="delivered"))
-    db.session.commit()
-    shared = app.config["SMSC_DEFAULT_SOURCE"]
+    drive(dispatcher, all_in("delivered"))
+    (notice,) = db.session.scalars(sa.select(Message).where(Message.charge_kind == "notice"))
+    assert notice.recipient == contact and notice.account_id == customer.account.id
+    # (a) the notice went from the notice address, and the send log says so, from intake to receipt
+    assert [(s.source, s.destination) for s in simulator.received] == [(shared, "86" + contact), (notice_source, "86" + contact)]
+    logged = db.session.scalars(sa.select(SendLog).where(SendLog.message_id == notice.id)).all()
+    assert len(logged) >= 2 and {line.service_code for line in logged} == {notice_source}
 
-    def reply(*texts: str) -> None:
-        dispatcher = Dispatcher(app, LinkConfig(port=1), "replies", settings=DispatchSettings(**{**vars(FAST), "default_source": shared}))
-        try:
-            for text in texts:
-                dispatcher._on_mo(MobileOriginatedPdu(contact, shared, text))
-        finally:
-            dispatcher.close()
-
-    reply("发票收到了，款项明天汇出", "TD")
-    replies = db.session.execute(sa.select(MobileOriginated.content, MobileOriginated.account_id).order_by(MobileOriginated.id)).all()
-    assert replies == [("发票收到了，款项明天汇出", None), ("TD", None)]  # stored under no account: neither B nor A
+    # (b) replies to it are the platform's: no account's, nobody's unsubscribe list
+    simulator.send_mo("86" + contact, notice_source, "发票收到了，款项明天汇出")
+    simulator.send_mo("86" + contact, notice_source, "TD")
+    simulator.send_mo(contact, notice_source + "9", "退订")  # an extension of it
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 3)
+    replies = db.session.execute(sa.select(MobileOriginated.content, MobileOriginated.account_id, MobileOriginated.unsubscribe)).all()
+    assert sorted(replies) == sorted([("发票收到了，款项明天汇出", None, False), ("TD", None, True), ("退订", None, True)])
     assert db.session.scalars(sa.select(Unsubscribe)).all() == []
     assert send(other, [contact], "【乙营销】会员日，积分翻倍").messages[0]["status"] == "queued"  # B's message goes
+    assert send(customer, [contact]).messages[0]["status"] == "queued"  # and A's own
 
+    # (d) A, with a code of its own, sends from it and gets the replies to it, as before
+    drive(dispatcher, all_in("delivered"))
+    assert [s.source for s in simulator.received[2:]] == [shared, "106575000123"]
+    simulator.send_mo("86" + contact, "106575000123", "TD")
+    dispatcher.run_until(lambda: dispatcher.stats.mobile_originated == 4)
+    assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [customer.account.id]
+    assert message_counts(db.session, customer.account.id).balanced and message_counts(db.session, other.account.id).balanced
+
+
+def test_a_td_to_the_shared_address_after_a_notice_to_the_number_unsubscribes_the_customer_that_texted_it(app: Flask) -> None:
+    """Found by an exploratory test: customer E000001 (no service code) texted 13911112222 from
+    the shared address; a minute later the platform sent an invoice notice to the same number
+    (another customer's contact) from that address too; the person's TD to the shared address was
+    kept under no account (the notice was the newest message there), nothing was unsubscribed, and
+    E000001's next message to the person was accepted and charged: a lost opt-out. Notices now go
+    from an address of their own and are no sender at the shared address: the TD is E000001's."""
+    from backoffice.jobs import deliver_notifications_now
+    from tests.backoffice.test_messaging import send
+
+    number = "13911112222"
+    first = active_sender(app)  # no service code: sends from the shared address
+    assert first.account.code == "E000001" and first.account.service_code is None
+    send(first, [number], "【蓉城会员】本周六会员日，全场八折")
     db.session.execute(sa.update(Message).values(status="delivered"))
     db.session.commit()
-    reply("不需要了", "TD")  # to B's message, newer than the notice: B's again
-    replies = db.session.execute(sa.select(MobileOriginated.content, MobileOriginated.account_id).order_by(MobileOriginated.id)).all()
-    assert replies[2:] == [("不需要了", other.account.id), ("TD", other.account.id)]
-    assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [other.account.id]
+    set_clock(lambda: FIXED_NOW + timedelta(minutes=1))
+    contact = active_sender(app, "sms_business_service", customer__contact_phone=number)  # its invoice notice goes to `number`
+    assert deliver_notifications_now(app)["sent"] == 1
+    (notice,) = db.session.scalars(sa.select(Message).where(Message.account_id == contact.account.id))
+    assert notice.recipient == number and notice.charge == 0  # the newest message to the number
+    db.session.execute(sa.update(Message).values(status="delivered"))
+    db.session.commit()
+
+    shared = app.config["SMSC_DEFAULT_SOURCE"]
+    dispatcher = Dispatcher(app, LinkConfig(port=1), "replies", settings=DispatchSettings.from_config(app.config, idle_poll=0.02))
+    try:
+        dispatcher._on_mo(MobileOriginatedPdu("86" + number, shared, "TD"))
+    finally:
+        dispatcher.close()
+    reply = db.session.scalar(sa.select(MobileOriginated))
+    assert reply is not None and reply.unsubscribe
+    assert reply.account_id == first.account.id, "the TD to the shared address is the customer's that texted the number from there"
+    assert db.session.execute(sa.select(Unsubscribe.account_id, Unsubscribe.number)).all() == [(first.account.id, number)]
+    before = first.balance()
+    again = send(first, [number], "【蓉城会员】会员日最后一天").messages[0]
+    assert again["status"] == "unsubscribed" and again["charge"] == "0.00"  # neither sent nor charged
+    assert first.balance() == before
 
 
 # --- notifications ---------------------------------------------------------------------------------
@@ -1535,7 +1578,7 @@ def test_an_sms_notification_is_delivered_through_the_dispatcher_free_of_charge(
     simulator = smsc()
     drive(worker(simulator), all_in("delivered"))
     (submit,) = simulator.received
-    assert submit.destination == "8618910448682" and submit.source == "10690000"  # the platform's address, not the customer's code
+    assert submit.destination == "8618910448682" and submit.source == "10690001"  # the platform's notice address, not the customer's code
     text = submit.short_message.decode("utf-16-be")
     assert text.startswith("【短信平台】") and "发票" in text
     (message,) = db.session.scalars(sa.select(Message))
@@ -1552,19 +1595,19 @@ def test_a_platform_notice_goes_from_the_platforms_address_and_is_not_among_the_
     the contact's TD to the invoice SMS put the customer's own mobile on the customer's unsubscribe
     list (the customer's later messages to it were skipped), the customer's GET /messages and
     portal listed the 【短信平台】 notices as its sends, and the send log filed them under its code.
-    They go from SMSC_DEFAULT_SOURCE now; a reply there unsubscribes nobody from the customer."""
+    They go from SMSC_NOTICE_SOURCE now; a reply there unsubscribes nobody from the customer."""
     from backoffice.jobs import deliver_notifications_now
     from backoffice.services.accounts import hash_password
     from tests.conftest import customer_login
 
-    app.config["SMSC_DEFAULT_SOURCE"] = "10690099"
+    app.config["SMSC_NOTICE_SOURCE"] = "10690099"
     sender = active_sender(app, "sms_business_service")  # service code 106575000123; its invoice notice goes to 18910448682
     contact = "18910448682"
     assert deliver_notifications_now(app)["sent"] == 1
     (notice,) = db.session.scalars(sa.select(Message))
     assert notice.charge == 0 and notice.charge_kind == "notice" and notice.account_id == sender.account.id
     simulator = smsc()
-    dispatcher = worker(simulator, default_source="10690099")
+    dispatcher = worker(simulator, notice_source="10690099")
     drive(dispatcher, all_in("delivered"), sender)
     (submit,) = simulator.received
     assert submit.destination == "86" + contact and submit.source == "10690099"

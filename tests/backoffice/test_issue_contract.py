@@ -428,6 +428,10 @@ def test_a_service_code_a_live_account_has_or_nests_with_is_not_given_again(
     shared = app.config["SMSC_DEFAULT_SOURCE"]  # the platform's own address: its replies are no one account's
     tries[shared[:4]] = f"服务代码：{shared[:4]} 是平台共用发送号码 {shared} 的开头部分"
     tries[shared] = f"服务代码：{shared} 是平台共用发送号码 {shared} 的开头部分"
+    # The platform's notice address: its replies are the platform's; a code nesting with it either way is refused
+    notice = app.config["SMSC_NOTICE_SOURCE"]
+    tries[notice] = f"服务代码：{notice} 是平台通知发送号码 {notice} 的开头部分"
+    tries[notice + "01"] = f"服务代码：{notice}01 以平台通知发送号码 {notice} 开头"
     for n, (code, said) in enumerate(tries.items()):
         data = write_json(tmp_path / f"{n}.json", sample("sms_business_service", customer__name=f"乙营销{n}有限公司", service_code=code))
         result = runner.invoke(args=["contract", "issue", "sms_business_service", "--data", str(data)])

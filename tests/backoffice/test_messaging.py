@@ -510,6 +510,25 @@ def test_a_reply_to_a_code_a_closed_account_shares_with_a_live_one_goes_to_the_l
     assert db.session.scalars(sa.select(Unsubscribe.account_id)).all() == [sender.account.id]
 
 
+def test_a_reply_to_the_platforms_notice_address_is_no_accounts_unless_a_longer_code_names_it(app: Flask, sender: Sender) -> None:
+    """The notice address (SMSC_NOTICE_SOURCE) is matched like a code of the platform's own: a reply
+    to it or an extension of it is kept under no account, its TD unsubscribing nobody, even where a
+    code given before the setting is a prefix of it or the same; only a code longer than it, given
+    before the setting too, still takes the replies to that longer address (the longest code wins)."""
+    later = active_sender(app, customer__name="乙营销有限公司")
+    sender.account.service_code, later.account.service_code = "1069000", "106900015"  # (no longer given: service_code_clash)
+    db.session.commit()
+    replies = [
+        record_reply(db.session, sender="13900139000", destination=to, content="TD", platform_source="10690001")
+        for to in ("10690001", "8610690001", "106900019", "106900015", "106900015001", "10690002")
+    ]
+    db.session.commit()
+    assert [reply.account_id for reply in replies] == [None, None, None, later.account.id, later.account.id, sender.account.id]
+    assert db.session.scalars(sa.select(Unsubscribe.account_id).order_by(Unsubscribe.account_id)).all() == sorted(
+        {sender.account.id, later.account.id}
+    )
+
+
 @pytest.mark.parametrize("destination", ["8610657500012301", "+8610657500012301", "008610657500012301"])
 def test_a_reply_to_a_service_code_in_international_form_finds_its_account(app: Flask, sender: Sender, destination: str) -> None:
     """Found by a review: this platform submits to 86… numbers, and an SMSC may report a reply's
