@@ -549,12 +549,20 @@ def refused_for_good(exc: BaseException) -> str | None:
         words = (text.decode(errors="replace") if isinstance(text, bytes) else text).split()
         return words[0] if words and words[0][:1] in "245" and words[0].count(".") == 2 else ""
 
+    def plain(text: bytes | str) -> str:
+        return text.decode(errors="replace") if isinstance(text, bytes) else text
+
     def too_large(code: int, text: bytes | str) -> bool:
-        return code == 552 or enhanced(text) == "5.3.4"
+        # 552 without an enhanced status, or 5.3.4; "552 5.2.2 over quota" is a full mailbox (a review).
+        status = enhanced(text)
+        return status == "5.3.4" or (code == 552 and not status)
 
     def no_such_recipient(address: str, code: int, text: bytes | str) -> bool:
         status = enhanced(text)
-        return bool(address) and (status.startswith("5.1.") or (code in _NO_SUCH_RECIPIENT and not status.startswith("5.7.")))
+        # A policy refusal names 5.7.x anywhere in its words ("553 sorry, … rcpthosts (#5.7.1)"),
+        # or speaks of relaying: the platform's setting, not the customer's address (a review).
+        policy = status.startswith("5.7.") or "5.7." in plain(text) or "relay" in plain(text).lower()
+        return bool(address) and not policy and (status.startswith("5.1.") or (code in _NO_SUCH_RECIPIENT and not status))
 
     if all(too_large(code, text) for _, code, text in answers):
         return f"邮件服务器以邮件过大拒收（{_said(answers)}），不再自动重试：请检查附件大小及邮件服务器的大小限制后重发"

@@ -2128,6 +2128,16 @@ def test_an_sms_notice_to_a_customer_without_e_mail_points_to_the_portal(app: Fl
         (smtplib.SMTPRecipientsRefused({"x@example.cn": (550, b"5.7.1 sender not allowed")}), None),
         (smtplib.SMTPDataError(554, b"5.7.1 rejected by policy"), None),
         (smtplib.SMTPRecipientsRefused({"x@example.cn": (450, b"4.2.0 mailbox busy")}), None),
+        # A full mailbox is not "too large", nor the address wrong: retried (a review).
+        (smtplib.SMTPDataError(552, b"5.2.2 The email account that you tried to reach is over quota"), None),
+        (smtplib.SMTPRecipientsRefused({"x@example.cn": (552, b"5.2.2 over quota")}), None),
+        (smtplib.SMTPDataError(552, b"message size exceeds fixed maximum message size"), "邮件过大"),
+        # Relay refusals without a leading enhanced status (qmail, older servers): retried.
+        (
+            smtplib.SMTPRecipientsRefused({"x@example.cn": (553, b"sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)")}),
+            None,
+        ),
+        (smtplib.SMTPRecipientsRefused({"x@example.cn": (550, b"Relaying denied")}), None),
         (smtplib.SMTPSenderRefused(553, b"5.1.8 sender address rejected", "billing@provider.example.cn"), None),
     ],
 )
