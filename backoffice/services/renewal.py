@@ -338,10 +338,6 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
         raise Conflict(f"合同 {contract.contract_no} 为“{RENEWAL_NAMES.get(rule, rule)}”，没有固定的到期日，无需续签")
     if contract.status == "terminated":
         raise Conflict(f"合同 {contract.contract_no} 已终止，不能续签；请签发新合同")
-    if contract.account.status == "closed":
-        # A closed account's balance was forfeited and it sends no more (a review: the renewal
-        # was offered and recorded, and said nothing of it).
-        raise Conflict(f"合同 {contract.contract_no} 的账户 {contract.account.code} 已关闭（余额已不予退还），不能续签；请签发新合同")
     old_end = contract.term_end
     if until <= old_end:
         raise ValidationFailed({"until": f"续签后的到期日须晚于原到期日 {old_end}"})
@@ -351,6 +347,11 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
         raise ValidationFailed({"until": f"续签后的到期日 {until} 距原到期日超过 {MAX_RENEWAL_YEARS} 年，请核对"})
     why = audit.reason_text(reason) if reason is not None and reason.strip() else None
     account = account_for_settings(session, contract.account.code)  # read afresh, locked (as `account resume`)
+    if account.status == "closed":
+        # A closed account's balance was forfeited and it sends no more (a review: the renewal
+        # was offered and recorded, and said nothing of it). Asked of the locked row: a closing
+        # committed meanwhile is seen (a review).
+        raise Conflict(f"合同 {contract.contract_no} 的账户 {account.code} 已关闭（余额已不予退还），不能续签；请签发新合同")
     resume = account.status == "suspended" and _stopped_by_expiry(session, account)
     now = utcnow()
     for job in contract.jobs:
