@@ -706,6 +706,7 @@ class Dispatcher:
         unless another live process runs a worker under the name (`WorkerNameInUse`)."""
         if self._started:
             return
+        self._refuse_codes_on_the_notice_source()
         self._take_name()
         released = release_worker(self._session, worker=self.worker)
         self._unsubscribes_since = utcnow()  # earlier entries: the claims check them
@@ -713,6 +714,30 @@ class Dispatcher:
         if released:
             log.warning("dispatcher %s: took back %d messages it held before a restart", self.worker, released)
         self._started = True  # (its row was written by `_take_name`)
+
+    def _refuse_codes_on_the_notice_source(self) -> None:
+        """A live account whose service code is the platform's notice address, or nests with it,
+        would lose its replies and TDs to the platform (`record_reply`) and see the notices go
+        from its number: refused at the start, naming the accounts (found by a review: contracts
+        refuse such codes, but accounts opened before SMSC_NOTICE_SOURCE existed were not looked at)."""
+        notice = self.settings.notice_source
+        if not notice:
+            return
+        code = _ACCOUNTS.c.service_code
+        clashing = self._session.execute(
+            sa.select(_ACCOUNTS.c.code, code).where(
+                _ACCOUNTS.c.status != "closed",
+                code.is_not(None),
+                sa.or_(code == notice, sa.literal(notice).startswith(code), code.startswith(notice)),
+            )
+        ).all()
+        self._session.rollback()
+        if clashing:
+            named = "、".join(f"{account}（服务代码 {service_code}）" for account, service_code in clashing)
+            raise ConfigError(
+                f"SMSC_NOTICE_SOURCE={notice!r}：平台通知发送号码与账户 {named} 的服务代码相同或互为开头部分，"
+                "这些账户收到的回复和退订将无法归属：请把 SMSC_NOTICE_SOURCE 设为不与任何服务代码重叠的号码后再启动"
+            )
 
     def _take_name(self) -> None:
         """Found by a review: a second process started under a running worker's name (the default
@@ -1968,6 +1993,9 @@ def run_worker(
             log.warning("%s; starting afresh", gave_back)
         except WorkerNameInUse as taken:  # (it takes over once that process stops)
             log.error("%s; trying again in %.0f s", taken, restart_after)
+            stop.wait(restart_after)
+        except ConfigError as wrong:  # a code on the notice address: it starts once that is put right
+            log.error("dispatcher %s: %s; trying again in %.0f s", worker_name, wrong, restart_after)
             stop.wait(restart_after)
         except Exception:
             log.exception("dispatcher %s failed; starting again in %.0f s", worker_name, restart_after)

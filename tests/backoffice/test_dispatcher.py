@@ -1751,3 +1751,28 @@ def test_nothing_deletes_or_rewrites_the_send_log() -> None:
     assert offenders == []
     assert forbidden.search("session.execute(sa.delete(SendLog).where(SendLog.seq < 10))")
     assert forbidden.search("DELETE FROM send_log WHERE logged_at < :cutoff")
+
+
+def test_a_worker_refuses_to_start_while_a_live_accounts_code_is_on_the_notice_address(
+    app: Flask, smsc: Callable[..., SMSCSimulator], worker: Callable[..., Dispatcher]
+) -> None:
+    """Found by a review: contracts refuse a service code on the platform's notice address
+    (SMSC_NOTICE_SOURCE), but an account opened before that setting existed could have one, and
+    would silently lose its replies and TDs to the platform. The worker refuses to start, naming
+    the accounts; a closed account's code, or one apart from it, does not stop it."""
+    from backoffice.config import ConfigError
+
+    account = active_sender(app).account
+    simulator = smsc()
+    for code, refused in (("10690001", True), ("1069000", True), ("1069000123", True), ("10690002", False)):
+        account.service_code = code
+        db.session.commit()
+        candidate = worker(simulator, f"w-{code}", notice_source="10690001")
+        if refused:
+            with pytest.raises(ConfigError, match=f"{account.code}（服务代码 {code}）"):
+                candidate.start()
+        else:
+            candidate.start()
+    account.service_code, account.status = "10690001", "closed"
+    db.session.commit()
+    worker(simulator, "w-closed", notice_source="10690001").start()
