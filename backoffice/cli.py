@@ -476,7 +476,7 @@ def _staff_actor(username: str, roles: tuple[str, ...], who: str) -> str:
     """`staff:<username>` for an active staff user in one of `roles`; refused otherwise."""
     from backoffice.models import StaffUser
 
-    user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == username.strip()))
+    user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == username))
     if user is None or user.role not in roles or not user.active:
         raise ValidationFailed({"by": f"{username} 不是有效的{who}账号"})
     return f"staff:{user.username}"
@@ -826,14 +826,7 @@ def user_list(as_json: bool) -> None:
 def _finance_actor(username: str | None) -> str:
     """Who acts: a named finance (or admin) staff user, so four-eyes holds on the command line
     too; without --by, the operating-system user."""
-    from backoffice.models import StaffUser
-
-    if not username:
-        return _actor()
-    user = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == username))
-    if user is None or user.role not in ("finance", "admin") or not user.active:
-        raise ValidationFailed({"by": f"{username} 不是有效的财务人员账号"})
-    return f"staff:{username}"
+    return _staff_actor(username, ("finance", "admin"), "财务人员") if username else _actor()
 
 
 def _receipt_json(r: Any) -> dict[str, Any]:
