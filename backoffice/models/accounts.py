@@ -84,3 +84,24 @@ class SubAccount(Base):
     __mapper_args__ = {"eager_defaults": False}  # session_nonce is read when needed, not RETURNING at insert
 
     account: Mapped[EnterpriseAccount] = relationship(back_populates="sub_accounts")
+
+
+def codes_nesting_with(service_code: str) -> sa.Select[tuple[str, str, str]]:
+    """The live (not closed) accounts whose service code is `service_code`, begins it, or begins
+    with it, oldest first: (account code, customer name, service code). Replies go to the longest
+    code their address begins with (`messaging.record_reply`), so such codes cannot be told apart."""
+    column = EnterpriseAccount.service_code
+    return (
+        sa.select(EnterpriseAccount.code, EnterpriseAccount.customer_name, column)
+        .where(
+            column.is_not(None),
+            column != "",
+            EnterpriseAccount.status != "closed",
+            sa.or_(
+                column == service_code,
+                sa.func.substr(sa.literal(service_code), 1, sa.func.length(column)) == column,  # theirs begins it
+                sa.func.substr(column, 1, len(service_code)) == service_code,  # it begins theirs
+            ),
+        )
+        .order_by(EnterpriseAccount.id)
+    )

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from backoffice.clock import local_today, to_local
 from backoffice.errors import Conflict, NotFound, ValidationFailed
 from backoffice.models import Contract, EnterpriseAccount, ProviderProfile
+from backoffice.models.accounts import codes_nesting_with
 from backoffice.money import format_price
 from backoffice.services import audit, documents
 from backoffice.services.accounts import OpenedLogin, allocate_account_code, new_passwords, open_account
@@ -105,22 +106,7 @@ def service_code_clash(session: Session, service_code: str | None) -> str | None
         return f"服务代码：{service_code} 是平台通知发送号码 {notice} 的开头部分，回复平台通知的短信会被误归入该账户，请分配另一个服务代码"
     if notice and service_code.startswith(notice):
         return f"服务代码：{service_code} 以平台通知发送号码 {notice} 开头，回复该服务代码的短信会与回复平台通知的短信混在一起，请分配另一个服务代码"
-    column = EnterpriseAccount.service_code
-    clash = session.execute(
-        sa.select(EnterpriseAccount.code, EnterpriseAccount.customer_name, column)
-        .where(
-            column.is_not(None),
-            column != "",
-            EnterpriseAccount.status != "closed",
-            sa.or_(
-                column == service_code,
-                sa.func.substr(sa.literal(service_code), 1, sa.func.length(column)) == column,  # theirs begins mine
-                sa.func.substr(column, 1, len(service_code)) == service_code,  # mine begins theirs
-            ),
-        )
-        .order_by(EnterpriseAccount.id)
-        .limit(1)
-    ).first()
+    clash = session.execute(codes_nesting_with(service_code).limit(1)).first()
     if clash is None:
         return None
     code, name, taken = clash

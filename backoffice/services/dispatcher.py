@@ -84,6 +84,7 @@ from backoffice.models import (
     SubAccount,
     Unsubscribe,
 )
+from backoffice.models.accounts import codes_nesting_with
 from backoffice.models.messaging import CLAIMABLE, NOTICE_CHARGE_KIND, SENT, STOPPED_SENDING, UNSUBSCRIBED_REFUSAL
 from backoffice.services.bulk import Prepared
 from backoffice.services.credit import lock_accounts
@@ -723,17 +724,10 @@ class Dispatcher:
         notice = self.settings.notice_source
         if not notice:
             return
-        code = _ACCOUNTS.c.service_code
-        clashing = self._session.execute(
-            sa.select(_ACCOUNTS.c.code, code).where(
-                _ACCOUNTS.c.status != "closed",
-                code.is_not(None),
-                sa.or_(code == notice, sa.literal(notice).startswith(code), code.startswith(notice)),
-            )
-        ).all()
+        clashing = self._session.execute(codes_nesting_with(notice)).all()
         self._session.rollback()
         if clashing:
-            named = "、".join(f"{account}（服务代码 {service_code}）" for account, service_code in clashing)
+            named = "、".join(f"{account}（服务代码 {service_code}）" for account, _, service_code in clashing)
             raise ConfigError(
                 f"SMSC_NOTICE_SOURCE={notice!r}：平台通知发送号码与账户 {named} 的服务代码相同或互为开头部分，"
                 "这些账户收到的回复和退订将无法归属：请把 SMSC_NOTICE_SOURCE 设为不与任何服务代码重叠的号码后再启动"
