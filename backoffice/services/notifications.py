@@ -519,11 +519,14 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
 _NO_SUCH_RECIPIENT = (550, 551, 553)
 
 
-def _said(answers: list[tuple[str, int, bytes | str]]) -> str:
-    return "；".join(
-        f"{address + ' ' if address else ''}{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}".strip()
-        for address, code, text in answers
-    )
+def _said(answers: list[tuple[str, int, str]]) -> str:
+    return "；".join(f"{address + ' ' if address else ''}{code} {text}".strip() for address, code, text in answers)
+
+
+def _enhanced_status(text: str) -> str:
+    """The enhanced status code (RFC 3463) a reply's text begins with, e.g. 5.1.1; else ""."""
+    words = text.split()
+    return words[0] if words and words[0][:1] in "245" and words[0].count(".") == 2 else ""
 
 
 def refused_for_good(exc: BaseException) -> str | None:
@@ -537,31 +540,25 @@ def refused_for_good(exc: BaseException) -> str | None:
     without a reason) is retried, so the notices go once an administrator has fixed the setting
     (a review: "554 5.7.1 Relay access denied" failed every notice at once, naming the customer's
     address as the fault)."""
-    answers: list[tuple[str, int, bytes | str]] = []
+    raw: list[tuple[str, int, bytes | str]] = []
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        answers = [(address, code, text) for address, (code, text) in exc.recipients.items()]
+        raw = [(address, code, text) for address, (code, text) in exc.recipients.items()]
     elif isinstance(exc, smtplib.SMTPDataError):
-        answers = [("", exc.smtp_code, exc.smtp_error)]
-    if not answers:
+        raw = [("", exc.smtp_code, exc.smtp_error)]
+    if not raw:
         return None
+    answers = [(address, code, text.decode(errors="replace") if isinstance(text, bytes) else text) for address, code, text in raw]
 
-    def enhanced(text: bytes | str) -> str:
-        words = (text.decode(errors="replace") if isinstance(text, bytes) else text).split()
-        return words[0] if words and words[0][:1] in "245" and words[0].count(".") == 2 else ""
-
-    def plain(text: bytes | str) -> str:
-        return text.decode(errors="replace") if isinstance(text, bytes) else text
-
-    def too_large(code: int, text: bytes | str) -> bool:
+    def too_large(code: int, text: str) -> bool:
         # 552 without an enhanced status, or 5.3.4; "552 5.2.2 over quota" is a full mailbox (a review).
-        status = enhanced(text)
+        status = _enhanced_status(text)
         return status == "5.3.4" or (code == 552 and not status)
 
-    def no_such_recipient(address: str, code: int, text: bytes | str) -> bool:
-        status = enhanced(text)
+    def no_such_recipient(address: str, code: int, text: str) -> bool:
+        status = _enhanced_status(text)
         # A policy refusal names 5.7.x anywhere in its words ("553 sorry, … rcpthosts (#5.7.1)"),
         # or speaks of relaying: the platform's setting, not the customer's address (a review).
-        policy = status.startswith("5.7.") or "5.7." in plain(text) or "relay" in plain(text).lower()
+        policy = "5.7." in text or "relay" in text.lower()
         return bool(address) and not policy and (status.startswith("5.1.") or (code in _NO_SUCH_RECIPIENT and not status))
 
     if all(too_large(code, text) for _, code, text in answers):
