@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -454,10 +456,10 @@ def test_a_service_code_a_live_account_has_or_nests_with_is_not_given_again(
     assert reply.account_id == db.session.scalar(sa.select(EnterpriseAccount.id).where(EnterpriseAccount.code == second["account_code"]))
 
 
-def test_two_contracts_given_the_same_service_code_at_once_open_one_account(app: Flask, tmp_path: Path) -> None:
-    """Found by a review (service codes given twice): the check and the new account are in one
-    transaction, but two issued at the same moment both passed the check. Asked again under the
-    account counter's lock, the second is refused. Real threads, real database."""
+def _two_sales_people_at_once(app: Flask, issuing: Callable[[int, int], dict[str, Any]], field: str) -> list[str]:
+    """Three rounds of two contracts issued at the same moment (real threads, real database):
+    what each came to, "issued" or the refusal of `field`. `issuing(round, n)`: issue_contract's
+    template data (`data`) and further keyword arguments."""
     import threading
 
     from backoffice.cli import after_commit_catch_up, signing_identity
@@ -471,18 +473,18 @@ def test_two_contracts_given_the_same_service_code_at_once_open_one_account(app:
         def sales_person(n: int, round_: int = round_) -> None:
             with app.app_context():
                 try:
-                    data = sample("sms_business_service", customer__name=f"并发客户{round_}-{n}", service_code=f"10657500{round_}")
+                    given = issuing(round_, n)
                     barrier.wait()
                     issue_contract(
-                        db.session, "sms_business_service", data, issued_by=f"t{n}", documents_root=Path(app.config["DOCUMENTS_PATH"]),
-                        signing_identity=signing_identity(app),
+                        db.session, "sms_business_service", given.pop("data"), issued_by=f"t{n}",
+                        documents_root=Path(app.config["DOCUMENTS_PATH"]), signing_identity=signing_identity(app), **given,
                     )  # fmt: skip
                     db.session.commit()
                     after_commit_catch_up(app)
                     outcomes.append("issued")
                 except ValidationFailed as refused:
                     db.session.rollback()
-                    outcomes.append(refused.errors.get("service_code", repr(refused.errors)))
+                    outcomes.append(refused.errors.get(field, repr(refused.errors)))
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     outcomes.append(repr(exc))
                 finally:
@@ -493,6 +495,20 @@ def test_two_contracts_given_the_same_service_code_at_once_open_one_account(app:
             t.start()
         for t in threads:
             t.join(120)
+    return outcomes
+
+
+def test_two_contracts_given_the_same_service_code_at_once_open_one_account(app: Flask, tmp_path: Path) -> None:
+    """Found by a review (service codes given twice): the check and the new account are in one
+    transaction, but two issued at the same moment both passed the check. Asked again under the
+    account counter's lock, the second is refused. Real threads, real database."""
+    outcomes = _two_sales_people_at_once(
+        app,
+        lambda round_, n: {
+            "data": sample("sms_business_service", customer__name=f"并发客户{round_}-{n}", service_code=f"10657500{round_}")
+        },
+        "service_code",
+    )
     assert outcomes.count("issued") == 3, outcomes
     assert sorted(o.split(" 已由账户")[0] for o in outcomes if o != "issued") == [f"服务代码：10657500{r}" for r in range(3)], outcomes
     codes = db.session.scalars(sa.select(EnterpriseAccount.service_code).order_by(EnterpriseAccount.service_code)).all()
@@ -504,41 +520,17 @@ def test_two_tabs_signing_one_customer_at_once_open_one_account(app: Flask) -> N
     existing-customer check (neither had committed), and each opened an account. Asked again
     under the account counter's lock, the second is refused until the box is ticked. Real
     threads, real database."""
-    import threading
+    from backoffice.services.contracts import CONFIRM_ANOTHER_ACCOUNT
 
-    from backoffice.cli import after_commit_catch_up, signing_identity
-    from backoffice.errors import ValidationFailed
-    from backoffice.services.contracts import CONFIRM_ANOTHER_ACCOUNT, issue_contract
-
-    outcomes: list[str] = []
-    for round_ in range(3):
-        barrier = threading.Barrier(2)
-
-        def sales_person(n: int, round_: int = round_) -> None:
-            with app.app_context():
-                try:
-                    data = sample("sms_business_service", customer__name=f"两页客户{round_}有限公司", service_code=f"1065750{round_}{n}")
-                    barrier.wait()
-                    issue_contract(
-                        db.session, "sms_business_service", data, issued_by=f"t{n}", documents_root=Path(app.config["DOCUMENTS_PATH"]),
-                        signing_identity=signing_identity(app), submission_key=f"tab-{round_}-{n}", refuse_existing_customer=True,
-                    )  # fmt: skip
-                    db.session.commit()
-                    after_commit_catch_up(app)
-                    outcomes.append("issued")
-                except ValidationFailed as refused:
-                    db.session.rollback()
-                    outcomes.append(refused.errors.get(CONFIRM_ANOTHER_ACCOUNT, repr(refused.errors)))
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    outcomes.append(repr(exc))
-                finally:
-                    db.session.remove()
-
-        threads = [threading.Thread(target=sales_person, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+    outcomes = _two_sales_people_at_once(
+        app,
+        lambda round_, n: {
+            "data": sample("sms_business_service", customer__name=f"两页客户{round_}有限公司", service_code=f"1065750{round_}{n}"),
+            "submission_key": f"tab-{round_}-{n}",
+            "refuse_existing_customer": True,
+        },
+        CONFIRM_ANOTHER_ACCOUNT,
+    )
     assert outcomes.count("issued") == 3, outcomes
     refused = sorted(o for o in outcomes if o != "issued")
     assert [o.split(" 已有企业号")[0] for o in refused] == [f"两页客户{r}有限公司" for r in range(3)], outcomes
