@@ -7,11 +7,14 @@ import json
 import shutil
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from flask import Flask
+from flask.testing import FlaskCliRunner
 
 from backoffice import MIGRATIONS, create_app
 from backoffice.models import Base, SendLog
@@ -297,6 +300,19 @@ def import_lines_before_upper_case(engine: sa.Engine) -> None:
         connection.execute(sa.insert(StatementLine.__table__), lines)
 
 
+def at_lines_before_upper_case(tmp_path: Path, signing_files: tuple, **config: Any) -> tuple[Flask, FlaskCliRunner]:
+    """An instance migrated to b2d4f6a8c0e3 holding LINES_BEFORE_UPPER_CASE, and its command runner."""
+    from backoffice.extensions import db
+
+    app = create_app(app_config(tmp_path / "instance", signing_files, **config))
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "b2d4f6a8c0e3"]).exit_code == 0
+    with app.app_context():
+        import_lines_before_upper_case(db.engine)
+        db.engine.dispose()
+    return app, runner
+
+
 def statement_references(engine: sa.Engine) -> dict[int, str]:
     with engine.connect() as connection:
         return dict(connection.exec_driver_sql("SELECT id, reference FROM statement_lines").all())
@@ -310,12 +326,7 @@ def test_references_of_lines_imported_before_they_were_upper_cased_are_upper_cas
     from backoffice.extensions import db
     from reports.bank_statements import normal_reference
 
-    app = create_app(app_config(tmp_path / "instance", signing_files))
-    runner = app.test_cli_runner()
-    assert runner.invoke(args=["db", "upgrade", "b2d4f6a8c0e3"]).exit_code == 0
-    with app.app_context():
-        import_lines_before_upper_case(db.engine)
-        db.engine.dispose()
+    app, runner = at_lines_before_upper_case(tmp_path, signing_files)
     result = runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, (result.output, result.exception)
     with app.app_context():

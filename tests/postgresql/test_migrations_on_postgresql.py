@@ -19,8 +19,8 @@ from backoffice.services.templates import get_template
 from tests.backoffice.test_migrations import (
     LEFT_AS_THEY_ARE,
     LINES_BEFORE_UPPER_CASE,
+    at_lines_before_upper_case,
     head_revision,
-    import_lines_before_upper_case,
     schema_differences,
     statement_references,
 )
@@ -213,12 +213,7 @@ def test_references_of_lines_imported_before_they_were_upper_cased_are_upper_cas
 ) -> None:
     """d8e4a2c6f0b3 online on PostgreSQL: as on SQLite (tests/backoffice/test_migrations.py), the
     unique bank_transaction never hit, every line kept."""
-    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
-    runner = app.test_cli_runner()
-    assert runner.invoke(args=["db", "upgrade", "b2d4f6a8c0e3"]).exit_code == 0
-    with app.app_context():
-        import_lines_before_upper_case(db.engine)
-        db.engine.dispose()
+    app, runner = at_lines_before_upper_case(tmp_path, signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url)
     result = runner.invoke(args=["db", "upgrade"])
     assert result.exit_code == 0, (result.output, result.exception)
     with app.app_context():
@@ -233,12 +228,7 @@ def test_an_offline_upgrade_upper_cases_the_references_of_lines_imported_before(
 ) -> None:
     """d8e4a2c6f0b3 offline: the script does what the online upgrade does for ASCII references,
     whatever the server's locale, and leaves (and names) the others."""
-    app = create_app(app_config(tmp_path / "instance", signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url))
-    runner = app.test_cli_runner()
-    assert runner.invoke(args=["db", "upgrade", "b2d4f6a8c0e3"]).exit_code == 0
-    with app.app_context():
-        import_lines_before_upper_case(db.engine)
-        db.engine.dispose()
+    app, runner = at_lines_before_upper_case(tmp_path, signing_files, SQLALCHEMY_DATABASE_URI=postgresql_url)
     ran = run_script(postgresql_url, upgrade_script(runner, "b2d4f6a8c0e3:d8e4a2c6f0b3"))
     assert ran.returncode == 0, ran.stderr
     with app.app_context():
