@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,44 +174,48 @@ def _contract_page(contract: Contract, errors: dict[str, str] | None = None, for
 @roles_required("sales", "admin")
 def contract_stop_renewal(contract_no: str) -> Any:
     """The customer's written objection to the yearly extension, as sales received it."""
-    contract = get_contract(db.session, contract_no)
-    try:
+
+    def record(contract: Contract) -> str:
         received_on = parse_received_on(request.form.get("received_on"))
         expire = stop_renewal(db.session, contract, received_on=received_on, actor=current_user.actor, today=local_today())
-        db.session.commit()
-    except (ValidationFailed, Conflict) as refused:
-        db.session.rollback()
-        errors = getattr(refused, "errors", None) or {"received_on": refused.message}
-        return _contract_page(contract, errors, "stop-renewal"), 422
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    for warning in after_commit_catch_up(app) + disarm_warnings(app, contract_no):
-        flash(warning, "error")
-    flash(objection_recorded(contract, expire), "ok")
-    return redirect(url_for("sales.contract_detail", contract_no=contract_no))
+        return objection_recorded(contract, expire)
+
+    return _contract_action(contract_no, "stop-renewal", "received_on", record)
 
 
 @bp.post("/contracts/<contract_no>/renew")
 @roles_required("sales", "admin")
 def contract_renew(contract_no: str) -> Any:
     """A fixed-term contract renewed on paper: its new last day, as sales recorded it."""
+
+    def record(contract: Contract) -> str:
+        until = parse_until(request.form.get("until"))
+        reason = request.form.get("reason")
+        return renewal_recorded(
+            renew_contract(db.session, contract, until=until, actor=current_user.actor, today=local_today(), reason=reason)
+        )
+
+    return _contract_action(contract_no, "renew", "until", record)
+
+
+def _contract_action(contract_no: str, form: str, field: str, act: Callable[[Contract], str]) -> Any:
+    """One of the contract page's forms (`form`): `act` records it and says what was done; a
+    refusal, or the database busy, shows the page again with the message at `field`."""
     contract = get_contract(db.session, contract_no)
     try:
-        until = parse_until(request.form.get("until"))
-        renewal = renew_contract(
-            db.session, contract, until=until, actor=current_user.actor, today=local_today(), reason=request.form.get("reason")
-        )
+        done = act(contract)
         db.session.commit()
     except (ValidationFailed, Conflict) as refused:
         db.session.rollback()
-        errors = getattr(refused, "errors", None) or {"until": refused.message}
-        return _contract_page(contract, errors, "renew"), 422
-    except sa.exc.OperationalError as exc:
+        errors = getattr(refused, "errors", None) or {field: refused.message}
+        return _contract_page(contract, errors, form), 422
+    except sa.exc.OperationalError as exc:  # (both take the database's write lock: it may be busy)
         db.session.rollback()
-        return _contract_page(contract, {"until": busy_error(exc).message}, "renew"), 503
+        return _contract_page(contract, {field: busy_error(exc).message}, form), 503
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     for warning in after_commit_catch_up(app) + disarm_warnings(app, contract_no):
         flash(warning, "error")
-    flash(renewal_recorded(renewal), "ok")
+    flash(done, "ok")
     return redirect(url_for("sales.contract_detail", contract_no=contract_no))
 
 
