@@ -34,13 +34,17 @@ def draw_signature(page: Any, canvas_id: str) -> None:
     page.mouse.up()
 
 
-def test_sales_issues_a_contract_in_the_browser(app: Flask, staff: dict, live_server: str, browser_page: Any, tmp_path: Path) -> None:
-    page = browser_page
+def sales_logs_in(page: Any, live_server: str, staff: dict) -> None:
     page.goto(f"{live_server}/login")
     page.fill('[name="username"]', "sales")
     page.fill('[name="password"]', staff["sales"])
     page.click('button[type="submit"]')
     page.wait_for_url(re.compile(r"/sales/$"))
+
+
+def test_sales_issues_a_contract_in_the_browser(app: Flask, staff: dict, live_server: str, browser_page: Any, tmp_path: Path) -> None:
+    page = browser_page
+    sales_logs_in(page, live_server, staff)
 
     page.click("text=短信业务服务合同")
     page.wait_for_url(re.compile(r"/sales/new/sms_business_service$"))
@@ -96,11 +100,7 @@ def test_drawing_a_signature_lets_go_of_an_upload_over_its_limit(
     signature instead could not be sent: the big file stayed chosen, and the page kept refusing
     it. Drawing (or 清除) lets go of the file chosen on that side."""
     page = browser_page
-    page.goto(f"{live_server}/login")
-    page.fill('[name="username"]', "sales")
-    page.fill('[name="password"]', staff["sales"])
-    page.click('button[type="submit"]')
-    page.wait_for_url(re.compile(r"/sales/$"))
+    sales_logs_in(page, live_server, staff)
     page.goto(f"{live_server}/sales/new/sms_business_service")
     big = tmp_path / "签名.png"
     big.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 2_050_000)
