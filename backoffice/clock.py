@@ -35,3 +35,8 @@ def to_local(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(SHANGHAI)
+
+
+def chinese_date(day: date) -> str:
+    """A date as Chinese documents write it: 2028年2月29日 (the contracts, the notices)."""
+    return f"{day.year}年{day.month}月{day.day}日"

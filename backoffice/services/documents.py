@@ -13,6 +13,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
+from backoffice.clock import chinese_date
 from backoffice.money import capitals, format_money, format_price
 from backoffice.services.contract_fields import nest
 from backoffice.services.templates import NETWORKS, PAYMENT_METHODS, ContractTemplate
@@ -27,7 +28,7 @@ PASSWORD_NOTE = "已于开户时另行告知，不在合同中留存"
 def cn_date(day: date | None) -> str:
     if day is None:
         return "\u3000\u3000年\u3000\u3000月\u3000\u3000日"
-    return f"{day.year}年{day.month}月{day.day}日"
+    return chinese_date(day)
 
 
 def css_string(value: object) -> Markup:

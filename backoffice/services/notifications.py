@@ -24,7 +24,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from backoffice.clock import SHANGHAI, to_local, utcnow
+from backoffice.clock import SHANGHAI, chinese_date, to_local, utcnow
 from backoffice.models import Contract, EnterpriseAccount, Invoice, Notification, Receipt
 from backoffice.money import format_money
 from backoffice.services.staged_files import recover_file
@@ -77,13 +77,6 @@ def _see_more(account: EnterpriseAccount) -> str:
     """Where an SMS points for the rest: the e-mail, or the portal when the account has no
     e-mail address (found by a review: "详见邮件" went to customers with none)."""
     return "详见邮件" if account.contact_email else "详情及发票请登录客户门户查看"
-
-
-def _day(day: date | None) -> str:
-    """A date as Chinese documents write it, 2028年2月29日, as the contracts print theirs
-    (documents.cn_date; found by an exploratory test: the notices wrote 2028年02月29日)."""
-    assert day is not None
-    return f"{day.year}年{day.month}月{day.day}日"
 
 
 def mobile_of(*candidates: str | None) -> str | None:
@@ -207,7 +200,7 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoices: list[Invoice
     numbers = "、".join(i.number for i in invoices)
     body = (
         f"尊敬的{account.customer_name}：\n\n"
-        f"我们已确认收到您于 {_day(receipt.paid_on)} 的汇款 {format_money(receipt.amount)} 元"
+        f"我们已确认收到您于 {chinese_date(receipt.paid_on)} 的汇款 {format_money(receipt.amount)} 元"
         f"（银行流水号 {receipt.bank_reference}），已充值到账户 {account.code}。\n"
         f"{opened}当前可用余额：{format_money(account.balance)} 元。\n"
         + "".join(f"{line}。\n" for line in said)
@@ -238,8 +231,8 @@ def renewal_notice(session: Session, contract: Contract, *, object_by: date | No
     end = contract.term_end
     assert end is not None
     if object_by is not None:
-        then = f"如双方均无书面异议，合同将自动顺延一年。如不再续约，请于 {_day(object_by)} 前书面通知我方。"
-        sms_then = f"如无书面异议将自动顺延一年；如不续约，请于{_day(object_by)}前书面通知。"
+        then = f"如双方均无书面异议，合同将自动顺延一年。如不再续约，请于 {chinese_date(object_by)} 前书面通知我方。"
+        sms_then = f"如无书面异议将自动顺延一年；如不续约，请于{chinese_date(object_by)}前书面通知。"
     elif extends:
         then = "提出书面异议的期限已过，合同将按约定自动顺延一年。如有疑问，请与我方销售人员联系。"
         sms_then = "书面异议期限已过，合同将自动顺延一年。"
@@ -248,10 +241,10 @@ def renewal_notice(session: Session, contract: Contract, *, object_by: date | No
         sms_then = "到期后账户将暂停发送，如需续约请联系我方销售人员。"
     body = (
         f"尊敬的{account.customer_name}：\n\n"
-        f"贵方合同 {contract.contract_no} 将于 {_day(end)} 到期。\n{then}\n"
+        f"贵方合同 {contract.contract_no} 将于 {chinese_date(end)} 到期。\n{then}\n"
         f"账户 {account.code} 当前可用余额：{format_money(account.balance)} 元。\n"
     )
-    sms = f"贵方合同{contract.contract_no}将于{_day(end)}到期。{sms_then}"
+    sms = f"贵方合同{contract.contract_no}将于{chinese_date(end)}到期。{sms_then}"
     return _both(
         session, f"renewal-notice-{contract.contract_no}-{end.isoformat()}", account, f"合同到期提醒 {contract.contract_no}", body, sms,
         not_before=in_notice_hours(utcnow()),  # its job runs at 09:00, or late at night after downtime
@@ -263,8 +256,9 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool, o
     written objection, recorded after an automatic extension that it undid (said, so that the
     customer is not left believing the contract runs another year)."""
     account = contract.account
+    assert contract.term_end is not None
     why = (
-        f"贵方于 {_day(objection_received_on)} 提出的书面异议已登记，合同不再顺延（此前的自动顺延已撤销）。"
+        f"贵方于 {chinese_date(objection_received_on)} 提出的书面异议已登记，合同不再顺延（此前的自动顺延已撤销）。"
         if objection_received_on
         else ""
     )
@@ -279,7 +273,7 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool, o
         if suspended
         else ""
     )
-    body = f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {_day(contract.term_end)} 到期终止。{why}\n{stopped}\n"
+    body = f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {chinese_date(contract.term_end)} 到期终止。{why}\n{stopped}\n"
     sms = f"贵方合同{contract.contract_no}已到期终止。{why.replace(' ', '')}{sms_stopped}"
     # Keyed by the term's end: a contract renewed and expired again tells the customer again.
     key = f"contract-expired-{contract.contract_no}-{contract.term_end}"
@@ -337,8 +331,8 @@ def receipt_reversed(
 
 def invoice_issued(session: Session, invoice: Invoice) -> None:
     account = invoice.account
-    due = f"，请于 {_day(invoice.due_on)} 前付款" if invoice.due_on else ""
-    sms_due = f"，请于{_day(invoice.due_on)}前付款" if invoice.due_on else ""
+    due = f"，请于 {chinese_date(invoice.due_on)} 前付款" if invoice.due_on else ""
+    sms_due = f"，请于{chinese_date(invoice.due_on)}前付款" if invoice.due_on else ""
     body = (
         f"尊敬的{account.customer_name}：\n\n"
         f"我们已为您开具发票 {invoice.number}，金额 {format_money(invoice.amount)} 元{due}。\n"
@@ -362,10 +356,10 @@ def invoice_due_moved(session: Session, invoice: Invoice, *, old: date, sequence
     body = (
         f"尊敬的{account.customer_name}：\n\n"
         f"因国家法定节假日（含调休上班日）安排的更新，按合同约定的工作日计算，发票 {invoice.number}（{owing}）"
-        f"的付款期限由 {_day(old)} 更正为 {_day(invoice.due_on)}，请于该日前付款。\n{late}"
+        f"的付款期限由 {chinese_date(old)} 更正为 {chinese_date(invoice.due_on)}，请于该日前付款。\n{late}"
         "发票号码和金额不变，更正后的发票见附件，请以此为准。\n"
     )
-    sms = f"发票{invoice.number}的付款期限由{_day(old)}更正为{_day(invoice.due_on)}，{_see_more(account)}。"
+    sms = f"发票{invoice.number}的付款期限由{chinese_date(old)}更正为{chinese_date(invoice.due_on)}，{_see_more(account)}。"
     _both(
         session,
         f"invoice-due-moved-{invoice.number}-{sequence}",
