@@ -267,14 +267,9 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool, o
         if suspended
         else ""
     )
-    # The SMS written as the other SMS notices are, without the e-mail's spaces around codes and numbers.
-    sms_stopped = (
-        f"账户{account.code}已暂停发送短信，余额{format_money(account.balance)}元保留；如需续约或处理余额，请联系我方。"
-        if suspended
-        else ""
-    )
     body = f"尊敬的{account.customer_name}：\n\n贵方合同 {contract.contract_no} 已于 {chinese_date(contract.term_end)} 到期终止。{why}\n{stopped}\n"
-    sms = f"贵方合同{contract.contract_no}已到期终止。{why.replace(' ', '')}{sms_stopped}"
+    # The SMS written as the other SMS notices are, without the e-mail's spaces around codes and numbers.
+    sms = f"贵方合同{contract.contract_no}已到期终止。{(why + stopped).replace(' ', '')}"
     # Keyed by the term's end: a contract renewed and expired again tells the customer again.
     key = f"contract-expired-{contract.contract_no}-{contract.term_end}"
     # The expiry itself takes effect at 00:00 (jobs.AT_TERM_END); the customer is told at 09:00.
@@ -332,13 +327,12 @@ def receipt_reversed(
 def invoice_issued(session: Session, invoice: Invoice) -> None:
     account = invoice.account
     due = f"，请于 {chinese_date(invoice.due_on)} 前付款" if invoice.due_on else ""
-    sms_due = f"，请于{chinese_date(invoice.due_on)}前付款" if invoice.due_on else ""
     body = (
         f"尊敬的{account.customer_name}：\n\n"
         f"我们已为您开具发票 {invoice.number}，金额 {format_money(invoice.amount)} 元{due}。\n"
         "款项到账并经我方确认后，账户即开通。发票见附件。\n"
     )
-    sms = f"发票{invoice.number}已开具，金额{format_money(invoice.amount)}元{sms_due}，{_see_more(account)}。"
+    sms = f"发票{invoice.number}已开具，金额{format_money(invoice.amount)}元{due.replace(' ', '')}，{_see_more(account)}。"
     _both(session, f"invoice-issued-{invoice.number}", account, f"发票 {invoice.number}", body, sms, [invoice.pdf_file])
 
 
