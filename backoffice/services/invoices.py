@@ -50,13 +50,14 @@ def latest_contract(session: Session, account: EnterpriseAccount) -> Contract | 
     return session.scalar(sa.select(Contract).where(Contract.account_id == account.id).order_by(Contract.id.desc()).limit(1))
 
 
+def _contract_invoice_in(status: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """An invoice issued for a contract at signing (due by a date), in `status`."""
+    return (Invoice.status == status, Invoice.contract_id.is_not(None), Invoice.due_on.is_not(None))
+
+
 def _contract_invoices(account_id: int, status: str) -> sa.Select[tuple[Invoice]]:
     """The account's invoices issued for a contract at signing (due by a date), in `status`, oldest first."""
-    return (
-        sa.select(Invoice)
-        .where(Invoice.account_id == account_id, Invoice.status == status, Invoice.contract_id.is_not(None), Invoice.due_on.is_not(None))
-        .order_by(Invoice.id)
-    )
+    return sa.select(Invoice).where(Invoice.account_id == account_id, *_contract_invoice_in(status)).order_by(Invoice.id)
 
 
 def amounts_owed(session: Session, invoices: list[Invoice]) -> dict[int, Decimal]:
@@ -365,7 +366,7 @@ def recompute_due_dates(
     if not days:
         return []
     today = today or local_today()
-    contract_invoice = (Invoice.status == "unpaid", Invoice.contract_id.is_not(None), Invoice.due_on.is_not(None))
+    contract_invoice = _contract_invoice_in("unpaid")
     within = sa.or_(*(sa.and_(Invoice.issued_on <= day, Invoice.due_on >= day) for day in days))
     candidates = session.execute(sa.select(Invoice.id, Invoice.account_id).where(*contract_invoice, within)).all()
     if not candidates:
