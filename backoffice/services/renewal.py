@@ -333,12 +333,14 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
     from backoffice.services.sending_settings import account_for_settings
 
     contract = lock_contract(session, contract.id)  # (an expiry running meanwhile: see there)
+    # Read afresh and locked (as `account resume`), after the contract: a closing committed
+    # meanwhile is seen (a review).
+    account = account_for_settings(session, contract.account.code)
+    if refusal := _why_not_renewable(contract, account):
+        raise Conflict(refusal)
     rule = renewal_rule_for(contract.terms, contract.fields.get("auto_renew"))
-    if rule not in DATED_RULES or contract.term_end is None:
-        raise Conflict(f"合同 {contract.contract_no} 为“{RENEWAL_NAMES.get(rule, rule)}”，没有固定的到期日，无需续签")
-    if contract.status == "terminated":
-        raise Conflict(f"合同 {contract.contract_no} 已终止，不能续签；请签发新合同")
     old_end = contract.term_end
+    assert old_end is not None
     if until <= old_end:
         raise ValidationFailed({"until": f"续签后的到期日须晚于原到期日 {old_end}"})
     if until <= today:
@@ -346,12 +348,6 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
     if until > date(old_end.year + MAX_RENEWAL_YEARS, 12, 31):
         raise ValidationFailed({"until": f"续签后的到期日 {until} 距原到期日超过 {MAX_RENEWAL_YEARS} 年，请核对"})
     why = audit.reason_text(reason) if reason is not None and reason.strip() else None
-    account = account_for_settings(session, contract.account.code)  # read afresh, locked (as `account resume`)
-    if account.status == "closed":
-        # A closed account's balance was forfeited and it sends no more (a review: the renewal
-        # was offered and recorded, and said nothing of it). Asked of the locked row: a closing
-        # committed meanwhile is seen (a review).
-        raise Conflict(f"合同 {contract.contract_no} 的账户 {account.code} 已关闭（余额已不予退还），不能续签；请签发新合同")
     resume = account.status == "suspended" and _stopped_by_expiry(session, account)
     now = utcnow()
     for job in contract.jobs:
@@ -375,9 +371,22 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
 
 
 def renewable(contract: Contract) -> bool:
-    """Whether the contract runs to a date under its template and can be renewed (its page offers it)."""
+    """Whether the contract can be renewed (its page offers it)."""
+    return _why_not_renewable(contract, contract.account) is None
+
+
+def _why_not_renewable(contract: Contract, account: EnterpriseAccount) -> str | None:
+    """Why the contract cannot be renewed on paper, or None: it runs to no date under its
+    template, it was terminated, or its account was closed (its balance forfeited, it sends no
+    more; a review: the renewal was offered and recorded, and said nothing of it)."""
     rule = renewal_rule_for(contract.terms, contract.fields.get("auto_renew"))
-    return rule in DATED_RULES and contract.term_end is not None and contract.status != "terminated" and contract.account.status != "closed"
+    if rule not in DATED_RULES or contract.term_end is None:
+        return f"合同 {contract.contract_no} 为“{RENEWAL_NAMES.get(rule, rule)}”，没有固定的到期日，无需续签"
+    if contract.status == "terminated":
+        return f"合同 {contract.contract_no} 已终止，不能续签；请签发新合同"
+    if account.status == "closed":
+        return f"合同 {contract.contract_no} 的账户 {account.code} 已关闭（余额已不予退还），不能续签；请签发新合同"
+    return None
 
 
 def earliest_renewal_end(contract: Contract, today: date) -> date:
