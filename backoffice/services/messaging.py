@@ -341,7 +341,6 @@ class _SenderState:
     sub_login: str
     contract_id: int | None  # the account's latest contract
     open_ended: bool  # a live contract has no fixed end (extends yearly, long term, until used up)
-    any_live: bool  # the account has a contract that has not ended (expired, terminated)
     last_day: date | None  # else the last day of the live fixed-term contracts (None: no contract)
     keywords_version: tuple[int, int]  # (count, max id) of the forbidden keywords
     key_live: bool  # the API key (if any) is unrevoked and belongs to this sub-account
@@ -358,7 +357,6 @@ def _sender_state_query() -> sa.Select:
     live = sa.and_(contracts.c.account_id == _ACCOUNTS.c.id, *(contracts.c.status != ended for ended in ENDED_CONTRACT_STATUSES))
     fixed = sa.and_(contracts.c.renewal_rule == "fixed_term", contracts.c.term_end.is_not(None))
     open_ended = sa.exists().where(live, sa.not_(fixed))
-    any_live = sa.exists().where(live)
     last_day = sa.select(sa.func.max(contracts.c.term_end)).where(live, fixed).scalar_subquery()
     keyword_count = sa.select(sa.func.count(ForbiddenKeyword.id)).scalar_subquery()
     keyword_top = sa.select(sa.func.max(ForbiddenKeyword.id)).scalar_subquery()
@@ -371,7 +369,6 @@ def _sender_state_query() -> sa.Select:
             subs.c.login,
             latest_contract,
             open_ended,
-            any_live,
             last_day,
             keyword_count,
             keyword_top,
@@ -395,7 +392,7 @@ def _sender_state(session: Session, sub_account_id: int, api_key_id: int | None)
     row = _SENDER_STATE.first(session, {"sub_account_id": sub_account_id, "key_id": api_key_id or 0})
     if row is None:
         raise Unauthorized(KEY_REFUSED)  # the sub-account is gone
-    active, login, contract_id, open_ended, any_live, last_day, keyword_count, keyword_top, key_live = row[_SENDER_FIELDS:]
+    active, login, contract_id, open_ended, last_day, keyword_count, keyword_top, key_live = row[_SENDER_FIELDS:]
     account = SenderAccount(*row[:_SENDER_FIELDS])
     if isinstance(last_day, str):  # SQLite hands back a subquery's date as text
         last_day = date.fromisoformat(last_day)
@@ -405,7 +402,6 @@ def _sender_state(session: Session, sub_account_id: int, api_key_id: int | None)
         login,
         contract_id,
         bool(open_ended),
-        bool(any_live),
         last_day,
         (int(keyword_count), int(keyword_top or 0)),
         bool(key_live),
@@ -1023,7 +1019,8 @@ def accept_request(
         raise Unauthorized(KEY_REFUSED)
     account = state.account
     _check_may_send(account, state.sub_active, state.sub_login)
-    if state.contract_id is not None and not state.any_live:
+    # No live contract: none without a fixed end, none with one (a live fixed term has a last day).
+    if state.contract_id is not None and not state.open_ended and state.last_day is None:
         # Every contract ended (an account an administrator let send again after its expiry sent
         # for ever, with no term, notice or expiry: found by an exploratory test).
         raise SendingForbidden("账户的合同已到期或已终止，不能再发送短信；续签合同后即可继续发送，请联系客服")
