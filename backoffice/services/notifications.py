@@ -176,9 +176,11 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoices: list[Invoice
     (`invoices.invoices_for_receipt`), each one's current PDF attached (found by an exploratory
     test: an overpaid contract invoice was paid and a second issued for the rest, and only the
     second was named and sent). `owed`: what is still owed on each unpaid one."""
+    from backoffice.services.sending_settings import ended_contract
+
     account = receipt.account
     opened = "您的账户已开通，可以开始发送短信。\n" if activated else ""
-    expired = _contract_ended(session, account)
+    expired = ended_contract(session, account) is not None  # sending again needs a renewal
     if account.status == "suspended":  # an expired contract's account: the money is kept, sending is not (a review)
         # Suspended by an administrator, the contract still running, there is nothing to renew (an exploratory test).
         ask = "请与我方联系续约" if expired else "请与我方联系"
@@ -214,13 +216,6 @@ def receipt_confirmed(session: Session, receipt: Receipt, invoices: list[Invoice
         sms += "账户当前暂停发送，如需恢复请联系我方" + ("续约。" if expired else "。")
     attachments = [i.pdf_file for i in invoices]
     _both(session, f"receipt-confirmed-{receipt.id}", account, f"到账确认及发票 {numbers}", body, sms, attachments)
-
-
-def _contract_ended(session: Session, account: EnterpriseAccount) -> bool:
-    """The account has no live contract (expired, terminated): sending again needs a renewal."""
-    from backoffice.models.contracts import live_contracts_of
-
-    return not session.scalar(live_contracts_of(account.id))
 
 
 def renewal_notice(session: Session, contract: Contract, *, object_by: date | None, extends: bool = False) -> bool:
