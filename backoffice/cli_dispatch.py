@@ -18,8 +18,8 @@ from typing import Any
 import click
 
 from backoffice.cli import CommandGroup, _actor, _emit, refusals
-from backoffice.clock import SHANGHAI, to_local
-from backoffice.errors import ValidationFailed
+from backoffice.clock import SHANGHAI
+from backoffice.errors import DomainError, ValidationFailed
 from backoffice.extensions import db
 
 
@@ -147,14 +147,67 @@ def keywords_list(as_json: bool) -> None:
 
 
 @dispatch_cli.command("verify-log")
+@click.option(
+    "--archives",
+    "archive_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="the archive files' folder (default: SEND_LOG_ARCHIVE_DIR)",
+)
 @click.option("--json", "as_json", is_flag=True)
-def verify_log(as_json: bool) -> None:
-    """Walk the send log's hash chain; exit 1 if any record was changed, removed or inserted."""
+def verify_log(archive_dir: str | None, as_json: bool) -> None:
+    """Walk the send log's hash chain, and each archive file's; exit 1 if any record was changed,
+    removed or inserted, or an archive file is missing or changed."""
+    from flask import current_app
+
     from backoffice.services.send_log import verify_chain
 
-    problems = verify_chain(db.session)
+    problems = verify_chain(db.session, Path(archive_dir or current_app.config["SEND_LOG_ARCHIVE_PATH"]))
     _emit({"ok": not problems, "problems": problems}, as_json, "发送日志完整，未被篡改" if not problems else "\n".join(problems))
     sys.exit(1 if problems else 0)
+
+
+@dispatch_cli.command("archive-log")
+@click.option("--before", "before", required=True, help="archive the lines logged before this day, YYYY-MM-DD (Beijing)")
+@click.option(
+    "--dir", "archive_dir", type=click.Path(file_okay=False), default=None, help="folder for the file (default: SEND_LOG_ARCHIVE_DIR)"
+)
+@click.option("--json", "as_json", is_flag=True)
+def archive_log(before: str, archive_dir: str | None, as_json: bool) -> None:
+    """Move the send log's lines logged before --before (at least SEND_LOG_KEEP_MONTHS months ago,
+    six at least) to a gzip CSV file in the export's format: written, read back and verified,
+    recorded, then deleted from the database. Safe to run again after an interruption."""
+    from flask import current_app
+
+    from backoffice.clock import local_today
+    from backoffice.services.send_log import archive_send_log
+
+    with refusals(as_json):
+        day = _local_day(before, "--before").date()
+        directory = Path(archive_dir or current_app.config["SEND_LOG_ARCHIVE_PATH"])
+        if directory.exists() and not directory.is_dir():
+            raise ValidationFailed({"--dir": f"不是目录：{directory}"})
+        result = archive_send_log(
+            db.session, before=day, directory=directory, actor=_actor(), today=local_today(),
+            keep_months=current_app.config["SEND_LOG_KEEP_MONTHS"],
+        )  # fmt: skip
+    archive = result.archive
+    if archive is None:
+        payload: dict[str, Any] = {"archived": None, "deleted": result.deleted}
+        text = f"{day} 之前没有尚未归档的记录" + (f"；已删除上次中断时留下的 {result.deleted} 条已归档记录" if result.deleted else "")
+    else:
+        payload = {
+            "archived": {
+                "file": str(result.path), "sha256": archive.file_sha256, "first_seq": archive.first_seq,
+                "last_seq": archive.last_seq, "rows": archive.rows, "last_hash": archive.last_hash,
+            },
+            "deleted": result.deleted,
+        }  # fmt: skip
+        text = (
+            f"已归档第 {archive.first_seq}–{archive.last_seq} 条（{archive.rows} 条，{day} 之前）到 {result.path}，"
+            f"SHA-256 {archive.file_sha256}；已从数据库删除 {result.deleted} 条"
+        )
+    _emit(payload, as_json, text)
 
 
 @dispatch_cli.command("status")
@@ -234,7 +287,9 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
     content, result, and the chain's fields so the copy can be verified: `logged_at_utc` and
     `message_id` are hashed too, and hash = SHA-256(prev_hash + canonical row). A verification
     line goes to stderr; the exit status is 1 if a row or the chain does not verify."""
-    from backoffice.services.send_log import LogEntry, chain_hash, export_send_log, verify_chain
+    from flask import current_app
+
+    from backoffice.services.send_log import EXPORT_COLUMNS, LogEntry, chain_hash, export_row, export_send_log, verify_chain
 
     with refusals(False):
         first, last = _local_day(start, "--from"), _local_day(end, "--to") + timedelta(days=1)
@@ -257,47 +312,23 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
     done = False
     try:
         writer = csv.writer(out)
-        writer.writerow(
-            [
-                "seq",
-                "time_beijing",
-                "account",
-                "service_code",
-                "recipient",
-                "content",
-                "result",
-                "prev_hash",
-                "hash",
-                "logged_at_utc",
-                "message_id",
-            ]
-        )
+        writer.writerow(EXPORT_COLUMNS)
         previous = None
-        for r in export_send_log(db.session, start=first, end=last, account_code=account_code):
+        archive_dir = Path(current_app.config["SEND_LOG_ARCHIVE_PATH"])
+        for r in export_send_log(db.session, start=first, end=last, account_code=account_code, archive_dir=archive_dir):
             entry = LogEntry(r.account_code, r.service_code, r.recipient, r.content, r.result, r.message_id)
             if chain_hash(r.prev_hash, r.seq, r.logged_at, entry) != r.hash:
                 problems.append(f"第 {r.seq} 条记录的内容与其哈希不符（记录被修改）")
             if previous is not None and previous.seq + 1 == r.seq and previous.hash != r.prev_hash:
                 problems.append(f"第 {r.seq} 条记录的前序哈希与上一条不符（链条断开）")
-            writer.writerow(
-                [
-                    r.seq,
-                    to_local(r.logged_at).isoformat(),
-                    r.account_code,
-                    r.service_code or "",
-                    r.recipient,
-                    r.content,
-                    r.result,
-                    r.prev_hash,
-                    r.hash,
-                    r.logged_at.isoformat(),
-                    "" if r.message_id is None else r.message_id,
-                ]
-            )
+            writer.writerow(export_row(r))
             previous = r
             count += 1
             seqs.append(r.seq)
         done = True
+    except DomainError as error:  # an archive file the period needs is missing or changed
+        with refusals(False):
+            raise error from None
     except OSError as error:  # the disk filled up, say: the partial file goes, an earlier export stays
         with refusals(False):
             raise ValidationFailed({"--out": f"写入导出文件失败：{error.strerror or error}"}) from None

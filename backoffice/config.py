@@ -121,6 +121,10 @@ class Config:
         self.DOCUMENTS_PATH = self.INSTANCE_PATH / "documents"
         self.KEYS_PATH = self.INSTANCE_PATH / "keys"
         self.OUTBOX_PATH = self.INSTANCE_PATH / "outbox"
+        # The send log (000 §6(6): kept at least six months): `dispatch archive-log` moves rows
+        # older than SEND_LOG_KEEP_MONTHS to verified files here (SEND_LOG_ARCHIVE_DIR to put them elsewhere).
+        self.SEND_LOG_ARCHIVE_PATH = Path(env.get("SEND_LOG_ARCHIVE_DIR", "").strip() or self.INSTANCE_PATH / "send_log_archive")
+        self.SEND_LOG_KEEP_MONTHS = _int("SEND_LOG_KEEP_MONTHS", 6, 6, 1200)
         # Production: a configured signing key and certificate (PEM). Empty: self-signed, made on first use.
         self.SIGNING_KEY_FILE = env.get("SIGNING_KEY_FILE", "")
         self.SIGNING_CERT_FILE = env.get("SIGNING_CERT_FILE", "")

@@ -336,18 +336,22 @@ class SendLog(Base):
 
 
 # The database itself refuses to change or remove a send log row (invariant 6: append-only),
-# whoever the client; the hash chain then only has to reveal what bypasses the database (a
-# restored file, a dropped trigger). Created with the table by `create_all` (tests) and by the
+# whoever the client, except a row already written to an archive file that `send_log_archives`
+# records (kept more than SEND_LOG_KEEP_MONTHS, `dispatch archive-log`); the hash chain then only
+# has to reveal what bypasses the database (a restored file, a dropped trigger). Created with the table by `create_all` (tests) and by the
 # migration from these same statements. SQLite's DROP TABLE fires no trigger, so a batch
 # migration that rebuilds send_log must create them again.
 SEND_LOG_GUARD: dict[str, tuple[str, ...]] = {
     "sqlite": (
         "CREATE TRIGGER send_log_no_update BEFORE UPDATE ON send_log BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
-        "CREATE TRIGGER send_log_no_delete BEFORE DELETE ON send_log BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
+        "CREATE TRIGGER send_log_no_delete BEFORE DELETE ON send_log "
+        "WHEN OLD.seq > (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) "
+        "BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
     ),
     "postgresql": (
-        "CREATE OR REPLACE FUNCTION send_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION 'send_log is append-only' USING ERRCODE = 'restrict_violation'; END $$",
+        "CREATE OR REPLACE FUNCTION send_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF TG_OP = 'DELETE' AND OLD.seq <= (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) THEN RETURN OLD; END IF; "
+        "RAISE EXCEPTION 'send_log is append-only' USING ERRCODE = 'restrict_violation'; END $$",
         "CREATE TRIGGER send_log_no_update_or_delete BEFORE UPDATE OR DELETE ON send_log "
         "FOR EACH ROW EXECUTE FUNCTION send_log_append_only()",
         "CREATE TRIGGER send_log_no_truncate BEFORE TRUNCATE ON send_log FOR EACH STATEMENT EXECUTE FUNCTION send_log_append_only()",
@@ -416,6 +420,60 @@ SEND_LOG_HEAD_UNGUARD: dict[str, tuple[str, ...]] = {
     ),
 }
 _guarded_by(SendLogHead.__table__, SEND_LOG_HEAD_GUARD, SEND_LOG_HEAD_UNGUARD)
+
+
+class SendLogArchive(Base):
+    """Rows first_seq..last_seq of the send log, moved to a file (`dispatch archive-log`): the file's
+    name and SHA-256, and the chain's hashes at both ends, so the log left in the database goes
+    on verifying from `last_hash`, and the file can be verified on its own. Rows are only
+    added: each archive starts where the one before ended (one chain, from genesis)."""
+
+    __tablename__ = "send_log_archives"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    first_seq: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+    last_seq: Mapped[int] = mapped_column(sa.BigInteger, unique=True)
+    first_prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    last_hash: Mapped[str] = mapped_column(sa.String(64))
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    first_logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    before_day: Mapped[date]  # the rows logged before this day (Beijing) were archived
+    file_name: Mapped[str] = mapped_column(sa.String(200))
+    file_sha256: Mapped[str] = mapped_column(sa.String(64))
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    archived_by: Mapped[str] = mapped_column(sa.String(100))
+
+    __table_args__ = (sa.CheckConstraint("first_seq >= 1 AND last_seq >= first_seq", name="seq_range"),)
+
+
+# An archive's record is what lets its rows go from send_log and where the chain now starts:
+# never changed or removed.
+SEND_LOG_ARCHIVES_GUARD: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        "CREATE TRIGGER send_log_archives_no_update BEFORE UPDATE ON send_log_archives "
+        "BEGIN SELECT RAISE(ABORT, 'send_log_archives is append-only'); END",
+        "CREATE TRIGGER send_log_archives_no_delete BEFORE DELETE ON send_log_archives "
+        "BEGIN SELECT RAISE(ABORT, 'send_log_archives is append-only'); END",
+    ),
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION send_log_archives_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'send_log_archives is append-only' USING ERRCODE = 'restrict_violation'; END $$",
+        "CREATE TRIGGER send_log_archives_no_update_or_delete BEFORE UPDATE OR DELETE ON send_log_archives "
+        "FOR EACH ROW EXECUTE FUNCTION send_log_archives_append_only()",
+        "CREATE TRIGGER send_log_archives_no_truncate BEFORE TRUNCATE ON send_log_archives "
+        "FOR EACH STATEMENT EXECUTE FUNCTION send_log_archives_append_only()",
+    ),
+}
+SEND_LOG_ARCHIVES_UNGUARD: dict[str, tuple[str, ...]] = {
+    "sqlite": ("DROP TRIGGER IF EXISTS send_log_archives_no_update", "DROP TRIGGER IF EXISTS send_log_archives_no_delete"),
+    "postgresql": (
+        "DROP TRIGGER IF EXISTS send_log_archives_no_update_or_delete ON send_log_archives",
+        "DROP TRIGGER IF EXISTS send_log_archives_no_truncate ON send_log_archives",
+        "DROP FUNCTION IF EXISTS send_log_archives_append_only()",
+    ),
+}
+_guarded_by(SendLogArchive.__table__, SEND_LOG_ARCHIVES_GUARD, SEND_LOG_ARCHIVES_UNGUARD)
 
 
 class PortedNumber(Base):

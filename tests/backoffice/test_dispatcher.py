@@ -1731,7 +1731,9 @@ def test_the_send_log_exports_with_its_chain_and_a_changed_row_fails_the_check(
 
 def test_nothing_deletes_or_rewrites_the_send_log() -> None:
     """Retention (≥ 6 months, 000 §6(6)): the log is only ever appended to; no code path deletes
-    or updates its rows (the chain's head row is the one thing an append moves)."""
+    or updates its rows (the chain's head row is the one thing an append moves), but for the
+    archive's deletion of rows already in a verified file (`send_log._delete_archived`; the
+    database refuses any other, tests/backoffice/test_send_log_archive.py)."""
     import re
     from pathlib import Path
 
@@ -1750,6 +1752,11 @@ def test_nothing_deletes_or_rewrites_the_send_log() -> None:
     ]
     assert offenders == []
     assert forbidden.search("session.execute(sa.delete(SendLog).where(SendLog.seq < 10))")
+    source = (root / "backoffice" / "services" / "send_log.py").read_text(encoding="utf-8")
+    deleting = [line.strip() for line in source.splitlines() if re.search(r"\.delete\(|\bDELETE\b", line)]
+    assert deleting == [
+        "deleted += session.execute(table.delete().where(table.c.seq.between(batch[0], batch[-1]))).rowcount  # archived rows only"
+    ]
     assert forbidden.search("DELETE FROM send_log WHERE logged_at < :cutoff")
 
 

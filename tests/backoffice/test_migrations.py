@@ -103,7 +103,10 @@ def test_upgrade_makes_the_send_log_append_only_as_create_all_does(tmp_path: Pat
         db.create_all()
         expected = triggers(db.engine)
         db.engine.dispose()
-    assert set(expected) == {"send_log_no_update", "send_log_no_delete", "send_log_head_no_delete", "send_log_head_forward"}
+    assert set(expected) == {
+        "send_log_no_update", "send_log_no_delete", "send_log_head_no_delete", "send_log_head_forward",
+        "send_log_archives_no_update", "send_log_archives_no_delete",
+    }  # fmt: skip
 
     app = create_app(app_config(tmp_path / "fresh", signing_files))
     runner = app.test_cli_runner()

@@ -1,0 +1,245 @@
+"""Archiving the send log (000 §6(6): kept at least six months): `dispatch archive-log` moves the
+lines older than SEND_LOG_KEEP_MONTHS to a verified gzip CSV file, records it, and only then
+deletes them; the chain left in the database verifies from the archive's hash, an export of a
+period reads the archived part from the file, and nothing else may be deleted."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from backoffice.extensions import db
+from backoffice.models import SendLog, SendLogArchive
+from backoffice.services import send_log
+from backoffice.services.send_log import LogEntry, append_send_log, keep_from, verify_chain
+from tests.conftest import drop_send_log_guard
+
+# FIXED_NOW is 2026-11-23 (Beijing): lines logged before 2026-05-23 may be archived.
+OLD_DAYS = (datetime(2026, 3, 1, 1, tzinfo=UTC), datetime(2026, 4, 15, 23, 30, tzinfo=UTC), datetime(2026, 5, 22, 15, 59, tzinfo=UTC))
+RECENT = (datetime(2026, 5, 22, 16, 0, tzinfo=UTC), datetime(2026, 11, 20, 8, tzinfo=UTC))  # 16:00 UTC is 00:00 on the 23rd in Beijing
+
+
+def append(at: datetime, count: int, account: str = "E000001") -> None:
+    entries = [
+        LogEntry(account, "1069001", f"1380013{n:04d}", f"【蓉城会员】验证码 {n}，{at:%m月%d日}", "accepted", n or None)
+        for n in range(count)
+    ]
+    append_send_log(db.session, entries, at=at)
+    db.session.commit()
+
+
+@pytest.fixture
+def logged(app: Flask) -> list[int]:
+    """Three old days of lines (3 + 3 + 3) and two recent ones (3 + 3), two accounts."""
+    for at in OLD_DAYS + RECENT:
+        append(at, 2)
+        append(at, 1, account="E000002")
+    return [r for r in db.session.scalars(sa.select(SendLog.seq).order_by(SendLog.seq))]
+
+
+def run(app: Flask, *args: str) -> tuple[int, str, str]:
+    result = app.test_cli_runner().invoke(args=list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def export(
+    app: Flask, tmp_path: Path, name: str, start: str = "2026-01-01", end: str = "2026-12-31", *extra: str
+) -> tuple[int, bytes, str]:
+    out = tmp_path / name
+    code, _, err = run(app, "dispatch", "export-log", "--from", start, "--to", end, "--out", str(out), *extra)
+    return code, out.read_bytes() if out.exists() else b"", err
+
+
+def seqs() -> list[int]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(SendLog.seq).order_by(SendLog.seq)))
+
+
+def archive_dir(app: Flask) -> Path:
+    return Path(app.config["SEND_LOG_ARCHIVE_PATH"])
+
+
+def test_keep_from_counts_calendar_months_back() -> None:
+    assert keep_from(date(2026, 11, 23), 6) == date(2026, 5, 23)
+    assert keep_from(date(2026, 8, 31), 6) == date(2026, 2, 28)
+    assert keep_from(date(2028, 8, 31), 6) == date(2028, 2, 29)
+    assert keep_from(date(2026, 3, 15), 6) == date(2025, 9, 15)
+    assert keep_from(date(2026, 1, 31), 13) == date(2024, 12, 31)
+
+
+def test_old_lines_go_to_a_verified_file_and_the_rest_still_verifies(app: Flask, tmp_path: Path, logged: list[int]) -> None:
+    code, whole_before, _ = export(app, tmp_path, "before.csv")
+    assert code == 0 and logged == list(range(1, 16))
+    _, one_account_before, _ = export(app, tmp_path, "before-e2.csv", "2026-01-01", "2026-12-31", "--account", "E000002")
+
+    code, out, err = run(app, "dispatch", "archive-log", "--before", "2026-05-23", "--json")
+    assert code == 0, out + err
+    result = json.loads(out)
+    assert result["archived"]["first_seq"] == 1 and result["archived"]["last_seq"] == 9 and result["archived"]["rows"] == 9
+    assert result["deleted"] == 9
+    assert seqs() == list(range(10, 16))  # the line at 00:00 on the 23rd (Beijing) stays
+    path = Path(result["archived"]["file"])
+    assert path.parent == archive_dir(app) and path.name == "send-log-000000000001-000000000009.csv.gz"
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8").splitlines()
+    assert lines[0].startswith("seq,time_beijing,account") and len(lines) == 10
+    archive = db.session.scalars(sa.select(SendLogArchive)).one()
+    assert (archive.first_seq, archive.last_seq, archive.before_day) == (1, 9, date(2026, 5, 23))
+    assert archive.first_prev_hash == "0" * 64 and archive.archived_by.startswith("cli")
+
+    assert verify_chain(db.session, archive_dir(app)) == []
+    code, out, _ = run(app, "dispatch", "verify-log", "--json")
+    assert code == 0 and json.loads(out) == {"ok": True, "problems": []}
+    # An export of the same period reads the archived part from the file: the same bytes as before.
+    code, whole_after, err = export(app, tmp_path, "after.csv")
+    assert code == 0 and whole_after == whole_before, err
+    assert "校验通过：导出 15 条（第 1–15 条）" in err
+    assert export(app, tmp_path, "after-e2.csv", "2026-01-01", "2026-12-31", "--account", "E000002")[1] == one_account_before
+    # Appending goes on from the head; nothing to archive the second time.
+    append(datetime(2026, 11, 23, 1, tzinfo=UTC), 1)
+    assert seqs()[-1] == 16 and verify_chain(db.session, archive_dir(app)) == []
+    code, out, _ = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
+    assert code == 0 and "2026-05-23 之前没有尚未归档的记录" in out
+
+
+def test_a_second_archive_goes_on_from_the_first(app: Flask, tmp_path: Path, logged: list[int]) -> None:
+    _, before, _ = export(app, tmp_path, "before.csv")
+    assert run(app, "dispatch", "archive-log", "--before", "2026-04-01")[0] == 0
+    assert seqs()[0] == 4
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
+    assert seqs()[0] == 10
+    recorded = db.session.scalars(sa.select(SendLogArchive).order_by(SendLogArchive.first_seq)).all()
+    assert [(a.first_seq, a.last_seq) for a in recorded] == [(1, 3), (4, 9)]
+    assert recorded[1].first_prev_hash == recorded[0].last_hash
+    assert verify_chain(db.session, archive_dir(app)) == []
+    assert export(app, tmp_path, "after.csv")[1] == before
+    # A period wholly within the first archive reads only that file.
+    code, part, err = export(app, tmp_path, "march.csv", "2026-03-01", "2026-03-31")
+    assert code == 0 and part.count(b"\n") == 4, err
+
+
+@pytest.mark.parametrize("before", ["2026-05-24", "2026-11-23", "2027-01-01"])
+def test_lines_younger_than_six_months_are_not_archived(app: Flask, logged: list[int], before: str) -> None:
+    code, out, err = run(app, "dispatch", "archive-log", "--before", before)
+    assert code == 2
+    assert "发送日志须保留至少 6 个月：--before 不能晚于 2026-05-23" in out + err
+    assert seqs() == logged and not archive_dir(app).exists()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SendLogArchive)) == 0
+
+
+def test_a_longer_keep_setting_moves_the_limit(app: Flask, logged: list[int]) -> None:
+    app.config["SEND_LOG_KEEP_MONTHS"] = 9
+    code, out, err = run(app, "dispatch", "archive-log", "--before", "2026-04-01")
+    assert code == 2 and "须保留至少 9 个月：--before 不能晚于 2026-02-23" in out + err
+    assert seqs() == logged
+
+
+@pytest.mark.parametrize("before", ["2026-02-30", "yesterday", "", "1999-12-31"])
+def test_a_bad_day_is_refused_naming_the_option(app: Flask, logged: list[int], before: str) -> None:
+    code, out, err = run(app, "dispatch", "archive-log", "--before", before)
+    assert code == 2 and "--before" in out + err
+    assert seqs() == logged and not archive_dir(app).exists()
+
+
+def test_a_changed_line_is_not_archived_and_nothing_changes(app: Flask, logged: list[int]) -> None:
+    drop_send_log_guard()
+    db.session.execute(sa.text("UPDATE send_log SET content = '【蓉城会员】改过的' WHERE seq = 5"))
+    db.session.commit()
+    code, out, err = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
+    assert code == 1 and "发送日志校验失败，未归档：第 5 条记录的内容与其哈希不符" in out + err
+    assert seqs() == logged
+    assert list(archive_dir(app).iterdir()) == []  # the partial file went too
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SendLogArchive)) == 0
+
+
+def test_a_run_interrupted_while_deleting_finishes_on_the_next(
+    app: Flask, tmp_path: Path, logged: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, before, _ = export(app, tmp_path, "before.csv")
+    monkeypatch.setattr(send_log, "ARCHIVE_DELETE_BATCH", 4)
+    real_commit = db.session.commit
+    commits = []
+
+    def crash_on_the_second_batch() -> None:
+        commits.append(1)
+        if len(commits) == 3:  # the record, the first batch, then the process dies
+            raise KeyboardInterrupt
+        real_commit()
+
+    monkeypatch.setattr(db.session, "commit", crash_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        send_log.archive_send_log(
+            db.session, before=date(2026, 5, 23), directory=archive_dir(app), actor="cli:test", today=date(2026, 11, 23), keep_months=6
+        )
+    monkeypatch.undo()
+    db.session.rollback()
+    assert seqs() == list(range(5, 16))  # rows 5..9 archived, not yet deleted
+    assert verify_chain(db.session, archive_dir(app)) == []
+    assert export(app, tmp_path, "between.csv")[1] == before  # the archived rows come once, from the file
+    code, out, _ = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
+    assert code == 0 and "已删除上次中断时留下的 5 条已归档记录" in out
+    assert seqs() == list(range(10, 16)) and verify_chain(db.session, archive_dir(app)) == []
+
+
+def test_a_changed_or_missing_archive_file_is_found(app: Flask, tmp_path: Path, logged: list[int]) -> None:
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
+    path = next(archive_dir(app).iterdir())
+    rows = gzip.decompress(path.read_bytes()).decode("utf-8")
+    path.write_bytes(gzip.compress(rows.replace("验证码 1，", "验证码 7，", 1).encode("utf-8")))
+    code, out, _ = run(app, "dispatch", "verify-log")
+    assert code == 1 and f"归档文件 {path} 的 SHA-256 与归档记录不符（文件被改）" in out
+    code, _, err = export(app, tmp_path, "march.csv", "2026-03-01", "2026-03-31")
+    assert code == 1 and "SHA-256 与归档记录不符" in err and not (tmp_path / "march.csv").exists()
+    # The changed row itself is found by the chain, whatever the recorded SHA-256 says.
+    assert send_log._archive_file_problems(path, 1, 9, "0" * 64, db.session.scalars(sa.select(SendLogArchive)).one().last_hash)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    path.rename(moved / path.name)
+    code, out, _ = run(app, "dispatch", "verify-log")
+    assert code == 1 and f"归档文件缺失：{path}" in out
+    code, _, err = export(app, tmp_path, "april.csv", "2026-04-01", "2026-04-30")
+    assert code == 1 and "第 1–9 条已归档，归档文件不在" in err
+    # Pointed at the folder the (changed) file is in, verify-log reads it there.
+    code, out, _ = run(app, "dispatch", "verify-log", "--archives", str(moved))
+    assert code == 1 and "SHA-256 与归档记录不符" in out and "缺失" not in out
+    # A period after the archives needs no file.
+    assert export(app, tmp_path, "november.csv", "2026-11-01", "2026-11-30")[0] == 0
+
+
+def test_only_archived_lines_can_be_deleted_and_archive_records_stay(app: Flask, logged: list[int]) -> None:
+    assert run(app, "dispatch", "archive-log", "--before", "2026-04-01")[0] == 0
+    for change in (sa.delete(SendLog).where(SendLog.seq == 4), sa.text("DELETE FROM send_log WHERE seq > 3")):
+        with pytest.raises(sa.exc.IntegrityError, match="send_log is append-only"):
+            db.session.execute(change)
+        db.session.rollback()
+    for change in (
+        sa.update(SendLogArchive).values(last_seq=20),
+        sa.delete(SendLogArchive),
+        sa.text("DELETE FROM send_log_archives"),
+    ):
+        with pytest.raises(sa.exc.IntegrityError, match="send_log_archives is append-only"):
+            db.session.execute(change)
+        db.session.rollback()
+    assert seqs() == list(range(4, 16)) and verify_chain(db.session) == []
+
+
+def test_rows_removed_at_the_start_without_an_archive_do_not_verify(app: Flask, logged: list[int]) -> None:
+    """With the guard dropped, rows deleted at the start of the log (no archive recorded) show."""
+    drop_send_log_guard()
+    db.session.execute(sa.delete(SendLog).where(SendLog.seq <= 2))
+    db.session.commit()
+    assert verify_chain(db.session) == ["第 1 条起缺失记录（下一条是第 3 条）", "第 3 条记录的前序哈希与上一条不符（链条断开）"]
+
+
+@pytest.mark.parametrize("value", ["3", "0", "six", "-6"])
+def test_keeping_less_than_six_months_cannot_be_configured(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from backoffice.config import Config, ConfigError
+
+    monkeypatch.setenv("SEND_LOG_KEEP_MONTHS", value)
+    with pytest.raises(ConfigError, match="SEND_LOG_KEEP_MONTHS"):
+        Config()
