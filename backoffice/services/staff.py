@@ -16,7 +16,12 @@ from backoffice.models.staff import ROLES
 from backoffice.services import audit
 from backoffice.services.accounts import check_no_login, hash_password
 
-USERNAME = re.compile(r"[^\W][\w.@-]{0,63}")  # (\w: letters and digits of any script, and _)
+#: A new username: half-width (ASCII) letters and digits, and . _ - @ after the first. Found by a
+#: review: letters of any script let "аdmin" (a Cyrillic а) or "admin\u200b" be made beside
+#: "admin", a name a reader takes for the other. Names are typed at every login and read in the
+#: audit log, where a Chinese name is the display name's. Existing users are not touched.
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+USERNAME_RULE = "用户名应为 1–64 个半角英文字母、数字或 . _ - @（以字母或数字开头），不能有空格、引号或其他符号"
 #: A role that is none, refused in the roles' Chinese names: the web form is where it is met (the
 #: command line offers the codes as a choice), found by an exploratory test ("角色应为 sales/finance/admin").
 ROLE_REFUSAL = f"角色应为{'、'.join(list(ROLES.values())[:-1])}或{list(ROLES.values())[-1]}"
@@ -31,10 +36,10 @@ def create_staff_user(
 
     username = username.strip()
     errors = {}
-    # Letters of any script, digits and . _ - @: found by an exploratory test, "x y" and
-    # "robert'); DROP TABLE users;--" were taken, names one mistypes at every login.
-    if not USERNAME.fullmatch(username):
-        errors["username"] = "用户名应为 1–64 个字母、汉字、数字或 . _ - @，不能有空格、引号或其他符号"
+    # Found by an exploratory test: "x y" and "robert'); DROP TABLE users;--" were taken, names
+    # one mistypes at every login.
+    if problem := username_problem(username):
+        errors["username"] = problem
     if len(display_name or "") > 64 or not (display_name or "x").isprintable():
         errors["name"] = "姓名最多 64 个可打印字符"
     if problem := password_problem(password, login=username, staff=True):
@@ -63,12 +68,33 @@ def create_staff_user(
     return user
 
 
+def username_problem(username: str) -> str | None:
+    """Why `username` cannot be a new staff user's name, in Chinese (naming a character that is
+    not ASCII, which the reader cannot see or tell from another); None if it can."""
+    if USERNAME.fullmatch(username):
+        return None
+    odd = next((c for c in username if not c.isascii()), None)
+    if odd is None:
+        return USERNAME_RULE
+    name = unicodedata.name(odd, "")
+    if unicodedata.east_asian_width(odd) == "F":
+        kind = f"全角字符“{odd}”（请切换到半角输入）"
+    elif not odd.isprintable() or unicodedata.category(odd) in ("Mn", "Me", "Cf"):
+        kind = f"看不见的字符或组合符号 U+{ord(odd):04X}"
+    elif name.startswith("CJK "):
+        kind = f"汉字“{odd}”（中文姓名请填在姓名一栏）"
+    else:
+        kind = f"非英文字符“{odd}”（U+{ord(odd):04X} {name}，容易与英文字母或符号混淆）".replace(" ，", "，")
+    return f"{USERNAME_RULE}：含有{kind}"
+
+
 def folded_username(username: str) -> str:
     """What a username reads as: NFKC with case folded ("Admin", "ADMIN" and full-width
     "ａｄｍｉｎ" are all "admin"). Found by a review: such look-alikes could be made beside
     "admin", each its own login with its own role, and the audit log's actors (and the
     four-eyes check) showed names a reader takes for the same person. New usernames are
-    refused when they fold to an existing one's; logging in stays exact."""
+    refused when they fold to an existing one's (names made before USERNAME narrowed may be
+    full-width); logging in stays exact, so every existing name logs in as it did."""
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username).casefold())
 
 

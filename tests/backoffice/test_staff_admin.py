@@ -93,9 +93,17 @@ def test_a_refused_new_user_names_what_is_wrong_and_changes_nothing(
     assert staff_rows() == before
 
 
-@pytest.mark.parametrize("lookalike", ["Admin", "ADMIN", " ａｄｍｉｎ", "ＡＤＭＩＮ"])
+@pytest.mark.parametrize(
+    ("lookalike", "message"),
+    [
+        ("Admin", "与已有的 admin 只有大小写或全角/半角之差"),
+        ("ADMIN", "与已有的 admin 只有大小写或全角/半角之差"),
+        (" ａｄｍｉｎ", "全角字符“ａ”（请切换到半角输入）"),
+        ("ＡＤＭＩＮ", "全角字符“Ａ”"),
+    ],
+)
 def test_a_username_that_differs_from_another_only_by_case_or_width_is_refused(
-    client: FlaskClient, runner: FlaskCliRunner, staff: dict, lookalike: str
+    client: FlaskClient, runner: FlaskCliRunner, staff: dict, lookalike: str, message: str
 ) -> None:
     """Found by a review: "Admin", "ADMIN" or full-width "ａｄｍｉｎ" could be made beside "admin",
     each a login of its own with its own role, while the audit log (and the four-eyes check
@@ -104,12 +112,54 @@ def test_a_username_that_differs_from_another_only_by_case_or_width_is_refused(
     before = staff_rows()
     response = client.post("/admin/users", data={"username": lookalike, "name": "x", "role": "finance"})
     page = response.get_data(as_text=True)
-    assert response.status_code == 422 and "与已有的 admin 只有大小写或全角/半角之差" in page and 'id="new-password"' not in page
+    assert response.status_code == 422 and message in page and 'id="new-password"' not in page
     assert staff_rows() == before
     made = runner.invoke(args=["user", "create", lookalike, "--role", "finance"], input="a-long-pass-2026\na-long-pass-2026\n")
-    assert made.exit_code != 0 and "容易混淆" in made.output and staff_rows() == before
+    assert made.exit_code != 0 and message in made.output and staff_rows() == before
     refused = login(client.application.test_client(), lookalike.strip(), staff["admin"])  # logging in stays exact
     assert refused.status_code == 200 and "用户名或密码错误" in refused.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        pytest.param("\u0430dmin", "非英文字符“\u0430”（U+0430 CYRILLIC SMALL LETTER A，容易与英文字母或符号混淆）", id="cyrillic-a"),
+        pytest.param("s\u0430les", "U+0430 CYRILLIC SMALL LETTER A", id="cyrillic-a-inside"),
+        pytest.param("adm\u0131n", "U+0131 LATIN SMALL LETTER DOTLESS I", id="dotless-i"),
+        pytest.param("\u0391\u0392\u0421", "U+0391 GREEK CAPITAL LETTER ALPHA", id="greek-and-cyrillic"),
+        pytest.param("admin\u200b", "看不见的字符或组合符号 U+200B", id="zero-width-space"),
+        pytest.param("ad\u200dmin", "U+200D", id="zero-width-joiner"),
+        pytest.param("ad\u00a0min", "U+00A0", id="no-break-space"),
+        pytest.param("sale\u0301s", "U+0301", id="combining-accent"),
+        pytest.param("ｓａｌｅｓ2", "全角字符“ｓ”", id="full-width"),
+        pytest.param("李明", "汉字“李”（中文姓名请填在姓名一栏）", id="chinese"),
+        pytest.param("_admin", "以字母或数字开头", id="leading-underscore"),
+    ],
+)
+def test_a_username_that_may_look_like_another_is_refused_naming_the_character(
+    client: FlaskClient, runner: FlaskCliRunner, staff: dict, name: str, message: str
+) -> None:
+    """Found by a review: usernames took letters of any script and invisible characters, so
+    "аdmin" with a Cyrillic а, or "admin" with a zero-width space after it, could be made beside
+    "admin": another login with its own role, which the user list and the audit log show as
+    "admin". New usernames are half-width letters, digits and . _ - @; the refusal names the
+    character, which the administrator may not see."""
+    login(client, "admin", staff["admin"])
+    before = staff_rows()
+    response = client.post("/admin/users", data={"username": name, "name": "x", "role": "admin"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and "用户名应为 1–64 个半角英文字母" in page and message in page
+    assert 'class="field has-error"' in page and 'id="new-password"' not in page
+    assert staff_rows() == before
+    made = runner.invoke(args=["user", "create", name, "--role", "admin", "--password", "a-long-pass-2026"])
+    assert made.exit_code == 2 and message in made.output and staff_rows() == before
+
+
+def test_usernames_of_letters_digits_and_dots_are_still_made(runner: FlaskCliRunner, staff: dict) -> None:
+    for name in ("li.ming", "Wang_Cai-2", "ops@example.cn", "7x"):
+        made = runner.invoke(args=["user", "create", name, "--role", "sales", "--password", "a-long-pass-2026"])
+        assert made.exit_code == 0, made.output
+        assert user(name).role == "sales"
 
 
 def test_a_reset_password_ends_the_users_sessions_and_is_changed_at_the_next_login(app: Flask, client: FlaskClient, staff: dict) -> None:
