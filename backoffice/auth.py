@@ -29,7 +29,7 @@ from backoffice.extensions import db, login_manager
 from backoffice.models import EndedSession, LoginFailure, StaffUser, SubAccount
 from backoffice.services import audit
 from backoffice.services.accounts import authenticate_sub_account
-from backoffice.services.passwords import MIN_LENGTH, STAFF_MIN_LENGTH, change_password, failed_login_key
+from backoffice.services.passwords import MIN_LENGTH, STAFF_MIN_LENGTH, change_password, failed_login_key, password_problem
 from backoffice.services.sql import insert_ignoring_conflict
 from backoffice.services.staff import authenticate_staff
 
@@ -39,6 +39,11 @@ login_manager.blueprint_login_views = {"portal": "auth.portal_login"}  # custome
 login_manager.login_message = "请先登录"
 SESSION_TOKEN = "_token"  # this login session's own id: its logout ends it (EndedSession)
 SESSION_STARTED = "_started"  # when it logged in (epoch seconds): PERMANENT_SESSION_LIFETIME counts from here
+# Why the password typed at this session's login fails today's rules (password_problem), if it
+# does: the session changes it before anything else. Kept in the session, not on the login's row:
+# only the login request has the password to judge, every login judges it again, and
+# must_change_password says something else (a password somebody else set).
+SESSION_WEAK_PASSWORD = "_weak_password"
 
 
 class Principal(UserMixin):
@@ -281,7 +286,16 @@ def _log_in(form: LoginForm, kind: str, authenticate: Callable[[Any, str, str], 
     principal = Principal(kind, record)
     _start_session(principal)
     name = record.username if isinstance(record, StaffUser) else record.login
-    audit.record(db.session, principal.actor, "login", "staff_user" if kind == "staff" else "sub_account", name)
+    # Found by a review: a password set before today's rules (by older code, demo data, a
+    # database from before password_problem) was never judged again and could be used forever.
+    # It is judged here, as typed (the only time it is known), and changed before anything else.
+    weak = password_problem(form.password.data or "", login=name, staff=kind == "staff")
+    if weak:
+        session[SESSION_WEAK_PASSWORD] = weak
+    else:
+        session.pop(SESSION_WEAK_PASSWORD, None)
+    detail = {"weak_password": True} if weak else {}
+    audit.record(db.session, principal.actor, "login", "staff_user" if kind == "staff" else "sub_account", name, **detail)
     db.session.commit()
     return principal
 
@@ -321,6 +335,7 @@ def _end_session() -> str:
     logout_user()
     session.pop(SESSION_TOKEN, None)
     session.pop(SESSION_STARTED, None)
+    session.pop(SESSION_WEAK_PASSWORD, None)
     return url_for("auth.portal_login" if customer else "auth.login")
 
 
@@ -362,12 +377,15 @@ def password() -> Any:
             _current_password_right()
             db.session.commit()
             login_user(Principal(current_user.kind, current_user.record))  # this session goes on under the new nonce (same token)
+            session.pop(SESSION_WEAK_PASSWORD, None)  # (the new one met password_problem)
             _remember_browser(current_user.kind, current_user.record)  # (the cookie holds the password's hash: found by a review)
             flash("密码已修改；其他已登录的会话需要重新登录", "ok")
             return redirect(url_for("auth.root"))
     first = current_user.record.must_change_password and current_user.role
+    weak = session.get(SESSION_WEAK_PASSWORD)
     min_length = STAFF_MIN_LENGTH if current_user.kind == "staff" else MIN_LENGTH
-    return render_template("password.html", form=form, errors=errors, first=first, min_length=min_length), (422 if errors else 200)
+    page = render_template("password.html", form=form, errors=errors, first=first, weak=weak, min_length=min_length)
+    return page, (422 if errors else 200)
 
 
 def _session_failures() -> tuple[str, str]:
@@ -414,10 +432,11 @@ def _ended_for_wrong_current_passwords() -> Any:
 @bp.before_app_request
 def _initial_password_first() -> Any:
     """A login still on a password somebody else set (a customer's issued with the contract, a
-    staff user's made or reset by an administrator) changes it before anything else."""
+    staff user's made or reset by an administrator), or logged in with one that fails today's
+    rules (SESSION_WEAK_PASSWORD), changes it before anything else. API keys are not held up."""
     if (
         current_user.is_authenticated
-        and current_user.record.must_change_password
+        and (current_user.record.must_change_password or session.get(SESSION_WEAK_PASSWORD))
         and request.endpoint not in ("auth.password", "auth.logout", "static")
         and not request.path.startswith("/api/")
     ):

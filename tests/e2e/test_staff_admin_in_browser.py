@@ -83,3 +83,33 @@ def test_a_double_click_on_a_form_sends_it_once(app: Flask, staff: dict, live_se
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(StaffUser).where(StaffUser.username == "wu.fang")) == 1
         db.session.remove()
+
+
+def test_a_user_on_a_password_from_before_the_rules_is_sent_to_change_it(
+    app: Flask, staff: dict, live_server: str, browser_page: Any
+) -> None:
+    """A password set before password_problem (here one on the common list) opens the session,
+    which goes to the password page whatever is asked for, until it is changed."""
+    from backoffice.services.accounts import hash_password
+
+    with app.app_context():
+        finance = db.session.scalar(sa.select(StaffUser).where(StaffUser.username == "finance"))
+        assert finance is not None
+        finance.password_hash = hash_password("Password@123")
+        db.session.commit()
+        db.session.remove()
+    page = browser_page
+    page.goto(f"{live_server}/login?next=/finance/receipts")
+    page.fill('[name="username"]', "finance")
+    page.fill('[name="password"]', "Password@123")
+    page.click('button[type="submit"]')
+    assert "常用密码名单" in page.inner_text("#weak-password")
+    page.goto(f"{live_server}/finance/books")
+    page.wait_for_selector("#weak-password")
+    page.fill('[name="current"]', "Password@123")
+    page.fill('[name="new"]', "ledger-owl-2026")
+    page.fill('[name="confirm"]', "ledger-owl-2026")
+    page.click("#password-form button[type=submit]")
+    page.wait_for_selector("text=密码已修改")
+    page.goto(f"{live_server}/finance/receipts")
+    assert "/finance/receipts" in page.url and page.locator("#weak-password").count() == 0
