@@ -25,7 +25,7 @@ from backoffice.services import sending_settings as settings_service
 from backoffice.services.accounts import get_account, new_password
 from backoffice.services.dispatch_status import DispatchThresholds, forget_worker, status_from_config
 from backoffice.services.keyword_list import WORD_MAX, list_keywords, split_keywords
-from backoffice.services.messaging import add_keywords, remove_keywords
+from backoffice.services.messaging import add_keywords, remove_keywords, same_as_note
 from backoffice.services.notifications import WITHDRAWN, requeue
 from backoffice.services.passwords import reset_password, set_active
 from backoffice.services.staff import active_message, create_staff_user, get_staff, list_staff, set_role
@@ -106,11 +106,16 @@ def keywords() -> Any:
     """The forbidden keyword list, and a form to add one or several words."""
     text = request.form.get("words", "")
     if request.method == "POST":
-        added, errors = attempt(lambda: add_keywords(db.session, split_keywords(text), actor=current_user.actor))
+        result, errors = attempt(lambda: add_keywords(db.session, split_keywords(text), actor=current_user.actor))
         for message in errors.values():
             flash(message, "error")
         if not errors:
-            flash(f"新增 {len(added)} 个违禁词：{'、'.join(added)}" if added else "填写的违禁词均已在列表中，未做更改", "ok")
+            if result.added:
+                flash(f"新增 {len(result.added)} 个违禁词：{'、'.join(result.added)}", "ok")
+            elif not result.same_as:
+                flash("填写的违禁词均已在列表中，未做更改", "ok")
+            if result.same_as:  # 發票 with 发票 listed: not added, and said so, since the list does not show it
+                flash(same_as_note(result.same_as), "ok")
             return redirect(url_for("admin.keywords"))
     page = render_template("admin/keywords.html", keywords=list_keywords(db.session), text=text, word_max=WORD_MAX)
     return page, (422 if request.method == "POST" else 200)

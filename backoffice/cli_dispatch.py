@@ -109,12 +109,14 @@ def account_settings(
 @click.option("--json", "as_json", is_flag=True)
 def keywords_add(words: tuple[str, ...], as_json: bool) -> None:
     """Add forbidden keywords."""
-    from backoffice.services.messaging import add_keywords
+    from backoffice.services.messaging import add_keywords, same_as_note
 
     with refusals(as_json):
-        added = add_keywords(db.session, list(words), actor=_actor())
+        result = add_keywords(db.session, list(words), actor=_actor())
         db.session.commit()
-    _emit({"added": added}, as_json, f"新增 {len(added)} 个违禁词" + (f"：{'、'.join(added)}" if added else "（均已在列表中）"))
+    added = result.added
+    text = f"新增 {len(added)} 个违禁词" + (f"：{'、'.join(added)}" if added else "（均已在列表中）")
+    _emit({"added": added, "same_as": result.same_as}, as_json, "\n".join(filter(None, [text, same_as_note(result.same_as)])))
 
 
 @keywords_cli.command("remove")

@@ -521,11 +521,30 @@ def _shown_word(word: str) -> str:
     return shown if len(shown) <= 20 else shown[:20] + "…"
 
 
-def add_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[str]:
-    """Add words to the forbidden list; returns the ones that were new. All or nothing: a word
-    that cannot be one (`keyword_problem`) refuses the list, naming its position. A word another
-    administrator adds at the same moment counts as already listed (INSERT … ON CONFLICT DO
-    NOTHING: found by a review, the unique index's error was a 500)."""
+@dataclass(frozen=True)
+class KeywordsAdded:
+    """What `add_keywords` did: the words it listed, and the words it did not list because another
+    spelling of the same word is listed (the matcher folds them alike: 發票 is 发票, ＶＰＮ is vpn),
+    each with that listed spelling. A word listed exactly as typed is in neither."""
+
+    added: list[str]
+    same_as: dict[str, str]
+
+
+def same_as_note(same_as: Mapping[str, str]) -> str:
+    """The sentence telling an administrator which words were taken as already listed, or ""."""
+    if not same_as:
+        return ""
+    shown = "、".join(f"{word}（即“{listed}”）" for word, listed in same_as.items())
+    return f"以下违禁词与列表中已有的词按同一个词匹配（不分繁简体、全角半角和大小写），未添加：{shown}"
+
+
+def add_keywords(session: Session, words: Sequence[str], *, actor: str) -> KeywordsAdded:
+    """Add words to the forbidden list. All or nothing: a word that cannot be one
+    (`keyword_problem`) refuses the list, naming its position. A word listed already, in the same
+    spelling or in one the matcher folds alike (`KeywordsAdded.same_as`), is not added again. A
+    word another administrator adds at the same moment counts as already listed (INSERT … ON
+    CONFLICT DO NOTHING: found by a review, the unique index's error was a 500)."""
     problems = [
         f"第 {n} 个违禁词“{_shown_word(word)}”{problem}"
         for n, word in enumerate((w.strip() for w in words), start=1)
@@ -535,20 +554,29 @@ def add_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[
         raise ValidationFailed({"words": "；".join(problems[:5]) + "。未添加任何违禁词，请修改后重新提交"})
     wanted = list(dict.fromkeys(w.strip() for w in words if w.strip()))
     if not wanted:
-        return []
+        return KeywordsAdded([], {})
     if session.get_bind().dialect.name == "postgresql":  # one list change at a time: two lists in other orders cannot deadlock
         session.execute(_KEYWORDS_LOCK)
-    existing = set(session.scalars(sa.select(ForbiddenKeyword.word).where(ForbiddenKeyword.word.in_(wanted))))
+    existing = list(session.scalars(sa.select(ForbiddenKeyword.word).order_by(ForbiddenKeyword.id)))
+    listed: dict[str, str] = {}  # folded → the first listed spelling, the one a refusal names
+    for word in existing:
+        listed.setdefault(fold_keyword(word), word)
+    exact = set(existing)
     table = ForbiddenKeyword.__table__
-    added = []
+    added: list[str] = []
+    same_as: dict[str, str] = {}
     for word in wanted:
-        if word in existing:
+        if word in exact:
             continue
+        if (folded := fold_keyword(word)) in listed:
+            same_as[word] = listed[folded]
+            continue
+        listed[folded] = word
         if inserted_if_absent(session, table, {"word": word, "created_by": actor}, ["word"]):
             added.append(word)
     if added:
         audit.record(session, actor, "add_keywords", "forbidden_keywords", "-", words=added)
-    return added
+    return KeywordsAdded(added, same_as)
 
 
 def remove_keywords(session: Session, words: Sequence[str], *, actor: str) -> list[str]:

@@ -181,6 +181,23 @@ def test_refused_content_is_422_with_the_charge_and_balance(app: Flask, client: 
     assert sender.account.violation_count == 1 and sender.balance() == Decimal("899.955")
 
 
+def test_a_keyword_spelled_in_traditional_characters_is_refused_and_reported_as_listed(
+    app: Flask, client: FlaskClient, runner: FlaskCliRunner
+) -> None:
+    sender = active_sender(app)
+    secret = api_key(sender)
+    assert runner.invoke(args=["dispatch", "keywords", "add", "代开发票"]).exit_code == 0
+    duplicate = runner.invoke(args=["dispatch", "keywords", "add", "代開發票", "--json"])
+    assert duplicate.exit_code == 0 and json.loads(duplicate.output) == {"added": [], "same_as": {"代開發票": "代开发票"}}
+    said = runner.invoke(args=["dispatch", "keywords", "add", "代開發票"]).output
+    assert "按同一个词匹配" in said and "未添加：代開發票（即“代开发票”）" in said, said
+    listed = json.loads(runner.invoke(args=["dispatch", "keywords", "list", "--json"]).output)
+    assert [k["word"] for k in listed] == ["代开发票"]
+    response = post(client, secret, to="13800138000", content="【蓉城会员】專業代開發票")
+    assert response.status_code == 422 and response.json["error"]["code"] == "content_refused"
+    assert "代开发票" in response.json["error"]["message"]
+
+
 def test_over_the_rate_is_429_with_retry_after(app: Flask, client: FlaskClient) -> None:
     sender = active_sender(app)
     sender.account.rate_limit_per_second = 2

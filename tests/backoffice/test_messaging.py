@@ -237,6 +237,24 @@ def test_a_keyword_hidden_by_a_printable_invisible_character_is_still_refused(ap
         assert result.http_status == 422 and "代开发票" in result.body["error"]["message"], repr(hidden)
 
 
+def test_a_keyword_in_traditional_characters_is_refused_and_not_listed_twice(app: Flask, sender: Sender) -> None:
+    """代開發票 for 代开发票 is the commonest evasion in Chinese SMS spam. Added in traditional
+    next to the simplified word (or in full width, or another case), a keyword is the same
+    keyword: not listed again, and named with the listed spelling; the refusal names it as listed."""
+    from backoffice.models import AuditEntry, ForbiddenKeyword
+    from backoffice.services.messaging import KeywordsAdded
+
+    assert add_keywords(db.session, ["代开发票", "VPN"], actor="admin") == KeywordsAdded(["代开发票", "VPN"], {})
+    again = add_keywords(db.session, ["代開發票", "ｖｐｎ", "VPN", "贷款", "貸款"], actor="admin")
+    assert again == KeywordsAdded(["贷款"], {"代開發票": "代开发票", "ｖｐｎ": "VPN", "貸款": "贷款"})
+    db.session.commit()
+    assert db.session.scalars(sa.select(ForbiddenKeyword.word).order_by(ForbiddenKeyword.id)).all() == ["代开发票", "VPN", "贷款"]
+    audits = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "add_keywords").order_by(AuditEntry.id)).all()
+    assert [a.detail["words"] for a in audits] == [["代开发票", "VPN"], ["贷款"]]
+    result = send(sender, "13800138000", "【蓉城会员】專業代開發票，低息貸款")
+    assert result.http_status == 422 and "代开发票、贷款" in result.body["error"]["message"]
+
+
 def test_a_text_that_is_only_the_signature_is_not_sent(app: Flask, sender: Sender) -> None:
     """Found by a review: 【蓉城会员】 alone was sent and charged as a message."""
     before = sender.balance()

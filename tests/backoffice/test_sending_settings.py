@@ -82,6 +82,16 @@ def test_admins_add_several_keywords_at_once_and_intake_refuses_them(app: Flask,
     assert entry.actor == "staff:admin" and entry.detail["words"] == ["赌博", "代开发票", "刷单", "套现"]
 
 
+def test_a_keyword_typed_in_traditional_next_to_its_listed_simplified_one_is_named_not_added(admin: FlaskClient) -> None:
+    """The list does not show 發票 when 发票 is listed: the administrator is told why."""
+    admin.post("/admin/keywords", data={"words": "发票"})
+    response = admin.post("/admin/keywords", data={"words": "發票\n刷单"}, follow_redirects=True)
+    assert response.status_code == 200 and "新增 1 个违禁词：刷单" in page(response)
+    assert "未添加：發票（即“发票”）" in page(response) and keywords() == ["发票", "刷单"]
+    only = admin.post("/admin/keywords", data={"words": "發票"}, follow_redirects=True)
+    assert "未添加：發票（即“发票”）" in page(only) and "新增 " not in page(only) and "均已在列表中" not in page(only)
+
+
 @pytest.mark.parametrize(
     ("words", "message"),
     [
