@@ -17,7 +17,7 @@ is verified and the account checked (accepted = sent + queued + refused + refund
 funded - charged).
 
 Run: .venv/bin/python benchmarks/bench_intake.py [--seconds 10] [--rounds 3] [--threads 8]
-     [--batch-threads 2] [--client-ref] [--gunicorn-arg=--workers=1 ...]
+     [--batch-threads 2] [--client-ref] [--keywords 10000] [--gunicorn-arg=--workers=1 ...]
 """
 
 from __future__ import annotations
@@ -62,12 +62,14 @@ def environment(gunicorn_args: list[str], options: argparse.Namespace) -> dict[s
         "server": "gunicorn " + " ".join(gunicorn_args) + " wsgi:app",
         "client": f"{options.threads} threads (single), {options.batch_threads} threads (batch), http.client"
         + (", a client_ref on every request" if options.client_ref else ""),
+        "keywords_listed": options.keywords,
         "note": "client and server share the machine's cores; loadavg_1m shows other work",
     }
 
 
-def prepare(instance: Path) -> tuple[str, str]:
-    """A funded active account and an API key; returns (account code, secret)."""
+def prepare(instance: Path, keywords: int = 0) -> tuple[str, str]:
+    """A funded active account and an API key, and `keywords` forbidden keywords the content does
+    not hold (real words, as `bench_keywords.py` draws them); returns (account code, secret)."""
     os.environ["BACKOFFICE_INSTANCE_PATH"] = str(instance)
     from backoffice import create_app
     from backoffice.cli import after_commit_catch_up
@@ -82,6 +84,12 @@ def prepare(instance: Path) -> tuple[str, str]:
         assert not problems, problems
         primary = next(s for s in account.sub_accounts if s.is_primary)
         _, secret = create_api_key(db.session, primary, label="bench", actor="bench")
+        if keywords:
+            from bench_keywords import workload
+
+            from backoffice.models import ForbiddenKeyword
+
+            db.session.add_all(ForbiddenKeyword(word=word, created_by="bench") for word in workload(keywords, 0, False)[0])
         db.session.commit()
         code = account.code
         db.session.remove()
@@ -227,10 +235,11 @@ def main() -> None:
     parser.add_argument("--client-ref", action="store_true", help="send a (unique) client_ref with every request")
     parser.add_argument("--gunicorn-arg", action="append", default=[], help="extra gunicorn argument (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary instance")
+    parser.add_argument("--keywords", type=int, default=0, help="forbidden keywords listed (none in the content)")
     options = parser.parse_args()
 
     instance = Path(tempfile.mkdtemp(prefix="bench-intake-"))
-    code, secret = prepare(instance)
+    code, secret = prepare(instance, options.keywords)
     port = free_port()
     server, args = start_gunicorn(instance, port, options.gunicorn_arg)
     env = environment(args, options)
