@@ -5,11 +5,13 @@ handset shows alike, or a reader reads alike, do not evade a keyword:
 - NFKC normalisation and casefolding: full-width letters and upper/lower case;
 - characters a handset shows as nothing (Unicode's default-ignorable code points: zero-width spaces
   and joiners, soft hyphens, fillers, variation selectors) are left out, so 代\u200b开发票 is 代开发票;
-- traditional characters become simplified ones (OpenCC's TSCharacters), so 代開發票 is 代开发票.
-  Where OpenCC lists several simplified candidates (乾: 干 or 乾, 餘: 余 or 馀) its first, default,
-  one is taken. A few characters that simplified text uses too are folded with them (乾 is 干, 於 is
-  于, 徵 is 征), so a keyword holding 干 also finds 乾; since every character folds on its own and the
-  same way in keyword and text, a keyword always still finds its own spelling.
+- traditional characters become simplified ones (OpenCC's TSCharacters), so 代開發票 is 代开发票,
+  after NFKC, so a Kangxi radical or a compatibility ideograph (⾨, U+2FA8, is 門) is folded too.
+  Several traditional characters may share one simplified character (發 and 髮 are 发); where
+  OpenCC lists several candidates for one (乾: 干 or 乾, 餘: 余 or 馀) its first, default, one is
+  taken. A few characters that simplified text uses too are thus folded (乾 is 干, 於 is 于, 徵 is
+  征), so a keyword holding 干 also finds 乾; since every character folds on its own and the same
+  way in keyword and text, a keyword always still finds its own spelling.
 It is a plain substring match: a sender who puts spaces or punctuation between the characters of a
 keyword (代 开 发 票) is not caught. That is deliberate: skipping them would match across words
 (with 发票 listed, 开发，票价 holds 发票 once the comma is skipped), and a plain match keeps the check
@@ -50,7 +52,7 @@ def _traditional_to_simplified() -> dict[int, int]:
             if line.strip() and not line.startswith("#"):
                 traditional, candidates = line.rstrip("\n").split("\t")
                 first[traditional] = candidates.split()[0]
-    table = {}
+    table: dict[int, int] = {}
     for traditional, simplified in first.items():
         seen = {traditional}
         while simplified in first and simplified not in seen:

@@ -54,6 +54,7 @@ def test_traditional_spellings_do_not_evade_a_keyword() -> None:
     assert matcher.find("專業代開發票，低息貸款") == ["代开", "发票", "贷款"]
     assert matcher.find("专业代開发票") == ["代开", "发票"]  # the two mixed
     assert KeywordMatcher(["賭博"]).find("网上赌博，線上賭博") == ["賭博"]
+    assert KeywordMatcher(["开门红"]).find("開\u2fa8紅") == ["开门红"]  # a Kangxi radical: NFKC makes it 門
 
 
 def test_a_traditional_character_with_several_simplified_candidates_meets_its_keyword() -> None:
