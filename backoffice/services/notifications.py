@@ -57,9 +57,11 @@ class MailSettings:
         return mode
 
 
-#: When the notices the scheduled jobs make go out (Beijing time): the renewal notice's job runs at
-#: the start (jobs.JOB_HOUR); one made at night (the expiry at 00:00, a job run late after the
-#: scheduler was down) waits for it (found by an exploratory test: the expiry SMS went at midnight).
+#: When notices go out (Beijing time), e-mail and SMS alike, whatever made them: the renewal
+#: notice's job runs at the start (jobs.JOB_HOUR); one made at night waits for it: the expiry at
+#: 00:00, a job run late after the scheduler was down (found by an exploratory test: the expiry SMS
+#: went at midnight), a resend, and what staff do late (a receipt confirmed at 02:00 texted the
+#: customer then). Both channels wait, as the jobs' always did: the SMS points to the e-mail.
 NOTICE_HOURS = (time(9, 0), time(21, 0))
 
 
@@ -104,11 +106,10 @@ def queue(
     account: EnterpriseAccount | None = None,
     attachments: Iterable[str] = (),
     unreachable: str | None = None,
-    not_before: datetime | None = None,
 ) -> Notification | None:
     """Queue one notification, once per key (None when the key is already queued or there is
     nobody to send it to). `unreachable`: with no recipient, keep it as failed for this reason;
-    `not_before`: not sent before then."""
+    not sent before NOTICE_HOURS (made at night, it waits for 09:00), whatever made it."""
     if not recipient and unreachable is None:
         return None
     existing = session.scalar(sa.select(Notification).where(Notification.key == key))
@@ -116,7 +117,7 @@ def queue(
         return existing
     note = Notification(
         key=key, channel=channel, recipient=recipient or "", subject=subject, body=body, attachments=list(attachments), account=account,
-        next_attempt_at=not_before or utcnow(),
+        next_attempt_at=in_notice_hours(utcnow()),
     )  # fmt: skip
     if not recipient:
         note.status, note.last_error = "failed", unreachable
@@ -136,13 +137,12 @@ def _both(
     body: str,
     sms: str,
     attachments: Iterable[str] = (),
-    *,
-    not_before: datetime | None = None,
 ) -> bool:
-    """Queue the e-mail and the SMS the account has addresses for; False when it has neither.
-    Then the notice is kept in the outbox as failed, naming why, for staff to tell the customer
-    (found by a review: 000/001 contracts ask for one phone, often a landline, and no e-mail, so
-    their renewal and expiry notices went nowhere while the job said they were sent)."""
+    """Queue the e-mail and the SMS the account has addresses for (both held to NOTICE_HOURS);
+    False when it has neither. Then the notice is kept in the outbox as failed, naming why, for
+    staff to tell the customer (found by a review: 000/001 contracts ask for one phone, often a
+    landline, and no e-mail, so their renewal and expiry notices went nowhere while the job said
+    they were sent)."""
     mobile = sms_address(account)
     # With neither, both are kept (failed), so that whichever address staff add (`account contact`), that one's resend goes out.
     unreachable = UNREACHABLE if not account.contact_email and not mobile else None
@@ -156,7 +156,6 @@ def _both(
         account=account,
         attachments=attachments,
         unreachable=unreachable,
-        not_before=not_before,
     )
     queue(
         session,
@@ -166,7 +165,6 @@ def _both(
         body=sms,
         account=account,
         unreachable=unreachable,
-        not_before=not_before,
     )
     return unreachable is None
 
@@ -240,10 +238,10 @@ def renewal_notice(session: Session, contract: Contract, *, object_by: date | No
         f"账户 {account.code} 当前可用余额：{format_money(account.balance)} 元。\n"
     )
     sms = f"贵方合同{contract.contract_no}将于{chinese_date(end)}到期。{sms_then}"
+    # (Its job runs at 09:00, or late at night after downtime: then it waits for 09:00, `_both`.)
     return _both(
-        session, f"renewal-notice-{contract.contract_no}-{end.isoformat()}", account, f"合同到期提醒 {contract.contract_no}", body, sms,
-        not_before=in_notice_hours(utcnow()),  # its job runs at 09:00, or late at night after downtime
-    )  # fmt: skip
+        session, f"renewal-notice-{contract.contract_no}-{end.isoformat()}", account, f"合同到期提醒 {contract.contract_no}", body, sms
+    )
 
 
 def contract_expired(session: Session, contract: Contract, *, suspended: bool, objection_received_on: date | None = None) -> bool:
@@ -267,8 +265,8 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool, o
     sms = f"贵方合同{contract.contract_no}已到期终止。{(why + stopped).replace(' ', '')}"
     # Keyed by the term's end: a contract renewed and expired again tells the customer again.
     key = f"contract-expired-{contract.contract_no}-{contract.term_end}"
-    # The expiry itself takes effect at 00:00 (jobs.AT_TERM_END); the customer is told at 09:00.
-    return _both(session, key, account, f"合同已到期 {contract.contract_no}", body, sms, not_before=in_notice_hours(utcnow()))
+    # The expiry itself takes effect at 00:00 (jobs.AT_TERM_END); the customer is told at 09:00 (`_both`).
+    return _both(session, key, account, f"合同已到期 {contract.contract_no}", body, sms)
 
 
 def _whose(receipt: Receipt) -> str:

@@ -26,13 +26,14 @@ from pypdf import PdfReader
 from sqlalchemy.orm import Session
 
 from backoffice.cli import after_commit_catch_up
-from backoffice.clock import set_clock
+from backoffice.clock import set_clock, to_local
 from backoffice.extensions import db
 from backoffice.models import (
     AuditEntry,
     EnterpriseAccount,
     Invoice,
     LedgerEvent,
+    Message,
     Notification,
     Receipt,
     StatementImport,
@@ -1936,11 +1937,57 @@ def test_notices_write_dates_as_chinese_documents_do_and_are_dated_in_beijing_ti
     assert dates == {"Mon, 23 Nov 2026 10:00:00 +0800"}, dates  # FIXED_NOW in Beijing
 
 
+@pytest.mark.parametrize("hour", [2, 10])
+def test_notices_staff_bring_about_at_night_wait_for_nine_as_the_jobs_do(
+    app: Flask, runner: FlaskCliRunner, mail_server: _Mailboxes, hour: int
+) -> None:
+    """Found by a review: the notices of what staff do (an invoice issued, its due date moved by a
+    holiday, a receipt confirmed, reversed or rejected) went out at any hour, while the jobs' and
+    a resend's wait for 09:00: finance working at 02:00 texted the customer then. One rule: made
+    at night, e-mail and SMS both wait for 09:00 Beijing; made in the day, they go at once."""
+    from backoffice.clock import SHANGHAI
+
+    made = datetime(2026, 11, 24, hour, 0, tzinfo=SHANGHAI)
+    set_clock(lambda: made.astimezone(UTC))
+    account = make_contract(app, "sms_business_service").contract.account  # its invoice, due in 5 working days
+    assert runner.invoke(args=["finance", "holiday", "2026-11-26", "--note", "示例"]).exit_code == 0  # moves that date
+    code = account.code
+    _, first = run(
+        runner, "finance", "receipt", "--account", code, "--amount", "1750.00", "--bank-ref", "N1", "--date", "2026-11-23", "--json"
+    )
+    assert run(runner, "finance", "confirm", str(first["id"]), "--json")[0] == 0
+    assert run(runner, "finance", "reverse", str(first["id"]), "--reason", "银行退回", "--json")[0] == 0
+    _, second = run(
+        runner, "finance", "receipt", "--account", code, "--amount", "100.00", "--bank-ref", "N2", "--date", "2026-11-23", "--json"
+    )
+    assert run(runner, "finance", "reject", str(second["id"]), "--reason", "未到账", "--json")[0] == 0
+    notes = db.session.scalars(sa.select(Notification)).all()
+    kinds = {n.key.rsplit("-", 1)[0] for n in notes}
+    assert kinds == {
+        "invoice-issued-FP-2026",
+        "invoice-due-moved-FP-2026-000001",
+        "receipt-confirmed",
+        "receipt-reversed",
+        "receipt-rejected",
+    }
+    assert len(notes) == 10 and {n.channel for n in notes} == {"email", "sms"}
+    nine = datetime(2026, 11, 24, 9, 0, tzinfo=SHANGHAI)
+    assert {n.next_attempt_at for n in notes} == {nine if hour < 9 else made}
+    if hour < 9:
+        set_clock(lambda: (made + timedelta(minutes=1)).astimezone(UTC))
+        assert run(runner, "finance", "notify", "--json")[1] == {"sent": 0, "written": 0, "retry": 0, "failed": 0}
+        assert mail_server.received == [] and db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+        set_clock(lambda: nine.astimezone(UTC))
+    assert run(runner, "finance", "notify", "--json")[1] == {"sent": 10, "written": 0, "retry": 0, "failed": 0}
+    assert len(mail_server.received) == 5
+    texts = db.session.scalars(sa.select(Message)).all()
+    assert len(texts) == 5 and {to_local(m.send_at) for m in texts} == {nine if hour < 9 else made}
+
+
 def test_an_sms_notice_whose_run_died_before_its_commit_is_sent_later(app: Flask) -> None:
     """Found by a review: it was marked failed ("cannot tell whether it was delivered") though
     an SMS notice is queued and marked sent in one transaction: it was certainly not sent."""
     from backoffice.jobs import deliver_notifications_now
-    from backoffice.models import Message
     from backoffice.services import notifications
 
     make_contract(app, "sms_business_service")  # an invoice notice by e-mail and by SMS
