@@ -455,6 +455,7 @@ def contract_renew(contract_no: str, until: str, username: str, reason: str | No
         "account": account.code,
         "account_status": account.status,
         "account_resumed": renewal.account_resumed,
+        "customer_told": renewal.customer_told,
         "jobs": [{"kind": j.kind, "due_on": j.due_on} for j in renewal.jobs],
     }
     _emit(payload, as_json, renewal_recorded(renewal))
@@ -465,6 +466,8 @@ def renewal_recorded(renewal: Any) -> str:
     contract = renewal.contract
     account = contract.account
     text = f"合同 {contract.contract_no} 已续签至 {contract.term_end}（原到期日 {renewal.previous_end}）"
+    if not renewal.customer_told:
+        text += "；客户没有电子邮箱或手机号码，未能通知续签，请人工通知"
     if renewal.account_resumed:
         return text + f"；账户 {account.code} 已恢复发送（{account.status_name}）"
     if account.status == "suspended":

@@ -269,6 +269,26 @@ def contract_expired(session: Session, contract: Contract, *, suspended: bool, o
     return _both(session, key, account, f"合同已到期 {contract.contract_no}", body, sms)
 
 
+def contract_renewed(session: Session, contract: Contract, *, previous_end: date, resumed: bool) -> bool:
+    """The contract was renewed on paper to a new last day (`renewal.renew_contract`): the customer
+    had been told when it ends or that it ended, and is told it runs on (found by a review: nothing
+    was sent). `resumed`: the expiry had stopped the account, and it sends again. False: the
+    customer has no address to send it to (`_both`)."""
+    account = contract.account
+    assert contract.term_end is not None
+    until = chinese_date(contract.term_end)
+    resumed = resumed and account.status == "active"  # (never paid: it opens when the money arrives)
+    body = (
+        f"尊敬的{account.customer_name}：\n\n"
+        f"贵方合同 {contract.contract_no} 已续签，合同期延至 {until}（原到期日 {chinese_date(previous_end)}）。\n"
+        + (f"账户 {account.code} 已恢复发送短信。\n" if resumed else "")
+    )
+    sms = f"贵方合同{contract.contract_no}已续签，合同期延至{until}。" + (f"账户{account.code}已恢复发送短信。" if resumed else "")
+    # Keyed by both ends: each renewal of the contract is told once, however often it is retried.
+    key = f"contract-renewed-{contract.contract_no}-{previous_end.isoformat()}-{contract.term_end.isoformat()}"
+    return _both(session, key, account, f"合同续签确认 {contract.contract_no}", body, sms)
+
+
 def _whose(receipt: Receipt) -> str:
     """A transfer the customer recorded in the portal is 您登记的汇款; one finance entered on the
     customer's behalf is not something the customer did (found by an exploratory test)."""

@@ -322,6 +322,7 @@ class Renewal:
     previous_status: str
     account_resumed: bool  # the expiry had stopped the account; it may send again
     jobs: list[ContractJob]  # the new term's
+    customer_told: bool  # False: the customer has no e-mail nor mobile (`notifications.contract_renewed`)
 
 
 def renew_contract(session: Session, contract: Contract, *, until: date, actor: str, today: date, reason: str | None = None) -> Renewal:
@@ -363,11 +364,12 @@ def renew_contract(session: Session, contract: Contract, *, until: date, actor: 
     # the contract ends or ended (found by an exploratory test: renewed at 06:28, the customer was
     # told at 09:00 that it had expired).
     notifications.withdraw(session, notifications.term_notice_keys(contract.contract_no, old_end), why=f"合同已于 {today} 续签至 {until}")
+    told = notifications.contract_renewed(session, contract, previous_end=old_end, resumed=resume)
     audit.record(
         session, actor, "renew_contract", "contract", contract.contract_no, previous_end=str(old_end), new_end=str(until),
         previous_status=previous_status, reason=why, account_resumed=resume, renewed_on=str(today),
     )  # fmt: skip
-    return Renewal(contract, old_end, previous_status, resume, plan_jobs(session, contract))
+    return Renewal(contract, old_end, previous_status, resume, plan_jobs(session, contract), told)
 
 
 def renewable(contract: Contract) -> bool:

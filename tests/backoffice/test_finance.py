@@ -1984,6 +1984,61 @@ def test_notices_staff_bring_about_at_night_wait_for_nine_as_the_jobs_do(
     assert len(texts) == 5 and {to_local(m.send_at) for m in texts} == {nine if hour < 9 else made}
 
 
+def test_a_renewal_is_told_to_the_customer_by_e_mail_and_sms_and_a_refused_one_is_not(
+    app: Flask, runner: FlaskCliRunner, staff: dict[str, str], mail_server: _Mailboxes
+) -> None:
+    """Found by a review: a renewal recorded (`contract renew`, the contract's page) told the
+    customer nothing, though they had been told the contract ended and sending stopped. It is told
+    as the other contract notices are: e-mail and SMS, held to 09:00 when recorded at night; the
+    old term's notices still waiting are withdrawn instead. A renewal refused tells nobody."""
+    from backoffice.clock import SHANGHAI
+    from backoffice.services.renewal import run_contract_job
+    from tests.backoffice.test_jobs import job, pay_what_is_owed, reachable
+
+    def notify() -> dict[str, int]:
+        return json.loads(runner.invoke(args=["finance", "notify", "--json"]).output)
+
+    def subjects() -> list[str]:
+        return [str(email.header.make_header(email.header.decode_header(m["Subject"]))) for _, m in mail_server.received]
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    number = contract.contract_no
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "RN1")
+    notify()  # what the payment sent, out of the way
+    mail_server.received.clear()
+    set_clock(lambda: datetime(2027, 11, 30, 16, 0, tzinfo=UTC))  # 00:00 Beijing, 1 December
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    set_clock(lambda: datetime(2027, 11, 30, 22, 28, tzinfo=UTC))  # 06:28
+    done = runner.invoke(args=["contract", "renew", number, "--until", "2028-11-30", "--by", "sales", "--json"])
+    assert done.exit_code == 0 and json.loads(done.output)["customer_told"] is True, done.output
+    told = {n.channel: n for n in db.session.scalars(sa.select(Notification).where(Notification.key.like("contract-renewed-%")))}
+    assert {n.next_attempt_at for n in told.values()} == {datetime(2027, 12, 1, 9, 0, tzinfo=SHANGHAI)}  # not at 06:28
+    assert notify()["sent"] == 0
+    set_clock(lambda: datetime(2027, 12, 1, 1, 0, tzinfo=UTC))  # 09:00
+    assert notify() == {"sent": 2, "written": 0, "retry": 0, "failed": 0}  # this one only: the expiry's were withdrawn
+    ((to, message),) = mail_server.received
+    body = message.get_payload(decode=True).decode()
+    assert to == ["cai@example.com"] and subjects() == [f"合同续签确认 {number}"]
+    assert f"贵方合同 {number} 已续签，合同期延至 2028年11月30日（原到期日 2027年11月30日）。" in body
+    assert f"账户 {contract.account.code} 已恢复发送短信。" in body
+    (sms,) = db.session.scalars(sa.select(Message).where(Message.content.contains("已续签"))).all()
+    assert sms.recipient == "13912345678" and sms.content.endswith(
+        f"贵方合同{number}已续签，合同期延至2028年11月30日。账户{contract.account.code}已恢复发送短信。"
+    )
+
+    # Refused (an end not later than the current one; not a sales user): nothing queued, nothing sent.
+    queued = db.session.scalar(sa.select(sa.func.count()).select_from(Notification))
+    for until, by in (("2028-11-30", "sales"), ("2028-06-30", "sales"), ("2029-11-30", "finance")):
+        refused = runner.invoke(args=["contract", "renew", number, "--until", until, "--by", by, "--json"])
+        assert refused.exit_code != 0 and "error" in json.loads(refused.output), refused.output
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == queued
+    assert notify()["sent"] == 0 and len(mail_server.received) == 1
+    assert (contract.status, contract.term_end) == ("renewed", date(2028, 11, 30))
+
+
 def test_an_sms_notice_whose_run_died_before_its_commit_is_sent_later(app: Flask) -> None:
     """Found by a review: it was marked failed ("cannot tell whether it was delivered") though
     an SMS notice is queued and marked sent in one transaction: it was certainly not sent."""

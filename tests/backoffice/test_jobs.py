@@ -857,10 +857,15 @@ def test_sales_renew_a_contract_on_its_page(app: Flask, client: FlaskClient, sta
     for bad in ("", "2027-11-30", "2040-01-01"):
         refused = client.post(f"/sales/contracts/{number}/renew", data={"until": bad})
         assert refused.status_code == 422 and "到期日" in refused.get_data(as_text=True), bad
+    renewed_notices = sa.select(Notification).where(Notification.key.like("contract-renewed-%"))
+    assert db.session.scalars(renewed_notices).all() == []  # a refused renewal tells the customer nothing
     done = client.post(f"/sales/contracts/{number}/renew", data={"until": "2028-11-30", "reason": "续签协议已签署"})
     assert done.status_code == 302
     page = client.get(done.headers["Location"]).get_data(as_text=True)
     assert "已续签至 2028-11-30" in page and "已恢复发送" in page and "已续签" in page
+    # 000's sample gives a landline only: the notice is kept for staff, and sales is told to call.
+    assert "客户没有电子邮箱或手机号码，未能通知续签，请人工通知" in page
+    assert {(n.channel, n.status) for n in db.session.scalars(renewed_notices)} == {("email", "failed"), ("sms", "failed")}
     db.session.expire_all()
     assert contract.status == "renewed" and db.session.get(EnterpriseAccount, contract.account_id).status == "active"
     assert db.session.scalar(sa.select(AuditEntry.actor).where(AuditEntry.action == "renew_contract")) == "staff:sales"
@@ -1093,7 +1098,8 @@ def test_a_renewal_withdraws_the_old_terms_notices_still_waiting(app: Flask, cli
     renew_contract(db.session, contract, until=date(2028, 11, 30), actor="staff:sales", today=date(2027, 12, 1))
     db.session.commit()
     set_clock(lambda: datetime(2027, 12, 1, 1, 1, tzinfo=UTC))  # 09:01
-    assert deliver_pending(db.session, jobs.mail_settings(app), send_sms=notification_sender(app.config))["sent"] == 0
+    went = deliver_pending(db.session, jobs.mail_settings(app), send_sms=notification_sender(app.config))
+    assert went == {"sent": 1, "written": 1, "retry": 0, "failed": 0}  # the renewal's own notice only
     for note in held:
         db.session.refresh(note)
         assert note.status == "failed" and note.last_error.startswith("已撤回，不再发送：合同已于 2027-12-01 续签至 2028-11-30")
