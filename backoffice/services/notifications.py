@@ -481,8 +481,7 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
         assert note is not None
         address = _address_now(note)  # corrected since it was queued: the address now
         if not address:  # removed since it was queued (a review: it still went to the removed address)
-            note.status, note.last_error = "failed", _removed(note)
-            session.commit()
+            _unless_withdrawn(session, note_id, status="failed", last_error=_removed(note))
             counts["failed"] += 1
             continue
         note.recipient = address
@@ -502,18 +501,42 @@ def deliver_pending(session: Session, settings: MailSettings, *, send_sms: SmsSe
             refused = refused_for_good(exc)
             # (every delay used: found by a review, the last was not)
             final = refused is not None or note.attempts > len(RETRY_DELAYS)
-            note.status = "failed" if final else "pending"
-            note.last_error = (refused or f"{type(exc).__name__}: {exc}")[:500]
-            note.recipient = address  # (the rollback undid it)
+            outcome: dict[str, object] = {
+                "status": "failed" if final else "pending",
+                "last_error": (refused or f"{type(exc).__name__}: {exc}")[:500],
+                "recipient": address,  # (the rollback undid it)
+            }
             if not final:
-                note.next_attempt_at = utcnow() + RETRY_DELAYS[note.attempts - 1]
+                outcome["next_attempt_at"] = utcnow() + RETRY_DELAYS[note.attempts - 1]
+            if not _unless_withdrawn(session, note_id, **outcome):
+                final = True  # withdrawn while it was being sent: not retried with what it said
             counts["failed" if final else "retry"] += 1
-            session.commit()
             continue
-        note.status, note.sent_at, note.delivered_to, note.last_error = status, utcnow(), where, None
+        # It went: sent, even if withdrawn while it was on its way (the withdrawal's words cleared).
+        session.execute(
+            sa.update(Notification)
+            .where(Notification.id == note_id)
+            .values(status=status, sent_at=utcnow(), delivered_to=where, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
         session.commit()
         counts[status] += 1
     return counts
+
+
+def _unless_withdrawn(session: Session, note_id: int, **outcome: object) -> bool:
+    """Record what became of a claimed notice that did not go out (to be retried, or failed),
+    unless it was withdrawn while it was being sent (`withdraw`): then it stays withdrawn. Found by
+    a review: one in `sending` when a renewal withdrew the old term's notices failed for now and
+    was retried later, telling the renewed customer the contract had ended. True if recorded."""
+    result = session.execute(
+        sa.update(Notification)
+        .where(Notification.id == note_id, Notification.status == "sending")
+        .values(**outcome)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(result.rowcount)
 
 
 #: RCPT replies that are about the recipient's address itself (RFC 5321 §4.2.3, RFC 3463 5.1.x).
@@ -620,15 +643,20 @@ def term_notice_keys(contract_no: str, end: date | None) -> list[str]:
 
 
 def withdraw(session: Session, keys: Iterable[str], *, why: str) -> int:
-    """Withdraw the notices of `keys` not sent yet (waiting, or failed for a resend): they stay in
-    the outbox as failed, saying why, and cannot be resent. Returns how many."""
+    """Withdraw the notices of `keys` not sent yet (waiting, failed for a resend, or being sent at
+    this moment): they stay in the outbox as failed, saying why, and cannot be resent. One being
+    sent is recorded sent if it goes; if it fails, it is not retried (`_unless_withdrawn`). One
+    UPDATE, its condition checked on each row as it is changed: a notice that was sent meanwhile
+    (PostgreSQL: committed while this waited for its row) is not marked withdrawn. Returns how many."""
     keys = list(keys)
     if not keys:
         return 0
-    notes = session.scalars(sa.select(Notification).where(Notification.key.in_(keys), Notification.status.in_(("pending", "failed")))).all()
-    for note in notes:
-        note.status, note.last_error = "failed", f"{WITHDRAWN}：{why}"[:500]
-    return len(notes)
+    result = session.execute(
+        sa.update(Notification)
+        .where(Notification.key.in_(keys), Notification.status.in_(("pending", "failed", "sending")))
+        .values(status="failed", last_error=f"{WITHDRAWN}：{why}"[:500])
+    )
+    return result.rowcount or 0
 
 
 def requeue(session: Session, note_id: int) -> Notification:

@@ -2039,6 +2039,70 @@ def test_a_renewal_is_told_to_the_customer_by_e_mail_and_sms_and_a_refused_one_i
     assert (contract.status, contract.term_end) == ("renewed", date(2028, 11, 30))
 
 
+@pytest.mark.parametrize("answer", ["451 4.3.0 try again later", None])
+def test_a_notice_being_sent_when_a_renewal_withdraws_it_is_not_retried_if_its_send_fails(
+    app: Flask, runner: FlaskCliRunner, mail_server: _Mailboxes, monkeypatch: pytest.MonkeyPatch, answer: str | None
+) -> None:
+    """Found by a review: a renewal withdrew the old term's notices waiting or failed, but not
+    one being sent at that moment (status sending); when its send then failed for now (451), it
+    was retried later, and the renewed customer was told the contract had ended. A notice
+    withdrawn while being sent is not retried; it stays withdrawn and cannot be resent. One that
+    went all the same (`answer` None) is recorded sent: it was."""
+    from backoffice.clock import SHANGHAI
+    from backoffice.errors import Conflict
+    from backoffice.models import Contract
+    from backoffice.services import notifications
+    from backoffice.services.renewal import renew_contract, run_contract_job
+    from tests.backoffice.test_jobs import job, pay_what_is_owed, reachable
+
+    def notify() -> dict[str, int]:
+        return json.loads(runner.invoke(args=["finance", "notify", "--json"]).output)
+
+    contract = make_contract(app, "enterprise_sms_center", term_start="2026-12-01", term_years=1, term_end=None).contract
+    contract_id = contract.id
+    reachable(contract.account)
+    pay_what_is_owed(app, contract.account, "WS1")
+    notify()  # what the payment sent, out of the way
+    mail_server.received.clear()
+    set_clock(lambda: datetime(2027, 12, 1, 0, 0, tzinfo=SHANGHAI).astimezone(UTC))
+    run_contract_job(db.session, job("expire"))
+    db.session.commit()
+    expiry = db.session.scalar(sa.select(Notification).where(Notification.key.like("contract-expired-%:email")))
+    set_clock(lambda: datetime(2027, 12, 1, 9, 0, tzinfo=SHANGHAI).astimezone(UTC))
+    real_send = notifications._send_smtp
+
+    def renewed_while_sending(message: Any, settings: Any) -> str:
+        """Sales records the renewal (its own transaction) while the expiry's e-mail is on its way,
+        and the customer's server answers 451 this time."""
+        monkeypatch.setattr(notifications, "_send_smtp", real_send)
+        assert db.session.get(Notification, expiry.id).status == "sending"
+        with Session(db.engine) as other:
+            renew_contract(other, other.get(Contract, contract_id), until=date(2028, 11, 30), actor="staff:sales", today=date(2027, 12, 1))
+            other.commit()
+        if answer:
+            mail_server.refuse["cai"] = answer
+        return real_send(message, settings)
+
+    monkeypatch.setattr(notifications, "_send_smtp", renewed_while_sending)
+    # (The SMS was withdrawn before its turn.)
+    assert notify() == {"sent": 0 if answer else 1, "written": 0, "retry": 0, "failed": 1 if answer else 0}
+    db.session.expire_all()
+    expiry = db.session.get(Notification, expiry.id)
+    if answer:
+        assert expiry.status == "failed" and expiry.last_error.startswith("已撤回，不再发送：合同已于 2027-12-01 续签至 2028-11-30")
+        with pytest.raises(Conflict, match="不能重发"):
+            notifications.requeue(db.session, expiry.id)
+        db.session.rollback()
+        mail_server.refuse.pop("cai")
+    else:
+        assert (expiry.status, expiry.last_error, expiry.sent_at is not None) == ("sent", None, True)
+    set_clock(lambda: datetime(2027, 12, 1, 15, 0, tzinfo=SHANGHAI).astimezone(UTC))  # past every retry's wait
+    assert notify() == {"sent": 2, "written": 0, "retry": 0, "failed": 0}  # the renewal's notice only
+    *_, (_, message) = mail_server.received
+    assert len(mail_server.received) == (1 if answer else 2) and "已续签" in message.get_payload(decode=True).decode()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(Message.content.contains("到期终止"))) == 0
+
+
 def test_an_sms_notice_whose_run_died_before_its_commit_is_sent_later(app: Flask) -> None:
     """Found by a review: it was marked failed ("cannot tell whether it was delivered") though
     an SMS notice is queued and marked sent in one transaction: it was certainly not sent."""
