@@ -13,10 +13,17 @@ from backoffice.clock import utcnow
 from backoffice.models.accounts import EnterpriseAccount
 from backoffice.models.base import Base, Money, UTCDateTime
 
-# issued = generated and signed by both sides (effective); active once the credit is paid.
+#: Where a contract stands as an agreement. `issued`: generated and signed by both sides, in force
+#: (all five texts: effective once both sides have signed and sealed), paid or not; a renewal makes
+#: it `renewed`, its end `expired` or `terminated`. Whether it is being performed (paid, the account
+#: open: 004 §3, 003 §4.2) is the account's status (待付款开通 → 正常), shown beside it on the
+#: contract page, the register and the portal. There was an `active` (履行中) for that, which no code
+#: ever set: kept on the contract it would be a second copy of the account's status to keep in step
+#: on every payment, reversal (back to awaiting payment), suspension and renewal, a renewed contract
+#: could not be both, and `status` in `account show --json` (`contract_status`) and `contract
+#: renew|stop-renewal --json` would change under the scripts reading it (DESIGN: stable interfaces).
 CONTRACT_STATUSES = {
     "issued": "已签署（生效）",
-    "active": "履行中",
     "renewed": "已续签",
     "expired": "已到期",
     "terminated": "已终止",

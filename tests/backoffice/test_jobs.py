@@ -1113,6 +1113,32 @@ def test_a_renewal_withdraws_the_old_terms_notices_still_waiting(app: Flask, cli
     assert held[0].status == "failed"
 
 
+def test_a_paid_contract_stays_in_force_and_the_register_shows_its_account_performing_it(
+    app: Flask, client: FlaskClient, runner: FlaskCliRunner, staff: dict
+) -> None:
+    """Found by a review: the model had a contract status `active` (履行中) for a paid contract,
+    which nothing set: a paid contract showed 已签署（生效）, and the register nowhere said whether
+    it was paid. The contract's status says where it stands as an agreement (in force once both
+    sides signed: `issued`, as `account show --json` has always given it); whether it is being
+    performed is its account's status (待付款开通, then 正常), now beside the account on the register."""
+    from backoffice.models.contracts import CONTRACT_STATUSES
+
+    contract = make_contract(app, "sms_business_service").contract
+    number, code = contract.contract_no, contract.account.code
+    login(client, "sales", staff["sales"])
+
+    def register_row() -> str:
+        page = client.get("/sales/").get_data(as_text=True)
+        return next(row for row in page.split("<tr>") if f">{number}</a>" in row)
+
+    assert f"<td>{code}（待付款开通）</td>" in register_row() and "<td>已签署（生效）</td>" in register_row()
+    pay_what_is_owed(app, contract.account, "PAID1")
+    assert f"<td>{code}（正常）</td>" in register_row() and "<td>已签署（生效）</td>" in register_row()
+    shown = json.loads(runner.invoke(args=["account", "show", code, "--json"]).output)
+    assert (shown["status"], shown["contract_status"]) == ("active", "issued")
+    assert set(CONTRACT_STATUSES) == {"issued", "renewed", "expired", "terminated"}  # no 履行中: that is the account's 正常
+
+
 def test_a_resend_at_night_waits_for_nine(app: Flask) -> None:
     """Found by an exploratory test: 重发 at 06:21 Beijing texted the customer at once."""
     from backoffice.clock import set_clock
