@@ -186,9 +186,7 @@ def archive_log(before: str, archive_dir: str | None, as_json: bool) -> None:
 
     with refusals(as_json):
         day = _local_day(before, "--before").date()
-        directory = Path(archive_dir or current_app.config["SEND_LOG_ARCHIVE_PATH"])
-        if directory.exists() and not directory.is_dir():
-            raise ValidationFailed({"--dir": f"不是目录：{directory}"})
+        directory = Path(current_app.config["SEND_LOG_ARCHIVE_PATH"])
         result = archive_send_log(
             db.session, before=day, directory=directory, actor=_actor(), today=local_today(),
             keep_months=current_app.config["SEND_LOG_KEEP_MONTHS"],
@@ -284,7 +282,14 @@ def _export_account(value: str) -> str:
 @click.option("--to", "end", required=True, help="last day, YYYY-MM-DD (Beijing), included")
 @click.option("--account", "account_code", default=None)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None, help="CSV file (default: stdout)")
-def export_log(start: str, end: str, account_code: str | None, out_path: str | None) -> None:
+@click.option(
+    "--archives",
+    "archive_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="the archive files' folder (default: SEND_LOG_ARCHIVE_DIR)",
+)
+def export_log(start: str, end: str, account_code: str | None, out_path: str | None, archive_dir: str | None) -> None:
     """The send log as CSV (for the authorities): time (Beijing), account, service code, recipient,
     content, result, and the chain's fields so the copy can be verified: `logged_at_utc` and
     `message_id` are hashed too, and hash = SHA-256(prev_hash + canonical row). A verification
@@ -316,8 +321,8 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
         writer = csv.writer(out)
         writer.writerow(EXPORT_COLUMNS)
         previous = None
-        archive_dir = Path(current_app.config["SEND_LOG_ARCHIVE_PATH"])
-        for r in export_send_log(db.session, start=first, end=last, account_code=account_code, archive_dir=archive_dir):
+        archives = Path(archive_dir or current_app.config["SEND_LOG_ARCHIVE_PATH"])
+        for r in export_send_log(db.session, start=first, end=last, account_code=account_code, archive_dir=archives):
             entry = LogEntry(r.account_code, r.service_code, r.recipient, r.content, r.result, r.message_id)
             if chain_hash(r.prev_hash, r.seq, r.logged_at, entry) != r.hash:
                 problems.append(f"第 {r.seq} 条记录的内容与其哈希不符（记录被修改）")

@@ -335,10 +335,16 @@ class SendLog(Base):
     hash: Mapped[str] = mapped_column(sa.String(64))
 
 
+#: The law's minimum (000 §6(6)): the database refuses to delete a send log row younger than this,
+#: by its own clock, whatever the application's setting (SEND_LOG_KEEP_MONTHS, which may be more).
+#: Written out as "6 months" in the triggers below (a test holds them together).
+KEEP_MONTHS_AT_LEAST = 6
+
 # The database itself refuses to change or remove a send log row (invariant 6: append-only),
-# whoever the client, except a row already written to an archive file that `send_log_archives`
-# records (kept more than SEND_LOG_KEEP_MONTHS, `dispatch archive-log`); the hash chain then only
-# has to reveal what bypasses the database (a restored file, a dropped trigger). Created with the table by `create_all` (tests) and by the
+# whoever the client, except a row both recorded as archived in `send_log_archives` (whose own
+# trigger takes only the next part of the log, six months old: `dispatch archive-log`) and six
+# months old by the database's clock; the hash chain then only has to reveal what bypasses the
+# database (a restored file, a dropped trigger). Created with the table by `create_all` (tests) and by the
 # migration from these same statements. SQLite's DROP TABLE fires no trigger, so a batch
 # migration that rebuilds send_log must create them again.
 SEND_LOG_GUARD: dict[str, tuple[str, ...]] = {
@@ -346,11 +352,13 @@ SEND_LOG_GUARD: dict[str, tuple[str, ...]] = {
         "CREATE TRIGGER send_log_no_update BEFORE UPDATE ON send_log BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
         "CREATE TRIGGER send_log_no_delete BEFORE DELETE ON send_log "
         "WHEN OLD.seq > (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) "
+        "OR OLD.logged_at >= datetime('now', '-6 months') "
         "BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
     ),
     "postgresql": (
         "CREATE OR REPLACE FUNCTION send_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF TG_OP = 'DELETE' AND OLD.seq <= (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) THEN RETURN OLD; END IF; "
+        "IF TG_OP = 'DELETE' AND OLD.seq <= (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) "
+        "AND OLD.logged_at < (now() AT TIME ZONE 'UTC') - interval '6 months' THEN RETURN OLD; END IF; "
         "RAISE EXCEPTION 'send_log is append-only' USING ERRCODE = 'restrict_violation'; END $$",
         "CREATE TRIGGER send_log_no_update_or_delete BEFORE UPDATE OR DELETE ON send_log "
         "FOR EACH ROW EXECUTE FUNCTION send_log_append_only()",
@@ -436,8 +444,11 @@ class SendLogArchive(Base):
     first_prev_hash: Mapped[str] = mapped_column(sa.String(64))
     last_hash: Mapped[str] = mapped_column(sa.String(64))
     rows: Mapped[int] = mapped_column(sa.BigInteger)
-    first_logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The earliest and latest times among its rows: times are taken before the log's lock, so a later
+    # row can carry an earlier time than the one before it (found by a review: an export ending at
+    # an archive's first row's day left out an earlier-timed row of that archive).
+    earliest_logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    latest_logged_at: Mapped[datetime] = mapped_column(UTCDateTime)
     before_day: Mapped[date]  # the rows logged before this day (Beijing) were archived
     file_name: Mapped[str] = mapped_column(sa.String(200))
     file_sha256: Mapped[str] = mapped_column(sa.String(64))
@@ -455,20 +466,40 @@ SEND_LOG_ARCHIVES_GUARD: dict[str, tuple[str, ...]] = {
         "BEGIN SELECT RAISE(ABORT, 'send_log_archives is append-only'); END",
         "CREATE TRIGGER send_log_archives_no_delete BEFORE DELETE ON send_log_archives "
         "BEGIN SELECT RAISE(ABORT, 'send_log_archives is append-only'); END",
+        # Found by a review: without it, one INSERT of a record naming a far seq let every row go.
+        "CREATE TRIGGER send_log_archives_next_part BEFORE INSERT ON send_log_archives "
+        "WHEN NEW.first_seq <> (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) + 1 "
+        "OR NEW.first_prev_hash <> COALESCE((SELECT last_hash FROM send_log_archives ORDER BY last_seq DESC LIMIT 1), "
+        "'0000000000000000000000000000000000000000000000000000000000000000') "
+        "OR NOT EXISTS (SELECT 1 FROM send_log WHERE seq = NEW.last_seq AND hash = NEW.last_hash "
+        "AND logged_at < datetime('now', '-6 months')) "
+        "BEGIN SELECT RAISE(ABORT, 'send_log_archives: not the next part of the log six months old'); END",
     ),
     "postgresql": (
-        "CREATE OR REPLACE FUNCTION send_log_archives_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION 'send_log_archives is append-only' USING ERRCODE = 'restrict_violation'; END $$",
-        "CREATE TRIGGER send_log_archives_no_update_or_delete BEFORE UPDATE OR DELETE ON send_log_archives "
+        "CREATE OR REPLACE FUNCTION send_log_archives_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF TG_OP = 'INSERT' THEN "
+        "IF NEW.first_seq = (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) + 1 "
+        "AND NEW.first_prev_hash = COALESCE((SELECT last_hash FROM send_log_archives ORDER BY last_seq DESC LIMIT 1), "
+        "'0000000000000000000000000000000000000000000000000000000000000000') "
+        "AND EXISTS (SELECT 1 FROM send_log WHERE seq = NEW.last_seq AND hash = NEW.last_hash "
+        "AND logged_at < (now() AT TIME ZONE 'UTC') - interval '6 months') THEN RETURN NEW; END IF; "
+        "RAISE EXCEPTION 'send_log_archives: not the next part of the log six months old' USING ERRCODE = 'restrict_violation'; "
+        "END IF; "
+        "RAISE EXCEPTION 'send_log_archives is append-only' USING ERRCODE = 'restrict_violation'; END $$",
+        "CREATE TRIGGER send_log_archives_guard BEFORE INSERT OR UPDATE OR DELETE ON send_log_archives "
         "FOR EACH ROW EXECUTE FUNCTION send_log_archives_append_only()",
         "CREATE TRIGGER send_log_archives_no_truncate BEFORE TRUNCATE ON send_log_archives "
         "FOR EACH STATEMENT EXECUTE FUNCTION send_log_archives_append_only()",
     ),
 }
 SEND_LOG_ARCHIVES_UNGUARD: dict[str, tuple[str, ...]] = {
-    "sqlite": ("DROP TRIGGER IF EXISTS send_log_archives_no_update", "DROP TRIGGER IF EXISTS send_log_archives_no_delete"),
+    "sqlite": (
+        "DROP TRIGGER IF EXISTS send_log_archives_no_update",
+        "DROP TRIGGER IF EXISTS send_log_archives_no_delete",
+        "DROP TRIGGER IF EXISTS send_log_archives_next_part",
+    ),
     "postgresql": (
-        "DROP TRIGGER IF EXISTS send_log_archives_no_update_or_delete ON send_log_archives",
+        "DROP TRIGGER IF EXISTS send_log_archives_guard ON send_log_archives",
         "DROP TRIGGER IF EXISTS send_log_archives_no_truncate ON send_log_archives",
         "DROP FUNCTION IF EXISTS send_log_archives_append_only()",
     ),

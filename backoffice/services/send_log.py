@@ -14,7 +14,9 @@ then verifies from the last archive's hash, and each file on its own (`verify_ar
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import gzip
 import hashlib
 import io
@@ -175,6 +177,20 @@ def _archive_problems(recorded: Sequence[SendLogArchive]) -> list[str]:
 
 
 def verify_chain(session: Session, archive_dir: Path | None = None) -> list[str]:
+    """`_verify_chain_once`, again once if an archive was recorded meanwhile (found by a review:
+    an archive-log deleting the rows it archived made an intact log look cut at its start)."""
+    recorded = _archive_ends(session)
+    problems = _verify_chain_once(session, archive_dir)
+    if problems and _archive_ends(session) != recorded:
+        problems = _verify_chain_once(session, archive_dir)
+    return problems
+
+
+def _archive_ends(session: Session) -> int | None:
+    return session.scalar(sa.select(sa.func.max(SendLogArchive.last_seq)))
+
+
+def _verify_chain_once(session: Session, archive_dir: Path | None = None) -> list[str]:
     """Problems found walking the chain (empty when intact): an edited row (its hash does not
     match its content), a removed or inserted row (broken link or gap in the sequence), rows
     removed from the end (the head names a later row), rows past the head.
@@ -315,26 +331,40 @@ def export_send_log(
     session: Session, *, start: datetime, end: datetime, account_code: str | None = None, archive_dir: Path | None = None
 ) -> Iterator[SendLog | LoggedRow]:
     """Rows logged in [start, end), for the authorities, in chain order: from the archive files
-    (in `archive_dir`) for the archived part of the period, then from the database. A file
-    missing or not matching its record is a refusal naming it."""
+    (in `archive_dir`) for the archived part of the period, then from the database. An archive
+    file needed is read whole and checked against its record (SHA-256, every row's hash and link,
+    both ends of its chain); a file missing or not matching, or an archive recorded while the
+    export ran (its rows would be in neither part: found by a review), is a refusal."""
     recorded = archives(session)
     for archive in recorded:
-        if archive.last_logged_at < start or archive.first_logged_at >= end:
+        if archive.latest_logged_at < start or archive.earliest_logged_at >= end:
             continue
         path = (archive_dir or Path(".")) / archive.file_name
         if archive_dir is None or not path.is_file():
             raise DomainError(f"第 {archive.first_seq}–{archive.last_seq} 条已归档，归档文件不在：{path}")
         if _file_sha256(path) != archive.file_sha256:
             raise DomainError(f"归档文件 {path} 的 SHA-256 与归档记录不符（文件被改），未导出")
-        for row in _read_archive(path):
-            if start <= row.logged_at < end and (account_code is None or row.account_code == account_code):
-                yield row
+        prev, expected_seq = archive.first_prev_hash, archive.first_seq
+        try:
+            for row in _read_archive(path):
+                entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
+                if row.seq != expected_seq or row.prev_hash != prev or chain_hash(prev, row.seq, row.logged_at, entry) != row.hash:
+                    raise DomainError(f"归档文件 {path} 第 {row.seq} 条校验不符（与上一条不相接或内容与哈希不符），未导出")
+                prev, expected_seq = row.hash, row.seq + 1
+                if start <= row.logged_at < end and (account_code is None or row.account_code == account_code):
+                    yield row
+        except (OSError, EOFError, ValueError, csv.Error) as error:
+            raise DomainError(f"归档文件 {path} 无法读取（{error}），未导出") from None
+        if expected_seq != archive.last_seq + 1 or prev != archive.last_hash:
+            raise DomainError(f"归档文件 {path} 与归档记录不符：应到第 {archive.last_seq} 条为止，实到第 {expected_seq - 1} 条，未导出")
     query = sa.select(SendLog).where(SendLog.logged_at >= start, SendLog.logged_at < end)
     if recorded:  # rows archived but not yet deleted came from the file
         query = query.where(SendLog.seq > recorded[-1].last_seq)
     if account_code:
         query = query.where(SendLog.account_code == account_code)
     yield from session.scalars(query.order_by(SendLog.seq).execution_options(yield_per=2000))
+    if _archive_ends(session) != (recorded[-1].last_seq if recorded else None):
+        raise DomainError("导出期间有一段发送日志刚被归档，这段记录可能不在导出中：未导出，请重新导出")
 
 
 # -- archiving ------------------------------------------------------------------------------------
@@ -375,16 +405,17 @@ def _delete_archived(session: Session, up_to: int) -> int:
 
 
 def _write_archive(session: Session, path: Path, first_seq: int, last_seq: int, prev: str) -> tuple[int, datetime, datetime, str]:
-    """Write rows first_seq..last_seq to `path` (gzip CSV, written beside it and renamed when
-    complete and synced), checking the chain from `prev` as they go. Returns the rows' count, the
-    first and last times and the last hash; DomainError, and no file, if the chain does not verify."""
+    """Write rows first_seq..last_seq to `path` (gzip CSV, mode 0600: messages and numbers;
+    written beside it and renamed when complete and synced), checking the chain from `prev` as
+    they go. Returns the rows' count, the earliest and latest times among them and the last hash;
+    DomainError, and no file, if the chain does not verify."""
     partial = path.with_name(f".{path.name}.partial")
     problems: list[str] = []
     count = 0
     first_at = last_at = None
     expected_seq = first_seq
     try:
-        with open(partial, "wb") as raw:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as raw:
             # mtime 0: the same rows make the same bytes (a run interrupted before its record, run again)
             with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as compressed, io.TextIOWrapper(compressed, "utf-8", newline="") as text:
                 writer = csv.writer(text)
@@ -398,8 +429,8 @@ def _write_archive(session: Session, path: Path, first_seq: int, last_seq: int, 
                     if len(problems) >= 20:
                         break
                     writer.writerow(export_row(row))
-                    first_at = first_at or row.logged_at
-                    last_at = row.logged_at
+                    first_at = row.logged_at if first_at is None else min(first_at, row.logged_at)
+                    last_at = row.logged_at if last_at is None else max(last_at, row.logged_at)
                     prev, expected_seq = row.hash, row.seq + 1
                     count += 1
             raw.flush()
@@ -420,28 +451,61 @@ def _write_archive(session: Session, path: Path, first_seq: int, last_seq: int, 
     return count, first_at, last_at, prev
 
 
+@contextlib.contextmanager
+def _archiving(directory: Path) -> Iterator[None]:
+    """One archive-log at a time (found by a review: two at once wrote the same partial file), by
+    a lock file in the archive folder; OSError from the folder as a refusal naming it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = os.open(directory / ".archive-log.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise DomainError(f"无法使用归档目录 {directory}：{error.strerror or error}，未做任何更改") from None
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(f"另一个 archive-log 正在向 {directory} 归档，本次未做任何更改") from None
+        yield
+    finally:
+        os.close(lock)
+
+
 def archive_send_log(session: Session, *, before: date, directory: Path, actor: str, today: date, keep_months: int) -> ArchiveResult:
     """Move the rows logged before `before` (a Beijing day, at least `keep_months` months ago) to
     a file in `directory`: written, synced, read back and verified, recorded, then deleted from
     the database. Commits as it goes; safe to run again after an interruption at any point (a
     file without its record is written again, identically; recorded rows left in the database
-    are deleted first)."""
+    are deleted first, once their file is checked)."""
     latest = keep_from(today, keep_months)
     if before > latest:
         raise ValidationFailed(
             {"--before": f"发送日志须保留至少 {keep_months} 个月：--before 不能晚于 {latest}（{before} 之前的记录还不能归档）"}
         )
+    with _archiving(directory):
+        return _archive(session, before=before, directory=directory, actor=actor)
+
+
+def _archive(session: Session, *, before: date, directory: Path, actor: str) -> ArchiveResult:
     recorded = archives(session)
     problems = _archive_problems(recorded)
     if problems:
         raise DomainError("归档记录不相接，未归档：" + "；".join(problems))
     anchor = recorded[-1] if recorded else None
-    deleted = _delete_archived(session, anchor.last_seq) if anchor is not None else 0
+    table = SendLog.__table__
+    deleted = 0
+    if anchor is not None and session.scalar(sa.select(table.c.seq).where(table.c.seq <= anchor.last_seq).limit(1)) is not None:
+        # Rows an interrupted run archived and did not delete: their file is checked first (found
+        # by a review: with the file lost or moved since, they were the only copy left).
+        problems = verify_archives([anchor], directory)
+        if problems:
+            raise DomainError(
+                f"上次归档（第 {anchor.first_seq}–{anchor.last_seq} 条）留在数据库中的记录未删除，因为：" + "；".join(problems)
+            )
+        deleted = _delete_archived(session, anchor.last_seq)
     head = _head(session)
     first_seq = anchor.last_seq + 1 if anchor is not None else 1
     prev = anchor.last_hash if anchor is not None else GENESIS
     cutoff = datetime.combine(before, time(), tzinfo=SHANGHAI).astimezone(UTC)
-    table = SendLog.__table__
     last_seq = -1
     if head is not None and head.last_seq >= first_seq:
         first_kept = session.scalar(
@@ -451,9 +515,11 @@ def archive_send_log(session: Session, *, before: date, directory: Path, actor: 
     session.rollback()  # no transaction held while the file is written
     if last_seq < first_seq:
         return ArchiveResult(None, None, deleted)
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"send-log-{first_seq:012d}-{last_seq:012d}.csv.gz"
-    count, first_at, last_at, last_hash = _write_archive(session, path, first_seq, last_seq, prev)
+    try:
+        count, first_at, last_at, last_hash = _write_archive(session, path, first_seq, last_seq, prev)
+    except OSError as error:
+        raise DomainError(f"无法写入归档文件 {path}：{error.strerror or error}，未做任何更改") from None
     session.rollback()
     problems = _archive_file_problems(path, first_seq, last_seq, prev, last_hash)  # read back from the disk
     if problems:
@@ -461,15 +527,19 @@ def archive_send_log(session: Session, *, before: date, directory: Path, actor: 
         raise DomainError("归档文件读回校验失败，未归档：" + "；".join(problems))
     archive = SendLogArchive(
         first_seq=first_seq, last_seq=last_seq, first_prev_hash=prev, last_hash=last_hash, rows=count,
-        first_logged_at=first_at, last_logged_at=last_at, before_day=before, file_name=path.name,
+        earliest_logged_at=first_at, latest_logged_at=last_at, before_day=before, file_name=path.name,
         file_sha256=_file_sha256(path), archived_by=actor,
     )  # fmt: skip
     session.add(archive)
     try:
         session.flush()
-    except sa.exc.IntegrityError:
+    except sa.exc.IntegrityError as error:  # the record's uniqueness, or its trigger (send_log_archives_next_part)
         session.rollback()
-        raise Conflict("另一个归档同时在进行（同一段记录已有归档记录），本次未做任何更改") from None
+        path.unlink(missing_ok=True)
+        raise Conflict(
+            f"数据库拒绝了第 {first_seq}–{last_seq} 条的归档记录（{str(error.orig).splitlines()[0][:120]}）："
+            "它须接着上一段归档，且末条按数据库的时钟已满六个月。本次未做任何更改"
+        ) from None
     audit.record(session, actor, "archive_send_log", "send_log", path.name, first_seq=first_seq, last_seq=last_seq, rows=count)
     session.commit()
     deleted += _delete_archived(session, last_seq)

@@ -153,7 +153,7 @@ def test_a_changed_line_is_not_archived_and_nothing_changes(app: Flask, logged: 
     code, out, err = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
     assert code == 1 and "发送日志校验失败，未归档：第 5 条记录的内容与其哈希不符" in out + err
     assert seqs() == logged
-    assert list(archive_dir(app).iterdir()) == []  # the partial file went too
+    assert list(archive_dir(app).glob("*send-log-*")) == []  # the partial file went too
     assert db.session.scalar(sa.select(sa.func.count()).select_from(SendLogArchive)) == 0
 
 
@@ -188,7 +188,7 @@ def test_a_run_interrupted_while_deleting_finishes_on_the_next(
 
 def test_a_changed_or_missing_archive_file_is_found(app: Flask, tmp_path: Path, logged: list[int]) -> None:
     assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
-    path = next(archive_dir(app).iterdir())
+    path = next(archive_dir(app).glob("send-log-*"))
     rows = gzip.decompress(path.read_bytes()).decode("utf-8")
     path.write_bytes(gzip.compress(rows.replace("验证码 1，", "验证码 7，", 1).encode("utf-8")))
     code, out, _ = run(app, "dispatch", "verify-log")
@@ -243,3 +243,176 @@ def test_keeping_less_than_six_months_cannot_be_configured(monkeypatch: pytest.M
     monkeypatch.setenv("SEND_LOG_KEEP_MONTHS", value)
     with pytest.raises(ConfigError, match="SEND_LOG_KEEP_MONTHS"):
         Config()
+
+
+# -- found by the review of the archive ------------------------------------------------------------
+
+
+def test_an_archive_recorded_while_an_export_runs_refuses_the_export(app: Flask, tmp_path: Path, logged: list[int]) -> None:
+    """The export read the list of archives once: rows archived and deleted while it read the
+    files were in neither part, and it said it verified."""
+    assert run(app, "dispatch", "archive-log", "--before", "2026-04-01")[0] == 0
+    rows = send_log.export_send_log(
+        db.session, start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2027, 1, 1, tzinfo=UTC), archive_dir=archive_dir(app)
+    )
+    assert next(rows).seq == 1
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
+    with pytest.raises(send_log.DomainError, match="导出期间有一段发送日志刚被归档"):
+        list(rows)
+
+
+def test_a_row_timed_before_the_row_ahead_of_it_is_exported_after_archives(app: Flask, tmp_path: Path) -> None:
+    """Times are taken before the log's lock, so a row can carry an earlier time than the one
+    before it: the archive records its rows' earliest and latest times, not its first and last's."""
+    append(datetime(2026, 3, 31, 15, 59, 59, 990000, tzinfo=UTC), 1)  # 23:59:59.990 on 31 March, Beijing
+    append(datetime(2026, 3, 31, 16, 0, 0, 1000, tzinfo=UTC), 1)  # 00:00:00.001 on 1 April
+    append(datetime(2026, 3, 31, 15, 59, 59, 995000, tzinfo=UTC), 1)  # 31 March again, logged after it
+    append(datetime(2026, 4, 20, tzinfo=UTC), 1)
+    _, before, _ = export(app, tmp_path, "march-before.csv", "2026-03-01", "2026-03-31")
+    assert before.count(b"\n") == 3
+    assert run(app, "dispatch", "archive-log", "--before", "2026-04-01")[0] == 0  # row 1 only: row 2 is 1 April's
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-01")[0] == 0  # rows 2 to 4
+    second = db.session.scalars(sa.select(SendLogArchive).order_by(SendLogArchive.first_seq)).all()[1]
+    assert second.earliest_logged_at == datetime(2026, 3, 31, 15, 59, 59, 995000, tzinfo=UTC)
+    code, after, err = export(app, tmp_path, "march-after.csv", "2026-03-01", "2026-03-31")
+    assert code == 0 and after == before, err
+
+
+def test_the_database_takes_only_the_next_part_of_the_log_six_months_old_as_archived(app: Flask, logged: list[int]) -> None:
+    """Found by a review: one INSERT of a record naming a far seq let a client delete every row,
+    minutes old. The record must follow the last one and end on a row of the log, with its hash,
+    six months old by the database's clock; a row younger than that is never deleted."""
+    rows = {r.seq: r for r in db.session.scalars(sa.select(SendLog))}
+
+    def record(first: int, last: int, prev: str, last_hash: str) -> dict:
+        at = datetime(2026, 3, 1, tzinfo=UTC)
+        return {
+            "first_seq": first, "last_seq": last, "first_prev_hash": prev, "last_hash": last_hash, "rows": last - first + 1,
+            "earliest_logged_at": at, "latest_logged_at": at, "before_day": date(2026, 5, 1), "file_name": "forged.csv.gz",
+            "file_sha256": "0" * 64, "archived_at": at, "archived_by": "forger",
+        }  # fmt: skip
+
+    genesis = "0" * 64
+    for forged in (
+        record(1, 10**9, genesis, rows[15].hash),  # past the log
+        record(1, 15, genesis, rows[15].hash),  # rows minutes old (2026-11-20)
+        record(1, 9, genesis, rows[8].hash),  # not that row's hash
+        record(2, 9, rows[1].hash, rows[9].hash),  # not from the start
+        record(1, 9, "1" * 64, rows[9].hash),  # not from the genesis
+    ):
+        with pytest.raises(sa.exc.IntegrityError, match="not the next part of the log six months old"):
+            db.session.execute(sa.insert(SendLogArchive.__table__), forged)
+        db.session.rollback()
+    assert seqs() == logged
+    # The owner of the database could drop the guard of the records; the rows' own still wants six months.
+    from backoffice.models.messaging import SEND_LOG_ARCHIVES_UNGUARD
+
+    for statement in SEND_LOG_ARCHIVES_UNGUARD[db.engine.dialect.name]:
+        db.session.execute(sa.text(statement))
+    db.session.execute(sa.insert(SendLogArchive.__table__), record(1, 15, genesis, rows[15].hash))
+    db.session.commit()
+    with pytest.raises(sa.exc.IntegrityError, match="send_log is append-only"):
+        db.session.execute(sa.delete(SendLog).where(SendLog.seq >= 10))
+    db.session.rollback()
+    db.session.execute(sa.delete(SendLog).where(SendLog.seq < 10))  # six months old and recorded: they go
+    db.session.commit()
+    assert seqs() == list(range(10, 16))
+
+
+def test_the_triggers_say_six_months_as_the_model_does() -> None:
+    from backoffice.models import messaging
+
+    statements = [*messaging.SEND_LOG_GUARD["sqlite"], *messaging.SEND_LOG_ARCHIVES_GUARD["sqlite"]]
+    assert sum(f"'-{messaging.KEEP_MONTHS_AT_LEAST} months'" in s for s in statements) == 2
+    statements = [*messaging.SEND_LOG_GUARD["postgresql"], *messaging.SEND_LOG_ARCHIVES_GUARD["postgresql"]]
+    assert sum(f"interval '{messaging.KEEP_MONTHS_AT_LEAST} months'" in s for s in statements) == 2
+
+
+def test_rows_left_by_an_interrupted_run_stay_while_their_file_is_missing(
+    app: Flask, tmp_path: Path, logged: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the next run deleted them at once, though the file had been moved away
+    meanwhile: the only copy left."""
+    monkeypatch.setattr(send_log, "_delete_archived", lambda session, up_to: 0)  # the process dies after the record
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
+    monkeypatch.undo()
+    path = next(archive_dir(app).glob("send-log-*"))
+    path.rename(tmp_path / path.name)
+    code, out, err = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
+    assert code == 1 and "上次归档（第 1–9 条）留在数据库中的记录未删除，因为：归档文件缺失" in out + err
+    assert seqs() == logged
+    (tmp_path / path.name).rename(path)
+    code, out, _ = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
+    assert code == 0 and "已删除上次中断时留下的 9 条已归档记录" in out and seqs() == list(range(10, 16))
+
+
+def test_verify_log_while_an_archive_deletes_its_rows_is_not_a_false_alarm(
+    app: Flask, logged: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_head = send_log._head
+    archived = []
+
+    def an_archive_runs_meanwhile(session):  # type: ignore[no-untyped-def]
+        if not archived:
+            archived.append(1)
+            with send_log.Session(db.engine) as other:
+                send_log.archive_send_log(
+                    other, before=date(2026, 5, 23), directory=archive_dir(app), actor="cli:other", today=date(2026, 11, 23), keep_months=6
+                )
+        return real_head(session)
+
+    monkeypatch.setattr(send_log, "_head", an_archive_runs_meanwhile)
+    assert verify_chain(db.session, archive_dir(app)) == [] and archived
+    assert seqs() == list(range(10, 16))
+
+
+def test_an_archive_folder_that_cannot_be_used_is_a_refusal(app: Flask, tmp_path: Path, logged: list[int]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    app.config["SEND_LOG_ARCHIVE_PATH"] = blocker / "archives"
+    code, out, err = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
+    assert code == 1 and f"无法使用归档目录 {blocker / 'archives'}" in out + err and "Traceback" not in out + err
+    assert seqs() == logged
+
+
+def test_one_archive_log_at_a_time(app: Flask, logged: list[int]) -> None:
+    import fcntl
+    import os
+
+    archive_dir(app).mkdir(parents=True)
+    held = os.open(archive_dir(app) / ".archive-log.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, out, err = run(app, "dispatch", "archive-log", "--before", "2026-05-23")
+        assert code == 1 and "另一个 archive-log 正在向" in out + err
+        assert seqs() == logged and list(archive_dir(app).glob("*send-log-*")) == []
+    finally:
+        os.close(held)
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
+    path = next(archive_dir(app).glob("send-log-*"))
+    assert path.stat().st_mode & 0o777 == 0o600  # messages and numbers: the owner's only
+
+
+def test_export_log_reads_archives_from_another_folder_when_told(app: Flask, tmp_path: Path, logged: list[int]) -> None:
+    _, before, _ = export(app, tmp_path, "before.csv")
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
+    moved = tmp_path / "cold-storage"
+    archive_dir(app).rename(moved)
+    assert export(app, tmp_path, "refused.csv")[0] == 1
+    code, after, err = export(app, tmp_path, "after.csv", "2026-01-01", "2026-12-31", "--archives", str(moved))
+    assert code == 0 and after == before, err
+
+
+def test_an_archive_file_whose_record_was_widened_is_not_exported(app: Flask, tmp_path: Path, logged: list[int]) -> None:
+    """Found by a review: export-log checked only the file's SHA-256, not that its chain ends where
+    the record says; a record widened (its guard dropped) hid rows deleted from the database."""
+    assert run(app, "dispatch", "archive-log", "--before", "2026-05-23")[0] == 0
+    from backoffice.models.messaging import SEND_LOG_ARCHIVES_UNGUARD
+
+    for statement in SEND_LOG_ARCHIVES_UNGUARD[db.engine.dialect.name]:
+        db.session.execute(sa.text(statement))
+    twelve = db.session.scalars(sa.select(SendLog).where(SendLog.seq == 12)).one()
+    db.session.execute(sa.update(SendLogArchive).values(last_seq=12, last_hash=twelve.hash))
+    db.session.commit()
+    code, _, err = export(app, tmp_path, "widened.csv")
+    assert code == 1 and "与归档记录不符：应到第 12 条为止，实到第 9 条" in err

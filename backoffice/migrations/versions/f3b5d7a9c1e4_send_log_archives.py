@@ -1,6 +1,7 @@
 """send log archives: rows older than the time they must be kept can be moved to a verified
-file (`dispatch archive-log`); the record of each archive, append-only, and the send log's
-delete trigger letting only archived rows go
+file (`dispatch archive-log`); the record of each archive, append-only, each the next part of
+the log six months old, and the send log's delete trigger letting only archived rows six months
+old go
 
 Revision ID: f3b5d7a9c1e4
 Revises: a4e8c2f6d0b9
@@ -59,8 +60,8 @@ def upgrade():
         sa.Column("first_prev_hash", sa.String(length=64), nullable=False),
         sa.Column("last_hash", sa.String(length=64), nullable=False),
         sa.Column("rows", sa.BigInteger(), nullable=False),
-        sa.Column("first_logged_at", backoffice.models.base.UTCDateTime(), nullable=False),
-        sa.Column("last_logged_at", backoffice.models.base.UTCDateTime(), nullable=False),
+        sa.Column("earliest_logged_at", backoffice.models.base.UTCDateTime(), nullable=False),
+        sa.Column("latest_logged_at", backoffice.models.base.UTCDateTime(), nullable=False),
         sa.Column("before_day", sa.Date(), nullable=False),
         sa.Column("file_name", sa.String(length=200), nullable=False),
         sa.Column("file_sha256", sa.String(length=64), nullable=False),
