@@ -23,6 +23,7 @@ from backoffice.models import EnterpriseAccount, Message
 from backoffice.money import format_price
 from backoffice.openapi import openapi_document
 from backoffice.services.api_keys import KEY_REFUSED, ApiCaller, Unauthorized, authenticate_api_key, touch_api_key
+from backoffice.services.message_queue import cancel_scheduled
 from backoffice.services.messaging import (
     RateLimited,
     SendingSettings,
@@ -208,6 +209,28 @@ def message_status(message_id: int) -> Any:
     body = message_json(message, parts=True, reasons=intake_reasons(db.session, [message]))
     db.session.commit()  # the key's last_used_at
     return jsonify(body)
+
+
+@bp.post("/requests/<int:request_id>/cancel")
+def cancel_request(request_id: int) -> Any:
+    """Take back a scheduled send: the request's messages still waiting for their time are
+    refunded unsent (the rest are left as they are); 404 for another login's request, 409 when
+    nothing is left to cancel."""
+    sub = _key().sub_account
+    if not 0 < request_id <= MAX_ID:
+        raise NotFound(f"发送批次 {request_id} 不存在")
+    cancelled = cancel_scheduled(db.session, sub.account_id, request_id, sub_account_id=sub.message_scope)
+    db.session.commit()
+    account = db.session.get(EnterpriseAccount, sub.account_id, populate_existing=True)
+    assert account is not None
+    return jsonify(
+        {
+            "request_id": request_id,
+            "cancelled": cancelled.count,
+            "refunded": format_price(cancelled.refunded),
+            "balance": format_price(account.balance),
+        }
+    )
 
 
 def _whole_number(name: str, default: str) -> int:

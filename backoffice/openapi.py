@@ -26,7 +26,7 @@ _STATUS = {
         "queued 排队中；scheduled 定时发送（send_at 或合同发送时段）；submitted 已提交运营商；delivered 已送达；"
         "undeliverable 无法送达；expired 已过期；rejected 被运营商拒绝；refused 内容违规拒发；"
         "refunded 已退款：发送失败（运营商拒绝、超过有效期等），或未发送（账户停发时 account_stopped 给出原因，"
-        "对方回复退订时见 reason）；unsubscribed 对方已退订，未发送也未计费"
+        "对方回复退订时见 reason，客户取消定时发送时 status_name 为已取消，已退款）；unsubscribed 对方已退订，未发送也未计费"
     ),
 }
 
@@ -158,6 +158,35 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         },
                         "401": errors["401"],
                         "404": _error("短信不存在或不属于本账户"),
+                    },
+                }
+            },
+            "/requests/{request_id}/cancel": {
+                "post": {
+                    "operationId": "cancelRequest",
+                    "summary": "取消定时发送：该批中尚未到时间、尚未发出的短信不再发送，费用退回（状态 refunded，status_name 已取消，已退款）",
+                    "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {
+                        "200": {
+                            "description": "已取消的条数、退回的金额和当前余额",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["request_id", "cancelled", "refunded", "balance"],
+                                        "properties": {
+                                            "request_id": {"type": "integer"},
+                                            "cancelled": {"type": "integer"},
+                                            "refunded": _DECIMAL,
+                                            "balance": _DECIMAL,
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "401": errors["401"],
+                        "404": _error("发送批次不存在，或不属于本子号"),
+                        "409": _error("该批已没有可取消的定时短信（已发出、正在发送或已取消）：未做任何更改"),
                     },
                 }
             },

@@ -16,6 +16,7 @@ from backoffice.extensions import db
 from backoffice.money import format_price
 from backoffice.portal import bp
 from backoffice.services.api_keys import account_api_keys, create_api_key, revoke_api_key
+from backoffice.services.message_queue import cancel_scheduled
 from backoffice.services.messaging import (
     ClientRefConflict,
     SendingSettings,
@@ -133,6 +134,21 @@ def messages() -> Any:
     shown = rows[:PAGE]
     reasons = intake_reasons(db.session, shown)
     return render_template("portal/messages.html", account=account, messages=shown, reasons=reasons, older=older, paged=before is not None)
+
+
+@bp.post("/requests/<id32:request_id>/cancel")
+@roles_required("customer")
+def cancel_request(request_id: int) -> Any:
+    """Take back a scheduled send: its messages still waiting for their time, refunded unsent."""
+    try:
+        cancelled = cancel_scheduled(db.session, current_user.record.account_id, request_id, sub_account_id=_scope())
+        db.session.commit()
+    except DomainError as error:
+        db.session.rollback()
+        flash(error.message, "error")
+    else:
+        flash(f"已取消批次 {request_id} 的 {cancelled.count} 条定时短信，退回 {format_price(cancelled.refunded)} 元", "ok")
+    return redirect(url_for("portal.messages"))
 
 
 @bp.route("/replies")

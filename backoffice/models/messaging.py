@@ -70,6 +70,10 @@ _STOPPED_PREFIXES = tuple((why, text.partition("：")[0] + "：") for why, text 
 UNSUBSCRIBED_IN_QUEUE = "收件人已回复退订：未发送，已退款"
 UNSUBSCRIBED_REFUSAL = "对方已回复退订，未发送，已退款"
 UNSUBSCRIBED_STATUS_NAME = "未发送，已退款（对方已回复退订）"
+#: Why a scheduled message the customer took back before its time (portal 发送记录, POST
+#: /api/v1/requests/<id>/cancel) was refunded unsent; its status reads CANCELLED_STATUS_NAME.
+CANCELLED_BY_CUSTOMER = "客户已取消定时发送：未发送，已退款"
+CANCELLED_STATUS_NAME = "已取消，已退款"
 CLAIMABLE = ("queued", "scheduled")
 SENT = ("submitted", "delivered", "undeliverable", "expired", "rejected")
 UNSUBSCRIBE_SOURCES = ("mo", "text", "admin")
@@ -192,6 +196,8 @@ class Message(Base):
             return STOPPED_STATUS_NAMES[stopped]
         if self.status == "refunded" and self.error in (UNSUBSCRIBED_IN_QUEUE, UNSUBSCRIBED_REFUSAL):
             return UNSUBSCRIBED_STATUS_NAME
+        if self.status == "refunded" and self.error == CANCELLED_BY_CUSTOMER:
+            return CANCELLED_STATUS_NAME
         return MESSAGE_STATUSES.get(self.status, self.status)
 
     @property

@@ -20,6 +20,7 @@ from backoffice import create_app
 from backoffice.clock import set_clock
 from backoffice.extensions import db
 from backoffice.models import ApiKey, Message, SendLog, SendRequest
+from backoffice.money import format_price
 from backoffice.services.api_keys import create_api_key
 from backoffice.services.messaging import accept_messages, add_keywords, message_counts
 from backoffice.services.send_log import verify_chain
@@ -332,7 +333,7 @@ def test_the_openapi_document_describes_exactly_the_routes(app: Flask, client: F
     assert document["openapi"].startswith("3.1")
     described = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
     routes = {
-        (rule.rule.removeprefix("/api/v1").replace("<int:message_id>", "{id}"), method)
+        (rule.rule.removeprefix("/api/v1").replace("<int:message_id>", "{id}").replace("<int:request_id>", "{request_id}"), method)
         for rule in app.url_map.iter_rules()
         if rule.rule.startswith("/api/v1")
         for method in rule.methods - {"HEAD", "OPTIONS"}
@@ -977,3 +978,81 @@ def test_reloading_the_page_that_showed_a_new_key_makes_no_second_key(app: Flask
     fresh = re.search(r'name="form_token" value="([0-9a-f]+)"', made)
     assert fresh is not None and fresh.group(1) != token.group(1)
     assert 'id="secret"' in client.post("/portal/api-keys", data={"label": "CRM", "form_token": fresh.group(1)}).get_data(as_text=True)
+
+
+def test_a_customer_cancels_a_scheduled_send_and_gets_its_charge_back(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: a batch scheduled with a mistake (a typo, the wrong day)
+    could not be taken back, neither in the portal nor through the API: it went out at its time
+    and was paid for. The request's waiting messages are refunded unsent; the rest stay."""
+    sender = active_sender(app)
+    secret = api_key(sender)
+    before = sender.balance()
+    later = post(client, secret, to=["13900139000", "13800138000"], content=SIGNED, send_at="2026-11-24T09:30:00").json
+    now = post(client, secret, to="13700137000", content=SIGNED).json
+    assert sender.balance() == before - Decimal("0.135")
+
+    answer = client.post(f"/api/v1/requests/{later['request_id']}/cancel", headers=auth(secret))
+    assert answer.status_code == 200, answer.json
+    assert answer.json == {
+        "request_id": later["request_id"],
+        "cancelled": 2,
+        "refunded": "0.09",
+        "balance": format_price(before - Decimal("0.045")),
+    }
+    assert sender.balance() == before - Decimal("0.045")
+    for entry in later["messages"]:
+        message = client.get(f"/api/v1/messages/{entry['id']}", headers=auth(secret)).json
+        assert (message["status"], message["status_name"], message["refunded"]) == ("refunded", "已取消，已退款", "0.045")
+        assert message["account_stopped"] is None and "客户已取消" in message["reason"]
+    # Nothing left to cancel: refused, nothing changed; a request that was not scheduled neither.
+    again = client.post(f"/api/v1/requests/{later['request_id']}/cancel", headers=auth(secret))
+    assert again.status_code == 409 and "没有可取消的定时短信" in again.json["error"]["message"]
+    immediate = client.post(f"/api/v1/requests/{now['request_id']}/cancel", headers=auth(secret))
+    assert immediate.status_code == 409
+    assert client.get(f"/api/v1/messages/{now['messages'][0]['id']}", headers=auth(secret)).json["status"] == "queued"
+    assert client.post("/api/v1/requests/999999/cancel", headers=auth(secret)).status_code == 404
+    assert sender.balance() == before - Decimal("0.045")
+    assert message_counts(db.session, sender.account.id).balanced
+    assert verify_chain(db.session) == []
+    lines = db.session.scalars(sa.select(SendLog.result).where(SendLog.result.like("refunded:%"))).all()
+    assert len(lines) == 2 and all("客户已取消定时发送" in line for line in lines)
+
+
+def test_a_sub_account_cancels_only_its_own_scheduled_sends_and_a_held_message_is_left(app: Flask, client: FlaskClient) -> None:
+    """A 子号 cannot take back another 子号's batch (it cannot read it either); the enterprise's own
+    login can. A message a worker holds at that moment is the worker's: left as it is."""
+    from backoffice.models import SubAccount
+
+    sender = active_sender(app, "lingxuntong_service")
+    subs = db.session.scalars(sa.select(SubAccount).where(SubAccount.account_id == sender.account.id).order_by(SubAccount.id)).all()
+    primary = next(s for s in subs if s.is_primary)
+    first, second = [s for s in subs if not s.is_primary][:2]
+    keys = {sub.id: create_api_key(db.session, sub, label=sub.login, actor="test")[1] for sub in (primary, first, second)}
+    db.session.commit()
+    content = "【学府教育】明天上午九点开课"
+    batch = post(client, keys[first.id], to=["13900139000", "13800138000"], content=content, send_at="2026-11-24T09:30:00").json
+    assert client.post(f"/api/v1/requests/{batch['request_id']}/cancel", headers=auth(keys[second.id])).status_code == 404
+    held = batch["messages"][0]["id"]
+    db.session.execute(sa.update(Message).where(Message.id == held).values(claimed_by="worker-1", claimed_at=FIXED_NOW))
+    db.session.commit()
+    answer = client.post(f"/api/v1/requests/{batch['request_id']}/cancel", headers=auth(keys[primary.id]))
+    assert answer.status_code == 200 and answer.json["cancelled"] == 1 and answer.json["refunded"] == "0.06"
+    db.session.expire_all()
+    assert db.session.get(Message, held).status == "scheduled"
+    assert db.session.get(Message, batch["messages"][1]["id"]).status == "refunded"
+
+
+def test_the_portal_cancels_a_scheduled_batch_from_the_messages_page(app: Flask, client: FlaskClient) -> None:
+    sender = portal_login(client, app)
+    before = sender.balance()
+    scheduled = send(sender, ["13900139000", "13800138000"], send_at="2026-11-24T09:30:00").body
+    send(sender, ["13700137000"])
+    listing = client.get("/portal/messages").get_data(as_text=True)
+    action = f'action="/portal/requests/{scheduled["request_id"]}/cancel"'
+    assert listing.count(action) == 2 and listing.count("取消该批") == 2  # on the scheduled rows only
+    page = client.post(f"/portal/requests/{scheduled['request_id']}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert f"已取消批次 {scheduled['request_id']} 的 2 条定时短信，退回 0.09 元" in page
+    assert page.count("已取消，已退款") == 2 and "取消该批" not in page
+    assert sender.balance() == before - Decimal("0.045")
+    page = client.post(f"/portal/requests/{scheduled['request_id']}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "没有可取消的定时短信" in page and sender.balance() == before - Decimal("0.045")
