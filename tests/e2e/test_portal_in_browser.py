@@ -182,3 +182,37 @@ def test_without_scripts_an_oversized_file_gets_a_page_naming_the_limit_and_back
     finally:
         context.close()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
+def test_on_a_phone_the_portal_pages_do_not_slide_sideways_and_a_wide_table_scrolls_in_place(
+    app: Flask, live_server: str, browser_page: Any
+) -> None:
+    """Found by an exploratory test: on a 375 px screen 发送记录 was 583 px wide, so the whole page
+    slid sideways (its header with it) to reach the status and cost columns."""
+    login = _customer(app)
+
+    def send_some() -> None:
+        with app.app_context():
+            from backoffice.models import SubAccount
+            from backoffice.services.messaging import accept_messages
+
+            sub = db.session.scalar(sa.select(SubAccount).where(SubAccount.login == login))
+            content = "【蓉城会员】周六会员日，全场八折，欢迎光临本店各门店选购。"
+            accept_messages(db.session, sub_account=sub, recipients=["13800138000", "13900139000"], content=content)
+            db.session.commit()
+            db.session.remove()
+
+    worker = threading.Thread(target=send_some)
+    worker.start()
+    worker.join()
+    page = browser_page
+    page.set_viewport_size({"width": 375, "height": 740})
+    _log_in(page, live_server, login)
+    for path in ("/portal/", "/portal/send", "/portal/messages", "/portal/replies", "/portal/api-keys", "/portal/receipts"):
+        page.goto(f"{live_server}{path}")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
+    page.goto(f"{live_server}/portal/messages")
+    table = page.locator("#messages")
+    assert table.evaluate("t => t.scrollWidth > t.clientWidth")  # its own scroll bar reaches the last columns
+    table.evaluate("t => { t.scrollLeft = t.scrollWidth }")
+    assert page.locator("#messages tbody tr").first.locator("td").nth(6).is_visible()
