@@ -29,6 +29,7 @@ request) and the statements themselves (built once, so SQLAlchemy compiles them 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import fcntl
 import hashlib
@@ -1599,19 +1600,23 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
     """Numbers from an uploaded list as customers save them: one per line, several to a line when
     the lines hold nothing else, or a column headed like 手机号码 / 联系电话 / mobile (else the
     column whose cells are numbers; a mobile number in another column is reported, not sent),
-    separated by commas, tabs or semicolons; UTF-8 (with or without BOM) or GB18030 (Excel, WPS). Each bad row is
+    separated by commas, tabs or semicolons; UTF-8 (with or without BOM), GB18030 (Excel, WPS) or UTF-16 with
+    its BOM (Excel's Unicode text). Each bad row is
     reported by its line number; a number Excel turned into 1.38001E+10 is explained. More
     than `limit` numbers stop the reading at once (the request would be refused anyway)."""
     if data.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
         raise ValidationFailed({"file": "这是 Excel 工作簿（.xlsx / .xls），请在 Excel 中“另存为 CSV”后再上传"})
-    for encoding in ("utf-8-sig", "gb18030"):
+    # Excel's "Unicode 文本" (and WPS's) is UTF-16 with its byte-order mark, tab-separated
+    # (found by an exploratory test: refused as an unknown encoding).
+    encodings = ("utf-16",) if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ("utf-8-sig", "gb18030")
+    for encoding in encodings:
         try:
             text = data.decode(encoding)
             break
         except UnicodeDecodeError:
             continue
     else:
-        raise ValidationFailed({"file": "无法识别文件编码，请保存为 UTF-8 或 GBK 编码的 CSV"})
+        raise ValidationFailed({"file": "无法识别文件编码，请保存为 UTF-8、GBK 编码的 CSV 或 Excel 的“Unicode 文本”"})
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     delimiter = max(",\t;", key=first_line.count) if any(d in first_line for d in ",\t;") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)  # (lines ended by CR alone too: Excel for Mac)

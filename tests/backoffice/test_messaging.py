@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -1047,6 +1048,18 @@ def test_recipients_from_a_csv_with_a_mobile_column_and_bad_rows_by_line(app: Fl
     assert plain.numbers == ["13800138000", "18912345678"] and plain.problems == []
     excel = read_recipient_file("mobile,备注\n13800138000,老客户\n".encode("gb18030"))
     assert excel.numbers == ["13800138000"]
+
+
+def test_a_list_saved_as_excels_unicode_text_is_read(app: Flask) -> None:
+    """Found by an exploratory test: Excel's “Unicode 文本” (UTF-16 with its BOM, tab-separated),
+    a common way to save a list on Chinese Windows, was refused as an unknown encoding."""
+    text = "姓名\t手机号码\r\n张三\t13800138000\r\n李四\t139 0013 9000\r\n"
+    for data in (text.encode("utf-16"), codecs.BOM_UTF16_BE + text.encode("utf-16-be")):
+        parsed = read_recipient_file(data)
+        assert (parsed.numbers, parsed.problems) == (["13800138000", "13900139000"], [])
+    with pytest.raises(ValidationFailed) as broken:  # cut off mid-character: named, not a crash
+        read_recipient_file(codecs.BOM_UTF16_LE + b"1\x003\x008")
+    assert "无法识别文件编码" in broken.value.errors["file"]
 
 
 def test_a_csv_from_excel_for_mac_and_a_spare_mobile_column(app: Flask) -> None:
