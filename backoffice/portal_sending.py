@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import Response, current_app, flash, redirect, render_template, request, session, stream_with_context, url_for
 from flask_login import current_user
 
 from backoffice.auth import roles_required
+from backoffice.clock import local_today
 from backoffice.errors import DomainError, ValidationFailed
 from backoffice.extensions import db
 from backoffice.money import format_price
 from backoffice.portal import bp
 from backoffice.services.api_keys import account_api_keys, create_api_key, revoke_api_key
+from backoffice.services.message_export import export_messages, export_period
 from backoffice.services.message_queue import cancel_scheduled
 from backoffice.services.messaging import (
     ClientRefConflict,
@@ -125,6 +128,10 @@ def _scope() -> int | None:
 @bp.route("/messages")
 @roles_required("customer")
 def messages() -> Any:
+    return _messages_page({}, 200)
+
+
+def _messages_page(errors: dict[str, str], status: int) -> Any:
     account = current_user.record.account
     before = request.args.get("before", type=int)
     if before is not None and not 0 < before <= MAX_ID:
@@ -133,7 +140,34 @@ def messages() -> Any:
     older = rows[PAGE - 1].id if len(rows) > PAGE else None  # (one more read: no link to an empty page)
     shown = rows[:PAGE]
     reasons = intake_reasons(db.session, shown)
-    return render_template("portal/messages.html", account=account, messages=shown, reasons=reasons, older=older, paged=before is not None)
+    page = render_template(
+        "portal/messages.html",
+        account=account,
+        messages=shown,
+        reasons=reasons,
+        older=older,
+        paged=before is not None,
+        errors=errors,
+        period=request.args if errors else {},
+        month_start=local_today().replace(day=1),
+        today=local_today(),
+    )
+    return page, status
+
+
+@bp.route("/messages.csv")
+@roles_required("customer")
+def export_messages_csv() -> Any:
+    """The messages of a period (Beijing days) as a CSV for Excel, with a line of totals."""
+    try:
+        period = export_period(request.args.get("from"), request.args.get("to"))
+    except ValidationFailed as failed:
+        return _messages_page(failed.errors, 400)
+    rows = export_messages(db.session, current_user.record.account_id, period, sub_account_id=_scope())
+    disposition = (
+        f"attachment; filename=\"messages_{period.first:%Y%m%d}-{period.last:%Y%m%d}.csv\"; filename*=UTF-8''{quote(period.filename)}"
+    )
+    return Response(stream_with_context(rows), mimetype="text/csv", headers={"Content-Disposition": disposition})
 
 
 @bp.post("/requests/<id32:request_id>/cancel")

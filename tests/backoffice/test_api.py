@@ -421,6 +421,8 @@ def test_a_sub_account_in_the_portal_sees_only_its_own_messages_and_keys(app: Fl
 
     listing = client.get("/portal/messages").get_data(as_text=True)
     assert "13900139000" in listing and "13800138000" not in listing
+    exported = client.get("/portal/messages.csv?from=2026-11-23&to=2026-11-23").data.decode("utf-8-sig")
+    assert "13900139000" in exported and "13800138000" not in exported and "合计 1 条短信" in exported
     from backoffice.services.messaging import record_reply
 
     sender.account.service_code = "106575000123"
@@ -1056,3 +1058,43 @@ def test_the_portal_cancels_a_scheduled_batch_from_the_messages_page(app: Flask,
     assert sender.balance() == before - Decimal("0.045")
     page = client.post(f"/portal/requests/{scheduled['request_id']}/cancel", follow_redirects=True).get_data(as_text=True)
     assert "没有可取消的定时短信" in page and sender.balance() == before - Decimal("0.045")
+
+
+def test_the_customer_exports_a_periods_messages_as_a_csv_excel_opens_and_its_totals_add_up(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: the portal had no way to take the messages away (004 §2.2(2)
+    owes the customer traffic statistics): only pages of 50 on the screen. The file is UTF-8 with
+    a BOM, numbers kept as text for Excel, and its totals are what the sending cost the balance."""
+    import csv as csv_module
+
+    sender = portal_login(client, app)
+    before = sender.balance()
+    send(sender, ["13900139000", "13800138000"])
+    scheduled = send(sender, ["13700137000"], send_at="2026-11-24T09:30:00").body
+    assert client.post(f"/portal/requests/{scheduled['request_id']}/cancel").status_code == 302
+    send(sender, ["13600136000"], content='=HYPERLINK("http://x.cn")【蓉城会员】')
+    spent = before - sender.balance()
+
+    answer = client.get("/portal/messages.csv?from=2026-11-23&to=2026-11-23")
+    assert answer.status_code == 200 and answer.mimetype == "text/csv"
+    assert "filename*=UTF-8''%E5%8F%91%E9%80%81%E8%AE%B0%E5%BD%95_20261123-20261123.csv" in answer.headers["Content-Disposition"]
+    assert answer.data.startswith("\ufeff".encode())  # Excel reads UTF-8 as such only with its BOM
+    rows = list(csv_module.reader(io.StringIO(answer.data.decode("utf-8-sig"))))
+    assert rows[0][:5] == ["编号", "批次", "子号", "受理时间", "号码"] and len(rows) == 1 + 4 + 1
+    body, totals = rows[1:-1], rows[-1]
+    assert [row[4] for row in body] == ['="13900139000"', '="13800138000"', '="13700137000"', '="13600136000"']
+    assert body[0][3] == "2026-11-23 10:00:00" and body[0][5] == "中国移动"  # Beijing time, the carrier's name
+    assert body[2][11] == "已取消，已退款" and (body[2][8], body[2][9], body[2][10]) == ("0.045", "0.045", "0.00")
+    assert body[3][6].startswith("'=HYPERLINK")  # the customer's text is not run as a formula
+    assert totals[0] == "合计 4 条短信" and Decimal(totals[10]) == spent == sum(Decimal(row[10]) for row in body)
+    assert Decimal(totals[8]) - Decimal(totals[9]) == spent
+    assert (
+        len(list(csv_module.reader(io.StringIO(client.get("/portal/messages.csv?from=2026-11-24&to=2026-11-30").data.decode("utf-8-sig")))))
+        == 2
+    )
+
+    bad = client.get("/portal/messages.csv?from=2026-11-31&to=2026-11-23")
+    assert bad.status_code == 400 and "开始日期应为日期（年-月-日" in bad.get_data(as_text=True)
+    assert 'value="2026-11-31"' in bad.get_data(as_text=True)  # what was typed stays
+    assert "结束日期（2026-11-01）早于开始日期" in client.get("/portal/messages.csv?from=2026-11-23&to=2026-11-01").get_data(as_text=True)
+    too_long = client.get("/portal/messages.csv?from=2026-01-01&to=2026-11-23")
+    assert too_long.status_code == 400 and "一次最多导出 93 天" in too_long.get_data(as_text=True)
