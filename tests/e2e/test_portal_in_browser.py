@@ -216,3 +216,26 @@ def test_on_a_phone_the_portal_pages_do_not_slide_sideways_and_a_wide_table_scro
     assert table.evaluate("t => t.scrollWidth > t.clientWidth")  # its own scroll bar reaches the last columns
     table.evaluate("t => { t.scrollLeft = t.scrollWidth }")
     assert page.locator("#messages tbody tr").first.locator("td").nth(6).is_visible()
+
+
+def test_revoking_an_api_key_asks_first_and_a_dismissed_question_keeps_the_key(app: Flask, live_server: str, browser_page: Any) -> None:
+    """Found by an exploratory test: one click on 吊销 beside a key revoked it at once, with no
+    way back: the customer's sending program stopped on a slip of the mouse."""
+    login = _customer(app)
+    page = browser_page
+    _log_in(page, live_server, login)
+    page.goto(f"{live_server}/portal/api-keys")
+    page.fill('[name="label"]', "生产系统")
+    page.click("main form button[type=submit]")
+    page.wait_for_selector("text=新密钥（只显示这一次）")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.locator("tr", has_text="生产系统").locator("button").click()
+    page.wait_for_timeout(300)
+    assert asked and "吊销密钥" in asked[0] and "不能恢复" in asked[0]
+    page.goto(f"{live_server}/portal/api-keys")
+    assert "有效" in page.locator("tr", has_text="生产系统").inner_text()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tr", has_text="生产系统").locator("button").click()
+    page.wait_for_selector("text=已吊销")
+    assert "已吊销" in page.locator("tr", has_text="生产系统").inner_text()
