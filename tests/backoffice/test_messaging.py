@@ -1128,6 +1128,10 @@ def test_recipient_lists_as_customers_save_them(app: Flask) -> None:
     assert formula.numbers == ["13800138000", "13900139000", "18912345678"] and formula.problems == []
     assert read_recipient_file(b'="13800138000"\n="13900139000"\n').numbers == ["13800138000", "13900139000"]
     assert split_recipients("13800138000、13900139000") == ["13800138000", "13900139000"]
+    # Found by an exploratory test: numbers pasted with spaces between them were one 22-digit number.
+    assert split_recipients("13800138000 13900139000\u300018612345678") == ["13800138000", "13900139000", "18612345678"]
+    assert split_recipients("+86 138 0013 8000\n138 0013 8001") == ["+86 138 0013 8000", "138 0013 8001"]  # one number each
+    assert split_recipients("13800138000 1390013900") == ["13800138000 1390013900"]  # left whole, for intake to name it
     # Found by a review of the above: the first header naming a phone won, 办公电话 before 手机号码.
     office = read_recipient_file("姓名,办公电话,手机号码\n张三,028-85001234,13800138000\n李四,028-85001235,13900139000\n".encode())
     assert office.numbers == ["13800138000", "13900139000"] and office.problems == []
