@@ -28,6 +28,7 @@ from backoffice.services.messaging import (
     read_recipient_file,
     recent_messages,
     recent_replies,
+    sending_refused,
     split_recipients,
     typed_once,
 )
@@ -47,7 +48,9 @@ def _form_again(errors: dict[str, str], status: int, *, fresh_ref: bool = False,
         form.pop("client_ref", None)
     form.setdefault("client_ref", uuid.uuid4().hex)
     settings = SendingSettings.from_config(current_app.config)
-    return render_template("portal/send.html", account=account, form=form, errors=errors, settings=settings, **extra), status
+    refused = sending_refused(account, current_user.record)
+    page = render_template("portal/send.html", account=account, form=form, errors=errors, settings=settings, refused=refused, **extra)
+    return page, status
 
 
 @bp.route("/send", methods=["GET", "POST"])

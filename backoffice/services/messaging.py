@@ -454,6 +454,18 @@ def _check_may_send(account: SenderAccount, sub_active: bool, sub_login: str) ->
         raise SendingForbidden(f"账户状态为 {account.status_name}，不能发送短信")
 
 
+def sending_refused(account: EnterpriseAccount, sub: SubAccount) -> str | None:
+    """What intake would answer this login now for its account's standing (suspended,
+    blacklisted, not yet paid, closed, the 子号 disabled), or None: the send form says it before
+    the customer types a message (found by an exploratory test: a suspended account learned it
+    only on sending)."""
+    try:
+        _check_may_send(account, sub.active, sub.login)  # type: ignore[arg-type]  # (the columns SenderAccount reads)
+    except SendingForbidden as refusal:
+        return refusal.message
+    return None
+
+
 def _signed(content: str, account: SenderAccount) -> str:
     """The content with the account's signature (002 §5(6)); raises MissingSignature."""
     if account.sms_signature:

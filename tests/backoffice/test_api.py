@@ -1098,3 +1098,21 @@ def test_the_customer_exports_a_periods_messages_as_a_csv_excel_opens_and_its_to
     assert "结束日期（2026-11-01）早于开始日期" in client.get("/portal/messages.csv?from=2026-11-23&to=2026-11-01").get_data(as_text=True)
     too_long = client.get("/portal/messages.csv?from=2026-01-01&to=2026-11-23")
     assert too_long.status_code == 400 and "一次最多导出 93 天" in too_long.get_data(as_text=True)
+
+
+def test_the_send_form_says_before_typing_that_the_account_may_not_send(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: a suspended account's send form looked as usual; the customer
+    typed the numbers and the message and learned only on sending that nothing could go."""
+    from backoffice.services.sending_settings import set_sending_status
+
+    sender = portal_login(client, app)
+    assert 'id="sending-refused"' not in client.get("/portal/send").get_data(as_text=True)
+    set_sending_status(db.session, sender.code, suspend=True, reason="客户欠款，暂停发送", actor="staff:admin")
+    db.session.commit()
+    form = client.get("/portal/send").get_data(as_text=True)
+    assert '<p class="flash warning" id="sending-refused">账户已暂停，不能发送短信，请联系客服</p>' in form
+    refused = client.post("/portal/send", data={"recipients": "13800138000", "content": SIGNED})
+    assert refused.status_code == 403 and refused.get_data(as_text=True).count("账户已暂停，不能发送短信") == 1  # said once
+    sender.account.status, sender.account.blacklisted_at = "active", FIXED_NOW
+    db.session.commit()
+    assert "已被列入黑名单，不能发送短信" in client.get("/portal/send").get_data(as_text=True)
