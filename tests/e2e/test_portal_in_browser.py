@@ -239,3 +239,54 @@ def test_revoking_an_api_key_asks_first_and_a_dismissed_question_keeps_the_key(a
     page.locator("tr", has_text="生产系统").locator("button").click()
     page.wait_for_selector("text=已吊销")
     assert "已吊销" in page.locator("tr", has_text="生产系统").inner_text()
+
+
+def test_the_send_form_counts_the_parts_and_the_cost_as_intake_will_charge_them(app: Flask, live_server: str, browser_page: Any) -> None:
+    """Found by an exploratory test: the form said nothing of what a message would cost; the
+    customer learned it from the charge, after sending it to every number. The count under the
+    message is checked against the dispatcher's own splitting, at each boundary."""
+    import re
+
+    from dispatch.segments import TooLong, encode_segments
+
+    login = _customer(app)
+
+    def sign() -> None:  # this account's signature, added by intake when a text lacks it
+        with app.app_context():
+            from backoffice.models import SubAccount
+
+            account = db.session.scalar(sa.select(EnterpriseAccount).join(SubAccount).where(SubAccount.login == login))
+            account.sms_signature, account.add_signature = "蓉城会员", True
+            db.session.commit()
+            db.session.remove()
+
+    worker = threading.Thread(target=sign)
+    worker.start()
+    worker.join()
+    page = browser_page
+    _log_in(page, live_server, login)
+    page.goto(f"{live_server}/portal/send")
+    texts = [
+        "您的验证码是 482913",  # the signature added: 【蓉城会员】 + text
+        "【蓉城会员】" + "会" * 64,  # 70 UCS-2 units: one part
+        "【蓉城会员】" + "会" * 65,  # 71: two parts of 67
+        "【蓉城会员】" + "会" * 60 + "😀" + "会" * 66,  # 134 units, but the pair is not split at 67: three parts
+        "【蓉城会员】" + "会" * 400,  # over six parts: refused
+        "  " + "【蓉城会员】" + "会" * 64 + "\n",  # trimmed as intake trims
+    ]
+    for text in texts:
+        page.fill("#content", text)
+        said = page.locator("#content-count").inner_text()
+        signed = text.strip() if "【蓉城会员】" in text else "【蓉城会员】" + text.strip()
+        try:
+            expected = encode_segments(signed, 6).parts
+        except TooLong as long:
+            expected = long.parts
+        assert f"按 {expected} 条计费" in said, (text[:20], said)
+        if expected > 6:
+            assert "将被拒发" in said
+        else:
+            cost = (Decimal("0.045") * expected).normalize()
+            assert re.search(rf"每个号码 {cost:f}0* 元", said), said
+    page.fill("#content", "您的验证码是 482913")
+    assert "含自动添加的签名【蓉城会员】" in page.locator("#content-count").inner_text()
