@@ -33,6 +33,7 @@ from backoffice.services.messaging import (
     intake_turn,
     parse_send_at,
     read_request,
+    reply_reports,
     status_reports,
 )
 from backoffice.services.sql import MAX_ID
@@ -273,6 +274,47 @@ def message_reports() -> Any:
         "next_url": url_for(".message_reports", since=following["since"], after_id=following["after_id"], limit=limit)
         if following
         else None,
+    }
+    db.session.commit()
+    return jsonify(body)
+
+
+@bp.get("/replies")
+def replies() -> Any:
+    """Replies (MO) to the account's messages, paged like the status reports; a 子号's key reads
+    the replies from numbers it had sent to, the enterprise's key all of them."""
+    since_text = request.args.get("since")
+    since = parse_send_at(since_text, field="since") if since_text and since_text.strip() else utcnow() - timedelta(days=1)
+    assert since is not None
+    after_id, limit = _whole_number("after_id", "0"), _whole_number("limit", str(PAGE_DEFAULT))
+    if not 0 <= after_id <= MAX_ID:
+        raise ValidationFailed({"after_id": f"after_id 应在 0–{MAX_ID} 之间"})
+    if not 1 <= limit <= PAGE_MAX:
+        raise ValidationFailed({"limit": f"limit 应在 1–{PAGE_MAX} 之间"})
+    sub = _key().sub_account
+    until = utcnow() - timedelta(seconds=float(current_app.config["STATUS_REPORT_SETTLE_SECONDS"]))
+    rows = reply_reports(
+        db.session, sub.account_id, since=since, after_id=after_id, limit=limit + 1, sub_account_id=sub.message_scope, until=until
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    following = {"since": rows[-1].received_at.isoformat(), "after_id": rows[-1].id} if more else None
+    body = {
+        "replies": [
+            {
+                "id": r.id,
+                "from": r.sender,
+                "to": r.destination,
+                "content": r.content,
+                "received_at": _iso(r.received_at),
+                "unsubscribe": r.unsubscribe,
+            }
+            for r in rows
+        ],
+        "has_more": more,
+        "as_of": until.isoformat(),
+        "next": following,
+        "next_url": url_for(".replies", since=following["since"], after_id=following["after_id"], limit=limit) if following else None,
     }
     db.session.commit()
     return jsonify(body)

@@ -161,6 +161,70 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/replies": {
+                "get": {
+                    "operationId": "listReplies",
+                    "summary": "回复（上行短信）：收件人回复的内容，回复 TD、退订等的号码已自动加入退订名单（unsubscribe 为 true）",
+                    "description": (
+                        "按收到时间从早到晚排列，分页方式与状态报告相同：用上一页的 next（since 与 after_id）继续查询；"
+                        "子号的密钥只读到它发送过的号码的回复，企业号的密钥读到全部"
+                    ),
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "schema": _TIME,
+                            "description": "返回此时间及之后收到的回复，默认为 24 小时前；不带时区按北京时间",
+                        },
+                        {
+                            "name": "after_id",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                            "description": "翻页用：与 since 一起取自上一页的 next",
+                        },
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "回复列表",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["replies", "has_more", "as_of", "next", "next_url"],
+                                        "properties": {
+                                            "replies": {
+                                                "type": "array",
+                                                "items": {
+                                                    "type": "object",
+                                                    "required": ["id", "from", "to", "content", "received_at", "unsubscribe"],
+                                                    "properties": {
+                                                        "id": {"type": "integer"},
+                                                        "from": {"type": "string", "description": "回复的手机号码"},
+                                                        "to": {"type": "string", "description": "回复到的号码（服务代码及扩展）"},
+                                                        "content": {"type": "string"},
+                                                        "received_at": _TIME,
+                                                        "unsubscribe": {"type": "boolean", "description": "是否为退订回复"},
+                                                    },
+                                                },
+                                            },
+                                            "has_more": {"type": "boolean"},
+                                            "as_of": _TIME,
+                                            "next": {
+                                                "type": ["object", "null"],
+                                                "properties": {"since": _TIME, "after_id": {"type": "integer"}},
+                                            },
+                                            "next_url": {"type": ["string", "null"]},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error("查询参数有误（since、after_id 或 limit），fields 说明各参数的问题"),
+                        "401": errors["401"],
+                    },
+                }
+            },
             "/requests/{request_id}/cancel": {
                 "post": {
                     "operationId": "cancelRequest",

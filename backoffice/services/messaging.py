@@ -1494,14 +1494,44 @@ def recent_replies(
     if before_id:
         query = query.where(MobileOriginated.id < before_id)
     if sub_account_id is not None:
-        sent_to = sa.select(Message.id).where(
-            Message.recipient == MobileOriginated.sender,
-            Message.account_id == account_id,
-            Message.accepted_at <= MobileOriginated.received_at,
-            Message.sub_account_id == sub_account_id,
-        )  # ix_messages_recipient_account (recipient, account, accepted_at)
-        query = query.where(sent_to.exists())
+        query = query.where(_replied_to(account_id, sub_account_id))
     return list(session.scalars(query.order_by(MobileOriginated.id.desc()).limit(limit)))
+
+
+def _replied_to(account_id: int, sub_account_id: int) -> sa.ColumnElement[bool]:
+    """A reply from a number the sub-account had sent to when the reply came (its to read)."""
+    sent_to = sa.select(Message.id).where(
+        Message.recipient == MobileOriginated.sender,
+        Message.account_id == account_id,
+        Message.accepted_at <= MobileOriginated.received_at,
+        Message.sub_account_id == sub_account_id,
+    )  # ix_messages_recipient_account (recipient, account, accepted_at)
+    return sent_to.exists()
+
+
+def reply_reports(
+    session: Session,
+    account_id: int,
+    *,
+    since: datetime,
+    after_id: int = 0,
+    limit: int = 100,
+    sub_account_id: int | None = None,
+    until: datetime | None = None,
+) -> list[MobileOriginated]:
+    """Replies received at or after `since` (no later than `until`), oldest first, for the API
+    (found by an exploratory test: replies and TDs could be read only in the portal, not by the
+    customer's program); paged like `status_reports`, with the last row's (received_at, id) as
+    the next (since, after_id), `until` a little in the past for a reply committed late."""
+    query = sa.select(MobileOriginated).where(
+        MobileOriginated.account_id == account_id,
+        sa.or_(MobileOriginated.received_at > since, sa.and_(MobileOriginated.received_at == since, MobileOriginated.id > after_id)),
+    )
+    if until is not None:
+        query = query.where(MobileOriginated.received_at <= until)
+    if sub_account_id is not None:
+        query = query.where(_replied_to(account_id, sub_account_id))
+    return list(session.scalars(query.order_by(MobileOriginated.received_at, MobileOriginated.id).limit(limit)))
 
 
 # --- replies (MO) and the unsubscribe list -----------------------------------------------------

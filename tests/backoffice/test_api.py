@@ -1116,3 +1116,41 @@ def test_the_send_form_says_before_typing_that_the_account_may_not_send(app: Fla
     sender.account.status, sender.account.blacklisted_at = "active", FIXED_NOW
     db.session.commit()
     assert "已被列入黑名单，不能发送短信" in client.get("/portal/send").get_data(as_text=True)
+
+
+def test_replies_and_unsubscribes_are_read_through_the_api_page_by_page_and_a_sub_account_reads_its_own(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Found by an exploratory test: replies (and who replied TD) could be read only in the
+    portal; the customer's program, which sends through the API, could not learn of them."""
+    from backoffice.models import SubAccount
+    from backoffice.services.messaging import record_reply
+
+    sender = active_sender(app, "lingxuntong_service")
+    sender.account.service_code = "106575000123"
+    sub = db.session.scalars(
+        sa.select(SubAccount).where(SubAccount.account_id == sender.account.id, SubAccount.is_primary.is_(False))
+    ).first()
+    enterprise, own = (create_api_key(db.session, login, label="k", actor="test")[1] for login in (sender.sub, sub))
+    db.session.commit()
+    post(client, enterprise, to="13800138000", content="【学府教育】明天上午九点开课")
+    post(client, own, to="13900139000", content="【学府教育】明天上午九点开课")
+    for seconds, (number, text) in enumerate((("13800138000", "收到"), ("13900139000", "TD"), ("13800138000", "几点？")), start=1):
+        at = FIXED_NOW + timedelta(seconds=seconds)
+        record_reply(db.session, sender=number, destination="106575000123", content=text, received_at=at)
+    db.session.commit()
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=20))  # settled
+
+    first = client.get("/api/v1/replies?since=2026-11-23T00:00:00Z&limit=2", headers=auth(enterprise))
+    assert first.status_code == 200 and first.json["has_more"] is True
+    assert [(r["from"], r["content"], r["unsubscribe"]) for r in first.json["replies"]] == [
+        ("13800138000", "收到", False),
+        ("13900139000", "TD", True),
+    ]
+    rest = client.get(first.json["next_url"], headers=auth(enterprise)).json
+    assert [r["content"] for r in rest["replies"]] == ["几点？"] and rest["has_more"] is False and rest["next"] is None
+    mine = client.get("/api/v1/replies?since=2026-11-23T00:00:00Z", headers=auth(own)).json["replies"]
+    assert [(r["from"], r["content"]) for r in mine] == [("13900139000", "TD")]  # only from the number it wrote to
+    bad = client.get("/api/v1/replies?after_id=x", headers=auth(enterprise))
+    assert bad.status_code == 400 and "after_id" in bad.json["error"]["fields"]
+    assert client.get("/api/v1/replies").status_code == 401
