@@ -33,6 +33,7 @@ from backoffice.services.messaging import (
     typed_once,
 )
 from backoffice.services.sql import MAX_ID
+from dispatch.numbers import InvalidNumber, normalise_mobile
 
 PAGE = 50
 KEY_FORM_USED = "_key_form"  # the token of the last API key form that made a key (session)
@@ -139,7 +140,16 @@ def _messages_page(errors: dict[str, str], status: int) -> Any:
     before = request.args.get("before", type=int)
     if before is not None and not 0 < before <= MAX_ID:
         before = None  # the first page
-    rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE + 1, sub_account_id=_scope())
+    # One number's messages (found by an exploratory test: "did it reach 138…?" meant paging
+    # through the whole account 50 at a time).
+    searched, recipient = request.args.get("to", "").strip()[:40], None
+    if searched:
+        try:
+            recipient = normalise_mobile(searched)
+        except InvalidNumber as bad:
+            errors = {**errors, "search": f"查询的号码无效：{bad.reason}"}
+            status = 400
+    rows = recent_messages(db.session, account.id, before_id=before, limit=PAGE + 1, sub_account_id=_scope(), recipient=recipient)
     older = rows[PAGE - 1].id if len(rows) > PAGE else None  # (one more read: no link to an empty page)
     shown = rows[:PAGE]
     reasons = intake_reasons(db.session, shown)
@@ -150,8 +160,10 @@ def _messages_page(errors: dict[str, str], status: int) -> Any:
         reasons=reasons,
         older=older,
         paged=before is not None,
+        searched=searched,
+        recipient=recipient,
         errors=errors,
-        period=request.args if errors else {},
+        period=request.args if errors.get("from") or errors.get("to") else {},
         month_start=local_today().replace(day=1),
         today=local_today(),
     )

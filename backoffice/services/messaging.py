@@ -1449,10 +1449,19 @@ def status_reports(
 
 
 def recent_messages(
-    session: Session, account_id: int, *, before_id: int | None = None, limit: int = 50, sub_account_id: int | None = None
+    session: Session,
+    account_id: int,
+    *,
+    before_id: int | None = None,
+    limit: int = 50,
+    sub_account_id: int | None = None,
+    recipient: str | None = None,
 ) -> list[Message]:
-    """The account's latest messages (only the sub-account's, when `sub_account_id` is given)."""
+    """The account's latest messages (only the sub-account's, when `sub_account_id` is given;
+    only those to `recipient`, a normalised number, when it is)."""
     query = sa.select(Message).where(Message.account_id == account_id, _THE_CUSTOMERS)
+    if recipient is not None:
+        query = query.where(Message.recipient == recipient)
     if sub_account_id is not None:
         query = query.where(Message.sub_account_id == sub_account_id)
     if before_id:

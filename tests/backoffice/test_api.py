@@ -1154,3 +1154,25 @@ def test_replies_and_unsubscribes_are_read_through_the_api_page_by_page_and_a_su
     bad = client.get("/api/v1/replies?after_id=x", headers=auth(enterprise))
     assert bad.status_code == 400 and "after_id" in bad.json["error"]["fields"]
     assert client.get("/api/v1/replies").status_code == 401
+
+
+def test_the_portal_finds_the_messages_sent_to_one_number(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: to learn whether a message reached one number the customer
+    paged through the whole account's messages 50 at a time."""
+    sender = portal_login(client, app)
+    send(sender, ["13900139000", "13800138000"])
+    send(sender, ["13700137000"])
+    send(sender, ["13900139000"], content="【蓉城会员】第二条通知")
+
+    def numbers_listed(page: str) -> list[str]:
+        table = page.split('id="messages"')[1]
+        return [row.split("<td>")[3].split("<")[0] for row in table.split("<tr")[2:] if "<td>" in row]
+
+    found = client.get("/portal/messages?to=%2B86%20139-0013-9000")
+    assert found.status_code == 200 and numbers_listed(found.get_data(as_text=True)) == ["13900139000", "13900139000"]
+    assert "发往 13900139000 的短信" in found.get_data(as_text=True)
+    assert len(numbers_listed(client.get("/portal/messages").get_data(as_text=True))) == 4
+    none = client.get("/portal/messages?to=13600136000").get_data(as_text=True)
+    assert "没有发往 13600136000 的短信" in none
+    bad = client.get("/portal/messages?to=12345")
+    assert bad.status_code == 400 and "查询的号码无效" in bad.get_data(as_text=True)
