@@ -162,6 +162,8 @@ def _messages_page(errors: dict[str, str], status: int) -> Any:
         paged=before is not None,
         searched=searched,
         recipient=recipient,
+        # Which 子号 sent each message, for the enterprise's own login of an account that has them.
+        senders={sub.id: sub.login for sub in account.sub_accounts} if _scope() is None and len(account.sub_accounts) > 1 else {},
         errors=errors,
         period=request.args if errors.get("from") or errors.get("to") else {},
         month_start=local_today().replace(day=1),

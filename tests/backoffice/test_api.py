@@ -1176,3 +1176,29 @@ def test_the_portal_finds_the_messages_sent_to_one_number(app: Flask, client: Fl
     assert "没有发往 13600136000 的短信" in none
     bad = client.get("/portal/messages?to=12345")
     assert bad.status_code == 400 and "查询的号码无效" in bad.get_data(as_text=True)
+
+
+def test_the_enterprise_login_sees_which_sub_account_sent_each_message(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: the enterprise's own login listed every 子号's messages with
+    nothing saying whose each one was."""
+    from backoffice.models import SubAccount
+    from backoffice.services.accounts import hash_password
+
+    sender = active_sender(app, "lingxuntong_service")
+    sub = db.session.scalars(
+        sa.select(SubAccount).where(SubAccount.account_id == sender.account.id, SubAccount.is_primary.is_(False))
+    ).first()
+    for login_ in (sender.sub, sub):
+        login_.password_hash, login_.must_change_password = hash_password("portal-pass-1"), False
+    db.session.commit()
+    send(sender, "13800138000", "明天上午九点开课【学府教育】")
+    accept_messages(db.session, sub_account=sub, recipients="13900139000", content="明天上午九点开课【学府教育】")
+    db.session.commit()
+    assert login(client, sender.sub.login, "portal-pass-1", portal=True).status_code == 302
+    listing = client.get("/portal/messages").get_data(as_text=True)
+    assert "<th>子号</th>" in listing
+    assert f'<td class="sender">{sub.login}</td><td>13900139000' in listing
+    assert f'<td class="sender">{sender.sub.login}</td><td>13800138000' in listing
+    client.post("/logout")
+    assert login(client, sub.login, "portal-pass-1", portal=True).status_code == 302
+    assert "<th>子号</th>" not in client.get("/portal/messages").get_data(as_text=True)  # a 子号 sees its own only
