@@ -286,7 +286,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "required": ["to", "content"],
                     "properties": {
                         "to": {
-                            "description": "手机号码（可带 +86/0086），或最多 1,000 个号码的数组",
+                            "description": "手机号码（可带 +86/0086），或最多 1,000 个号码的数组；字符串中的多个号码也可用逗号分隔",
                             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000}],
                         },
                         "content": {"type": "string", "minLength": 1, "description": "短信内容，须含签名【…】；签名计入字数"},

@@ -237,8 +237,13 @@ class _Recipient:
 # --- the request as given ---------------------------------------------------------------------
 
 
+_NUMBER_SEPARATORS = re.compile(r"[,，;；]")
+
+
 def _recipient_list(recipients: Sequence[str] | str, settings: SendingSettings) -> list[str]:
-    given = [recipients] if isinstance(recipients, str) else recipients
+    # A string may hold several numbers separated by commas, as other providers' APIs take them
+    # (found by an exploratory test: "13800138000,13900139000" was refused as one bad number).
+    given = _NUMBER_SEPARATORS.split(recipients) if isinstance(recipients, str) else recipients
     if not isinstance(given, list | tuple) or not all(isinstance(r, str) for r in given):
         raise ValidationFailed({"to": "收件人应为手机号码字符串，或手机号码字符串的列表"})
     given = [r for r in given if r.strip()]

@@ -1202,3 +1202,17 @@ def test_the_enterprise_login_sees_which_sub_account_sent_each_message(app: Flas
     client.post("/logout")
     assert login(client, sub.login, "portal-pass-1", portal=True).status_code == 302
     assert "<th>子号</th>" not in client.get("/portal/messages").get_data(as_text=True)  # a 子号 sees its own only
+
+
+def test_several_numbers_in_one_string_separated_by_commas_are_each_a_recipient(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: "to": "13800138000,13900139000", as other providers' APIs
+    take several numbers, was refused as one bad number."""
+    sender = active_sender(app)
+    secret = api_key(sender)
+    before = sender.balance()
+    answer = post(client, secret, to="13800138000, 13900139000；+86 137-0013-7000", content=SIGNED)
+    assert answer.status_code == 202, answer.json
+    assert [m["to"] for m in answer.json["messages"]] == ["13800138000", "13900139000", "13700137000"]
+    assert sender.balance() == before - Decimal("0.135")
+    blank = post(client, secret, to=" , ", content=SIGNED)
+    assert blank.status_code == 400 and blank.json["error"]["fields"]["to"] == "请至少填写一个手机号码"
