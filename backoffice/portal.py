@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, render_template
@@ -90,3 +91,27 @@ def receipt_voucher(receipt_id: int) -> Any:
     if receipt is None or receipt.account_id != current_user.record.account_id:
         abort(404)
     return send_document(receipt.voucher_file, receipt.voucher_type, sha256=receipt.voucher_sha256)
+
+
+@bp.route("/statement")
+@roles_required("customer")
+def statement() -> Any:
+    """余额明细: the balance's movements over a range of days, on the page or as CSV (?format=csv)."""
+    from flask import Response, request
+
+    from backoffice.errors import ValidationFailed
+    from backoffice.services.balance_statement import balance_statement, statement_csv
+    from backoffice.services.message_export import export_period
+
+    account = current_user.record.account
+    try:
+        period = export_period(request.args.get("from"), request.args.get("to"), verb="查询")
+    except ValidationFailed as failed:
+        return render_template("portal/statement.html", account=account, statement=None, errors=failed.errors, form=request.args), 400
+    found = balance_statement(db.session, account, period.first, period.last)
+    if request.args.get("format") == "csv":
+        name = f"余额明细_{period.first:%Y%m%d}-{period.last:%Y%m%d}.csv"
+        disposition = f"attachment; filename=\"statement_{period.first:%Y%m%d}-{period.last:%Y%m%d}.csv\"; filename*=UTF-8''{quote(name)}"
+        return Response(statement_csv(found, account), mimetype="text/csv", headers={"Content-Disposition": disposition})
+    form = {"from": period.first.isoformat(), "to": period.last.isoformat()}
+    return render_template("portal/statement.html", account=account, statement=found, errors={}, form=form)

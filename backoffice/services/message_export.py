@@ -39,9 +39,9 @@ class ExportPeriod:
         return f"发送记录_{self.first:%Y%m%d}-{self.last:%Y%m%d}.csv"
 
 
-def export_period(first: str | None, last: str | None) -> ExportPeriod:
+def export_period(first: str | None, last: str | None, *, verb: str = "导出") -> ExportPeriod:
     """The Beijing days asked for (YYYY-MM-DD; by default this month up to today), each bad value
-    named under its field."""
+    named under its field (`verb`: what is done with them, in the refusal of too long a range)."""
     today = local_today()
     errors: dict[str, str] = {}
 
@@ -59,7 +59,7 @@ def export_period(first: str | None, last: str | None) -> ExportPeriod:
     if not errors and start > end:
         errors["to"] = f"结束日期（{end:%Y-%m-%d}）早于开始日期（{start:%Y-%m-%d}）"
     elif not errors and (end - start).days + 1 > MAX_DAYS:
-        errors["to"] = f"一次最多导出 {MAX_DAYS} 天的记录，请缩短日期范围"
+        errors["to"] = f"一次最多{verb} {MAX_DAYS} 天的记录，请缩短日期范围"
     if errors:
         raise ValidationFailed(errors)
     return ExportPeriod(start, end)

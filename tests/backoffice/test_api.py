@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -1216,3 +1217,57 @@ def test_several_numbers_in_one_string_separated_by_commas_are_each_a_recipient(
     assert sender.balance() == before - Decimal("0.135")
     blank = post(client, secret, to=" , ", content=SIGNED)
     assert blank.status_code == 400 and blank.json["error"]["fields"]["to"] == "请至少填写一个手机号码"
+
+
+def test_the_balance_statement_lists_every_movement_and_adds_up_to_the_balance_booked_or_not(app: Flask, client: FlaskClient) -> None:
+    """Found by an exploratory test: the portal showed the balance but no statement of how it came
+    to be (receipts, the day's charges, refunds): the customer could not check it against their
+    bank and their sends. Opening + movements = closing, and today's closing is the balance,
+    before and after the day's usage is booked."""
+    import csv as csv_module
+
+    from backoffice.services.credit import credit_receipt
+    from backoffice.services.usage import book_usage
+
+    sender = portal_login(client, app)
+    paid = sender.balance()
+    send(sender, ["13900139000", "13800138000"])
+    scheduled = send(sender, ["13700137000"], send_at="2026-11-24T09:30:00").body
+    client.post(f"/portal/requests/{scheduled['request_id']}/cancel")
+    credit_receipt(db.session, account_code=sender.code, amount=Decimal("100.00"), bank="CMB", bank_ref="RECHARGE-2", received_on=date(2026, 11, 23), actor="test")  # fmt: skip
+    db.session.commit()
+
+    def table(page: str) -> list[list[str]]:
+        body = page.split('id="statement"')[1].split("</table>")[0]
+        return [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in body.split("<tr")[2:]]
+
+    answer = client.get("/portal/statement?from=2026-11-01&to=2026-11-30")
+    assert answer.status_code == 200
+    rows = table(answer.get_data(as_text=True))
+    assert rows[0][1] == "期初余额" and rows[0][4] == "0.00"
+    whats = [row[1] for row in rows[1:-1]]
+    assert whats == [
+        f"银行到账充值（流水号 PAY-{sender.code}）",
+        "银行到账充值（流水号 RECHARGE-2）",
+        "短信发送计费：3 条",
+        "退款（未发送或发送失败）：1 条",
+    ]
+    assert rows[-1][1] == "期末余额（合计）" and Decimal(rows[-1][4]) == sender.balance() == paid + Decimal("100.00") - Decimal("0.09")
+    assert Decimal(rows[-1][2]) - Decimal(rows[-1][3]) == sender.balance()  # from 0: credited − charged
+
+    book_usage(db.session, before=date(2026, 11, 24))  # the day's usage booked, as the nightly job does
+    db.session.commit()
+    assert table(client.get("/portal/statement?from=2026-11-01&to=2026-11-30").get_data(as_text=True)) == rows
+    earlier = table(client.get("/portal/statement?from=2026-10-01&to=2026-10-31").get_data(as_text=True))
+    assert earlier[0][4] == earlier[-1][4] == "0.00" and "这段时间余额没有变动" in earlier[1][0]
+
+    exported = client.get("/portal/statement?from=2026-11-01&to=2026-11-30&format=csv")
+    assert exported.mimetype == "text/csv" and exported.data.startswith("\ufeff".encode())
+    lines = list(csv_module.reader(io.StringIO(exported.data.decode("utf-8-sig"))))
+    assert lines[1] == ["日期", "摘要", "收入（元）", "支出（元）", "余额（元）"] and lines[-1][1] == "期末余额"
+    assert Decimal(lines[-1][4]) == sender.balance()
+    bad = client.get("/portal/statement?from=2026-01-01&to=2026-11-30")
+    assert bad.status_code == 400 and "一次最多查询 93 天" in bad.get_data(as_text=True)
+    from backoffice.cli import after_commit_catch_up
+
+    assert after_commit_catch_up(app) == []  # the books take the receipt and the booked day

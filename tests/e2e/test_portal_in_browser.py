@@ -208,7 +208,15 @@ def test_on_a_phone_the_portal_pages_do_not_slide_sideways_and_a_wide_table_scro
     page = browser_page
     page.set_viewport_size({"width": 375, "height": 740})
     _log_in(page, live_server, login)
-    for path in ("/portal/", "/portal/send", "/portal/messages", "/portal/replies", "/portal/api-keys", "/portal/receipts"):
+    for path in (
+        "/portal/",
+        "/portal/send",
+        "/portal/messages",
+        "/portal/replies",
+        "/portal/api-keys",
+        "/portal/receipts",
+        "/portal/statement",
+    ):
         page.goto(f"{live_server}{path}")
         assert page.evaluate("document.documentElement.scrollWidth") <= 375, path
     page.goto(f"{live_server}/portal/messages")
