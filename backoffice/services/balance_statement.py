@@ -57,9 +57,13 @@ class BalanceStatement:
         return sum((-line.amount for line in self.lines if line.amount < 0), Decimal(0))
 
 
-def _what(kind: str, payload: dict[str, Any], messages: int) -> str:
+def _what(kind: str, payload: dict[str, Any], messages: int, effect: Decimal | None = None) -> str:
     if kind == "receipt":
-        return f"银行到账充值（流水号 {payload.get('bank_ref', '')}）"
+        said = f"银行到账充值（流水号 {payload.get('bank_ref', '')}）"
+        amount = Decimal(str(payload.get("amount", "0")))
+        if effect is not None and 0 < effect < amount:  # part of it paid what the contract owed besides the credit
+            said += f"：到账 {format_price(amount)} 元，其中 {format_price(amount - effect)} 元为合同的开户费等应付款"
+        return said
     if kind == "reversal":
         original = payload.get("original") or {}
         return f"冲销：{_what(str(original.get('kind')), original.get('payload') or {}, messages)}"
@@ -89,7 +93,7 @@ def _movements(session: Session, account: EnterpriseAccount, first: date) -> lis
         effect = -totals.get(prepaid, Decimal(0))  # a liability: credit is negative in the books
         if effect:  # a day's charges after its other movements, charges before refunds, booked or not (below)
             order = (1 << 62) + _CHARGES_ORDER[event.kind] if event.kind in _PER_ACCOUNT else event.id
-            found.append((event.occurred_on, order, _what(event.kind, payload, messages), effect))
+            found.append((event.occurred_on, order, _what(event.kind, payload, messages, effect), effect))
     unbooked = session.execute(
         sa.select(UsageDay.day, UsageDay.kind, sa.func.sum(UsageDay.messages), sa.func.sum(UsageDay.amount))
         .where(UsageDay.account_id == account.id, UsageDay.event_id.is_(None), UsageDay.day >= first)

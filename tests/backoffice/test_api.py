@@ -1271,3 +1271,12 @@ def test_the_balance_statement_lists_every_movement_and_adds_up_to_the_balance_b
     from backoffice.cli import after_commit_catch_up
 
     assert after_commit_catch_up(app) == []  # the books take the receipt and the booked day
+
+
+def test_a_receipt_that_also_paid_the_opening_fee_says_so_in_the_statement(app: Flask, client: FlaskClient) -> None:
+    """002's first payment (2,000.00) is the credit (1,500.00) and the opening fee (500.00): the
+    statement's line credits 1,500.00 and says where the rest went."""
+    sender = portal_login(client, app, "lingxuntong_service")
+    page = client.get("/portal/statement?from=2026-11-01&to=2026-11-30").get_data(as_text=True)
+    assert f"银行到账充值（流水号 PAY-{sender.code}）：到账 2000.00 元，其中 500.00 元为合同的开户费等应付款" in page
+    assert '<td class="num">1500.00</td>' in page
