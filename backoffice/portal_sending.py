@@ -142,7 +142,7 @@ def _messages_page(errors: dict[str, str], status: int) -> Any:
         before = None  # the first page
     # One number's messages (found by an exploratory test: "did it reach 138…?" meant paging
     # through the whole account 50 at a time).
-    searched, recipient = request.args.get("to", "").strip()[:40], None
+    searched, recipient = request.args.get("number", "").strip()[:40], None
     if searched:
         try:
             recipient = normalise_mobile(searched)

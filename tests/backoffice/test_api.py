@@ -1095,6 +1095,7 @@ def test_the_customer_exports_a_periods_messages_as_a_csv_excel_opens_and_its_to
 
     bad = client.get("/portal/messages.csv?from=2026-11-31&to=2026-11-23")
     assert bad.status_code == 400 and "开始日期应为日期（年-月-日" in bad.get_data(as_text=True)
+    assert "查询的号码无效" not in bad.get_data(as_text=True)  # the end date is not taken for a number to look up
     assert 'value="2026-11-31"' in bad.get_data(as_text=True)  # what was typed stays
     assert "结束日期（2026-11-01）早于开始日期" in client.get("/portal/messages.csv?from=2026-11-23&to=2026-11-01").get_data(as_text=True)
     too_long = client.get("/portal/messages.csv?from=2026-01-01&to=2026-11-23")
@@ -1169,13 +1170,13 @@ def test_the_portal_finds_the_messages_sent_to_one_number(app: Flask, client: Fl
         table = page.split('id="messages"')[1]
         return [row.split("<td>")[3].split("<")[0] for row in table.split("<tr")[2:] if "<td>" in row]
 
-    found = client.get("/portal/messages?to=%2B86%20139-0013-9000")
+    found = client.get("/portal/messages?number=%2B86%20139-0013-9000")
     assert found.status_code == 200 and numbers_listed(found.get_data(as_text=True)) == ["13900139000", "13900139000"]
     assert "发往 13900139000 的短信" in found.get_data(as_text=True)
     assert len(numbers_listed(client.get("/portal/messages").get_data(as_text=True))) == 4
-    none = client.get("/portal/messages?to=13600136000").get_data(as_text=True)
+    none = client.get("/portal/messages?number=13600136000").get_data(as_text=True)
     assert "没有发往 13600136000 的短信" in none
-    bad = client.get("/portal/messages?to=12345")
+    bad = client.get("/portal/messages?number=12345")
     assert bad.status_code == 400 and "查询的号码无效" in bad.get_data(as_text=True)
 
 
