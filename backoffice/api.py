@@ -244,8 +244,8 @@ def _whole_number(name: str, default: str) -> int:
         raise ValidationFailed({name: f"{name} 应为整数，收到的是 {given[:20]!r}"}) from None
 
 
-@bp.get("/messages")
-def message_reports() -> Any:
+def _page_cursor() -> tuple[datetime, int, int]:
+    """(since, after_id, limit) of a paged report (status reports, replies), each refused by name."""
     since_text = request.args.get("since")
     since = parse_send_at(since_text, field="since") if since_text and since_text.strip() else utcnow() - timedelta(days=1)
     assert since is not None
@@ -254,6 +254,12 @@ def message_reports() -> Any:
         raise ValidationFailed({"after_id": f"after_id 应在 0–{MAX_ID} 之间"})
     if not 1 <= limit <= PAGE_MAX:
         raise ValidationFailed({"limit": f"limit 应在 1–{PAGE_MAX} 之间"})
+    return since, after_id, limit
+
+
+@bp.get("/messages")
+def message_reports() -> Any:
+    since, after_id, limit = _page_cursor()
     sub = _key().sub_account
     until = utcnow() - timedelta(seconds=float(current_app.config["STATUS_REPORT_SETTLE_SECONDS"]))
     rows = status_reports(
@@ -283,14 +289,7 @@ def message_reports() -> Any:
 def replies() -> Any:
     """Replies (MO) to the account's messages, paged like the status reports; a 子号's key reads
     the replies from numbers it had sent to, the enterprise's key all of them."""
-    since_text = request.args.get("since")
-    since = parse_send_at(since_text, field="since") if since_text and since_text.strip() else utcnow() - timedelta(days=1)
-    assert since is not None
-    after_id, limit = _whole_number("after_id", "0"), _whole_number("limit", str(PAGE_DEFAULT))
-    if not 0 <= after_id <= MAX_ID:
-        raise ValidationFailed({"after_id": f"after_id 应在 0–{MAX_ID} 之间"})
-    if not 1 <= limit <= PAGE_MAX:
-        raise ValidationFailed({"limit": f"limit 应在 1–{PAGE_MAX} 之间"})
+    since, after_id, limit = _page_cursor()
     sub = _key().sub_account
     until = utcnow() - timedelta(seconds=float(current_app.config["STATUS_REPORT_SETTLE_SECONDS"]))
     rows = reply_reports(
