@@ -105,6 +105,13 @@ def default_prefix_table() -> PrefixTable:
     return load_prefix_table()
 
 
+def _looks_like_excel_exponent(text: str) -> bool:
+    """1.38001E+10 / 8.6138E+12: how Excel shows a long number in a cell formatted as a number."""
+    mantissa, e, exponent = text.upper().partition("E")
+    whole, _, fraction = mantissa.partition(".")
+    return bool(e) and whole.isdigit() and (not fraction or fraction.isdigit()) and exponent.lstrip("+").isdigit()
+
+
 def normalise_mobile(raw: str, table: PrefixTable | None = None) -> str:
     """The 11-digit national number for `raw`, or InvalidNumber saying in Chinese what is wrong.
 
@@ -128,6 +135,8 @@ def normalise_mobile(raw: str, table: PrefixTable | None = None) -> str:
     if not compact:
         raise InvalidNumber(f"号码为空：{shown}")
     if not (compact.isascii() and compact.isdigit()):
+        if _looks_like_excel_exponent(compact):  # 1.38001E+10 copied out of a sheet (found by an exploratory test)
+            raise InvalidNumber(f"号码被 Excel 转成了科学计数法（{shown}），已无法还原：请把号码列设为“文本”格式后重新复制")
         raise InvalidNumber(f"号码只能包含数字、空格和连字符：{shown}")
     if compact.startswith("0"):
         raise InvalidNumber(f"不是中国大陆手机号码（固定电话或带区号的号码）：{shown}")

@@ -55,6 +55,11 @@ def test_accepted_spellings_give_the_national_number(raw: str) -> None:
         ("1", "不是中国大陆手机号码"),
         ("", "号码为空"),
         ("+86", "号码为空"),
+        # Found by an exploratory test: a number Excel showed as 1.38001E+10, copied from the sheet,
+        # was refused as holding letters, with nothing said of the cause or the cure.
+        ("1.38001E+10", "被 Excel 转成了科学计数法.*设为“文本”格式"),
+        ("8.6138e12", "被 Excel 转成了科学计数法"),
+        ("1E5x", "只能包含数字"),
     ],
 )
 def test_refused_numbers_say_why_in_chinese(raw: str, reason: str) -> None:
