@@ -1045,6 +1045,17 @@ def test_a_sub_account_cancels_only_its_own_scheduled_sends_and_a_held_message_i
     assert db.session.get(Message, batch["messages"][1]["id"]).status == "refunded"
 
 
+def test_the_result_of_a_scheduled_send_offers_to_cancel_it_and_an_immediate_one_does_not(app: Flask, client: FlaskClient) -> None:
+    """Where a customer notices the mistake: the page the send came back with."""
+    portal_login(client, app)
+    form = {"recipients": "13900139000", "content": SIGNED, "send_at": "2026-11-24T09:30"}
+    page = client.post("/portal/send", data=form).get_data(as_text=True)
+    request_id = db.session.scalar(sa.select(sa.func.max(SendRequest.id)))
+    assert f'action="/portal/requests/{request_id}/cancel"' in page and "取消本批定时发送" in page
+    immediate = client.post("/portal/send", data={"recipients": "13800138000", "content": SIGNED})
+    assert immediate.status_code == 200 and "取消本批定时发送" not in immediate.get_data(as_text=True)
+
+
 def test_the_portal_cancels_a_scheduled_batch_from_the_messages_page(app: Flask, client: FlaskClient) -> None:
     sender = portal_login(client, app)
     before = sender.balance()
