@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from backoffice.clock import to_local
 from backoffice.errors import ValidationFailed
 from backoffice.models import SubAccount
 from backoffice.services import audit
@@ -54,9 +55,10 @@ def send_recovery_code(session: Session, login: str, *, secret: str, now: dateti
     if sub is None or mobile is None:
         return
     window = _window(now)
+    until = to_local(datetime.fromtimestamp((window + 2) * CODE_MINUTES * 60, UTC))  # the end of the next window
     body = (
         f"您的客户门户登录名 {sub.login} 正在找回密码，验证码 {recovery_code(secret, sub, window)}，"
-        f"{2 * CODE_MINUTES} 分钟内有效。如非本人操作，请忽略本短信，您的密码不会改变。"
+        f"{until:%H:%M} 前有效。如非本人操作，请忽略本短信，您的密码不会改变。"
     )
     queue(session, key=f"password-recovery:{sub.id}:{window}", channel="sms", recipient=mobile, body=body, account=sub.account)
 

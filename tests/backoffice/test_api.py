@@ -1319,6 +1319,7 @@ def test_a_customer_who_forgot_the_password_sets_a_new_one_with_a_code_sent_to_t
     assert "验证码已通过短信发送" in unknown  # no telling which logins exist
     (note,) = sms()
     assert note.recipient == "13910012345" and sender.sub.login in note.body
+    assert "10:20 前有效" in note.body  # asked at 10:00 Beijing: this window and the next
     code = re.search(r"验证码 (\d{6})", note.body)[1]  # type: ignore[index]
     assert login(client, sender.sub.login, "old-pass-2026", portal=True).status_code == 302  # asking changed nothing
     client.post("/logout")
