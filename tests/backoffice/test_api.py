@@ -1285,6 +1285,24 @@ def test_the_balance_statement_lists_every_movement_and_adds_up_to_the_balance_b
     assert after_commit_catch_up(app) == []  # the books take the receipt and the booked day
 
 
+def test_a_reversed_receipt_shows_in_the_statement_as_its_reversal(app: Flask, client: FlaskClient) -> None:
+    """A recharge confirmed to the wrong account and reversed: both lines, and the balance adds up."""
+    from backoffice.cli import after_commit_catch_up
+    from backoffice.services.credit import credit_receipt, reverse_event
+
+    sender = portal_login(client, app)
+    before = sender.balance()
+    event = credit_receipt(db.session, account_code=sender.code, amount=Decimal("50.00"), bank="CMB", bank_ref="WRONG-1", received_on=date(2026, 11, 23), actor="test")  # fmt: skip
+    db.session.commit()
+    reverse_event(db.session, event.event_id, reason="汇款记错账户", on=date(2026, 11, 23), actor="test")
+    db.session.commit()
+    page = client.get("/portal/statement?from=2026-11-23&to=2026-11-23").get_data(as_text=True)
+    assert "银行到账充值（流水号 WRONG-1）" in page and "冲销：银行到账充值（流水号 WRONG-1）" in page
+    closing = re.findall(r'<tr class="closing">.*?</tr>', page, re.S)[0]
+    assert re.findall(r'<td class="num">([^<]*)</td>', closing)[-1] == format_price(before) == format_price(sender.balance())
+    assert after_commit_catch_up(app) == []
+
+
 def test_a_receipt_that_also_paid_the_opening_fee_says_so_in_the_statement(app: Flask, client: FlaskClient) -> None:
     """002's first payment (2,000.00) is the credit (1,500.00) and the opening fee (500.00): the
     statement's line credits 1,500.00 and says where the rest went."""
