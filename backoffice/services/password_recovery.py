@@ -60,7 +60,10 @@ def send_recovery_code(session: Session, login: str, *, secret: str, now: dateti
         f"您的客户门户登录名 {sub.login} 正在找回密码，验证码 {recovery_code(secret, sub, window)}，"
         f"{until:%H:%M} 前有效。如非本人操作，请忽略本短信，您的密码不会改变。"
     )
-    queue(session, key=f"password-recovery:{sub.id}:{window}", channel="sms", recipient=mobile, body=body, account=sub.account)
+    # At once, at any hour: the customer is waiting for it (the notices' 09:00 would hold it all night).
+    queue(
+        session, key=f"password-recovery:{sub.id}:{window}", channel="sms", recipient=mobile, body=body, account=sub.account, at_once=True
+    )
 
 
 def reset_with_code(session: Session, login: str, code: str, new: str, confirm: str, *, secret: str, now: datetime) -> SubAccount:
