@@ -1379,3 +1379,16 @@ def test_a_password_recovery_code_asked_for_at_night_goes_at_once(app: Flask, cl
     client.post("/portal/forgot-password", data={"username": sender.sub.login})
     (note,) = db.session.scalars(sa.select(Notification).where(Notification.key.like("password-recovery:%")))
     assert note.next_attempt_at == night
+
+
+def test_a_number_of_thousands_of_digits_in_the_body_is_refused_not_a_500(app: Flask, client: FlaskClient) -> None:
+    """Found by fuzzing: Python refuses to read an integer of more than 4,300 digits with a
+    ValueError that is not a JSONDecodeError, and the API answered 系统内部错误."""
+    sender = active_sender(app)
+    secret = api_key(sender)
+    body = '{"to": "13800138000", "content": "' + SIGNED + '", "client_ref": ' + "1" * 5000 + "}"
+    huge = client.post("/api/v1/messages", data=body, headers={**auth(secret), "Content-Type": "application/json"})
+    assert huge.status_code == 400 and huge.json["error"]["code"] == "invalid"
+    assert "位数过多" in huge.json["error"]["fields"]["body"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    assert sender.balance() == Decimal("900.00")
