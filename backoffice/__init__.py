@@ -305,8 +305,16 @@ def _error_handlers(app: Flask) -> None:
             referrer = request.referrer or ""
             back = referrer if referrer.startswith(request.host_url) else request.path
         if _wants_json():
-            return jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message}), error.code
-        return render_template("error.html", status=error.code, message=message, back=back), error.code
+            response = jsonify(error={"code": error.name.lower().replace(" ", "_"), "message": message})
+        else:
+            response = app.make_response(render_template("error.html", status=error.code, message=message, back=back))
+        response.status_code = error.code or 500
+        # The headers the error carries (a 405's Allow, a 416's Content-Range): found by fuzzing
+        # the API, a 405 said no method was allowed (RFC 9110 requires Allow).
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(sa.exc.DataError)
     def _out_of_range(error: sa.exc.DataError) -> Any:

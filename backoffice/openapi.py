@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from backoffice.services.sql import MAX_ID
+
 _DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2,4}$", "examples": ["0.045"]}
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -129,7 +131,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         {
                             "name": "after_id",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0, "default": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID, "default": 0},
                             "description": "翻页用：与 since 一起取自上一页的 next",
                         },
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},

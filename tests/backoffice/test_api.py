@@ -1392,3 +1392,18 @@ def test_a_number_of_thousands_of_digits_in_the_body_is_refused_not_a_500(app: F
     assert "位数过多" in huge.json["error"]["fields"]["body"]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
     assert sender.balance() == Decimal("900.00")
+
+
+def test_answers_say_what_the_schema_and_http_say(app: Flask, client: FlaskClient) -> None:
+    """Found by schemathesis: a 405 carried no Allow header (RFC 9110 requires one), and the
+    documented after_id had no maximum, so a value the schema allows was refused."""
+    from backoffice.services.sql import MAX_ID
+
+    secret = api_key(active_sender(app))
+    for method in ("PUT", "DELETE", "TRACE"):
+        wrong = client.open("/api/v1/balance", method=method, headers=auth(secret))
+        assert wrong.status_code == 405 and wrong.json["error"]["code"] == "method_not_allowed"
+        assert "GET" in wrong.headers["Allow"]
+    assert "POST" in client.put("/logout").headers["Allow"]  # the pages' 405 too
+    described = client.get("/api/v1/openapi.json").json["paths"]["/messages"]["get"]["parameters"]
+    assert next(p for p in described if p["name"] == "after_id")["schema"]["maximum"] == MAX_ID
