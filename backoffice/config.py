@@ -232,6 +232,10 @@ class Config:
         # Room for the largest voucher and the form around it (a review: a fixed 16 MiB refused
         # a 17 MiB voucher VOUCHER_MAX_BYTES allowed).
         self.MAX_CONTENT_LENGTH = max(16 * 1024 * 1024, self.VOUCHER_MAX_BYTES + 1024 * 1024)
+        # A form's text field may be as large as the request: werkzeug's own 500 KB refused a
+        # signature the form keeps as a data URI (an uploaded image up to 2 MB), with a 413 that
+        # spoke of the 16 MB limit (found by fuzzing). MAX_CONTENT_LENGTH still bounds the body.
+        self.MAX_FORM_MEMORY_SIZE = self.MAX_CONTENT_LENGTH
         self.WTF_CSRF_TIME_LIMIT = None
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {}
         self.BABEL_DEFAULT_LOCALE = "zh_CN"

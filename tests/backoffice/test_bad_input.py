@@ -331,6 +331,44 @@ def test_uploaded_signatures_come_back_with_a_form_refused_for_another_reason(ap
     assert client.post("/sales/new/enterprise_sms_center", data=again).status_code == 200
 
 
+def test_a_large_uploaded_signature_kept_by_a_refused_form_goes_through_the_next_submit(
+    app: Flask, client: FlaskClient, staff: dict
+) -> None:
+    """Found by fuzzing: a signature image of 0.8 MB (the limit is 2 MB) came back in the form as a
+    data URI, and the next submit, which the browser posts as multipart, was a 413 "上传的文件过大：
+    一次提交最多 16 MB" for 1 MB: werkzeug refuses any text field over 500 KB (MAX_FORM_MEMORY_SIZE),
+    so the contract could not be issued with that signature at all."""
+    import io
+    import random
+
+    from PIL import Image
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    from tests.e2e.signature import SIGNATURE_DATA_URI
+
+    def post(form: dict[str, Any]) -> Any:  # encoded in memory: the test client spools a big body to a file it leaves open
+        boundary, body = encode_multipart(form)
+        return client.post("/sales/new/sms_business_service", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+
+    noise = Image.frombytes("RGB", (520, 520), random.Random(7).randbytes(520 * 520 * 3))
+    png = io.BytesIO()
+    noise.save(png, "PNG")
+    assert 500_000 < len(png.getvalue()) < 2_000_000
+    login(client, "sales", staff["sales"])
+    data = form_data("sms_business_service", customer__phone="010-123")
+    data.update(provider_signature=SIGNATURE_DATA_URI, customer_signature_file=FileStorage(io.BytesIO(png.getvalue()), "sig.png"))
+    refused = post(data)
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 422 and "电话号码" in page
+    kept = re.findall(r'name="customer_signature" id="[a-z]+-signature" value="(data:image/png;base64,[^"]+)"', page)
+    assert len(kept) == 1 and len(kept[0]) > 500_000
+    again = {**form_data("sms_business_service"), "provider_signature": SIGNATURE_DATA_URI, "customer_signature": kept[0]}
+    issued = post(again)
+    assert issued.status_code == 200, issued.get_data(as_text=True)[-600:]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contract)) == 1
+
+
 def test_a_signature_that_is_not_an_image_is_refused(app: Flask, client: FlaskClient, staff: dict) -> None:
     login(client, "sales", staff["sales"])
     data = form_data("sms_business_service")
