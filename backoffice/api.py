@@ -243,6 +243,8 @@ def _whole_number(name: str, default: str) -> int:
     try:
         return int(given)
     except ValueError:
+        if given.strip().removeprefix("-").isdecimal():  # past Python's 4,300 digits: a whole number out of range
+            return -MAX_ID - 1 if given.strip().startswith("-") else MAX_ID + 1
         raise ValidationFailed({name: f"{name} 应为整数，收到的是 {given[:20]!r}"}) from None
 
 

@@ -1390,6 +1390,10 @@ def test_a_number_of_thousands_of_digits_in_the_body_is_refused_not_a_500(app: F
     huge = client.post("/api/v1/messages", data=body, headers={**auth(secret), "Content-Type": "application/json"})
     assert huge.status_code == 400 and huge.json["error"]["code"] == "invalid"
     assert "位数过多" in huge.json["error"]["fields"]["body"]
+    for name, said in (("after_id", "after_id 应在 0–"), ("limit", "limit 应在 1–1000 之间")):
+        for digits in ("9" * 5000, "-" + "9" * 5000):  # were told "应为整数"
+            page = client.get(f"/api/v1/messages?{name}={digits}", headers=auth(secret))
+            assert page.status_code == 400 and page.json["error"]["fields"][name].startswith(said), (name, page.json)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
     assert sender.balance() == Decimal("900.00")
 
