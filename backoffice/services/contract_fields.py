@@ -88,8 +88,11 @@ def _count(value: Any) -> int:
 
 
 MARKUP = re.compile(r"<\s*[A-Za-z/!?]|javascript:", re.IGNORECASE)
-# C0 controls but tab/newline, DEL, surrogates and non-characters: never valid in a document.
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+# C0 controls but tab/newline, DEL, the C1 controls (U+0080–U+009F: found by fuzzing, a NEL
+# passed into a party's name), surrogates and non-characters: never valid in a document.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+# What breaks a line besides CR/LF: a one-line field printed across two lines (found by fuzzing).
+LINE_BREAKS = "\r\n\t\u2028\u2029"
 MAX_PRICE = Decimal("10")
 MAX_AMOUNT = Decimal("9999999999.99")  # 百亿元: far above any contract, inside what documents can spell
 TRUE = {"1", "true", "yes", "on", "y", "是"}
@@ -150,7 +153,7 @@ def _clean_text(spec: FieldSpec, value: Any) -> str:
         raise ValueError("不能包含 HTML 标记或脚本")
     if CONTROL.search(text):
         raise ValueError("包含无效的控制字符")
-    if spec.type != "textarea" and any(c in "\r\n\t" for c in text):
+    if spec.type != "textarea" and any(c in LINE_BREAKS for c in text):
         raise ValueError("不能包含换行或制表符")
     # Format characters (right-to-left override, zero-width…) can disguise a name.
     if any(unicodedata.category(c) == "Cf" for c in text):

@@ -42,6 +42,9 @@ BAD_CASES = [
     pytest.param(
         {"customer__postcode": "\u0661\u0660\u0660\u0660\u0668\u0660"}, "customer.postcode", "6位数字", id="arabic-indic-postcode"
     ),
+    # Found by fuzzing: a C1 control (NEL) and a line separator were printed in the contract.
+    pytest.param({"customer__name": "北京\x85创联科技有限公司"}, "customer.name", "控制字符", id="c1-control"),
+    pytest.param({"customer__address": "北京市海淀区\u2028中关村"}, "customer.address", "换行", id="line-separator"),
 ]
 
 
