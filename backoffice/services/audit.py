@@ -19,6 +19,10 @@ def record(session: Session, actor: str, action: str, object_type: str, object_i
 REASON_LENGTH = 500
 
 
+#: Direction overrides and isolates: they can make a text read otherwise than it is written
+#: (refused in SMS content and reasons alike).
+DIRECTION_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 # Characters that draw nothing but are not whitespace or format characters (fillers, blank patterns).
 _BLANKS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
 
@@ -42,4 +46,7 @@ def reason_text(reason: str | None, *, limit: int = REASON_LENGTH) -> str:
         raise ValidationFailed({"reason": f"原因过长：最多 {limit} 字，现为 {len(text)} 字"})
     if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in text):
         raise ValidationFailed({"reason": "原因含有控制字符"})
+    # Found by fuzzing: a rejection reason the customer reads could be written backwards (U+202E).
+    if bad := [c for c in dict.fromkeys(text) if c in DIRECTION_CONTROLS]:
+        raise ValidationFailed({"reason": f"原因含有改变文字方向的字符（{'、'.join(f'U+{ord(c):04X}' for c in bad)}），请删除后重新填写"})
     return text

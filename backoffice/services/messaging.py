@@ -1735,7 +1735,7 @@ def read_recipient_file(data: bytes, *, limit: int | None = None) -> RecipientFi
     return RecipientFile(numbers, problems)
 
 
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = audit.DIRECTION_CONTROLS
 KEYWORDS_SHOWN_MAX = 200  # characters of the matched keywords a refusal names
 PROBLEMS_SHOWN = 100  # bad rows of an uploaded list listed one by one; the rest are counted
 _SWALLOWED_NUMBER = re.compile(r"[\r\n][^\r\n]*1[3-9][0-9]{9}")

@@ -1517,6 +1517,22 @@ def test_a_reason_of_invisible_characters_is_no_reason(app: Flask, client: Any, 
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == notices
 
 
+def test_a_reason_written_backwards_is_refused(app: Flask, client: Any, staff: dict[str, str]) -> None:
+    """Found by fuzzing: a rejection reason with U+202E (right-to-left override) was taken, and the
+    customer's page, e-mail and SMS showed the text after it reversed, as SMS content never is."""
+    account = make_contract(app, "enterprise_sms_center").contract.account
+    login(client, "finance", staff["finance"])
+    form = {"account": account.code, "amount": "100.00", "paid_on": "2026-11-21", "bank_reference": "K2026112100009"}
+    assert client.post("/finance/receipts", data=form).status_code == 302
+    receipt = db.session.scalar(sa.select(Receipt))
+    notices = db.session.scalar(sa.select(sa.func.count()).select_from(Notification))
+    client.post(f"/finance/receipts/{receipt.id}/reject", data={"reason": "金额不符\u202e款退已"})
+    assert "原因含有改变文字方向的字符（U+202E）" in client.get(f"/finance/receipts/{receipt.id}").get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Receipt, receipt.id).status == "pending"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == notices
+
+
 def test_the_reversal_message_says_only_what_happened(app: Flask, client: Any, runner: FlaskCliRunner, staff: dict[str, str]) -> None:
     """Found by an exploratory test: reversing a 10.00 recharge said "该笔到账开具的发票已作废，合同发票
     改为待付款", though the contract's invoice, paid by another receipt, stayed 已付款."""
