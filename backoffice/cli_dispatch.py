@@ -5,6 +5,7 @@ blacklist)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import signal
@@ -307,11 +308,16 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
         target = Path(out_path) if out_path else None
         if target is not None and not target.parent.is_dir():
             raise ValidationFailed({"--out": f"目录不存在：{target.parent}"})
-        # Written next to the target and renamed over it only when complete: an export that fails
-        # leaves an earlier file as it was.
-        partial = target.with_name(f".{target.name}.partial") if target is not None else None
+        # A file is written next to the target and renamed over it only when complete: an export
+        # that fails leaves an earlier file as it was. A device or a pipe (/dev/null, /dev/stdout,
+        # a FIFO) is written to as it is: found by fuzzing, --out /dev/full renamed a file over
+        # the device itself (as root, /dev/null would have gone the same way).
+        special = target is not None and target.exists() and not target.is_file()
+        if target is not None and not special:
+            target = target.resolve()  # a link's file is replaced, not the link
+        partial = target.with_name(f".{target.name}.partial") if target is not None and not special else None
         try:
-            out = open(partial, "w", encoding="utf-8", newline="") if partial is not None else sys.stdout  # noqa: SIM115 (closed below)
+            out = open(partial or target, "w", encoding="utf-8", newline="") if target is not None else sys.stdout  # noqa: SIM115 (closed below)
         except OSError as error:  # a folder that cannot take the file: read-only, /proc (found by a review)
             raise ValidationFailed({"--out": f"无法在 {target.parent if target else ''} 写入文件：{error.strerror or error}"}) from None
     problems: list[str] = []
@@ -332,6 +338,7 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
             previous = r
             count += 1
             seqs.append(r.seq)
+        out.flush()  # a full disk (or /dev/full) refuses here, not in close() below
         done = True
     except DomainError as error:  # an archive file the period needs is missing or changed
         with refusals(False):
@@ -341,14 +348,13 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
             raise ValidationFailed({"--out": f"写入导出文件失败：{error.strerror or error}"}) from None
     finally:
         if out is not sys.stdout:
-            out.close()
-            assert partial is not None and target is not None
-            if done:
-                partial.replace(target)
-            else:
-                partial.unlink(missing_ok=True)
-        else:
-            out.flush()
+            with contextlib.suppress(OSError):  # what was not written is the error above
+                out.close()
+            if partial is not None and target is not None:
+                if done:
+                    partial.replace(target)
+                else:
+                    partial.unlink(missing_ok=True)
     problems += verify_chain(db.session)
     span = f"第 {seqs[0]}–{seqs[-1]} 条" if seqs else "无记录"
     if problems:

@@ -581,3 +581,32 @@ def test_a_form_of_too_many_fields_is_told_so_not_that_a_file_is_too_large(app: 
         assert response.status_code == 413, path
         text = response.get_data(as_text=True) if not path.startswith("/api/") else response.json["error"]["message"]
         assert "表单的字段过多（最多 1000 个）" in text and "过大" not in text, path
+
+
+def test_the_send_log_export_writes_into_a_pipe_or_a_link_and_never_replaces_it(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by fuzzing: --out /dev/full exited 0 and left a regular file where the device had
+    been (the export is written beside its target and renamed over it); as root, /dev/null or
+    /dev/stdout would have gone the same way. A pipe stands for them here (a device cannot be
+    made without root): it gets the CSV and stays a pipe; a link keeps pointing at its file."""
+    import os
+    import stat
+
+    args = ["dispatch", "export-log", "--from", "2026-11-01", "--to", "2026-11-30", "--out"]
+    pipe = tmp_path / "pipe.csv"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # a reader waiting, so the export's open does not block
+    try:
+        exported = runner.invoke(args=[*args, str(pipe)])
+        assert exported.exit_code == 0, exported.output
+        assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+        assert os.read(reader, 65536).startswith(b"seq,time_beijing,")
+    finally:
+        os.close(reader)
+    assert not list(tmp_path.glob(".*.partial"))
+    real = tmp_path / "exports" / "log.csv"
+    real.parent.mkdir()
+    real.write_text("an earlier export\n", encoding="utf-8")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real)
+    assert runner.invoke(args=[*args, str(link)]).exit_code == 0
+    assert link.is_symlink() and real.read_text(encoding="utf-8").startswith("seq,time_beijing,")
