@@ -261,8 +261,8 @@ def _load_signature(value: Any, base: Path) -> bytes | str | None:
     if not isinstance(value, str) or "\x00" in value:  # (a NUL made resolve() raise: a traceback, found by a review)
         raise ValidationFailed({"signature": "签名图片应为图片文件的路径或 data: URI"})
     path = (base / value).resolve()
-    if not path.is_file():
-        raise ValidationFailed({"signature": f"签名图片文件不存在：{value}"})
+    if not path.is_file():  # (a device such as /dev/zero exists: "不存在" alone misled, found by fuzzing)
+        raise ValidationFailed({"signature": f"签名图片文件不存在或不是普通文件：{value}"})
     return read_file(path, field="signature", limit=IMAGE_FILE_LIMIT)  # an empty one is refused, not typed instead
 
 
@@ -357,7 +357,7 @@ def contract_provider(template_id: str, data_file: Path | None, seal_file: Path 
         if data_file is not None or seal_file is not None:
             raw = read_json_object(data_file) if data_file is not None else {}
             if seal_file is not None and not seal_file.is_file():
-                raise ValidationFailed({"seal": f"文件不存在：{seal_file}"})
+                raise ValidationFailed({"seal": f"文件不存在或不是普通文件：{seal_file}"})
             seal = read_file(seal_file, field="seal", limit=IMAGE_FILE_LIMIT) if seal_file is not None else None
             save_provider(db.session, template_id, raw, seal=seal, actor=_actor())
             db.session.commit()

@@ -610,3 +610,15 @@ def test_the_send_log_export_writes_into_a_pipe_or_a_link_and_never_replaces_it(
     link.symlink_to(real)
     assert runner.invoke(args=[*args, str(link)]).exit_code == 0
     assert link.is_symlink() and real.read_text(encoding="utf-8").startswith("seq,time_beijing,")
+
+
+def test_a_seal_or_signature_that_is_a_device_is_not_said_to_be_missing(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """Found by fuzzing: --seal /dev/zero was refused as 文件不存在 (it exists; it is no file to read)."""
+    seal = runner.invoke(args=["contract", "provider", "sms_business_service", "--seal", "/dev/zero", "--json"])
+    assert seal.exit_code == 2 and "不是普通文件：/dev/zero" in json.loads(seal.stdout)["error"]["fields"]["seal"]
+    data = sample("sms_business_service")
+    data["customer_signature"] = "/dev/zero"
+    signed = runner.invoke(
+        args=["contract", "issue", "sms_business_service", "--data", str(write_json(tmp_path / "c.json", data)), "--json"]
+    )
+    assert signed.exit_code == 2 and "不是普通文件：/dev/zero" in json.loads(signed.stdout)["error"]["fields"]["signature"]
