@@ -292,7 +292,13 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000}],
                         },
                         "content": {"type": "string", "minLength": 1, "description": "短信内容，须含签名【…】；签名计入字数"},
-                        "client_ref": {"type": "string", "maxLength": 64, "description": "幂等键：同一账户内唯一，重试时带上相同的值"},
+                        "client_ref": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 64,
+                            "pattern": "\\S",
+                            "description": "幂等键：同一账户内唯一，重试时带上相同的值；1–64 个可打印字符，不能全是空白",
+                        },
                         "send_at": {
                             **_TIME,
                             "description": "定时发送时间（最多 30 天后，且不晚于固定期限合同的最后一天；早于当前 10 分钟以上或超出这些范围为 400）；不带时区按北京时间",
