@@ -61,8 +61,9 @@ def day_out_of_range(day: date, today: date) -> str | None:
 
 
 def unprintable(text: str) -> str | None:
-    """The first control, format (zero-width) or other unprintable character of `text`, if any."""
-    return next((c for c in text if unicodedata.category(c).startswith("C")), None)
+    """The first control, format (zero-width) or other unprintable character of `text`, or line
+    or paragraph separator (U+2028/U+2029: a one-line name over two lines, found by fuzzing), if any."""
+    return next((c for c in text if unicodedata.category(c).startswith("C") or unicodedata.category(c) in ("Zl", "Zp")), None)
 
 
 @dataclass(frozen=True)

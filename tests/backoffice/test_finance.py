@@ -484,6 +484,7 @@ def test_one_transfer_is_live_in_one_receipt_whatever_bank_the_account_assumes(a
         (("--bank-ref", "含中文"), "bank_reference", "流水号无效"),
         (("--date", "2026-13-01"), "paid_on", "日期无效"),
         (("--date", "2026-12-24"), "paid_on", "不能晚于今天"),
+        (("--payer", "成都\u2028蓉城"), "payer_name", "控制字符"),  # a line separator in a one-line name (found by fuzzing)
     ],
 )
 def test_bad_receipts_are_refused_and_change_nothing(
