@@ -276,8 +276,13 @@ def _error_handlers(app: Flask) -> None:
             403: "没有权限",
             404: "页面不存在",
             405: "不支持的请求方法",
+            # A download resumed from a wrong place, or a condition a cached copy set (found by
+            # fuzzing: werkzeug's English sentence was the page).
+            412: "文件已更改，请重新下载整个文件",
+            416: "请求的下载范围无效，请重新下载整个文件",
         }
-        message = messages.get(error.code or 500, error.description or "")
+        # No other page is in English either: werkzeug's own descriptions are.
+        message = messages.get(error.code or 500, f"请求无法处理（HTTP {error.code}）")
         back = None
         if error.code == 413:
             # Found by exploratory tests: a bare "上传的文件过大", no limit, and the API told of a "file".

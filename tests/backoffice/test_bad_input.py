@@ -622,3 +622,14 @@ def test_a_seal_or_signature_that_is_a_device_is_not_said_to_be_missing(app: Fla
         args=["contract", "issue", "sms_business_service", "--data", str(write_json(tmp_path / "c.json", data)), "--json"]
     )
     assert signed.exit_code == 2 and "不是普通文件：/dev/zero" in json.loads(signed.stdout)["error"]["fields"]["signature"]
+
+
+def test_a_download_resumed_from_a_wrong_place_is_told_in_chinese(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by fuzzing: a Range past the end of a contract's PDF (a download manager resuming)
+    got werkzeug's English "The server cannot provide the requested range." as the page."""
+    contract = make_contract(app, "sms_business_service").contract
+    login(client, "sales", staff["sales"])
+    response = client.get(f"/sales/contracts/{contract.contract_no}.pdf", headers={"Range": "bytes=99999999-"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 416 and "请求的下载范围无效" in page and "requested range" not in page
+    assert response.headers["Content-Range"].startswith("bytes */")  # the size, for the client to start again
