@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -102,9 +103,14 @@ def database_error(error: sa.exc.DBAPIError, *, detail: bool = True) -> str:
     return f"{type(orig).__module__}.{type(orig).__name__}" + (f": {first}" if first else "")
 
 
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
 def not_text(value: str) -> bool:
-    """A NUL, or a lone surrogate (bytes that were not UTF-8): neither belongs in any input."""
-    return "\x00" in value or any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    """A NUL, or a lone surrogate (bytes that were not UTF-8): neither belongs in any input.
+    One regular-expression scan (found by a fuzzing round: the loop over characters took 1.8 s of
+    CPU on a 16 MB field, which any visitor can post before logging in; this takes 0.12 s)."""
+    return _NOT_TEXT.search(value) is not None
 
 
 class DatabaseId(IntegerConverter):
