@@ -48,7 +48,10 @@ def _form_values(template: ContractTemplate) -> dict[str, Any]:
         if spec.type == "networks":
             raw[spec.name] = request.form.getlist(spec.name)
         elif spec.type == "bool":
-            raw[spec.name] = "true" if request.form.get(spec.name) else "false"
+            # A browser sends a ticked box's value ("on") and nothing for an unticked one; a script may
+            # send "false" (found by a fuzzing round: any value, "false" too, was taken as ticked).
+            ticked = request.form.get(spec.name, "").strip().lower() not in ("", "false", "0", "off", "no")
+            raw[spec.name] = "true" if ticked else "false"
         else:
             raw[spec.name] = request.form.get(spec.name, "")
     return raw

@@ -126,10 +126,9 @@ def update_contact(
     """Set the e-mail and the mobile number notices go to (all or nothing; "" clears one). For
     customers whose contract gave a landline only (000/001 ask for one phone and no e-mail):
     without either, their invoices, renewal and expiry notices can reach nobody."""
-    from email_validator import EmailNotValidError, validate_email
-
     from backoffice.errors import ValidationFailed
     from backoffice.services import audit
+    from backoffice.services.contract_fields import email_address
     from dispatch.numbers import InvalidNumber, normalise_mobile
 
     account = get_account(session, account_code)
@@ -137,9 +136,9 @@ def update_contact(
     changes: dict[str, str | None] = {}
     if email is not None:
         try:
-            changes["contact_email"] = validate_email(email.strip(), check_deliverability=False).normalized if email.strip() else None
-        except EmailNotValidError:
-            errors["email"] = f"电子邮箱格式不正确：{email.strip()[:60]}"
+            changes["contact_email"] = email_address(email.strip()) if email.strip() else None
+        except ValueError:
+            errors["email"] = f"电子邮箱格式不正确：{email.strip()[:60]}（@ 前只能是英文字母、数字或 . _ - + 等符号）"
     if mobile is not None:
         try:
             changes["reserved_mobile"] = normalise_mobile(mobile) if mobile.strip() else None

@@ -268,3 +268,12 @@ def test_numbers_copied_from_a_web_page_or_word_keep_their_no_break_spaces_and_d
         get_template("lingxuntong_service"), sample("lingxuntong_service", **{field.replace(".", "__"): typed})
     )
     assert values[field] == stored
+
+
+def test_an_email_typed_full_width_is_kept_half_width_and_a_non_ascii_local_part_refused() -> None:
+    """Found by a fuzzing round: "ｌｉ@126.com" was kept as typed, an address the customer did
+    not mean; the platform's mail cannot send to a local part that is not ASCII."""
+    template = get_template("sms_business_service")
+    values = validate_contract_fields(template, sample("sms_business_service", customer__email="ｌｉ＠１２６.com"))
+    assert values["customer.email"] == "li@126.com"
+    assert "@ 前只能是英文字母" in errors_for("sms_business_service", customer__email="张三@qq.com")["customer.email"]

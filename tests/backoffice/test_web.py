@@ -1073,3 +1073,19 @@ def test_every_upload_form_names_its_files_limit_for_the_page_to_check(app: Flas
     script = response.get_data(as_text=True)
     response.close()
     assert 'input[type="file"][data-max-bytes]' in script and "的上限" in script
+
+
+def test_a_script_posting_auto_renew_false_issues_a_fixed_term(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Found by a fuzzing round: any value of the box, "false" too, was taken as ticked, so a
+    script could not issue a 004 contract without the yearly extension."""
+    from backoffice.models import Contract
+
+    login(client, "sales", staff["sales"])
+    for n, value in enumerate(("false", "0", "off", "on"), start=1):
+        data = form_data("sms_business_service", customer__name=f"脚本签约{n}有限公司", service_code=f"10657500012{n}")
+        data.update(
+            auto_renew=value, submission_id=f"script-{n}", customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI
+        )
+        assert "已签发" in client.post("/sales/new/sms_business_service", data=data).get_data(as_text=True)
+    contracts = db.session.scalars(sa.select(Contract).order_by(Contract.id)).all()
+    assert [c.fields["auto_renew"] for c in contracts] == [False, False, False, True]
