@@ -77,7 +77,8 @@ def create_api_key(session: Session, sub_account: SubAccount, *, label: str, act
     label = label.strip()
     if len(label) > 80:
         raise ValidationFailed({"label": "备注最多 80 个字符"})
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in label):  # invisible, or reversing the text around it
+    # invisible, reversing the text around it, or a line break (U+2028/2029: found by a fuzzing round)
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in label):
         raise ValidationFailed({"label": "备注含有不可见的控制字符，请删除后重新提交"})
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(sub_account_id=sub_account.id, key_hash=key_digest(secret), prefix=secret[:VISIBLE_CHARS], label=label, created_by=actor)

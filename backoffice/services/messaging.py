@@ -523,7 +523,8 @@ def keyword_problem(word: str) -> str | None:
     and format characters (a tab inside, DEL, a zero-width space, a right-to-left override) were
     listed; the list then showed a blank or a reversed word, and the matcher, which leaves format
     characters out, never matched what the list showed (or matched nothing at all)."""
-    hidden = list(dict.fromkeys(c for c in word if unicodedata.category(c) in ("Cc", "Cf")))
+    # (and line or paragraph separators, U+2028/2029: found by a fuzzing round, a word over two lines)
+    hidden = list(dict.fromkeys(c for c in word if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")))
     if hidden:
         return f"包含控制字符或不可见字符（{'、'.join(f'U+{ord(c):04X}' for c in hidden)}）"
     if not fold_keyword(word):
@@ -535,7 +536,7 @@ def keyword_problem(word: str) -> str | None:
 
 def _shown_word(word: str) -> str:
     """A word as a message can show it: control and format characters as [U+XXXX], cut at 20."""
-    shown = "".join(f"[U+{ord(c):04X}]" if unicodedata.category(c) in ("Cc", "Cf") else c for c in word)
+    shown = "".join(f"[U+{ord(c):04X}]" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in word)
     return shown if len(shown) <= 20 else shown[:20] + "…"
 
 

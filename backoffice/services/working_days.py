@@ -13,6 +13,7 @@ from backoffice.errors import ValidationFailed
 from backoffice.models import WorkingDayOverride
 from backoffice.services import audit
 from backoffice.services.invoices import DueDateMove, recompute_due_dates
+from backoffice.services.receipts import unprintable
 
 NOTE_LENGTH = 100
 
@@ -39,6 +40,8 @@ def set_working_day(
     rendered and sent to the customer once, not once a day of the holidays."""
     if len(note) > NOTE_LENGTH:
         raise ValidationFailed({"note": f"备注最多 {NOTE_LENGTH} 字"})
+    if (odd := unprintable(note)) is not None:  # found by a fuzzing round: echoed, and kept in the audit log
+        raise ValidationFailed({"note": f"备注含有控制字符或不可见字符（U+{ord(odd):04X}），请删除后重新提交"})
     last = last_day or day
     if last < day:
         raise ValidationFailed({"last_day": f"结束日期 {last.isoformat()} 早于开始日期 {day.isoformat()}"})

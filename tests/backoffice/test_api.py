@@ -933,7 +933,7 @@ def test_portal_form_details_a_review_found(app: Flask, client: FlaskClient) -> 
     portal_login(client, app)
     bad_ref = client.post("/portal/send", data={"recipients": "13800138000", "content": SIGNED, "client_ref": "x" * 200})
     assert bad_ref.status_code in (400, 422) and "client_ref 应为 1–" in bad_ref.get_data(as_text=True)
-    for label in ("测试\u202e", "a\x01b"):
+    for label in ("测试\u202e", "a\x01b", "CRM\u2028密钥"):  # (U+2028: a label over two lines, found by fuzzing)
         refused = client.post("/portal/api-keys", data={"label": label})
         assert "不可见的控制字符" in refused.get_data(as_text=True)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiKey)) == 0

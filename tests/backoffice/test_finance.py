@@ -2358,3 +2358,15 @@ def test_a_notice_waiting_when_the_address_is_removed_is_not_sent_to_it(app: Fla
     assert db.session.get(Notification, note.id).recipient == "new@example.cn"
     (written,) = Path(app.config["OUTBOX_PATH"]).glob("*-email.eml")
     assert "To: new@example.cn" in written.read_text()
+
+
+@pytest.mark.parametrize("note", ["元旦\u202e（示例）", "元旦\x1b[2J", "元旦\u2028调休"])
+def test_a_holiday_note_with_control_characters_is_refused_and_nothing_is_entered(runner: FlaskCliRunner, note: str) -> None:
+    """Found by a fuzzing round: the note was echoed by the command and kept in the audit log,
+    a terminal's escape, a reversing mark or a line break in it."""
+    from backoffice.models import AuditEntry, WorkingDayOverride
+
+    code, out = run(runner, "finance", "holiday", "2027-01-01", "--note", note, "--json")
+    assert code == 2 and "备注含有控制字符或不可见字符" in json.dumps(out, ensure_ascii=False)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(WorkingDayOverride)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEntry)) == 0

@@ -115,6 +115,7 @@ def test_bad_keyword_input_is_flashed_and_adds_nothing(admin: FlaskClient, words
         ("\u202e票发开代", "第 1 个违禁词“[U+202E]票发开代”包含控制字符或不可见字符（U+202E）"),  # shown as 代开发票
         ("刷单，代开\t发票", "第 2 个违禁词“代开[U+0009]发票”包含控制字符或不可见字符（U+0009）"),  # never matched 代开 发票
         ("刷单、\u3164", "第 2 个违禁词“\u3164”只含手机上不显示的字符，无法匹配任何短信"),  # a Hangul filler: printable, ignored
+        ("代开\u2028发票", "第 1 个违禁词“代开[U+2028]发票”包含控制字符或不可见字符（U+2028）"),  # a word over two lines (fuzzing)
     ],
 )
 def test_a_keyword_with_control_or_invisible_characters_is_refused_by_its_position(
