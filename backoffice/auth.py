@@ -321,41 +321,6 @@ def portal_login() -> Any:
     return render_template("login.html", form=form, title="客户登录（企业号 / 子号）", action=action)
 
 
-@bp.route("/portal/forgot-password", methods=["GET", "POST"])
-def portal_forgot_password() -> Any:
-    """A customer who forgot the password gets a code by SMS on the account's mobile (002 §5(5))
-    and sets a new one with it; every try of a code counts like a login attempt."""
-    from backoffice.services.password_recovery import reset_with_code, send_recovery_code
-
-    form = request.form
-    login = form.get("username", "").strip()[:40]
-    errors: dict[str, str] = {}
-    if request.method == "POST" and form.get("step") == "reset":
-        refused = _attempt("sub", login)
-        if refused:
-            errors["code"] = refused
-        else:
-            try:
-                sub = reset_with_code(db.session, login, form.get("code", ""), form.get("new", ""), form.get("confirm", ""),
-                                      secret=current_app.secret_key or "", now=utcnow())  # fmt: skip
-            except ValidationFailed as failed:
-                db.session.rollback()
-                errors = failed.errors
-            else:
-                _succeeded(login)
-                db.session.commit()
-                flash(f"{sub.login} 的新密码已设置，请用新密码登录", "ok")
-                return redirect(url_for("auth.portal_login"))
-        return render_template("portal_forgot_password.html", login=login, sent=True, errors=errors), 422
-    if request.method == "POST":
-        if not login:
-            return render_template("portal_forgot_password.html", login="", sent=False, errors={"username": "请输入企业号或子号"}), 422
-        send_recovery_code(db.session, login, secret=current_app.secret_key or "", now=utcnow())
-        db.session.commit()
-        return render_template("portal_forgot_password.html", login=login, sent=True, errors={})
-    return render_template("portal_forgot_password.html", login="", sent=False, errors={})
-
-
 def _end_session() -> str:
     """End this session, a copy of its cookie with it (the login's other sessions go on), and
     commit; the login page to go to."""

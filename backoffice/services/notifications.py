@@ -106,12 +106,10 @@ def queue(
     account: EnterpriseAccount | None = None,
     attachments: Iterable[str] = (),
     unreachable: str | None = None,
-    at_once: bool = False,
 ) -> Notification | None:
     """Queue one notification, once per key (None when the key is already queued or there is
     nobody to send it to). `unreachable`: with no recipient, keep it as failed for this reason;
-    not sent before NOTICE_HOURS (made at night, it waits for 09:00), whatever made it, but with
-    `at_once`: what the customer is waiting for at that moment (a password recovery code)."""
+    not sent before NOTICE_HOURS (made at night, it waits for 09:00), whatever made it."""
     if not recipient and unreachable is None:
         return None
     existing = session.scalar(sa.select(Notification).where(Notification.key == key))
@@ -119,7 +117,7 @@ def queue(
         return existing
     note = Notification(
         key=key, channel=channel, recipient=recipient or "", subject=subject, body=body, attachments=list(attachments), account=account,
-        next_attempt_at=utcnow() if at_once else in_notice_hours(utcnow()),
+        next_attempt_at=in_notice_hours(utcnow()),
     )  # fmt: skip
     if not recipient:
         note.status, note.last_error = "failed", unreachable

@@ -6,7 +6,7 @@ import io
 import json
 import re
 import threading
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -1310,75 +1310,6 @@ def test_a_receipt_that_also_paid_the_opening_fee_says_so_in_the_statement(app: 
     page = client.get("/portal/statement?from=2026-11-01&to=2026-11-30").get_data(as_text=True)
     assert f"银行到账充值（流水号 PAY-{sender.code}）：到账 2000.00 元，其中 500.00 元为合同的开户费等应付款" in page
     assert '<td class="num">1500.00</td>' in page
-
-
-def test_a_customer_who_forgot_the_password_sets_a_new_one_with_a_code_sent_to_the_reserved_mobile(app: Flask, client: FlaskClient) -> None:
-    """002 §5(5): a lost password is sent by SMS to the reserved mobile. Found by an exploratory
-    test: the portal had no way back in but a call to the provider. Asking changes nothing, one
-    SMS a window, a code works once and for 10–20 minutes, and guesses count like logins."""
-    from backoffice.models import Notification
-    from backoffice.services.accounts import hash_password
-
-    sender = active_sender(app, "lingxuntong_service")  # reserved mobile 13910012345
-    sender.sub.password_hash, sender.sub.must_change_password = hash_password("old-pass-2026"), False
-    db.session.commit()
-    assert "/portal/forgot-password" in client.get("/portal/login?next=/portal/messages").get_data(as_text=True)
-
-    def sms() -> list[Notification]:
-        db.session.expire_all()
-        return list(
-            db.session.scalars(sa.select(Notification).where(Notification.channel == "sms", Notification.key.like("password-recovery:%")))
-        )
-
-    asked = client.post("/portal/forgot-password", data={"username": sender.sub.login}).get_data(as_text=True)
-    assert "验证码已通过短信发送" in asked
-    client.post("/portal/forgot-password", data={"username": sender.sub.login})  # asked twice: one SMS
-    unknown = client.post("/portal/forgot-password", data={"username": "E999999"}).get_data(as_text=True)
-    assert "验证码已通过短信发送" in unknown  # no telling which logins exist
-    (note,) = sms()
-    assert note.recipient == "13910012345" and sender.sub.login in note.body
-    assert "10:20 前有效" in note.body  # asked at 10:00 Beijing: this window and the next
-    code = re.search(r"验证码 (\d{6})", note.body)[1]  # type: ignore[index]
-    assert login(client, sender.sub.login, "old-pass-2026", portal=True).status_code == 302  # asking changed nothing
-    client.post("/logout")
-
-    def reset(given: str, new: str = "Fresh-Pass-2026", confirm: str | None = None) -> Any:
-        form = {"step": "reset", "username": sender.sub.login, "code": given, "new": new, "confirm": confirm or new}
-        return client.post("/portal/forgot-password", data=form)
-
-    wrong = reset("000000" if code != "000000" else "111111")
-    assert wrong.status_code == 422 and "验证码不正确或已过期" in wrong.get_data(as_text=True)
-    weak = reset(code, "12345678")
-    assert weak.status_code == 422 and "很容易被猜中" in weak.get_data(as_text=True)
-    done = reset(code)
-    assert done.status_code == 302 and done.headers["Location"].endswith("/portal/login")
-    assert login(client, sender.sub.login, "old-pass-2026", portal=True).status_code == 200  # refused
-    assert login(client, sender.sub.login, "Fresh-Pass-2026", portal=True).status_code == 302
-    client.post("/logout")
-    assert reset(code, "Another-Pass-2026").status_code == 422  # a code works once
-
-    set_clock(lambda: FIXED_NOW + timedelta(minutes=40))  # a code from two windows ago no longer works
-    client.post("/portal/forgot-password", data={"username": sender.sub.login})
-    late = next(n for n in sms() if n.body != note.body)
-    late_code = re.search(r"验证码 (\d{6})", late.body)[1]  # type: ignore[index]
-    set_clock(lambda: FIXED_NOW + timedelta(minutes=65))
-    assert reset(late_code).status_code == 422
-    for _ in range(12):  # guesses count like failed logins from this address
-        reset("999999")
-    assert "登录失败次数过多" in reset("999999").get_data(as_text=True)
-
-
-def test_a_password_recovery_code_asked_for_at_night_goes_at_once(app: Flask, client: FlaskClient) -> None:
-    """Notices wait for 09:00 at night; a recovery code the customer is waiting for does not
-    (found when the two changes met: the code asked for at 23:30 would have gone at 09:00)."""
-    from backoffice.models import Notification
-
-    sender = active_sender(app, "lingxuntong_service")
-    night = datetime(2026, 11, 23, 15, 30, tzinfo=UTC)  # 23:30 Beijing
-    set_clock(lambda: night)
-    client.post("/portal/forgot-password", data={"username": sender.sub.login})
-    (note,) = db.session.scalars(sa.select(Notification).where(Notification.key.like("password-recovery:%")))
-    assert note.next_attempt_at == night
 
 
 def test_a_number_of_thousands_of_digits_in_the_body_is_refused_not_a_500(app: Flask, client: FlaskClient) -> None:
