@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 import ledger
 from backoffice.models import EnterpriseAccount, LedgerEvent, UsageDay
 from backoffice.money import format_price
+from backoffice.services.message_export import excel_text
 from ledger import chart
 
 _PER_ACCOUNT = ("usage", "refund", "refused_content_fee")  # one event a day for every account: read by line
@@ -72,35 +73,38 @@ def _what(kind: str, payload: dict[str, Any], messages: int, effect: Decimal | N
 
 
 def _movements(session: Session, account: EnterpriseAccount, first: date) -> list[tuple[date, int, str, Decimal]]:
-    """(day, order, description, effect on the balance) of every movement on or after `first`."""
+    """(day, order, description, effect on the balance) of every movement on or after `first`.
+
+    The day's charges, refunds and refused-content fees come from the account's own `usage_days`
+    rows, booked or not (the rows the daily events are written from, kept after booking): found by
+    a review, reading them from the daily events decoded every account's lines of every day since
+    `first` (2 s a request at 3,000 accounts and 300 days, for any 子号, as often as it liked). The
+    other money events (receipts, reversals, penalties, forfeits) are few, and are read from the
+    events as the books have them."""
     prepaid = chart.prepaid(account.code)
     found: list[tuple[date, int, str, Decimal]] = []
     events = session.scalars(
-        sa.select(LedgerEvent).where(LedgerEvent.occurred_on >= first, LedgerEvent.kind != "balance").order_by(LedgerEvent.id)
+        sa.select(LedgerEvent)
+        .where(LedgerEvent.occurred_on >= first, LedgerEvent.kind.not_in(("balance", *_PER_ACCOUNT)))
+        # (in the database, not after decoding every account's events: the same test below, exact)
+        .where(sa.cast(LedgerEvent.payload, sa.Text).contains(f'"{account.code}"', autoescape=True))
+        .order_by(LedgerEvent.id)
     )
     for event in events:
         payload = event.payload
-        messages = 0
-        if event.kind in _PER_ACCOUNT:  # only this account's lines: the event holds every account's day
-            lines = [line for line in payload.get("lines", ()) if line.get("account_code") == account.code]
-            if not lines:
-                continue
-            payload = {**payload, "lines": lines}
-            messages = sum(int(line.get("messages", 0)) for line in lines)
-        elif account.code not in str(payload):
+        if account.code not in str(payload):
             continue
         totals = ledger.posting_totals([ledger.transaction_for(ledger.Event(event.event_id, event.kind, event.occurred_on, payload))])
         effect = -totals.get(prepaid, Decimal(0))  # a liability: credit is negative in the books
-        if effect:  # a day's charges after its other movements, charges before refunds, booked or not (below)
-            order = (1 << 62) + _CHARGES_ORDER[event.kind] if event.kind in _PER_ACCOUNT else event.id
-            found.append((event.occurred_on, order, _what(event.kind, payload, messages, effect), effect))
-    unbooked = session.execute(
+        if effect:
+            found.append((event.occurred_on, event.id, _what(event.kind, payload, 0, effect), effect))
+    charges = session.execute(
         sa.select(UsageDay.day, UsageDay.kind, sa.func.sum(UsageDay.messages), sa.func.sum(UsageDay.amount))
-        .where(UsageDay.account_id == account.id, UsageDay.event_id.is_(None), UsageDay.day >= first)
+        .where(UsageDay.account_id == account.id, UsageDay.day >= first)
         .group_by(UsageDay.day, UsageDay.kind)
         .order_by(UsageDay.day, UsageDay.kind)
     )
-    for day, kind, messages, amount in unbooked:
+    for day, kind, messages, amount in charges:  # a day's charges after its other movements, charges before refunds
         amount = Decimal(amount or 0)
         if amount:
             order = (1 << 62) + _CHARGES_ORDER.get(kind, 9)
@@ -129,12 +133,12 @@ def statement_csv(statement: BalanceStatement, account: EnterpriseAccount) -> It
     """The statement as CSV for Excel (UTF-8 with a BOM)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(("企业号", account.code, account.customer_name))
+    writer.writerow(("企业号", account.code, excel_text(account.customer_name)))  # (a review: the one cell not guarded)
     writer.writerow(("日期", "摘要", "收入（元）", "支出（元）", "余额（元）"))
     writer.writerow((statement.first.isoformat(), "期初余额", "", "", format_price(statement.opening)))
     for line in statement.lines:
         income, spent = (format_price(line.amount), "") if line.amount > 0 else ("", format_price(-line.amount))
-        writer.writerow((line.day.isoformat(), line.what, income, spent, format_price(line.balance)))
+        writer.writerow((line.day.isoformat(), excel_text(line.what), income, spent, format_price(line.balance)))
     writer.writerow(
         (
             statement.last.isoformat(),

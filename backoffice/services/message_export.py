@@ -39,6 +39,9 @@ class ExportPeriod:
         return f"发送记录_{self.first:%Y%m%d}-{self.last:%Y%m%d}.csv"
 
 
+EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
+
+
 def export_period(first: str | None, last: str | None, *, verb: str = "导出") -> ExportPeriod:
     """The Beijing days asked for (YYYY-MM-DD; by default this month up to today), each bad value
     named under its field (`verb`: what is done with them, in the refusal of too long a range)."""
@@ -49,10 +52,16 @@ def export_period(first: str | None, last: str | None, *, verb: str = "导出") 
         if not text or not text.strip():
             return default
         try:
-            return date.fromisoformat(text.strip())
+            given = date.fromisoformat(text.strip())
         except ValueError:
             errors[field] = f"{label}应为日期（年-月-日，如 {today:%Y-%m-%d}），收到的是 {text.strip()[:20]!r}"
             return default
+        # Found by a review: 0001-01-01 and 9999-12-31 overflowed the times they become (a 500, or a
+        # download of a header alone). (A month's page asks up to its last day, after today.)
+        if not EARLIEST <= given <= LATEST:
+            errors[field] = f"{label}应在 {EARLIEST} 至 {LATEST} 之间，收到的是 {given:%Y-%m-%d}"
+            return default
+        return given
 
     start = day(first, "from", "开始日期", today.replace(day=1))
     end = day(last, "to", "结束日期", today)
@@ -65,7 +74,7 @@ def export_period(first: str | None, last: str | None, *, verb: str = "导出") 
     return ExportPeriod(start, end)
 
 
-def _text(value: str) -> str:
+def excel_text(value: str) -> str:
     """A cell of the customer's own text, kept from being run as a formula by Excel."""
     return "'" + value if value.startswith(_FORMULA_START) else value
 
@@ -110,9 +119,9 @@ def export_messages(session: Session, account_id: int, period: ExportPeriod, *, 
         writer.writerow(
             (
                 message.id, message.request_id, login, _when(message.accepted_at), f'="{message.recipient}"',
-                CARRIER_NAMES.get(message.reported_carrier or message.carrier, message.carrier), _text(message.content),
+                CARRIER_NAMES.get(message.reported_carrier or message.carrier, message.carrier), excel_text(message.content),
                 message.segments, format_price(message.charge), format_price(message.refunded), format_price(message.net_charge),
-                message.status_name, _text(message.error or ""), _when(message.submitted_at), _when(message.done_at),
+                message.status_name, excel_text(message.error or ""), _when(message.submitted_at), _when(message.done_at),
             )
         )  # fmt: skip
         yield buffer.getvalue()
