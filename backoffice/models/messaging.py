@@ -297,7 +297,12 @@ class MobileOriginated(Base):
 
     account: Mapped[EnterpriseAccount | None] = relationship()
 
-    __table_args__ = (sa.Index("ix_mobile_originated_account_id_id", "account_id", "id"),)
+    __table_args__ = (
+        sa.Index("ix_mobile_originated_account_id_id", "account_id", "id"),
+        # GET /api/v1/replies pages by (received_at, id) within the account (found by a review:
+        # every poll sorted all of the account's replies)
+        sa.Index("ix_mobile_originated_account_received", "account_id", "received_at", "id"),
+    )
 
 
 class ReplyFragment(Base):

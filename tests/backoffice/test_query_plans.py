@@ -50,3 +50,28 @@ def test_the_look_for_parts_in_flight_reads_only_parts_without_a_response(app: F
         plan = " / ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement).all())
     assert "message_parts USING INDEX ix_message_parts_unanswered" in plan, plan
     assert "SEARCH messages USING INTEGER PRIMARY KEY" in plan and "ix_messages_queue" not in plan, plan
+
+
+def test_a_page_of_replies_through_the_api_walks_an_index_not_every_reply_of_the_account(app: Flask) -> None:
+    """Found by a review: GET /api/v1/replies sorted all of the account's replies on every poll."""
+    from datetime import UTC, datetime
+
+    from backoffice.services.messaging import reply_reports
+
+    sender = active_sender(app)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM mobile_originated" in statement:
+            seen.append((statement, params))
+
+    sa.event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        since = datetime(2026, 11, 22, tzinfo=UTC)
+        reply_reports(db.session, sender.account.id, since=since, after_id=0, limit=101, until=datetime(2026, 11, 23, tzinfo=UTC))
+        ((statement, params),) = seen
+        with db.engine.connect() as connection:
+            plan = " / ".join(str(row[-1]) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all())
+        assert "TEMP B-TREE" not in plan and "ix_mobile_originated_account_received" in plan, plan
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", capture)
