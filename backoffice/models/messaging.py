@@ -250,8 +250,8 @@ class MessagePart(Base):
 
 
 class ForbiddenKeyword(Base):
-    """The administrators' list of forbidden words (003 §3.3). Ids are never reused (SQLite
-    AUTOINCREMENT, PostgreSQL sequences), so (count, max id) identifies a version of the list."""
+    """The administrators' list of forbidden words (003 §3.3). Every change to it counts in
+    `forbidden_keywords_version` (triggers), which intake reads to know its compiled list is current."""
 
     __tablename__ = "forbidden_keywords"
 
@@ -261,6 +261,51 @@ class ForbiddenKeyword(Base):
     created_by: Mapped[str] = mapped_column(sa.String(80))
 
     __table_args__ = {"sqlite_autoincrement": True}
+
+
+class KeywordListVersion(Base):
+    """One row: how many changes the forbidden keyword list has had, counted by the database's own
+    triggers on `forbidden_keywords` (whoever makes the change). Intake reads it with the sender
+    to know whether its compiled matcher is current: found by a benchmark, the COUNT over the list
+    that did this before cost every request 0.4 ms at 10,000 keywords, a quarter of a single
+    request's time."""
+
+    __tablename__ = "forbidden_keywords_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    changes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+_BUMP_SQLITE = (
+    "INSERT INTO forbidden_keywords_version (id, changes) VALUES (1, 1) "
+    "ON CONFLICT (id) DO UPDATE SET changes = forbidden_keywords_version.changes + 1"
+)
+KEYWORDS_VERSION_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "sqlite": tuple(
+        f"CREATE TRIGGER forbidden_keywords_{op.lower()}_counted AFTER {op} ON forbidden_keywords BEGIN {_BUMP_SQLITE}; END"
+        for op in ("INSERT", "UPDATE", "DELETE")
+    ),
+    "postgresql": (
+        "CREATE OR REPLACE FUNCTION forbidden_keywords_counted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "INSERT INTO forbidden_keywords_version (id, changes) VALUES (1, 1) "
+        "ON CONFLICT (id) DO UPDATE SET changes = forbidden_keywords_version.changes + 1; RETURN NULL; END $$",
+        "CREATE TRIGGER forbidden_keywords_counted AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON forbidden_keywords "
+        "FOR EACH STATEMENT EXECUTE FUNCTION forbidden_keywords_counted()",
+    ),
+}
+KEYWORDS_VERSION_UNTRIGGERS: dict[str, tuple[str, ...]] = {
+    "sqlite": tuple(f"DROP TRIGGER IF EXISTS forbidden_keywords_{op}_counted" for op in ("insert", "update", "delete")),
+    "postgresql": (
+        "DROP TRIGGER IF EXISTS forbidden_keywords_counted ON forbidden_keywords",
+        "DROP FUNCTION IF EXISTS forbidden_keywords_counted()",
+    ),
+}
+for _dialect, _statements in KEYWORDS_VERSION_TRIGGERS.items():  # with the list's table, as its migration makes them
+    for _statement in _statements:
+        sa.event.listen(ForbiddenKeyword.__table__, "after_create", sa.DDL(_statement).execute_if(dialect=_dialect))
+sa.event.listen(
+    ForbiddenKeyword.__table__, "after_drop", sa.DDL(KEYWORDS_VERSION_UNTRIGGERS["postgresql"][-1]).execute_if(dialect="postgresql")
+)
 
 
 class Unsubscribe(Base):

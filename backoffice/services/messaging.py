@@ -64,6 +64,7 @@ from backoffice.models import (
     Contract,
     EnterpriseAccount,
     ForbiddenKeyword,
+    KeywordListVersion,
     Message,
     MobileOriginated,
     PortedNumber,
@@ -348,7 +349,7 @@ class _SenderState:
     contract_id: int | None  # the account's latest contract
     open_ended: bool  # a live contract has no fixed end (extends yearly, long term, until used up)
     last_day: date | None  # else the last day of the live fixed-term contracts (None: no contract)
-    keywords_version: tuple[int, int]  # (count, max id) of the forbidden keywords
+    keywords_version: int  # the forbidden keyword list's changes (KeywordListVersion)
     key_live: bool  # the API key (if any) is unrevoked and belongs to this sub-account
 
 
@@ -364,8 +365,7 @@ def _sender_state_query() -> sa.Select:
     fixed = sa.and_(contracts.c.renewal_rule == "fixed_term", contracts.c.term_end.is_not(None))
     open_ended = sa.exists().where(live, sa.not_(fixed))
     last_day = sa.select(sa.func.max(contracts.c.term_end)).where(live, fixed).scalar_subquery()
-    keyword_count = sa.select(sa.func.count(ForbiddenKeyword.id)).scalar_subquery()
-    keyword_top = sa.select(sa.func.max(ForbiddenKeyword.id)).scalar_subquery()
+    keywords_version = sa.select(KeywordListVersion.changes).where(KeywordListVersion.id == 1).scalar_subquery()
     subs = SubAccount.__table__
     key_live = sa.exists().where(ApiKey.id == sa.bindparam("key_id"), ApiKey.sub_account_id == subs.c.id, ApiKey.revoked_at.is_(None))
     return (
@@ -376,8 +376,7 @@ def _sender_state_query() -> sa.Select:
             latest_contract,
             open_ended,
             last_day,
-            keyword_count,
-            keyword_top,
+            keywords_version,
             key_live,
         )
         .join(subs, subs.c.account_id == _ACCOUNTS.c.id)
@@ -398,7 +397,7 @@ def _sender_state(session: Session, sub_account_id: int, api_key_id: int | None)
     row = _SENDER_STATE.first(session, {"sub_account_id": sub_account_id, "key_id": api_key_id or 0})
     if row is None:
         raise Unauthorized(KEY_REFUSED)  # the sub-account is gone
-    active, login, contract_id, open_ended, last_day, keyword_count, keyword_top, key_live = row[_SENDER_FIELDS:]
+    active, login, contract_id, open_ended, last_day, keywords_version, key_live = row[_SENDER_FIELDS:]
     account = SenderAccount(*row[:_SENDER_FIELDS])
     if isinstance(last_day, str):  # SQLite hands back a subquery's date as text
         last_day = date.fromisoformat(last_day)
@@ -409,7 +408,7 @@ def _sender_state(session: Session, sub_account_id: int, api_key_id: int | None)
         contract_id,
         bool(open_ended),
         last_day,
-        (int(keyword_count), int(keyword_top or 0)),
+        int(keywords_version or 0),
         bool(key_live),
     )
 
@@ -490,19 +489,22 @@ def _window(terms: Mapping[str, Any]) -> tuple[tuple[time, time], time] | None:
 
 # --- forbidden keywords: one matcher per process, rebuilt when the list changes ----------------
 
-_matchers: dict[str, tuple[tuple[int, int], KeywordMatcher]] = {}
+_matchers: dict[str, tuple[int, KeywordMatcher]] = {}
 _matchers_lock = threading.Lock()
 
 
 def forbidden_matcher(session: Session) -> KeywordMatcher:
-    """The compiled keyword list. Ids are never reused, so (count, max id) changes with every
-    addition or removal: one cheap query per request tells whether to rebuild (intake reads
-    the version along with the account, see `_sender_state`)."""
-    count, top = session.execute(sa.select(sa.func.count(ForbiddenKeyword.id), sa.func.max(ForbiddenKeyword.id))).one()
-    return _matcher(session, str(session.get_bind().engine.url), (int(count), int(top or 0)))
+    """The compiled keyword list, rebuilt when the list's version (its changes, counted by the
+    database's triggers) moved: one row read per request (intake reads it along with the account,
+    see `_sender_state`)."""
+    return _matcher(session, str(session.get_bind().engine.url), keyword_list_version(session))
 
 
-def _matcher(session: Session, database: str, version: tuple[int, int]) -> KeywordMatcher:
+def keyword_list_version(session: Session) -> int:
+    return int(session.scalar(sa.select(KeywordListVersion.changes).where(KeywordListVersion.id == 1)) or 0)
+
+
+def _matcher(session: Session, database: str, version: int) -> KeywordMatcher:
     cached = _matchers.get(database)
     if cached is not None and cached[0] == version:
         return cached[1]
