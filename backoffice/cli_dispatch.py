@@ -172,14 +172,12 @@ def verify_log(archive_dir: str | None, as_json: bool) -> None:
 
 @dispatch_cli.command("archive-log")
 @click.option("--before", "before", required=True, help="archive the lines logged before this day, YYYY-MM-DD (Beijing)")
-@click.option(
-    "--dir", "archive_dir", type=click.Path(file_okay=False), default=None, help="folder for the file (default: SEND_LOG_ARCHIVE_DIR)"
-)
 @click.option("--json", "as_json", is_flag=True)
-def archive_log(before: str, archive_dir: str | None, as_json: bool) -> None:
+def archive_log(before: str, as_json: bool) -> None:
     """Move the send log's lines logged before --before (at least SEND_LOG_KEEP_MONTHS months ago,
-    six at least) to a gzip CSV file in the export's format: written, read back and verified,
-    recorded, then deleted from the database. Safe to run again after an interruption."""
+    six at least) to a gzip CSV file in the export's format in SEND_LOG_ARCHIVE_DIR (one folder
+    for all archives, which export-log reads): written, read back and verified, recorded, then
+    deleted from the database. Safe to run again after an interruption."""
     from flask import current_app
 
     from backoffice.clock import local_today

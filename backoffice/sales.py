@@ -48,10 +48,10 @@ def _form_values(template: ContractTemplate) -> dict[str, Any]:
         if spec.type == "networks":
             raw[spec.name] = request.form.getlist(spec.name)
         elif spec.type == "bool":
-            # A browser sends a ticked box's value ("on") and nothing for an unticked one; a script may
-            # send "false" (found by a fuzzing round: any value, "false" too, was taken as ticked).
-            ticked = request.form.get(spec.name, "").strip().lower() not in ("", "false", "0", "off", "no")
-            raw[spec.name] = "true" if ticked else "false"
+            # As posted: a browser sends a ticked box's value ("on") and nothing for an unticked one, a
+            # script may send "false" or 否, and the field's parser refuses what is neither (found by
+            # a fuzzing round: any value, "false" too, was taken as ticked).
+            raw[spec.name] = request.form.get(spec.name, "")
         else:
             raw[spec.name] = request.form.get(spec.name, "")
     return raw

@@ -395,6 +395,10 @@ class SendLog(Base):
 #: by its own clock, whatever the application's setting (SEND_LOG_KEEP_MONTHS, which may be more).
 #: Written out as "6 months" in the triggers below (a test holds them together).
 KEEP_MONTHS_AT_LEAST = 6
+#: Six calendar months before now (UTC) in SQLite, capped at the month's end as PostgreSQL's
+#: interval and `send_log.keep_from` are: SQLite's own '-6 months' rolls 31 August over to 3 March
+#: (found by a review: the guard was three days looser there).
+SQLITE_SIX_MONTHS_AGO = "min(datetime('now', '-6 months'), date('now', 'start of month', '-5 months', '-1 day') || ' ' || time('now'))"
 
 # The database itself refuses to change or remove a send log row (invariant 6: append-only),
 # whoever the client, except a row both recorded as archived in `send_log_archives` (whose own
@@ -406,9 +410,9 @@ KEEP_MONTHS_AT_LEAST = 6
 SEND_LOG_GUARD: dict[str, tuple[str, ...]] = {
     "sqlite": (
         "CREATE TRIGGER send_log_no_update BEFORE UPDATE ON send_log BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
-        "CREATE TRIGGER send_log_no_delete BEFORE DELETE ON send_log "
+        "CREATE TRIGGER send_log_no_delete BEFORE DELETE ON send_log "  # noqa: S608 (constants only)
         "WHEN OLD.seq > (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) "
-        "OR OLD.logged_at >= datetime('now', '-6 months') "
+        "OR OLD.logged_at >= " + SQLITE_SIX_MONTHS_AGO + " "
         "BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
     ),
     "postgresql": (
@@ -441,6 +445,25 @@ def _guarded_by(table: sa.Table, guard: dict[str, tuple[str, ...]], unguard: dic
 
 
 _guarded_by(SendLog.__table__, SEND_LOG_GUARD, SEND_LOG_UNGUARD)
+
+
+# SQLite's INSERT OR REPLACE removes the row a new one clashes with without firing its DELETE
+# triggers (recursive triggers are off), and fires no UPDATE trigger: found by a review, a row of
+# any age could be rewritten, the head moved back, an archive record removed. These refuse an
+# insert whose key is taken (the head's ignores it: its first append inserts it if absent).
+# PostgreSQL's ON CONFLICT DO UPDATE fires the UPDATE triggers.
+SQLITE_NO_REPLACE: tuple[str, ...] = (
+    "CREATE TRIGGER send_log_no_replace BEFORE INSERT ON send_log WHEN EXISTS (SELECT 1 FROM send_log WHERE seq = NEW.seq) "
+    "BEGIN SELECT RAISE(ABORT, 'send_log is append-only'); END",
+    "CREATE TRIGGER send_log_head_no_replace BEFORE INSERT ON send_log_head "
+    "WHEN EXISTS (SELECT 1 FROM send_log_head WHERE id = NEW.id) BEGIN SELECT RAISE(IGNORE); END",
+    "CREATE TRIGGER send_log_archives_no_replace BEFORE INSERT ON send_log_archives WHEN EXISTS "
+    "(SELECT 1 FROM send_log_archives WHERE id = NEW.id OR first_seq = NEW.first_seq OR last_seq = NEW.last_seq) "
+    "BEGIN SELECT RAISE(ABORT, 'send_log_archives is append-only'); END",
+)
+SQLITE_NO_REPLACE_UNDO: tuple[str, ...] = tuple(
+    f"DROP TRIGGER IF EXISTS {name}" for name in ("send_log_no_replace", "send_log_head_no_replace", "send_log_archives_no_replace")
+)
 
 
 class SendLogHead(Base):
@@ -523,12 +546,12 @@ SEND_LOG_ARCHIVES_GUARD: dict[str, tuple[str, ...]] = {
         "CREATE TRIGGER send_log_archives_no_delete BEFORE DELETE ON send_log_archives "
         "BEGIN SELECT RAISE(ABORT, 'send_log_archives is append-only'); END",
         # Found by a review: without it, one INSERT of a record naming a far seq let every row go.
-        "CREATE TRIGGER send_log_archives_next_part BEFORE INSERT ON send_log_archives "
+        "CREATE TRIGGER send_log_archives_next_part BEFORE INSERT ON send_log_archives "  # noqa: S608 (constants only)
         "WHEN NEW.first_seq <> (SELECT COALESCE(MAX(last_seq), 0) FROM send_log_archives) + 1 "
         "OR NEW.first_prev_hash <> COALESCE((SELECT last_hash FROM send_log_archives ORDER BY last_seq DESC LIMIT 1), "
         "'0000000000000000000000000000000000000000000000000000000000000000') "
         "OR NOT EXISTS (SELECT 1 FROM send_log WHERE seq = NEW.last_seq AND hash = NEW.last_hash "
-        "AND logged_at < datetime('now', '-6 months')) "
+        "AND logged_at < " + SQLITE_SIX_MONTHS_AGO + ") "
         "BEGIN SELECT RAISE(ABORT, 'send_log_archives: not the next part of the log six months old'); END",
     ),
     "postgresql": (
@@ -561,6 +584,8 @@ SEND_LOG_ARCHIVES_UNGUARD: dict[str, tuple[str, ...]] = {
     ),
 }
 _guarded_by(SendLogArchive.__table__, SEND_LOG_ARCHIVES_GUARD, SEND_LOG_ARCHIVES_UNGUARD)
+for _table, _statement in zip((SendLog.__table__, SendLogHead.__table__, SendLogArchive.__table__), SQLITE_NO_REPLACE, strict=True):
+    sa.event.listen(_table, "after_create", sa.DDL(_statement).execute_if(dialect="sqlite"))
 
 
 class PortedNumber(Base):

@@ -485,6 +485,17 @@ def archive_send_log(session: Session, *, before: date, directory: Path, actor: 
         return _archive(session, before=before, directory=directory, actor=actor)
 
 
+def _database_six_months_ago(session: Session) -> datetime:
+    """The limit the database's triggers hold deletions and archive records to, by its own clock."""
+    from backoffice.models.messaging import SQLITE_SIX_MONTHS_AGO
+
+    if session.get_bind().dialect.name == "postgresql":
+        limit = session.scalar(sa.text("SELECT (now() AT TIME ZONE 'UTC') - interval '6 months'"))
+    else:
+        limit = datetime.fromisoformat(session.scalar(sa.text(f"SELECT {SQLITE_SIX_MONTHS_AGO}")))
+    return limit.replace(tzinfo=UTC)
+
+
 def _archive(session: Session, *, before: date, directory: Path, actor: str) -> ArchiveResult:
     recorded = archives(session)
     problems = _archive_problems(recorded)
@@ -505,7 +516,10 @@ def _archive(session: Session, *, before: date, directory: Path, actor: str) -> 
     head = _head(session)
     first_seq = anchor.last_seq + 1 if anchor is not None else 1
     prev = anchor.last_hash if anchor is not None else GENESIS
-    cutoff = datetime.combine(before, time(), tzinfo=SHANGHAI).astimezone(UTC)
+    # No later than the database's own six months (found by a review: on the 1st of some months
+    # before 08:00 Beijing its clock's limit, still the last day of a shorter month in UTC, fell
+    # before the app's cutoff, and the record of the archive was refused).
+    cutoff = min(datetime.combine(before, time(), tzinfo=SHANGHAI).astimezone(UTC), _database_six_months_ago(session))
     last_seq = -1
     if head is not None and head.last_seq >= first_seq:
         first_kept = session.scalar(
@@ -535,7 +549,8 @@ def _archive(session: Session, *, before: date, directory: Path, actor: str) -> 
         session.flush()
     except sa.exc.IntegrityError as error:  # the record's uniqueness, or its trigger (send_log_archives_next_part)
         session.rollback()
-        path.unlink(missing_ok=True)
+        if session.scalar(sa.select(SendLogArchive.id).where(SendLogArchive.file_name == path.name)) is None:
+            path.unlink(missing_ok=True)  # (not one another run recorded meanwhile: a folder without working locks)
         raise Conflict(
             f"数据库拒绝了第 {first_seq}–{last_seq} 条的归档记录（{str(error.orig).splitlines()[0][:120]}）："
             "它须接着上一段归档，且末条按数据库的时钟已满六个月。本次未做任何更改"

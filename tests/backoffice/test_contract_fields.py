@@ -277,3 +277,6 @@ def test_an_email_typed_full_width_is_kept_half_width_and_a_non_ascii_local_part
     values = validate_contract_fields(template, sample("sms_business_service", customer__email="ｌｉ＠１２６.com"))
     assert values["customer.email"] == "li@126.com"
     assert "@ 前只能是英文字母" in errors_for("sms_business_service", customer__email="张三@qq.com")["customer.email"]
+    # A domain of Chinese characters as its ASCII form, which the mail can go to without SMTPUTF8 (a review).
+    idn = validate_contract_fields(template, sample("sms_business_service", customer__email="li@例子.中国"))
+    assert idn["customer.email"] == "li@xn--fsqu00a.xn--fiqs8s"

@@ -106,6 +106,7 @@ def test_upgrade_makes_the_send_log_append_only_as_create_all_does(tmp_path: Pat
     assert set(expected) == {
         "send_log_no_update", "send_log_no_delete", "send_log_head_no_delete", "send_log_head_forward",
         "send_log_archives_no_update", "send_log_archives_no_delete", "send_log_archives_next_part",
+        "send_log_no_replace", "send_log_head_no_replace", "send_log_archives_no_replace",
     }  # fmt: skip
 
     app = create_app(app_config(tmp_path / "fresh", signing_files))

@@ -416,3 +416,47 @@ def test_an_archive_file_whose_record_was_widened_is_not_exported(app: Flask, tm
     db.session.commit()
     code, _, err = export(app, tmp_path, "widened.csv")
     assert code == 1 and "与归档记录不符：应到第 12 条为止，实到第 9 条" in err
+
+
+@pytest.mark.sqlite_only
+def test_insert_or_replace_cannot_rewrite_a_row_move_the_head_or_drop_an_archive_record(app: Flask, logged: list[int]) -> None:
+    """Found by a review: SQLite's INSERT OR REPLACE removes the clashing row without firing its
+    DELETE trigger, so a row minutes old could be rewritten (its hash recomputed, the head's hash
+    moved) and the chain still verified."""
+    assert run(app, "dispatch", "archive-log", "--before", "2026-04-01")[0] == 0
+    row = db.session.scalars(sa.select(SendLog).where(SendLog.seq == 14)).one()
+    db.session.expunge(row)
+    columns = "seq, logged_at, account_code, service_code, recipient, content, result, message_id, prev_hash, hash"
+    values = {
+        "seq": 14, "logged_at": "2026-11-20 08:00:00.000000", "account_code": row.account_code, "service_code": row.service_code,
+        "recipient": row.recipient, "content": "【蓉城会员】改过的", "result": row.result, "message_id": row.message_id,
+        "prev_hash": row.prev_hash, "hash": "f" * 64,
+    }  # fmt: skip
+    placeholders = ", ".join(f":{name.strip()}" for name in columns.split(","))
+    with pytest.raises(sa.exc.IntegrityError, match="send_log is append-only"):
+        db.session.execute(sa.text(f"INSERT OR REPLACE INTO send_log ({columns}) VALUES ({placeholders})"), values)
+    db.session.rollback()
+    db.session.execute(sa.text("INSERT OR REPLACE INTO send_log_head (id, last_seq, last_hash) VALUES (1, 3, :h)"), {"h": "0" * 64})
+    db.session.commit()  # ignored: the head is where it was
+    with pytest.raises(sa.exc.IntegrityError, match="send_log_archives is append-only"):
+        db.session.execute(sa.text("INSERT OR REPLACE INTO send_log_archives SELECT * FROM send_log_archives"))
+    db.session.rollback()
+    assert seqs() == list(range(4, 16)) and verify_chain(db.session, archive_dir(app)) == []
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SendLogArchive)) == 1
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ("now", "limit"),
+    [
+        ("2026-08-31 10:00:00", "2026-02-28 10:00:00"),  # SQLite's own '-6 months' says 2026-03-03
+        ("2028-08-31 10:00:00", "2028-02-29 10:00:00"),
+        ("2026-12-31 23:59:59", "2026-06-30 23:59:59"),  # (its own: 2026-07-01)
+        ("2026-12-08 01:20:00", "2026-06-08 01:20:00"),
+        ("2027-03-01 00:30:00", "2026-09-01 00:30:00"),
+    ],
+)
+def test_sqlites_six_months_ago_stops_at_the_month_end_as_postgresql_does(app: Flask, now: str, limit: str) -> None:
+    from backoffice.models.messaging import SQLITE_SIX_MONTHS_AGO
+
+    assert db.session.scalar(sa.text("SELECT " + SQLITE_SIX_MONTHS_AGO.replace("'now'", f"'{now}'"))) == limit

@@ -1081,11 +1081,14 @@ def test_a_script_posting_auto_renew_false_issues_a_fixed_term(app: Flask, clien
     from backoffice.models import Contract
 
     login(client, "sales", staff["sales"])
-    for n, value in enumerate(("false", "0", "off", "on"), start=1):
+    for n, value in enumerate(("false", "0", "off", "否", "on"), start=1):
         data = form_data("sms_business_service", customer__name=f"脚本签约{n}有限公司", service_code=f"10657500012{n}")
         data.update(
             auto_renew=value, submission_id=f"script-{n}", customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI
         )
         assert "已签发" in client.post("/sales/new/sms_business_service", data=data).get_data(as_text=True)
     contracts = db.session.scalars(sa.select(Contract).order_by(Contract.id)).all()
-    assert [c.fields["auto_renew"] for c in contracts] == [False, False, False, True]
+    assert [c.fields["auto_renew"] for c in contracts] == [False, False, False, False, True]
+    junk = form_data("sms_business_service", customer__name="脚本签约6有限公司", service_code="106575000126")
+    junk.update(auto_renew="maybe", submission_id="script-6", customer_signature=SIGNATURE_DATA_URI, provider_signature=SIGNATURE_DATA_URI)
+    assert client.post("/sales/new/sms_business_service", data=junk).status_code == 422  # neither: refused, not ticked

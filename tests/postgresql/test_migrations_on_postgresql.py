@@ -35,6 +35,7 @@ CONCURRENT_BUILDS = [
     ("a7c1e9f3b5d2", "ix_messages_recipient_account"),  # b9d3f5a7c1e8
     ("e9c5a1d7b3f8", "ix_messages_account_id_id"),  # f1d7c3a9e5b2
     ("a3c9e5f1b7d4", "ix_message_parts_unanswered"),  # c4e6a8b0d2f5
+    ("f3b5d7a9c1e4", "ix_mobile_originated_account_received"),  # a6c8e0b2d4f7
 ]
 
 

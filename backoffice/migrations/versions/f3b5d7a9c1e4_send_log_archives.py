@@ -1,7 +1,8 @@
 """send log archives: rows older than the time they must be kept can be moved to a verified
 file (`dispatch archive-log`); the record of each archive, append-only, each the next part of
 the log six months old, and the send log's delete trigger letting only archived rows six months
-old go
+old go; on SQLite, triggers refusing INSERT OR REPLACE of the send log's, its head's and its
+archives' rows
 
 Revision ID: f3b5d7a9c1e4
 Revises: a4e8c2f6d0b9
@@ -17,7 +18,13 @@ import sqlalchemy as sa
 from alembic import op
 
 import backoffice.models.base
-from backoffice.models.messaging import SEND_LOG_ARCHIVES_GUARD, SEND_LOG_ARCHIVES_UNGUARD, SEND_LOG_GUARD
+from backoffice.models.messaging import (
+    SEND_LOG_ARCHIVES_GUARD,
+    SEND_LOG_ARCHIVES_UNGUARD,
+    SEND_LOG_GUARD,
+    SQLITE_NO_REPLACE,
+    SQLITE_NO_REPLACE_UNDO,
+)
 
 # revision identifiers, used by Alembic.
 revision = "f3b5d7a9c1e4"
@@ -74,6 +81,7 @@ def upgrade():
     )
     _run(SEND_LOG_ARCHIVES_GUARD)
     _run(_NEW_DELETE_GUARD)
+    _run({"sqlite": SQLITE_NO_REPLACE, "postgresql": ()})  # (INSERT OR REPLACE: SQLite only)
 
 
 def downgrade():
@@ -81,6 +89,7 @@ def downgrade():
         archived = op.get_bind().execute(sa.text("SELECT COUNT(*) FROM send_log_archives")).scalar()
         if archived:
             raise RuntimeError(f"{archived} send log archive(s) recorded: their rows are no longer in send_log; not downgrading")
+    _run({"sqlite": SQLITE_NO_REPLACE_UNDO, "postgresql": ()})
     _run(_OLD_DELETE_GUARD)
     _run(SEND_LOG_ARCHIVES_UNGUARD)
     op.drop_table("send_log_archives")
