@@ -53,7 +53,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm import Session, aliased, scoped_session
 from sqlalchemy.pool import Pool
 
 from backoffice.clock import SHANGHAI, to_local, utcnow
@@ -1516,14 +1516,33 @@ def recent_replies(
 
 
 def _replied_to(account_id: int, sub_account_id: int) -> sa.ColumnElement[bool]:
-    """A reply from a number the sub-account had sent to when the reply came (its to read)."""
-    sent_to = sa.select(Message.id).where(
-        Message.recipient == MobileOriginated.sender,
-        Message.account_id == account_id,
-        Message.accepted_at <= MobileOriginated.received_at,
-        Message.sub_account_id == sub_account_id,
-    )  # ix_messages_recipient_account (recipient, account, accepted_at)
-    return sent_to.exists()
+    """A reply that answers the sub-account: the account's latest message to that number before
+    the reply came was the sub-account's. Found by a review: any earlier message sufficed, so a
+    子号 that once wrote to a number read every later reply from it, those to another 子号's
+    messages too (each department of a customer may be its own 子号)."""
+    mine, later = aliased(Message), aliased(Message)
+    someone_elses_since = (
+        sa.select(later.id)
+        .where(
+            later.recipient == MobileOriginated.sender,
+            later.account_id == account_id,
+            later.accepted_at > mine.accepted_at,
+            later.accepted_at <= MobileOriginated.received_at,
+            later.sub_account_id != sub_account_id,
+            later.charge_kind.is_distinct_from(NOTICE_CHARGE_KIND),
+        )
+        .correlate_except(later)  # (the reply's and this message's columns are the outer queries')
+        .exists()
+    )
+    answered = sa.select(mine.id).where(
+        mine.recipient == MobileOriginated.sender,
+        mine.account_id == account_id,
+        mine.accepted_at <= MobileOriginated.received_at,
+        mine.sub_account_id == sub_account_id,
+        mine.charge_kind.is_distinct_from(NOTICE_CHARGE_KIND),  # (the platform's own notices answer to nobody)
+        ~someone_elses_since,
+    )  # both by ix_messages_recipient_account (recipient, account, accepted_at)
+    return answered.correlate_except(mine).exists()
 
 
 def reply_reports(

@@ -1169,6 +1169,41 @@ def test_replies_and_unsubscribes_are_read_through_the_api_page_by_page_and_a_su
     assert client.get("/api/v1/replies").status_code == 401
 
 
+def test_a_reply_belongs_to_the_sub_account_whose_message_it_answers(app: Flask, client: FlaskClient) -> None:
+    """Found by a review: a 子号 that once wrote to a number read every later reply from it, those
+    answering another 子号's later message too. The account's latest message to the number before
+    the reply decides whose it is; the enterprise's own login reads them all."""
+    from backoffice.models import SubAccount
+    from backoffice.services.messaging import record_reply
+
+    sender = active_sender(app, "lingxuntong_service")
+    sender.account.service_code = "106575000123"
+    first, second = db.session.scalars(
+        sa.select(SubAccount).where(SubAccount.account_id == sender.account.id, SubAccount.is_primary.is_(False)).order_by(SubAccount.id)
+    ).all()[:2]
+    enterprise, a, b = (create_api_key(db.session, login, label="k", actor="test")[1] for login in (sender.sub, first, second))
+    db.session.commit()
+    number, content = "13800138000", "【学府教育】明天上午九点开课"
+
+    def reply(seconds: int, text: str) -> None:
+        record_reply(
+            db.session, sender=number, destination="106575000123", content=text, received_at=FIXED_NOW + timedelta(seconds=seconds)
+        )
+        db.session.commit()
+
+    post(client, a, to=number, content=content)  # 子号 a writes at FIXED_NOW
+    reply(1, "收到")  # answers a
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=2))
+    post(client, b, to=number, content=content)  # then 子号 b writes to the same number
+    reply(3, "几点？")  # answers b
+    set_clock(lambda: FIXED_NOW + timedelta(seconds=30))
+
+    def read(key: str) -> list[str]:
+        return [r["content"] for r in client.get("/api/v1/replies?since=2026-11-23T00:00:00Z", headers=auth(key)).json["replies"]]
+
+    assert read(a) == ["收到"] and read(b) == ["几点？"] and read(enterprise) == ["收到", "几点？"]
+
+
 def test_the_portal_finds_the_messages_sent_to_one_number(app: Flask, client: FlaskClient) -> None:
     """Found by an exploratory test: to learn whether a message reached one number the customer
     paged through the whole account's messages 50 at a time."""
