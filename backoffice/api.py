@@ -261,30 +261,35 @@ def _page_cursor() -> tuple[datetime, int, int]:
     return since, after_id, limit
 
 
+def _page(rows: list[Any], limit: int, stamp: str, endpoint: str) -> tuple[list[Any], dict[str, Any]]:
+    """A page of a report asked for `limit + 1` rows: the rows to show, and whether there is more
+    and where the next page starts (the last row's `stamp` and id)."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    following = {"since": getattr(rows[-1], stamp).isoformat(), "after_id": rows[-1].id} if more else None
+    return rows, {
+        "has_more": more,
+        "next": following,
+        "next_url": url_for(endpoint, since=following["since"], after_id=following["after_id"], limit=limit) if following else None,
+    }
+
+
+def _settled() -> datetime:
+    """Complete up to here: a change committed later than this comes in a later poll."""
+    return utcnow() - timedelta(seconds=float(current_app.config["STATUS_REPORT_SETTLE_SECONDS"]))
+
+
 @bp.get("/messages")
 def message_reports() -> Any:
     since, after_id, limit = _page_cursor()
     sub = _key().sub_account
-    until = utcnow() - timedelta(seconds=float(current_app.config["STATUS_REPORT_SETTLE_SECONDS"]))
+    until = _settled()
     rows = status_reports(
         db.session, sub.account_id, since=since, after_id=after_id, limit=limit + 1, sub_account_id=sub.message_scope, until=until
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, paging = _page(rows, limit, "updated_at", ".message_reports")
     reasons = intake_reasons(db.session, rows)
-    following = None
-    if more:
-        last = rows[-1]
-        following = {"since": last.updated_at.isoformat(), "after_id": last.id}
-    body = {
-        "messages": [message_json(m, reasons=reasons) for m in rows],
-        "has_more": more,
-        "as_of": until.isoformat(),  # complete up to here: later changes come in a later poll
-        "next": following,
-        "next_url": url_for(".message_reports", since=following["since"], after_id=following["after_id"], limit=limit)
-        if following
-        else None,
-    }
+    body = {"messages": [message_json(m, reasons=reasons) for m in rows], "as_of": until.isoformat(), **paging}
     db.session.commit()
     return jsonify(body)
 
@@ -292,16 +297,14 @@ def message_reports() -> Any:
 @bp.get("/replies")
 def replies() -> Any:
     """Replies (MO) to the account's messages, paged like the status reports; a 子号's key reads
-    the replies from numbers it had sent to, the enterprise's key all of them."""
+    the replies answering its messages, the enterprise's key all of them."""
     since, after_id, limit = _page_cursor()
     sub = _key().sub_account
-    until = utcnow() - timedelta(seconds=float(current_app.config["STATUS_REPORT_SETTLE_SECONDS"]))
+    until = _settled()
     rows = reply_reports(
         db.session, sub.account_id, since=since, after_id=after_id, limit=limit + 1, sub_account_id=sub.message_scope, until=until
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    following = {"since": rows[-1].received_at.isoformat(), "after_id": rows[-1].id} if more else None
+    rows, paging = _page(rows, limit, "received_at", ".replies")
     body = {
         "replies": [
             {
@@ -314,10 +317,8 @@ def replies() -> Any:
             }
             for r in rows
         ],
-        "has_more": more,
         "as_of": until.isoformat(),
-        "next": following,
-        "next_url": url_for(".replies", since=following["since"], after_id=following["after_id"], limit=limit) if following else None,
+        **paging,
     }
     db.session.commit()
     return jsonify(body)

@@ -169,7 +169,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "summary": "回复（上行短信）：收件人回复的内容，回复 TD、退订等的号码已自动加入退订名单（unsubscribe 为 true）",
                     "description": (
                         "按收到时间从早到晚排列，分页方式与状态报告相同：用上一页的 next（since 与 after_id）继续查询；"
-                        "子号的密钥只读到它发送过的号码的回复，企业号的密钥读到全部"
+                        "子号的密钥只读到回复它的短信的回复（该号码在回复之前最后收到的本账户短信是它发的），企业号的密钥读到全部"
                     ),
                     "parameters": [
                         {

@@ -47,12 +47,8 @@ def _form_values(template: ContractTemplate) -> dict[str, Any]:
     for spec in template.fields:
         if spec.type == "networks":
             raw[spec.name] = request.form.getlist(spec.name)
-        elif spec.type == "bool":
-            # As posted: a browser sends a ticked box's value ("on") and nothing for an unticked one, a
-            # script may send "false" or 否, and the field's parser refuses what is neither (found by
-            # a fuzzing round: any value, "false" too, was taken as ticked).
-            raw[spec.name] = request.form.get(spec.name, "")
-        else:
+        else:  # a box too, as posted: "on" when ticked, nothing when not, "false" or 否 from a script
+            # (found by a fuzzing round: any value of a box, "false" too, was taken as ticked)
             raw[spec.name] = request.form.get(spec.name, "")
     return raw
 
