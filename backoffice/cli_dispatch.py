@@ -149,23 +149,31 @@ def keywords_list(as_json: bool) -> None:
     )
 
 
-@dispatch_cli.command("verify-log")
-@click.option(
+_ARCHIVES = click.option(
     "--archives",
     "archive_dir",
     type=click.Path(file_okay=False),
     default=None,
     help="the archive files' folder (default: SEND_LOG_ARCHIVE_DIR)",
 )
+
+
+def _archives(archive_dir: str | None) -> Path:
+    """Where the send log's archive files are: --archives, else SEND_LOG_ARCHIVE_DIR."""
+    from flask import current_app
+
+    return Path(archive_dir or current_app.config["SEND_LOG_ARCHIVE_PATH"])
+
+
+@dispatch_cli.command("verify-log")
+@_ARCHIVES
 @click.option("--json", "as_json", is_flag=True)
 def verify_log(archive_dir: str | None, as_json: bool) -> None:
     """Walk the send log's hash chain, and each archive file's; exit 1 if any record was changed,
     removed or inserted, or an archive file is missing or changed."""
-    from flask import current_app
-
     from backoffice.services.send_log import verify_chain
 
-    problems = verify_chain(db.session, Path(archive_dir or current_app.config["SEND_LOG_ARCHIVE_PATH"]))
+    problems = verify_chain(db.session, _archives(archive_dir))
     _emit({"ok": not problems, "problems": problems}, as_json, "发送日志完整，未被篡改" if not problems else "\n".join(problems))
     sys.exit(1 if problems else 0)
 
@@ -185,7 +193,7 @@ def archive_log(before: str, as_json: bool) -> None:
 
     with refusals(as_json):
         day = _local_day(before, "--before").date()
-        directory = Path(current_app.config["SEND_LOG_ARCHIVE_PATH"])
+        directory = _archives(None)
         result = archive_send_log(
             db.session, before=day, directory=directory, actor=_actor(), today=local_today(),
             keep_months=current_app.config["SEND_LOG_KEEP_MONTHS"],
@@ -281,20 +289,12 @@ def _export_account(value: str) -> str:
 @click.option("--to", "end", required=True, help="last day, YYYY-MM-DD (Beijing), included")
 @click.option("--account", "account_code", default=None)
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None, help="CSV file (default: stdout)")
-@click.option(
-    "--archives",
-    "archive_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="the archive files' folder (default: SEND_LOG_ARCHIVE_DIR)",
-)
+@_ARCHIVES
 def export_log(start: str, end: str, account_code: str | None, out_path: str | None, archive_dir: str | None) -> None:
     """The send log as CSV (for the authorities): time (Beijing), account, service code, recipient,
     content, result, and the chain's fields so the copy can be verified: `logged_at_utc` and
     `message_id` are hashed too, and hash = SHA-256(prev_hash + canonical row). A verification
     line goes to stderr; the exit status is 1 if a row or the chain does not verify."""
-    from flask import current_app
-
     from backoffice.services.send_log import EXPORT_COLUMNS, LogEntry, chain_hash, export_row, export_send_log, verify_chain
 
     with refusals(False):
@@ -325,8 +325,7 @@ def export_log(start: str, end: str, account_code: str | None, out_path: str | N
         writer = csv.writer(out)
         writer.writerow(EXPORT_COLUMNS)
         previous = None
-        archives = Path(archive_dir or current_app.config["SEND_LOG_ARCHIVE_PATH"])
-        for r in export_send_log(db.session, start=first, end=last, account_code=account_code, archive_dir=archives):
+        for r in export_send_log(db.session, start=first, end=last, account_code=account_code, archive_dir=_archives(archive_dir)):
             entry = LogEntry(r.account_code, r.service_code, r.recipient, r.content, r.result, r.message_id)
             if chain_hash(r.prev_hash, r.seq, r.logged_at, entry) != r.hash:
                 problems.append(f"第 {r.seq} 条记录的内容与其哈希不符（记录被修改）")

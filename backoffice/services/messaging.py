@@ -357,6 +357,10 @@ _ACCOUNTS = EnterpriseAccount.__table__
 _SENDER_COLUMNS = tuple(_ACCOUNTS.c[name] for name in SenderAccount.__slots__)  # type: ignore[attr-defined]
 
 
+#: The forbidden keyword list's version (its changes, counted by triggers: KeywordListVersion).
+_KEYWORDS_VERSION = sa.select(KeywordListVersion.changes).where(KeywordListVersion.id == 1)
+
+
 def _sender_state_query() -> sa.Select:
     latest_contract = sa.select(sa.func.max(Contract.id)).where(Contract.account_id == _ACCOUNTS.c.id).scalar_subquery()
     contracts = Contract.__table__
@@ -365,7 +369,7 @@ def _sender_state_query() -> sa.Select:
     fixed = sa.and_(contracts.c.renewal_rule == "fixed_term", contracts.c.term_end.is_not(None))
     open_ended = sa.exists().where(live, sa.not_(fixed))
     last_day = sa.select(sa.func.max(contracts.c.term_end)).where(live, fixed).scalar_subquery()
-    keywords_version = sa.select(KeywordListVersion.changes).where(KeywordListVersion.id == 1).scalar_subquery()
+    keywords_version = _KEYWORDS_VERSION.scalar_subquery()
     subs = SubAccount.__table__
     key_live = sa.exists().where(ApiKey.id == sa.bindparam("key_id"), ApiKey.sub_account_id == subs.c.id, ApiKey.revoked_at.is_(None))
     return (
@@ -497,11 +501,7 @@ def forbidden_matcher(session: Session) -> KeywordMatcher:
     """The compiled keyword list, rebuilt when the list's version (its changes, counted by the
     database's triggers) moved: one row read per request (intake reads it along with the account,
     see `_sender_state`)."""
-    return _matcher(session, str(session.get_bind().engine.url), keyword_list_version(session))
-
-
-def keyword_list_version(session: Session) -> int:
-    return int(session.scalar(sa.select(KeywordListVersion.changes).where(KeywordListVersion.id == 1)) or 0)
+    return _matcher(session, str(session.get_bind().engine.url), int(session.scalar(_KEYWORDS_VERSION) or 0))
 
 
 def _matcher(session: Session, database: str, version: int) -> KeywordMatcher:
