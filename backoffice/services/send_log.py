@@ -71,6 +71,22 @@ def chain_hash(prev_hash: str, seq: int, logged_at: datetime, entry: LogEntry) -
     return hashlib.sha256(prev_hash.encode("ascii") + canonical(seq, logged_at, entry)).hexdigest()
 
 
+def _row_problems(row: Any, prev: str, expected_seq: int) -> list[str]:
+    """What is wrong with a row (of the database or of an archive file) where the chain expects
+    number `expected_seq` after hash `prev`: rows missing before it, a broken link, content that
+    does not match its hash. The one check of every walk of the chain: verify-log's, the
+    archive's as it writes and reads back, the export's of archive files."""
+    problems = []
+    if row.seq != expected_seq:
+        problems.append(f"第 {expected_seq} 条起缺失记录（下一条是第 {row.seq} 条）")
+    if row.prev_hash != prev:
+        problems.append(f"第 {row.seq} 条记录的前序哈希与上一条不符（链条断开）")
+    entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
+    if chain_hash(row.prev_hash, row.seq, row.logged_at, entry) != row.hash:
+        problems.append(f"第 {row.seq} 条记录的内容与其哈希不符（记录被修改）")
+    return problems
+
+
 _to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -216,13 +232,7 @@ def _verify_chain_once(session: Session, archive_dir: Path | None = None) -> lis
         while first is not None and first.seq <= anchor.last_seq:  # archived, not yet deleted (an interrupted archive-log)
             first = next(rows, None)
     for row in (first, *rows) if first is not None else ():
-        if row.seq != expected_seq:
-            problems.append(f"第 {expected_seq} 条起缺失记录（下一条是第 {row.seq} 条）")
-        if row.prev_hash != prev:
-            problems.append(f"第 {row.seq} 条记录的前序哈希与上一条不符（链条断开）")
-        entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
-        if chain_hash(row.prev_hash, row.seq, row.logged_at, entry) != row.hash:
-            problems.append(f"第 {row.seq} 条记录的内容与其哈希不符（记录被修改）")
+        problems += _row_problems(row, prev, expected_seq)
         prev, expected_seq = row.hash, row.seq + 1
     if head is None and expected_seq > 1:  # it names the log's length: gone, rows cut off the end would not show
         problems.append(f"发送日志的链头记录缺失（实有 {expected_seq - 1} 条记录）：末尾记录可能已被删除")
@@ -298,11 +308,7 @@ def _archive_file_problems(path: Path, first_seq: int, last_seq: int, first_prev
     prev, expected_seq = first_prev_hash, first_seq
     try:
         for row in _read_archive(path):
-            if row.seq != expected_seq or row.prev_hash != prev:
-                problems.append(f"{path.name}：第 {row.seq} 条与上一条不相接")
-            entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
-            if chain_hash(row.prev_hash, row.seq, row.logged_at, entry) != row.hash:
-                problems.append(f"{path.name}：第 {row.seq} 条记录的内容与其哈希不符（记录被修改）")
+            problems += [f"{path.name}：{problem}" for problem in _row_problems(row, prev, expected_seq)]
             prev, expected_seq = row.hash, row.seq + 1
             if len(problems) >= 20:
                 return problems
@@ -347,9 +353,8 @@ def export_send_log(
         prev, expected_seq = archive.first_prev_hash, archive.first_seq
         try:
             for row in _read_archive(path):
-                entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
-                if row.seq != expected_seq or row.prev_hash != prev or chain_hash(prev, row.seq, row.logged_at, entry) != row.hash:
-                    raise DomainError(f"归档文件 {path} 第 {row.seq} 条校验不符（与上一条不相接或内容与哈希不符），未导出")
+                if wrong := _row_problems(row, prev, expected_seq):
+                    raise DomainError(f"归档文件 {path}：{'；'.join(wrong)}，未导出")
                 prev, expected_seq = row.hash, row.seq + 1
                 if start <= row.logged_at < end and (account_code is None or row.account_code == account_code):
                     yield row
@@ -421,11 +426,7 @@ def _write_archive(session: Session, path: Path, first_seq: int, last_seq: int, 
                 writer = csv.writer(text)
                 writer.writerow(EXPORT_COLUMNS)
                 for row in _rows(session, last_seq, after=first_seq - 1):
-                    if row.seq != expected_seq or row.prev_hash != prev:
-                        problems.append(f"第 {expected_seq} 条起与上一条不相接（下一条是第 {row.seq} 条）")
-                    entry = LogEntry(row.account_code, row.service_code, row.recipient, row.content, row.result, row.message_id)
-                    if chain_hash(row.prev_hash, row.seq, row.logged_at, entry) != row.hash:
-                        problems.append(f"第 {row.seq} 条记录的内容与其哈希不符（记录被修改）")
+                    problems += _row_problems(row, prev, expected_seq)
                     if len(problems) >= 20:
                         break
                     writer.writerow(export_row(row))
