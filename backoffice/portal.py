@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, Response, abort, render_template
 from flask_login import current_user
 
 from backoffice.auth import roles_required
 from backoffice.extensions import db
 from backoffice.models import Contract
 from backoffice.sales import send_contract_file
+
+if TYPE_CHECKING:
+    from backoffice.services.message_export import ExportPeriod
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
 
@@ -97,7 +101,7 @@ def receipt_voucher(receipt_id: int) -> Any:
 @roles_required("customer")
 def statement() -> Any:
     """余额明细: the balance's movements over a range of days, on the page or as CSV (?format=csv)."""
-    from flask import Response, request
+    from flask import request
 
     from backoffice.errors import ValidationFailed
     from backoffice.services.balance_statement import balance_statement, statement_csv
@@ -110,8 +114,14 @@ def statement() -> Any:
         return render_template("portal/statement.html", account=account, statement=None, errors=failed.errors, form=request.args), 400
     found = balance_statement(db.session, account, period.first, period.last)
     if request.args.get("format") == "csv":
-        name = f"余额明细_{period.first:%Y%m%d}-{period.last:%Y%m%d}.csv"
-        disposition = f"attachment; filename=\"statement_{period.first:%Y%m%d}-{period.last:%Y%m%d}.csv\"; filename*=UTF-8''{quote(name)}"
-        return Response(statement_csv(found, account), mimetype="text/csv", headers={"Content-Disposition": disposition})
+        return csv_download(period, statement_csv(found, account), "statement", "余额明细")
     form = {"from": period.first.isoformat(), "to": period.last.isoformat()}
     return render_template("portal/statement.html", account=account, statement=found, errors={}, form=form)
+
+
+def csv_download(period: ExportPeriod, rows: Iterable[str], ascii_name: str, name: str) -> Response:
+    """`rows` as a CSV download of `period`: `name_<first>-<last>.csv` (Chinese, for browsers that
+    read RFC 5987's filename*), `ascii_name_…` for those that do not."""
+    days = f"{period.first:%Y%m%d}-{period.last:%Y%m%d}"
+    disposition = f"attachment; filename=\"{ascii_name}_{days}.csv\"; filename*=UTF-8''{quote(f'{name}_{days}.csv')}"
+    return Response(rows, mimetype="text/csv", headers={"Content-Disposition": disposition})

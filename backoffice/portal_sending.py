@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
-from flask import Response, current_app, flash, redirect, render_template, request, session, stream_with_context, url_for
+from flask import current_app, flash, redirect, render_template, request, session, stream_with_context, url_for
 from flask_login import current_user
 
 from backoffice.auth import roles_required
@@ -16,7 +15,7 @@ from backoffice.clock import local_today
 from backoffice.errors import DomainError, ValidationFailed
 from backoffice.extensions import db
 from backoffice.money import format_price
-from backoffice.portal import bp
+from backoffice.portal import bp, csv_download
 from backoffice.services.api_keys import account_api_keys, create_api_key, revoke_api_key
 from backoffice.services.message_export import export_messages, export_period
 from backoffice.services.message_queue import cancel_scheduled
@@ -181,10 +180,7 @@ def export_messages_csv() -> Any:
     except ValidationFailed as failed:
         return _messages_page(failed.errors, 400)
     rows = export_messages(db.session, current_user.record.account_id, period, sub_account_id=_scope())
-    disposition = (
-        f"attachment; filename=\"messages_{period.first:%Y%m%d}-{period.last:%Y%m%d}.csv\"; filename*=UTF-8''{quote(period.filename)}"
-    )
-    return Response(stream_with_context(rows), mimetype="text/csv", headers={"Content-Disposition": disposition})
+    return csv_download(period, stream_with_context(rows), "messages", "发送记录")
 
 
 @bp.post("/requests/<id32:request_id>/cancel")

@@ -34,10 +34,6 @@ class ExportPeriod:
     first: date
     last: date  # inclusive, Beijing days
 
-    @property
-    def filename(self) -> str:
-        return f"发送记录_{self.first:%Y%m%d}-{self.last:%Y%m%d}.csv"
-
 
 EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
 
